@@ -1,0 +1,3 @@
+from fakefinder.cli import main
+
+main()

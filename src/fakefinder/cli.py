@@ -1,0 +1,67 @@
+"""The `fakefinder` command: parses arguments and calls the Python API, nothing more."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(
+    help="Prepare, train, evaluate and serve deepfake detectors.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file.")]
+Overrides = Annotated[
+    Optional[list[str]],
+    typer.Argument(help="Dotted overrides, e.g. data.frames_per_video=16 faces.detector=retinaface"),
+]
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def prepare(
+    overrides: Overrides = None,
+    config: ConfigOption = None,
+    shard: Annotated[Optional[str], typer.Option(help="Process only part i of n (e.g. 0/4).")] = None,
+    merge: Annotated[bool, typer.Option("--merge", help="Only merge the shards' results into one manifest.")] = False,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try failed items again.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+) -> None:
+    """Datasets in their published layouts -> face crops + manifest (resumable)."""
+    from fakefinder.config import ConfigError, load_config
+    from fakefinder.data.layouts import LayoutError
+    from fakefinder.data.prepare import SetupError
+    from fakefinder.data.prepare import prepare as run_prepare
+
+    try:
+        cfg = load_config(config, overrides or [])
+        run_prepare(cfg, shard=shard, merge_only=merge, retry_failed=retry_failed, progress=progress)
+    except (ConfigError, LayoutError, SetupError, ValueError) as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def demo(
+    output: Annotated[Path, typer.Option(help="Folder for the generated data and every result.")] = Path("demo-output"),
+    workers: Annotated[int, typer.Option(help="Worker processes for prepare.")] = 2,
+) -> None:
+    """Run the whole pipeline end to end on data it generates (no download)."""
+    from fakefinder.demo import run_demo
+
+    run_demo(output, workers=workers)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

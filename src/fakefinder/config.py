@@ -1,0 +1,306 @@
+"""The typed run configuration: YAML files, dotted command-line overrides, validation, saving.
+
+One `Config` object describes a run; each command reads the sections it needs. Unknown keys are
+errors that name the key (and the closest valid one), so a typo never silently falls back to a
+default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be used; the message names the key or file."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+Layout = Literal["ffpp", "dfdc", "celebdf", "folder", "csv"]
+
+
+class DatasetConfig(_Section):
+    """One input dataset in its published layout."""
+
+    name: str = Field(description="Tag written in every manifest row; must be unique in a run.")
+    layout: Layout
+    root: Path
+    # FaceForensics++
+    compression: Literal["raw", "c23", "c40"] = "c23"
+    methods: list[str] | None = Field(
+        default=None, description="FF++ manipulation folders to read (default: all present)."
+    )
+    originals: list[Literal["youtube", "actors"]] | None = Field(
+        default=None, description="FF++ original_sequences subsets (default: all present)."
+    )
+    splits_dir: Path | None = Field(
+        default=None,
+        description="FF++ official split JSONs (train.json/val.json/test.json); "
+        "default <root>/splits when present.",
+    )
+    # CSV list
+    csv_file: str = Field(default="metadata.csv", description="CSV list, relative to root.")
+    # every layout
+    use_official_split: bool = True
+    max_items: int | None = Field(default=None, ge=1, description="Read at most this many files.")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_tag(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
+            raise ValueError(f"dataset name {value!r} must be letters, digits, '_', '-' or '.'")
+        return value
+
+
+class SplitConfig(_Section):
+    train: float = Field(default=0.8, ge=0)
+    val: float = Field(default=0.1, ge=0)
+    test: float = Field(default=0.1, ge=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _ratios_sum_to_one(self) -> SplitConfig:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split ratios train+val+test must sum to 1 (got {total:g})")
+        return self
+
+
+class DataConfig(_Section):
+    datasets: list[DatasetConfig] = Field(default_factory=list)
+    frames_per_video: int = Field(default=32, ge=1)
+    frame_stride: int | None = Field(
+        default=None, ge=1, description="Take every Nth frame (capped by frames_per_video)."
+    )
+    seek: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="auto: seek only when targets are further apart than the keyframe interval.",
+    )
+    split: SplitConfig = Field(default_factory=SplitConfig)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> DataConfig:
+        names = [d.name for d in self.datasets]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"dataset names must be unique, repeated: {duplicates}")
+        return self
+
+
+class FacesConfig(_Section):
+    detect: bool = Field(
+        default=True, description="false: inputs are already face crops; resize them only."
+    )
+    detector: str = "mtcnn"
+    fallback: list[str] = Field(default_factory=lambda: ["retinaface", "opencv"])
+    min_score: float = Field(default=0.9, ge=0, le=1)
+    min_face_px: int = Field(default=20, ge=1, description="Smallest face side, in source pixels.")
+    detect_max_side: int | None = Field(
+        default=640,
+        ge=64,
+        description="Downscale frames so the longer side is at most this before detection "
+        "(boxes map back to full resolution); null detects at full resolution.",
+    )
+    margin: float = Field(
+        default=0.3,
+        ge=0,
+        description="Grow the box by this fraction of its side (0.3 = 1.3x); values >= 1 are "
+        "read as a scale factor (1.3 = 1.3x).",
+    )
+    square: bool = True
+    size: int = Field(default=224, ge=8, description="Side of the saved crop in pixels.")
+    select: Literal["largest", "confident", "all"] = "largest"
+    batch_size: int = Field(default=8, ge=1)
+    reuse_real_boxes: bool = Field(
+        default=False,
+        description="Crop a fake with the boxes found in its source real video (same scene).",
+    )
+
+    @property
+    def scale(self) -> float:
+        """The crop side as a multiple of the detected box side."""
+        return self.margin if self.margin >= 1 else 1.0 + self.margin
+
+
+class PrepareConfig(_Section):
+    output_dir: Path = Path("output/prepared")
+    image_format: Literal["jpg", "png"] = "jpg"
+    jpeg_quality: int = Field(default=95, ge=1, le=100)
+    manifest_name: str = Field(
+        default="manifest.csv", description="manifest.csv or manifest.parquet (needs pyarrow)."
+    )
+    num_workers: int = Field(default=1, ge=0, description="Worker processes over videos (0: inline).")
+    torch_threads: int | None = Field(default=None, ge=1)
+
+    @field_validator("manifest_name")
+    @classmethod
+    def _known_manifest_format(cls, value: str) -> str:
+        if not value.endswith((".csv", ".parquet")):
+            raise ValueError(f"manifest_name {value!r} must end in .csv or .parquet")
+        return value
+
+
+class Config(_Section):
+    """A whole run. Sections grow with the commands that use them."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    faces: FacesConfig = Field(default_factory=FacesConfig)
+    prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# loading and overrides
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names valid at `loc` (for did-you-mean hints); empty when the path is not a model."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        field = current.model_fields.get(part)
+        if field is None:
+            return []
+        current = _inner_model(field.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _inner_model(annotation: Any) -> Any:
+    for candidate in (annotation, *getattr(annotation, "__args__", ())):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+        inner = getattr(candidate, "__args__", ())
+        for sub in inner:
+            if isinstance(sub, type) and issubclass(sub, BaseModel):
+                return sub
+    return annotation
+
+
+def _explain(error: ValidationError, source: str) -> ConfigError:
+    lines = [f"invalid configuration ({source}):"]
+    for item in error.errors():
+        loc = item["loc"]
+        key = _format_loc(loc)
+        if item["type"] == "extra_forbidden":
+            known = _known_keys(Config, loc[:-1])
+            hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            suggestion = f" (did you mean '{_format_loc((*loc[:-1], hint[0]))}'?)" if hint else ""
+            lines.append(f"  unknown key '{key}'{suggestion}")
+        else:
+            lines.append(f"  {key}: {item['msg']}")
+    return ConfigError("\n".join(lines))
+
+
+def parse_override(text: str) -> tuple[list[str | int], Any]:
+    """`a.b.0.c=value` -> (['a', 'b', 0, 'c'], parsed value); values are read as YAML scalars."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.sub=value")
+    key, raw = text.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r} has an empty key part")
+    path: list[str | int] = [int(p) if p.isdigit() else p for p in key.split(".")]
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from exc
+    return path, value
+
+
+def _apply_override(tree: dict[str, Any], path: list[str | int], value: Any, text: str) -> None:
+    node: Any = tree
+    for depth, part in enumerate(path[:-1]):
+        nxt = path[depth + 1]
+        if isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                where = _format_loc(tuple(path[: depth + 1]))
+                raise ConfigError(f"override {text!r}: no list item '{where}'")
+            node = node[part]
+            continue
+        if part not in node or node[part] is None:
+            node[part] = [] if isinstance(nxt, int) else {}
+        node = node[part]
+    last = path[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or last > len(node):
+            raise ConfigError(f"override {text!r}: no list item '{_format_loc(tuple(path))}'")
+        if last == len(node):
+            node.append(value)
+        else:
+            node[last] = value
+    else:
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {text!r}: '{_format_loc(tuple(path[:-1]))}' is not a section")
+        node[last] = value
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return tree
+
+
+def _resolve_relative_paths(tree: dict[str, Any], base: Path) -> None:
+    """Dataset roots and output dirs written relative to a config file are relative to that file."""
+    for dataset in (tree.get("data") or {}).get("datasets") or []:
+        if isinstance(dataset, dict) and isinstance(dataset.get("root"), str):
+            root = Path(dataset["root"]).expanduser()
+            if not root.is_absolute():
+                dataset["root"] = str((base / root).resolve())
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> Config:
+    """Read a YAML config (optional), apply `key.sub=value` overrides, validate."""
+    tree: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        tree = read_yaml(Path(path))
+        _resolve_relative_paths(tree, Path(path).resolve().parent)
+        source = str(path)
+    for text in overrides:
+        key_path, value = parse_override(text)
+        _apply_override(tree, key_path, value, text)
+    if overrides:
+        source += " + overrides " + " ".join(overrides)
+    return config_from_dict(tree, source)
+
+
+def config_from_dict(tree: dict[str, Any], source: str = "dict") -> Config:
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        raise _explain(exc, source) from None
+
+
+def config_to_yaml(config: Config) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def save_config(config: Config, path: Path) -> Path:
+    from fakefinder.utils.files import atomic_write_text
+
+    return atomic_write_text(Path(path), config_to_yaml(config))

@@ -1,0 +1,1 @@
+"""Datasets from raw files to face crops: layouts, video decoding, face detection, splits."""

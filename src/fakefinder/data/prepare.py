@@ -1,0 +1,518 @@
+"""`fakefinder prepare`: datasets in their published layouts -> face crops + one manifest.
+
+Work is done per video (or image) and each finished item leaves an atomic record under
+`<output>/.records/`, so a killed run resumes where it stopped, a rerun on finished output does
+nothing, and `--shard i/n` jobs on many machines can share one output folder and be merged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fakefinder.config import Config, ConfigError, save_config
+from fakefinder.data.layouts import MediaItem, read_datasets
+from fakefinder.data.splits import assign_splits, in_shard, parse_shard
+from fakefinder.utils.files import atomic_write, atomic_write_json, remove_partials
+
+RECORDS_DIR = ".records"
+MANIFEST_COLUMNS = [
+    "dataset", "video_id", "group", "label", "method", "split", "frame_index", "face_index",
+    "x1", "y1", "x2", "y2", "detector", "score", "path", "source_path", "source_video_id",
+]
+FAILURE_COLUMNS = ["dataset", "video_id", "label", "split", "source_path", "reason"]
+
+
+class SetupError(RuntimeError):
+    """A problem with the environment (no detector loads) that would fail every video alike."""
+
+
+@dataclass
+class PrepareResult:
+    output_dir: Path
+    manifest_path: Path
+    failures_path: Path
+    summary_path: Path
+    summary: dict[str, Any]
+    processed: int  # items worked on in this call
+    skipped: int  # items already done before this call
+
+
+@dataclass
+class _Task:
+    item: MediaItem
+    record_path: Path
+    fingerprint: str
+    reuse_boxes: dict[int, list[dict]] | None = None
+
+
+@dataclass
+class _Record:
+    video_id: str
+    status: str  # "ok" | "failed"
+    split: str
+    fingerprint: str
+    reason: str = ""
+    frames_sampled: int = 0
+    frames_with_face: int = 0
+    seconds: float = 0.0
+    rows: list[dict] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# the per-item work (runs in worker processes)
+
+_worker_state: dict[str, Any] = {}
+
+
+def _init_worker(config_json: str, torch_threads: int | None) -> None:
+    import torch
+
+    from fakefinder.config import Config
+
+    torch.set_flush_denormal(True)
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    _worker_state.clear()
+    _worker_state["config"] = Config.model_validate_json(config_json)
+
+
+def _detector_chain(config: Config):
+    chain = _worker_state.get("chain")
+    if chain is None:
+        from fakefinder.data.faces import DetectorChain
+
+        chain = _worker_state["chain"] = DetectorChain(config.faces)
+    return chain
+
+
+def _read_image(path: Path) -> np.ndarray:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if path.stat().st_size == 0:
+        raise ValueError("empty file (0 bytes)")
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            return np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"unreadable image: {exc}") from exc
+
+
+def _frames(item: MediaItem, config: Config) -> Iterator[tuple[int, np.ndarray]]:
+    if item.kind == "image":
+        yield 0, _read_image(item.path)
+        return
+    from fakefinder.data.video import read_frames
+
+    yield from read_frames(
+        item.path,
+        count=config.data.frames_per_video,
+        stride=config.data.frame_stride,
+        seek=config.data.seek,
+    )
+
+
+def _chunks(frames: Iterable[tuple[int, np.ndarray]], size: int) -> Iterator[list[tuple[int, np.ndarray]]]:
+    chunk: list[tuple[int, np.ndarray]] = []
+    for frame in frames:
+        chunk.append(frame)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def crop_relpath(item: MediaItem, frame_index: int, face_index: int, ext: str) -> str:
+    local = item.video_id.split(":", 1)[1]
+    return f"{item.dataset}/{item.split}/{item.label}/{local}/{frame_index:06d}_{face_index}.{ext}"
+
+
+def _save_image(path: Path, image: np.ndarray, config: Config) -> None:
+    from PIL import Image
+
+    pil = Image.fromarray(image)
+    if config.prepare.image_format == "jpg":
+        atomic_write(path, lambda h: pil.save(h, format="JPEG", quality=config.prepare.jpeg_quality))
+    else:
+        atomic_write(path, lambda h: pil.save(h, format="PNG"))
+
+
+def _faces_for_chunk(chunk, task: _Task, config: Config):
+    """Faces per frame of a chunk: reused from the source real video where possible, else detected."""
+    from fakefinder.data.faces import Face
+
+    if not config.faces.detect:
+        return [[Face((0.0, 0.0, float(img.shape[1]), float(img.shape[0])), 1.0, "none")] for _, img in chunk]
+    per_frame: list[list[Face] | None] = [None] * len(chunk)
+    if task.reuse_boxes:
+        for k, (index, _) in enumerate(chunk):
+            boxes = task.reuse_boxes.get(index)
+            if boxes:
+                per_frame[k] = [
+                    Face(tuple(b["box"]), b["score"], f"reused:{b['detector']}", b["track"]) for b in boxes
+                ]
+    todo = [k for k, faces in enumerate(per_frame) if faces is None]
+    if todo:
+        found = _detector_chain(config).detect([chunk[k][1] for k in todo])
+        for k, faces in zip(todo, found):
+            per_frame[k] = faces
+    return per_frame
+
+
+def process_item(task: _Task, config: Config) -> _Record:
+    """Sample frames, find faces, save crops; any problem with this file becomes a failed record."""
+    from fakefinder.data.faces import FaceSelector, crop_face, resize_whole
+    from fakefinder.data.video import VideoError
+
+    item = task.item
+    started = time.perf_counter()
+    record = _Record(item.video_id, "ok", item.split, task.fingerprint)
+    selector = FaceSelector(config.faces.select)
+    ext = config.prepare.image_format
+    output_dir = config.prepare.output_dir
+    reused = task.reuse_boxes is not None
+    try:
+        for chunk in _chunks(_frames(item, config), config.faces.batch_size):
+            for (index, image), faces in zip(chunk, _faces_for_chunk(chunk, task, config)):
+                record.frames_sampled += 1
+                chosen = faces if reused and config.faces.select == "all" else selector(faces)
+                if chosen:
+                    record.frames_with_face += 1
+                for face in chosen:
+                    crop = resize_whole(image, config.faces) if not config.faces.detect else crop_face(image, face.box, config.faces)
+                    rel = crop_relpath(item, index, face.track, ext)
+                    _save_image(output_dir / rel, crop, config)
+                    record.rows.append(
+                        {
+                            "frame_index": index,
+                            "face_index": face.track,
+                            "box": [round(v, 1) for v in face.box],
+                            "detector": face.detector,
+                            "score": round(face.score, 4),
+                            "path": rel,
+                        }
+                    )
+        if record.frames_sampled == 0:
+            raise VideoError("no decodable frames")
+        if not record.rows:
+            record.status = "failed"
+            record.reason = f"no face found in {record.frames_sampled} sampled frame(s)"
+    except (VideoError, ValueError, OSError) as exc:
+        record.status, record.reason = "failed", str(exc) or type(exc).__name__
+    except SetupError:
+        raise
+    except RuntimeError as exc:
+        if "no face detector could be loaded" in str(exc):
+            raise SetupError(str(exc)) from exc
+        record.status, record.reason = "failed", f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # one bad file must never stop the run
+        record.status, record.reason = "failed", f"{type(exc).__name__}: {exc}"
+    if record.status == "failed":
+        record.rows = []  # crops of a failed item are not in the manifest
+    record.seconds = round(time.perf_counter() - started, 3)
+    atomic_write_json(task.record_path, asdict(record))
+    return record
+
+
+def _run_in_worker(task: _Task) -> _Record:
+    return process_item(task, _worker_state["config"])
+
+
+# ---------------------------------------------------------------------------------------------
+# orchestration (main process)
+
+
+def record_path(output_dir: Path, video_id: str) -> Path:
+    digest = hashlib.sha1(video_id.encode()).hexdigest()
+    return Path(output_dir) / RECORDS_DIR / digest[:2] / f"{digest}.json"
+
+
+def settings_fingerprint(config: Config) -> str:
+    """What changes the crops: a record made with other settings is redone."""
+    faces = config.faces.model_dump(mode="json", exclude={"batch_size"})
+    settings = {
+        "faces": faces,
+        "frames_per_video": config.data.frames_per_video,
+        "frame_stride": config.data.frame_stride,
+        "image_format": config.prepare.image_format,
+        "jpeg_quality": config.prepare.jpeg_quality,
+    }
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _load_record(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _is_done(record: dict | None, item: MediaItem, fingerprint: str, retry_failed: bool) -> bool:
+    if record is None or record.get("fingerprint") != fingerprint or record.get("split") != item.split:
+        return False
+    return not (retry_failed and record.get("status") == "failed")
+
+
+def _reuse_boxes(item: MediaItem, config: Config) -> dict[int, list[dict]] | None:
+    if not (config.faces.reuse_real_boxes and config.faces.detect and item.source_video_id):
+        return None
+    source = _load_record(record_path(config.prepare.output_dir, item.source_video_id))
+    if not source or source.get("status") != "ok":
+        return None
+    boxes: dict[int, list[dict]] = defaultdict(list)
+    for row in source["rows"]:
+        boxes[row["frame_index"]].append(
+            {"box": row["box"], "score": row["score"], "detector": row["detector"], "track": row["face_index"]}
+        )
+    return dict(boxes)
+
+
+def _execute(tasks: list[_Task], config: Config) -> Iterator[_Record]:
+    workers = config.prepare.num_workers
+    threads = config.prepare.torch_threads or max(1, (os.cpu_count() or 1) // max(1, workers))
+    if workers == 0 or len(tasks) <= 1:
+        _init_worker(config.model_dump_json(), threads)
+        for task in tasks:
+            yield process_item(task, config)
+        return
+    context = get_context("spawn")
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(config.model_dump_json(), threads)
+    ) as pool:
+        queue = iter(tasks)
+        running: set[Future] = set()
+        try:
+            while True:
+                while len(running) < 2 * workers:
+                    task = next(queue, None)
+                    if task is None:
+                        break
+                    running.add(pool.submit(_run_in_worker, task))
+                if not running:
+                    break
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield future.result()
+        except BaseException:
+            for future in running:
+                future.cancel()
+            raise
+
+
+def _progress_bar(enabled: bool):
+    from rich.progress import (
+        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]prepare[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("videos"),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
+        disable=not enabled,
+    )
+
+
+def prepare(
+    config: Config,
+    shard: str | tuple[int, int] | None = None,
+    merge_only: bool = False,
+    retry_failed: bool = False,
+    progress: bool = True,
+    console=None,
+) -> PrepareResult:
+    """Prepare every dataset of `config`: crops, manifest, failures table and summary.
+
+    `shard=(i, n)` (or "i/n") processes only the i-th of n disjoint parts and writes a shard
+    manifest; `merge_only=True` processes nothing and writes the full manifest from the records
+    all shards left in the shared output folder.
+    """
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+    if not config.data.datasets:
+        raise ConfigError("data.datasets is empty: name at least one dataset to prepare")
+    shard_spec = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
+    output_dir = Path(config.prepare.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    items = read_datasets(config.data.datasets)
+    known_failures = [(item, item.problem) for item in items if item.problem]
+    items = [item for item in items if not item.problem]
+    dropped = assign_splits(items, config.data.split)
+    for item, _ in known_failures:
+        item.split = "none"
+    save_config(config, output_dir / "config.yaml")
+    remove_partials(output_dir)
+
+    if config.faces.detect and not merge_only:
+        _check_detectors(config, console)
+    fingerprint = settings_fingerprint(config)
+    mine = [item for item in items if in_shard(item.video_id, shard_spec)]
+    todo = [] if merge_only else [
+        item for item in mine
+        if not _is_done(_load_record(record_path(output_dir, item.video_id)), item, fingerprint, retry_failed)
+    ]
+    skipped = len(mine) - len(todo) if not merge_only else 0
+
+    # reals first, so fakes can reuse their boxes when asked
+    phases = [todo]
+    if config.faces.reuse_real_boxes:
+        phases = [[i for i in todo if not i.source_video_id], [i for i in todo if i.source_video_id]]
+    processed = 0
+    with _progress_bar(progress and bool(todo)) as bar:
+        handle = bar.add_task("prepare", total=len(todo), status="")
+        failed = 0
+        for phase in phases:
+            tasks = [
+                _Task(item, record_path(output_dir, item.video_id), fingerprint, _reuse_boxes(item, config))
+                for item in phase
+            ]
+            for record in _execute(tasks, config):
+                processed += 1
+                failed += record.status == "failed"
+                bar.update(handle, advance=1, status=f"{failed} failed" if failed else "")
+
+    whole = merge_only or shard_spec is None
+    scope = items if whole else mine
+    early = [(i, r) for i, r in known_failures + dropped if whole or in_shard(i.video_id, shard_spec)]
+    suffix = "" if whole else f".shard-{shard_spec[0]}-of-{shard_spec[1]}"
+    result = _write_outputs(config, scope, early, fingerprint, suffix)
+    result.processed, result.skipped = processed, skipped
+    print_summary(result.summary, console)
+    return result
+
+
+def _check_detectors(config: Config, console) -> None:
+    from fakefinder.data.faces import DetectorChain
+
+    try:
+        warnings = DetectorChain(config.faces).verify()
+    except (RuntimeError, ValueError) as exc:
+        raise SetupError(str(exc)) from exc
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+
+
+def _write_outputs(config, scope, early_failures, fingerprint, suffix) -> PrepareResult:
+    import pandas as pd
+
+    output_dir = Path(config.prepare.output_dir)
+    rows, failures = [], []
+    stats = Counter()
+    per_label_split: dict[str, Counter] = defaultdict(Counter)
+    pending = 0
+    for item, reason in early_failures:
+        failures.append(_failure_row(item, reason))
+    for item in scope:
+        record = _load_record(record_path(output_dir, item.video_id))
+        if record is None or record.get("fingerprint") != fingerprint or record.get("split") != item.split:
+            pending += 1
+            continue
+        stats["frames_sampled"] += record["frames_sampled"]
+        stats["frames_with_face"] += record["frames_with_face"]
+        if record["status"] != "ok":
+            failures.append(_failure_row(item, record["reason"]))
+            continue
+        stats["items_ok"] += 1
+        per_label_split[item.split][item.label] += len(record["rows"])
+        per_label_split[item.split][f"{item.label}_videos"] += 1
+        for row in record["rows"]:
+            x1, y1, x2, y2 = row["box"]
+            rows.append(
+                {
+                    "dataset": item.dataset, "video_id": item.video_id, "group": item.group,
+                    "label": item.label, "method": item.method, "split": item.split,
+                    "frame_index": row["frame_index"], "face_index": row["face_index"],
+                    "x1": x1, "y1": y1, "x2": x2, "y2": y2, "detector": row["detector"],
+                    "score": row["score"], "path": row["path"], "source_path": str(item.path),
+                    "source_video_id": item.source_video_id or "",
+                }
+            )
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    name = config.prepare.manifest_name
+    stem, ext = name.rsplit(".", 1)
+    manifest_path = output_dir / f"{stem}{suffix}.{ext}"
+    if ext == "parquet":
+        atomic_write(manifest_path, lambda h: manifest.to_parquet(h, index=False))
+    else:
+        atomic_write(manifest_path, lambda h: manifest.to_csv(h, index=False))
+    failures_path = output_dir / f"failures{suffix}.csv"
+    failures_frame = pd.DataFrame(failures, columns=FAILURE_COLUMNS)
+    atomic_write(failures_path, lambda h: failures_frame.to_csv(h, index=False))
+
+    reasons = Counter(_reason_kind(f["reason"]) for f in failures)
+    summary = {
+        "items_listed": len(scope) + len(early_failures),
+        "items_ok": stats["items_ok"],
+        "items_failed": len(failures),
+        "items_pending": pending,
+        "frames_sampled": stats["frames_sampled"],
+        "frames_with_face": stats["frames_with_face"],
+        "faces_found_pct": round(100 * stats["frames_with_face"] / stats["frames_sampled"], 2)
+        if stats["frames_sampled"] else 0.0,
+        "crops": len(manifest),
+        "crops_by_split_label": {s: dict(c) for s, c in sorted(per_label_split.items())},
+        "failures_by_reason": dict(reasons.most_common()),
+        "datasets": sorted({item.dataset for item in scope}),
+        "manifest": str(manifest_path),
+        "failures": str(failures_path),
+    }
+    summary_path = atomic_write_json(output_dir / f"summary{suffix}.json", summary)
+    return PrepareResult(output_dir, manifest_path, failures_path, summary_path, summary, 0, 0)
+
+
+def _failure_row(item: MediaItem, reason: str) -> dict:
+    return {
+        "dataset": item.dataset, "video_id": item.video_id, "label": item.label,
+        "split": item.split, "source_path": str(item.path), "reason": reason,
+    }
+
+
+def _reason_kind(reason: str) -> str:
+    """Collapse reasons that differ only in numbers or names into one counter."""
+    for marker in ("no face found", "dropped by the split guard", "no entry with a label",
+                   "listed in", "empty file", "unreadable image", "cannot open", "no decodable frames",
+                   "decoding failed", "no video stream"):
+        if marker in reason:
+            return marker
+    return reason.split(":", 1)[0][:60]
+
+
+def print_summary(summary: dict[str, Any], console) -> None:
+    from rich.table import Table
+
+    table = Table(title="prepare summary", show_header=True)
+    table.add_column("split")
+    table.add_column("real videos", justify="right")
+    table.add_column("real crops", justify="right")
+    table.add_column("fake videos", justify="right")
+    table.add_column("fake crops", justify="right")
+    for split, counts in summary["crops_by_split_label"].items():
+        table.add_row(
+            split, str(counts.get("real_videos", 0)), str(counts.get("real", 0)),
+            str(counts.get("fake_videos", 0)), str(counts.get("fake", 0)),
+        )
+    console.print(table)
+    console.print(
+        f"items: {summary['items_listed']} listed, {summary['items_ok']} prepared, "
+        f"{summary['items_failed']} failed, {summary['items_pending']} pending | "
+        f"frames: {summary['frames_sampled']} sampled, faces found in {summary['faces_found_pct']}% | "
+        f"crops: {summary['crops']}"
+    )
+    for reason, count in summary["failures_by_reason"].items():
+        console.print(f"  failed: {count} x {reason}")
+    console.print(f"manifest: {summary['manifest']}")
+    if summary["items_failed"]:
+        console.print(f"failures: {summary['failures']}")

@@ -1,0 +1,204 @@
+"""Synthetic but realistic test material: videos and images built from real face photos.
+
+scikit-image ships a real colour portrait (`astronaut`); every "identity" here is that face under
+a different colour, scale, flip and background, moving across the frame. A "fake" swaps the inner
+face for a colour-shifted, re-blurred copy blended through a soft mask: a visible blending seam,
+like a face swap. Used by the demo, the tests and the benchmarks; no download needed.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image, ImageFilter
+
+
+@lru_cache(maxsize=1)
+def _portrait() -> np.ndarray:
+    from skimage import data
+
+    # head and shoulders around the face of the astronaut photo (face box about x 180-270, y 60-175)
+    return data.astronaut()[10:250, 130:330].copy()
+
+
+def identity_face(identity: int, fake: bool = False) -> np.ndarray:
+    """A head-and-shoulders RGB image for `identity`; fakes carry a blended inner face."""
+    rng = np.random.default_rng(identity)
+    image = _portrait().astype(np.float32)
+    gains = rng.uniform(0.8, 1.2, size=3)
+    image = np.clip(image * gains, 0, 255)
+    if identity % 2:
+        image = image[:, ::-1]
+    if fake:
+        image = _blend_swap(image, np.random.default_rng(10_000 + identity))
+    return image.astype(np.uint8)
+
+
+def _blend_swap(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    height, width = image.shape[:2]
+    yy, xx = np.mgrid[0:height, 0:width]
+    cy, cx = 0.47 * height, 0.5 * width  # inner face of the crop above
+    mask = np.exp(-(((yy - cy) / (0.2 * height)) ** 2 + ((xx - cx) / (0.18 * width)) ** 2) ** 2)
+    donor = Image.fromarray(image.astype(np.uint8)).filter(ImageFilter.GaussianBlur(2.0))
+    donor = np.asarray(donor).astype(np.float32) * rng.uniform(0.75, 1.25, size=3)
+    mask = mask[..., None]
+    return np.clip(image * (1 - mask) + donor * mask, 0, 255)
+
+
+def frame_with_face(
+    size: tuple[int, int], identity: int, t: float, fake: bool = False, face_px: int | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """One RGB frame (height, width) with the identity's head moving slowly over a background."""
+    height, width = size
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(40, 200, size=3)
+    ramp = np.linspace(0.6, 1.2, width, dtype=np.float32)[None, :, None]
+    frame = np.clip(np.ones((height, width, 3), np.float32) * base * ramp, 0, 255)
+    head = identity_face(identity, fake)
+    target_h = face_px * 2 if face_px else int(min(height, width) * 0.6)
+    target_h = max(16, min(target_h, height - 2))
+    target_w = max(16, int(head.shape[1] * target_h / head.shape[0]))
+    target_w = min(target_w, width - 2)
+    head = np.asarray(Image.fromarray(head).resize((target_w, target_h), Image.BILINEAR))
+    x = int((width - target_w) * (0.5 + 0.3 * np.sin(2 * np.pi * t)))
+    y = int((height - target_h) * (0.5 + 0.2 * np.cos(2 * np.pi * t)))
+    frame[y : y + target_h, x : x + target_w] = head
+    return frame.astype(np.uint8)
+
+
+def background_frame(size: tuple[int, int], t: float, seed: int = 0) -> np.ndarray:
+    height, width = size
+    rng = np.random.default_rng(seed)
+    frame = rng.integers(0, 255, size=(height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
+    frame = np.asarray(Image.fromarray(frame).resize((width, height), Image.BILINEAR))
+    return np.roll(frame, int(t * width), axis=1)
+
+
+def write_video(
+    path: Path, num_frames: int = 16, size: tuple[int, int] = (240, 320), identity: int = 0,
+    fake: bool = False, face: bool = True, fps: int = 25, rotation: int = 0,
+    face_px: int | None = None, gop: int | None = None, seed: int | None = None,
+) -> Path:
+    """Write an H.264 mp4 (`size` is height, width); `face=False` makes a faceless clip."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    seed = identity if seed is None else seed
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width = size
+        stream.pix_fmt = "yuv420p"
+        options = {"preset": "ultrafast", "crf": "20"}
+        if gop:
+            options["g"] = str(gop)
+        stream.options = options
+        if rotation:
+            stream.set_display_rotation(rotation)
+        for i in range(num_frames):
+            t = i / max(1, num_frames)
+            if face:
+                image = frame_with_face(size, identity, t, fake, face_px=face_px, seed=seed)
+            else:
+                image = background_frame(size, t, seed=seed)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def write_image(path: Path, identity: int = 0, fake: bool = False, size: tuple[int, int] = (224, 224), face: bool = True) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = frame_with_face(size, identity, 0.25, fake, seed=identity) if face else background_frame(size, 0.3, identity)
+    Image.fromarray(image).save(path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# whole dataset trees in the published layouts (small)
+
+
+def make_ffpp_tree(root: Path, ids: tuple[str, ...] = ("000", "001", "002", "003"), methods=("Deepfakes", "Face2Face"),
+                   compression: str = "c23", **video) -> Path:
+    """original_sequences/youtube/<c>/videos/<id>.mp4 and manipulated_sequences/<m>/<c>/videos/<a>_<b>.mp4
+    with pairs (ids[0], ids[1]), (ids[1], ids[0]), (ids[2], ids[3]), ... as in FF++."""
+    root = Path(root)
+    for n, vid in enumerate(ids):
+        write_video(root / "original_sequences/youtube" / compression / "videos" / f"{vid}.mp4", identity=n, **video)
+    pairs = [(ids[i], ids[i + 1]) for i in range(0, len(ids) - 1, 2)]
+    pairs += [(b, a) for a, b in pairs]
+    for method in methods:
+        for target, source in pairs:
+            write_video(
+                root / "manipulated_sequences" / method / compression / "videos" / f"{target}_{source}.mp4",
+                identity=ids.index(target), fake=True, **video,
+            )
+    return root
+
+
+def make_dfdc_tree(root: Path, originals: int = 3, fakes_per_original: int = 2, parts: int = 1, **video) -> Path:
+    root = Path(root)
+    for part in range(parts):
+        folder = root / f"dfdc_train_part_{part}"
+        metadata = {}
+        for n in range(originals):
+            identity = part * originals + n
+            real = f"r{part}{n:02d}.mp4"
+            write_video(folder / real, identity=identity, **video)
+            metadata[real] = {"label": "REAL", "split": "train", "original": None}
+            for k in range(fakes_per_original):
+                fake = f"f{part}{n:02d}{k}.mp4"
+                write_video(folder / fake, identity=identity, fake=True, seed=identity * 7 + k, **video)
+                metadata[fake] = {"label": "FAKE", "split": "train", "original": real}
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "metadata.json").write_text(json.dumps(metadata))
+    return root
+
+
+def make_celebdf_tree(root: Path, celebs: int = 3, clips: int = 2, youtube: int = 2, **video) -> Path:
+    root = Path(root)
+    test_lines = []
+    for c in range(celebs):
+        for k in range(clips):
+            write_video(root / "Celeb-real" / f"id{c}_{k:04d}.mp4", identity=c, **video)
+            source = (c + 1) % celebs
+            write_video(root / "Celeb-synthesis" / f"id{c}_id{source}_{k:04d}.mp4", identity=c, fake=True, **video)
+    for y in range(youtube):
+        write_video(root / "YouTube-real" / f"{y:05d}.mp4", identity=50 + y, **video)
+    # the official test list: clip 0 of the first celebrity (real and fake) and the first YouTube clip
+    test_lines.append("1 Celeb-real/id0_0000.mp4")
+    test_lines.append("0 Celeb-synthesis/id0_id1_0000.mp4")
+    test_lines.append("1 YouTube-real/00000.mp4")
+    (root / "List_of_testing_videos.txt").write_text("\n".join(test_lines) + "\n")
+    return root
+
+
+def make_folder_tree(root: Path, images: int = 3, videos: int = 1, **video) -> Path:
+    root = Path(root)
+    for label in ("real", "fake"):
+        for n in range(images):
+            write_image(root / label / "stills" / f"{label}_{n}.png", identity=n, fake=label == "fake")
+        for n in range(videos):
+            write_video(root / label / "clips" / f"{label}_{n}.mp4", identity=n, fake=label == "fake", **video)
+    return root
+
+
+def make_csv_tree(root: Path, groups: int = 10, with_split: bool = True, size: int = 96) -> Path:
+    """Face crops listed in metadata.csv (file,label,group,split), like the dfdc-faces benchmark."""
+    root = Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    lines = ["file,label,group,split"]
+    for g in range(groups):
+        split = "train" if g < groups * 0.6 else "val" if g < groups * 0.8 else "test"
+        for label in ("real", "fake"):
+            name = f"images/g{g:03d}_{label}.jpg"
+            image = identity_face(g, fake=label == "fake")
+            Image.fromarray(image).resize((size, size)).save(root / name)
+            lines.append(f"{name},{label},g{g:03d}," + (split if with_split else ""))
+    (root / "metadata.csv").write_text("\n".join(lines) + "\n")
+    return root

@@ -1,0 +1,52 @@
+"""Atomic file writes: a reader (or a rerun after a crash) never sees half a file."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+TMP_SUFFIX = ".partial"
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Write through `write(file)` into a temporary sibling, fsync, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    return atomic_write(path, lambda handle: handle.write(data))
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, payload: Any) -> Path:
+    return atomic_write_text(path, json.dumps(payload, indent=1, sort_keys=True))
+
+
+def remove_partials(folder: Path) -> int:
+    """Delete temporary files left by writes that were killed; returns how many."""
+    removed = 0
+    if not Path(folder).exists():
+        return 0
+    for leftover in Path(folder).rglob(f"*{TMP_SUFFIX}"):
+        leftover.unlink(missing_ok=True)
+        removed += 1
+    return removed

@@ -1,0 +1,385 @@
+"""Benchmark: frame sampling + face detection speed of `fakefinder prepare` against a naive loop.
+
+Generates realistic H.264 clips (a real face photo moving over a background, cached under the
+work folder), then for `--frames` sampled frames per clip compares
+
+  naive       decode every frame with PyAV on one thread, convert every frame to RGB (what an
+              OpenCV `cap.read()` loop does), keep the evenly sampled ones, run MTCNN at full
+              resolution one frame at a time;
+  fakefinder  `read_frames()` (threaded decode, RGB only for sampled frames) + the same MTCNN
+              detector with `detect_max_side` downscaling, in batches;
+  prepare     the whole `prepare()` pipeline over the same clips (folder layout, MTCNN only,
+              crops written as JPEG), with each `--workers` setting.
+
+Reports sampled frames/s, the speed-up, the decode/detect time split, and the recall of the
+fakefinder faces against the naive loop's faces (a naive face is found when fakefinder has a box
+with IoU >= 0.5 on the same frame). Results also go to <results>/prepare_speed.json.
+
+    python benchmarks/prepare_speed.py                      # 2 clips x (1080p, 480p), 10 s @ 30 fps
+    python benchmarks/prepare_speed.py --clips 1 --seconds 4 --workers 1   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from fakefinder.config import config_from_dict
+from fakefinder.data.faces import create_detector, iou
+from fakefinder.data.prepare import prepare
+from fakefinder.data.synthetic import write_video
+from fakefinder.data.video import probe, read_frames, sample_indices
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+# name -> (height, width, face box side in pixels)
+RESOLUTIONS = {
+    "1080p": (1080, 1920, 250),
+    "720p": (720, 1280, 170),
+    "480p": (480, 854, 110),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# clips
+
+
+def make_clips(workdir: Path, resolutions: list[str], clips: int, seconds: float, fps: int,
+               gop: int | None) -> dict[str, list[Path]]:
+    """The benchmark clips, generated once and reused (keyed by every generation parameter)."""
+    num_frames = int(round(seconds * fps))
+    out: dict[str, list[Path]] = {}
+    for res in resolutions:
+        height, width, face_px = RESOLUTIONS[res]
+        paths = []
+        for i in range(clips):
+            name = f"{res}_{num_frames}f_{fps}fps_face{face_px}_gop{gop or 'default'}_{i}.mp4"
+            path = workdir / "clips" / name
+            if not path.exists():
+                started = time.perf_counter()
+                partial = path.with_name(path.stem + ".partial.mp4")
+                write_video(partial, num_frames=num_frames, size=(height, width), identity=i, fps=fps,
+                            face_px=face_px, gop=gop, seed=100 + i)
+                partial.replace(path)
+                print(f"  generated {path.name} in {time.perf_counter() - started:.1f} s", flush=True)
+            paths.append(path)
+        out[res] = paths
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the two loops
+
+
+def naive_loop(path: Path, detector, frames: int) -> dict:
+    """Decode every frame single-threaded, RGB-convert every frame, detect sampled frames at full
+    resolution one at a time."""
+    wanted = set(sample_indices(probe(path).num_frames, frames))
+    faces: dict[int, list] = {}
+    decode = detect = 0.0
+    decoded = 0
+    started = time.perf_counter()
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "NONE"  # one decoding thread, like a plain decode loop
+        stream.thread_count = 1
+        iterator = container.decode(stream)
+        index = 0
+        while True:
+            t0 = time.perf_counter()
+            frame = next(iterator, None)
+            if frame is None:
+                decode += time.perf_counter() - t0
+                break
+            image = frame.to_ndarray(format="rgb24")  # cap.read() hands every frame back as BGR/RGB
+            decoded += 1
+            decode += time.perf_counter() - t0
+            if index in wanted:
+                t0 = time.perf_counter()
+                found = detector.detect([image], max_side=None)[0]
+                detect += time.perf_counter() - t0
+                faces[index] = [f.box for f in found]
+            index += 1
+    total = time.perf_counter() - started
+    return {"faces": faces, "decode_s": decode, "detect_s": detect, "total_s": total,
+            "frames_decoded": decoded, "frames_sampled": len(faces)}
+
+
+def fakefinder_loop(path: Path, detector, frames: int, max_side: int | None, batch: int) -> dict:
+    """`read_frames` + batched detection with `detect_max_side` downscaling, like `prepare`."""
+    faces: dict[int, list] = {}
+    decode = detect = 0.0
+    started = time.perf_counter()
+    iterator = read_frames(path, count=frames)
+
+    def run(chunk):
+        nonlocal detect
+        t0 = time.perf_counter()
+        found = detector.detect([image for _, image in chunk], max_side=max_side)
+        detect += time.perf_counter() - t0
+        for (index, _), per_frame in zip(chunk, found):
+            faces[index] = [f.box for f in per_frame]
+
+    chunk = []
+    while True:
+        t0 = time.perf_counter()
+        item = next(iterator, None)
+        decode += time.perf_counter() - t0
+        if item is None:
+            break
+        chunk.append(item)
+        if len(chunk) == batch:
+            run(chunk)
+            chunk = []
+    if chunk:
+        run(chunk)
+    total = time.perf_counter() - started
+    return {"faces": faces, "decode_s": decode, "detect_s": detect, "total_s": total,
+            "frames_sampled": len(faces)}
+
+
+def match(reference: dict[int, list], candidate: dict[int, list], threshold: float = 0.5) -> dict:
+    """Recall of `candidate` boxes against `reference` boxes, frame by frame."""
+    ref_faces = found = extra = 0
+    for index, boxes in reference.items():
+        others = candidate.get(index, [])
+        used = set()
+        for box in boxes:
+            ref_faces += 1
+            best = max(range(len(others)), key=lambda k: iou(box, others[k]), default=None)
+            if best is not None and iou(box, others[best]) >= threshold:
+                found += 1
+                used.add(best)
+        extra += len(others) - len(used)
+    return {"reference_faces": ref_faces, "found": found, "extra": extra,
+            "recall": found / ref_faces if ref_faces else float("nan")}
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole pipeline
+
+
+def run_prepare(dataset_root: Path, output: Path, frames: int, workers: int, max_side: int | None,
+                batch: int) -> dict:
+    shutil.rmtree(output, ignore_errors=True)
+    config = config_from_dict(
+        {
+            "data": {
+                "datasets": [{"name": "bench", "layout": "folder", "root": str(dataset_root)}],
+                "frames_per_video": frames,
+                "split": {"train": 1.0, "val": 0.0, "test": 0.0},
+            },
+            "faces": {"fallback": [], "detect_max_side": max_side, "batch_size": batch},
+            "prepare": {"output_dir": str(output), "num_workers": workers},
+        },
+        source="benchmark",
+    )
+    from rich.console import Console
+
+    quiet = Console(file=io.StringIO())
+    started = time.perf_counter()
+    result = prepare(config, progress=False, console=quiet)
+    wall = time.perf_counter() - started
+    per_video = {}
+    for record_file in (output / ".records").rglob("*.json"):
+        record = json.loads(record_file.read_text())
+        per_video[record["video_id"].split("/")[-1]] = record
+    return {"wall_s": wall, "summary": result.summary, "records": per_video}
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def fps(frames: int, seconds: float) -> float:
+    return frames / seconds if seconds > 0 else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clips", type=int, default=2, help="clips per resolution (default 2)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="clip length (default 10 s)")
+    parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--frames", type=int, default=32, help="sampled frames per clip (default 32)")
+    parser.add_argument("--resolutions", default="1080p,480p",
+                        help=f"comma list of {','.join(RESOLUTIONS)} (default 1080p,480p)")
+    parser.add_argument("--gop", type=int, default=None, help="encoder keyframe interval (default: x264's)")
+    parser.add_argument("--max-side", type=int, default=640, help="fakefinder detect_max_side (default 640)")
+    parser.add_argument("--batch", type=int, default=8, help="fakefinder detection batch (default 8)")
+    parser.add_argument("--workers", default="1,2",
+                        help="prepare() num_workers settings to time, comma list; '' skips prepare")
+    parser.add_argument("--workdir", type=Path, default=RESULTS / "prepare_speed_work",
+                        help="clip cache and prepare outputs (default benchmarks/results/prepare_speed_work)")
+    parser.add_argument("--json", type=Path, default=RESULTS / "prepare_speed.json")
+    args = parser.parse_args(argv)
+
+    torch.set_flush_denormal(True)
+    resolutions = [r.strip() for r in args.resolutions.split(",") if r.strip()]
+    unknown = [r for r in resolutions if r not in RESOLUTIONS]
+    if unknown:
+        parser.error(f"unknown resolution(s) {unknown}; known: {list(RESOLUTIONS)}")
+    workers_list = [int(w) for w in args.workers.split(",") if w.strip()]
+
+    print(f"python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+          f"PyAV {av.__version__}, {os.cpu_count()} CPUs", flush=True)
+    print("clips:", flush=True)
+    clips = make_clips(args.workdir, resolutions, args.clips, args.seconds, args.fps, args.gop)
+
+    detector = create_detector("mtcnn")
+    # warm-up: builds the MTCNN models (one per min_face_size) and torch's kernels for each size
+    for res in resolutions:
+        first = next(read_frames(clips[res][0], count=1))[1]
+        detector.detect([first], max_side=None)
+        detector.detect([first] * min(2, args.batch), max_side=args.max_side)
+
+    rows: dict[str, dict] = {}
+    per_clip = []
+    for res in resolutions:
+        agg = {k: 0.0 for k in ("naive_decode_s", "naive_detect_s", "naive_total_s",
+                                 "ff_decode_s", "ff_detect_s", "ff_total_s")}
+        frames_naive = frames_ff = 0
+        recall_counts = {"reference_faces": 0, "found": 0, "extra": 0}
+        with_face = {"naive": 0, "ff": 0}
+        for path in clips[res]:
+            naive = naive_loop(path, detector, args.frames)
+            ours = fakefinder_loop(path, detector, args.frames, args.max_side, args.batch)
+            if sorted(naive["faces"]) != sorted(ours["faces"]):
+                print(f"  WARNING {path.name}: sampled indices differ: naive {sorted(naive['faces'])} "
+                      f"fakefinder {sorted(ours['faces'])}")
+            m = match(naive["faces"], ours["faces"])
+            for k in recall_counts:
+                recall_counts[k] += m[k]
+            with_face["naive"] += sum(1 for b in naive["faces"].values() if b)
+            with_face["ff"] += sum(1 for b in ours["faces"].values() if b)
+            frames_naive += naive["frames_sampled"]
+            frames_ff += ours["frames_sampled"]
+            agg["naive_decode_s"] += naive["decode_s"]
+            agg["naive_detect_s"] += naive["detect_s"]
+            agg["naive_total_s"] += naive["total_s"]
+            agg["ff_decode_s"] += ours["decode_s"]
+            agg["ff_detect_s"] += ours["detect_s"]
+            agg["ff_total_s"] += ours["total_s"]
+            clip_row = {
+                "clip": path.name, "resolution": res,
+                "naive": {k: v for k, v in naive.items() if k != "faces"},
+                "fakefinder": {k: v for k, v in ours.items() if k != "faces"},
+                "match": m,
+            }
+            per_clip.append(clip_row)
+            print(f"  {path.name}: naive {naive['total_s']:.2f} s (decode {naive['decode_s']:.2f}, detect "
+                  f"{naive['detect_s']:.2f}) | fakefinder {ours['total_s']:.2f} s (decode {ours['decode_s']:.2f}, "
+                  f"detect {ours['detect_s']:.2f}) | recall {m['found']}/{m['reference_faces']}, "
+                  f"extra {m['extra']}", flush=True)
+        rows[res] = {
+            "clips": len(clips[res]),
+            "frames_sampled_naive": frames_naive,
+            "frames_sampled_fakefinder": frames_ff,
+            **agg,
+            "naive_fps": fps(frames_naive, agg["naive_total_s"]),
+            "fakefinder_fps": fps(frames_ff, agg["ff_total_s"]),
+            "frames_with_face_naive": with_face["naive"],
+            "frames_with_face_fakefinder": with_face["ff"],
+            **recall_counts,
+            "recall": recall_counts["found"] / recall_counts["reference_faces"]
+            if recall_counts["reference_faces"] else float("nan"),
+        }
+        rows[res]["speedup"] = rows[res]["fakefinder_fps"] / rows[res]["naive_fps"]
+
+    overall = {k: sum(r[k] for r in rows.values()) for k in next(iter(rows.values()))
+               if k not in ("naive_fps", "fakefinder_fps", "recall", "speedup")}
+    overall["naive_fps"] = fps(overall["frames_sampled_naive"], overall["naive_total_s"])
+    overall["fakefinder_fps"] = fps(overall["frames_sampled_fakefinder"], overall["ff_total_s"])
+    overall["speedup"] = overall["fakefinder_fps"] / overall["naive_fps"]
+    overall["recall"] = overall["found"] / overall["reference_faces"] if overall["reference_faces"] else float("nan")
+    rows["overall"] = overall
+
+    # the whole pipeline, over the same clips
+    pipeline = {}
+    if workers_list:
+        dataset_root = args.workdir / "dataset"
+        shutil.rmtree(dataset_root, ignore_errors=True)
+        (dataset_root / "fake").mkdir(parents=True)  # the folder layout wants both sub-folders
+        (dataset_root / "real").mkdir(parents=True)
+        for res in resolutions:
+            for path in clips[res]:
+                (dataset_root / "real" / path.name).symlink_to(path.resolve())
+        for workers in workers_list:
+            print(f"prepare() with num_workers={workers} ...", flush=True)
+            run = run_prepare(dataset_root, args.workdir / f"prepared_w{workers}", args.frames, workers,
+                              args.max_side, args.batch)
+            summary = run["summary"]
+            by_res = {}
+            for res in resolutions:
+                names = {p.stem for p in clips[res]}
+                recs = [r for n, r in run["records"].items() if n in names]
+                by_res[res] = {
+                    "item_seconds": sum(r["seconds"] for r in recs),
+                    "frames_sampled": sum(r["frames_sampled"] for r in recs),
+                    "frames_with_face": sum(r["frames_with_face"] for r in recs),
+                    "failed": sum(r["status"] != "ok" for r in recs),
+                }
+                by_res[res]["item_fps"] = fps(by_res[res]["frames_sampled"], by_res[res]["item_seconds"])
+            pipeline[str(workers)] = {
+                "wall_s": run["wall_s"],
+                "frames_sampled": summary["frames_sampled"],
+                "frames_with_face": summary["frames_with_face"],
+                "crops": summary["crops"],
+                "items_failed": summary["items_failed"],
+                "wall_fps": fps(summary["frames_sampled"], run["wall_s"]),
+                "by_resolution": by_res,
+            }
+            pipeline[str(workers)]["speedup_vs_naive"] = pipeline[str(workers)]["wall_fps"] / overall["naive_fps"]
+
+    # ---- report
+    print()
+    print(f"{args.clips} clip(s) per resolution, {args.seconds:g} s @ {args.fps} fps, {args.frames} sampled "
+          f"frames per clip; fakefinder: detect_max_side={args.max_side}, batch={args.batch}")
+    header = (f"{'':9}{'naive f/s':>10}{'ff f/s':>9}{'speed-up':>9}{'recall':>9}{'faces n/ff':>12}   "
+              f"{'naive decode/detect s':>22}   {'ff decode/detect s':>19}")
+    print(header)
+    print("-" * len(header))
+    for name, r in rows.items():
+        faces = f"{r['frames_with_face_naive']}/{r['frames_with_face_fakefinder']}"
+        print(f"{name:9}{r['naive_fps']:>10.2f}{r['fakefinder_fps']:>9.2f}{r['speedup']:>8.2f}x"
+              f"{r['recall']:>9.3f}{faces:>12}   "
+              f"{r['naive_decode_s']:>10.2f} / {r['naive_detect_s']:<9.2f}   "
+              f"{r['ff_decode_s']:>8.2f} / {r['ff_detect_s']:<8.2f}")
+    print(f"(recall: naive faces with a fakefinder box of IoU >= 0.5 on the same frame; "
+          f"{overall['extra']} fakefinder box(es) without a naive match; "
+          f"'faces n/ff' = sampled frames with >= 1 face, of {overall['frames_sampled_naive']})")
+    if pipeline:
+        print()
+        print("prepare() end to end (spawned workers, MTCNN load, JPEG crops, manifest):")
+        for workers, p in pipeline.items():
+            parts = ", ".join(f"{res} {b['item_fps']:.2f} f/s per worker" for res, b in p["by_resolution"].items())
+            print(f"  num_workers={workers}: {p['frames_sampled']} frames in {p['wall_s']:.1f} s = "
+                  f"{p['wall_fps']:.2f} f/s ({p['speedup_vs_naive']:.2f}x naive); faces in "
+                  f"{p['frames_with_face']}/{p['frames_sampled']} frames, {p['items_failed']} failed; {parts}")
+
+    report = {
+        "settings": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                     "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+                     "torch": torch.__version__, "av": av.__version__, "python": platform.python_version()},
+        "by_resolution": rows,
+        "clips": per_clip,
+        "prepare": pipeline,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2))
+    print(f"\nresults: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

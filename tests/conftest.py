@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny datasets in each published layout, generated once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fakefinder.config import config_from_dict
+from fakefinder.data import synthetic
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+SMALL_VIDEO = {"num_frames": 8, "size": (120, 160)}
+
+
+@pytest.fixture(scope="session")
+def trees(tmp_path_factory) -> dict[str, Path]:
+    """One small tree per layout (read-only for the tests: copy before damaging one)."""
+    base = tmp_path_factory.mktemp("trees")
+    return {
+        "ffpp": synthetic.make_ffpp_tree(base / "ffpp", **SMALL_VIDEO),
+        "dfdc": synthetic.make_dfdc_tree(base / "dfdc", originals=3, fakes_per_original=2, **SMALL_VIDEO),
+        "celebdf": synthetic.make_celebdf_tree(base / "celebdf", celebs=3, clips=2, youtube=2, **SMALL_VIDEO),
+        "folder": synthetic.make_folder_tree(base / "folder", images=2, videos=1, **SMALL_VIDEO),
+        "csv": synthetic.make_csv_tree(base / "csv", groups=10),
+    }
+
+
+def make_config(output: Path, datasets: list[dict], **sections):
+    """A small, fast prepare config: few frames, MTCNN then RetinaFace, inline workers."""
+    tree = {
+        "data": {"datasets": datasets, "frames_per_video": 3, **sections.pop("data", {})},
+        "faces": {"size": 64, "fallback": ["retinaface"], **sections.pop("faces", {})},
+        "prepare": {"output_dir": str(output), "num_workers": 0, **sections.pop("prepare", {})},
+    }
+    assert not sections, f"unknown sections {sections}"
+    return config_from_dict(tree, "test")

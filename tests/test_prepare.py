@@ -1,0 +1,264 @@
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+import fakefinder
+from fakefinder.data import synthetic
+from fakefinder.data.layouts import LayoutError
+from fakefinder.data.prepare import MANIFEST_COLUMNS, RECORDS_DIR
+
+from conftest import SMALL_VIDEO, make_config
+
+
+def ds(name, layout, root, **kw):
+    return {"name": name, "layout": layout, "root": str(root), **kw}
+
+
+def check_manifest(result):
+    manifest = pd.read_csv(result.manifest_path)
+    assert list(manifest.columns) == MANIFEST_COLUMNS
+    for row in manifest.itertuples():
+        crop = result.output_dir / row.path
+        assert crop.is_file()
+        assert row.path.startswith(f"{row.dataset}/{row.split}/{row.label}/")
+        assert row.x2 > row.x1 and row.y2 > row.y1
+    # a video's frames are found by video_id, and a video never spans two splits or labels
+    per_video = manifest.groupby("video_id")[["split", "label", "group"]].nunique()
+    assert (per_video == 1).all().all()
+    per_group = manifest.groupby("group")["split"].nunique()
+    assert (per_group == 1).all()
+    return manifest
+
+
+def test_ffpp_end_to_end(trees, tmp_path):
+    out = tmp_path / "out"
+    result = fakefinder.prepare(make_config(out, [ds("ffpp", "ffpp", trees["ffpp"])]), progress=False)
+    manifest = check_manifest(result)
+    assert result.summary["items_ok"] == 12 and result.summary["items_failed"] == 0
+    assert set(manifest.method) == {"original", "Deepfakes", "Face2Face"}
+    assert manifest.groupby("video_id").size().eq(3).all()  # 3 frames per video, one face each
+    assert manifest.video_id.nunique() == 12  # 000_001 under two methods stays two videos
+    with Image.open(out / manifest.path[0]) as crop:
+        assert crop.size == (64, 64)
+    assert (out / "config.yaml").is_file() and (out / "summary.json").is_file()
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["data"]["frames_per_video"] == 3
+
+
+def test_dfdc_celebdf_folder_in_one_config(trees, tmp_path):
+    config = make_config(
+        tmp_path / "out",
+        [ds("dfdc", "dfdc", trees["dfdc"]), ds("cdf", "celebdf", trees["celebdf"]), ds("f", "folder", trees["folder"])],
+        data={"split": {"train": 0.5, "val": 0.25, "test": 0.25}},
+    )
+    result = fakefinder.prepare(config, progress=False)
+    manifest = check_manifest(result)
+    assert set(manifest.dataset) == {"dfdc", "cdf", "f"}
+    cdf = manifest[manifest.dataset == "cdf"]
+    assert set(cdf[cdf.split == "test"].video_id) == {
+        "cdf:Celeb-real/id0_0000", "cdf:Celeb-synthesis/id0_id1_0000", "cdf:YouTube-real/00000",
+    }
+    dfdc = manifest[manifest.dataset == "dfdc"]
+    assert dfdc.groupby("group").label.nunique().eq(2).all()  # each real sits with its fakes
+    images = manifest[(manifest.dataset == "f") & manifest.path.str.contains("stills")]
+    assert len(images) == 4 and set(images.frame_index) == {0}
+
+
+def test_csv_of_crops_without_detection(trees, tmp_path):
+    config = make_config(tmp_path / "out", [ds("crops", "csv", trees["csv"])], faces={"detect": False, "size": 48})
+    result = fakefinder.prepare(config, progress=False)
+    manifest = check_manifest(result)
+    assert len(manifest) == 20
+    assert set(manifest.detector) == {"none"}
+    listed = pd.read_csv(trees["csv"] / "metadata.csv")
+    expected = dict(zip(listed.file.str.replace(".jpg", "", regex=False), listed.split))
+    assert all(expected[v.split(":", 1)[1]] == s for v, s in zip(manifest.video_id, manifest.split))
+
+
+def bad_tree(root: Path) -> Path:
+    """A DFDC folder holding one good real and one of each kind of bad input."""
+    folder = root / "part0"
+    good = synthetic.write_video(folder / "good.mp4", identity=0, **SMALL_VIDEO)
+    synthetic.write_video(folder / "noface.mp4", face=False, **SMALL_VIDEO)
+    (folder / "empty.mp4").write_bytes(b"")
+    (folder / "corrupt.mp4").write_bytes(np.random.default_rng(1).integers(0, 255, 4000, dtype=np.uint8).tobytes())
+    data = good.read_bytes()
+    (folder / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    shutil.copy(good, folder / "unlisted.mp4")
+    metadata = {n: {"label": "REAL"} for n in ("good.mp4", "noface.mp4", "empty.mp4", "corrupt.mp4", "truncated.mp4")}
+    (folder / "metadata.json").write_text(json.dumps(metadata))
+    return root
+
+
+def test_bad_inputs_are_recorded_not_fatal(tmp_path):
+    root = bad_tree(tmp_path / "dfdc")
+    images = tmp_path / "imgs"
+    synthetic.write_image(images / "real" / "ok.png", identity=1)
+    (images / "fake").mkdir(parents=True)
+    (images / "fake" / "broken.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg")
+    (images / "fake" / "zero.png").write_bytes(b"")
+    config = make_config(tmp_path / "out", [ds("d", "dfdc", root, use_official_split=False), ds("i", "folder", images)])
+    result = fakefinder.prepare(config, progress=False)
+    failures = pd.read_csv(result.failures_path)
+    reasons = {Path(p).name: r for p, r in zip(failures.source_path, failures.reason)}
+    assert "no face found" in reasons["noface.mp4"]
+    assert "empty" in reasons["empty.mp4"]
+    assert "no entry" in reasons["unlisted.mp4"] and "metadata.json" in reasons["unlisted.mp4"]
+    assert reasons["corrupt.mp4"]
+    assert "unreadable image" in reasons["broken.jpg"]
+    assert "empty" in reasons["zero.png"]
+    manifest = pd.read_csv(result.manifest_path)
+    done = {Path(p).name for p in manifest.source_path}
+    assert {"good.mp4", "ok.png"} <= done
+    # a truncated file is either used for the frames it still has or listed as a failure
+    assert ("truncated.mp4" in done) != ("truncated.mp4" in reasons)
+    assert result.summary["items_failed"] == len(failures)
+    assert result.summary["items_ok"] + result.summary["items_failed"] == result.summary["items_listed"]
+
+
+def test_rerun_does_nothing_and_settings_change_redoes(trees, tmp_path):
+    config = make_config(tmp_path / "out", [ds("dfdc", "dfdc", trees["dfdc"])])
+    first = fakefinder.prepare(config, progress=False)
+    assert first.processed == 9
+    stamp = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*.jpg")}
+    again = fakefinder.prepare(config, progress=False)
+    assert (again.processed, again.skipped) == (0, 9)
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*.jpg")} == stamp
+    assert pd.read_csv(again.manifest_path).equals(pd.read_csv(first.manifest_path))
+    changed = config.model_copy(deep=True)
+    changed.faces.size = 48
+    assert fakefinder.prepare(changed, progress=False).processed == 9
+
+
+def test_shards_merge_into_the_full_manifest(trees, tmp_path):
+    datasets = [ds("ffpp", "ffpp", trees["ffpp"])]
+    whole = fakefinder.prepare(make_config(tmp_path / "whole", datasets), progress=False)
+    shared = tmp_path / "shared"
+    shard_rows = 0
+    for index in range(3):
+        part = fakefinder.prepare(make_config(shared, datasets), shard=f"{index}/3", progress=False)
+        assert part.manifest_path.name == f"manifest.shard-{index}-of-3.csv"
+        shard_rows += len(pd.read_csv(part.manifest_path))
+    merged = fakefinder.prepare(make_config(shared, datasets), merge_only=True, progress=False)
+    assert merged.processed == 0 and merged.summary["items_pending"] == 0
+    key = ["video_id", "frame_index"]
+    a = pd.read_csv(whole.manifest_path).sort_values(key).reset_index(drop=True)
+    b = pd.read_csv(merged.manifest_path).sort_values(key).reset_index(drop=True)
+    assert shard_rows == len(a)
+    pd.testing.assert_frame_equal(a.drop(columns=["score"]), b.drop(columns=["score"]))
+
+
+def test_reuse_real_boxes_for_fakes(trees, tmp_path):
+    config = make_config(tmp_path / "out", [ds("dfdc", "dfdc", trees["dfdc"])], faces={"reuse_real_boxes": True})
+    manifest = check_manifest(fakefinder.prepare(config, progress=False))
+    fakes = manifest[manifest.label == "fake"]
+    assert fakes.detector.str.startswith("reused:").all()
+    reals = manifest[manifest.label == "real"].set_index(["video_id", "frame_index"])
+    for row in fakes.itertuples():
+        real = reals.loc[(row.source_video_id, row.frame_index)]
+        assert (row.x1, row.y1, row.x2, row.y2) == (real.x1, real.y1, real.x2, real.y2)
+
+
+def test_parquet_manifest_and_png_crops(trees, tmp_path):
+    config = make_config(
+        tmp_path / "out", [ds("f", "folder", trees["folder"])],
+        prepare={"manifest_name": "manifest.parquet", "image_format": "png"},
+    )
+    result = fakefinder.prepare(config, progress=False)
+    manifest = pd.read_parquet(result.manifest_path)
+    assert len(manifest) > 0 and manifest.path.str.endswith(".png").all()
+
+
+def test_parallel_workers_match_inline(trees, tmp_path):
+    datasets = [ds("dfdc", "dfdc", trees["dfdc"])]
+    inline = fakefinder.prepare(make_config(tmp_path / "a", datasets), progress=False)
+    parallel = fakefinder.prepare(make_config(tmp_path / "b", datasets, prepare={"num_workers": 2}), progress=False)
+    key = ["video_id", "frame_index"]
+    a = pd.read_csv(inline.manifest_path).sort_values(key).reset_index(drop=True)
+    b = pd.read_csv(parallel.manifest_path).sort_values(key).reset_index(drop=True)
+    assert a[key + ["split", "path"]].equals(b[key + ["split", "path"]])
+
+
+def test_wrong_layout_fails_fast(trees, tmp_path):
+    config = make_config(tmp_path / "out", [ds("x", "ffpp", trees["dfdc"])])
+    with pytest.raises(LayoutError, match="original_sequences"):
+        fakefinder.prepare(config, progress=False)
+
+
+# --- the command line, and resuming after SIGKILL ---------------------------------------------
+
+
+def cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "fakefinder", *args], capture_output=True, text=True, **kw)
+
+
+def test_cli_prepare_with_overrides_and_clear_errors(trees, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"data": {"datasets": [ds("f", "folder", trees["folder"])]}}))
+    out = tmp_path / "out"
+    done = cli("prepare", "-c", str(cfg), "data.frames_per_video=2", f"prepare.output_dir={out}", "faces.size=32", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    manifest = pd.read_csv(out / "manifest.csv")
+    assert manifest[manifest.path.str.contains("clips")].groupby("video_id").size().eq(2).all()
+    bad = cli("prepare", "-c", str(cfg), "data.frams_per_video=2")
+    assert bad.returncode == 2
+    assert "data.frams_per_video" in bad.stderr and "data.frames_per_video" in bad.stderr
+    wrong = cli("prepare", "-c", str(cfg), "data.datasets.0.layout=celebdf")
+    assert wrong.returncode == 2 and "Celeb-DF" in wrong.stderr and str(trees["folder"]) in wrong.stderr
+
+
+def test_resume_after_sigkill(tmp_path):
+    root = synthetic.make_dfdc_tree(tmp_path / "dfdc", originals=6, fakes_per_original=2, num_frames=24, size=(240, 320))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "data": {"datasets": [ds("d", "dfdc", root)], "frames_per_video": 8},
+        "faces": {"fallback": [], "size": 64, "batch_size": 2},
+        "prepare": {"output_dir": str(tmp_path / "out"), "num_workers": 0},
+    }))
+    records = tmp_path / "out" / RECORDS_DIR
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fakefinder", "prepare", "-c", str(cfg), "--no-progress"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(records.rglob("*.json"))) < 4:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    finished_before = len(list(records.rglob("*.json")))
+    done_stamps = {p: p.stat().st_mtime_ns for p in records.rglob("*.json")}
+    assert 4 <= finished_before < 18, "the kill should land mid-run"
+    assert not (tmp_path / "out" / "manifest.csv").exists()
+
+    resumed = cli("prepare", "-c", str(cfg), "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert {p: p.stat().st_mtime_ns for p in done_stamps} == done_stamps  # finished work not redone
+    assert not list((tmp_path / "out").rglob("*.partial"))
+    manifest = pd.read_csv(tmp_path / "out" / "manifest.csv")
+    assert manifest.video_id.nunique() == 18 and len(manifest) == 18 * 8
+    for path in manifest.path:
+        with Image.open(tmp_path / "out" / path) as crop:
+            crop.load()  # every crop is whole, none half-written
+    from fakefinder.config import load_config
+    from fakefinder.data.prepare import prepare
+
+    again = prepare(load_config(cfg), progress=False)
+    assert again.processed == 0
+
+    # an uninterrupted run gives the same manifest
+    fresh = prepare(load_config(cfg, [f"prepare.output_dir={tmp_path / 'fresh'}"]), progress=False)
+    key = ["video_id", "frame_index"]
+    a = manifest.sort_values(key).reset_index(drop=True)
+    b = pd.read_csv(fresh.manifest_path).sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a.drop(columns=["score"]), b.drop(columns=["score"]))

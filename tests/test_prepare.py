@@ -84,6 +84,26 @@ def test_csv_of_crops_without_detection(trees, tmp_path):
     listed = pd.read_csv(trees["csv"] / "metadata.csv")
     expected = dict(zip(listed.file.str.replace(".jpg", "", regex=False), listed.split))
     assert all(expected[v.split(":", 1)[1]] == s for v, s in zip(manifest.video_id, manifest.split))
+    with Image.open(result.output_dir / manifest.path[0]) as crop:
+        assert crop.size == (48, 48)
+    # crops already at the wanted size and format are copied byte for byte (no second JPEG pass)
+    same = make_config(tmp_path / "same", [ds("crops", "csv", trees["csv"])], faces={"detect": False, "size": 96})
+    copied = check_manifest(fakefinder.prepare(same, progress=False))
+    for row in copied.head(3).itertuples():
+        assert (tmp_path / "same" / row.path).read_bytes() == Path(row.source_path).read_bytes()
+
+
+def test_one_giant_identity_group_is_warned_about(tmp_path):
+    from fakefinder.data.layouts import MediaItem
+    from fakefinder.data.prepare import _split_warnings
+
+    items = [MediaItem("d", Path("x"), "real", f"d:{k}", "original", ("g",)) for k in range(8)]
+    items += [MediaItem("d", Path("x"), "real", f"d:o{k}", "original", (f"o{k}",)) for k in range(4)]
+    for item in items:
+        item.group = item.links[0]
+    (warning,) = _split_warnings(items)
+    assert "holds 8 of 12" in warning
+    assert _split_warnings(items[6:]) == []
 
 
 def bad_tree(root: Path) -> Path:

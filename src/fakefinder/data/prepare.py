@@ -24,13 +24,14 @@ import numpy as np
 from fakefinder.config import Config, ConfigError, save_config
 from fakefinder.data.layouts import MediaItem, read_datasets
 from fakefinder.data.splits import assign_splits, in_shard, parse_shard
-from fakefinder.utils.files import atomic_write, atomic_write_json, remove_partials
+from fakefinder.utils.files import atomic_write, atomic_write_bytes, atomic_write_json, remove_partials
 
 RECORDS_DIR = ".records"
 MANIFEST_COLUMNS = [
     "dataset", "video_id", "group", "label", "method", "split", "frame_index", "face_index",
     "x1", "y1", "x2", "y2", "detector", "score", "path", "source_path", "source_video_id",
 ]
+_SUFFIXES = {"jpg": {".jpg", ".jpeg"}, "png": {".png"}}
 FAILURE_COLUMNS = ["dataset", "video_id", "label", "split", "source_path", "reason"]
 
 
@@ -192,9 +193,16 @@ def process_item(task: _Task, config: Config) -> _Record:
                 if chosen:
                     record.frames_with_face += 1
                 for face in chosen:
-                    crop = resize_whole(image, config.faces) if not config.faces.detect else crop_face(image, face.box, config.faces)
                     rel = crop_relpath(item, index, face.track, ext)
-                    _save_image(output_dir / rel, crop, config)
+                    if config.faces.detect:
+                        _save_image(output_dir / rel, crop_face(image, face.box, config.faces), config)
+                    else:
+                        crop = resize_whole(image, config.faces)
+                        if crop is image and item.kind == "image" and item.path.suffix.lower() in _SUFFIXES[ext]:
+                            # already a crop of the right size and format: copy it, no second compression
+                            atomic_write_bytes(output_dir / rel, item.path.read_bytes())
+                        else:
+                            _save_image(output_dir / rel, crop, config)
                     record.rows.append(
                         {
                             "frame_index": index,
@@ -353,6 +361,8 @@ def prepare(
     dropped = assign_splits(items, config.data.split)
     for item, _ in known_failures:
         item.split = "none"
+    for warning in _split_warnings(items):
+        console.print(f"[yellow]warning:[/] {warning}")
     save_config(config, output_dir / "config.yaml")
     remove_partials(output_dir)
 
@@ -392,6 +402,23 @@ def prepare(
     result.processed, result.skipped = processed, skipped
     print_summary(result.summary, console)
     return result
+
+
+def _split_warnings(items: list[MediaItem]) -> list[str]:
+    """Identity links can chain a dataset into one huge group that no ratio split can divide."""
+    warnings = []
+    by_dataset: dict[str, Counter] = defaultdict(Counter)
+    for item in items:
+        by_dataset[item.dataset][item.group] += 1
+    for dataset, groups in by_dataset.items():
+        total = sum(groups.values())
+        group, size = groups.most_common(1)[0]
+        if total >= 10 and size / total > 0.3:
+            warnings.append(
+                f"dataset {dataset}: identity group {group} holds {size} of {total} items "
+                f"({100 * size / total:.0f}%); the split ratios cannot be met"
+            )
+    return warnings
 
 
 def _check_detectors(config: Config, console) -> None:

@@ -522,9 +522,9 @@ def print_summary(summary: dict[str, Any], console) -> None:
 
     table = Table(title="prepare summary", show_header=True)
     table.add_column("split")
-    table.add_column("real videos", justify="right")
+    table.add_column("real items", justify="right")
     table.add_column("real crops", justify="right")
-    table.add_column("fake videos", justify="right")
+    table.add_column("fake items", justify="right")
     table.add_column("fake crops", justify="right")
     for split, counts in summary["crops_by_split_label"].items():
         table.add_row(

@@ -35,6 +35,7 @@ import av
 import numpy as np
 import torch
 
+from _common import Contention, run_quietly
 from fakefinder.config import config_from_dict
 from fakefinder.data.faces import create_detector, iou
 from fakefinder.data.prepare import prepare
@@ -150,9 +151,15 @@ def fakefinder_loop(path: Path, detector, frames: int, max_side: int | None, bat
             "frames_sampled": len(faces)}
 
 
+def _area(box) -> float:
+    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
+
+
 def match(reference: dict[int, list], candidate: dict[int, list], threshold: float = 0.5) -> dict:
-    """Recall of `candidate` boxes against `reference` boxes, frame by frame."""
-    ref_faces = found = extra = 0
+    """Recall of `candidate` boxes against `reference` boxes, frame by frame: a reference box is
+    found when the candidate has a box with IoU >= `threshold` on the same frame index. Also the
+    recall of the largest reference box per frame (the one `prepare` keeps by default)."""
+    ref_faces = found = extra = largest = largest_found = 0
     for index, boxes in reference.items():
         others = candidate.get(index, [])
         used = set()
@@ -163,8 +170,16 @@ def match(reference: dict[int, list], candidate: dict[int, list], threshold: flo
                 found += 1
                 used.add(best)
         extra += len(others) - len(used)
+        if boxes:
+            largest += 1
+            big = max(boxes, key=_area)
+            largest_found += any(iou(big, other) >= threshold for other in others)
     return {"reference_faces": ref_faces, "found": found, "extra": extra,
-            "recall": found / ref_faces if ref_faces else float("nan")}
+            "largest_faces": largest, "largest_found": largest_found}
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,7 +187,7 @@ def match(reference: dict[int, list], candidate: dict[int, list], threshold: flo
 
 
 def run_prepare(dataset_root: Path, output: Path, frames: int, workers: int, max_side: int | None,
-                batch: int) -> dict:
+                batch: int, min_face_px: int) -> dict:
     shutil.rmtree(output, ignore_errors=True)
     config = config_from_dict(
         {
@@ -181,7 +196,8 @@ def run_prepare(dataset_root: Path, output: Path, frames: int, workers: int, max
                 "frames_per_video": frames,
                 "split": {"train": 1.0, "val": 0.0, "test": 0.0},
             },
-            "faces": {"fallback": [], "detect_max_side": max_side, "batch_size": batch},
+            "faces": {"fallback": [], "detect_max_side": max_side, "batch_size": batch,
+                      "min_face_px": min_face_px},
             "prepare": {"output_dir": str(output), "num_workers": workers},
         },
         source="benchmark",
@@ -189,14 +205,16 @@ def run_prepare(dataset_root: Path, output: Path, frames: int, workers: int, max
     from rich.console import Console
 
     quiet = Console(file=io.StringIO())
-    started = time.perf_counter()
-    result = prepare(config, progress=False, console=quiet)
-    wall = time.perf_counter() - started
-    per_video = {}
+    with Contention() as contention:  # the same span as run_quietly's, but kept in the result
+        started = time.perf_counter()
+        result = prepare(config, progress=False, console=quiet)
+        wall = time.perf_counter() - started
+    records = {}
     for record_file in (output / ".records").rglob("*.json"):
         record = json.loads(record_file.read_text())
-        per_video[record["video_id"].split("/")[-1]] = record
-    return {"wall_s": wall, "summary": result.summary, "records": per_video}
+        records[record["video_id"].split("/")[-1]] = record
+    return {"wall_s": wall, "summary": result.summary, "records": records,
+            "other_cpu_s": contention.other_cpu_s}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,6 +222,23 @@ def run_prepare(dataset_root: Path, output: Path, frames: int, workers: int, max
 
 def fps(frames: int, seconds: float) -> float:
     return frames / seconds if seconds > 0 else float("nan")
+
+
+def _summarise(clip_rows: list[dict]) -> dict:
+    """Sums over clips, then rates and ratios."""
+    out: dict = {"clips": len(clip_rows)}
+    for side in ("naive", "fakefinder"):
+        for key in ("frames_sampled", "frames_with_face", "decode_s", "detect_s", "total_s", "other_cpu_s"):
+            out[f"{side}_{key}"] = sum(r[side][key] for r in clip_rows)
+        out[f"{side}_fps"] = fps(out[f"{side}_frames_sampled"], out[f"{side}_total_s"])
+    for key in ("reference_faces", "found", "extra", "largest_faces", "largest_found"):
+        out[key] = sum(r["match"][key] for r in clip_rows)
+    out["speedup"] = _ratio(out["fakefinder_fps"], out["naive_fps"])
+    out["detect_speedup"] = _ratio(out["naive_detect_s"], out["fakefinder_detect_s"])
+    out["decode_speedup"] = _ratio(out["naive_decode_s"], out["fakefinder_decode_s"])
+    out["recall"] = _ratio(out["found"], out["reference_faces"])
+    out["recall_largest"] = _ratio(out["largest_found"], out["largest_faces"])
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,8 +252,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gop", type=int, default=None, help="encoder keyframe interval (default: x264's)")
     parser.add_argument("--max-side", type=int, default=640, help="fakefinder detect_max_side (default 640)")
     parser.add_argument("--batch", type=int, default=8, help="fakefinder detection batch (default 8)")
+    parser.add_argument("--min-face-px", type=int, default=20,
+                        help="MTCNN min face side in source pixels, both sides (default 20, the config default)")
+    parser.add_argument("--ff-min-face-px", type=int, default=None,
+                        help="what-if: another min_face_px for the fakefinder side and prepare() only")
     parser.add_argument("--workers", default="1,2",
                         help="prepare() num_workers settings to time, comma list; '' skips prepare")
+    parser.add_argument("--wait-idle", type=float, default=120.0,
+                        help="before each timed loop wait up to this many seconds for the machine to "
+                        "be idle (shared machines; 0: don't wait)")
+    parser.add_argument("--retries", type=int, default=2,
+                        help="re-time a loop (keeping the least disturbed run) when other processes "
+                        "used > 5%% of the CPUs meanwhile (default 2)")
     parser.add_argument("--workdir", type=Path, default=RESULTS / "prepare_speed_work",
                         help="clip cache and prepare outputs (default benchmarks/results/prepare_speed_work)")
     parser.add_argument("--json", type=Path, default=RESULTS / "prepare_speed.json")
@@ -230,79 +275,56 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown resolution(s) {unknown}; known: {list(RESOLUTIONS)}")
     workers_list = [int(w) for w in args.workers.split(",") if w.strip()]
+    ff_min_face = args.ff_min_face_px or args.min_face_px
 
     print(f"python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
           f"PyAV {av.__version__}, {os.cpu_count()} CPUs", flush=True)
     print("clips:", flush=True)
     clips = make_clips(args.workdir, resolutions, args.clips, args.seconds, args.fps, args.gop)
 
-    detector = create_detector("mtcnn")
+    naive_detector = create_detector("mtcnn", min_face_px=args.min_face_px)
+    ff_detector = naive_detector if ff_min_face == args.min_face_px else create_detector("mtcnn", min_face_px=ff_min_face)
     # warm-up: builds the MTCNN models (one per min_face_size) and torch's kernels for each size
     for res in resolutions:
         first = next(read_frames(clips[res][0], count=1))[1]
-        detector.detect([first], max_side=None)
-        detector.detect([first] * min(2, args.batch), max_side=args.max_side)
+        naive_detector.detect([first], max_side=None)
+        ff_detector.detect([first] * min(2, args.batch), max_side=args.max_side)
 
-    rows: dict[str, dict] = {}
-    per_clip = []
+    clip_rows: list[dict] = []
+    naive_faces: dict[str, dict[int, list]] = {}
+    waited = 0.0
     for res in resolutions:
-        agg = {k: 0.0 for k in ("naive_decode_s", "naive_detect_s", "naive_total_s",
-                                 "ff_decode_s", "ff_detect_s", "ff_total_s")}
-        frames_naive = frames_ff = 0
-        recall_counts = {"reference_faces": 0, "found": 0, "extra": 0}
-        with_face = {"naive": 0, "ff": 0}
         for path in clips[res]:
-            naive = naive_loop(path, detector, args.frames)
-            ours = fakefinder_loop(path, detector, args.frames, args.max_side, args.batch)
+            naive, naive["other_cpu_s"], w1, n1 = run_quietly(
+                lambda: naive_loop(path, naive_detector, args.frames), args.wait_idle, args.retries)
+            ours, ours["other_cpu_s"], w2, n2 = run_quietly(
+                lambda: fakefinder_loop(path, ff_detector, args.frames, args.max_side, args.batch),
+                args.wait_idle, args.retries)
+            naive["attempts"], ours["attempts"] = n1, n2
+            waited += w1 + w2
             if sorted(naive["faces"]) != sorted(ours["faces"]):
                 print(f"  WARNING {path.name}: sampled indices differ: naive {sorted(naive['faces'])} "
                       f"fakefinder {sorted(ours['faces'])}")
             m = match(naive["faces"], ours["faces"])
-            for k in recall_counts:
-                recall_counts[k] += m[k]
-            with_face["naive"] += sum(1 for b in naive["faces"].values() if b)
-            with_face["ff"] += sum(1 for b in ours["faces"].values() if b)
-            frames_naive += naive["frames_sampled"]
-            frames_ff += ours["frames_sampled"]
-            agg["naive_decode_s"] += naive["decode_s"]
-            agg["naive_detect_s"] += naive["detect_s"]
-            agg["naive_total_s"] += naive["total_s"]
-            agg["ff_decode_s"] += ours["decode_s"]
-            agg["ff_detect_s"] += ours["detect_s"]
-            agg["ff_total_s"] += ours["total_s"]
-            clip_row = {
+            naive_faces[path.stem] = naive["faces"]
+            for side in (naive, ours):
+                side["frames_with_face"] = sum(1 for boxes in side["faces"].values() if boxes)
+            clip_rows.append({
                 "clip": path.name, "resolution": res,
                 "naive": {k: v for k, v in naive.items() if k != "faces"},
                 "fakefinder": {k: v for k, v in ours.items() if k != "faces"},
                 "match": m,
-            }
-            per_clip.append(clip_row)
+            })
             print(f"  {path.name}: naive {naive['total_s']:.2f} s (decode {naive['decode_s']:.2f}, detect "
                   f"{naive['detect_s']:.2f}) | fakefinder {ours['total_s']:.2f} s (decode {ours['decode_s']:.2f}, "
-                  f"detect {ours['detect_s']:.2f}) | recall {m['found']}/{m['reference_faces']}, "
-                  f"extra {m['extra']}", flush=True)
-        rows[res] = {
-            "clips": len(clips[res]),
-            "frames_sampled_naive": frames_naive,
-            "frames_sampled_fakefinder": frames_ff,
-            **agg,
-            "naive_fps": fps(frames_naive, agg["naive_total_s"]),
-            "fakefinder_fps": fps(frames_ff, agg["ff_total_s"]),
-            "frames_with_face_naive": with_face["naive"],
-            "frames_with_face_fakefinder": with_face["ff"],
-            **recall_counts,
-            "recall": recall_counts["found"] / recall_counts["reference_faces"]
-            if recall_counts["reference_faces"] else float("nan"),
-        }
-        rows[res]["speedup"] = rows[res]["fakefinder_fps"] / rows[res]["naive_fps"]
+                  f"detect {ours['detect_s']:.2f}) | found {m['found']}/{m['reference_faces']} naive faces, "
+                  f"{m['extra']} extra | other processes used {naive['other_cpu_s'] + ours['other_cpu_s']:.1f} CPU s "
+                  f"(attempts {n1}+{n2})",
+                  flush=True)
 
-    overall = {k: sum(r[k] for r in rows.values()) for k in next(iter(rows.values()))
-               if k not in ("naive_fps", "fakefinder_fps", "recall", "speedup")}
-    overall["naive_fps"] = fps(overall["frames_sampled_naive"], overall["naive_total_s"])
-    overall["fakefinder_fps"] = fps(overall["frames_sampled_fakefinder"], overall["ff_total_s"])
-    overall["speedup"] = overall["fakefinder_fps"] / overall["naive_fps"]
-    overall["recall"] = overall["found"] / overall["reference_faces"] if overall["reference_faces"] else float("nan")
-    rows["overall"] = overall
+    rows = {res: _summarise([r for r in clip_rows if r["resolution"] == res]) for res in resolutions}
+    rows["overall"] = _summarise(clip_rows)
+    overall = rows["overall"]
 
     # the whole pipeline, over the same clips
     pipeline = {}
@@ -316,22 +338,36 @@ def main(argv: list[str] | None = None) -> int:
                 (dataset_root / "real" / path.name).symlink_to(path.resolve())
         for workers in workers_list:
             print(f"prepare() with num_workers={workers} ...", flush=True)
-            run = run_prepare(dataset_root, args.workdir / f"prepared_w{workers}", args.frames, workers,
-                              args.max_side, args.batch)
+            run, _, w, attempts = run_quietly(
+                lambda: run_prepare(dataset_root, args.workdir / f"prepared_w{workers}", args.frames, workers,
+                                    args.max_side, args.batch, ff_min_face),
+                args.wait_idle, args.retries)
+            waited += w
             summary = run["summary"]
             by_res = {}
             for res in resolutions:
                 names = {p.stem for p in clips[res]}
-                recs = [r for n, r in run["records"].items() if n in names]
-                by_res[res] = {
-                    "item_seconds": sum(r["seconds"] for r in recs),
-                    "frames_sampled": sum(r["frames_sampled"] for r in recs),
-                    "frames_with_face": sum(r["frames_with_face"] for r in recs),
-                    "failed": sum(r["status"] != "ok" for r in recs),
+                recs = {n: r for n, r in run["records"].items() if n in names}
+                chosen = {n: {} for n in recs}
+                for n, r in recs.items():
+                    for row in r["rows"]:
+                        chosen[n].setdefault(row["frame_index"], []).append(row["box"])
+                m = [match(naive_faces[n], chosen[n]) for n in recs]
+                b = {
+                    "item_seconds": sum(r["seconds"] for r in recs.values()),
+                    "frames_sampled": sum(r["frames_sampled"] for r in recs.values()),
+                    "frames_with_face": sum(r["frames_with_face"] for r in recs.values()),
+                    "failed": sum(r["status"] != "ok" for r in recs.values()),
+                    "largest_faces": sum(x["largest_faces"] for x in m),
+                    "largest_found": sum(x["largest_found"] for x in m),
                 }
-                by_res[res]["item_fps"] = fps(by_res[res]["frames_sampled"], by_res[res]["item_seconds"])
-            pipeline[str(workers)] = {
+                b["item_fps"] = fps(b["frames_sampled"], b["item_seconds"])
+                b["recall_largest"] = _ratio(b["largest_found"], b["largest_faces"])
+                by_res[res] = b
+            p = {
                 "wall_s": run["wall_s"],
+                "other_cpu_s": run["other_cpu_s"],
+                "attempts": attempts,
                 "frames_sampled": summary["frames_sampled"],
                 "frames_with_face": summary["frames_with_face"],
                 "crops": summary["crops"],
@@ -339,40 +375,53 @@ def main(argv: list[str] | None = None) -> int:
                 "wall_fps": fps(summary["frames_sampled"], run["wall_s"]),
                 "by_resolution": by_res,
             }
-            pipeline[str(workers)]["speedup_vs_naive"] = pipeline[str(workers)]["wall_fps"] / overall["naive_fps"]
+            p["speedup_vs_naive"] = _ratio(p["wall_fps"], overall["naive_fps"])
+            p["recall_largest"] = _ratio(sum(b["largest_found"] for b in by_res.values()),
+                                         sum(b["largest_faces"] for b in by_res.values()))
+            pipeline[str(workers)] = p
+            print(f"  {p['wall_s']:.1f} s, other processes used {p['other_cpu_s']:.1f} CPU s", flush=True)
 
     # ---- report
     print()
     print(f"{args.clips} clip(s) per resolution, {args.seconds:g} s @ {args.fps} fps, {args.frames} sampled "
-          f"frames per clip; fakefinder: detect_max_side={args.max_side}, batch={args.batch}")
-    header = (f"{'':9}{'naive f/s':>10}{'ff f/s':>9}{'speed-up':>9}{'recall':>9}{'faces n/ff':>12}   "
-              f"{'naive decode/detect s':>22}   {'ff decode/detect s':>19}")
+          f"frames per clip; MTCNN min_face_px={args.min_face_px}"
+          + (f" (fakefinder side: {ff_min_face})" if ff_min_face != args.min_face_px else "")
+          + f"; fakefinder: detect_max_side={args.max_side}, batch={args.batch}")
+    header = (f"{'':9}{'naive f/s':>10}{'ff f/s':>8}{'speed-up':>9}{'recall':>8}{'rec.big':>8}"
+              f"{'faces n/ff':>11} | {'naive decode+detect s':>21} | {'ff decode+detect s':>18}"
+              f" | {'detect x':>8}{'decode x':>9} | {'other CPU s':>11}")
     print(header)
     print("-" * len(header))
     for name, r in rows.items():
-        faces = f"{r['frames_with_face_naive']}/{r['frames_with_face_fakefinder']}"
-        print(f"{name:9}{r['naive_fps']:>10.2f}{r['fakefinder_fps']:>9.2f}{r['speedup']:>8.2f}x"
-              f"{r['recall']:>9.3f}{faces:>12}   "
-              f"{r['naive_decode_s']:>10.2f} / {r['naive_detect_s']:<9.2f}   "
-              f"{r['ff_decode_s']:>8.2f} / {r['ff_detect_s']:<8.2f}")
-    print(f"(recall: naive faces with a fakefinder box of IoU >= 0.5 on the same frame; "
-          f"{overall['extra']} fakefinder box(es) without a naive match; "
-          f"'faces n/ff' = sampled frames with >= 1 face, of {overall['frames_sampled_naive']})")
+        faces = f"{r['naive_frames_with_face']}/{r['fakefinder_frames_with_face']}"
+        other = r["naive_other_cpu_s"] + r["fakefinder_other_cpu_s"]
+        print(f"{name:9}{r['naive_fps']:>10.2f}{r['fakefinder_fps']:>8.2f}{r['speedup']:>8.2f}x"
+              f"{r['recall']:>8.3f}{r['recall_largest']:>8.3f}{faces:>11} | "
+              f"{r['naive_decode_s']:>8.2f} + {r['naive_detect_s']:<10.2f} | "
+              f"{r['fakefinder_decode_s']:>7.2f} + {r['fakefinder_detect_s']:<8.2f} | "
+              f"{r['detect_speedup']:>7.2f}x{r['decode_speedup']:>8.2f}x | {other:>11.1f}")
+    print(f"recall: naive faces with a fakefinder box of IoU >= 0.5 on the same frame (rec.big: the largest "
+          f"naive face per frame); {overall['extra']} fakefinder box(es) match no naive face; 'faces n/ff': "
+          f"sampled frames with >= 1 face, of {overall['naive_frames_sampled']}; 'other CPU s': CPU time used "
+          f"by other processes during the timed loops (should be ~0)")
     if pipeline:
         print()
-        print("prepare() end to end (spawned workers, MTCNN load, JPEG crops, manifest):")
+        print("prepare() end to end over the same clips (process start, MTCNN load, decode, detect, JPEG crops, manifest):")
         for workers, p in pipeline.items():
             parts = ", ".join(f"{res} {b['item_fps']:.2f} f/s per worker" for res, b in p["by_resolution"].items())
             print(f"  num_workers={workers}: {p['frames_sampled']} frames in {p['wall_s']:.1f} s = "
-                  f"{p['wall_fps']:.2f} f/s ({p['speedup_vs_naive']:.2f}x naive); faces in "
-                  f"{p['frames_with_face']}/{p['frames_sampled']} frames, {p['items_failed']} failed; {parts}")
+                  f"{p['wall_fps']:.2f} f/s = {p['speedup_vs_naive']:.2f}x naive; faces in "
+                  f"{p['frames_with_face']}/{p['frames_sampled']} frames, recall of the largest naive face "
+                  f"{p['recall_largest']:.3f}, {p['items_failed']} failed; {parts}; other CPU {p['other_cpu_s']:.1f} s")
+    if waited > 1:
+        print(f"(waited {waited:.0f} s in total for other processes to go idle)")
 
     report = {
         "settings": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                      "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
                      "torch": torch.__version__, "av": av.__version__, "python": platform.python_version()},
         "by_resolution": rows,
-        "clips": per_clip,
+        "clips": clip_rows,
         "prepare": pipeline,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)

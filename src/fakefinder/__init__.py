@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
-from fakefinder.config import Config, ConfigError, load_config
-from fakefinder.data.prepare import prepare
+from fakefinder import _torchvision_cpu_fix
+
+_torchvision_cpu_fix.install()
 
 __version__ = "0.1.0"
 
 __all__ = ["Config", "ConfigError", "load_config", "prepare", "__version__"]
+
+
+def __getattr__(name: str):
+    # the API loads on first use, so `import fakefinder` (and the CLI's start) stay fast
+    if name == "prepare":
+        from fakefinder.data.prepare import prepare
+
+        return prepare
+    if name in {"Config", "ConfigError", "load_config"}:
+        from fakefinder import config
+
+        return getattr(config, name)
+    raise AttributeError(f"module 'fakefinder' has no attribute {name!r}")

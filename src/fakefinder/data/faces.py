@@ -80,10 +80,7 @@ class MTCNNDetector(FaceDetector):
 
     def __init__(self, min_score: float = 0.9, min_face_px: int = 20, device: str = "cpu") -> None:
         super().__init__(min_score, min_face_px)
-        from fakefinder._torchvision_cpu_fix import apply
-
-        apply()
-        from facenet_pytorch import MTCNN
+        from facenet_pytorch import MTCNN  # torchvision is importable thanks to `import fakefinder`
 
         self._models: dict[int, object] = {}
         self._factory = lambda px: MTCNN(keep_all=True, min_face_size=px, device=device, post_process=False)

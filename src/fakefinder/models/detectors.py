@@ -1,0 +1,121 @@
+"""Binary deepfake detectors: a timm backbone with a one-logit head, and a dual-branch model that
+adds a frequency branch (SRM high-pass residuals, or DCT/FFT log-magnitudes) through a small CNN.
+
+Every detector separates `features(x)` (a pooled vector) from `classifier(features)` (the logit).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _srm_kernels() -> torch.Tensor:
+    """The three classic SRM high-pass filters used in steganalysis and forensics (5x5)."""
+    k1 = torch.tensor([[0, 0, 0, 0, 0], [0, -1, 2, -1, 0], [0, 2, -4, 2, 0], [0, -1, 2, -1, 0], [0, 0, 0, 0, 0]]) / 4.0
+    k2 = torch.tensor(
+        [[-1, 2, -2, 2, -1], [2, -6, 8, -6, 2], [-2, 8, -12, 8, -2], [2, -6, 8, -6, 2], [-1, 2, -2, 2, -1]]
+    ) / 12.0
+    k3 = torch.tensor([[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 1, -2, 1, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]]) / 2.0
+    return torch.stack([k1, k2, k3]).float()
+
+
+def _dct_matrix(n: int) -> torch.Tensor:
+    k = torch.arange(n).float()
+    matrix = torch.cos(math.pi * (2 * k[None, :] + 1) * k[:, None] / (2 * n)) * math.sqrt(2 / n)
+    matrix[0] /= math.sqrt(2)
+    return matrix
+
+
+class FrequencyTransform(nn.Module):
+    """Fixed (not learned) map from an RGB batch to frequency-domain evidence."""
+
+    def __init__(self, kind: str = "srm", block: int = 8) -> None:
+        super().__init__()
+        self.kind = kind
+        self.block = block
+        if kind == "srm":
+            self.register_buffer("kernels", _srm_kernels()[:, None].repeat(3, 1, 1, 1), persistent=False)
+            self.out_channels = 9
+        elif kind == "dct":
+            self.register_buffer("dct", _dct_matrix(block), persistent=False)
+            self.out_channels = block * block
+        elif kind == "fft":
+            self.out_channels = 1
+        else:
+            raise ValueError(f"unknown frequency branch '{kind}' (srm, dct or fft)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "srm":
+            return F.conv2d(x, self.kernels.to(x.dtype), padding=2, groups=3).clamp(-3, 3)
+        gray = x.mean(dim=1, keepdim=True)
+        if self.kind == "fft":
+            spectrum = torch.fft.fftshift(torch.fft.fft2(gray.float()), dim=(-2, -1))
+            return torch.log1p(spectrum.abs()).to(x.dtype)
+        # blockwise DCT: one channel per coefficient, a map of 8x8 blocks
+        b = self.block
+        height, width = (gray.shape[-2] // b) * b, (gray.shape[-1] // b) * b
+        blocks = F.unfold(gray[..., :height, :width].float(), kernel_size=b, stride=b)  # N, b*b, L
+        blocks = blocks.transpose(1, 2).reshape(-1, b, b)
+        coefficients = self.dct @ blocks @ self.dct.T
+        coefficients = coefficients.reshape(x.shape[0], -1, b * b).transpose(1, 2)
+        out = coefficients.reshape(x.shape[0], b * b, height // b, width // b)
+        return torch.log1p(out.abs()).to(x.dtype)
+
+
+class FrequencyBranch(nn.Module):
+    """Frequency transform then a small CNN to a pooled vector."""
+
+    def __init__(self, kind: str = "srm", width: int = 64) -> None:
+        super().__init__()
+        self.transform = FrequencyTransform(kind)
+        c = self.transform.out_channels
+        stride = 1 if kind == "dct" else 2  # DCT maps are already 8x smaller
+
+        def block(cin, cout, s):
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, s, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+        self.net = nn.Sequential(
+            block(c, width // 2, stride), block(width // 2, width, 2), block(width, width, 2),
+            block(width, width * 2, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.num_features = width * 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.transform(x))
+
+
+class Detector(nn.Module):
+    """A backbone (timm, no classifier) + optional frequency branch + a one-logit head."""
+
+    def __init__(
+        self, backbone: nn.Module, arch: str, dropout: float = 0.0, frequency: str | None = None,
+        frequency_width: int = 64,
+    ) -> None:
+        super().__init__()
+        self.arch = arch
+        self.backbone = backbone
+        self.frequency = FrequencyBranch(frequency, frequency_width) if frequency else None
+        features = backbone.num_features + (self.frequency.num_features if self.frequency else 0)
+        self.num_features = features
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(features, 1))
+        self.pretrained_cfg = dict(getattr(backbone, "pretrained_cfg", {}) or {})
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = self.backbone(x)
+        if self.frequency is not None:
+            pooled = torch.cat([pooled, self.frequency(x).to(pooled.dtype)], dim=1)
+        return pooled
+
+    def classifier(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features).squeeze(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        if hasattr(self.backbone, "set_grad_checkpointing"):
+            self.backbone.set_grad_checkpointing(enable)

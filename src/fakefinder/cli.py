@@ -49,6 +49,29 @@ def prepare(
 
 
 @app.command()
+def train(
+    overrides: Overrides = None,
+    config: ConfigOption = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from <train.output_dir>/last.pt (or its backup).")] = False,
+    resume_from: Annotated[Optional[Path], typer.Option(help="Continue from this checkpoint.")] = None,
+) -> None:
+    """Train a detector on prepared crops (CPU, one GPU, or many with torchrun)."""
+    from fakefinder.config import ConfigError, load_config
+    from fakefinder.data.training import ManifestError
+    from fakefinder.engine.checkpoint import CheckpointError
+    from fakefinder.engine.trainer import train as run_train
+    from fakefinder.models import UnknownModelError, WeightsError
+
+    try:
+        cfg = load_config(config, overrides or [])
+        result = run_train(cfg, resume=resume_from or resume)
+    except (ConfigError, ManifestError, CheckpointError, UnknownModelError, WeightsError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    if result.stopped == "interrupted":
+        raise typer.Exit(130)
+
+
+@app.command()
 def demo(
     output: Annotated[Path, typer.Option(help="Folder for the generated data and every result.")] = Path("demo-output"),
     workers: Annotated[int, typer.Option(help="Worker processes for prepare.")] = 2,

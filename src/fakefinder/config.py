@@ -148,12 +148,119 @@ class PrepareConfig(_Section):
         return value
 
 
+class ModelConfig(_Section):
+    name: str = Field(default="efficientnet_b4", description="A fakefinder preset or any timm name.")
+    pretrained: bool | str = Field(
+        default=False,
+        description="false; true (timm hub weights); a weights file; or 'package:efficientnet_lite0'.",
+    )
+    frequency: Literal["srm", "dct", "fft"] | None = Field(
+        default=None, description="Add a frequency branch (dual-branch detector)."
+    )
+    dropout: float = Field(default=0.2, ge=0, lt=1)
+    drop_path: float | None = Field(default=None, ge=0, lt=1)
+    image_size: int = Field(default=224, ge=16)
+    mean: tuple[float, float, float] | None = Field(default=None, description="Default: the backbone's.")
+    std: tuple[float, float, float] | None = None
+
+
+class AugmentConfig(_Section):
+    """Train-time augmentation (albumentations) and self-blended pseudo-fakes."""
+
+    enabled: bool = True
+    hflip: float = Field(default=0.5, ge=0, le=1)
+    rotate: float = Field(default=0.3, ge=0, le=1, description="Probability of a rotation.")
+    rotate_limit: float = Field(default=10.0, ge=0)
+    jpeg: float = Field(default=0.3, ge=0, le=1)
+    jpeg_quality: tuple[int, int] = (40, 95)
+    blur: float = Field(default=0.1, ge=0, le=1)
+    color_jitter: float = Field(default=0.3, ge=0, le=1)
+    downscale: float = Field(default=0.1, ge=0, le=1)
+    cutout: float = Field(default=0.2, ge=0, le=1)
+    sbi: float = Field(
+        default=0.0, ge=0, le=1,
+        description="Share of real training crops turned into self-blended fakes (label fake).",
+    )
+    sbi_reals_only: bool = Field(default=False, description="Train on real crops only (+ their SBI fakes).")
+
+
+class EarlyStoppingConfig(_Section):
+    metric: Literal["macro_f1", "auc", "loss", "accuracy", "ap", "eer"] = "macro_f1"
+    patience: int | None = Field(default=10, ge=1, description="Epochs without improvement; null: never stop.")
+
+
+class LoggingConfig(_Section):
+    tensorboard: bool = True
+    wandb_project: str | None = None
+    wandb_entity: str | None = None
+    plots: bool = True
+    log_every_steps: int = Field(default=10, ge=1)
+
+
+class TrainConfig(_Section):
+    manifest: Path | None = Field(default=None, description="Default: <prepare.output_dir>/manifest.csv.")
+    datasets: list[str] | None = Field(default=None, description="Train on these manifest datasets only.")
+    val_datasets: list[str] | None = Field(
+        default=None, description="Validate on these datasets (cross-dataset selection); default: same."
+    )
+    output_dir: Path = Path("output/train")
+    epochs: int = Field(default=10, ge=1)
+    max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps.")
+    epoch_size: int | None = Field(default=None, ge=1, description="Samples per epoch (default: all rows).")
+    batch_size: int = Field(default=32, ge=1)
+    eval_batch_size: int | None = Field(default=None, ge=1)
+    val_max_samples: int | None = Field(default=None, ge=1, description="Evaluate on a fixed subset.")
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(default=1e-4, gt=0)
+    head_lr_scale: float = Field(default=1.0, gt=0, description="lr multiplier for the new head.")
+    min_lr: float = Field(default=1e-6, ge=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=0.01, ge=0)
+    scheduler: Literal["cosine", "step", "plateau", "constant"] = "cosine"
+    warmup_epochs: float = Field(default=1.0, ge=0)
+    step_epochs: int = Field(default=10, ge=1, description="step scheduler: decay every N epochs.")
+    gamma: float = Field(default=0.1, gt=0, le=1)
+    grad_clip: float | None = Field(default=1.0, gt=0)
+    accumulate: int = Field(default=1, ge=1)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    ema: float | None = Field(default=None, gt=0, lt=1, description="EMA decay, e.g. 0.999.")
+    grad_checkpointing: bool = False
+    channels_last: bool = False
+    loss: dict[str, float] = Field(default_factory=lambda: {"ce": 1.0})
+    focal_gamma: float = Field(default=2.0, ge=0)
+    label_smoothing: float = Field(default=0.0, ge=0, lt=0.5)
+    sampler: Literal["balanced", "shuffle"] = "balanced"
+    class_weights: bool = Field(default=False, description="Weight the loss by inverse class frequency.")
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    num_workers: int = Field(default=2, ge=0)
+    seed: int = 0
+    device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1, mps")
+    save_every_steps: int | None = Field(default=None, ge=1, description="Also checkpoint mid-epoch.")
+    backup_dir: Path | None = Field(default=None, description="Copy checkpoints and logs here each epoch.")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @field_validator("loss")
+    @classmethod
+    def _known_losses(cls, value: dict[str, float]) -> dict[str, float]:
+        from fakefinder.losses import LOSSES
+
+        unknown = sorted(set(value) - set(LOSSES))
+        if unknown:
+            raise ValueError(f"unknown loss {unknown}; choose from {sorted(LOSSES)}")
+        if any(w < 0 for w in value.values()) or sum(value.values()) <= 0:
+            raise ValueError(f"loss weights must be >= 0 with a positive sum, got {value}")
+        return value
+
+
 class Config(_Section):
     """A whole run. Sections grow with the commands that use them."""
 
     data: DataConfig = Field(default_factory=DataConfig)
     faces: FacesConfig = Field(default_factory=FacesConfig)
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,7 +370,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _resolve_relative_paths(tree: dict[str, Any], base: Path) -> None:
-    """Dataset roots and output dirs written relative to a config file are relative to that file."""
+    """Dataset roots written relative to a config file are relative to that file (outputs stay
+    relative to the working directory)."""
     for dataset in (tree.get("data") or {}).get("datasets") or []:
         if isinstance(dataset, dict) and isinstance(dataset.get("root"), str):
             root = Path(dataset["root"]).expanduser()

@@ -1,0 +1,135 @@
+"""What the trainer reads: manifest rows -> (image tensor, label) batches.
+
+`CropDataset` loads crops; `EpochSampler` decides which rows an epoch visits (balanced across
+datasets and classes, or a shuffle), splits them between DDP ranks, can start mid-epoch on resume,
+and hands each draw its own seed for augmentation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+
+from fakefinder.data.augment import self_blend
+
+LABELS = {"real": 0, "fake": 1}
+CLASS_NAMES = ["real", "fake"]
+
+
+class ManifestError(ValueError):
+    """A manifest that is missing, unreadable or lacks what training needs."""
+
+
+def read_manifest(path: Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"manifest not found: {path} (run `fakefinder prepare` first, or set train.manifest)")
+    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    missing = {"path", "label", "split"} - set(frame.columns)
+    if missing:
+        raise ManifestError(f"manifest {path} lacks column(s) {sorted(missing)}")
+    bad = sorted(set(frame.label) - set(LABELS))
+    if bad:
+        raise ManifestError(f"manifest {path}: unknown label(s) {bad}; expected real/fake")
+    if "dataset" not in frame.columns:
+        frame["dataset"] = "data"
+    frame.attrs["root"] = str(path.parent)
+    return frame
+
+
+def select_rows(frame: pd.DataFrame, split: str, datasets: list[str] | None) -> pd.DataFrame:
+    rows = frame[frame.split == split]
+    if datasets:
+        unknown = sorted(set(datasets) - set(frame.dataset))
+        if unknown:
+            raise ManifestError(f"dataset(s) {unknown} not in the manifest (it has {sorted(set(frame.dataset))})")
+        rows = rows[rows.dataset.isin(datasets)]
+    return rows.reset_index(drop=True)
+
+
+def load_rgb(path: Path, size: int) -> np.ndarray:
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        if image.size != (size, size):
+            image = image.resize((size, size), Image.BICUBIC)
+        return np.array(image)  # a writable copy
+
+
+class CropDataset(Dataset):
+    """Face crops listed in a manifest. Keys are `(row, seed)` from `EpochSampler` (augmented) or
+    plain row numbers (no augmentation, for evaluation)."""
+
+    def __init__(self, rows: pd.DataFrame, root: Path, image_size: int, mean, std, transform=None,
+                 sbi: float = 0.0) -> None:
+        self.paths = [Path(root) / p for p in rows.path]
+        self.labels = np.array([LABELS[label] for label in rows.label], dtype=np.int64)
+        self.image_size = image_size
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1) * 255
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1) * 255
+        self.transform = transform
+        self.sbi = sbi
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, key):
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        image = load_rgb(self.paths[index], self.image_size)
+        label = int(self.labels[index])
+        if seed is not None:
+            rng = np.random.default_rng(seed)
+            if self.sbi and label == 0 and rng.random() < self.sbi:
+                image, label = self_blend(image, rng), 1
+            if self.transform is not None:
+                self.transform.set_random_seed(int(rng.integers(2**31 - 1)))
+                image = self.transform(image=image)["image"]
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
+        return (tensor - self.mean) / self.std, torch.tensor(label, dtype=torch.float32)
+
+
+class EpochSampler(Sampler):
+    """Yields `(row, seed)` for one epoch, deterministic in (seed, epoch).
+
+    balanced: rows drawn with replacement so every (dataset, label) cell is equally likely;
+    shuffle: a permutation. DDP ranks take interleaved, equal-length slices; `start` skips the
+    draws already consumed before a mid-epoch resume.
+    """
+
+    def __init__(self, labels, datasets, mode: str = "balanced", epoch_size: int | None = None,
+                 seed: int = 0, rank: int = 0, world: int = 1) -> None:
+        self.mode = mode
+        self.seed = seed
+        self.rank, self.world = rank, world
+        self.n = len(labels)
+        self.epoch_size = epoch_size or self.n
+        self.epoch = 0
+        self.start = 0
+        cells = pd.Series(list(zip(datasets, labels)))
+        counts = cells.map(cells.value_counts())
+        weights = 1.0 / counts.to_numpy(dtype=np.float64)
+        self.weights = weights / weights.sum()
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def order(self) -> list[tuple[int, int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        if self.mode == "balanced":
+            rows = rng.choice(self.n, size=self.epoch_size, replace=True, p=self.weights)
+        else:
+            rows = np.concatenate([rng.permutation(self.n) for _ in range(-(-self.epoch_size // self.n))])[: self.epoch_size]
+        seeds = rng.integers(0, 2**62, size=len(rows))
+        per_rank = len(rows) // self.world
+        mine = slice(self.rank, per_rank * self.world, self.world)
+        return list(zip(rows[mine].tolist(), seeds[mine].tolist()))
+
+    def __iter__(self):
+        return iter(self.order()[self.start :])
+
+    def __len__(self) -> int:
+        return self.epoch_size // self.world - self.start

@@ -1,0 +1,157 @@
+"""What a training run reports: console bar and epoch table, hardware use, TensorBoard, W&B,
+a metrics JSONL/CSV and loss/metric plots beside the checkpoints. Only rank 0 reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from fakefinder.config import LoggingConfig
+from fakefinder.utils.files import atomic_write_text
+
+
+def hardware_use(device: torch.device) -> dict[str, float]:
+    import psutil
+
+    process = psutil.Process(os.getpid())
+    usage = {
+        "cpu_pct": psutil.cpu_percent(interval=None),
+        "ram_gb": round(process.memory_info().rss / 2**30, 2),
+    }
+    if device.type == "cuda":
+        usage["gpu_mem_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    return usage
+
+
+class RunReporter:
+    def __init__(self, output_dir: Path, config: LoggingConfig, enabled: bool, run_config: dict, console=None) -> None:
+        from rich.console import Console
+
+        self.output_dir = Path(output_dir)
+        self.config = config
+        self.enabled = enabled
+        self.console = console or Console(stderr=True)
+        self.history: list[dict] = []
+        self.tb = None
+        self.wandb = None
+        if not enabled:
+            return
+        if config.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(log_dir=str(self.output_dir / "tensorboard"))
+        if config.wandb_project:
+            try:
+                import wandb
+            except ImportError as exc:
+                raise RuntimeError("train.logging.wandb_project is set but wandb is not installed: pip install wandb") from exc
+            self.wandb = wandb.init(project=config.wandb_project, entity=config.wandb_entity, config=run_config,
+                                    dir=str(self.output_dir), resume="allow")
+
+    # -- per step ---------------------------------------------------------------------------
+    def step(self, global_step: int, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        if self.tb:
+            for key, value in values.items():
+                self.tb.add_scalar(f"train/{key}", value, global_step)
+        if self.wandb:
+            self.wandb.log({f"train/{k}": v for k, v in values.items()}, step=global_step)
+
+    # -- per epoch --------------------------------------------------------------------------
+    def epoch(self, row: dict, history: list[dict]) -> None:
+        self.history = history
+        if not self.enabled:
+            return
+        step = row["global_step"]
+        if self.tb:
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and key not in ("epoch", "global_step"):
+                    self.tb.add_scalar(f"epoch/{key}", value, step)
+            self.tb.flush()
+        if self.wandb:
+            self.wandb.log({f"epoch/{k}": v for k, v in row.items() if isinstance(v, (int, float))}, step=step)
+        self.write_history()
+        if self.config.plots:
+            self.plot()
+        self.print_line(row)
+
+    def write_history(self) -> None:
+        lines = "".join(json.dumps(r) + "\n" for r in self.history)
+        atomic_write_text(self.output_dir / "history.jsonl", lines)
+        keys = list(dict.fromkeys(k for r in self.history for k in r))
+        csv = ",".join(keys) + "\n" + "".join(",".join(str(r.get(k, "")) for k in keys) + "\n" for r in self.history)
+        atomic_write_text(self.output_dir / "history.csv", csv)
+
+    def plot(self) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        epochs = [r["epoch"] for r in self.history]
+        figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+        axes[0].plot(epochs, [r["train_loss"] for r in self.history], "o-", label="train")
+        axes[0].plot(epochs, [r["val_loss"] for r in self.history], "o-", label="val")
+        axes[0].set(title="loss", xlabel="epoch")
+        axes[0].legend()
+        for key in ("val_auc", "val_macro_f1", "val_accuracy"):
+            axes[1].plot(epochs, [r.get(key, float("nan")) for r in self.history], "o-", label=key.removeprefix("val_"))
+        axes[1].set(title="validation", xlabel="epoch", ylim=(0, 1))
+        axes[1].legend()
+        figure.tight_layout()
+        from io import BytesIO
+
+        buffer = BytesIO()
+        figure.savefig(buffer, format="png", dpi=100)
+        plt.close(figure)
+        from fakefinder.utils.files import atomic_write_bytes
+
+        atomic_write_bytes(self.output_dir / "curves.png", buffer.getvalue())
+
+    COLUMNS = [("epoch", "epoch", "{}"), ("train loss", "train_loss", "{:.4f}"), ("val loss", "val_loss", "{:.4f}"),
+               ("acc", "val_accuracy", "{:.3f}"), ("macro-F1", "val_macro_f1", "{:.3f}"), ("AUC", "val_auc", "{:.3f}"),
+               ("thr", "threshold", "{:.3f}"), ("lr", "lr", "{:.2e}"), ("s", "epoch_seconds", "{:.0f}"),
+               ("data wait", "data_wait_pct", "{:.0f}%"), ("CPU", "cpu_pct", "{:.0f}%"), ("RAM GB", "ram_gb", "{}"),
+               ("GPU GB", "gpu_mem_gb", "{}")]
+
+    def _cells(self, row: dict) -> list[tuple[str, str]]:
+        return [(title, fmt.format(row[key])) for title, key, fmt in self.COLUMNS if row.get(key) is not None]
+
+    def print_line(self, row: dict) -> None:
+        """One line per epoch, so logs stay readable in any terminal width."""
+        mark = " [bold green]best[/]" if row.get("is_best") else ""
+        self.console.print(" | ".join(f"{title} {value}" for title, value in self._cells(row)) + mark)
+
+    def print_table(self) -> None:
+        """The whole run at the end."""
+        from rich.table import Table
+
+        table = Table(title="training history")
+        present = [c for c in self.COLUMNS[:9] if any(r.get(c[1]) is not None for r in self.history)]
+        for title, _, _ in present:
+            table.add_column(title, justify="right")
+        for row in self.history:
+            table.add_row(*[(fmt.format(row[key]) if row.get(key) is not None else "-") for _, key, fmt in present],
+                          style="bold green" if row.get("is_best") else None)
+        self.console.print(table)
+
+    def close(self) -> None:
+        if self.enabled and self.history:
+            self.print_table()
+        if self.tb:
+            self.tb.close()
+        if self.wandb:
+            self.wandb.finish()
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self.start

@@ -1,0 +1,436 @@
+"""`fakefinder train`: the unified training loop for the classic detectors.
+
+One config drives a laptop CPU run and a multi-GPU `torchrun` run alike. Checkpoints (`last.pt`,
+`best.pt`) hold everything needed to continue exactly: model, optimizer, schedule, scaler, EMA,
+epoch and step, RNG states, config, class names and the decision threshold fitted on validation.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from fakefinder.config import Config, ConfigError, save_config
+from fakefinder.data.augment import build_train_transform
+from fakefinder.data.training import CLASS_NAMES, CropDataset, EpochSampler, read_manifest, select_rows
+from fakefinder.engine import distributed
+from fakefinder.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from fakefinder.engine.optim import ModelEma, Schedule, build_optimizer
+from fakefinder.engine.reporting import RunReporter, hardware_use
+from fakefinder.eval.metrics import binary_metrics, fit_threshold, is_better
+from fakefinder.losses import CombinedLoss
+
+BACKUP_FILES = ("last.pt", "best.pt", "history.jsonl", "history.csv", "curves.png", "config.yaml")
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    best_path: Path
+    last_path: Path
+    best_metric: float | None
+    best_epoch: int | None
+    threshold: float
+    history: list[dict] = field(default_factory=list)
+    global_step: int = 0
+    stopped: str = "completed"  # completed | early_stopping | max_steps | interrupted
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _precision(config: Config, device: torch.device) -> torch.dtype | None:
+    wanted = config.train.precision
+    if wanted == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return None
+    if wanted == "fp16" and device.type == "cpu":
+        raise ConfigError("train.precision=fp16 needs a GPU; on CPU use bf16 or fp32")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[wanted]
+
+
+def model_info(config: Config, model) -> dict:
+    mean = config.model.mean or model.pretrained_cfg.get("mean") or (0.485, 0.456, 0.406)
+    std = config.model.std or model.pretrained_cfg.get("std") or (0.229, 0.224, 0.225)
+    return {"name": config.model.name, "arch": model.arch, "frequency": config.model.frequency,
+            "image_size": config.model.image_size, "mean": list(mean), "std": list(std),
+            "dropout": config.model.dropout}
+
+
+def build_model(config: Config):
+    from fakefinder.models import create
+
+    return create(config.model.name, pretrained=config.model.pretrained, dropout=config.model.dropout,
+                  frequency=config.model.frequency, drop_path=config.model.drop_path)
+
+
+def _manifest_path(config: Config) -> Path:
+    return Path(config.train.manifest or Path(config.prepare.output_dir) / config.prepare.manifest_name)
+
+
+class Trainer:
+    def __init__(self, config: Config, resume: bool | str | Path = False, console=None) -> None:
+        self.config = config
+        self.resume = resume
+        self.console = console
+        self.output_dir = Path(config.train.output_dir)
+        self.stop_reason = "completed"
+        self._interrupt = False
+
+    # ----------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        config, train = self.config, self.config.train
+        self.dist, self.device = distributed.setup(train.device)
+        from fakefinder.models import resolve
+
+        resolve(config.model.name)  # unknown names fail before any data is read
+        _seed_everything(train.seed)
+        torch.set_flush_denormal(True)
+
+        manifest = read_manifest(_manifest_path(config))
+        root = Path(manifest.attrs["root"])
+        train_rows = select_rows(manifest, "train", train.datasets)
+        if config.augment.sbi_reals_only:
+            train_rows = train_rows[train_rows.label == "real"].reset_index(drop=True)
+        val_rows = select_rows(manifest, "val", train.val_datasets or train.datasets)
+        if train.val_max_samples and len(val_rows) > train.val_max_samples:
+            val_rows = val_rows.sample(n=train.val_max_samples, random_state=train.seed).reset_index(drop=True)
+        if len(train_rows) == 0:
+            raise ConfigError(f"no training rows (split 'train') in {_manifest_path(config)} for datasets {train.datasets}")
+        if len(val_rows) == 0:
+            raise ConfigError(f"no validation rows (split 'val') in {_manifest_path(config)}")
+        self.val_rows = val_rows
+
+        self.model = build_model(config)
+        self.info = model_info(config, self.model)
+        if train.grad_checkpointing:
+            self.model.set_grad_checkpointing(True)
+        self.model.to(self.device)
+        self.memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
+        if train.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+        size, mean, std = self.info["image_size"], self.info["mean"], self.info["std"]
+        sbi = config.augment.sbi if config.augment.sbi or config.augment.sbi_reals_only else 0.0
+        if config.augment.sbi_reals_only and not sbi:
+            sbi = 0.5
+        self.train_set = CropDataset(train_rows, root, size, mean, std, build_train_transform(config.augment), sbi=sbi)
+        self.val_set = CropDataset(val_rows, root, size, mean, std)
+        self.sampler = EpochSampler(
+            self.train_set.labels, list(train_rows.dataset), train.sampler, train.epoch_size, train.seed,
+            self.dist.rank, self.dist.world,
+        )
+        per_rank = (train.epoch_size or len(train_rows)) // self.dist.world
+        self.batches_per_epoch = per_rank // train.batch_size
+        if self.batches_per_epoch < train.accumulate:
+            raise ConfigError(
+                f"train.batch_size={train.batch_size} x accumulate={train.accumulate} is more than one epoch "
+                f"({per_rank} rows per process)"
+            )
+        self.steps_per_epoch = self.batches_per_epoch // train.accumulate
+        loader_seed = torch.Generator().manual_seed(train.seed)  # keeps the global RNG untouched
+        self.train_loader = DataLoader(
+            self.train_set, batch_size=train.batch_size, sampler=self.sampler, num_workers=train.num_workers,
+            drop_last=True, pin_memory=self.device.type == "cuda", generator=loader_seed,
+            persistent_workers=False,
+        )
+        pos = float(self.train_set.labels.sum())
+        neg = float(len(self.train_set.labels) - pos)
+        pos_weight = (neg / pos) if train.class_weights and pos > 0 else None
+        self.criterion = CombinedLoss(train.loss, train.focal_gamma, pos_weight, train.label_smoothing)
+
+        self.optimizer = build_optimizer(self.model, train)
+        self.schedule = Schedule(train, self.steps_per_epoch, plateau_patience=2)
+        self.autocast_dtype = _precision(config, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)
+        self.ema = ModelEma(self.model, train.ema) if train.ema else None
+        self.net: nn.Module = self.model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.best_metric, self.best_epoch, self.bad_epochs = None, None, 0
+        self.threshold = 0.5
+        self.history: list[dict] = []
+        if self.dist.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        if self.resume:
+            self._restore()
+        if self.dist.is_main:
+            save_config(config, self.output_dir / "config.yaml")
+        self.reporter = RunReporter(self.output_dir, train.logging, self.dist.is_main, config.model_dump(mode="json"),
+                                    self.console)
+        self.reporter.history = self.history
+
+    # ----------------------------------------------------------------------------------------
+    def _restore(self) -> None:
+        path = Path(self.resume) if isinstance(self.resume, (str, Path)) else self.output_dir / "last.pt"
+        backup = self.config.train.backup_dir
+        if not path.is_file() and backup and (Path(backup) / "last.pt").is_file():
+            for name in BACKUP_FILES:  # restore the run from its backup copy
+                if (Path(backup) / name).is_file() and self.dist.is_main:
+                    shutil.copy2(Path(backup) / name, self.output_dir / name)
+            distributed.barrier(self.dist)
+            path = self.output_dir / "last.pt"
+        if not path.is_file():
+            if isinstance(self.resume, (str, Path)):
+                raise FileNotFoundError(f"--resume: no checkpoint at {path}")
+            return  # nothing to resume: a fresh run
+        state = load_checkpoint(path, map_location=self.device)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema and state.get("ema"):
+            self.ema.load_state_dict(state["ema"])
+        self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+        self.best_metric, self.best_epoch = state["best_metric"], state["best_epoch"]
+        self.bad_epochs, self.threshold = state["bad_epochs"], state["threshold"]
+        self.history = state["history"]
+        set_rng_state(state["rng"][min(self.dist.rank, len(state["rng"]) - 1)])
+        if self.dist.is_main:
+            self._say(f"resumed from {path}: epoch {self.epoch}, step {self.step_in_epoch}/{self.steps_per_epoch}")
+
+    def _checkpoint(self) -> dict:
+        rngs = distributed.gather_objects(self.dist, rng_state())
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None,
+            "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
+            "rng": rngs, "config": self.config.model_dump(mode="json"), "class_names": CLASS_NAMES,
+            "threshold": self.threshold, "best_metric": self.best_metric, "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs, "history": self.history, "model_info": self.info,
+            "world_size": self.dist.world,
+        }
+
+    def save(self, name: str = "last.pt", state: dict | None = None) -> None:
+        state = state or self._checkpoint()  # every rank joins the RNG gather
+        if self.dist.is_main:
+            save_checkpoint(self.output_dir / name, state)
+
+    def _backup(self) -> None:
+        target = self.config.train.backup_dir
+        if not target or not self.dist.is_main:
+            return
+        target = Path(target)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in BACKUP_FILES:
+            source = self.output_dir / name
+            if source.is_file():
+                tmp = target / f".{name}.partial"
+                shutil.copy2(source, tmp)
+                tmp.replace(target / name)
+
+    def _say(self, message: str) -> None:
+        if self.dist.is_main:
+            from rich.console import Console
+
+            (self.console or Console(stderr=True)).print(message)
+
+    # ----------------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _train_epoch(self, progress) -> dict:
+        train, model = self.config.train, self.net
+        model.train()
+        self.sampler.set_epoch(self.epoch, start=self.step_in_epoch * train.accumulate * train.batch_size)
+        losses, parts_sum, seen = [], {}, 0
+        wait, started = 0.0, time.perf_counter()
+        task = progress.add_task(f"epoch {self.epoch + 1}/{train.epochs}", total=self.steps_per_epoch,
+                                 completed=self.step_in_epoch, loss=float("nan"), lr=0.0)
+        batches = iter(self.train_loader)
+        self.optimizer.zero_grad(set_to_none=True)
+        while self.step_in_epoch < self.steps_per_epoch:
+            for micro in range(train.accumulate):
+                t0 = time.perf_counter()
+                images, labels = next(batches)
+                wait += time.perf_counter() - t0
+                images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
+                labels = labels.to(self.device, non_blocking=True)
+                sync = nullcontext() if (micro == train.accumulate - 1 or not self.dist.enabled) else model.no_sync()
+                with sync:
+                    with self._autocast():
+                        logits = model(images)
+                    loss = self.criterion(logits, labels)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(
+                            f"loss is {loss.item()} at epoch {self.epoch + 1} step {self.step_in_epoch + 1} "
+                            f"(parts: {self.criterion.parts}); lower train.lr or check the data"
+                        )
+                    self.scaler.scale(loss / train.accumulate).backward()
+                losses.append(float(loss.detach()))
+                for k, v in self.criterion.parts.items():
+                    parts_sum[k] = parts_sum.get(k, 0.0) + v
+                seen += 1
+            lr = self.schedule.apply(self.optimizer, self.global_step)
+            if train.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip))
+            else:
+                grad_norm = float("nan")
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.ema:
+                self.ema.update(self.model)
+            self.step_in_epoch += 1
+            self.global_step += 1
+            progress.update(task, advance=1, loss=float(np.mean(losses[-20:])), lr=lr)
+            if self.global_step % train.logging.log_every_steps == 0:
+                self.reporter.step(self.global_step, {"loss": losses[-1], "lr": lr, "grad_norm": grad_norm,
+                                                      **{f"loss_{k}": v / seen for k, v in parts_sum.items()}})
+            if train.save_every_steps and self.global_step % train.save_every_steps == 0:
+                self.save("last.pt")
+            if self._interrupt:
+                raise _Interrupted
+            if train.max_steps and self.global_step >= train.max_steps:
+                self.stop_reason = "max_steps"
+                break
+        progress.remove_task(task)
+        elapsed = time.perf_counter() - started
+        totals = distributed.gather_objects(self.dist, (sum(losses), len(losses)))
+        return {
+            "train_loss": sum(t[0] for t in totals) / max(1, sum(t[1] for t in totals)),
+            **{f"train_loss_{k}": v / max(1, seen) for k, v in parts_sum.items()},
+            "epoch_seconds": elapsed,
+            "data_wait_pct": 100 * wait / max(elapsed, 1e-9),
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
+
+    @torch.no_grad()
+    def predict(self, dataset: CropDataset, model: nn.Module | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Scores on this rank's share of `dataset` gathered from every rank, in dataset order."""
+        model = model or self.model
+        model.eval()
+        indices = list(range(self.dist.rank, len(dataset), self.dist.world))
+        loader = DataLoader(torch.utils.data.Subset(dataset, indices),
+                            batch_size=self.config.train.eval_batch_size or self.config.train.batch_size,
+                            num_workers=self.config.train.num_workers, shuffle=False)
+        scores = []
+        for images, _ in loader:
+            images = images.to(self.device, memory_format=self.memory_format)
+            with self._autocast():
+                scores.append(torch.sigmoid(model(images).float()).cpu())
+        mine = torch.cat(scores).numpy() if scores else np.zeros(0)
+        gathered = distributed.gather_objects(self.dist, (indices, mine))
+        out = np.zeros(len(dataset))
+        for idx, values in gathered:
+            out[idx] = values
+        return out, dataset.labels
+
+    def _validate(self) -> dict:
+        model = self.ema.module if self.ema else self.model
+        scores, labels = self.predict(self.val_set, model)
+        threshold = fit_threshold(labels, scores)
+        fitted = binary_metrics(labels, scores, threshold)
+        at_half = binary_metrics(labels, scores, 0.5)
+        return {
+            "val_loss": fitted["log_loss"], "val_accuracy": fitted["accuracy"], "val_macro_f1": fitted["macro_f1"],
+            "val_macro_f1_at_0.5": at_half["macro_f1"], "val_auc": fitted["auc"], "val_ap": fitted["ap"],
+            "val_eer": fitted["eer"], "threshold": threshold,
+        }
+
+    # ----------------------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        train = self.config.train
+        metric = train.early_stopping.metric
+        previous = {}
+        if self.dist.is_main:
+            previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
+            TextColumn("lr {task.fields[lr]:.2e}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            disable=not self.dist.is_main, console=self.reporter.console,
+        )
+        self._say(f"training {self.info['name']} on {self.device} ({self.dist.world} process(es)): "
+                  f"{len(self.train_set)} train rows, {len(self.val_set)} val rows, "
+                  f"{self.steps_per_epoch} steps/epoch")
+        try:
+            with progress:
+                while self.epoch < train.epochs and self.stop_reason == "completed":
+                    row = self._train_epoch(progress)
+                    row.update(self._validate())
+                    current = row[f"val_{metric}"] if f"val_{metric}" in row else row["val_loss"]
+                    improved = is_better(metric, current, self.best_metric)
+                    row.update(epoch=self.epoch + 1, global_step=self.global_step, is_best=improved,
+                               **hardware_use(self.device))
+                    self.history.append(row)
+                    self.schedule.epoch_end(current, metric not in {"loss", "eer"})
+                    self.epoch += 1
+                    self.step_in_epoch = 0
+                    if improved:
+                        self.best_metric, self.best_epoch, self.bad_epochs = current, self.epoch, 0
+                        self.threshold = row["threshold"]
+                    else:
+                        self.bad_epochs += 1
+                    state = self._checkpoint()
+                    if improved:
+                        best = dict(state)
+                        if self.ema:  # the selected weights are the ones that were validated
+                            best["model"] = self.ema.module.state_dict()
+                        self.save("best.pt", best)
+                    self.save("last.pt", state)
+                    self.reporter.epoch(row, self.history)
+                    self._backup()
+                    patience = train.early_stopping.patience
+                    if patience and self.bad_epochs >= patience and self.stop_reason == "completed":
+                        self.stop_reason = "early_stopping"
+                        self._say(f"early stopping: no {metric} improvement for {patience} epochs")
+        except _Interrupted:
+            self.stop_reason = "interrupted"
+            self.save("last.pt")
+            self._backup()
+            self._say(f"interrupted: saved {self.output_dir / 'last.pt'} (resume with --resume)")
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.reporter.close()
+        if self.stop_reason == "max_steps" and self.history and self.history[-1]["global_step"] != self.global_step:
+            self.save("last.pt")
+        return TrainResult(self.output_dir, self.output_dir / "best.pt", self.output_dir / "last.pt",
+                           self.best_metric, self.best_epoch, self.threshold, self.history, self.global_step,
+                           self.stop_reason)
+
+    def _on_signal(self, signum, frame) -> None:
+        if self._interrupt:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self._interrupt = True
+        self._say("stopping after this step and saving a checkpoint (Ctrl-C again to abort)")
+
+
+def train(config: Config, resume: bool | str | Path = False, console=None) -> TrainResult:
+    """Train a detector as `config` says; `resume=True` continues from `<output_dir>/last.pt`
+    (or the backup copy), a path resumes from that checkpoint."""
+    trainer = Trainer(config, resume=resume, console=console)
+    try:
+        trainer.setup()
+        return trainer.fit()
+    finally:
+        if hasattr(trainer, "dist"):
+            distributed.teardown(trainer.dist)

@@ -1,0 +1,97 @@
+"""Model registry: `create(name, ...)` builds a binary detector, `list_models()` names the presets.
+
+Names are timm names (`efficientnet_b4`, `legacy_xception`, `swin_tiny_patch4_window7_224`,
+`convnext_tiny`, `resnet50`, `efficientnet_lite0`, or any other timm architecture), plus presets
+such as `baseline` (EfficientNet-B4 with an SRM frequency branch).
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from dataclasses import dataclass
+
+from fakefinder.models.detectors import Detector
+from fakefinder.models.pretrained import LoadReport, WeightsError, load_pretrained
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Preset:
+    backbone: str
+    frequency: str | None = None
+    description: str = ""
+
+
+PRESETS: dict[str, Preset] = {
+    "baseline": Preset("efficientnet_b4", "srm", "EfficientNet-B4 + SRM frequency branch"),
+    "efficientnet_b4": Preset("efficientnet_b4", description="EfficientNet-B4 (seed baseline)"),
+    "legacy_xception": Preset("legacy_xception", description="Xception (FaceForensics++ reference)"),
+    "swin_tiny_patch4_window7_224": Preset("swin_tiny_patch4_window7_224", description="Swin-T"),
+    "swin_small_patch4_window7_224": Preset("swin_small_patch4_window7_224", description="Swin-S"),
+    "swin_base_patch4_window7_224": Preset("swin_base_patch4_window7_224", description="Swin-B"),
+    "convnext_tiny": Preset("convnext_tiny", description="ConvNeXt-T"),
+    "convnext_small": Preset("convnext_small", description="ConvNeXt-S"),
+    "convnext_base": Preset("convnext_base", description="ConvNeXt-B"),
+    "resnet50": Preset("resnet50", description="ResNet-50"),
+    "efficientnet_lite0": Preset("efficientnet_lite0", description="EfficientNet-Lite0 (offline weights)"),
+    "dual_efficientnet_lite0": Preset("efficientnet_lite0", "srm", "EfficientNet-Lite0 + SRM branch"),
+}
+
+
+def list_models() -> list[str]:
+    return sorted(PRESETS)
+
+
+class UnknownModelError(ValueError):
+    pass
+
+
+def _timm():
+    import timm  # torchvision works on CPU-only torch because `import fakefinder` armed the fix
+
+    return timm
+
+
+def resolve(name: str) -> Preset:
+    if name in PRESETS:
+        return PRESETS[name]
+    timm = _timm()
+    if timm.is_model(name):
+        return Preset(name)
+    candidates = list(PRESETS) + timm.list_models()
+    close = list(dict.fromkeys(difflib.get_close_matches(name, candidates, n=8, cutoff=0.6)))[:5]
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise UnknownModelError(f"unknown model '{name}'.{hint} (fakefinder presets: {', '.join(list_models())})")
+
+
+def create(
+    name: str,
+    pretrained: bool | str = False,
+    dropout: float = 0.0,
+    frequency: str | None = None,
+    drop_path: float | None = None,
+    **timm_kwargs,
+) -> Detector:
+    """Build a detector. `pretrained`: False; True (timm's hub weights, needs internet once);
+    a file path (timm checkpoint or plain state dict); or 'package:efficientnet_lite0' (offline)."""
+    preset = resolve(name)
+    timm = _timm()
+    kwargs = dict(timm_kwargs)
+    if drop_path is not None:
+        kwargs["drop_path_rate"] = drop_path
+    use_hub = pretrained is True
+    backbone = timm.create_model(preset.backbone, pretrained=use_hub, num_classes=0, **kwargs)
+    report: LoadReport | None = None
+    if isinstance(pretrained, str) and pretrained:
+        report = load_pretrained(backbone, pretrained, preset.backbone)
+        if report.loaded == 0:
+            raise WeightsError(f"no tensor of {pretrained} fits {preset.backbone}: {report.summary()}")
+        log.info("pretrained weights: %s", report.summary())
+    model = Detector(backbone, preset.backbone, dropout=dropout, frequency=frequency or preset.frequency)
+    model.load_report = report
+    return model
+
+
+__all__ = ["Detector", "UnknownModelError", "WeightsError", "create", "list_models", "resolve"]

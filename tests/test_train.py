@@ -1,0 +1,247 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from fakefinder.config import ConfigError, config_from_dict, load_config
+from fakefinder.data.augment import build_train_transform, face_mask, self_blend
+from fakefinder.data.synthetic import identity_face
+from fakefinder.data.training import CropDataset, EpochSampler, read_manifest
+from fakefinder.engine.checkpoint import load_checkpoint
+from fakefinder.engine.optim import Schedule
+from fakefinder.engine.trainer import train
+
+from conftest import make_crops, train_config
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    return make_crops(tmp_path_factory.mktemp("crops"), groups=10, datasets=("a", "b"))
+
+
+def test_training_writes_checkpoints_logs_plots_and_config(manifest, tmp_path):
+    config = train_config(manifest, tmp_path / "run", loss={"ce": 0.5, "focal": 0.3, "f1": 0.2}, ema=0.9,
+                          logging={"tensorboard": True, "plots": True})
+    result = train(config)
+    out = tmp_path / "run"
+    for name in ("best.pt", "last.pt", "config.yaml", "history.jsonl", "history.csv", "curves.png"):
+        assert (out / name).is_file(), name
+    assert list((out / "tensorboard").iterdir())
+    assert len(result.history) == 2 and result.stopped == "completed"
+    state = load_checkpoint(out / "last.pt")
+    assert {"model", "optimizer", "schedule", "scaler", "ema", "epoch", "step_in_epoch", "global_step", "rng",
+            "config", "class_names", "threshold", "model_info"} <= set(state)
+    assert state["class_names"] == ["real", "fake"]
+    assert state["epoch"] == 2 and state["global_step"] == result.global_step
+    assert 0.0 <= state["threshold"] <= 1.0
+    row = result.history[-1]
+    assert {"train_loss", "train_loss_ce", "train_loss_focal", "train_loss_f1", "val_loss", "val_auc",
+            "val_macro_f1", "lr", "data_wait_pct", "cpu_pct", "ram_gb"} <= set(row)
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["train"]["loss"] == {"ce": 0.5, "focal": 0.3, "f1": 0.2}
+
+
+def test_warmup_then_cosine_schedule():
+    config = config_from_dict({"train": {"epochs": 10, "lr": 1e-3, "min_lr": 1e-5, "warmup_epochs": 2}}).train
+    schedule = Schedule(config, steps_per_epoch=10)
+    factors = [schedule.factor(s) for s in range(100)]
+    assert factors[0] == pytest.approx(0.05) and factors[19] == pytest.approx(1.0)
+    assert all(b > a for a, b in zip(factors[:19], factors[1:20]))  # linear warmup
+    assert all(b <= a + 1e-12 for a, b in zip(factors[20:], factors[21:]))  # then only down
+    assert factors[-1] == pytest.approx(0.01, abs=2e-3)  # towards min_lr / lr
+    step = Schedule(config_from_dict({"train": {"scheduler": "step", "step_epochs": 3, "gamma": 0.5,
+                                                "warmup_epochs": 0}}).train, 10)
+    assert [step.factor(s) for s in (0, 29, 30, 60)] == [1.0, 1.0, 0.5, 0.25]
+    plateau = Schedule(config_from_dict({"train": {"scheduler": "plateau", "gamma": 0.5, "warmup_epochs": 0}}).train, 10)
+    for value in (0.5, 0.6, 0.6, 0.6):
+        plateau.epoch_end(value, higher_is_better=True)
+    assert plateau.factor(100) == 0.5
+
+
+def test_lr_follows_the_schedule_during_training(manifest, tmp_path):
+    result = train(train_config(manifest, tmp_path / "run", scheduler="constant", warmup_epochs=0, lr=5e-4))
+    assert all(row["lr"] == pytest.approx(5e-4) for row in result.history)
+
+
+def test_early_stopping(manifest, tmp_path):
+    # with lr ~ 0 the weights stay put, so improvements stop soon
+    config = train_config(manifest, tmp_path / "run", epochs=8, lr=1e-12, min_lr=0, warmup_epochs=0,
+                          early_stopping={"metric": "loss", "patience": 2})
+    result = train(config)
+    assert result.stopped == "early_stopping"
+    assert len(result.history) == result.best_epoch + 2 < 8
+    assert [r["epoch"] for r in result.history if r["is_best"]][-1] == result.best_epoch
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert best["epoch"] == result.best_epoch and best["threshold"] == result.threshold
+
+
+def test_sampler_balances_datasets_and_classes_and_splits_ranks():
+    labels = np.array([0] * 90 + [1] * 10 + [0] * 5 + [1] * 5)
+    datasets = ["a"] * 100 + ["b"] * 10
+    sampler = EpochSampler(labels, datasets, "balanced", epoch_size=8000, seed=1)
+    rows = [r for r, _ in sampler.order()]
+    cells = {(datasets[r], labels[r]) for r in rows}
+    counts = {cell: sum((datasets[r], labels[r]) == cell for r in rows) for cell in cells}
+    assert all(1700 < c < 2300 for c in counts.values()), counts
+    ranks = [EpochSampler(labels, datasets, "balanced", 100, 1, rank=r, world=2).order() for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 50
+    assert [x for pair in zip(*ranks) for x in pair] == EpochSampler(labels, datasets, "balanced", 100, 1).order()
+    sampler.set_epoch(3, start=10)
+    assert list(sampler) == sampler.order()[10:]
+    shuffle = EpochSampler(labels, datasets, "shuffle", seed=0).order()
+    assert sorted(r for r, _ in shuffle) == list(range(110))
+
+
+def test_augmentations_are_seeded_per_sample(manifest):
+    frame = read_manifest(manifest)
+    config = config_from_dict({}).augment
+    dataset = CropDataset(frame[frame.split == "train"], manifest.parent, 32, (0.5,) * 3, (0.5,) * 3,
+                          build_train_transform(config))
+    a, _ = dataset[(0, 123)]
+    b, _ = dataset[(0, 123)]
+    c, _ = dataset[(0, 999)]
+    plain, _ = dataset[0]
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c) or not torch.equal(a, plain)
+
+
+def test_self_blended_pseudo_fakes():
+    real = identity_face(3)
+    rng = np.random.default_rng(0)
+    mask = face_mask(real.shape[:2], np.random.default_rng(0))
+    assert 0.05 < mask.mean() < 0.5 and mask.max() > 0.99 and mask[0, 0] < 0.01
+    blended = self_blend(real, rng)
+    assert blended.shape == real.shape and blended.dtype == np.uint8
+    changed = np.abs(blended.astype(int) - real.astype(int)).sum(axis=2) > 0
+    height, width = changed.shape
+    assert changed[height // 2 - 10 : height // 2 + 10, width // 2 - 10 : width // 2 + 10].mean() > 0.5
+    assert changed[:5, :5].mean() == 0 and changed[-5:, -5:].mean() == 0  # corners untouched
+    assert np.array_equal(self_blend(real, np.random.default_rng(7)), self_blend(real, np.random.default_rng(7)))
+
+
+def test_sbi_trains_on_reals_only(manifest, tmp_path):
+    config = train_config(manifest, tmp_path / "run", epochs=1)
+    config.augment.sbi_reals_only = True
+    config.augment.sbi = 0.5
+    from fakefinder.engine.trainer import Trainer
+
+    trainer = Trainer(config)
+    trainer.setup()
+    assert set(trainer.train_set.labels) == {0}  # only real crops are read...
+    labels = [trainer.train_set[key][1].item() for key in trainer.sampler.order()[:40]]
+    assert 0 < sum(labels) < 40  # ...and about half become self-blended fakes
+    assert trainer.fit().stopped == "completed"
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [("train.lr=-0.1", "train.lr"), ("train.loss={ce: 1, dice: 1}", "dice"), ("train.optimizer=adam", "train.optimizer")],
+)
+def test_bad_config_values(override, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        load_config(None, [override])
+
+
+def cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "fakefinder", *args], capture_output=True, text=True, **kw)
+
+
+def test_cli_unknown_model_lists_close_names(manifest, tmp_path):
+    done = cli("train", f"train.manifest={manifest}", f"train.output_dir={tmp_path}", "model.name=convnext_tinny")
+    assert done.returncode == 2
+    assert "unknown model 'convnext_tinny'" in done.stderr and "convnext_tiny" in done.stderr
+
+
+def run_config_file(manifest, tmp_path, **train):
+    config = train_config(manifest, tmp_path / "run", **train)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    return path
+
+
+def wait_for_step(path: Path, step: int, process, timeout: float = 180) -> int:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise AssertionError("the run ended before it could be interrupted")
+        if path.is_file():
+            try:
+                found = load_checkpoint(path)["global_step"]
+            except Exception:  # being replaced right now
+                found = -1
+            if found >= step:
+                return found
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint appeared")
+
+
+def test_resume_after_kill_mid_epoch_matches_uninterrupted_run(manifest, tmp_path):
+    settings = dict(epochs=2, batch_size=2, save_every_steps=1, num_workers=1, ema=0.9)
+    reference = train(train_config(manifest, tmp_path / "reference", **settings))
+    cfg = run_config_file(manifest, tmp_path, **settings)
+    process = subprocess.Popen([sys.executable, "-m", "fakefinder", "train", "-c", str(cfg)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    steps_per_epoch = reference.global_step // 2
+    killed_at = wait_for_step(tmp_path / "run" / "last.pt", 3, process)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert 0 < state["step_in_epoch"] < steps_per_epoch or state["epoch"] == 1, "killed mid-epoch"
+    assert killed_at < reference.global_step
+
+    resumed = cli("train", "-c", str(cfg), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    final = load_checkpoint(tmp_path / "run" / "last.pt")
+    expected = load_checkpoint(tmp_path / "reference" / "last.pt")
+    assert final["global_step"] == expected["global_step"]
+    for key, value in expected["model"].items():
+        assert torch.equal(final["model"][key], value), key
+    for key, value in expected["ema"]["module"].items():
+        assert torch.equal(final["ema"]["module"][key], value), key
+    assert final["history"][-1]["val_auc"] == expected["history"][-1]["val_auc"]
+    assert final["threshold"] == expected["threshold"]
+
+
+def test_ctrl_c_saves_and_exits_cleanly_then_backup_restores(manifest, tmp_path):
+    backup = tmp_path / "backup"
+    cfg = run_config_file(manifest, tmp_path, epochs=50, batch_size=2, backup_dir=str(backup))
+    process = subprocess.Popen([sys.executable, "-m", "fakefinder", "train", "-c", str(cfg)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for_step(tmp_path / "run" / "last.pt", 1, process)  # first epoch done: backup exists
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    interrupted = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert (backup / "last.pt").is_file()
+    # the working folder is lost; the run comes back from the backup
+    for name in ("last.pt", "best.pt"):
+        (tmp_path / "run" / name).unlink()
+    config = load_config(cfg, ["train.epochs=" + str(interrupted["epoch"] + 1)])
+    result = train(config, resume=True)
+    assert result.history[: len(interrupted["history"])] == interrupted["history"]
+    assert result.global_step > interrupted["global_step"]
+
+
+def test_ddp_on_two_cpu_processes(manifest, tmp_path):
+    cfg = run_config_file(manifest, tmp_path, epochs=2, batch_size=2)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+         "-m", "fakefinder", "train", "-c", str(cfg)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["world_size"] == 2 and len(state["rng"]) == 2
+    single = train(train_config(manifest, tmp_path / "single", epochs=2, batch_size=2))
+    # each process takes half of every epoch's draws
+    assert state["global_step"] * 2 == single.global_step
+    assert len(state["history"]) == 2

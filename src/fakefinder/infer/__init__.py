@@ -1,0 +1,1 @@
+"""Scoring new media with trained detectors."""

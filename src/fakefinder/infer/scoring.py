@@ -1,0 +1,55 @@
+"""Load a trained detector from its checkpoint and score face crops in bounded memory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from fakefinder.config import Config
+from fakefinder.data.training import CropDataset
+from fakefinder.engine.checkpoint import load_checkpoint
+
+
+@dataclass
+class LoadedDetector:
+    model: torch.nn.Module
+    info: dict  # name, arch, image_size, mean, std, ...
+    threshold: float
+    class_names: list[str]
+    config: Config
+    path: Path
+
+
+def load_detector(path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True) -> LoadedDetector:
+    """A detector ready for inference: architecture from the checkpoint's config, its weights,
+    and the decision threshold that was fitted on validation data."""
+    from fakefinder.models import create
+
+    state = load_checkpoint(path)
+    config = Config.model_validate(state["config"])
+    info = state["model_info"]
+    model = create(info["name"], pretrained=False, dropout=info.get("dropout", 0.0), frequency=info.get("frequency"))
+    weights = state["model"]
+    model.load_state_dict(weights)
+    model.to(device).eval()
+    return LoadedDetector(model, info, float(state["threshold"]), list(state["class_names"]), config, Path(path))
+
+
+@torch.no_grad()
+def score_crops(detector: LoadedDetector, rows: pd.DataFrame, root: Path, batch_size: int = 64,
+                num_workers: int = 2, device: str | torch.device = "cpu") -> np.ndarray:
+    """Probability of 'fake' per row (rows need `path`, relative to `root`, and `label`)."""
+    info = detector.info
+    dataset = CropDataset(rows, root, info["image_size"], info["mean"], info["std"])
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
+    scores = []
+    memory = torch.channels_last if detector.config.train.channels_last else torch.contiguous_format
+    for images, _ in loader:
+        logits = detector.model(images.to(device, memory_format=memory))
+        scores.append(torch.sigmoid(logits.float()).cpu().numpy())
+    return np.concatenate(scores) if scores else np.zeros(0)

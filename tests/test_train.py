@@ -245,3 +245,16 @@ def test_ddp_on_two_cpu_processes(manifest, tmp_path):
     # each process takes half of every epoch's draws
     assert state["global_step"] * 2 == single.global_step
     assert len(state["history"]) == 2
+
+
+def test_engine_options_run_together(manifest, tmp_path):
+    """SGD + step schedule + accumulation + class weights + checkpointing + channels_last + bf16."""
+    config = train_config(manifest, tmp_path / "run", epochs=1, optimizer="sgd", scheduler="step", accumulate=2,
+                          class_weights=True, grad_checkpointing=True, channels_last=True, precision="bf16",
+                          grad_clip=0.5, sampler="shuffle")
+    result = train(config)
+    assert result.stopped == "completed" and result.global_step == (24 // 4) // 2
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.dtype.is_floating_point)
+    with pytest.raises(ConfigError, match="fp16 needs a GPU"):
+        train(train_config(manifest, tmp_path / "fp16", precision="fp16", device="cpu"))

@@ -40,6 +40,9 @@ class RunReporter:
         self.wandb = None
         if not enabled:
             return
+        import psutil
+
+        psutil.cpu_percent(interval=None)  # the first reading is a baseline; later ones mean "since then"
         if config.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -115,7 +118,7 @@ class RunReporter:
 
     COLUMNS = [("epoch", "epoch", "{}"), ("train loss", "train_loss", "{:.4f}"), ("val loss", "val_loss", "{:.4f}"),
                ("acc", "val_accuracy", "{:.3f}"), ("macro-F1", "val_macro_f1", "{:.3f}"), ("AUC", "val_auc", "{:.3f}"),
-               ("thr", "threshold", "{:.3f}"), ("lr", "lr", "{:.2e}"), ("s", "epoch_seconds", "{:.0f}"),
+               ("thr", "threshold", "{:.3f}"), ("lr", "lr", "{:.1e}"), ("s", "epoch_seconds", "{:.0f}"),
                ("data wait", "data_wait_pct", "{:.0f}%"), ("CPU", "cpu_pct", "{:.0f}%"), ("RAM GB", "ram_gb", "{}"),
                ("GPU GB", "gpu_mem_gb", "{}")]
 

@@ -1,0 +1,26 @@
+from pathlib import Path
+
+import pytest
+
+from fakefinder.config import load_config
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_preset_is_a_valid_config(path):
+    config = load_config(path)
+    assert config.data.datasets
+
+
+def test_the_presets_the_docs_promise_exist():
+    assert {"baseline", "hybrid", "swin", "xception", "sbi", "dfdc-faces-cpu"} <= {p.stem for p in CONFIGS}
+
+
+def test_baseline_preset_values():
+    config = load_config(Path(__file__).parent.parent / "configs" / "baseline.yaml")
+    assert config.model.name == "baseline"
+    assert (config.train.lr, config.train.weight_decay, config.train.batch_size) == (1e-4, 0.01, 32)
+    assert (config.train.epochs, config.train.early_stopping.patience) == (100, 15)
+    assert config.train.loss == {"ce": 0.5, "focal": 0.3, "f1": 0.2}
+    assert config.train.scheduler == "cosine" and config.train.precision == "auto"

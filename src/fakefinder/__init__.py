@@ -8,7 +8,7 @@ _torchvision_cpu_fix.install()
 
 __version__ = "0.1.0"
 
-__all__ = ["Config", "ConfigError", "load_config", "prepare", "train", "__version__"]
+__all__ = ["Config", "ConfigError", "evaluate", "load_config", "predict", "prepare", "train", "__version__"]
 
 
 def __getattr__(name: str):
@@ -17,6 +17,14 @@ def __getattr__(name: str):
         from fakefinder.data.prepare import prepare
 
         return prepare
+    if name == "evaluate":
+        from fakefinder.eval.evaluate import evaluate
+
+        return evaluate
+    if name == "predict":
+        from fakefinder.infer.predict import predict
+
+        return predict
     if name == "train":
         from fakefinder.engine.trainer import train
 

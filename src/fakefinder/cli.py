@@ -71,6 +71,80 @@ def train(
         raise typer.Exit(130)
 
 
+def _user_errors():
+    from fakefinder.config import ConfigError
+    from fakefinder.data.layouts import LayoutError
+    from fakefinder.data.training import ManifestError
+    from fakefinder.engine.checkpoint import CheckpointError
+    from fakefinder.models import UnknownModelError, WeightsError
+
+    return (ConfigError, LayoutError, ManifestError, CheckpointError, UnknownModelError, WeightsError,
+            FileNotFoundError)
+
+
+@app.command()
+def evaluate(
+    overrides: Overrides = None,
+    config: ConfigOption = None,
+    checkpoint: Annotated[Optional[list[Path]], typer.Option("--checkpoint", help="Repeat to compare checkpoints.")] = None,
+    perturb: Annotated[bool, typer.Option("--perturb", help="Add the robustness table (JPEG 90/70/50, blur, x0.5, noise).")] = False,
+) -> None:
+    """Frame- and video-level metrics, plots and an HTML report for trained detectors."""
+    from fakefinder.config import load_config
+    from fakefinder.eval.evaluate import evaluate as run_evaluate
+
+    try:
+        cfg = load_config(config, overrides or [])
+        if checkpoint:
+            cfg.evaluate.checkpoints = list(checkpoint)
+        if perturb and not cfg.evaluate.perturbations:
+            cfg.evaluate.perturbations = ["all"]
+        run_evaluate(cfg)
+    except _user_errors() as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def predict(
+    inputs: Annotated[Optional[list[Path]], typer.Argument(help="Images, videos, folders or list files.")] = None,
+    config: ConfigOption = None,
+    checkpoint: Annotated[Optional[list[Path]], typer.Option("--checkpoint", help="Repeat for an ensemble.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Submission CSV.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Config override key=value (repeatable).")] = None,
+) -> None:
+    """Score new images and videos: a submission CSV (+ optional per-frame details)."""
+    from fakefinder.config import load_config
+    from fakefinder.infer.predict import predict as run_predict
+
+    try:
+        cfg = load_config(config, set_ or [])
+        if inputs:
+            cfg.predict.inputs = list(inputs)
+        if checkpoint:
+            cfg.predict.checkpoints = list(checkpoint)
+        if output:
+            cfg.predict.output = output
+        run_predict(cfg)
+    except _user_errors() as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by fakefinder train.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="model.onnx or model.pt (TorchScript).")],
+    tolerance: Annotated[float, typer.Option(help="Largest allowed logit difference in the parity check.")] = 1e-4,
+) -> None:
+    """Export a detector to ONNX or TorchScript, with a parity check against PyTorch."""
+    from fakefinder.infer.export import export as run_export
+
+    try:
+        report = run_export(checkpoint, output, tolerance=tolerance)
+    except _user_errors() as exc:
+        _fail(str(exc))
+    typer.echo(f"{report.path}: max |logit difference| {report.max_abs_diff:.2e} over {report.samples} inputs")
+
+
 @app.command()
 def demo(
     output: Annotated[Path, typer.Option(help="Folder for the generated data and every result.")] = Path("demo-output"),

@@ -107,7 +107,8 @@ class FacesConfig(_Section):
         default=640,
         ge=64,
         description="Downscale frames so the longer side is at most this before detection "
-        "(boxes map back to full resolution); null detects at full resolution.",
+        "(boxes map back to full resolution); faces under 20 px at that scale are not searched "
+        "(60 px in a 1080p frame at 640); null detects at full resolution.",
     )
     margin: float = Field(
         default=0.3,
@@ -252,6 +253,64 @@ class TrainConfig(_Section):
         return value
 
 
+class EvalSetConfig(_Section):
+    name: str
+    manifest: Path | None = Field(default=None, description="Default: the run's prepared manifest.")
+    split: str = "test"
+    datasets: list[str] | None = None
+
+
+class EvaluateConfig(_Section):
+    checkpoints: list[Path] = Field(default_factory=list, description="Default: <train.output_dir>/best.pt.")
+    sets: list[EvalSetConfig] = Field(
+        default_factory=list, description="Default: the manifest's test split, one set per dataset."
+    )
+    aggregation: Literal["mean", "max", "topk", "confident"] = "mean"
+    top_k: int = Field(default=3, ge=1)
+    threshold: float | None = Field(
+        default=None, ge=0, le=1, description="Default: the threshold fitted on validation (in the checkpoint)."
+    )
+    perturbations: list[str] = Field(
+        default_factory=list, description="e.g. [jpeg90, jpeg70, jpeg50, blur, downscale0.5, noise] or [all]."
+    )
+    output_dir: Path = Path("output/evaluate")
+    batch_size: int = Field(default=64, ge=1)
+    num_workers: int = Field(default=2, ge=0)
+    device: str = "auto"
+    max_samples: int | None = Field(default=None, ge=1, description="Evaluate on a fixed random subset.")
+
+    @field_validator("perturbations")
+    @classmethod
+    def _known_perturbations(cls, value: list[str]) -> list[str]:
+        from fakefinder.eval.perturb import PERTURBATIONS
+
+        if value == ["all"]:
+            return list(PERTURBATIONS)
+        unknown = sorted(set(value) - set(PERTURBATIONS))
+        if unknown:
+            raise ValueError(f"unknown perturbation(s) {unknown}; choose from {sorted(PERTURBATIONS)} or [all]")
+        return value
+
+
+class PredictConfig(_Section):
+    checkpoints: list[Path] = Field(default_factory=list, description="Default: <train.output_dir>/best.pt.")
+    weights: list[float] | None = Field(default=None, description="Ensemble weights (default: equal).")
+    inputs: list[Path] = Field(default_factory=list, description="Images, videos, folders or list files.")
+    output: Path = Path("output/predict/submission.csv")
+    format: Literal["label", "probability"] = "probability"
+    label_names: tuple[str, str] = ("REAL", "FAKE")
+    id_column: str = "id"
+    details: Path | None = Field(default=None, description="Per-frame CSV or JSON (scores, boxes, timing).")
+    aggregation: Literal["mean", "max", "topk", "confident"] = "mean"
+    top_k: int = Field(default=3, ge=1)
+    frames_per_video: int | None = Field(default=None, ge=1, description="Default: the checkpoint's.")
+    no_face_score: float = Field(default=0.5, ge=0, le=1, description="Score of a file with no usable face.")
+    threshold: float | None = Field(default=None, ge=0, le=1)
+    batch_size: int = Field(default=32, ge=1)
+    num_workers: int = Field(default=1, ge=0, description="Processes decoding and detecting faces.")
+    device: str = "auto"
+
+
 class Config(_Section):
     """A whole run. Sections grow with the commands that use them."""
 
@@ -261,6 +320,8 @@ class Config(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    predict: PredictConfig = Field(default_factory=PredictConfig)
 
 
 # ---------------------------------------------------------------------------------------------

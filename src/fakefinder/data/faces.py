@@ -18,6 +18,9 @@ from PIL import Image
 from fakefinder.config import FacesConfig
 
 
+DETECT_MIN_PX = 20
+
+
 @dataclass
 class Face:
     box: tuple[float, float, float, float]  # x1, y1, x2, y2 in full-resolution pixels
@@ -54,7 +57,11 @@ class FaceDetector:
                 image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
             scaled.append(image)
             factors.append(factor)
-        min_px = max(8, int(round(self.min_face_px * min(factors)))) if factors else self.min_face_px
+        # The smallest face searched at detection resolution. Never below DETECT_MIN_PX: a smaller
+        # target makes pyramid detectors (MTCNN) upsample the frame, which costs more than the
+        # downscale saved. So with downscaling, faces under DETECT_MIN_PX / factor source pixels
+        # are not searched for.
+        min_px = max(DETECT_MIN_PX, int(round(self.min_face_px * min(factors)))) if factors else self.min_face_px
         results = []
         for boxes, factor in zip(self._batched(scaled, min_px), factors):
             faces = []

@@ -98,31 +98,10 @@ def _detector_chain(config: Config):
     return chain
 
 
-def _read_image(path: Path) -> np.ndarray:
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    if path.stat().st_size == 0:
-        raise ValueError("empty file (0 bytes)")
-    try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)
-            return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ValueError(f"unreadable image: {exc}") from exc
-
-
 def _frames(item: MediaItem, config: Config) -> Iterator[tuple[int, np.ndarray]]:
-    if item.kind == "image":
-        yield 0, _read_image(item.path)
-        return
-    from fakefinder.data.video import read_frames
+    from fakefinder.data.media import read_media
 
-    yield from read_frames(
-        item.path,
-        count=config.data.frames_per_video,
-        stride=config.data.frame_stride,
-        seek=config.data.seek,
-    )
+    yield from read_media(item.path, config.data.frames_per_video, config.data.frame_stride, config.data.seek)
 
 
 def _chunks(frames: Iterable[tuple[int, np.ndarray]], size: int) -> Iterator[list[tuple[int, np.ndarray]]]:

@@ -65,7 +65,7 @@ class CropDataset(Dataset):
     plain row numbers (no augmentation, for evaluation)."""
 
     def __init__(self, rows: pd.DataFrame, root: Path, image_size: int, mean, std, transform=None,
-                 sbi: float = 0.0) -> None:
+                 sbi: float = 0.0, perturb=None) -> None:
         self.paths = [Path(root) / p for p in rows.path]
         self.labels = np.array([LABELS[label] for label in rows.label], dtype=np.int64)
         self.image_size = image_size
@@ -73,6 +73,7 @@ class CropDataset(Dataset):
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1) * 255
         self.transform = transform
         self.sbi = sbi
+        self.perturb = perturb  # evaluation-time corruption (robustness tables), applied to every image
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -88,6 +89,8 @@ class CropDataset(Dataset):
             if self.transform is not None:
                 self.transform.set_random_seed(int(rng.integers(2**31 - 1)))
                 image = self.transform(image=image)["image"]
+        if self.perturb is not None:
+            image = self.perturb(image)
         tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
         return (tensor - self.mean) / self.std, torch.tensor(label, dtype=torch.float32)
 

@@ -42,10 +42,11 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu", use_ema:
 
 @torch.no_grad()
 def score_crops(detector: LoadedDetector, rows: pd.DataFrame, root: Path, batch_size: int = 64,
-                num_workers: int = 2, device: str | torch.device = "cpu") -> np.ndarray:
-    """Probability of 'fake' per row (rows need `path`, relative to `root`, and `label`)."""
+                num_workers: int = 2, device: str | torch.device = "cpu", perturb=None) -> np.ndarray:
+    """Probability of 'fake' per row (rows need `path`, relative to `root`, and `label`); images
+    stream through a loader, so memory does not grow with the number of rows."""
     info = detector.info
-    dataset = CropDataset(rows, root, info["image_size"], info["mean"], info["std"])
+    dataset = CropDataset(rows, root, info["image_size"], info["mean"], info["std"], perturb=perturb)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
     scores = []
     memory = torch.channels_last if detector.config.train.channels_last else torch.contiguous_format

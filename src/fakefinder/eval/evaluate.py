@@ -1,0 +1,207 @@
+"""`fakefinder evaluate`: frame- and video-level metrics for one or more checkpoints on one or more
+evaluation sets, per manipulation method and dataset, under perturbations; files and a report.
+
+Thresholds are never tuned on the data being reported: they come from the checkpoint (fitted on
+validation during training) unless `evaluate.threshold` fixes one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fakefinder.config import Config, ConfigError
+from fakefinder.data.training import read_manifest, select_rows
+from fakefinder.eval.aggregate import aggregate_videos
+from fakefinder.eval.metrics import binary_metrics
+from fakefinder.eval.perturb import PERTURBATIONS
+from fakefinder.utils.files import atomic_write, atomic_write_json
+
+SUMMARY_KEYS = ("n", "auc", "macro_f1", "accuracy", "eer", "ap", "log_loss")
+
+
+@dataclass
+class EvalSet:
+    name: str
+    rows: pd.DataFrame
+    root: Path
+
+
+@dataclass
+class EvalResult:
+    output_dir: Path
+    metrics: dict
+    metrics_path: Path
+    predictions_path: Path
+    video_predictions_path: Path
+    report_path: Path
+    tables: dict = field(default_factory=dict)
+
+
+def _default_manifest(config: Config) -> Path:
+    return Path(config.train.manifest or Path(config.prepare.output_dir) / config.prepare.manifest_name)
+
+
+def resolve_sets(config: Config) -> list[EvalSet]:
+    ev = config.evaluate
+    sets = []
+    if ev.sets:
+        for spec in ev.sets:
+            manifest = read_manifest(spec.manifest or _default_manifest(config))
+            rows = select_rows(manifest, spec.split, spec.datasets)
+            sets.append(EvalSet(spec.name, rows, Path(manifest.attrs["root"])))
+    else:
+        manifest = read_manifest(_default_manifest(config))
+        rows = select_rows(manifest, "test", None)
+        datasets = sorted(set(rows.dataset))
+        if len(datasets) > 1:
+            sets = [EvalSet(d, rows[rows.dataset == d].reset_index(drop=True), Path(manifest.attrs["root"]))
+                    for d in datasets]
+        else:
+            sets = [EvalSet(datasets[0] if datasets else "test", rows, Path(manifest.attrs["root"]))]
+    for s in sets:
+        if len(s.rows) == 0:
+            raise ConfigError(f"evaluation set '{s.name}' has no rows")
+        if ev.max_samples and len(s.rows) > ev.max_samples:
+            s.rows = s.rows.sample(n=ev.max_samples, random_state=0).reset_index(drop=True)
+        if "video_id" not in s.rows.columns:
+            s.rows = s.rows.assign(video_id=s.rows.path)
+        if "method" not in s.rows.columns:
+            s.rows = s.rows.assign(method=s.rows.label)
+    return sets
+
+
+def checkpoint_name(path: Path) -> str:
+    path = Path(path)
+    return f"{path.parent.name}/{path.stem}" if path.parent.name else path.stem
+
+
+def _summary(metrics: dict) -> dict:
+    return {k: metrics[k] for k in SUMMARY_KEYS}
+
+
+def _labels(frame: pd.DataFrame) -> np.ndarray:
+    return (frame.label == "fake").astype(int).to_numpy()
+
+
+def per_group_metrics(frame: pd.DataFrame, column: str, threshold: float) -> dict:
+    """Per manipulation method: that method's fakes against all reals (as in FF++ reports);
+    per dataset: the dataset's own rows."""
+    out = {}
+    if column == "method":
+        reals = frame[frame.label == "real"]
+        for method in sorted(set(frame[frame.label == "fake"].method)):
+            part = pd.concat([reals, frame[(frame.label == "fake") & (frame.method == method)]])
+            out[method] = _summary(binary_metrics(_labels(part), part.score, threshold))
+        if len(reals):
+            real_metrics = binary_metrics(_labels(reals), reals.score, threshold)
+            out["real"] = {"n": real_metrics["n"], "accuracy": real_metrics["accuracy"]}
+    else:
+        for value in sorted(set(frame[column])):
+            part = frame[frame[column] == value]
+            out[str(value)] = _summary(binary_metrics(_labels(part), part.score, threshold))
+    return out
+
+
+def _levels(frames: pd.DataFrame, threshold: float, config: Config) -> tuple[dict, pd.DataFrame]:
+    videos = aggregate_videos(frames, config.evaluate.aggregation, config.evaluate.top_k)
+    result = {
+        "frame": binary_metrics(_labels(frames), frames.score, threshold),
+        "video": binary_metrics(_labels(videos), videos.score, threshold),
+    }
+    for level, table in (("frame", frames), ("video", videos)):
+        if "method" in table.columns and table.method.nunique() > 2:
+            result[level]["per_method"] = per_group_metrics(table, "method", threshold)
+        if "dataset" in table.columns and table.dataset.nunique() > 1:
+            result[level]["per_dataset"] = per_group_metrics(table, "dataset", threshold)
+    return result, videos
+
+
+def evaluate(config: Config, console=None) -> EvalResult:
+    import torch
+    from rich.console import Console
+
+    from fakefinder.engine.distributed import pick_device
+    from fakefinder.eval.report import print_summary, write_plots, write_report
+    from fakefinder.infer.scoring import load_detector, score_crops
+
+    console = console or Console(stderr=True)
+    ev = config.evaluate
+    checkpoints = [Path(p) for p in ev.checkpoints] or [Path(config.train.output_dir) / "best.pt"]
+    sets = resolve_sets(config)
+    device = pick_device(ev.device)
+    out = Path(ev.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_flush_denormal(True)
+
+    metrics: dict = {"aggregation": ev.aggregation, "top_k": ev.top_k, "checkpoints": {}}
+    frame_tables, video_tables, curves = [], [], {}
+    for checkpoint in checkpoints:
+        detector = load_detector(checkpoint, device)
+        threshold = ev.threshold if ev.threshold is not None else detector.threshold
+        source = "evaluate.threshold" if ev.threshold is not None else "fitted on validation (checkpoint)"
+        name = checkpoint_name(checkpoint)
+        console.print(f"[bold]{name}[/]: threshold {threshold:.4f} ({source})")
+        entry = {"path": str(checkpoint), "threshold": threshold, "threshold_source": source, "sets": {}}
+        for eval_set in sets:
+            frames = eval_set.rows.copy()
+            frames["score"] = score_crops(detector, frames, eval_set.root, ev.batch_size, ev.num_workers, device)
+            levels, videos = _levels(frames, threshold, config)
+            if ev.perturbations:
+                levels["perturbations"] = {"none": {"frame": _summary(levels["frame"]), "video": _summary(levels["video"])}}
+                for perturbation in ev.perturbations:
+                    damaged = eval_set.rows.copy()
+                    damaged["score"] = score_crops(detector, damaged, eval_set.root, ev.batch_size, ev.num_workers,
+                                                   device, perturb=PERTURBATIONS[perturbation])
+                    p_levels, _ = _levels(damaged, threshold, config)
+                    levels["perturbations"][perturbation] = {"frame": _summary(p_levels["frame"]),
+                                                             "video": _summary(p_levels["video"])}
+            entry["sets"][eval_set.name] = levels
+            for table, level_frame in ((frame_tables, frames), (video_tables, videos)):
+                table.append(level_frame.assign(
+                    checkpoint=name, set=eval_set.name, prediction=np.where(level_frame.score >= threshold, "fake", "real")))
+            curves[(name, eval_set.name)] = (frames, videos, threshold, levels)
+        metrics["checkpoints"][name] = entry
+
+    predictions = pd.concat(frame_tables, ignore_index=True)
+    predictions = predictions[[c for c in ("checkpoint", "set", "path", "video_id", "dataset", "method", "label",
+                                           "score", "prediction") if c in predictions.columns]]
+    video_predictions = pd.concat(video_tables, ignore_index=True)
+    predictions_path = atomic_write(out / "predictions.csv", lambda h: predictions.to_csv(h, index=False))
+    video_path = atomic_write(out / "video_predictions.csv", lambda h: video_predictions.to_csv(h, index=False))
+    metrics["tables"] = comparison_tables(metrics)
+    metrics_path = atomic_write_json(out / "metrics.json", _jsonable(metrics))
+    plots = write_plots(out / "plots", curves, metrics)
+    report_path = write_report(out / "report.html", metrics, plots, config)
+    print_summary(metrics, console)
+    console.print(f"report: {report_path}")
+    return EvalResult(out, metrics, metrics_path, predictions_path, video_path, report_path, metrics["tables"])
+
+
+def comparison_tables(metrics: dict) -> dict:
+    """checkpoint x set tables of the headline figures (a cross-dataset / model comparison)."""
+    rows = []
+    for name, entry in metrics["checkpoints"].items():
+        for set_name, levels in entry["sets"].items():
+            for level in ("frame", "video"):
+                m = levels[level]
+                rows.append({"checkpoint": name, "set": set_name, "level": level, "n": m["n"], "auc": m["auc"],
+                             "macro_f1": m["macro_f1"], "accuracy": m["accuracy"], "eer": m["eer"], "ap": m["ap"]})
+    return {"summary": rows}
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return None if math.isnan(float(value)) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value

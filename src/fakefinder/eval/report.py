@@ -1,0 +1,191 @@
+"""Evaluation outputs a person reads: a terminal summary in the competition's terms, PNG plots
+(ROC, PR, confusion matrix, score histograms, metric vs perturbation) and one self-contained HTML
+report that embeds them (readable offline)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from pathlib import Path
+
+import numpy as np
+
+from fakefinder.utils.files import atomic_write_bytes, atomic_write_text
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+def _roc_points(labels, scores):
+    order = np.argsort(-np.asarray(scores), kind="mergesort")
+    y = np.asarray(labels)[order]
+    tps, fps = np.cumsum(y), np.cumsum(1 - y)
+    pos, neg = max(1, y.sum()), max(1, len(y) - y.sum())
+    return np.concatenate([[0], fps / neg]), np.concatenate([[0], tps / pos])
+
+
+def _pr_points(labels, scores):
+    order = np.argsort(-np.asarray(scores), kind="mergesort")
+    y = np.asarray(labels)[order]
+    tps = np.cumsum(y)
+    precision = tps / np.arange(1, len(y) + 1)
+    recall = tps / max(1, y.sum())
+    return recall, precision
+
+
+def _save(figure, path: Path) -> Path:
+    from io import BytesIO
+
+    import matplotlib.pyplot as plt
+
+    buffer = BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png", dpi=90)
+    plt.close(figure)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def write_plots(folder: Path, curves: dict, metrics: dict) -> dict[str, list[Path]]:
+    """PNG plots per (checkpoint, set): ROC + PR, confusion matrix, score histograms by class; plus
+    metric vs perturbation when perturbations ran."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    out: dict[str, list[Path]] = {}
+    for (name, set_name), (frames, videos, threshold, levels) in curves.items():
+        key = f"{name} on {set_name}"
+        stem = _slug(f"{name}__{set_name}")
+        paths = []
+        figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for level, table in (("frame", frames), ("video", videos)):
+            labels = (table.label == "fake").astype(int).to_numpy()
+            if labels.min() == labels.max():
+                continue
+            fpr, tpr = _roc_points(labels, table.score)
+            axes[0].plot(fpr, tpr, label=f"{level} (AUC {levels[level]['auc']:.3f})")
+            recall, precision = _pr_points(labels, table.score)
+            axes[1].plot(recall, precision, label=f"{level} (AP {levels[level]['ap']:.3f})")
+        axes[0].plot([0, 1], [0, 1], ":", color="grey")
+        axes[0].set(title="ROC", xlabel="false positive rate", ylabel="true positive rate")
+        axes[1].set(title="precision-recall (fake)", xlabel="recall", ylabel="precision")
+        for axis in axes:
+            axis.legend(loc="lower right")
+        paths.append(_save(figure, folder / f"{stem}__roc_pr.png"))
+
+        figure, axes = plt.subplots(1, 2, figsize=(8, 3.6))
+        for axis, level in zip(axes, ("frame", "video")):
+            matrix = np.array(levels[level]["confusion"])
+            axis.imshow(matrix, cmap="Blues")
+            for (i, j), count in np.ndenumerate(matrix):
+                axis.text(j, i, str(count), ha="center", va="center",
+                          color="white" if count > matrix.max() / 2 else "black")
+            axis.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["real", "fake"], yticklabels=["real", "fake"],
+                     xlabel="predicted", ylabel="true", title=f"{level} (threshold {threshold:.3f})")
+        paths.append(_save(figure, folder / f"{stem}__confusion.png"))
+
+        figure, axis = plt.subplots(figsize=(6, 3.6))
+        bins = np.linspace(0, 1, 41)
+        for label, colour in (("real", "tab:blue"), ("fake", "tab:red")):
+            axis.hist(frames[frames.label == label].score, bins=bins, alpha=0.6, color=colour, label=label)
+        axis.axvline(threshold, color="black", linestyle="--", label="threshold")
+        axis.set(title="frame scores by class", xlabel="P(fake)", ylabel="frames")
+        axis.legend()
+        paths.append(_save(figure, folder / f"{stem}__scores.png"))
+
+        if "perturbations" in levels:
+            names = list(levels["perturbations"])
+            figure, axis = plt.subplots(figsize=(7, 3.6))
+            for metric in ("auc", "macro_f1", "accuracy"):
+                axis.plot(names, [levels["perturbations"][n]["video"][metric] for n in names], "o-", label=metric)
+            axis.set(title="video-level metrics under perturbation", ylim=(0, 1.02))
+            axis.tick_params(axis="x", rotation=30)
+            axis.legend()
+            paths.append(_save(figure, folder / f"{stem}__perturbations.png"))
+        out[key] = paths
+    return out
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "-"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def write_report(path: Path, metrics: dict, plots: dict[str, list[Path]], config) -> Path:
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>fakefinder evaluation</title><style>"
+        "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}"
+        "img{max-width:100%;margin:0.5em 0}h2{border-bottom:1px solid #ddd}</style></head><body>",
+        "<h1>fakefinder evaluation</h1>",
+        f"<p>Video scores: <b>{html.escape(metrics['aggregation'])}</b> of frame scores per video_id "
+        f"(top-k = {metrics['top_k']}). Thresholds were fitted on validation data, never on the data below.</p>",
+        "<h2>Summary</h2>",
+        _table(metrics["tables"]["summary"], ["checkpoint", "set", "level", "n", "auc", "macro_f1", "accuracy", "eer", "ap"]),
+    ]
+    for name, entry in metrics["checkpoints"].items():
+        parts.append(f"<h2>{html.escape(name)}</h2><p>{html.escape(entry['path'])} — threshold "
+                     f"{entry['threshold']:.4f} ({html.escape(entry['threshold_source'])})</p>")
+        for set_name, levels in entry["sets"].items():
+            parts.append(f"<h3>{html.escape(set_name)}</h3>")
+            for level in ("frame", "video"):
+                m = levels[level]
+                classes = [{"class": c, **v} for c, v in m["per_class"].items()]
+                parts.append(f"<h4>{level} level</h4>")
+                parts.append(_table(classes, ["class", "precision", "recall", "f1", "support"]))
+                for group in ("per_method", "per_dataset"):
+                    if group in m:
+                        rows = [{"name": k, **v} for k, v in m[group].items()]
+                        parts.append(f"<p>{group.replace('_', ' ')}</p>")
+                        parts.append(_table(rows, ["name", "n", "auc", "macro_f1", "accuracy", "eer", "ap"]))
+            if "perturbations" in levels:
+                rows = [{"perturbation": k, **{f"{lvl} {m}": v[lvl][m] for lvl in ("frame", "video")
+                                               for m in ("auc", "macro_f1", "accuracy")}}
+                        for k, v in levels["perturbations"].items()]
+                parts.append("<h4>robustness</h4>")
+                parts.append(_table(rows, list(rows[0])))
+            for image in plots.get(f"{name} on {set_name}", []):
+                encoded = base64.b64encode(Path(image).read_bytes()).decode()
+                parts.append(f"<img alt='{html.escape(Path(image).stem)}' src='data:image/png;base64,{encoded}'>")
+    parts.append("</body></html>")
+    return atomic_write_text(Path(path), "\n".join(parts))
+
+
+def print_summary(metrics: dict, console) -> None:
+    """Confusion matrix, per-class precision/recall/F1 and macro-F1, as competitions report them."""
+    from rich.table import Table
+
+    for name, entry in metrics["checkpoints"].items():
+        for set_name, levels in entry["sets"].items():
+            for level in ("frame", "video"):
+                m = levels[level]
+                (tn, fp), (fn, tp) = m["confusion"]
+                table = Table(title=f"{name} | {set_name} | {level} level | threshold {entry['threshold']:.3f}")
+                for column in ("", "pred real", "pred fake", "precision", "recall", "F1", "support"):
+                    table.add_column(column, justify="right")
+                for cls, row in (("real", (tn, fp)), ("fake", (fn, tp))):
+                    c = m["per_class"][cls]
+                    table.add_row(f"true {cls}", str(row[0]), str(row[1]), f"{c['precision']:.4f}",
+                                  f"{c['recall']:.4f}", f"{c['f1']:.4f}", str(c["support"]))
+                console.print(table)
+                console.print(f"  macro-F1 {m['macro_f1']:.4f} | AUC {_fmt(m['auc'])} | accuracy {m['accuracy']:.4f} "
+                              f"| EER {_fmt(m['eer'])} | AP {_fmt(m['ap'])} | n {m['n']}")
+    rows = metrics["tables"]["summary"]
+    if len(rows) > 2:
+        table = Table(title="comparison")
+        for column in ("checkpoint", "set", "level", "AUC", "macro-F1", "accuracy"):
+            table.add_column(column)
+        for r in rows:
+            table.add_row(r["checkpoint"], r["set"], r["level"], _fmt(r["auc"]), _fmt(r["macro_f1"]), _fmt(r["accuracy"]))
+        console.print(table)

@@ -1,0 +1,284 @@
+"""`fakefinder predict`: images and videos -> a submission CSV (+ per-frame details).
+
+Each file is decoded and its faces are found with the detector settings the checkpoint was
+trained with; face crops are scored by one checkpoint or a weighted ensemble, and frame scores
+are aggregated per file. A file without a usable face gets `predict.no_face_score` and a reason,
+never a crash. Output order is deterministic (sorted ids).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fakefinder.config import Config, ConfigError, FacesConfig
+from fakefinder.data.media import MEDIA_EXTENSIONS
+from fakefinder.eval.aggregate import aggregate_scores
+from fakefinder.utils.files import atomic_write, atomic_write_text
+
+
+@dataclass
+class FileFaces:
+    """What extraction found in one file."""
+
+    path: Path
+    crops: list[np.ndarray] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)  # frame_index, face_index, box, detector
+    frames: int = 0
+    reason: str = ""
+    decode_s: float = 0.0
+    detect_s: float = 0.0
+
+
+@dataclass
+class PredictResult:
+    submission_path: Path
+    details_path: Path | None
+    table: pd.DataFrame
+    seconds: float
+    files_per_second: float
+    timing: dict
+
+
+def list_inputs(paths: list[Path]) -> list[Path]:
+    """Expand folders (any depth) and list files (.txt: a path per line; .csv: a `path`/`file`
+    column or the first one), keeping only images and videos. Fails fast on a missing input."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS)
+        elif path.suffix.lower() in {".txt", ".csv", ".lst"} and path.is_file():
+            files += _read_list(path)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"predict input not found: {path}")
+    if not files:
+        raise ConfigError(f"no images or videos found in {', '.join(map(str, paths))}")
+    return files
+
+
+def _read_list(path: Path) -> list[Path]:
+    if path.suffix.lower() == ".csv":
+        frame = pd.read_csv(path)
+        column = next((c for c in ("path", "file", "filename") if c in frame.columns), frame.columns[0])
+        entries = [str(v) for v in frame[column]]
+    else:
+        entries = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    return [(path.parent / e) if not Path(e).is_absolute() else Path(e) for e in entries]
+
+
+def file_ids(files: list[Path]) -> list[str]:
+    """The file name (as competitions expect), or the path relative to the common folder when two
+    files share a name."""
+    names = [f.name for f in files]
+    if len(set(names)) == len(names):
+        return names
+    common = Path(os.path.commonpath([str(f.resolve()) for f in files]))
+    return [f.resolve().relative_to(common).as_posix() for f in files]
+
+
+# ------------------------------------------------------------------------------------------------
+# decoding and face detection (worker processes)
+
+_state: dict = {}
+
+
+def _init_extractor(faces_json: str, frames: int, stride: int | None, threads: int) -> None:
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+    _state.update(faces=FacesConfig.model_validate_json(faces_json), frames=frames, stride=stride)
+
+
+def extract_faces(path: Path, faces: FacesConfig, frames: int, stride: int | None = None) -> FileFaces:
+    from fakefinder.data.faces import DetectorChain, Face, FaceSelector, crop_face, resize_whole
+    from fakefinder.data.media import read_media
+    from fakefinder.data.video import VideoError
+
+    chain = _state.get("chain")
+    if faces.detect and chain is None:
+        chain = _state["chain"] = DetectorChain(faces)
+    found = FileFaces(Path(path))
+    selector = FaceSelector(faces.select)
+    source = read_media(path, frames, stride)
+    try:
+        while True:
+            t0 = time.perf_counter()
+            batch = []
+            for index, image in source:
+                batch.append((index, image))
+                if len(batch) == faces.batch_size:
+                    break
+            found.decode_s += time.perf_counter() - t0
+            if not batch:
+                break
+            t0 = time.perf_counter()
+            if faces.detect:
+                detected = chain.detect([image for _, image in batch])
+            else:
+                detected = [[Face((0.0, 0.0, float(im.shape[1]), float(im.shape[0])), 1.0, "none")] for _, im in batch]
+            for (index, image), candidates in zip(batch, detected):
+                found.frames += 1
+                for face in selector(candidates):
+                    crop = crop_face(image, face.box, faces) if faces.detect else resize_whole(image, faces)
+                    found.crops.append(crop)
+                    found.rows.append({"frame_index": index, "face_index": face.track,
+                                       "box": [round(v, 1) for v in face.box], "detector": face.detector,
+                                       "face_score": round(face.score, 4)})
+            found.detect_s += time.perf_counter() - t0
+            if len(batch) < faces.batch_size:
+                break
+    except (VideoError, ValueError, OSError) as exc:
+        found.reason = str(exc)
+        found.crops, found.rows = [], []
+    if not found.reason and not found.crops:
+        found.reason = f"no face found in {found.frames} sampled frame(s)"
+    return found
+
+
+def _extract_in_worker(path: Path) -> FileFaces:
+    return extract_faces(path, _state["faces"], _state["frames"], _state["stride"])
+
+
+def _extract_all(files: list[Path], faces: FacesConfig, frames: int, stride: int | None, workers: int) -> Iterator[FileFaces]:
+    """FileFaces in input order; with workers, a bounded number of files is in flight."""
+    if workers == 0 or len(files) == 1:
+        _init_extractor(faces.model_dump_json(), frames, stride, torch.get_num_threads())
+        for path in files:
+            yield extract_faces(path, faces, frames, stride)
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_extractor,
+                             initargs=(faces.model_dump_json(), frames, stride, threads)) as pool:
+        pending = {}
+        queue = iter(enumerate(files))
+        done_results: dict[int, FileFaces] = {}
+        next_out = 0
+        while True:
+            while len(pending) < 2 * workers:
+                item = next(queue, None)
+                if item is None:
+                    break
+                pending[pool.submit(_extract_in_worker, item[1])] = item[0]
+            if not pending:
+                break
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                done_results[pending.pop(future)] = future.result()
+            while next_out in done_results:
+                yield done_results.pop(next_out)
+                next_out += 1
+
+
+# ------------------------------------------------------------------------------------------------
+# classification (main process)
+
+
+@torch.no_grad()
+def _score(detectors, weights: np.ndarray, crops: list[np.ndarray], batch_size: int, device) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted ensemble probability per crop, and each member's probabilities."""
+    from PIL import Image
+
+    member_scores = []
+    for detector in detectors:
+        info = detector.info
+        size = info["image_size"]
+        mean = torch.tensor(info["mean"]).view(1, 3, 1, 1) * 255
+        std = torch.tensor(info["std"]).view(1, 3, 1, 1) * 255
+        scores = []
+        for start in range(0, len(crops), batch_size):
+            chunk = [c if c.shape[:2] == (size, size) else np.asarray(Image.fromarray(c).resize((size, size), Image.BICUBIC))
+                     for c in crops[start : start + batch_size]]
+            x = (torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).float() - mean) / std
+            scores.append(torch.sigmoid(detector.model(x.to(device)).float()).cpu().numpy())
+        member_scores.append(np.concatenate(scores))
+    members = np.stack(member_scores, axis=1)
+    return members @ weights, members
+
+
+def predict(config: Config, console=None) -> PredictResult:
+    from rich.console import Console
+
+    from fakefinder.engine.distributed import pick_device
+    from fakefinder.infer.scoring import load_detector
+
+    console = console or Console(stderr=True)
+    pc = config.predict
+    checkpoints = [Path(p) for p in pc.checkpoints] or [Path(config.train.output_dir) / "best.pt"]
+    weights = np.asarray(pc.weights or [1.0] * len(checkpoints), dtype=np.float64)
+    if len(weights) != len(checkpoints) or (weights < 0).any() or weights.sum() <= 0:
+        raise ConfigError(f"predict.weights must give one non-negative weight per checkpoint ({len(checkpoints)})")
+    weights = weights / weights.sum()
+    device = pick_device(pc.device)
+    torch.set_flush_denormal(True)
+    detectors = [load_detector(c, device) for c in checkpoints]
+    trained = detectors[0].config  # decode and detect exactly as the first model was trained
+    frames = pc.frames_per_video or trained.data.frames_per_video
+    threshold = pc.threshold if pc.threshold is not None else float(np.dot(weights, [d.threshold for d in detectors]))
+    files = list_inputs(pc.inputs)
+    ids = file_ids(files)
+
+    started = time.perf_counter()
+    table, details = [], []
+    totals = {"decode_s": 0.0, "detect_s": 0.0, "classify_s": 0.0}
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("[bold]predict[/]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console) as bar:
+        task = bar.add_task("predict", total=len(files))
+        for file_id, found in zip(ids, _extract_all(files, trained.faces, frames, trained.data.frame_stride, pc.num_workers)):
+            t0 = time.perf_counter()
+            if found.crops:
+                scores, members = _score(detectors, weights, found.crops, pc.batch_size, device)
+                # one score per frame (the most suspicious face), then per file
+                per_frame = pd.Series(scores).groupby([r["frame_index"] for r in found.rows]).max()
+                probability = aggregate_scores(per_frame.to_numpy(), pc.aggregation, pc.top_k)
+                for row, score, member in zip(found.rows, scores, members):
+                    details.append({"id": file_id, **row, "score": float(score),
+                                    **{f"score_{i}": float(m) for i, m in enumerate(member)}})
+            else:
+                probability = pc.no_face_score
+            classify_s = time.perf_counter() - t0
+            totals["decode_s"] += found.decode_s
+            totals["detect_s"] += found.detect_s
+            totals["classify_s"] += classify_s
+            table.append({"id": file_id, "path": str(found.path), "probability": probability,
+                          "label": pc.label_names[int(probability >= threshold)], "frames": found.frames,
+                          "faces": len(found.crops), "reason": found.reason, "decode_s": round(found.decode_s, 3),
+                          "detect_s": round(found.detect_s, 3), "classify_s": round(classify_s, 3)})
+            bar.update(task, advance=1)
+    seconds = time.perf_counter() - started
+    frame = pd.DataFrame(table).sort_values("id", kind="mergesort").reset_index(drop=True)
+    submission = frame[[ "id", "label" if pc.format == "label" else "probability"]].rename(columns={"id": pc.id_column})
+    output = Path(pc.output)
+    atomic_write(output, lambda h: submission.to_csv(h, index=False, quoting=csv.QUOTE_MINIMAL))
+    details_path = None
+    if pc.details:
+        details_path = Path(pc.details)
+        payload = {"threshold": threshold, "checkpoints": [str(c) for c in checkpoints], "weights": weights.tolist(),
+                   "files": frame.to_dict(orient="records"), "faces": details}
+        if details_path.suffix.lower() == ".json":
+            atomic_write_text(details_path, json.dumps(payload, indent=1))
+        else:
+            merged = pd.DataFrame(details) if details else pd.DataFrame(columns=["id"])
+            merged = frame.drop(columns=["path"]).merge(merged, on="id", how="left", suffixes=("", "_face"))
+            atomic_write(details_path, lambda h: merged.to_csv(h, index=False))
+    rate = len(files) / seconds if seconds else float("inf")
+    no_face = int((frame.reason != "").sum())
+    console.print(f"predicted {len(files)} file(s) in {seconds:.1f} s ({rate:.2f} files/s); threshold {threshold:.3f}; "
+                  f"{no_face} without a usable face (score {pc.no_face_score}); "
+                  f"decode {totals['decode_s']:.1f} s, detect {totals['detect_s']:.1f} s, classify {totals['classify_s']:.1f} s")
+    console.print(f"submission: {output}")
+    return PredictResult(output, details_path, frame, seconds, rate, totals)

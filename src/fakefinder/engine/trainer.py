@@ -106,6 +106,7 @@ class Trainer:
         _seed_everything(train.seed)
         torch.set_flush_denormal(True)
 
+        self._prepare_if_needed()
         manifest = read_manifest(_manifest_path(config))
         root = Path(manifest.attrs["root"])
         train_rows = select_rows(manifest, "train", train.datasets)
@@ -181,6 +182,19 @@ class Trainer:
         self.reporter = RunReporter(self.output_dir, train.logging, self.dist.is_main, config.model_dump(mode="json"),
                                     self.console)
         self.reporter.history = self.history
+
+    def _prepare_if_needed(self) -> None:
+        """With no manifest yet but datasets in the config, prepare them first (rank 0), so one
+        config and one command go from raw data to a trained model."""
+        config = self.config
+        if config.train.manifest is not None or _manifest_path(config).is_file() or not config.data.datasets:
+            return
+        if self.dist.is_main:
+            from fakefinder.data.prepare import prepare
+
+            self._say(f"no manifest at {_manifest_path(config)}: preparing the datasets first")
+            prepare(config, console=self.console)
+        distributed.barrier(self.dist)
 
     # ----------------------------------------------------------------------------------------
     def _restore(self) -> None:

@@ -162,10 +162,10 @@ def make_clips(workdir: Path, res: str, count: int, seconds: float, fps: int) ->
     return paths
 
 
-def run_child(spec: dict) -> dict:
+def run_child(spec: dict, env: dict[str, str] | None = None) -> dict:
     proc = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
-        capture_output=True, text=True,
+        capture_output=True, text=True, env={**os.environ, **(env or {})},
     )
     if proc.returncode != 0:
         raise RuntimeError(f"child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -193,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="prepare.num_workers (default 0: inline, so the child's own peak is the run's)")
     parser.add_argument("--workdir", type=Path, default=RESULTS / "prepare_memory_work")
     parser.add_argument("--json", type=Path, default=RESULTS / "prepare_memory.json")
+    parser.add_argument("--child-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="environment for the measured processes, e.g. MALLOC_MMAP_THRESHOLD_=1048576 "
+                        "or MALLOC_ARENA_MAX=2 (glibc allocator knobs); repeatable")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -201,9 +204,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     configs = parse_configs(args.configs)
+    child_env = dict(item.split("=", 1) for item in args.child_env)
     height, width, _ = RESOLUTIONS[args.resolution]
     print(f"{len(configs)} configuration(s) at {args.resolution}, {args.frames} frames per video, "
-          f"num_workers={args.workers}; each in a fresh process", flush=True)
+          f"num_workers={args.workers}; each in a fresh process"
+          + (f" with {' '.join(args.child_env)}" if child_env else ""), flush=True)
     clips_by_length: dict[float, list[Path]] = {}
     for videos, seconds in configs:
         have = len(clips_by_length.get(seconds, []))
@@ -213,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     common = {"frames": args.frames, "max_side": args.max_side, "min_face_px": args.min_face_px,
               "workers": args.workers, "size": [height, width]}
     rows = []
-    baseline = run_child({**common, "baseline": True})
+    baseline = run_child({**common, "baseline": True}, child_env)
     print(f"  baseline (imports + MTCNN + 1 detection, no video): peak {baseline['peak_rss_mb']:.0f} MB", flush=True)
     for videos, seconds in configs:
         name = f"{videos}x{seconds:g}s"
@@ -225,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             (root / "real" / path.name).symlink_to(path.resolve())
         output = args.workdir / "prepared" / name
         shutil.rmtree(output, ignore_errors=True)
-        result = run_child({**common, "root": str(root), "output": str(output)})
+        result = run_child({**common, "root": str(root), "output": str(output)}, child_env)
         result.update({"config": name, "videos": videos, "seconds": seconds,
                        "frames_per_video_in_file": int(round(seconds * args.fps))})
         rows.append(result)
@@ -250,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers:
         print("note: num_workers > 0: the table is the main process; the workers' peak is "
               + ", ".join(f"{r['config']} {r['children_peak_rss_mb']:.0f} MB" for r in rows))
+    growth = {r["config"]: r["rss_end_mb"] - r["rss_after_first_video_mb"] for r in rows}
+    print("RSS growth from the end of the first video to the end of the run: "
+          + ", ".join(f"{name} +{mb:.0f} MB" for name, mb in growth.items()))
     report = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "child"},
               "baseline": baseline, "runs": rows, "peak_max_over_min": ratio}
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ def run_config(tmp: Path, **sections) -> dict:
     return {
         "data": {"datasets": [{"name": "ffpp", "layout": "ffpp", "root": str(tmp / "ffpp")}], "frames_per_video": 3,
                  "split": {"train": 0.5, "val": 0.25, "test": 0.25}},
-        "faces": {"size": 48, "fallback": ["retinaface"]},
+        "faces": {"size": 48, "detector": "retinaface", "fallback": ["opencv"]},
         "prepare": {"output_dir": str(tmp / "prepared"), "num_workers": 0},
         "model": {"name": "test_efficientnet", "image_size": 32},
         "train": {"output_dir": str(tmp / "run"), "epochs": 2, "batch_size": 4, "num_workers": 0, "lr": 2e-3,

@@ -43,7 +43,8 @@ def check_manifest(result):
 
 def test_ffpp_end_to_end(trees, tmp_path):
     out = tmp_path / "out"
-    result = fakefinder.prepare(make_config(out, [ds("ffpp", "ffpp", trees["ffpp"])]), progress=False)
+    config = make_config(out, [ds("ffpp", "ffpp", trees["ffpp"])], faces={"detector": "mtcnn", "fallback": ["retinaface"]})
+    result = fakefinder.prepare(config, progress=False)
     manifest = check_manifest(result)
     assert result.summary["items_ok"] == 12 and result.summary["items_failed"] == 0
     assert set(manifest.method) == {"original", "Deepfakes", "Face2Face"}
@@ -227,7 +228,8 @@ def test_cli_prepare_with_overrides_and_clear_errors(trees, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"data": {"datasets": [ds("f", "folder", trees["folder"])]}}))
     out = tmp_path / "out"
-    done = cli("prepare", "-c", str(cfg), "data.frames_per_video=2", f"prepare.output_dir={out}", "faces.size=32", "--no-progress")
+    done = cli("prepare", "-c", str(cfg), "data.frames_per_video=2", f"prepare.output_dir={out}", "faces.size=32",
+               "faces.detector=retinaface", "--no-progress")
     assert done.returncode == 0, done.stderr
     manifest = pd.read_csv(out / "manifest.csv")
     assert manifest[manifest.path.str.contains("clips")].groupby("video_id").size().eq(2).all()
@@ -239,11 +241,11 @@ def test_cli_prepare_with_overrides_and_clear_errors(trees, tmp_path):
 
 
 def test_resume_after_sigkill(tmp_path):
-    root = synthetic.make_dfdc_tree(tmp_path / "dfdc", originals=6, fakes_per_original=2, num_frames=24, size=(240, 320))
+    root = synthetic.make_dfdc_tree(tmp_path / "dfdc", originals=6, fakes_per_original=2, num_frames=24, size=(144, 192))
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({
-        "data": {"datasets": [ds("d", "dfdc", root)], "frames_per_video": 8},
-        "faces": {"fallback": [], "size": 64, "batch_size": 2},
+        "data": {"datasets": [ds("d", "dfdc", root)], "frames_per_video": 12},
+        "faces": {"detector": "retinaface", "fallback": [], "size": 64, "batch_size": 2},
         "prepare": {"output_dir": str(tmp_path / "out"), "num_workers": 0},
     }))
     records = tmp_path / "out" / RECORDS_DIR
@@ -266,7 +268,7 @@ def test_resume_after_sigkill(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in done_stamps} == done_stamps  # finished work not redone
     assert not list((tmp_path / "out").rglob("*.partial"))
     manifest = pd.read_csv(tmp_path / "out" / "manifest.csv")
-    assert manifest.video_id.nunique() == 18 and len(manifest) == 18 * 8
+    assert manifest.video_id.nunique() == 18 and len(manifest) == 18 * 12
     for path in manifest.path:
         with Image.open(tmp_path / "out" / path) as crop:
             crop.load()  # every crop is whole, none half-written

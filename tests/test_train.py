@@ -241,10 +241,9 @@ def test_ddp_on_two_cpu_processes(manifest, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     assert state["world_size"] == 2 and len(state["rng"]) == 2
-    single = train(train_config(manifest, tmp_path / "single", epochs=2, batch_size=2))
-    # each process takes half of every epoch's draws
-    assert state["global_step"] * 2 == single.global_step
-    assert len(state["history"]) == 2
+    # each process takes half of every epoch's 24 draws: 12 rows / batch 2 = 6 steps per epoch
+    assert state["global_step"] == 2 * 6
+    assert len(state["history"]) == 2 and state["history"][-1]["val_auc"] is not None
 
 
 def test_engine_options_run_together(manifest, tmp_path):

@@ -28,6 +28,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(HERE.parent / "configs" / "dfdc-faces-cpu.yaml"))
     parser.add_argument("--results", default=str(HERE / "results" / "dfdc_faces.json"))
+    parser.add_argument("--score-only", action="store_true",
+                        help="skip training: score the run's existing best.pt (e.g. after an interrupted run)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
 
@@ -41,7 +43,16 @@ def main() -> int:
     prepare_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
-    result = fakefinder.train(config)
+    if args.score_only:
+        from fakefinder.engine.checkpoint import load_checkpoint
+        from fakefinder.engine.trainer import TrainResult
+
+        best = Path(config.train.output_dir) / "best.pt"
+        state = load_checkpoint(best)
+        result = TrainResult(best.parent, best, best.parent / "last.pt", state["best_metric"], state["best_epoch"],
+                             state["threshold"], state["history"], state["global_step"], "scored only")
+    else:
+        result = fakefinder.train(config)
     train_seconds = time.perf_counter() - started
 
     detector = load_detector(result.best_path)
@@ -58,6 +69,7 @@ def main() -> int:
         "overrides": args.overrides,
         "model": config.model.name,
         "epochs_run": len(result.history),
+        "train_seconds_per_epoch": [round(r["epoch_seconds"]) for r in result.history],
         "best_epoch": result.best_epoch,
         "threshold_from_val": detector.threshold,
         "val_at_best": next(r for r in result.history if r["epoch"] == result.best_epoch),

@@ -284,3 +284,11 @@ def test_resume_after_sigkill(tmp_path):
     a = manifest.sort_values(key).reset_index(drop=True)
     b = pd.read_csv(fresh.manifest_path).sort_values(key).reset_index(drop=True)
     pd.testing.assert_frame_equal(a.drop(columns=["score"]), b.drop(columns=["score"]))
+
+
+def test_heap_growth_limit_is_applied_on_linux():
+    import sys
+
+    from fakefinder.utils.memory import limit_heap_growth
+
+    assert limit_heap_growth() == sys.platform.startswith("linux")

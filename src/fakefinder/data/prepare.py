@@ -82,6 +82,9 @@ def _init_worker(config_json: str, torch_threads: int | None) -> None:
 
     from fakefinder.config import Config
 
+    from fakefinder.utils.memory import limit_heap_growth
+
+    limit_heap_growth()
     torch.set_flush_denormal(True)
     if torch_threads:
         torch.set_num_threads(torch_threads)

@@ -97,6 +97,9 @@ _state: dict = {}
 
 
 def _init_extractor(faces_json: str, frames: int, stride: int | None, threads: int) -> None:
+    from fakefinder.utils.memory import limit_heap_growth
+
+    limit_heap_growth()
     torch.set_num_threads(threads)
     torch.set_flush_denormal(True)
     _state.update(faces=FacesConfig.model_validate_json(faces_json), frames=frames, stride=stride)

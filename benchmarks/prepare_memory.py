@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resolution", default="480p", choices=list(RESOLUTIONS))
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--frames", type=int, default=32, help="frames_per_video (default 32)")
-    parser.add_argument("--max-side", type=int, default=640, help="faces.detect_max_side (default 640)")
+    parser.add_argument("--max-side", type=int, default=480, help="faces.detect_max_side (default 480)")
     parser.add_argument("--min-face-px", type=int, default=20)
     parser.add_argument("--workers", type=int, default=0,
                         help="prepare.num_workers (default 0: inline, so the child's own peak is the run's)")

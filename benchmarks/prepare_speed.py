@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resolutions", default="1080p,480p",
                         help=f"comma list of {','.join(RESOLUTIONS)} (default 1080p,480p)")
     parser.add_argument("--gop", type=int, default=None, help="encoder keyframe interval (default: x264's)")
-    parser.add_argument("--max-side", type=int, default=640, help="fakefinder detect_max_side (default 640)")
+    parser.add_argument("--max-side", type=int, default=480, help="fakefinder detect_max_side (default 480, as prepare)")
     parser.add_argument("--batch", type=int, default=8, help="fakefinder detection batch (default 8)")
     parser.add_argument("--min-face-px", type=int, default=20,
                         help="MTCNN min face side in source pixels, both sides (default 20, the config default)")

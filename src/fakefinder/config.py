@@ -104,11 +104,11 @@ class FacesConfig(_Section):
     min_score: float = Field(default=0.9, ge=0, le=1)
     min_face_px: int = Field(default=20, ge=1, description="Smallest face side, in source pixels.")
     detect_max_side: int | None = Field(
-        default=640,
+        default=480,
         ge=64,
         description="Downscale frames so the longer side is at most this before detection "
         "(boxes map back to full resolution); faces under 20 px at that scale are not searched "
-        "(60 px in a 1080p frame at 640); null detects at full resolution.",
+        "(80 px in a 1080p frame, 36 px in a 480p frame at 480); null detects at full resolution.",
     )
     margin: float = Field(
         default=0.3,

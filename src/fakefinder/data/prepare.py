@@ -218,7 +218,11 @@ def process_item(task: _Task, config: Config) -> _Record:
 
 
 def _run_in_worker(task: _Task) -> _Record:
-    return process_item(task, _worker_state["config"])
+    from fakefinder.utils.memory import release_free_memory
+
+    record = process_item(task, _worker_state["config"])
+    release_free_memory()
+    return record
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,9 +278,12 @@ def _execute(tasks: list[_Task], config: Config) -> Iterator[_Record]:
     workers = config.prepare.num_workers
     threads = config.prepare.torch_threads or max(1, (os.cpu_count() or 1) // max(1, workers))
     if workers == 0 or len(tasks) <= 1:
+        from fakefinder.utils.memory import release_free_memory
+
         _init_worker(config.model_dump_json(), threads)
         for task in tasks:
             yield process_item(task, config)
+            release_free_memory()
         return
     context = get_context("spawn")
     with ProcessPoolExecutor(

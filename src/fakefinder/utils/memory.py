@@ -15,12 +15,26 @@ import sys
 _M_MMAP_THRESHOLD = -3
 
 
+def _libc():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
 def limit_heap_growth(threshold_bytes: int = 1 << 20) -> bool:
     """Set glibc's mmap threshold; True when it took effect."""
-    if not sys.platform.startswith("linux"):
-        return False
+    libc = _libc()
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold_bytes))
-    except (OSError, AttributeError):
+        return bool(libc and libc.mallopt(_M_MMAP_THRESHOLD, threshold_bytes))
+    except AttributeError:
         return False
+
+
+def release_free_memory() -> None:
+    """Hand the heap's free pages back to the system (after each video: no creep over thousands)."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)

@@ -26,6 +26,17 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _user_errors():
+    from fakefinder.config import ConfigError
+    from fakefinder.data.layouts import LayoutError
+    from fakefinder.data.training import ManifestError
+    from fakefinder.engine.checkpoint import CheckpointError
+    from fakefinder.models import UnknownModelError, WeightsError
+
+    return (ConfigError, LayoutError, ManifestError, CheckpointError, UnknownModelError, WeightsError,
+            FileNotFoundError)
+
+
 @app.command()
 def prepare(
     overrides: Overrides = None,
@@ -36,15 +47,14 @@ def prepare(
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
 ) -> None:
     """Datasets in their published layouts -> face crops + manifest (resumable)."""
-    from fakefinder.config import ConfigError, load_config
-    from fakefinder.data.layouts import LayoutError
+    from fakefinder.config import load_config
     from fakefinder.data.prepare import SetupError
     from fakefinder.data.prepare import prepare as run_prepare
 
     try:
         cfg = load_config(config, overrides or [])
         run_prepare(cfg, shard=shard, merge_only=merge, retry_failed=retry_failed, progress=progress)
-    except (ConfigError, LayoutError, SetupError, ValueError) as exc:
+    except (*_user_errors(), SetupError, ValueError) as exc:
         _fail(str(exc))
 
 
@@ -56,30 +66,16 @@ def train(
     resume_from: Annotated[Optional[Path], typer.Option(help="Continue from this checkpoint.")] = None,
 ) -> None:
     """Train a detector on prepared crops (CPU, one GPU, or many with torchrun)."""
-    from fakefinder.config import ConfigError, load_config
-    from fakefinder.data.training import ManifestError
-    from fakefinder.engine.checkpoint import CheckpointError
+    from fakefinder.config import load_config
     from fakefinder.engine.trainer import train as run_train
-    from fakefinder.models import UnknownModelError, WeightsError
 
     try:
         cfg = load_config(config, overrides or [])
         result = run_train(cfg, resume=resume_from or resume)
-    except (ConfigError, ManifestError, CheckpointError, UnknownModelError, WeightsError, FileNotFoundError) as exc:
+    except _user_errors() as exc:
         _fail(str(exc))
     if result.stopped == "interrupted":
         raise typer.Exit(130)
-
-
-def _user_errors():
-    from fakefinder.config import ConfigError
-    from fakefinder.data.layouts import LayoutError
-    from fakefinder.data.training import ManifestError
-    from fakefinder.engine.checkpoint import CheckpointError
-    from fakefinder.models import UnknownModelError, WeightsError
-
-    return (ConfigError, LayoutError, ManifestError, CheckpointError, UnknownModelError, WeightsError,
-            FileNotFoundError)
 
 
 @app.command()

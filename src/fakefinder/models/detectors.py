@@ -119,3 +119,25 @@ class Detector(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         if hasattr(self.backbone, "set_grad_checkpointing"):
             self.backbone.set_grad_checkpointing(enable)
+
+
+class MirrorAverage(nn.Module):
+    """Inference wrapper: the mean logit of each image and its horizontal mirror (one batch of 2N)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        logits = self.model(torch.cat([x, torch.flip(x, dims=[3])]))
+        return (logits[:n] + logits[n:]) / 2
+
+
+def with_tta(model: nn.Module, mode: str | None) -> nn.Module:
+    """`model` wrapped for the configured test-time augmentation ('none' returns it unchanged)."""
+    if mode in (None, "none"):
+        return model
+    if mode == "hflip":
+        return MirrorAverage(model)
+    raise ValueError(f"unknown test-time augmentation {mode!r}; choose none or hflip")

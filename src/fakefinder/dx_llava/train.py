@@ -1,0 +1,246 @@
+"""Training DX-LLaVA with the transformers Trainer: LM + weighted binary loss (each part logged),
+evaluation every N steps (eval loss, perplexity, head accuracy/AUC), checkpoints that hold only
+what trains, exact resume, DeepSpeed ZeRO-2/3 from the shipped JSON files, torchrun for many GPUs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from fakefinder.config import Config, ConfigError, DxLlavaConfig, save_config
+from fakefinder.dx_llava.data import Collator, Conversation, ConversationDataset, LengthGroupedSampler, read_samples
+from fakefinder.dx_llava.model import build_model, load_trained_weights, parameter_counts, save_model
+
+log = logging.getLogger(__name__)
+LOSS_PARTS = ("lm_loss", "binary_loss")
+
+
+def deepspeed_config(value: str | None) -> str | None:
+    """`zero2` / `zero3` -> the JSON shipped with fakefinder; anything else must be a file."""
+    if value is None:
+        return None
+    if value in {"zero2", "zero3"}:
+        return str(resources.files("fakefinder.dx_llava") / "deepspeed" / f"{value}.json")
+    if not Path(value).is_file():
+        raise ConfigError(f"dx_llava.train.deepspeed={value!r}: not zero2, zero3 or an existing JSON file")
+    return value
+
+
+def _precision(cfg: DxLlavaConfig, device: str) -> dict:
+    wanted = cfg.train.precision
+    if wanted == "auto":
+        wanted = "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if wanted == "fp16" and device != "cuda":
+        raise ConfigError("dx_llava.train.precision=fp16 needs a CUDA GPU; use bf16 or fp32")
+    return {"bf16": wanted == "bf16", "fp16": wanted == "fp16"}
+
+
+def _device(cfg: DxLlavaConfig) -> str:
+    if cfg.train.device != "auto":
+        return cfg.train.device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def binary_scores(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
+def _trainer_class():
+    from transformers import Trainer
+
+    class DxLlavaTrainer(Trainer):
+        """Trainer with the two-part loss logged, a DX-LLaVA evaluation, and save/resume of the
+        trained parts only (adapter or LM, projector, head)."""
+
+        dx: dict
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            outputs = model(**inputs)
+            parts = self.dx.setdefault("parts", {k: [] for k in LOSS_PARTS})
+            for key in LOSS_PARTS:
+                value = outputs[key].detach().float()
+                if not torch.isfinite(value):
+                    log.warning("step %d: %s is %s (reported, not hidden)", self.state.global_step, key, value.item())
+                parts[key].append(value.item())
+            loss = outputs["loss"]
+            return (loss, outputs) if return_outputs else loss
+
+        def log(self, logs, start_time=None):
+            parts = self.dx.get("parts")
+            if "loss" in logs and parts and parts["lm_loss"]:
+                for key in LOSS_PARTS:
+                    logs[key] = float(np.mean(parts[key]))
+                    parts[key].clear()
+            super().log(logs, start_time)
+
+        def _get_train_sampler(self, train_dataset=None):
+            dataset = train_dataset or self.train_dataset
+            if self.dx["group_by_length"] and self.args.world_size == 1:
+                return LengthGroupedSampler(dataset.lengths, self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                            self.args.seed)
+            return super()._get_train_sampler(train_dataset)
+
+        def create_optimizer(self, model=None):
+            """AdamW with separate learning rates for the LM/adapter, the projector and the head."""
+            if self.optimizer is not None:
+                return self.optimizer
+            train = self.dx["cfg"].train
+            model = self.model
+            groups: dict[str, list] = {"lm": [], "projector": [], "head": [], "vision": []}
+            for name, param in model.named_parameters():
+                if not param.requires_grad:
+                    continue
+                key = name.split(".", 1)[0]
+                groups["projector" if key == "projector" else "head" if key == "head" else
+                       "vision" if key == "vision_tower" else "lm"].append(param)
+            rates = {"lm": train.lr, "vision": train.lr, "projector": train.projector_lr or train.lr,
+                     "head": train.head_lr or train.lr}
+            params = [{"params": p, "lr": rates[k], "weight_decay": train.weight_decay} for k, p in groups.items() if p]
+            if not params:
+                raise ConfigError("dx_llava: nothing to train (every parameter is frozen)")
+            self.optimizer = torch.optim.AdamW(params, betas=(0.9, 0.999), eps=1e-8)
+            return self.optimizer
+
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+            dataset = eval_dataset or self.eval_dataset
+            if dataset is None:
+                return {}
+            metrics = evaluate_losses(self.model, dataset, self.data_collator, self.args.eval_batch_size,
+                                      self.args.device, prefix=metric_key_prefix)
+            self.log(metrics)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+            self._memory_tracker.stop_and_update_metrics(metrics) if hasattr(self, "_memory_tracker") else None
+            return metrics
+
+        def _save(self, output_dir=None, state_dict=None):
+            if not self.args.should_save:
+                return
+            output = Path(output_dir or self.args.output_dir)
+            save_model(self.model, self.dx["tokenizer"], self.dx["cfg"], self.dx["info"], output, self.dx["config"])
+            torch.save(self.args, output / "training_args.bin")
+
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            load_trained_weights(model or self.model, Path(resume_from_checkpoint))
+
+    return DxLlavaTrainer
+
+
+@torch.no_grad()
+def evaluate_losses(model, dataset, collator, batch_size: int, device, prefix: str = "eval") -> dict:
+    """Mean LM loss (and its perplexity), binary loss, total loss, head accuracy and AUC."""
+    from fakefinder.eval.metrics import binary_metrics
+
+    was_training = model.training
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collator)
+    sums = {"loss": 0.0, "lm_loss": 0.0, "binary_loss": 0.0}
+    batches, logits, labels = 0, [], []
+    for batch in loader:
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        out = model(**batch)
+        for key in sums:
+            sums[key] += float(out[key])
+        batches += 1
+        logits.append(out["binary_logits"].float().cpu().numpy())
+        labels.append(batch["binary_labels"].cpu().numpy())
+    model.train(was_training)
+    metrics = {f"{prefix}_{k}": v / max(1, batches) for k, v in sums.items()}
+    metrics[f"{prefix}_perplexity"] = float(math.exp(min(50.0, metrics[f"{prefix}_lm_loss"])))
+    scores = binary_scores(np.concatenate(logits)) if logits else np.zeros(0)
+    truth = np.concatenate(labels) if labels else np.zeros(0)
+    known = truth >= 0
+    if known.any():
+        m = binary_metrics(truth[known].astype(int), scores[known], 0.5)
+        metrics[f"{prefix}_binary_accuracy"] = m["accuracy"]
+        if len(set(truth[known].tolist())) == 2:
+            metrics[f"{prefix}_binary_auc"] = m["auc"]
+    return metrics
+
+
+def _latest_checkpoint(output: Path) -> str | None:
+    found = sorted(output.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+    return str(found[-1]) if found else None
+
+
+def train(config: Config, resume: bool | str = False) -> dict:
+    """Train DX-LLaVA as configured; returns a summary (paths, losses, timings)."""
+    from transformers import TrainingArguments
+
+    cfg = config.dx_llava
+    if cfg.data.train_json is None:
+        raise ConfigError("dx_llava.data.train_json is required (make one with `fakefinder dx-llava make-data`)")
+    output = Path(cfg.train.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    save_config(config, output / "config.yaml")
+    train_samples, train_report = read_samples(cfg.data.train_json, cfg.data.image_folder, cfg.data.ambiguous_labels)
+    eval_samples, eval_report = [], None
+    if cfg.data.eval_json is not None:
+        eval_samples, eval_report = read_samples(cfg.data.eval_json, cfg.data.image_folder, cfg.data.ambiguous_labels,
+                                                 cfg.data.eval_max_samples)
+    for report in (train_report, eval_report):
+        if report and report["ambiguous"]:
+            log.warning("%s: %d sample(s) with an ambiguous answer are left out of the binary loss: %s",
+                        report["file"], len(report["ambiguous"]), report["ambiguous"][:8])
+    if cfg.train.stage == "projector" and cfg.train.binary_loss_weight:
+        log.info("stage 1 trains the projector with the language loss only (binary loss weight ignored)")
+    device = _device(cfg)
+    torch.manual_seed(cfg.train.seed)
+    model, tokenizer, info = build_model(cfg, output)
+    if cfg.train.stage == "projector":
+        model.binary_loss_weight = 0.0
+    conversation = Conversation(tokenizer, model.num_image_tokens, cfg.model.template, cfg.model.system_prompt,
+                                cfg.data.max_length)
+    info["template"] = conversation.template
+    train_set = ConversationDataset(train_samples, conversation, info["image_size"], info["mean"], info["std"],
+                                    cfg.data.image_aspect_ratio)
+    eval_set = ConversationDataset(eval_samples, conversation, info["image_size"], info["mean"], info["std"],
+                                   cfg.data.image_aspect_ratio) if eval_samples else None
+    counts = parameter_counts(model)
+    log.info("DX-LLaVA: %s trainable of %s parameters (%s, stage %s); %d image tokens; projector from %s",
+             f"{counts['trainable']:,}", f"{counts['total']:,}", cfg.train.mode, cfg.train.stage,
+             model.num_image_tokens, info["projector_from"])
+    report_to = [r for r in cfg.train.report_to if r != "none"]
+    args = TrainingArguments(
+        output_dir=str(output), num_train_epochs=cfg.train.epochs, max_steps=cfg.train.max_steps or -1,
+        per_device_train_batch_size=cfg.train.batch_size,
+        per_device_eval_batch_size=cfg.train.eval_batch_size or cfg.train.batch_size,
+        gradient_accumulation_steps=cfg.train.accumulate, learning_rate=cfg.train.lr,
+        weight_decay=cfg.train.weight_decay, lr_scheduler_type=cfg.train.scheduler,
+        warmup_steps=cfg.train.warmup_ratio, max_grad_norm=cfg.train.grad_clip,
+        logging_steps=cfg.train.logging_steps, logging_nan_inf_filter=False,
+        eval_strategy="steps" if eval_set is not None else "no", eval_steps=cfg.train.eval_steps,
+        save_strategy="steps", save_steps=cfg.train.save_steps, save_total_limit=cfg.train.save_total_limit,
+        seed=cfg.train.seed, data_seed=cfg.train.seed, dataloader_num_workers=cfg.train.num_workers,
+        remove_unused_columns=False, report_to=report_to or "none", use_cpu=device == "cpu",
+        tf32=cfg.train.tf32 if device == "cuda" else None, deepspeed=deepspeed_config(cfg.train.deepspeed),
+        disable_tqdm=not os.isatty(2), gradient_checkpointing=False, **_precision(cfg, device),
+    )
+    trainer = _trainer_class()(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
+                               data_collator=Collator(tokenizer.pad_token_id))
+    trainer.dx = {"cfg": cfg, "tokenizer": tokenizer, "info": info, "config": config,
+                  "group_by_length": cfg.data.group_by_length}
+    checkpoint = None
+    if resume:
+        checkpoint = resume if isinstance(resume, str) else _latest_checkpoint(output)
+        if checkpoint is None:
+            raise ConfigError(f"--resume: no checkpoint-* folder in {output}")
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.perf_counter() - started
+    final = output / "final"
+    if trainer.args.should_save:
+        save_model(model, tokenizer, cfg, info, final, config)
+    metrics = trainer.evaluate() if eval_set is not None else {}
+    return {"output": str(output), "final": str(final), "steps": result.global_step,
+            "train_loss": result.training_loss, "seconds": seconds, "parameters": counts,
+            "eval": metrics, "data": {"train": train_report, "eval": eval_report}, "info": info,
+            "history": trainer.state.log_history}

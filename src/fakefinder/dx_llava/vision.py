@@ -1,0 +1,161 @@
+"""Vision towers for DX-LLaVA: every tower maps pixels to a sequence of image tokens (B, N, C).
+
+ConvNeXt-style towers (open_clip, timm) give a feature map; its last stage is flattened row by row
+into tokens (10x10x1536 at 320 px -> 100 tokens). CLIP ViT towers give the patch tokens of a chosen
+hidden layer without the class token, as LLaVA-1.5 does.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fakefinder.config import ConfigError, DxLlavaModelConfig
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class VisionTower(nn.Module):
+    """Common interface: `hidden_size`, `image_size`, `mean`, `std`, `num_tokens` and
+    `forward(pixels) -> (B, N, hidden_size)`."""
+
+    hidden_size: int
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @torch.no_grad()
+    def count_tokens(self) -> int:
+        probe = torch.zeros(1, 3, self.image_size, self.image_size, dtype=next(self.parameters()).dtype)
+        return int(self.forward(probe).shape[1])
+
+
+class FeatureMapTower(VisionTower):
+    """A CNN trunk whose `forward_features` returns (B, C, H, W): tokens are the H*W positions."""
+
+    def __init__(self, trunk: nn.Module, hidden_size: int, image_size: int, mean, std) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.hidden_size = hidden_size
+        self.image_size = image_size
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        features = self.trunk.forward_features(pixels)
+        if features.ndim != 4:
+            raise ValueError(f"vision tower returned shape {tuple(features.shape)}, expected (B, C, H, W)")
+        return features.flatten(2).transpose(1, 2)
+
+
+class ClipTower(VisionTower):
+    """A CLIP ViT (transformers): patch tokens of hidden layer `select_layer`, class token dropped."""
+
+    def __init__(self, model: nn.Module, select_layer: int, mean=CLIP_MEAN, std=CLIP_STD) -> None:
+        super().__init__()
+        self.model = model
+        self.select_layer = select_layer
+        self.hidden_size = model.config.hidden_size
+        self.image_size = model.config.image_size
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        out = self.model(pixel_values=pixels, output_hidden_states=True)
+        return out.hidden_states[self.select_layer][:, 1:]
+
+
+def _timm_tower(name: str, pretrained: bool | str, image_size: int | None) -> FeatureMapTower:
+    from fakefinder.models import _timm
+    from fakefinder.models.pretrained import load_pretrained
+
+    timm = _timm()
+    hub = pretrained is True
+    try:
+        trunk = timm.create_model(name, pretrained=hub, num_classes=0)
+    except RuntimeError as exc:
+        if "Unknown model" in str(exc):
+            raise ConfigError(f"dx_llava.model.vision_tower: unknown timm model {name!r}") from exc
+        raise
+    if isinstance(pretrained, str):
+        report = load_pretrained(trunk, pretrained, name)
+        if not report.loaded:
+            raise ConfigError(f"dx_llava.model.vision_pretrained: nothing from {pretrained!r} fits {name}")
+    cfg = dict(getattr(trunk, "pretrained_cfg", {}) or {})
+    size = image_size or int(cfg.get("input_size", (3, 224, 224))[-1])
+    return FeatureMapTower(trunk, trunk.num_features, size, cfg.get("mean", CLIP_MEAN), cfg.get("std", CLIP_STD))
+
+
+def _open_clip_tower(name: str, pretrained: bool | str, image_size: int | None) -> FeatureMapTower:
+    """open_clip ConvNeXt (e.g. `hf-hub:laion/CLIP-convnext_large_d_320.laion2B-s29B-b131K-ft-soup` or
+    `convnext_large_d_320` with `vision_pretrained: laion2b_s29b_b131k_ft_soup`): its visual trunk."""
+    try:
+        import open_clip
+    except ImportError as exc:
+        raise ConfigError("dx_llava.model.vision_tower uses open_clip: pip install open_clip_torch "
+                          "(with torch pinned), or use the timm twin "
+                          "timm:convnext_large_mlp.clip_laion2b_ft_soup_320") from exc
+    tag = pretrained if isinstance(pretrained, str) else None
+    model = open_clip.create_model(name, pretrained=tag) if tag or name.startswith("hf-hub:") or not pretrained \
+        else open_clip.create_model(name, pretrained="laion2b_s29b_b131k_ft_soup")
+    visual = model.visual
+    trunk = getattr(visual, "trunk", None)
+    if trunk is None or not hasattr(trunk, "forward_features"):
+        raise ConfigError(f"dx_llava.model.vision_tower: open_clip model {name!r} has no CNN trunk; "
+                          "use clip:<name> for ViT towers")
+    size = image_size or int(visual.image_size[0] if isinstance(visual.image_size, (tuple, list)) else visual.image_size)
+    mean = getattr(visual, "image_mean", None) or CLIP_MEAN
+    std = getattr(visual, "image_std", None) or CLIP_STD
+    return FeatureMapTower(trunk, trunk.num_features, size, mean, std)
+
+
+def _clip_tower(source: str | None, config: DxLlavaModelConfig, state: dict | None = None) -> ClipTower:
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    if config.vision_config is not None or state is not None and source is None:
+        fields = {k: v for k, v in (config.vision_config or {}).items() if k != "model_type"}
+        vision_config = CLIPVisionConfig(**fields)
+        model = CLIPVisionModel(vision_config)
+    else:
+        model = CLIPVisionModel.from_pretrained(source)
+    if state is not None:
+        if any(key.startswith("vision_model.") for key in model.state_dict()):
+            state = {f"vision_model.{k}": v for k, v in state.items()}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or [k for k in missing if "position_ids" not in k]:
+            raise ConfigError(f"the LLaVA checkpoint's CLIP tower does not fit: missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}")
+    return ClipTower(model, config.vision_select_layer)
+
+
+def build_vision_tower(config: DxLlavaModelConfig, llava_parts: dict | None = None) -> VisionTower:
+    """The tower named by `config.vision_tower`; `llava_parts` (from a LLaVA checkpoint) supplies the
+    CLIP tower config and weights for `vision_tower: llava`."""
+    spec = config.vision_tower
+    kind, _, name = spec.partition(":")
+    random_init = False
+    if spec == "llava":
+        if not llava_parts:
+            raise ConfigError("dx_llava.model.vision_tower=llava needs dx_llava.model.llava_checkpoint")
+        if llava_parts.get("vision_state"):  # HF format: the CLIP tower is inside the checkpoint
+            vision = config.model_copy(update={"vision_config": llava_parts["vision_config"]})
+            tower = _clip_tower(None, vision, llava_parts["vision_state"])
+        elif llava_parts.get("vision_source"):  # original format: the tower is named (mm_vision_tower)
+            tower = _clip_tower(llava_parts["vision_source"], config.model_copy(update={"vision_config": None}))
+        else:
+            raise ConfigError("dx_llava.model.vision_tower=llava: the checkpoint holds no vision tower and names none")
+    elif kind == "timm" and name:
+        tower = _timm_tower(name, config.vision_pretrained, config.image_size)
+        random_init = config.vision_pretrained is False
+    elif kind == "open_clip" and name:
+        tower = _open_clip_tower(name, config.vision_pretrained, config.image_size)
+    elif kind == "clip" and (name or config.vision_config):
+        tower = _clip_tower(name or None, config)
+        random_init = config.vision_config is not None
+    else:
+        raise ConfigError(f"dx_llava.model.vision_tower={spec!r}: use timm:<name>, open_clip:<name>, "
+                          "clip:<hub id or folder>, or llava")
+    tower.random_init = random_init
+    if config.freeze_vision_tower:
+        tower.requires_grad_(False)
+        tower.eval()
+    return tower

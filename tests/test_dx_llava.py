@@ -1,0 +1,423 @@
+"""DX-LLaVA with tiny random models built from configs: data checks, both losses, what trains
+under each mode, QLoRA on CPU, stage-1 projector, checkpoint conversion, merge, resume, inference."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+from fakefinder.config import ConfigError, config_from_dict  # noqa: E402
+from fakefinder.dx_llava import data as dxdata  # noqa: E402
+from fakefinder.dx_llava.tiny import build_char_tokenizer, tiny_clip_vision_config, tiny_llama_config  # noqa: E402
+
+
+def _conversation(label: int, i: int) -> list[dict]:
+    word = "fake" if label else "real"
+    return [{"from": "human", "value": "<image>\nIs this face real or fake?"},
+            {"from": "gpt", "value": f"Sample {i} looks {word}.\n### Answer: {word}"}]
+
+
+@pytest.fixture(scope="module")
+def dx_data(tmp_path_factory) -> dict:
+    """12 images whose red channel tells the class, a LLaVA JSON about them, a char tokenizer."""
+    root = tmp_path_factory.mktemp("dx")
+    images = root / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(12):
+        label = i % 2
+        pixels = (rng.random((40, 32, 3)) * 255).astype("uint8")  # not square: exercises padding
+        pixels[..., 0] = 220 if label else 20
+        Image.fromarray(pixels).save(images / f"{i}.png")
+        items.append({"id": f"s{i}", "image": f"{i}.png", "conversations": _conversation(label, i)})
+    (root / "train.json").write_text(json.dumps(items))
+    return {"root": root, "images": images, "json": root / "train.json", "items": items,
+            "tokenizer": build_char_tokenizer(root / "tokenizer")}
+
+
+def dx_config(dx_data, output: Path, tower: str = "clip", **train):
+    model = {"language_model_config": tiny_llama_config(), "tokenizer": str(dx_data["tokenizer"])}
+    if tower == "clip":
+        model.update(vision_tower="clip:", vision_config=tiny_clip_vision_config())
+    else:
+        model.update(vision_tower="timm:test_convnext", vision_pretrained=False, image_size=32)
+    model.update(train.pop("model", {}))
+    settings = {"output_dir": str(output), "mode": "lora", "max_steps": 4, "batch_size": 4, "eval_steps": 2,
+                "save_steps": 2, "logging_steps": 1, "num_workers": 0, "lr": 2e-3, "report_to": ["none"],
+                "lora_r": 4, "lora_alpha": 8, "compute_dtype": "fp32", **train}
+    return config_from_dict({"dx_llava": {
+        "model": model,
+        "data": {"train_json": str(dx_data["json"]), "eval_json": str(dx_data["json"]),
+                 "image_folder": str(dx_data["images"])},
+        "train": settings,
+    }})
+
+
+def _batch(model, tokenizer, dx_data, cfg, n: int = 4):
+    samples, _ = dxdata.read_samples(dx_data["json"], dx_data["images"])
+    conv = dxdata.Conversation(tokenizer, model.num_image_tokens, cfg.dx_llava.model.template)
+    tower = model.vision_tower
+    dataset = dxdata.ConversationDataset(samples[:n], conv, tower.image_size, tower.mean, tower.std)
+    return dxdata.Collator(tokenizer.pad_token_id)([dataset[i] for i in range(n)])
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+def test_labels_from_field_answer_and_ambiguity():
+    assert dxdata.derive_label(["Blurry seams. ### Answer: fake"]) == 1
+    assert dxdata.derive_label(["It is an authentic recording"]) == 0
+    assert dxdata.derive_label(["This face is not real"]) == 1
+    assert dxdata.derive_label(["It could be real or fake"]) is None
+    assert dxdata.derive_label(["A person smiling"]) is None
+    # the final '### Answer' wins over words earlier in the explanation
+    assert dxdata.derive_label(["No manipulated region, genuine skin. ### Answer: real"]) == 0
+
+
+def test_read_samples_reports_ambiguous_and_uses_binary_label(dx_data, tmp_path):
+    items = [dict(dx_data["items"][0]), dict(dx_data["items"][1])]
+    items[0]["conversations"] = [items[0]["conversations"][0], {"from": "gpt", "value": "Hard to say."}]
+    items[1]["binary_label"] = 0  # the field wins over the answer text ("fake")
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps(items))
+    samples, report = dxdata.read_samples(path, dx_data["images"])
+    assert [s.binary_label for s in samples] == [-1, 0]
+    assert report["ambiguous"] == ["s0"]
+    with pytest.raises(dxdata.DataError, match="s0"):
+        dxdata.read_samples(path, dx_data["images"], ambiguous="error")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda items: items[3].update(image="missing.png"), r"'s3'.*missing\.png"),
+    (lambda items: items[2]["conversations"][0].update(value="no token here"), r"'s2'.*no <image> token"),
+    (lambda items: items[1].update(conversations=[{"from": "gpt", "value": "real"}]), r"'s1'.*conversations"),
+    (lambda items: items[4].update(binary_label=7), r"'s4'.*binary_label"),
+])
+def test_bad_samples_are_named(dx_data, tmp_path, damage, message):
+    items = json.loads(json.dumps(dx_data["items"]))
+    damage(items)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(items))
+    with pytest.raises(dxdata.DataError, match=message):
+        dxdata.read_samples(path, dx_data["images"])
+
+
+def test_malformed_json_names_file_and_line(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text('[{"id": "a",\n "image": }]')
+    with pytest.raises(dxdata.DataError, match=r"broken\.json.*line 2"):
+        dxdata.read_samples(path, tmp_path)
+
+
+@pytest.mark.parametrize("template", ["vicuna_v1", "chatml"])
+def test_only_answers_are_labelled_and_image_positions_are_marked(dx_data, template):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(dx_data["tokenizer"])
+    conv = dxdata.Conversation(tokenizer, num_image_tokens=5, template=template)
+    turns = [("<image>\nfirst?", "yes"), ("second?", "no ### Answer: real")]
+    enc = conv.encode(turns)
+    assert sum(enc.image_mask) == 5
+    labelled = tokenizer.decode([t for t, l in zip(enc.input_ids, enc.labels) if l != -100])
+    assert "yes" in labelled and "### Answer: real" in labelled
+    assert "first?" not in labelled and "second?" not in labelled and "USER" not in labelled
+    assert enc.labels[enc.prompt_end] == -100 and enc.labels[enc.prompt_end + 1] != -100
+    prompt = conv.encode_prompt("<image>\nfirst?")
+    assert all(l == -100 for l in prompt.labels) and prompt.prompt_end == len(prompt.input_ids) - 1
+
+
+def test_pad_to_square_uses_the_mean_colour(tmp_path):
+    Image.fromarray(np.zeros((10, 30, 3), dtype="uint8")).save(tmp_path / "wide.png")
+    mean, std = (0.5, 0.25, 0.75), (1.0, 1.0, 1.0)
+    x = dxdata.load_image(tmp_path / "wide.png", 30, mean, std, "pad")
+    assert x.shape == (3, 30, 30)
+    top = x[:, 0, 15] + torch.tensor(mean)  # padded rows hold the mean colour
+    assert torch.allclose(top, torch.tensor(mean), atol=0.01)
+    assert torch.allclose(x[:, 15, 15], -torch.tensor(mean), atol=0.01)  # the black image itself
+
+
+def test_length_grouped_batches_hold_similar_lengths():
+    lengths = [5, 100, 6, 98, 7, 97, 8, 99]
+    sampler = dxdata.LengthGroupedSampler(lengths, batch_size=2, seed=1)
+    order = list(sampler)
+    assert sorted(order) == list(range(8))
+    batches = [sorted(lengths[i] for i in order[j : j + 2]) for j in range(0, 8, 2)]
+    assert all(b[1] - b[0] <= 3 for b in batches)
+    assert max(lengths[i] for i in order[:2]) == 100  # the longest batch first
+
+
+def test_make_data_from_a_manifest(tmp_path):
+    from conftest import make_crops
+
+    manifest = make_crops(tmp_path / "crops", groups=5)
+    written = dxdata.make_data(manifest, tmp_path / "llava")
+    assert set(written) == {"train", "val", "test"}
+    samples, report = dxdata.read_samples(written["train"], tmp_path / "crops")
+    assert report["real"] == report["fake"] == 3 and not report["ambiguous"]
+    for s in samples:  # the label derived from the text agrees with the manifest's
+        assert dxdata.derive_label([s.turns[-1][1]]) == s.binary_label
+        assert s.turns[-1][1].rstrip().endswith(("### Answer: real", "### Answer: fake"))
+    assert len({s.turns[0][0] for s in samples} | {s.turns[-1][1] for s in samples}) > 4  # varied templates
+
+
+# ---------------------------------------------------------------------------------------------
+# model
+
+
+@pytest.mark.parametrize("tower", ["clip", "convnext"])
+def test_forward_backward_both_losses(dx_data, tmp_path, tower):
+    from fakefinder.dx_llava.model import build_model
+
+    cfg = dx_config(dx_data, tmp_path / "out", tower, mode="full")
+    model, tokenizer, info = build_model(cfg.dx_llava, tmp_path / "out")
+    if tower == "convnext":
+        assert info["num_image_tokens"] == 1  # test_convnext at 32 px: a 1x1 last stage
+    batch = _batch(model, tokenizer, dx_data, cfg)
+    out = model(**batch)
+    assert torch.isfinite(out["lm_loss"]) and torch.isfinite(out["binary_loss"]) and out["lm_loss"] > 0
+    expected = 1.0 * out["lm_loss"] + 10.0 * out["binary_loss"]
+    assert torch.allclose(out["loss"], expected)
+    out["loss"].backward()
+    assert model.head.net[0].weight.grad.abs().sum() > 0
+    assert model.projector[0].weight.grad.abs().sum() > 0
+    assert model.language_model.model.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.vision_tower.parameters())  # frozen by default
+
+
+def test_head_reads_the_last_prompt_token_when_asked(dx_data, tmp_path):
+    from fakefinder.dx_llava.model import build_model
+
+    cfg = dx_config(dx_data, tmp_path / "out", mode="full", model={"head_source": "last_prompt_token"})
+    model, tokenizer, _ = build_model(cfg.dx_llava, tmp_path / "out")
+    batch = _batch(model, tokenizer, dx_data, cfg)
+    out = model(**batch)
+    out["binary_loss"].backward()
+    # the binary loss now reaches the language model's layers through the prompt token
+    assert model.language_model.model.layers[0].mlp.up_proj.weight.grad.abs().sum() > 0
+
+
+def test_lora_trains_only_adapters_projector_and_head(dx_data, tmp_path):
+    from fakefinder.dx_llava.model import build_model
+
+    cfg = dx_config(dx_data, tmp_path / "out")
+    model, _, _ = build_model(cfg.dx_llava, tmp_path / "out")
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(n.startswith(("projector.", "head.")) or "lora_" in n for n in trainable)
+    assert any("lora_" in n and "mlp.down_proj" in n for n in trainable)  # every linear layer by default
+    assert not any("vision_tower" in n for n, _ in model.named_parameters() if "lora_" in n)
+    assert not any("lm_head" in n for n in trainable)
+
+
+def test_nan_loss_part_is_reported(dx_data, tmp_path, caplog):
+    from fakefinder.dx_llava.model import build_model
+    from fakefinder.dx_llava.train import _trainer_class
+
+    cfg = dx_config(dx_data, tmp_path / "out", mode="full")
+    model, tokenizer, _ = build_model(cfg.dx_llava, tmp_path / "out")
+    batch = _batch(model, tokenizer, dx_data, cfg)
+    batch["labels"][:] = -100  # every answer truncated away: the LM loss has nothing to average
+    trainer = _trainer_class().__new__(_trainer_class())
+    trainer.dx = {}
+    trainer.state = type("S", (), {"global_step": 7})()
+    with caplog.at_level(logging.WARNING):
+        loss = trainer.compute_loss(model, batch)
+    assert not torch.isfinite(loss)
+    assert "step 7: lm_loss is nan" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------
+# training, saving, loading
+
+
+def _adapter(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "adapter" / "adapter_model.safetensors"))
+
+
+def test_train_lora_resume_evaluate_and_merge(dx_data, tmp_path):
+    from fakefinder.dx_llava.infer import Explainer, evaluate
+    from fakefinder.dx_llava.model import load_model, merge_lora
+    from fakefinder.dx_llava.train import train
+
+    cfg = dx_config(dx_data, tmp_path / "run")
+    result = train(cfg)
+    final = Path(result["final"])
+    assert result["steps"] == 4
+    logged = [h for h in result["history"] if "lm_loss" in h]
+    assert logged and all("binary_loss" in h and "learning_rate" in h for h in logged)
+    assert {"eval_binary_accuracy", "eval_perplexity", "eval_lm_loss"} <= set(result["eval"])
+    assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    assert not (final / "language_model").exists()  # LoRA: the adapter only, never the whole LM
+    assert (final / "vision_tower.safetensors").is_file()  # a random tower cannot be rebuilt: saved
+
+    # resume from step 2 in a fresh run: the same adapter as the uninterrupted run
+    resumed_cfg = dx_config(dx_data, tmp_path / "resumed")
+    (tmp_path / "resumed").mkdir()
+    import shutil
+
+    shutil.copytree(tmp_path / "run" / "checkpoint-2", tmp_path / "resumed" / "checkpoint-2")
+    shutil.copytree(tmp_path / "run" / "base_language_model", tmp_path / "resumed" / "base_language_model")
+    resumed = train(resumed_cfg, resume=True)
+    assert resumed["steps"] == 4
+    a, b = _adapter(final), _adapter(Path(resumed["final"]))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    untrained = _adapter(tmp_path / "run" / "checkpoint-2")
+    assert any(not torch.allclose(a[k], untrained[k]) for k in a)
+
+    # reload gives the logits of the trained model; merged LoRA gives the same logits
+    model, tokenizer, meta = load_model(final)
+    batch = _batch(model, tokenizer, dx_data, cfg)
+    with torch.no_grad():
+        before = model(**batch)
+    merged = merge_lora(final, tmp_path / "merged")
+    assert (merged / "language_model").is_dir() and not (merged / "adapter").exists()
+    model2, _, meta2 = load_model(merged)
+    assert meta2["mode"] == "full" and meta2["merged"]
+    with torch.no_grad():
+        after = model2(**batch)
+    assert torch.allclose(before["binary_logits"], after["binary_logits"], atol=1e-5)
+    assert torch.allclose(before["lm_loss"], after["lm_loss"], atol=1e-5)
+
+    # inference: head probability, explanation, parsed label, agreement
+    explainer = Explainer.load(final, max_new_tokens=8)
+    answers = explainer.explain([dx_data["images"] / "0.png", dx_data["images"] / "1.png"])
+    assert len(answers) == 2 and all(0 <= a["probability"] <= 1 and isinstance(a["explanation"], str) for a in answers)
+    metrics = evaluate(final, dx_data["json"], dx_data["images"], tmp_path / "eval", max_samples=4, explain_max=2)
+    assert metrics["n"] == 4 and "auc" in metrics["head"] and metrics["text"]["n"] == 2
+    assert (tmp_path / "eval" / "predictions.csv").is_file()
+
+
+def test_stage1_saves_the_projector_alone_and_stage2_starts_from_it(dx_data, tmp_path):
+    from safetensors.torch import load_file
+
+    from fakefinder.dx_llava.model import build_model
+    from fakefinder.dx_llava.train import train
+
+    cfg = dx_config(dx_data, tmp_path / "stage1", stage="projector", max_steps=2, save_steps=100)
+    result = train(cfg)
+    final = Path(result["final"])
+    assert (final / "mm_projector.safetensors").is_file()
+    assert not (final / "adapter").exists() and not (final / "head.safetensors").exists()
+    saved = load_file(str(final / "mm_projector.safetensors"))
+    stage2 = dx_config(dx_data, tmp_path / "stage2", model={"pretrained_projector": str(final / "mm_projector.safetensors")})
+    model, _, info = build_model(stage2.dx_llava, tmp_path / "stage1")
+    assert info["projector_from"].startswith("stage-1")
+    assert torch.equal(model.projector[0].weight.detach(), saved["0.weight"])
+
+
+def test_qlora_step_on_cpu(dx_data, tmp_path):
+    pytest.importorskip("bitsandbytes")
+    from fakefinder.dx_llava.model import build_model
+
+    cfg = dx_config(dx_data, tmp_path / "q", mode="qlora")
+    model, tokenizer, _ = build_model(cfg.dx_llava, tmp_path / "q")
+    kinds = {type(m).__name__ for m in model.language_model.modules()}
+    assert "Linear4bit" in kinds
+    lora = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad and "lora_B" in n}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    batch = _batch(model, tokenizer, dx_data, cfg)
+    model.train()
+    out = model(**batch)
+    out["loss"].backward()
+    optimizer.step()
+    changed = [n for n, p in model.named_parameters() if n in lora and not torch.equal(p.detach(), lora[n])]
+    assert changed and torch.isfinite(out["loss"])
+
+
+def test_original_llava_checkpoint_converts_to_hf(dx_data, tmp_path):
+    """A tiny original-format checkpoint (LLaMA keys + model.mm_projector) -> HF LLaVA folder: the
+    HF model's text logits and projector equal the original's; fakefinder reads both formats."""
+    from safetensors.torch import save_file
+    from transformers import LlamaConfig, LlamaForCausalLM, LlavaForConditionalGeneration
+
+    from fakefinder.dx_llava.convert import convert_original_to_hf, load_llava
+
+    torch.manual_seed(0)
+    text = {k: v for k, v in tiny_llama_config().items() if k != "model_type"}
+    llama = LlamaForCausalLM(LlamaConfig(**text)).eval()
+    vision = tiny_clip_vision_config()
+    projector = torch.nn.Sequential(torch.nn.Linear(vision["hidden_size"], text["hidden_size"]), torch.nn.GELU(),
+                                    torch.nn.Linear(text["hidden_size"], text["hidden_size"]))
+    state = {k: v.clone() for k, v in llama.state_dict().items()}
+    state.update({f"model.mm_projector.{k}": v.clone() for k, v in projector.state_dict().items()})
+    original = tmp_path / "original"
+    original.mkdir()
+    save_file(state, str(original / "model.safetensors"))
+    config = {**text, "architectures": ["LlavaLlamaForCausalLM"], "model_type": "llava", "mm_projector_type": "mlp2x_gelu",
+              "mm_hidden_size": vision["hidden_size"], "mm_vision_tower": "openai/clip-vit-large-patch14-336",
+              "mm_vision_select_layer": -2}
+    (original / "config.json").write_text(json.dumps(config))
+
+    hf_dir = convert_original_to_hf(original, tmp_path / "hf", vision_config=vision)
+    hf = LlavaForConditionalGeneration.from_pretrained(hf_dir).eval()
+    assert hf.config.image_token_index == text["vocab_size"]
+    ids = torch.tensor([[1, 20, 30, 40, 50]])
+    with torch.no_grad():
+        want = llama(input_ids=ids).logits
+        got = hf(input_ids=ids).logits[..., : text["vocab_size"]]
+        assert torch.allclose(want, got, atol=1e-5)
+        features = torch.randn(2, 3, vision["hidden_size"])
+        assert torch.allclose(projector(features), hf.model.multi_modal_projector(features), atol=1e-6)
+
+    for folder in (original, hf_dir):  # fakefinder's reader gives the same parts from either format
+        parts = load_llava(folder, vision_config=vision)
+        assert torch.equal(parts["projector_state"]["2.weight"], projector[2].weight)
+        assert torch.equal(parts["lm_state"]["model.layers.1.mlp.up_proj.weight"], llama.model.layers[1].mlp.up_proj.weight)
+        assert parts["text_config"]["hidden_size"] == text["hidden_size"]
+
+
+def test_dx_llava_from_a_llava_checkpoint(dx_data, tmp_path):
+    """vision_tower=llava uses the checkpoint's CLIP tower and projector; the LM equals the checkpoint's."""
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+    from fakefinder.dx_llava.model import build_model
+
+    torch.manual_seed(1)
+    text = tiny_llama_config()
+    llava = LlavaForConditionalGeneration(LlavaConfig(text_config=text, vision_config=tiny_clip_vision_config(),
+                                                      image_token_index=100)).eval()
+    llava.save_pretrained(tmp_path / "llava-hf")
+    cfg = dx_config(dx_data, tmp_path / "out", mode="full", model={"llava_checkpoint": str(tmp_path / "llava-hf"),
+                                                                   "vision_tower": "llava", "vision_config": None,
+                                                                   "language_model_config": None})
+    model, tokenizer, info = build_model(cfg.dx_llava, tmp_path / "out")
+    assert info["projector_from"].startswith("LLaVA checkpoint")
+    assert torch.equal(model.projector[0].weight, llava.model.multi_modal_projector.linear_1.weight)
+    pixels = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        ours = model.image_tokens(pixels)
+        theirs = llava.model.get_image_features(pixel_values=pixels, vision_feature_layer=-2,
+                                                vision_feature_select_strategy="default")
+        theirs = theirs.pooler_output if hasattr(theirs, "pooler_output") else theirs
+        theirs = torch.cat(list(theirs)) if isinstance(theirs, (list, tuple)) else theirs
+        assert torch.allclose(ours.reshape(-1, ours.shape[-1]), theirs.reshape(-1, theirs.shape[-1]), atol=1e-5)
+        ids = torch.tensor([[1, 20, 30, 40]])
+        assert torch.allclose(model.language_model(input_ids=ids).logits, llava(input_ids=ids).logits, atol=1e-5)
+
+
+def test_config_errors_name_the_key(dx_data, tmp_path):
+    from fakefinder.dx_llava.model import build_model
+
+    with pytest.raises(ConfigError, match="vision_tower"):
+        build_model(dx_config(dx_data, tmp_path, model={"vision_tower": "resnet"}).dx_llava, tmp_path)
+    with pytest.raises(ConfigError, match="projector"):
+        dx_config(dx_data, tmp_path, model={"projector": "mlp2x_relu"})
+    with pytest.raises(ConfigError, match="deepspeed"):
+        from fakefinder.dx_llava.train import deepspeed_config
+
+        deepspeed_config("zero9")
+    from fakefinder.dx_llava.train import deepspeed_config
+
+    assert json.loads(Path(deepspeed_config("zero3")).read_text())["zero_optimization"]["stage"] == 3

@@ -55,7 +55,7 @@ def dx_config(dx_data, output: Path, tower: str = "clip", **train):
     settings = {"output_dir": str(output), "mode": "lora", "max_steps": 4, "batch_size": 4, "eval_steps": 2,
                 "save_steps": 2, "logging_steps": 1, "num_workers": 0, "lr": 2e-3, "report_to": ["none"],
                 "lora_r": 4, "lora_alpha": 8, "compute_dtype": "fp32", **train}
-    return config_from_dict({"dx_llava": {
+    return config_from_dict({"faces": {"detect": False, "size": 32}, "dx_llava": {
         "model": model,
         "data": {"train_json": str(dx_data["json"]), "eval_json": str(dx_data["json"]),
                  "image_folder": str(dx_data["images"])},
@@ -297,6 +297,20 @@ def test_train_lora_resume_evaluate_and_merge(dx_data, tmp_path):
     metrics = evaluate(final, dx_data["json"], dx_data["images"], tmp_path / "eval", max_samples=4, explain_max=2)
     assert metrics["n"] == 4 and "auc" in metrics["head"] and metrics["text"]["n"] == 2
     assert (tmp_path / "eval" / "predictions.csv").is_file()
+
+    # `fakefinder predict` with a DX-LLaVA checkpoint: submission + explanations per file
+    import fakefinder
+
+    cfg.predict.inputs = [dx_data["images"] / "0.png", dx_data["images"] / "1.png"]
+    cfg.predict.checkpoints = [final]
+    cfg.predict.output = tmp_path / "predict" / "submission.csv"
+    cfg.dx_llava.max_new_tokens = 6
+    result = fakefinder.predict(cfg)
+    table = result.table
+    assert list(table.id) == ["0.png", "1.png"] and table.probability.between(0, 1).all()
+    assert {"explanation", "text_label", "agree"} <= set(table.columns)
+    explained = json.loads(result.details_path.read_text())
+    assert len(explained["files"]) == 2 and explained["checkpoint"] == str(final)
 
 
 def test_stage1_saves_the_projector_alone_and_stage2_starts_from_it(dx_data, tmp_path):

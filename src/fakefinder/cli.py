@@ -152,6 +152,109 @@ def demo(
     run_demo(output, workers=workers)
 
 
+dx = typer.Typer(help="DX-LLaVA, the explainable detector: data, training, evaluation, merge, conversion.",
+                 no_args_is_help=True)
+app.add_typer(dx, name="dx-llava")
+
+
+def _dx_errors():
+    from fakefinder.dx_llava.data import DataError
+
+    return (*_user_errors(), DataError)
+
+
+@dx.command("make-data")
+def dx_make_data(
+    manifest: Annotated[Path, typer.Argument(help="A prepared manifest (CSV or Parquet).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for <split>.json.")] = Path("output/dx-llava-data"),
+    split: Annotated[Optional[list[str]], typer.Option("--split", help="Splits to write (default: all).")] = None,
+    max_per_split: Annotated[Optional[int], typer.Option(help="Subsample each split to this many samples.")] = None,
+    seed: int = 0,
+) -> None:
+    """A prepared manifest -> LLaVA conversation JSON (varied questions, answers ending in '### Answer: real|fake')."""
+    from fakefinder.dx_llava.data import make_data
+
+    try:
+        written = make_data(manifest, output, split, seed, max_per_split)
+    except _dx_errors() as exc:
+        _fail(str(exc))
+    for name, path in written.items():
+        typer.echo(f"{name}: {path}")
+    typer.echo(f"image_folder: {(output / 'image_folder.txt').read_text().strip()}")
+
+
+@dx.command("train")
+def dx_train(
+    overrides: Overrides = None,
+    config: ConfigOption = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint-* in the output dir.")] = False,
+    resume_from: Annotated[Optional[Path], typer.Option(help="Continue from this checkpoint-* folder.")] = None,
+) -> None:
+    """Train DX-LLaVA (stage 1 projector, or stage 2 full / LoRA / QLoRA); torchrun/deepspeed launch it on many GPUs."""
+    import logging
+
+    from fakefinder.config import load_config
+    from fakefinder.dx_llava.train import train as run_train
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        cfg = load_config(config, overrides or [])
+        result = run_train(cfg, str(resume_from) if resume_from else resume)
+    except _dx_errors() as exc:
+        _fail(str(exc))
+    typer.echo(f"trained {result['steps']} steps in {result['seconds']:.0f} s; saved {result['final']}")
+
+
+@dx.command("evaluate")
+def dx_evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="A DX-LLaVA checkpoint folder.")],
+    data: Annotated[Path, typer.Option("--data", help="LLaVA JSON to evaluate on.")],
+    image_folder: Annotated[Optional[Path], typer.Option(help="Images are relative to it (default: the JSON's folder).")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o")] = Path("output/dx-llava-eval"),
+    max_samples: Optional[int] = None,
+    explain: Annotated[Optional[int], typer.Option(help="Generate explanations for this many samples (default: all).")] = None,
+    no_text: Annotated[bool, typer.Option("--no-text", help="Head only: no generated answers.")] = False,
+) -> None:
+    """Accuracy / macro-F1 / AUC of the binary head and of the text answer; predictions with explanations."""
+    import json
+
+    from fakefinder.dx_llava.infer import evaluate as run_evaluate
+
+    try:
+        metrics = run_evaluate(checkpoint, data, image_folder, output, max_samples, not no_text, explain)
+    except _dx_errors() as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps({k: metrics[k] for k in ("n", "head", "text", "agreement") if k in metrics}, indent=1))
+
+
+@dx.command("merge")
+def dx_merge(
+    checkpoint: Annotated[Path, typer.Argument(help="A LoRA / QLoRA DX-LLaVA checkpoint folder.")],
+    output: Annotated[Path, typer.Argument(help="Folder for the standalone merged model.")],
+) -> None:
+    """Fold the LoRA adapter into the language model and save a standalone checkpoint."""
+    from fakefinder.dx_llava.model import merge_lora
+
+    try:
+        typer.echo(f"merged: {merge_lora(checkpoint, output)}")
+    except _dx_errors() as exc:
+        _fail(str(exc))
+
+
+@dx.command("convert")
+def dx_convert(
+    source: Annotated[str, typer.Argument(help="Original-format LLaVA (e.g. liuhaotian/llava-v1.5-7b or a folder).")],
+    output: Annotated[Path, typer.Argument(help="Folder for the HF-format checkpoint.")],
+) -> None:
+    """Convert an original LLaVA-1.5 checkpoint to the HF LLaVA format."""
+    from fakefinder.dx_llava.convert import convert_original_to_hf
+
+    try:
+        typer.echo(f"converted: {convert_original_to_hf(source, output)}")
+    except _dx_errors() as exc:
+        _fail(str(exc))
+
+
 def main() -> None:
     app()
 

@@ -370,7 +370,9 @@ class DxLlavaModelConfig(_Section):
         default="auto", description="Conversation format; auto: chatml if the tokenizer knows <|im_start|>."
     )
     system_prompt: str | None = Field(default=None, description="Default: the template's own.")
-    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto", description="Language model weights: auto = the checkpoint's on GPU, fp32 on CPU."
+    )
 
 
 class DxLlavaDataConfig(_Section):

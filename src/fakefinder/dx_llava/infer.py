@@ -169,7 +169,7 @@ def predict(config: Config, checkpoint: Path, console=None):
 
     console = console or Console(stderr=True)
     pc = config.predict
-    explainer = Explainer.load(checkpoint, _pick_device(pc.device))
+    explainer = Explainer.load(checkpoint, _pick_device(pc.device), config.dx_llava.max_new_tokens)
     trained: Config = explainer.meta["config"]
     frames = pc.frames_per_video or trained.data.frames_per_video
     threshold = pc.threshold if pc.threshold is not None else 0.5

@@ -204,6 +204,8 @@ def load_language_model(source: str, gguf_file: str | None, cfg: DxLlavaConfig, 
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
     dtype = torch_dtype(cfg.model.dtype)
+    if dtype is None and not torch.cuda.is_available():
+        dtype = torch.float32  # half-precision matmuls are slow on most CPUs; checkpoints often store fp16
     if dtype is not None:
         kwargs["dtype"] = dtype
     if quantize:

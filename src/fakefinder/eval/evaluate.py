@@ -122,6 +122,34 @@ def _levels(frames: pd.DataFrame, threshold: float, config: Config) -> tuple[dic
     return result, videos
 
 
+def is_dx_llava_checkpoint(path: Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / "dx_llava.json").is_file()
+
+
+def evaluate_dx_llava(config: Config, checkpoints: list[Path], console) -> dict:
+    """DX-LLaVA checkpoints: head and text-answer metrics on dx_llava.data.test_json (else eval_json)."""
+    from fakefinder.dx_llava.infer import evaluate as dx_evaluate
+
+    data = config.dx_llava.data
+    json_path = data.test_json or data.eval_json
+    if json_path is None:
+        raise ConfigError("evaluating a DX-LLaVA checkpoint needs dx_llava.data.test_json (or eval_json)")
+    if not all(is_dx_llava_checkpoint(c) for c in checkpoints):
+        raise ConfigError("evaluate: DX-LLaVA and classic checkpoints cannot be mixed in one call")
+    results = {}
+    for checkpoint in checkpoints:
+        out = Path(config.evaluate.output_dir) / checkpoint_name(checkpoint)
+        metrics = dx_evaluate(checkpoint, json_path, data.image_folder, out, max_samples=config.evaluate.max_samples,
+                              device=config.evaluate.device, batch_size=config.evaluate.batch_size)
+        head, text = metrics["head"], metrics.get("text", {})
+        console.print(f"[bold]{checkpoint}[/]: head accuracy {head['accuracy']:.3f}, macro-F1 {head['macro_f1']:.3f}, "
+                      f"AUC {head['auc']:.3f} | text accuracy {text.get('accuracy', float('nan')):.3f} "
+                      f"({text.get('unparsed', 0)} unparsed) | agreement {metrics.get('agreement')}")
+        console.print(f"metrics: {out / 'metrics.json'}")
+        results[str(checkpoint)] = metrics
+    return results
+
+
 def evaluate(config: Config, console=None) -> EvalResult:
     import torch
     from rich.console import Console
@@ -133,6 +161,8 @@ def evaluate(config: Config, console=None) -> EvalResult:
     console = console or Console(stderr=True)
     ev = config.evaluate
     checkpoints = [Path(p) for p in ev.checkpoints] or [Path(config.train.output_dir) / "best.pt"]
+    if any(is_dx_llava_checkpoint(c) for c in checkpoints):
+        return evaluate_dx_llava(config, checkpoints, console)
     sets = resolve_sets(config)
     device = pick_device(ev.device)
     out = Path(ev.output_dir)

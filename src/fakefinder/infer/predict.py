@@ -220,6 +220,12 @@ def predict(config: Config, console=None) -> PredictResult:
     console = console or Console(stderr=True)
     pc = config.predict
     checkpoints = [Path(p) for p in pc.checkpoints] or [Path(config.train.output_dir) / "best.pt"]
+    if any((c / "dx_llava.json").is_file() for c in checkpoints if c.is_dir()):
+        if len(checkpoints) != 1:
+            raise ConfigError("predict: a DX-LLaVA checkpoint runs alone (no ensemble)")
+        from fakefinder.dx_llava.infer import predict as dx_predict
+
+        return dx_predict(config, checkpoints[0], console)
     weights = np.asarray(pc.weights or [1.0] * len(checkpoints), dtype=np.float64)
     if len(weights) != len(checkpoints) or (weights < 0).any() or weights.sum() <= 0:
         raise ConfigError(f"predict.weights must give one non-negative weight per checkpoint ({len(checkpoints)})")

@@ -195,6 +195,28 @@ def test_forward_backward_both_losses(dx_data, tmp_path, tower):
     assert all(p.grad is None for p in model.vision_tower.parameters())  # frozen by default
 
 
+def test_open_clip_convnext_tower_gives_one_token_per_position(dx_data, tmp_path):
+    """An open_clip CLIP model with a timm ConvNeXt trunk (the structure of convnext_large_d_320,
+    tiny): the last stage's map becomes H*W tokens of its channel width."""
+    open_clip = pytest.importorskip("open_clip")
+    from fakefinder.dx_llava.model import build_model
+
+    spec = {"embed_dim": 32, "vision_cfg": {"timm_model_name": "test_convnext", "timm_model_pretrained": False,
+                                            "timm_pool": "", "timm_proj": "linear", "image_size": 64},
+            "text_cfg": {"context_length": 16, "vocab_size": 100, "width": 32, "heads": 2, "layers": 1}}
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "ff_tiny_convnext_clip.json").write_text(json.dumps(spec))
+    open_clip.add_model_config(tmp_path / "configs")
+    cfg = dx_config(dx_data, tmp_path / "out", mode="full",
+                    model={"vision_tower": "open_clip:ff_tiny_convnext_clip", "vision_pretrained": False,
+                           "vision_config": None, "image_size": None})
+    model, tokenizer, info = build_model(cfg.dx_llava, tmp_path / "out")
+    assert info["image_size"] == 64 and info["num_image_tokens"] == 4  # 2x2 last stage at 64 px
+    assert info["vision_hidden"] == model.vision_tower.trunk.num_features
+    out = model(**_batch(model, tokenizer, dx_data, cfg))
+    assert torch.isfinite(out["loss"])
+
+
 def test_head_reads_the_last_prompt_token_when_asked(dx_data, tmp_path):
     from fakefinder.dx_llava.model import build_model
 

@@ -10,11 +10,15 @@ CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_every_preset_is_a_valid_config(path):
     config = load_config(path)
-    assert config.data.datasets
+    if path.stem.startswith("dx"):  # DX-LLaVA presets read LLaVA JSON, not datasets
+        assert config.dx_llava.data.train_json is not None
+    else:
+        assert config.data.datasets
 
 
 def test_the_presets_the_docs_promise_exist():
-    assert {"baseline", "hybrid", "swin", "xception", "sbi", "dfdc-faces-cpu"} <= {p.stem for p in CONFIGS}
+    assert {"baseline", "hybrid", "swin", "xception", "sbi", "dfdc-faces-cpu", "dx_llava", "dx_llava_stage1",
+            "dx-llava-smollm2-cpu"} <= {p.stem for p in CONFIGS}
 
 
 def test_baseline_preset_values():
@@ -24,3 +28,10 @@ def test_baseline_preset_values():
     assert (config.train.epochs, config.train.early_stopping.patience) == (100, 15)
     assert config.train.loss == {"ce": 0.5, "focal": 0.3, "f1": 0.2}
     assert config.train.scheduler == "cosine" and config.train.precision == "auto"
+
+
+def test_dx_llava_preset_is_the_recipe():
+    dx = load_config(Path(__file__).parent.parent / "configs" / "dx_llava.yaml").dx_llava
+    assert dx.model.vision_tower.startswith("open_clip:") and "convnext_large_d_320" in dx.model.vision_tower
+    assert (dx.train.lm_loss_weight, dx.train.binary_loss_weight) == (1.0, 10.0)
+    assert dx.model.projector == "mlp2x_gelu" and dx.train.mode == "lora"

@@ -86,17 +86,28 @@ def _timm_tower(name: str, pretrained: bool | str, image_size: int | None) -> Fe
 
 
 def _open_clip_tower(name: str, pretrained: bool | str, image_size: int | None) -> FeatureMapTower:
-    """open_clip ConvNeXt (e.g. `hf-hub:laion/CLIP-convnext_large_d_320.laion2B-s29B-b131K-ft-soup` or
-    `convnext_large_d_320` with `vision_pretrained: laion2b_s29b_b131k_ft_soup`): its visual trunk."""
+    """open_clip ConvNeXt: `hf-hub:laion/CLIP-convnext_large_d_320.laion2B-s29B-b131K-ft-soup` (config
+    and weights from the hub), or a model name (`convnext_large_d_320`) with `vision_pretrained` a tag
+    (`laion2b_s29b_b131k_ft_soup`), true (its first published tag), a file, or false (random)."""
     try:
         import open_clip
     except ImportError as exc:
         raise ConfigError("dx_llava.model.vision_tower uses open_clip: pip install open_clip_torch "
                           "(with torch pinned), or use the timm twin "
                           "timm:convnext_large_mlp.clip_laion2b_ft_soup_320") from exc
-    tag = pretrained if isinstance(pretrained, str) else None
-    model = open_clip.create_model(name, pretrained=tag) if tag or name.startswith("hf-hub:") or not pretrained \
-        else open_clip.create_model(name, pretrained="laion2b_s29b_b131k_ft_soup")
+    if name.startswith("hf-hub:") or isinstance(pretrained, str):
+        tag = None if name.startswith("hf-hub:") else pretrained
+    elif pretrained:
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        if not tags:
+            raise ConfigError(f"dx_llava.model.vision_pretrained: open_clip has no published weights for {name!r}")
+        tag = tags[0]
+    else:
+        tag = None
+    try:
+        model = open_clip.create_model(name, pretrained=tag)
+    except RuntimeError as exc:
+        raise ConfigError(f"dx_llava.model.vision_tower=open_clip:{name}: {exc}") from exc
     visual = model.visual
     trunk = getattr(visual, "trunk", None)
     if trunk is None or not hasattr(trunk, "forward_features"):
@@ -148,6 +159,7 @@ def build_vision_tower(config: DxLlavaModelConfig, llava_parts: dict | None = No
         random_init = config.vision_pretrained is False
     elif kind == "open_clip" and name:
         tower = _open_clip_tower(name, config.vision_pretrained, config.image_size)
+        random_init = config.vision_pretrained is False and not name.startswith("hf-hub:")
     elif kind == "clip" and (name or config.vision_config):
         tower = _clip_tower(name or None, config)
         random_init = config.vision_config is not None

@@ -31,7 +31,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(HERE.parent / "configs" / "dx-llava-smollm2-cpu.yaml"))
     parser.add_argument("--prepare-config", default=str(HERE.parent / "configs" / "prepare_dfdc_faces.yaml"))
-    parser.add_argument("--explain", type=int, default=160, help="test samples whose answer is generated")
+    parser.add_argument("--explain", type=int, default=120, help="test samples whose answer is generated")
     parser.add_argument("--results", default=str(HERE / "results" / "dx_llava.json"))
     parser.add_argument("--score-only", action="store_true", help="evaluate the run's existing final/ checkpoint")
     parser.add_argument("overrides", nargs="*")

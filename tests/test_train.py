@@ -99,6 +99,40 @@ def test_sampler_balances_datasets_and_classes_and_splits_ranks():
     assert sorted(r for r, _ in shuffle) == list(range(110))
 
 
+def test_paired_sampler_keeps_identity_groups_together():
+    groups = [g for g in "aabbbccdde"]
+    labels = [0, 1, 0, 1, 1, 0, 1, 0, 1, 0]
+    order = [row for row, _ in EpochSampler(labels, ["x"] * 10, "paired", seed=3, groups=groups).order()]
+    assert sorted(order) == list(range(10))
+    runs = [groups[i] for i in order]
+    assert [g for i, g in enumerate(runs) if i == 0 or g != runs[i - 1]] == sorted(set(runs), key=runs.index)
+    again = [row for row, _ in EpochSampler(labels, ["x"] * 10, "paired", seed=3, groups=groups).order()]
+    assert order == again  # deterministic in (seed, epoch)
+    ranks = [[r for r, _ in EpochSampler(labels, ["x"] * 10, "paired", seed=3, rank=k, world=2, groups=groups).order()]
+             for k in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 5
+    assert not {groups[i] for i in ranks[0]} & {groups[i] for i in ranks[1]}  # a group never spans ranks
+    with pytest.raises(ValueError, match="group"):
+        EpochSampler(labels, ["x"] * 10, "paired")
+
+
+def test_mirror_tta_averages_both_views_and_reaches_checkpoint_scoring(manifest, tmp_path):
+    import torch
+
+    from fakefinder.infer.scoring import load_detector
+    from fakefinder.models.detectors import MirrorAverage, with_tta
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 5, 1), torch.nn.Flatten(0))
+    x = torch.randn(2, 3, 4, 5)
+    assert torch.allclose(with_tta(net, "hflip")(x), (net(x) + net(torch.flip(x, dims=[3]))) / 2)
+    assert with_tta(net, "none") is net
+    config = train_config(manifest, tmp_path / "run", epochs=1, sampler="paired")
+    config.model.tta = "hflip"
+    result = train(config)
+    detector = load_detector(result.best_path)
+    assert isinstance(detector.model, MirrorAverage)
+
+
 def test_augmentations_are_seeded_per_sample(manifest):
     frame = read_manifest(manifest)
     config = config_from_dict({}).augment

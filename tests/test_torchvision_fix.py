@@ -41,3 +41,16 @@ def test_timm_and_torchvision_ops_import_after_fakefinder():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[0, 2]"
+
+
+def test_a_find_spec_probe_before_the_import_keeps_the_fix_armed():
+    """Libraries (transformers) probe `importlib.util.find_spec("torchvision")` before importing it."""
+    code = (
+        "import importlib.util, fakefinder, torch\n"
+        "assert importlib.util.find_spec('torchvision') is not None\n"
+        "from torchvision.ops import nms\n"
+        "print(nms(torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11.]]), torch.tensor([.9, .8]), 0.5).tolist())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[0]"

@@ -56,6 +56,8 @@ def _nms_cpu(boxes, scores, iou_threshold: float):
 
 
 def _register_ops() -> None:
+    if "library" in _state:
+        return
     import torch
 
     library = torch.library.Library("torchvision", "FRAGMENT")
@@ -75,6 +77,7 @@ class _PatchedLoader(importlib.abc.Loader):
         return self._loader.create_module(spec)
 
     def exec_module(self, module) -> None:
+        uninstall()
         self._loader.exec_module(module)
         extension = sys.modules.get("torchvision.extension")
         if extension is not None:
@@ -83,16 +86,19 @@ class _PatchedLoader(importlib.abc.Loader):
 
 
 class _TorchvisionHook(importlib.abc.MetaPathFinder):
+    """Stays armed until torchvision is really imported: libraries probe with
+    `importlib.util.find_spec("torchvision")` first (transformers does), which must not disarm it."""
+
     def find_spec(self, name, path=None, target=None):
         if name != "torchvision":
             return None
-        uninstall()
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is None or not _torchvision_built_for_cuda(spec):
             return spec
         import torch
 
         if torch.version.cuda is not None:  # a CUDA torch loads the CUDA torchvision fine
+            uninstall()
             return spec
         _register_ops()
         spec.loader = _PatchedLoader(spec.loader)

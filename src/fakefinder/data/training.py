@@ -129,18 +129,21 @@ class EpochSampler(Sampler):
         self.epoch, self.start = epoch, start
 
     def _paired(self, rng) -> list[np.ndarray]:
-        """Per rank: whole groups in a random order (rows shuffled inside each group), repeated
-        until the epoch is filled."""
+        """Per rank: its own identity groups (a random partition, fixed for the epoch) in random
+        order, rows shuffled inside each group, cycled until the rank's share is filled."""
         per_rank = self.epoch_size // self.world
-        out = [[] for _ in range(self.world)]
-        filled = [0] * self.world
-        while min(filled) < per_rank:
-            for i, g in enumerate(rng.permutation(len(self.members))):
-                r = i % self.world
-                rows = rng.permutation(self.members[g])
-                out[r].append(rows)
-                filled[r] += len(rows)
-        return [np.concatenate(parts)[:per_rank] for parts in out]
+        partition = rng.permutation(len(self.members))
+        out = []
+        for rank in range(self.world):
+            mine = partition[rank :: self.world]
+            parts, filled = [], 0
+            while filled < per_rank and len(mine):
+                for g in rng.permutation(mine):
+                    rows = rng.permutation(self.members[g])
+                    parts.append(rows)
+                    filled += len(rows)
+            out.append(np.concatenate(parts)[:per_rank] if parts else np.zeros(0, dtype=np.int64))
+        return out
 
     def order(self) -> list[tuple[int, int]]:
         rng = np.random.default_rng([self.seed, self.epoch])

@@ -429,17 +429,22 @@ def is_dx_llava_checkpoint(path: str | Path) -> bool:
     return (Path(path) / META_FILE).is_file()
 
 
-def load_trained_weights(model: DxLlava, folder: Path) -> None:
-    """Put a saved run's trained weights (adapter / LM / projector / head / tower) into `model`."""
+def _load_small_parts(folder: Path, projector: nn.Module, head: nn.Module, tower: nn.Module) -> None:
+    """Projector (or a stage-1 mm_projector), head and a saved tower, where the folder has them."""
     from safetensors.torch import load_file
 
-    folder = Path(folder)
-    for name, module in (("projector", model.projector), ("head", model.head), ("vision_tower", model.vision_tower)):
+    for name, module in (("projector", projector), ("head", head), ("vision_tower", tower)):
         file = folder / f"{name}.safetensors"
         if file.is_file():
             module.load_state_dict(load_file(str(file)))
     if (folder / "mm_projector.safetensors").is_file() and not (folder / "projector.safetensors").is_file():
-        model.projector.load_state_dict(load_file(str(folder / "mm_projector.safetensors")))
+        projector.load_state_dict(load_file(str(folder / "mm_projector.safetensors")))
+
+
+def load_trained_weights(model: DxLlava, folder: Path) -> None:
+    """Put a saved run's trained weights (adapter / LM / projector / head / tower) into `model`."""
+    folder = Path(folder)
+    _load_small_parts(folder, model.projector, model.head, model.vision_tower)
     adapter = folder / "adapter"
     if adapter.is_dir() and hasattr(model.language_model, "peft_config"):
         from peft import set_peft_model_state_dict
@@ -492,16 +497,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     head = BinaryHead(meta["lm_hidden"], cfg.model.head_hidden)
     model = DxLlava(lm, tower, projector, head, cfg.model.head_source, cfg.train.lm_loss_weight,
                     cfg.train.binary_loss_weight)
-    for name, module in (("projector", projector), ("head", head), ("vision_tower", tower)):
-        file = path / f"{name}.safetensors"
-        if file.is_file():
-            from safetensors.torch import load_file
-
-            module.load_state_dict(load_file(str(file)))
-    if (path / "mm_projector.safetensors").is_file() and not (path / "projector.safetensors").is_file():
-        from safetensors.torch import load_file
-
-        projector.load_state_dict(load_file(str(path / "mm_projector.safetensors")))
+    _load_small_parts(path, projector, head, tower)
     model.to(device).eval()
     model.requires_grad_(False)
     return model, tokenizer, dict(meta, config=config)

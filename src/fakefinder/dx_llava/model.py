@@ -415,10 +415,8 @@ def save_model(model: DxLlava, tokenizer, cfg: DxLlavaConfig, info: dict, output
     if any(p.requires_grad for p in model.vision_tower.parameters()) or getattr(model.vision_tower, "random_init", False):
         _save_tensors(model.vision_tower, output / "vision_tower.safetensors")
     tokenizer.save_pretrained(output / "tokenizer")
-    meta = {"format": FORMAT_VERSION, "stage": stage, "mode": "full" if stage == "finetune" and mode == "full" else mode,
-            "merged": bool(info.get("merged")), **{k: v for k, v in info.items() if k != "merged"}}
-    if stage == "finetune" and not hasattr(lm, "peft_config") and mode != "full":
-        meta["mode"] = "full"
+    meta = {"format": FORMAT_VERSION, "stage": stage, "mode": mode, "merged": bool(info.get("merged")),
+            **{k: v for k, v in info.items() if k != "merged"}}
     (output / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
     whole = full_config or Config(dx_llava=cfg)
     (output / "config.yaml").write_text(config_to_yaml(whole))

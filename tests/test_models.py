@@ -21,6 +21,18 @@ def test_presets_and_any_timm_name_build_detectors():
     assert model.head[0].p == 0.3
 
 
+@pytest.mark.parametrize("name", ["test_efficientnet", "test_vit"])
+def test_mask_head_predicts_a_map_beside_the_same_logit(name):
+    model = create(name, mask_head=True, frequency="srm" if name == "test_efficientnet" else None).eval()
+    size = 64 if name == "test_efficientnet" else model.backbone.default_cfg["input_size"][-1]
+    x = torch.randn(2, 3, size, size)
+    logits, mask = model(x, return_mask=True)
+    assert mask.ndim == 4 and mask.shape[:2] == (2, 1) and mask.shape[2] == mask.shape[3] > 1
+    assert torch.allclose(logits, model(x), atol=1e-5)  # the mask path does not change the decision
+    with pytest.raises(ValueError, match="no mask head"):
+        create(name)(x, return_mask=True)
+
+
 @pytest.mark.parametrize("kind", ["srm", "dct", "fft"])
 def test_dual_branch_fuses_frequency_features(kind):
     model = create("test_efficientnet", frequency=kind).eval()

@@ -11,9 +11,9 @@ import torch
 import yaml
 
 from fakefinder.config import ConfigError, config_from_dict, load_config
-from fakefinder.data.augment import build_train_transform, face_mask, self_blend
+from fakefinder.data.augment import build_train_transform, difference_mask, face_mask, self_blend
 from fakefinder.data.synthetic import identity_face
-from fakefinder.data.training import CropDataset, EpochSampler, read_manifest
+from fakefinder.data.training import CropDataset, EpochSampler, mask_partners, read_manifest
 from fakefinder.engine.checkpoint import load_checkpoint
 from fakefinder.engine.optim import Schedule
 from fakefinder.engine.trainer import train
@@ -158,6 +158,58 @@ def test_self_blended_pseudo_fakes():
     assert changed[height // 2 - 10 : height // 2 + 10, width // 2 - 10 : width // 2 + 10].mean() > 0.5
     assert changed[:5, :5].mean() == 0 and changed[-5:, -5:].mean() == 0  # corners untouched
     assert np.array_equal(self_blend(real, np.random.default_rng(7)), self_blend(real, np.random.default_rng(7)))
+
+
+def test_difference_masks_find_the_swapped_region_and_follow_augmentation(manifest):
+    real, fake = identity_face(5), identity_face(5, fake=True)
+    mask = difference_mask(fake, real)
+    height, width = mask.shape
+    assert mask[int(0.47 * height), width // 2] > 0.9  # the blended inner face
+    assert mask[:10, :10].max() < 0.05 and mask[-10:, -10:].max() < 0.05  # untouched corners
+    with pytest.raises(ValueError, match="one size"):
+        difference_mask(fake, real[:-2])
+
+    frame = read_manifest(manifest)
+    rows = frame[frame.split == "train"].reset_index(drop=True)
+    partners = mask_partners(rows)
+    for i, partner in enumerate(partners):
+        if rows.label[i] == "real":
+            assert partner == -1
+        else:
+            assert rows.label[partner] == "real" and rows.group[partner] == rows.group[i]
+    orphan = rows.drop(index=int(partners[rows.index[rows.label == "fake"][0]])).reset_index(drop=True)
+    assert (mask_partners(orphan) == -1).sum() == (orphan.label == "real").sum() + 1
+
+    flip = config_from_dict({"augment": {"hflip": 1.0, "rotate": 0, "jpeg": 0, "blur": 0, "color_jitter": 0,
+                                         "downscale": 0, "cutout": 0}}).augment
+    plain = CropDataset(rows, manifest.parent, 48, (0.5,) * 3, (0.5,) * 3, masks=True)
+    flipped = CropDataset(rows, manifest.parent, 48, (0.5,) * 3, (0.5,) * 3, build_train_transform(flip), masks=True)
+    fake = int(np.flatnonzero(rows.label == "fake")[0])
+    image, label, target, valid = plain[(fake, 1)]
+    assert label == 1 and valid == 1 and target.shape == (1, 6, 6)
+    assert target.max() > 0.2 and target[0, 0].max() == target[0, :, 0].max() == 0  # the face, not the border
+    image_f, _, target_f, _ = flipped[(fake, 1)]
+    assert torch.allclose(target_f, torch.flip(target, dims=[2]), atol=1e-5)
+    assert torch.allclose(image_f, torch.flip(image, dims=[2]), atol=1e-5)
+    real = int(np.flatnonzero(rows.label == "real")[0])
+    assert plain[(real, 1)][2].max() == 0 and plain[(real, 1)][3] == 1
+    lonely = CropDataset(orphan, manifest.parent, 48, (0.5,) * 3, (0.5,) * 3, masks=True)
+    no_partner = int(np.flatnonzero((mask_partners(orphan) == -1) & (orphan.label == "fake").to_numpy())[0])
+    assert lonely[(no_partner, 1)][3] == 0  # unknown mask: left out of the mask loss
+    sbi = CropDataset(rows, manifest.parent, 48, (0.5,) * 3, (0.5,) * 3, sbi=1.0, masks=True)
+    _, label, target, valid = sbi[(real, 1)]
+    assert label == 1 and valid == 1 and target.max() > 0.3  # the self-blend's own mask
+
+
+def test_mask_supervision_trains_and_reloads(manifest, tmp_path):
+    from fakefinder.infer.scoring import load_detector
+
+    config = train_config(manifest, tmp_path / "run", epochs=1, mask_loss=0.5)
+    assert config.model.mask_head  # switched on by the mask loss
+    result = train(config)
+    assert all(np.isfinite(row["train_loss_mask"]) and row["train_loss_mask"] > 0 for row in result.history)
+    detector = load_detector(result.best_path)
+    assert detector.info["mask_head"] and detector.model.mask_head is not None
 
 
 def test_sbi_trains_on_reals_only(manifest, tmp_path):

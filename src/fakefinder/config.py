@@ -168,6 +168,11 @@ class ModelConfig(_Section):
         description="Test-time augmentation for validation, evaluate, predict and export: hflip averages "
         "the logits of the image and its mirror.",
     )
+    mask_head: bool = Field(
+        default=False,
+        description="Also predict where the face was manipulated (a 1x1 conv on the last feature map); "
+        "switched on by train.mask_loss > 0.",
+    )
 
 
 class AugmentConfig(_Section):
@@ -235,6 +240,17 @@ class TrainConfig(_Section):
     loss: dict[str, float] = Field(default_factory=lambda: {"ce": 1.0})
     focal_gamma: float = Field(default=2.0, ge=0)
     label_smoothing: float = Field(default=0.0, ge=0, lt=0.5)
+    mask_loss: float = Field(
+        default=0.0, ge=0,
+        description="Weight of the manipulation-mask loss (per-pixel BCE on the model's mask head). Targets: "
+        "empty for reals; for a fake, the smoothed difference from the real crop of its identity group "
+        "(same frame and face index when known; crops must be aligned); for a self-blended fake, its blend "
+        "mask. Fakes without a real partner do not count.",
+    )
+    mask_threshold: tuple[float, float] = Field(
+        default=(3.0, 12.0),
+        description="Mean absolute pixel difference (0-255, after smoothing) mapped to mask 0 and 1.",
+    )
     sampler: Literal["balanced", "shuffle", "paired"] = Field(
         default="balanced",
         description="balanced: equal (dataset, class) cells; shuffle: a permutation; paired: whole identity "
@@ -458,6 +474,12 @@ class Config(_Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     predict: PredictConfig = Field(default_factory=PredictConfig)
     dx_llava: DxLlavaConfig = Field(default_factory=DxLlavaConfig)
+
+    @model_validator(mode="after")
+    def _mask_head_for_mask_loss(self) -> "Config":
+        if self.train.mask_loss > 0:
+            self.model.mask_head = True  # the resolved config (and checkpoint) records the head
+        return self
 
 
 # ---------------------------------------------------------------------------------------------

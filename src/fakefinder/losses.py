@@ -38,6 +38,15 @@ def soft_f1_loss(logits, targets, eps: float = 1e-7):
     return 1 - torch.stack(scores).mean()
 
 
+def mask_loss(mask_logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Per-pixel BCE between predicted manipulation-mask logits (N, 1, h, w) and target masks
+    (N, 1, H, W, area-pooled to h x w), averaged over the samples whose mask is known (`valid`)."""
+    target = F.adaptive_avg_pool2d(target.float(), mask_logits.shape[-2:])
+    per_sample = F.binary_cross_entropy_with_logits(mask_logits.float(), target, reduction="none").mean(dim=(1, 2, 3))
+    valid = valid.float()
+    return (per_sample * valid).sum() / valid.sum().clamp(min=1.0)
+
+
 LOSSES = {"ce": "cross-entropy", "focal": "focal", "f1": "soft-F1"}
 
 

@@ -1,6 +1,7 @@
 """What the trainer reads: manifest rows -> (image tensor, label) batches.
 
-`CropDataset` loads crops; `EpochSampler` decides which rows an epoch visits (balanced across
+`CropDataset` loads crops (and, for mask supervision, the manipulation mask of each training
+crop: see `mask_partners`); `EpochSampler` decides which rows an epoch visits (balanced across
 datasets and classes, or a shuffle), splits them between DDP ranks, can start mid-epoch on resume,
 and hands each draw its own seed for augmentation.
 """
@@ -15,7 +16,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from fakefinder.data.augment import self_blend
+from fakefinder.data.augment import difference_mask, self_blend
 
 LABELS = {"real": 0, "fake": 1}
 CLASS_NAMES = ["real", "fake"]
@@ -60,12 +61,38 @@ def load_rgb(path: Path, size: int) -> np.ndarray:
         return np.array(image)  # a writable copy
 
 
+def mask_partners(rows: pd.DataFrame) -> np.ndarray:
+    """For each row, the row number of the real crop a fake was made from (-1 when unknown or for
+    reals): a real of the same dataset and identity group with the same frame and face index, or
+    else the group's only real crop. Needs the manifest's `group` column."""
+    partners = np.full(len(rows), -1, dtype=np.int64)
+    if "group" not in rows.columns or len(rows) == 0:
+        return partners
+    frame = rows.reset_index(drop=True)
+    keys = [c for c in ("frame_index", "face_index") if c in frame.columns]
+    reals = frame[frame.label == "real"]
+    exact = {(d, g, *k): i for i, d, g, *k in zip(reals.index, reals.dataset, reals.group,
+                                                  *(reals[c] for c in keys))}
+    by_group = reals.groupby(["dataset", "group"]).groups
+    only = {key: idx[0] for key, idx in by_group.items() if len(idx) == 1}
+    fakes = frame[frame.label == "fake"]
+    for i, d, g, *k in zip(fakes.index, fakes.dataset, fakes.group, *(fakes[c] for c in keys)):
+        partners[i] = exact.get((d, g, *k), only.get((d, g), -1))
+    return partners
+
+
 class CropDataset(Dataset):
     """Face crops listed in a manifest. Keys are `(row, seed)` from `EpochSampler` (augmented) or
-    plain row numbers (no augmentation, for evaluation)."""
+    plain row numbers (no augmentation, for evaluation).
+
+    With `masks=True` (training with a mask loss) an item is `(image, label, mask, mask_valid)`:
+    the mask (1 x size/8 x size/8, augmented with the image) is empty for a real, the blend mask
+    for a self-blended fake, the difference from its partner real (`mask_partners`) for a fake;
+    `mask_valid` is 0 for a fake with no partner."""
 
     def __init__(self, rows: pd.DataFrame, root: Path, image_size: int, mean, std, transform=None,
-                 sbi: float = 0.0, perturb=None) -> None:
+                 sbi: float = 0.0, perturb=None, masks: bool = False,
+                 mask_threshold: tuple[float, float] = (3.0, 12.0)) -> None:
         self.paths = [Path(root) / p for p in rows.path]
         self.labels = np.array([LABELS[label] for label in rows.label], dtype=np.int64)
         self.image_size = image_size
@@ -74,6 +101,9 @@ class CropDataset(Dataset):
         self.transform = transform
         self.sbi = sbi
         self.perturb = perturb  # evaluation-time corruption (robustness tables), applied to every image
+        self.masks = masks
+        self.mask_threshold = tuple(mask_threshold)
+        self.partners = mask_partners(rows) if masks else None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -82,17 +112,39 @@ class CropDataset(Dataset):
         index, seed = key if isinstance(key, tuple) else (key, None)
         image = load_rgb(self.paths[index], self.image_size)
         label = int(self.labels[index])
+        mask, valid = None, 1.0
+        if self.masks:
+            mask = np.zeros(image.shape[:2], dtype=np.float32)
+            partner = self.partners[index]
+            if label == 1 and partner >= 0:
+                mask = difference_mask(image, load_rgb(self.paths[partner], self.image_size), *self.mask_threshold)
+            elif label == 1:
+                valid = 0.0
         if seed is not None:
             rng = np.random.default_rng(seed)
             if self.sbi and label == 0 and rng.random() < self.sbi:
-                image, label = self_blend(image, rng), 1
+                image, blend = self_blend(image, rng, return_mask=True)
+                label = 1
+                mask = blend if mask is not None else None
             if self.transform is not None:
                 self.transform.set_random_seed(int(rng.integers(2**31 - 1)))
-                image = self.transform(image=image)["image"]
+                if mask is not None:
+                    out = self.transform(image=image, mask=mask)
+                    image, mask = out["image"], out["mask"]
+                else:
+                    image = self.transform(image=image)["image"]
         if self.perturb is not None:
             image = self.perturb(image)
         tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
-        return (tensor - self.mean) / self.std, torch.tensor(label, dtype=torch.float32)
+        tensor = (tensor - self.mean) / self.std
+        if mask is None:
+            return tensor, torch.tensor(label, dtype=torch.float32)
+        import cv2
+
+        side = max(1, self.image_size // 8)
+        small = cv2.resize(np.ascontiguousarray(mask, dtype=np.float32), (side, side), interpolation=cv2.INTER_AREA)
+        return (tensor, torch.tensor(label, dtype=torch.float32), torch.from_numpy(small)[None],
+                torch.tensor(valid, dtype=torch.float32))
 
 
 class EpochSampler(Sampler):

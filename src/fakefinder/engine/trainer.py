@@ -29,7 +29,7 @@ from fakefinder.engine.checkpoint import load_checkpoint, rng_state, save_checkp
 from fakefinder.engine.optim import ModelEma, Schedule, build_optimizer
 from fakefinder.engine.reporting import RunReporter, hardware_use
 from fakefinder.eval.metrics import binary_metrics, fit_threshold, is_better
-from fakefinder.losses import CombinedLoss
+from fakefinder.losses import CombinedLoss, mask_loss
 from fakefinder.models.detectors import with_tta
 
 BACKUP_FILES = ("last.pt", "best.pt", "history.jsonl", "history.csv", "curves.png", "config.yaml")
@@ -74,14 +74,15 @@ def model_info(config: Config, model) -> dict:
     std = config.model.std or model.pretrained_cfg.get("std") or (0.229, 0.224, 0.225)
     return {"name": config.model.name, "arch": model.arch, "frequency": config.model.frequency,
             "image_size": config.model.image_size, "mean": list(mean), "std": list(std),
-            "dropout": config.model.dropout}
+            "dropout": config.model.dropout, "mask_head": config.model.mask_head}
 
 
 def build_model(config: Config):
     from fakefinder.models import create
 
     return create(config.model.name, pretrained=config.model.pretrained, dropout=config.model.dropout,
-                  frequency=config.model.frequency, drop_path=config.model.drop_path)
+                  frequency=config.model.frequency, drop_path=config.model.drop_path,
+                  mask_head=config.model.mask_head)
 
 
 def _manifest_path(config: Config) -> Path:
@@ -135,7 +136,17 @@ class Trainer:
         sbi = config.augment.sbi if config.augment.sbi or config.augment.sbi_reals_only else 0.0
         if config.augment.sbi_reals_only and not sbi:
             sbi = 0.5
-        self.train_set = CropDataset(train_rows, root, size, mean, std, build_train_transform(config.augment), sbi=sbi)
+        self.train_set = CropDataset(train_rows, root, size, mean, std, build_train_transform(config.augment), sbi=sbi,
+                                     masks=train.mask_loss > 0, mask_threshold=train.mask_threshold)
+        if train.mask_loss > 0:
+            known = int((self.train_set.partners >= 0).sum())
+            fakes = int(self.train_set.labels.sum())
+            if fakes and not known and not sbi:
+                raise ConfigError(
+                    "train.mask_loss needs mask targets: no training fake has a real partner in its identity "
+                    "group (manifest column `group`) and augment.sbi is 0"
+                )
+            self._say(f"mask supervision: {known} of {fakes} training fakes have an aligned real partner")
         self.val_set = CropDataset(val_rows, root, size, mean, std)
         self.sampler = EpochSampler(
             self.train_set.labels, list(train_rows.dataset), train.sampler, train.epoch_size, train.seed,
@@ -283,15 +294,21 @@ class Trainer:
         while self.step_in_epoch < self.steps_per_epoch:
             for micro in range(train.accumulate):
                 t0 = time.perf_counter()
-                images, labels = next(batches)
+                images, labels, *masks = next(batches)
                 wait += time.perf_counter() - t0
                 images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
                 labels = labels.to(self.device, non_blocking=True)
                 sync = nullcontext() if (micro == train.accumulate - 1 or not self.dist.enabled) else model.no_sync()
                 with sync:
                     with self._autocast():
-                        logits = model(images)
+                        out = model(images, return_mask=True) if masks else model(images)
+                    logits, mask_logits = out if masks else (out, None)
                     loss = self.criterion(logits, labels)
+                    if masks:
+                        target, valid = (m.to(self.device, non_blocking=True) for m in masks)
+                        part = mask_loss(mask_logits, target, valid)
+                        self.criterion.parts["mask"] = float(part.detach())
+                        loss = loss + train.mask_loss * part
                     if not torch.isfinite(loss):
                         raise FloatingPointError(
                             f"loss is {loss.item()} at epoch {self.epoch + 1} step {self.step_in_epoch + 1} "

@@ -34,7 +34,8 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu", use_ema:
     state = load_checkpoint(path)
     config = Config.model_validate(state["config"])
     info = state["model_info"]
-    model = create(info["name"], pretrained=False, dropout=info.get("dropout", 0.0), frequency=info.get("frequency"))
+    model = create(info["name"], pretrained=False, dropout=info.get("dropout", 0.0), frequency=info.get("frequency"),
+                   mask_head=bool(info.get("mask_head", False)))
     weights = state["model"]
     model.load_state_dict(weights)
     model.to(device).eval()

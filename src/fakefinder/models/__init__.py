@@ -72,6 +72,7 @@ def create(
     dropout: float = 0.0,
     frequency: str | None = None,
     drop_path: float | None = None,
+    mask_head: bool = False,
     **timm_kwargs,
 ) -> Detector:
     """Build a detector. `pretrained`: False; True (timm's hub weights, needs internet once);
@@ -89,7 +90,8 @@ def create(
         if report.loaded == 0:
             raise WeightsError(f"no tensor of {pretrained} fits {preset.backbone}: {report.summary()}")
         log.info("pretrained weights: %s", report.summary())
-    model = Detector(backbone, preset.backbone, dropout=dropout, frequency=frequency or preset.frequency)
+    model = Detector(backbone, preset.backbone, dropout=dropout, frequency=frequency or preset.frequency,
+                     mask_head=mask_head)
     model.load_report = report
     return model
 

@@ -2,6 +2,8 @@
 adds a frequency branch (SRM high-pass residuals, or DCT/FFT log-magnitudes) through a small CNN.
 
 Every detector separates `features(x)` (a pooled vector) from `classifier(features)` (the logit).
+With `mask_head=True` a 1x1 convolution on the backbone's last feature map also predicts where the
+face was manipulated (`forward(x, return_mask=True)`), trained with `train.mask_loss`.
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ class Detector(nn.Module):
 
     def __init__(
         self, backbone: nn.Module, arch: str, dropout: float = 0.0, frequency: str | None = None,
-        frequency_width: int = 64,
+        frequency_width: int = 64, mask_head: bool = False,
     ) -> None:
         super().__init__()
         self.arch = arch
@@ -102,10 +104,13 @@ class Detector(nn.Module):
         features = backbone.num_features + (self.frequency.num_features if self.frequency else 0)
         self.num_features = features
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(features, 1))
+        self.mask_head = nn.Conv2d(backbone.num_features, 1, kernel_size=1) if mask_head else None
         self.pretrained_cfg = dict(getattr(backbone, "pretrained_cfg", {}) or {})
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = self.backbone(x)
+        return self._with_frequency(self.backbone(x), x)
+
+    def _with_frequency(self, pooled: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.frequency is not None:
             pooled = torch.cat([pooled, self.frequency(x).to(pooled.dtype)], dim=1)
         return pooled
@@ -113,12 +118,36 @@ class Detector(nn.Module):
     def classifier(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(features).squeeze(1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+    def forward(self, x: torch.Tensor, return_mask: bool = False):
+        """The logit per image; with `return_mask`, also the manipulation-mask logits (N, 1, h, w)
+        on the backbone's last feature map."""
+        if not return_mask:
+            return self.classifier(self.features(x))
+        if self.mask_head is None:
+            raise ValueError("this detector has no mask head (build it with mask_head=True / train.mask_loss > 0)")
+        raw = self.backbone.forward_features(x)
+        pooled = self._with_frequency(self.backbone.forward_head(raw), x)
+        return self.classifier(pooled), self.mask_head(_as_nchw(raw, self.backbone))
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         if hasattr(self.backbone, "set_grad_checkpointing"):
             self.backbone.set_grad_checkpointing(enable)
+
+
+def _as_nchw(raw: torch.Tensor, backbone: nn.Module) -> torch.Tensor:
+    """A backbone's last feature map as (N, C, H, W): convolutional maps as they are, Swin-like
+    channels-last maps permuted, ViT-like token sequences (prefix tokens dropped) made square."""
+    if raw.ndim == 4:
+        if getattr(backbone, "output_fmt", "NCHW") == "NHWC":
+            return raw.permute(0, 3, 1, 2)
+        return raw
+    if raw.ndim == 3:
+        tokens = raw[:, getattr(backbone, "num_prefix_tokens", 0):]
+        side = math.isqrt(tokens.shape[1])
+        if side * side != tokens.shape[1]:
+            raise ValueError(f"cannot lay {tokens.shape[1]} tokens out as a square map for the mask head")
+        return tokens.transpose(1, 2).reshape(raw.shape[0], raw.shape[2], side, side)
+    raise ValueError(f"unexpected backbone feature shape {tuple(raw.shape)} for the mask head")
 
 
 class MirrorAverage(nn.Module):

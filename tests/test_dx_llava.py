@@ -195,6 +195,59 @@ def test_forward_backward_both_losses(dx_data, tmp_path, tower):
     assert all(p.grad is None for p in model.vision_tower.parameters())  # frozen by default
 
 
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_answer_only_lm_loss_equals_the_full_vocabulary_loss(dx_data, tmp_path, mode):
+    from fakefinder.dx_llava.model import build_model
+
+    cfg = dx_config(dx_data, tmp_path / "out", mode=mode, model={"head_source": "last_prompt_token"})
+    model, tokenizer, _ = build_model(cfg.dx_llava, tmp_path / "out")
+    model.eval()
+    batch = _batch(model, tokenizer, dx_data, cfg)
+    assert model._decoder_and_head() is not None  # the fast path is the one under test
+    out = model(**batch)
+    embeds, projected = model.embed(batch["input_ids"], batch["image_mask"].bool(), batch["pixel_values"])
+    reference = model.language_model(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
+                                     labels=batch["labels"], output_hidden_states=True, use_cache=False)
+    assert torch.allclose(out["lm_loss"], reference.loss, atol=1e-5)
+    head = model.binary_logits(projected, reference.hidden_states[-1], batch["prompt_end"])
+    assert torch.allclose(out["binary_logits"], head, atol=1e-5)  # same hidden state for the head
+
+
+def test_tower_from_a_trained_detector_checkpoint_travels_with_the_run(dx_data, tmp_path):
+    """vision_tower: fakefinder:<best.pt> uses a classic detector's backbone (its input size and
+    normalisation too); the run saves the tower, so it reloads after the detector file is gone."""
+    import shutil
+
+    from conftest import make_crops, train_config
+    from fakefinder.dx_llava.model import load_model
+    from fakefinder.dx_llava.train import train as train_dx
+    from fakefinder.engine.trainer import train as train_detector
+    from fakefinder.infer.scoring import load_detector
+
+    manifest = make_crops(tmp_path / "crops", groups=6)
+    detector_run = train_detector(train_config(manifest, tmp_path / "detector", epochs=1, batch_size=2))
+    detector = load_detector(detector_run.best_path).model
+    source = tmp_path / "tower.pt"
+    shutil.copy(detector_run.best_path, source)
+
+    cfg = dx_config(dx_data, tmp_path / "run", max_steps=2,
+                    model={"vision_tower": f"fakefinder:{source}", "vision_config": None})
+    result = train_dx(cfg)
+    final = Path(result["final"])
+    meta = json.loads((final / "dx_llava.json").read_text())
+    assert meta["tower_arch"] == "test_efficientnet" and meta["image_size"] == 32
+    assert meta["mean"] == [0.485, 0.456, 0.406]
+    source.unlink()
+    model, _, _ = load_model(final)
+    theirs = detector.backbone.state_dict()
+    ours = model.vision_tower.trunk.state_dict()
+    assert set(ours) == set(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)  # frozen: unchanged
+    from fakefinder.dx_llava.model import build_model
+
+    with pytest.raises(ConfigError, match="not found"):
+        build_model(cfg.dx_llava, tmp_path / "again")  # a new run needs the detector file
+
+
 def test_open_clip_convnext_tower_gives_one_token_per_position(dx_data, tmp_path):
     """An open_clip CLIP model with a timm ConvNeXt trunk (the structure of convnext_large_d_320,
     tiny): the last stage's map becomes H*W tokens of its channel width."""

@@ -361,7 +361,8 @@ class DxLlavaModelConfig(_Section):
     vision_tower: str = Field(
         default="open_clip:hf-hub:laion/CLIP-convnext_large_d_320.laion2B-s29B-b131K-ft-soup",
         description="open_clip:<name>, timm:<name> (e.g. timm:convnext_large_mlp.clip_laion2b_ft_soup_320), "
-        "clip:<hub id or folder> (a CLIP ViT), or 'llava' (the CLIP tower inside llava_checkpoint).",
+        "clip:<hub id or folder> (a CLIP ViT), 'llava' (the CLIP tower inside llava_checkpoint), or "
+        "fakefinder:<best.pt> (the backbone of a detector trained with `fakefinder train`; saved with the run).",
     )
     vision_pretrained: bool | str = Field(
         default=True, description="timm towers: true (hub), false, a weights file, or 'package:efficientnet_lite0'."

@@ -118,13 +118,21 @@ class DxLlava(nn.Module):
                 prompt_end=None, **_) -> dict:
         embeds, projected = self.embed(input_ids, image_mask.bool(), pixel_values)
         want_hidden = self.head_source == "last_prompt_token"
-        out = self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels,
-                                  output_hidden_states=want_hidden, use_cache=False)
-        hidden = out.hidden_states[-1] if want_hidden else None
+        parts = self._decoder_and_head()
+        if parts is not None:
+            decoder, lm_head = parts
+            hidden_all = decoder(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
+            hidden = hidden_all if want_hidden else None
+            lm_loss = self._answer_loss(hidden_all, lm_head, labels) if labels is not None else None
+        else:  # models whose logits need more than the output layer (soft-capping, scaling)
+            out = self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels,
+                                      output_hidden_states=want_hidden, use_cache=False)
+            hidden = out.hidden_states[-1] if want_hidden else None
+            lm_loss = out.loss if labels is not None else None
         logits = self.binary_logits(projected, hidden, prompt_end)
         result = {"binary_logits": logits}
         zero = logits.sum() * 0.0
-        lm_loss = out.loss if labels is not None and out.loss is not None else zero
+        lm_loss = lm_loss if lm_loss is not None else zero
         binary_loss = zero
         if binary_labels is not None:
             known = binary_labels >= 0
@@ -134,6 +142,32 @@ class DxLlava(nn.Module):
         result["binary_loss"] = binary_loss
         result["loss"] = self.lm_loss_weight * lm_loss + self.binary_loss_weight * binary_loss
         return result
+
+    def _decoder_and_head(self):
+        """(decoder, output layer) of the LM when logits are plainly `lm_head(hidden)`, else None."""
+        lm = self.language_model
+        base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+        config = getattr(base, "config", None)
+        if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
+            return None
+        get_decoder = getattr(base, "get_decoder", None)
+        decoder = get_decoder() if get_decoder is not None else None
+        head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+        if decoder is None or head is None or decoder is base:
+            return None
+        return decoder, head
+
+    @staticmethod
+    def _answer_loss(hidden: torch.Tensor, lm_head: nn.Module, labels: torch.Tensor) -> torch.Tensor | None:
+        """Next-token cross-entropy over the answer tokens only: the output layer runs on the
+        positions that predict a labelled token, not on the whole sequence x vocabulary (the same
+        mean as computing every logit, at a fraction of the time and memory)."""
+        targets = labels[:, 1:]
+        keep = targets != -100
+        if not keep.any():
+            return None
+        logits = lm_head(hidden[:, :-1][keep])
+        return F.cross_entropy(logits.float(), targets[keep])
 
     @torch.no_grad()
     def generate(self, input_ids, attention_mask, image_mask, pixel_values, max_new_tokens: int = 64,
@@ -359,6 +393,8 @@ def build_model(cfg: DxLlavaConfig, work_dir: Path | None = None, for_training: 
     info = {"base": base, "projector_from": projector_from, "num_image_tokens": model.num_image_tokens,
             "image_size": tower.image_size, "mean": list(tower.mean), "std": list(tower.std),
             "vision_hidden": tower.hidden_size, "lm_hidden": hidden}
+    if getattr(tower, "arch", None):
+        info["tower_arch"] = tower.arch  # rebuilds a saved detector tower without its source checkpoint
     return model, tokenizer, info
 
 
@@ -490,7 +526,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
         llava = load_llava(cfg.model.llava_checkpoint)
         llava_parts = {"vision_config": llava["vision_config"], "vision_state": llava["vision_state"],
                        "vision_source": llava["vision_source"]}
-    tower = build_vision_tower(cfg.model.model_copy(update={"image_size": meta["image_size"]}), llava_parts)
+    tower_cfg = cfg.model.model_copy(update={"image_size": meta["image_size"]})
+    if meta.get("tower_arch") and (path / "vision_tower.safetensors").is_file():
+        # a tower taken from a detector checkpoint: same architecture, weights from this folder
+        tower_cfg = tower_cfg.model_copy(update={"vision_tower": f"timm:{meta['tower_arch']}", "vision_pretrained": False})
+    tower = build_vision_tower(tower_cfg, llava_parts)
+    tower.mean, tower.std = tuple(meta["mean"]), tuple(meta["std"])
     projector = build_projector(cfg.model.projector, tower.hidden_size, meta["lm_hidden"])
     head = BinaryHead(meta["lm_hidden"], cfg.model.head_hidden)
     model = DxLlava(lm, tower, projector, head, cfg.model.head_source, cfg.train.lm_loss_weight,

@@ -7,6 +7,8 @@ hidden layer without the class token, as LLaVA-1.5 does.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -85,6 +87,28 @@ def _timm_tower(name: str, pretrained: bool | str, image_size: int | None) -> Fe
     return FeatureMapTower(trunk, trunk.num_features, size, cfg.get("mean", CLIP_MEAN), cfg.get("std", CLIP_STD))
 
 
+def _fakefinder_tower(path: str, image_size: int | None) -> FeatureMapTower:
+    """The backbone of a classic fakefinder detector checkpoint (its last feature map): image tokens
+    that already carry deepfake evidence. The detector's input size and normalisation come along."""
+    from fakefinder.engine.checkpoint import load_checkpoint
+    from fakefinder.models import create
+
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"dx_llava.model.vision_tower: detector checkpoint not found: {file}")
+    state = load_checkpoint(file)
+    info = state.get("model_info")
+    if not info or "model" not in state:
+        raise ConfigError(f"dx_llava.model.vision_tower: {file} is not a fakefinder detector checkpoint")
+    detector = create(info["name"], pretrained=False, dropout=info.get("dropout", 0.0),
+                      frequency=info.get("frequency"), mask_head=bool(info.get("mask_head", False)))
+    detector.load_state_dict(state["model"])
+    trunk = detector.backbone
+    tower = FeatureMapTower(trunk, trunk.num_features, image_size or int(info["image_size"]), info["mean"], info["std"])
+    tower.arch = detector.arch
+    return tower
+
+
 def _open_clip_tower(name: str, pretrained: bool | str, image_size: int | None) -> FeatureMapTower:
     """open_clip ConvNeXt: `hf-hub:laion/CLIP-convnext_large_d_320.laion2B-s29B-b131K-ft-soup` (config
     and weights from the hub), or a model name (`convnext_large_d_320`) with `vision_pretrained` a tag
@@ -143,7 +167,7 @@ def build_vision_tower(config: DxLlavaModelConfig, llava_parts: dict | None = No
     CLIP tower config and weights for `vision_tower: llava`."""
     spec = config.vision_tower
     kind, _, name = spec.partition(":")
-    random_init = False
+    random_init = False  # True: the weights cannot be rebuilt from the spec, so checkpoints hold them
     if spec == "llava":
         if not llava_parts:
             raise ConfigError("dx_llava.model.vision_tower=llava needs dx_llava.model.llava_checkpoint")
@@ -160,12 +184,15 @@ def build_vision_tower(config: DxLlavaModelConfig, llava_parts: dict | None = No
     elif kind == "open_clip" and name:
         tower = _open_clip_tower(name, config.vision_pretrained, config.image_size)
         random_init = config.vision_pretrained is False and not name.startswith("hf-hub:")
+    elif kind == "fakefinder" and name:
+        tower = _fakefinder_tower(name, config.image_size)
+        random_init = True
     elif kind == "clip" and (name or config.vision_config):
         tower = _clip_tower(name or None, config)
         random_init = config.vision_config is not None
     else:
         raise ConfigError(f"dx_llava.model.vision_tower={spec!r}: use timm:<name>, open_clip:<name>, "
-                          "clip:<hub id or folder>, or llava")
+                          "clip:<hub id or folder>, fakefinder:<detector checkpoint>, or llava")
     tower.random_init = random_init
     if config.freeze_vision_tower:
         tower.requires_grad_(False)

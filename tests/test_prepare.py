@@ -287,8 +287,31 @@ def test_resume_after_sigkill(tmp_path):
 
 
 def test_heap_growth_limit_is_applied_on_linux():
+    import subprocess
     import sys
 
-    from fakefinder.utils.memory import limit_heap_growth
+    # in a child process: the setting is process-wide and would slow every later test here
+    code = "from fakefinder.utils.memory import limit_heap_growth; print(limit_heap_growth())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str(sys.platform.startswith("linux"))
 
-    assert limit_heap_growth() == sys.platform.startswith("linux")
+
+def test_in_process_prepare_leaves_the_callers_threads_and_heap_alone(trees, tmp_path, monkeypatch):
+    """Preparing in the caller's process (no workers, one item, or nothing left to do) must not
+    leave worker settings behind: training right after it would run on one thread."""
+    import torch
+
+    from fakefinder.utils import memory
+
+    calls = []
+    monkeypatch.setattr(memory, "limit_heap_growth", lambda *a: calls.append(a) or True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        config = make_config(tmp_path / "out", [ds("crops", "csv", trees["csv"])], faces={"detect": False, "size": 32},
+                             prepare={"num_workers": 0, "torch_threads": 1})
+        fakefinder.prepare(config, progress=False)  # everything in this process
+        fakefinder.prepare(config, progress=False)  # nothing left to do
+        assert torch.get_num_threads() == 2 and not calls
+    finally:
+        torch.set_num_threads(threads)

@@ -77,17 +77,21 @@ class _Record:
 _worker_state: dict[str, Any] = {}
 
 
-def _init_worker(config_json: str, torch_threads: int | None) -> None:
+def _init_worker(config_json: str, torch_threads: int | None, own_process: bool = True) -> None:
+    """Set up a prepare worker. Process-wide settings (heap policy, torch threads) are only made in
+    a worker's own process: run in the caller's process they would outlive `prepare` and slow
+    down whatever runs next there (training with one thread and every large buffer mmapped)."""
     import torch
 
     from fakefinder.config import Config
 
     from fakefinder.utils.memory import limit_heap_growth
 
-    limit_heap_growth()
+    if own_process:
+        limit_heap_growth()
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
     torch.set_flush_denormal(True)
-    if torch_threads:
-        torch.set_num_threads(torch_threads)
     _worker_state.clear()
     _worker_state["config"] = Config.model_validate_json(config_json)
 
@@ -280,7 +284,9 @@ def _execute(tasks: list[_Task], config: Config) -> Iterator[_Record]:
     if workers == 0 or len(tasks) <= 1:
         from fakefinder.utils.memory import release_free_memory
 
-        _init_worker(config.model_dump_json(), threads)
+        if not tasks:
+            return
+        _init_worker(config.model_dump_json(), threads, own_process=False)
         for task in tasks:
             yield process_item(task, config)
             release_free_memory()

@@ -96,11 +96,12 @@ def file_ids(files: list[Path]) -> list[str]:
 _state: dict = {}
 
 
-def _init_extractor(faces_json: str, frames: int, stride: int | None, threads: int) -> None:
+def _init_extractor(faces_json: str, frames: int, stride: int | None, threads: int, own_process: bool = True) -> None:
     from fakefinder.utils.memory import limit_heap_growth
 
-    limit_heap_growth()
-    torch.set_num_threads(threads)
+    if own_process:  # process-wide settings only in a worker (the caller goes on to classify)
+        limit_heap_growth()
+        torch.set_num_threads(threads)
     torch.set_flush_denormal(True)
     _state.update(faces=FacesConfig.model_validate_json(faces_json), frames=frames, stride=stride)
 
@@ -158,7 +159,7 @@ def _extract_in_worker(path: Path) -> FileFaces:
 def _extract_all(files: list[Path], faces: FacesConfig, frames: int, stride: int | None, workers: int) -> Iterator[FileFaces]:
     """FileFaces in input order; with workers, a bounded number of files is in flight."""
     if workers == 0 or len(files) == 1:
-        _init_extractor(faces.model_dump_json(), frames, stride, torch.get_num_threads())
+        _init_extractor(faces.model_dump_json(), frames, stride, torch.get_num_threads(), own_process=False)
         for path in files:
             yield extract_faces(path, faces, frames, stride)
         return

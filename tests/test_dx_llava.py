@@ -388,6 +388,32 @@ def test_train_lora_resume_evaluate_and_merge(dx_data, tmp_path):
     assert len(explained["files"]) == 2 and explained["checkpoint"] == str(final)
 
 
+def test_torchrun_two_cpu_processes_share_the_data(dx_data, tmp_path):
+    """`torchrun --nproc_per_node 2 -m fakefinder dx-llava train`: one process group (gloo), each
+    rank gets half of every batch's samples, rank 0 alone writes the base LM and the checkpoint."""
+    import os
+    import subprocess
+    import sys
+
+    from fakefinder.config import save_config
+
+    cfg = dx_config(dx_data, tmp_path / "run", max_steps=None, epochs=1, batch_size=2, eval_steps=100,
+                    save_steps=100)
+    path = tmp_path / "dx.yaml"
+    save_config(cfg, path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+         "-m", "fakefinder", "dx-llava", "train", "-c", str(path)],
+        capture_output=True, text=True, env=env, timeout=400,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    # 12 samples, 2 ranks x batch 2 = 4 per step: 3 steps (one process would take 6)
+    assert "trained 3 steps" in done.stdout, done.stdout[-2000:]
+    assert (tmp_path / "run" / "final" / "adapter").is_dir()
+    assert not list((tmp_path / "run").glob("*.partial-*"))  # the base LM was written once, completely
+
+
 def test_stage1_saves_the_projector_alone_and_stage2_starts_from_it(dx_data, tmp_path):
     from safetensors.torch import load_file
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 import re
+import shutil
 from pathlib import Path
 
 import torch
@@ -277,7 +279,9 @@ def _materialise_base(cfg: DxLlavaConfig, base_dir: Path, llava: dict | None):
     marker = base_dir / "config.json"
     if marker.is_file():
         return str(base_dir), str(base_dir)
-    base_dir.mkdir(parents=True, exist_ok=True)
+    final_dir, base_dir = base_dir, base_dir.with_name(f"{base_dir.name}.partial-{os.getpid()}")
+    shutil.rmtree(base_dir, ignore_errors=True)
+    base_dir.mkdir(parents=True)  # written aside, renamed when complete: a killed run leaves no half model
     if llava is not None:
         text = dict(llava["text_config"])
         model_type = text.pop("model_type", "llama")
@@ -304,7 +308,9 @@ def _materialise_base(cfg: DxLlavaConfig, base_dir: Path, llava: dict | None):
             raise ConfigError("dx_llava.model.language_model_config needs dx_llava.model.tokenizer")
         tokenizer = load_tokenizer(cfg.model.tokenizer)
     tokenizer.save_pretrained(base_dir)
-    return str(base_dir), str(base_dir)
+    shutil.rmtree(final_dir, ignore_errors=True)
+    base_dir.rename(final_dir)
+    return str(final_dir), str(final_dir)
 
 
 def base_language_model(cfg: DxLlavaConfig, work_dir: Path, llava: dict | None) -> dict:

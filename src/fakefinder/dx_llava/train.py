@@ -180,7 +180,8 @@ def train(config: Config, resume: bool | str = False) -> dict:
         raise ConfigError("dx_llava.data.train_json is required (make one with `fakefinder dx-llava make-data`)")
     output = Path(cfg.train.output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    save_config(config, output / "config.yaml")
+    if int(os.environ.get("RANK", "0")) == 0:
+        save_config(config, output / "config.yaml")
     train_samples, train_report = read_samples(cfg.data.train_json, cfg.data.image_folder, cfg.data.ambiguous_labels)
     eval_samples, eval_report = [], None
     if cfg.data.eval_json is not None:
@@ -193,8 +194,17 @@ def train(config: Config, resume: bool | str = False) -> dict:
     if cfg.train.stage == "projector" and cfg.train.binary_loss_weight:
         log.info("stage 1 trains the projector with the language loss only (binary loss weight ignored)")
     device = _device(cfg)
+    from fakefinder.engine import distributed
+
+    # under torchrun: join the group now, so rank 0 alone writes shared files (the materialised
+    # base LM) while the others wait; the Trainer then reuses this group
+    dist_info, _ = distributed.setup("auto" if device == "cuda" else device)  # cuda:LOCAL_RANK
+    if not dist_info.is_main:
+        distributed.barrier(dist_info)
     torch.manual_seed(cfg.train.seed)
     model, tokenizer, info = build_model(cfg, output)
+    if dist_info.is_main:
+        distributed.barrier(dist_info)
     if cfg.train.stage == "projector":
         model.binary_loss_weight = 0.0
     conversation = Conversation(tokenizer, model.num_image_tokens, cfg.model.template, cfg.model.system_prompt,
@@ -240,6 +250,7 @@ def train(config: Config, resume: bool | str = False) -> dict:
     if trainer.args.should_save:
         save_model(model, tokenizer, cfg, info, final, config)
     metrics = trainer.evaluate() if eval_set is not None else {}
+    distributed.teardown(dist_info)  # a barrier first: gloo can abort when a rank leaves early
     return {"output": str(output), "final": str(final), "steps": result.global_step,
             "train_loss": result.training_loss, "seconds": seconds, "parameters": counts,
             "eval": metrics, "data": {"train": train_report, "eval": eval_report}, "info": info,

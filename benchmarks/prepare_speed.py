@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 
 import av
-import numpy as np
 import torch
 
 from _common import Contention, run_quietly

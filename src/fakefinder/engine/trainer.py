@@ -7,7 +7,6 @@ epoch and step, RNG states, config, class names and the decision threshold fitte
 
 from __future__ import annotations
 
-import math
 import random
 import shutil
 import signal

@@ -7,7 +7,6 @@ validation during training) unless `evaluate.threshold` fixes one.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -160,14 +160,12 @@ class DxLlava(nn.Module):
         return decoder, head
 
     @staticmethod
-    def _answer_loss(hidden: torch.Tensor, lm_head: nn.Module, labels: torch.Tensor) -> torch.Tensor | None:
+    def _answer_loss(hidden: torch.Tensor, lm_head: nn.Module, labels: torch.Tensor) -> torch.Tensor:
         """Next-token cross-entropy over the answer tokens only: the output layer runs on the
         positions that predict a labelled token, not on the whole sequence x vocabulary (the same
         mean as computing every logit, at a fraction of the time and memory)."""
         targets = labels[:, 1:]
-        keep = targets != -100
-        if not keep.any():
-            return None
+        keep = targets != -100  # none kept: nan, like the full-logit loss (reported by the trainer)
         logits = lm_head(hidden[:, :-1][keep])
         return F.cross_entropy(logits.float(), targets[keep])
 

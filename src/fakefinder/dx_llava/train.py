@@ -180,8 +180,6 @@ def train(config: Config, resume: bool | str = False) -> dict:
         raise ConfigError("dx_llava.data.train_json is required (make one with `fakefinder dx-llava make-data`)")
     output = Path(cfg.train.output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    if int(os.environ.get("RANK", "0")) == 0:
-        save_config(config, output / "config.yaml")
     train_samples, train_report = read_samples(cfg.data.train_json, cfg.data.image_folder, cfg.data.ambiguous_labels)
     eval_samples, eval_report = [], None
     if cfg.data.eval_json is not None:
@@ -199,7 +197,9 @@ def train(config: Config, resume: bool | str = False) -> dict:
     # under torchrun: join the group now, so rank 0 alone writes shared files (the materialised
     # base LM) while the others wait; the Trainer then reuses this group
     dist_info, _ = distributed.setup("auto" if device == "cuda" else device)  # cuda:LOCAL_RANK
-    if not dist_info.is_main:
+    if dist_info.is_main:
+        save_config(config, output / "config.yaml")
+    else:
         distributed.barrier(dist_info)
     torch.manual_seed(cfg.train.seed)
     model, tokenizer, info = build_model(cfg, output)

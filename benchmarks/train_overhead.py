@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 import fakefinder
 from fakefinder.config import config_from_dict
 from fakefinder.data import synthetic
-from fakefinder.data.training import CropDataset
+from fakefinder.data.training import CropDataset, loader_worker_init
 from fakefinder.models import create
 
 HERE = Path(__file__).resolve().parent
@@ -55,7 +55,8 @@ def bare_loop(manifest: Path, args) -> dict:
     generator = np.random.default_rng(0)
     keys = [(int(i), int(s)) for i, s in zip(generator.integers(0, len(rows), args.steps * args.batch),
                                              generator.integers(0, 2**62, args.steps * args.batch))]
-    loader = DataLoader(dataset, batch_size=args.batch, sampler=keys, num_workers=args.workers, drop_last=True)
+    loader = DataLoader(dataset, batch_size=args.batch, sampler=keys, num_workers=args.workers, drop_last=True,
+                        worker_init_fn=loader_worker_init)  # the loader settings the trainer uses
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
     model.train()
     times, waits = [], []

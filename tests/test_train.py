@@ -13,7 +13,7 @@ import yaml
 from fakefinder.config import ConfigError, config_from_dict, load_config
 from fakefinder.data.augment import build_train_transform, difference_mask, face_mask, self_blend
 from fakefinder.data.synthetic import identity_face
-from fakefinder.data.training import CropDataset, EpochSampler, mask_partners, read_manifest
+from fakefinder.data.training import CropDataset, EpochSampler, loader_worker_init, mask_partners, read_manifest
 from fakefinder.engine.checkpoint import load_checkpoint
 from fakefinder.engine.optim import Schedule
 from fakefinder.engine.trainer import train
@@ -144,6 +144,31 @@ def test_augmentations_are_seeded_per_sample(manifest):
     plain, _ = dataset[0]
     assert torch.equal(a, b)
     assert not torch.equal(a, c) or not torch.equal(a, plain)
+
+
+class _OpenCvThreads(torch.utils.data.Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        import cv2
+
+        return cv2.getNumThreads()
+
+
+def test_loader_workers_run_opencv_on_one_thread():
+    import cv2
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(2)  # as on a 2-core machine: without the worker set-up each worker inherits this
+    try:
+        plain = list(torch.utils.data.DataLoader(_OpenCvThreads(), num_workers=1))
+        pinned = list(torch.utils.data.DataLoader(_OpenCvThreads(), num_workers=1, worker_init_fn=loader_worker_init))
+    finally:
+        cv2.setNumThreads(before)
+    assert [int(t) for t in plain] == [2, 2]
+    assert [int(t) for t in pinned] == [1, 1]
+    assert cv2.getNumThreads() == before  # the training process keeps its own setting
 
 
 def test_self_blended_pseudo_fakes():

@@ -53,6 +53,16 @@ def select_rows(frame: pd.DataFrame, split: str, datasets: list[str] | None) -> 
     return rows.reset_index(drop=True)
 
 
+def loader_worker_init(worker_id: int) -> None:
+    """DataLoader worker set-up: torch already runs one thread per worker; make OpenCV (used by the
+    augmentations) do the same, so workers do not compete with the training process for cores."""
+    try:
+        import cv2
+    except ImportError:  # pragma: no cover - opencv is a dependency
+        return
+    cv2.setNumThreads(1)
+
+
 def load_rgb(path: Path, size: int) -> np.ndarray:
     with Image.open(path) as image:
         image = image.convert("RGB")

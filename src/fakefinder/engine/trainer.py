@@ -22,7 +22,9 @@ from torch.utils.data import DataLoader
 
 from fakefinder.config import Config, ConfigError, save_config
 from fakefinder.data.augment import build_train_transform
-from fakefinder.data.training import CLASS_NAMES, CropDataset, EpochSampler, read_manifest, select_rows
+from fakefinder.data.training import (
+    CLASS_NAMES, CropDataset, EpochSampler, loader_worker_init, read_manifest, select_rows,
+)
 from fakefinder.engine import distributed
 from fakefinder.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from fakefinder.engine.optim import ModelEma, Schedule, build_optimizer
@@ -164,7 +166,7 @@ class Trainer:
         self.train_loader = DataLoader(
             self.train_set, batch_size=train.batch_size, sampler=self.sampler, num_workers=train.num_workers,
             drop_last=True, pin_memory=self.device.type == "cuda", generator=loader_seed,
-            persistent_workers=False,
+            persistent_workers=False, worker_init_fn=loader_worker_init,
         )
         pos = float(self.train_set.labels.sum())
         neg = float(len(self.train_set.labels) - pos)
@@ -362,7 +364,8 @@ class Trainer:
         indices = list(range(self.dist.rank, len(dataset), self.dist.world))
         loader = DataLoader(torch.utils.data.Subset(dataset, indices),
                             batch_size=self.config.train.eval_batch_size or self.config.train.batch_size,
-                            num_workers=self.config.train.num_workers, shuffle=False)
+                            num_workers=self.config.train.num_workers, shuffle=False,
+                            worker_init_fn=loader_worker_init)
         scores = []
         for images, _ in loader:
             images = images.to(self.device, memory_format=self.memory_format)

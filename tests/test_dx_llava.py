@@ -414,6 +414,52 @@ def test_torchrun_two_cpu_processes_share_the_data(dx_data, tmp_path):
     assert not list((tmp_path / "run").glob("*.partial-*"))  # the base LM was written once, completely
 
 
+def test_deepspeed_zero2_and_zero3_on_two_cpu_processes_save_whole_weights(dx_data, tmp_path):
+    """DeepSpeed (gloo on CPU) with the shipped ZeRO-2 config and a ZeRO-3 config that partitions
+    every parameter: both train, and ZeRO-3 saves whole tensors (not each rank's empty slice), equal
+    to ZeRO-2's, in the shapes of the model."""
+    pytest.importorskip("deepspeed")
+    import os
+    import subprocess
+    import sys
+    from importlib import resources
+
+    from safetensors.torch import load_file
+
+    from fakefinder.config import save_config
+    from fakefinder.dx_llava.model import build_model
+
+    zero3 = json.loads((resources.files("fakefinder.dx_llava") / "deepspeed" / "zero3.json").read_text())
+    zero3["zero_optimization"]["stage3_param_persistence_threshold"] = 0  # tiny tensors are partitioned too
+    (tmp_path / "zero3.json").write_text(json.dumps(zero3))
+    saved = {}
+    for stage, port in (("zero2", 29534), (str(tmp_path / "zero3.json"), 29535)):
+        name = Path(stage).stem
+        cfg = dx_config(dx_data, tmp_path / name, max_steps=None, epochs=1, batch_size=2, eval_steps=100,
+                        save_steps=100, deepspeed=stage)
+        save_config(cfg, tmp_path / f"{name}.yaml")
+        done = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+             "-m", "fakefinder", "dx-llava", "train", "-c", str(tmp_path / f"{name}.yaml")],
+            capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.count("trained 3 steps") == 1, done.stdout[-2000:]  # printed by rank 0 only
+        final = tmp_path / name / "final"
+        adapter = next((final / "adapter").glob("*.safetensors"))
+        saved[name] = {part: load_file(str(final / f"{part}.safetensors")) for part in ("projector", "head")}
+        saved[name]["adapter"] = load_file(str(adapter))
+    model, _, _ = build_model(cfg.dx_llava, tmp_path / "zero3")
+    expected = {"projector": model.projector.state_dict(), "head": model.head.state_dict()}
+    for part, tensors in expected.items():
+        assert {k: v.shape for k, v in saved["zero3"][part].items()} == {k: v.shape for k, v in tensors.items()}
+    for part in ("projector", "head", "adapter"):
+        assert saved["zero2"][part].keys() == saved["zero3"][part].keys()
+        for key, value in saved["zero2"][part].items():
+            assert value.numel() > 0
+            torch.testing.assert_close(saved["zero3"][part][key], value, rtol=1e-4, atol=1e-5)
+
+
 def test_stage1_saves_the_projector_alone_and_stage2_starts_from_it(dx_data, tmp_path):
     from safetensors.torch import load_file
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -202,7 +203,8 @@ def dx_train(
         result = run_train(cfg, str(resume_from) if resume_from else resume)
     except _dx_errors() as exc:
         _fail(str(exc))
-    typer.echo(f"trained {result['steps']} steps in {result['seconds']:.0f} s; saved {result['final']}")
+    if int(os.environ.get("RANK", "0")) == 0:  # one line per run, not per torchrun/deepspeed process
+        typer.echo(f"trained {result['steps']} steps in {result['seconds']:.0f} s; saved {result['final']}")
 
 
 @dx.command("evaluate")

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -429,6 +430,34 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
 # save / load / merge
 
 
+def _saved_parameters(model: DxLlava, cfg: DxLlavaConfig) -> list[nn.Parameter]:
+    """The parameters `save_model` writes: projector, head, the language model (all of it in full
+    mode, its trainable adapter weights otherwise) and the tower when it is saved."""
+    params = list(model.projector.parameters()) + list(model.head.parameters())
+    lm_params = model.language_model.parameters()
+    params += list(lm_params) if cfg.train.mode == "full" else [p for p in lm_params if p.requires_grad]
+    tower = model.vision_tower
+    if any(p.requires_grad for p in tower.parameters()) or getattr(tower, "random_init", False):
+        params += list(tower.parameters())
+    return params
+
+
+@contextmanager
+def gathered_for_saving(model: DxLlava, cfg: DxLlavaConfig):
+    """DeepSpeed ZeRO-3 keeps only a slice of each large parameter on each rank (an empty tensor in
+    the module), so a plain state_dict would save empty weights. Inside this block the parameters
+    that `save_model` writes are whole on every rank. Collective: every rank must enter it. Without
+    ZeRO-3 (no partitioned parameter) it does nothing."""
+    partitioned = [p for p in _saved_parameters(model, cfg) if hasattr(p, "ds_id")]
+    if not partitioned:
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(partitioned, modifier_rank=None):
+        yield
+
+
 def _save_tensors(module: nn.Module, path: Path) -> None:
     from safetensors.torch import save_file
 
@@ -437,7 +466,8 @@ def _save_tensors(module: nn.Module, path: Path) -> None:
 
 def save_model(model: DxLlava, tokenizer, cfg: DxLlavaConfig, info: dict, output: Path, full_config: Config | None = None) -> Path:
     """Write what a run trained. Stage 1: `mm_projector.safetensors` only. LoRA/QLoRA: `adapter/`,
-    projector and head. Full: `language_model/` as well. Always `dx_llava.json` + `config.yaml`."""
+    projector and head. Full: `language_model/` as well. Always `dx_llava.json` + `config.yaml`.
+    Under DeepSpeed ZeRO-3 call it inside `gathered_for_saving` (on every rank; rank 0 writes)."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     lm = model.language_model

@@ -18,7 +18,9 @@ from torch.utils.data import DataLoader
 
 from fakefinder.config import Config, ConfigError, DxLlavaConfig, save_config
 from fakefinder.dx_llava.data import Collator, Conversation, ConversationDataset, LengthGroupedSampler, read_samples
-from fakefinder.dx_llava.model import build_model, load_trained_weights, parameter_counts, save_model
+from fakefinder.dx_llava.model import (
+    build_model, gathered_for_saving, load_trained_weights, parameter_counts, save_model,
+)
 
 log = logging.getLogger(__name__)
 LOSS_PARTS = ("lm_loss", "binary_loss")
@@ -120,6 +122,11 @@ def _trainer_class():
             self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
             self._memory_tracker.stop_and_update_metrics(metrics) if hasattr(self, "_memory_tracker") else None
             return metrics
+
+        def save_model(self, output_dir=None, _internal_call=False):
+            # every rank comes here (also for checkpoints): ZeRO-3 weights are gathered, rank 0 writes
+            with gathered_for_saving(self.model, self.dx["cfg"]):
+                self._save(output_dir)
 
         def _save(self, output_dir=None, state_dict=None):
             if not self.args.should_save:
@@ -247,8 +254,9 @@ def train(config: Config, resume: bool | str = False) -> dict:
     result = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - started
     final = output / "final"
-    if trainer.args.should_save:
-        save_model(model, tokenizer, cfg, info, final, config)
+    with gathered_for_saving(model, cfg):
+        if trainer.args.should_save:
+            save_model(model, tokenizer, cfg, info, final, config)
     metrics = trainer.evaluate() if eval_set is not None else {}
     distributed.teardown(dist_info)  # a barrier first: gloo can abort when a rank leaves early
     return {"output": str(output), "final": str(final), "steps": result.global_step,

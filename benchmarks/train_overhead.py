@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 import fakefinder
 from fakefinder.config import config_from_dict
 from fakefinder.data import synthetic
-from fakefinder.data.training import CropDataset, loader_worker_init
+from fakefinder.data.training import CropDataset, opencv_single_threaded
 from fakefinder.models import create
 
 HERE = Path(__file__).resolve().parent
@@ -55,12 +55,12 @@ def bare_loop(manifest: Path, args) -> dict:
     generator = np.random.default_rng(0)
     keys = [(int(i), int(s)) for i, s in zip(generator.integers(0, len(rows), args.steps * args.batch),
                                              generator.integers(0, 2**62, args.steps * args.batch))]
-    loader = DataLoader(dataset, batch_size=args.batch, sampler=keys, num_workers=args.workers, drop_last=True,
-                        worker_init_fn=loader_worker_init)  # the loader settings the trainer uses
+    loader = DataLoader(dataset, batch_size=args.batch, sampler=keys, num_workers=args.workers, drop_last=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
     model.train()
     times, waits = [], []
-    batches = iter(loader)
+    with opencv_single_threaded():  # as the trainer starts its loaders
+        batches = iter(loader)
     for step in range(args.steps):
         t0 = time.perf_counter()
         images, labels = next(batches)

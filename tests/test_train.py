@@ -13,7 +13,9 @@ import yaml
 from fakefinder.config import ConfigError, config_from_dict, load_config
 from fakefinder.data.augment import build_train_transform, difference_mask, face_mask, self_blend
 from fakefinder.data.synthetic import identity_face
-from fakefinder.data.training import CropDataset, EpochSampler, loader_worker_init, mask_partners, read_manifest
+from fakefinder.data.training import (
+    CropDataset, EpochSampler, mask_partners, opencv_single_threaded, read_manifest,
+)
 from fakefinder.engine.checkpoint import load_checkpoint
 from fakefinder.engine.optim import Schedule
 from fakefinder.engine.trainer import train
@@ -156,19 +158,22 @@ class _OpenCvThreads(torch.utils.data.Dataset):
         return cv2.getNumThreads()
 
 
-def test_loader_workers_run_opencv_on_one_thread():
+def test_loader_workers_run_opencv_on_one_thread_without_deadlock():
     import cv2
 
     before = cv2.getNumThreads()
-    cv2.setNumThreads(2)  # as on a 2-core machine: without the worker set-up each worker inherits this
+    cv2.setNumThreads(2)  # as on a 2-core machine: each forked worker would inherit this
     try:
-        plain = list(torch.utils.data.DataLoader(_OpenCvThreads(), num_workers=1))
-        pinned = list(torch.utils.data.DataLoader(_OpenCvThreads(), num_workers=1, worker_init_fn=loader_worker_init))
+        cv2.GaussianBlur(np.zeros((2000, 2000), np.float32), (0, 0), 5)  # this process's pool is running
+        plain = list(torch.utils.data.DataLoader(_OpenCvThreads(), num_workers=1, timeout=60))
+        with opencv_single_threaded():
+            batches = iter(torch.utils.data.DataLoader(_OpenCvThreads(), num_workers=1, timeout=60))
+        assert cv2.getNumThreads() == 2  # restored at once: training keeps its own setting
+        pinned = list(batches)
     finally:
         cv2.setNumThreads(before)
     assert [int(t) for t in plain] == [2, 2]
     assert [int(t) for t in pinned] == [1, 1]
-    assert cv2.getNumThreads() == before  # the training process keeps its own setting
 
 
 def test_self_blended_pseudo_fakes():

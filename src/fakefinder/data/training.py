@@ -8,6 +8,7 @@ and hands each draw its own seed for augmentation.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -53,14 +54,23 @@ def select_rows(frame: pd.DataFrame, split: str, datasets: list[str] | None) -> 
     return rows.reset_index(drop=True)
 
 
-def loader_worker_init(worker_id: int) -> None:
-    """DataLoader worker set-up: torch already runs one thread per worker; make OpenCV (used by the
-    augmentations) do the same, so workers do not compete with the training process for cores."""
+@contextmanager
+def opencv_single_threaded():
+    """Start DataLoader iterators inside this block. Workers fork from this process when an iterator
+    starts and would each run an OpenCV thread pool (the augmentations use OpenCV), competing with
+    training for the cores. Setting OpenCV's thread count inside a forked worker can deadlock (the
+    parent's pool threads do not exist there), so it is set here, around the fork, and restored."""
     try:
         import cv2
     except ImportError:  # pragma: no cover - opencv is a dependency
+        yield
         return
+    before = cv2.getNumThreads()
     cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
 
 
 def load_rgb(path: Path, size: int) -> np.ndarray:

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from fakefinder.config import Config, ConfigError, save_config
 from fakefinder.data.augment import build_train_transform
 from fakefinder.data.training import (
-    CLASS_NAMES, CropDataset, EpochSampler, loader_worker_init, read_manifest, select_rows,
+    CLASS_NAMES, CropDataset, EpochSampler, opencv_single_threaded, read_manifest, select_rows,
 )
 from fakefinder.engine import distributed
 from fakefinder.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -166,7 +166,7 @@ class Trainer:
         self.train_loader = DataLoader(
             self.train_set, batch_size=train.batch_size, sampler=self.sampler, num_workers=train.num_workers,
             drop_last=True, pin_memory=self.device.type == "cuda", generator=loader_seed,
-            persistent_workers=False, worker_init_fn=loader_worker_init,
+            persistent_workers=False,
         )
         pos = float(self.train_set.labels.sum())
         neg = float(len(self.train_set.labels) - pos)
@@ -290,7 +290,8 @@ class Trainer:
         wait, started = 0.0, time.perf_counter()
         task = progress.add_task(f"epoch {self.epoch + 1}/{train.epochs}", total=self.steps_per_epoch,
                                  completed=self.step_in_epoch, loss=float("nan"), lr=0.0)
-        batches = iter(self.train_loader)
+        with opencv_single_threaded():
+            batches = iter(self.train_loader)
         self.optimizer.zero_grad(set_to_none=True)
         while self.step_in_epoch < self.steps_per_epoch:
             for micro in range(train.accumulate):
@@ -364,10 +365,11 @@ class Trainer:
         indices = list(range(self.dist.rank, len(dataset), self.dist.world))
         loader = DataLoader(torch.utils.data.Subset(dataset, indices),
                             batch_size=self.config.train.eval_batch_size or self.config.train.batch_size,
-                            num_workers=self.config.train.num_workers, shuffle=False,
-                            worker_init_fn=loader_worker_init)
+                            num_workers=self.config.train.num_workers, shuffle=False)
         scores = []
-        for images, _ in loader:
+        with opencv_single_threaded():
+            batches = iter(loader)
+        for images, _ in batches:
             images = images.to(self.device, memory_format=self.memory_format)
             with self._autocast():
                 scores.append(torch.sigmoid(model(images).float()).cpu())

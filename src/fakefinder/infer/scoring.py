@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from fakefinder.config import Config
-from fakefinder.data.training import CropDataset, loader_worker_init
+from fakefinder.data.training import CropDataset, opencv_single_threaded
 from fakefinder.engine.checkpoint import load_checkpoint
 
 
@@ -51,11 +51,12 @@ def score_crops(detector: LoadedDetector, rows: pd.DataFrame, root: Path, batch_
     stream through a loader, so memory does not grow with the number of rows."""
     info = detector.info
     dataset = CropDataset(rows, root, info["image_size"], info["mean"], info["std"], perturb=perturb)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False,
-                        worker_init_fn=loader_worker_init)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
     scores = []
     memory = torch.channels_last if detector.config.train.channels_last else torch.contiguous_format
-    for images, _ in loader:
+    with opencv_single_threaded():
+        batches = iter(loader)
+    for images, _ in batches:
         logits = detector.model(images.to(device, memory_format=memory))
         scores.append(torch.sigmoid(logits.float()).cpu().numpy())
     return np.concatenate(scores) if scores else np.zeros(0)

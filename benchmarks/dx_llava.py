@@ -94,7 +94,9 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1, default=str))
     head, text = metrics["head"], metrics.get("text", {})
-    print(f"\nDX-LLaVA (SmolLM2-135M + EfficientNet-Lite0, LoRA) on dfdc-faces test ({metrics['n']} crops):")
+    model_cfg, train_cfg = config.dx_llava.model, config.dx_llava.train
+    print(f"\nDX-LLaVA ({model_cfg.language_model} + {model_cfg.vision_tower}, {train_cfg.mode}) "
+          f"on dfdc-faces test ({metrics['n']} crops):")
     if result["steps"]:
         print(f"  {result['steps']} steps x batch {config.dx_llava.train.batch_size}: {report['seconds_per_step']} s/step, "
               f"peak RSS {train_peak:.0f} MB")

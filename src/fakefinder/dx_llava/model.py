@@ -436,10 +436,14 @@ def _saved_parameters(model: DxLlava, cfg: DxLlavaConfig) -> list[nn.Parameter]:
     params = list(model.projector.parameters()) + list(model.head.parameters())
     lm_params = model.language_model.parameters()
     params += list(lm_params) if cfg.train.mode == "full" else [p for p in lm_params if p.requires_grad]
-    tower = model.vision_tower
-    if any(p.requires_grad for p in tower.parameters()) or getattr(tower, "random_init", False):
-        params += list(tower.parameters())
+    if _tower_is_saved(model.vision_tower):
+        params += list(model.vision_tower.parameters())
     return params
+
+
+def _tower_is_saved(tower: nn.Module) -> bool:
+    """A tower that trains, or one that cannot be rebuilt from its source (random init), is saved."""
+    return any(p.requires_grad for p in tower.parameters()) or getattr(tower, "random_init", False)
 
 
 @contextmanager
@@ -481,8 +485,7 @@ def save_model(model: DxLlava, tokenizer, cfg: DxLlavaConfig, info: dict, output
             lm.save_pretrained(output / "adapter")
         elif mode == "full":
             lm.save_pretrained(output / "language_model")
-    # a tower that trains, or one that cannot be rebuilt from its source (random init), is saved
-    if any(p.requires_grad for p in model.vision_tower.parameters()) or getattr(model.vision_tower, "random_init", False):
+    if _tower_is_saved(model.vision_tower):
         _save_tensors(model.vision_tower, output / "vision_tower.safetensors")
     tokenizer.save_pretrained(output / "tokenizer")
     meta = {"format": FORMAT_VERSION, "stage": stage, "mode": mode, "merged": bool(info.get("merged")),

@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import subprocess
@@ -242,6 +243,23 @@ def test_mask_supervision_trains_and_reloads(manifest, tmp_path):
     assert detector.info["mask_head"] and detector.model.mask_head is not None
 
 
+def test_mask_head_on_a_middle_stage_trains_and_reloads(manifest, tmp_path):
+    from fakefinder.infer.scoring import load_detector
+
+    config = train_config(manifest, tmp_path / "run", epochs=1, mask_loss=0.5)
+    config.model.mask_stride = 16
+    result = train(config)
+    detector = load_detector(result.best_path)
+    assert detector.info["mask_stride"] == 16
+    image = torch.zeros(1, 3, 32, 32)
+    logit, mask = detector.model(image, return_mask=True)
+    assert mask.shape[-2:] == (2, 2)  # 32 px / 16, where the last map is 1 x 1
+    assert torch.allclose(logit, detector.model(image))
+    config.model.mask_stride = 64
+    with pytest.raises(ValueError, match=r"mask_stride=64: .* strides: \[2, 4, 8, 16, 32\]"):
+        train(config)
+
+
 def test_sbi_trains_on_reals_only(manifest, tmp_path):
     config = train_config(manifest, tmp_path / "run", epochs=1)
     config.augment.sbi_reals_only = True
@@ -386,3 +404,93 @@ def test_train_prepares_the_datasets_when_no_manifest_exists(trees, tmp_path):
     result = train(config)
     assert (tmp_path / "prepared" / "manifest.csv").is_file()
     assert result.stopped == "completed" and (tmp_path / "run" / "best.pt").is_file()
+
+
+def _torchrun(cfg: Path, port: int, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+         "-m", "fakefinder", "train", "-c", str(cfg), *args],
+        capture_output=True, text=True, env=env, timeout=400,
+    )
+
+
+def test_deepspeed_on_two_cpu_processes_matches_ddp_and_resumes_exactly(manifest, tmp_path):
+    """The same config through DDP and through DeepSpeed (2 gloo processes) trains the same weights:
+    ZeRO-2 (gradients and optimizer state split) and ZeRO-1 with accumulation 2 (unclipped: see README on clipping). A ZeRO-2
+    run stopped after an epoch and resumed reaches the uninterrupted run's weights exactly. (SGD: Adam's
+    normalised steps would blow float-rounding differences in near-zero gradients up to +-lr.)"""
+    pytest.importorskip("deepspeed")
+    # a constant lr, so that stopping at max_steps does not reshape the schedule of the stopped run
+    settings = dict(epochs=2, batch_size=2, grad_clip=None, ema=0.9, optimizer="sgd", lr=0.05, scheduler="constant",
+                    warmup_epochs=0)
+
+    def run(name: str, port: int, *args: str, **extra) -> dict:
+        folder = tmp_path / name
+        folder.mkdir(exist_ok=True)
+        done = _torchrun(run_config_file(manifest, folder, **{**settings, **extra}), port, *args)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return load_checkpoint(folder / "run" / "last.pt")
+
+    def largest_difference(a: dict, b: dict) -> float:
+        return max(float((a["model"][n] - b["model"][n]).abs().max()) for n in a["model"]
+                   if not n.endswith(("running_mean", "running_var", "num_batches_tracked")))
+
+    ddp = run("ddp", 29536)
+    zero = run("zero2", 29537, deepspeed="zero2")
+    assert zero["optimizer"] is None and zero["deepspeed"] == f"last-step{zero['global_step']}"
+    assert zero["global_step"] == ddp["global_step"] == 2 * 6  # 12 rows per process / batch 2
+    assert largest_difference(zero, ddp) < 1e-5
+    # only the optimizer states the checkpoints name are kept
+    tags = {p.name for p in (tmp_path / "zero2" / "run" / "deepspeed").iterdir() if p.is_dir()}
+    assert tags == set(zero["deepspeed_tags"].values()) and zero["deepspeed"] in tags
+
+    accumulated = run("ddp-accumulate", 29538, epochs=1, accumulate=2)
+    zero1 = run("zero1-accumulate", 29539, epochs=1, accumulate=2, deepspeed="zero1")
+    assert zero1["global_step"] == accumulated["global_step"] == 3
+    assert largest_difference(zero1, accumulated) < 1e-5
+
+    stopped = run("resumed", 29540, deepspeed="zero2", max_steps=6)  # stops after epoch 1
+    assert stopped["global_step"] == 6 and stopped["epoch"] == 1
+    final = run("resumed", 29541, "--resume", "train.max_steps=null", deepspeed="zero2", max_steps=6)
+    assert final["global_step"] == zero["global_step"]
+    assert largest_difference(stopped, final) > 0  # the resumed steps moved the weights
+    for key, value in zero["model"].items():
+        assert torch.equal(final["model"][key], value), key
+    for key, value in zero["ema"]["module"].items():
+        assert torch.equal(final["ema"]["module"][key], value), key
+
+
+def test_deepspeed_config_errors_name_the_key(tmp_path):
+    from fakefinder.engine.deepspeed_zero import deepspeed_config
+
+    def train_section(**values):
+        return config_from_dict({"train": {"batch_size": 8, "accumulate": 2, "grad_clip": 1.0, **values}}).train
+
+    made = deepspeed_config(train_section(deepspeed="zero1"))
+    assert made["zero_optimization"]["stage"] == 1
+    assert (made["train_micro_batch_size_per_gpu"], made["gradient_accumulation_steps"], made["gradient_clipping"]) \
+        == (8, 2, 1.0)
+    cases = [
+        ({"zero_optimization": {"stage": 3}}, "stage=3"),
+        ({"optimizer": {"type": "Adam"}}, "remove `optimizer`"),
+        ({"bf16": {"enabled": True}}, "remove `bf16`"),
+        ({"train_micro_batch_size_per_gpu": 16}, "train_micro_batch_size_per_gpu=16"),
+        ({"zero_optimization": {"stage": 2}}, "ZeRO-2 with train.accumulate=2"),
+    ]
+    for body, fragment in cases:
+        path = tmp_path / "ds.json"
+        path.write_text(json.dumps(body))
+        with pytest.raises(ConfigError, match=fragment) as error:
+            deepspeed_config(train_section(deepspeed=str(path)))
+        assert str(path) in str(error.value)
+    path.write_text('{"zero_optimization": {"stage": 1},\n "gradient_clipping": "auto",\n}')
+    with pytest.raises(ConfigError, match="line 3"):
+        deepspeed_config(train_section(deepspeed=str(path)))
+    path.write_text(json.dumps({"bf16": {"enabled": False}, "gradient_clipping": "auto", "zero_optimization": {"stage": 1}}))
+    assert deepspeed_config(train_section(deepspeed=str(path)))["gradient_clipping"] == 1.0
+    for value, fragment in (("zero3", "zero3"), ("missing.json", "missing.json")):
+        with pytest.raises(ConfigError, match=fragment):
+            deepspeed_config(train_section(deepspeed=value))
+    with pytest.raises(ConfigError, match="fp16"):
+        deepspeed_config(train_section(deepspeed="zero1", precision="fp16"))

@@ -173,6 +173,11 @@ class ModelConfig(_Section):
         description="Also predict where the face was manipulated (a 1x1 conv on the last feature map); "
         "switched on by train.mask_loss > 0.",
     )
+    mask_stride: int | None = Field(
+        default=None, ge=1,
+        description="Put the mask head on the backbone's feature map at this stride (e.g. 16: a finer map "
+        "from a middle stage) instead of the last one.",
+    )
 
 
 class AugmentConfig(_Section):
@@ -263,6 +268,11 @@ class TrainConfig(_Section):
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1, mps")
     save_every_steps: int | None = Field(default=None, ge=1, description="Also checkpoint mid-epoch.")
     backup_dir: Path | None = Field(default=None, description="Copy checkpoints and logs here each epoch.")
+    deepspeed: str | None = Field(
+        default=None,
+        description="Train through DeepSpeed: zero1, zero2, or a DeepSpeed JSON file (ZeRO stage 0-2; batch, "
+        "accumulation and clipping are filled in from train.*). Launch with torchrun or deepspeed.",
+    )
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @field_validator("loss")

@@ -101,7 +101,8 @@ def _fakefinder_tower(path: str, image_size: int | None) -> FeatureMapTower:
     if not info or "model" not in state:
         raise ConfigError(f"dx_llava.model.vision_tower: {file} is not a fakefinder detector checkpoint")
     detector = create(info["name"], pretrained=False, dropout=info.get("dropout", 0.0),
-                      frequency=info.get("frequency"), mask_head=bool(info.get("mask_head", False)))
+                      frequency=info.get("frequency"), mask_head=bool(info.get("mask_head", False)),
+                      mask_stride=info.get("mask_stride"))
     detector.load_state_dict(state["model"])
     trunk = detector.backbone
     tower = FeatureMapTower(trunk, trunk.num_features, image_size or int(info["image_size"]), info["mean"], info["std"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 
 import torch
@@ -37,14 +38,25 @@ def pick_device(preference: str = "auto", local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
-def setup(preference: str = "auto") -> tuple[DistInfo, torch.device]:
-    """Join the process group when launched with WORLD_SIZE > 1 (gloo on CPU, nccl on GPU)."""
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def setup(preference: str = "auto", group: bool = False) -> tuple[DistInfo, torch.device]:
+    """Join the process group when launched with WORLD_SIZE > 1 (gloo on CPU, nccl on GPU);
+    `group=True` makes a one-process group for a plain launch too (DeepSpeed needs one)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     info = DistInfo(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
     device = pick_device(preference, info.local_rank)
-    if info.enabled and not dist.is_initialized():
+    if (info.enabled or group) and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
+        if not info.enabled:
+            for key, value in (("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(_free_port())), ("RANK", "0"),
+                               ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
+                os.environ.setdefault(key, value)
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return info, device
 
@@ -56,8 +68,9 @@ def barrier(info: DistInfo) -> None:
 
 def teardown(info: DistInfo) -> None:
     """A barrier before leaving the group: without it gloo sometimes aborts at exit."""
-    if info.enabled and dist.is_initialized():
-        dist.barrier()
+    if dist.is_initialized():
+        if info.enabled:
+            dist.barrier()
         dist.destroy_process_group()
 
 

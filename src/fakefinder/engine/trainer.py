@@ -25,7 +25,7 @@ from fakefinder.data.augment import build_train_transform
 from fakefinder.data.training import (
     CLASS_NAMES, CropDataset, EpochSampler, opencv_single_threaded, read_manifest, select_rows,
 )
-from fakefinder.engine import distributed
+from fakefinder.engine import deepspeed_zero, distributed
 from fakefinder.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from fakefinder.engine.optim import ModelEma, Schedule, build_optimizer
 from fakefinder.engine.reporting import RunReporter, hardware_use
@@ -75,7 +75,8 @@ def model_info(config: Config, model) -> dict:
     std = config.model.std or model.pretrained_cfg.get("std") or (0.229, 0.224, 0.225)
     return {"name": config.model.name, "arch": model.arch, "frequency": config.model.frequency,
             "image_size": config.model.image_size, "mean": list(mean), "std": list(std),
-            "dropout": config.model.dropout, "mask_head": config.model.mask_head}
+            "dropout": config.model.dropout, "mask_head": config.model.mask_head,
+            "mask_stride": config.model.mask_stride}
 
 
 def build_model(config: Config):
@@ -83,7 +84,7 @@ def build_model(config: Config):
 
     return create(config.model.name, pretrained=config.model.pretrained, dropout=config.model.dropout,
                   frequency=config.model.frequency, drop_path=config.model.drop_path,
-                  mask_head=config.model.mask_head)
+                  mask_head=config.model.mask_head, mask_stride=config.model.mask_stride)
 
 
 def _manifest_path(config: Config) -> Path:
@@ -102,10 +103,11 @@ class Trainer:
     # ----------------------------------------------------------------------------------------
     def setup(self) -> None:
         config, train = self.config, self.config.train
-        self.dist, self.device = distributed.setup(train.device)
         from fakefinder.models import resolve
 
-        resolve(config.model.name)  # unknown names fail before any data is read
+        resolve(config.model.name)  # unknown names (and a bad DeepSpeed config) fail before any data is read
+        ds_config = deepspeed_zero.deepspeed_config(train) if train.deepspeed else None
+        self.dist, self.device = distributed.setup(train.device, group=ds_config is not None)
         _seed_everything(train.seed)
         torch.set_flush_denormal(True)
 
@@ -179,7 +181,11 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)
         self.ema = ModelEma(self.model, train.ema) if train.ema else None
         self.net: nn.Module = self.model
-        if self.dist.enabled:
+        self.engine = None  # DeepSpeed's, when train.deepspeed is set
+        self.ds_tags: dict[str, str] = {}  # checkpoint name -> DeepSpeed tag holding its optimizer state
+        if ds_config is not None:
+            self.engine = self.net = deepspeed_zero.wrap(self.model, self.optimizer, ds_config)
+        elif self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
 
@@ -215,9 +221,13 @@ class Trainer:
         path = Path(self.resume) if isinstance(self.resume, (str, Path)) else self.output_dir / "last.pt"
         backup = self.config.train.backup_dir
         if not path.is_file() and backup and (Path(backup) / "last.pt").is_file():
-            for name in BACKUP_FILES:  # restore the run from its backup copy
-                if (Path(backup) / name).is_file() and self.dist.is_main:
-                    shutil.copy2(Path(backup) / name, self.output_dir / name)
+            if self.dist.is_main:  # restore the run from its backup copy
+                if (Path(backup) / deepspeed_zero.FOLDER).is_dir():
+                    shutil.copytree(Path(backup) / deepspeed_zero.FOLDER, self.output_dir / deepspeed_zero.FOLDER,
+                                    dirs_exist_ok=True)
+                for name in BACKUP_FILES:
+                    if (Path(backup) / name).is_file():
+                        shutil.copy2(Path(backup) / name, self.output_dir / name)
             distributed.barrier(self.dist)
             path = self.output_dir / "last.pt"
         if not path.is_file():
@@ -226,7 +236,17 @@ class Trainer:
             return  # nothing to resume: a fresh run
         state = load_checkpoint(path, map_location=self.device)
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        tag = state.get("deepspeed")
+        if self.engine is not None and not tag:
+            raise ConfigError(f"{path} was written without DeepSpeed: resume it with train.deepspeed unset")
+        if self.engine is None and tag:
+            raise ConfigError(f"{path} keeps its optimizer state in DeepSpeed's {path.parent / deepspeed_zero.FOLDER / tag}: "
+                              "resume it with train.deepspeed set")
+        if self.engine is not None:
+            deepspeed_zero.load(self.engine, path.parent, tag, path)
+            self.ds_tags = dict(state.get("deepspeed_tags") or {})
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
         if self.ema and state.get("ema"):
@@ -242,7 +262,8 @@ class Trainer:
     def _checkpoint(self) -> dict:
         rngs = distributed.gather_objects(self.dist, rng_state())
         return {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": None if self.engine is not None else self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None,
             "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
@@ -254,8 +275,17 @@ class Trainer:
 
     def save(self, name: str = "last.pt", state: dict | None = None) -> None:
         state = state or self._checkpoint()  # every rank joins the RNG gather
+        if self.engine is not None:  # every rank writes its optimizer partition, under a new tag
+            tag = f"{Path(name).stem}-step{self.global_step}"
+            deepspeed_zero.save(self.engine, self.output_dir, tag)
+            distributed.barrier(self.dist)  # every partition is on disk before a checkpoint names the tag
+            self.ds_tags[name] = tag
+            state = {**state, "deepspeed": tag, "deepspeed_tags": dict(self.ds_tags)}
         if self.dist.is_main:
             save_checkpoint(self.output_dir / name, state)
+            if self.engine is not None:  # only now is the previous tag unreferenced
+                deepspeed_zero.prune(self.output_dir, set(self.ds_tags.values()))
+        distributed.barrier(self.dist)
 
     def _backup(self) -> None:
         target = self.config.train.backup_dir
@@ -263,6 +293,14 @@ class Trainer:
             return
         target = Path(target)
         target.mkdir(parents=True, exist_ok=True)
+        for tag in self.ds_tags.values():  # optimizer state first: the copied checkpoints name it
+            copy = target / deepspeed_zero.FOLDER / tag
+            if not copy.is_dir():
+                partial = copy.with_name(f".{tag}.partial")
+                shutil.rmtree(partial, ignore_errors=True)
+                shutil.copytree(self.output_dir / deepspeed_zero.FOLDER / tag, partial)
+                partial.replace(copy)
+        deepspeed_zero.prune(target, set(self.ds_tags.values()))
         for name in BACKUP_FILES:
             source = self.output_dir / name
             if source.is_file():
@@ -293,14 +331,17 @@ class Trainer:
         with opencv_single_threaded():
             batches = iter(self.train_loader)
         self.optimizer.zero_grad(set_to_none=True)
+        engine = self.engine
         while self.step_in_epoch < self.steps_per_epoch:
+            lr = self.schedule.apply(self.optimizer, self.global_step)
             for micro in range(train.accumulate):
                 t0 = time.perf_counter()
                 images, labels, *masks = next(batches)
                 wait += time.perf_counter() - t0
                 images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
                 labels = labels.to(self.device, non_blocking=True)
-                sync = nullcontext() if (micro == train.accumulate - 1 or not self.dist.enabled) else model.no_sync()
+                last_micro = micro == train.accumulate - 1
+                sync = nullcontext() if (last_micro or not self.dist.enabled or engine) else model.no_sync()
                 with sync:
                     with self._autocast():
                         out = model(images, return_mask=True) if masks else model(images)
@@ -316,20 +357,26 @@ class Trainer:
                             f"loss is {loss.item()} at epoch {self.epoch + 1} step {self.step_in_epoch + 1} "
                             f"(parts: {self.criterion.parts}); lower train.lr or check the data"
                         )
-                    self.scaler.scale(loss / train.accumulate).backward()
+                    if engine is not None:  # DeepSpeed divides by the accumulation steps and steps at the last
+                        engine.backward(loss)
+                        engine.step()
+                    else:
+                        self.scaler.scale(loss / train.accumulate).backward()
                 losses.append(float(loss.detach()))
                 for k, v in self.criterion.parts.items():
                     parts_sum[k] = parts_sum.get(k, 0.0) + v
                 seen += 1
-            lr = self.schedule.apply(self.optimizer, self.global_step)
-            if train.grad_clip:
-                self.scaler.unscale_(self.optimizer)
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip))
+            if engine is not None:  # clipped and stepped inside engine.step()
+                grad_norm = deepspeed_zero.grad_norm(engine)
             else:
-                grad_norm = float("nan")
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
+                if train.grad_clip:
+                    self.scaler.unscale_(self.optimizer)
+                    grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip))
+                else:
+                    grad_norm = float("nan")
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
             if self.ema:
                 self.ema.update(self.model)
             self.step_in_epoch += 1

@@ -36,7 +36,7 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu") -> Loade
     config = Config.model_validate(state["config"])
     info = state["model_info"]
     model = create(info["name"], pretrained=False, dropout=info.get("dropout", 0.0), frequency=info.get("frequency"),
-                   mask_head=bool(info.get("mask_head", False)))
+                   mask_head=bool(info.get("mask_head", False)), mask_stride=info.get("mask_stride"))
     weights = state["model"]
     model.load_state_dict(weights)
     model.to(device).eval()

@@ -73,6 +73,7 @@ def create(
     frequency: str | None = None,
     drop_path: float | None = None,
     mask_head: bool = False,
+    mask_stride: int | None = None,
     **timm_kwargs,
 ) -> Detector:
     """Build a detector. `pretrained`: False; True (timm's hub weights, needs internet once);
@@ -91,7 +92,7 @@ def create(
             raise WeightsError(f"no tensor of {pretrained} fits {preset.backbone}: {report.summary()}")
         log.info("pretrained weights: %s", report.summary())
     model = Detector(backbone, preset.backbone, dropout=dropout, frequency=frequency or preset.frequency,
-                     mask_head=mask_head)
+                     mask_head=mask_head, mask_stride=mask_stride)
     model.load_report = report
     return model
 

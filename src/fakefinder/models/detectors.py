@@ -2,8 +2,9 @@
 adds a frequency branch (SRM high-pass residuals, or DCT/FFT log-magnitudes) through a small CNN.
 
 Every detector separates `features(x)` (a pooled vector) from `classifier(features)` (the logit).
-With `mask_head=True` a 1x1 convolution on the backbone's last feature map also predicts where the
-face was manipulated (`forward(x, return_mask=True)`), trained with `train.mask_loss`.
+With `mask_head=True` a 1x1 convolution on the backbone's last feature map (or, with `mask_stride`,
+on the finer map of a middle stage) also predicts where the face was manipulated
+(`forward(x, return_mask=True)`), trained with `train.mask_loss`.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ class Detector(nn.Module):
 
     def __init__(
         self, backbone: nn.Module, arch: str, dropout: float = 0.0, frequency: str | None = None,
-        frequency_width: int = 64, mask_head: bool = False,
+        frequency_width: int = 64, mask_head: bool = False, mask_stride: int | None = None,
     ) -> None:
         super().__init__()
         self.arch = arch
@@ -104,7 +105,8 @@ class Detector(nn.Module):
         features = backbone.num_features + (self.frequency.num_features if self.frequency else 0)
         self.num_features = features
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(features, 1))
-        self.mask_head = nn.Conv2d(backbone.num_features, 1, kernel_size=1) if mask_head else None
+        self.mask_index, mask_channels = _mask_tap(backbone, arch, mask_stride) if mask_head else (None, 0)
+        self.mask_head = nn.Conv2d(mask_channels, 1, kernel_size=1) if mask_head else None
         self.pretrained_cfg = dict(getattr(backbone, "pretrained_cfg", {}) or {})
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -125,13 +127,33 @@ class Detector(nn.Module):
             return self.classifier(self.features(x))
         if self.mask_head is None:
             raise ValueError("this detector has no mask head (build it with mask_head=True / train.mask_loss > 0)")
-        raw = self.backbone.forward_features(x)
+        if self.mask_index is None:
+            raw = self.backbone.forward_features(x)
+            tapped = _as_nchw(raw, self.backbone)
+        else:  # timm hands middle maps out as NCHW whatever the backbone's own layout
+            raw, (tapped,) = self.backbone.forward_intermediates(x, indices=[self.mask_index])
         pooled = self._with_frequency(self.backbone.forward_head(raw), x)
-        return self.classifier(pooled), self.mask_head(_as_nchw(raw, self.backbone))
+        return self.classifier(pooled), self.mask_head(tapped)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         if hasattr(self.backbone, "set_grad_checkpointing"):
             self.backbone.set_grad_checkpointing(enable)
+
+
+def _mask_tap(backbone: nn.Module, arch: str, stride: int | None) -> tuple[int | None, int]:
+    """Which feature map the mask head reads: (None, channels) for the last one, else (the index
+    of the deepest stage at `stride` for timm's `forward_intermediates`, its channels)."""
+    stages = list(getattr(backbone, "feature_info", None) or [])
+    if stride is None or (stages and stages[-1]["reduction"] == stride):
+        return None, backbone.num_features
+    found = [i for i, stage in enumerate(stages) if stage["reduction"] == stride]
+    if not found or not hasattr(backbone, "forward_intermediates"):
+        strides = sorted({stage["reduction"] for stage in stages})
+        from fakefinder.config import ConfigError  # a ValueError the CLI reports without a traceback
+
+        raise ConfigError(f"model.mask_stride={stride}: {arch} has no feature map at that stride "
+                         f"(its strides: {strides or 'unknown'})")
+    return found[-1], stages[found[-1]]["num_chs"]
 
 
 def _as_nchw(raw: torch.Tensor, backbone: nn.Module) -> torch.Tensor:

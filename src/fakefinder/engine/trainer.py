@@ -300,7 +300,8 @@ class Trainer:
                 shutil.rmtree(partial, ignore_errors=True)
                 shutil.copytree(self.output_dir / deepspeed_zero.FOLDER / tag, partial)
                 partial.replace(copy)
-        deepspeed_zero.prune(target, set(self.ds_tags.values()))
+        if self.engine is not None:
+            deepspeed_zero.prune(target, set(self.ds_tags.values()))
         for name in BACKUP_FILES:
             source = self.output_dir / name
             if source.is_file():

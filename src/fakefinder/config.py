@@ -270,7 +270,7 @@ class TrainConfig(_Section):
     backup_dir: Path | None = Field(default=None, description="Copy checkpoints and logs here each epoch.")
     deepspeed: str | None = Field(
         default=None,
-        description="Train through DeepSpeed: zero1, zero2, or a DeepSpeed JSON file (ZeRO stage 0-2; batch, "
+        description="Train through DeepSpeed: zero0, zero1, zero2, or a DeepSpeed JSON file (ZeRO stage 0-2; batch, "
         "accumulation and clipping are filled in from train.*). Launch with torchrun or deepspeed.",
     )
     logging: LoggingConfig = Field(default_factory=LoggingConfig)

@@ -1,4 +1,4 @@
-"""Optional DeepSpeed for the classic trainer (`train.deepspeed: zero1 | zero2 | file.json`).
+"""Optional DeepSpeed for the classic trainer (`train.deepspeed: zero0 | zero1 | zero2 | file.json`).
 
 The trainer keeps what it owns: its optimizer and lr schedule, autocast over fp32 weights (so EMA,
 validation and `best.pt` see fp32 weights), and its own `last.pt`/`best.pt`. DeepSpeed owns the

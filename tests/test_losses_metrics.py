@@ -7,7 +7,7 @@ import torch
 from fakefinder.eval.metrics import (
     average_precision, binary_metrics, equal_error_rate, fit_threshold, macro_f1, roc_auc,
 )
-from fakefinder.losses import CombinedLoss, focal_loss, soft_f1_loss
+from fakefinder.losses import CombinedLoss, focal_loss, ranking_loss, soft_f1_loss
 
 
 def test_cross_entropy_and_focal_by_hand():
@@ -28,13 +28,33 @@ def test_soft_f1_by_hand_and_extremes():
     assert perfect == pytest.approx(0.0, abs=1e-5) and wrong == pytest.approx(1.0, abs=1e-5)
 
 
+def test_ranking_loss_by_hand_and_its_gradient():
+    targets = torch.tensor([1.0, 1.0, 0.0])
+    assert ranking_loss(torch.zeros(3), targets).item() == pytest.approx(math.log(2), rel=1e-6)
+    # pairs (fake 2, real 0) and (fake -1, real 0): mean of log(1 + e^-2) and log(1 + e^1)
+    logits = torch.tensor([2.0, -1.0, 0.0], requires_grad=True)
+    by_hand = (math.log(1 + math.exp(-2)) + math.log(1 + math.e)) / 2
+    loss = ranking_loss(logits, targets)
+    assert loss.item() == pytest.approx(by_hand, rel=1e-6)
+    loss.backward()
+    assert logits.grad[0] < 0 and logits.grad[1] < 0 and logits.grad[2] > 0  # fakes pushed up, the real down
+    assert logits.grad[1] < logits.grad[0]  # the misranked fake is pushed hardest
+    # ordering alone matters: shifting every logit changes nothing
+    assert ranking_loss(logits.detach() + 5, targets).item() == pytest.approx(by_hand, rel=1e-6)
+    one_class = torch.tensor([0.3, -0.2], requires_grad=True)
+    empty = ranking_loss(one_class, torch.ones(2))
+    empty.backward()
+    assert empty.item() == 0.0 and torch.equal(one_class.grad, torch.zeros(2))
+
+
 def test_weighted_combination_is_the_weighted_sum_and_logs_parts():
     logits, targets = torch.randn(16), torch.randint(0, 2, (16,)).float()
-    combined = CombinedLoss({"ce": 0.5, "focal": 0.3, "f1": 0.2})
+    combined = CombinedLoss({"ce": 0.5, "focal": 0.3, "f1": 0.2, "auc": 0.4})
     total = combined(logits, targets)
     parts = combined.parts
-    assert set(parts) == {"ce", "focal", "f1"}
-    assert total.item() == pytest.approx(0.5 * parts["ce"] + 0.3 * parts["focal"] + 0.2 * parts["f1"], rel=1e-6)
+    assert set(parts) == {"ce", "focal", "f1", "auc"}
+    assert total.item() == pytest.approx(0.5 * parts["ce"] + 0.3 * parts["focal"] + 0.2 * parts["f1"]
+                                         + 0.4 * parts["auc"], rel=1e-6)
     with pytest.raises(ValueError, match="unknown loss"):
         CombinedLoss({"hinge": 1.0})
 

@@ -1,5 +1,5 @@
-"""Binary losses on one logit per sample (1 = fake): cross-entropy, focal, soft-F1, and a weighted
-combination such as `{ce: 0.5, focal: 0.3, f1: 0.2}`."""
+"""Binary losses on one logit per sample (1 = fake): cross-entropy, focal, soft-F1, a pairwise
+ranking (AUC) loss, and a weighted combination such as `{ce: 0.5, focal: 0.3, f1: 0.2}`."""
 
 from __future__ import annotations
 
@@ -38,6 +38,16 @@ def soft_f1_loss(logits, targets, eps: float = 1e-7):
     return 1 - torch.stack(scores).mean()
 
 
+def ranking_loss(logits, targets):
+    """A smooth stand-in for 1 - AUC: the mean over every (fake, real) pair in the batch of
+    log(1 + exp(-(logit_fake - logit_real))), i.e. how far each fake ranks below each real. A batch
+    with only one class has no pairs and contributes zero (with a zero gradient)."""
+    fake, real = logits[targets > 0.5], logits[targets <= 0.5]
+    if not len(fake) or not len(real):
+        return logits.sum() * 0.0
+    return F.softplus(real[None, :] - fake[:, None]).mean()
+
+
 def mask_loss(mask_logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Per-pixel BCE between predicted manipulation-mask logits (N, 1, h, w) and target masks
     (N, 1, H, W, area-pooled to h x w), averaged over the samples whose mask is known (`valid`)."""
@@ -47,7 +57,7 @@ def mask_loss(mask_logits: torch.Tensor, target: torch.Tensor, valid: torch.Tens
     return (per_sample * valid).sum() / valid.sum().clamp(min=1.0)
 
 
-LOSSES = {"ce": "cross-entropy", "focal": "focal", "f1": "soft-F1"}
+LOSSES = {"ce": "cross-entropy", "focal": "focal", "f1": "soft-F1", "auc": "pairwise ranking"}
 
 
 class CombinedLoss(nn.Module):
@@ -76,5 +86,7 @@ class CombinedLoss(nn.Module):
             parts["focal"] = focal_loss(logits, targets, self.focal_gamma)
         if "f1" in self.weights:
             parts["f1"] = soft_f1_loss(logits, targets)
+        if "auc" in self.weights:
+            parts["auc"] = ranking_loss(logits, targets)
         self.parts = {k: float(v.detach()) for k, v in parts.items()}
         return sum(self.weights[k] * v for k, v in parts.items())

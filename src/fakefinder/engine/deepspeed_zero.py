@@ -16,6 +16,8 @@ import json
 import shutil
 from pathlib import Path
 
+import torch
+
 from fakefinder.config import ConfigError
 
 STAGES = {"zero0": 0, "zero1": 1, "zero2": 2}
@@ -93,7 +95,20 @@ def wrap(model, optimizer, config: dict):
     return engine
 
 
-def grad_norm(engine) -> float:
+def step(engine) -> float | None:
+    """`engine.step()`; at an optimizer step, returns the gradient norm that clipping saw (NaN when
+    not clipping). ZeRO-1/2 report theirs; ZeRO-0 clips without keeping it, so it is measured here,
+    on the reduced gradients, just before the step."""
+    boundary = engine.is_gradient_accumulation_boundary()
+    before = None
+    if boundary and engine.zero_optimization_stage() == 0 and engine.gradient_clipping() > 0:
+        grads = [p.grad for p in engine.module.parameters() if p.grad is not None]
+        before = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+    engine.step()
+    if not boundary:
+        return None
+    if before is not None:
+        return before
     norm = engine.get_global_grad_norm()
     return float("nan") if norm is None else float(norm)
 

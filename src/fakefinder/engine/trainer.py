@@ -360,7 +360,7 @@ class Trainer:
                         )
                     if engine is not None:  # DeepSpeed divides by the accumulation steps and steps at the last
                         engine.backward(loss)
-                        engine.step()
+                        ds_norm = deepspeed_zero.step(engine)
                     else:
                         self.scaler.scale(loss / train.accumulate).backward()
                 losses.append(float(loss.detach()))
@@ -368,7 +368,7 @@ class Trainer:
                     parts_sum[k] = parts_sum.get(k, 0.0) + v
                 seen += 1
             if engine is not None:  # clipped and stepped inside engine.step()
-                grad_norm = deepspeed_zero.grad_norm(engine)
+                grad_norm = float("nan") if ds_norm is None else ds_norm
             else:
                 if train.grad_clip:
                     self.scaler.unscale_(self.optimizer)

@@ -29,7 +29,7 @@ def main() -> int:
     parser.add_argument("--config", default=str(HERE.parent / "configs" / "dfdc-faces-cpu.yaml"))
     parser.add_argument("--results", default=str(HERE / "results" / "dfdc_faces.json"))
     parser.add_argument("--score-only", action="store_true",
-                        help="skip training: score the run's existing best.pt (e.g. after an interrupted run)")
+                        help="skip training: score the run's existing model artifact (e.g. after an interrupted run)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
 
@@ -44,18 +44,18 @@ def main() -> int:
 
     started = time.perf_counter()
     if args.score_only:
-        from fakefinder.engine.checkpoint import load_checkpoint
+        from fakefinder.core.checkpoint import load_checkpoint
         from fakefinder.engine.trainer import TrainResult
 
-        best = Path(config.train.output_dir) / "best.pt"
-        state = load_checkpoint(best)
-        result = TrainResult(best.parent, best, best.parent / "last.pt", state["best_metric"], state["best_epoch"],
+        run = Path(config.train.output_dir)
+        state = load_checkpoint(run / "last.pt")
+        result = TrainResult(run, run / "model", run / "last.pt", state["best_metric"], state["best_epoch"],
                              state["threshold"], state["history"], state["global_step"], "scored only")
     else:
         result = fakefinder.train(config)
     train_seconds = time.perf_counter() - started
 
-    detector = load_detector(result.best_path)
+    detector = load_detector(result.model_path)
     manifest = read_manifest(prepared.manifest_path)
     test = select_rows(manifest, "test", None)
     started = time.perf_counter()
@@ -76,7 +76,7 @@ def main() -> int:
         "test": {k: test_metrics[k] for k in ("n", "auc", "macro_f1", "accuracy", "eer", "ap", "confusion")},
         "seconds": {"prepare": round(prepare_seconds, 1), "train": round(train_seconds, 1),
                     "score_test": round(score_seconds, 1)},
-        "checkpoint": str(result.best_path),
+        "model": str(result.model_path),
     }
     out = Path(args.results)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ text-answer accuracy on the first `--explain` test samples, and sample explanati
     .venv/bin/python benchmarks/dx_llava.py                         # configs/dx-llava-smollm2-cpu.yaml
     .venv/bin/python benchmarks/dx_llava.py dx_llava.train.max_steps=20 --explain 16   # a quick look
     # the tower of a detector trained by benchmarks/dfdc_faces.py (same train split) instead of ImageNet's:
-    .venv/bin/python benchmarks/dx_llava.py dx_llava.model.vision_tower=fakefinder:output/dfdc-faces-cpu/best.pt
+    .venv/bin/python benchmarks/dx_llava.py dx_llava.model.vision_tower=fakefinder:output/dfdc-faces-cpu/model
 
 Writes benchmarks/results/dx_llava.json.
 """
@@ -44,9 +44,9 @@ def main() -> int:
 
     import fakefinder
     from fakefinder.config import load_config
-    from fakefinder.dx_llava.data import make_data
-    from fakefinder.dx_llava.infer import evaluate
-    from fakefinder.dx_llava.train import train
+    from fakefinder.tasks.dx_llava.data import make_data
+    from fakefinder.tasks.dx_llava.infer import evaluate
+    from fakefinder.tasks.dx_llava.train import train
 
     torch.set_flush_denormal(True)
     prepare_cfg = load_config(args.prepare_config)

@@ -1,7 +1,7 @@
 """`fakefinder evaluate` memory: peak RSS on 1,000 vs 10,000 manifest rows must stay flat
 (images stream through a loader; only scores are kept).
 
-    .venv/bin/python benchmarks/evaluate_memory.py --checkpoint output/dfdc-faces-cpu/best.pt
+    .venv/bin/python benchmarks/evaluate_memory.py --checkpoint output/dfdc-faces-cpu/model
 
 Rows are the dfdc-faces test crops repeated (distinct video ids) when ../shared is present, or
 generated crops otherwise.
@@ -54,10 +54,11 @@ def make_manifest(folder: Path, rows: int) -> Path:
 CHILD = """
 import json, resource, sys
 import fakefinder
+from fakefinder.config import config_from_dict
 from fakefinder.infer.scoring import load_detector
 checkpoint, manifest, out = sys.argv[1:4]
-config = load_detector(checkpoint).config
-config.evaluate.checkpoints = [checkpoint]
+config = config_from_dict(load_detector(checkpoint).artifact.training["config"])
+config.evaluate.models = [checkpoint]
 config.evaluate.sets = [{"name": "bench", "manifest": manifest, "split": "test"}]
 config.evaluate.output_dir = out
 result = fakefinder.evaluate(config)
@@ -68,7 +69,7 @@ print(json.dumps({"rows": row["n"], "peak_rss_mb": resource.getrusage(resource.R
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default="output/dfdc-faces-cpu/best.pt")
+    parser.add_argument("--checkpoint", default="output/dfdc-faces-cpu/model")
     parser.add_argument("--rows", type=int, nargs="+", default=[1000, 10000])
     args = parser.parse_args()
     results = []

@@ -1,6 +1,6 @@
 """End-to-end `fakefinder predict` speed on generated 720p clips (10 s, 30 fps; 32 frames each).
 
-    .venv/bin/python benchmarks/predict_speed.py --checkpoint output/dfdc-faces-cpu/best.pt
+    .venv/bin/python benchmarks/predict_speed.py --checkpoint output/dfdc-faces-cpu/model
 
 Reports seconds per video, the split between decode, detect and classify, and videos/hour against
 the competition budget (the DFDC test set: 4,000 videos in under 3 hours).
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import fakefinder
 from fakefinder.data.synthetic import write_video
+from fakefinder.config import config_from_dict
 from fakefinder.infer.scoring import load_detector
 
 HERE = Path(__file__).resolve().parent
@@ -34,7 +35,7 @@ def make_clips(folder: Path, count: int, seconds: float, fps: int) -> list[Path]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default="output/dfdc-faces-cpu/best.pt")
+    parser.add_argument("--checkpoint", default="output/dfdc-faces-cpu/model")
     parser.add_argument("--videos", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--fps", type=int, default=30)
@@ -45,8 +46,8 @@ def main() -> None:
     args = parser.parse_args()
 
     clips = make_clips(Path(args.workdir), args.videos, args.seconds, args.fps)
-    config = load_detector(args.checkpoint).config
-    config.predict.checkpoints = [Path(args.checkpoint)]
+    config = config_from_dict(load_detector(args.checkpoint).artifact.training["config"])  # the run that made it
+    config.predict.models = [Path(args.checkpoint)]
     config.predict.inputs = [Path(args.workdir)]
     config.predict.output = HERE / "results" / "predict_speed_submission.csv"
     config.predict.frames_per_video = args.frames

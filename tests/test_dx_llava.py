@@ -16,8 +16,8 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
 from fakefinder.config import ConfigError, config_from_dict  # noqa: E402
-from fakefinder.dx_llava import data as dxdata  # noqa: E402
-from fakefinder.dx_llava.tiny import build_char_tokenizer, tiny_clip_vision_config, tiny_llama_config  # noqa: E402
+from fakefinder.tasks.dx_llava import data as dxdata  # noqa: E402
+from fakefinder.tasks.dx_llava.tiny import build_char_tokenizer, tiny_clip_vision_config, tiny_llama_config  # noqa: E402
 
 
 def _conversation(label: int, i: int) -> list[dict]:
@@ -177,7 +177,7 @@ def test_make_data_from_a_manifest(tmp_path):
 
 @pytest.mark.parametrize("tower", ["clip", "convnext"])
 def test_forward_backward_both_losses(dx_data, tmp_path, tower):
-    from fakefinder.dx_llava.model import build_model
+    from fakefinder.tasks.dx_llava.model import build_model
 
     cfg = dx_config(dx_data, tmp_path / "out", tower, mode="full")
     model, tokenizer, info = build_model(cfg.dx_llava, tmp_path / "out")
@@ -197,7 +197,7 @@ def test_forward_backward_both_losses(dx_data, tmp_path, tower):
 
 @pytest.mark.parametrize("mode", ["full", "lora"])
 def test_answer_only_lm_loss_equals_the_full_vocabulary_loss(dx_data, tmp_path, mode):
-    from fakefinder.dx_llava.model import build_model
+    from fakefinder.tasks.dx_llava.model import build_model
 
     cfg = dx_config(dx_data, tmp_path / "out", mode=mode, model={"head_source": "last_prompt_token"})
     model, tokenizer, _ = build_model(cfg.dx_llava, tmp_path / "out")
@@ -214,35 +214,35 @@ def test_answer_only_lm_loss_equals_the_full_vocabulary_loss(dx_data, tmp_path, 
 
 
 def test_tower_from_a_trained_detector_checkpoint_travels_with_the_run(dx_data, tmp_path):
-    """vision_tower: fakefinder:<best.pt> uses a classic detector's backbone (its input size and
+    """vision_tower: fakefinder:<model artifact> uses a classic detector's backbone (its input size and
     normalisation too); the run saves the tower, so it reloads after the detector file is gone."""
     import shutil
 
     from conftest import make_crops, train_config
-    from fakefinder.dx_llava.model import load_model
-    from fakefinder.dx_llava.train import train as train_dx
-    from fakefinder.engine.trainer import train as train_detector
+    from fakefinder.tasks.dx_llava.model import load_model
+    from fakefinder.tasks.dx_llava.train import train as train_dx
+    from fakefinder.api import train as train_detector
     from fakefinder.infer.scoring import load_detector
 
     manifest = make_crops(tmp_path / "crops", groups=6)
     detector_run = train_detector(train_config(manifest, tmp_path / "detector", epochs=1, batch_size=2))
-    detector = load_detector(detector_run.best_path).model
-    source = tmp_path / "tower.pt"
-    shutil.copy(detector_run.best_path, source)
+    detector = load_detector(detector_run.model_path).model
+    source = tmp_path / "tower"
+    shutil.copytree(detector_run.model_path, source)
 
     cfg = dx_config(dx_data, tmp_path / "run", max_steps=2,
                     model={"vision_tower": f"fakefinder:{source}", "vision_config": None})
     result = train_dx(cfg)
     final = Path(result["final"])
-    meta = json.loads((final / "dx_llava.json").read_text())
-    assert meta["tower_arch"] == "test_efficientnet" and meta["image_size"] == 32
-    assert meta["mean"] == [0.485, 0.456, 0.406]
-    source.unlink()
+    meta = json.loads((final / "model.json").read_text())
+    assert meta["kind"] == "dx_llava" and meta["architecture"]["tower_arch"] == "test_efficientnet"
+    assert meta["preprocessing"]["input_size"] == 32 and meta["preprocessing"]["mean"] == [0.485, 0.456, 0.406]
+    shutil.rmtree(source)
     model, _, _ = load_model(final)
     theirs = detector.backbone.state_dict()
     ours = model.vision_tower.trunk.state_dict()
     assert set(ours) == set(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)  # frozen: unchanged
-    from fakefinder.dx_llava.model import build_model
+    from fakefinder.tasks.dx_llava.model import build_model
 
     with pytest.raises(ConfigError, match="not found"):
         build_model(cfg.dx_llava, tmp_path / "again")  # a new run needs the detector file
@@ -252,7 +252,7 @@ def test_open_clip_convnext_tower_gives_one_token_per_position(dx_data, tmp_path
     """An open_clip CLIP model with a timm ConvNeXt trunk (the structure of convnext_large_d_320,
     tiny): the last stage's map becomes H*W tokens of its channel width."""
     open_clip = pytest.importorskip("open_clip")
-    from fakefinder.dx_llava.model import build_model
+    from fakefinder.tasks.dx_llava.model import build_model
 
     spec = {"embed_dim": 32, "vision_cfg": {"timm_model_name": "test_convnext", "timm_model_pretrained": False,
                                             "timm_pool": "", "timm_proj": "linear", "image_size": 64},
@@ -271,7 +271,7 @@ def test_open_clip_convnext_tower_gives_one_token_per_position(dx_data, tmp_path
 
 
 def test_head_reads_the_last_prompt_token_when_asked(dx_data, tmp_path):
-    from fakefinder.dx_llava.model import build_model
+    from fakefinder.tasks.dx_llava.model import build_model
 
     cfg = dx_config(dx_data, tmp_path / "out", mode="full", model={"head_source": "last_prompt_token"})
     model, tokenizer, _ = build_model(cfg.dx_llava, tmp_path / "out")
@@ -283,7 +283,7 @@ def test_head_reads_the_last_prompt_token_when_asked(dx_data, tmp_path):
 
 
 def test_lora_trains_only_adapters_projector_and_head(dx_data, tmp_path):
-    from fakefinder.dx_llava.model import build_model
+    from fakefinder.tasks.dx_llava.model import build_model
 
     cfg = dx_config(dx_data, tmp_path / "out")
     model, _, _ = build_model(cfg.dx_llava, tmp_path / "out")
@@ -295,8 +295,8 @@ def test_lora_trains_only_adapters_projector_and_head(dx_data, tmp_path):
 
 
 def test_nan_loss_part_is_reported(dx_data, tmp_path, caplog):
-    from fakefinder.dx_llava.model import build_model
-    from fakefinder.dx_llava.train import _trainer_class
+    from fakefinder.tasks.dx_llava.model import build_model
+    from fakefinder.tasks.dx_llava.train import _trainer_class
 
     cfg = dx_config(dx_data, tmp_path / "out", mode="full")
     model, tokenizer, _ = build_model(cfg.dx_llava, tmp_path / "out")
@@ -322,9 +322,9 @@ def _adapter(path: Path) -> dict:
 
 
 def test_train_lora_resume_evaluate_and_merge(dx_data, tmp_path):
-    from fakefinder.dx_llava.infer import Explainer, evaluate
-    from fakefinder.dx_llava.model import load_model, merge_lora
-    from fakefinder.dx_llava.train import train
+    from fakefinder.tasks.dx_llava.infer import Explainer, evaluate
+    from fakefinder.tasks.dx_llava.model import load_model, merge_lora
+    from fakefinder.tasks.dx_llava.train import train
 
     cfg = dx_config(dx_data, tmp_path / "run")
     result = train(cfg)
@@ -377,7 +377,7 @@ def test_train_lora_resume_evaluate_and_merge(dx_data, tmp_path):
     import fakefinder
 
     cfg.predict.inputs = [dx_data["images"] / "0.png", dx_data["images"] / "1.png"]
-    cfg.predict.checkpoints = [final]
+    cfg.predict.models = [final]
     cfg.predict.output = tmp_path / "predict" / "submission.csv"
     cfg.dx_llava.max_new_tokens = 6
     result = fakefinder.predict(cfg)
@@ -385,7 +385,7 @@ def test_train_lora_resume_evaluate_and_merge(dx_data, tmp_path):
     assert list(table.id) == ["0.png", "1.png"] and table.probability.between(0, 1).all()
     assert {"explanation", "text_label", "agree"} <= set(table.columns)
     explained = json.loads(result.details_path.read_text())
-    assert len(explained["files"]) == 2 and explained["checkpoint"] == str(final)
+    assert len(explained["files"]) == 2 and explained["models"] == [str(final)]
 
 
 def test_torchrun_two_cpu_processes_share_the_data(dx_data, tmp_path):
@@ -427,9 +427,9 @@ def test_deepspeed_zero2_and_zero3_on_two_cpu_processes_save_whole_weights(dx_da
     from safetensors.torch import load_file
 
     from fakefinder.config import save_config
-    from fakefinder.dx_llava.model import build_model
+    from fakefinder.tasks.dx_llava.model import build_model
 
-    zero3 = json.loads((resources.files("fakefinder.dx_llava") / "deepspeed" / "zero3.json").read_text())
+    zero3 = json.loads((resources.files("fakefinder.tasks.dx_llava") / "deepspeed" / "zero3.json").read_text())
     zero3["zero_optimization"]["stage3_param_persistence_threshold"] = 0  # tiny tensors are partitioned too
     (tmp_path / "zero3.json").write_text(json.dumps(zero3))
     saved = {}
@@ -463,8 +463,8 @@ def test_deepspeed_zero2_and_zero3_on_two_cpu_processes_save_whole_weights(dx_da
 def test_stage1_saves_the_projector_alone_and_stage2_starts_from_it(dx_data, tmp_path):
     from safetensors.torch import load_file
 
-    from fakefinder.dx_llava.model import build_model
-    from fakefinder.dx_llava.train import train
+    from fakefinder.tasks.dx_llava.model import build_model
+    from fakefinder.tasks.dx_llava.train import train
 
     cfg = dx_config(dx_data, tmp_path / "stage1", stage="projector", max_steps=2, save_steps=100)
     result = train(cfg)
@@ -480,7 +480,7 @@ def test_stage1_saves_the_projector_alone_and_stage2_starts_from_it(dx_data, tmp
 
 def test_qlora_step_on_cpu(dx_data, tmp_path):
     pytest.importorskip("bitsandbytes")
-    from fakefinder.dx_llava.model import build_model
+    from fakefinder.tasks.dx_llava.model import build_model
 
     cfg = dx_config(dx_data, tmp_path / "q", mode="qlora")
     model, tokenizer, _ = build_model(cfg.dx_llava, tmp_path / "q")
@@ -503,7 +503,7 @@ def test_original_llava_checkpoint_converts_to_hf(dx_data, tmp_path):
     from safetensors.torch import save_file
     from transformers import LlamaConfig, LlamaForCausalLM, LlavaForConditionalGeneration
 
-    from fakefinder.dx_llava.convert import convert_original_to_hf, load_llava
+    from fakefinder.tasks.dx_llava.convert import convert_original_to_hf, load_llava
 
     torch.manual_seed(0)
     text = {k: v for k, v in tiny_llama_config().items() if k != "model_type"}
@@ -543,7 +543,7 @@ def test_dx_llava_from_a_llava_checkpoint(dx_data, tmp_path):
     """vision_tower=llava uses the checkpoint's CLIP tower and projector; the LM equals the checkpoint's."""
     from transformers import LlavaConfig, LlavaForConditionalGeneration
 
-    from fakefinder.dx_llava.model import build_model
+    from fakefinder.tasks.dx_llava.model import build_model
 
     torch.manual_seed(1)
     text = tiny_llama_config()
@@ -569,16 +569,16 @@ def test_dx_llava_from_a_llava_checkpoint(dx_data, tmp_path):
 
 
 def test_config_errors_name_the_key(dx_data, tmp_path):
-    from fakefinder.dx_llava.model import build_model
+    from fakefinder.tasks.dx_llava.model import build_model
 
     with pytest.raises(ConfigError, match="vision_tower"):
         build_model(dx_config(dx_data, tmp_path, model={"vision_tower": "resnet"}).dx_llava, tmp_path)
     with pytest.raises(ConfigError, match="projector"):
         dx_config(dx_data, tmp_path, model={"projector": "mlp2x_relu"})
     with pytest.raises(ConfigError, match="deepspeed"):
-        from fakefinder.dx_llava.train import deepspeed_config
+        from fakefinder.tasks.dx_llava.train import deepspeed_config
 
         deepspeed_config("zero9")
-    from fakefinder.dx_llava.train import deepspeed_config
+    from fakefinder.tasks.dx_llava.train import deepspeed_config
 
     assert json.loads(Path(deepspeed_config("zero3")).read_text())["zero_optimization"]["stage"] == 3

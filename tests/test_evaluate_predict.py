@@ -9,7 +9,7 @@ import pytest
 import fakefinder
 from fakefinder.config import config_from_dict
 from fakefinder.data import synthetic
-from fakefinder.engine.checkpoint import load_checkpoint
+from fakefinder.core.checkpoint import load_checkpoint
 from fakefinder.eval.aggregate import aggregate_scores, aggregate_videos
 from fakefinder.eval.metrics import fit_threshold
 from fakefinder.infer.scoring import load_detector, score_crops
@@ -76,15 +76,15 @@ def test_videos_are_grouped_by_video_id_not_folder_name():
 
 def test_threshold_is_fitted_on_validation_only(trained):
     tmp, config = trained
-    state = load_checkpoint(tmp / "run" / "best.pt")
-    detector = load_detector(tmp / "run" / "best.pt")
+    state = load_checkpoint(tmp / "run" / "last.pt")
+    detector = load_detector(tmp / "run" / "model")
     manifest = pd.read_csv(tmp / "prepared" / "manifest.csv")
     val = manifest[manifest.split == "val"].reset_index(drop=True)
     val_scores = score_crops(detector, val, tmp / "prepared", num_workers=0)
     assert state["threshold"] == pytest.approx(fit_threshold((val.label == "fake").astype(int), val_scores), abs=1e-6)
     # evaluate reports test data with that threshold, whatever the test data would prefer
     result = fakefinder.evaluate(config)
-    entry = result.metrics["checkpoints"]["run/best"]
+    entry = result.metrics["models"]["run/model"]
     assert entry["threshold"] == pytest.approx(state["threshold"])
     assert entry["threshold_source"].startswith("fitted on validation")
 
@@ -93,12 +93,12 @@ def test_evaluate_outputs_levels_methods_and_report(trained):
     tmp, config = trained
     config = config.model_copy(deep=True)
     config.evaluate.perturbations = ["jpeg50", "downscale0.5"]
-    config.evaluate.checkpoints = [tmp / "run" / "best.pt", tmp / "run2" / "best.pt"]
+    config.evaluate.models = [tmp / "run" / "model", tmp / "run2" / "model"]
     config.evaluate.output_dir = tmp / "eval_full"
     result = fakefinder.evaluate(config)
     metrics = json.loads(result.metrics_path.read_text())
-    assert set(metrics["checkpoints"]) == {"run/best", "run2/best"}
-    levels = metrics["checkpoints"]["run/best"]["sets"]["ffpp"]
+    assert set(metrics["models"]) == {"run/model", "run2/model"}
+    levels = metrics["models"]["run/model"]["sets"]["ffpp"]
     for level in ("frame", "video"):
         assert {"auc", "macro_f1", "accuracy", "eer", "ap", "log_loss", "per_class", "confusion"} <= set(levels[level])
         assert set(levels[level]["per_method"]) == {"Deepfakes", "Face2Face", "real"}
@@ -110,7 +110,7 @@ def test_evaluate_outputs_levels_methods_and_report(trained):
     assert {"path", "video_id", "label", "score", "prediction"} <= set(predictions.columns)
     assert len(predictions) == 2 * len(test)
     videos = pd.read_csv(result.video_predictions_path)
-    assert videos.groupby("checkpoint").video_id.nunique().eq(test.video_id.nunique()).all()
+    assert videos.groupby("model").video_id.nunique().eq(test.video_id.nunique()).all()
     report = result.report_path.read_text()
     assert report.count("data:image/png;base64,") >= 8 and "<table>" in report and "src='http" not in report
     assert len(result.tables["summary"]) == 4  # 2 checkpoints x (frame, video)
@@ -171,7 +171,7 @@ def test_ensemble_is_the_weighted_average(trained, tmp_path):
     for name, checkpoints, weights in (("a", ["run"], None), ("b", ["run2"], None), ("ab", ["run", "run2"], [3, 1])):
         c = config.model_copy(deep=True)
         c.predict.inputs = [folder / "real.mp4", folder / "fake.mp4", folder / "still.png"]
-        c.predict.checkpoints = [tmp / r / "best.pt" for r in checkpoints]
+        c.predict.models = [tmp / r / "model" for r in checkpoints]
         c.predict.weights = weights
         c.predict.aggregation = "mean"
         c.predict.output = tmp_path / f"{name}.csv"
@@ -201,7 +201,7 @@ def test_export_parity(trained, tmp_path, suffix):
     from fakefinder.infer.export import export
 
     tmp, _ = trained
-    report = export(tmp / "run" / "best.pt", tmp_path / f"model{suffix}")
+    report = export(tmp / "run" / "model", tmp_path / f"model{suffix}")
     assert report.path.is_file() and report.max_abs_diff < 1e-4
     if suffix == ".onnx":
         import onnxruntime as ort
@@ -209,7 +209,7 @@ def test_export_parity(trained, tmp_path, suffix):
 
         session = ort.InferenceSession(str(report.path), providers=["CPUExecutionProvider"])
         x = np.random.default_rng(0).normal(size=(5, 3, 32, 32)).astype(np.float32)  # another batch size
-        detector = load_detector(tmp / "run" / "best.pt")
+        detector = load_detector(tmp / "run" / "model")
         with torch.no_grad():
             expected = detector.model(torch.from_numpy(x)).numpy()
         np.testing.assert_allclose(session.run(None, {"image": x})[0], expected, atol=1e-4)

@@ -291,7 +291,7 @@ def test_heap_growth_limit_is_applied_on_linux():
     import sys
 
     # in a child process: the setting is process-wide and would slow every later test here
-    code = "from fakefinder.utils.memory import limit_heap_growth; print(limit_heap_growth())"
+    code = "from fakefinder.core.memory import limit_heap_growth; print(limit_heap_growth())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == str(sys.platform.startswith("linux"))
 
@@ -301,7 +301,7 @@ def test_in_process_prepare_leaves_the_callers_threads_and_heap_alone(trees, tmp
     leave worker settings behind: training right after it would run on one thread."""
     import torch
 
-    from fakefinder.utils import memory
+    from fakefinder.core import memory
 
     calls = []
     monkeypatch.setattr(memory, "limit_heap_growth", lambda *a: calls.append(a) or True)

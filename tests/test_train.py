@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,9 +18,9 @@ from fakefinder.data.synthetic import identity_face
 from fakefinder.data.training import (
     CropDataset, EpochSampler, mask_partners, opencv_single_threaded, read_manifest,
 )
-from fakefinder.engine.checkpoint import load_checkpoint
+from fakefinder.core.checkpoint import load_checkpoint
 from fakefinder.engine.optim import Schedule
-from fakefinder.engine.trainer import train
+from fakefinder.api import train
 
 from conftest import make_crops, train_config
 
@@ -34,8 +35,10 @@ def test_training_writes_checkpoints_logs_plots_and_config(manifest, tmp_path):
                           logging={"tensorboard": True, "plots": True})
     result = train(config)
     out = tmp_path / "run"
-    for name in ("best.pt", "last.pt", "config.yaml", "history.jsonl", "history.csv", "curves.png"):
+    for name in ("model/model.json", "model/model.safetensors", "last.pt", "config.yaml", "history.jsonl",
+                 "history.csv", "curves.png"):
         assert (out / name).is_file(), name
+    assert not (out / "best.pt").exists()  # the selected weights live in the artifact only
     assert list((out / "tensorboard").iterdir())
     assert len(result.history) == 2 and result.stopped == "completed"
     state = load_checkpoint(out / "last.pt")
@@ -81,8 +84,8 @@ def test_early_stopping(manifest, tmp_path):
     assert result.stopped == "early_stopping"
     assert len(result.history) == result.best_epoch + 2 < 8
     assert [r["epoch"] for r in result.history if r["is_best"]][-1] == result.best_epoch
-    best = load_checkpoint(tmp_path / "run" / "best.pt")
-    assert best["epoch"] == result.best_epoch and best["threshold"] == result.threshold
+    best = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
+    assert best["training"]["best_epoch"] == result.best_epoch and best["threshold"] == result.threshold
 
 
 def test_sampler_balances_datasets_and_classes_and_splits_ranks():
@@ -132,7 +135,7 @@ def test_mirror_tta_averages_both_views_and_reaches_checkpoint_scoring(manifest,
     config = train_config(manifest, tmp_path / "run", epochs=1, sampler="paired")
     config.model.tta = "hflip"
     result = train(config)
-    detector = load_detector(result.best_path)
+    detector = load_detector(result.model_path)
     assert isinstance(detector.model, MirrorAverage)
 
 
@@ -239,7 +242,7 @@ def test_mask_supervision_trains_and_reloads(manifest, tmp_path):
     assert config.model.mask_head  # switched on by the mask loss
     result = train(config)
     assert all(np.isfinite(row["train_loss_mask"]) and row["train_loss_mask"] > 0 for row in result.history)
-    detector = load_detector(result.best_path)
+    detector = load_detector(result.model_path)
     assert detector.info["mask_head"] and detector.model.mask_head is not None
 
 
@@ -249,7 +252,7 @@ def test_mask_head_on_a_middle_stage_trains_and_reloads(manifest, tmp_path):
     config = train_config(manifest, tmp_path / "run", epochs=1, mask_loss=0.5)
     config.model.mask_stride = 16
     result = train(config)
-    detector = load_detector(result.best_path)
+    detector = load_detector(result.model_path)
     assert detector.info["mask_stride"] == 16
     image = torch.zeros(1, 3, 32, 32)
     logit, mask = detector.model(image, return_mask=True)
@@ -356,8 +359,8 @@ def test_ctrl_c_saves_and_exits_cleanly_then_backup_restores(manifest, tmp_path)
     interrupted = load_checkpoint(tmp_path / "run" / "last.pt")
     assert (backup / "last.pt").is_file()
     # the working folder is lost; the run comes back from the backup
-    for name in ("last.pt", "best.pt"):
-        (tmp_path / "run" / name).unlink()
+    (tmp_path / "run" / "last.pt").unlink()
+    shutil.rmtree(tmp_path / "run" / "model")
     config = load_config(cfg, ["train.epochs=" + str(interrupted["epoch"] + 1)])
     result = train(config, resume=True)
     assert result.history[: len(interrupted["history"])] == interrupted["history"]
@@ -393,7 +396,9 @@ def test_engine_options_run_together(manifest, tmp_path):
         train(train_config(manifest, tmp_path / "fp16", precision="fp16", device="cpu"))
 
 
-def test_train_prepares_the_datasets_when_no_manifest_exists(trees, tmp_path):
+def test_cli_train_prepares_the_datasets_when_no_manifest_exists(trees, tmp_path):
+    """The CLI chains prepare and train for a config with datasets and no manifest yet; the
+    Python API's train never prepares by itself."""
     from conftest import make_config
 
     config = make_config(tmp_path / "prepared", [{"name": "f", "layout": "folder", "root": str(trees["folder"])}],
@@ -401,9 +406,15 @@ def test_train_prepares_the_datasets_when_no_manifest_exists(trees, tmp_path):
     config.model.name, config.model.image_size = "test_efficientnet", 32
     config.train.output_dir, config.train.epochs, config.train.batch_size = tmp_path / "run", 1, 2
     config.train.num_workers = 0
-    result = train(config)
+    config.train.logging.tensorboard = False
+    with pytest.raises(Exception, match="manifest not found"):
+        train(config)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    done = cli("train", "-c", str(path))
+    assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "prepared" / "manifest.csv").is_file()
-    assert result.stopped == "completed" and (tmp_path / "run" / "best.pt").is_file()
+    assert (tmp_path / "run" / "model" / "model.json").is_file()
 
 
 def _torchrun(cfg: Path, port: int, *args: str) -> subprocess.CompletedProcess:

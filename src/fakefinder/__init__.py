@@ -6,6 +6,8 @@ from fakefinder import _torchvision_cpu_fix
 
 _torchvision_cpu_fix.install()
 
+from fakefinder import tasks  # noqa: E402,F401  (registers the model kinds and their config sections)
+
 __version__ = "0.1.0"
 
 __all__ = ["Config", "ConfigError", "evaluate", "load_config", "predict", "prepare", "train", "__version__"]
@@ -13,22 +15,10 @@ __all__ = ["Config", "ConfigError", "evaluate", "load_config", "predict", "prepa
 
 def __getattr__(name: str):
     # the API loads on first use, so `import fakefinder` (and the CLI's start) stay fast
-    if name == "prepare":
-        from fakefinder.data.prepare import prepare
+    if name in {"prepare", "train", "evaluate", "predict"}:
+        from fakefinder import api
 
-        return prepare
-    if name == "evaluate":
-        from fakefinder.eval.evaluate import evaluate
-
-        return evaluate
-    if name == "predict":
-        from fakefinder.infer.predict import predict
-
-        return predict
-    if name == "train":
-        from fakefinder.engine.trainer import train
-
-        return train
+        return getattr(api, name)
     if name in {"Config", "ConfigError", "load_config"}:
         from fakefinder import config
 

@@ -28,14 +28,9 @@ def _fail(message: str) -> None:
 
 
 def _user_errors():
-    from fakefinder.config import ConfigError
-    from fakefinder.data.layouts import LayoutError
-    from fakefinder.data.training import ManifestError
-    from fakefinder.engine.checkpoint import CheckpointError
-    from fakefinder.models import UnknownModelError, WeightsError
+    from fakefinder.core.errors import FakefinderError
 
-    return (ConfigError, LayoutError, ManifestError, CheckpointError, UnknownModelError, WeightsError,
-            FileNotFoundError)
+    return (FakefinderError, FileNotFoundError)
 
 
 @app.command()
@@ -66,37 +61,59 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from <train.output_dir>/last.pt (or its backup).")] = False,
     resume_from: Annotated[Optional[Path], typer.Option(help="Continue from this checkpoint.")] = None,
 ) -> None:
-    """Train a detector on prepared crops (CPU, one GPU, or many with torchrun)."""
+    """Train the model kind the config names (`task:`; CPU, one GPU, or many with torchrun)."""
+    from fakefinder import api
     from fakefinder.config import load_config
-    from fakefinder.engine.trainer import train as run_train
 
     try:
         cfg = load_config(config, overrides or [])
-        result = run_train(cfg, resume=resume_from or resume)
+        _prepare_first(cfg)
+        result = api.train(cfg, resume=resume_from or resume)
     except _user_errors() as exc:
         _fail(str(exc))
-    if result.stopped == "interrupted":
+    if getattr(result, "stopped", None) == "interrupted":
         raise typer.Exit(130)
+
+
+def _prepare_first(cfg) -> None:
+    """A detector config with datasets but no manifest yet: prepare them first (rank 0; the others
+    wait), so one config and one command go from raw data to a trained model."""
+    from fakefinder.tasks.deepfake.task import manifest_path
+
+    if cfg.task != "deepfake_detector" or cfg.train.manifest is not None or not cfg.data.datasets:
+        return
+    if manifest_path(cfg).is_file():
+        return
+    import time
+
+    from fakefinder import api
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        typer.secho(f"no manifest at {manifest_path(cfg)}: preparing the datasets first", err=True)
+        api.prepare(cfg)
+        return
+    while not manifest_path(cfg).is_file():  # other torchrun ranks: until rank 0 wrote it (atomically)
+        time.sleep(2)
 
 
 @app.command()
 def evaluate(
     overrides: Overrides = None,
     config: ConfigOption = None,
-    checkpoint: Annotated[Optional[list[Path]], typer.Option("--checkpoint", help="Repeat to compare checkpoints.")] = None,
+    model: Annotated[Optional[list[Path]], typer.Option("--model", "--checkpoint", "-m", help="A model artifact (folder with model.json, or an older best.pt); repeat to compare.")] = None,
     perturb: Annotated[bool, typer.Option("--perturb", help="Add the robustness table (JPEG 90/70/50, blur, x0.5, noise).")] = False,
 ) -> None:
-    """Frame- and video-level metrics, plots and an HTML report for trained detectors."""
+    """Metrics, plots and an HTML report for trained models (dispatched on their kind)."""
+    from fakefinder import api
     from fakefinder.config import load_config
-    from fakefinder.eval.evaluate import evaluate as run_evaluate
 
     try:
         cfg = load_config(config, overrides or [])
-        if checkpoint:
-            cfg.evaluate.checkpoints = list(checkpoint)
+        if model:
+            cfg.evaluate.models = list(model)
         if perturb and not cfg.evaluate.perturbations:
             cfg.evaluate.perturbations = ["all"]
-        run_evaluate(cfg)
+        api.evaluate(cfg)
     except _user_errors() as exc:
         _fail(str(exc))
 
@@ -105,30 +122,30 @@ def evaluate(
 def predict(
     inputs: Annotated[Optional[list[Path]], typer.Argument(help="Images, videos, folders or list files.")] = None,
     config: ConfigOption = None,
-    checkpoint: Annotated[Optional[list[Path]], typer.Option("--checkpoint", help="Repeat for an ensemble.")] = None,
+    model: Annotated[Optional[list[Path]], typer.Option("--model", "--checkpoint", "-m", help="A model artifact (folder with model.json, or an older best.pt); repeat for an ensemble.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Submission CSV.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Config override key=value (repeatable).")] = None,
 ) -> None:
     """Score new images and videos: a submission CSV (+ optional per-frame details)."""
+    from fakefinder import api
     from fakefinder.config import load_config
-    from fakefinder.infer.predict import predict as run_predict
 
     try:
         cfg = load_config(config, set_ or [])
         if inputs:
             cfg.predict.inputs = list(inputs)
-        if checkpoint:
-            cfg.predict.checkpoints = list(checkpoint)
+        if model:
+            cfg.predict.models = list(model)
         if output:
             cfg.predict.output = output
-        run_predict(cfg)
+        api.predict(cfg)
     except _user_errors() as exc:
         _fail(str(exc))
 
 
 @app.command()
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by fakefinder train.")],
+    model: Annotated[Path, typer.Argument(help="A model artifact (folder with model.json, or an older best.pt).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="model.onnx or model.pt (TorchScript).")],
     tolerance: Annotated[float, typer.Option(help="Largest allowed logit difference in the parity check.")] = 1e-4,
 ) -> None:
@@ -136,10 +153,25 @@ def export(
     from fakefinder.infer.export import export as run_export
 
     try:
-        report = run_export(checkpoint, output, tolerance=tolerance)
+        report = run_export(model, output, tolerance=tolerance)
     except _user_errors() as exc:
         _fail(str(exc))
     typer.echo(f"{report.path}: max |logit difference| {report.max_abs_diff:.2e} over {report.samples} inputs")
+
+
+@app.command()
+def convert(
+    checkpoint: Annotated[Path, typer.Argument(help="A best.pt / last.pt written by an older fakefinder train.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the model artifact.")],
+) -> None:
+    """Convert an older checkpoint file into a model artifact (read safely: nothing in it runs)."""
+    from fakefinder.tasks.deepfake.artifact import convert_checkpoint
+
+    try:
+        artifact = convert_checkpoint(checkpoint, output)
+    except _user_errors() as exc:
+        _fail(str(exc))
+    typer.echo(f"{artifact.path}: {artifact.kind} model artifact (threshold {artifact.threshold:.4f})")
 
 
 @app.command()
@@ -158,10 +190,7 @@ dx = typer.Typer(help="DX-LLaVA, the explainable detector: data, training, evalu
 app.add_typer(dx, name="dx-llava")
 
 
-def _dx_errors():
-    from fakefinder.dx_llava.data import DataError
-
-    return (*_user_errors(), DataError)
+_dx_errors = _user_errors
 
 
 @dx.command("make-data")
@@ -173,7 +202,7 @@ def dx_make_data(
     seed: int = 0,
 ) -> None:
     """A prepared manifest -> LLaVA conversation JSON (varied questions, answers ending in '### Answer: real|fake')."""
-    from fakefinder.dx_llava.data import make_data
+    from fakefinder.tasks.dx_llava.data import make_data
 
     try:
         written = make_data(manifest, output, split, seed, max_per_split)
@@ -191,16 +220,17 @@ def dx_train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint-* in the output dir.")] = False,
     resume_from: Annotated[Optional[Path], typer.Option(help="Continue from this checkpoint-* folder.")] = None,
 ) -> None:
-    """Train DX-LLaVA (stage 1 projector, or stage 2 full / LoRA / QLoRA); torchrun/deepspeed launch it on many GPUs."""
+    """Train DX-LLaVA (stage 1 projector, or stage 2 full / LoRA / QLoRA); torchrun/deepspeed launch it on many GPUs.
+    The same as `fakefinder train` with `task: dx_llava`."""
     import logging
 
+    from fakefinder import api
     from fakefinder.config import load_config
-    from fakefinder.dx_llava.train import train as run_train
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        cfg = load_config(config, overrides or [])
-        result = run_train(cfg, str(resume_from) if resume_from else resume)
+        cfg = load_config(config, ["task=dx_llava", *(overrides or [])])
+        result = api.train(cfg, resume=str(resume_from) if resume_from else resume)
     except _dx_errors() as exc:
         _fail(str(exc))
     if int(os.environ.get("RANK", "0")) == 0:  # one line per run, not per torchrun/deepspeed process
@@ -209,7 +239,7 @@ def dx_train(
 
 @dx.command("evaluate")
 def dx_evaluate(
-    checkpoint: Annotated[Path, typer.Argument(help="A DX-LLaVA checkpoint folder.")],
+    checkpoint: Annotated[Path, typer.Argument(help="A DX-LLaVA model folder (e.g. output/dx-llava/final).")],
     data: Annotated[Path, typer.Option("--data", help="LLaVA JSON to evaluate on.")],
     image_folder: Annotated[Optional[Path], typer.Option(help="Images are relative to it (default: the JSON's folder).")] = None,
     output: Annotated[Path, typer.Option("--output", "-o")] = Path("output/dx-llava-eval"),
@@ -220,7 +250,7 @@ def dx_evaluate(
     """Accuracy / macro-F1 / AUC of the binary head and of the text answer; predictions with explanations."""
     import json
 
-    from fakefinder.dx_llava.infer import evaluate as run_evaluate
+    from fakefinder.tasks.dx_llava.infer import evaluate as run_evaluate
 
     try:
         metrics = run_evaluate(checkpoint, data, image_folder, output, max_samples, not no_text, explain)
@@ -235,7 +265,7 @@ def dx_merge(
     output: Annotated[Path, typer.Argument(help="Folder for the standalone merged model.")],
 ) -> None:
     """Fold the LoRA adapter into the language model and save a standalone checkpoint."""
-    from fakefinder.dx_llava.model import merge_lora
+    from fakefinder.tasks.dx_llava.model import merge_lora
 
     try:
         typer.echo(f"merged: {merge_lora(checkpoint, output)}")
@@ -249,7 +279,7 @@ def dx_convert(
     output: Annotated[Path, typer.Argument(help="Folder for the HF-format checkpoint.")],
 ) -> None:
     """Convert an original LLaVA-1.5 checkpoint to the HF LLaVA format."""
-    from fakefinder.dx_llava.convert import convert_original_to_hf
+    from fakefinder.tasks.dx_llava.convert import convert_original_to_hf
 
     try:
         typer.echo(f"converted: {convert_original_to_hf(source, output)}")

@@ -15,19 +15,29 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from fakefinder.core.errors import FakefinderError
 
-class ConfigError(ValueError):
+
+class ConfigError(FakefinderError, ValueError):
     """A configuration file or override that cannot be used; the message names the key or file."""
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
+    """A config section: unknown keys are errors, assignments are validated."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# names that sections check values against (the code behind them lives elsewhere: config imports
+# no loss, metric or model code)
+LOSS_NAMES = {"ce": "cross-entropy", "focal": "focal", "f1": "soft-F1", "auc": "pairwise ranking"}
+PERTURBATION_NAMES = ("jpeg90", "jpeg70", "jpeg50", "blur", "downscale0.5", "noise")
 
 
 Layout = Literal["ffpp", "dfdc", "celebdf", "folder", "csv"]
 
 
-class DatasetConfig(_Section):
+class DatasetConfig(Section):
     """One input dataset in its published layout."""
 
     name: str = Field(description="Tag written in every manifest row; must be unique in a run.")
@@ -60,7 +70,7 @@ class DatasetConfig(_Section):
         return value
 
 
-class SplitConfig(_Section):
+class SplitConfig(Section):
     train: float = Field(default=0.8, ge=0)
     val: float = Field(default=0.1, ge=0)
     test: float = Field(default=0.1, ge=0)
@@ -74,7 +84,7 @@ class SplitConfig(_Section):
         return self
 
 
-class DataConfig(_Section):
+class DataConfig(Section):
     datasets: list[DatasetConfig] = Field(default_factory=list)
     frames_per_video: int = Field(default=32, ge=1)
     frame_stride: int | None = Field(
@@ -95,7 +105,7 @@ class DataConfig(_Section):
         return self
 
 
-class FacesConfig(_Section):
+class FacesConfig(Section):
     detect: bool = Field(
         default=True, description="false: inputs are already face crops; resize them only."
     )
@@ -131,7 +141,7 @@ class FacesConfig(_Section):
         return self.margin if self.margin >= 1 else 1.0 + self.margin
 
 
-class PrepareConfig(_Section):
+class PrepareConfig(Section):
     output_dir: Path = Path("output/prepared")
     image_format: Literal["jpg", "png"] = "jpg"
     jpeg_quality: int = Field(default=95, ge=1, le=100)
@@ -149,7 +159,7 @@ class PrepareConfig(_Section):
         return value
 
 
-class ModelConfig(_Section):
+class ModelConfig(Section):
     name: str = Field(default="efficientnet_b4", description="A fakefinder preset or any timm name.")
     pretrained: bool | str = Field(
         default=False,
@@ -180,7 +190,7 @@ class ModelConfig(_Section):
     )
 
 
-class AugmentConfig(_Section):
+class AugmentConfig(Section):
     """Train-time augmentation (albumentations) and self-blended pseudo-fakes."""
 
     enabled: bool = True
@@ -200,12 +210,12 @@ class AugmentConfig(_Section):
     sbi_reals_only: bool = Field(default=False, description="Train on real crops only (+ their SBI fakes).")
 
 
-class EarlyStoppingConfig(_Section):
+class EarlyStoppingConfig(Section):
     metric: Literal["macro_f1", "auc", "loss", "accuracy", "ap", "eer"] = "macro_f1"
     patience: int | None = Field(default=10, ge=1, description="Epochs without improvement; null: never stop.")
 
 
-class LoggingConfig(_Section):
+class LoggingConfig(Section):
     tensorboard: bool = True
     wandb_project: str | None = None
     wandb_entity: str | None = None
@@ -213,7 +223,7 @@ class LoggingConfig(_Section):
     log_every_steps: int = Field(default=10, ge=1)
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     manifest: Path | None = Field(default=None, description="Default: <prepare.output_dir>/manifest.csv.")
     datasets: list[str] | None = Field(default=None, description="Train on these manifest datasets only.")
     val_datasets: list[str] | None = Field(
@@ -278,25 +288,24 @@ class TrainConfig(_Section):
     @field_validator("loss")
     @classmethod
     def _known_losses(cls, value: dict[str, float]) -> dict[str, float]:
-        from fakefinder.losses import LOSSES
-
-        unknown = sorted(set(value) - set(LOSSES))
+        unknown = sorted(set(value) - set(LOSS_NAMES))
         if unknown:
-            raise ValueError(f"unknown loss {unknown}; choose from {sorted(LOSSES)}")
+            raise ValueError(f"unknown loss {unknown}; choose from {sorted(LOSS_NAMES)}")
         if any(w < 0 for w in value.values()) or sum(value.values()) <= 0:
             raise ValueError(f"loss weights must be >= 0 with a positive sum, got {value}")
         return value
 
 
-class EvalSetConfig(_Section):
+class EvalSetConfig(Section):
     name: str
     manifest: Path | None = Field(default=None, description="Default: the run's prepared manifest.")
     split: str = "test"
     datasets: list[str] | None = None
 
 
-class EvaluateConfig(_Section):
-    checkpoints: list[Path] = Field(default_factory=list, description="Default: <train.output_dir>/best.pt.")
+class EvaluateConfig(Section):
+    models: list[Path] = Field(default_factory=list, description="Model artifacts (folders with model.json, or "
+                               "older best.pt files); default: <train.output_dir>/model.")
     sets: list[EvalSetConfig] = Field(
         default_factory=list, description="Default: the manifest's test split, one set per dataset."
     )
@@ -317,18 +326,17 @@ class EvaluateConfig(_Section):
     @field_validator("perturbations")
     @classmethod
     def _known_perturbations(cls, value: list[str]) -> list[str]:
-        from fakefinder.eval.perturb import PERTURBATIONS
-
         if value == ["all"]:
-            return list(PERTURBATIONS)
-        unknown = sorted(set(value) - set(PERTURBATIONS))
+            return list(PERTURBATION_NAMES)
+        unknown = sorted(set(value) - set(PERTURBATION_NAMES))
         if unknown:
-            raise ValueError(f"unknown perturbation(s) {unknown}; choose from {sorted(PERTURBATIONS)} or [all]")
+            raise ValueError(f"unknown perturbation(s) {unknown}; choose from {sorted(PERTURBATION_NAMES)} or [all]")
         return value
 
 
-class PredictConfig(_Section):
-    checkpoints: list[Path] = Field(default_factory=list, description="Default: <train.output_dir>/best.pt.")
+class PredictConfig(Section):
+    models: list[Path] = Field(default_factory=list, description="Model artifacts (folders with model.json, or "
+                               "older best.pt files); several form an ensemble; default: <train.output_dir>/model.")
     weights: list[float] | None = Field(default=None, description="Ensemble weights (default: equal).")
     inputs: list[Path] = Field(default_factory=list, description="Images, videos, folders or list files.")
     output: Path = Path("output/predict/submission.csv")
@@ -338,7 +346,12 @@ class PredictConfig(_Section):
     details: Path | None = Field(default=None, description="Per-frame CSV or JSON (scores, boxes, timing).")
     aggregation: Literal["mean", "max", "topk", "confident"] = "mean"
     top_k: int = Field(default=3, ge=1)
-    frames_per_video: int | None = Field(default=None, ge=1, description="Default: the checkpoint's.")
+    frames_per_video: int | None = Field(default=None, ge=1, description="Default: the model's (as in training).")
+    faces: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Face settings that replace the model's (faces.* keys, e.g. {detector: retinaface}). A model "
+        "trained on ready crops (faces.detect: false) detects faces in raw inputs unless detect: false is given.",
+    )
     no_face_score: float = Field(default=0.5, ge=0, le=1, description="Score of a file with no usable face.")
     threshold: float | None = Field(default=None, ge=0, le=1)
     batch_size: int = Field(default=32, ge=1)
@@ -347,135 +360,48 @@ class PredictConfig(_Section):
 
 
 # ---------------------------------------------------------------------------------------------
-# DX-LLaVA: the explainable detector (fakefinder.dx_llava)
+# model kinds: each registers the section it owns and the defaults it changes (fakefinder.tasks)
+
+DEFAULT_TASK = "deepfake_detector"
+_KIND_SECTIONS: dict[str, type[Section]] = {}
+_KIND_DEFAULTS: dict[str, dict[str, Any]] = {}
 
 
-class DxLlavaModelConfig(_Section):
-    """What the vision-language detector is built from."""
-
-    language_model: str = Field(
-        default="lmsys/vicuna-7b-v1.5",
-        description="A causal LM: hub id, local folder, or 'package:smollm2-135m-instruct' (offline). "
-        "Ignored when llava_checkpoint is set (the LM comes from it).",
-    )
-    gguf_file: str | None = Field(default=None, description="Load the LM from this GGUF file in the folder.")
-    tokenizer: str | None = Field(default=None, description="Default: the language model's (or the checkpoint's).")
-    language_model_config: dict[str, Any] | None = Field(
-        default=None, description="Build a randomly initialised LM from this transformers config (tests, demos)."
-    )
-    llava_checkpoint: str | None = Field(
-        default=None,
-        description="LLaVA-1.5 checkpoint for the LM and projector (llava-hf/llava-1.5-7b-hf, "
-        "liuhaotian/llava-v1.5-7b, or a local folder in either format).",
-    )
-    vision_tower: str = Field(
-        default="open_clip:hf-hub:laion/CLIP-convnext_large_d_320.laion2B-s29B-b131K-ft-soup",
-        description="open_clip:<name>, timm:<name> (e.g. timm:convnext_large_mlp.clip_laion2b_ft_soup_320), "
-        "clip:<hub id or folder> (a CLIP ViT), 'llava' (the CLIP tower inside llava_checkpoint), or "
-        "fakefinder:<best.pt> (the backbone of a detector trained with `fakefinder train`; saved with the run).",
-    )
-    vision_pretrained: bool | str = Field(
-        default=True, description="timm towers: true (hub), false, a weights file, or 'package:efficientnet_lite0'."
-    )
-    vision_config: dict[str, Any] | None = Field(
-        default=None, description="Build a random CLIP vision tower from this config (tests)."
-    )
-    vision_select_layer: int = Field(default=-2, description="CLIP towers: hidden layer whose tokens are used.")
-    image_size: int | None = Field(default=None, ge=8, description="Default: the tower's own input size.")
-    freeze_vision_tower: bool = True
-    projector: str = Field(default="mlp2x_gelu", pattern=r"^(linear|mlp\d+x_gelu)$")
-    pretrained_projector: Path | None = Field(
-        default=None, description="A stage-1 projector file (mm_projector.safetensors) to start from."
-    )
-    head_source: Literal["image_tokens", "last_prompt_token"] = Field(
-        default="image_tokens",
-        description="Binary head input: mean of the projected image tokens, or the LM hidden state of the "
-        "last prompt token.",
-    )
-    head_hidden: int = Field(default=512, ge=1)
-    template: Literal["auto", "vicuna_v1", "chatml"] = Field(
-        default="auto", description="Conversation format; auto: chatml if the tokenizer knows <|im_start|>."
-    )
-    system_prompt: str | None = Field(default=None, description="Default: the template's own.")
-    dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        default="auto", description="Language model weights: auto = the checkpoint's on GPU, fp32 on CPU."
-    )
+def register_kind(kind: str, section: str | None = None, model: type[Section] | None = None,
+                  defaults: dict[str, Any] | None = None) -> None:
+    """Make `kind` a valid `task:`; `section: model` becomes a top-level config section, and
+    `defaults` (a nested mapping) replace the shared sections' defaults when a config names the kind."""
+    if section is not None:
+        if section in Config.model_fields:
+            raise ValueError(f"config section {section!r} is shared; a kind cannot own it")
+        _KIND_SECTIONS[section] = model
+    _KIND_DEFAULTS[kind] = dict(defaults or {})
 
 
-class DxLlavaDataConfig(_Section):
-    """LLaVA conversation JSON files (paths relative to the working directory, like outputs)."""
-
-    train_json: Path | None = None
-    eval_json: Path | None = None
-    test_json: Path | None = None
-    image_folder: Path | None = Field(default=None, description="Images in the JSON are relative to it.")
-    image_aspect_ratio: Literal["pad", "resize"] = Field(
-        default="pad", description="pad: to a square with the mean colour, then resize."
-    )
-    group_by_length: bool = True
-    max_length: int = Field(default=2048, ge=16)
-    eval_max_samples: int | None = Field(default=None, ge=1)
-    ambiguous_labels: Literal["skip", "error"] = Field(
-        default="skip", description="A sample whose answer names neither or both classes: leave it out of the "
-        "binary loss (listed in the log), or stop with an error."
-    )
+def known_kinds() -> list[str]:
+    return sorted(_KIND_DEFAULTS)
 
 
-class DxLlavaTrainConfig(_Section):
-    output_dir: Path = Path("output/dx-llava")
-    stage: Literal["projector", "finetune"] = Field(
-        default="finetune", description="projector: stage 1 (tune_mm_mlp_adapter), only the projector trains."
-    )
-    mode: Literal["full", "lora", "qlora"] = "lora"
-    lora_r: int = Field(default=64, ge=1)
-    lora_alpha: int = Field(default=16, ge=1)
-    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
-    lora_target_modules: list[str] | None = Field(
-        default=None, description="Default: every linear layer of the language model (never the vision tower)."
-    )
-    quant_type: Literal["nf4", "fp4"] = "nf4"
-    double_quant: bool = True
-    compute_dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
-    lm_loss_weight: float = Field(default=1.0, ge=0)
-    binary_loss_weight: float = Field(default=10.0, ge=0)
-    epochs: float = Field(default=1.0, gt=0)
-    max_steps: int | None = Field(default=None, ge=1)
-    batch_size: int = Field(default=4, ge=1)
-    eval_batch_size: int | None = Field(default=None, ge=1)
-    accumulate: int = Field(default=1, ge=1)
-    lr: float = Field(default=2e-4, gt=0)
-    projector_lr: float | None = Field(default=None, gt=0, description="Default: lr (2e-5 in full mode is common).")
-    head_lr: float | None = Field(default=None, gt=0)
-    weight_decay: float = Field(default=0.0, ge=0)
-    warmup_ratio: float = Field(default=0.03, ge=0, lt=1)
-    scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    tf32: bool = True
-    grad_checkpointing: bool = False
-    grad_clip: float = Field(default=1.0, gt=0)
-    save_steps: int = Field(default=500, ge=1)
-    save_total_limit: int | None = Field(default=2, ge=1)
-    eval_steps: int = Field(default=200, ge=1)
-    logging_steps: int = Field(default=10, ge=1)
-    num_workers: int = Field(default=2, ge=0)
-    seed: int = 0
-    deepspeed: str | None = Field(
-        default=None, description="zero2, zero3 (configs shipped in fakefinder/dx_llava/deepspeed/) or a JSON path."
-    )
-    report_to: list[str] = Field(default_factory=lambda: ["tensorboard"], description="tensorboard, wandb, none.")
-    device: str = "auto"
+def _merge_defaults(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(given)
+    for key, value in defaults.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge_defaults(value, merged[key])
+        elif key not in merged or merged[key] is None and isinstance(value, dict):
+            merged[key] = value
+    return merged
 
 
-class DxLlavaConfig(_Section):
-    model: DxLlavaModelConfig = Field(default_factory=DxLlavaModelConfig)
-    data: DxLlavaDataConfig = Field(default_factory=DxLlavaDataConfig)
-    train: DxLlavaTrainConfig = Field(default_factory=DxLlavaTrainConfig)
-    max_new_tokens: int = Field(default=96, ge=1, description="Length of a generated explanation.")
+class Config(Section):
+    """A whole run: `task` (the model kind), the shared sections, and the section of each kind.
 
+    Kinds' sections (e.g. `dx_llava`) are registered by their packages; they read like the others
+    (`config.dx_llava.train.lr`) and unknown keys anywhere are errors.
+    """
 
-class Config(_Section):
-    """A whole run. Sections grow with the commands that use them."""
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
 
+    task: str = Field(default=DEFAULT_TASK, description="The model kind: deepfake_detector, image_classifier, dx_llava, ...")
     data: DataConfig = Field(default_factory=DataConfig)
     faces: FacesConfig = Field(default_factory=FacesConfig)
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
@@ -484,13 +410,61 @@ class Config(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     predict: PredictConfig = Field(default_factory=PredictConfig)
-    dx_llava: DxLlavaConfig = Field(default_factory=DxLlavaConfig)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _kind_sections(cls, data: Any, handler):
+        """Validate each registered kind's section (its errors keep their full key) and refuse
+        unknown top-level keys; a kind's defaults fill what the config leaves out."""
+        if not isinstance(data, dict):
+            return handler(data)
+        errors: list[dict] = []
+        task = data.get("task", DEFAULT_TASK)
+        if _KIND_DEFAULTS and task not in _KIND_DEFAULTS:
+            errors.append({"type": "value_error", "loc": ("task",), "input": task,
+                           "ctx": {"error": f"unknown task {task!r}; known kinds: {', '.join(known_kinds())}"}})
+        elif isinstance(task, str):
+            data = _merge_defaults(_KIND_DEFAULTS.get(task, {}), data)
+        data = dict(data)
+        for key in data:
+            if key not in cls.model_fields and key not in _KIND_SECTIONS:
+                errors.append({"type": "extra_forbidden", "loc": (key,), "input": data[key]})
+        for name, model in _KIND_SECTIONS.items():
+            value = data.get(name)
+            if isinstance(value, model):
+                continue
+            try:
+                data[name] = model.model_validate(value if value is not None else {})
+            except ValidationError as exc:
+                errors += [{**_line(e), "loc": (name, *e["loc"])} for e in exc.errors()]
+        try:
+            result = handler({k: v for k, v in data.items() if k in cls.model_fields or k in _KIND_SECTIONS})
+        except ValidationError as exc:
+            errors = [_line(e) for e in exc.errors()] + errors
+            result = None
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return result
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        model = _KIND_SECTIONS.get(name)
+        if model is not None and not isinstance(value, model):
+            value = model.model_validate(value)
+        super().__setattr__(name, value)
 
     @model_validator(mode="after")
     def _mask_head_for_mask_loss(self) -> "Config":
         if self.train.mask_loss > 0:
             self.model.mask_head = True  # the resolved config (and checkpoint) records the head
         return self
+
+
+def _line(error: dict) -> dict:
+    """A pydantic error entry in the form `ValidationError.from_exception_data` takes back."""
+    line = {"type": error["type"], "loc": tuple(error["loc"]), "input": error.get("input")}
+    if error.get("ctx"):
+        line["ctx"] = {k: (str(v) if isinstance(v, Exception) else v) for k, v in error["ctx"].items()}
+    return line
 
 
 # ---------------------------------------------------------------------------------------------
@@ -503,7 +477,11 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
 
 def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     """Field names valid at `loc` (for did-you-mean hints); empty when the path is not a model."""
+    if model is Config and not loc:
+        return [*Config.model_fields, *_KIND_SECTIONS]
     current: Any = model
+    if model is Config and loc and loc[0] in _KIND_SECTIONS:
+        current, loc = _KIND_SECTIONS[loc[0]], loc[1:]
     for part in loc:
         if isinstance(part, int):
             continue
@@ -529,12 +507,18 @@ def _inner_model(annotation: Any) -> Any:
     return annotation
 
 
+# keys that were renamed: an old config gets the new name instead of a guess
+RENAMED_KEYS = {"predict.checkpoints": "predict.models", "evaluate.checkpoints": "evaluate.models"}
+
+
 def _explain(error: ValidationError, source: str) -> ConfigError:
     lines = [f"invalid configuration ({source}):"]
     for item in error.errors():
         loc = item["loc"]
         key = _format_loc(loc)
-        if item["type"] == "extra_forbidden":
+        if item["type"] == "extra_forbidden" and key in RENAMED_KEYS:
+            lines.append(f"  unknown key '{key}': it is called '{RENAMED_KEYS[key]}' now")
+        elif item["type"] == "extra_forbidden":
             known = _known_keys(Config, loc[:-1])
             hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
             suggestion = f" (did you mean '{_format_loc((*loc[:-1], hint[0]))}'?)" if hint else ""
@@ -639,6 +623,32 @@ def config_to_yaml(config: Config) -> str:
 
 
 def save_config(config: Config, path: Path) -> Path:
-    from fakefinder.utils.files import atomic_write_text
+    from fakefinder.core.files import atomic_write_text
 
     return atomic_write_text(Path(path), config_to_yaml(config))
+
+
+def section_from_saved(model: type[Section], saved: dict[str, Any], where: str) -> tuple[Section, list[str]]:
+    """A section rebuilt from settings a file saved (an artifact's face settings, a DX-LLaVA model's
+    sections): keys this version does not know (renamed or dropped since) are left out, at any
+    depth, and returned, so an older file still loads."""
+    kept, ignored = _known_part(model, saved or {}, "")
+    try:
+        return model.model_validate(kept), ignored
+    except ValidationError as exc:
+        raise _explain(exc, where) from None
+
+
+def _known_part(model: type[Section], saved: dict[str, Any], prefix: str) -> tuple[dict[str, Any], list[str]]:
+    kept, ignored = {}, []
+    for key, value in saved.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            ignored.append(prefix + key)
+            continue
+        inner = _inner_model(field.annotation)
+        if isinstance(value, dict) and isinstance(inner, type) and issubclass(inner, Section):
+            value, deeper = _known_part(inner, value, f"{prefix}{key}.")
+            ignored += deeper
+        kept[key] = value
+    return kept, sorted(ignored)

@@ -12,12 +12,9 @@ from pathlib import Path
 
 from rich.console import Console
 
+from fakefinder.api import evaluate, predict, prepare, train
 from fakefinder.config import Config, config_from_dict
 from fakefinder.data import synthetic
-from fakefinder.data.prepare import prepare
-from fakefinder.engine.trainer import train
-from fakefinder.eval.evaluate import evaluate
-from fakefinder.infer.predict import predict
 
 
 def make_demo_data(root: Path) -> dict[str, Path]:
@@ -91,7 +88,7 @@ def run_demo(output: Path, workers: int = 2) -> None:
     predicted = predict(config, console=console)
     console.rule("[bold]done")
     console.print(f"manifest:    {prepared.manifest_path}")
-    console.print(f"checkpoint:  {trained.best_path} (epoch {trained.best_epoch}, "
+    console.print(f"model:       {trained.model_path} (epoch {trained.best_epoch}, "
                   f"val threshold {trained.threshold:.3f})")
     console.print(f"report:      {evaluated.report_path}")
     console.print(f"submission:  {predicted.submission_path}")

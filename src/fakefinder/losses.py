@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fakefinder.config import LOSS_NAMES
+
 
 def bce_loss(logits, targets, pos_weight: float | None = None, label_smoothing: float = 0.0):
     if label_smoothing:
@@ -57,7 +59,7 @@ def mask_loss(mask_logits: torch.Tensor, target: torch.Tensor, valid: torch.Tens
     return (per_sample * valid).sum() / valid.sum().clamp(min=1.0)
 
 
-LOSSES = {"ce": "cross-entropy", "focal": "focal", "f1": "soft-F1", "auc": "pairwise ranking"}
+LOSSES = LOSS_NAMES  # the names configs may use, with what each is
 
 
 class CombinedLoss(nn.Module):

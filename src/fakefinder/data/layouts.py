@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fakefinder.config import DatasetConfig
+from fakefinder.core.errors import FakefinderError
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -29,7 +30,7 @@ REAL_WORDS = {"real", "0", "original", "pristine", "genuine", "authentic"}
 FAKE_WORDS = {"fake", "1", "manipulated", "deepfake", "synthetic", "synthesis"}
 
 
-class LayoutError(ValueError):
+class LayoutError(FakefinderError, ValueError):
     """A dataset root that does not look like the layout it was declared as."""
 
 

@@ -24,7 +24,8 @@ import numpy as np
 from fakefinder.config import Config, ConfigError, save_config
 from fakefinder.data.layouts import MediaItem, read_datasets
 from fakefinder.data.splits import assign_splits, in_shard, parse_shard
-from fakefinder.utils.files import atomic_write, atomic_write_bytes, atomic_write_json, remove_partials
+from fakefinder.core.files import atomic_write, atomic_write_bytes, atomic_write_json, remove_partials
+from fakefinder.core.errors import FakefinderError
 
 RECORDS_DIR = ".records"
 MANIFEST_COLUMNS = [
@@ -35,7 +36,7 @@ _SUFFIXES = {"jpg": {".jpg", ".jpeg"}, "png": {".png"}}
 FAILURE_COLUMNS = ["dataset", "video_id", "label", "split", "source_path", "reason"]
 
 
-class SetupError(RuntimeError):
+class SetupError(FakefinderError, RuntimeError):
     """A problem with the environment (no detector loads) that would fail every video alike."""
 
 
@@ -85,13 +86,13 @@ def _init_worker(config_json: str, torch_threads: int | None, own_process: bool 
 
     from fakefinder.config import Config
 
-    from fakefinder.utils.memory import limit_heap_growth
+    from fakefinder.core.memory import limit_heap_growth
 
     if own_process:
         limit_heap_growth()
         if torch_threads:
             torch.set_num_threads(torch_threads)
-    torch.set_flush_denormal(True)
+        torch.set_flush_denormal(True)
     _worker_state.clear()
     _worker_state["config"] = Config.model_validate_json(config_json)
 
@@ -222,7 +223,7 @@ def process_item(task: _Task, config: Config) -> _Record:
 
 
 def _run_in_worker(task: _Task) -> _Record:
-    from fakefinder.utils.memory import release_free_memory
+    from fakefinder.core.memory import release_free_memory
 
     record = process_item(task, _worker_state["config"])
     release_free_memory()
@@ -282,14 +283,17 @@ def _execute(tasks: list[_Task], config: Config) -> Iterator[_Record]:
     workers = config.prepare.num_workers
     threads = config.prepare.torch_threads or max(1, (os.cpu_count() or 1) // max(1, workers))
     if workers == 0 or len(tasks) <= 1:
-        from fakefinder.utils.memory import release_free_memory
+        from fakefinder.core.memory import release_free_memory
 
         if not tasks:
             return
+        from fakefinder.core.process import flush_denormal
+
         _init_worker(config.model_dump_json(), threads, own_process=False)
-        for task in tasks:
-            yield process_item(task, config)
-            release_free_memory()
+        with flush_denormal():
+            for task in tasks:
+                yield process_item(task, config)
+                release_free_memory()
         return
     context = get_context("spawn")
     with ProcessPoolExecutor(

@@ -18,12 +18,13 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from fakefinder.data.augment import difference_mask, self_blend
+from fakefinder.core.errors import FakefinderError
 
 LABELS = {"real": 0, "fake": 1}
 CLASS_NAMES = ["real", "fake"]
 
 
-class ManifestError(ValueError):
+class ManifestError(FakefinderError, ValueError):
     """A manifest that is missing, unreadable or lacks what training needs."""
 
 

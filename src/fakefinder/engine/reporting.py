@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from fakefinder.config import LoggingConfig
-from fakefinder.utils.files import atomic_write_text
+from fakefinder.core.files import atomic_write_text
 
 
 def hardware_use(device: torch.device) -> dict[str, float]:
@@ -112,7 +112,7 @@ class RunReporter:
         buffer = BytesIO()
         figure.savefig(buffer, format="png", dpi=100)
         plt.close(figure)
-        from fakefinder.utils.files import atomic_write_bytes
+        from fakefinder.core.files import atomic_write_bytes
 
         atomic_write_bytes(self.output_dir / "curves.png", buffer.getvalue())
 

@@ -1,8 +1,9 @@
-"""`fakefinder train`: the unified training loop for the classic detectors.
+"""The training loop of the classify family (deepfake detectors today).
 
-One config drives a laptop CPU run and a multi-GPU `torchrun` run alike. Checkpoints (`last.pt`,
-`best.pt`) hold everything needed to continue exactly: model, optimizer, schedule, scaler, EMA,
-epoch and step, RNG states, config, class names and the decision threshold fitted on validation.
+One config drives a laptop CPU run and a multi-GPU `torchrun` run alike. `last.pt` is the resume
+state (model, optimizer, schedule, scaler, EMA, epoch and step, RNG states, config, class names and
+the decision threshold fitted on validation), tensors and plain values only; the selected weights
+go to the model artifact `model/` (safetensors + model.json), written by the task's `save_model`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import random
 import shutil
 import signal
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -25,21 +27,23 @@ from fakefinder.data.augment import build_train_transform
 from fakefinder.data.training import (
     CLASS_NAMES, CropDataset, EpochSampler, opencv_single_threaded, read_manifest, select_rows,
 )
+from fakefinder.core.process import flush_denormal
 from fakefinder.engine import deepspeed_zero, distributed
-from fakefinder.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from fakefinder.core.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from fakefinder.engine.optim import ModelEma, Schedule, build_optimizer
 from fakefinder.engine.reporting import RunReporter, hardware_use
 from fakefinder.eval.metrics import binary_metrics, fit_threshold, is_better
 from fakefinder.losses import CombinedLoss, mask_loss
 from fakefinder.models.detectors import with_tta
 
-BACKUP_FILES = ("last.pt", "best.pt", "history.jsonl", "history.csv", "curves.png", "config.yaml")
+BACKUP_FILES = ("last.pt", "history.jsonl", "history.csv", "curves.png", "config.yaml")
+ARTIFACT_DIR = "model"
 
 
 @dataclass
 class TrainResult:
     output_dir: Path
-    best_path: Path
+    model_path: Path  # the artifact of the selected epoch
     last_path: Path
     best_metric: float | None
     best_epoch: int | None
@@ -51,6 +55,17 @@ class TrainResult:
 
 class _Interrupted(Exception):
     pass
+
+
+def _copy_folder(source: Path, target: Path) -> None:
+    """Replace `target` by a copy of `source` (when there is one), never leaving half a folder."""
+    if not source.is_dir():
+        return
+    partial = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(source, partial)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.replace(target)
 
 
 def _seed_everything(seed: int) -> None:
@@ -92,9 +107,10 @@ def _manifest_path(config: Config) -> Path:
 
 
 class Trainer:
-    def __init__(self, config: Config, resume: bool | str | Path = False, console=None) -> None:
+    def __init__(self, config: Config, resume: bool | str | Path = False, console=None, save_model=None) -> None:
         self.config = config
         self.resume = resume
+        self.save_model = save_model  # fn(folder, weights, state): writes the artifact of the selected weights
         self.console = console
         self.output_dir = Path(config.train.output_dir)
         self.stop_reason = "completed"
@@ -109,9 +125,7 @@ class Trainer:
         ds_config = deepspeed_zero.deepspeed_config(train) if train.deepspeed else None
         self.dist, self.device = distributed.setup(train.device, group=ds_config is not None)
         _seed_everything(train.seed)
-        torch.set_flush_denormal(True)
 
-        self._prepare_if_needed()
         manifest = read_manifest(_manifest_path(config))
         root = Path(manifest.attrs["root"])
         train_rows = select_rows(manifest, "train", train.datasets)
@@ -203,19 +217,6 @@ class Trainer:
                                     self.console)
         self.reporter.history = self.history
 
-    def _prepare_if_needed(self) -> None:
-        """With no manifest yet but datasets in the config, prepare them first (rank 0), so one
-        config and one command go from raw data to a trained model."""
-        config = self.config
-        if config.train.manifest is not None or _manifest_path(config).is_file() or not config.data.datasets:
-            return
-        if self.dist.is_main:
-            from fakefinder.data.prepare import prepare
-
-            self._say(f"no manifest at {_manifest_path(config)}: preparing the datasets first")
-            prepare(config, console=self.console)
-        distributed.barrier(self.dist)
-
     # ----------------------------------------------------------------------------------------
     def _restore(self) -> None:
         path = Path(self.resume) if isinstance(self.resume, (str, Path)) else self.output_dir / "last.pt"
@@ -228,6 +229,7 @@ class Trainer:
                 for name in BACKUP_FILES:
                     if (Path(backup) / name).is_file():
                         shutil.copy2(Path(backup) / name, self.output_dir / name)
+                _copy_folder(Path(backup) / ARTIFACT_DIR, self.output_dir / ARTIFACT_DIR)
             distributed.barrier(self.dist)
             path = self.output_dir / "last.pt"
         if not path.is_file():
@@ -308,6 +310,7 @@ class Trainer:
                 tmp = target / f".{name}.partial"
                 shutil.copy2(source, tmp)
                 tmp.replace(target / name)
+        _copy_folder(self.output_dir / ARTIFACT_DIR, target / ARTIFACT_DIR)
 
     def _say(self, message: str) -> None:
         if self.dist.is_main:
@@ -447,7 +450,8 @@ class Trainer:
         train = self.config.train
         metric = train.early_stopping.metric
         previous = {}
-        if self.dist.is_main:
+        if self.dist.is_main and threading.current_thread() is threading.main_thread():
+            # Ctrl-C saves and stops; off the main thread (a server's worker) `stop()` does the same
             previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
@@ -477,10 +481,7 @@ class Trainer:
                         self.bad_epochs += 1
                     state = self._checkpoint()
                     if improved:
-                        best = dict(state)
-                        if self.ema:  # the selected weights are the ones that were validated
-                            best["model"] = self.ema.module.state_dict()
-                        self.save("best.pt", best)
+                        self._save_model(state)
                     self.save("last.pt", state)
                     self.reporter.epoch(row, self.history)
                     self._backup()
@@ -499,9 +500,19 @@ class Trainer:
             self.reporter.close()
         if self.stop_reason == "max_steps" and self.history and self.history[-1]["global_step"] != self.global_step:
             self.save("last.pt")
-        return TrainResult(self.output_dir, self.output_dir / "best.pt", self.output_dir / "last.pt",
+        return TrainResult(self.output_dir, self.output_dir / ARTIFACT_DIR, self.output_dir / "last.pt",
                            self.best_metric, self.best_epoch, self.threshold, self.history, self.global_step,
                            self.stop_reason)
+
+    def _save_model(self, state: dict) -> None:
+        """The artifact of the epoch just selected: the weights that were validated (EMA's when kept)."""
+        if self.dist.is_main and self.save_model is not None:
+            module = self.ema.module if self.ema else self.model
+            self.save_model(self.output_dir / ARTIFACT_DIR, module.state_dict(), state)
+
+    def stop(self) -> None:
+        """Ask the run to save and stop after the current step (safe from any thread)."""
+        self._interrupt = True
 
     def _on_signal(self, signum, frame) -> None:
         if self._interrupt:  # a second Ctrl-C stops at once
@@ -510,13 +521,15 @@ class Trainer:
         self._say("stopping after this step and saving a checkpoint (Ctrl-C again to abort)")
 
 
-def train(config: Config, resume: bool | str | Path = False, console=None) -> TrainResult:
-    """Train a detector as `config` says; `resume=True` continues from `<output_dir>/last.pt`
-    (or the backup copy), a path resumes from that checkpoint."""
-    trainer = Trainer(config, resume=resume, console=console)
+def train(config: Config, resume: bool | str | Path = False, console=None, save_model=None) -> TrainResult:
+    """Train as `config` says; `resume=True` continues from `<output_dir>/last.pt` (or the backup
+    copy), a path resumes from that checkpoint. `save_model(folder, weights, state)` writes the
+    artifact of each newly selected epoch."""
+    trainer = Trainer(config, resume=resume, console=console, save_model=save_model)
     try:
-        trainer.setup()
-        return trainer.fit()
+        with flush_denormal():
+            trainer.setup()
+            return trainer.fit()
     finally:
         if hasattr(trainer, "dist"):
             distributed.teardown(trainer.dist)

@@ -1,7 +1,7 @@
-"""`fakefinder evaluate`: frame- and video-level metrics for one or more checkpoints on one or more
+"""`fakefinder evaluate` for deepfake detectors: frame- and video-level metrics for one or more models on one or more
 evaluation sets, per manipulation method and dataset, under perturbations; files and a report.
 
-Thresholds are never tuned on the data being reported: they come from the checkpoint (fitted on
+Thresholds are never tuned on the data being reported: they come from the model artifact (fitted on
 validation during training) unless `evaluate.threshold` fixes one.
 """
 
@@ -19,7 +19,7 @@ from fakefinder.data.training import read_manifest, select_rows
 from fakefinder.eval.aggregate import aggregate_videos
 from fakefinder.eval.metrics import binary_metrics
 from fakefinder.eval.perturb import PERTURBATIONS
-from fakefinder.utils.files import atomic_write, atomic_write_json
+from fakefinder.core.files import atomic_write, atomic_write_json
 
 SUMMARY_KEYS = ("n", "auc", "macro_f1", "accuracy", "eer", "ap", "log_loss")
 
@@ -75,8 +75,11 @@ def resolve_sets(config: Config) -> list[EvalSet]:
     return sets
 
 
-def checkpoint_name(path: Path) -> str:
+def model_name(path: Path) -> str:
+    """A short name for tables: `run/model` for an artifact folder, `run/best` for an older file."""
     path = Path(path)
+    if path.name == "model.json":
+        path = path.parent
     return f"{path.parent.name}/{path.stem}" if path.parent.name else path.stem
 
 
@@ -121,62 +124,51 @@ def _levels(frames: pd.DataFrame, threshold: float, config: Config) -> tuple[dic
     return result, videos
 
 
-def is_dx_llava_checkpoint(path: Path) -> bool:
-    return Path(path).is_dir() and (Path(path) / "dx_llava.json").is_file()
-
-
-def evaluate_dx_llava(config: Config, checkpoints: list[Path], console) -> dict:
-    """DX-LLaVA checkpoints: head and text-answer metrics on dx_llava.data.test_json (else eval_json)."""
-    from fakefinder.dx_llava.infer import evaluate as dx_evaluate
-
-    data = config.dx_llava.data
-    json_path = data.test_json or data.eval_json
-    if json_path is None:
-        raise ConfigError("evaluating a DX-LLaVA checkpoint needs dx_llava.data.test_json (or eval_json)")
-    if not all(is_dx_llava_checkpoint(c) for c in checkpoints):
-        raise ConfigError("evaluate: DX-LLaVA and classic checkpoints cannot be mixed in one call")
-    results = {}
-    for checkpoint in checkpoints:
-        out = Path(config.evaluate.output_dir) / checkpoint_name(checkpoint)
-        metrics = dx_evaluate(checkpoint, json_path, data.image_folder, out, max_samples=config.evaluate.max_samples,
-                              device=config.evaluate.device, batch_size=config.evaluate.batch_size)
-        head, text = metrics["head"], metrics.get("text", {})
-        console.print(f"[bold]{checkpoint}[/]: head accuracy {head['accuracy']:.3f}, macro-F1 {head['macro_f1']:.3f}, "
-                      f"AUC {head['auc']:.3f} | text accuracy {text.get('accuracy', float('nan')):.3f} "
-                      f"({text.get('unparsed', 0)} unparsed) | agreement {metrics.get('agreement')}")
-        console.print(f"metrics: {out / 'metrics.json'}")
-        results[str(checkpoint)] = metrics
-    return results
-
-
-def evaluate(config: Config, console=None) -> EvalResult:
-    import torch
+def evaluate(config: Config, models: list[Path], console=None) -> EvalResult:
+    """Deepfake detectors (artifacts, or older best.pt files) on the evaluation sets of `config`."""
     from rich.console import Console
 
-    from fakefinder.engine.distributed import pick_device
+    from fakefinder.core.devices import pick_device
+    from fakefinder.core.process import flush_denormal
     from fakefinder.eval.report import print_summary, write_plots, write_report
-    from fakefinder.infer.scoring import load_detector, score_crops
+    from fakefinder.infer.scoring import load_detector
 
     console = console or Console(stderr=True)
     ev = config.evaluate
-    checkpoints = [Path(p) for p in ev.checkpoints] or [Path(config.train.output_dir) / "best.pt"]
-    if any(is_dx_llava_checkpoint(c) for c in checkpoints):
-        return evaluate_dx_llava(config, checkpoints, console)
     sets = resolve_sets(config)
     device = pick_device(ev.device)
     out = Path(ev.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_flush_denormal(True)
+    with flush_denormal():
+        detectors = [(model_name(path), load_detector(path, device)) for path in models]
+        metrics, curves, frame_tables, video_tables = _score_sets(config, detectors, sets, device, console)
 
-    metrics: dict = {"aggregation": ev.aggregation, "top_k": ev.top_k, "checkpoints": {}}
+    predictions = pd.concat(frame_tables, ignore_index=True)
+    predictions = predictions[[c for c in ("model", "set", "path", "video_id", "dataset", "method", "label",
+                                           "score", "prediction") if c in predictions.columns]]
+    video_predictions = pd.concat(video_tables, ignore_index=True)
+    predictions_path = atomic_write(out / "predictions.csv", lambda h: predictions.to_csv(h, index=False))
+    video_path = atomic_write(out / "video_predictions.csv", lambda h: video_predictions.to_csv(h, index=False))
+    metrics["tables"] = comparison_tables(metrics)
+    metrics_path = atomic_write_json(out / "metrics.json", _jsonable(metrics))
+    plots = write_plots(out / "plots", curves, metrics)
+    report_path = write_report(out / "report.html", metrics, plots, config)
+    print_summary(metrics, console)
+    console.print(f"report: {report_path}")
+    return EvalResult(out, metrics, metrics_path, predictions_path, video_path, report_path, metrics["tables"])
+
+
+def _score_sets(config: Config, detectors: list, sets: list[EvalSet], device, console):
+    from fakefinder.infer.scoring import score_crops
+
+    ev = config.evaluate
+    metrics: dict = {"aggregation": ev.aggregation, "top_k": ev.top_k, "models": {}}
     frame_tables, video_tables, curves = [], [], {}
-    for checkpoint in checkpoints:
-        detector = load_detector(checkpoint, device)
+    for name, detector in detectors:
         threshold = ev.threshold if ev.threshold is not None else detector.threshold
-        source = "evaluate.threshold" if ev.threshold is not None else "fitted on validation (checkpoint)"
-        name = checkpoint_name(checkpoint)
+        source = "evaluate.threshold" if ev.threshold is not None else "fitted on validation (model artifact)"
         console.print(f"[bold]{name}[/]: threshold {threshold:.4f} ({source})")
-        entry = {"path": str(checkpoint), "threshold": threshold, "threshold_source": source, "sets": {}}
+        entry = {"path": str(detector.path), "threshold": threshold, "threshold_source": source, "sets": {}}
         for eval_set in sets:
             frames = eval_set.rows.copy()
             frames["score"] = score_crops(detector, frames, eval_set.root, ev.batch_size, ev.num_workers, device)
@@ -193,33 +185,20 @@ def evaluate(config: Config, console=None) -> EvalResult:
             entry["sets"][eval_set.name] = levels
             for table, level_frame in ((frame_tables, frames), (video_tables, videos)):
                 table.append(level_frame.assign(
-                    checkpoint=name, set=eval_set.name, prediction=np.where(level_frame.score >= threshold, "fake", "real")))
+                    model=name, set=eval_set.name, prediction=np.where(level_frame.score >= threshold, "fake", "real")))
             curves[(name, eval_set.name)] = (frames, videos, threshold, levels)
-        metrics["checkpoints"][name] = entry
-
-    predictions = pd.concat(frame_tables, ignore_index=True)
-    predictions = predictions[[c for c in ("checkpoint", "set", "path", "video_id", "dataset", "method", "label",
-                                           "score", "prediction") if c in predictions.columns]]
-    video_predictions = pd.concat(video_tables, ignore_index=True)
-    predictions_path = atomic_write(out / "predictions.csv", lambda h: predictions.to_csv(h, index=False))
-    video_path = atomic_write(out / "video_predictions.csv", lambda h: video_predictions.to_csv(h, index=False))
-    metrics["tables"] = comparison_tables(metrics)
-    metrics_path = atomic_write_json(out / "metrics.json", _jsonable(metrics))
-    plots = write_plots(out / "plots", curves, metrics)
-    report_path = write_report(out / "report.html", metrics, plots, config)
-    print_summary(metrics, console)
-    console.print(f"report: {report_path}")
-    return EvalResult(out, metrics, metrics_path, predictions_path, video_path, report_path, metrics["tables"])
+        metrics["models"][name] = entry
+    return metrics, curves, frame_tables, video_tables
 
 
 def comparison_tables(metrics: dict) -> dict:
-    """checkpoint x set tables of the headline figures (a cross-dataset / model comparison)."""
+    """model x set tables of the headline figures (a cross-dataset / model comparison)."""
     rows = []
-    for name, entry in metrics["checkpoints"].items():
+    for name, entry in metrics["models"].items():
         for set_name, levels in entry["sets"].items():
             for level in ("frame", "video"):
                 m = levels[level]
-                rows.append({"checkpoint": name, "set": set_name, "level": level, "n": m["n"], "auc": m["auc"],
+                rows.append({"model": name, "set": set_name, "level": level, "n": m["n"], "auc": m["auc"],
                              "macro_f1": m["macro_f1"], "accuracy": m["accuracy"], "eer": m["eer"], "ap": m["ap"]})
     return {"summary": rows}
 

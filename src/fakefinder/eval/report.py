@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fakefinder.utils.files import atomic_write_bytes, atomic_write_text
+from fakefinder.core.files import atomic_write_bytes, atomic_write_text
 
 
 def _slug(text: str) -> str:
@@ -48,7 +48,7 @@ def _save(figure, path: Path) -> Path:
 
 
 def write_plots(folder: Path, curves: dict, metrics: dict) -> dict[str, list[Path]]:
-    """PNG plots per (checkpoint, set): ROC + PR, confusion matrix, score histograms by class; plus
+    """PNG plots per (model, set): ROC + PR, confusion matrix, score histograms by class; plus
     metric vs perturbation when perturbations ran."""
     import matplotlib
 
@@ -132,9 +132,9 @@ def write_report(path: Path, metrics: dict, plots: dict[str, list[Path]], config
         f"<p>Video scores: <b>{html.escape(metrics['aggregation'])}</b> of frame scores per video_id "
         f"(top-k = {metrics['top_k']}). Thresholds were fitted on validation data, never on the data below.</p>",
         "<h2>Summary</h2>",
-        _table(metrics["tables"]["summary"], ["checkpoint", "set", "level", "n", "auc", "macro_f1", "accuracy", "eer", "ap"]),
+        _table(metrics["tables"]["summary"], ["model", "set", "level", "n", "auc", "macro_f1", "accuracy", "eer", "ap"]),
     ]
-    for name, entry in metrics["checkpoints"].items():
+    for name, entry in metrics["models"].items():
         parts.append(f"<h2>{html.escape(name)}</h2><p>{html.escape(entry['path'])} — threshold "
                      f"{entry['threshold']:.4f} ({html.escape(entry['threshold_source'])})</p>")
         for set_name, levels in entry["sets"].items():
@@ -166,7 +166,7 @@ def print_summary(metrics: dict, console) -> None:
     """Confusion matrix, per-class precision/recall/F1 and macro-F1, as competitions report them."""
     from rich.table import Table
 
-    for name, entry in metrics["checkpoints"].items():
+    for name, entry in metrics["models"].items():
         for set_name, levels in entry["sets"].items():
             for level in ("frame", "video"):
                 m = levels[level]
@@ -184,8 +184,8 @@ def print_summary(metrics: dict, console) -> None:
     rows = metrics["tables"]["summary"]
     if len(rows) > 2:
         table = Table(title="comparison")
-        for column in ("checkpoint", "set", "level", "AUC", "macro-F1", "accuracy"):
+        for column in ("model", "set", "level", "AUC", "macro-F1", "accuracy"):
             table.add_column(column)
         for r in rows:
-            table.add_row(r["checkpoint"], r["set"], r["level"], _fmt(r["auc"]), _fmt(r["macro_f1"]), _fmt(r["accuracy"]))
+            table.add_row(r["model"], r["set"], r["level"], _fmt(r["auc"]), _fmt(r["macro_f1"]), _fmt(r["accuracy"]))
         console.print(table)

@@ -1,4 +1,4 @@
-"""Export a trained detector to ONNX or TorchScript and check it against PyTorch."""
+"""Export a trained detector (its model artifact) to ONNX or TorchScript and check it against PyTorch."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fakefinder.core.errors import FakefinderError
 from fakefinder.infer.scoring import load_detector
 
 
@@ -19,14 +20,14 @@ class ExportReport:
     samples: int
 
 
-class ParityError(RuntimeError):
-    pass
+class ParityError(FakefinderError, RuntimeError):
+    """The exported model's outputs differ from PyTorch's by more than the tolerance."""
 
 
-def export(checkpoint: Path, output: Path, tolerance: float = 1e-4, samples: int = 4, opset: int = 17) -> ExportReport:
+def export(model: Path, output: Path, tolerance: float = 1e-4, samples: int = 4, opset: int = 17) -> ExportReport:
     """`output` ending in .onnx -> ONNX (dynamic batch), else TorchScript. The exported model's
     logits must match PyTorch's within `tolerance` on random inputs, or `ParityError`."""
-    detector = load_detector(checkpoint, "cpu")
+    detector = load_detector(model, "cpu")
     model = detector.model.eval()
     size = detector.info["image_size"]
     output = Path(output)

@@ -1,8 +1,9 @@
 """`fakefinder predict`: images and videos -> a submission CSV (+ per-frame details).
 
-Each file is decoded and its faces are found with the detector settings the checkpoint was
-trained with; face crops are scored by one checkpoint or a weighted ensemble, and frame scores
-are aggregated per file. A file without a usable face gets `predict.no_face_score` and a reason,
+Each file is decoded and its faces are found with the settings the model artifact records (as
+in training, `predict.faces` overrides them); the kind's predictor scores the crops (a detector
+or a weighted ensemble of detectors, DX-LLaVA with explanations) and frame scores are aggregated
+per file. A file without a usable face gets `predict.no_face_score` and a reason,
 never a crash. Output order is deterministic (sorted ids).
 """
 
@@ -25,7 +26,8 @@ import torch
 from fakefinder.config import Config, ConfigError, FacesConfig
 from fakefinder.data.media import MEDIA_EXTENSIONS
 from fakefinder.eval.aggregate import aggregate_scores
-from fakefinder.utils.files import atomic_write, atomic_write_text
+from fakefinder.core.files import atomic_write, atomic_write_text
+from fakefinder.core.process import flush_denormal
 
 
 @dataclass
@@ -97,12 +99,12 @@ _state: dict = {}
 
 
 def _init_extractor(faces_json: str, frames: int, stride: int | None, threads: int, own_process: bool = True) -> None:
-    from fakefinder.utils.memory import limit_heap_growth
+    from fakefinder.core.memory import limit_heap_growth
 
-    if own_process:  # process-wide settings only in a worker (the caller goes on to classify)
+    if own_process:  # process-wide settings only in a worker (the caller's are its own)
         limit_heap_growth()
         torch.set_num_threads(threads)
-    torch.set_flush_denormal(True)
+        torch.set_flush_denormal(True)
     _state.update(faces=FacesConfig.model_validate_json(faces_json), frames=frames, stride=stride)
 
 
@@ -187,100 +189,148 @@ def _extract_all(files: list[Path], faces: FacesConfig, frames: int, stride: int
 
 
 # ------------------------------------------------------------------------------------------------
-# classification (main process)
+# the model side (main process): settings from the artifact, one loop for every face-based kind
 
 
-@torch.no_grad()
-def _score(detectors, weights: np.ndarray, crops: list[np.ndarray], batch_size: int, device) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted ensemble probability per crop, and each member's probabilities."""
-    from PIL import Image
+def face_settings(preprocessing: dict, overrides: dict) -> tuple[FacesConfig, list[str]]:
+    """How predict finds faces: the model's own settings (as in training) with `predict.faces`
+    overrides on top. A model trained on ready crops (`faces.detect: false`) gets detection with
+    the default detector on raw inputs unless the overrides say `detect: false`. Returns the
+    settings and notes for the user (what was changed or ignored)."""
+    unknown = sorted(set(overrides) - set(FacesConfig.model_fields))
+    if unknown:
+        raise ConfigError(f"predict.faces: unknown key(s) {unknown}; face settings are {sorted(FacesConfig.model_fields)}")
+    saved = dict(preprocessing.get("faces") or {})
+    notes = []
+    if saved.get("detect") is False and "detect" not in overrides:
+        kept = {k: saved[k] for k in ("size", "square") if k in saved}
+        saved = {**FacesConfig().model_dump(mode="json"), **kept}
+        notes.append(f"the model was trained on ready face crops (faces.detect: false): faces are detected in the "
+                     f"inputs with {saved['detector']} (fallback {saved['fallback']}); set predict.faces.detect=false "
+                     "when the inputs are face crops already")
+    from fakefinder.config import section_from_saved
 
-    member_scores = []
-    for detector in detectors:
-        info = detector.info
-        size = info["image_size"]
-        mean = torch.tensor(info["mean"]).view(1, 3, 1, 1) * 255
-        std = torch.tensor(info["std"]).view(1, 3, 1, 1) * 255
-        scores = []
-        for start in range(0, len(crops), batch_size):
-            chunk = [c if c.shape[:2] == (size, size) else np.asarray(Image.fromarray(c).resize((size, size), Image.BICUBIC))
-                     for c in crops[start : start + batch_size]]
-            x = (torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).float() - mean) / std
-            scores.append(torch.sigmoid(detector.model(x.to(device)).float()).cpu().numpy())
-        member_scores.append(np.concatenate(scores))
-    members = np.stack(member_scores, axis=1)
-    return members @ weights, members
+    faces, ignored = section_from_saved(FacesConfig, {**saved, **overrides}, "the model's face settings + predict.faces")
+    if ignored:
+        notes.append(f"face settings this version does not know were ignored: {ignored}")
+    return faces, notes
+
+
+class DetectorEnsemble:
+    """`fakefinder predict` for deepfake detectors: one artifact or a weighted ensemble of several;
+    the most suspicious face of each frame, frame scores aggregated per file."""
+
+    def __init__(self, artifacts: list, device, config: Config) -> None:
+        from fakefinder.infer.scoring import load_detector
+
+        pc = config.predict
+        weights = np.asarray(pc.weights or [1.0] * len(artifacts), dtype=np.float64)
+        if len(weights) != len(artifacts) or (weights < 0).any() or weights.sum() <= 0:
+            raise ConfigError(f"predict.weights must give one non-negative weight per model ({len(artifacts)})")
+        self.weights = weights / weights.sum()
+        self.detectors = [load_detector(a, device) for a in artifacts]
+        self.device = device
+        self.preprocessing = self.detectors[0].preprocessing  # decode and detect as the first model was trained
+        self.threshold = float(np.dot(self.weights, [d.threshold for d in self.detectors]))
+
+    @torch.no_grad()
+    def _score(self, crops: list[np.ndarray], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Weighted ensemble probability per crop, and each member's probabilities."""
+        from PIL import Image
+
+        member_scores = []
+        for detector in self.detectors:
+            info = detector.info
+            size = info["image_size"]
+            mean = torch.tensor(info["mean"]).view(1, 3, 1, 1) * 255
+            std = torch.tensor(info["std"]).view(1, 3, 1, 1) * 255
+            scores = []
+            for start in range(0, len(crops), batch_size):
+                chunk = [c if c.shape[:2] == (size, size) else np.asarray(Image.fromarray(c).resize((size, size), Image.BICUBIC))
+                         for c in crops[start : start + batch_size]]
+                x = (torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).float() - mean) / std
+                scores.append(torch.sigmoid(detector.model(x.to(self.device)).float()).cpu().numpy())
+            member_scores.append(np.concatenate(scores))
+        members = np.stack(member_scores, axis=1)
+        return members @ self.weights, members
+
+    def predict_file(self, file_id: str, found: FileFaces, pc, threshold: float) -> tuple[dict, list[dict]]:
+        if not found.crops:
+            return {"probability": pc.no_face_score}, []
+        scores, members = self._score(found.crops, pc.batch_size)
+        # one score per frame (the most suspicious face), then per file
+        per_frame = pd.Series(scores).groupby([r["frame_index"] for r in found.rows]).max()
+        probability = aggregate_scores(per_frame.to_numpy(), pc.aggregation, pc.top_k)
+        faces = [{"id": file_id, **row, "score": float(score), **{f"score_{i}": float(m) for i, m in enumerate(member)}}
+                 for row, score, member in zip(found.rows, scores, members)]
+        return {"probability": probability}, faces
+
+    def details(self) -> dict:
+        return {"models": [str(d.path) for d in self.detectors], "weights": self.weights.tolist()}
+
+    def summary(self, frame: pd.DataFrame) -> str:
+        return ""
+
+    details_default = None  # predict.details unset: no details file
 
 
 def predict(config: Config, console=None) -> PredictResult:
+    """Score images and videos with the model artifact(s) in `predict.models` (any face-based kind):
+    a submission CSV, and optional details per face."""
     from rich.console import Console
 
-    from fakefinder.engine.distributed import pick_device
-    from fakefinder.infer.scoring import load_detector
+    from fakefinder.core.devices import pick_device
+    from fakefinder.tasks import task_for_models
 
     console = console or Console(stderr=True)
     pc = config.predict
-    checkpoints = [Path(p) for p in pc.checkpoints] or [Path(config.train.output_dir) / "best.pt"]
-    if any((c / "dx_llava.json").is_file() for c in checkpoints if c.is_dir()):
-        if len(checkpoints) != 1:
-            raise ConfigError("predict: a DX-LLaVA checkpoint runs alone (no ensemble)")
-        from fakefinder.dx_llava.infer import predict as dx_predict
-
-        return dx_predict(config, checkpoints[0], console)
-    weights = np.asarray(pc.weights or [1.0] * len(checkpoints), dtype=np.float64)
-    if len(weights) != len(checkpoints) or (weights < 0).any() or weights.sum() <= 0:
-        raise ConfigError(f"predict.weights must give one non-negative weight per checkpoint ({len(checkpoints)})")
-    weights = weights / weights.sum()
-    device = pick_device(pc.device)
-    torch.set_flush_denormal(True)
-    detectors = [load_detector(c, device) for c in checkpoints]
-    trained = detectors[0].config  # decode and detect exactly as the first model was trained
-    frames = pc.frames_per_video or trained.data.frames_per_video
-    threshold = pc.threshold if pc.threshold is not None else float(np.dot(weights, [d.threshold for d in detectors]))
+    task, artifacts = task_for_models([Path(p) for p in pc.models], config)
     files = list_inputs(pc.inputs)
     ids = file_ids(files)
+    device = pick_device(pc.device)
+    with flush_denormal():
+        predictor = task.load(artifacts, device=device, config=config)
+        faces, notes = face_settings(predictor.preprocessing, pc.faces)
+        for note in notes:
+            console.print(f"[yellow]note:[/] {note}")
+        frames_cfg = predictor.preprocessing.get("frames") or {}
+        frames = pc.frames_per_video or frames_cfg.get("frames_per_video", 32)
+        threshold = pc.threshold if pc.threshold is not None else predictor.threshold
+        started = time.perf_counter()
+        table, details = [], []
+        totals = {"decode_s": 0.0, "detect_s": 0.0, "classify_s": 0.0}
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    started = time.perf_counter()
-    table, details = [], []
-    totals = {"decode_s": 0.0, "detect_s": 0.0, "classify_s": 0.0}
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(TextColumn("[bold]predict[/]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console) as bar:
-        task = bar.add_task("predict", total=len(files))
-        for file_id, found in zip(ids, _extract_all(files, trained.faces, frames, trained.data.frame_stride, pc.num_workers)):
-            t0 = time.perf_counter()
-            if found.crops:
-                scores, members = _score(detectors, weights, found.crops, pc.batch_size, device)
-                # one score per frame (the most suspicious face), then per file
-                per_frame = pd.Series(scores).groupby([r["frame_index"] for r in found.rows]).max()
-                probability = aggregate_scores(per_frame.to_numpy(), pc.aggregation, pc.top_k)
-                for row, score, member in zip(found.rows, scores, members):
-                    details.append({"id": file_id, **row, "score": float(score),
-                                    **{f"score_{i}": float(m) for i, m in enumerate(member)}})
-            else:
-                probability = pc.no_face_score
-            classify_s = time.perf_counter() - t0
-            totals["decode_s"] += found.decode_s
-            totals["detect_s"] += found.detect_s
-            totals["classify_s"] += classify_s
-            table.append({"id": file_id, "path": str(found.path), "probability": probability,
-                          "label": pc.label_names[int(probability >= threshold)], "frames": found.frames,
-                          "faces": len(found.crops), "reason": found.reason, "decode_s": round(found.decode_s, 3),
-                          "detect_s": round(found.detect_s, 3), "classify_s": round(classify_s, 3)})
-            bar.update(task, advance=1)
+        with Progress(TextColumn("[bold]predict[/]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=console) as bar:
+            task_bar = bar.add_task("predict", total=len(files))
+            for file_id, found in zip(ids, _extract_all(files, faces, frames, frames_cfg.get("frame_stride"),
+                                                        pc.num_workers)):
+                t0 = time.perf_counter()
+                row, face_rows = predictor.predict_file(file_id, found, pc, threshold)
+                details += face_rows
+                classify_s = time.perf_counter() - t0
+                totals["decode_s"] += found.decode_s
+                totals["detect_s"] += found.detect_s
+                totals["classify_s"] += classify_s
+                probability = row["probability"]
+                table.append({"id": file_id, "path": str(found.path), **row,
+                              "label": pc.label_names[int(probability >= threshold)], "frames": found.frames,
+                              "faces": len(found.crops), "reason": found.reason, "decode_s": round(found.decode_s, 3),
+                              "detect_s": round(found.detect_s, 3), "classify_s": round(classify_s, 3)})
+                bar.update(task_bar, advance=1)
     seconds = time.perf_counter() - started
     frame = pd.DataFrame(table).sort_values("id", kind="mergesort").reset_index(drop=True)
-    submission = frame[[ "id", "label" if pc.format == "label" else "probability"]].rename(columns={"id": pc.id_column})
+    submission = frame[["id", "label" if pc.format == "label" else "probability"]].rename(columns={"id": pc.id_column})
     output = Path(pc.output)
     atomic_write(output, lambda h: submission.to_csv(h, index=False, quoting=csv.QUOTE_MINIMAL))
     details_path = None
-    if pc.details:
-        details_path = Path(pc.details)
-        payload = {"threshold": threshold, "checkpoints": [str(c) for c in checkpoints], "weights": weights.tolist(),
+    if pc.details or predictor.details_default:
+        details_path = Path(pc.details) if pc.details else output.with_name(output.stem + predictor.details_default)
+        payload = {"kind": task.name, "threshold": threshold, **predictor.details(),
                    "files": frame.to_dict(orient="records"), "faces": details}
         if details_path.suffix.lower() == ".json":
-            atomic_write_text(details_path, json.dumps(payload, indent=1))
+            atomic_write_text(details_path, json.dumps(payload, indent=1, default=str))
         else:
             merged = pd.DataFrame(details) if details else pd.DataFrame(columns=["id"])
             merged = frame.drop(columns=["path"]).merge(merged, on="id", how="left", suffixes=("", "_face"))
@@ -290,5 +340,8 @@ def predict(config: Config, console=None) -> PredictResult:
     console.print(f"predicted {len(files)} file(s) in {seconds:.1f} s ({rate:.2f} files/s); threshold {threshold:.3f}; "
                   f"{no_face} without a usable face (score {pc.no_face_score}); "
                   f"decode {totals['decode_s']:.1f} s, detect {totals['detect_s']:.1f} s, classify {totals['classify_s']:.1f} s")
-    console.print(f"submission: {output}")
+    extra = predictor.summary(frame)
+    if extra:
+        console.print(extra)
+    console.print(f"submission: {output}" + (f"\ndetails: {details_path}" if details_path else ""))
     return PredictResult(output, details_path, frame, seconds, rate, totals)

@@ -1,4 +1,4 @@
-"""Load a trained detector from its checkpoint and score face crops in bounded memory."""
+"""A trained detector loaded from its model artifact, and scoring face crops in bounded memory."""
 
 from __future__ import annotations
 
@@ -10,38 +10,46 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from fakefinder.config import Config
+from fakefinder.core.artifact import Artifact
 from fakefinder.data.training import CropDataset, opencv_single_threaded
-from fakefinder.engine.checkpoint import load_checkpoint
 
 
 @dataclass
 class LoadedDetector:
-    model: torch.nn.Module
-    info: dict  # name, arch, image_size, mean, std, ...
+    model: torch.nn.Module  # in eval mode, wrapped for the artifact's test-time augmentation
+    artifact: Artifact
     threshold: float
     class_names: list[str]
-    config: Config
-    path: Path
+
+    @property
+    def path(self) -> Path:
+        return self.artifact.path
+
+    @property
+    def preprocessing(self) -> dict:
+        return self.artifact.preprocessing
+
+    @property
+    def info(self) -> dict:
+        """Input size and normalisation, as the crop loaders take them."""
+        p = self.artifact.preprocessing
+        return {"image_size": p["input_size"], "mean": p["mean"], "std": p["std"], **self.artifact.architecture}
 
 
-def load_detector(path: str | Path, device: str | torch.device = "cpu") -> LoadedDetector:
-    """A detector ready for inference: architecture from the checkpoint's config, its weights (in
-    `best.pt` the EMA weights when the run kept an EMA) and the decision threshold fitted on
-    validation data."""
-    from fakefinder.models import create
-    from fakefinder.models.detectors import with_tta
+def load_detector(model: str | Path | Artifact, device: str | torch.device = "cpu") -> LoadedDetector:
+    """A detector ready for inference from an artifact folder (or an older `best.pt`, converted
+    safely): the selected weights and the decision threshold fitted on validation."""
+    from fakefinder.tasks import read_model
+    from fakefinder.tasks.deepfake.artifact import KIND, build_network
 
-    state = load_checkpoint(path)
-    config = Config.model_validate(state["config"])
-    info = state["model_info"]
-    model = create(info["name"], pretrained=False, dropout=info.get("dropout", 0.0), frequency=info.get("frequency"),
-                   mask_head=bool(info.get("mask_head", False)), mask_stride=info.get("mask_stride"))
-    weights = state["model"]
-    model.load_state_dict(weights)
-    model.to(device).eval()
-    model = with_tta(model, config.model.tta)  # the same view of each image as at validation
-    return LoadedDetector(model, info, float(state["threshold"]), list(state["class_names"]), config, Path(path))
+    artifact = model if isinstance(model, Artifact) else read_model(model)
+    if artifact.kind != KIND:
+        from fakefinder.core.artifact import ArtifactError
+
+        raise ArtifactError(f"{artifact.path} holds a {artifact.kind} model, not a {KIND}")
+    network = build_network(artifact, device)
+    return LoadedDetector(network, artifact, float(artifact.threshold if artifact.threshold is not None else 0.5),
+                          artifact.classes)
 
 
 @torch.no_grad()
@@ -53,7 +61,7 @@ def score_crops(detector: LoadedDetector, rows: pd.DataFrame, root: Path, batch_
     dataset = CropDataset(rows, root, info["image_size"], info["mean"], info["std"], perturb=perturb)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
     scores = []
-    memory = torch.channels_last if detector.config.train.channels_last else torch.contiguous_format
+    memory = torch.channels_last if detector.preprocessing.get("channels_last") else torch.contiguous_format
     with opencv_single_threaded():
         batches = iter(loader)
     for images, _ in batches:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from fakefinder.models.detectors import Detector
 from fakefinder.models.pretrained import LoadReport, WeightsError, load_pretrained
+from fakefinder.core.errors import FakefinderError
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def list_models() -> list[str]:
     return sorted(PRESETS)
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(FakefinderError, ValueError):
     pass
 
 

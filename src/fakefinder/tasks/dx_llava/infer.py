@@ -14,9 +14,9 @@ import pandas as pd
 import torch
 
 from fakefinder.config import Config, ConfigError
-from fakefinder.dx_llava.data import Collator, Conversation, derive_label, load_image, read_samples
-from fakefinder.dx_llava.model import load_model
-from fakefinder.utils.files import atomic_write, atomic_write_text
+from fakefinder.tasks.dx_llava.data import Collator, Conversation, derive_label, load_image, read_samples
+from fakefinder.tasks.dx_llava.model import load_model
+from fakefinder.core.files import atomic_write, atomic_write_text
 
 DEFAULT_QUESTION = "<image>\nIs this face real or fake? Explain what you see."
 
@@ -35,14 +35,14 @@ class Explainer:
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu", max_new_tokens: int | None = None) -> "Explainer":
         model, tokenizer, meta = load_model(path, device)
-        cfg = meta["config"].dx_llava
+        cfg = meta["config"]
         conversation = Conversation(tokenizer, model.num_image_tokens, meta.get("template", cfg.model.template),
                                     cfg.model.system_prompt, cfg.data.max_length)
         return cls(model, tokenizer, conversation, meta, torch.device(device), max_new_tokens or cfg.max_new_tokens)
 
     @property
     def aspect(self) -> str:
-        return self.meta["config"].dx_llava.data.image_aspect_ratio
+        return self.meta["config"].data.image_aspect_ratio
 
     def pixels(self, images: list) -> torch.Tensor:
         """Paths or RGB arrays -> a normalised batch."""
@@ -158,65 +158,36 @@ def evaluate(checkpoint: str | Path, json_path: str | Path, image_folder: str | 
     return metrics
 
 
-def predict(config: Config, checkpoint: Path, console=None):
-    """`fakefinder predict` with a DX-LLaVA checkpoint: faces found as the checkpoint's config says,
-    the head's probability per face aggregated per file, and one explanation per file (for its most
-    suspicious face) with the label parsed from it and its agreement with the head."""
-    from rich.console import Console
+class ExplainerPredictor:
+    """`fakefinder predict` with a DX-LLaVA model: the head's probability per face aggregated per
+    file, and one explanation per file (for its most suspicious face) with the label parsed from it
+    and its agreement with the head. Writes the explanations beside the submission by default."""
 
-    from fakefinder.eval.aggregate import aggregate_scores
-    from fakefinder.infer.predict import PredictResult, _extract_all, file_ids, list_inputs
+    details_default = "_explanations.json"
 
-    console = console or Console(stderr=True)
-    pc = config.predict
-    explainer = Explainer.load(checkpoint, _pick_device(pc.device), config.dx_llava.max_new_tokens)
-    trained: Config = explainer.meta["config"]
-    frames = pc.frames_per_video or trained.data.frames_per_video
-    threshold = pc.threshold if pc.threshold is not None else 0.5
-    files = list_inputs(pc.inputs)
-    started = time.perf_counter()
-    table, details = [], []
-    totals = {"decode_s": 0.0, "detect_s": 0.0, "classify_s": 0.0}
-    for file_id, found in zip(file_ids(files), _extract_all(files, trained.faces, frames, trained.data.frame_stride,
-                                                              pc.num_workers)):
-        t0 = time.perf_counter()
-        row = {"id": file_id, "path": str(found.path), "frames": found.frames, "faces": len(found.crops),
-               "reason": found.reason}
-        if found.crops:
-            scores = explainer.head_probabilities(found.crops, batch_size=pc.batch_size)
-            per_frame = pd.Series(scores).groupby([r["frame_index"] for r in found.rows]).max()
-            probability = aggregate_scores(per_frame.to_numpy(), pc.aggregation, pc.top_k)
-            worst = int(np.argmax(scores))
-            answer = explainer.explain([found.crops[worst]])[0]
-            row.update(explanation=answer["explanation"], text_label=answer["text_label"],
-                       agree=None if answer["text_label"] is None else answer["text_label"] == int(probability >= threshold))
-            for r, s in zip(found.rows, scores):
-                details.append({"id": file_id, **r, "score": float(s)})
-        else:
-            probability = pc.no_face_score
-            row.update(explanation="", text_label=None, agree=None)
-        classify_s = time.perf_counter() - t0
-        totals["decode_s"] += found.decode_s
-        totals["detect_s"] += found.detect_s
-        totals["classify_s"] += classify_s
-        row.update(probability=probability, label=pc.label_names[int(probability >= threshold)],
-                   classify_s=round(classify_s, 3))
-        table.append(row)
-    seconds = time.perf_counter() - started
-    frame = pd.DataFrame(table).sort_values("id", kind="mergesort").reset_index(drop=True)
-    submission = frame[["id", "label" if pc.format == "label" else "probability"]].rename(columns={"id": pc.id_column})
-    output = Path(pc.output)
-    atomic_write(output, lambda h: submission.to_csv(h, index=False, quoting=csv.QUOTE_MINIMAL))
-    details_path = Path(pc.details) if pc.details else output.with_name(output.stem + "_explanations.json")
-    payload = {"threshold": threshold, "checkpoint": str(checkpoint), "files": frame.to_dict(orient="records"),
-               "faces": details}
-    if details_path.suffix.lower() == ".json":
-        atomic_write_text(details_path, json.dumps(payload, indent=1, default=str))
-    else:
-        atomic_write(details_path, lambda h: frame.to_csv(h, index=False))
-    rate = len(files) / seconds if seconds else float("inf")
-    agreed = [a for a in frame.agree.tolist() if a is not None and a == a]
-    console.print(f"predicted {len(files)} file(s) with DX-LLaVA in {seconds:.1f} s; text agrees with the head on "
-                  f"{sum(agreed)}/{len(agreed)} file(s)")
-    console.print(f"submission: {output}\nexplanations: {details_path}")
-    return PredictResult(output, details_path, frame, seconds, rate, totals)
+    def __init__(self, artifact, device, config: Config) -> None:
+        self.path = artifact.path
+        self.explainer = Explainer.load(artifact.path, _pick_device(str(device)), config.dx_llava.max_new_tokens)
+        self.preprocessing = artifact.preprocessing
+        self.threshold = 0.5
+
+    def predict_file(self, file_id: str, found, pc, threshold: float) -> tuple[dict, list[dict]]:
+        from fakefinder.eval.aggregate import aggregate_scores
+
+        if not found.crops:
+            return {"probability": pc.no_face_score, "explanation": "", "text_label": None, "agree": None}, []
+        scores = self.explainer.head_probabilities(found.crops, batch_size=pc.batch_size)
+        per_frame = pd.Series(scores).groupby([r["frame_index"] for r in found.rows]).max()
+        probability = aggregate_scores(per_frame.to_numpy(), pc.aggregation, pc.top_k)
+        answer = self.explainer.explain([found.crops[int(np.argmax(scores))]])[0]
+        agree = None if answer["text_label"] is None else answer["text_label"] == int(probability >= threshold)
+        faces = [{"id": file_id, **r, "score": float(s)} for r, s in zip(found.rows, scores)]
+        return {"probability": probability, "explanation": answer["explanation"], "text_label": answer["text_label"],
+                "agree": agree}, faces
+
+    def details(self) -> dict:
+        return {"models": [str(self.path)]}
+
+    def summary(self, frame: pd.DataFrame) -> str:
+        agreed = [a for a in frame.agree.tolist() if a is not None and a == a]
+        return f"DX-LLaVA: the text agrees with the head on {sum(agreed)}/{len(agreed)} file(s)"

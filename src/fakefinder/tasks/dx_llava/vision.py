@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fakefinder.config import ConfigError, DxLlavaModelConfig
+from fakefinder.config import ConfigError
+from fakefinder.tasks.dx_llava.config import DxLlavaModelConfig
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -88,24 +89,25 @@ def _timm_tower(name: str, pretrained: bool | str, image_size: int | None) -> Fe
 
 
 def _fakefinder_tower(path: str, image_size: int | None) -> FeatureMapTower:
-    """The backbone of a classic fakefinder detector checkpoint (its last feature map): image tokens
-    that already carry deepfake evidence. The detector's input size and normalisation come along."""
-    from fakefinder.engine.checkpoint import load_checkpoint
-    from fakefinder.models import create
+    """The backbone of a fakefinder deepfake detector (its model artifact, or an older best.pt, read
+    safely; its last feature map): image tokens that already carry deepfake evidence. The
+    detector's input size and normalisation come along."""
+    from fakefinder.core.errors import FakefinderError
+    from fakefinder.tasks import read_model
+    from fakefinder.tasks.deepfake.artifact import KIND, build_network
 
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"dx_llava.model.vision_tower: detector checkpoint not found: {file}")
-    state = load_checkpoint(file)
-    info = state.get("model_info")
-    if not info or "model" not in state:
-        raise ConfigError(f"dx_llava.model.vision_tower: {file} is not a fakefinder detector checkpoint")
-    detector = create(info["name"], pretrained=False, dropout=info.get("dropout", 0.0),
-                      frequency=info.get("frequency"), mask_head=bool(info.get("mask_head", False)),
-                      mask_stride=info.get("mask_stride"))
-    detector.load_state_dict(state["model"])
+    if not Path(path).exists():
+        raise ConfigError(f"dx_llava.model.vision_tower: detector model not found: {path}")
+    try:
+        artifact = read_model(path)
+    except FakefinderError as exc:
+        raise ConfigError(f"dx_llava.model.vision_tower: {exc}") from None
+    if artifact.kind != KIND:
+        raise ConfigError(f"dx_llava.model.vision_tower: {path} holds a {artifact.kind} model, not a {KIND}")
+    detector = build_network(artifact, tta=False)
     trunk = detector.backbone
-    tower = FeatureMapTower(trunk, trunk.num_features, image_size or int(info["image_size"]), info["mean"], info["std"])
+    p = artifact.preprocessing
+    tower = FeatureMapTower(trunk, trunk.num_features, image_size or int(p["input_size"]), p["mean"], p["std"])
     tower.arch = detector.arch
     return tower
 

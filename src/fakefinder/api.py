@@ -1,0 +1,38 @@
+"""The Python API: what the CLI (and the platform) call. Each function dispatches on the model kind
+that the config names (`task:`) or the model artifacts record, through `fakefinder.tasks`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fakefinder.config import Config
+
+
+def prepare(config: Config, **kwargs):
+    """Datasets in their published layouts -> face crops + manifest (see `fakefinder.data.prepare`)."""
+    from fakefinder.data.prepare import prepare as run
+
+    return run(config, **kwargs)
+
+
+def train(config: Config, resume: bool | str | Path = False, console=None):
+    """Train the kind `config.task` names; its model artifact lands in the run's output folder."""
+    from fakefinder.tasks import task_for_config
+
+    return task_for_config(config).train(config, resume=resume, console=console)
+
+
+def evaluate(config: Config, console=None):
+    """Evaluate `evaluate.models` (default: the model this config trains), dispatched on their kind."""
+    from fakefinder.tasks import model_paths, task_for_models
+
+    models = model_paths(config.evaluate.models, config)
+    task, _ = task_for_models(models)
+    return task.evaluate(config, models, console=console)
+
+
+def predict(config: Config, console=None):
+    """Score `predict.inputs` with `predict.models` (see `fakefinder.infer.predict`)."""
+    from fakefinder.infer.predict import predict as run
+
+    return run(config, console=console)

@@ -1,0 +1,95 @@
+"""What a deepfake detector's artifact holds, the network built from it, and the safe conversion of
+checkpoint files written before artifacts existed (`best.pt`, read with the weights-only loader)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from fakefinder.config import Config
+from fakefinder.core.artifact import Artifact, ArtifactError, write_artifact
+from fakefinder.core.checkpoint import load_checkpoint
+
+KIND = "deepfake_detector"
+CLASSES = ["real", "fake"]
+
+
+def architecture(info: dict) -> dict:
+    """The network as `fakefinder.models.create` builds it (from the trainer's model info)."""
+    return {"name": info["name"], "backbone": info.get("arch", info["name"]), "frequency": info.get("frequency"),
+            "dropout": info.get("dropout", 0.0), "mask_head": bool(info.get("mask_head", False)),
+            "mask_stride": info.get("mask_stride"), "num_outputs": 1}
+
+
+def preprocessing(config: dict, info: dict) -> dict:
+    """What the model saw in training, from a run's config as plain data (so an older config whose
+    keys have moved on still converts): input size and normalisation, test-time augmentation, and
+    how its crops were made (frames, face detection, crop encoding)."""
+    model, data, prepare = config.get("model", {}), config.get("data", {}), config.get("prepare", {})
+    return {
+        "input_size": int(info["image_size"]), "mean": list(info["mean"]), "std": list(info["std"]),
+        "tta": model.get("tta", "none"), "channels_last": bool(config.get("train", {}).get("channels_last", False)),
+        "faces": dict(config.get("faces", {})),
+        "frames": {"frames_per_video": data.get("frames_per_video", 32), "frame_stride": data.get("frame_stride"),
+                   "seek": data.get("seek", "auto")},
+        "crop": {"format": prepare.get("image_format", "jpg"), "quality": prepare.get("jpeg_quality", 95)},
+    }
+
+
+def training_summary(state: dict) -> dict:
+    history = state.get("history") or []
+    best = next((row for row in history if row.get("epoch") == state.get("best_epoch")), {})
+    metric = (state.get("config") or {}).get("train", {}).get("early_stopping", {}).get("metric")
+    return {"epochs_run": len(history), "best_epoch": state.get("best_epoch"), "global_step": state.get("global_step"),
+            "selected_on": {"metric": metric, "value": state.get("best_metric")},
+            "validation": {k: v for k, v in best.items() if k.startswith("val_") or k == "threshold"},
+            "config": state.get("config")}
+
+
+def build_network(artifact: Artifact, device="cpu", tta: bool = True) -> nn.Module:
+    """The detector with the artifact's weights, in eval mode, wrapped for its test-time augmentation
+    (unless `tta=False`)."""
+    from fakefinder.models import create
+    from fakefinder.models.detectors import with_tta
+
+    arch = artifact.architecture
+    model = create(arch["name"], pretrained=False, dropout=arch.get("dropout", 0.0), frequency=arch.get("frequency"),
+                   mask_head=bool(arch.get("mask_head")), mask_stride=arch.get("mask_stride"))
+    try:
+        model.load_state_dict(artifact.weights())
+    except RuntimeError as exc:
+        raise ArtifactError(f"{artifact.path}: the weights do not fit {arch['name']}: {str(exc)[:300]}") from None
+    model.to(device).eval()
+    return with_tta(model, artifact.preprocessing.get("tta", "none")) if tta else model
+
+
+def artifact_from_checkpoint(path: str | Path) -> Artifact:
+    """An artifact (in memory) from a `best.pt`/`last.pt` written by `fakefinder train`; the file is
+    read with the weights-only loader, and its config only as plain data."""
+    path = Path(path)
+    state = load_checkpoint(path)
+    if "model" not in state or "model_info" not in state:
+        raise ArtifactError(f"{path} is not a fakefinder detector checkpoint (no model weights and model info)")
+    config = state.get("config") or {}
+    info = state["model_info"]
+    meta = {"format": "fakefinder-model", "format_version": 1, "kind": KIND, "architecture": architecture(info),
+            "classes": list(state.get("class_names") or CLASSES), "threshold": float(state.get("threshold", 0.5)),
+            "preprocessing": preprocessing(config, info), "training": training_summary(state),
+            "converted_from": str(path)}
+    return Artifact(path.parent, meta, tensors=state["model"])
+
+
+def convert_checkpoint(path: str | Path, output: str | Path) -> Artifact:
+    """Write the artifact of an older checkpoint file (`fakefinder convert`)."""
+    made = artifact_from_checkpoint(path)
+    meta = made.meta
+    return write_artifact(output, KIND, meta["architecture"], meta["classes"], meta["preprocessing"], made.tensors,
+                          meta["threshold"], {**meta["training"], "converted_from": str(path)})
+
+
+def save_detector(folder: Path, config: Config, info: dict, weights: dict, threshold: float, state: dict) -> Artifact:
+    """The trainer's artifact of its selected weights."""
+    plain = config.model_dump(mode="json")
+    return write_artifact(folder, KIND, architecture(info), CLASSES, preprocessing(plain, info), weights, threshold,
+                          training_summary({**state, "config": plain}))

@@ -1,0 +1,135 @@
+"""The `dx_llava` config section: what the explainable detector is built from, its data and training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from fakefinder.config import Section as _Section
+
+
+class DxLlavaModelConfig(_Section):
+    """What the vision-language detector is built from."""
+
+    language_model: str = Field(
+        default="lmsys/vicuna-7b-v1.5",
+        description="A causal LM: hub id, local folder, or 'package:smollm2-135m-instruct' (offline). "
+        "Ignored when llava_checkpoint is set (the LM comes from it).",
+    )
+    gguf_file: str | None = Field(default=None, description="Load the LM from this GGUF file in the folder.")
+    tokenizer: str | None = Field(default=None, description="Default: the language model's (or the checkpoint's).")
+    language_model_config: dict[str, Any] | None = Field(
+        default=None, description="Build a randomly initialised LM from this transformers config (tests, demos)."
+    )
+    llava_checkpoint: str | None = Field(
+        default=None,
+        description="LLaVA-1.5 checkpoint for the LM and projector (llava-hf/llava-1.5-7b-hf, "
+        "liuhaotian/llava-v1.5-7b, or a local folder in either format).",
+    )
+    vision_tower: str = Field(
+        default="open_clip:hf-hub:laion/CLIP-convnext_large_d_320.laion2B-s29B-b131K-ft-soup",
+        description="open_clip:<name>, timm:<name> (e.g. timm:convnext_large_mlp.clip_laion2b_ft_soup_320), "
+        "clip:<hub id or folder> (a CLIP ViT), 'llava' (the CLIP tower inside llava_checkpoint), or "
+        "fakefinder:<best.pt> (the backbone of a detector trained with `fakefinder train`; saved with the run).",
+    )
+    vision_pretrained: bool | str = Field(
+        default=True, description="timm towers: true (hub), false, a weights file, or 'package:efficientnet_lite0'."
+    )
+    vision_config: dict[str, Any] | None = Field(
+        default=None, description="Build a random CLIP vision tower from this config (tests)."
+    )
+    vision_select_layer: int = Field(default=-2, description="CLIP towers: hidden layer whose tokens are used.")
+    image_size: int | None = Field(default=None, ge=8, description="Default: the tower's own input size.")
+    freeze_vision_tower: bool = True
+    projector: str = Field(default="mlp2x_gelu", pattern=r"^(linear|mlp\d+x_gelu)$")
+    pretrained_projector: Path | None = Field(
+        default=None, description="A stage-1 projector file (mm_projector.safetensors) to start from."
+    )
+    head_source: Literal["image_tokens", "last_prompt_token"] = Field(
+        default="image_tokens",
+        description="Binary head input: mean of the projected image tokens, or the LM hidden state of the "
+        "last prompt token.",
+    )
+    head_hidden: int = Field(default=512, ge=1)
+    template: Literal["auto", "vicuna_v1", "chatml"] = Field(
+        default="auto", description="Conversation format; auto: chatml if the tokenizer knows <|im_start|>."
+    )
+    system_prompt: str | None = Field(default=None, description="Default: the template's own.")
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto", description="Language model weights: auto = the checkpoint's on GPU, fp32 on CPU."
+    )
+
+
+class DxLlavaDataConfig(_Section):
+    """LLaVA conversation JSON files (paths relative to the working directory, like outputs)."""
+
+    train_json: Path | None = None
+    eval_json: Path | None = None
+    test_json: Path | None = None
+    image_folder: Path | None = Field(default=None, description="Images in the JSON are relative to it.")
+    image_aspect_ratio: Literal["pad", "resize"] = Field(
+        default="pad", description="pad: to a square with the mean colour, then resize."
+    )
+    group_by_length: bool = True
+    max_length: int = Field(default=2048, ge=16)
+    eval_max_samples: int | None = Field(default=None, ge=1)
+    ambiguous_labels: Literal["skip", "error"] = Field(
+        default="skip", description="A sample whose answer names neither or both classes: leave it out of the "
+        "binary loss (listed in the log), or stop with an error."
+    )
+
+
+class DxLlavaTrainConfig(_Section):
+    output_dir: Path = Path("output/dx-llava")
+    stage: Literal["projector", "finetune"] = Field(
+        default="finetune", description="projector: stage 1 (tune_mm_mlp_adapter), only the projector trains."
+    )
+    mode: Literal["full", "lora", "qlora"] = "lora"
+    lora_r: int = Field(default=64, ge=1)
+    lora_alpha: int = Field(default=16, ge=1)
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
+    lora_target_modules: list[str] | None = Field(
+        default=None, description="Default: every linear layer of the language model (never the vision tower)."
+    )
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True
+    compute_dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+    lm_loss_weight: float = Field(default=1.0, ge=0)
+    binary_loss_weight: float = Field(default=10.0, ge=0)
+    epochs: float = Field(default=1.0, gt=0)
+    max_steps: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=4, ge=1)
+    eval_batch_size: int | None = Field(default=None, ge=1)
+    accumulate: int = Field(default=1, ge=1)
+    lr: float = Field(default=2e-4, gt=0)
+    projector_lr: float | None = Field(default=None, gt=0, description="Default: lr (2e-5 in full mode is common).")
+    head_lr: float | None = Field(default=None, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    warmup_ratio: float = Field(default=0.03, ge=0, lt=1)
+    scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    tf32: bool = True
+    grad_checkpointing: bool = False
+    grad_clip: float = Field(default=1.0, gt=0)
+    save_steps: int = Field(default=500, ge=1)
+    save_total_limit: int | None = Field(default=2, ge=1)
+    eval_steps: int = Field(default=200, ge=1)
+    logging_steps: int = Field(default=10, ge=1)
+    num_workers: int = Field(default=2, ge=0)
+    seed: int = 0
+    deepspeed: str | None = Field(
+        default=None, description="zero2, zero3 (configs shipped in fakefinder/tasks/dx_llava/deepspeed/) or a JSON path."
+    )
+    report_to: list[str] = Field(default_factory=lambda: ["tensorboard"], description="tensorboard, wandb, none.")
+    device: str = "auto"
+
+
+class DxLlavaConfig(_Section):
+    model: DxLlavaModelConfig = Field(default_factory=DxLlavaModelConfig)
+    data: DxLlavaDataConfig = Field(default_factory=DxLlavaDataConfig)
+    train: DxLlavaTrainConfig = Field(default_factory=DxLlavaTrainConfig)
+    max_new_tokens: int = Field(default=96, ge=1, description="Length of a generated explanation.")
+
+

@@ -64,6 +64,14 @@ def save_checkpoint(path: Path, payload: dict) -> Path:
     return atomic_write(Path(path), lambda handle: torch.save(payload, handle))
 
 
+def _refusal_reason(message: str) -> str:
+    """The line of torch's refusal that names what the file wanted to load."""
+    for line in message.splitlines():
+        if "GLOBAL" in line or line.strip().startswith("Unsupported"):
+            return line.split("WeightsUnpickler error:", 1)[-1].strip()
+    return "not a weights-only file"
+
+
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
     """The checkpoint's dict; `CheckpointError` for a missing or unreadable file, or one that holds
     any object but tensors and plain values (nothing of such a file is run)."""
@@ -74,7 +82,7 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
         with torch.serialization.safe_globals(_plain_array_globals()):
             state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        detail = str(exc).split("WeightsUnpickler error:", 1)[-1].strip().splitlines()[0]
+        detail = _refusal_reason(str(exc))
         raise CheckpointError(
             f"refused to load {path}: it holds objects other than tensors and plain values ({detail}); "
             "fakefinder never unpickles code from a file"

@@ -336,6 +336,12 @@ def test_train_lora_resume_evaluate_and_merge(dx_data, tmp_path):
     assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
     assert not (final / "language_model").exists()  # LoRA: the adapter only, never the whole LM
     assert (final / "vision_tower.safetensors").is_file()  # a random tower cannot be rebuilt: saved
+    from fakefinder.core.runlock import RunFolderError
+
+    before = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in (tmp_path / "run").rglob("*"))
+    with pytest.raises(RunFolderError, match="already holds a DX-LLaVA run.*--resume.*--overwrite"):
+        train(cfg)  # a rerun into the finished run's folder
+    assert sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in (tmp_path / "run").rglob("*")) == before
 
     # resume from step 2 in a fresh run: the same adapter as the uninterrupted run
     resumed_cfg = dx_config(dx_data, tmp_path / "resumed")

@@ -315,3 +315,20 @@ def test_in_process_prepare_leaves_the_callers_threads_and_heap_alone(trees, tmp
         assert torch.get_num_threads() == 2 and not calls
     finally:
         torch.set_num_threads(threads)
+
+
+def test_two_prepares_never_write_one_folder_at_once(trees, tmp_path):
+    from fakefinder.core.runlock import RunFolderError, RunLock
+
+    config = make_config(tmp_path / "out", [{"name": "f", "layout": "folder", "root": str(trees["folder"])}])
+    with RunLock(tmp_path / "out", "prepare", "fakefinder prepare"):  # a whole run is going on
+        with pytest.raises(RunFolderError, match="is in use: fakefinder prepare"):
+            fakefinder.prepare(config, progress=False)
+        with pytest.raises(RunFolderError, match="is in use"):
+            fakefinder.prepare(config, shard="0/2", progress=False)
+    with RunLock(tmp_path / "out", "prepare-shard-1-of-2", "fakefinder prepare --shard 1/2"):
+        fakefinder.prepare(config, shard="0/2", progress=False)  # another shard may run beside it
+        with pytest.raises(RunFolderError, match="--shard 1/2"):
+            fakefinder.prepare(config, progress=False)  # but not a whole run
+    result = fakefinder.prepare(config, progress=False)  # resume by rerun still works
+    assert result.summary["items_ok"] >= 1 and not list((tmp_path / "out").glob(".*.lock"))

@@ -54,6 +54,26 @@ def test_training_writes_checkpoints_logs_plots_and_config(manifest, tmp_path):
     assert saved["train"]["loss"] == {"ce": 0.5, "focal": 0.3, "f1": 0.2}
 
 
+def folder_state(folder: Path) -> list:
+    return sorted((p.relative_to(folder), p.stat().st_mtime_ns, p.stat().st_size) for p in folder.rglob("*"))
+
+
+def test_a_rerun_into_a_finished_run_is_refused_until_told_to_overwrite(manifest, tmp_path):
+    from fakefinder.core.runlock import RunFolderError
+
+    config = train_config(manifest, tmp_path / "run", epochs=1)
+    train(config)
+    before = folder_state(tmp_path / "run")
+    with pytest.raises(RunFolderError, match=r"already holds a training run \(.*last\.pt.*\)\. Choose: --resume to "
+                                             r"continue it, --overwrite to replace it, or a new output folder"):
+        train(config)
+    done = cli("train", f"train.manifest={manifest}", f"train.output_dir={tmp_path / 'run'}", "model.name=test_efficientnet")
+    assert done.returncode == 2 and "--overwrite" in done.stderr
+    assert folder_state(tmp_path / "run") == before  # nothing was touched
+    again = train(config, overwrite=True)
+    assert again.stopped == "completed" and folder_state(tmp_path / "run") != before
+
+
 def test_warmup_then_cosine_schedule():
     config = config_from_dict({"train": {"epochs": 10, "lr": 1e-3, "min_lr": 1e-5, "warmup_epochs": 2}}).train
     schedule = Schedule(config, steps_per_epoch=10)
@@ -327,14 +347,18 @@ def test_resume_after_kill_mid_epoch_matches_uninterrupted_run(manifest, tmp_pat
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     steps_per_epoch = reference.global_step // 2
     killed_at = wait_for_step(tmp_path / "run" / "last.pt", 3, process)
+    second = cli("train", "-c", str(cfg), "--resume")  # a second process on the live run's folder
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+    assert second.returncode == 2 and f"is in use: fakefinder train (pid {process.pid}" in second.stderr, second.stderr
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     assert 0 < state["step_in_epoch"] < steps_per_epoch or state["epoch"] == 1, "killed mid-epoch"
     assert killed_at < reference.global_step
 
+    assert (tmp_path / "run" / ".train.lock").is_file()  # the killed owner could not remove it
     resumed = cli("train", "-c", str(cfg), "--resume")
     assert resumed.returncode == 0, resumed.stderr
+    assert "cleared a stale lock" in resumed.stderr and not (tmp_path / "run" / ".train.lock").exists()
     final = load_checkpoint(tmp_path / "run" / "last.pt")
     expected = load_checkpoint(tmp_path / "reference" / "last.pt")
     assert final["global_step"] == expected["global_step"]

@@ -15,11 +15,12 @@ def prepare(config: Config, **kwargs):
     return run(config, **kwargs)
 
 
-def train(config: Config, resume: bool | str | Path = False, console=None):
-    """Train the kind `config.task` names; its model artifact lands in the run's output folder."""
+def train(config: Config, resume: bool | str | Path = False, console=None, overwrite: bool = False):
+    """Train the kind `config.task` names; its model artifact lands in the run's output folder. A
+    folder that holds a run is refused unless `resume` (continue it) or `overwrite` (replace it)."""
     from fakefinder.tasks import task_for_config
 
-    return task_for_config(config).train(config, resume=resume, console=console)
+    return task_for_config(config).train(config, resume=resume, console=console, overwrite=overwrite)
 
 
 def evaluate(config: Config, console=None):

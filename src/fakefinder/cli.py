@@ -60,6 +60,7 @@ def train(
     config: ConfigOption = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from <train.output_dir>/last.pt (or its backup).")] = False,
     resume_from: Annotated[Optional[Path], typer.Option(help="Continue from this checkpoint.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run the output folder holds.")] = False,
 ) -> None:
     """Train the model kind the config names (`task:`; CPU, one GPU, or many with torchrun)."""
     from fakefinder import api
@@ -68,7 +69,7 @@ def train(
     try:
         cfg = load_config(config, overrides or [])
         _prepare_first(cfg)
-        result = api.train(cfg, resume=resume_from or resume)
+        result = api.train(cfg, resume=resume_from or resume, overwrite=overwrite)
     except _user_errors() as exc:
         _fail(str(exc))
     if getattr(result, "stopped", None) == "interrupted":
@@ -219,6 +220,7 @@ def dx_train(
     config: ConfigOption = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint-* in the output dir.")] = False,
     resume_from: Annotated[Optional[Path], typer.Option(help="Continue from this checkpoint-* folder.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run the output folder holds.")] = False,
 ) -> None:
     """Train DX-LLaVA (stage 1 projector, or stage 2 full / LoRA / QLoRA); torchrun/deepspeed launch it on many GPUs.
     The same as `fakefinder train` with `task: dx_llava`."""
@@ -230,7 +232,7 @@ def dx_train(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         cfg = load_config(config, ["task=dx_llava", *(overrides or [])])
-        result = api.train(cfg, resume=str(resume_from) if resume_from else resume)
+        result = api.train(cfg, resume=str(resume_from) if resume_from else resume, overwrite=overwrite)
     except _dx_errors() as exc:
         _fail(str(exc))
     if int(os.environ.get("RANK", "0")) == 0:  # one line per run, not per torchrun/deepspeed process

@@ -24,6 +24,7 @@ import numpy as np
 from fakefinder.config import Config, ConfigError, save_config
 from fakefinder.data.layouts import MediaItem, read_datasets
 from fakefinder.data.splits import assign_splits, in_shard, parse_shard
+from fakefinder.core.runlock import RunLock
 from fakefinder.core.files import atomic_write, atomic_write_bytes, atomic_write_json, remove_partials
 from fakefinder.core.errors import FakefinderError
 
@@ -352,7 +353,32 @@ def prepare(
         raise ConfigError("data.datasets is empty: name at least one dataset to prepare")
     shard_spec = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
     output_dir = Path(config.prepare.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    with _prepare_lock(output_dir, None if merge_only else shard_spec) as lock:
+        if lock.note:
+            console.print(f"[yellow]note:[/] {lock.note}")
+        return _prepare_locked(config, console, shard_spec, merge_only, retry_failed, progress)
+
+
+def _prepare_lock(output_dir: Path, shard: tuple[int, int] | None) -> RunLock:
+    """The whole run (or a merge) locks `prepare`; shard i of n locks its own name, so shards on
+    many machines share one folder, but never with a whole run, and never twice the same shard."""
+    if shard is None:
+        lock = RunLock(output_dir, "prepare", "fakefinder prepare").acquire()
+        try:
+            for other in sorted(output_dir.glob(".prepare-shard-*.lock")):
+                RunLock(output_dir, other.name[1:-5]).acquire().release()  # refused while that shard runs
+        except BaseException:
+            lock.release()
+            raise
+        return lock
+    RunLock(output_dir, "prepare").acquire().release()  # refused while a whole run holds the folder
+    return RunLock(output_dir, f"prepare-shard-{shard[0]}-of-{shard[1]}", f"fakefinder prepare --shard "
+                   f"{shard[0]}/{shard[1]}").acquire()
+
+
+def _prepare_locked(config: Config, console, shard_spec, merge_only: bool, retry_failed: bool,
+                    progress: bool) -> PrepareResult:
+    output_dir = Path(config.prepare.output_dir)
 
     items = read_datasets(config.data.datasets)
     known_failures = [(item, item.problem) for item in items if item.problem]

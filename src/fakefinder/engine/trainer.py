@@ -8,6 +8,7 @@ go to the model artifact `model/` (safetensors + model.json), written by the tas
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import signal
@@ -28,6 +29,7 @@ from fakefinder.data.training import (
     CLASS_NAMES, CropDataset, EpochSampler, opencv_single_threaded, read_manifest, select_rows,
 )
 from fakefinder.core.process import flush_denormal
+from fakefinder.core.runlock import RunLock, guard_run_folder
 from fakefinder.engine import deepspeed_zero, distributed
 from fakefinder.core.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from fakefinder.engine.optim import ModelEma, Schedule, build_optimizer
@@ -38,6 +40,8 @@ from fakefinder.models.detectors import with_tta
 
 BACKUP_FILES = ("last.pt", "history.jsonl", "history.csv", "curves.png", "config.yaml")
 ARTIFACT_DIR = "model"
+# what a run leaves in its folder: finding any of them means the folder holds a run
+RUN_FILES = ("last.pt", ARTIFACT_DIR, "history.jsonl", "history.csv", "curves.png", "tensorboard", "deepspeed")
 
 
 @dataclass
@@ -521,10 +525,22 @@ class Trainer:
         self._say("stopping after this step and saving a checkpoint (Ctrl-C again to abort)")
 
 
-def train(config: Config, resume: bool | str | Path = False, console=None, save_model=None) -> TrainResult:
+def train(config: Config, resume: bool | str | Path = False, console=None, save_model=None,
+          overwrite: bool = False) -> TrainResult:
     """Train as `config` says; `resume=True` continues from `<output_dir>/last.pt` (or the backup
     copy), a path resumes from that checkpoint. `save_model(folder, weights, state)` writes the
-    artifact of each newly selected epoch."""
+    artifact of each newly selected epoch. A folder that holds a run is refused unless resumed or
+    `overwrite`; while the run lasts it holds the folder's lock (rank 0 takes it)."""
+    lock = None
+    if int(os.environ.get("RANK", "0")) == 0:
+        lock = RunLock(config.train.output_dir, "train", "fakefinder train").acquire()
+        try:
+            guard_run_folder(config.train.output_dir, RUN_FILES, bool(resume), overwrite, "a training run")
+        except BaseException:
+            lock.release()
+            raise
+        if lock.note:
+            _console(console).print(f"[yellow]note:[/] {lock.note}")
     trainer = Trainer(config, resume=resume, console=console, save_model=save_model)
     try:
         with flush_denormal():
@@ -533,3 +549,11 @@ def train(config: Config, resume: bool | str | Path = False, console=None, save_
     finally:
         if hasattr(trainer, "dist"):
             distributed.teardown(trainer.dist)
+        if lock is not None:
+            lock.release()
+
+
+def _console(console):
+    from rich.console import Console
+
+    return console or Console(stderr=True)

@@ -8,10 +8,10 @@ from pathlib import Path
 from fakefinder.config import Config, ConfigError
 
 
-def train(config: Config, resume: bool | str = False, console=None):
+def train(config: Config, resume: bool | str = False, console=None, overwrite: bool = False):
     from fakefinder.tasks.dx_llava.train import train as run
 
-    return run(config, resume)
+    return run(config, resume, overwrite=overwrite)
 
 
 def load(artifacts: list, device="cpu", config: Config | None = None):

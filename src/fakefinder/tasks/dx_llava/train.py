@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from fakefinder.config import Config, ConfigError, save_config
+from fakefinder.core.runlock import RunLock, guard_run_folder
 from fakefinder.tasks.dx_llava.config import DxLlavaConfig
 from fakefinder.tasks.dx_llava.data import Collator, Conversation, ConversationDataset, LengthGroupedSampler, read_samples
 from fakefinder.tasks.dx_llava.model import (
@@ -179,8 +180,31 @@ def _latest_checkpoint(output: Path) -> str | None:
     return str(found[-1]) if found else None
 
 
-def train(config: Config, resume: bool | str = False) -> dict:
-    """Train DX-LLaVA as configured; returns a summary (paths, losses, timings)."""
+RUN_FILES = ("checkpoint-*", "final")  # what shows that an output folder holds a run
+
+
+def train(config: Config, resume: bool | str = False, overwrite: bool = False) -> dict:
+    """Train DX-LLaVA as configured; returns a summary (paths, losses, timings). A folder that holds
+    a run is refused unless resumed or `overwrite`; rank 0 holds the folder's lock while it runs."""
+    output = Path(config.dx_llava.train.output_dir)
+    lock = None
+    if int(os.environ.get("RANK", "0")) == 0:
+        lock = RunLock(output, "train", "fakefinder dx-llava train").acquire()
+        try:
+            guard_run_folder(output, RUN_FILES, bool(resume), overwrite, "a DX-LLaVA run")
+        except BaseException:
+            lock.release()
+            raise
+        if lock.note:
+            log.warning(lock.note)
+    try:
+        return _train(config, resume)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(config: Config, resume: bool | str) -> dict:
     from transformers import TrainingArguments
 
     cfg = config.dx_llava

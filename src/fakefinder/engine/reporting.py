@@ -91,13 +91,10 @@ class RunReporter:
         atomic_write_text(self.output_dir / "history.csv", csv)
 
     def plot(self) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from fakefinder.core.plots import new_figure, save_png
 
         epochs = [r["epoch"] for r in self.history]
-        figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+        figure, axes = new_figure(1, 2, figsize=(11, 4))
         axes[0].plot(epochs, [r["train_loss"] for r in self.history], "o-", label="train")
         axes[0].plot(epochs, [r["val_loss"] for r in self.history], "o-", label="val")
         axes[0].set(title="loss", xlabel="epoch")
@@ -106,15 +103,7 @@ class RunReporter:
             axes[1].plot(epochs, [r.get(key, float("nan")) for r in self.history], "o-", label=key.removeprefix("val_"))
         axes[1].set(title="validation", xlabel="epoch", ylim=(0, 1))
         axes[1].legend()
-        figure.tight_layout()
-        from io import BytesIO
-
-        buffer = BytesIO()
-        figure.savefig(buffer, format="png", dpi=100)
-        plt.close(figure)
-        from fakefinder.core.files import atomic_write_bytes
-
-        atomic_write_bytes(self.output_dir / "curves.png", buffer.getvalue())
+        save_png(figure, self.output_dir / "curves.png", dpi=100)
 
     COLUMNS = [("epoch", "epoch", "{}"), ("train loss", "train_loss", "{:.4f}"), ("val loss", "val_loss", "{:.4f}"),
                ("acc", "val_accuracy", "{:.3f}"), ("macro-F1", "val_macro_f1", "{:.3f}"), ("AUC", "val_auc", "{:.3f}"),

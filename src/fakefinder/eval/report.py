@@ -11,49 +11,18 @@ from pathlib import Path
 
 import numpy as np
 
-from fakefinder.core.files import atomic_write_bytes, atomic_write_text
+from fakefinder.core.files import atomic_write_text
+from fakefinder.core.plots import new_figure, save_png
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
-def _roc_points(labels, scores):
-    order = np.argsort(-np.asarray(scores), kind="mergesort")
-    y = np.asarray(labels)[order]
-    tps, fps = np.cumsum(y), np.cumsum(1 - y)
-    pos, neg = max(1, y.sum()), max(1, len(y) - y.sum())
-    return np.concatenate([[0], fps / neg]), np.concatenate([[0], tps / pos])
-
-
-def _pr_points(labels, scores):
-    order = np.argsort(-np.asarray(scores), kind="mergesort")
-    y = np.asarray(labels)[order]
-    tps = np.cumsum(y)
-    precision = tps / np.arange(1, len(y) + 1)
-    recall = tps / max(1, y.sum())
-    return recall, precision
-
-
-def _save(figure, path: Path) -> Path:
-    from io import BytesIO
-
-    import matplotlib.pyplot as plt
-
-    buffer = BytesIO()
-    figure.tight_layout()
-    figure.savefig(buffer, format="png", dpi=90)
-    plt.close(figure)
-    return atomic_write_bytes(path, buffer.getvalue())
-
-
 def write_plots(folder: Path, curves: dict, metrics: dict) -> dict[str, list[Path]]:
     """PNG plots per (model, set): ROC + PR, confusion matrix, score histograms by class; plus
     metric vs perturbation when perturbations ran."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from sklearn.metrics import precision_recall_curve, roc_curve
 
     folder = Path(folder)
     out: dict[str, list[Path]] = {}
@@ -61,23 +30,23 @@ def write_plots(folder: Path, curves: dict, metrics: dict) -> dict[str, list[Pat
         key = f"{name} on {set_name}"
         stem = _slug(f"{name}__{set_name}")
         paths = []
-        figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+        fig, axes = new_figure(1, 2, figsize=(10, 4))
         for level, table in (("frame", frames), ("video", videos)):
             labels = (table.label == "fake").astype(int).to_numpy()
             if labels.min() == labels.max():
                 continue
-            fpr, tpr = _roc_points(labels, table.score)
+            fpr, tpr, _ = roc_curve(labels, table.score)
             axes[0].plot(fpr, tpr, label=f"{level} (AUC {levels[level]['auc']:.3f})")
-            recall, precision = _pr_points(labels, table.score)
+            precision, recall, _ = precision_recall_curve(labels, table.score)
             axes[1].plot(recall, precision, label=f"{level} (AP {levels[level]['ap']:.3f})")
         axes[0].plot([0, 1], [0, 1], ":", color="grey")
         axes[0].set(title="ROC", xlabel="false positive rate", ylabel="true positive rate")
         axes[1].set(title="precision-recall (fake)", xlabel="recall", ylabel="precision")
         for axis in axes:
             axis.legend(loc="lower right")
-        paths.append(_save(figure, folder / f"{stem}__roc_pr.png"))
+        paths.append(save_png(fig, folder / f"{stem}__roc_pr.png"))
 
-        figure, axes = plt.subplots(1, 2, figsize=(8, 3.6))
+        fig, axes = new_figure(1, 2, figsize=(8, 3.6))
         for axis, level in zip(axes, ("frame", "video")):
             matrix = np.array(levels[level]["confusion"])
             axis.imshow(matrix, cmap="Blues")
@@ -86,26 +55,26 @@ def write_plots(folder: Path, curves: dict, metrics: dict) -> dict[str, list[Pat
                           color="white" if count > matrix.max() / 2 else "black")
             axis.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["real", "fake"], yticklabels=["real", "fake"],
                      xlabel="predicted", ylabel="true", title=f"{level} (threshold {threshold:.3f})")
-        paths.append(_save(figure, folder / f"{stem}__confusion.png"))
+        paths.append(save_png(fig, folder / f"{stem}__confusion.png"))
 
-        figure, axis = plt.subplots(figsize=(6, 3.6))
+        fig, axis = new_figure(figsize=(6, 3.6))
         bins = np.linspace(0, 1, 41)
         for label, colour in (("real", "tab:blue"), ("fake", "tab:red")):
             axis.hist(frames[frames.label == label].score, bins=bins, alpha=0.6, color=colour, label=label)
         axis.axvline(threshold, color="black", linestyle="--", label="threshold")
         axis.set(title="frame scores by class", xlabel="P(fake)", ylabel="frames")
         axis.legend()
-        paths.append(_save(figure, folder / f"{stem}__scores.png"))
+        paths.append(save_png(fig, folder / f"{stem}__scores.png"))
 
         if "perturbations" in levels:
             names = list(levels["perturbations"])
-            figure, axis = plt.subplots(figsize=(7, 3.6))
+            fig, axis = new_figure(figsize=(7, 3.6))
             for metric in ("auc", "macro_f1", "accuracy"):
                 axis.plot(names, [levels["perturbations"][n]["video"][metric] for n in names], "o-", label=metric)
             axis.set(title="video-level metrics under perturbation", ylim=(0, 1.02))
             axis.tick_params(axis="x", rotation=30)
             axis.legend()
-            paths.append(_save(figure, folder / f"{stem}__perturbations.png"))
+            paths.append(save_png(fig, folder / f"{stem}__perturbations.png"))
         out[key] = paths
     return out
 

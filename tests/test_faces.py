@@ -19,7 +19,7 @@ def box_center(frame_shape, face: Face):
     return (x1 + x2) / 2 / frame_shape[1], (y1 + y2) / 2 / frame_shape[0]
 
 
-@pytest.mark.parametrize("name", ["mtcnn", "retinaface", "opencv"])
+@pytest.mark.parametrize("name", ["mtcnn", "retinaface", "mediapipe", "mediapipe_short", "opencv"])
 def test_each_shipped_detector_finds_the_real_face(frame, name):
     found = create_detector(name, min_score=0.5).detect([frame])[0]
     assert found, name
@@ -27,6 +27,20 @@ def test_each_shipped_detector_finds_the_real_face(frame, name):
     reference = create_detector("retinaface").detect([frame])[0][0]
     assert iou(best.box, reference.box) > 0.4
     assert best.detector == name
+
+
+def test_mediapipe_finds_the_astronaut_and_serves_as_fallback(monkeypatch):
+    from skimage import data
+
+    image = data.astronaut()  # the real face photo scikit-image ships (512 x 512)
+    faces = create_detector("mediapipe").detect([image])[0]
+    assert len(faces) == 1 and faces[0].score >= 0.9
+    x1, y1, x2, y2 = faces[0].box
+    assert 150 < (x1 + x2) / 2 < 240 and 80 < (y1 + y2) / 2 < 180 and 60 < x2 - x1 < 140  # her face
+    config = FacesConfig(detector="opencv", fallback=["mediapipe"])
+    chain = DetectorChain(config)
+    monkeypatch.setattr(faces_module.OpenCVDetector, "_detect_batch", lambda self, images, px: [[] for _ in images])
+    assert [f.detector for f in chain.detect([image])[0]] == ["mediapipe"]  # what the primary missed
 
 
 def test_downscaled_detection_maps_boxes_back(frame):

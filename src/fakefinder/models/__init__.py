@@ -49,7 +49,7 @@ class UnknownModelError(FakefinderError, ValueError):
     pass
 
 
-def _timm():
+def import_timm():
     import timm  # torchvision works on CPU-only torch because `import fakefinder` armed the fix
 
     return timm
@@ -58,7 +58,7 @@ def _timm():
 def resolve(name: str) -> Preset:
     if name in PRESETS:
         return PRESETS[name]
-    timm = _timm()
+    timm = import_timm()
     if timm.is_model(name):
         return Preset(name)
     candidates = list(PRESETS) + timm.list_models()
@@ -80,7 +80,7 @@ def create(
     """Build a detector. `pretrained`: False; True (timm's hub weights, needs internet once);
     a file path (timm checkpoint or plain state dict); or 'package:efficientnet_lite0' (offline)."""
     preset = resolve(name)
-    timm = _timm()
+    timm = import_timm()
     kwargs = dict(timm_kwargs)
     if drop_path is not None:
         kwargs["drop_path_rate"] = drop_path

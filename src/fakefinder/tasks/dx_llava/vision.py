@@ -68,10 +68,10 @@ class ClipTower(VisionTower):
 
 
 def _timm_tower(name: str, pretrained: bool | str, image_size: int | None) -> FeatureMapTower:
-    from fakefinder.models import _timm
+    from fakefinder.models import import_timm
     from fakefinder.models.pretrained import load_pretrained
 
-    timm = _timm()
+    timm = import_timm()
     hub = pretrained is True
     try:
         trunk = timm.create_model(name, pretrained=hub, num_classes=0)

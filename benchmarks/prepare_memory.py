@@ -69,7 +69,7 @@ def child(spec: dict) -> dict:
     if spec.get("baseline"):
         import numpy as np
 
-        from fakefinder.data.faces import create_detector
+        from fakefinder.media.faces import create_detector
         from fakefinder.data.prepare import prepare  # noqa: F401  (the same imports as a real run)
 
         detector = create_detector("mtcnn", min_face_px=spec["min_face_px"])

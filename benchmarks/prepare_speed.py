@@ -36,10 +36,10 @@ import torch
 
 from _common import Contention, run_quietly
 from fakefinder.config import config_from_dict
-from fakefinder.data.faces import create_detector, iou
+from fakefinder.media.faces import create_detector, iou
 from fakefinder.data.prepare import prepare
 from fakefinder.data.synthetic import write_video
-from fakefinder.data.video import probe, read_frames, sample_indices
+from fakefinder.media.video import probe, read_frames, sample_indices
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"

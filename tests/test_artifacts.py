@@ -27,10 +27,12 @@ from conftest import make_crops, train_config
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """One epoch of the tiny detector, no EMA: the artifact holds exactly last.pt's weights."""
+    """One epoch of the tiny detector on ready face crops (faces.detect: false), no EMA: the
+    artifact holds exactly last.pt's weights."""
     root = tmp_path_factory.mktemp("artifacts")
     manifest = make_crops(root / "crops", groups=6)
     config = train_config(manifest, root / "run", epochs=1, batch_size=2)
+    config.faces.detect = False
     result = fakefinder.train(config)
     return root, config, result
 
@@ -61,7 +63,7 @@ class ToySection(Section):
 calls: list = []
 
 
-def train(config, resume=False, console=None):  # the toy kind's functions (this module is its `module`)
+def train(config, resume=False, console=None, overwrite=False):  # the toy kind's functions (this module is its `module`)
     calls.append(("train", config.toy.width, config.train.epochs))
     return "trained"
 
@@ -196,6 +198,36 @@ def test_an_older_best_pt_loads_safely_and_converts(run, tmp_path):
     assert faces.detector == "retinaface" and any("old_setting" in n for n in notes)
     with pytest.raises(ConfigError, match="predict.faces: unknown key"):
         face_settings(converted.preprocessing, {"detektor": "x"})
+
+
+def test_a_model_trained_on_ready_crops_detects_faces_in_raw_videos(run, tmp_path, capsys):
+    from rich.console import Console
+
+    from fakefinder.data.synthetic import write_video
+
+    _, config, result = run
+    video = write_video(tmp_path / "clip.mp4", identity=3, num_frames=8, size=(120, 160))
+    predict = config.model_copy(deep=True)
+    predict.predict.models, predict.predict.inputs = [result.model_path], [video]
+    predict.predict.output, predict.predict.num_workers = tmp_path / "s.csv", 0
+    console = Console(file=open(tmp_path / "log.txt", "w"), width=200)
+    detected = fakefinder.predict(predict, console=console).table.iloc[0]
+    console.file.close()
+    log = (tmp_path / "log.txt").read_text()
+    assert "trained on ready face crops" in log and "detected in the inputs with mtcnn" in log
+    assert detected.faces > 0 and detected.reason == ""
+    details = predict.model_copy(deep=True)
+    details.predict.details = tmp_path / "d.csv"
+    details.predict.faces = {"detect": False}  # the inputs are crops already: score whole frames
+    whole = fakefinder.predict(details, console=Console(file=open(os.devnull, "w")))
+    rows = json.loads(json.dumps(whole.table.to_dict(orient="records")))[0]
+    assert rows["faces"] == rows["frames"] and set(pd_read(tmp_path / "d.csv").detector) == {"none"}
+
+
+def pd_read(path):
+    import pandas as pd
+
+    return pd.read_csv(path)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -164,6 +164,35 @@ def test_predict_images_videos_corrupt_and_faceless(trained, tmp_path):
     assert again.table.probability.tolist() == result.table.probability.tolist()
 
 
+def test_predict_scores_exactly_the_crops_prepare_wrote(trained, tmp_path, monkeypatch):
+    """The same video through predict: for every frame, the crop the model scores is, pixel for
+    pixel, the crop file prepare wrote (and training read) for it."""
+    from PIL import Image
+
+    from fakefinder.infer.predict import DetectorEnsemble
+
+    tmp, config = trained
+    manifest = pd.read_csv(tmp / "prepared" / "manifest.csv")
+    rows = manifest[manifest.video_id == manifest.video_id.iloc[0]]
+    scored = []
+    original = DetectorEnsemble._score
+
+    def spy(self, crops, batch_size):
+        scored.extend(crops)
+        return original(self, crops, batch_size)
+
+    monkeypatch.setattr(DetectorEnsemble, "_score", spy)
+    c = config.model_copy(deep=True)
+    c.predict.inputs, c.predict.output, c.predict.num_workers = [rows.source_path.iloc[0]], tmp_path / "s.csv", 0
+    c.predict.details = tmp_path / "details.csv"
+    fakefinder.predict(c)
+    faces = pd.read_csv(tmp_path / "details.csv")
+    assert list(faces.frame_index) == list(rows.frame_index) and len(scored) == len(rows)
+    for crop, path in zip(scored, rows.path):
+        written = np.array(Image.open(tmp / "prepared" / path).convert("RGB"))
+        assert crop.shape == written.shape and np.array_equal(crop, written), path
+
+
 def test_ensemble_is_the_weighted_average(trained, tmp_path):
     tmp, config = trained
     folder = media_folder(tmp_path, tmp)

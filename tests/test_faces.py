@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from fakefinder.config import FacesConfig
-from fakefinder.data import faces as faces_module
-from fakefinder.data.faces import (
+from fakefinder.media import faces as faces_module
+from fakefinder.media.faces import (
     DetectorChain, Face, FaceDetector, FaceSelector, create_detector, crop_face, iou, register_detector,
 )
 from fakefinder.data.synthetic import background_frame, frame_with_face

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from fakefinder.data.synthetic import write_video
-from fakefinder.data.video import VideoError, probe, read_frames, sample_indices
+from fakefinder.media.video import VideoError, probe, read_frames, sample_indices
 
 
 def counting_video(path: Path, num_frames: int, gop: int | None = None, size=(64, 96), rotation: int = 0) -> Path:
@@ -51,7 +51,7 @@ def test_read_frames_returns_the_requested_frames(tmp_path, seek):
 
 
 def test_auto_seeks_only_when_targets_are_far_apart(tmp_path, monkeypatch):
-    import fakefinder.data.video as video
+    import fakefinder.media.video as video
 
     calls = []
     original = video._decode_by_seeking

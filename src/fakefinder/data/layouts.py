@@ -15,9 +15,8 @@ from pathlib import Path
 
 from fakefinder.config import DatasetConfig
 from fakefinder.core.errors import FakefinderError
+from fakefinder.media.images import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
-VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 FFPP_METHODS = (
     "Deepfakes",
     "Face2Face",

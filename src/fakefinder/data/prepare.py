@@ -12,28 +12,23 @@ import json
 import os
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from fakefinder.config import Config, ConfigError, save_config
+from fakefinder.core.errors import FakefinderError
+from fakefinder.core.files import atomic_write, atomic_write_bytes, atomic_write_json, remove_partials
+from fakefinder.core.runlock import RunLock
 from fakefinder.data.layouts import MediaItem, read_datasets
 from fakefinder.data.splits import assign_splits, in_shard, parse_shard
-from fakefinder.core.runlock import RunLock
-from fakefinder.core.files import atomic_write, atomic_write_bytes, atomic_write_json, remove_partials
-from fakefinder.core.errors import FakefinderError
 
 RECORDS_DIR = ".records"
 MANIFEST_COLUMNS = [
     "dataset", "video_id", "group", "label", "method", "split", "frame_index", "face_index",
     "x1", "y1", "x2", "y2", "detector", "score", "path", "source_path", "source_video_id",
 ]
-_SUFFIXES = {"jpg": {".jpg", ".jpeg"}, "png": {".png"}}
 FAILURE_COLUMNS = ["dataset", "video_id", "label", "split", "source_path", "reason"]
 
 
@@ -74,54 +69,17 @@ class _Record:
 
 
 # ---------------------------------------------------------------------------------------------
-# the per-item work (runs in worker processes)
+# the per-item work (runs in worker processes, see fakefinder.core.pool)
 
 _worker_state: dict[str, Any] = {}
 
 
-def _init_worker(config_json: str, torch_threads: int | None, own_process: bool = True) -> None:
-    """Set up a prepare worker. Process-wide settings (heap policy, torch threads) are only made in
-    a worker's own process: run in the caller's process they would outlive `prepare` and slow
-    down whatever runs next there (training with one thread and every large buffer mmapped)."""
-    import torch
-
+def _init_worker(config_json: str) -> None:
     from fakefinder.config import Config
+    from fakefinder.media.extract import ExtractSettings
 
-    from fakefinder.core.memory import limit_heap_growth
-
-    if own_process:
-        limit_heap_growth()
-        if torch_threads:
-            torch.set_num_threads(torch_threads)
-        torch.set_flush_denormal(True)
-    _worker_state.clear()
-    _worker_state["config"] = Config.model_validate_json(config_json)
-
-
-def _detector_chain(config: Config):
-    chain = _worker_state.get("chain")
-    if chain is None:
-        from fakefinder.data.faces import DetectorChain
-
-        chain = _worker_state["chain"] = DetectorChain(config.faces)
-    return chain
-
-
-def _frames(item: MediaItem, config: Config) -> Iterator[tuple[int, np.ndarray]]:
-    from fakefinder.data.media import read_media
-
-    yield from read_media(item.path, config.data.frames_per_video, config.data.frame_stride, config.data.seek)
-
-
-def _chunks(frames: Iterable[tuple[int, np.ndarray]], size: int) -> Iterator[list[tuple[int, np.ndarray]]]:
-    chunk: list[tuple[int, np.ndarray]] = []
-    for frame in frames:
-        chunk.append(frame)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+    config = Config.model_validate_json(config_json)
+    _worker_state.update(config=config, settings=ExtractSettings.from_config(config))
 
 
 def crop_relpath(item: MediaItem, frame_index: int, face_index: int, ext: str) -> str:
@@ -129,106 +87,34 @@ def crop_relpath(item: MediaItem, frame_index: int, face_index: int, ext: str) -
     return f"{item.dataset}/{item.split}/{item.label}/{local}/{frame_index:06d}_{face_index}.{ext}"
 
 
-def _save_image(path: Path, image: np.ndarray, config: Config) -> None:
-    from PIL import Image
-
-    pil = Image.fromarray(image)
-    if config.prepare.image_format == "jpg":
-        atomic_write(path, lambda h: pil.save(h, format="JPEG", quality=config.prepare.jpeg_quality))
-    else:
-        atomic_write(path, lambda h: pil.save(h, format="PNG"))
-
-
-def _faces_for_chunk(chunk, task: _Task, config: Config):
-    """Faces per frame of a chunk: reused from the source real video where possible, else detected."""
-    from fakefinder.data.faces import Face
-
-    if not config.faces.detect:
-        return [[Face((0.0, 0.0, float(img.shape[1]), float(img.shape[0])), 1.0, "none")] for _, img in chunk]
-    per_frame: list[list[Face] | None] = [None] * len(chunk)
-    if task.reuse_boxes:
-        for k, (index, _) in enumerate(chunk):
-            boxes = task.reuse_boxes.get(index)
-            if boxes:
-                per_frame[k] = [
-                    Face(tuple(b["box"]), b["score"], f"reused:{b['detector']}", b["track"]) for b in boxes
-                ]
-    todo = [k for k, faces in enumerate(per_frame) if faces is None]
-    if todo:
-        found = _detector_chain(config).detect([chunk[k][1] for k in todo])
-        for k, faces in zip(todo, found):
-            per_frame[k] = faces
-    return per_frame
-
-
-def process_item(task: _Task, config: Config) -> _Record:
-    """Sample frames, find faces, save crops; any problem with this file becomes a failed record."""
-    from fakefinder.data.faces import FaceSelector, crop_face, resize_whole
-    from fakefinder.data.video import VideoError
+def process_item(task: _Task, config: Config, settings=None) -> _Record:
+    """Faces of one file (`fakefinder.media.extract`) written as crops; any problem with this file
+    becomes a failed record."""
+    from fakefinder.media.extract import ExtractSettings, extract
+    from fakefinder.media.faces import NoDetectorError
 
     item = task.item
     started = time.perf_counter()
-    record = _Record(item.video_id, "ok", item.split, task.fingerprint)
-    selector = FaceSelector(config.faces.select)
-    ext = config.prepare.image_format
-    output_dir = config.prepare.output_dir
-    reused = task.reuse_boxes is not None
     try:
-        for chunk in _chunks(_frames(item, config), config.faces.batch_size):
-            for (index, image), faces in zip(chunk, _faces_for_chunk(chunk, task, config)):
-                record.frames_sampled += 1
-                chosen = faces if reused and config.faces.select == "all" else selector(faces)
-                if chosen:
-                    record.frames_with_face += 1
-                for face in chosen:
-                    rel = crop_relpath(item, index, face.track, ext)
-                    if config.faces.detect:
-                        _save_image(output_dir / rel, crop_face(image, face.box, config.faces), config)
-                    else:
-                        crop = resize_whole(image, config.faces)
-                        if crop is image and item.kind == "image" and item.path.suffix.lower() in _SUFFIXES[ext]:
-                            # already a crop of the right size and format: copy it, no second compression
-                            atomic_write_bytes(output_dir / rel, item.path.read_bytes())
-                        else:
-                            _save_image(output_dir / rel, crop, config)
-                    record.rows.append(
-                        {
-                            "frame_index": index,
-                            "face_index": face.track,
-                            "box": [round(v, 1) for v in face.box],
-                            "detector": face.detector,
-                            "score": round(face.score, 4),
-                            "path": rel,
-                        }
-                    )
-        if record.frames_sampled == 0:
-            raise VideoError("no decodable frames")
-        if not record.rows:
-            record.status = "failed"
-            record.reason = f"no face found in {record.frames_sampled} sampled frame(s)"
-    except (VideoError, ValueError, OSError) as exc:
-        record.status, record.reason = "failed", str(exc) or type(exc).__name__
-    except SetupError:
-        raise
-    except RuntimeError as exc:
-        if "no face detector could be loaded" in str(exc):
-            raise SetupError(str(exc)) from exc
-        record.status, record.reason = "failed", f"{type(exc).__name__}: {exc}"
-    except Exception as exc:  # one bad file must never stop the run
-        record.status, record.reason = "failed", f"{type(exc).__name__}: {exc}"
-    if record.status == "failed":
-        record.rows = []  # crops of a failed item are not in the manifest
+        found = extract(item.path, settings or ExtractSettings.from_config(config), task.reuse_boxes)
+    except NoDetectorError as exc:
+        raise SetupError(str(exc)) from exc
+    record = _Record(item.video_id, "failed" if found.reason else "ok", item.split, task.fingerprint, found.reason,
+                     found.frames, found.frames_with_face)
+    output_dir = Path(config.prepare.output_dir)
+    for crop in found.crops:  # none for a failed item: its crops are not in the manifest
+        rel = crop_relpath(item, crop.frame_index, crop.face.track, config.prepare.image_format)
+        atomic_write_bytes(output_dir / rel, crop.data)
+        row = crop.row()
+        row["score"] = row.pop("face_score")
+        record.rows.append({**row, "path": rel})
     record.seconds = round(time.perf_counter() - started, 3)
     atomic_write_json(task.record_path, asdict(record))
     return record
 
 
 def _run_in_worker(task: _Task) -> _Record:
-    from fakefinder.core.memory import release_free_memory
-
-    record = process_item(task, _worker_state["config"])
-    release_free_memory()
-    return record
+    return process_item(task, _worker_state["config"], _worker_state["settings"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,43 +167,12 @@ def _reuse_boxes(item: MediaItem, config: Config) -> dict[int, list[dict]] | Non
 
 
 def _execute(tasks: list[_Task], config: Config) -> Iterator[_Record]:
+    from fakefinder.core.pool import process_map
+
     workers = config.prepare.num_workers
     threads = config.prepare.torch_threads or max(1, (os.cpu_count() or 1) // max(1, workers))
-    if workers == 0 or len(tasks) <= 1:
-        from fakefinder.core.memory import release_free_memory
-
-        if not tasks:
-            return
-        from fakefinder.core.process import flush_denormal
-
-        _init_worker(config.model_dump_json(), threads, own_process=False)
-        with flush_denormal():
-            for task in tasks:
-                yield process_item(task, config)
-                release_free_memory()
-        return
-    context = get_context("spawn")
-    with ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_init_worker, initargs=(config.model_dump_json(), threads)
-    ) as pool:
-        queue = iter(tasks)
-        running: set[Future] = set()
-        try:
-            while True:
-                while len(running) < 2 * workers:
-                    task = next(queue, None)
-                    if task is None:
-                        break
-                    running.add(pool.submit(_run_in_worker, task))
-                if not running:
-                    break
-                done, running = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    yield future.result()
-        except BaseException:
-            for future in running:
-                future.cancel()
-            raise
+    yield from process_map(_run_in_worker, tasks, workers, _init_worker, (config.model_dump_json(),),
+                           ordered=False, threads=threads)
 
 
 def _progress_bar(enabled: bool):
@@ -447,7 +302,7 @@ def _split_warnings(items: list[MediaItem]) -> list[str]:
 
 
 def _check_detectors(config: Config, console) -> None:
-    from fakefinder.data.faces import DetectorChain
+    from fakefinder.media.faces import DetectorChain
 
     try:
         warnings = DetectorChain(config.faces).verify()

@@ -14,9 +14,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
-from multiprocessing import get_context
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,23 +22,10 @@ import pandas as pd
 import torch
 
 from fakefinder.config import Config, ConfigError, FacesConfig
-from fakefinder.data.media import MEDIA_EXTENSIONS
-from fakefinder.eval.aggregate import aggregate_scores
 from fakefinder.core.files import atomic_write, atomic_write_text
 from fakefinder.core.process import flush_denormal
-
-
-@dataclass
-class FileFaces:
-    """What extraction found in one file."""
-
-    path: Path
-    crops: list[np.ndarray] = field(default_factory=list)
-    rows: list[dict] = field(default_factory=list)  # frame_index, face_index, box, detector
-    frames: int = 0
-    reason: str = ""
-    decode_s: float = 0.0
-    detect_s: float = 0.0
+from fakefinder.eval.aggregate import aggregate_scores
+from fakefinder.media.images import MEDIA_EXTENSIONS
 
 
 @dataclass
@@ -92,100 +77,13 @@ def file_ids(files: list[Path]) -> list[str]:
     return [f.resolve().relative_to(common).as_posix() for f in files]
 
 
-# ------------------------------------------------------------------------------------------------
-# decoding and face detection (worker processes)
+def extractions(files: list[Path], settings, workers: int) -> Iterator:
+    """Each file's faces (`fakefinder.media.extract`, decoded as training decoded crop files), in
+    input order; with workers, a bounded number of files is in flight."""
+    from fakefinder.core.pool import process_map
+    from fakefinder.media.extract import extract_decoded, init_worker
 
-_state: dict = {}
-
-
-def _init_extractor(faces_json: str, frames: int, stride: int | None, threads: int, own_process: bool = True) -> None:
-    from fakefinder.core.memory import limit_heap_growth
-
-    if own_process:  # process-wide settings only in a worker (the caller's are its own)
-        limit_heap_growth()
-        torch.set_num_threads(threads)
-        torch.set_flush_denormal(True)
-    _state.update(faces=FacesConfig.model_validate_json(faces_json), frames=frames, stride=stride)
-
-
-def extract_faces(path: Path, faces: FacesConfig, frames: int, stride: int | None = None) -> FileFaces:
-    from fakefinder.data.faces import DetectorChain, Face, FaceSelector, crop_face, resize_whole
-    from fakefinder.data.media import read_media
-    from fakefinder.data.video import VideoError
-
-    chain = _state.get("chain")
-    if faces.detect and chain is None:
-        chain = _state["chain"] = DetectorChain(faces)
-    found = FileFaces(Path(path))
-    selector = FaceSelector(faces.select)
-    source = read_media(path, frames, stride)
-    try:
-        while True:
-            t0 = time.perf_counter()
-            batch = []
-            for index, image in source:
-                batch.append((index, image))
-                if len(batch) == faces.batch_size:
-                    break
-            found.decode_s += time.perf_counter() - t0
-            if not batch:
-                break
-            t0 = time.perf_counter()
-            if faces.detect:
-                detected = chain.detect([image for _, image in batch])
-            else:
-                detected = [[Face((0.0, 0.0, float(im.shape[1]), float(im.shape[0])), 1.0, "none")] for _, im in batch]
-            for (index, image), candidates in zip(batch, detected):
-                found.frames += 1
-                for face in selector(candidates):
-                    crop = crop_face(image, face.box, faces) if faces.detect else resize_whole(image, faces)
-                    found.crops.append(crop)
-                    found.rows.append({"frame_index": index, "face_index": face.track,
-                                       "box": [round(v, 1) for v in face.box], "detector": face.detector,
-                                       "face_score": round(face.score, 4)})
-            found.detect_s += time.perf_counter() - t0
-            if len(batch) < faces.batch_size:
-                break
-    except (VideoError, ValueError, OSError) as exc:
-        found.reason = str(exc)
-        found.crops, found.rows = [], []
-    if not found.reason and not found.crops:
-        found.reason = f"no face found in {found.frames} sampled frame(s)"
-    return found
-
-
-def _extract_in_worker(path: Path) -> FileFaces:
-    return extract_faces(path, _state["faces"], _state["frames"], _state["stride"])
-
-
-def _extract_all(files: list[Path], faces: FacesConfig, frames: int, stride: int | None, workers: int) -> Iterator[FileFaces]:
-    """FileFaces in input order; with workers, a bounded number of files is in flight."""
-    if workers == 0 or len(files) == 1:
-        _init_extractor(faces.model_dump_json(), frames, stride, torch.get_num_threads(), own_process=False)
-        for path in files:
-            yield extract_faces(path, faces, frames, stride)
-        return
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_extractor,
-                             initargs=(faces.model_dump_json(), frames, stride, threads)) as pool:
-        pending = {}
-        queue = iter(enumerate(files))
-        done_results: dict[int, FileFaces] = {}
-        next_out = 0
-        while True:
-            while len(pending) < 2 * workers:
-                item = next(queue, None)
-                if item is None:
-                    break
-                pending[pool.submit(_extract_in_worker, item[1])] = item[0]
-            if not pending:
-                break
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                done_results[pending.pop(future)] = future.result()
-            while next_out in done_results:
-                yield done_results.pop(next_out)
-                next_out += 1
+    return process_map(extract_decoded, files, workers, init_worker, (settings.to_json(),), ordered=True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -254,15 +152,16 @@ class DetectorEnsemble:
         members = np.stack(member_scores, axis=1)
         return members @ self.weights, members
 
-    def predict_file(self, file_id: str, found: FileFaces, pc, threshold: float) -> tuple[dict, list[dict]]:
+    def predict_file(self, file_id: str, found, pc, threshold: float) -> tuple[dict, list[dict]]:
         if not found.crops:
             return {"probability": pc.no_face_score}, []
-        scores, members = self._score(found.crops, pc.batch_size)
+        scores, members = self._score([c.pixels for c in found.crops], pc.batch_size)
         # one score per frame (the most suspicious face), then per file
-        per_frame = pd.Series(scores).groupby([r["frame_index"] for r in found.rows]).max()
+        per_frame = pd.Series(scores).groupby([c.frame_index for c in found.crops]).max()
         probability = aggregate_scores(per_frame.to_numpy(), pc.aggregation, pc.top_k)
-        faces = [{"id": file_id, **row, "score": float(score), **{f"score_{i}": float(m) for i, m in enumerate(member)}}
-                 for row, score, member in zip(found.rows, scores, members)]
+        faces = [{"id": file_id, **crop.row(), "score": float(score),
+                  **{f"score_{i}": float(m) for i, m in enumerate(member)}}
+                 for crop, score, member in zip(found.crops, scores, members)]
         return {"probability": probability}, faces
 
     def details(self) -> dict:
@@ -280,6 +179,7 @@ def predict(config: Config, console=None) -> PredictResult:
     from rich.console import Console
 
     from fakefinder.core.devices import pick_device
+    from fakefinder.media.extract import ExtractSettings
     from fakefinder.tasks import task_for_models
 
     console = console or Console(stderr=True)
@@ -293,8 +193,7 @@ def predict(config: Config, console=None) -> PredictResult:
         faces, notes = face_settings(predictor.preprocessing, pc.faces)
         for note in notes:
             console.print(f"[yellow]note:[/] {note}")
-        frames_cfg = predictor.preprocessing.get("frames") or {}
-        frames = pc.frames_per_video or frames_cfg.get("frames_per_video", 32)
+        settings = ExtractSettings.from_preprocessing(predictor.preprocessing, faces, pc.frames_per_video)
         threshold = pc.threshold if pc.threshold is not None else predictor.threshold
         started = time.perf_counter()
         table, details = [], []
@@ -304,8 +203,7 @@ def predict(config: Config, console=None) -> PredictResult:
         with Progress(TextColumn("[bold]predict[/]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=console) as bar:
             task_bar = bar.add_task("predict", total=len(files))
-            for file_id, found in zip(ids, _extract_all(files, faces, frames, frames_cfg.get("frame_stride"),
-                                                        pc.num_workers)):
+            for file_id, found in zip(ids, extractions(files, settings, pc.num_workers)):
                 t0 = time.perf_counter()
                 row, face_rows = predictor.predict_file(file_id, found, pc, threshold)
                 details += face_rows

@@ -176,12 +176,13 @@ class ExplainerPredictor:
 
         if not found.crops:
             return {"probability": pc.no_face_score, "explanation": "", "text_label": None, "agree": None}, []
-        scores = self.explainer.head_probabilities(found.crops, batch_size=pc.batch_size)
-        per_frame = pd.Series(scores).groupby([r["frame_index"] for r in found.rows]).max()
+        pixels = [c.pixels for c in found.crops]
+        scores = self.explainer.head_probabilities(pixels, batch_size=pc.batch_size)
+        per_frame = pd.Series(scores).groupby([c.frame_index for c in found.crops]).max()
         probability = aggregate_scores(per_frame.to_numpy(), pc.aggregation, pc.top_k)
-        answer = self.explainer.explain([found.crops[int(np.argmax(scores))]])[0]
+        answer = self.explainer.explain([pixels[int(np.argmax(scores))]])[0]
         agree = None if answer["text_label"] is None else answer["text_label"] == int(probability >= threshold)
-        faces = [{"id": file_id, **r, "score": float(s)} for r, s in zip(found.rows, scores)]
+        faces = [{"id": file_id, **c.row(), "score": float(s)} for c, s in zip(found.crops, scores)]
         return {"probability": probability, "explanation": answer["explanation"], "text_label": answer["text_label"],
                 "agree": agree}, faces
 

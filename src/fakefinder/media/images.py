@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fakefinder.data.layouts import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
-
+VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 MEDIA_EXTENSIONS = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
 
 
@@ -39,6 +39,35 @@ def read_media(path: Path, count: int, stride: int | None = None, seek: str = "a
     if is_image(path):
         yield 0, read_image(path)
         return
-    from fakefinder.data.video import read_frames
+    from fakefinder.media.video import read_frames
 
     yield from read_frames(path, count=count, stride=stride, seek=seek)
+
+
+CROP_FORMATS = {"jpg": (".jpg", ".jpeg"), "png": (".png",)}
+
+
+def encode_image(pixels: np.ndarray, fmt: str = "jpg", quality: int = 95) -> bytes:
+    """RGB pixels as the bytes of a JPEG (at `quality`) or PNG file: how crops are stored."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    buffer = BytesIO()
+    if fmt == "jpg":
+        Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
+    elif fmt == "png":
+        Image.fromarray(pixels).save(buffer, format="PNG")
+    else:
+        raise ValueError(f"unknown crop format {fmt!r} (jpg or png)")
+    return buffer.getvalue()
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """The RGB pixels of an encoded image, decoded as the training loader decodes crop files."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    with Image.open(BytesIO(data)) as image:
+        return np.array(image.convert("RGB"))

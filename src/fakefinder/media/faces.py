@@ -17,9 +17,14 @@ import numpy as np
 from PIL import Image
 
 from fakefinder.config import FacesConfig
+from fakefinder.core.errors import FakefinderError
 
 
 DETECT_MIN_PX = 20
+
+
+class NoDetectorError(FakefinderError, RuntimeError):
+    """No detector of the chain could be loaded: every file would fail alike."""
 
 
 @dataclass
@@ -269,7 +274,7 @@ class DetectorChain:
                 results[i] = faces
             pending = [i for i in pending if not results[i]]
         if len(self._loaded) == len(self.names) and all(v is None for v in self._loaded.values()):
-            raise RuntimeError(f"no face detector could be loaded: {self.load_errors}")
+            raise NoDetectorError(f"no face detector could be loaded: {self.load_errors}")
         return results
 
 

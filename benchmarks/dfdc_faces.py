@@ -76,7 +76,7 @@ def main() -> int:
         "test": {k: test_metrics[k] for k in ("n", "auc", "macro_f1", "accuracy", "eer", "ap", "confusion")},
         "seconds": {"prepare": round(prepare_seconds, 1), "train": round(train_seconds, 1),
                     "score_test": round(score_seconds, 1)},
-        "model": str(result.model_path),
+        "artifact": str(result.model_path),
     }
     out = Path(args.results)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,6 @@ baseline child (imports + MTCNN loaded + one warm-up detection, no video) shows 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import resource
@@ -78,8 +77,6 @@ def child(spec: dict) -> dict:
         return {"peak_rss_mb": _maxrss_mb(), "vm_hwm_mb": _hwm_mb(), "rss_end_mb": _rss_mb(),
                 "wall_s": 0.0, "frames_sampled": 0, "crops": 0, "items_failed": 0}
 
-    from rich.console import Console
-
     from fakefinder.data.prepare import prepare
 
     config = config_from_dict(
@@ -112,7 +109,7 @@ def child(spec: dict) -> dict:
     for thread in threads:
         thread.start()
     started = time.perf_counter()
-    result = prepare(config, progress=False, console=Console(file=io.StringIO()))
+    result = prepare(config, progress=False, events=lambda event: None)
     wall = time.perf_counter() - started
     stop.set()
     for thread in threads:

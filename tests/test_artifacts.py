@@ -15,12 +15,11 @@ import pytest
 import torch
 
 import fakefinder
-from fakefinder.config import ConfigError, Section, config_from_dict
+from fakefinder.config import ConfigError, config_from_dict
 from fakefinder.core.artifact import ArtifactError, read_artifact, write_artifact
 from fakefinder.core.checkpoint import CheckpointError, load_checkpoint
 from fakefinder.infer.scoring import load_detector
-from fakefinder.tasks import UnknownTaskError, get_task, read_model, register, task_for_config, task_for_models
-from fakefinder.tasks.registry import Task
+from fakefinder.tasks import UnknownTaskError, get_task, read_model, task_for_config, task_for_models
 
 from conftest import make_crops, train_config
 
@@ -56,14 +55,19 @@ def network_from_state(state: dict):
 # registry and dispatch
 
 
+TOY_KIND = '''
+"""A model kind outside fakefinder: its package and one register() line are all it takes."""
+from fakefinder.config import Section
+from fakefinder.tasks.registry import Task
+
+calls = []
+
+
 class ToySection(Section):
     width: int = 4
 
 
-calls: list = []
-
-
-def train(config, resume=False, console=None, overwrite=False):  # the toy kind's functions (this module is its `module`)
+def train(config, resume=False, events=None, overwrite=False):
     calls.append(("train", config.toy.width, config.train.epochs))
     return "trained"
 
@@ -73,21 +77,45 @@ def load(artifacts, device="cpu", config=None):
     return "predictor"
 
 
-def test_registered_kind_gets_its_section_defaults_and_dispatch(tmp_path):
-    if "toy_kind" not in fakefinder.tasks.list_tasks():
-        register(Task("toy_kind", __name__, "a kind for this test", section="toy", section_model=ToySection,
-                      defaults={"train": {"epochs": 3}}))
-    config = config_from_dict({"task": "toy_kind", "toy": {"width": 7}})
-    assert config.toy.width == 7 and config.train.epochs == 3  # the kind's own default
-    assert config_from_dict({"task": "toy_kind", "train": {"epochs": 5}}).train.epochs == 5
-    with pytest.raises(ConfigError, match=r"toy\.widht.*did you mean 'toy\.width'"):
-        config_from_dict({"task": "toy_kind", "toy": {"widht": 1}})
-    assert fakefinder.train(config) == "trained" and calls[-1] == ("train", 7, 3)
-    # from an artifact: the kind written in model.json decides, whatever the folder holds
-    write_artifact(tmp_path / "toy", "toy_kind", {}, ["a", "b"], {})
-    (tmp_path / "toy" / "dx_llava.json").write_text("{}")  # a decoy: files never decide the kind
-    task, artifacts = task_for_models([tmp_path / "toy"])
-    assert task.name == "toy_kind" and task.load(artifacts) == "predictor" and calls[-1] == ("load", ["toy_kind"])
+TASK = Task("toy_kind", __name__, "a kind for this test", section="toy", section_model=ToySection,
+            defaults={"train": {"epochs": 3}})
+'''
+
+TOY_CHECKS = '''
+import sys
+import fakefinder
+from fakefinder.config import ConfigError, config_from_dict
+from fakefinder.core.artifact import write_artifact
+from fakefinder.tasks import register, task_for_models
+import toy_kind
+
+register(toy_kind.TASK)
+config = config_from_dict({"task": "toy_kind", "toy": {"width": 7}})
+assert config.toy.width == 7 and config.train.epochs == 3  # the kind's own default
+assert config_from_dict({"task": "toy_kind", "train": {"epochs": 5}}).train.epochs == 5
+try:
+    config_from_dict({"task": "toy_kind", "toy": {"widht": 1}})
+    raise AssertionError("a typo in the kind's section was accepted")
+except ConfigError as exc:
+    assert "toy.widht" in str(exc) and "did you mean 'toy.width'" in str(exc), exc
+assert fakefinder.train(config) == "trained" and toy_kind.calls[-1] == ("train", 7, 3)
+folder = sys.argv[1]
+write_artifact(folder, "toy_kind", {}, ["a", "b"], {})
+open(folder + "/dx_llava.json", "w").write("{}")  # a decoy: files never decide the kind
+task, artifacts = task_for_models([folder])
+assert task.name == "toy_kind" and task.load(artifacts) == "predictor", task
+assert toy_kind.calls[-1] == ("load", ["toy_kind"])
+print("toy kind ok")
+'''
+
+
+def test_a_kind_from_its_own_package_gets_its_section_defaults_and_dispatch(tmp_path):
+    """Registered in a fresh process (a registered kind stays for the process's lifetime)."""
+    (tmp_path / "toy_kind.py").write_text(TOY_KIND)
+    (tmp_path / "checks.py").write_text(TOY_CHECKS)
+    done = subprocess.run([sys.executable, str(tmp_path / "checks.py"), str(tmp_path / "toy")], capture_output=True,
+                          text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert done.returncode == 0 and "toy kind ok" in done.stdout, done.stderr[-3000:]
 
 
 def test_unknown_kind_lists_the_known_ones(tmp_path):
@@ -194,15 +222,13 @@ def test_an_older_best_pt_loads_safely_and_converts(run, tmp_path):
     assert torch.equal(logits(load_detector(tmp_path / "converted").model), expected)
     from fakefinder.infer.predict import face_settings
 
-    faces, notes = face_settings(converted.preprocessing, {"detector": "retinaface"})
+    faces, notes = face_settings(converted.preprocessing, {"detector": "retinaface", "detect": True})
     assert faces.detector == "retinaface" and any("old_setting" in n for n in notes)
     with pytest.raises(ConfigError, match="predict.faces: unknown key"):
         face_settings(converted.preprocessing, {"detektor": "x"})
 
 
 def test_a_model_trained_on_ready_crops_detects_faces_in_raw_videos(run, tmp_path, capsys):
-    from rich.console import Console
-
     from fakefinder.data.synthetic import write_video
 
     _, config, result = run
@@ -210,16 +236,15 @@ def test_a_model_trained_on_ready_crops_detects_faces_in_raw_videos(run, tmp_pat
     predict = config.model_copy(deep=True)
     predict.predict.models, predict.predict.inputs = [result.model_path], [video]
     predict.predict.output, predict.predict.num_workers = tmp_path / "s.csv", 0
-    console = Console(file=open(tmp_path / "log.txt", "w"), width=200)
-    detected = fakefinder.predict(predict, console=console).table.iloc[0]
-    console.file.close()
-    log = (tmp_path / "log.txt").read_text()
-    assert "trained on ready face crops" in log and "detected in the inputs with mtcnn" in log
+    seen = []
+    detected = fakefinder.predict(predict, events=seen.append).table.iloc[0]
+    warnings = " ".join(e.message for e in seen if e.type == "warning")
+    assert "trained on ready face crops" in warnings and "detected in the inputs with mtcnn" in warnings
     assert detected.faces > 0 and detected.reason == ""
     details = predict.model_copy(deep=True)
     details.predict.details = tmp_path / "d.csv"
     details.predict.faces = {"detect": False}  # the inputs are crops already: score whole frames
-    whole = fakefinder.predict(details, console=Console(file=open(os.devnull, "w")))
+    whole = fakefinder.predict(details)
     rows = json.loads(json.dumps(whole.table.to_dict(orient="records")))[0]
     assert rows["faces"] == rows["frames"] and set(pd_read(tmp_path / "d.csv").detector) == {"none"}
 

@@ -279,8 +279,10 @@ def test_mask_head_on_a_middle_stage_trains_and_reloads(manifest, tmp_path):
     assert mask.shape[-2:] == (2, 2)  # 32 px / 16, where the last map is 1 x 1
     assert torch.allclose(logit, detector.model(image))
     config.model.mask_stride = 64
+    before = folder_state(tmp_path / "run")
     with pytest.raises(ValueError, match=r"mask_stride=64: .* strides: \[2, 4, 8, 16, 32\]"):
-        train(config)
+        train(config, overwrite=True)
+    assert folder_state(tmp_path / "run") == before  # a bad config never costs the run it would replace
 
 
 def test_sbi_trains_on_reals_only(manifest, tmp_path):

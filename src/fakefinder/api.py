@@ -1,5 +1,7 @@
 """The Python API: what the CLI (and the platform) call. Each function dispatches on the model kind
-that the config names (`task:`) or the model artifacts record, through `fakefinder.tasks`."""
+that the config names (`task:`) or the model artifacts record, through `fakefinder.tasks`, and
+reports through `events` (a callable receiving `fakefinder.core.events.Event`s; None: the
+`fakefinder` logger). None of them prints."""
 
 from __future__ import annotations
 
@@ -15,25 +17,25 @@ def prepare(config: Config, **kwargs):
     return run(config, **kwargs)
 
 
-def train(config: Config, resume: bool | str | Path = False, console=None, overwrite: bool = False):
+def train(config: Config, resume: bool | str | Path = False, events=None, overwrite: bool = False):
     """Train the kind `config.task` names; its model artifact lands in the run's output folder. A
     folder that holds a run is refused unless `resume` (continue it) or `overwrite` (replace it)."""
     from fakefinder.tasks import task_for_config
 
-    return task_for_config(config).train(config, resume=resume, console=console, overwrite=overwrite)
+    return task_for_config(config).train(config, resume=resume, events=events, overwrite=overwrite)
 
 
-def evaluate(config: Config, console=None):
+def evaluate(config: Config, events=None):
     """Evaluate `evaluate.models` (default: the model this config trains), dispatched on their kind."""
     from fakefinder.tasks import model_paths, task_for_models
 
     models = model_paths(config.evaluate.models, config)
     task, _ = task_for_models(models)
-    return task.evaluate(config, models, console=console)
+    return task.evaluate(config, models, events=events)
 
 
-def predict(config: Config, console=None):
+def predict(config: Config, events=None):
     """Score `predict.inputs` with `predict.models` (see `fakefinder.infer.predict`)."""
     from fakefinder.infer.predict import predict as run
 
-    return run(config, console=console)
+    return run(config, events=events)

@@ -22,6 +22,13 @@ Overrides = Annotated[
 ]
 
 
+def _renderer(progress: bool = True):
+    """Events as the terminal shows them (on stderr; rank 0 only under torchrun)."""
+    from fakefinder.render import RichRenderer
+
+    return RichRenderer(progress=progress)
+
+
 def _fail(message: str) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
@@ -49,7 +56,8 @@ def prepare(
 
     try:
         cfg = load_config(config, overrides or [])
-        run_prepare(cfg, shard=shard, merge_only=merge, retry_failed=retry_failed, progress=progress)
+        with _renderer(progress) as events:
+            run_prepare(cfg, shard=shard, merge_only=merge, retry_failed=retry_failed, progress=progress, events=events)
     except (*_user_errors(), SetupError, ValueError) as exc:
         _fail(str(exc))
 
@@ -68,15 +76,16 @@ def train(
 
     try:
         cfg = load_config(config, overrides or [])
-        _prepare_first(cfg)
-        result = api.train(cfg, resume=resume_from or resume, overwrite=overwrite)
+        with _renderer() as events:
+            _prepare_first(cfg, events)
+            result = api.train(cfg, resume=resume_from or resume, overwrite=overwrite, events=events)
     except _user_errors() as exc:
         _fail(str(exc))
     if getattr(result, "stopped", None) == "interrupted":
         raise typer.Exit(130)
 
 
-def _prepare_first(cfg) -> None:
+def _prepare_first(cfg, events) -> None:
     """A detector config with datasets but no manifest yet: prepare them first (rank 0; the others
     wait), so one config and one command go from raw data to a trained model."""
     from fakefinder.tasks.deepfake.task import manifest_path
@@ -90,8 +99,10 @@ def _prepare_first(cfg) -> None:
     from fakefinder import api
 
     if int(os.environ.get("RANK", "0")) == 0:
-        typer.secho(f"no manifest at {manifest_path(cfg)}: preparing the datasets first", err=True)
-        api.prepare(cfg)
+        from fakefinder.core.events import as_events
+
+        as_events(events).log(f"no manifest at {manifest_path(cfg)}: preparing the datasets first")
+        api.prepare(cfg, events=events)
         return
     while not manifest_path(cfg).is_file():  # other torchrun ranks: until rank 0 wrote it (atomically)
         time.sleep(2)
@@ -114,7 +125,8 @@ def evaluate(
             cfg.evaluate.models = list(model)
         if perturb and not cfg.evaluate.perturbations:
             cfg.evaluate.perturbations = ["all"]
-        api.evaluate(cfg)
+        with _renderer() as events:
+            api.evaluate(cfg, events=events)
     except _user_errors() as exc:
         _fail(str(exc))
 
@@ -139,7 +151,8 @@ def predict(
             cfg.predict.models = list(model)
         if output:
             cfg.predict.output = output
-        api.predict(cfg)
+        with _renderer() as events:
+            api.predict(cfg, events=events)
     except _user_errors() as exc:
         _fail(str(exc))
 
@@ -232,7 +245,9 @@ def dx_train(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         cfg = load_config(config, ["task=dx_llava", *(overrides or [])])
-        result = api.train(cfg, resume=str(resume_from) if resume_from else resume, overwrite=overwrite)
+        with _renderer() as events:
+            result = api.train(cfg, resume=str(resume_from) if resume_from else resume, overwrite=overwrite,
+                               events=events)
     except _dx_errors() as exc:
         _fail(str(exc))
     if int(os.environ.get("RANK", "0")) == 0:  # one line per run, not per torchrun/deepspeed process

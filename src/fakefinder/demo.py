@@ -73,19 +73,22 @@ def demo_config(output: Path, data: dict[str, Path], workers: int) -> Config:
 
 
 def run_demo(output: Path, workers: int = 2) -> None:
+    from fakefinder.render import RichRenderer
+
     console = Console()
+    events = RichRenderer(console)
     output = Path(output)
     console.rule("[bold]fakefinder demo")
     console.print(f"generating FF++- and DFDC-shaped datasets under {output / 'data'}")
     config = demo_config(output, make_demo_data(output / "data"), workers)
     console.rule("[bold]1/4 prepare: videos -> face crops + manifest")
-    prepared = prepare(config, console=console)
+    prepared = prepare(config, events=events)
     console.rule("[bold]2/4 train: EfficientNet-Lite0 (offline ImageNet weights)")
-    trained = train(config, resume=False, console=console)
+    trained = train(config, resume=False, events=events, overwrite=True)  # the demo's own folder, rerun anew
     console.rule("[bold]3/4 evaluate: test split, frame and video level, robustness")
-    evaluated = evaluate(config, console=console)
+    evaluated = evaluate(config, events=events)
     console.rule("[bold]4/4 predict: unseen clips -> submission")
-    predicted = predict(config, console=console)
+    predicted = predict(config, events=events)
     console.rule("[bold]done")
     console.print(f"manifest:    {prepared.manifest_path}")
     console.print(f"model:       {trained.model_path} (epoch {trained.best_epoch}, "

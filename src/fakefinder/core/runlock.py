@@ -101,21 +101,29 @@ def _describe(owner: dict) -> str:
     return f"{purpose} (pid {owner.get('pid', '?')} on {owner.get('host', '?')}, started {owner.get('started', '?')})"
 
 
-def guard_run_folder(folder: str | Path, markers: Iterable[str], resume: bool, overwrite: bool,
-                     what: str = "a run") -> list[Path]:
-    """Before a run writes `folder`: the paths (globs relative to it) that show it holds a run. With
-    none, or `resume`, go on; with `overwrite`, they are removed first; else `RunFolderError` with
-    the choices spelled out (nothing in the folder changes)."""
+def run_files(folder: str | Path, markers: Iterable[str]) -> list[Path]:
+    """The paths (globs relative to `folder`) that show it holds a run."""
     folder = Path(folder)
-    found = sorted({p for pattern in markers for p in folder.glob(pattern)}) if folder.is_dir() else []
-    if not found or resume:
-        return []
-    if not overwrite:
+    return sorted({p for pattern in markers for p in folder.glob(pattern)}) if folder.is_dir() else []
+
+
+def guard_run_folder(folder: str | Path, markers: Iterable[str], resume: bool, overwrite: bool,
+                     what: str = "a run") -> None:
+    """Before a run writes `folder`: go on when it holds no run (`markers`), or when asked to resume
+    or overwrite it; else `RunFolderError` with the choices spelled out (nothing changes)."""
+    found = run_files(folder, markers)
+    if found and not resume and not overwrite:
         names = ", ".join(p.name for p in found[:6])
         raise RunFolderError(
             f"{folder} already holds {what} ({names}). Choose: --resume to continue it, --overwrite to replace "
             "it, or a new output folder"
         )
+
+
+def clear_run(folder: str | Path, markers: Iterable[str]) -> list[Path]:
+    """Remove what a previous run left (`--overwrite`): called once the new run has checked its
+    config and data, right before it writes, so a bad config never costs the old run."""
+    found = run_files(folder, markers)
     for path in found:
         shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
     return found

@@ -175,43 +175,33 @@ def _execute(tasks: list[_Task], config: Config) -> Iterator[_Record]:
                            ordered=False, threads=threads)
 
 
-def _progress_bar(enabled: bool):
-    from rich.progress import (
-        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]prepare[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("videos"),
-        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
-        disable=not enabled,
-    )
-
-
 def prepare(
     config: Config,
     shard: str | tuple[int, int] | None = None,
     merge_only: bool = False,
     retry_failed: bool = False,
     progress: bool = True,
-    console=None,
+    events=None,
 ) -> PrepareResult:
     """Prepare every dataset of `config`: crops, manifest, failures table and summary.
 
     `shard=(i, n)` (or "i/n") processes only the i-th of n disjoint parts and writes a shard
     manifest; `merge_only=True` processes nothing and writes the full manifest from the records
-    all shards left in the shared output folder.
+    all shards left in the shared output folder. Reports through `events` (see
+    `fakefinder.core.events`): a `prepare` stage with a step per finished file (`progress=False`:
+    none), warnings, and the summary as the result.
     """
-    from rich.console import Console
+    from fakefinder.core.events import as_events
 
-    console = console or Console(stderr=True)
+    events = as_events(events)
     if not config.data.datasets:
         raise ConfigError("data.datasets is empty: name at least one dataset to prepare")
     shard_spec = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
     output_dir = Path(config.prepare.output_dir)
     with _prepare_lock(output_dir, None if merge_only else shard_spec) as lock:
         if lock.note:
-            console.print(f"[yellow]note:[/] {lock.note}")
-        return _prepare_locked(config, console, shard_spec, merge_only, retry_failed, progress)
+            events.warning(lock.note, "prepare")
+        return _prepare_locked(config, events, shard_spec, merge_only, retry_failed, progress)
 
 
 def _prepare_lock(output_dir: Path, shard: tuple[int, int] | None) -> RunLock:
@@ -231,7 +221,7 @@ def _prepare_lock(output_dir: Path, shard: tuple[int, int] | None) -> RunLock:
                    f"{shard[0]}/{shard[1]}").acquire()
 
 
-def _prepare_locked(config: Config, console, shard_spec, merge_only: bool, retry_failed: bool,
+def _prepare_locked(config: Config, events, shard_spec, merge_only: bool, retry_failed: bool,
                     progress: bool) -> PrepareResult:
     output_dir = Path(config.prepare.output_dir)
 
@@ -242,12 +232,12 @@ def _prepare_locked(config: Config, console, shard_spec, merge_only: bool, retry
     for item, _ in known_failures:
         item.split = "none"
     for warning in _split_warnings(items):
-        console.print(f"[yellow]warning:[/] {warning}")
+        events.warning(warning, "prepare")
     save_config(config, output_dir / "config.yaml")
     remove_partials(output_dir)
 
     if config.faces.detect and not merge_only:
-        _check_detectors(config, console)
+        _check_detectors(config, events)
     fingerprint = settings_fingerprint(config)
     mine = [item for item in items if in_shard(item.video_id, shard_spec)]
     todo = [] if merge_only else [
@@ -261,8 +251,8 @@ def _prepare_locked(config: Config, console, shard_spec, merge_only: bool, retry
     if config.faces.reuse_real_boxes:
         phases = [[i for i in todo if not i.source_video_id], [i for i in todo if i.source_video_id]]
     processed = 0
-    with _progress_bar(progress and bool(todo)) as bar:
-        handle = bar.add_task("prepare", total=len(todo), status="")
+    stage = events.stage("prepare", total=len(todo)) if progress and todo else None
+    try:
         failed = 0
         for phase in phases:
             tasks = [
@@ -272,7 +262,11 @@ def _prepare_locked(config: Config, console, shard_spec, merge_only: bool, retry
             for record in _execute(tasks, config):
                 processed += 1
                 failed += record.status == "failed"
-                bar.update(handle, advance=1, status=f"{failed} failed" if failed else "")
+                if stage is not None:
+                    stage.advance(status=f"{failed} failed" if failed else "")
+    finally:
+        if stage is not None:
+            events.end(stage)
 
     whole = merge_only or shard_spec is None
     scope = items if whole else mine
@@ -280,7 +274,11 @@ def _prepare_locked(config: Config, console, shard_spec, merge_only: bool, retry
     suffix = "" if whole else f".shard-{shard_spec[0]}-of-{shard_spec[1]}"
     result = _write_outputs(config, scope, early, fingerprint, suffix)
     result.processed, result.skipped = processed, skipped
-    print_summary(result.summary, console)
+    s = result.summary
+    events.result("prepare", s, f"items: {s['items_listed']} listed, {s['items_ok']} prepared, {s['items_failed']} "
+                  f"failed, {s['items_pending']} pending | frames: {s['frames_sampled']} sampled, faces found in "
+                  f"{s['faces_found_pct']}% | crops: {s['crops']}\nmanifest: {s['manifest']}"
+                  + (f"\nfailures: {s['failures']}" if s["items_failed"] else ""))
     return result
 
 
@@ -301,7 +299,7 @@ def _split_warnings(items: list[MediaItem]) -> list[str]:
     return warnings
 
 
-def _check_detectors(config: Config, console) -> None:
+def _check_detectors(config: Config, events) -> None:
     from fakefinder.media.faces import DetectorChain
 
     try:
@@ -309,7 +307,7 @@ def _check_detectors(config: Config, console) -> None:
     except (RuntimeError, ValueError) as exc:
         raise SetupError(str(exc)) from exc
     for warning in warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
+        events.warning(warning, "prepare")
 
 
 def _write_outputs(config, scope, early_failures, fingerprint, suffix) -> PrepareResult:
@@ -395,31 +393,3 @@ def _reason_kind(reason: str) -> str:
         if marker in reason:
             return marker
     return reason.split(":", 1)[0][:60]
-
-
-def print_summary(summary: dict[str, Any], console) -> None:
-    from rich.table import Table
-
-    table = Table(title="prepare summary", show_header=True)
-    table.add_column("split")
-    table.add_column("real items", justify="right")
-    table.add_column("real crops", justify="right")
-    table.add_column("fake items", justify="right")
-    table.add_column("fake crops", justify="right")
-    for split, counts in summary["crops_by_split_label"].items():
-        table.add_row(
-            split, str(counts.get("real_videos", 0)), str(counts.get("real", 0)),
-            str(counts.get("fake_videos", 0)), str(counts.get("fake", 0)),
-        )
-    console.print(table)
-    console.print(
-        f"items: {summary['items_listed']} listed, {summary['items_ok']} prepared, "
-        f"{summary['items_failed']} failed, {summary['items_pending']} pending | "
-        f"frames: {summary['frames_sampled']} sampled, faces found in {summary['faces_found_pct']}% | "
-        f"crops: {summary['crops']}"
-    )
-    for reason, count in summary["failures_by_reason"].items():
-        console.print(f"  failed: {count} x {reason}")
-    console.print(f"manifest: {summary['manifest']}")
-    if summary["items_failed"]:
-        console.print(f"failures: {summary['failures']}")

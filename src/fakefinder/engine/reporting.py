@@ -1,5 +1,6 @@
-"""What a training run reports: console bar and epoch table, hardware use, TensorBoard, W&B,
-a metrics JSONL/CSV and loss/metric plots beside the checkpoints. Only rank 0 reports."""
+"""What a training run records beside its checkpoints: hardware use, TensorBoard, W&B, a metrics
+JSONL/CSV and loss/metric plots; each epoch's row also goes out as a `metrics` event (the CLI
+prints it as one line). Only rank 0 reports."""
 
 from __future__ import annotations
 
@@ -28,13 +29,11 @@ def hardware_use(device: torch.device) -> dict[str, float]:
 
 
 class RunReporter:
-    def __init__(self, output_dir: Path, config: LoggingConfig, enabled: bool, run_config: dict, console=None) -> None:
-        from rich.console import Console
-
+    def __init__(self, output_dir: Path, config: LoggingConfig, enabled: bool, run_config: dict, events) -> None:
         self.output_dir = Path(output_dir)
         self.config = config
         self.enabled = enabled
-        self.console = console or Console(stderr=True)
+        self.events = events
         self.history: list[dict] = []
         self.tb = None
         self.wandb = None
@@ -81,7 +80,7 @@ class RunReporter:
         self.write_history()
         if self.config.plots:
             self.plot()
-        self.print_line(row)
+        self.events.metrics("epoch", row)
 
     def write_history(self) -> None:
         lines = "".join(json.dumps(r) + "\n" for r in self.history)
@@ -105,36 +104,7 @@ class RunReporter:
         axes[1].legend()
         save_png(figure, self.output_dir / "curves.png", dpi=100)
 
-    COLUMNS = [("epoch", "epoch", "{}"), ("train loss", "train_loss", "{:.4f}"), ("val loss", "val_loss", "{:.4f}"),
-               ("acc", "val_accuracy", "{:.3f}"), ("macro-F1", "val_macro_f1", "{:.3f}"), ("AUC", "val_auc", "{:.3f}"),
-               ("thr", "threshold", "{:.3f}"), ("lr", "lr", "{:.1e}"), ("s", "epoch_seconds", "{:.0f}"),
-               ("data wait", "data_wait_pct", "{:.0f}%"), ("CPU", "cpu_pct", "{:.0f}%"), ("RAM GB", "ram_gb", "{}"),
-               ("GPU GB", "gpu_mem_gb", "{}")]
-
-    def _cells(self, row: dict) -> list[tuple[str, str]]:
-        return [(title, fmt.format(row[key])) for title, key, fmt in self.COLUMNS if row.get(key) is not None]
-
-    def print_line(self, row: dict) -> None:
-        """One line per epoch, so logs stay readable in any terminal width."""
-        mark = " [bold green]best[/]" if row.get("is_best") else ""
-        self.console.print(" | ".join(f"{title} {value}" for title, value in self._cells(row)) + mark)
-
-    def print_table(self) -> None:
-        """The whole run at the end."""
-        from rich.table import Table
-
-        table = Table(title="training history")
-        present = [c for c in self.COLUMNS[:9] if any(r.get(c[1]) is not None for r in self.history)]
-        for title, _, _ in present:
-            table.add_column(title, justify="right")
-        for row in self.history:
-            table.add_row(*[(fmt.format(row[key]) if row.get(key) is not None else "-") for _, key, fmt in present],
-                          style="bold green" if row.get("is_best") else None)
-        self.console.print(table)
-
     def close(self) -> None:
-        if self.enabled and self.history:
-            self.print_table()
         if self.tb:
             self.tb.close()
         if self.wandb:

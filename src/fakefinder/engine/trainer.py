@@ -28,8 +28,9 @@ from fakefinder.data.augment import build_train_transform
 from fakefinder.data.training import (
     CLASS_NAMES, CropDataset, EpochSampler, opencv_single_threaded, read_manifest, select_rows,
 )
+from fakefinder.core.events import SILENT, as_events
 from fakefinder.core.process import flush_denormal
-from fakefinder.core.runlock import RunLock, guard_run_folder
+from fakefinder.core.runlock import RunLock, clear_run, guard_run_folder
 from fakefinder.engine import deepspeed_zero, distributed
 from fakefinder.core.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from fakefinder.engine.optim import ModelEma, Schedule, build_optimizer
@@ -111,11 +112,13 @@ def _manifest_path(config: Config) -> Path:
 
 
 class Trainer:
-    def __init__(self, config: Config, resume: bool | str | Path = False, console=None, save_model=None) -> None:
+    def __init__(self, config: Config, resume: bool | str | Path = False, events=None, save_model=None,
+                 overwrite: bool = False) -> None:
         self.config = config
         self.resume = resume
+        self.overwrite = overwrite and not resume  # replace the run the folder holds, once set-up has passed
         self.save_model = save_model  # fn(folder, weights, state): writes the artifact of the selected weights
-        self.console = console
+        self.events = as_events(events)
         self.output_dir = Path(config.train.output_dir)
         self.stop_reason = "completed"
         self._interrupt = False
@@ -212,13 +215,19 @@ class Trainer:
         self.threshold = 0.5
         self.history: list[dict] = []
         if self.dist.is_main:
+            if self.overwrite:
+                cleared = clear_run(self.output_dir, RUN_FILES)
+                if cleared:
+                    self._say(f"--overwrite: removed the previous run's {', '.join(p.name for p in cleared)}")
             self.output_dir.mkdir(parents=True, exist_ok=True)
         if self.resume:
             self._restore()
         if self.dist.is_main:
             save_config(config, self.output_dir / "config.yaml")
+        if not self.dist.is_main:
+            self.events = SILENT
         self.reporter = RunReporter(self.output_dir, train.logging, self.dist.is_main, config.model_dump(mode="json"),
-                                    self.console)
+                                    self.events)
         self.reporter.history = self.history
 
     # ----------------------------------------------------------------------------------------
@@ -318,9 +327,7 @@ class Trainer:
 
     def _say(self, message: str) -> None:
         if self.dist.is_main:
-            from rich.console import Console
-
-            (self.console or Console(stderr=True)).print(message)
+            self.events.log(message, "train")
 
     # ----------------------------------------------------------------------------------------
     def _autocast(self):
@@ -328,14 +335,14 @@ class Trainer:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def _train_epoch(self, progress) -> dict:
+    def _train_epoch(self) -> dict:
         train, model = self.config.train, self.net
         model.train()
         self.sampler.set_epoch(self.epoch, start=self.step_in_epoch * train.accumulate * train.batch_size)
         losses, parts_sum, seen = [], {}, 0
         wait, started = 0.0, time.perf_counter()
-        task = progress.add_task(f"epoch {self.epoch + 1}/{train.epochs}", total=self.steps_per_epoch,
-                                 completed=self.step_in_epoch, loss=float("nan"), lr=0.0)
+        stage = self.events.stage(f"epoch {self.epoch + 1}/{train.epochs}", total=self.steps_per_epoch,
+                                  step=self.step_in_epoch)
         with opencv_single_threaded():
             batches = iter(self.train_loader)
         self.optimizer.zero_grad(set_to_none=True)
@@ -389,7 +396,7 @@ class Trainer:
                 self.ema.update(self.model)
             self.step_in_epoch += 1
             self.global_step += 1
-            progress.update(task, advance=1, loss=float(np.mean(losses[-20:])), lr=lr)
+            stage.advance(loss=float(np.mean(losses[-20:])), lr=lr)
             if self.global_step % train.logging.log_every_steps == 0:
                 self.reporter.step(self.global_step, {"loss": losses[-1], "lr": lr, "grad_norm": grad_norm,
                                                       **{f"loss_{k}": v / seen for k, v in parts_sum.items()}})
@@ -400,7 +407,7 @@ class Trainer:
             if train.max_steps and self.global_step >= train.max_steps:
                 self.stop_reason = "max_steps"
                 break
-        progress.remove_task(task)
+        self.events.end(stage)
         elapsed = time.perf_counter() - started
         totals = distributed.gather_objects(self.dist, (sum(losses), len(losses)))
         return {
@@ -449,50 +456,42 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
         train = self.config.train
         metric = train.early_stopping.metric
         previous = {}
         if self.dist.is_main and threading.current_thread() is threading.main_thread():
             # Ctrl-C saves and stops; off the main thread (a server's worker) `stop()` does the same
             previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
-            TextColumn("lr {task.fields[lr]:.2e}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            disable=not self.dist.is_main, console=self.reporter.console,
-        )
         self._say(f"training {self.info['name']} on {self.device} ({self.dist.world} process(es)): "
                   f"{len(self.train_set)} train rows, {len(self.val_set)} val rows, "
                   f"{self.steps_per_epoch} steps/epoch")
         try:
-            with progress:
-                while self.epoch < train.epochs and self.stop_reason == "completed":
-                    row = self._train_epoch(progress)
-                    row.update(self._validate())
-                    current = row[f"val_{metric}"] if f"val_{metric}" in row else row["val_loss"]
-                    improved = is_better(metric, current, self.best_metric)
-                    row.update(epoch=self.epoch + 1, global_step=self.global_step, is_best=improved,
-                               **hardware_use(self.device))
-                    self.history.append(row)
-                    self.schedule.epoch_end(current, metric not in {"loss", "eer"})
-                    self.epoch += 1
-                    self.step_in_epoch = 0
-                    if improved:
-                        self.best_metric, self.best_epoch, self.bad_epochs = current, self.epoch, 0
-                        self.threshold = row["threshold"]
-                    else:
-                        self.bad_epochs += 1
-                    state = self._checkpoint()
-                    if improved:
-                        self._save_model(state)
-                    self.save("last.pt", state)
-                    self.reporter.epoch(row, self.history)
-                    self._backup()
-                    patience = train.early_stopping.patience
-                    if patience and self.bad_epochs >= patience and self.stop_reason == "completed":
-                        self.stop_reason = "early_stopping"
-                        self._say(f"early stopping: no {metric} improvement for {patience} epochs")
+            while self.epoch < train.epochs and self.stop_reason == "completed":
+                row = self._train_epoch()
+                row.update(self._validate())
+                current = row[f"val_{metric}"] if f"val_{metric}" in row else row["val_loss"]
+                improved = is_better(metric, current, self.best_metric)
+                row.update(epoch=self.epoch + 1, global_step=self.global_step, is_best=improved,
+                           **hardware_use(self.device))
+                self.history.append(row)
+                self.schedule.epoch_end(current, metric not in {"loss", "eer"})
+                self.epoch += 1
+                self.step_in_epoch = 0
+                if improved:
+                    self.best_metric, self.best_epoch, self.bad_epochs = current, self.epoch, 0
+                    self.threshold = row["threshold"]
+                else:
+                    self.bad_epochs += 1
+                state = self._checkpoint()
+                if improved:
+                    self._save_model(state)
+                self.save("last.pt", state)
+                self.reporter.epoch(row, self.history)
+                self._backup()
+                patience = train.early_stopping.patience
+                if patience and self.bad_epochs >= patience and self.stop_reason == "completed":
+                    self.stop_reason = "early_stopping"
+                    self._say(f"early stopping: no {metric} improvement for {patience} epochs")
         except _Interrupted:
             self.stop_reason = "interrupted"
             self.save("last.pt")
@@ -502,6 +501,9 @@ class Trainer:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.reporter.close()
+            if self.history:
+                self.events.result("train", {"history": self.history, "stopped": self.stop_reason,
+                                             "best_epoch": self.best_epoch, "best_metric": self.best_metric})
         if self.stop_reason == "max_steps" and self.history and self.history[-1]["global_step"] != self.global_step:
             self.save("last.pt")
         return TrainResult(self.output_dir, self.output_dir / ARTIFACT_DIR, self.output_dir / "last.pt",
@@ -525,7 +527,7 @@ class Trainer:
         self._say("stopping after this step and saving a checkpoint (Ctrl-C again to abort)")
 
 
-def train(config: Config, resume: bool | str | Path = False, console=None, save_model=None,
+def train(config: Config, resume: bool | str | Path = False, events=None, save_model=None,
           overwrite: bool = False) -> TrainResult:
     """Train as `config` says; `resume=True` continues from `<output_dir>/last.pt` (or the backup
     copy), a path resumes from that checkpoint. `save_model(folder, weights, state)` writes the
@@ -540,8 +542,8 @@ def train(config: Config, resume: bool | str | Path = False, console=None, save_
             lock.release()
             raise
         if lock.note:
-            _console(console).print(f"[yellow]note:[/] {lock.note}")
-    trainer = Trainer(config, resume=resume, console=console, save_model=save_model)
+            as_events(events).warning(lock.note, "train")
+    trainer = Trainer(config, resume=resume, events=events, save_model=save_model, overwrite=overwrite)
     try:
         with flush_denormal():
             trainer.setup()
@@ -552,8 +554,3 @@ def train(config: Config, resume: bool | str | Path = False, console=None, save_
         if lock is not None:
             lock.release()
 
-
-def _console(console):
-    from rich.console import Console
-
-    return console or Console(stderr=True)

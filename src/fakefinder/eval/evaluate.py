@@ -124,16 +124,15 @@ def _levels(frames: pd.DataFrame, threshold: float, config: Config) -> tuple[dic
     return result, videos
 
 
-def evaluate(config: Config, models: list[Path], console=None) -> EvalResult:
+def evaluate(config: Config, models: list[Path], events=None) -> EvalResult:
     """Deepfake detectors (artifacts, or older best.pt files) on the evaluation sets of `config`."""
-    from rich.console import Console
-
     from fakefinder.core.devices import pick_device
     from fakefinder.core.process import flush_denormal
-    from fakefinder.eval.report import print_summary, write_plots, write_report
+    from fakefinder.core.events import as_events
+    from fakefinder.eval.report import write_plots, write_report
     from fakefinder.infer.scoring import load_detector
 
-    console = console or Console(stderr=True)
+    events = as_events(events)
     ev = config.evaluate
     sets = resolve_sets(config)
     device = pick_device(ev.device)
@@ -141,7 +140,7 @@ def evaluate(config: Config, models: list[Path], console=None) -> EvalResult:
     out.mkdir(parents=True, exist_ok=True)
     with flush_denormal():
         detectors = [(model_name(path), load_detector(path, device)) for path in models]
-        metrics, curves, frame_tables, video_tables = _score_sets(config, detectors, sets, device, console)
+        metrics, curves, frame_tables, video_tables = _score_sets(config, detectors, sets, device, events)
 
     predictions = pd.concat(frame_tables, ignore_index=True)
     predictions = predictions[[c for c in ("model", "set", "path", "video_id", "dataset", "method", "label",
@@ -153,12 +152,11 @@ def evaluate(config: Config, models: list[Path], console=None) -> EvalResult:
     metrics_path = atomic_write_json(out / "metrics.json", _jsonable(metrics))
     plots = write_plots(out / "plots", curves, metrics)
     report_path = write_report(out / "report.html", metrics, plots, config)
-    print_summary(metrics, console)
-    console.print(f"report: {report_path}")
+    events.result("evaluate", _jsonable(metrics), f"report: {report_path}")
     return EvalResult(out, metrics, metrics_path, predictions_path, video_path, report_path, metrics["tables"])
 
 
-def _score_sets(config: Config, detectors: list, sets: list[EvalSet], device, console):
+def _score_sets(config: Config, detectors: list, sets: list[EvalSet], device, events):
     from fakefinder.infer.scoring import score_crops
 
     ev = config.evaluate
@@ -167,7 +165,7 @@ def _score_sets(config: Config, detectors: list, sets: list[EvalSet], device, co
     for name, detector in detectors:
         threshold = ev.threshold if ev.threshold is not None else detector.threshold
         source = "evaluate.threshold" if ev.threshold is not None else "fitted on validation (model artifact)"
-        console.print(f"[bold]{name}[/]: threshold {threshold:.4f} ({source})")
+        events.log(f"{name}: threshold {threshold:.4f} ({source})", "evaluate")
         entry = {"path": str(detector.path), "threshold": threshold, "threshold_source": source, "sets": {}}
         for eval_set in sets:
             frames = eval_set.rows.copy()

@@ -173,16 +173,15 @@ class DetectorEnsemble:
     details_default = None  # predict.details unset: no details file
 
 
-def predict(config: Config, console=None) -> PredictResult:
+def predict(config: Config, events=None) -> PredictResult:
     """Score images and videos with the model artifact(s) in `predict.models` (any face-based kind):
     a submission CSV, and optional details per face."""
-    from rich.console import Console
-
     from fakefinder.core.devices import pick_device
+    from fakefinder.core.events import as_events
     from fakefinder.media.extract import ExtractSettings
     from fakefinder.tasks import task_for_models
 
-    console = console or Console(stderr=True)
+    events = as_events(events)
     pc = config.predict
     task, artifacts = task_for_models([Path(p) for p in pc.models], config)
     files = list_inputs(pc.inputs)
@@ -192,17 +191,14 @@ def predict(config: Config, console=None) -> PredictResult:
         predictor = task.load(artifacts, device=device, config=config)
         faces, notes = face_settings(predictor.preprocessing, pc.faces)
         for note in notes:
-            console.print(f"[yellow]note:[/] {note}")
+            events.warning(note, "predict")
         settings = ExtractSettings.from_preprocessing(predictor.preprocessing, faces, pc.frames_per_video)
         threshold = pc.threshold if pc.threshold is not None else predictor.threshold
         started = time.perf_counter()
         table, details = [], []
         totals = {"decode_s": 0.0, "detect_s": 0.0, "classify_s": 0.0}
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        with Progress(TextColumn("[bold]predict[/]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=console) as bar:
-            task_bar = bar.add_task("predict", total=len(files))
+        stage = events.stage("predict", total=len(files))
+        try:
             for file_id, found in zip(ids, extractions(files, settings, pc.num_workers)):
                 t0 = time.perf_counter()
                 row, face_rows = predictor.predict_file(file_id, found, pc, threshold)
@@ -216,7 +212,9 @@ def predict(config: Config, console=None) -> PredictResult:
                               "label": pc.label_names[int(probability >= threshold)], "frames": found.frames,
                               "faces": len(found.crops), "reason": found.reason, "decode_s": round(found.decode_s, 3),
                               "detect_s": round(found.detect_s, 3), "classify_s": round(classify_s, 3)})
-                bar.update(task_bar, advance=1)
+                stage.advance()
+        finally:
+            events.end(stage)
     seconds = time.perf_counter() - started
     frame = pd.DataFrame(table).sort_values("id", kind="mergesort").reset_index(drop=True)
     submission = frame[["id", "label" if pc.format == "label" else "probability"]].rename(columns={"id": pc.id_column})
@@ -235,11 +233,11 @@ def predict(config: Config, console=None) -> PredictResult:
             atomic_write(details_path, lambda h: merged.to_csv(h, index=False))
     rate = len(files) / seconds if seconds else float("inf")
     no_face = int((frame.reason != "").sum())
-    console.print(f"predicted {len(files)} file(s) in {seconds:.1f} s ({rate:.2f} files/s); threshold {threshold:.3f}; "
-                  f"{no_face} without a usable face (score {pc.no_face_score}); "
-                  f"decode {totals['decode_s']:.1f} s, detect {totals['detect_s']:.1f} s, classify {totals['classify_s']:.1f} s")
-    extra = predictor.summary(frame)
-    if extra:
-        console.print(extra)
-    console.print(f"submission: {output}" + (f"\ndetails: {details_path}" if details_path else ""))
+    lines = [f"predicted {len(files)} file(s) in {seconds:.1f} s ({rate:.2f} files/s); threshold {threshold:.3f}; "
+             f"{no_face} without a usable face (score {pc.no_face_score}); decode {totals['decode_s']:.1f} s, "
+             f"detect {totals['detect_s']:.1f} s, classify {totals['classify_s']:.1f} s", predictor.summary(frame),
+             f"submission: {output}", f"details: {details_path}" if details_path else ""]
+    events.result("predict", {"files": len(files), "seconds": seconds, "no_face": no_face, "threshold": threshold,
+                              "submission": str(output), "details": str(details_path) if details_path else None,
+                              **totals}, "\n".join(line for line in lines if line))
     return PredictResult(output, details_path, frame, seconds, rate, totals)

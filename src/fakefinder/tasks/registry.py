@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fakefinder.config import Config, ConfigError, Section, known_kinds, register_kind
+from fakefinder.config import Config, ConfigError, Section, register_kind
 from fakefinder.core.errors import FakefinderError
 
 

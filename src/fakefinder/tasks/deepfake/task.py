@@ -8,14 +8,14 @@ from pathlib import Path
 from fakefinder.config import Config
 
 
-def train(config: Config, resume: bool | str | Path = False, console=None, overwrite: bool = False):
+def train(config: Config, resume: bool | str | Path = False, events=None, overwrite: bool = False):
     from fakefinder.engine.trainer import train as run
     from fakefinder.tasks.deepfake.artifact import save_detector
 
     def save_model(folder: Path, weights: dict, state: dict) -> None:
         save_detector(folder, config, state["model_info"], weights, state["threshold"], state)
 
-    return run(config, resume=resume, console=console, save_model=save_model, overwrite=overwrite)
+    return run(config, resume=resume, events=events, save_model=save_model, overwrite=overwrite)
 
 
 def load(artifacts: list, device="cpu", config: Config | None = None):
@@ -24,10 +24,10 @@ def load(artifacts: list, device="cpu", config: Config | None = None):
     return DetectorEnsemble(artifacts, device, config or Config())
 
 
-def evaluate(config: Config, models: list[Path], console=None):
+def evaluate(config: Config, models: list[Path], events=None):
     from fakefinder.eval.evaluate import evaluate as run
 
-    return run(config, models, console=console)
+    return run(config, models, events=events)
 
 
 def default_model(config: Config) -> Path:

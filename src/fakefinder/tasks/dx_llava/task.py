@@ -6,12 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from fakefinder.config import Config, ConfigError
+from fakefinder.core.events import as_events
 
 
-def train(config: Config, resume: bool | str = False, console=None, overwrite: bool = False):
+def train(config: Config, resume: bool | str = False, events=None, overwrite: bool = False):
     from fakefinder.tasks.dx_llava.train import train as run
 
-    return run(config, resume, overwrite=overwrite)
+    return run(config, resume, overwrite=overwrite, events=events)
 
 
 def load(artifacts: list, device="cpu", config: Config | None = None):
@@ -22,14 +23,12 @@ def load(artifacts: list, device="cpu", config: Config | None = None):
     return ExplainerPredictor(artifacts[0], device, config or Config())
 
 
-def evaluate(config: Config, models: list[Path], console=None) -> dict:
+def evaluate(config: Config, models: list[Path], events=None) -> dict:
     """Head and text-answer metrics on dx_llava.data.test_json (else eval_json), per model."""
-    from rich.console import Console
-
     from fakefinder.eval.evaluate import model_name
     from fakefinder.tasks.dx_llava.infer import evaluate as run
 
-    console = console or Console(stderr=True)
+    events = as_events(events)
     data = config.dx_llava.data
     json_path = data.test_json or data.eval_json
     if json_path is None:
@@ -40,10 +39,10 @@ def evaluate(config: Config, models: list[Path], console=None) -> dict:
         metrics = run(model, json_path, data.image_folder, out, max_samples=config.evaluate.max_samples,
                       device=config.evaluate.device, batch_size=config.evaluate.batch_size)
         head, text = metrics["head"], metrics.get("text", {})
-        console.print(f"[bold]{model}[/]: head accuracy {head['accuracy']:.3f}, macro-F1 {head['macro_f1']:.3f}, "
-                      f"AUC {head['auc']:.3f} | text accuracy {text.get('accuracy', float('nan')):.3f} "
-                      f"({text.get('unparsed', 0)} unparsed) | agreement {metrics.get('agreement')}")
-        console.print(f"metrics: {out / 'metrics.json'}")
+        events.log(f"{model}: head accuracy {head['accuracy']:.3f}, macro-F1 {head['macro_f1']:.3f}, "
+                   f"AUC {head['auc']:.3f} | text accuracy {text.get('accuracy', float('nan')):.3f} "
+                   f"({text.get('unparsed', 0)} unparsed) | agreement {metrics.get('agreement')}\n"
+                   f"metrics: {out / 'metrics.json'}", "evaluate")
         results[str(model)] = metrics
     return results
 

@@ -5,7 +5,6 @@ what trains, exact resume, DeepSpeed ZeRO-2/3 from the shipped JSON files, torch
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import time
@@ -17,14 +16,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from fakefinder.config import Config, ConfigError, save_config
-from fakefinder.core.runlock import RunLock, guard_run_folder
+from fakefinder.core.events import SILENT, as_events
+from fakefinder.core.runlock import RunLock, clear_run, guard_run_folder
 from fakefinder.tasks.dx_llava.config import DxLlavaConfig
 from fakefinder.tasks.dx_llava.data import Collator, Conversation, ConversationDataset, LengthGroupedSampler, read_samples
 from fakefinder.tasks.dx_llava.model import (
     build_model, gathered_for_saving, load_trained_weights, parameter_counts, save_model,
 )
 
-log = logging.getLogger(__name__)
 LOSS_PARTS = ("lm_loss", "binary_loss")
 
 
@@ -73,7 +72,8 @@ def _trainer_class():
             for key in LOSS_PARTS:
                 value = outputs[key].detach().float()
                 if not torch.isfinite(value):
-                    log.warning("step %d: %s is %s (reported, not hidden)", self.state.global_step, key, value.item())
+                    events = self.dx.get("events") or as_events(None)
+                    events.warning(f"step {self.state.global_step}: {key} is {value.item()} (reported, not hidden)", "train")
                 parts[key].append(value.item())
             loss = outputs["loss"]
             return (loss, outputs) if return_outputs else loss
@@ -175,6 +175,30 @@ def evaluate_losses(model, dataset, collator, batch_size: int, device, prefix: s
     return metrics
 
 
+def _events_callback(events):
+    """Training progress (a step of the total, with its ETA) and each logged row as events."""
+    from transformers import TrainerCallback
+
+    class EventsCallback(TrainerCallback):
+        stage = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.stage = events.stage("dx-llava train", total=state.max_steps, step=state.global_step)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.stage is not None:
+                self.stage.advance(state.global_step - self.stage.step)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            events.metrics("dx-llava", {"step": state.global_step, **(logs or {})})
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.stage is not None:
+                events.end(self.stage)
+
+    return EventsCallback()
+
+
 def _latest_checkpoint(output: Path) -> str | None:
     found = sorted(output.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
     return str(found[-1]) if found else None
@@ -183,10 +207,11 @@ def _latest_checkpoint(output: Path) -> str | None:
 RUN_FILES = ("checkpoint-*", "final")  # what shows that an output folder holds a run
 
 
-def train(config: Config, resume: bool | str = False, overwrite: bool = False) -> dict:
+def train(config: Config, resume: bool | str = False, overwrite: bool = False, events=None) -> dict:
     """Train DX-LLaVA as configured; returns a summary (paths, losses, timings). A folder that holds
     a run is refused unless resumed or `overwrite`; rank 0 holds the folder's lock while it runs."""
     output = Path(config.dx_llava.train.output_dir)
+    events = as_events(events) if int(os.environ.get("RANK", "0")) == 0 else SILENT
     lock = None
     if int(os.environ.get("RANK", "0")) == 0:
         lock = RunLock(output, "train", "fakefinder dx-llava train").acquire()
@@ -196,15 +221,15 @@ def train(config: Config, resume: bool | str = False, overwrite: bool = False) -
             lock.release()
             raise
         if lock.note:
-            log.warning(lock.note)
+            events.warning(lock.note, "train")
     try:
-        return _train(config, resume)
+        return _train(config, resume, events, overwrite and not resume)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _train(config: Config, resume: bool | str) -> dict:
+def _train(config: Config, resume: bool | str, events, overwrite: bool = False) -> dict:
     from transformers import TrainingArguments
 
     cfg = config.dx_llava
@@ -219,10 +244,10 @@ def _train(config: Config, resume: bool | str) -> dict:
                                                  cfg.data.eval_max_samples)
     for report in (train_report, eval_report):
         if report and report["ambiguous"]:
-            log.warning("%s: %d sample(s) with an ambiguous answer are left out of the binary loss: %s",
-                        report["file"], len(report["ambiguous"]), report["ambiguous"][:8])
+            events.warning(f"{report['file']}: {len(report['ambiguous'])} sample(s) with an ambiguous answer are left "
+                           f"out of the binary loss: {report['ambiguous'][:8]}", "train")
     if cfg.train.stage == "projector" and cfg.train.binary_loss_weight:
-        log.info("stage 1 trains the projector with the language loss only (binary loss weight ignored)")
+        events.log("stage 1 trains the projector with the language loss only (binary loss weight ignored)", "train")
     device = _device(cfg)
     from fakefinder.engine import distributed
 
@@ -230,6 +255,8 @@ def _train(config: Config, resume: bool | str) -> dict:
     # base LM) while the others wait; the Trainer then reuses this group
     dist_info, _ = distributed.setup("auto" if device == "cuda" else device)  # cuda:LOCAL_RANK
     if dist_info.is_main:
+        if overwrite:
+            clear_run(output, RUN_FILES)
         save_config(config, output / "config.yaml")
     else:
         distributed.barrier(dist_info)
@@ -247,9 +274,9 @@ def _train(config: Config, resume: bool | str) -> dict:
     eval_set = ConversationDataset(eval_samples, conversation, info["image_size"], info["mean"], info["std"],
                                    cfg.data.image_aspect_ratio) if eval_samples else None
     counts = parameter_counts(model)
-    log.info("DX-LLaVA: %s trainable of %s parameters (%s, stage %s); %d image tokens; projector from %s",
-             f"{counts['trainable']:,}", f"{counts['total']:,}", cfg.train.mode, cfg.train.stage,
-             model.num_image_tokens, info["projector_from"])
+    events.log(f"DX-LLaVA: {counts['trainable']:,} trainable of {counts['total']:,} parameters ({cfg.train.mode}, "
+               f"stage {cfg.train.stage}); {model.num_image_tokens} image tokens; projector from {info['projector_from']}",
+               "train")
     report_to = [r for r in cfg.train.report_to if r != "none"]
     args = TrainingArguments(
         output_dir=str(output), num_train_epochs=cfg.train.epochs, max_steps=cfg.train.max_steps or -1,
@@ -268,7 +295,8 @@ def _train(config: Config, resume: bool | str) -> dict:
     )
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                                data_collator=Collator(tokenizer.pad_token_id))
-    trainer.dx = {"cfg": cfg, "tokenizer": tokenizer, "info": info, "config": config,
+    trainer.add_callback(_events_callback(events))
+    trainer.dx = {"cfg": cfg, "tokenizer": tokenizer, "info": info, "config": config, "events": events,
                   "group_by_length": cfg.data.group_by_length}
     checkpoint = None
     if resume:

@@ -89,8 +89,9 @@ def trainer_loop(manifest: Path, out: Path, args) -> dict:
     })
     # per-step timings come from the trainer's own TensorBoard-free hook: wrap the optimizer step
     from fakefinder.engine.trainer import Trainer
+    from fakefinder.tasks.deepfake.task import train_data
 
-    trainer = Trainer(config)
+    trainer = Trainer(config, train_data(config))
     trainer.setup()
     stamps = []
     original_step = trainer.optimizer.step

@@ -290,8 +290,9 @@ def test_sbi_trains_on_reals_only(manifest, tmp_path):
     config.augment.sbi_reals_only = True
     config.augment.sbi = 0.5
     from fakefinder.engine.trainer import Trainer
+    from fakefinder.tasks.deepfake.task import train_data
 
-    trainer = Trainer(config)
+    trainer = Trainer(config, train_data(config))
     trainer.setup()
     assert set(trainer.train_set.labels) == {0}  # only real crops are read...
     labels = [trainer.train_set[key][1].item() for key in trainer.sampler.order()[:40]]

@@ -20,8 +20,7 @@ from torch.utils.data import Dataset, Sampler
 from fakefinder.data.augment import difference_mask, self_blend
 from fakefinder.core.errors import FakefinderError
 
-LABELS = {"real": 0, "fake": 1}
-CLASS_NAMES = ["real", "fake"]
+CLASS_NAMES = ["real", "fake"]  # a deepfake manifest's labels, in the order of the model output (fake = 1)
 
 
 class ManifestError(FakefinderError, ValueError):
@@ -36,7 +35,7 @@ def read_manifest(path: Path) -> pd.DataFrame:
     missing = {"path", "label", "split"} - set(frame.columns)
     if missing:
         raise ManifestError(f"manifest {path} lacks column(s) {sorted(missing)}")
-    bad = sorted(set(frame.label) - set(LABELS))
+    bad = sorted(set(frame.label) - set(CLASS_NAMES))
     if bad:
         raise ManifestError(f"manifest {path}: unknown label(s) {bad}; expected real/fake")
     if "dataset" not in frame.columns:
@@ -75,11 +74,18 @@ def opencv_single_threaded():
 
 
 def load_rgb(path: Path, size: int) -> np.ndarray:
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-        if image.size != (size, size):
-            image = image.resize((size, size), Image.BICUBIC)
-        return np.array(image)  # a writable copy
+    """An image file as RGB pixels at `size` x `size` (EXIF orientation applied, as predict's
+    decoder does); an unreadable file is an error that names it."""
+    from PIL import ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened).convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"{path}: unreadable image ({exc})") from None
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.BICUBIC)
+    return np.array(image)  # a writable copy
 
 
 def mask_partners(rows: pd.DataFrame) -> np.ndarray:
@@ -113,9 +119,10 @@ class CropDataset(Dataset):
 
     def __init__(self, rows: pd.DataFrame, root: Path, image_size: int, mean, std, transform=None,
                  sbi: float = 0.0, perturb=None, masks: bool = False,
-                 mask_threshold: tuple[float, float] = (3.0, 12.0)) -> None:
+                 mask_threshold: tuple[float, float] = (3.0, 12.0), classes: list[str] = CLASS_NAMES) -> None:
         self.paths = [Path(root) / p for p in rows.path]
-        self.labels = np.array([LABELS[label] for label in rows.label], dtype=np.int64)
+        index = {name: i for i, name in enumerate(classes)}
+        self.labels = np.array([index[label] for label in rows.label], dtype=np.int64)
         self.image_size = image_size
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1) * 255
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1) * 255
@@ -159,12 +166,12 @@ class CropDataset(Dataset):
         tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
         tensor = (tensor - self.mean) / self.std
         if mask is None:
-            return tensor, torch.tensor(label, dtype=torch.float32)
+            return tensor, torch.tensor(label, dtype=torch.int64)
         import cv2
 
         side = max(1, self.image_size // 8)
         small = cv2.resize(np.ascontiguousarray(mask, dtype=np.float32), (side, side), interpolation=cv2.INTER_AREA)
-        return (tensor, torch.tensor(label, dtype=torch.float32), torch.from_numpy(small)[None],
+        return (tensor, torch.tensor(label, dtype=torch.int64), torch.from_numpy(small)[None],
                 torch.tensor(valid, dtype=torch.float32))
 
 

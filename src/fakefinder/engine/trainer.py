@@ -19,15 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from fakefinder.config import Config, ConfigError, save_config
 from fakefinder.data.augment import build_train_transform
-from fakefinder.data.training import (
-    CLASS_NAMES, CropDataset, EpochSampler, opencv_single_threaded, read_manifest, select_rows,
-)
+from fakefinder.data.training import CropDataset, EpochSampler, opencv_single_threaded
 from fakefinder.core.events import SILENT, as_events
 from fakefinder.core.process import flush_denormal
 from fakefinder.core.runlock import RunLock, clear_run, guard_run_folder
@@ -35,8 +34,10 @@ from fakefinder.engine import deepspeed_zero, distributed
 from fakefinder.core.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from fakefinder.engine.optim import ModelEma, Schedule, build_optimizer
 from fakefinder.engine.reporting import RunReporter, hardware_use
-from fakefinder.eval.metrics import binary_metrics, fit_threshold, is_better
-from fakefinder.losses import CombinedLoss, mask_loss
+from fakefinder.core.files import atomic_write
+from fakefinder.engine.objectives import BinaryObjective, MulticlassObjective
+from fakefinder.eval.metrics import is_better
+from fakefinder.losses import mask_loss
 from fakefinder.models.detectors import with_tta
 
 BACKUP_FILES = ("last.pt", "history.jsonl", "history.csv", "curves.png", "config.yaml")
@@ -90,31 +91,56 @@ def _precision(config: Config, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[wanted]
 
 
-def model_info(config: Config, model) -> dict:
+@dataclass
+class TrainData:
+    """What a kind hands the loop: the rows to train and to validate on (`path` relative to `root`,
+    `label` a class name, `dataset`; a deepfake manifest adds `group`, `frame_index`, ...), the class
+    names in output order, and whether it is a binary detector (one logit and a fitted threshold)
+    or an N-class model (softmax over `classes`)."""
+
+    train_rows: pd.DataFrame
+    val_rows: pd.DataFrame
+    root: Path
+    classes: list[str]
+    binary: bool
+    source: str  # where the rows came from, for messages
+    failures: list[dict] = field(default_factory=list)  # inputs left out (path, reason): written to failures.csv
+
+
+def model_info(config: Config, model, num_outputs: int = 1) -> dict:
     mean = config.model.mean or model.pretrained_cfg.get("mean") or (0.485, 0.456, 0.406)
     std = config.model.std or model.pretrained_cfg.get("std") or (0.229, 0.224, 0.225)
     return {"name": config.model.name, "arch": model.arch, "frequency": config.model.frequency,
             "image_size": config.model.image_size, "mean": list(mean), "std": list(std),
             "dropout": config.model.dropout, "mask_head": config.model.mask_head,
-            "mask_stride": config.model.mask_stride}
+            "mask_stride": config.model.mask_stride, "num_outputs": num_outputs}
 
 
-def build_model(config: Config):
+def build_model(config: Config, num_outputs: int = 1):
     from fakefinder.models import create
 
     return create(config.model.name, pretrained=config.model.pretrained, dropout=config.model.dropout,
                   frequency=config.model.frequency, drop_path=config.model.drop_path,
-                  mask_head=config.model.mask_head, mask_stride=config.model.mask_stride)
+                  mask_head=config.model.mask_head, mask_stride=config.model.mask_stride, num_classes=num_outputs)
 
 
-def _manifest_path(config: Config) -> Path:
-    return Path(config.train.manifest or Path(config.prepare.output_dir) / config.prepare.manifest_name)
+def _deepfake_only(config: Config) -> list[str]:
+    """Settings that need a binary real/fake detector."""
+    found = []
+    if config.train.mask_loss > 0:
+        found.append("train.mask_loss")
+    if config.augment.sbi or config.augment.sbi_reals_only:
+        found.append("augment.sbi / augment.sbi_reals_only")
+    if config.train.sampler == "paired":
+        found.append("train.sampler=paired")
+    return found
 
 
 class Trainer:
-    def __init__(self, config: Config, resume: bool | str | Path = False, events=None, save_model=None,
-                 overwrite: bool = False) -> None:
+    def __init__(self, config: Config, data: TrainData, resume: bool | str | Path = False, events=None,
+                 save_model=None, overwrite: bool = False) -> None:
         self.config = config
+        self.data = data
         self.resume = resume
         self.overwrite = overwrite and not resume  # replace the run the folder holds, once set-up has passed
         self.save_model = save_model  # fn(folder, weights, state): writes the artifact of the selected weights
@@ -133,22 +159,24 @@ class Trainer:
         self.dist, self.device = distributed.setup(train.device, group=ds_config is not None)
         _seed_everything(train.seed)
 
-        manifest = read_manifest(_manifest_path(config))
-        root = Path(manifest.attrs["root"])
-        train_rows = select_rows(manifest, "train", train.datasets)
-        if config.augment.sbi_reals_only:
-            train_rows = train_rows[train_rows.label == "real"].reset_index(drop=True)
-        val_rows = select_rows(manifest, "val", train.val_datasets or train.datasets)
+        data = self.data
+        root, train_rows, val_rows = data.root, data.train_rows, data.val_rows
+        if not data.binary and _deepfake_only(config):
+            raise ConfigError(f"{', '.join(_deepfake_only(config))}: for binary real/fake detectors only, not an "
+                              f"N-class model")
         if train.val_max_samples and len(val_rows) > train.val_max_samples:
             val_rows = val_rows.sample(n=train.val_max_samples, random_state=train.seed).reset_index(drop=True)
         if len(train_rows) == 0:
-            raise ConfigError(f"no training rows (split 'train') in {_manifest_path(config)} for datasets {train.datasets}")
+            raise ConfigError(f"no training rows (split 'train') in {data.source} for datasets {train.datasets}")
         if len(val_rows) == 0:
-            raise ConfigError(f"no validation rows (split 'val') in {_manifest_path(config)}")
+            raise ConfigError(f"no validation rows (split 'val') in {data.source}")
         self.val_rows = val_rows
+        objective = BinaryObjective if data.binary else MulticlassObjective
+        train_labels = np.array([data.classes.index(label) for label in train_rows.label], dtype=np.int64)
+        self.objective = objective(train, train_labels, data.classes)
 
-        self.model = build_model(config)
-        self.info = model_info(config, self.model)
+        self.model = build_model(config, self.objective.num_outputs)
+        self.info = model_info(config, self.model, self.objective.num_outputs)
         if train.grad_checkpointing:
             self.model.set_grad_checkpointing(True)
         self.model.to(self.device)
@@ -161,7 +189,8 @@ class Trainer:
         if config.augment.sbi_reals_only and not sbi:
             sbi = 0.5
         self.train_set = CropDataset(train_rows, root, size, mean, std, build_train_transform(config.augment), sbi=sbi,
-                                     masks=train.mask_loss > 0, mask_threshold=train.mask_threshold)
+                                     masks=train.mask_loss > 0, mask_threshold=train.mask_threshold,
+                                     classes=data.classes)
         if train.mask_loss > 0:
             known = int((self.train_set.partners >= 0).sum())
             fakes = int(self.train_set.labels.sum())
@@ -171,7 +200,7 @@ class Trainer:
                     "group (manifest column `group`) and augment.sbi is 0"
                 )
             self._say(f"mask supervision: {known} of {fakes} training fakes have an aligned real partner")
-        self.val_set = CropDataset(val_rows, root, size, mean, std)
+        self.val_set = CropDataset(val_rows, root, size, mean, std, classes=data.classes)
         self.sampler = EpochSampler(
             self.train_set.labels, list(train_rows.dataset), train.sampler, train.epoch_size, train.seed,
             self.dist.rank, self.dist.world,
@@ -191,11 +220,6 @@ class Trainer:
             drop_last=True, pin_memory=self.device.type == "cuda", generator=loader_seed,
             persistent_workers=False,
         )
-        pos = float(self.train_set.labels.sum())
-        neg = float(len(self.train_set.labels) - pos)
-        pos_weight = (neg / pos) if train.class_weights and pos > 0 else None
-        self.criterion = CombinedLoss(train.loss, train.focal_gamma, pos_weight, train.label_smoothing)
-
         self.optimizer = build_optimizer(self.model, train)
         self.schedule = Schedule(train, self.steps_per_epoch, plateau_patience=2)
         self.autocast_dtype = _precision(config, self.device)
@@ -212,7 +236,7 @@ class Trainer:
 
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.best_metric, self.best_epoch, self.bad_epochs = None, None, 0
-        self.threshold = 0.5
+        self.threshold = 0.5 if data.binary else None
         self.history: list[dict] = []
         if self.dist.is_main:
             if self.overwrite:
@@ -220,6 +244,7 @@ class Trainer:
                 if cleared:
                     self._say(f"--overwrite: removed the previous run's {', '.join(p.name for p in cleared)}")
             self.output_dir.mkdir(parents=True, exist_ok=True)
+            self._list_failures()
         if self.resume:
             self._restore()
         if self.dist.is_main:
@@ -282,7 +307,7 @@ class Trainer:
             "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None,
             "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
-            "rng": rngs, "config": self.config.model_dump(mode="json"), "class_names": CLASS_NAMES,
+            "rng": rngs, "config": self.config.model_dump(mode="json"), "class_names": list(self.data.classes),
             "threshold": self.threshold, "best_metric": self.best_metric, "best_epoch": self.best_epoch,
             "bad_epochs": self.bad_epochs, "history": self.history, "model_info": self.info,
             "world_size": self.dist.world,
@@ -361,16 +386,16 @@ class Trainer:
                     with self._autocast():
                         out = model(images, return_mask=True) if masks else model(images)
                     logits, mask_logits = out if masks else (out, None)
-                    loss = self.criterion(logits, labels)
+                    loss = self.objective.loss(logits, labels)
                     if masks:
                         target, valid = (m.to(self.device, non_blocking=True) for m in masks)
                         part = mask_loss(mask_logits, target, valid)
-                        self.criterion.parts["mask"] = float(part.detach())
+                        self.objective.parts["mask"] = float(part.detach())
                         loss = loss + train.mask_loss * part
                     if not torch.isfinite(loss):
                         raise FloatingPointError(
                             f"loss is {loss.item()} at epoch {self.epoch + 1} step {self.step_in_epoch + 1} "
-                            f"(parts: {self.criterion.parts}); lower train.lr or check the data"
+                            f"(parts: {self.objective.parts}); lower train.lr or check the data"
                         )
                     if engine is not None:  # DeepSpeed divides by the accumulation steps and steps at the last
                         engine.backward(loss)
@@ -378,7 +403,7 @@ class Trainer:
                     else:
                         self.scaler.scale(loss / train.accumulate).backward()
                 losses.append(float(loss.detach()))
-                for k, v in self.criterion.parts.items():
+                for k, v in self.objective.parts.items():
                     parts_sum[k] = parts_sum.get(k, 0.0) + v
                 seen += 1
             if engine is not None:  # clipped and stepped inside engine.step()
@@ -434,10 +459,11 @@ class Trainer:
         for images, _ in batches:
             images = images.to(self.device, memory_format=self.memory_format)
             with self._autocast():
-                scores.append(torch.sigmoid(model(images).float()).cpu())
-        mine = torch.cat(scores).numpy() if scores else np.zeros(0)
+                scores.append(self.objective.probabilities(model(images)).cpu())
+        width = () if self.objective.num_outputs == 1 else (self.objective.num_outputs,)
+        mine = torch.cat(scores).numpy() if scores else np.zeros((0, *width))
         gathered = distributed.gather_objects(self.dist, (indices, mine))
-        out = np.zeros(len(dataset))
+        out = np.zeros((len(dataset), *width))
         for idx, values in gathered:
             out[idx] = values
         return out, dataset.labels
@@ -445,14 +471,16 @@ class Trainer:
     def _validate(self) -> dict:
         model = self.ema.module if self.ema else self.model
         scores, labels = self.predict(self.val_set, model)
-        threshold = fit_threshold(labels, scores)
-        fitted = binary_metrics(labels, scores, threshold)
-        at_half = binary_metrics(labels, scores, 0.5)
-        return {
-            "val_loss": fitted["log_loss"], "val_accuracy": fitted["accuracy"], "val_macro_f1": fitted["macro_f1"],
-            "val_macro_f1_at_0.5": at_half["macro_f1"], "val_auc": fitted["auc"], "val_ap": fitted["ap"],
-            "val_eer": fitted["eer"], "threshold": threshold,
-        }
+        return self.objective.validate(labels, scores)
+
+    def _list_failures(self) -> None:
+        """Inputs the kind left out (unreadable files): named in failures.csv and in a warning."""
+        failures = self.data.failures
+        if not failures:
+            return
+        path = atomic_write(self.output_dir / "failures.csv", lambda h: pd.DataFrame(failures).to_csv(h, index=False))
+        shown = "; ".join(f"{f['path']}: {f['reason']}" for f in failures[:3])
+        self.events.warning(f"{len(failures)} input(s) left out (listed in {path}): {shown}", "train")
 
     # ----------------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
@@ -527,7 +555,7 @@ class Trainer:
         self._say("stopping after this step and saving a checkpoint (Ctrl-C again to abort)")
 
 
-def train(config: Config, resume: bool | str | Path = False, events=None, save_model=None,
+def train(config: Config, data: TrainData, resume: bool | str | Path = False, events=None, save_model=None,
           overwrite: bool = False) -> TrainResult:
     """Train as `config` says; `resume=True` continues from `<output_dir>/last.pt` (or the backup
     copy), a path resumes from that checkpoint. `save_model(folder, weights, state)` writes the
@@ -543,7 +571,7 @@ def train(config: Config, resume: bool | str | Path = False, events=None, save_m
             raise
         if lock.note:
             as_events(events).warning(lock.note, "train")
-    trainer = Trainer(config, resume=resume, events=events, save_model=save_model, overwrite=overwrite)
+    trainer = Trainer(config, data, resume=resume, events=events, save_model=save_model, overwrite=overwrite)
     try:
         with flush_denormal():
             trainer.setup()

@@ -75,6 +75,7 @@ def create(
     drop_path: float | None = None,
     mask_head: bool = False,
     mask_stride: int | None = None,
+    num_classes: int = 1,
     **timm_kwargs,
 ) -> Detector:
     """Build a detector. `pretrained`: False; True (timm's hub weights, needs internet once);
@@ -93,9 +94,38 @@ def create(
             raise WeightsError(f"no tensor of {pretrained} fits {preset.backbone}: {report.summary()}")
         log.info("pretrained weights: %s", report.summary())
     model = Detector(backbone, preset.backbone, dropout=dropout, frequency=frequency or preset.frequency,
-                     mask_head=mask_head, mask_stride=mask_stride)
+                     mask_head=mask_head, mask_stride=mask_stride, num_classes=num_classes)
     model.load_report = report
     return model
 
 
-__all__ = ["Detector", "UnknownModelError", "WeightsError", "create", "list_models", "resolve"]
+def architecture(info: dict) -> dict:
+    """What a model artifact records to rebuild the network (from the trainer's model info)."""
+    return {"name": info["name"], "backbone": info.get("arch", info["name"]), "frequency": info.get("frequency"),
+            "dropout": info.get("dropout", 0.0), "mask_head": bool(info.get("mask_head", False)),
+            "mask_stride": info.get("mask_stride"), "num_outputs": int(info.get("num_outputs", 1))}
+
+
+def from_artifact(artifact, device="cpu", tta: bool = True) -> Detector:
+    """The network of a timm-backbone artifact (detector or classifier) with its weights, in eval
+    mode, wrapped for its test-time augmentation (unless `tta=False`)."""
+    from fakefinder.core.artifact import ArtifactError
+    from fakefinder.models.detectors import with_tta
+
+    arch = artifact.architecture
+    try:
+        model = create(arch["name"], pretrained=False, dropout=arch.get("dropout", 0.0), frequency=arch.get("frequency"),
+                       mask_head=bool(arch.get("mask_head")), mask_stride=arch.get("mask_stride"),
+                       num_classes=int(arch.get("num_outputs", 1)))
+    except KeyError as exc:
+        raise ArtifactError(f"{artifact.path}: model.json architecture lacks {exc}") from None
+    try:
+        model.load_state_dict(artifact.weights())
+    except RuntimeError as exc:
+        raise ArtifactError(f"{artifact.path}: the weights do not fit {arch['name']}: {str(exc)[:300]}") from None
+    model.to(device).eval()
+    return with_tta(model, artifact.preprocessing.get("tta", "none")) if tta else model
+
+
+__all__ = ["Detector", "UnknownModelError", "WeightsError", "architecture", "create", "from_artifact", "list_models",
+           "resolve"]

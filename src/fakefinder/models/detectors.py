@@ -92,11 +92,12 @@ class FrequencyBranch(nn.Module):
 
 
 class Detector(nn.Module):
-    """A backbone (timm, no classifier) + optional frequency branch + a one-logit head."""
+    """A backbone (timm, no classifier) + optional frequency branch + a head: one logit (a binary
+    detector, `forward` gives shape (N,)) or `num_classes` logits (an N-class classifier, (N, C))."""
 
     def __init__(
         self, backbone: nn.Module, arch: str, dropout: float = 0.0, frequency: str | None = None,
-        frequency_width: int = 64, mask_head: bool = False, mask_stride: int | None = None,
+        frequency_width: int = 64, mask_head: bool = False, mask_stride: int | None = None, num_classes: int = 1,
     ) -> None:
         super().__init__()
         self.arch = arch
@@ -104,7 +105,8 @@ class Detector(nn.Module):
         self.frequency = FrequencyBranch(frequency, frequency_width) if frequency else None
         features = backbone.num_features + (self.frequency.num_features if self.frequency else 0)
         self.num_features = features
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(features, 1))
+        self.num_classes = num_classes
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(features, num_classes))
         self.mask_index, mask_channels = _mask_tap(backbone, arch, mask_stride) if mask_head else (None, 0)
         self.mask_head = nn.Conv2d(mask_channels, 1, kernel_size=1) if mask_head else None
         self.pretrained_cfg = dict(getattr(backbone, "pretrained_cfg", {}) or {})
@@ -118,7 +120,8 @@ class Detector(nn.Module):
         return pooled
 
     def classifier(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(features).squeeze(1)
+        logits = self.head(features)
+        return logits.squeeze(1) if self.num_classes == 1 else logits
 
     def forward(self, x: torch.Tensor, return_mask: bool = False):
         """The logit per image; with `return_mask`, also the manipulation-mask logits (N, 1, h, w)

@@ -10,16 +10,10 @@ from torch import nn
 from fakefinder.config import Config
 from fakefinder.core.artifact import Artifact, ArtifactError, write_artifact
 from fakefinder.core.checkpoint import load_checkpoint
+from fakefinder.models import architecture
 
 KIND = "deepfake_detector"
 CLASSES = ["real", "fake"]
-
-
-def architecture(info: dict) -> dict:
-    """The network as `fakefinder.models.create` builds it (from the trainer's model info)."""
-    return {"name": info["name"], "backbone": info.get("arch", info["name"]), "frequency": info.get("frequency"),
-            "dropout": info.get("dropout", 0.0), "mask_head": bool(info.get("mask_head", False)),
-            "mask_stride": info.get("mask_stride"), "num_outputs": 1}
 
 
 def preprocessing(config: dict, info: dict) -> dict:
@@ -48,20 +42,10 @@ def training_summary(state: dict) -> dict:
 
 
 def build_network(artifact: Artifact, device="cpu", tta: bool = True) -> nn.Module:
-    """The detector with the artifact's weights, in eval mode, wrapped for its test-time augmentation
-    (unless `tta=False`)."""
-    from fakefinder.models import create
-    from fakefinder.models.detectors import with_tta
+    """The detector with the artifact's weights (see `fakefinder.models.from_artifact`)."""
+    from fakefinder.models import from_artifact
 
-    arch = artifact.architecture
-    model = create(arch["name"], pretrained=False, dropout=arch.get("dropout", 0.0), frequency=arch.get("frequency"),
-                   mask_head=bool(arch.get("mask_head")), mask_stride=arch.get("mask_stride"))
-    try:
-        model.load_state_dict(artifact.weights())
-    except RuntimeError as exc:
-        raise ArtifactError(f"{artifact.path}: the weights do not fit {arch['name']}: {str(exc)[:300]}") from None
-    model.to(device).eval()
-    return with_tta(model, artifact.preprocessing.get("tta", "none")) if tta else model
+    return from_artifact(artifact, device, tta)
 
 
 def artifact_from_checkpoint(path: str | Path) -> Artifact:

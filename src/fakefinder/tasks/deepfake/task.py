@@ -8,6 +8,22 @@ from pathlib import Path
 from fakefinder.config import Config
 
 
+def train_data(config: Config):
+    """The prepared manifest's train and val rows (train.datasets / train.val_datasets); with
+    `augment.sbi_reals_only`, the real training crops only."""
+    from fakefinder.data.training import CLASS_NAMES, read_manifest, select_rows
+    from fakefinder.engine.trainer import TrainData
+
+    train = config.train
+    path = manifest_path(config)
+    manifest = read_manifest(path)
+    train_rows = select_rows(manifest, "train", train.datasets)
+    if config.augment.sbi_reals_only:
+        train_rows = train_rows[train_rows.label == "real"].reset_index(drop=True)
+    val_rows = select_rows(manifest, "val", train.val_datasets or train.datasets)
+    return TrainData(train_rows, val_rows, Path(manifest.attrs["root"]), CLASS_NAMES, True, str(path))
+
+
 def train(config: Config, resume: bool | str | Path = False, events=None, overwrite: bool = False):
     from fakefinder.engine.trainer import train as run
     from fakefinder.tasks.deepfake.artifact import save_detector
@@ -15,7 +31,7 @@ def train(config: Config, resume: bool | str | Path = False, events=None, overwr
     def save_model(folder: Path, weights: dict, state: dict) -> None:
         save_detector(folder, config, state["model_info"], weights, state["threshold"], state)
 
-    return run(config, resume=resume, events=events, save_model=save_model, overwrite=overwrite)
+    return run(config, train_data(config), resume=resume, events=events, save_model=save_model, overwrite=overwrite)
 
 
 def load(artifacts: list, device="cpu", config: Config | None = None):

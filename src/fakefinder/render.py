@@ -4,7 +4,6 @@ The CLI and the demo render the same events the platform stores."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from rich.console import Console
@@ -12,18 +11,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fakefinder.core.events import Event
+from fakefinder.eval.report import fmt
 
 EPOCH_COLUMNS = [("epoch", "epoch", "{}"), ("train loss", "train_loss", "{:.4f}"), ("val loss", "val_loss", "{:.4f}"),
                  ("acc", "val_accuracy", "{:.3f}"), ("macro-F1", "val_macro_f1", "{:.3f}"), ("AUC", "val_auc", "{:.3f}"),
                  ("thr", "threshold", "{:.3f}"), ("lr", "lr", "{:.1e}"), ("s", "epoch_seconds", "{:.0f}"),
                  ("data wait", "data_wait_pct", "{:.0f}%"), ("CPU", "cpu_pct", "{:.0f}%"), ("RAM GB", "ram_gb", "{}"),
                  ("GPU GB", "gpu_mem_gb", "{}")]
-
-
-def fmt(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 class RichRenderer:
@@ -155,7 +149,8 @@ def prepare_tables(summary: dict[str, Any], console) -> None:
 
 def evaluation_tables(metrics: dict, console) -> None:
     """Confusion matrix, per-class precision/recall/F1 and macro-F1, as competitions report them."""
-    from rich.table import Table
+    if metrics.get("kind") == "image_classifier":
+        return classifier_tables(metrics, console)
 
     for name, entry in metrics["models"].items():
         for set_name, levels in entry["sets"].items():
@@ -180,3 +175,17 @@ def evaluation_tables(metrics: dict, console) -> None:
         for r in rows:
             table.add_row(r["model"], r["set"], r["level"], fmt(r["auc"]), fmt(r["macro_f1"]), fmt(r["accuracy"]))
         console.print(table)
+
+
+def classifier_tables(metrics: dict, console) -> None:
+    """Per model and set: precision/recall/F1 per class, accuracy, top-5 and macro-F1."""
+    for name, entry in metrics["models"].items():
+        for set_name, m in entry["sets"].items():
+            table = Table(title=f"{name} | {set_name} | {m['n']} images")
+            for column in ("class", "precision", "recall", "F1", "support"):
+                table.add_column(column, justify="right")
+            for cls, c in m["per_class"].items():
+                table.add_row(cls, f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}", str(c["support"]))
+            console.print(table)
+            top5 = f" | top-5 {m['top5_accuracy']:.4f}" if "top5_accuracy" in m else ""
+            console.print(f"  accuracy {m['accuracy']:.4f} | macro-F1 {m['macro_f1']:.4f}{top5}")

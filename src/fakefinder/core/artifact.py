@@ -91,6 +91,17 @@ class Artifact:
             raise ArtifactError(f"{file}: not a readable safetensors file ({exc})") from None
 
 
+def training_summary(state: dict) -> dict:
+    """model.json's summary of the run behind it, from a trainer state (plain values)."""
+    history = state.get("history") or []
+    best = next((row for row in history if row.get("epoch") == state.get("best_epoch")), {})
+    metric = (state.get("config") or {}).get("train", {}).get("early_stopping", {}).get("metric")
+    return {"epochs_run": len(history), "best_epoch": state.get("best_epoch"), "global_step": state.get("global_step"),
+            "selected_on": {"metric": metric, "value": state.get("best_metric")},
+            "validation": {k: v for k, v in best.items() if k.startswith("val_") or k == "threshold"},
+            "config": state.get("config")}
+
+
 def is_artifact(path: str | Path) -> bool:
     path = Path(path)
     return (path / META_FILE).is_file() or (path.name == META_FILE and path.is_file())

@@ -134,11 +134,17 @@ def multiclass_metrics(labels, probabilities, names: list[str]) -> dict:
         "per_class": per_class_report(y, predicted, names),
         "confusion": skm.confusion_matrix(y, predicted, labels=classes).tolist(),
         "classes": list(names),
-        "log_loss": float(skm.log_loss(y, np.clip(probs, 1e-7, 1.0), labels=classes)),
+        "log_loss": float(skm.log_loss(y, _normalised(probs), labels=classes)),
     }
     if len(names) > 5:
         out["top5_accuracy"] = float(skm.top_k_accuracy_score(y, probs, k=5, labels=classes))
     return out
+
+
+def _normalised(probs: np.ndarray, eps: float = 1e-7) -> np.ndarray:
+    """Rows clipped away from 0 and summing to one again (float32 softmax rows miss 1 by a few ulps)."""
+    clipped = np.clip(probs, eps, 1.0)
+    return clipped / clipped.sum(axis=1, keepdims=True)
 
 
 def is_better(metric: str, new: float, old: float | None) -> bool:

@@ -79,29 +79,38 @@ def write_plots(folder: Path, curves: dict, metrics: dict) -> dict[str, list[Pat
     return out
 
 
-def _fmt(value) -> str:
+def fmt(value) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "-"
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def _table(rows: list[dict], columns: list[str]) -> str:
+def html_table(rows: list[dict], columns: list[str]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+PAGE_HEAD = ("<!doctype html><html><head><meta charset='utf-8'><title>fakefinder evaluation</title><style>"
+             "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}"
+             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}"
+             "img{max-width:100%;margin:0.5em 0}h2{border-bottom:1px solid #ddd}</style></head><body>")
+
+
+def embedded_png(path: Path) -> str:
+    """An <img> holding the PNG itself, so the report reads offline as one file."""
+    encoded = base64.b64encode(Path(path).read_bytes()).decode()
+    return f"<img alt='{html.escape(Path(path).stem)}' src='data:image/png;base64,{encoded}'>"
 
 
 def write_report(path: Path, metrics: dict, plots: dict[str, list[Path]], config) -> Path:
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>fakefinder evaluation</title><style>"
-        "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}"
-        "img{max-width:100%;margin:0.5em 0}h2{border-bottom:1px solid #ddd}</style></head><body>",
+        PAGE_HEAD,
         "<h1>fakefinder evaluation</h1>",
         f"<p>Video scores: <b>{html.escape(metrics['aggregation'])}</b> of frame scores per video_id "
         f"(top-k = {metrics['top_k']}). Thresholds were fitted on validation data, never on the data below.</p>",
         "<h2>Summary</h2>",
-        _table(metrics["tables"]["summary"], ["model", "set", "level", "n", "auc", "macro_f1", "accuracy", "eer", "ap"]),
+        html_table(metrics["tables"]["summary"], ["model", "set", "level", "n", "auc", "macro_f1", "accuracy", "eer", "ap"]),
     ]
     for name, entry in metrics["models"].items():
         parts.append(f"<h2>{html.escape(name)}</h2><p>{html.escape(entry['path'])} — threshold "
@@ -112,20 +121,19 @@ def write_report(path: Path, metrics: dict, plots: dict[str, list[Path]], config
                 m = levels[level]
                 classes = [{"class": c, **v} for c, v in m["per_class"].items()]
                 parts.append(f"<h4>{level} level</h4>")
-                parts.append(_table(classes, ["class", "precision", "recall", "f1", "support"]))
+                parts.append(html_table(classes, ["class", "precision", "recall", "f1", "support"]))
                 for group in ("per_method", "per_dataset"):
                     if group in m:
                         rows = [{"name": k, **v} for k, v in m[group].items()]
                         parts.append(f"<p>{group.replace('_', ' ')}</p>")
-                        parts.append(_table(rows, ["name", "n", "auc", "macro_f1", "accuracy", "eer", "ap"]))
+                        parts.append(html_table(rows, ["name", "n", "auc", "macro_f1", "accuracy", "eer", "ap"]))
             if "perturbations" in levels:
                 rows = [{"perturbation": k, **{f"{lvl} {m}": v[lvl][m] for lvl in ("frame", "video")
                                                for m in ("auc", "macro_f1", "accuracy")}}
                         for k, v in levels["perturbations"].items()]
                 parts.append("<h4>robustness</h4>")
-                parts.append(_table(rows, list(rows[0])))
+                parts.append(html_table(rows, list(rows[0])))
             for image in plots.get(f"{name} on {set_name}", []):
-                encoded = base64.b64encode(Path(image).read_bytes()).decode()
-                parts.append(f"<img alt='{html.escape(Path(image).stem)}' src='data:image/png;base64,{encoded}'>")
+                parts.append(embedded_png(image))
     parts.append("</body></html>")
     return atomic_write_text(Path(path), "\n".join(parts))

@@ -1,4 +1,5 @@
-"""Export a trained detector (its model artifact) to ONNX or TorchScript and check it against PyTorch."""
+"""Export a trained detector or image classifier (its model artifact) to ONNX or TorchScript, checked
+against PyTorch."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import numpy as np
 import torch
 
 from fakefinder.core.errors import FakefinderError
-from fakefinder.infer.scoring import load_detector
 
 
 @dataclass
@@ -20,6 +20,9 @@ class ExportReport:
     samples: int
 
 
+EXPORTABLE = ("deepfake_detector", "image_classifier")  # the kinds whose network is a timm backbone + head
+
+
 class ParityError(FakefinderError, RuntimeError):
     """The exported model's outputs differ from PyTorch's by more than the tolerance."""
 
@@ -27,9 +30,15 @@ class ParityError(FakefinderError, RuntimeError):
 def export(model: Path, output: Path, tolerance: float = 1e-4, samples: int = 4, opset: int = 17) -> ExportReport:
     """`output` ending in .onnx -> ONNX (dynamic batch), else TorchScript. The exported model's
     logits must match PyTorch's within `tolerance` on random inputs, or `ParityError`."""
-    detector = load_detector(model, "cpu")
-    model = detector.model.eval()
-    size = detector.info["image_size"]
+    from fakefinder.core.artifact import ArtifactError
+    from fakefinder.models import from_artifact
+    from fakefinder.tasks import read_model
+
+    artifact = read_model(model)
+    if artifact.kind not in EXPORTABLE:
+        raise ArtifactError(f"{artifact.path}: export takes {', '.join(EXPORTABLE)} models, not {artifact.kind}")
+    model = from_artifact(artifact, "cpu").eval()
+    size = artifact.preprocessing["input_size"]
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     example = torch.randn(2, 3, size, size)
@@ -37,8 +46,9 @@ def export(model: Path, output: Path, tolerance: float = 1e-4, samples: int = 4,
     with torch.no_grad():
         expected = model(inputs).numpy()
     if output.suffix.lower() == ".onnx":
-        torch.onnx.export(model, (example,), str(output), input_names=["image"], output_names=["logit"],
-                          dynamic_axes={"image": {0: "batch"}, "logit": {0: "batch"}}, opset_version=opset, dynamo=False)
+        name = "logit" if artifact.architecture.get("num_outputs", 1) == 1 else "logits"
+        torch.onnx.export(model, (example,), str(output), input_names=["image"], output_names=[name],
+                          dynamic_axes={"image": {0: "batch"}, name: {0: "batch"}}, opset_version=opset, dynamo=False)
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])

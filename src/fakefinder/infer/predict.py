@@ -90,17 +90,17 @@ def extractions(files: list[Path], settings, workers: int) -> Iterator:
 # the model side (main process): settings from the artifact, one loop for every face-based kind
 
 
-def face_settings(preprocessing: dict, overrides: dict) -> tuple[FacesConfig, list[str]]:
+def face_settings(preprocessing: dict, overrides: dict, face_based: bool = True) -> tuple[FacesConfig, list[str]]:
     """How predict finds faces: the model's own settings (as in training) with `predict.faces`
-    overrides on top. A model trained on ready crops (`faces.detect: false`) gets detection with
-    the default detector on raw inputs unless the overrides say `detect: false`. Returns the
-    settings and notes for the user (what was changed or ignored)."""
+    overrides on top. A face-based model trained on ready crops (`faces.detect: false`) gets
+    detection with the default detector on raw inputs unless the overrides say `detect: false`.
+    Returns the settings and notes for the user (what was changed or ignored)."""
     unknown = sorted(set(overrides) - set(FacesConfig.model_fields))
     if unknown:
         raise ConfigError(f"predict.faces: unknown key(s) {unknown}; face settings are {sorted(FacesConfig.model_fields)}")
     saved = dict(preprocessing.get("faces") or {})
     notes = []
-    if saved.get("detect") is False and "detect" not in overrides:
+    if face_based and saved.get("detect") is False and "detect" not in overrides:
         kept = {k: saved[k] for k in ("size", "square") if k in saved}
         saved = {**FacesConfig().model_dump(mode="json"), **kept}
         notes.append(f"the model was trained on ready face crops (faces.detect: false): faces are detected in the "
@@ -114,7 +114,40 @@ def face_settings(preprocessing: dict, overrides: dict) -> tuple[FacesConfig, li
     return faces, notes
 
 
-class DetectorEnsemble:
+def to_batch(crops: list[np.ndarray], size: int, mean, std) -> torch.Tensor:
+    """RGB crops -> a normalised NCHW batch at `size` (resized as the training loader resizes)."""
+    from PIL import Image
+
+    chunk = [c if c.shape[:2] == (size, size) else np.asarray(Image.fromarray(c).resize((size, size), Image.BICUBIC))
+             for c in crops]
+    mean = torch.tensor(mean).view(1, 3, 1, 1) * 255
+    std = torch.tensor(std).view(1, 3, 1, 1) * 255
+    return (torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).float() - mean) / std
+
+
+class FilePredictor:
+    """What `predict` needs from a kind's predictor; the defaults are a binary detector's."""
+
+    face_based = True  # crops are faces (detected unless the model was trained on ready crops)
+    details_default: str | None = None  # a details file written beside the submission by default
+    threshold: float | None = None
+    preprocessing: dict
+
+    def predict_file(self, file_id: str, found, pc, threshold: float | None) -> tuple[dict, list[dict]]:
+        """The file's row of the table (`label` and the kind's columns) and its per-crop details."""
+        raise NotImplementedError
+
+    def submission_columns(self, pc) -> list[str]:
+        return ["id", "label" if pc.format == "label" else "probability"]
+
+    def details(self) -> dict:
+        return {}
+
+    def summary(self, frame: pd.DataFrame) -> str:
+        return ""
+
+
+class DetectorEnsemble(FilePredictor):
     """`fakefinder predict` for deepfake detectors: one artifact or a weighted ensemble of several;
     the most suspicious face of each frame, frame scores aggregated per file."""
 
@@ -134,19 +167,12 @@ class DetectorEnsemble:
     @torch.no_grad()
     def _score(self, crops: list[np.ndarray], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """Weighted ensemble probability per crop, and each member's probabilities."""
-        from PIL import Image
-
         member_scores = []
         for detector in self.detectors:
             info = detector.info
-            size = info["image_size"]
-            mean = torch.tensor(info["mean"]).view(1, 3, 1, 1) * 255
-            std = torch.tensor(info["std"]).view(1, 3, 1, 1) * 255
             scores = []
             for start in range(0, len(crops), batch_size):
-                chunk = [c if c.shape[:2] == (size, size) else np.asarray(Image.fromarray(c).resize((size, size), Image.BICUBIC))
-                         for c in crops[start : start + batch_size]]
-                x = (torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).float() - mean) / std
+                x = to_batch(crops[start : start + batch_size], info["image_size"], info["mean"], info["std"])
                 scores.append(torch.sigmoid(detector.model(x.to(self.device)).float()).cpu().numpy())
             member_scores.append(np.concatenate(scores))
         members = np.stack(member_scores, axis=1)
@@ -154,7 +180,7 @@ class DetectorEnsemble:
 
     def predict_file(self, file_id: str, found, pc, threshold: float) -> tuple[dict, list[dict]]:
         if not found.crops:
-            return {"probability": pc.no_face_score}, []
+            return {"probability": pc.no_face_score, "label": pc.label_names[int(pc.no_face_score >= threshold)]}, []
         scores, members = self._score([c.pixels for c in found.crops], pc.batch_size)
         # one score per frame (the most suspicious face), then per file
         per_frame = pd.Series(scores).groupby([c.frame_index for c in found.crops]).max()
@@ -162,20 +188,15 @@ class DetectorEnsemble:
         faces = [{"id": file_id, **crop.row(), "score": float(score),
                   **{f"score_{i}": float(m) for i, m in enumerate(member)}}
                  for crop, score, member in zip(found.crops, scores, members)]
-        return {"probability": probability}, faces
+        return {"probability": probability, "label": pc.label_names[int(probability >= threshold)]}, faces
 
     def details(self) -> dict:
         return {"models": [str(d.path) for d in self.detectors], "weights": self.weights.tolist()}
 
-    def summary(self, frame: pd.DataFrame) -> str:
-        return ""
-
-    details_default = None  # predict.details unset: no details file
-
 
 def predict(config: Config, events=None) -> PredictResult:
-    """Score images and videos with the model artifact(s) in `predict.models` (any face-based kind):
-    a submission CSV, and optional details per face."""
+    """Score images and videos with the model artifact(s) in `predict.models` (any kind whose
+    predictor takes crops: detectors, DX-LLaVA, classifiers): a submission CSV, optional details."""
     from fakefinder.core.devices import pick_device
     from fakefinder.core.events import as_events
     from fakefinder.media.extract import ExtractSettings
@@ -189,7 +210,7 @@ def predict(config: Config, events=None) -> PredictResult:
     device = pick_device(pc.device)
     with flush_denormal():
         predictor = task.load(artifacts, device=device, config=config)
-        faces, notes = face_settings(predictor.preprocessing, pc.faces)
+        faces, notes = face_settings(predictor.preprocessing, pc.faces, predictor.face_based)
         for note in notes:
             events.warning(note, "predict")
         settings = ExtractSettings.from_preprocessing(predictor.preprocessing, faces, pc.frames_per_video)
@@ -207,9 +228,7 @@ def predict(config: Config, events=None) -> PredictResult:
                 totals["decode_s"] += found.decode_s
                 totals["detect_s"] += found.detect_s
                 totals["classify_s"] += classify_s
-                probability = row["probability"]
-                table.append({"id": file_id, "path": str(found.path), **row,
-                              "label": pc.label_names[int(probability >= threshold)], "frames": found.frames,
+                table.append({"id": file_id, "path": str(found.path), **row, "frames": found.frames,
                               "faces": len(found.crops), "reason": found.reason, "decode_s": round(found.decode_s, 3),
                               "detect_s": round(found.detect_s, 3), "classify_s": round(classify_s, 3)})
                 stage.advance()
@@ -217,7 +236,7 @@ def predict(config: Config, events=None) -> PredictResult:
             events.end(stage)
     seconds = time.perf_counter() - started
     frame = pd.DataFrame(table).sort_values("id", kind="mergesort").reset_index(drop=True)
-    submission = frame[["id", "label" if pc.format == "label" else "probability"]].rename(columns={"id": pc.id_column})
+    submission = frame[predictor.submission_columns(pc)].rename(columns={"id": pc.id_column})
     output = Path(pc.output)
     atomic_write(output, lambda h: submission.to_csv(h, index=False, quoting=csv.QUOTE_MINIMAL))
     details_path = None
@@ -233,8 +252,9 @@ def predict(config: Config, events=None) -> PredictResult:
             atomic_write(details_path, lambda h: merged.to_csv(h, index=False))
     rate = len(files) / seconds if seconds else float("inf")
     no_face = int((frame.reason != "").sum())
-    lines = [f"predicted {len(files)} file(s) in {seconds:.1f} s ({rate:.2f} files/s); threshold {threshold:.3f}; "
-             f"{no_face} without a usable face (score {pc.no_face_score}); decode {totals['decode_s']:.1f} s, "
+    at = f"threshold {threshold:.3f}; {no_face} without a usable face (score {pc.no_face_score})" \
+        if threshold is not None else f"{no_face} unreadable"
+    lines = [f"predicted {len(files)} file(s) in {seconds:.1f} s ({rate:.2f} files/s); {at}; decode {totals['decode_s']:.1f} s, "
              f"detect {totals['detect_s']:.1f} s, classify {totals['classify_s']:.1f} s", predictor.summary(frame),
              f"submission: {output}", f"details: {details_path}" if details_path else ""]
     events.result("predict", {"files": len(files), "seconds": seconds, "no_face": no_face, "threshold": threshold,

@@ -26,7 +26,7 @@ class ExtractSettings:
     frames_per_video: int = 32
     frame_stride: int | None = None
     seek: str = "auto"
-    crop_format: str = "jpg"  # how crops are encoded: jpg (at jpeg_quality) or png
+    crop_format: str = "jpg"  # how crops are encoded: jpg (at jpeg_quality), png, or none (raw pixels)
     jpeg_quality: int = 95
 
     @classmethod
@@ -127,6 +127,9 @@ def extract(path: str | Path, settings: ExtractSettings, reuse_boxes: dict[int, 
                 reused = bool(reuse_boxes and reuse_boxes.get(index))
                 for face in (candidates if reused and faces.select == "all" else selector(candidates)):
                     crop = crop_face(image, face.box, faces) if faces.detect else resize_whole(image, faces)
+                    if settings.crop_format == "none":  # models trained on the images themselves
+                        found.crops.append(Crop(index, face, b"", crop))
+                        continue
                     data = _encoded(image, crop, path, settings)
                     found.crops.append(Crop(index, face, data, decode_image(data) if decode else None))
             found.detect_s += time.perf_counter() - t0

@@ -1,12 +1,13 @@
 """The model kinds fakefinder trains and serves: one `register(...)` line per kind (see
 `fakefinder.tasks.registry` for what a kind provides)."""
 
-from fakefinder.tasks import deepfake, dx_llava
+from fakefinder.tasks import classify, deepfake, dx_llava
 from fakefinder.tasks.registry import (
     Task, UnknownTaskError, get_task, list_tasks, model_paths, read_model, register, task_for_config, task_for_models,
 )
 
 register(deepfake.TASK)
+register(classify.TASK)
 register(dx_llava.TASK)
 
 __all__ = ["Task", "UnknownTaskError", "get_task", "list_tasks", "model_paths", "read_model", "register", "task_for_config",

@@ -8,7 +8,7 @@ from pathlib import Path
 from torch import nn
 
 from fakefinder.config import Config
-from fakefinder.core.artifact import Artifact, ArtifactError, write_artifact
+from fakefinder.core.artifact import Artifact, ArtifactError, training_summary, write_artifact
 from fakefinder.core.checkpoint import load_checkpoint
 from fakefinder.models import architecture
 
@@ -29,16 +29,6 @@ def preprocessing(config: dict, info: dict) -> dict:
                    "seek": data.get("seek", "auto")},
         "crop": {"format": prepare.get("image_format", "jpg"), "quality": prepare.get("jpeg_quality", 95)},
     }
-
-
-def training_summary(state: dict) -> dict:
-    history = state.get("history") or []
-    best = next((row for row in history if row.get("epoch") == state.get("best_epoch")), {})
-    metric = (state.get("config") or {}).get("train", {}).get("early_stopping", {}).get("metric")
-    return {"epochs_run": len(history), "best_epoch": state.get("best_epoch"), "global_step": state.get("global_step"),
-            "selected_on": {"metric": metric, "value": state.get("best_metric")},
-            "validation": {k: v for k, v in best.items() if k.startswith("val_") or k == "threshold"},
-            "config": state.get("config")}
 
 
 def build_network(artifact: Artifact, device="cpu", tta: bool = True) -> nn.Module:

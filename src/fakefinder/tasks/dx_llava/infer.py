@@ -17,6 +17,7 @@ from fakefinder.config import Config, ConfigError
 from fakefinder.tasks.dx_llava.data import Collator, Conversation, derive_label, load_image, read_samples
 from fakefinder.tasks.dx_llava.model import load_model
 from fakefinder.core.files import atomic_write, atomic_write_text
+from fakefinder.infer.predict import FilePredictor
 
 DEFAULT_QUESTION = "<image>\nIs this face real or fake? Explain what you see."
 
@@ -158,7 +159,7 @@ def evaluate(checkpoint: str | Path, json_path: str | Path, image_folder: str | 
     return metrics
 
 
-class ExplainerPredictor:
+class ExplainerPredictor(FilePredictor):
     """`fakefinder predict` with a DX-LLaVA model: the head's probability per face aggregated per
     file, and one explanation per file (for its most suspicious face) with the label parsed from it
     and its agreement with the head. Writes the explanations beside the submission by default."""
@@ -175,7 +176,8 @@ class ExplainerPredictor:
         from fakefinder.eval.aggregate import aggregate_scores
 
         if not found.crops:
-            return {"probability": pc.no_face_score, "explanation": "", "text_label": None, "agree": None}, []
+            return {"probability": pc.no_face_score, "label": pc.label_names[int(pc.no_face_score >= threshold)],
+                    "explanation": "", "text_label": None, "agree": None}, []
         pixels = [c.pixels for c in found.crops]
         scores = self.explainer.head_probabilities(pixels, batch_size=pc.batch_size)
         per_frame = pd.Series(scores).groupby([c.frame_index for c in found.crops]).max()
@@ -183,8 +185,8 @@ class ExplainerPredictor:
         answer = self.explainer.explain([pixels[int(np.argmax(scores))]])[0]
         agree = None if answer["text_label"] is None else answer["text_label"] == int(probability >= threshold)
         faces = [{"id": file_id, **c.row(), "score": float(s)} for c, s in zip(found.crops, scores)]
-        return {"probability": probability, "explanation": answer["explanation"], "text_label": answer["text_label"],
-                "agree": agree}, faces
+        return {"probability": probability, "label": pc.label_names[int(probability >= threshold)],
+                "explanation": answer["explanation"], "text_label": answer["text_label"], "agree": agree}, faces
 
     def details(self) -> dict:
         return {"models": [str(self.path)]}

@@ -38,8 +38,11 @@ def main() -> int:
     if not (root / "metadata.csv").is_file():
         print(f"the benchmark data is missing: {root}/metadata.csv (expected ../shared/data/dfdc-faces)")
         return 2
+    from fakefinder.render import RichRenderer
+
+    events = RichRenderer()
     started = time.perf_counter()
-    prepared = fakefinder.prepare(config, progress=False)
+    prepared = fakefinder.prepare(config, progress=False, events=events)
     prepare_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -52,7 +55,7 @@ def main() -> int:
         result = TrainResult(run, run / "model", run / "last.pt", state["best_metric"], state["best_epoch"],
                              state["threshold"], state["history"], state["global_step"], "scored only")
     else:
-        result = fakefinder.train(config)
+        result = fakefinder.train(config, events=events, overwrite=True)  # the benchmark's own run folder
     train_seconds = time.perf_counter() - started
 
     detector = load_detector(result.model_path)

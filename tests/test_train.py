@@ -350,10 +350,14 @@ def test_resume_after_kill_mid_epoch_matches_uninterrupted_run(manifest, tmp_pat
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     steps_per_epoch = reference.global_step // 2
     killed_at = wait_for_step(tmp_path / "run" / "last.pt", 3, process)
-    second = cli("train", "-c", str(cfg), "--resume")  # a second process on the live run's folder
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    assert second.returncode == 2 and f"is in use: fakefinder train (pid {process.pid}" in second.stderr, second.stderr
+    from fakefinder.core.runlock import RunFolderError
+
+    try:  # this test's own process is a second one on the live run's folder
+        with pytest.raises(RunFolderError, match=f"is in use: fakefinder train \\(pid {process.pid} "):
+            train(load_config(cfg), resume=True)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     assert 0 < state["step_in_epoch"] < steps_per_epoch or state["epoch"] == 1, "killed mid-epoch"
     assert killed_at < reference.global_step
@@ -542,3 +546,47 @@ def test_deepspeed_config_errors_name_the_key(tmp_path):
             deepspeed_config(train_section(deepspeed=value))
     with pytest.raises(ConfigError, match="fp16"):
         deepspeed_config(train_section(deepspeed="zero1", precision="fp16"))
+
+
+def test_train_reports_through_events_and_leaves_the_callers_process_as_it_was(manifest, tmp_path):
+    """Run from a worker thread (as a server would): no signal handler, no print, and the caller's
+    RNG, threads, denormal mode, environment and signal handlers are as they were."""
+    import io
+    import threading
+
+    import cv2
+    from rich.console import Console
+
+    from fakefinder.core.process import _flushing_denormals
+    from fakefinder.render import RichRenderer
+
+    train(train_config(manifest, tmp_path / "warm-up", epochs=1), events=lambda e: None)  # libraries' own import-time
+    events, outcome = [], {}                                                              # settings happen here
+    before = (torch.get_rng_state(), np.random.get_state()[1].copy(), torch.get_num_threads(), cv2.getNumThreads(),
+              _flushing_denormals(), dict(os.environ), signal.getsignal(signal.SIGINT))
+
+    def run():
+        try:
+            outcome["result"] = train(train_config(manifest, tmp_path / "run", epochs=2), events=events.append)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join(timeout=300)
+    assert "error" not in outcome, outcome.get("error")
+    after = (torch.get_rng_state(), np.random.get_state()[1].copy(), torch.get_num_threads(), cv2.getNumThreads(),
+             _flushing_denormals(), dict(os.environ), signal.getsignal(signal.SIGINT))
+    assert torch.equal(before[0], after[0]) and np.array_equal(before[1], after[1]) and before[2:] == after[2:]
+    kinds = {(e.type, e.stage.split()[0]) for e in events}
+    assert {("stage", "epoch"), ("progress", "epoch"), ("end", "epoch"), ("metrics", "epoch"), ("result", "train")} <= kinds
+    steps = [e for e in events if e.type == "progress"]
+    assert steps[-1].step == steps[-1].total and all(e.eta_s is not None and e.eta_s >= 0 for e in steps)
+    rows = [e.data for e in events if e.type == "metrics" and e.stage == "epoch"]
+    assert rows == outcome["result"].history and json.dumps([e.to_dict() for e in events])  # plain data
+    screen = io.StringIO()
+    with RichRenderer(Console(file=screen, width=200)) as renderer:
+        for event in events:
+            renderer(event)
+    text = screen.getvalue()
+    assert "epoch 1 | train loss" in text and "macro-F1" in text and "training history" in text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -17,6 +17,7 @@ class DistInfo:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    env_added: list[str] = field(default_factory=list)  # variables `setup` set for a one-process group
 
     @property
     def enabled(self) -> bool:
@@ -45,7 +46,9 @@ def setup(preference: str = "auto", group: bool = False) -> tuple[DistInfo, torc
         if not info.enabled:
             for key, value in (("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(_free_port())), ("RANK", "0"),
                                ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
-                os.environ.setdefault(key, value)
+                if key not in os.environ:
+                    os.environ[key] = value
+                    info.env_added.append(key)
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return info, device
 
@@ -61,6 +64,9 @@ def teardown(info: DistInfo) -> None:
         if info.enabled:
             dist.barrier()
         dist.destroy_process_group()
+    for key in info.env_added:  # the caller's environment as it was
+        os.environ.pop(key, None)
+    info.env_added.clear()
 
 
 def gather_objects(info: DistInfo, obj):

@@ -572,6 +572,7 @@ def train(config: Config, data: TrainData, resume: bool | str | Path = False, ev
         if lock.note:
             as_events(events).warning(lock.note, "train")
     trainer = Trainer(config, data, resume=resume, events=events, save_model=save_model, overwrite=overwrite)
+    callers_rng = rng_state()  # the run seeds every generator; the caller gets its own back
     try:
         with flush_denormal():
             trainer.setup()
@@ -579,6 +580,7 @@ def train(config: Config, data: TrainData, resume: bool | str | Path = False, ev
     finally:
         if hasattr(trainer, "dist"):
             distributed.teardown(trainer.dist)
+        set_rng_state(callers_rng)
         if lock is not None:
             lock.release()
 

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from fakefinder.config import Config, ConfigError, save_config
+from fakefinder.core.checkpoint import rng_state, set_rng_state
 from fakefinder.core.events import SILENT, as_events
 from fakefinder.core.runlock import RunLock, clear_run, guard_run_folder
 from fakefinder.tasks.dx_llava.config import DxLlavaConfig
@@ -222,9 +223,11 @@ def train(config: Config, resume: bool | str = False, overwrite: bool = False, e
             raise
         if lock.note:
             events.warning(lock.note, "train")
+    callers_rng = rng_state()  # training seeds every generator; the caller gets its own back
     try:
         return _train(config, resume, events, overwrite and not resume)
     finally:
+        set_rng_state(callers_rng)
         if lock is not None:
             lock.release()
 

@@ -193,6 +193,29 @@ def test_predict_scores_exactly_the_crops_prepare_wrote(trained, tmp_path, monke
         assert crop.shape == written.shape and np.array_equal(crop, written), path
 
 
+def test_evaluate_on_raw_videos_scores_each_file_as_predict_does(trained, tmp_path):
+    """An evaluation set of raw files in their layout: frames and faces as the model was trained,
+    every file at video level (faceless ones at predict.no_face_score), the video scores predict gives."""
+    tmp, config = trained
+    raw = tmp_path / "raw"
+    shutil.copytree(tmp / "ffpp", raw)
+    synthetic.write_video(raw / "original_sequences/youtube/c23/videos/999.mp4", face=False, **SMALL_VIDEO)
+    c = config.model_copy(deep=True)
+    c.evaluate.sets = [{"name": "raw", "raw": {"name": "ffpp-raw", "layout": "ffpp", "root": str(raw)}}]
+    c.evaluate.output_dir = tmp_path / "eval"
+    result = fakefinder.evaluate(config_from_dict(c.model_dump(mode="json")))
+    levels = result.metrics["models"]["run/model"]["sets"]["raw"]
+    files = sorted(p for p in raw.rglob("*.mp4"))
+    assert levels["video"]["n"] == len(files) and levels["faceless_files"] == 1
+    videos = pd.read_csv(result.video_predictions_path)
+    c.predict.inputs, c.predict.output, c.predict.num_workers = files, tmp_path / "s.csv", 0
+    predicted = fakefinder.predict(c).table
+    by_path = dict(zip(predicted.path, predicted.probability))
+    for path, score in zip(videos.source_path, videos.score):
+        assert score == pytest.approx(by_path[path], abs=1e-6), path
+    assert by_path[str(raw / "original_sequences/youtube/c23/videos/999.mp4")] == c.predict.no_face_score
+
+
 def test_ensemble_is_the_weighted_average(trained, tmp_path):
     tmp, config = trained
     folder = media_folder(tmp_path, tmp)

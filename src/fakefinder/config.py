@@ -301,6 +301,12 @@ class EvalSetConfig(Section):
     manifest: Path | None = Field(default=None, description="Default: the run's prepared manifest.")
     split: str = "test"
     datasets: list[str] | None = None
+    raw: DatasetConfig | None = Field(
+        default=None,
+        description="Raw videos/images in a published layout (as in data.datasets) instead of prepared crops: "
+        "faces are found as the model was trained (predict.faces overrides) and each file is scored as predict "
+        "scores it. With official splits, the items of `split`; else all of them.",
+    )
 
 
 class EvaluateConfig(Section):

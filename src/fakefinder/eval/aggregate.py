@@ -38,7 +38,7 @@ def aggregate_scores(scores: np.ndarray, method: str = "mean", top_k: int = 3,
 def aggregate_videos(frames: pd.DataFrame, method: str = "mean", top_k: int = 3) -> pd.DataFrame:
     """`frames` has video_id, label, score (and optionally dataset, method, group): one row per
     video with the aggregated score and the number of frames."""
-    keep = [c for c in ("dataset", "method", "group", "label") if c in frames.columns]
+    keep = [c for c in ("dataset", "method", "group", "label", "source_path") if c in frames.columns]
     labels = frames.groupby("video_id")["label"].nunique()
     mixed = labels[labels > 1]
     if len(mixed):

@@ -27,8 +27,9 @@ SUMMARY_KEYS = ("n", "auc", "macro_f1", "accuracy", "eer", "ap", "log_loss")
 @dataclass
 class EvalSet:
     name: str
-    rows: pd.DataFrame
-    root: Path
+    rows: pd.DataFrame | None  # prepared crops (manifest rows) ...
+    root: Path | None
+    items: list | None = None  # ... or raw files (`evaluate.sets.*.raw`), scored as predict scores them
 
 
 @dataclass
@@ -51,6 +52,9 @@ def resolve_sets(config: Config) -> list[EvalSet]:
     sets = []
     if ev.sets:
         for spec in ev.sets:
+            if spec.raw is not None:
+                sets.append(_raw_set(spec))
+                continue
             manifest = read_manifest(spec.manifest or _default_manifest(config))
             rows = select_rows(manifest, spec.split, spec.datasets)
             sets.append(EvalSet(spec.name, rows, Path(manifest.attrs["root"])))
@@ -64,6 +68,8 @@ def resolve_sets(config: Config) -> list[EvalSet]:
         else:
             sets = [EvalSet(datasets[0] if datasets else "test", rows, Path(manifest.attrs["root"]))]
     for s in sets:
+        if s.items is not None:
+            continue
         if len(s.rows) == 0:
             raise ConfigError(f"evaluation set '{s.name}' has no rows")
         if ev.max_samples and len(s.rows) > ev.max_samples:
@@ -110,8 +116,47 @@ def per_group_metrics(frame: pd.DataFrame, column: str, threshold: float) -> dic
     return out
 
 
-def _levels(frames: pd.DataFrame, threshold: float, config: Config) -> tuple[dict, pd.DataFrame]:
+def _raw_set(spec) -> EvalSet:
+    from fakefinder.data.layouts import read_dataset
+
+    items = [item for item in read_dataset(spec.raw) if not item.problem]
+    if any(item.official_split for item in items):
+        items = [item for item in items if item.official_split == spec.split]
+    if not items:
+        raise ConfigError(f"evaluation set '{spec.name}': no files in {spec.raw.root} ({spec.raw.layout} layout)")
+    return EvalSet(spec.name, None, None, items)
+
+
+def _raw_frames(detector, items: list, config: Config, device, events) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each file through predict's path (the one extraction, the model's face settings): one row per
+    frame (its most suspicious face), and the files without a usable face (scored
+    `predict.no_face_score`, as predict scores them)."""
+    from fakefinder.infer.predict import extractions, face_settings
+    from fakefinder.infer.scoring import score_pixels
+    from fakefinder.media.extract import ExtractSettings
+
+    faces, notes = face_settings(detector.preprocessing, config.predict.faces)
+    for note in notes:
+        events.warning(note, "evaluate")
+    settings = ExtractSettings.from_preprocessing(detector.preprocessing, faces, config.predict.frames_per_video)
+    frames, faceless = [], []
+    for item, found in zip(items, extractions([i.path for i in items], settings, config.evaluate.num_workers)):
+        base = {"source_path": str(item.path), "video_id": item.video_id, "dataset": item.dataset, "method": item.method,
+                "label": item.label}
+        if not found.crops:
+            faceless.append({**base, "score": config.predict.no_face_score, "frames": 0, "reason": found.reason})
+            continue
+        scores = score_pixels(detector, [c.pixels for c in found.crops], config.evaluate.batch_size, device)
+        per_frame = pd.Series(scores).groupby([c.frame_index for c in found.crops]).max()
+        frames += [{**base, "frame_index": int(i), "score": float(s)} for i, s in per_frame.items()]
+    return pd.DataFrame(frames), pd.DataFrame(faceless)
+
+
+def _levels(frames: pd.DataFrame, threshold: float, config: Config,
+            faceless: pd.DataFrame | None = None) -> tuple[dict, pd.DataFrame]:
     videos = aggregate_videos(frames, config.evaluate.aggregation, config.evaluate.top_k)
+    if faceless is not None and len(faceless):  # files with no usable face count at video level
+        videos = pd.concat([videos, faceless[[c for c in videos.columns if c in faceless.columns]]], ignore_index=True)
     result = {
         "frame": binary_metrics(_labels(frames), frames.score, threshold),
         "video": binary_metrics(_labels(videos), videos.score, threshold),
@@ -143,7 +188,7 @@ def evaluate(config: Config, models: list[Path], events=None) -> EvalResult:
         metrics, curves, frame_tables, video_tables = _score_sets(config, detectors, sets, device, events)
 
     predictions = pd.concat(frame_tables, ignore_index=True)
-    predictions = predictions[[c for c in ("model", "set", "path", "video_id", "dataset", "method", "label",
+    predictions = predictions[[c for c in ("model", "set", "path", "source_path", "frame_index", "video_id", "dataset", "method", "label",
                                            "score", "prediction") if c in predictions.columns]]
     video_predictions = pd.concat(video_tables, ignore_index=True)
     predictions_path = atomic_write(out / "predictions.csv", lambda h: predictions.to_csv(h, index=False))
@@ -168,10 +213,20 @@ def _score_sets(config: Config, detectors: list, sets: list[EvalSet], device, ev
         events.log(f"{name}: threshold {threshold:.4f} ({source})", "evaluate")
         entry = {"path": str(detector.path), "threshold": threshold, "threshold_source": source, "sets": {}}
         for eval_set in sets:
-            frames = eval_set.rows.copy()
-            frames["score"] = score_crops(detector, frames, eval_set.root, ev.batch_size, ev.num_workers, device)
-            levels, videos = _levels(frames, threshold, config)
-            if ev.perturbations:
+            if eval_set.items is not None:
+                frames, faceless = _raw_frames(detector, eval_set.items, config, device, events)
+                if frames.empty:
+                    raise ConfigError(f"evaluation set '{eval_set.name}': no face found in any file")
+                levels, videos = _levels(frames, threshold, config, faceless)
+                levels["faceless_files"] = len(faceless)
+            else:
+                frames = eval_set.rows.copy()
+                frames["score"] = score_crops(detector, frames, eval_set.root, ev.batch_size, ev.num_workers, device)
+                levels, videos = _levels(frames, threshold, config)
+            if ev.perturbations and eval_set.items is not None:
+                events.warning(f"evaluate.perturbations apply to prepared crops; set '{eval_set.name}' is raw files",
+                               "evaluate")
+            elif ev.perturbations:
                 levels["perturbations"] = {"none": {"frame": _summary(levels["frame"]), "video": _summary(levels["video"])}}
                 for perturbation in ev.perturbations:
                     damaged = eval_set.rows.copy()

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from fakefinder.config import Config, ConfigError, FacesConfig
 from fakefinder.core.files import atomic_write, atomic_write_text
@@ -114,17 +113,6 @@ def face_settings(preprocessing: dict, overrides: dict, face_based: bool = True)
     return faces, notes
 
 
-def to_batch(crops: list[np.ndarray], size: int, mean, std) -> torch.Tensor:
-    """RGB crops -> a normalised NCHW batch at `size` (resized as the training loader resizes)."""
-    from PIL import Image
-
-    chunk = [c if c.shape[:2] == (size, size) else np.asarray(Image.fromarray(c).resize((size, size), Image.BICUBIC))
-             for c in crops]
-    mean = torch.tensor(mean).view(1, 3, 1, 1) * 255
-    std = torch.tensor(std).view(1, 3, 1, 1) * 255
-    return (torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).float() - mean) / std
-
-
 class FilePredictor:
     """What `predict` needs from a kind's predictor; the defaults are a binary detector's."""
 
@@ -164,18 +152,11 @@ class DetectorEnsemble(FilePredictor):
         self.preprocessing = self.detectors[0].preprocessing  # decode and detect as the first model was trained
         self.threshold = float(np.dot(self.weights, [d.threshold for d in self.detectors]))
 
-    @torch.no_grad()
     def _score(self, crops: list[np.ndarray], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """Weighted ensemble probability per crop, and each member's probabilities."""
-        member_scores = []
-        for detector in self.detectors:
-            info = detector.info
-            scores = []
-            for start in range(0, len(crops), batch_size):
-                x = to_batch(crops[start : start + batch_size], info["image_size"], info["mean"], info["std"])
-                scores.append(torch.sigmoid(detector.model(x.to(self.device)).float()).cpu().numpy())
-            member_scores.append(np.concatenate(scores))
-        members = np.stack(member_scores, axis=1)
+        from fakefinder.infer.scoring import score_pixels
+
+        members = np.stack([score_pixels(d, crops, batch_size, self.device) for d in self.detectors], axis=1)
         return members @ self.weights, members
 
     def predict_file(self, file_id: str, found, pc, threshold: float) -> tuple[dict, list[dict]]:

@@ -52,6 +52,28 @@ def load_detector(model: str | Path | Artifact, device: str | torch.device = "cp
                           artifact.classes)
 
 
+def to_batch(crops: list[np.ndarray], size: int, mean, std) -> torch.Tensor:
+    """RGB crops -> a normalised NCHW batch at `size` (resized as the training loader resizes)."""
+    from PIL import Image
+
+    chunk = [c if c.shape[:2] == (size, size) else np.asarray(Image.fromarray(c).resize((size, size), Image.BICUBIC))
+             for c in crops]
+    mean = torch.tensor(mean).view(1, 3, 1, 1) * 255
+    std = torch.tensor(std).view(1, 3, 1, 1) * 255
+    return (torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).float() - mean) / std
+
+
+@torch.no_grad()
+def score_pixels(detector: LoadedDetector, crops: list[np.ndarray], batch_size: int = 32,
+                 device: str | torch.device = "cpu") -> np.ndarray:
+    """Probability of 'fake' per RGB crop (decoded crops from `fakefinder.media.extract`)."""
+    info, scores = detector.info, []
+    for start in range(0, len(crops), batch_size):
+        x = to_batch(crops[start : start + batch_size], info["image_size"], info["mean"], info["std"])
+        scores.append(torch.sigmoid(detector.model(x.to(device)).float()).cpu().numpy())
+    return np.concatenate(scores) if scores else np.zeros(0)
+
+
 @torch.no_grad()
 def score_crops(detector: LoadedDetector, rows: pd.DataFrame, root: Path, batch_size: int = 64,
                 num_workers: int = 2, device: str | torch.device = "cpu", perturb=None) -> np.ndarray:

@@ -11,7 +11,8 @@ import pandas as pd
 import torch
 
 from fakefinder.config import Config, ConfigError
-from fakefinder.infer.predict import FilePredictor, to_batch
+from fakefinder.infer.predict import FilePredictor
+from fakefinder.infer.scoring import to_batch
 
 KIND = "image_classifier"
 

@@ -188,8 +188,9 @@ def evaluate(config: Config, models: list[Path], events=None) -> EvalResult:
         metrics, curves, frame_tables, video_tables = _score_sets(config, detectors, sets, device, events)
 
     predictions = pd.concat(frame_tables, ignore_index=True)
-    predictions = predictions[[c for c in ("model", "set", "path", "source_path", "frame_index", "video_id", "dataset", "method", "label",
-                                           "score", "prediction") if c in predictions.columns]]
+    columns = ("model", "set", "path", "source_path", "frame_index", "video_id", "dataset", "method", "label", "score",
+               "prediction")
+    predictions = predictions[[c for c in columns if c in predictions.columns]]
     video_predictions = pd.concat(video_tables, ignore_index=True)
     predictions_path = atomic_write(out / "predictions.csv", lambda h: predictions.to_csv(h, index=False))
     video_path = atomic_write(out / "video_predictions.csv", lambda h: video_predictions.to_csv(h, index=False))

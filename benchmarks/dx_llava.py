@@ -66,7 +66,7 @@ def main() -> int:
         final = Path(config.dx_llava.train.output_dir) / "final"
         result = {"steps": None, "seconds": None, "final": str(final), "parameters": None, "eval": None}
     else:
-        result = train(config)
+        result = train(config, overwrite=True)  # the benchmark's own run folder, made anew
     train_seconds = time.perf_counter() - started
     train_peak = peak_rss_mb()
 

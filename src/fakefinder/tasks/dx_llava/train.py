@@ -294,7 +294,7 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool = False) 
         seed=cfg.train.seed, data_seed=cfg.train.seed, dataloader_num_workers=cfg.train.num_workers,
         remove_unused_columns=False, report_to=report_to or "none", use_cpu=device == "cpu",
         tf32=cfg.train.tf32 if device == "cuda" else None, deepspeed=deepspeed_config(cfg.train.deepspeed),
-        disable_tqdm=not os.isatty(2), **_precision(cfg, device),
+        disable_tqdm=True, **_precision(cfg, device),  # progress goes out as events
     )
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                                data_collator=Collator(tokenizer.pad_token_id))

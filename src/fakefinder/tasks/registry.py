@@ -3,9 +3,10 @@
 A kind is a `Task`: its name, the config section it owns (if any), the defaults it changes, and
 the module that holds its functions, imported on first use:
 
-    train(config, resume=False, events=None)   -> a result with the artifact's path
-    load(artifacts, device, config)            -> a predictor for `fakefinder predict`
-    evaluate(config, models, events=None)      -> metrics, files and a report
+    train(config, resume=False, events=None, overwrite=False)  -> a result with the artifact's path
+    load(artifacts, device, config)       -> a predictor for `fakefinder predict` (infer.predict.FilePredictor)
+    evaluate(config, models, events=None) -> metrics, files and a report
+    default_model(config)                 -> where training that config leaves its artifact
 
 The CLI and the Python API dispatch on the kind a config names (`task:`) or an artifact records
 (`model.json: kind`), never on which files a folder holds. Adding a kind is a package of its own

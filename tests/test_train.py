@@ -512,6 +512,25 @@ def test_deepspeed_on_two_cpu_processes_matches_ddp_and_resumes_exactly(manifest
     for key, value in zero["ema"]["module"].items():
         assert torch.equal(final["ema"]["module"][key], value), key
 
+    # DeepSpeed unpickles its own files freely: each is read safely first, so a crafted one is refused
+    from fakefinder.core.checkpoint import CheckpointError
+    from fakefinder.engine import deepspeed_zero
+
+    tag = tmp_path / "resumed" / "run" / "deepspeed" / final["deepspeed"]
+    deepspeed_zero.vet(tag)  # what DeepSpeed really writes passes
+    marker = tmp_path / "ran"
+    crafted = tmp_path / "crafted"
+    shutil.copytree(tag, crafted)
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    torch.save({"optimizer_state_dict": Payload()}, crafted / "zero_pp_rank_0_mp_rank_00_optim_states.pt")
+    with pytest.raises(CheckpointError, match="refused to load .*optim_states.pt"):
+        deepspeed_zero.vet(crafted)
+    assert not marker.exists()
+
 
 def test_deepspeed_config_errors_name_the_key(tmp_path):
     from fakefinder.engine.deepspeed_zero import deepspeed_config

@@ -72,14 +72,15 @@ def _refusal_reason(message: str) -> str:
     return "not a weights-only file"
 
 
-def load_checkpoint(path: Path, map_location="cpu") -> dict:
+def load_checkpoint(path: Path, map_location="cpu", allow: tuple = ()) -> dict:
     """The checkpoint's dict; `CheckpointError` for a missing or unreadable file, or one that holds
-    any object but tensors and plain values (nothing of such a file is run)."""
+    any object but tensors and plain values (nothing of such a file is run). `allow` names further
+    plain data classes a caller's format needs (DeepSpeed's optimizer files hold three)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        with torch.serialization.safe_globals(_plain_array_globals()):
+        with torch.serialization.safe_globals([*_plain_array_globals(), *allow]):
             state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         detail = _refusal_reason(str(exc))

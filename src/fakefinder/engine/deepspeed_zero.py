@@ -118,11 +118,31 @@ def save(engine, output_dir: Path, tag: str) -> None:
     engine.save_checkpoint(str(Path(output_dir) / FOLDER), tag=tag, client_state={}, save_latest=False)
 
 
+def _plain_classes() -> tuple:
+    """The data-only classes DeepSpeed 0.19 pickles into its ZeRO optimizer files."""
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return LossScaler, ZeroStageEnum, fragment_address
+
+
+def vet(folder: Path) -> None:
+    """DeepSpeed unpickles its checkpoint files freely; read each one first with the weights-only
+    loader (tensors, plain values and DeepSpeed's three data classes), so a crafted file is refused
+    before DeepSpeed runs any of it."""
+    from fakefinder.core.checkpoint import load_checkpoint
+
+    for file in sorted(Path(folder).rglob("*.pt")):
+        load_checkpoint(file, allow=_plain_classes())
+
+
 def load(engine, output_dir: Path, tag: str, checkpoint: Path) -> None:
     folder = Path(output_dir) / FOLDER
     if not (folder / tag).is_dir():
         raise FileNotFoundError(f"{checkpoint} was written by a DeepSpeed run whose optimizer state {folder / tag} "
                                 "is missing; resume from a copy that has it")
+    vet(folder / tag)
     loaded, _ = engine.load_checkpoint(str(folder), tag=tag, load_optimizer_states=True,
                                        load_lr_scheduler_states=False)
     if loaded is None:

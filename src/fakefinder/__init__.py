@@ -1,4 +1,5 @@
-"""fakefinder: prepare, train, evaluate and serve deepfake detectors."""
+"""fakefinder: prepare, train, evaluate and serve deepfake detectors (and, on the same engine, image
+classifiers and DX-LLaVA)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 app = typer.Typer(
-    help="Prepare, train, evaluate and serve deepfake detectors.",
+    help="Prepare, train, evaluate and serve deepfake detectors, image classifiers and DX-LLaVA.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -163,7 +163,7 @@ def export(
     output: Annotated[Path, typer.Option("--output", "-o", help="model.onnx or model.pt (TorchScript).")],
     tolerance: Annotated[float, typer.Option(help="Largest allowed logit difference in the parity check.")] = 1e-4,
 ) -> None:
-    """Export a detector to ONNX or TorchScript, with a parity check against PyTorch."""
+    """Export a detector or image classifier to ONNX or TorchScript, with a parity check against PyTorch."""
     from fakefinder.infer.export import export as run_export
 
     try:

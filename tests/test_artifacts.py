@@ -222,6 +222,13 @@ def test_an_older_best_pt_loads_safely_and_converts(run, tmp_path):
     assert torch.equal(logits(load_detector(tmp_path / "converted").model), expected)
     from fakefinder.infer.predict import face_settings
 
+    from fakefinder.tasks.deepfake.artifact import convert_checkpoint
+
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "keep" / "notes.txt").write_text("mine")
+    with pytest.raises(ArtifactError, match="exists and is not a model artifact"):
+        convert_checkpoint(old, tmp_path / "keep")
+    assert (tmp_path / "keep" / "notes.txt").read_text() == "mine"  # a folder that is not an artifact is never replaced
     faces, notes = face_settings(converted.preprocessing, {"detector": "retinaface", "detect": True})
     assert faces.detector == "retinaface" and any("old_setting" in n for n in notes)
     with pytest.raises(ConfigError, match="predict.faces: unknown key"):
@@ -240,6 +247,11 @@ def test_a_model_trained_on_ready_crops_detects_faces_in_raw_videos(run, tmp_pat
     detected = fakefinder.predict(predict, events=seen.append).table.iloc[0]
     warnings = " ".join(e.message for e in seen if e.type == "warning")
     assert "trained on ready face crops" in warnings and "detected in the inputs with mtcnn" in warnings
+    from fakefinder.infer.predict import face_settings
+
+    _, notes = face_settings(json.loads((result.model_path / "model.json").read_text())["preprocessing"],
+                             {"detector": "mediapipe"})
+    assert "detected in the inputs with mediapipe" in notes[0]  # the detector that will run, overrides applied
     assert detected.faces > 0 and detected.reason == ""
     details = predict.model_copy(deep=True)
     details.predict.details = tmp_path / "d.csv"

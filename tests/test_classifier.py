@@ -114,6 +114,15 @@ def test_predicts_id_label_and_the_probabilities_evaluation_gave(trained, tmp_pa
     assert len(table) == 12
 
 
+def test_an_n_class_resume_state_is_not_taken_for_a_detector_checkpoint(trained):
+    from fakefinder.core.artifact import ArtifactError
+    from fakefinder.tasks import read_model
+
+    _, _, _, result = trained
+    with pytest.raises(ArtifactError, match="N-class run.*model/ folder"):
+        read_model(result.last_path)
+
+
 def test_exports_to_onnx_with_one_output_per_class(trained, tmp_path):
     from fakefinder.infer.export import export
 

@@ -93,3 +93,15 @@ def test_saved_config_round_trips(tmp_path):
     path = save_config(config, tmp_path / "config.yaml")
     again = load_config(path)
     assert again == config
+
+
+def test_assignments_are_checked_like_files():
+    config = config_from_dict({})
+    with pytest.raises(ConfigError, match="unknown config section 'trian'"):
+        config.trian = {"lr": 1}
+    with pytest.raises(ConfigError, match="unknown task 'nonsense'"):
+        config.task = "nonsense"
+    with pytest.raises(ConfigError, match=r"dx_llava\.train\.lr: Input should be greater than 0"):
+        config.dx_llava = {"train": {"lr": -1}}
+    with pytest.raises(ConfigError, match="task: Input should be a valid string"):
+        config_from_dict({"task": ["a"]})

@@ -426,7 +426,7 @@ class Config(Section):
             return handler(data)
         errors: list[dict] = []
         task = data.get("task", DEFAULT_TASK)
-        if _KIND_DEFAULTS and task not in _KIND_DEFAULTS:
+        if not isinstance(task, str) or (_KIND_DEFAULTS and task not in _KIND_DEFAULTS):
             errors.append({"type": "value_error", "loc": ("task",), "input": task,
                            "ctx": {"error": f"unknown task {task!r}; known kinds: {', '.join(known_kinds())}"}})
         elif isinstance(task, str):
@@ -453,9 +453,19 @@ class Config(Section):
         return result
 
     def __setattr__(self, name: str, value: Any) -> None:
+        """Assignments are checked like a file: a kind's section is validated (errors name it), an
+        unknown section or `task` is an error."""
         model = _KIND_SECTIONS.get(name)
         if model is not None and not isinstance(value, model):
-            value = model.model_validate(value)
+            try:
+                value = model.model_validate(value)
+            except ValidationError as exc:
+                lines = [f"  {name}.{_format_loc(e['loc'])}: {e['msg']}" for e in exc.errors()]
+                raise ConfigError("invalid configuration (assignment):\n" + "\n".join(lines)) from None
+        elif model is None and name not in type(self).model_fields and not name.startswith("_"):
+            raise ConfigError(f"unknown config section '{name}' (known: {', '.join([*type(self).model_fields, *_KIND_SECTIONS])})")
+        if name == "task" and _KIND_DEFAULTS and value not in _KIND_DEFAULTS:
+            raise ConfigError(f"unknown task {value!r}; known kinds: {', '.join(known_kinds())}")
         super().__setattr__(name, value)
 
     @model_validator(mode="after")

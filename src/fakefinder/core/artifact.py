@@ -147,6 +147,9 @@ def write_artifact(folder: str | Path, kind: str, architecture: dict, classes: l
     from safetensors.torch import save_file
 
     folder = Path(folder)
+    if folder.exists() and not (folder / META_FILE).is_file() and (not folder.is_dir() or any(folder.iterdir())):
+        raise ArtifactError(f"{folder} exists and is not a model artifact: an artifact replaces only an artifact; "
+                            "choose a new or empty folder")
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))
     try:

@@ -26,10 +26,12 @@ class CheckpointError(FakefinderError, RuntimeError):
 
 
 def _plain_array_globals() -> list:
-    """What unpickling a plain numpy array needs (older checkpoints hold numpy's RNG keys)."""
-    from numpy._core.multiarray import _reconstruct
-
-    return [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+    """What unpickling a plain numpy array needs (older checkpoints hold numpy's RNG keys), under the
+    names numpy 2 and numpy 1 pickled them with."""
+    core = getattr(np, "_core", None) or np.core
+    reconstruct = core.multiarray._reconstruct
+    return [reconstruct, (reconstruct, "numpy.core.multiarray._reconstruct"),
+            (reconstruct, "numpy._core.multiarray._reconstruct"), np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
 def rng_state() -> dict:

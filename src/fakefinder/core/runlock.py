@@ -69,7 +69,11 @@ class RunLock:
     def release(self) -> None:
         if self._fd is None:
             return
-        self.path.unlink(missing_ok=True)
+        try:
+            if os.fstat(self._fd).st_ino == os.stat(self.path).st_ino:  # still our file, not a later owner's
+                self.path.unlink()
+        except FileNotFoundError:
+            pass
         os.close(self._fd)
         self._fd = None
 

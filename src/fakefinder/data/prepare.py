@@ -216,9 +216,14 @@ def _prepare_lock(output_dir: Path, shard: tuple[int, int] | None) -> RunLock:
             lock.release()
             raise
         return lock
-    RunLock(output_dir, "prepare").acquire().release()  # refused while a whole run holds the folder
-    return RunLock(output_dir, f"prepare-shard-{shard[0]}-of-{shard[1]}", f"fakefinder prepare --shard "
-                   f"{shard[0]}/{shard[1]}").acquire()
+    lock = RunLock(output_dir, f"prepare-shard-{shard[0]}-of-{shard[1]}",
+                   f"fakefinder prepare --shard {shard[0]}/{shard[1]}").acquire()
+    try:  # then (never before: a whole run starting meanwhile would miss this shard's lock) no whole run
+        RunLock(output_dir, "prepare").acquire().release()
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def _prepare_locked(config: Config, events, shard_spec, merge_only: bool, retry_failed: bool,
@@ -234,7 +239,8 @@ def _prepare_locked(config: Config, events, shard_spec, merge_only: bool, retry_
     for warning in _split_warnings(items):
         events.warning(warning, "prepare")
     save_config(config, output_dir / "config.yaml")
-    remove_partials(output_dir)
+    if shard_spec is None or merge_only:  # shards share the folder: another shard's writes may be in flight
+        remove_partials(output_dir)
 
     if config.faces.detect and not merge_only:
         _check_detectors(config, events)

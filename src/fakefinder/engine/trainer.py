@@ -555,6 +555,13 @@ class Trainer:
         self._say("stopping after this step and saving a checkpoint (Ctrl-C again to abort)")
 
 
+def _continues(resume: bool | str | Path, output_dir: Path) -> bool:
+    """Whether a resume continues the run in `output_dir` (a checkpoint elsewhere starts a run there)."""
+    if isinstance(resume, (str, Path)):
+        return Path(resume).resolve().parent == Path(output_dir).resolve()
+    return bool(resume)
+
+
 def train(config: Config, data: TrainData, resume: bool | str | Path = False, events=None, save_model=None,
           overwrite: bool = False) -> TrainResult:
     """Train as `config` says; `resume=True` continues from `<output_dir>/last.pt` (or the backup
@@ -565,7 +572,8 @@ def train(config: Config, data: TrainData, resume: bool | str | Path = False, ev
     if int(os.environ.get("RANK", "0")) == 0:
         lock = RunLock(config.train.output_dir, "train", "fakefinder train").acquire()
         try:
-            guard_run_folder(config.train.output_dir, RUN_FILES, bool(resume), overwrite, "a training run")
+            guard_run_folder(config.train.output_dir, RUN_FILES, _continues(resume, config.train.output_dir), overwrite,
+                             "a training run")
         except BaseException:
             lock.release()
             raise

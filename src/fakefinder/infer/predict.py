@@ -99,15 +99,17 @@ def face_settings(preprocessing: dict, overrides: dict, face_based: bool = True)
         raise ConfigError(f"predict.faces: unknown key(s) {unknown}; face settings are {sorted(FacesConfig.model_fields)}")
     saved = dict(preprocessing.get("faces") or {})
     notes = []
-    if face_based and saved.get("detect") is False and "detect" not in overrides:
+    detecting_anew = face_based and saved.get("detect") is False and "detect" not in overrides
+    if detecting_anew:
         kept = {k: saved[k] for k in ("size", "square") if k in saved}
         saved = {**FacesConfig().model_dump(mode="json"), **kept}
-        notes.append(f"the model was trained on ready face crops (faces.detect: false): faces are detected in the "
-                     f"inputs with {saved['detector']} (fallback {saved['fallback']}); set predict.faces.detect=false "
-                     "when the inputs are face crops already")
     from fakefinder.config import section_from_saved
 
     faces, ignored = section_from_saved(FacesConfig, {**saved, **overrides}, "the model's face settings + predict.faces")
+    if detecting_anew:
+        notes.append(f"the model was trained on ready face crops (faces.detect: false): faces are detected in the "
+                     f"inputs with {faces.detector} (fallback {faces.fallback}); set predict.faces.detect=false "
+                     "when the inputs are face crops already")
     if ignored:
         notes.append(f"face settings this version does not know were ignored: {ignored}")
     return faces, notes

@@ -47,6 +47,9 @@ def artifact_from_checkpoint(path: str | Path) -> Artifact:
         raise ArtifactError(f"{path} is not a fakefinder detector checkpoint (no model weights and model info)")
     config = state.get("config") or {}
     info = state["model_info"]
+    if list(state.get("class_names") or CLASSES) != CLASSES or state.get("threshold") is None:
+        raise ArtifactError(f"{path} is the resume state of an N-class run, not a deepfake detector's best.pt: its "
+                            "model artifact is the run's model/ folder")
     meta = {"format": "fakefinder-model", "format_version": 1, "kind": KIND, "architecture": architecture(info),
             "classes": list(state.get("class_names") or CLASSES), "threshold": float(state.get("threshold", 0.5)),
             "preprocessing": preprocessing(config, info), "training": training_summary(state),

@@ -258,14 +258,14 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool = False) 
     # base LM) while the others wait; the Trainer then reuses this group
     dist_info, _ = distributed.setup("auto" if device == "cuda" else device)  # cuda:LOCAL_RANK
     if dist_info.is_main:
-        if overwrite:
-            clear_run(output, RUN_FILES)
         save_config(config, output / "config.yaml")
     else:
         distributed.barrier(dist_info)
     torch.manual_seed(cfg.train.seed)
     model, tokenizer, info = build_model(cfg, output)
     if dist_info.is_main:
+        if overwrite:  # only now: a config or model that fails to load never costs the old run
+            clear_run(output, RUN_FILES)
         distributed.barrier(dist_info)
     if cfg.train.stage == "projector":
         model.binary_loss_weight = 0.0
@@ -306,6 +306,11 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool = False) 
         checkpoint = resume if isinstance(resume, str) else _latest_checkpoint(output)
         if checkpoint is None:
             raise ConfigError(f"--resume: no checkpoint-* folder in {output}")
+    if checkpoint and cfg.train.deepspeed:  # DeepSpeed unpickles its files: read each safely first
+        from fakefinder.engine.deepspeed_zero import vet
+
+        for folder in sorted(Path(checkpoint).glob("global_step*")):
+            vet(folder)
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - started

@@ -462,7 +462,7 @@ def test_deepspeed_on_two_cpu_processes_matches_ddp_and_resumes_exactly(manifest
     ZeRO-2 (gradients and optimizer state split), ZeRO-1 with accumulation 2, and one clipped step. A ZeRO-2
     run stopped after an epoch and resumed reaches the uninterrupted run's weights exactly. (SGD: Adam's
     normalised steps would blow float-rounding differences in near-zero gradients up to +-lr.)"""
-    pytest.importorskip("deepspeed")
+    import deepspeed  # noqa: F401  (installed by the set-up)
     # a constant lr, so that stopping at max_steps does not reshape the schedule of the stopped run
     settings = dict(epochs=2, batch_size=2, grad_clip=None, ema=0.9, optimizer="sgd", lr=0.05, scheduler="constant",
                     warmup_epochs=0)

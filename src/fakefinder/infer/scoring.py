@@ -40,14 +40,15 @@ def load_detector(model: str | Path | Artifact, device: str | torch.device = "cp
     """A detector ready for inference from an artifact folder (or an older `best.pt`, converted
     safely): the selected weights and the decision threshold fitted on validation."""
     from fakefinder.tasks import read_model
-    from fakefinder.tasks.deepfake.artifact import KIND, build_network
+    from fakefinder.models import from_artifact
+    from fakefinder.tasks.deepfake.artifact import KIND
 
     artifact = model if isinstance(model, Artifact) else read_model(model)
     if artifact.kind != KIND:
         from fakefinder.core.artifact import ArtifactError
 
         raise ArtifactError(f"{artifact.path} holds a {artifact.kind} model, not a {KIND}")
-    network = build_network(artifact, device)
+    network = from_artifact(artifact, device)
     return LoadedDetector(network, artifact, float(artifact.threshold if artifact.threshold is not None else 0.5),
                           artifact.classes)
 

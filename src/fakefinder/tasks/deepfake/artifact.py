@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torch import nn
-
 from fakefinder.config import Config
 from fakefinder.core.artifact import Artifact, ArtifactError, training_summary, write_artifact
 from fakefinder.core.checkpoint import load_checkpoint
@@ -29,13 +27,6 @@ def preprocessing(config: dict, info: dict) -> dict:
                    "seek": data.get("seek", "auto")},
         "crop": {"format": prepare.get("image_format", "jpg"), "quality": prepare.get("jpeg_quality", 95)},
     }
-
-
-def build_network(artifact: Artifact, device="cpu", tta: bool = True) -> nn.Module:
-    """The detector with the artifact's weights (see `fakefinder.models.from_artifact`)."""
-    from fakefinder.models import from_artifact
-
-    return from_artifact(artifact, device, tta)
 
 
 def artifact_from_checkpoint(path: str | Path) -> Artifact:

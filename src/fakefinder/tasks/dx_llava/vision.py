@@ -94,7 +94,8 @@ def _fakefinder_tower(path: str, image_size: int | None) -> FeatureMapTower:
     detector's input size and normalisation come along."""
     from fakefinder.core.errors import FakefinderError
     from fakefinder.tasks import read_model
-    from fakefinder.tasks.deepfake.artifact import KIND, build_network
+    from fakefinder.models import from_artifact
+    from fakefinder.tasks.deepfake.artifact import KIND
 
     if not Path(path).exists():
         raise ConfigError(f"dx_llava.model.vision_tower: detector model not found: {path}")
@@ -104,7 +105,7 @@ def _fakefinder_tower(path: str, image_size: int | None) -> FeatureMapTower:
         raise ConfigError(f"dx_llava.model.vision_tower: {exc}") from None
     if artifact.kind != KIND:
         raise ConfigError(f"dx_llava.model.vision_tower: {path} holds a {artifact.kind} model, not a {KIND}")
-    detector = build_network(artifact, tta=False)
+    detector = from_artifact(artifact, tta=False)
     trunk = detector.backbone
     p = artifact.preprocessing
     tower = FeatureMapTower(trunk, trunk.num_features, image_size or int(p["input_size"]), p["mean"], p["std"])

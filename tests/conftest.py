@@ -42,22 +42,7 @@ def make_config(output: Path, datasets: list[dict], **sections):
 
 def make_crops(root: Path, groups: int = 12, size: int = 48, datasets: tuple[str, ...] = ("a",)) -> Path:
     """Face crops and a prepare-style manifest.csv (split by group: 60/20/20)."""
-    import pandas as pd
-    from PIL import Image
-
-    rows = []
-    for dataset in datasets:
-        for g in range(groups):
-            split = "train" if g < groups * 0.6 else "val" if g < groups * 0.8 else "test"
-            for label in ("real", "fake"):
-                face = synthetic.identity_face(g, fake=label == "fake")
-                rel = f"{dataset}/{split}/{label}/g{g:03d}/000000_0.jpg"
-                (root / rel).parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(face).resize((size, size)).save(root / rel, quality=95)
-                rows.append({"dataset": dataset, "video_id": f"{dataset}:g{g:03d}_{label}", "group": f"g{g}",
-                             "label": label, "method": label, "split": split, "frame_index": 0, "path": rel})
-    pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
-    return root / "manifest.csv"
+    return synthetic.make_prepared_crops(root, groups, size, datasets)
 
 
 def train_config(manifest: Path, output: Path, **train):

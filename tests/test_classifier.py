@@ -15,25 +15,12 @@ from PIL import Image
 
 import fakefinder
 from fakefinder.config import ConfigError, config_from_dict
+from fakefinder.data import synthetic
 from fakefinder.eval.metrics import multiclass_metrics
 from fakefinder.tasks.classify.data import ClassFolderError, read_class_folders
 
-COLOURS = {"red": (200, 30, 30), "green": (30, 180, 40), "blue": (40, 50, 210)}
-
-
-def make_class_folders(root: Path, per_split=(("train", 10), ("val", 4), ("test", 4)), seed: int = 0) -> Path:
-    """Each class a dominant colour with noise and a random bright square: learnable in seconds."""
-    rng = np.random.default_rng(seed)
-    for split, count in per_split:
-        for name, colour in COLOURS.items():
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                pixels = np.clip(np.array(colour) + rng.normal(0, 25, (40, 48, 3)), 0, 255).astype(np.uint8)
-                y, x = rng.integers(0, 30, 2)
-                pixels[y : y + 10, x : x + 10] = 255
-                Image.fromarray(pixels).save(folder / f"{name}_{i}.jpg", quality=95)
-    return root
+COLOURS = synthetic.CLASS_COLOURS
+make_class_folders = synthetic.make_class_folders
 
 
 def classifier_config(data: Path, out: Path, **train) -> "fakefinder.Config":

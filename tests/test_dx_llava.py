@@ -16,32 +16,20 @@ import peft  # noqa: E402,F401  (installed by the set-up)
 import transformers  # noqa: E402,F401
 
 from fakefinder.config import ConfigError, config_from_dict  # noqa: E402
+from fakefinder.data import synthetic  # noqa: E402
 from fakefinder.tasks.dx_llava import data as dxdata  # noqa: E402
 from fakefinder.tasks.dx_llava.tiny import build_char_tokenizer, tiny_clip_vision_config, tiny_llama_config  # noqa: E402
 
 
-def _conversation(label: int, i: int) -> list[dict]:
-    word = "fake" if label else "real"
-    return [{"from": "human", "value": "<image>\nIs this face real or fake?"},
-            {"from": "gpt", "value": f"Sample {i} looks {word}.\n### Answer: {word}"}]
+_conversation = synthetic.llava_conversation
 
 
 @pytest.fixture(scope="module")
 def dx_data(tmp_path_factory) -> dict:
     """12 images whose red channel tells the class, a LLaVA JSON about them, a char tokenizer."""
-    root = tmp_path_factory.mktemp("dx")
-    images = root / "images"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    items = []
-    for i in range(12):
-        label = i % 2
-        pixels = (rng.random((40, 32, 3)) * 255).astype("uint8")  # not square: exercises padding
-        pixels[..., 0] = 220 if label else 20
-        Image.fromarray(pixels).save(images / f"{i}.png")
-        items.append({"id": f"s{i}", "image": f"{i}.png", "conversations": _conversation(label, i)})
-    (root / "train.json").write_text(json.dumps(items))
-    return {"root": root, "images": images, "json": root / "train.json", "items": items,
+    root = synthetic.make_llava_set(tmp_path_factory.mktemp("dx"))
+    return {"root": root, "images": root / "images", "json": root / "train.json",
+            "items": json.loads((root / "train.json").read_text()),
             "tokenizer": build_char_tokenizer(root / "tokenizer")}
 
 

@@ -199,6 +199,48 @@ def demo(
     run_demo(output, workers=workers)
 
 
+@app.command()
+def serve(
+    data_dir: Annotated[Path, typer.Option(help="The job store, datasets and job folders.")] = Path("fakefinder-data"),
+    host: Annotated[str, typer.Option(help="Bind address; anything but loopback needs --token.")] = "127.0.0.1",
+    port: int = 8000,
+    token: Annotated[Optional[str], typer.Option(help="API token (default: $FAKEFINDER_TOKEN).")] = None,
+    executor: Annotated[str, typer.Option(help="local (worker processes here) or ray (a Ray cluster's job API).")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option(help="The Ray job API, e.g. http://127.0.0.1:8265.")] = None,
+    jobs_per_device: Annotated[int, typer.Option(help="Jobs running at once on each device.")] = 1,
+    device: Annotated[Optional[list[str]], typer.Option("--device", help="Devices to run jobs on (default: every GPU, else cpu).")] = None,
+    dataset_root: Annotated[Optional[list[Path]], typer.Option(help="Folders datasets may be read from (default: <data-dir>/datasets).")] = None,
+    output_root: Annotated[Optional[list[Path]], typer.Option(help="Folders exports may be written to (default: <data-dir>/exports).")] = None,
+    stop_timeout: Annotated[float, typer.Option(help="Seconds a graceful stop may take before it is forced.")] = 120.0,
+    demo_data: Annotated[bool, typer.Option("--demo-data", help="Write tiny datasets (faces, classes, dx) to try it.")] = False,
+) -> None:
+    """The training platform: REST API (OpenAPI at /docs), job queue and web UI on one port."""
+    import logging
+
+    import uvicorn
+
+    from fakefinder.platform.settings import ServeSettings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        settings = ServeSettings(data_dir=data_dir, host=host, port=port, token=token, executor=executor,
+                                 ray_address=ray_address, jobs_per_device=jobs_per_device, devices=device or None,
+                                 dataset_roots=dataset_root or [], output_roots=output_root or [],
+                                 stop_timeout_s=stop_timeout)
+    except (ValueError, *_user_errors()) as exc:
+        _fail(str(exc))
+    from fakefinder.platform.app import create_app
+
+    app_ = create_app(settings)
+    if demo_data:
+        from fakefinder.platform.samples import write_demo_datasets
+
+        for name, path in write_demo_datasets(settings.datasets_dir).items():
+            typer.echo(f"demo dataset {name}: {path}")
+    typer.echo(f"fakefinder serve: http://{host}:{port}/ (API docs at /docs; data in {settings.data_dir})")
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
 dx = typer.Typer(help="DX-LLaVA, the explainable detector: data, training, evaluation, merge, conversion.",
                  no_args_is_help=True)
 app.add_typer(dx, name="dx-llava")

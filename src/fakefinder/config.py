@@ -586,6 +586,12 @@ def _apply_override(tree: dict[str, Any], path: list[str | int], value: Any, tex
         node[last] = value
 
 
+def set_key(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Set dotted `key` (`train.lr`, `data.datasets.0.root`) in a config tree, as an override would."""
+    path, _ = parse_override(f"{key}=")
+    _apply_override(tree, path, value, f"{key}={value!r}")
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():

@@ -202,3 +202,69 @@ def make_csv_tree(root: Path, groups: int = 10, with_split: bool = True, size: i
             lines.append(f"{name},{label},g{g:03d}," + (split if with_split else ""))
     (root / "metadata.csv").write_text("\n".join(lines) + "\n")
     return root
+
+
+def make_prepared_crops(root: Path, groups: int = 12, size: int = 48, datasets: tuple[str, ...] = ("a",)) -> Path:
+    """Face crops and the manifest.csv `fakefinder prepare` would write for them (split by group:
+    60/20/20); returns the manifest's path."""
+    import pandas as pd
+
+    root = Path(root)
+    rows = []
+    for dataset in datasets:
+        for g in range(groups):
+            split = "train" if g < groups * 0.6 else "val" if g < groups * 0.8 else "test"
+            for label in ("real", "fake"):
+                rel = f"{dataset}/{split}/{label}/g{g:03d}/000000_0.jpg"
+                (root / rel).parent.mkdir(parents=True, exist_ok=True)
+                face = identity_face(g, fake=label == "fake")
+                Image.fromarray(face).resize((size, size)).save(root / rel, quality=95)
+                rows.append({"dataset": dataset, "video_id": f"{dataset}:g{g:03d}_{label}", "group": f"g{g}",
+                             "label": label, "method": label, "split": split, "frame_index": 0, "path": rel})
+    pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
+    return root / "manifest.csv"
+
+
+CLASS_COLOURS = {"red": (200, 30, 30), "green": (30, 180, 40), "blue": (40, 50, 210)}
+
+
+def make_class_folders(root: Path, per_split=(("train", 10), ("val", 4), ("test", 4)), seed: int = 0) -> Path:
+    """`root/<split>/<class>/*.jpg` for an image classifier: each class a dominant colour with noise
+    and a random bright square, learnable in seconds."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for split, count in per_split:
+        for name, colour in CLASS_COLOURS.items():
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                pixels = np.clip(np.array(colour) + rng.normal(0, 25, (40, 48, 3)), 0, 255).astype(np.uint8)
+                y, x = rng.integers(0, 30, 2)
+                pixels[y : y + 10, x : x + 10] = 255
+                Image.fromarray(pixels).save(folder / f"{name}_{i}.jpg", quality=95)
+    return root
+
+
+def llava_conversation(label: int, i: int) -> list[dict]:
+    word = "fake" if label else "real"
+    return [{"from": "human", "value": "<image>\nIs this face real or fake?"},
+            {"from": "gpt", "value": f"Sample {i} looks {word}.\n### Answer: {word}"}]
+
+
+def make_llava_set(root: Path, count: int = 12, splits: tuple[str, ...] = ("train",), seed: int = 0) -> Path:
+    """Images whose red channel tells the class (not square: padding is exercised) and one LLaVA
+    conversation JSON per split about them (`root/<split>.json`, images in `root/images`)."""
+    root = Path(root)
+    images = root / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    items = []
+    for i in range(count):
+        label = i % 2
+        pixels = (rng.random((40, 32, 3)) * 255).astype("uint8")
+        pixels[..., 0] = 220 if label else 20
+        Image.fromarray(pixels).save(images / f"{i}.png")
+        items.append({"id": f"s{i}", "image": f"{i}.png", "conversations": llava_conversation(label, i)})
+    for split in splits:
+        (root / f"{split}.json").write_text(json.dumps(items))
+    return root

@@ -7,6 +7,12 @@ the module that holds its functions, imported on first use:
     load(artifacts, device, config)       -> a predictor for `fakefinder predict` (infer.predict.FilePredictor)
     evaluate(config, models, events=None) -> metrics, files and a report
     default_model(config)                 -> where training that config leaves its artifact
+    dataset_settings(path)                -> the config keys that train on the dataset folder `path`
+    merge(artifact, output)               -> (kinds with `adapter`) the adapter folded into a standalone model
+
+A kind also names how the platform's short job form maps onto its config (`short_form`: a short key
+such as `epochs` -> its dotted config key), the key of its output folder (`output_key`), and the
+sections where an unqualified key of a request is looked up, in order (`option_sections`).
 
 The CLI and the Python API dispatch on the kind a config names (`task:`) or an artifact records
 (`model.json: kind`), never on which files a folder holds. Adding a kind is a package of its own
@@ -37,6 +43,10 @@ class Task:
     section: str | None = None  # the config section the kind owns
     section_model: type[Section] | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
+    short_form: dict[str, str] = field(default_factory=dict)  # short job key -> dotted config key
+    output_key: str = "train.output_dir"
+    option_sections: tuple[str, ...] = ("train", "model", "augment")
+    adapter: str | None = None  # the folder (in the artifact) holding a LoRA adapter, for kinds that train one
 
     def functions(self):
         return importlib.import_module(self.module)
@@ -53,6 +63,15 @@ class Task:
     def default_model(self, config: Config) -> Path:
         """Where a training run of this config leaves its model artifact."""
         return self.functions().default_model(config)
+
+    def dataset_settings(self, path: Path) -> dict[str, Any]:
+        """The dotted config keys (and values) that train this kind on the dataset at `path`."""
+        return self.functions().dataset_settings(Path(path))
+
+    def merge(self, artifact: Path, output: Path) -> Path:
+        if self.adapter is None:
+            raise ConfigError(f"{self.name} models have no adapter to merge")
+        return self.functions().merge(Path(artifact), Path(output))
 
 
 _TASKS: dict[str, Task] = {}

@@ -8,4 +8,7 @@ from fakefinder.tasks.registry import Task
 TASK = Task("image_classifier", "fakefinder.tasks.classify.task", "N-class image classifier (timm backbone)",
             section="classifier", section_model=ClassifierConfig,
             defaults={"model": {"name": "resnet50", "pretrained": True, "image_size": 224},
-                      "train": {"lr": 1e-4, "epochs": 15, "batch_size": 16, "output_dir": "output/classifier"}})
+                      "train": {"lr": 1e-4, "epochs": 15, "batch_size": 16, "output_dir": "output/classifier"}},
+            short_form={"base_model": "model.name", "dataset_path": "classifier.data_dir", "epochs": "train.epochs",
+                        "batch_size": "train.batch_size", "learning_rate": "train.lr"},
+            option_sections=("classifier", "train", "model", "augment"))

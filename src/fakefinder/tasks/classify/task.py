@@ -21,6 +21,10 @@ def default_model(config: Config) -> Path:
     return Path(config.train.output_dir) / "model"
 
 
+def dataset_settings(path: Path) -> dict:
+    return {"classifier.data_dir": str(path)}
+
+
 def _folders(config: Config):
     from fakefinder.tasks.classify.data import read_class_folders
 

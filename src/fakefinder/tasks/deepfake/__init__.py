@@ -4,4 +4,6 @@ on validation. Trained by the shared loop (`fakefinder.engine`) on a prepared ma
 
 from fakefinder.tasks.registry import Task
 
-TASK = Task("deepfake_detector", "fakefinder.tasks.deepfake.task", "binary real/fake detector on face crops")
+TASK = Task("deepfake_detector", "fakefinder.tasks.deepfake.task", "binary real/fake detector on face crops",
+            short_form={"base_model": "model.name", "dataset_path": "train.manifest", "epochs": "train.epochs",
+                        "batch_size": "train.batch_size", "learning_rate": "train.lr"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fakefinder.config import Config
+from fakefinder.config import Config, ConfigError
 
 
 def train_data(config: Config):
@@ -48,6 +48,16 @@ def evaluate(config: Config, models: list[Path], events=None):
 
 def default_model(config: Config) -> Path:
     return Path(config.train.output_dir) / "model"
+
+
+def dataset_settings(path: Path) -> dict:
+    """A prepared folder (its manifest.csv or .parquet) or a manifest file."""
+    if path.is_dir():
+        found = [path / name for name in ("manifest.csv", "manifest.parquet") if (path / name).is_file()]
+        if not found:
+            raise ConfigError(f"{path} holds no manifest.csv: prepare the dataset first")
+        path = found[0]
+    return {"train.manifest": str(path)}
 
 
 def manifest_path(config: Config) -> Path:

@@ -47,5 +47,34 @@ def evaluate(config: Config, models: list[Path], events=None) -> dict:
     return results
 
 
+def dataset_settings(path: Path) -> dict:
+    """A folder of LLaVA JSON files (train.json, val.json or eval.json, test.json, as `fakefinder
+    dx-llava make-data` writes them) with its images in `images/` (else where image_folder.txt
+    says, else beside the JSON), or one JSON file."""
+    if not path.is_dir():
+        return {"dx_llava.data.train_json": str(path)}
+    if not (path / "train.json").is_file():
+        raise ConfigError(f"{path} holds no train.json (LLaVA conversations)")
+    settings = {"dx_llava.data.train_json": str(path / "train.json")}
+    for name in ("val.json", "eval.json"):
+        if (path / name).is_file():
+            settings["dx_llava.data.eval_json"] = str(path / name)
+            break
+    if (path / "test.json").is_file():
+        settings["dx_llava.data.test_json"] = str(path / "test.json")
+    pointer = path / "image_folder.txt"
+    images = path / "images" if (path / "images").is_dir() else \
+        Path(pointer.read_text().strip()) if pointer.is_file() else path
+    settings["dx_llava.data.image_folder"] = str(images)
+    return settings
+
+
 def default_model(config: Config) -> Path:
     return Path(config.dx_llava.train.output_dir) / "final"
+
+
+def merge(artifact: Path, output: Path) -> Path:
+    """A LoRA / QLoRA model folded into a standalone model at `output`."""
+    from fakefinder.tasks.dx_llava.model import merge_lora
+
+    return merge_lora(artifact, output)

@@ -5,8 +5,11 @@ what trains, exact resume, DeepSpeed ZeRO-2/3 from the shipped JSON files, torch
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
+import threading
 import time
 from importlib import resources
 from pathlib import Path
@@ -176,8 +179,9 @@ def evaluate_losses(model, dataset, collator, batch_size: int, device, prefix: s
     return metrics
 
 
-def _events_callback(events):
-    """Training progress (a step of the total, with its ETA) and each logged row as events."""
+def _events_callback(events, stop: threading.Event):
+    """Training progress (a step of the total, with its ETA) and each logged row as events; when
+    `stop` is set, a checkpoint is saved at the end of the step and training stops."""
     from transformers import TrainerCallback
 
     class EventsCallback(TrainerCallback):
@@ -189,6 +193,9 @@ def _events_callback(events):
         def on_step_end(self, args, state, control, **kwargs):
             if self.stage is not None:
                 self.stage.advance(state.global_step - self.stage.step)
+            if stop.is_set():
+                control.should_save = True
+                control.should_training_stop = True
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             events.metrics("dx-llava", {"step": state.global_step, **(logs or {})})
@@ -198,6 +205,28 @@ def _events_callback(events):
                 events.end(self.stage)
 
     return EventsCallback()
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event, events):
+    """SIGTERM / Ctrl-C (on the main thread) set `stop`: the step ends, a checkpoint is saved, the
+    run returns; a second one stops at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_signal(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        events.log("stopping after this step and saving a checkpoint (Ctrl-C again to abort)", "train")
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _latest_checkpoint(output: Path) -> str | None:
@@ -298,23 +327,33 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool = False) 
     )
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                                data_collator=Collator(tokenizer.pad_token_id))
-    trainer.add_callback(_events_callback(events))
+    stop = threading.Event()
+    trainer.add_callback(_events_callback(events, stop))
     trainer.dx = {"cfg": cfg, "tokenizer": tokenizer, "info": info, "config": config, "events": events,
                   "group_by_length": cfg.data.group_by_length}
     checkpoint = None
     if resume:
         checkpoint = resume if isinstance(resume, str) else _latest_checkpoint(output)
         if checkpoint is None:
-            raise ConfigError(f"--resume: no checkpoint-* folder in {output}")
+            events.log(f"nothing to resume in {output} (no checkpoint-* folder): a fresh run", "train")
     if checkpoint and cfg.train.deepspeed:  # DeepSpeed unpickles its files: read each safely first
         from fakefinder.engine.deepspeed_zero import vet
 
         for folder in sorted(Path(checkpoint).glob("global_step*")):
             vet(folder)
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    with _stop_on_signals(stop, events):
+        result = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - started
     final = output / "final"
+    if stop.is_set():
+        distributed.teardown(dist_info)
+        events.log(f"stopped at step {result.global_step}: saved checkpoint-{result.global_step} "
+                   "(resume with --resume)", "train")
+        return {"output": str(output), "final": None, "steps": result.global_step, "stopped": "interrupted",
+                "train_loss": result.training_loss, "seconds": seconds, "parameters": counts, "eval": {},
+                "data": {"train": train_report, "eval": eval_report}, "info": info,
+                "history": trainer.state.log_history}
     with gathered_for_saving(model, cfg):
         if trainer.args.should_save:
             save_model(model, tokenizer, cfg, info, final, config)

@@ -1,0 +1,288 @@
+"""The job queue: starts queued jobs in order as device slots free up, reads each worker's output
+into the store (logs, progress, metrics, result), settles how each job ended, stops and resumes
+jobs, and after a restart picks up what the previous instance left."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+from fakefinder.platform.executors import Executor, describe_exit
+from fakefinder.platform.paths import Conflict, NotFound
+from fakefinder.platform.store import FINISHED, JobStore
+from fakefinder.platform.worker import EVENT_MARK, STOPPED
+
+log = logging.getLogger("fakefinder.platform")
+_EPOCH = re.compile(r"epoch (\d+)/(\d+)")
+RESUMABLE = ("cancelled", "interrupted", "failed")
+
+
+def find_devices(settings) -> list[str]:
+    if settings.devices:
+        return list(settings.devices)
+    try:
+        import torch
+
+        count = torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - no usable CUDA: the CPU
+        count = 0
+    return [f"cuda:{i}" for i in range(count)] or ["cpu"]
+
+
+def gpus_for(spec: dict) -> int:
+    """The GPUs a job asks for: `num_gpus` in the request, else by the device its config names."""
+    if spec.get("num_gpus") is not None:
+        return int(spec["num_gpus"])
+    config = spec.get("config") or {}
+    devices = [str(section.get("device", "auto")) for section in (
+        config.get("train", {}), (config.get("dx_llava") or {}).get("train", {}))]
+    return 1 if any(d.startswith("cuda") for d in devices) else 0
+
+
+class JobManager:
+    def __init__(self, settings, store: JobStore, executor: Executor) -> None:
+        self.settings, self.store, self.executor = settings, store, executor
+        self.devices = find_devices(settings)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ life cycle
+    def start(self) -> None:
+        self.recover()
+        self._thread = threading.Thread(target=self._loop, name="fakefinder-jobs", daemon=True)
+        self._thread.start()
+
+    def close(self, stop_running: bool = True, timeout: float = 30.0) -> None:
+        """Stop the loop; running local workers are asked to save and stop, then marked interrupted."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if not stop_running or self.executor.name != "local":
+            self.executor.close()
+            return
+        running = self.store.in_state("running")
+        for job in running:
+            if job["ref"]:
+                self.executor.stop(job["ref"])
+        deadline = time.time() + timeout
+        for job in running:
+            while job["ref"] and self.executor.poll(job["ref"]).running and time.time() < deadline:
+                time.sleep(0.2)
+            if job["ref"] and self.executor.poll(job["ref"]).running:
+                self.executor.kill(job["ref"])
+            self._ingest(self.store.get(job["id"]))
+            self.store.transition(job["id"], ("running",), state="interrupted", finished_at=time.time(),
+                                  error="the server stopped while the job ran: resume it to continue")
+        self.executor.close()
+
+    def recover(self) -> None:
+        """After a restart: a job whose worker still runs is followed again; one whose worker is
+        gone is `interrupted` (resume continues it from its last checkpoint)."""
+        for job in self.store.in_state("running"):
+            status = self.executor.poll(job["ref"]) if job["ref"] else None
+            if status is not None and status.running:
+                log.info("job %s: following its worker again", job["id"])
+                continue
+            self._ingest(job)
+            job = self.store.get(job["id"])
+            result = job["result"] or {}
+            if result and result.get("stopped", "completed") != "interrupted" and not job["error"]:
+                self.store.transition(job["id"], ("running",), state="succeeded", finished_at=time.time())
+                continue  # it finished while no server watched: its result says so
+            self.store.transition(job["id"], ("running",), state="interrupted", finished_at=time.time(),
+                                  error="the server stopped while the job ran: resume it to continue")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - the queue must outlive any one job's trouble
+                log.exception("job loop")
+            self._wake.wait(self.settings.poll_interval_s)
+            self._wake.clear()
+
+    def tick(self) -> None:
+        with self._lock:
+            for job in self.store.in_state("running"):
+                self._follow(job)
+            self._schedule()
+
+    # ------------------------------------------------------------------ scheduling
+    def slots(self) -> list[dict]:
+        busy: dict[str, int] = {}
+        for job in self.store.in_state("running"):
+            busy[job["device"]] = busy.get(job["device"], 0) + 1
+        return [{"name": d, "slots": self.settings.jobs_per_device, "busy": busy.get(d, 0)} for d in self.devices]
+
+    def _schedule(self) -> None:
+        queued = self.store.in_state("queued")
+        if not queued:
+            return
+        free = [s["name"] for s in self.slots() for _ in range(s["slots"] - s["busy"])]
+        for job, device in zip(queued, free):
+            self._launch(job, device)
+
+    def _launch(self, job: dict, device: str) -> None:
+        folder = Path(job["folder"])
+        folder.mkdir(parents=True, exist_ok=True)
+        spec = {**job["spec"], "task_id": job["id"], "type": job["type"], "kind": job["kind"], "folder": str(folder),
+                "resume": bool(job["resume"])}
+        (folder / "job.json").write_text(json.dumps(spec, indent=1))
+        env = {"PYTHONUNBUFFERED": "1", "FAKEFINDER_JOB": job["id"], "FAKEFINDER_EXECUTOR": self.executor.name}
+        if device.startswith("cuda:"):
+            env["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
+        command = [sys.executable, "-m", "fakefinder.platform.worker", str(folder / "job.json")]
+        resources = {"num_cpus": 1, "num_gpus": gpus_for(spec)}
+        if not self.store.transition(job["id"], ("queued",), state="running", started_at=time.time(), device=device,
+                                     executor=self.executor.name, attempts=job["attempts"] + 1, output_offset=0,
+                                     stop_requested=None, exit_code=None, error=None):
+            return  # stopped meanwhile
+        try:
+            ref = self.executor.submit(job["id"], command, env, folder, folder / "worker.log", resources)
+        except Exception as exc:  # noqa: BLE001 - the job fails with the reason, the queue goes on
+            self.store.update(job["id"], state="failed", finished_at=time.time(), error=f"could not start: {exc}")
+            return
+        self.store.update(job["id"], ref=ref)
+
+    # ------------------------------------------------------------------ following a worker
+    def _follow(self, job: dict) -> None:
+        if not job["ref"]:
+            return
+        status = self.executor.poll(job["ref"])
+        self._ingest(job)
+        if status.running:
+            if job["stop_requested"] and time.time() - job["stop_requested"] > self.settings.stop_timeout_s:
+                log.warning("job %s did not stop within %.0f s: killing it", job["id"], self.settings.stop_timeout_s)
+                self.executor.kill(job["ref"])
+            return
+        self._ingest(self.store.get(job["id"]))  # what it wrote last
+        self._settle(self.store.get(job["id"]), status)
+
+    def _settle(self, job: dict, status) -> None:
+        code = status.returncode
+        fields = {"finished_at": time.time(), "exit_code": code}
+        if code == 0 and not job["stop_requested"]:
+            state = "succeeded"
+        elif job["stop_requested"]:
+            state = "cancelled"
+            fields["error"] = None if code == STOPPED else (job["error"] or "stopped by force after the stop timeout")
+        elif code == STOPPED:
+            state = "interrupted"  # stopped by a signal nobody on the platform sent
+            fields["error"] = "the worker was stopped from outside; resume it to continue"
+        else:
+            state = "failed"
+            reason = status.reason or describe_exit(code)
+            fields["error"] = job["error"] if job["error"] and code is not None and code > 0 else (
+                f"{reason}" + (f"; last error: {job['error']}" if job["error"] else ""))
+        self.store.transition(job["id"], ("running",), state=state, **fields)
+        self._wake.set()
+
+    def _ingest(self, job: dict | None) -> None:
+        """The worker's new output: log lines, and events into progress, metrics, result, error."""
+        if job is None or not job["ref"]:
+            return
+        try:
+            text, offset = self.executor.read_output(job["ref"], job["output_offset"])
+        except Exception as exc:  # noqa: BLE001 - a cluster that does not answer now may later
+            log.warning("job %s: cannot read its output: %s", job["id"], exc)
+            return
+        if not text:
+            return
+        lines, history = [], []
+        progress, latest, fields = dict(job["progress"]), dict(job["metrics"]), {}
+        now = time.time()
+        for line in text.splitlines():
+            if not line.startswith(EVENT_MARK):
+                lines.append((now, line))
+                continue
+            try:
+                event = json.loads(line[len(EVENT_MARK):])
+            except json.JSONDecodeError:
+                lines.append((now, line))
+                continue
+            kind, stage = event.get("type"), event.get("stage") or ""
+            if kind in ("stage", "progress", "end"):
+                progress = _progress(event)
+            elif kind == "metrics":
+                data = {k: v for k, v in (event.get("data") or {}).items() if _is_value(v)}
+                history.append((event.get("time", now), stage, data))
+                latest.update({k: v for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            elif kind == "result" and stage == "job":
+                fields["result"] = event.get("data")
+            elif kind == "error":
+                fields["error"] = event.get("message")
+        self.store.add_output(job["id"], lines, history, offset, progress=progress, metrics=latest, **fields)
+
+    # ------------------------------------------------------------------ requests
+    def stop(self, job_id: str, force: bool = False) -> dict:
+        job = self._job(job_id)
+        if job["state"] == "queued":
+            if self.store.transition(job_id, ("queued",), state="cancelled", finished_at=time.time()):
+                return self.store.get(job_id)
+            job = self.store.get(job_id)
+        if job["state"] != "running":
+            raise Conflict(f"job {job_id} is {job['state']}: only a queued or running job can be stopped", "task_id")
+        if not job["stop_requested"]:
+            self.store.update(job_id, stop_requested=time.time())
+        if job["ref"]:
+            (self.executor.kill if force else self.executor.stop)(job["ref"])
+        self._wake.set()
+        return self.store.get(job_id)
+
+    def resume(self, job_id: str) -> dict:
+        job = self._job(job_id)
+        if job["type"] != "train":
+            raise Conflict(f"job {job_id} is a {job['type']} job: only training jobs resume (start it again)", "task_id")
+        if not self.store.transition(job_id, RESUMABLE, state="queued", resume=1, finished_at=None, error=None,
+                                     exit_code=None, stop_requested=None, ref=None, progress={}):
+            raise Conflict(f"job {job_id} is {job['state']}: only a {', '.join(RESUMABLE)} job resumes", "task_id")
+        self._wake.set()
+        return self.store.get(job_id)
+
+    def delete(self, job_id: str) -> None:
+        job = self._job(job_id)
+        if job["state"] not in FINISHED:
+            raise Conflict(f"job {job_id} is {job['state']}: stop it before deleting it", "task_id")
+        self.store.delete(job_id)
+        folder = Path(job["folder"])
+        if folder.is_dir() and folder.parent == self.settings.jobs_dir:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _job(self, job_id: str) -> dict:
+        job = self.store.get(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id!r}", "task_id")
+        return job
+
+
+def _is_value(value) -> bool:
+    return value is None or isinstance(value, (int, float, str, bool))
+
+
+def _progress(event: dict) -> dict:
+    stage, step, total = event.get("stage") or "", event.get("step"), event.get("total")
+    progress = {"stage": stage, "step": step, "total": total, "eta_s": event.get("eta_s"), "epoch": None,
+                "epochs": None, "fraction": None}
+    if event.get("type") == "end" and total:
+        step = progress["step"] = total
+    within = step / total if step is not None and total else None
+    match = _EPOCH.search(stage)
+    if match:
+        epoch, epochs = int(match.group(1)), int(match.group(2))
+        progress.update(epoch=epoch, epochs=epochs)
+        progress["fraction"] = min(1.0, ((epoch - 1) + (within or 0.0)) / epochs) if epochs else None
+    elif within is not None:
+        progress["fraction"] = min(1.0, within)
+    return progress

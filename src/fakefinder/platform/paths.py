@@ -1,0 +1,57 @@
+"""Paths from requests, confined to the platform's roots: no `..`, no absolute path elsewhere, no
+symlink that leads out."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fakefinder.core.errors import FakefinderError
+
+
+class RequestError(FakefinderError, ValueError):
+    """A request the platform refuses; `field` names what was wrong (the REST layer answers 4xx)."""
+
+    def __init__(self, message: str, field: str | None = None, status: int = 422) -> None:
+        super().__init__(message)
+        self.field, self.status = field, status
+
+
+class NotFound(RequestError):
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message, field, 404)
+
+
+class Conflict(RequestError):
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message, field, 409)
+
+
+def within(path: Path, root: Path) -> bool:
+    try:
+        return os.path.commonpath([str(path), str(root)]) == str(root)
+    except ValueError:
+        return False
+
+
+def confine(value: str | os.PathLike, roots: list[Path], field: str, must_exist: bool = False) -> Path:
+    """`value` (relative to the first root, or absolute) as a real path inside one of `roots`."""
+    text = os.fspath(value)
+    if not text or "\x00" in text:
+        raise RequestError(f"{field}: an empty or malformed path", field)
+    raw = Path(text)
+    if ".." in raw.parts:
+        raise RequestError(f"{field}: '..' is not allowed in a path ({text})", field)
+    candidates = [raw] if raw.is_absolute() else [root / raw for root in roots]
+    for candidate in candidates:
+        real = Path(os.path.realpath(candidate))  # follows every symlink on the way
+        for root in roots:
+            if within(real, Path(os.path.realpath(root))):
+                if must_exist and not real.exists():
+                    continue
+                return real
+    if must_exist and any(Path(os.path.realpath(c)).exists() for c in candidates):
+        raise RequestError(f"{field}: {text} is outside the allowed folders ({', '.join(map(str, roots))})", field)
+    if must_exist:
+        raise RequestError(f"{field}: {text} not found in {', '.join(map(str, roots))}", field)
+    raise RequestError(f"{field}: {text} is outside the allowed folders ({', '.join(map(str, roots))})", field)

@@ -1,0 +1,36 @@
+"""Tiny datasets for trying the platform (`fakefinder serve --demo-data`): face crops for a
+detector, class folders for a classifier, LLaVA conversations (and a tiny tokenizer) for DX-LLaVA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fakefinder.data import synthetic
+
+DEMO_DATASETS = ("faces", "classes", "dx")
+
+
+def write_demo_datasets(root: Path) -> dict[str, Path]:
+    """Each demo dataset into `root/<name>` (one that is there already is kept)."""
+    root = Path(root)
+    written = {}
+    for name in DEMO_DATASETS:
+        folder = root / name
+        if not folder.exists():
+            staging = root / f".demo-{name}"
+            _write(name, staging)
+            staging.rename(folder)
+        written[name] = folder
+    return written
+
+
+def _write(name: str, folder: Path) -> None:
+    if name == "faces":
+        synthetic.make_prepared_crops(folder, groups=10, size=48)
+    elif name == "classes":
+        synthetic.make_class_folders(folder, per_split=(("train", 8), ("val", 4), ("test", 4)))
+    else:
+        from fakefinder.tasks.dx_llava.tiny import build_char_tokenizer
+
+        synthetic.make_llava_set(folder, count=12, splits=("train", "val", "test"))
+        build_char_tokenizer(folder / "tokenizer")

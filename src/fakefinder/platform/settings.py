@@ -1,0 +1,81 @@
+"""What a platform instance is configured with: its data folder, bind address, token, roots, slots."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fakefinder.core.errors import FakefinderError
+
+
+class SettingsError(FakefinderError, ValueError):
+    """A platform setting that cannot work (e.g. no token on a public address)."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ServeSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data_dir: Path = Field(default=Path("fakefinder-data"), description="The job store, datasets, job folders.")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    token: str | None = Field(default=None, description="API token; required when bound to a non-loopback host.")
+    dataset_roots: list[Path] = Field(default_factory=list, description="Where datasets may be read (default: <data_dir>/datasets).")
+    output_roots: list[Path] = Field(default_factory=list, description="Where exports may be written (default: <data_dir>/exports).")
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = Field(default=None, description="The Ray cluster's job API, e.g. http://127.0.0.1:8265.")
+    devices: list[str] | None = Field(default=None, description="Default: every CUDA device, else cpu.")
+    jobs_per_device: int = Field(default=1, ge=1)
+    stop_timeout_s: float = Field(default=120.0, gt=0, description="A graceful stop is forced after this long.")
+    poll_interval_s: float = Field(default=0.5, gt=0)
+    upload_max_bytes: int = Field(default=2 << 30, ge=1)
+    upload_max_files: int = Field(default=100_000, ge=1)
+    upload_max_ratio: float = Field(default=200.0, gt=1)
+
+    def model_post_init(self, __context) -> None:
+        self.data_dir = Path(self.data_dir).resolve()
+        if not self.dataset_roots:
+            self.dataset_roots = [self.data_dir / "datasets"]
+        if not self.output_roots:
+            self.output_roots = [self.data_dir / "exports"]
+        self.dataset_roots = [Path(p).resolve() for p in self.dataset_roots]
+        self.output_roots = [Path(p).resolve() for p in self.output_roots]
+        if self.token is None:
+            self.token = os.environ.get("FAKEFINDER_TOKEN") or None
+        if not is_loopback(self.host) and not self.token:
+            raise SettingsError(f"serving on {self.host} (not loopback) needs an API token: pass --token or set "
+                                "FAKEFINDER_TOKEN; every request then sends 'Authorization: Bearer <token>'")
+        if self.executor == "ray" and not self.ray_address:
+            raise SettingsError("--executor ray needs --ray-address (the cluster's job API, e.g. http://127.0.0.1:8265)")
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.dataset_roots[0]
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.output_roots[0]
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "platform.sqlite"
+
+    def make_dirs(self) -> None:
+        for folder in (self.data_dir, self.jobs_dir, self.data_dir / "uploads", *self.dataset_roots, *self.output_roots):
+            folder.mkdir(parents=True, exist_ok=True)

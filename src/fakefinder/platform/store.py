@@ -1,0 +1,172 @@
+"""The job store: one SQLite file holding every job (spec, state, progress, result), its log lines
+and its metric history. Safe from many threads (a connection each) and across restarts."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
+FINISHED = ("succeeded", "failed", "cancelled", "interrupted")
+JOB_TYPES = ("train", "prepare", "evaluate", "predict", "merge")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, number INTEGER NOT NULL, name TEXT, type TEXT NOT NULL, kind TEXT,
+    state TEXT NOT NULL, spec TEXT NOT NULL, created_at REAL NOT NULL, started_at REAL, finished_at REAL,
+    progress TEXT NOT NULL DEFAULT '{}', metrics TEXT NOT NULL DEFAULT '{}', result TEXT, error TEXT,
+    device TEXT, executor TEXT, ref TEXT, output_offset INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0, stop_requested REAL, resume INTEGER NOT NULL DEFAULT 0,
+    exit_code INTEGER, folder TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, number);
+CREATE TABLE IF NOT EXISTS logs (job_id TEXT NOT NULL, seq INTEGER NOT NULL, time REAL NOT NULL, text TEXT NOT NULL,
+                                 PRIMARY KEY (job_id, seq));
+CREATE TABLE IF NOT EXISTS metrics (job_id TEXT NOT NULL, seq INTEGER NOT NULL, time REAL NOT NULL,
+                                    stage TEXT, data TEXT NOT NULL, PRIMARY KEY (job_id, seq));
+"""
+_JSON_COLUMNS = ("spec", "progress", "metrics", "result")
+
+
+class JobStore:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._write = threading.Lock()  # one writer at a time inside this process
+        with self._conn() as conn:
+            conn.executescript(_SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    def _run(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
+        with self._write:
+            return self._conn().execute(sql, args)
+
+    # ------------------------------------------------------------------ jobs
+    @staticmethod
+    def new_id() -> str:
+        return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+    def create(self, type: str, kind: str | None, name: str | None, spec: dict, folder_root: Path,
+               job_id: str | None = None) -> dict:
+        job_id = job_id or self.new_id()
+        with self._write:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                number = conn.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM jobs").fetchone()[0]
+                conn.execute(
+                    "INSERT INTO jobs (id, number, name, type, kind, state, spec, created_at, folder) "
+                    "VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+                    (job_id, number, name or f"{kind or type}-{number}", type, kind, json.dumps(spec), time.time(),
+                     str(Path(folder_root) / job_id)))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> dict | None:
+        row = self._conn().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _job(row) if row else None
+
+    def list(self, state: str | None = None, kind: str | None = None, type: str | None = None) -> list[dict]:
+        sql, args = "SELECT * FROM jobs WHERE 1=1", []
+        for column, value in (("state", state), ("kind", kind), ("type", type)):
+            if value:
+                sql += f" AND {column} = ?"
+                args.append(value)
+        return [_job(r) for r in self._conn().execute(sql + " ORDER BY number DESC", args)]
+
+    def in_state(self, *states: str) -> list[dict]:
+        marks = ",".join("?" * len(states))
+        rows = self._conn().execute(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY number", states)
+        return [_job(r) for r in rows]
+
+    def update(self, job_id: str, **fields: Any) -> None:
+        if not fields:
+            return
+        values = [json.dumps(v) if k in _JSON_COLUMNS and v is not None else v for k, v in fields.items()]
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        self._run(f"UPDATE jobs SET {sets} WHERE id = ?", (*values, job_id))
+
+    def transition(self, job_id: str, from_states: tuple[str, ...], **fields: Any) -> bool:
+        """Update only while the job is in one of `from_states` (atomically); whether it was."""
+        values = [json.dumps(v) if k in _JSON_COLUMNS and v is not None else v for k, v in fields.items()]
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        marks = ",".join("?" * len(from_states))
+        cursor = self._run(f"UPDATE jobs SET {sets} WHERE id = ? AND state IN ({marks})",
+                           (*values, job_id, *from_states))
+        return cursor.rowcount == 1
+
+    def delete(self, job_id: str) -> None:
+        with self._write:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            for table, column in (("logs", "job_id"), ("metrics", "job_id"), ("jobs", "id")):
+                conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (job_id,))
+            conn.execute("COMMIT")
+
+    # ------------------------------------------------------------------ logs and metrics
+    def add_output(self, job_id: str, lines: list[tuple[float, str]], rows: list[tuple[float, str, dict]],
+                   offset: int, **fields: Any) -> None:
+        """New log lines and metric rows of a job, its new output offset and state fields: one transaction."""
+        with self._write:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if lines:
+                    first = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM logs WHERE job_id = ?", (job_id,)).fetchone()[0]
+                    conn.executemany("INSERT INTO logs VALUES (?, ?, ?, ?)",
+                                     [(job_id, first + i + 1, t, text) for i, (t, text) in enumerate(lines)])
+                if rows:
+                    first = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM metrics WHERE job_id = ?", (job_id,)).fetchone()[0]
+                    conn.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?)",
+                                     [(job_id, first + i + 1, t, stage, json.dumps(data))
+                                      for i, (t, stage, data) in enumerate(rows)])
+                fields["output_offset"] = offset
+                values = [json.dumps(v) if k in _JSON_COLUMNS and v is not None else v for k, v in fields.items()]
+                conn.execute(f"UPDATE jobs SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?", (*values, job_id))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def logs(self, job_id: str, after: int = 0, tail: int | None = None) -> list[dict]:
+        if tail is not None:
+            rows = self._conn().execute("SELECT seq, time, text FROM logs WHERE job_id = ? AND seq > ? "
+                                        "ORDER BY seq DESC LIMIT ?", (job_id, after, tail)).fetchall()[::-1]
+        else:
+            rows = self._conn().execute("SELECT seq, time, text FROM logs WHERE job_id = ? AND seq > ? ORDER BY seq "
+                                        "LIMIT 5000", (job_id, after)).fetchall()
+        return [dict(r) for r in rows]
+
+    def last_log_seq(self, job_id: str) -> int:
+        return self._conn().execute("SELECT COALESCE(MAX(seq), 0) FROM logs WHERE job_id = ?", (job_id,)).fetchone()[0]
+
+    def metrics(self, job_id: str, after: int = 0) -> list[dict]:
+        rows = self._conn().execute("SELECT seq, time, stage, data FROM metrics WHERE job_id = ? AND seq > ? ORDER BY seq",
+                                    (job_id, after)).fetchall()
+        return [{"seq": r["seq"], "time": r["time"], "stage": r["stage"], **json.loads(r["data"])} for r in rows]
+
+
+def _job(row: sqlite3.Row) -> dict:
+    job = dict(row)
+    for column in _JSON_COLUMNS:
+        job[column] = json.loads(job[column]) if job[column] else ({} if column in ("progress", "metrics") else None)
+    return job

@@ -1,0 +1,228 @@
+"""A job's worker process: `python -m fakefinder.platform.worker <job folder>/job.json`. It runs the
+same API call the CLI would (train, prepare, evaluate, predict, merge) and reports on stdout: human
+log lines, and each event as one `::fakefinder-event:: {json}` line that the manager reads back.
+Exit code 0: done; 3: stopped on request with a checkpoint saved; anything else: failed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+EVENT_MARK = "::fakefinder-event:: "
+STOPPED = 3
+
+
+class StdoutEvents:
+    """The event sink: a marker line per event (progress at most twice a second per stage) and a
+    readable line for what a person would want in the log."""
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stdout
+        self._last_progress: dict[str, float] = {}
+
+    def __call__(self, event) -> None:
+        payload = event.to_dict() if hasattr(event, "to_dict") else dict(event)
+        if payload["type"] == "progress":
+            now = time.monotonic()
+            last = self._last_progress.get(payload["stage"], 0.0)
+            if now - last < 0.5 and payload.get("step") != payload.get("total"):
+                return
+            self._last_progress[payload["stage"]] = now
+        if payload["type"] == "result" and payload["stage"] != "job":
+            payload = {**payload, "data": {k: v for k, v in payload["data"].items() if k != "history"}}
+        self.emit(payload)
+        text = _readable(payload)
+        if text:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def emit(self, payload: dict) -> None:
+        self.stream.write(EVENT_MARK + json.dumps(payload, default=_plain) + "\n")
+        self.stream.flush()
+
+
+def _plain(value: Any):
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def _readable(payload: dict) -> str:
+    kind, stage, message = payload["type"], payload.get("stage") or "", payload.get("message") or ""
+    if kind in ("log", "result") and message:
+        return message
+    if kind == "warning":
+        return f"warning: {message}"
+    if kind == "stage":
+        total = f" ({payload['total']} steps)" if payload.get("total") else ""
+        return f"== {stage}{total}" + (f": {message}" if message else "")
+    if kind == "metrics":
+        shown = ", ".join(f"{k} {_short(v)}" for k, v in payload.get("data", {}).items()
+                          if isinstance(v, (int, float)) and not isinstance(v, bool))
+        return f"{stage}: {shown}" if shown else ""
+    return ""
+
+
+def _short(value: float) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+# ----------------------------------------------------------------------------------------------
+def run(spec: dict, events: StdoutEvents) -> int:
+    from fakefinder.config import config_from_dict
+
+    folder = Path(spec["folder"])
+    kind = spec["type"]
+    if kind == "merge":
+        from fakefinder.tasks import get_task
+
+        output = get_task(spec["kind"]).merge(Path(spec["artifact"]), Path(spec["output"]))
+        events.emit(_job_result({"output_path": str(output)}))
+        events.stream.write(f"merged into {output}\n")
+        return 0
+    config = config_from_dict(spec["config"], f"job {spec['task_id']}")
+    if kind == "train":
+        return _train(config, spec, events, folder)
+    if kind == "prepare":
+        return _prepare(config, spec, events)
+    if kind == "evaluate":
+        return _evaluate(config, events, folder, spec.get("models"))
+    if kind == "predict":
+        return _predict(config, events)
+    raise ValueError(f"unknown job type {kind!r}")
+
+
+def _job_result(data: dict) -> dict:
+    return {"type": "result", "stage": "job", "message": "", "data": data, "time": time.time()}
+
+
+def _train(config, spec: dict, events: StdoutEvents, folder: Path) -> int:
+    from fakefinder import api
+    from fakefinder.tasks import task_for_config
+
+    task = task_for_config(config)
+    result = api.train(config, resume=bool(spec.get("resume")), events=events)
+    stopped = getattr(result, "stopped", None) or (result.get("stopped") if isinstance(result, dict) else None)
+    artifact = task.default_model(config)
+    summary: dict[str, Any] = {"artifact": str(artifact) if artifact.exists() else None, "stopped": stopped or "completed"}
+    for name in ("best_metric", "best_epoch", "threshold", "global_step"):
+        value = getattr(result, name, None)
+        if isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value)):
+            summary[name] = value
+    if stopped == "interrupted":
+        events.emit(_job_result(summary))
+        return STOPPED
+    if spec.get("evaluate", True) and artifact.exists():
+        summary.update(_evaluation(config, events, folder, [artifact]))
+    events.emit(_job_result(summary))
+    return 0
+
+
+def _evaluation(config, events: StdoutEvents, folder: Path, models: list[Path]) -> dict:
+    """Evaluate after training; a failure is reported, it does not fail the finished training."""
+    from fakefinder.tasks import task_for_models
+
+    try:
+        task, _ = task_for_models(models)
+        outcome = task.evaluate(config, models, events=events)
+    except Exception as exc:  # noqa: BLE001 - training succeeded; say why there is no report
+        events(_warning(f"evaluation after training failed: {exc}"))
+        return {"report": None, "evaluation_error": str(exc)}
+    return {"report": _report(folder), "evaluation": _summary(outcome)}
+
+
+def _warning(message: str) -> dict:
+    return {"type": "warning", "stage": "job", "message": message, "data": {}, "time": time.time()}
+
+
+def _report(folder: Path) -> str | None:
+    found = sorted((folder / "evaluate").rglob("report.html"))
+    return str(found[0]) if found else None
+
+
+def _summary(outcome: Any) -> Any:
+    """What an evaluation returned, as JSON (figures only, not tables)."""
+    if isinstance(outcome, dict):
+        return {str(k): _summary(v) for k, v in outcome.items() if not hasattr(v, "to_dict") or isinstance(v, dict)}
+    if isinstance(outcome, (list, tuple)):
+        return [_summary(v) for v in outcome[:50]]
+    if isinstance(outcome, float) and math.isnan(outcome):
+        return None
+    if isinstance(outcome, (str, int, float, bool)) or outcome is None:
+        return outcome
+    if hasattr(outcome, "item"):
+        return outcome.item()
+    if hasattr(outcome, "__dict__"):
+        return {k: _summary(v) for k, v in vars(outcome).items() if not k.startswith("_")}
+    return str(outcome)
+
+
+def _prepare(config, spec: dict, events: StdoutEvents) -> int:
+    shards = int(spec.get("shards") or 1)
+    if shards > 1:
+        from fakefinder.platform.ray_prepare import prepare_on_ray
+
+        result = prepare_on_ray(config, shards, events=events)
+    else:
+        from fakefinder import api
+
+        result = api.prepare(config, events=events)
+    events.emit(_job_result({"dataset": str(config.prepare.output_dir), "summary": _summary(result)}))
+    return 0
+
+
+def _evaluate(config, events: StdoutEvents, folder: Path, models: list[str] | None) -> int:
+    from fakefinder import api
+
+    outcome = api.evaluate(config, events=events)
+    events.emit(_job_result({"report": _report(folder), "evaluation": _summary(outcome)}))
+    return 0
+
+
+def _predict(config, events: StdoutEvents) -> int:
+    from fakefinder import api
+
+    result = api.predict(config, events=events)
+    table = result.table
+    rows = []
+    for record in table.to_dict(orient="records"):
+        rows.append({k: (None if isinstance(v, float) and math.isnan(v) else _plain(v) if not isinstance(
+            v, (str, int, float, bool)) else v) for k, v in record.items()})
+    events.emit(_job_result({"predictions": rows, "output": str(config.predict.output)}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    sys.stdout.reconfigure(line_buffering=True)
+    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("fakefinder").setLevel(logging.WARNING)  # its events come through the sink
+    events = StdoutEvents()
+    try:
+        spec = json.loads(Path(argv[0]).read_text())
+        return run(spec, events)
+    except KeyboardInterrupt:
+        events.emit({"type": "error", "stage": "job", "message": "stopped at once (second stop request)",
+                     "data": {}, "time": time.time()})
+        return STOPPED
+    except Exception as exc:  # noqa: BLE001 - the job fails with the reason; the traceback goes to its log
+        from fakefinder.core.errors import FakefinderError
+
+        traceback.print_exc(file=sys.stdout)
+        message = str(exc) if isinstance(exc, (FakefinderError, FileNotFoundError)) else f"{type(exc).__name__}: {exc}"
+        events.emit({"type": "error", "stage": "job", "message": message, "data": {}, "time": time.time()})
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

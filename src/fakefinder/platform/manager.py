@@ -160,7 +160,11 @@ class JobManager:
     def _follow(self, job: dict) -> None:
         if not job["ref"]:
             return
-        status = self.executor.poll(job["ref"])
+        try:
+            status = self.executor.poll(job["ref"])
+        except Exception as exc:  # noqa: BLE001 - a cluster that does not answer now may later
+            log.warning("job %s: cannot reach its executor: %s", job["id"], exc)
+            return
         self._ingest(job)
         if status.running:
             if job["stop_requested"] and time.time() - job["stop_requested"] > self.settings.stop_timeout_s:

@@ -60,7 +60,7 @@ def make_executor(settings) -> Executor:
     if settings.executor == "ray":
         from fakefinder.platform.executors.ray_jobs import RayJobsExecutor
 
-        return RayJobsExecutor(settings.ray_address)
+        return RayJobsExecutor(settings.ray_address, stop_wait_s=settings.stop_timeout_s)
     from fakefinder.platform.executors.local import LocalExecutor
 
     return LocalExecutor()

@@ -1,0 +1,358 @@
+"""The platform's REST API with real worker processes: the contract, the queue, stop and resume, a
+restart, a killed worker, path confinement and the token; every kind through the same routes."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from fakefinder.platform.app import create_app
+from fakefinder.platform.samples import write_demo_datasets
+from fakefinder.platform.settings import ServeSettings
+from fakefinder.tasks.dx_llava.tiny import tiny_clip_vision_config, tiny_llama_config
+
+FINISHED = {"succeeded", "failed", "cancelled", "interrupted"}
+TINY = {"model_type": "deepfake_detector", "base_model": "test_efficientnet", "dataset_path": "faces", "epochs": 2,
+        "batch_size": 8, "learning_rate": 0.001, "pretrained": False, "image_size": 32, "num_workers": 0,
+        "train.logging.tensorboard": False}
+
+
+def settings_for(root: Path, **extra) -> ServeSettings:
+    return ServeSettings(data_dir=root, devices=["cpu"], poll_interval_s=0.2, stop_timeout_s=60, **extra)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("platform")
+    write_demo_datasets(root / "datasets")
+    return root
+
+
+@pytest.fixture(scope="module")
+def client(data_dir):
+    with TestClient(create_app(settings_for(data_dir))) as client:
+        yield client
+
+
+def wait(client, task_id: str, states=FINISHED, timeout: float = 180.0, check=None) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        job = client.get(f"/api/training/{task_id}").json()
+        if job["state"] in states and (check is None or check(job)):
+            return job
+        time.sleep(0.2)
+    logs = client.get(f"/api/training/{task_id}/logs?tail=40").json()["lines"]
+    raise AssertionError(f"job {task_id} stayed {job['state']}: {job.get('error')}\n" + "\n".join(l["text"] for l in logs))
+
+
+def start(client, **changes) -> str:
+    response = client.post("/api/training/start", json={**TINY, **changes})
+    assert response.status_code == 200, response.text
+    return response.json()["task_id"]
+
+
+@pytest.fixture(scope="module")
+def finished(client) -> dict:
+    task_id = start(client, name="first")
+    return wait(client, task_id)
+
+
+# ------------------------------------------------------------------------------------------ contract
+def test_kinds_list_every_registered_kind_with_its_defaults(client):
+    kinds = {k["name"]: k for k in client.get("/api/kinds").json()["kinds"]}
+    assert {"deepfake_detector", "image_classifier", "dx_llava"} <= set(kinds)
+    assert kinds["image_classifier"]["defaults"]["base_model"] == "resnet50"
+    assert kinds["dx_llava"]["short_form"]["learning_rate"] == "dx_llava.train.lr"
+    assert kinds["deepfake_detector"]["config"]["task"] == "deepfake_detector"
+
+
+@pytest.mark.parametrize("change, field, words", [
+    ({"model_type": "yolo_v99"}, "model_type", "known kinds: deepfake_detector, dx_llava, image_classifier"),
+    ({"epochs": -1}, "epochs", "greater than or equal to 1"),
+    ({"batch_size": "many"}, "batch_size", "integer"),
+    ({"dataset_path": "no-such-data"}, "dataset_path", "not found"),
+    ({"dataset_path": "classes"}, "dataset_path", "manifest"),
+    ({"base_model": "not_a_timm_model"}, None, None),  # accepted here: the worker names the bad model
+    ({"pretraind": False}, "pretraind", "did you mean"),
+    ({"evaluate": "yes"}, "evaluate", "true or false"),
+])
+def test_bad_requests_name_the_field(client, change, field, words):
+    response = client.post("/api/config/preview", json={**TINY, **change})
+    if field is None:
+        assert response.status_code == 200
+        return
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["field"] == field and words in body["detail"]
+
+
+def test_preview_resolves_the_short_form_into_the_full_config(client, data_dir):
+    preview = client.post("/api/config/preview", json={**TINY, "train.warmup_epochs": 0.5}).json()
+    config = preview["config"]
+    assert config["model"] == {**config["model"], "name": "test_efficientnet", "pretrained": False, "image_size": 32}
+    assert config["train"]["epochs"] == 2 and config["train"]["lr"] == 0.001 and config["train"]["warmup_epochs"] == 0.5
+    assert config["train"]["manifest"] == str((data_dir / "datasets" / "faces" / "manifest.csv").resolve())
+    assert config["train"]["output_dir"].startswith(str((data_dir / "jobs").resolve()))
+    assert "test_efficientnet" in preview["yaml"]
+
+
+def test_a_full_config_is_taken_like_a_yaml_file(client, data_dir):
+    manifest = str(data_dir / "datasets" / "faces" / "manifest.csv")
+    response = client.post("/api/config/preview", json={"config": {"model": {"name": "test_efficientnet"},
+                                                                   "train": {"manifest": manifest, "epochs": 1}}})
+    assert response.status_code == 200 and response.json()["config"]["train"]["epochs"] == 1
+    response = client.post("/api/config/preview", json={"config": {"train": {"epochz": 1}}})
+    assert response.status_code == 422 and response.json()["field"] == "train.epochz"
+
+
+def test_a_job_runs_to_succeeded_with_metrics_logs_report_and_artifact(client, finished):
+    task_id = finished["task_id"]
+    assert finished["state"] == "succeeded", finished["error"]
+    assert finished["progress"]["epoch"] == 2 and finished["progress"]["fraction"] == 1.0
+    assert finished["files"] == {"report": True, "artifact": True}
+    history = client.get(f"/api/training/{task_id}/metrics").json()["history"]
+    epochs = [row for row in history if row["stage"] == "epoch"]
+    run = Path(finished["output_dir"]) / "run"
+    saved = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in epochs] == [1, 2] == [r["epoch"] for r in saved]
+    assert [r["val_loss"] for r in epochs] == pytest.approx([r["val_loss"] for r in saved])  # the store = the run
+    assert finished["metrics"]["val_loss"] == pytest.approx(saved[-1]["val_loss"])
+    lines = client.get(f"/api/training/{task_id}/logs?tail=500").json()["lines"]
+    assert any("training test_efficientnet" in line["text"] for line in lines)
+    assert not any(line["text"].startswith("::fakefinder-event::") for line in lines)
+    archive = zipfile.ZipFile(io.BytesIO(client.get(f"/api/training/{task_id}/artifact").content))
+    assert {"model.json", "model.safetensors"} <= set(archive.namelist())
+    assert json.loads(archive.read("model.json"))["kind"] == "deepfake_detector"
+    report = client.get(f"/api/training/{task_id}/report")
+    assert report.status_code == 200 and "<table" in report.text
+    files = {f["path"] for f in client.get(f"/api/training/{task_id}/files").json()["files"]}
+    assert {"run/model/model.json", "run/last.pt", "evaluate/metrics.json", "worker.log"} <= files
+    assert client.get(f"/api/training/{task_id}/files/evaluate/metrics.json").json()["models"]
+
+
+def test_the_log_stream_replays_and_ends_with_the_job(client, finished):
+    with client.stream("GET", f"/api/training/{finished['task_id']}/logs/stream?after=0") as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        text = "".join(response.iter_text())
+    events = [block.split("\n")[0 if block.startswith("event") else 1] for block in text.strip().split("\n\n")]
+    assert "event: log" in events and "event: metrics" in events and "event: state" in events
+    assert events[-1] == "event: end"
+
+
+def test_lists_filter_and_compare(client, finished):
+    ids = [j["task_id"] for j in client.get("/api/training?state=succeeded&kind=deepfake_detector").json()["jobs"]]
+    assert finished["task_id"] in ids
+    assert client.get("/api/training?state=bogus").status_code == 422
+    runs = client.get(f"/api/compare?ids={finished['task_id']}").json()["runs"]
+    assert runs[0]["final"]["val_loss"] == finished["metrics"]["val_loss"] and len(runs[0]["history"]) >= 2
+    assert client.get("/api/compare?ids=nope").status_code == 404
+
+
+def test_unknown_jobs_are_404(client):
+    for path in ("", "/metrics", "/logs", "/report", "/artifact", "/files"):
+        assert client.get(f"/api/training/nope{path}").status_code == 404
+    assert client.post("/api/training/nope/stop").status_code == 404
+
+
+# ------------------------------------------------------------------------------------------ queue, stop, resume
+def test_queue_runs_one_job_per_slot_in_order_and_stop_cancels_a_queued_job(client):
+    first = start(client, epochs=40, name="long")
+    second = start(client, name="waits")
+    third = start(client, name="cancelled while queued")
+    wait(client, first, {"running"}, check=lambda j: (j["progress"].get("epoch") or 0) >= 2)  # one epoch done
+    assert client.get(f"/api/training/{second}").json()["state"] == "queued"
+    assert client.post(f"/api/training/{third}/stop").json()["state"] == "cancelled"
+    assert client.delete(f"/api/training/{first}").status_code == 409  # running: not deleted
+
+    stopped = client.post(f"/api/training/{first}/stop").json()
+    assert stopped["stop_requested"]
+    stopped = wait(client, first)
+    assert stopped["state"] == "cancelled" and stopped["resumable"], stopped["error"]
+    assert stopped["result"]["stopped"] == "interrupted"
+    run = Path(stopped["output_dir"]) / "run"
+    assert (run / "last.pt").is_file()  # the graceful stop saved a checkpoint
+    done_epochs = len((run / "history.jsonl").read_text().splitlines())
+    assert done_epochs < 40
+
+    assert wait(client, second)["state"] == "succeeded"  # the next job got the slot
+    assert client.get(f"/api/training/{third}").json()["started_at"] is None
+
+    resumed = client.post(f"/api/training/{first}/resume").json()
+    assert resumed["state"] == "queued"
+    wait(client, first, {"running"}, check=lambda j: (j["progress"].get("epoch") or 0) > done_epochs)
+    lines = client.get(f"/api/training/{first}/logs?tail=5000").json()["lines"]
+    assert any(f"resumed from {run / 'last.pt'}" in line["text"] for line in lines)
+    client.post(f"/api/training/{first}/stop")
+    final = wait(client, first)
+    history = [r["epoch"] for r in client.get(f"/api/training/{first}/metrics").json()["history"] if r["stage"] == "epoch"]
+    assert history == list(range(1, len(history) + 1)) and len(history) > done_epochs  # each epoch once, in order
+    assert final["attempts"] == 2
+
+    client.delete(f"/api/training/{third}")
+    assert client.get(f"/api/training/{third}").status_code == 404
+
+
+def test_a_killed_worker_fails_its_job_and_the_queue_goes_on(client):
+    victim = start(client, epochs=40, name="victim")
+    after = start(client, name="after the victim")
+    job = wait(client, victim, {"running"}, check=lambda j: (j["progress"].get("epoch") or 0) >= 1)
+    pid = int(client.app.state.store.get(victim)["ref"].split(":")[0])
+    os.kill(pid, signal.SIGKILL)
+    failed = wait(client, victim)
+    assert failed["state"] == "failed" and "SIGKILL" in failed["error"] and failed["resumable"]
+    assert wait(client, after)["state"] == "succeeded"
+    assert client.get("/api/health").json()["status"] == "ok"
+    folder = Path(job["output_dir"])
+    assert client.delete(f"/api/training/{victim}").status_code == 200 and not folder.exists()
+
+
+def test_a_restart_keeps_finished_jobs_and_interrupts_running_ones(tmp_path):
+    write_demo_datasets(tmp_path / "datasets")
+    with TestClient(create_app(settings_for(tmp_path))) as first:
+        done = wait(first, start(first, name="before the restart"))
+        running = start(first, epochs=40, name="running at the restart")
+        wait(first, running, {"running"}, check=lambda j: (j["progress"].get("epoch") or 0) >= 1)
+    # the server stopped: its worker was asked to save and stop
+    with TestClient(create_app(settings_for(tmp_path))) as second:
+        kept = second.get(f"/api/training/{done['task_id']}").json()
+        assert kept["state"] == "succeeded" and second.get(f"/api/training/{done['task_id']}/artifact").status_code == 200
+        job = second.get(f"/api/training/{running}").json()
+        assert job["state"] == "interrupted" and job["resumable"] and "resume" in job["error"]
+        assert (Path(job["output_dir"]) / "run" / "last.pt").is_file()
+        second.post(f"/api/training/{running}/resume")
+        wait(second, running, {"running"}, check=lambda j: j["attempts"] == 2 and (j["progress"].get("epoch") or 0) >= 1)
+        second.post(f"/api/training/{running}/stop")
+        assert wait(second, running)["state"] == "cancelled"
+
+
+# ------------------------------------------------------------------------------------------ other kinds and jobs
+def test_image_classifier_job(client):
+    task_id = start(client, model_type="image_classifier", dataset_path="classes", epochs=2, batch_size=6,
+                    learning_rate=0.003, **{"train.logging.tensorboard": False})
+    job = wait(client, task_id)
+    assert job["state"] == "succeeded", job["error"]
+    assert job["files"]["artifact"] and "val_accuracy" in job["metrics"]
+    assert client.get(f"/api/training/{task_id}/report").status_code == 200
+    assert client.get(f"/api/llm-finetuning/export/{task_id}").status_code == 422  # no adapter in this kind
+
+
+def test_dx_llava_lora_job_export_and_merge(client, data_dir):
+    dx = data_dir / "datasets" / "dx"
+    task_id = client.post("/api/training/start", json={
+        "model_type": "dx_llava", "dataset_path": "dx", "batch_size": 4, "learning_rate": 0.002,
+        "language_model_config": tiny_llama_config(), "tokenizer": str(dx / "tokenizer"), "vision_tower": "clip:",
+        "vision_config": tiny_clip_vision_config(), "max_steps": 4, "save_steps": 2, "eval_steps": 2,
+        "logging_steps": 1, "num_workers": 0, "report_to": ["none"], "lora_r": 4, "lora_alpha": 8,
+        "compute_dtype": "fp32", "dx_llava.max_new_tokens": 4, "evaluate.max_samples": 4,
+        "faces.detect": False, "faces.size": 32}).json()["task_id"]
+    job = wait(client, task_id, timeout=300)
+    assert job["state"] == "succeeded", job["error"]
+    assert any("lm_loss" in row for row in client.get(f"/api/training/{task_id}/metrics").json()["history"])
+    adapter = zipfile.ZipFile(io.BytesIO(client.get(f"/api/llm-finetuning/export/{task_id}").content))
+    assert any(name.startswith("adapter_model") for name in adapter.namelist())
+
+    assert client.post("/api/llm-finetuning/merge", json={"task_id": task_id, "output_path": "../../x"}).status_code == 422
+    merged = client.post("/api/llm-finetuning/merge", json={"task_id": task_id, "output_path": "merged-dx"}).json()
+    job = wait(client, merged["task_id"], timeout=120)
+    assert job["state"] == "succeeded", job["error"]
+    output = Path(merged["output_path"])
+    assert (output / "language_model").is_dir() and not (output / "adapter").exists()
+    again = client.post("/api/llm-finetuning/merge", json={"task_id": task_id, "output_path": "merged-dx"})
+    assert again.status_code == 409
+
+
+def test_predict_and_evaluate_jobs(client, finished, data_dir):
+    image = next((data_dir / "datasets" / "faces").rglob("*.jpg"))
+    response = client.post("/api/predict", data={"model_task_id": finished["task_id"]},
+                           files={"file": ("face one.jpg", image.read_bytes(), "image/jpeg")})
+    assert response.status_code == 200, response.text
+    job = wait(client, response.json()["task_id"])
+    assert job["state"] == "succeeded", job["error"]
+    (prediction,) = job["result"]["predictions"]
+    assert 0 <= prediction["probability"] <= 1
+    bad = client.post("/api/predict", data={"model_task_id": finished["task_id"]},
+                      files={"file": ("notes.txt", b"hello", "text/plain")})
+    assert bad.status_code == 422 and bad.json()["field"] == "file"
+
+    response = client.post("/api/evaluate", json={"model_task_id": finished["task_id"], "dataset_path": "faces"})
+    job = wait(client, response.json()["task_id"])
+    assert job["state"] == "succeeded", job["error"]
+    assert client.get(f"/api/training/{job['task_id']}/report").status_code == 200
+
+
+def test_uploaded_datasets_are_listed_and_a_bad_zip_leaves_nothing(client, data_dir):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for split in ("train", "val"):
+            for name in ("cat", "dog"):
+                archive.writestr(f"pets/{split}/{name}/{name}0.jpg", (data_dir / "datasets" / "classes" / "train" / "red"
+                                                                     / "red_0.jpg").read_bytes())
+    response = client.post("/api/datasets", data={"name": "pets"}, files={"file": ("pets.zip", buffer.getvalue())})
+    assert response.status_code == 201, response.text
+    assert response.json()["layout"] == "class_folders" and response.json()["splits"]["train"] == {"cat": 1, "dog": 1}
+    names = {d["name"] for d in client.get("/api/datasets").json()["datasets"]}
+    assert {"faces", "classes", "dx", "pets"} <= names
+    before = sorted(p.name for p in (data_dir / "datasets").iterdir())
+    evil = io.BytesIO()
+    with zipfile.ZipFile(evil, "w") as archive:
+        archive.writestr("ok.txt", "fine")
+        archive.writestr("../../escape.txt", "bad")
+    response = client.post("/api/datasets", data={"name": "evil"}, files={"file": ("evil.zip", evil.getvalue())})
+    assert response.status_code == 422 and response.json()["field"] == "file"
+    assert sorted(p.name for p in (data_dir / "datasets").iterdir()) == before
+    assert client.post("/api/datasets", data={"name": "junk"}, files={"file": ("x.zip", b"not a zip")}).status_code == 422
+
+
+# ------------------------------------------------------------------------------------------ confinement and auth
+def test_paths_are_confined_to_the_roots(client, data_dir, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "manifest.csv").write_text("path,label,split\n")
+    link = data_dir / "datasets" / "sneaky"
+    link.symlink_to(outside, target_is_directory=True)
+    try:
+        for value in ("../../etc/passwd", "/etc", str(outside), "sneaky", "faces/../../jobs"):
+            response = client.post("/api/config/preview", json={**TINY, "dataset_path": value})
+            assert response.status_code == 422 and response.json()["field"] == "dataset_path", value
+        full = {"config": {"train": {"manifest": "/etc/passwd"}}}
+        response = client.post("/api/config/preview", json=full)
+        assert response.status_code == 422 and response.json()["field"] == "train.manifest"
+        response = client.post("/api/config/preview", json={"model_type": "dx_llava", "dataset_path": "dx",
+                                                            "tokenizer": "/etc"})
+        assert response.status_code == 422 and "outside" in response.json()["detail"]
+        response = client.post("/api/evaluate", json={"model_path": "/etc"})
+        assert response.status_code == 422 and response.json()["field"] == "model_path"
+    finally:
+        link.unlink()
+
+
+def test_job_files_cannot_leave_the_job_folder(client, finished):
+    for path in ("../../platform.sqlite", "..%2F..%2Fplatform.sqlite", "/etc/passwd"):
+        response = client.get(f"/api/training/{finished['task_id']}/files/{path}")
+        assert response.status_code in (404, 422), path
+
+
+def test_a_token_guards_every_api_call(tmp_path):
+    with TestClient(create_app(settings_for(tmp_path, token="s3cret"), start_manager=False)) as guarded:
+        assert guarded.get("/api/health").status_code == 401
+        assert guarded.get("/api/health", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert guarded.get("/api/health", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert guarded.get("/api/training", headers={"X-API-Token": "s3cret"}).status_code == 200
+        assert guarded.post("/api/training/start", json=TINY).status_code == 401
+        assert guarded.get("/openapi.json").status_code == 200  # the schema is public, the API is not
+
+
+def test_a_public_address_needs_a_token(monkeypatch, tmp_path):
+    monkeypatch.delenv("FAKEFINDER_TOKEN", raising=False)
+    with pytest.raises(ValueError, match="needs an API token"):
+        ServeSettings(data_dir=tmp_path, host="0.0.0.0")
+    assert ServeSettings(data_dir=tmp_path, host="0.0.0.0", token="t").token == "t"
+    assert ServeSettings(data_dir=tmp_path, host="::1").token is None

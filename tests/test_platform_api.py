@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import time
 import zipfile
@@ -23,6 +24,17 @@ FINISHED = {"succeeded", "failed", "cancelled", "interrupted"}
 TINY = {"model_type": "deepfake_detector", "base_model": "test_efficientnet", "dataset_path": "faces", "epochs": 2,
         "batch_size": 8, "learning_rate": 0.001, "pretrained": False, "image_size": 32, "num_workers": 0,
         "train.logging.tensorboard": False}
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_requests() -> dict[str, dict]:
+    """The start requests the README shows (`curl ... /api/training/start ... -d '{...}'`), by model type."""
+    text = README.read_text()
+    bodies = re.findall(r"/api/training/start[^\n]*-d '(\{.*?\})'", text, flags=re.S)
+    requests = [json.loads(body) for body in bodies]
+    return {r["model_type"]: r for r in requests}
 
 
 def settings_for(root: Path, **extra) -> ServeSettings:
@@ -61,8 +73,9 @@ def start(client, **changes) -> str:
 
 @pytest.fixture(scope="module")
 def finished(client) -> dict:
-    task_id = start(client, name="first")
-    return wait(client, task_id)
+    """The README's detector request, run to its end."""
+    response = client.post("/api/training/start", json=readme_requests()["deepfake_detector"])
+    return wait(client, response.json()["task_id"])
 
 
 # ------------------------------------------------------------------------------------------ contract
@@ -234,9 +247,12 @@ def test_a_restart_keeps_finished_jobs_and_interrupts_running_ones(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ other kinds and jobs
+def test_readme_shows_a_request_of_each_kind():
+    assert set(readme_requests()) == {"deepfake_detector", "image_classifier", "dx_llava"}
+
+
 def test_image_classifier_job(client):
-    task_id = start(client, model_type="image_classifier", dataset_path="classes", epochs=2, batch_size=6,
-                    learning_rate=0.003, **{"train.logging.tensorboard": False})
+    task_id = client.post("/api/training/start", json=readme_requests()["image_classifier"]).json()["task_id"]
     job = wait(client, task_id)
     assert job["state"] == "succeeded", job["error"]
     assert job["files"]["artifact"] and "val_accuracy" in job["metrics"]
@@ -245,14 +261,10 @@ def test_image_classifier_job(client):
 
 
 def test_dx_llava_lora_job_export_and_merge(client, data_dir):
-    dx = data_dir / "datasets" / "dx"
-    task_id = client.post("/api/training/start", json={
-        "model_type": "dx_llava", "dataset_path": "dx", "batch_size": 4, "learning_rate": 0.002,
-        "language_model_config": tiny_llama_config(), "tokenizer": str(dx / "tokenizer"), "vision_tower": "clip:",
-        "vision_config": tiny_clip_vision_config(), "max_steps": 4, "save_steps": 2, "eval_steps": 2,
-        "logging_steps": 1, "num_workers": 0, "report_to": ["none"], "lora_r": 4, "lora_alpha": 8,
-        "compute_dtype": "fp32", "dx_llava.max_new_tokens": 4, "evaluate.max_samples": 4,
-        "faces.detect": False, "faces.size": 32}).json()["task_id"]
+    request = readme_requests()["dx_llava"]
+    assert request["language_model_config"] == tiny_llama_config()  # the README's tiny model is the tested one
+    assert request["vision_config"] == tiny_clip_vision_config()
+    task_id = client.post("/api/training/start", json={**request, "evaluate.max_samples": 4}).json()["task_id"]
     job = wait(client, task_id, timeout=300)
     assert job["state"] == "succeeded", job["error"]
     assert any("lm_loss" in row for row in client.get(f"/api/training/{task_id}/metrics").json()["history"])

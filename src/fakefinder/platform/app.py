@@ -133,6 +133,11 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
         if name is not None and (not isinstance(name, str) or len(name) > 200):
             raise RequestError("name: a text of at most 200 characters", "name")
         spec = {"config": config.model_dump(mode="json"), "evaluate": evaluate}
+        gpus = body.get("num_gpus")
+        if gpus is not None:
+            if not isinstance(gpus, int) or isinstance(gpus, bool) or not 0 <= gpus <= 64:
+                raise RequestError("num_gpus: a whole number from 0 to 64", "num_gpus")
+            spec["num_gpus"] = gpus
         return spec, task
 
     @app.post("/api/config/preview", tags=["training"])

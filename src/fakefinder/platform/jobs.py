@@ -20,7 +20,7 @@ from fakefinder.platform.paths import RequestError, confine, within
 from fakefinder.tasks import get_task, list_tasks
 from fakefinder.tasks.registry import Task, UnknownTaskError
 
-REQUEST_KEYS = ("model_type", "name", "evaluate", "config")  # the platform's own keys in a start request
+REQUEST_KEYS = ("model_type", "name", "evaluate", "config", "num_gpus")  # the platform's own keys in a start request
 _HUB_PREFIX = re.compile(r"^[a-z_]+:(?=/)")  # fakefinder:/abs/best.pt, clip:/a/folder
 
 
@@ -172,7 +172,8 @@ def place_outputs(config: Config, task: Task, folder: Path) -> Config:
 def confine_paths(config: Config, settings, folder: Path) -> Config:
     """Every path a config reads or writes inside the roots: the dataset and output roots, the job
     folders (artifacts of other jobs). A relative path is looked up in the dataset roots, else it is
-    inside the job's folder. Text settings that name an absolute path are checked the same way."""
+    inside the job's folder. Text settings that name an absolute path are checked the same way, and
+    one that names a file or folder of a dataset root (`dx/tokenizer`) becomes its full path."""
     roots = [*settings.dataset_roots, settings.jobs_dir, *settings.output_roots]
     tree = config.model_dump(mode="json")
     _confine_section(config, tree, [], roots, settings.dataset_roots, folder)
@@ -208,6 +209,8 @@ def _confine_value(value: Any, dumped: Any, key: str, roots, dataset_roots, fold
         bare = _HUB_PREFIX.sub("", value)
         if bare.startswith("/") or ".." in Path(bare).parts:
             confine(bare, roots, key)
+        elif bare == value and "\x00" not in value and any((root / value).exists() for root in dataset_roots):
+            return str(confine(value, dataset_roots, key))  # a folder in a dataset root (a tokenizer, weights)
     return dumped
 
 

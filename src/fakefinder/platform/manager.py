@@ -121,6 +121,8 @@ class JobManager:
 
     # ------------------------------------------------------------------ scheduling
     def slots(self) -> list[dict]:
+        if self.executor.name == "ray":
+            return [{"name": "ray", "slots": None, "busy": len(self.store.in_state("running"))}]
         busy: dict[str, int] = {}
         for job in self.store.in_state("running"):
             busy[job["device"]] = busy.get(job["device"], 0) + 1
@@ -130,7 +132,10 @@ class JobManager:
         queued = self.store.in_state("queued")
         if not queued:
             return
-        free = [s["name"] for s in self.slots() for _ in range(s["slots"] - s["busy"])]
+        if self.executor.name == "ray":  # the cluster queues jobs by the resources they ask for
+            free = ["ray"] * len(queued)
+        else:
+            free = [s["name"] for s in self.slots() for _ in range(s["slots"] - s["busy"])]
         for job, device in zip(queued, free):
             self._launch(job, device)
 
@@ -144,7 +149,8 @@ class JobManager:
         if device.startswith("cuda:"):
             env["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
         command = [sys.executable, "-m", "fakefinder.platform.worker", str(folder / "job.json")]
-        resources = {"num_cpus": 1, "num_gpus": gpus_for(spec)}
+        fans_out = job["type"] == "prepare" and int(spec.get("shards") or 1) > 1  # its shards take the CPUs
+        resources = {"num_cpus": 0 if fans_out else 1, "num_gpus": gpus_for(spec)}
         if not self.store.transition(job["id"], ("queued",), state="running", started_at=time.time(), device=device,
                                      executor=self.executor.name, attempts=job["attempts"] + 1, output_offset=0,
                                      stop_requested=None, exit_code=None, error=None):

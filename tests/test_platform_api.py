@@ -23,7 +23,7 @@ from fakefinder.tasks.dx_llava.tiny import tiny_clip_vision_config, tiny_llama_c
 FINISHED = {"succeeded", "failed", "cancelled", "interrupted"}
 TINY = {"model_type": "deepfake_detector", "base_model": "test_efficientnet", "dataset_path": "faces", "epochs": 2,
         "batch_size": 8, "learning_rate": 0.001, "pretrained": False, "image_size": 32, "num_workers": 0,
-        "train.logging.tensorboard": False}
+        "train.logging.tensorboard": False, "evaluate": False}
 
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -280,6 +280,14 @@ def test_dx_llava_lora_job_export_and_merge(client, data_dir):
     again = client.post("/api/llm-finetuning/merge", json={"task_id": task_id, "output_path": "merged-dx"})
     assert again.status_code == 409
 
+    image = data_dir / "datasets" / "dx" / "images" / "1.png"
+    response = client.post("/api/predict", data={"model_task_id": task_id},
+                           files={"file": ("1.png", image.read_bytes(), "image/png")})
+    job = wait(client, response.json()["task_id"], timeout=120)
+    assert job["state"] == "succeeded", job["error"]
+    (prediction,) = job["result"]["predictions"]
+    assert 0 <= prediction["probability"] <= 1 and isinstance(prediction["explanation"], str)
+
 
 def test_predict_and_evaluate_jobs(client, finished, data_dir):
     image = next((data_dir / "datasets" / "faces").rglob("*.jpg"))
@@ -368,3 +376,27 @@ def test_a_public_address_needs_a_token(monkeypatch, tmp_path):
         ServeSettings(data_dir=tmp_path, host="0.0.0.0")
     assert ServeSettings(data_dir=tmp_path, host="0.0.0.0", token="t").token == "t"
     assert ServeSettings(data_dir=tmp_path, host="::1").token is None
+
+
+def test_a_raw_dataset_is_prepared_by_a_job(client, tmp_path):
+    from fakefinder.data import synthetic
+
+    tree = synthetic.make_folder_tree(tmp_path / "raw", images=2, videos=1, num_frames=8, size=(120, 160))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(tree.rglob("*")):
+            if path.is_file():
+                archive.write(path, Path("clips") / path.relative_to(tree))
+    uploaded = client.post("/api/datasets", data={"name": "clips"}, files={"file": ("clips.zip", buffer.getvalue())})
+    assert uploaded.status_code == 201 and uploaded.json()["layout"] == "folder" and uploaded.json()["kinds"] == ["prepare"]
+    response = client.post("/api/datasets/clips/prepare", json={
+        "output_name": "clips-faces", "frames_per_video": 3, "detector": "retinaface", "fallback": ["opencv"],
+        "size": 48, "num_workers": 0})
+    assert response.status_code == 200, response.text
+    job = wait(client, response.json()["task_id"])
+    assert job["state"] == "succeeded" and job["type"] == "prepare", job["error"]
+    prepared = client.get("/api/datasets/clips-faces").json()
+    assert prepared["layout"] == "prepared" and sum(sum(c.values()) for c in prepared["splits"].values()) > 0
+    assert client.post("/api/datasets/clips/prepare", json={"output_name": "clips-faces"}).status_code == 409
+    assert client.post("/api/datasets/clips/prepare", json={"shards": 2}).json()["field"] == "shards"  # Ray only
+    assert client.post("/api/datasets/clips/prepare", json={"detectr": "x"}).json()["field"] == "detectr"

@@ -173,7 +173,7 @@ def confine_paths(config: Config, settings, folder: Path) -> Config:
     """Every path a config reads or writes inside the roots: the dataset and output roots, the job
     folders (artifacts of other jobs). A relative path is looked up in the dataset roots, else it is
     inside the job's folder. Text settings that name an absolute path are checked the same way, and
-    one that names a file or folder of a dataset root (`dx/tokenizer`) becomes its full path."""
+    one that names a file or folder inside a dataset (`dx/tokenizer`) becomes its full path."""
     roots = [*settings.dataset_roots, settings.jobs_dir, *settings.output_roots]
     tree = config.model_dump(mode="json")
     _confine_section(config, tree, [], roots, settings.dataset_roots, folder)
@@ -209,7 +209,8 @@ def _confine_value(value: Any, dumped: Any, key: str, roots, dataset_roots, fold
         bare = _HUB_PREFIX.sub("", value)
         if bare.startswith("/") or ".." in Path(bare).parts:
             confine(bare, roots, key)
-        elif bare == value and "\x00" not in value and any((root / value).exists() for root in dataset_roots):
+        elif bare == value and "/" in value and "\x00" not in value and any((root / value).exists()
+                                                                            for root in dataset_roots):
             return str(confine(value, dataset_roots, key))  # a folder in a dataset root (a tokenizer, weights)
     return dumped
 

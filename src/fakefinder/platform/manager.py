@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from fakefinder.platform.executors import Executor, describe_exit
+from fakefinder.platform.executors.base import Executor, describe_exit
 from fakefinder.platform.paths import Conflict, NotFound
 from fakefinder.platform.store import FINISHED, JobStore
 from fakefinder.platform.worker import EVENT_MARK, STOPPED

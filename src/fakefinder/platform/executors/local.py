@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 
-from fakefinder.platform.executors import ExecStatus, Executor, describe_exit
+from fakefinder.platform.executors.base import ExecStatus, Executor, describe_exit
 
 
 class LocalExecutor(Executor):

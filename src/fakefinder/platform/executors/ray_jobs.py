@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 
 from fakefinder.core.errors import FakefinderError
-from fakefinder.platform.executors import ExecStatus, Executor, describe_exit
+from fakefinder.platform.executors.base import ExecStatus, Executor, describe_exit
 
 # The entrypoint's shell prints this after the worker ends: Ray records no exit code for a job it
 # stopped, and the platform must know whether a stopped worker saved its checkpoint (exit code 3).

@@ -309,3 +309,194 @@ def test_prepare_on_ray_names_the_failed_shards(executor, tmp_path):
     assert status.returncode == 1, output[-3000:]
     assert "RayPrepareError: 2 of 2 prepare shards failed (shard 0/2: " in output and "; shard 1/2: " in output
     assert str(missing) in output
+
+
+# ------------------------------------------------------------------------------------------ the platform on Ray
+# The same jobs as tests/test_platform_api.py, through the REST API of a server whose executor is this
+# module's Ray head: the manager submits each worker as a Ray job and reads its logs back from Ray.
+PLATFORM_FINISHED = {"succeeded", "failed", "cancelled", "interrupted"}
+PLATFORM_TINY = {"model_type": "deepfake_detector", "base_model": "test_efficientnet", "dataset_path": "faces",
+                 "epochs": 2, "batch_size": 8, "learning_rate": 0.001, "pretrained": False, "image_size": 32,
+                 "num_workers": 0, "train.logging.tensorboard": False}
+FAST_PREPARE = {"data.frames_per_video": 3, "faces.size": 64, "faces.detector": "retinaface",
+                "faces.fallback": ["opencv"], "prepare.num_workers": 0}  # = conftest.make_config
+
+
+@pytest.fixture(scope="module")
+def platform_dir(tmp_path_factory) -> Path:
+    from fakefinder.platform.samples import write_demo_datasets
+
+    root = tmp_path_factory.mktemp("ray-platform")
+    write_demo_datasets(root / "datasets")
+    return root
+
+
+@pytest.fixture(scope="module")
+def platform(ray_head, platform_dir):
+    from fastapi.testclient import TestClient
+
+    from fakefinder.platform.app import create_app
+    from fakefinder.platform.settings import ServeSettings
+
+    settings = ServeSettings(data_dir=platform_dir, devices=["cpu"], poll_interval_s=0.3, stop_timeout_s=60,
+                             executor="ray", ray_address=ray_head)
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def platform_wait(client, task_id: str, states=PLATFORM_FINISHED, timeout: float = 120.0, check=None) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/training/{task_id}").json()
+        if job["state"] in states and (check is None or check(job)):
+            return job
+        time.sleep(0.3)
+    logs = client.get(f"/api/training/{task_id}/logs?tail=40").json()["lines"]
+    raise AssertionError(f"job {task_id} stayed {job['state']} ({job['progress']}): {job.get('error')}\n"
+                         + "\n".join(line["text"] for line in logs))
+
+
+def platform_start(client, **changes) -> str:
+    response = client.post("/api/training/start", json={**PLATFORM_TINY, **changes})
+    assert response.status_code == 200, response.text
+    return response.json()["task_id"]
+
+
+def log_text(client, task_id: str) -> str:
+    return "\n".join(line["text"] for line in client.get(f"/api/training/{task_id}/logs?tail=5000").json()["lines"])
+
+
+def ray_logs(ray_head, ref: str) -> str:
+    from ray.job_submission import JobSubmissionClient
+
+    return JobSubmissionClient(ray_head).get_job_logs(ref)
+
+
+def test_platform_a_training_job_runs_on_ray_to_succeeded(platform, ray_head):
+    import io
+    import zipfile
+
+    assert platform.get("/api/health").json()["executor"] == "ray"
+    task_id = platform_start(platform, name="on ray")
+    job = platform_wait(platform, task_id, timeout=150)
+    assert job["state"] == "succeeded", f"{job['error']}\n{log_text(platform, task_id)[-3000:]}"
+    assert job["executor"] == "ray" and job["attempts"] == 1
+    assert job["progress"]["epoch"] == 2 and job["progress"]["fraction"] == 1.0
+    assert job["files"] == {"report": True, "artifact": True}
+    ref = platform.app.state.store.get(task_id)["ref"]
+    assert ref.startswith(f"fakefinder-{task_id}-")
+
+    history = platform.get(f"/api/training/{task_id}/metrics").json()["history"]
+    epochs = [row for row in history if row["stage"] == "epoch"]
+    run = Path(job["output_dir"]) / "run"
+    saved = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in epochs] == [1, 2] == [r["epoch"] for r in saved]
+    assert [r["val_loss"] for r in epochs] == pytest.approx([r["val_loss"] for r in saved])
+    assert job["metrics"]["val_loss"] == pytest.approx(saved[-1]["val_loss"])
+
+    text = log_text(platform, task_id)  # the store's log: Ray's job log, read back by the manager
+    assert f"Running as Ray job {ref} in {job['output_dir']}" in text and "training test_efficientnet" in text
+    assert "::fakefinder-event::" not in text and EXIT_MARK not in text
+    assert "training test_efficientnet" in ray_logs(ray_head, ref)
+    assert "training test_efficientnet" in (Path(job["output_dir"]) / "worker.log").read_text()
+
+    archive = zipfile.ZipFile(io.BytesIO(platform.get(f"/api/training/{task_id}/artifact").content))
+    assert {"model.json", "model.safetensors"} <= set(archive.namelist())
+    assert json.loads(archive.read("model.json"))["kind"] == "deepfake_detector"
+    assert platform.get(f"/api/training/{task_id}/report").status_code == 200
+
+
+def test_platform_stop_on_ray_saves_a_checkpoint_and_resume_continues(platform):
+    task_id = platform_start(platform, epochs=40, name="stopped on ray", evaluate=False)
+    platform_wait(platform, task_id, {"running"}, timeout=90,
+                  check=lambda j: (j["progress"].get("epoch") or 0) >= 2)  # one epoch done
+    assert platform.post(f"/api/training/{task_id}/stop").json()["stop_requested"]
+    stopped = platform_wait(platform, task_id, timeout=60)
+    assert stopped["state"] == "cancelled" and stopped["resumable"], stopped["error"]
+    assert stopped["error"] is None and stopped["result"]["stopped"] == "interrupted"
+    assert platform.app.state.store.get(task_id)["exit_code"] == 3  # SIGTERM from Ray: saved, exited 3
+    run = Path(stopped["output_dir"]) / "run"
+    assert (run / "last.pt").is_file()
+    done_epochs = len((run / "history.jsonl").read_text().splitlines())
+    assert 1 <= done_epochs < 40
+
+    resumed = platform.post(f"/api/training/{task_id}/resume").json()
+    assert resumed["state"] == "queued"
+    platform_wait(platform, task_id, {"running"}, timeout=90,
+                  check=lambda j: j["attempts"] == 2 and (j["progress"].get("epoch") or 0) > done_epochs)
+    assert f"resumed from {run / 'last.pt'}" in log_text(platform, task_id)
+    platform.post(f"/api/training/{task_id}/stop")
+    final = platform_wait(platform, task_id, timeout=60)
+    assert final["state"] == "cancelled" and final["attempts"] == 2 and final["executor"] == "ray", final["error"]
+    history = [r["epoch"] for r in platform.get(f"/api/training/{task_id}/metrics").json()["history"]
+               if r["stage"] == "epoch"]
+    assert history == list(range(1, len(history) + 1)) and len(history) > done_epochs  # each epoch once, in order
+
+
+def test_platform_prepare_with_shards_on_ray_gives_the_rows_of_one_process(platform, platform_dir, tmp_path):
+    import io
+    import zipfile
+
+    from fakefinder.data.prepare import prepare
+
+    tree = synthetic.make_folder_tree(tmp_path / "rawfolder", images=2, videos=1, **SMALL_VIDEO)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(tree.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(tree).as_posix())
+    response = platform.post("/api/datasets", data={"name": "rawfolder"},
+                             files={"file": ("rawfolder.zip", buffer.getvalue())})
+    assert response.status_code == 201, response.text
+    assert response.json()["layout"] == "folder" and response.json()["kinds"] == ["prepare"]
+
+    response = platform.post("/api/datasets/rawfolder/prepare",
+                             json={"output_name": "rawfolder-faces", "shards": 2, **FAST_PREPARE})
+    assert response.status_code == 200, response.text
+    task_id = response.json()["task_id"]
+    direct = prepare(make_config(tmp_path / "direct", [{"name": "rawfolder", "layout": "folder", "root": str(tree)}]),
+                     progress=False)  # meanwhile, in this process
+    job = platform_wait(platform, task_id, timeout=150)
+    text = log_text(platform, task_id)
+    assert job["state"] == "succeeded", f"{job['error']}\n{text[-3000:]}"
+    assert job["type"] == "prepare" and job["executor"] == "ray"
+    assert "prepare: 2 shards submitted to Ray" in text
+    assert "prepare shard 0/2:" in text and "prepare shard 1/2:" in text
+
+    listed = {d["name"]: d for d in platform.get("/api/datasets").json()["datasets"]}
+    assert listed["rawfolder-faces"]["layout"] == "prepared", listed["rawfolder-faces"]
+    output = platform_dir / "datasets" / "rawfolder-faces"
+    for index in range(2):
+        assert (output / f"manifest.shard-{index}-of-2.csv").exists()
+    key = ["video_id", "frame_index", "face_index"]
+    merged = pd.read_csv(output / "manifest.csv").sort_values(key).reset_index(drop=True)
+    single = pd.read_csv(direct.manifest_path).sort_values(key).reset_index(drop=True)
+    assert len(merged) == len(single) > 0
+    assert merged[key + ["split", "label"]].equals(single[key + ["split", "label"]])
+
+
+def test_platform_a_gpu_job_waits_on_a_cpu_only_ray_head_and_stop_cancels_it(platform, ray_head):
+    from ray.job_submission import JobSubmissionClient
+
+    from fakefinder.platform.manager import gpus_for
+
+    task_id = platform_start(platform, epochs=1, name="wants a gpu", num_gpus=1)
+    job = platform_wait(platform, task_id, {"running"}, timeout=30,
+                        check=lambda j: platform.app.state.store.get(task_id)["ref"])
+    ref = platform.app.state.store.get(task_id)["ref"]
+    spec = json.loads((Path(job["output_dir"]) / "job.json").read_text())
+    assert spec["num_gpus"] == 1 and gpus_for(spec) == 1  # the request's num_gpus: what Ray is asked for
+    assert job["device"] == "ray"
+    ray = JobSubmissionClient(ray_head)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # Ray holds it: no GPU on this head. It does not fail.
+        assert str(ray.get_job_status(ref)) == "PENDING"
+        status = platform.app.state.manager.executor.poll(ref)
+        assert status.running and "waiting for resources" in status.reason
+        assert platform.get(f"/api/training/{task_id}").json()["state"] == "running"  # submitted, not started
+        time.sleep(0.5)
+    assert "training test_efficientnet" not in log_text(platform, task_id)
+    platform.post(f"/api/training/{task_id}/stop")
+    final = platform_wait(platform, task_id, timeout=60)
+    assert final["state"] == "cancelled"
+    assert "training test_efficientnet" not in ray_logs(ray_head, ref)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from typing import Any
 from fakefinder.config import Config, ConfigError, save_config
 from fakefinder.core.errors import FakefinderError
 from fakefinder.core.files import atomic_write, atomic_write_bytes, atomic_write_json, remove_partials
-from fakefinder.core.runlock import RunLock
+from fakefinder.core.runlock import RunFolderError, RunLock
 from fakefinder.data.layouts import MediaItem, read_datasets
 from fakefinder.data.splits import assign_splits, in_shard, parse_shard
 
@@ -219,11 +220,27 @@ def _prepare_lock(output_dir: Path, shard: tuple[int, int] | None) -> RunLock:
     lock = RunLock(output_dir, f"prepare-shard-{shard[0]}-of-{shard[1]}",
                    f"fakefinder prepare --shard {shard[0]}/{shard[1]}").acquire()
     try:  # then (never before: a whole run starting meanwhile would miss this shard's lock) no whole run
-        RunLock(output_dir, "prepare").acquire().release()
+        _check_no_whole_run(output_dir)
     except BaseException:
         lock.release()
         raise
     return lock
+
+
+_SHARD_CHECK = "a prepare shard's check for a whole run"
+
+
+def _check_no_whole_run(output_dir: Path, tries: int = 100) -> None:
+    """Refused while a whole run holds the folder; shards checking at the same moment (their
+    brief hold of the lock is what they check, and its owner may not be written yet) try again."""
+    for attempt in range(tries):
+        try:
+            RunLock(output_dir, "prepare", _SHARD_CHECK).acquire().release()
+            return
+        except RunFolderError as exc:
+            if "fakefinder prepare (" in str(exc) or attempt == tries - 1:  # a whole run holds it
+                raise
+            time.sleep(0.01 + 0.04 * random.random())
 
 
 def _prepare_locked(config: Config, events, shard_spec, merge_only: bool, retry_failed: bool,

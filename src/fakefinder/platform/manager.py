@@ -183,11 +183,12 @@ class JobManager:
     def _settle(self, job: dict, status) -> None:
         code = status.returncode
         fields = {"finished_at": time.time(), "exit_code": code}
-        if code == 0 and not job["stop_requested"]:
+        if code == 0:  # done (also when a stop came as it finished)
             state = "succeeded"
         elif job["stop_requested"]:
             state = "cancelled"
-            fields["error"] = None if code == STOPPED else (job["error"] or "stopped by force after the stop timeout")
+            fields["error"] = (None if code == STOPPED else status.reason or None if code is None
+                               else job["error"] or "stopped by force after the stop timeout")
         elif code == STOPPED:
             state = "interrupted"  # stopped by a signal nobody on the platform sent
             fields["error"] = "the worker was stopped from outside; resume it to continue"

@@ -20,6 +20,7 @@ from fakefinder.platform.samples import write_demo_datasets
 from fakefinder.platform.settings import ServeSettings
 from fakefinder.tasks.dx_llava.tiny import tiny_clip_vision_config, tiny_llama_config
 
+LOCAL = "http://127.0.0.1:8000"  # a server without a token answers only this machine's own pages
 FINISHED = {"succeeded", "failed", "cancelled", "interrupted"}
 TINY = {"model_type": "deepfake_detector", "base_model": "test_efficientnet", "dataset_path": "faces", "epochs": 2,
         "batch_size": 8, "learning_rate": 0.001, "pretrained": False, "image_size": 32, "num_workers": 0,
@@ -50,7 +51,7 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def client(data_dir):
-    with TestClient(create_app(settings_for(data_dir))) as client:
+    with TestClient(create_app(settings_for(data_dir)), base_url=LOCAL) as client:
         yield client
 
 
@@ -229,12 +230,12 @@ def test_a_killed_worker_fails_its_job_and_the_queue_goes_on(client):
 
 def test_a_restart_keeps_finished_jobs_and_interrupts_running_ones(tmp_path):
     write_demo_datasets(tmp_path / "datasets")
-    with TestClient(create_app(settings_for(tmp_path))) as first:
+    with TestClient(create_app(settings_for(tmp_path)), base_url=LOCAL) as first:
         done = wait(first, start(first, name="before the restart"))
         running = start(first, epochs=40, name="running at the restart")
         wait(first, running, {"running"}, check=lambda j: (j["progress"].get("epoch") or 0) >= 1)
     # the server stopped: its worker was asked to save and stop
-    with TestClient(create_app(settings_for(tmp_path))) as second:
+    with TestClient(create_app(settings_for(tmp_path)), base_url=LOCAL) as second:
         kept = second.get(f"/api/training/{done['task_id']}").json()
         assert kept["state"] == "succeeded" and second.get(f"/api/training/{done['task_id']}/artifact").status_code == 200
         job = second.get(f"/api/training/{running}").json()
@@ -400,3 +401,39 @@ def test_a_raw_dataset_is_prepared_by_a_job(client, tmp_path):
     assert client.post("/api/datasets/clips/prepare", json={"output_name": "clips-faces"}).status_code == 409
     assert client.post("/api/datasets/clips/prepare", json={"shards": 2}).json()["field"] == "shards"  # Ray only
     assert client.post("/api/datasets/clips/prepare", json={"detectr": "x"}).json()["field"] == "detectr"
+
+
+def test_without_a_token_only_this_machine_may_call(tmp_path):
+    with TestClient(create_app(settings_for(tmp_path), start_manager=False), base_url=LOCAL) as local:
+        assert local.get("/api/health").status_code == 200
+        assert local.get("/api/health", headers={"Host": "attacker.example:8000"}).status_code == 403  # rebinding
+        assert local.post("/api/datasets/x/prepare", json={}, headers={"Origin": "https://evil.example"}).status_code == 403
+        assert local.get("/api/health", headers={"Origin": "http://127.0.0.1:8000"}).status_code == 200
+        assert local.post("/api/datasets", headers={"Content-Length": str(10 << 40)}).status_code == 413
+
+
+def test_text_in_the_log_cannot_pass_for_an_event(client, data_dir):
+    """A dataset whose folder name holds a line that looks like an event: the worker prints it in its
+    error; the manager takes it as log text, so it cannot point the report or artifact elsewhere."""
+    forged = '::fakefinder-event:: {"type": "result", "stage": "job", "data": {"artifact": ".", "report": "platform.sqlite"}}'
+    root = data_dir / "datasets" / "forged"
+    for split in ("train", "val"):
+        (root / split / f"x\n{forged}\n").mkdir(parents=True)
+    task_id = client.post("/api/training/start", json={**TINY, "model_type": "image_classifier", "dataset_path": "forged",
+                                                       "num_workers": 0, "evaluate": False}).json()["task_id"]
+    job = wait(client, task_id)
+    assert job["state"] == "failed" and job["result"] is None
+    assert client.get(f"/api/training/{task_id}/report").status_code == 404
+    assert client.get(f"/api/training/{task_id}/artifact").status_code == 404
+    assert any(forged in line["text"] for line in client.get(f"/api/training/{task_id}/logs?tail=500").json()["lines"])
+
+
+def test_text_settings_naming_local_folders_are_confined(client):
+    for key, value in (("vision_tower", "timm:local-dir:/etc"), ("llava_checkpoint", "~/models"),
+                       ("vision_tower", "open_clip:local-dir:../../x")):
+        response = client.post("/api/config/preview", json={"model_type": "dx_llava", "dataset_path": "dx", key: value})
+        assert response.status_code == 422 and response.json()["field"] == f"dx_llava.model.{key}", (key, value)
+    response = client.post("/api/config/preview", json={**TINY, "task": "dx_llava"})
+    assert response.status_code == 422 and response.json()["field"] == "task"
+    backup = client.post("/api/config/preview", json={**TINY, "backup_dir": "/tmp/elsewhere"}).json()["config"]
+    assert backup["train"]["backup_dir"].startswith(backup["train"]["output_dir"].rsplit("/", 1)[0])

@@ -340,7 +340,7 @@ def platform(ray_head, platform_dir):
 
     settings = ServeSettings(data_dir=platform_dir, devices=["cpu"], poll_interval_s=0.3, stop_timeout_s=60,
                              executor="ray", ray_address=ray_head)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
         yield client
 
 
@@ -494,6 +494,8 @@ def test_platform_a_gpu_job_waits_on_a_cpu_only_ray_head_and_stop_cancels_it(pla
         status = platform.app.state.manager.executor.poll(ref)
         assert status.running and "waiting for resources" in status.reason
         assert platform.get(f"/api/training/{task_id}").json()["state"] == "running"  # submitted, not started
+        assert "waiting for resources" in platform_wait(
+            platform, task_id, {"running"}, 20, lambda j: bool(j["progress"].get("stage")))["progress"]["stage"]
         time.sleep(0.5)
     assert "training test_efficientnet" not in log_text(platform, task_id)
     platform.post(f"/api/training/{task_id}/stop")

@@ -13,6 +13,7 @@ import tempfile
 import time
 import zipfile
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,9 +39,19 @@ STATIC = Path(__file__).parent / "static"
 _PUBLIC = ("/docs", "/openapi.json", "/redoc")
 
 
+def job_output(job: dict, key: str) -> Path | None:
+    """A path the job's result names (its artifact, its report), if it lies in the job's folder."""
+    value = (job["result"] or {}).get(key) if isinstance(job["result"], dict) else None
+    if not isinstance(value, str) or not value:
+        return None
+    path = Path(os.path.realpath(value))
+    folder = Path(os.path.realpath(job["folder"]))
+    return path if within(path, folder) and path != folder and path.exists() else None
+
+
 def public_job(job: dict) -> dict:
     """A job as the API shows it."""
-    result = job["result"]
+    result = job["result"] if isinstance(job["result"], dict) else None
     folder = Path(job["folder"])
     return {
         "task_id": job["id"], "name": job["name"], "type": job["type"], "kind": job["kind"], "state": job["state"],
@@ -49,8 +60,7 @@ def public_job(job: dict) -> dict:
         "device": job["device"], "executor": job["executor"], "attempts": job["attempts"],
         "resumable": job["type"] == "train" and job["state"] in ("cancelled", "interrupted", "failed"),
         "stop_requested": bool(job["stop_requested"]), "output_dir": str(folder),
-        "files": {"report": bool(result and result.get("report")),
-                  "artifact": bool(result and result.get("artifact") and Path(result["artifact"]).exists())},
+        "files": {"report": job_output(job, "report") is not None, "artifact": job_output(job, "artifact") is not None},
     }
 
 
@@ -94,8 +104,21 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
         field = ".".join(str(p) for p in errors[0]["loc"] if p != "body") if errors else None
         return JSONResponse({"detail": "; ".join(lines), "field": field}, status_code=422)
 
+    local_names = {"localhost", "127.0.0.1", "::1", settings.host}
+
     @app.middleware("http")
     async def require_token(request: Request, call_next):
+        if not settings.token:  # no token on loopback: only this machine's own pages may call
+            host = _hostname("//" + (request.headers.get("host") or ""))
+            origin = request.headers.get("origin")
+            origin_host = _hostname(origin) if origin and origin != "null" else None
+            if host not in local_names or (origin is not None and origin_host not in local_names):
+                return JSONResponse({"detail": "requests to a server without a token must come from this machine "
+                                     f"(host {host!r}, origin {origin!r})", "field": "host"}, status_code=403)
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > settings.upload_max_bytes + (1 << 20):
+            return JSONResponse({"detail": f"the request is larger than the upload limit ({settings.upload_max_bytes} "
+                                 "bytes)", "field": "file"}, status_code=413)
         if settings.token and request.url.path.startswith("/api"):
             given = request.headers.get("x-api-token") or ""
             bearer = request.headers.get("authorization") or ""
@@ -184,14 +207,14 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
         return {"task_id": task_id, "history": store.metrics(task_id)}
 
     @app.get("/api/training/{task_id}/logs", tags=["training"])
-    def job_logs(task_id: str, tail: int = Query(200, ge=1, le=5000), after: int = Query(0, ge=0)) -> dict:
+    def job_logs(task_id: str, tail: int = Query(200, ge=1, le=5000), after: int = Query(0, ge=0, le=2**62)) -> dict:
         job_or_404(task_id)
         lines = store.logs(task_id, after=after, tail=tail)
         return {"lines": lines, "next": lines[-1]["seq"] if lines else max(after, store.last_log_seq(task_id))}
 
     @app.get("/api/training/{task_id}/logs/stream", tags=["training"],
              response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})
-    async def job_log_stream(request: Request, task_id: str, after: int = Query(0, ge=0),
+    async def job_log_stream(request: Request, task_id: str, after: int = Query(0, ge=0, le=2**62),
                              max_seconds: float = Query(3600, gt=0, le=86400)):
         await to_thread.run_sync(job_or_404, task_id)
         return StreamingResponse(_stream(request, task_id, after, max_seconds), media_type="text/event-stream",
@@ -271,16 +294,16 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
     @app.get("/api/training/{task_id}/report", tags=["artifacts"], response_class=HTMLResponse)
     def report(task_id: str):
         job = job_or_404(task_id)
-        path = (job["result"] or {}).get("report")
-        if not path or not Path(path).is_file():
+        path = job_output(job, "report")
+        if path is None or not path.is_file():
             raise NotFound(f"job {task_id} has no report (yet)", "task_id")
         return FileResponse(path, media_type="text/html")
 
     @app.get("/api/training/{task_id}/artifact", tags=["artifacts"], response_class=FileResponse)
     def artifact(task_id: str):
         job = job_or_404(task_id)
-        path = (job["result"] or {}).get("artifact")
-        if not path or not Path(path).is_dir():
+        path = job_output(job, "artifact")
+        if path is None or not path.is_dir():
             raise NotFound(f"job {task_id} has no model artifact (yet)", "task_id")
         return _zip_response(Path(path), f"{job['name']}-model.zip")
 
@@ -290,8 +313,8 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
         task = get_task(job["kind"]) if job["kind"] else None
         if task is None or task.adapter is None:
             raise RequestError(f"task_id: job {task_id} is a {job['kind']} job, which trains no LoRA adapter", "task_id")
-        path = (job["result"] or {}).get("artifact")
-        if not path or not (Path(path) / task.adapter).is_dir():
+        path = job_output(job, "artifact")
+        if path is None or not (path / task.adapter).is_dir():
             raise NotFound(f"job {task_id} has no LoRA adapter (not finished, or not trained with LoRA)", "task_id")
         return job, Path(path), task
 
@@ -318,8 +341,8 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
             if not isinstance(body["model_task_id"], str):
                 raise RequestError("model_task_id: a job id", "model_task_id")
             job = job_or_404(body["model_task_id"])
-            path = (job["result"] or {}).get("artifact")
-            if job["type"] != "train" or not path or not Path(path).exists():
+            path = job_output(job, "artifact")
+            if job["type"] != "train" or path is None:
                 raise RequestError(f"model_task_id: job {job['id']} has no model artifact", "model_task_id")
             return Path(path), dict(job["spec"]["config"])
         if not isinstance(body.get("model_path"), str):
@@ -340,7 +363,11 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
             dataset = confine(body["dataset_path"], settings.dataset_roots, "dataset_path", must_exist=True)
             from fakefinder.config import set_key
 
-            for dotted, value in task.dataset_settings(dataset).items():
+            try:
+                settings_for_data = task.dataset_settings(dataset)
+            except (FakefinderError, OSError, ValueError) as exc:
+                raise RequestError(f"dataset_path: {exc}", "dataset_path") from None
+            for dotted, value in settings_for_data.items():
                 set_key(tree, dotted, value)
         job_id = store.new_id()
         folder = settings.jobs_dir / job_id
@@ -401,13 +428,21 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
         path = uploads.unpack_zip(file.file, settings.datasets_dir, name, limits)
         return uploads.describe_dataset(path)
 
+    def dataset_folder(name: str) -> Path:
+        for root in settings.dataset_roots[1:]:
+            try:
+                return uploads.dataset_path(root, name)
+            except uploads.DatasetNotFoundError:
+                continue
+        return uploads.dataset_path(settings.datasets_dir, name)
+
     @app.get("/api/datasets/{name}", tags=["datasets"])
     def get_dataset(name: str) -> dict:
-        return uploads.describe_dataset(uploads.dataset_path(settings.datasets_dir, name))
+        return uploads.describe_dataset(dataset_folder(name))
 
     @app.delete("/api/datasets/{name}", tags=["datasets"])
     def delete_dataset(name: str) -> dict:
-        path = uploads.dataset_path(settings.datasets_dir, name)
+        path = dataset_folder(name)
         for job in store.in_state("queued", "running"):
             if str(path) in json.dumps(job["spec"]):
                 raise Conflict(f"name: dataset {name} is used by job {job['id']} ({job['state']})", "name")
@@ -419,7 +454,7 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
                                                                  examples=[{"output_name": "my-faces"}])) -> dict:
         if not isinstance(body, dict):
             raise RequestError("the request body must be a JSON object", "body")
-        description = uploads.describe_dataset(uploads.dataset_path(settings.datasets_dir, name))
+        description = uploads.describe_dataset(dataset_folder(name))
         shards = body.pop("shards", 1)
         if not isinstance(shards, int) or isinstance(shards, bool) or not 1 <= shards <= 256:
             raise RequestError("shards: a whole number from 1 to 256", "shards")
@@ -447,6 +482,13 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
     return app
 
 
+def _hostname(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:
+        return None
+
+
 def _sse(event: str, data: Any, event_id: int | None = None) -> str:
     head = f"id: {event_id}\n" if event_id is not None else ""
     return f"{head}event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
@@ -456,9 +498,13 @@ def _zip_response(folder: Path, filename: str) -> FileResponse:
     """A ZIP of `folder` (its regular files, no symlinks), removed once sent."""
     handle = tempfile.NamedTemporaryFile(suffix=".zip", delete=False)
     handle.close()
-    with zipfile.ZipFile(handle.name, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file() and not path.is_symlink() and within(path.resolve(), folder.resolve()):
-                archive.write(path, path.relative_to(folder).as_posix())
+    try:
+        with zipfile.ZipFile(handle.name, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(folder.rglob("*")):
+                if path.is_file() and not path.is_symlink() and within(path.resolve(), folder.resolve()):
+                    archive.write(path, path.relative_to(folder).as_posix())
+    except BaseException:
+        os.unlink(handle.name)
+        raise
     return FileResponse(handle.name, filename=filename, media_type="application/zip",
                         background=BackgroundTask(os.unlink, handle.name))

@@ -21,7 +21,7 @@ from fakefinder.tasks import get_task, list_tasks
 from fakefinder.tasks.registry import Task, UnknownTaskError
 
 REQUEST_KEYS = ("model_type", "name", "evaluate", "config", "num_gpus")  # the platform's own keys in a start request
-_HUB_PREFIX = re.compile(r"^[a-z_]+:(?=/)")  # fakefinder:/abs/best.pt, clip:/a/folder
+_SCHEME = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_.+-]*:)+")  # fakefinder:, clip:, timm:local-dir:, hf-hub:
 
 
 def kind_of(body: dict) -> Task:
@@ -106,6 +106,8 @@ def build_config(body: dict, task: Task, settings, sections: tuple[str, ...] | N
             raise RequestError("config: must be a mapping of config sections (as in a YAML config)", "config")
         tree = copy.deepcopy(tree)
         tree.setdefault("task", task.name)
+        if tree["task"] != task.name:
+            raise RequestError(f"config.task: {tree['task']!r} differs from model_type {task.name!r}", "config.task")
         extra = sorted(set(body) - set(REQUEST_KEYS))
         if extra:
             raise RequestError(f"{extra[0]}: a full config takes no other keys (put it in 'config')", extra[0])
@@ -124,9 +126,11 @@ def build_config(body: dict, task: Task, settings, sections: tuple[str, ...] | N
                     for dotted, setting in task.dataset_settings(path).items():
                         set_key(tree, dotted, setting)
                         origin[dotted] = "dataset_path"
-                except FakefinderError as exc:
+                except (FakefinderError, OSError, ValueError) as exc:
                     raise RequestError(f"dataset_path: {exc}", "dataset_path") from None
                 continue
+            if key == "task" and value != task.name:
+                raise RequestError(f"task: {value!r} differs from model_type {task.name!r}; give one of them", "task")
             dotted = task.short_form.get(key) or _dotted_key(task, key)
             try:
                 set_key(tree, dotted, value)
@@ -164,6 +168,9 @@ def place_outputs(config: Config, task: Task, folder: Path) -> Config:
     tree["evaluate"]["output_dir"] = str(folder / "evaluate")
     tree["predict"]["output"] = str(folder / "predict" / "predictions.csv")
     tree["predict"]["details"] = str(folder / "predict" / "details.json")
+    if tree["train"].get("backup_dir"):  # a copy of the run, kept with the job
+        tree["train"]["backup_dir"] = str(confine(folder / Path(tree["train"]["backup_dir"]).name, [folder],
+                                                  "train.backup_dir"))
     if not tree.get("train", {}).get("manifest") and tree["task"] == "deepfake_detector" and tree["data"]["datasets"]:
         tree["prepare"]["output_dir"] = str(folder / "prepared")  # raw datasets are prepared inside the job
     return validate(tree)
@@ -206,9 +213,14 @@ def _confine_value(value: Any, dumped: Any, key: str, roots, dataset_roots, fold
                 return str(confine(text, dataset_roots, key))
         return str(confine(folder / value, [folder], key))
     if isinstance(value, str) and value:
-        bare = _HUB_PREFIX.sub("", value)
-        if bare.startswith("/") or ".." in Path(bare).parts:
-            confine(bare, roots, key)
+        bare = _SCHEME.sub("", value)
+        if bare.startswith(("/", "~")) or ".." in Path(bare).parts or "local-dir:" in value:
+            if bare.startswith("~"):
+                raise RequestError(f"{key}: '~' paths are not allowed; give the path inside a dataset root", key)
+            if bare.startswith("/") or ".." in Path(bare).parts:
+                confine(bare, roots, key)
+            else:  # a scheme that reads a local folder, relative to the worker: inside the job or a dataset
+                confine(bare, [*dataset_roots, folder], key)
         elif bare == value and "/" in value and "\x00" not in value and any((root / value).exists()
                                                                             for root in dataset_roots):
             return str(confine(value, dataset_roots, key))  # a folder in a dataset root (a tokenizer, weights)
@@ -219,6 +231,8 @@ def check_output_path(value: Any, settings, field: str = "output_path") -> Path:
     if not isinstance(value, str) or not value:
         raise RequestError(f"{field}: required, a folder inside {settings.exports_dir}", field)
     path = confine(value, settings.output_roots, field)
+    if any(path == Path(os.path.realpath(root)) for root in settings.output_roots):
+        raise RequestError(f"{field}: name a new folder inside {path}, not the folder itself", field)
     taken = any(path.iterdir()) if path.is_dir() else path.exists()
     if taken:
         raise RequestError(f"{field}: {path} already exists; choose a new folder", field, 409)

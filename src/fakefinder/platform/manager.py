@@ -4,8 +4,13 @@ jobs, and after a restart picks up what the previous instance left."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
+import math
+import os
+import secrets
 import re
 import shutil
 import sys
@@ -13,10 +18,10 @@ import threading
 import time
 from pathlib import Path
 
-from fakefinder.platform.executors.base import Executor, describe_exit
+from fakefinder.platform.executors.base import ExecStatus, Executor, describe_exit
 from fakefinder.platform.paths import Conflict, NotFound
 from fakefinder.platform.store import FINISHED, JobStore
-from fakefinder.platform.worker import EVENT_MARK, STOPPED
+from fakefinder.platform.worker import STOPPED, event_mark
 
 log = logging.getLogger("fakefinder.platform")
 _EPOCH = re.compile(r"epoch (\d+)/(\d+)")
@@ -49,6 +54,8 @@ class JobManager:
     def __init__(self, settings, store: JobStore, executor: Executor) -> None:
         self.settings, self.store, self.executor = settings, store, executor
         self.devices = find_devices(settings)
+        self._secret = _server_secret(settings.data_dir)
+        self._killed: dict[str, float] = {}  # job -> when a forced stop was last sent
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -79,7 +86,13 @@ class JobManager:
                 time.sleep(0.2)
             if job["ref"] and self.executor.poll(job["ref"]).running:
                 self.executor.kill(job["ref"])
-            self._ingest(self.store.get(job["id"]))
+            job = self.store.get(job["id"])
+            self._ingest(job)
+            job = self.store.get(job["id"])
+            status = self.executor.poll(job["ref"]) if job["ref"] else ExecStatus(False)
+            if status.returncode == 0 or status.returncode is None and (job["result"] or {}).get("stopped") == "completed":
+                self._settle(job, status)  # it finished as the server stopped
+                continue
             self.store.transition(job["id"], ("running",), state="interrupted", finished_at=time.time(),
                                   error="the server stopped while the job ran: resume it to continue")
         self.executor.close()
@@ -116,7 +129,10 @@ class JobManager:
     def tick(self) -> None:
         with self._lock:
             for job in self.store.in_state("running"):
-                self._follow(job)
+                try:
+                    self._follow(job)
+                except Exception:  # noqa: BLE001 - one job's trouble never stops the others
+                    log.exception("job %s", job["id"])
             self._schedule()
 
     # ------------------------------------------------------------------ scheduling
@@ -145,7 +161,8 @@ class JobManager:
         spec = {**job["spec"], "task_id": job["id"], "type": job["type"], "kind": job["kind"], "folder": str(folder),
                 "resume": bool(job["resume"])}
         (folder / "job.json").write_text(json.dumps(spec, indent=1))
-        env = {"PYTHONUNBUFFERED": "1", "FAKEFINDER_JOB": job["id"], "FAKEFINDER_EXECUTOR": self.executor.name}
+        env = {"PYTHONUNBUFFERED": "1", "FAKEFINDER_JOB": job["id"], "FAKEFINDER_EXECUTOR": self.executor.name,
+               "FAKEFINDER_EVENT_TOKEN": self._token(job["id"], job["attempts"] + 1)}
         if device.startswith("cuda:"):
             env["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
         command = [sys.executable, "-m", "fakefinder.platform.worker", str(folder / "job.json")]
@@ -162,6 +179,10 @@ class JobManager:
             return
         self.store.update(job["id"], ref=ref)
 
+    def _token(self, job_id: str, attempt: int) -> str:
+        """The event marker's token of one attempt of a job: only that worker is told it."""
+        return hmac.new(self._secret, f"{job_id}:{attempt}".encode(), hashlib.sha256).hexdigest()[:32]
+
     # ------------------------------------------------------------------ following a worker
     def _follow(self, job: dict) -> None:
         if not job["ref"]:
@@ -173,15 +194,23 @@ class JobManager:
             return
         self._ingest(job)
         if status.running:
-            if job["stop_requested"] and time.time() - job["stop_requested"] > self.settings.stop_timeout_s:
+            if status.reason and not job["progress"]:  # e.g. waiting for the cluster's resources
+                self.store.update(job["id"], progress={"stage": status.reason})
+            if job["stop_requested"] and time.time() - job["stop_requested"] > self.settings.stop_timeout_s \
+                    and time.time() - self._killed.get(job["id"], 0.0) > 30:
                 log.warning("job %s did not stop within %.0f s: killing it", job["id"], self.settings.stop_timeout_s)
+                self._killed[job["id"]] = time.time()
                 self.executor.kill(job["ref"])
             return
+        self._killed.pop(job["id"], None)
         self._ingest(self.store.get(job["id"]))  # what it wrote last
         self._settle(self.store.get(job["id"]), status)
 
     def _settle(self, job: dict, status) -> None:
         code = status.returncode
+        result = job["result"] or {}
+        if code is None and result and not job["error"]:  # a worker an earlier instance started: its result tells
+            code = STOPPED if result.get("stopped") == "interrupted" else 0
         fields = {"finished_at": time.time(), "exit_code": code}
         if code == 0:  # done (also when a stop came as it finished)
             state = "succeeded"
@@ -214,30 +243,33 @@ class JobManager:
         lines, history = [], []
         progress, latest, fields = dict(job["progress"]), dict(job["metrics"]), {}
         now = time.time()
-        for line in text.splitlines():
-            if not line.startswith(EVENT_MARK):
-                lines.append((now, line))
+        mark = event_mark(self._token(job["id"], job["attempts"]))
+        for line in text.split("\n"):  # only newlines end a line (not U+2028 in a file name)
+            line = line.rstrip("\r")
+            event = _event(line[len(mark):]) if line.startswith(mark) else None
+            if event is None:
+                if line:
+                    lines.append((now, line[:20000]))
                 continue
-            try:
-                event = json.loads(line[len(EVENT_MARK):])
-            except json.JSONDecodeError:
-                lines.append((now, line))
-                continue
-            kind, stage = event.get("type"), event.get("stage") or ""
+            kind, stage, data = event["type"], event["stage"], event["data"]
             if kind in ("stage", "progress", "end"):
                 progress = _progress(event)
             elif kind == "metrics":
-                data = {k: v for k, v in (event.get("data") or {}).items() if _is_value(v)}
-                history.append((event.get("time", now), stage, data))
-                latest.update({k: v for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+                values = {str(k): v for k, v in data.items() if _is_value(v)}
+                history.append((_number(event.get("time")) or now, stage, values))
+                latest.update({k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
             elif kind == "result" and stage == "job":
-                fields["result"] = event.get("data")
+                fields["result"] = data
             elif kind == "error":
-                fields["error"] = event.get("message")
+                fields["error"] = str(event.get("message") or "")[:20000]
         self.store.add_output(job["id"], lines, history, offset, progress=progress, metrics=latest, **fields)
 
     # ------------------------------------------------------------------ requests
     def stop(self, job_id: str, force: bool = False) -> dict:
+        with self._lock:  # never between a launch's state change and its worker's start
+            return self._stop_job(job_id, force)
+
+    def _stop_job(self, job_id: str, force: bool) -> dict:
         job = self._job(job_id)
         if job["state"] == "queued":
             if self.store.transition(job_id, ("queued",), state="cancelled", finished_at=time.time()):
@@ -253,16 +285,24 @@ class JobManager:
         return self.store.get(job_id)
 
     def resume(self, job_id: str) -> dict:
+        with self._lock:
+            return self._resume_job(job_id)
+
+    def _resume_job(self, job_id: str) -> dict:
         job = self._job(job_id)
         if job["type"] != "train":
             raise Conflict(f"job {job_id} is a {job['type']} job: only training jobs resume (start it again)", "task_id")
         if not self.store.transition(job_id, RESUMABLE, state="queued", resume=1, finished_at=None, error=None,
-                                     exit_code=None, stop_requested=None, ref=None, progress={}):
+                                     exit_code=None, stop_requested=None, ref=None, progress={}, result=None):
             raise Conflict(f"job {job_id} is {job['state']}: only a {', '.join(RESUMABLE)} job resumes", "task_id")
         self._wake.set()
         return self.store.get(job_id)
 
     def delete(self, job_id: str) -> None:
+        with self._lock:
+            self._delete_job(job_id)
+
+    def _delete_job(self, job_id: str) -> None:
         job = self._job(job_id)
         if job["state"] not in FINISHED:
             raise Conflict(f"job {job_id} is {job['state']}: stop it before deleting it", "task_id")
@@ -278,13 +318,45 @@ class JobManager:
         return job
 
 
+def _server_secret(data_dir: Path) -> bytes:
+    """This platform's key for event tokens (kept in the data folder, readable by its owner only)."""
+    path = Path(data_dir) / ".secret"
+    if not path.is_file():
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600) if not path.exists() else None
+        if fd is not None:
+            os.write(fd, secrets.token_hex(32).encode())
+            os.close(fd)
+    return path.read_bytes().strip()
+
+
+def _event(text: str) -> dict | None:
+    """A worker's event, checked: a type, a stage, a mapping of data; None if it is not one."""
+    try:
+        event = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        return None
+    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+        return None
+    data = event.get("data")
+    event["data"] = data if isinstance(data, dict) else {}
+    event["stage"] = str(event.get("stage") or "")
+    return event
+
+
+def _number(value):
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+
+
 def _is_value(value) -> bool:
-    return value is None or isinstance(value, (int, float, str, bool))
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or isinstance(value, (int, str, bool))
 
 
 def _progress(event: dict) -> dict:
-    stage, step, total = event.get("stage") or "", event.get("step"), event.get("total")
-    progress = {"stage": stage, "step": step, "total": total, "eta_s": event.get("eta_s"), "epoch": None,
+    stage, step, total = event["stage"], _number(event.get("step")), _number(event.get("total"))
+    progress = {"stage": stage, "step": step, "total": total, "eta_s": _number(event.get("eta_s")), "epoch": None,
                 "epochs": None, "fraction": None}
     if event.get("type") == "end" and total:
         step = progress["step"] = total

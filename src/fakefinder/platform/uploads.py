@@ -4,12 +4,14 @@ dataset folder holds (its layout, splits and class counts, and which model kinds
 from __future__ import annotations
 
 import csv
+import errno
 import os
 import re
 import shutil
 import stat
 import tempfile
 import time
+import unicodedata
 import zipfile
 import zlib
 from collections import Counter, defaultdict
@@ -98,7 +100,8 @@ def safe_member_name(name: str) -> PurePosixPath:
     Backslashes count as separators (some Windows tools write them), empty and '.' components are
     dropped; refused: NUL or control characters, an absolute path, a drive letter, any '..'
     component, and a name with nothing left."""
-    if any(ord(char) < 32 or char == "\x7f" for char in name):
+    if any(ord(char) < 32 or char in "\x7f\x85\u2028\u2029" or unicodedata.category(char) in ("Cc", "Zl", "Zp")
+           for char in name):
         raise UploadError(f"ZIP member {name!r}: its name holds a NUL or control character; rename the file "
                           "and zip it again")
     text = name.replace("\\", "/")
@@ -213,6 +216,9 @@ def _checked_members(archive: zipfile.ZipFile, limits: ZipLimits) -> list[_Membe
         if info.is_dir():
             members.append(_Member(info, path, True))
             folders.add(path)
+            if len(folders) > limits.max_files:
+                raise UploadError(f"the ZIP holds more than {limits.max_files} folders (the file limit); split the "
+                                  "dataset or zip fewer folders")
             continue
         _check_member(info, limits)
         if path in files:
@@ -273,13 +279,18 @@ def _extract(archive: zipfile.ZipFile, members: list[_Member], root: Path, targe
         total = 0
         for member in members:
             destination = staging.joinpath(*member.path.parts)
-            if not destination.resolve().is_relative_to(base):
-                raise UploadError(f"ZIP member {member.info.filename!r} resolves outside the dataset folder")
-            if member.is_dir:
-                destination.mkdir(parents=True, exist_ok=True)
-                continue
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            total = _write_member(archive, member.info, destination, total, limits)
+            try:
+                if not destination.resolve().is_relative_to(base):
+                    raise UploadError(f"ZIP member {member.info.filename!r} resolves outside the dataset folder")
+                if member.is_dir:
+                    destination.mkdir(parents=True, exist_ok=True)
+                    continue
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                total = _write_member(archive, member.info, destination, total, limits)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                raise UploadError(f"ZIP member {member.info.filename!r} cannot be written here: {exc.strerror}") from None
         _refuse_existing(target)  # another upload may have taken the name meanwhile
         staging.chmod(0o755)
         try:

@@ -1,6 +1,8 @@
 """A job's worker process: `python -m fakefinder.platform.worker <job folder>/job.json`. It runs the
 same API call the CLI would (train, prepare, evaluate, predict, merge) and reports on stdout: human
 log lines, and each event as one `::fakefinder-event:: {json}` line that the manager reads back.
+The marker carries a token the manager gives this attempt (`FAKEFINDER_EVENT_TOKEN`), so no text
+that user data puts in the log (a file name in an error message) can pass for an event.
 Exit code 0: done; 3: stopped on request with a checkpoint saved; anything else: failed."""
 
 from __future__ import annotations
@@ -8,22 +10,28 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import secrets
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-EVENT_MARK = "::fakefinder-event:: "
 STOPPED = 3
+
+
+def event_mark(token: str) -> str:
+    return f"::fakefinder-event:{token}:: "
 
 
 class StdoutEvents:
     """The event sink: a marker line per event (progress at most twice a second per stage) and a
     readable line for what a person would want in the log."""
 
-    def __init__(self, stream=None) -> None:
+    def __init__(self, stream=None, token: str | None = None) -> None:
         self.stream = stream or sys.stdout
+        self.mark = event_mark(token or os.environ.get("FAKEFINDER_EVENT_TOKEN") or secrets.token_hex(16))
         self._last_progress: dict[str, float] = {}
 
     def __call__(self, event) -> None:
@@ -43,8 +51,19 @@ class StdoutEvents:
         self.stream.flush()
 
     def emit(self, payload: dict) -> None:
-        self.stream.write(EVENT_MARK + json.dumps(payload, default=_plain) + "\n")
+        self.stream.write(self.mark + json.dumps(_without_nan(payload), default=_plain) + "\n")
         self.stream.flush()
+
+
+def _without_nan(value: Any) -> Any:
+    """NaN and infinities as null: what JSON (and a browser) can read."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _without_nan(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_nan(v) for v in value]
+    return value
 
 
 def _plain(value: Any):

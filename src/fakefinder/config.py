@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import difflib
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError, core_schema
 
 from fakefinder.core.errors import FakefinderError
 
@@ -25,7 +27,7 @@ class ConfigError(FakefinderError, ValueError):
 class Section(BaseModel):
     """A config section: unknown keys are errors, assignments are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # names that sections check values against (the code behind them lives elsewhere: config imports
@@ -478,9 +480,15 @@ class Config(Section):
 def _line(error: dict) -> dict:
     """A pydantic error entry in the form `ValidationError.from_exception_data` takes back."""
     line = {"type": error["type"], "loc": tuple(error["loc"]), "input": error.get("input")}
+    if error["type"] not in _BUILT_IN_ERRORS:  # e.g. path_type: only pydantic-core's own types go back in
+        line["type"] = PydanticCustomError(error["type"], "{reason}", {"reason": error["msg"]})
+        return line
     if error.get("ctx"):
         line["ctx"] = {k: (str(v) if isinstance(v, Exception) else v) for k, v in error["ctx"].items()}
     return line
+
+
+_BUILT_IN_ERRORS = frozenset(typing.get_args(core_schema.ErrorType))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ from fastapi import Body, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.background import BackgroundTask
 
 from fakefinder import __version__
@@ -36,6 +38,11 @@ from fakefinder.platform.store import FINISHED, JOB_TYPES, STATES, JobStore
 from fakefinder.tasks import get_task, read_model
 
 STATIC = Path(__file__).parent / "static"
+
+
+class ApiError(BaseModel):
+    detail: str
+    field: str | None = None
 _PUBLIC = ("/docs", "/openapi.json", "/redoc")
 
 
@@ -80,7 +87,9 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
             await to_thread.run_sync(manager.close)
 
     app = FastAPI(title="fakefinder", version=__version__, lifespan=lifespan,
-                  description="Start, watch, stop, resume, compare and export training jobs of every model kind.")
+                  description="Start, watch, stop, resume, compare and export training jobs of every model kind.",
+                  responses={"4XX": {"model": ApiError, "description": "A refused request: what is wrong, and the "
+                                     "field (or path, header) it is about"}})
     app.state.settings, app.state.store, app.state.manager = settings, store, manager
 
     # ---------------------------------------------------------------- errors and auth
@@ -100,9 +109,20 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
         errors = exc.errors()
-        lines = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}" for e in errors]
-        field = ".".join(str(p) for p in errors[0]["loc"] if p != "body") if errors else None
-        return JSONResponse({"detail": "; ".join(lines), "field": field}, status_code=422)
+
+        def where(error: dict) -> str:
+            if error.get("type") == "json_invalid":
+                return "body"
+            return ".".join(str(p) for p in error["loc"] if p != "body") or "body"
+
+        lines = [f"{where(e)}: {e['msg']}" for e in errors]
+        return JSONResponse({"detail": "; ".join(lines) or "invalid request", "field": where(errors[0]) if errors else None},
+                            status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return JSONResponse({"detail": str(exc.detail), "field": None}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
 
     local_names = {"localhost", "127.0.0.1", "::1", settings.host}
 
@@ -291,7 +311,8 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
         file = job_file(job_or_404(task_id), path)
         return FileResponse(file, filename=file.name)
 
-    @app.get("/api/training/{task_id}/report", tags=["artifacts"], response_class=HTMLResponse)
+    @app.get("/api/training/{task_id}/report", tags=["artifacts"], response_class=FileResponse,
+             responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}}})
     def report(task_id: str):
         job = job_or_404(task_id)
         path = job_output(job, "report")

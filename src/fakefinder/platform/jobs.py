@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from fakefinder.config import Config, Section, set_key
 from fakefinder.core.errors import FakefinderError
-from fakefinder.platform.paths import RequestError, confine, within
+from fakefinder.platform.paths import RequestError, confine, exists, within
 from fakefinder.tasks import get_task, list_tasks
 from fakefinder.tasks.registry import Task, UnknownTaskError
 
@@ -209,7 +209,7 @@ def _confine_value(value: Any, dumped: Any, key: str, roots, dataset_roots, fold
         if value.is_absolute() or ".." in value.parts:
             return str(confine(text, roots, key))
         for root in dataset_roots:
-            if (root / value).exists():
+            if exists(root / value):
                 return str(confine(text, dataset_roots, key))
         return str(confine(folder / value, [folder], key))
     if isinstance(value, str) and value:
@@ -221,7 +221,7 @@ def _confine_value(value: Any, dumped: Any, key: str, roots, dataset_roots, fold
                 confine(bare, roots, key)
             else:  # a scheme that reads a local folder, relative to the worker: inside the job or a dataset
                 confine(bare, [*dataset_roots, folder], key)
-        elif bare == value and "/" in value and "\x00" not in value and any((root / value).exists()
+        elif bare == value and "/" in value and "\x00" not in value and any(exists(root / value)
                                                                             for root in dataset_roots):
             return str(confine(value, dataset_roots, key))  # a folder in a dataset root (a tokenizer, weights)
     return dumped

@@ -27,6 +27,14 @@ class Conflict(RequestError):
         super().__init__(message, field, 409)
 
 
+def exists(path: Path) -> bool:
+    """Whether `path` exists; False for a name the file system cannot even hold (too long)."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
 def within(path: Path, root: Path) -> bool:
     try:
         return os.path.commonpath([str(path), str(root)]) == str(root)
@@ -40,6 +48,8 @@ def confine(value: str | os.PathLike, roots: list[Path], field: str, must_exist:
     if not text or "\x00" in text:
         raise RequestError(f"{field}: an empty or malformed path", field)
     raw = Path(text)
+    if len(text.encode()) > 4000 or any(len(part.encode()) > 255 for part in raw.parts):
+        raise RequestError(f"{field}: the path is too long", field)
     if ".." in raw.parts:
         raise RequestError(f"{field}: '..' is not allowed in a path ({text})", field)
     candidates = [raw] if raw.is_absolute() else [root / raw for root in roots]
@@ -47,10 +57,10 @@ def confine(value: str | os.PathLike, roots: list[Path], field: str, must_exist:
         real = Path(os.path.realpath(candidate))  # follows every symlink on the way
         for root in roots:
             if within(real, Path(os.path.realpath(root))):
-                if must_exist and not real.exists():
+                if must_exist and not exists(real):
                     continue
                 return real
-    if must_exist and any(Path(os.path.realpath(c)).exists() for c in candidates):
+    if must_exist and any(exists(Path(os.path.realpath(c))) for c in candidates):
         raise RequestError(f"{field}: {text} is outside the allowed folders ({', '.join(map(str, roots))})", field)
     if must_exist:
         raise RequestError(f"{field}: {text} not found in {', '.join(map(str, roots))}", field)

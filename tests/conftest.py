@@ -55,3 +55,21 @@ def train_config(manifest: Path, output: Path, **train):
                   "logging": {"tensorboard": False, "plots": False}, **train},
     }
     return config_from_dict(tree, "test")
+
+
+JOB_FINISHED = {"succeeded", "failed", "cancelled", "interrupted"}
+
+
+def wait_for_job(client, task_id: str, states=JOB_FINISHED, timeout: float = 180.0, check=None) -> dict:
+    """Poll a platform job until it is in one of `states` (and `check(job)` holds); else fail with its log."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/training/{task_id}").json()
+        if job["state"] in states and (check is None or check(job)):
+            return job
+        time.sleep(0.2)
+    logs = client.get(f"/api/training/{task_id}/logs?tail=40").json()["lines"]
+    raise AssertionError(f"job {task_id} stayed {job['state']} ({job['progress']}): {job.get('error')}\n"
+                         + "\n".join(line["text"] for line in logs))

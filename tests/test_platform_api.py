@@ -8,11 +8,11 @@ import json
 import os
 import re
 import signal
-import time
 import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import wait_for_job
 from fastapi.testclient import TestClient
 
 from fakefinder.platform.app import create_app
@@ -21,7 +21,6 @@ from fakefinder.platform.settings import ServeSettings
 from fakefinder.tasks.dx_llava.tiny import tiny_clip_vision_config, tiny_llama_config
 
 LOCAL = "http://127.0.0.1:8000"  # a server without a token answers only this machine's own pages
-FINISHED = {"succeeded", "failed", "cancelled", "interrupted"}
 TINY = {"model_type": "deepfake_detector", "base_model": "test_efficientnet", "dataset_path": "faces", "epochs": 2,
         "batch_size": 8, "learning_rate": 0.001, "pretrained": False, "image_size": 32, "num_workers": 0,
         "train.logging.tensorboard": False, "evaluate": False}
@@ -55,15 +54,7 @@ def client(data_dir):
         yield client
 
 
-def wait(client, task_id: str, states=FINISHED, timeout: float = 180.0, check=None) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        job = client.get(f"/api/training/{task_id}").json()
-        if job["state"] in states and (check is None or check(job)):
-            return job
-        time.sleep(0.2)
-    logs = client.get(f"/api/training/{task_id}/logs?tail=40").json()["lines"]
-    raise AssertionError(f"job {task_id} stayed {job['state']}: {job.get('error')}\n" + "\n".join(l["text"] for l in logs))
+wait = wait_for_job
 
 
 def start(client, **changes) -> str:

@@ -17,7 +17,7 @@ import pandas as pd
 import psutil
 import pytest
 import requests
-from conftest import SMALL_VIDEO, make_config
+from conftest import SMALL_VIDEO, make_config, wait_for_job
 
 from fakefinder.data import synthetic
 from fakefinder.platform.executors.ray_jobs import EXIT_MARK, RayJobsError, RayJobsExecutor
@@ -345,15 +345,7 @@ def platform(ray_head, platform_dir):
 
 
 def platform_wait(client, task_id: str, states=PLATFORM_FINISHED, timeout: float = 120.0, check=None) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/api/training/{task_id}").json()
-        if job["state"] in states and (check is None or check(job)):
-            return job
-        time.sleep(0.3)
-    logs = client.get(f"/api/training/{task_id}/logs?tail=40").json()["lines"]
-    raise AssertionError(f"job {task_id} stayed {job['state']} ({job['progress']}): {job.get('error')}\n"
-                         + "\n".join(line["text"] for line in logs))
+    return wait_for_job(client, task_id, states, timeout, check)
 
 
 def platform_start(client, **changes) -> str:

@@ -128,7 +128,7 @@ def shots(tmp_path_factory):
 def browser():
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
     if missing:
-        pytest.fail(f"{' and '.join(missing)} missing: run scripts/setup_env.sh (it installs chromium and "
+        pytest.fail(f"{' and '.join(missing)} missing: run scripts/test.sh (it installs chromium and "
                     "chromium-driver) before the UI tests")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service

@@ -311,13 +311,7 @@ class RayJobsExecutor(Executor):
     def stop(self, ref: str) -> None:
         """`stop_job`: Ray sends SIGTERM to the worker (SIGKILL after `stop_wait_s`). A job still waiting
         for resources is cancelled instead (Ray would only stop it once it had started)."""
-        status = self._status(ref)
-        if status is None or status in ("SUCCEEDED", "FAILED", "STOPPED"):
-            return
-        try:
-            self._call(f"stopping {ref}", "stop_job", ref)
-        except _UnknownJob:
-            return
+        status = self._stop_job(ref)
         if status == "PENDING":
             with self._lock:
                 self._cancelled.add(ref)
@@ -326,16 +320,22 @@ class RayJobsExecutor(Executor):
     def kill(self, ref: str) -> None:
         """Forced: `stop_job` (so Ray records the job as stopped), then a helper job SIGKILLs the worker
         and its children on their node (the job API has no forced stop of its own)."""
-        status = self._status(ref)
-        if status is None or status in ("SUCCEEDED", "FAILED", "STOPPED"):
-            return
-        try:
-            self._call(f"stopping {ref}", "stop_job", ref)
-        except _UnknownJob:
+        if self._stop_job(ref) is None:
             return
         with self._lock:
             self._killed.add(ref)
         self._reap("kill", ref)
+
+    def _stop_job(self, ref: str) -> str | None:
+        """Ray's `stop_job` for a job that has not ended; its status before, or None if it has ended."""
+        status = self._status(ref)
+        if status is None or status in ("SUCCEEDED", "FAILED", "STOPPED"):
+            return None
+        try:
+            self._call(f"stopping {ref}", "stop_job", ref)
+        except _UnknownJob:
+            return None
+        return status
 
     def _reap(self, mode: str, ref: str) -> str:
         """Submit the helper job (on the head node, needing no CPU); it runs in a few seconds."""

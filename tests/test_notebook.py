@@ -1,0 +1,72 @@
+"""The submission notebook, run headlessly from its first cell to its last on generated data: the
+CSV it writes has every file once, with probabilities (or labels) in range."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+from conftest import SMALL_VIDEO, make_crops, train_config
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+from fakefinder.data import synthetic
+from fakefinder.infer.predict import file_ids, list_inputs
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "submission.ipynb"
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    import fakefinder
+
+    root = tmp_path_factory.mktemp("nb-model")
+    result = fakefinder.train(train_config(make_crops(root / "crops"), root / "run", epochs=1))
+    return Path(result.output_dir) / "model"
+
+
+def run_notebook(tmp_path: Path, **parameters) -> nbformat.NotebookNode:
+    """Execute the notebook in `tmp_path` with its parameters cell replaced (as papermill does)."""
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    (cell,) = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    cell.source += "\n" + "\n".join(f"{key} = {value!r}" for key, value in parameters.items())
+    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    return notebook
+
+
+def outputs(notebook) -> str:
+    return "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []))
+
+
+@pytest.mark.parametrize("format", ["probability", "label"])
+def test_the_notebook_writes_a_valid_submission(model, tmp_path, format):
+    data = synthetic.make_folder_tree(tmp_path / "test_videos", images=2, videos=1, **SMALL_VIDEO)
+    notebook = run_notebook(tmp_path, MODEL=str(model), DATA=str(data), OUTPUT="submission.csv", FORMAT=format,
+                            FRAMES_PER_VIDEO=4, WORKERS=0, PROJECT_FOR=4000)
+    submission = pd.read_csv(tmp_path / "submission.csv")
+    files = list_inputs([data])
+    assert sorted(submission.filename) == sorted(file_ids(files)) and len(files) == len(submission)
+    if format == "label":
+        assert set(submission.label) <= {"REAL", "FAKE"}
+    else:
+        assert submission.probability.between(0, 1).all()
+    text = outputs(notebook)
+    assert f"valid: {len(files)} rows" in text and "projected for 4000 videos" in text
+
+
+def test_the_notebook_refuses_a_submission_that_misses_files(model, tmp_path):
+    """The check is real: a file the predictor never saw (added after predict ran) is named."""
+    data = synthetic.make_folder_tree(tmp_path / "test_videos", images=1, videos=0, **SMALL_VIDEO)
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    (cell,) = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    cell.source += f"\nMODEL = {str(model)!r}\nDATA = {str(data)!r}\nWORKERS = 0"
+    predict_cell = next(i for i, c in enumerate(notebook.cells) if "fakefinder.predict(config)" in c.source)
+    late = json.dumps(str(data / "late.png"))
+    notebook.cells[predict_cell].source += (
+        f"\nimport shutil\nshutil.copy(files[0], {late})\nfiles = list_inputs([Path(DATA)])")
+    with pytest.raises(CellExecutionError, match="missing ids: .*late.png"):
+        NotebookClient(notebook, timeout=300, kernel_name="python3",
+                       resources={"metadata": {"path": str(tmp_path)}}).execute()

@@ -17,6 +17,8 @@ with IoU >= 0.5 on the same frame). Results also go to <results>/prepare_speed.j
 
     python benchmarks/prepare_speed.py                      # 2 clips x (1080p, 480p), 10 s @ 30 fps
     python benchmarks/prepare_speed.py --clips 1 --seconds 4 --workers 1   # quick
+    python benchmarks/prepare_speed.py --videos /data/ffpp_samples /data/dfdc_samples --max-videos 8
+                                      # real footage: any folders of videos, grouped by frame height
 """
 
 from __future__ import annotations
@@ -76,6 +78,31 @@ def make_clips(workdir: Path, resolutions: list[str], clips: int, seconds: float
             paths.append(path)
         out[res] = paths
     return out
+
+
+def real_clips(folders: list[Path], workdir: Path, limit: int | None) -> dict[str, list[Path]]:
+    """Videos found under `folders` (sorted, at most `limit`), grouped by their frame height
+    ("1080p", "720p", ...; a portrait clip by its shorter side), each reached through a uniquely
+    named link so clips with the same file name in different folders stay apart."""
+    from fakefinder.media.images import VIDEO_EXTENSIONS
+
+    found = sorted(p for folder in folders for p in Path(folder).rglob("*")
+                   if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+    if not found:
+        raise SystemExit(f"no videos ({', '.join(sorted(VIDEO_EXTENSIONS))}) under {', '.join(map(str, folders))}")
+    links = workdir / "real_clips"
+    shutil.rmtree(links, ignore_errors=True)
+    links.mkdir(parents=True)
+    out: dict[str, list[Path]] = {}
+    for i, path in enumerate(found[:limit]):
+        info = probe(path)
+        label = f"{min(info.height, info.width)}p"
+        link = links / f"{i:04d}_{path.stem}{path.suffix.lower()}"
+        link.symlink_to(path.resolve())
+        out.setdefault(label, []).append(link)
+        print(f"  {path} ({info.width}x{info.height}, {info.num_frames} frames @ {info.fps:.0f} fps) -> {label}",
+              flush=True)
+    return dict(sorted(out.items(), key=lambda item: -int(item[0][:-1])))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,12 +289,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=RESULTS / "prepare_speed_work",
                         help="clip cache and prepare outputs (default benchmarks/results/prepare_speed_work)")
     parser.add_argument("--json", type=Path, default=RESULTS / "prepare_speed.json")
+    parser.add_argument("--videos", type=Path, nargs="+", default=None,
+                        help="real mode: benchmark on the videos under these folders instead of generated clips")
+    parser.add_argument("--max-videos", type=int, default=None, help="real mode: at most this many videos")
     args = parser.parse_args(argv)
 
     torch.set_flush_denormal(True)
     resolutions = [r.strip() for r in args.resolutions.split(",") if r.strip()]
     unknown = [r for r in resolutions if r not in RESOLUTIONS]
-    if unknown:
+    if unknown and not args.videos:
         parser.error(f"unknown resolution(s) {unknown}; known: {list(RESOLUTIONS)}")
     workers_list = [int(w) for w in args.workers.split(",") if w.strip()]
     ff_min_face = args.ff_min_face_px or args.min_face_px
@@ -275,7 +305,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
           f"PyAV {av.__version__}, {os.cpu_count()} CPUs", flush=True)
     print("clips:", flush=True)
-    clips = make_clips(args.workdir, resolutions, args.clips, args.seconds, args.fps, args.gop)
+    if args.videos:
+        clips = real_clips(args.videos, args.workdir, args.max_videos)
+        resolutions = list(clips)
+    else:
+        clips = make_clips(args.workdir, resolutions, args.clips, args.seconds, args.fps, args.gop)
 
     naive_detector = create_detector("mtcnn", min_face_px=args.min_face_px)
     ff_detector = naive_detector if ff_min_face == args.min_face_px else create_detector("mtcnn", min_face_px=ff_min_face)
@@ -378,8 +412,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- report
     print()
-    print(f"{args.clips} clip(s) per resolution, {args.seconds:g} s @ {args.fps} fps, {args.frames} sampled "
-          f"frames per clip; MTCNN min_face_px={args.min_face_px}"
+    source = (f"{sum(len(v) for v in clips.values())} real video(s) from {', '.join(map(str, args.videos))}"
+              if args.videos else f"{args.clips} generated clip(s) per resolution, {args.seconds:g} s @ {args.fps} fps")
+    print(f"{source}, {args.frames} sampled frames per clip; MTCNN min_face_px={args.min_face_px}"
           + (f" (fakefinder side: {ff_min_face})" if ff_min_face != args.min_face_px else "")
           + f"; fakefinder: detect_max_side={args.max_side}, batch={args.batch}")
     header = (f"{'':9}{'naive f/s':>10}{'ff f/s':>8}{'speed-up':>9}{'recall':>8}{'rec.big':>8}"
@@ -412,7 +447,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"(waited {waited:.0f} s in total for other processes to go idle)")
 
     report = {
-        "settings": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "settings": {**{k: (str(v) if isinstance(v, Path) else [str(p) for p in v] if isinstance(v, list) else v)
+                        for k, v in vars(args).items()},
+                     "mode": "real" if args.videos else "generated",
                      "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
                      "torch": torch.__version__, "av": av.__version__, "python": platform.python_version()},
         "by_resolution": rows,

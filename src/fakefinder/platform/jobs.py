@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from fakefinder.config import Config, Section, set_key
 from fakefinder.core.errors import FakefinderError
-from fakefinder.platform.paths import RequestError, confine, exists, within
+from fakefinder.platform.paths import RequestError, confine, exists
 from fakefinder.tasks import get_task, list_tasks
 from fakefinder.tasks.registry import Task, UnknownTaskError
 
@@ -271,7 +271,3 @@ def prepare_config(description: dict, body: dict, settings, folder: Path) -> tup
         origin[dotted] = key
     config = validate(tree, origin)
     return confine_paths(config, settings, folder), output
-
-
-def is_inside(path: Path, roots: list[Path]) -> bool:
-    return any(within(Path(os.path.realpath(path)), Path(os.path.realpath(r))) for r in roots)

@@ -115,7 +115,7 @@ def run(spec: dict, events: StdoutEvents) -> int:
     if kind == "prepare":
         return _prepare(config, spec, events)
     if kind == "evaluate":
-        return _evaluate(config, events, folder, spec.get("models"))
+        return _evaluate(config, events, folder)
     if kind == "predict":
         return _predict(config, events)
     raise ValueError(f"unknown job type {kind!r}")
@@ -200,7 +200,7 @@ def _prepare(config, spec: dict, events: StdoutEvents) -> int:
     return 0
 
 
-def _evaluate(config, events: StdoutEvents, folder: Path, models: list[str] | None) -> int:
+def _evaluate(config, events: StdoutEvents, folder: Path) -> int:
     from fakefinder import api
 
     outcome = api.evaluate(config, events=events)

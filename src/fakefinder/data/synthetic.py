@@ -111,6 +111,72 @@ def write_video(
     return path
 
 
+def _texture(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """A cluttered background (several octaves of smoothed colour noise plus edges), uint8."""
+    out = np.zeros((height, width, 3), np.float32)
+    for cell, weight in ((64, 0.5), (16, 0.3), (4, 0.2)):
+        small = rng.uniform(0, 255, size=(height // cell + 2, width // cell + 2, 3)).astype(np.uint8)
+        out += weight * np.asarray(Image.fromarray(small).resize((width, height), Image.BICUBIC), np.float32)
+    stripes = (np.sin(np.arange(width, dtype=np.float32) / rng.uniform(6, 20)) > 0.7)[None, :, None]
+    out = np.where(stripes, out * 0.6, out)  # hard vertical edges: shelves, window frames
+    out = 0.4 * out + 0.6 * out.mean(axis=2, keepdims=True)  # muted, like a room
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def write_footage(
+    path: Path, num_frames: int = 300, size: tuple[int, int] = (1080, 1920), identity: int = 0,
+    fake: bool = False, fps: int = 30, face_px: int | None = None, faces: int = 2, noise: float = 4.0,
+    crf: int = 23, preset: str = "medium", gop: int = 250, portrait: bool = False, seed: int | None = None,
+) -> Path:
+    """An H.264 clip as hard as real footage: a panning textured background, sensor noise, `faces`
+    people (the first the largest, each moving on its own path), c23-like compression (crf 23,
+    B-frames, keyframes every `gop` frames). `portrait` stores a `size` (height, width) portrait
+    frame sideways with 90 degree rotation metadata, as phones do. The clip is streamed frame by
+    frame (bounded memory at 1080p)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(identity if seed is None else seed)
+    height, width = size
+    main_px = face_px or int(min(height, width) * 0.22)
+    pan = int(0.25 * width)
+    texture = _texture(height + pan // 4, width + pan, rng)
+    people = []
+    for k in range(faces):
+        px = main_px if k == 0 else int(main_px * rng.uniform(0.45, 0.7))
+        head = identity_face(identity * 10 + k, fake and k == 0)
+        head_h = min(px * 2, height - 2)
+        head_w = min(int(head.shape[1] * head_h / head.shape[0]), width - 2)
+        head = np.asarray(Image.fromarray(head).resize((head_w, head_h), Image.BILINEAR))
+        centre = (0.5, 0.5) if k == 0 else (rng.uniform(0.1, 0.9), rng.uniform(0.15, 0.85))
+        people.append((head, centre, rng.uniform(0, 2 * np.pi), rng.uniform(0.03, 0.08)))
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width = (width, height) if portrait else (height, width)
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"preset": preset, "crf": str(crf), "g": str(gop)}
+        if portrait:
+            stream.set_display_rotation(90)
+        for i in range(num_frames):
+            t = i / max(1, num_frames)
+            dx, dy = int(pan * t), int(pan // 8 * (1 + np.sin(2 * np.pi * t)))
+            frame = texture[dy:dy + height, dx:dx + width].astype(np.int16)
+            for head, (cx, cy), phase, amp in people:
+                h, w = head.shape[:2]
+                x = int(np.clip(cx * width - w / 2 + amp * width * np.sin(2 * np.pi * t + phase), 0, width - w))
+                y = int(np.clip(cy * height - h / 2 + amp * height * np.cos(2 * np.pi * t + phase), 0, height - h))
+                frame[y:y + h, x:x + w] = head
+            if noise:
+                frame += rng.normal(0, noise, size=(height // 2, width // 2, 1)).astype(np.int16).repeat(2, 0).repeat(2, 1)
+            image = np.clip(frame, 0, 255).astype(np.uint8)
+            if portrait:  # stored sideways; the decoder turns it back upright
+                image = np.ascontiguousarray(np.rot90(image, k=-1))
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
 def write_image(path: Path, identity: int = 0, fake: bool = False, size: tuple[int, int] = (224, 224), face: bool = True) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,21 +1,24 @@
 """Benchmark: frame sampling + face detection speed of `fakefinder prepare` against a naive loop.
 
-Generates realistic H.264 clips (a real face photo moving over a background, cached under the
-work folder), then for `--frames` sampled frames per clip compares
+Generates clips as hard as real footage (`synthetic.write_footage`: a panning cluttered
+background, sensor noise, two people, crf 23 with B-frames and 250-frame GOPs, a 1080x1920
+portrait stored sideways with rotation metadata; cached under the work folder), or takes real
+videos (`--videos`), then for `--frames` sampled frames per clip compares
 
   naive       decode every frame with PyAV on one thread, convert every frame to RGB (what an
               OpenCV `cap.read()` loop does), keep the evenly sampled ones, run MTCNN at full
               resolution one frame at a time;
-  fakefinder  `read_frames()` (threaded decode, RGB only for sampled frames) + the same MTCNN
-              detector with `detect_max_side` downscaling, in batches;
-  prepare     the whole `prepare()` pipeline over the same clips (folder layout, MTCNN only,
-              crops written as JPEG), with each `--workers` setting.
+  fakefinder  `read_frames()` (threaded decode, RGB only for sampled frames) + the detector
+              chain of the face settings (`--detector`, `--fallback`, `--max-side`; default the
+              config's: RetinaFace at a reduced size, MTCNN on frames it finds nothing in), in batches;
+  prepare     the whole `prepare()` pipeline over the same clips (folder layout, the same face
+              settings, crops written as JPEG), with each `--workers` setting.
 
 Reports sampled frames/s, the speed-up, the decode/detect time split, and the recall of the
 fakefinder faces against the naive loop's faces (a naive face is found when fakefinder has a box
 with IoU >= 0.5 on the same frame). Results also go to <results>/prepare_speed.json.
 
-    python benchmarks/prepare_speed.py                      # 2 clips x (1080p, 480p), 10 s @ 30 fps
+    python benchmarks/prepare_speed.py                      # 2 clips x (1080p, portrait, 720p, 480p), 10 s @ 30 fps
     python benchmarks/prepare_speed.py --clips 1 --seconds 4 --workers 1   # quick
     python benchmarks/prepare_speed.py --videos /data/ffpp_samples /data/dfdc_samples --max-videos 8
                                       # real footage: any folders of videos, grouped by frame height
@@ -36,20 +39,21 @@ import av
 import torch
 
 from _common import Contention, run_quietly
-from fakefinder.config import config_from_dict
-from fakefinder.media.faces import create_detector, iou
+from fakefinder.config import FacesConfig, config_from_dict
+from fakefinder.media.faces import DetectorChain, create_detector, iou
 from fakefinder.data.prepare import prepare
-from fakefinder.data.synthetic import write_video
+from fakefinder.data.synthetic import write_footage
 from fakefinder.media.video import probe, read_frames, sample_indices
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
-# name -> (height, width, face box side in pixels)
+# name -> (height, width, portrait): the frame as decoded; a portrait clip is stored sideways
 RESOLUTIONS = {
-    "1080p": (1080, 1920, 250),
-    "720p": (720, 1280, 170),
-    "480p": (480, 854, 110),
+    "1080p": (1080, 1920, False),
+    "portrait": (1920, 1080, True),
+    "720p": (720, 1280, False),
+    "480p": (480, 854, False),
 }
 
 
@@ -63,16 +67,16 @@ def make_clips(workdir: Path, resolutions: list[str], clips: int, seconds: float
     num_frames = int(round(seconds * fps))
     out: dict[str, list[Path]] = {}
     for res in resolutions:
-        height, width, face_px = RESOLUTIONS[res]
+        height, width, portrait = RESOLUTIONS[res]
         paths = []
         for i in range(clips):
-            name = f"{res}_{num_frames}f_{fps}fps_face{face_px}_gop{gop or 'default'}_{i}.mp4"
+            name = f"footage_{res}_{num_frames}f_{fps}fps_gop{gop}_{i}.mp4"
             path = workdir / "clips" / name
             if not path.exists():
                 started = time.perf_counter()
                 partial = path.with_name(path.stem + ".partial.mp4")
-                write_video(partial, num_frames=num_frames, size=(height, width), identity=i, fps=fps,
-                            face_px=face_px, gop=gop, seed=100 + i)
+                write_footage(partial, num_frames=num_frames, size=(height, width), identity=i, fps=fps,
+                              gop=gop, portrait=portrait, seed=100 + i)
                 partial.replace(path)
                 print(f"  generated {path.name} in {time.perf_counter() - started:.1f} s", flush=True)
             paths.append(path)
@@ -143,8 +147,8 @@ def naive_loop(path: Path, detector, frames: int) -> dict:
             "frames_decoded": decoded, "frames_sampled": len(faces)}
 
 
-def fakefinder_loop(path: Path, detector, frames: int, max_side: int | None, batch: int) -> dict:
-    """`read_frames` + batched detection with `detect_max_side` downscaling, like `prepare`."""
+def fakefinder_loop(path: Path, chain: DetectorChain, frames: int, batch: int) -> dict:
+    """`read_frames` + the detector chain in batches (its `detect_max_side` downscaling), like `prepare`."""
     faces: dict[int, list] = {}
     decode = detect = 0.0
     started = time.perf_counter()
@@ -153,7 +157,7 @@ def fakefinder_loop(path: Path, detector, frames: int, max_side: int | None, bat
     def run(chunk):
         nonlocal detect
         t0 = time.perf_counter()
-        found = detector.detect([image for _, image in chunk], max_side=max_side)
+        found = chain.detect([image for _, image in chunk])
         detect += time.perf_counter() - t0
         for (index, _), per_frame in zip(chunk, found):
             faces[index] = [f.box for f in per_frame]
@@ -211,8 +215,7 @@ def _ratio(a: float, b: float) -> float:
 # the whole pipeline
 
 
-def run_prepare(dataset_root: Path, output: Path, frames: int, workers: int, max_side: int | None,
-                batch: int, min_face_px: int) -> dict:
+def run_prepare(dataset_root: Path, output: Path, frames: int, workers: int, faces: FacesConfig) -> dict:
     shutil.rmtree(output, ignore_errors=True)
     config = config_from_dict(
         {
@@ -221,8 +224,7 @@ def run_prepare(dataset_root: Path, output: Path, frames: int, workers: int, max
                 "frames_per_video": frames,
                 "split": {"train": 1.0, "val": 0.0, "test": 0.0},
             },
-            "faces": {"fallback": [], "detect_max_side": max_side, "batch_size": batch,
-                      "min_face_px": min_face_px},
+            "faces": faces.model_dump(mode="json"),
             "prepare": {"output_dir": str(output), "num_workers": workers},
         },
         source="benchmark",
@@ -269,11 +271,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="clip length (default 10 s)")
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--frames", type=int, default=32, help="sampled frames per clip (default 32)")
-    parser.add_argument("--resolutions", default="1080p,480p",
+    parser.add_argument("--resolutions", default="1080p,portrait,720p,480p",
                         help=f"comma list of {','.join(RESOLUTIONS)} (default 1080p,480p)")
-    parser.add_argument("--gop", type=int, default=None, help="encoder keyframe interval (default: x264's)")
-    parser.add_argument("--max-side", type=int, default=480, help="fakefinder detect_max_side (default 480, as prepare)")
-    parser.add_argument("--batch", type=int, default=8, help="fakefinder detection batch (default 8)")
+    parser.add_argument("--gop", type=int, default=250, help="encoder keyframe interval (default 250, x264's)")
+    defaults = FacesConfig()
+    parser.add_argument("--detector", default=defaults.detector, help=f"fakefinder side (default {defaults.detector})")
+    parser.add_argument("--fallback", default=",".join(defaults.fallback),
+                        help=f"fakefinder side, comma list (default {','.join(defaults.fallback)})")
+    parser.add_argument("--max-side", type=int, default=defaults.detect_max_side,
+                        help=f"fakefinder detect_max_side (default {defaults.detect_max_side}, as prepare)")
+    parser.add_argument("--batch", type=int, default=defaults.batch_size,
+                        help=f"fakefinder detection batch (default {defaults.batch_size})")
     parser.add_argument("--min-face-px", type=int, default=20,
                         help="MTCNN min face side in source pixels, both sides (default 20, the config default)")
     parser.add_argument("--ff-min-face-px", type=int, default=None,
@@ -312,12 +320,19 @@ def main(argv: list[str] | None = None) -> int:
         clips = make_clips(args.workdir, resolutions, args.clips, args.seconds, args.fps, args.gop)
 
     naive_detector = create_detector("mtcnn", min_face_px=args.min_face_px)
-    ff_detector = naive_detector if ff_min_face == args.min_face_px else create_detector("mtcnn", min_face_px=ff_min_face)
-    # warm-up: builds the MTCNN models (one per min_face_size) and torch's kernels for each size
+    faces = FacesConfig(detector=args.detector, fallback=[n for n in args.fallback.split(",") if n.strip()],
+                        detect_max_side=args.max_side, batch_size=args.batch, min_face_px=ff_min_face)
+    chain = DetectorChain(faces)
+    for warning in chain.verify():
+        print("  " + warning)
+    # warm-up: builds the MTCNN models (one per min_face_size) and the kernels for each size
     for res in resolutions:
         first = next(read_frames(clips[res][0], count=1))[1]
         naive_detector.detect([first], max_side=None)
-        ff_detector.detect([first] * min(2, args.batch), max_side=args.max_side)
+        chain.detect([first] * min(2, args.batch))
+        for name in chain.names:  # the fallbacks too, so their first frame is not timed cold
+            if chain._get(name) is not None:
+                chain._get(name).detect([first], max_side=args.max_side)
 
     clip_rows: list[dict] = []
     naive_faces: dict[str, dict[int, list]] = {}
@@ -327,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             naive, naive["other_cpu_s"], w1, n1 = run_quietly(
                 lambda: naive_loop(path, naive_detector, args.frames), args.wait_idle, args.retries)
             ours, ours["other_cpu_s"], w2, n2 = run_quietly(
-                lambda: fakefinder_loop(path, ff_detector, args.frames, args.max_side, args.batch),
+                lambda: fakefinder_loop(path, chain, args.frames, args.batch),
                 args.wait_idle, args.retries)
             naive["attempts"], ours["attempts"] = n1, n2
             waited += w1 + w2
@@ -368,8 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         for workers in workers_list:
             print(f"prepare() with num_workers={workers} ...", flush=True)
             run, _, w, attempts = run_quietly(
-                lambda: run_prepare(dataset_root, args.workdir / f"prepared_w{workers}", args.frames, workers,
-                                    args.max_side, args.batch, ff_min_face),
+                lambda: run_prepare(dataset_root, args.workdir / f"prepared_w{workers}", args.frames, workers, faces),
                 args.wait_idle, args.retries)
             waited += w
             summary = run["summary"]
@@ -414,9 +428,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     source = (f"{sum(len(v) for v in clips.values())} real video(s) from {', '.join(map(str, args.videos))}"
               if args.videos else f"{args.clips} generated clip(s) per resolution, {args.seconds:g} s @ {args.fps} fps")
-    print(f"{source}, {args.frames} sampled frames per clip; MTCNN min_face_px={args.min_face_px}"
-          + (f" (fakefinder side: {ff_min_face})" if ff_min_face != args.min_face_px else "")
-          + f"; fakefinder: detect_max_side={args.max_side}, batch={args.batch}")
+    print(f"{source}, {args.frames} sampled frames per clip; naive: MTCNN at full resolution, min_face_px="
+          f"{args.min_face_px}; fakefinder: {' then '.join(chain.names)}, detect_max_side={args.max_side}, "
+          f"batch={args.batch}" + (f", min_face_px={ff_min_face}" if ff_min_face != args.min_face_px else ""))
     header = (f"{'':9}{'naive f/s':>10}{'ff f/s':>8}{'speed-up':>9}{'recall':>8}{'rec.big':>8}"
               f"{'faces n/ff':>11} | {'naive decode+detect s':>21} | {'ff decode+detect s':>18}"
               f" | {'detect x':>8}{'decode x':>9} | {'other CPU s':>11}")

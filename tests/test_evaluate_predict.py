@@ -164,6 +164,40 @@ def test_predict_images_videos_corrupt_and_faceless(trained, tmp_path):
     assert again.table.probability.tolist() == result.table.probability.tolist()
 
 
+def test_predict_is_the_same_with_and_without_cross_file_batching(trained, tmp_path, monkeypatch):
+    """Batches filled with crops of consecutive files give every file and every crop the score it
+    gets when each file is scored on its own; the batches really do span files."""
+    from fakefinder.infer.predict import DetectorEnsemble
+
+    tmp, config = trained
+    folder = media_folder(tmp_path, tmp)
+    synthetic.write_video(folder / "third.mp4", identity=3, **SMALL_VIDEO)
+    sizes = []
+    original = DetectorEnsemble.score
+
+    def spy(self, crops, batch_size):
+        sizes.append(len(crops))
+        return original(self, crops, batch_size)
+
+    monkeypatch.setattr(DetectorEnsemble, "score", spy)
+    runs = {}
+    for across in (False, True):
+        c = config.model_copy(deep=True)
+        c.predict.inputs, c.predict.num_workers, c.predict.batch_size = [folder], 0, 4
+        c.predict.output, c.predict.details = tmp_path / f"s{across}.csv", tmp_path / f"d{across}.csv"
+        c.predict.batch_across_files = across
+        sizes.clear()
+        runs[across] = (fakefinder.predict(c).table.set_index("id"), pd.read_csv(c.predict.details), list(sizes))
+    (alone, alone_faces, alone_sizes), (batched, batched_faces, batched_sizes) = runs[False], runs[True]
+    crops_per_file = alone[alone.faces > 0].faces.tolist()  # 3 frames each: no file fills a batch of 4
+    assert sum(alone_sizes) == sum(batched_sizes) == sum(crops_per_file)
+    assert alone_sizes == crops_per_file and batched_sizes[:-1] == [4] * (len(batched_sizes) - 1)
+    np.testing.assert_allclose(batched.probability, alone.probability, atol=1e-6)
+    assert (batched.label == alone.label).all() and (batched.faces == alone.faces).all()
+    np.testing.assert_allclose(batched_faces.score, alone_faces.score, atol=1e-6)
+    assert (batched.classify_s[batched.faces > 0] > 0).all()  # each file's share of its batches
+
+
 def test_predict_scores_exactly_the_crops_prepare_wrote(trained, tmp_path, monkeypatch):
     """The same video through predict: for every frame, the crop the model scores is, pixel for
     pixel, the crop file prepare wrote (and training read) for it."""
@@ -175,13 +209,13 @@ def test_predict_scores_exactly_the_crops_prepare_wrote(trained, tmp_path, monke
     manifest = pd.read_csv(tmp / "prepared" / "manifest.csv")
     rows = manifest[manifest.video_id == manifest.video_id.iloc[0]]
     scored = []
-    original = DetectorEnsemble._score
+    original = DetectorEnsemble.score
 
     def spy(self, crops, batch_size):
         scored.extend(crops)
         return original(self, crops, batch_size)
 
-    monkeypatch.setattr(DetectorEnsemble, "_score", spy)
+    monkeypatch.setattr(DetectorEnsemble, "score", spy)
     c = config.model_copy(deep=True)
     c.predict.inputs, c.predict.output, c.predict.num_workers = [rows.source_path.iloc[0]], tmp_path / "s.csv", 0
     c.predict.details = tmp_path / "details.csv"

@@ -363,6 +363,8 @@ class PredictConfig(Section):
     no_face_score: float = Field(default=0.5, ge=0, le=1, description="Score of a file with no usable face.")
     threshold: float | None = Field(default=None, ge=0, le=1)
     batch_size: int = Field(default=32, ge=1)
+    batch_across_files: bool = Field(default=True, description="Fill each batch with crops of consecutive files "
+                                     "(false: a file's crops are scored on their own).")
     num_workers: int = Field(default=1, ge=0, description="Processes decoding and detecting faces.")
     device: str = "auto"
 

@@ -116,16 +116,29 @@ def face_settings(preprocessing: dict, overrides: dict, face_based: bool = True)
 
 
 class FilePredictor:
-    """What `predict` needs from a kind's predictor; the defaults are a binary detector's."""
+    """What `predict` needs from a kind's predictor; the defaults are a binary detector's.
+
+    A kind that scores crops independently of their file implements `score` (crops of any files
+    -> one row of scores per crop) and `file_result` (a file's row from its crops' scores), and
+    predict batches crops across files; otherwise it implements `predict_file`."""
 
     face_based = True  # crops are faces (detected unless the model was trained on ready crops)
     details_default: str | None = None  # a details file written beside the submission by default
     threshold: float | None = None
     preprocessing: dict
 
+    def score(self, crops: list[np.ndarray], batch_size: int) -> np.ndarray | None:
+        """Scores of crops from any files, one row per crop (None: this kind scores file by file)."""
+        return None
+
+    def file_result(self, file_id: str, found, scores: np.ndarray, pc, threshold: float | None) -> tuple[dict, list[dict]]:
+        """The file's row from its crops' `score` rows."""
+        raise NotImplementedError
+
     def predict_file(self, file_id: str, found, pc, threshold: float | None) -> tuple[dict, list[dict]]:
         """The file's row of the table (`label` and the kind's columns) and its per-crop details."""
-        raise NotImplementedError
+        scores = self.score([c.pixels for c in found.crops], pc.batch_size) if found.crops else None
+        return self.file_result(file_id, found, scores, pc, threshold)
 
     def submission_columns(self, pc) -> list[str]:
         return ["id", "label" if pc.format == "label" else "probability"]
@@ -135,6 +148,62 @@ class FilePredictor:
 
     def summary(self, frame: pd.DataFrame) -> str:
         return ""
+
+
+class CrossFileBatcher:
+    """Scores the crops of consecutive files in full batches of `batch_size` (a file's crops may
+    share a batch with the next file's), and hands each file back, in order, once all its crops
+    are scored. At most one batch plus one file's crops wait. A file's `classify_s` is its share of
+    the batches its crops were in, plus its own aggregation."""
+
+    def __init__(self, predictor: FilePredictor, pc, threshold: float | None, across_files: bool = True) -> None:
+        self.predictor, self.pc, self.threshold, self.across = predictor, pc, threshold, across_files
+        self._files: list[list] = []  # [file_id, found, classify_s]
+        self._crops: list[np.ndarray] = []  # not yet scored, in file order
+        self._scores: list[np.ndarray] = []
+        self._scored = 0  # crops of self._files scored so far
+
+    def add(self, file_id: str, found) -> list[tuple[str, object, dict, list[dict], float]]:
+        self._files.append([file_id, found, 0.0])
+        self._crops += [c.pixels for c in found.crops]
+        while len(self._crops) >= self.pc.batch_size:
+            self._score(self.pc.batch_size)
+        return self._done() if self.across else self.finish()
+
+    def finish(self) -> list[tuple[str, object, dict, list[dict], float]]:
+        if self._crops:
+            self._score(len(self._crops))
+        return self._done()
+
+    def _score(self, count: int) -> None:
+        t0 = time.perf_counter()
+        batch, self._crops = self._crops[:count], self._crops[count:]
+        self._scores.append(self.predictor.score(batch, self.pc.batch_size))
+        share = (time.perf_counter() - t0) / count
+        start = 0
+        for entry in self._files:  # charge each file for its crops in this batch
+            n = len(entry[1].crops)
+            lo, hi = max(start, self._scored), min(start + n, self._scored + count)
+            entry[2] += max(0, hi - lo) * share
+            start += n
+        self._scored += count
+
+    def _done(self) -> list[tuple[str, object, dict, list[dict], float]]:
+        out = []
+        scores = np.concatenate(self._scores) if self._scores else None
+        used = 0
+        while self._files and len(self._files[0][1].crops) <= self._scored - used:
+            file_id, found, classify_s = self._files.pop(0)
+            n = len(found.crops)
+            t0 = time.perf_counter()
+            row, faces = self.predictor.file_result(file_id, found, scores[used:used + n] if n else None,
+                                                    self.pc, self.threshold)
+            out.append((file_id, found, row, faces, classify_s + time.perf_counter() - t0))
+            used += n
+        if used:
+            self._scores = [scores[used:]]
+            self._scored -= used
+        return out
 
 
 class DetectorEnsemble(FilePredictor):
@@ -154,17 +223,17 @@ class DetectorEnsemble(FilePredictor):
         self.preprocessing = self.detectors[0].preprocessing  # decode and detect as the first model was trained
         self.threshold = float(np.dot(self.weights, [d.threshold for d in self.detectors]))
 
-    def _score(self, crops: list[np.ndarray], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Weighted ensemble probability per crop, and each member's probabilities."""
+    def score(self, crops: list[np.ndarray], batch_size: int) -> np.ndarray:
+        """Per crop: the weighted ensemble probability, then each member's probability."""
         from fakefinder.infer.scoring import score_pixels
 
         members = np.stack([score_pixels(d, crops, batch_size, self.device) for d in self.detectors], axis=1)
-        return members @ self.weights, members
+        return np.concatenate([(members @ self.weights)[:, None], members], axis=1)
 
-    def predict_file(self, file_id: str, found, pc, threshold: float) -> tuple[dict, list[dict]]:
+    def file_result(self, file_id: str, found, scores, pc, threshold: float) -> tuple[dict, list[dict]]:
         if not found.crops:
             return {"probability": pc.no_face_score, "label": pc.label_names[int(pc.no_face_score >= threshold)]}, []
-        scores, members = self._score([c.pixels for c in found.crops], pc.batch_size)
+        scores, members = scores[:, 0], scores[:, 1:]
         # one score per frame (the most suspicious face), then per file
         per_frame = pd.Series(scores).groupby([c.frame_index for c in found.crops]).max()
         probability = aggregate_scores(per_frame.to_numpy(), pc.aggregation, pc.top_k)
@@ -202,19 +271,30 @@ def predict(config: Config, events=None) -> PredictResult:
         table, details = [], []
         totals = {"decode_s": 0.0, "detect_s": 0.0, "classify_s": 0.0}
         stage = events.stage("predict", total=len(files))
+        batcher = CrossFileBatcher(predictor, pc, threshold, pc.batch_across_files)
+        scores_crops = predictor.score.__func__ is not FilePredictor.score
+
+        def record(file_id, found, row, face_rows, classify_s):
+            details.extend(face_rows)
+            totals["decode_s"] += found.decode_s
+            totals["detect_s"] += found.detect_s
+            totals["classify_s"] += classify_s
+            table.append({"id": file_id, "path": str(found.path), **row, "frames": found.frames,
+                          "faces": len(found.crops), "reason": found.reason, "decode_s": round(found.decode_s, 3),
+                          "detect_s": round(found.detect_s, 3), "classify_s": round(classify_s, 3)})
+            stage.advance()
+
         try:
             for file_id, found in zip(ids, extractions(files, settings, pc.num_workers)):
+                if scores_crops:
+                    for done in batcher.add(file_id, found):
+                        record(*done)
+                    continue
                 t0 = time.perf_counter()
                 row, face_rows = predictor.predict_file(file_id, found, pc, threshold)
-                details += face_rows
-                classify_s = time.perf_counter() - t0
-                totals["decode_s"] += found.decode_s
-                totals["detect_s"] += found.detect_s
-                totals["classify_s"] += classify_s
-                table.append({"id": file_id, "path": str(found.path), **row, "frames": found.frames,
-                              "faces": len(found.crops), "reason": found.reason, "decode_s": round(found.decode_s, 3),
-                              "detect_s": round(found.detect_s, 3), "classify_s": round(classify_s, 3)})
-                stage.advance()
+                record(file_id, found, row, face_rows, time.perf_counter() - t0)
+            for done in batcher.finish() if scores_crops else []:
+                record(*done)
         finally:
             events.end(stage)
     seconds = time.perf_counter() - started

@@ -90,10 +90,12 @@ class ClassifierPredictor(FilePredictor):
     def _columns(self) -> list[str]:
         return [f"prob_{name}" for name in self.classes]
 
-    def predict_file(self, file_id: str, found, pc, threshold) -> tuple[dict, list[dict]]:
+    def score(self, crops: list[np.ndarray], batch_size: int) -> np.ndarray:
+        return self.probabilities(crops, batch_size)
+
+    def file_result(self, file_id: str, found, probs, pc, threshold) -> tuple[dict, list[dict]]:
         if not found.crops:
             return {"label": "", **{c: float("nan") for c in self._columns()}}, []
-        probs = self.probabilities([c.pixels for c in found.crops], pc.batch_size)
         mean = probs.mean(axis=0)  # a video: the mean over its sampled frames
         frames = [{"id": file_id, "frame_index": c.frame_index, "label": self.classes[int(p.argmax())],
                    **dict(zip(self._columns(), map(float, p)))} for c, p in zip(found.crops, probs)]

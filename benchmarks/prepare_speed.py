@@ -43,7 +43,7 @@ from fakefinder.config import FacesConfig, config_from_dict
 from fakefinder.media.faces import DetectorChain, create_detector, iou
 from fakefinder.data.prepare import prepare
 from fakefinder.data.synthetic import write_footage
-from fakefinder.media.video import probe, read_frames, sample_indices
+from fakefinder.media.video import _to_rgb, probe, read_frames, sample_indices
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -133,7 +133,7 @@ def naive_loop(path: Path, detector, frames: int) -> dict:
             if frame is None:
                 decode += time.perf_counter() - t0
                 break
-            image = frame.to_ndarray(format="rgb24")  # cap.read() hands every frame back as BGR/RGB
+            image = _to_rgb(frame)  # cap.read() hands every frame back, turned upright by its rotation
             decoded += 1
             decode += time.perf_counter() - t0
             if index in wanted:
@@ -184,19 +184,25 @@ def _area(box) -> float:
     return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
 
 
-def match(reference: dict[int, list], candidate: dict[int, list], threshold: float = 0.5) -> dict:
+def match(reference: dict[int, list], candidate: dict[int, list], threshold: float = 0.5,
+          searched_px: float = 0.0) -> dict:
     """Recall of `candidate` boxes against `reference` boxes, frame by frame: a reference box is
     found when the candidate has a box with IoU >= `threshold` on the same frame index. Also the
-    recall of the largest reference box per frame (the one `prepare` keeps by default)."""
-    ref_faces = found = extra = largest = largest_found = 0
+    recall of the largest reference box per frame (the one `prepare` keeps by default), and of the
+    reference boxes whose shorter side is at least `searched_px` (the smallest face the settings
+    search for)."""
+    ref_faces = found = extra = largest = largest_found = searched = searched_found = 0
     for index, boxes in reference.items():
         others = candidate.get(index, [])
         used = set()
         for box in boxes:
             ref_faces += 1
+            big_enough = min(box[2] - box[0], box[3] - box[1]) >= searched_px
+            searched += big_enough
             best = max(range(len(others)), key=lambda k: iou(box, others[k]), default=None)
             if best is not None and iou(box, others[best]) >= threshold:
                 found += 1
+                searched_found += big_enough
                 used.add(best)
         extra += len(others) - len(used)
         if boxes:
@@ -204,7 +210,19 @@ def match(reference: dict[int, list], candidate: dict[int, list], threshold: flo
             big = max(boxes, key=_area)
             largest_found += any(iou(big, other) >= threshold for other in others)
     return {"reference_faces": ref_faces, "found": found, "extra": extra,
-            "largest_faces": largest, "largest_found": largest_found}
+            "largest_faces": largest, "largest_found": largest_found,
+            "searched_faces": searched, "searched_found": searched_found}
+
+
+def searched_px(path: Path, faces: FacesConfig) -> float:
+    """The smallest face side (source pixels) these settings search for in this clip."""
+    from fakefinder.media.faces import DETECT_MIN_PX
+
+    info = probe(path)
+    side = max(info.width, info.height)
+    if faces.detect_max_side is None or side <= faces.detect_max_side:
+        return float(faces.min_face_px)
+    return max(float(faces.min_face_px), DETECT_MIN_PX * side / faces.detect_max_side)
 
 
 def _ratio(a: float, b: float) -> float:
@@ -255,13 +273,15 @@ def _summarise(clip_rows: list[dict]) -> dict:
         for key in ("frames_sampled", "frames_with_face", "decode_s", "detect_s", "total_s", "other_cpu_s"):
             out[f"{side}_{key}"] = sum(r[side][key] for r in clip_rows)
         out[f"{side}_fps"] = fps(out[f"{side}_frames_sampled"], out[f"{side}_total_s"])
-    for key in ("reference_faces", "found", "extra", "largest_faces", "largest_found"):
+    for key in ("reference_faces", "found", "extra", "largest_faces", "largest_found", "searched_faces",
+                "searched_found"):
         out[key] = sum(r["match"][key] for r in clip_rows)
     out["speedup"] = _ratio(out["fakefinder_fps"], out["naive_fps"])
     out["detect_speedup"] = _ratio(out["naive_detect_s"], out["fakefinder_detect_s"])
     out["decode_speedup"] = _ratio(out["naive_decode_s"], out["fakefinder_decode_s"])
     out["recall"] = _ratio(out["found"], out["reference_faces"])
     out["recall_largest"] = _ratio(out["largest_found"], out["largest_faces"])
+    out["recall_searched"] = _ratio(out["searched_found"], out["searched_faces"])
     return out
 
 
@@ -349,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
             if sorted(naive["faces"]) != sorted(ours["faces"]):
                 print(f"  WARNING {path.name}: sampled indices differ: naive {sorted(naive['faces'])} "
                       f"fakefinder {sorted(ours['faces'])}")
-            m = match(naive["faces"], ours["faces"])
+            m = match(naive["faces"], ours["faces"], searched_px=searched_px(path, faces))
             naive_faces[path.stem] = naive["faces"]
             for side in (naive, ours):
                 side["frames_with_face"] = sum(1 for boxes in side["faces"].values() if boxes)
@@ -431,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{source}, {args.frames} sampled frames per clip; naive: MTCNN at full resolution, min_face_px="
           f"{args.min_face_px}; fakefinder: {' then '.join(chain.names)}, detect_max_side={args.max_side}, "
           f"batch={args.batch}" + (f", min_face_px={ff_min_face}" if ff_min_face != args.min_face_px else ""))
-    header = (f"{'':9}{'naive f/s':>10}{'ff f/s':>8}{'speed-up':>9}{'recall':>8}{'rec.big':>8}"
+    header = (f"{'':9}{'naive f/s':>10}{'ff f/s':>8}{'speed-up':>9}{'recall':>8}{'rec.big':>8}{'rec.srch':>9}"
               f"{'faces n/ff':>11} | {'naive decode+detect s':>21} | {'ff decode+detect s':>18}"
               f" | {'detect x':>8}{'decode x':>9} | {'other CPU s':>11}")
     print(header)
@@ -440,12 +460,13 @@ def main(argv: list[str] | None = None) -> int:
         faces = f"{r['naive_frames_with_face']}/{r['fakefinder_frames_with_face']}"
         other = r["naive_other_cpu_s"] + r["fakefinder_other_cpu_s"]
         print(f"{name:9}{r['naive_fps']:>10.2f}{r['fakefinder_fps']:>8.2f}{r['speedup']:>8.2f}x"
-              f"{r['recall']:>8.3f}{r['recall_largest']:>8.3f}{faces:>11} | "
+              f"{r['recall']:>8.3f}{r['recall_largest']:>8.3f}{r['recall_searched']:>9.3f}{faces:>11} | "
               f"{r['naive_decode_s']:>8.2f} + {r['naive_detect_s']:<10.2f} | "
               f"{r['fakefinder_decode_s']:>7.2f} + {r['fakefinder_detect_s']:<8.2f} | "
               f"{r['detect_speedup']:>7.2f}x{r['decode_speedup']:>8.2f}x | {other:>11.1f}")
     print(f"recall: naive faces with a fakefinder box of IoU >= 0.5 on the same frame (rec.big: the largest "
-          f"naive face per frame); {overall['extra']} fakefinder box(es) match no naive face; 'faces n/ff': "
+          f"naive face per frame; rec.srch: naive faces at least as large as the smallest face the settings search "
+          f"for, 20 px at detection scale); {overall['extra']} fakefinder box(es) match no naive face; 'faces n/ff': "
           f"sampled frames with >= 1 face, of {overall['naive_frames_sampled']}; 'other CPU s': CPU time used "
           f"by other processes during the timed loops (should be ~0)")
     if pipeline:

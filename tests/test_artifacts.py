@@ -157,7 +157,7 @@ def test_artifact_round_trip_gives_identical_logits(run):
     assert meta["files"] == ["model.safetensors"] and meta["architecture"]["name"] == "test_efficientnet"
     pre = meta["preprocessing"]
     assert pre["input_size"] == 32 and len(pre["mean"]) == 3 and pre["tta"] == "none"
-    assert pre["crop"] == {"format": "jpg", "quality": 95} and pre["faces"]["detector"] == "mtcnn"
+    assert pre["crop"] == {"format": "jpg", "quality": 95} and pre["faces"]["detector"] == "retinaface"
     assert meta["training"]["best_epoch"] == 1 and "val_auc" in meta["training"]["validation"]
     loaded = load_detector(result.model_path)
     trained = network_from_state(load_checkpoint(result.last_path))
@@ -246,7 +246,7 @@ def test_a_model_trained_on_ready_crops_detects_faces_in_raw_videos(run, tmp_pat
     seen = []
     detected = fakefinder.predict(predict, events=seen.append).table.iloc[0]
     warnings = " ".join(e.message for e in seen if e.type == "warning")
-    assert "trained on ready face crops" in warnings and "detected in the inputs with mtcnn" in warnings
+    assert "trained on ready face crops" in warnings and "detected in the inputs with retinaface" in warnings
     from fakefinder.infer.predict import face_settings
 
     _, notes = face_settings(json.loads((result.model_path / "model.json").read_text())["preprocessing"],

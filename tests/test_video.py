@@ -96,3 +96,25 @@ def test_truncated_video_yields_what_it_has_or_fails_cleanly(tmp_path):
     except VideoError:
         return  # nothing decodable is a clean, named failure
     assert 0 < len(frames) <= 8
+
+
+def test_dropping_unsampled_b_frames_keeps_the_sampled_ones_bit_exact(tmp_path):
+    """Forward decoding drops non-reference frames that are not sampled; the sampled frames are
+    the pixels a full decode gives (a clip with B-frames, long GOP, rotation metadata)."""
+    import av
+
+    from fakefinder.data.synthetic import write_footage
+    from fakefinder.media.video import _to_rgb, read_frames, sample_indices
+
+    path = write_footage(tmp_path / "b.mp4", num_frames=60, size=(160, 96), faces=1, portrait=True, gop=60)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        full = [_to_rgb(frame) for frame in container.decode(stream)]
+        kinds = {str(frame.pict_type) for frame in av.open(str(path)).decode(video=0)}
+    assert len(full) == 60 and "3" in kinds  # B-frames present
+    targets = sample_indices(60, 8)
+    got = list(read_frames(path, count=8, seek="never"))
+    assert [i for i, _ in got] == targets
+    for index, image in got:
+        assert image.shape == (160, 96, 3)  # upright portrait
+        np.testing.assert_array_equal(image, full[index])

@@ -111,16 +111,17 @@ class FacesConfig(Section):
     detect: bool = Field(
         default=True, description="false: inputs are already face crops; resize them only."
     )
-    detector: str = "mtcnn"
-    fallback: list[str] = Field(default_factory=lambda: ["retinaface", "opencv"])
-    min_score: float = Field(default=0.9, ge=0, le=1)
+    detector: str = Field(default="retinaface", description="The first detector tried on every frame.")
+    fallback: list[str] = Field(default_factory=lambda: ["mtcnn", "opencv"],
+                                description="Tried in order on the frames still without a face.")
+    min_score: float = Field(default=0.7, ge=0, le=1)
     min_face_px: int = Field(default=20, ge=1, description="Smallest face side, in source pixels.")
     detect_max_side: int | None = Field(
-        default=480,
+        default=720,
         ge=64,
         description="Downscale frames so the longer side is at most this before detection "
         "(boxes map back to full resolution); faces under 20 px at that scale are not searched "
-        "(80 px in a 1080p frame, 36 px in a 480p frame at 480); null detects at full resolution.",
+        "(53 px in a 1080p frame, 36 px in a 720p one at 720); null detects at full resolution.",
     )
     margin: float = Field(
         default=0.3,

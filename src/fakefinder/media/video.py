@@ -1,7 +1,8 @@
 """Frame sampling and decoding with PyAV, in bounded memory.
 
-Only the sampled frames are converted to RGB. Between targets the decoder either runs forward or
-seeks, whichever is cheaper: seeking pays only when targets are further apart than the keyframe
+Only the sampled frames are converted to RGB, and decoding forward drops the non-reference frames
+that are not sampled (no other frame depends on them). Between targets the decoder either runs
+forward or seeks, whichever is cheaper: seeking pays only when targets are further apart than the keyframe
 interval (long GOPs make a seek decode most of a GOP anyway). Rotation metadata is applied.
 """
 
@@ -139,6 +140,9 @@ def _decode_targets(container, info: VideoInfo, targets: list[int], seek: str) -
     if use_seek:
         yield from _decode_by_seeking(container, stream, info, targets)
         return
+    if stream.time_base is not None and info.fps > 0 and targets:
+        yield from _decode_forward_skipping(container, stream, info, targets)
+        return
     wanted = set(targets)
     last = targets[-1] if targets else -1
     position = 0
@@ -153,6 +157,40 @@ def _decode_targets(container, info: VideoInfo, targets: list[int], seek: str) -
         if position == 0:
             raise
         # truncated or damaged tail: keep the frames decoded so far
+
+
+def _decode_forward_skipping(container, stream, info: VideoInfo, targets: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+    """Decode forward, packet by packet, telling the decoder to drop the non-reference frames
+    (most B-frames) that are not targets: no other frame is predicted from them, so the targets
+    decode bit for bit as in a full decode, at a fraction of the work. Frames are placed by their
+    timestamps; a stream whose packets carry none is decoded in full and counted instead."""
+    codec = stream.codec_context
+    wanted = set(targets)
+    last = targets[-1]
+    start = stream.start_time or 0
+    to_index = float(stream.time_base) * info.fps
+    position, yielded = 0, 0
+    try:
+        for packet in container.demux(stream):
+            if packet.pts is not None:
+                codec.skip_frame = "DEFAULT" if int(round((packet.pts - start) * to_index)) in wanted else "NONREF"
+            else:
+                codec.skip_frame = "DEFAULT"
+            for frame in codec.decode(packet):
+                index = position if frame.pts is None else int(round((frame.pts - start) * to_index))
+                position = index + 1
+                if index in wanted:
+                    wanted.discard(index)
+                    yielded += 1
+                    yield index, _to_rgb(frame)
+                if index >= last or not wanted:
+                    return
+    except av.error.FFmpegError:
+        if yielded == 0 and position == 0:
+            raise
+        # truncated or damaged tail: keep the frames decoded so far
+    finally:
+        codec.skip_frame = "DEFAULT"
 
 
 def _decode_by_seeking(container, stream, info: VideoInfo, targets: list[int]) -> Iterator[tuple[int, np.ndarray]]:

@@ -41,6 +41,7 @@ SETTINGS = {  # name -> predict.* overrides
     "default": {},
     "file-by-file": {"batch_across_files": False},
     "no-workers": {"num_workers": 0},
+    "2-workers": {"num_workers": 2},
 }
 
 
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--videos", type=Path, nargs="+", default=None, help="real mode: folders of videos")
     parser.add_argument("--max-videos", type=int, default=None)
     parser.add_argument("--frames", type=int, default=32, help="frames per video (default 32)")
-    parser.add_argument("--settings", default="default,file-by-file", help=f"comma list of {','.join(SETTINGS)}")
+    parser.add_argument("--settings", default="default,file-by-file,2-workers", help=f"comma list of {','.join(SETTINGS)}")
     parser.add_argument("--test-set", type=int, default=4000, help="videos in the competition's test set (DFDC: 4,000)")
     parser.add_argument("--budget-h", type=float, default=3.0)
     parser.add_argument("--workdir", type=Path, default=RESULTS / "predict_speed_work")

@@ -4,7 +4,8 @@ Each configuration (videos x seconds) runs `prepare()` inline (`num_workers=0`) 
 process, which reports its own peak RSS: `ru_maxrss` from `resource.getrusage(RUSAGE_SELF)` and
 the kernel's high-water mark `VmHWM` of /proc/self/status. A sampling thread also records the RSS
 after the first finished video and at the end, so a slow leak shows even under a flat peak. A
-baseline child (imports + MTCNN loaded + one warm-up detection, no video) shows the fixed cost.
+baseline child (imports + the default detector chain loaded + one warm-up detection, no video)
+shows the fixed cost.
 
     python benchmarks/prepare_memory.py                           # 4x5 s, 16x5 s, 4x40 s at 480p
     python benchmarks/prepare_memory.py --configs 2x2,8x2,2x16    # quick
@@ -68,12 +69,14 @@ def child(spec: dict) -> dict:
     if spec.get("baseline"):
         import numpy as np
 
-        from fakefinder.media.faces import create_detector
+        from fakefinder.config import FacesConfig
+        from fakefinder.media.faces import DetectorChain
         from fakefinder.data.prepare import prepare  # noqa: F401  (the same imports as a real run)
 
-        detector = create_detector("mtcnn", min_face_px=spec["min_face_px"])
+        chain = DetectorChain(FacesConfig(detect_max_side=spec["max_side"], min_face_px=spec["min_face_px"]))
+        chain.verify()  # every detector of the default chain loaded, as a run may need them all
         height, width = spec["size"]
-        detector.detect([np.zeros((height, width, 3), np.uint8)], max_side=spec["max_side"])
+        chain.detect([np.zeros((height, width, 3), np.uint8)])  # a blank frame: each detector runs
         return {"peak_rss_mb": _maxrss_mb(), "vm_hwm_mb": _hwm_mb(), "rss_end_mb": _rss_mb(),
                 "wall_s": 0.0, "frames_sampled": 0, "crops": 0, "items_failed": 0}
 
@@ -86,7 +89,7 @@ def child(spec: dict) -> dict:
                 "frames_per_video": spec["frames"],
                 "split": {"train": 1.0, "val": 0.0, "test": 0.0},
             },
-            "faces": {"fallback": [], "detect_max_side": spec["max_side"], "min_face_px": spec["min_face_px"]},
+            "faces": {"detect_max_side": spec["max_side"], "min_face_px": spec["min_face_px"]},
             "prepare": {"output_dir": spec["output"], "num_workers": spec["workers"]},
         },
         source="benchmark",
@@ -180,13 +183,16 @@ def parse_configs(text: str) -> list[tuple[int, float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from fakefinder.config import FacesConfig
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", default="4x5,16x5,4x40",
                         help="comma list of VIDEOSxSECONDS (default 4x5,16x5,4x40)")
     parser.add_argument("--resolution", default="480p", choices=list(RESOLUTIONS))
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--frames", type=int, default=32, help="frames_per_video (default 32)")
-    parser.add_argument("--max-side", type=int, default=480, help="faces.detect_max_side (default 480)")
+    parser.add_argument("--max-side", type=int, default=FacesConfig().detect_max_side,
+                        help=f"faces.detect_max_side (default {FacesConfig().detect_max_side}, the config's)")
     parser.add_argument("--min-face-px", type=int, default=20)
     parser.add_argument("--workers", type=int, default=0,
                         help="prepare.num_workers (default 0: inline, so the child's own peak is the run's)")

@@ -53,6 +53,11 @@ def load_detector(model: str | Path | Artifact, device: str | torch.device = "cp
                           artifact.classes)
 
 
+def memory_format(detector: LoadedDetector) -> torch.memory_format:
+    """channels_last where the model was trained so (faster for convolutional networks on CPU)."""
+    return torch.channels_last if detector.preprocessing.get("channels_last") else torch.contiguous_format
+
+
 def to_batch(crops: list[np.ndarray], size: int, mean, std) -> torch.Tensor:
     """RGB crops -> a normalised NCHW batch at `size` (resized as the training loader resizes)."""
     from PIL import Image
@@ -71,7 +76,8 @@ def score_pixels(detector: LoadedDetector, crops: list[np.ndarray], batch_size: 
     info, scores = detector.info, []
     for start in range(0, len(crops), batch_size):
         x = to_batch(crops[start : start + batch_size], info["image_size"], info["mean"], info["std"])
-        scores.append(torch.sigmoid(detector.model(x.to(device)).float()).cpu().numpy())
+        x = x.to(device, memory_format=memory_format(detector))
+        scores.append(torch.sigmoid(detector.model(x).float()).cpu().numpy())
     return np.concatenate(scores) if scores else np.zeros(0)
 
 
@@ -84,7 +90,7 @@ def score_crops(detector: LoadedDetector, rows: pd.DataFrame, root: Path, batch_
     dataset = CropDataset(rows, root, info["image_size"], info["mean"], info["std"], perturb=perturb)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
     scores = []
-    memory = torch.channels_last if detector.preprocessing.get("channels_last") else torch.contiguous_format
+    memory = memory_format(detector)
     with opencv_single_threaded():
         batches = iter(loader)
     for images, _ in batches:

@@ -124,6 +124,10 @@ def from_artifact(artifact, device="cpu", tta: bool = True) -> Detector:
     except RuntimeError as exc:
         raise ArtifactError(f"{artifact.path}: the weights do not fit {arch['name']}: {str(exc)[:300]}") from None
     model.to(device).eval()
+    if artifact.preprocessing.get("channels_last"):  # trained so: inputs come channels_last too
+        import torch
+
+        model.to(memory_format=torch.channels_last)
     return with_tta(model, artifact.preprocessing.get("tta", "none")) if tta else model
 
 

@@ -69,11 +69,10 @@ def train_model(workdir: Path) -> Path:
         return model
     manifest = make_prepared_crops(workdir / "crops", groups=10, size=224)
     config = config_from_dict({
-        "data": {"datasets": [{"name": "a", "layout": "prepared", "root": str(manifest.parent)}]},
         "faces": {"size": 224},
         "model": {"name": "efficientnet_lite0", "pretrained": "package:efficientnet_lite0", "image_size": 224},
-        "train": {"output_dir": str(workdir / "model_run"), "epochs": 1, "batch_size": 8, "num_workers": 0,
-                  "channels_last": True},
+        "train": {"manifest": str(manifest), "output_dir": str(workdir / "model_run"), "epochs": 1, "batch_size": 8,
+                  "num_workers": 0, "channels_last": True, "logging": {"tensorboard": False, "plots": False}},
     }, source="benchmark")
     fakefinder.train(config, resume=False, overwrite=True, events=lambda event: None)
     return model

@@ -198,6 +198,19 @@ def test_predict_is_the_same_with_and_without_cross_file_batching(trained, tmp_p
     assert (batched.classify_s[batched.faces > 0] > 0).all()  # each file's share of its batches
 
 
+def test_onnxruntime_and_pytorch_give_the_same_predictions(trained, tmp_path):
+    tmp, config = trained
+    folder = media_folder(tmp_path, tmp)
+    tables = {}
+    for backend in ("torch", "onnxruntime"):
+        c = config.model_copy(deep=True)
+        c.predict.inputs, c.predict.num_workers, c.predict.backend = [folder], 0, backend
+        c.predict.output = tmp_path / f"{backend}.csv"
+        tables[backend] = fakefinder.predict(c).table.set_index("id")
+    np.testing.assert_allclose(tables["onnxruntime"].probability, tables["torch"].probability, atol=1e-5)
+    assert (tables["onnxruntime"].label == tables["torch"].label).all()
+
+
 def test_predict_scores_exactly_the_crops_prepare_wrote(trained, tmp_path, monkeypatch):
     """The same video through predict: for every frame, the crop the model scores is, pixel for
     pixel, the crop file prepare wrote (and training read) for it."""

@@ -220,6 +220,17 @@ class DetectorEnsemble(FilePredictor):
         self.weights = weights / weights.sum()
         self.detectors = [load_detector(a, device) for a in artifacts]
         self.device = device
+        self.notes: list[str] = []
+        if pc.backend == "onnxruntime" or (pc.backend == "auto" and getattr(device, "type", str(device)) == "cpu"):
+            from fakefinder.infer.scoring import use_onnxruntime
+
+            for detector in self.detectors:
+                try:
+                    use_onnxruntime(detector)
+                except Exception as exc:  # the model still scores, in PyTorch
+                    if pc.backend == "onnxruntime":
+                        raise
+                    self.notes.append(f"{detector.path}: scoring in PyTorch, ONNX Runtime unavailable ({exc})")
         self.preprocessing = self.detectors[0].preprocessing  # decode and detect as the first model was trained
         self.threshold = float(np.dot(self.weights, [d.threshold for d in self.detectors]))
 
@@ -263,7 +274,7 @@ def predict(config: Config, events=None) -> PredictResult:
     with flush_denormal():
         predictor = task.load(artifacts, device=device, config=config)
         faces, notes = face_settings(predictor.preprocessing, pc.faces, predictor.face_based)
-        for note in notes:
+        for note in [*notes, *getattr(predictor, "notes", [])]:
             events.warning(note, "predict")
         settings = ExtractSettings.from_preprocessing(predictor.preprocessing, faces, pc.frames_per_video)
         threshold = pc.threshold if pc.threshold is not None else predictor.threshold

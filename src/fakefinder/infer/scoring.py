@@ -20,6 +20,7 @@ class LoadedDetector:
     artifact: Artifact
     threshold: float
     class_names: list[str]
+    session: object | None = None  # an ONNX Runtime session of `model` (`use_onnxruntime`): scores run there
 
     @property
     def path(self) -> Path:
@@ -53,6 +54,35 @@ def load_detector(model: str | Path | Artifact, device: str | torch.device = "cp
                           artifact.classes)
 
 
+def use_onnxruntime(detector: LoadedDetector, tolerance: float = 1e-3) -> None:
+    """Run the detector's network in ONNX Runtime (on CPU about 3x faster than PyTorch for
+    EfficientNet-Lite0 at 224 px): exported in memory, checked against PyTorch on random inputs
+    (`ParityError` beyond `tolerance`), with as many threads as torch uses."""
+    import io
+    import warnings
+
+    import onnxruntime as ort
+
+    from fakefinder.infer.export import ParityError
+
+    size = detector.info["image_size"]
+    inputs = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    buffer = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes on tracing, not the user's concern
+        expected = detector.model(inputs).float().numpy()
+        torch.onnx.export(detector.model, (inputs,), buffer, input_names=["image"], output_names=["logit"],
+                          dynamic_axes={"image": {0: "batch"}, "logit": {0: "batch"}}, opset_version=17, dynamo=False)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+    diff = float(np.max(np.abs(session.run(None, {"image": inputs.numpy()})[0] - expected)))
+    if not diff <= tolerance:
+        raise ParityError(f"{detector.path}: ONNX Runtime logits differ from PyTorch by {diff:.2e} (> {tolerance:g})")
+    detector.session = session
+
+
 def memory_format(detector: LoadedDetector) -> torch.memory_format:
     """channels_last where the model was trained so (faster for convolutional networks on CPU)."""
     return torch.channels_last if detector.preprocessing.get("channels_last") else torch.contiguous_format
@@ -76,8 +106,11 @@ def score_pixels(detector: LoadedDetector, crops: list[np.ndarray], batch_size: 
     info, scores = detector.info, []
     for start in range(0, len(crops), batch_size):
         x = to_batch(crops[start : start + batch_size], info["image_size"], info["mean"], info["std"])
-        x = x.to(device, memory_format=memory_format(detector))
-        scores.append(torch.sigmoid(detector.model(x).float()).cpu().numpy())
+        if detector.session is not None:
+            logits = torch.from_numpy(detector.session.run(None, {"image": x.numpy()})[0])
+        else:
+            logits = detector.model(x.to(device, memory_format=memory_format(detector)))
+        scores.append(torch.sigmoid(logits.float()).cpu().numpy())
     return np.concatenate(scores) if scores else np.zeros(0)
 
 

@@ -366,7 +366,8 @@ class PredictConfig(Section):
     batch_size: int = Field(default=32, ge=1)
     batch_across_files: bool = Field(default=True, description="Fill each batch with crops of consecutive files "
                                      "(false: a file's crops are scored on their own).")
-    num_workers: int = Field(default=1, ge=0, description="Processes decoding and detecting faces.")
+    num_workers: int = Field(default=2, ge=0, description="Processes decoding and detecting faces (while the "
+                             "main process scores crops; 0: all in the main process).")
     backend: Literal["auto", "torch", "onnxruntime"] = Field(
         default="auto", description="What runs a detector's network: auto = ONNX Runtime on CPU (checked against "
         "PyTorch when loaded; PyTorch if that fails), PyTorch on a GPU.")

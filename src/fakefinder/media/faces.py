@@ -64,6 +64,14 @@ class Face:
         return max(0.0, x2 - x1) * max(0.0, y2 - y1)
 
 
+def _shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`image` reduced to `size` (width, height) by pixel-area averaging (OpenCV: several times
+    faster than PIL on a 1080p frame, and without aliasing)."""
+    import cv2
+
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
 class FaceDetector:
     """Finds faces in RGB uint8 frames. Subclasses implement `_detect_batch` at model resolution."""
 
@@ -86,7 +94,7 @@ class FaceDetector:
             if max_side is not None and max(image.shape[:2]) > max_side:
                 factor = max_side / max(image.shape[:2])
                 size = (max(1, round(image.shape[1] * factor)), max(1, round(image.shape[0] * factor)))
-                image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+                image = _shrink(image, size)
             scaled.append(image)
             factors.append(factor)
         # The smallest face searched at detection resolution. Never below DETECT_MIN_PX: a smaller

@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
               "workers": args.workers, "size": [height, width]}
     rows = []
     baseline = run_child({**common, "baseline": True}, child_env)
-    print(f"  baseline (imports + MTCNN + 1 detection, no video): peak {baseline['peak_rss_mb']:.0f} MB", flush=True)
+    print(f"  baseline (imports + the detector chain + 1 detection, no video): peak {baseline['peak_rss_mb']:.0f} MB", flush=True)
     for videos, seconds in configs:
         name = f"{videos}x{seconds:g}s"
         root = args.workdir / "datasets" / name

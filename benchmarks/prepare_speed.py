@@ -471,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
           f"by other processes during the timed loops (should be ~0)")
     if pipeline:
         print()
-        print("prepare() end to end over the same clips (process start, MTCNN load, decode, detect, JPEG crops, manifest):")
+        print("prepare() end to end over the same clips (process start, detector load, decode, detect, JPEG crops, manifest):")
         for workers, p in pipeline.items():
             parts = ", ".join(f"{res} {b['item_fps']:.2f} f/s per worker" for res, b in p["by_resolution"].items())
             print(f"  num_workers={workers}: {p['frames_sampled']} frames in {p['wall_s']:.1f} s = "

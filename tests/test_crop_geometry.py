@@ -98,3 +98,16 @@ def test_a_registered_detector_brings_its_convention(monkeypatch):
     faces_module.register_detector("tight", _Tight, box_convention=TIGHT)
     face = create_detector("tight").detect([np.zeros((240, 320, 3), np.uint8)])[0][0]
     assert face.box == pytest.approx(TRUE_BOX)
+
+
+def test_models_trained_before_the_mapping_keep_their_framing(stub_detectors):
+    from fakefinder.infer.predict import face_settings
+    from fakefinder.media.faces import DetectorChain
+
+    old = {"faces": {"detector": "tight", "fallback": [], "detect_max_side": None}}  # saved without box_convention
+    faces, _ = face_settings(old, {})
+    assert faces.box_convention == "detector"
+    image = np.zeros((240, 320, 3), np.uint8)
+    assert DetectorChain(faces).detect([image])[0][0].box == pytest.approx(drawn_by(TIGHT, TRUE_BOX))
+    new, _ = face_settings({"faces": {**old["faces"], "box_convention": "mtcnn"}}, {})
+    assert DetectorChain(new).detect([image])[0][0].box == pytest.approx(TRUE_BOX)

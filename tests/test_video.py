@@ -118,3 +118,24 @@ def test_dropping_unsampled_b_frames_keeps_the_sampled_ones_bit_exact(tmp_path):
     for index, image in got:
         assert image.shape == (160, 96, 3)  # upright portrait
         np.testing.assert_array_equal(image, full[index])
+
+
+def test_irregular_timestamps_still_give_every_sampled_frame(tmp_path):
+    """Frames whose timestamps jump (dropped frames, variable rate) cannot be placed by time: the
+    decoder counts them instead, and every sampled frame comes back."""
+    from fractions import Fraction
+
+    path = tmp_path / "vfr.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.height, stream.width, stream.pix_fmt = 64, 96, "yuv420p"
+        stream.time_base = Fraction(1, 25)
+        for i in range(40):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 96, 3), 4 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i + (7 if i >= 20 else 0), Fraction(1, 25)  # a 7-frame gap
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    got = list(read_frames(path, count=8, seek="never"))
+    assert len(got) == 8 and len({i for i, _ in got}) == 8

@@ -123,6 +123,12 @@ class FacesConfig(Section):
         "(boxes map back to full resolution); faces under 20 px at that scale are not searched "
         "(53 px in a 1080p frame, 36 px in a 720p one at 720); null detects at full resolution.",
     )
+    box_convention: Literal["mtcnn", "detector"] = Field(
+        default="mtcnn",
+        description="mtcnn: every detector's box is mapped into MTCNN's convention before the margin, so crops "
+        "are framed alike whichever detector fired; detector: boxes as each detector draws them (models trained "
+        "before the mapping existed).",
+    )
     margin: float = Field(
         default=0.3,
         ge=0,

@@ -98,6 +98,8 @@ def face_settings(preprocessing: dict, overrides: dict, face_based: bool = True)
     if unknown:
         raise ConfigError(f"predict.faces: unknown key(s) {unknown}; face settings are {sorted(FacesConfig.model_fields)}")
     saved = dict(preprocessing.get("faces") or {})
+    if saved and "box_convention" not in saved:
+        saved["box_convention"] = "detector"  # trained before boxes were mapped to one convention: crop as then
     notes = []
     detecting_anew = face_based and saved.get("detect") is False and "detect" not in overrides
     if detecting_anew:
@@ -221,7 +223,11 @@ class DetectorEnsemble(FilePredictor):
         self.detectors = [load_detector(a, device) for a in artifacts]
         self.device = device
         self.notes: list[str] = []
-        if pc.backend == "onnxruntime" or (pc.backend == "auto" and getattr(device, "type", str(device)) == "cpu"):
+        on_cpu = getattr(device, "type", str(device)) == "cpu"
+        if pc.backend == "onnxruntime" and not on_cpu:
+            raise ConfigError(f"predict.backend: onnxruntime runs on the CPU here, but predict.device is {device}; "
+                              "use backend auto or torch on a GPU")
+        if pc.backend == "onnxruntime" or (pc.backend == "auto" and on_cpu):
             from fakefinder.infer.scoring import use_onnxruntime
 
             for detector in self.detectors:

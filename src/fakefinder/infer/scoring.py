@@ -67,17 +67,18 @@ def use_onnxruntime(detector: LoadedDetector, tolerance: float = 1e-3) -> None:
 
     size = detector.info["image_size"]
     inputs = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    other = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(1))  # another batch size
     buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's notes on tracing, not the user's concern
-        expected = detector.model(inputs).float().numpy()
+        expected = [detector.model(x).float().numpy() for x in (inputs, other)]
         torch.onnx.export(detector.model, (inputs,), buffer, input_names=["image"], output_names=["logit"],
                           dynamic_axes={"image": {0: "batch"}, "logit": {0: "batch"}}, opset_version=17, dynamo=False)
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
-    diff = float(np.max(np.abs(session.run(None, {"image": inputs.numpy()})[0] - expected)))
+    diff = max(float(np.max(np.abs(session.run(None, {"image": x.numpy()})[0] - e))) for x, e in zip((inputs, other), expected))
     if not diff <= tolerance:
         raise ParityError(f"{detector.path}: ONNX Runtime logits differ from PyTorch by {diff:.2e} (> {tolerance:g})")
     detector.session = session

@@ -318,7 +318,8 @@ class DetectorChain:
             detector = self._get(name)
             if detector is None:
                 continue
-            found = detector.detect([images[i] for i in pending], self.config.detect_max_side)
+            found = detector.detect([images[i] for i in pending], self.config.detect_max_side,
+                                    raw=self.config.box_convention == "detector")
             for i, faces in zip(pending, found):
                 results[i] = faces
             pending = [i for i in pending if not results[i]]

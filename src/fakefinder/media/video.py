@@ -140,7 +140,7 @@ def _decode_targets(container, info: VideoInfo, targets: list[int], seek: str) -
     if use_seek:
         yield from _decode_by_seeking(container, stream, info, targets)
         return
-    if stream.time_base is not None and info.fps > 0 and targets:
+    if targets and _regular(stream, info):
         yield from _decode_forward_skipping(container, stream, info, targets)
         return
     wanted = set(targets)
@@ -159,17 +159,29 @@ def _decode_targets(container, info: VideoInfo, targets: list[int], seek: str) -
         # truncated or damaged tail: keep the frames decoded so far
 
 
+def _regular(stream, info: VideoInfo) -> bool:
+    """Timestamps that place every frame exactly: a known start, a mean frame rate equal to the
+    nominal one, and a frame count that matches the duration (constant rate, nothing dropped)."""
+    if stream.start_time is None or stream.time_base is None or stream.duration is None or not stream.average_rate:
+        return False
+    if not stream.base_rate or abs(float(stream.base_rate) / float(stream.average_rate) - 1) > 1e-3:
+        return False  # the mean spacing of the frames is not their nominal spacing: gaps or a variable rate
+    frames = int(stream.frames or 0)
+    return frames > 0 and abs(float(stream.duration * stream.time_base) * float(stream.average_rate) - frames) <= 1
+
+
 def _decode_forward_skipping(container, stream, info: VideoInfo, targets: list[int]) -> Iterator[tuple[int, np.ndarray]]:
     """Decode forward, packet by packet, telling the decoder to drop the non-reference frames
     (most B-frames) that are not targets: no other frame is predicted from them, so the targets
-    decode bit for bit as in a full decode, at a fraction of the work. Frames are placed by their
-    timestamps; a stream whose packets carry none is decoded in full and counted instead."""
+    decode bit for bit as in a full decode, at a fraction of the work. Only for streams whose
+    timestamps place each frame (`_regular`); should a target still not appear, the first frame
+    after it stands in, as when seeking."""
     codec = stream.codec_context
     wanted = set(targets)
-    last = targets[-1]
-    start = stream.start_time or 0
+    pending = list(targets)  # ascending
+    start = stream.start_time
     to_index = float(stream.time_base) * info.fps
-    position, yielded = 0, 0
+    decoded = 0
     try:
         for packet in container.demux(stream):
             if packet.pts is not None:
@@ -177,16 +189,19 @@ def _decode_forward_skipping(container, stream, info: VideoInfo, targets: list[i
             else:
                 codec.skip_frame = "DEFAULT"
             for frame in codec.decode(packet):
-                index = position if frame.pts is None else int(round((frame.pts - start) * to_index))
-                position = index + 1
-                if index in wanted:
-                    wanted.discard(index)
-                    yielded += 1
-                    yield index, _to_rgb(frame)
-                if index >= last or not wanted:
-                    return
+                decoded += 1
+                if frame.pts is None:
+                    continue
+                index = int(round((frame.pts - start) * to_index))
+                if index >= pending[0]:
+                    target = pending.pop(0)
+                    while pending and pending[0] <= index:  # never two targets from one frame
+                        pending.pop(0)
+                    yield target, _to_rgb(frame)
+                    if not pending:
+                        return
     except av.error.FFmpegError:
-        if yielded == 0 and position == 0:
+        if decoded == 0:
             raise
         # truncated or damaged tail: keep the frames decoded so far
     finally:

@@ -176,8 +176,9 @@ def wait(driver, seconds: float, condition, message: str):
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
+    # IndexError: `css(...)[0]` on an element the page has not drawn yet (it renders after loading)
     return WebDriverWait(driver, seconds, poll_frequency=0.25,
-                         ignored_exceptions=(StaleElementReferenceException,)).until(condition, message)
+                         ignored_exceptions=(StaleElementReferenceException, IndexError)).until(condition, message)
 
 
 def css(driver, selector: str):

@@ -27,6 +27,12 @@ class ParityError(FakefinderError, RuntimeError):
     """The exported model's outputs differ from PyTorch's by more than the tolerance."""
 
 
+def to_onnx(model: torch.nn.Module, example: torch.Tensor, target, output_name: str = "logit", opset: int = 17) -> None:
+    """`model` as ONNX (input `image`, a dynamic batch) into `target`: a path or a file object."""
+    torch.onnx.export(model, (example,), target, input_names=["image"], output_names=[output_name],
+                      dynamic_axes={"image": {0: "batch"}, output_name: {0: "batch"}}, opset_version=opset, dynamo=False)
+
+
 def export(model: Path, output: Path, tolerance: float = 1e-4, samples: int = 4, opset: int = 17) -> ExportReport:
     """`output` ending in .onnx -> ONNX (dynamic batch), else TorchScript. The exported model's
     logits must match PyTorch's within `tolerance` on random inputs, or `ParityError`."""
@@ -47,8 +53,7 @@ def export(model: Path, output: Path, tolerance: float = 1e-4, samples: int = 4,
         expected = model(inputs).numpy()
     if output.suffix.lower() == ".onnx":
         name = "logit" if artifact.architecture.get("num_outputs", 1) == 1 else "logits"
-        torch.onnx.export(model, (example,), str(output), input_names=["image"], output_names=[name],
-                          dynamic_axes={"image": {0: "batch"}, name: {0: "batch"}}, opset_version=opset, dynamo=False)
+        to_onnx(model, example, str(output), name, opset)
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])

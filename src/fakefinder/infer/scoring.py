@@ -63,7 +63,7 @@ def use_onnxruntime(detector: LoadedDetector, tolerance: float = 1e-3) -> None:
 
     import onnxruntime as ort
 
-    from fakefinder.infer.export import ParityError
+    from fakefinder.infer.export import ParityError, to_onnx
 
     size = detector.info["image_size"]
     inputs = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
@@ -72,8 +72,7 @@ def use_onnxruntime(detector: LoadedDetector, tolerance: float = 1e-3) -> None:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's notes on tracing, not the user's concern
         expected = [detector.model(x).float().numpy() for x in (inputs, other)]
-        torch.onnx.export(detector.model, (inputs,), buffer, input_names=["image"], output_names=["logit"],
-                          dynamic_axes={"image": {0: "batch"}, "logit": {0: "batch"}}, opset_version=17, dynamo=False)
+        to_onnx(detector.model, inputs, buffer)
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1

@@ -119,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-videos", type=int, default=None)
     parser.add_argument("--frames", type=int, default=32, help="frames per video (default 32)")
     parser.add_argument("--settings", default="default,file-by-file,1-worker,pytorch", help=f"comma list of {','.join(SETTINGS)}")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs of each setting, taken in turn; the run with the median steady pace is reported "
+                             "with the range (this machine's speed varies between runs)")
     parser.add_argument("--test-set", type=int, default=4000, help="videos in the competition's test set (DFDC: 4,000)")
     parser.add_argument("--budget-h", type=float, default=3.0)
     parser.add_argument("--workdir", type=Path, default=RESULTS / "predict_speed_work")
@@ -141,24 +144,33 @@ def main(argv: list[str] | None = None) -> int:
         source = f"{len(clips)} generated clips ({args.seconds:g} s @ {args.fps} fps: 1080p, 720p, 480p, portrait)"
     model = args.model or train_model(args.workdir)
     report = {"source": source, "model": str(model), "frames_per_video": args.frames, "runs": {}}
-    for name in [n.strip() for n in args.settings.split(",") if n.strip()]:
-        print(f"predict with {name} settings {SETTINGS[name]} ...", flush=True)
-        out = run(model, inputs, args.workdir / f"out_{name}", args.frames, SETTINGS[name])
+    names = list(dict.fromkeys(n.strip() for n in args.settings.split(",") if n.strip()))
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    for attempt in range(max(1, args.repeat)):
+        for name in names:
+            print(f"predict with {name} settings {SETTINGS[name]} (run {attempt + 1}) ...", flush=True)
+            runs[name].append(run(model, inputs, args.workdir / f"out_{name}", args.frames, SETTINGS[name]))
+    for name, outs in runs.items():
+        paces = sorted(o["steady_videos_per_hour"] for o in outs)
+        out = sorted(outs, key=lambda o: o["steady_videos_per_hour"])[(len(outs) - 1) // 2]  # the median run
+        out["steady_per_hour_runs"] = [round(p) for p in paces]
         out["test_set_hours"] = args.test_set / out["steady_videos_per_hour"] + out["startup_s"] / 3600
         report["runs"][name] = out
     first = next(iter(report["runs"].values()))
     print(f"\n{source}; {args.frames} frames per video; model {model}")
     print(f"{'settings':14}{'s/video':>9}{'steady':>8}{'start s':>8}{'decode':>8}{'detect':>8}{'classify':>9}"
-          f"{'videos/h':>10}{'steady/h':>10}{f'{args.test_set} in h':>11}{'faces':>7}")
+          f"{'videos/h':>10}{'steady/h':>10}{'runs steady/h':>16}{f'{args.test_set} in h':>11}{'faces':>7}")
     for name, r in report["runs"].items():
         split = r["split_s_per_video"]
         print(f"{name:14}{r['s_per_video']:>9.2f}{r['steady_s_per_video']:>8.2f}{r['startup_s']:>8.1f}"
               f"{split['decode_s']:>8.2f}{split['detect_s']:>8.2f}{split['classify_s']:>9.2f}"
-              f"{r['videos_per_hour']:>10.0f}{r['steady_videos_per_hour']:>10.0f}{r['test_set_hours']:>11.2f}{r['faces']:>7}")
+              f"{r['videos_per_hour']:>10.0f}{r['steady_videos_per_hour']:>10.0f}"
+              f"{'/'.join(map(str, r['steady_per_hour_runs'])):>16}{r['test_set_hours']:>11.2f}{r['faces']:>7}")
         if r["probabilities"] != first["probabilities"]:
             diff = max(abs(a - b) for a, b in zip(r["probabilities"], first["probabilities"]))
             print(f"  probabilities differ from the first run's by up to {diff:.2e}")
-    print(f"(s/video: the whole run over the clips; steady: the pace from the first finished file to the last, "
+    print(f"(each setting's median run of {max(1, args.repeat)}, the steady pace of every run beside it; "
+          f"s/video: the whole run over the clips; steady: the pace from the first finished file to the last, "
           f"start-up (first file's wait) apart; {args.test_set} in h: start-up + {args.test_set} at the steady pace; "
           f"decode/detect/classify: per-file means from predict's timing; decode and detect run in the worker "
           f"process, overlapped with classification; budget {args.budget_h:g} h = "

@@ -16,7 +16,9 @@ videos (`--videos`), then for `--frames` sampled frames per clip compares
 
 Reports sampled frames/s, the speed-up, the decode/detect time split, and the recall of the
 fakefinder faces against the naive loop's faces (a naive face is found when fakefinder has a box
-with IoU >= 0.5 on the same frame). Results also go to <results>/prepare_speed.json.
+with IoU >= 0.5 on the same frame); on generated clips, whose true face boxes are known, also the
+recall of the naive faces that are faces (MTCNN at full resolution also boxes texture and parts of
+faces: false positives no detector should be asked to repeat). Results also go to <results>/prepare_speed.json.
 
     python benchmarks/prepare_speed.py                      # 2 clips x (1080p, portrait, 720p, 480p), 10 s @ 30 fps
     python benchmarks/prepare_speed.py --clips 1 --seconds 4 --workers 1   # quick
@@ -72,16 +74,28 @@ def make_clips(workdir: Path, resolutions: list[str], clips: int, seconds: float
         for i in range(clips):
             name = f"footage_{res}_{num_frames}f_{fps}fps_gop{gop}_{i}.mp4"
             path = workdir / "clips" / name
-            if not path.exists():
+            if not path.exists() or not truth_path(path).exists():
                 started = time.perf_counter()
                 partial = path.with_name(path.stem + ".partial.mp4")
+                truth: list = []
                 write_footage(partial, num_frames=num_frames, size=(height, width), identity=i, fps=fps,
-                              gop=gop, portrait=portrait, seed=100 + i)
+                              gop=gop, portrait=portrait, seed=100 + i, truth=truth)
+                truth_path(path).write_text(json.dumps(truth))
                 partial.replace(path)
                 print(f"  generated {path.name} in {time.perf_counter() - started:.1f} s", flush=True)
             paths.append(path)
         out[res] = paths
     return out
+
+
+def truth_path(clip: Path) -> Path:
+    return clip.with_name(clip.stem + ".truth.json")
+
+
+def load_truth(clip: Path) -> list | None:
+    """A generated clip's true face boxes per frame (None for real footage)."""
+    path = truth_path(clip)
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def real_clips(folders: list[Path], workdir: Path, limit: int | None) -> dict[str, list[Path]]:
@@ -185,13 +199,14 @@ def _area(box) -> float:
 
 
 def match(reference: dict[int, list], candidate: dict[int, list], threshold: float = 0.5,
-          searched_px: float = 0.0) -> dict:
+          searched_px: float = 0.0, truth: list | None = None) -> dict:
     """Recall of `candidate` boxes against `reference` boxes, frame by frame: a reference box is
     found when the candidate has a box with IoU >= `threshold` on the same frame index. Also the
     recall of the largest reference box per frame (the one `prepare` keeps by default), and of the
     reference boxes whose shorter side is at least `searched_px` (the smallest face the settings
-    search for)."""
-    ref_faces = found = extra = largest = largest_found = searched = searched_found = 0
+    search for). With `truth` (a generated clip's true face boxes per frame), also the recall of the
+    reference boxes that are faces (IoU >= `threshold` with a true box), not detector false positives."""
+    ref_faces = found = extra = largest = largest_found = searched = searched_found = real = real_found = 0
     for index, boxes in reference.items():
         others = candidate.get(index, [])
         used = set()
@@ -199,10 +214,13 @@ def match(reference: dict[int, list], candidate: dict[int, list], threshold: flo
             ref_faces += 1
             big_enough = min(box[2] - box[0], box[3] - box[1]) >= searched_px
             searched += big_enough
+            is_face = truth is not None and any(iou(box, t) >= threshold for t in (truth[index] if index < len(truth) else []))
+            real += is_face
             best = max(range(len(others)), key=lambda k: iou(box, others[k]), default=None)
             if best is not None and iou(box, others[best]) >= threshold:
                 found += 1
                 searched_found += big_enough
+                real_found += is_face
                 used.add(best)
         extra += len(others) - len(used)
         if boxes:
@@ -211,7 +229,8 @@ def match(reference: dict[int, list], candidate: dict[int, list], threshold: flo
             largest_found += any(iou(big, other) >= threshold for other in others)
     return {"reference_faces": ref_faces, "found": found, "extra": extra,
             "largest_faces": largest, "largest_found": largest_found,
-            "searched_faces": searched, "searched_found": searched_found}
+            "searched_faces": searched, "searched_found": searched_found,
+            "real_faces": real if truth is not None else None, "real_found": real_found}
 
 
 def searched_px(path: Path, faces: FacesConfig) -> float:
@@ -274,14 +293,17 @@ def _summarise(clip_rows: list[dict]) -> dict:
             out[f"{side}_{key}"] = sum(r[side][key] for r in clip_rows)
         out[f"{side}_fps"] = fps(out[f"{side}_frames_sampled"], out[f"{side}_total_s"])
     for key in ("reference_faces", "found", "extra", "largest_faces", "largest_found", "searched_faces",
-                "searched_found"):
+                "searched_found", "real_found"):
         out[key] = sum(r["match"][key] for r in clip_rows)
+    known = [r["match"]["real_faces"] for r in clip_rows]
+    out["real_faces"] = sum(known) if known and None not in known else None
     out["speedup"] = _ratio(out["fakefinder_fps"], out["naive_fps"])
     out["detect_speedup"] = _ratio(out["naive_detect_s"], out["fakefinder_detect_s"])
     out["decode_speedup"] = _ratio(out["naive_decode_s"], out["fakefinder_decode_s"])
     out["recall"] = _ratio(out["found"], out["reference_faces"])
     out["recall_largest"] = _ratio(out["largest_found"], out["largest_faces"])
     out["recall_searched"] = _ratio(out["searched_found"], out["searched_faces"])
+    out["recall_real"] = _ratio(out["real_found"], out["real_faces"]) if out["real_faces"] is not None else float("nan")
     return out
 
 
@@ -369,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
             if sorted(naive["faces"]) != sorted(ours["faces"]):
                 print(f"  WARNING {path.name}: sampled indices differ: naive {sorted(naive['faces'])} "
                       f"fakefinder {sorted(ours['faces'])}")
-            m = match(naive["faces"], ours["faces"], searched_px=searched_px(path, faces))
+            m = match(naive["faces"], ours["faces"], searched_px=searched_px(path, faces), truth=load_truth(path))
             naive_faces[path.stem] = naive["faces"]
             for side in (naive, ours):
                 side["frames_with_face"] = sum(1 for boxes in side["faces"].values() if boxes)
@@ -445,13 +467,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {p['wall_s']:.1f} s, other processes used {p['other_cpu_s']:.1f} CPU s", flush=True)
 
     # ---- report
+    naive_false = ("no true boxes for real footage" if overall["real_faces"] is None else
+                   f"{overall['reference_faces'] - overall['real_faces']} of {overall['reference_faces']} naive boxes")
     print()
     source = (f"{sum(len(v) for v in clips.values())} real video(s) from {', '.join(map(str, args.videos))}"
               if args.videos else f"{args.clips} generated clip(s) per resolution, {args.seconds:g} s @ {args.fps} fps")
     print(f"{source}, {args.frames} sampled frames per clip; naive: MTCNN at full resolution, min_face_px="
           f"{args.min_face_px}; fakefinder: {' then '.join(chain.names)}, detect_max_side={args.max_side}, "
           f"batch={args.batch}" + (f", min_face_px={ff_min_face}" if ff_min_face != args.min_face_px else ""))
-    header = (f"{'':9}{'naive f/s':>10}{'ff f/s':>8}{'speed-up':>9}{'recall':>8}{'rec.big':>8}{'rec.srch':>9}"
+    header = (f"{'':9}{'naive f/s':>10}{'ff f/s':>8}{'speed-up':>9}{'recall':>8}{'rec.big':>8}{'rec.srch':>9}{'rec.real':>9}"
               f"{'faces n/ff':>11} | {'naive decode+detect s':>21} | {'ff decode+detect s':>18}"
               f" | {'detect x':>8}{'decode x':>9} | {'other CPU s':>11}")
     print(header)
@@ -460,13 +484,14 @@ def main(argv: list[str] | None = None) -> int:
         faces = f"{r['naive_frames_with_face']}/{r['fakefinder_frames_with_face']}"
         other = r["naive_other_cpu_s"] + r["fakefinder_other_cpu_s"]
         print(f"{name:9}{r['naive_fps']:>10.2f}{r['fakefinder_fps']:>8.2f}{r['speedup']:>8.2f}x"
-              f"{r['recall']:>8.3f}{r['recall_largest']:>8.3f}{r['recall_searched']:>9.3f}{faces:>11} | "
+              f"{r['recall']:>8.3f}{r['recall_largest']:>8.3f}{r['recall_searched']:>9.3f}{r['recall_real']:>9.3f}{faces:>11} | "
               f"{r['naive_decode_s']:>8.2f} + {r['naive_detect_s']:<10.2f} | "
               f"{r['fakefinder_decode_s']:>7.2f} + {r['fakefinder_detect_s']:<8.2f} | "
               f"{r['detect_speedup']:>7.2f}x{r['decode_speedup']:>8.2f}x | {other:>11.1f}")
     print(f"recall: naive faces with a fakefinder box of IoU >= 0.5 on the same frame (rec.big: the largest "
           f"naive face per frame; rec.srch: naive faces at least as large as the smallest face the settings search "
-          f"for, 20 px at detection scale); {overall['extra']} fakefinder box(es) match no naive face; 'faces n/ff': "
+          f"for, 20 px at detection scale; rec.real: naive faces that are faces, i.e. match a generated clip's true "
+          f"face box, not naive false positives: {naive_false}); {overall['extra']} fakefinder box(es) match no naive face; 'faces n/ff': "
           f"sampled frames with >= 1 face, of {overall['naive_frames_sampled']}; 'other CPU s': CPU time used "
           f"by other processes during the timed loops (should be ~0)")
     if pipeline:

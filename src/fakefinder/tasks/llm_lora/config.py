@@ -1,0 +1,110 @@
+"""The `llm` config section: the base language model, the instruction data, the LoRA / QLoRA
+adapter, training and evaluation of the `llm_lora` and `llm_qlora` kinds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from fakefinder.config import Section
+
+
+class LlmModelConfig(Section):
+    base: str = Field(
+        default="package:smollm2-135m-instruct",
+        description="Any causal LM transformers loads: a hub id (meta-llama/Llama-2-7b-hf), a local folder, or "
+        "'package:smollm2-135m-instruct' (offline). Its code is never run (no trust_remote_code).",
+    )
+    gguf_file: str | None = Field(default=None, description="Load the base from this GGUF file in its folder "
+                                  "(dequantised; QLoRA saves it once as safetensors in the run folder).")
+    tokenizer: str | None = Field(default=None, description="Default: the base model's.")
+    config: dict[str, Any] | None = Field(
+        default=None, description="Build a randomly initialised base from this transformers config (tests, demos); "
+        "needs `tokenizer`.")
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto", description="Weights of the base: auto = the checkpoint's on GPU, fp32 on CPU.")
+
+
+class LlmDataConfig(Section):
+    """JSONL files: {"instruction", "input"?, "response"} or {"conversations": [{"role", "content"}, ...]}."""
+
+    train_file: Path | None = None
+    val_file: Path | None = Field(default=None, description="Default: val_ratio of the training file, carved "
+                                  "with `seed`.")
+    test_file: Path | None = Field(default=None, description="Read by `fakefinder evaluate` only.")
+    val_ratio: float = Field(default=0.1, ge=0, lt=1)
+    seed: int = 0
+    max_length: int = Field(default=1024, ge=8, description="Tokens per example; longer ones are cut at the end "
+                            "(counted and listed); one whose response would be cut away entirely is skipped.")
+    template: Literal["auto", "chatml", "alpaca"] = Field(
+        default="auto", description="How turns are written: auto = the tokenizer's chat template, else chatml if "
+        "the tokenizer knows <|im_start|>, else alpaca (### Instruction / ### Response).")
+    system_prompt: str | None = Field(default=None, description="A system turn put before every example that "
+                                      "has none.")
+    skip_invalid: bool = Field(default=False, description="A malformed line or one without a response: skip it "
+                               "(listed) instead of stopping with its file and line.")
+
+
+class LlmLoraConfig(Section):
+    lora_r: int = Field(default=8, ge=1)
+    lora_alpha: int = Field(default=16, ge=1)
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        default_factory=lambda: ["q_proj", "v_proj"],
+        description="Layer names to adapt, or all-linear (every linear layer but the output head).")
+    use_4bit: bool = Field(default=False, description="QLoRA: the base in 4 bits (bitsandbytes), the adapter in "
+                           "full precision.")
+    bnb_4bit_compute_dtype: Literal["float16", "bfloat16", "float32"] = "bfloat16"
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] = "nf4"
+    use_nested_quant: bool = Field(default=False, description="Double quantisation (the quantisation constants "
+                                   "quantised too).")
+
+    @field_validator("target_modules")
+    @classmethod
+    def _some_modules(cls, value):
+        if isinstance(value, list) and not value:
+            raise ValueError("name at least one module, or all-linear")
+        return value
+
+
+class LlmTrainConfig(Section):
+    output_dir: Path = Path("output/llm-lora")
+    epochs: float = Field(default=3.0, gt=0)
+    max_steps: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=4, ge=1)
+    eval_batch_size: int | None = Field(default=None, ge=1)
+    accumulate: int = Field(default=4, ge=1)
+    lr: float = Field(default=2e-4, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    warmup_ratio: float = Field(default=0.03, ge=0, lt=1)
+    scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto", description="auto: bf16 on a GPU that has it, fp32 elsewhere.")
+    grad_checkpointing: bool = False
+    grad_clip: float = Field(default=1.0, gt=0)
+    group_by_length: bool = Field(default=True, description="Batches of similar lengths (less padding).")
+    save_steps: int = Field(default=200, ge=1)
+    save_total_limit: int | None = Field(default=2, ge=1)
+    eval_steps: int = Field(default=200, ge=1)
+    logging_steps: int = Field(default=10, ge=1)
+    num_workers: int = Field(default=0, ge=0)
+    seed: int = 0
+    report_to: list[str] = Field(default_factory=lambda: ["tensorboard"], description="tensorboard, wandb, none.")
+    device: str = "auto"
+
+
+class LlmEvalConfig(Section):
+    samples: int = Field(default=3, ge=0, description="Generations from held-out prompts logged at each evaluation.")
+    max_new_tokens: int = Field(default=64, ge=1)
+    answers: int | None = Field(default=None, ge=1, description="`fakefinder evaluate`: generate answers for this "
+                                "many examples (default: all) for exact-match accuracy.")
+
+
+class LlmConfig(Section):
+    model: LlmModelConfig = Field(default_factory=LlmModelConfig)
+    data: LlmDataConfig = Field(default_factory=LlmDataConfig)
+    lora: LlmLoraConfig = Field(default_factory=LlmLoraConfig)
+    train: LlmTrainConfig = Field(default_factory=LlmTrainConfig)
+    eval: LlmEvalConfig = Field(default_factory=LlmEvalConfig)

@@ -1,0 +1,202 @@
+"""The base language model with its LoRA adapter (peft): where the base comes from, the adapter
+built on it (full precision, or on a 4-bit base for QLoRA), the artifact (`adapter/` peft loads,
+`tokenizer/`, `model.json`), loading it back, and merging the adapter into a standalone model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from fakefinder.config import Config, ConfigError, config_to_yaml
+from fakefinder.core.artifact import write_model_json
+from fakefinder.models.language import four_bit_config, load_causal_lm, load_tokenizer, resolve_source
+from fakefinder.tasks.llm_lora.config import LlmConfig
+from fakefinder.tasks.llm_lora.data import set_template
+
+log = logging.getLogger(__name__)
+
+ADAPTER = "adapter"
+MERGED = "merged_model"
+
+
+def _write_base(folder: Path, build) -> Path:
+    """A base model written once as a transformers folder: aside first, renamed when complete, so
+    a killed run never leaves half a model behind."""
+    if (folder / "config.json").is_file():
+        return folder
+    partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    model, tokenizer = build()
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.rename(folder)
+    return folder
+
+
+def base_model(cfg: LlmConfig, work_dir: Path) -> dict:
+    """Where the base and its tokenizer load from: {'source', 'gguf_file', 'tokenizer'}. A base
+    that exists only as a config (a random model), or a GGUF file to be quantised to 4 bits, is
+    first written as a transformers folder in `work_dir/base_model`."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    model = cfg.model
+    if model.config is not None:
+        if model.tokenizer is None:
+            raise ConfigError("llm.model.config (a random base) needs llm.model.tokenizer")
+
+        def random_base():
+            spec = dict(model.config)
+            torch.manual_seed(cfg.train.seed)
+            lm = AutoModelForCausalLM.from_config(AutoConfig.for_model(spec.pop("model_type", "llama"), **spec))
+            return lm, load_tokenizer(model.tokenizer)
+
+        folder = _write_base(Path(work_dir) / "base_model", random_base)
+        return {"source": str(folder.resolve()), "gguf_file": None, "tokenizer": str(folder.resolve())}
+    source, gguf = resolve_source(model.base, model.gguf_file)
+    tokenizer = model.tokenizer or source
+    if gguf and cfg.lora.use_4bit:
+        def dequantised():
+            return load_causal_lm(source, gguf, "fp32", key="llm.model.base"), load_tokenizer(tokenizer, gguf)
+
+        folder = _write_base(Path(work_dir) / "base_model", dequantised)
+        return {"source": str(folder.resolve()), "gguf_file": None, "tokenizer": str(folder.resolve()),
+                "dequantised_from": f"{source}/{gguf}"}
+    return {"source": source, "gguf_file": gguf, "tokenizer": tokenizer}
+
+
+def load_base(cfg: LlmConfig, base: dict):
+    """(model, tokenizer, turn format) of the base, 4-bit when `use_4bit`."""
+    lora = cfg.lora
+    quantization = four_bit_config(lora.bnb_4bit_quant_type, lora.use_nested_quant, lora.bnb_4bit_compute_dtype) \
+        if lora.use_4bit else None
+    tokenizer = load_tokenizer(base["tokenizer"], base["gguf_file"] if base["tokenizer"] == base["source"] else None)
+    template = set_template(tokenizer, cfg.data.template)
+    model = load_causal_lm(base["source"], base["gguf_file"], cfg.model.dtype, quantization, "llm.model.base")
+    return model, tokenizer, template
+
+
+def add_adapter(model, cfg: LlmConfig):
+    """The base frozen, a fresh LoRA adapter on the target modules (the 4-bit base prepared for
+    training first: norms in fp32, inputs that carry gradients)."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    lora, train = cfg.lora, cfg.train
+    if lora.use_4bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=train.grad_checkpointing)
+    elif train.grad_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
+    settings = LoraConfig(r=lora.lora_r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
+                          target_modules=lora.target_modules, bias="none", task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(model, settings)
+    except ValueError as exc:
+        raise ConfigError(f"llm.lora.target_modules={lora.target_modules}: {exc}") from exc
+
+
+def build(cfg: LlmConfig, work_dir: Path) -> tuple:
+    """(peft model, tokenizer, info) ready to train."""
+    base = base_model(cfg, work_dir)
+    model, tokenizer, template = load_base(cfg, base)
+    model.config.use_cache = False  # no KV cache while training (it is turned back on to generate)
+    model = add_adapter(model, cfg)
+    info = {"base": base, "template": template, "quantized": cfg.lora.use_4bit}
+    return model, tokenizer, info
+
+
+def save_artifact(model, tokenizer, cfg: LlmConfig, info: dict, output: Path, kind: str, config: Config,
+                  training: dict | None = None) -> Path:
+    """`adapter/` (what peft loads on the base), `tokenizer/` (with the turn format), `model.json`
+    and, for people, `config.yaml`. A merged model writes `merged_model/` instead of `adapter/`."""
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    merged = bool(info.get("merged"))
+    model.save_pretrained(output / (MERGED if merged else ADAPTER), safe_serialization=True)
+    tokenizer.save_pretrained(output / "tokenizer")
+    architecture = {"base": info["base"], "template": info["template"], "quantized": bool(info.get("quantized")),
+                    "merged": merged, "lora": cfg.lora.model_dump(mode="json"), "max_length": cfg.data.max_length,
+                    "llm": cfg.model_dump(mode="json")}
+    files = sorted(p.name for p in output.iterdir() if p.is_dir() or p.suffix == ".safetensors")
+    write_model_json(output, kind, json.loads(json.dumps(architecture, default=str)), [], {}, None, training or {}, files)
+    (output / "config.yaml").write_text(config_to_yaml(config))
+    return output
+
+
+def read_artifact_config(path: Path) -> tuple[LlmConfig, dict, str]:
+    """(the saved `llm` settings, model.json's architecture, kind), read tolerantly."""
+    from fakefinder.config import section_from_saved
+    from fakefinder.core.artifact import read_artifact
+
+    artifact = read_artifact(path)
+    if artifact.kind not in ("llm_lora", "llm_qlora"):
+        raise ConfigError(f"{path}: holds a {artifact.kind} model, not a fine-tuned language model")
+    meta = dict(artifact.architecture)
+    cfg, ignored = section_from_saved(LlmConfig, meta.get("llm", {}), f"{path}/model.json")
+    if ignored:
+        log.warning("%s: settings this version does not know were ignored: %s", path, ignored)
+    return cfg, meta, artifact.kind
+
+
+def load(path: str | Path, device: str | torch.device = "cpu"):
+    """(model in eval mode, tokenizer, meta, kind) from an artifact: the adapter on its base (a QLoRA
+    adapter on the same 4-bit base it was trained on), or a merged model."""
+    from peft import PeftModel
+
+    path = Path(path)
+    cfg, meta, kind = read_artifact_config(path)
+    tokenizer = load_tokenizer(str(path / "tokenizer"))
+    if meta.get("merged"):
+        model = load_causal_lm(str(path / MERGED), None, cfg.model.dtype, key=str(path))
+    else:
+        base = meta["base"]
+        lora = cfg.lora
+        quantization = four_bit_config(lora.bnb_4bit_quant_type, lora.use_nested_quant, lora.bnb_4bit_compute_dtype) \
+            if meta.get("quantized") else None
+        model = load_causal_lm(base["source"], base.get("gguf_file"), cfg.model.dtype, quantization,
+                               f"{path}/model.json: base.source")
+        model = PeftModel.from_pretrained(model, path / ADAPTER)
+    if quantization_free(model):
+        model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    model.config.use_cache = True
+    return model, tokenizer, meta, kind
+
+
+def quantization_free(model) -> bool:
+    """bitsandbytes places 4-bit weights itself; only a full-precision model is moved."""
+    return not getattr(model, "is_loaded_in_4bit", False) and not getattr(getattr(model, "base_model", None),
+                                                                           "is_loaded_in_4bit", False)
+
+
+def merge(path: str | Path, output: str | Path) -> Path:
+    """The adapter folded into its base: a standalone model at `output/merged_model` (a folder
+    transformers loads on its own) whose logits equal the adapted model's, in an artifact of the
+    same kind. A QLoRA adapter is merged into the base in full precision (the 4-bit base is its
+    rounding; merging into it would round the adapter too)."""
+    from peft import PeftModel
+
+    path, output = Path(path), Path(output)
+    cfg, meta, kind = read_artifact_config(path)
+    if meta.get("merged"):
+        raise ConfigError(f"{path}: is merged already (no adapter left)")
+    base = meta["base"]
+    model = load_causal_lm(base["source"], base.get("gguf_file"), "fp32" if meta.get("quantized") else cfg.model.dtype,
+                           key=f"{path}/model.json: base.source")
+    model = PeftModel.from_pretrained(model, path / ADAPTER).merge_and_unload()
+    tokenizer = load_tokenizer(str(path / "tokenizer"))
+    info = {"base": base, "template": meta.get("template"), "quantized": False, "merged": True}
+    cfg = cfg.model_copy(deep=True)
+    cfg.lora.use_4bit = False
+    config = Config(task=kind, llm=cfg)
+    saved = save_artifact(model, tokenizer, cfg, info, output, kind, config,
+                          {"merged_from": str(path), "quantized_base": bool(meta.get("quantized"))})
+    tokenizer.save_pretrained(saved / MERGED)  # the merged folder stands alone: model and tokenizer
+    return saved

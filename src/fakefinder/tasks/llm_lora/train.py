@@ -1,0 +1,286 @@
+"""LoRA / QLoRA fine-tuning with the transformers Trainer: the instruction data read and checked,
+responses-only labels, evaluation every N steps (eval loss, perplexity, a few generations),
+checkpoints of the adapter alone, exact resume (also after a kill), the artifact at the end."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from fakefinder.config import Config, ConfigError, save_config
+from fakefinder.core.checkpoint import rng_state, set_rng_state
+from fakefinder.core.events import as_events
+from fakefinder.core.runlock import RunLock, clear_run, guard_run_folder
+from fakefinder.engine.hf_trainer import events_callback, latest_checkpoint, stop_on_signals
+from fakefinder.models.language import parameter_counts
+from fakefinder.tasks.llm_lora.config import LlmConfig
+from fakefinder.tasks.llm_lora.data import TokenizedSet, read_jsonl, render, split_off
+from fakefinder.tasks.llm_lora.model import build, save_artifact
+
+RUN_FILES = ("checkpoint-*", "model")  # what shows that an output folder holds a run
+
+
+def _device(cfg: LlmConfig) -> str:
+    if cfg.train.device != "auto":
+        return cfg.train.device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _precision(cfg: LlmConfig, device: str) -> dict:
+    wanted = cfg.train.precision
+    if wanted == "auto":
+        wanted = "bf16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "fp32"
+    if wanted == "fp16" and not device.startswith("cuda"):
+        raise ConfigError("llm.train.precision=fp16 needs a CUDA GPU; use bf16 or fp32")
+    return {"bf16": wanted == "bf16", "fp16": wanted == "fp16"}
+
+
+def read_splits(cfg: LlmConfig, events) -> tuple[list, list, dict]:
+    """(train examples, held-out examples, what reading them found), skipped lines warned with
+    file and line."""
+    data = cfg.data
+    if data.train_file is None:
+        raise ConfigError("llm.data.train_file is required: a JSONL file of {instruction, response} or "
+                          "{conversations} lines")
+    train, report = read_jsonl(data.train_file, data.skip_invalid, data.system_prompt)
+    reports = {"train": report.to_dict()}
+    if data.val_file is not None:
+        held, val_report = read_jsonl(data.val_file, data.skip_invalid, data.system_prompt)
+        reports["val"] = val_report.to_dict()
+    else:
+        train, held = split_off(train, data.val_ratio, data.seed)
+        reports["val"] = {"carved_from": str(data.train_file), "ratio": data.val_ratio, "seed": data.seed,
+                          "examples": len(held)}
+    for name, found in reports.items():
+        skipped = found.get("skipped") or []
+        if skipped:
+            shown = "; ".join(f"line {s['line']}: {s['reason']}" for s in skipped[:10])
+            events.warning(f"{found['file']}: {len(skipped)} line(s) skipped ({shown}"
+                           f"{'; ...' if len(skipped) > 10 else ''})", "train")
+    return train, held, reports
+
+
+def tokenized(examples, tokenizer, cfg: LlmConfig, name: str, events) -> TokenizedSet:
+    """Encoded examples; cut and dropped ones are counted and warned with file and line."""
+    encoded = TokenizedSet(examples, tokenizer, cfg.data.max_length)
+    if encoded.truncated:
+        events.warning(f"{name}: {len(encoded.truncated)} example(s) longer than max_length "
+                       f"{cfg.data.max_length} tokens were cut at the end: {', '.join(encoded.truncated[:10])}"
+                       f"{' ...' if len(encoded.truncated) > 10 else ''}", "train")
+    if encoded.dropped:
+        events.warning(f"{name}: {len(encoded.dropped)} example(s) skipped: the prompt alone fills max_length "
+                       f"{cfg.data.max_length}, no response token is left: {', '.join(encoded.dropped[:10])}"
+                       f"{' ...' if len(encoded.dropped) > 10 else ''}", "train")
+    return encoded
+
+
+@torch.no_grad()
+def evaluate_losses(model, dataset: TokenizedSet, collator, batch_size: int, device, prefix: str = "eval") -> dict:
+    """Mean loss per response token over the set and its perplexity."""
+    from torch.utils.data import DataLoader
+
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collator):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+        labels = batch["labels"][:, 1:]
+        losses = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels, ignore_index=-100,
+                                                   reduction="sum")
+        total += float(losses)
+        count += int((labels != -100).sum())
+    model.train(was_training)
+    loss = total / max(1, count)
+    return {f"{prefix}_loss": loss, f"{prefix}_perplexity": float(math.exp(min(50.0, loss))), f"{prefix}_tokens": count}
+
+
+@torch.no_grad()
+def generate(model, tokenizer, messages_list: list[list[dict]], max_new_tokens: int, device, batch_size: int = 8) -> list[str]:
+    """Greedy answers to each conversation's last user turn (the prompt as training wrote it)."""
+    was_training = model.training
+    model.eval()
+    cache = model.config.use_cache
+    model.config.use_cache = True
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    answers = []
+    try:
+        for start in range(0, len(messages_list), batch_size):
+            prompts = [render(tokenizer, _prompt_turns(m), generation_prompt=True)
+                       for m in messages_list[start : start + batch_size]]
+            batch = tokenizer(prompts, add_special_tokens=False, return_tensors="pt", padding=True).to(device)
+            stop = [t for t in {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")
+                                if "<|im_end|>" in tokenizer.get_vocab() else None} if t is not None]
+            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop or None,
+                                 pad_token_id=tokenizer.pad_token_id)
+            answers += [tokenizer.decode(row[batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+                        for row in out]
+    finally:
+        tokenizer.padding_side = side
+        model.config.use_cache = cache
+        model.train(was_training)
+    return answers
+
+
+def _prompt_turns(messages: list[dict]) -> list[dict]:
+    """The turns before the last answer (a prompt list passes through)."""
+    return messages[:-1] if messages and messages[-1]["role"] == "assistant" else messages
+
+
+def _trainer_class():
+    from transformers import Trainer
+
+    class LoraTrainer(Trainer):
+        """The Trainer with an evaluation of its own (token-weighted loss, perplexity, sample
+        generations) and checkpoints without pickles (the adapter in safetensors, arguments as JSON)."""
+
+        llm: dict
+
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+            dataset = eval_dataset or self.eval_dataset
+            if dataset is None:
+                return {}
+            metrics = evaluate_losses(self.model, dataset, self.data_collator, self.args.eval_batch_size,
+                                      self.args.device, prefix=metric_key_prefix)
+            log_samples(self.model, self.llm, self.state.global_step, self.args.device)
+            self.log(metrics)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+            return metrics
+
+        def _save(self, output_dir=None, state_dict=None):
+            if not self.args.should_save:
+                return
+            output = Path(output_dir or self.args.output_dir)
+            output.mkdir(parents=True, exist_ok=True)
+            self.model.save_pretrained(output, safe_serialization=True)
+            (output / "training_args.json").write_text(self.args.to_json_string())
+
+    return LoraTrainer
+
+
+def log_samples(model, llm: dict, step: int, device) -> list[dict]:
+    """A few held-out prompts answered, logged and appended to `samples.jsonl` in the run folder."""
+    cfg: LlmConfig = llm["cfg"]
+    examples = llm["samples"]
+    if not examples:
+        return []
+    answers = generate(model, llm["tokenizer"], [e.messages for e in examples], cfg.eval.max_new_tokens, device)
+    rows = []
+    for example, answer in zip(examples, answers):
+        prompt = _prompt_turns(example.messages)[-1]["content"]
+        rows.append({"step": step, "where": example.where, "prompt": prompt, "response": answer,
+                     "expected": example.messages[-1]["content"]})
+        llm["events"].log(f"step {step} sample ({example.where}): {_short(prompt)!r} -> {_short(answer)!r} "
+                          f"(expected {_short(example.messages[-1]['content'])!r})", "train")
+    with open(Path(cfg.train.output_dir) / "samples.jsonl", "a", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+    return rows
+
+
+def _short(text: str, limit: int = 120) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def train(config: Config, resume: bool | str = False, overwrite: bool = False, events=None) -> dict:
+    """Fine-tune as configured; returns a summary (paths, losses, data report). A folder that holds a
+    run is refused unless resumed or `overwrite`; the folder's lock is held while it runs."""
+    output = Path(config.llm.train.output_dir)
+    events = as_events(events)
+    lock = RunLock(output, "train", "fakefinder train (llm)").acquire()
+    try:
+        guard_run_folder(output, RUN_FILES, bool(resume), overwrite, "a fine-tuning run")
+        if lock.note:
+            events.warning(lock.note, "train")
+        callers_rng = rng_state()  # training seeds every generator; the caller gets its own back
+        try:
+            return _train(config, resume, events, overwrite and not resume)
+        finally:
+            set_rng_state(callers_rng)
+    finally:
+        lock.release()
+
+
+def _train(config: Config, resume: bool | str, events, overwrite: bool) -> dict:
+    from transformers import DataCollatorForSeq2Seq, TrainingArguments
+
+    cfg: LlmConfig = config.llm
+    output = Path(cfg.train.output_dir)
+    train_examples, held_examples, reports = read_splits(cfg, events)
+    output.mkdir(parents=True, exist_ok=True)
+    save_config(config, output / "config.yaml")
+    torch.manual_seed(cfg.train.seed)
+    model, tokenizer, info = build(cfg, output)
+    if overwrite:  # only now: a config or model that fails to load never costs the old run
+        clear_run(output, RUN_FILES)
+        (output / "samples.jsonl").unlink(missing_ok=True)
+    train_set = tokenized(train_examples, tokenizer, cfg, "train", events)
+    eval_set = tokenized(held_examples, tokenizer, cfg, "val", events) if held_examples else None
+    if not len(train_set):
+        raise ConfigError(f"{cfg.data.train_file}: no example is left to train on (see the warnings above)")
+    if eval_set is not None and not len(eval_set):
+        eval_set = None
+    reports["tokens"] = {"train": train_set.report(cfg.data.max_length),
+                         **({"val": eval_set.report(cfg.data.max_length)} if eval_set is not None else {})}
+    counts = parameter_counts(model)
+    device = _device(cfg)
+    events.log(f"{'QLoRA' if cfg.lora.use_4bit else 'LoRA'} on {cfg.model.base if cfg.model.config is None else 'a random base'}: "
+               f"{counts['trainable']:,} trainable of {counts['total']:,} parameters; {len(train_set)} training "
+               f"examples ({train_set.tokens:,} tokens, {len(train_set.truncated)} cut at {cfg.data.max_length}), "
+               f"{len(eval_set) if eval_set is not None else 0} held out; turn format {info['template']}", "train")
+    report_to = [r for r in cfg.train.report_to if r != "none"]
+    t = cfg.train
+    args = TrainingArguments(
+        output_dir=str(output), num_train_epochs=t.epochs, max_steps=t.max_steps or -1,
+        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.eval_batch_size or t.batch_size,
+        gradient_accumulation_steps=t.accumulate, learning_rate=t.lr, weight_decay=t.weight_decay,
+        lr_scheduler_type=t.scheduler, warmup_steps=t.warmup_ratio, max_grad_norm=t.grad_clip,
+        logging_steps=t.logging_steps, logging_nan_inf_filter=False,
+        eval_strategy="steps" if eval_set is not None else "no", eval_steps=t.eval_steps,
+        save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit,
+        seed=t.seed, data_seed=t.seed, dataloader_num_workers=t.num_workers,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        report_to=report_to or "none", use_cpu=device == "cpu", disable_tqdm=True, **_precision(cfg, device),
+    )
+    collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding=True)
+    trainer = _trainer_class()(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
+                               data_collator=collator, processing_class=tokenizer)
+    stop = threading.Event()
+    trainer.add_callback(events_callback(events, stop, "llm train", "llm"))
+    samples = eval_set.examples[: cfg.eval.samples] if eval_set is not None else []
+    trainer.llm = {"cfg": cfg, "tokenizer": tokenizer, "events": events, "samples": samples}
+    checkpoint = None
+    if resume:
+        checkpoint = str(resume) if isinstance(resume, (str, Path)) else latest_checkpoint(output)
+        if checkpoint is None:
+            events.log(f"nothing to resume in {output} (no complete checkpoint-* folder): a fresh run", "train")
+        else:
+            events.log(f"resuming from {checkpoint}", "train")
+    started = time.perf_counter()
+    with stop_on_signals(stop, events):
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.perf_counter() - started
+    summary = {"output": str(output), "steps": result.global_step, "train_loss": result.training_loss,
+               "seconds": seconds, "parameters": counts, "data": reports, "info": info,
+               "tokens_per_second": train_set.tokens * t.epochs / seconds if seconds and not t.max_steps else None,
+               "history": trainer.state.log_history}
+    if stop.is_set():
+        events.log(f"stopped at step {result.global_step}: saved checkpoint-{result.global_step} "
+                   "(resume with --resume)", "train")
+        return {**summary, "model": None, "stopped": "interrupted", "eval": {}}
+    metrics = trainer.evaluate() if eval_set is not None else {}
+    model_dir = save_artifact(model, tokenizer, cfg, info, output / "model", config.task, config,
+                              {"steps": result.global_step, "train_loss": result.training_loss, "eval": metrics,
+                               "data": reports})
+    events.result("train", {k: v for k, v in summary.items() if k != "history"} | {"eval": metrics},
+                  f"trained {result.global_step} steps in {seconds:.0f} s; eval loss "
+                  f"{metrics.get('eval_loss', float('nan')):.4f}, perplexity {metrics.get('eval_perplexity', float('nan')):.2f}; "
+                  f"model: {model_dir}")
+    return {**summary, "model": str(model_dir), "stopped": None, "eval": metrics}

@@ -240,7 +240,7 @@ def test_a_restart_keeps_finished_jobs_and_interrupts_running_ones(tmp_path):
 
 # ------------------------------------------------------------------------------------------ other kinds and jobs
 def test_readme_shows_a_request_of_each_kind():
-    assert set(readme_requests()) == {"deepfake_detector", "image_classifier", "dx_llava"}
+    assert set(readme_requests()) == {"deepfake_detector", "image_classifier", "dx_llava", "llm_lora", "llm_qlora"}
 
 
 def test_image_classifier_job(client):
@@ -279,6 +279,46 @@ def test_dx_llava_lora_job_export_and_merge(client, data_dir):
     assert job["state"] == "succeeded", job["error"]
     (prediction,) = job["result"]["predictions"]
     assert 0 <= prediction["probability"] <= 1 and isinstance(prediction["explanation"], str)
+
+
+def test_llm_lora_job_export_merge_and_predict(client, data_dir):
+    request = readme_requests()["llm_lora"]
+    assert request["base_config"] == tiny_llama_config()  # the README's tiny base is the tested one
+    task_id = client.post("/api/training/start", json=request).json()["task_id"]
+    job = wait(client, task_id, timeout=300)
+    assert job["state"] == "succeeded", job["error"]
+    history = client.get(f"/api/training/{task_id}/metrics").json()["history"]
+    assert any("eval_perplexity" in row for row in history) and any("loss" in row for row in history)
+    logs = [line["text"] for line in client.get(f"/api/training/{task_id}/logs?tail=5000").json()["lines"]]
+    assert any("sample" in line and "expected" in line for line in logs)  # generations logged at each eval
+    assert job["result"]["evaluation"]["metrics"]["set"] == "test"  # the dataset's test.jsonl, after training
+    assert client.get(f"/api/training/{task_id}/report").status_code == 200
+
+    adapter = zipfile.ZipFile(io.BytesIO(client.get(f"/api/llm-finetuning/export/{task_id}").content))
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= set(adapter.namelist())
+    merged = client.post("/api/llm-finetuning/merge", json={"task_id": task_id, "output_path": "merged-llm"}).json()
+    job = wait(client, merged["task_id"], timeout=120)
+    assert job["state"] == "succeeded", job["error"]
+    assert (Path(merged["output_path"]) / "merged_model" / "config.json").is_file()
+
+    prompts = b'{"id": "q1", "instruction": "What is 2 + 3?"}\n{"id": "q2", "instruction": "Is 4 odd or even?"}\n'
+    refused = client.post("/api/predict", data={"model_task_id": task_id}, files={"file": ("x.png", b"png", "image/png")})
+    assert refused.status_code == 422 and ".jsonl" in refused.json()["detail"]
+    response = client.post("/api/predict", data={"model_task_id": task_id},
+                           files={"file": ("prompts.jsonl", prompts, "application/jsonl")})
+    job = wait(client, response.json()["task_id"], timeout=120)
+    assert job["state"] == "succeeded", job["error"]
+    assert [row["id"] for row in job["result"]["predictions"]] == ["q1", "q2"]
+    assert all(isinstance(row["response"], str) for row in job["result"]["predictions"])
+
+
+def test_llm_qlora_job(client):
+    task_id = client.post("/api/training/start", json=readme_requests()["llm_qlora"]).json()["task_id"]
+    job = wait(client, task_id, timeout=300)
+    assert job["state"] == "succeeded", job["error"]
+    artifact = json.loads((Path(job["result"]["artifact"]) / "model.json").read_text())
+    assert artifact["kind"] == "llm_qlora" and artifact["architecture"]["quantized"]
+    assert artifact["architecture"]["lora"]["use_nested_quant"]
 
 
 def test_predict_and_evaluate_jobs(client, finished, data_dir):

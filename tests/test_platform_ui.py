@@ -243,6 +243,11 @@ def test_start_form_trains_and_job_page_follows_it(browser, server, shots):  # t
     d = browser
     d.get(server.url + "/#/start")
     wait(d, 20, lambda d: css(d, "#model-type option[value=deepfake_detector]"), "no deepfake_detector in #model-type")
+    # a language-model kind is in the form too, offered the instruction data only
+    Select(css(d, "#model-type")[0]).select_by_value("llm_qlora")
+    wait(d, 10, lambda d: css(d, "#dataset option[value=instructions]") and css(d, "#field-base_model"),
+         "no `instructions` dataset (or no base_model field) for llm_qlora")
+    assert "faces" not in [o.get_attribute("value") for o in css(d, "#dataset option")]
     Select(css(d, "#model-type")[0]).select_by_value("deepfake_detector")
     wait(d, 10, lambda d: css(d, "#field-base_model") and css(d, "#dataset option[value=faces]"),
          "the form has no base_model field or no `faces` dataset in the picker")

@@ -388,6 +388,20 @@ def test_llava_json_with_a_missing_image(tmp_path, root):
     assert "gone.png" in described["note"]
 
 
+def test_instruction_jsonl(tmp_path, root):
+    lines = [json.dumps({"instruction": "Say yes", "response": "yes"}), json.dumps({"instruction": "Hm", "response": ""}),
+             json.dumps({"conversations": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]})]
+    members = {"train.jsonl": "\n".join(lines).encode(), "test.jsonl": lines[0].encode()}
+    path = unpack_zip(make_zip(tmp_path / "llm.zip", members), root, "llm")
+    described = describe_dataset(path)
+    assert described["layout"] == "instruction_jsonl" and described["kinds"] == ["llm_lora", "llm_qlora"]
+    assert described["splits"] == {"train": {"examples": 2}, "test": {"examples": 1}}
+    assert "train.jsonl: 1 line(s) with an empty response" in described["note"] and "no val.jsonl" in described["note"]
+    (path / "train.jsonl").write_text(lines[0] + "\n{not json\n")
+    broken = describe_dataset(path)
+    assert broken["kinds"] == [] and f"{path / 'train.jsonl'}:2: not valid JSON" in broken["note"]
+
+
 def test_raw_folder_layout(tmp_path, root):
     tree = synthetic.make_folder_tree(tmp_path / "tree", images=2, videos=0)
     path = unpack_zip(zip_folder(tree, tmp_path / "raw.zip", prefix="tree/"), root, "raw")

@@ -12,13 +12,16 @@ def test_every_preset_is_a_valid_config(path):
     config = load_config(path)
     if path.stem.startswith("dx"):  # DX-LLaVA presets read LLaVA JSON, not datasets
         assert config.dx_llava.data.train_json is not None
+    elif path.stem.startswith("llm"):  # language-model presets read instruction JSONL
+        assert config.llm.data.train_file is not None and config.task in ("llm_lora", "llm_qlora")
     else:
         assert config.data.datasets
 
 
 def test_the_presets_the_docs_promise_exist():
     assert {"baseline", "hybrid", "swin", "xception", "sbi", "dfdc-faces-cpu", "dx_llava", "dx_llava_stage1",
-            "dx-llava-smollm2-cpu"} <= {p.stem for p in CONFIGS}
+            "dx-llava-smollm2-cpu", "llm-lora-7b", "llm-lora-13b", "llm-qlora-7b", "llm-qlora-13b",
+            "llm-lora-smollm2-cpu"} <= {p.stem for p in CONFIGS}
 
 
 def test_baseline_preset_values():
@@ -35,3 +38,14 @@ def test_dx_llava_preset_is_the_recipe():
     assert dx.model.vision_tower.startswith("open_clip:") and "convnext_large_d_320" in dx.model.vision_tower
     assert (dx.train.lm_loss_weight, dx.train.binary_loss_weight) == (1.0, 10.0)
     assert dx.model.projector == "mlp2x_gelu" and dx.train.mode == "lora"
+
+
+@pytest.mark.parametrize("size, r, lr, batch, accumulate", [("7b", 8, 2e-4, 4, 4), ("13b", 16, 1e-4, 2, 8)])
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_llm_presets_are_the_usual_recipes(method, size, r, lr, batch, accumulate):
+    config = load_config(Path(__file__).parent.parent / "configs" / f"llm-{method}-{size}.yaml")
+    llm = config.llm
+    assert config.task == f"llm_{method}" and llm.lora.use_4bit == (method == "qlora")
+    assert (llm.lora.lora_r, llm.lora.lora_alpha, llm.train.lr) == (r, 2 * r, lr)
+    assert (llm.train.batch_size, llm.train.accumulate, llm.train.epochs) == (batch, accumulate, 3)
+    assert size.upper() in llm.model.base.upper()

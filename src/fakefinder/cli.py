@@ -160,17 +160,38 @@ def predict(
 @app.command()
 def export(
     model: Annotated[Path, typer.Argument(help="A model artifact (folder with model.json, or an older best.pt).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="model.onnx or model.pt (TorchScript).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="model.onnx or model.pt (TorchScript); a folder for a language model's adapter.")],
     tolerance: Annotated[float, typer.Option(help="Largest allowed logit difference in the parity check.")] = 1e-4,
+    merged: Annotated[bool, typer.Option("--merged", help="Language models: the adapter merged into a standalone model.")] = False,
 ) -> None:
-    """Export a detector or image classifier to ONNX or TorchScript, with a parity check against PyTorch."""
+    """Export a detector or image classifier to ONNX or TorchScript (with a parity check against PyTorch),
+    or a fine-tuned language model's adapter as a folder peft loads (--merged: a standalone model)."""
     from fakefinder.infer.export import export as run_export
+    from fakefinder.tasks import get_task, read_model
 
     try:
+        task = get_task(read_model(model).kind)
+        if hasattr(task.functions(), "export"):
+            typer.echo(f"{task.export(model, output, merged=merged)}: {'merged model' if merged else 'adapter'}")
+            return
         report = run_export(model, output, tolerance=tolerance)
     except _user_errors() as exc:
         _fail(str(exc))
     typer.echo(f"{report.path}: max |logit difference| {report.max_abs_diff:.2e} over {report.samples} inputs")
+
+
+@app.command()
+def merge(
+    model: Annotated[Path, typer.Argument(help="A model artifact with a LoRA adapter (DX-LLaVA, llm_lora, llm_qlora).")],
+    output: Annotated[Path, typer.Argument(help="Folder for the merged model artifact.")],
+) -> None:
+    """Fold a LoRA adapter into its base: a standalone model artifact of the same kind."""
+    from fakefinder.tasks import get_task, read_model
+
+    try:
+        typer.echo(f"merged: {get_task(read_model(model).kind).merge(model, output)}")
+    except _user_errors() as exc:
+        _fail(str(exc))
 
 
 @app.command()

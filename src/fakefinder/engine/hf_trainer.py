@@ -10,6 +10,14 @@ import threading
 from pathlib import Path
 
 
+def report_through_events(trainer, events, stop: threading.Event, stage: str, metrics_stage: str) -> None:
+    """The trainer reports through `events` (see `events_callback`) instead of printing its rows."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(events_callback(events, stop, stage, metrics_stage))
+
+
 def events_callback(events, stop: threading.Event, stage: str, metrics_stage: str):
     """Training progress (a step of the total, with its ETA) and each logged row as events; when
     `stop` is set, a checkpoint is saved at the end of the step and training stops."""

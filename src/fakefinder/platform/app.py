@@ -401,7 +401,8 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
         return {"task_id": job["id"], "state": job["state"]}
 
     @app.post("/api/predict", tags=["evaluate"])
-    def predict(file: UploadFile = File(..., description="An image or a video"), model_task_id: str | None = Form(None),
+    def predict(file: UploadFile = File(..., description="An image or a video (a language model: prompts in .jsonl "
+                                        "or .txt)"), model_task_id: str | None = Form(None),
                 model_path: str | None = Form(None)) -> dict:
         artifact_path, tree = model_source({"model_task_id": model_task_id, "model_path": model_path})
         task = get_task(tree.get("task", "deepfake_detector"))
@@ -409,9 +410,11 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
 
         name = Path(file.filename or "").name
         suffix = Path(name).suffix.lower()
-        if not name or suffix not in MEDIA_EXTENSIONS:
-            raise RequestError(f"file: {name or 'the upload'} is not an image or video "
-                               f"({', '.join(sorted(MEDIA_EXTENSIONS))})", "file")
+        accepted = task.predict_inputs or MEDIA_EXTENSIONS
+        if not name or suffix not in accepted:
+            what = "a prompt file" if task.predict_inputs else "an image or video"
+            raise RequestError(f"file: {name or 'the upload'} is not {what} for a {task.name} model "
+                               f"({', '.join(sorted(accepted))})", "file")
         job_id = store.new_id()
         folder = settings.jobs_dir / job_id
         inputs = folder / "inputs"

@@ -1,5 +1,6 @@
 """Tiny datasets for trying the platform (`fakefinder serve --demo-data`): face crops for a
-detector, class folders for a classifier, LLaVA conversations (and a tiny tokenizer) for DX-LLaVA."""
+detector, class folders for a classifier, LLaVA conversations (and a tiny tokenizer) for DX-LLaVA,
+instruction JSONL (and the same tokenizer) for the language-model kinds."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 from fakefinder.data import synthetic
 
-DEMO_DATASETS = ("faces", "classes", "dx")
+DEMO_DATASETS = ("faces", "classes", "dx", "instructions")
 
 
 def write_demo_datasets(root: Path) -> dict[str, Path]:
@@ -29,8 +30,13 @@ def _write(name: str, folder: Path) -> None:
         synthetic.make_prepared_crops(folder, groups=10, size=48)
     elif name == "classes":
         synthetic.make_class_folders(folder, per_split=(("train", 8), ("val", 4), ("test", 4)))
-    else:
+    elif name == "dx":
         from fakefinder.tasks.dx_llava.tiny import build_char_tokenizer
 
         synthetic.make_llava_set(folder, count=12, splits=("train", "val", "test"))
+        build_char_tokenizer(folder / "tokenizer")
+    else:
+        from fakefinder.tasks.dx_llava.tiny import build_char_tokenizer
+
+        synthetic.make_instruction_set(folder, {"train": 24, "val": 6, "test": 6})
         build_char_tokenizer(folder / "tokenizer")

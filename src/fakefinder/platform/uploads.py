@@ -385,7 +385,8 @@ def describe_dataset(path: Path) -> dict:
             return description
     description["note"] = "the folder is empty" if not files else (
         "not a layout fakefinder knows; expected one of: manifest.csv (a prepared dataset), train.json "
-        "(LLaVA conversations), train/<class>/ and val/<class>/ (class folders), real/ and fake/ folders, "
+        "(LLaVA conversations), train.jsonl (instructions), train/<class>/ and val/<class>/ (class folders), "
+        "real/ and fake/ folders, "
         "metadata.csv (file,label), or a FaceForensics++, DFDC or Celeb-DF folder")
     return description
 
@@ -626,6 +627,33 @@ def _detect_raw(path: Path) -> dict | None:
     return {**description, "splits": splits, "note": _join(notes), "kinds": ["prepare"]}
 
 
+def _detect_instructions(path: Path) -> dict | None:
+    """train.jsonl (+ val.jsonl, test.jsonl) of instruction or conversation lines: the language-model kinds."""
+    if not (path / "train.jsonl").is_file():
+        return None
+    from fakefinder.tasks.llm_lora.data import read_jsonl
+
+    found = {"layout": "instruction_jsonl", "kinds": []}
+    splits, notes, usable = {}, [], True
+    for split in ("train", "val", "test"):
+        file = path / f"{split}.jsonl"
+        if not file.is_file():
+            continue
+        try:
+            examples, report = read_jsonl(file)
+        except _READ_ERRORS as exc:
+            notes.append(str(exc))
+            usable = usable and split != "train"
+            continue
+        splits[split] = {"examples": len(examples)}
+        if report.skipped:
+            notes.append(f"{file.name}: {len(report.skipped)} line(s) with an empty response are skipped "
+                         f"(line {', '.join(str(s['line']) for s in report.skipped[:5])})")
+    if "val" not in splits:
+        notes.append("no val.jsonl: the held-out split is carved from train.jsonl (llm.data.val_ratio)")
+    return {**found, "splits": splits, "note": _join(notes), "kinds": ["llm_lora", "llm_qlora"] if usable else []}
+
+
 _DETECTORS: list[Callable[[Path], dict | None]] = [
-    _detect_prepared, _detect_llava, _detect_class_folders, _detect_raw,
+    _detect_prepared, _detect_llava, _detect_instructions, _detect_class_folders, _detect_raw,
 ]

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from fakefinder.config import Config, ConfigError, save_config
 from fakefinder.core.checkpoint import rng_state, set_rng_state
 from fakefinder.core.events import SILENT, as_events
-from fakefinder.engine.hf_trainer import events_callback, latest_checkpoint, stop_on_signals
+from fakefinder.engine.hf_trainer import latest_checkpoint, report_through_events, stop_on_signals
 from fakefinder.models.language import parameter_counts
 from fakefinder.core.runlock import RunLock, clear_run, guard_run_folder
 from fakefinder.tasks.dx_llava.config import DxLlavaConfig
@@ -273,7 +273,7 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool = False) 
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                                data_collator=Collator(tokenizer.pad_token_id))
     stop = threading.Event()
-    trainer.add_callback(events_callback(events, stop, "dx-llava train", "dx-llava"))
+    report_through_events(trainer, events, stop, "dx-llava train", "dx-llava")
     trainer.dx = {"cfg": cfg, "tokenizer": tokenizer, "info": info, "config": config, "events": events,
                   "group_by_length": cfg.data.group_by_length}
     checkpoint = None

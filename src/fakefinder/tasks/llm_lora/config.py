@@ -20,7 +20,7 @@ class LlmModelConfig(Section):
     gguf_file: str | None = Field(default=None, description="Load the base from this GGUF file in its folder "
                                   "(dequantised; QLoRA saves it once as safetensors in the run folder).")
     tokenizer: str | None = Field(default=None, description="Default: the base model's.")
-    config: dict[str, Any] | None = Field(
+    base_config: dict[str, Any] | None = Field(
         default=None, description="Build a randomly initialised base from this transformers config (tests, demos); "
         "needs `tokenizer`.")
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field(

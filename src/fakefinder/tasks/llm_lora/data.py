@@ -202,7 +202,8 @@ def render(tokenizer, messages: list[dict], generation_prompt: bool = False) -> 
 
 def response_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
     """The whole conversation as text, and the character spans of each assistant turn (its content
-    and the end-of-turn marker that follows), found by rendering each prefix of the conversation."""
+    and the end-of-turn marker that follows, not the blank after it), found by rendering each
+    prefix of the conversation."""
     text = render(tokenizer, messages)
     spans = []
     for i, message in enumerate(messages):
@@ -213,7 +214,8 @@ def response_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int
         if text[:end] != render(tokenizer, messages[: i + 1]):
             raise DataError("the chat template writes a turn differently once later turns follow; "
                             "choose llm.data.template chatml or alpaca")
-        spans.append((start, end))
+        segment = text[start:end]
+        spans.append((start, end - (len(segment) - len(segment.rstrip()))))  # up to the end-of-turn marker
     return text, spans
 
 

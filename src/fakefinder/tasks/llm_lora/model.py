@@ -24,10 +24,14 @@ ADAPTER = "adapter"
 MERGED = "merged_model"
 
 
-def _write_base(folder: Path, build) -> Path:
-    """A base model written once as a transformers folder: aside first, renamed when complete, so
-    a killed run never leaves half a model behind."""
-    if (folder / "config.json").is_file():
+SOURCE_NOTE = "fakefinder-source.json"  # what a written base was made from
+
+
+def _write_base(folder: Path, build, made_from: dict) -> Path:
+    """A base model written once as a transformers folder (again when it was made from something
+    else): aside first, renamed when complete, so a killed run never leaves half a model behind."""
+    note = folder / SOURCE_NOTE
+    if (folder / "config.json").is_file() and note.is_file() and json.loads(note.read_text()) == made_from:
         return folder
     partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
@@ -35,6 +39,7 @@ def _write_base(folder: Path, build) -> Path:
     model, tokenizer = build()
     model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
+    (partial / SOURCE_NOTE).write_text(json.dumps(made_from))
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
     return folder
@@ -42,30 +47,36 @@ def _write_base(folder: Path, build) -> Path:
 
 def base_model(cfg: LlmConfig, work_dir: Path) -> dict:
     """Where the base and its tokenizer load from: {'source', 'gguf_file', 'tokenizer'}. A base
-    that exists only as a config (a random model), or a GGUF file to be quantised to 4 bits, is
-    first written as a transformers folder in `work_dir/base_model`."""
+    that exists only as a config (a random model), or as a GGUF file (dequantised), is first
+    written as a transformers folder in `work_dir/base_model`."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     model = cfg.model
-    if model.config is not None:
+    if model.base_config is not None:
         if model.tokenizer is None:
-            raise ConfigError("llm.model.config (a random base) needs llm.model.tokenizer")
+            raise ConfigError("llm.model.base_config (a random base) needs llm.model.tokenizer")
 
         def random_base():
-            spec = dict(model.config)
+            spec = dict(model.base_config)
             torch.manual_seed(cfg.train.seed)
             lm = AutoModelForCausalLM.from_config(AutoConfig.for_model(spec.pop("model_type", "llama"), **spec))
             return lm, load_tokenizer(model.tokenizer)
 
-        folder = _write_base(Path(work_dir) / "base_model", random_base)
+        folder = _write_base(Path(work_dir) / "base_model", random_base,
+                             {"base_config": model.base_config, "tokenizer": model.tokenizer, "seed": cfg.train.seed})
         return {"source": str(folder.resolve()), "gguf_file": None, "tokenizer": str(folder.resolve())}
     source, gguf = resolve_source(model.base, model.gguf_file)
     tokenizer = model.tokenizer or source
-    if gguf and cfg.lora.use_4bit:
+    if gguf:  # transformers trains no GGUF-loaded model (nor quantises one to 4 bits): saved as a plain one
         def dequantised():
-            return load_causal_lm(source, gguf, "fp32", key="llm.model.base"), load_tokenizer(tokenizer, gguf)
+            lm = load_causal_lm(source, gguf, "fp32", key="llm.model.base")
+            lm.hf_quantizer, lm.is_quantized = None, False
+            if hasattr(lm.config, "quantization_config"):
+                del lm.config.quantization_config
+            return lm, load_tokenizer(tokenizer, gguf if tokenizer == source else None)
 
-        folder = _write_base(Path(work_dir) / "base_model", dequantised)
+        folder = _write_base(Path(work_dir) / "base_model", dequantised,
+                             {"source": source, "gguf_file": gguf, "tokenizer": tokenizer})
         return {"source": str(folder.resolve()), "gguf_file": None, "tokenizer": str(folder.resolve()),
                 "dequantised_from": f"{source}/{gguf}"}
     return {"source": source, "gguf_file": gguf, "tokenizer": tokenizer}
@@ -88,10 +99,12 @@ def add_adapter(model, cfg: LlmConfig):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     lora, train = cfg.lora, cfg.train
+    checkpointing = {"use_reentrant": False}
     if lora.use_4bit:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=train.grad_checkpointing)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=train.grad_checkpointing,
+                                                gradient_checkpointing_kwargs=checkpointing)
     elif train.grad_checkpointing:
-        model.gradient_checkpointing_enable()
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
         model.enable_input_require_grads()
     settings = LoraConfig(r=lora.lora_r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
                           target_modules=lora.target_modules, bias="none", task_type="CAUSAL_LM")

@@ -16,7 +16,7 @@ from fakefinder.config import Config, ConfigError, save_config
 from fakefinder.core.checkpoint import rng_state, set_rng_state
 from fakefinder.core.events import as_events
 from fakefinder.core.runlock import RunLock, clear_run, guard_run_folder
-from fakefinder.engine.hf_trainer import events_callback, latest_checkpoint, stop_on_signals
+from fakefinder.engine.hf_trainer import latest_checkpoint, report_through_events, stop_on_signals
 from fakefinder.models.language import parameter_counts
 from fakefinder.tasks.llm_lora.config import LlmConfig
 from fakefinder.tasks.llm_lora.data import TokenizedSet, read_jsonl, render, split_off
@@ -115,10 +115,8 @@ def generate(model, tokenizer, messages_list: list[list[dict]], max_new_tokens: 
             prompts = [render(tokenizer, _prompt_turns(m), generation_prompt=True)
                        for m in messages_list[start : start + batch_size]]
             batch = tokenizer(prompts, add_special_tokens=False, return_tensors="pt", padding=True).to(device)
-            stop = [t for t in {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")
-                                if "<|im_end|>" in tokenizer.get_vocab() else None} if t is not None]
-            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop or None,
-                                 pad_token_id=tokenizer.pad_token_id)
+            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                 eos_token_id=stop_tokens(model, tokenizer), pad_token_id=tokenizer.pad_token_id)
             answers += [tokenizer.decode(row[batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
                         for row in out]
     finally:
@@ -128,9 +126,39 @@ def generate(model, tokenizer, messages_list: list[list[dict]], max_new_tokens: 
     return answers
 
 
+def stop_tokens(model, tokenizer) -> list[int] | None:
+    """Where an answer ends: the model's own end tokens, the tokenizer's, and ChatML's end of turn."""
+    found = model.generation_config.eos_token_id if model.generation_config is not None else None
+    found = set(found if isinstance(found, (list, tuple)) else [found])
+    found.add(tokenizer.eos_token_id)
+    if "<|im_end|>" in tokenizer.get_vocab():
+        found.add(tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    found.discard(None)
+    return sorted(found) or None
+
+
 def _prompt_turns(messages: list[dict]) -> list[dict]:
     """The turns before the last answer (a prompt list passes through)."""
     return messages[:-1] if messages and messages[-1]["role"] == "assistant" else messages
+
+
+def _final_evaluation(trainer, eval_set, step: int) -> dict:
+    """The held-out figures of the finished adapter: the evaluation of the last step when the
+    schedule ran one there, else one now."""
+    if eval_set is None:
+        return {}
+    done = [row for row in trainer.state.log_history if "eval_loss" in row and row.get("step") == step]
+    return {k: v for k, v in done[-1].items() if k.startswith("eval_")} if done else trainer.evaluate()
+
+
+def _tokens_per_second(steps: int, t, train_set: TokenizedSet, seconds: float) -> float | None:
+    """Training throughput of this run: the tokens of the examples its steps saw (mean example
+    length), per second of `trainer.train`."""
+    if not seconds or not len(train_set):
+        return None
+    examples = min(steps * t.batch_size * t.accumulate, math.ceil(len(train_set) * t.epochs)) if not t.max_steps \
+        else steps * t.batch_size * t.accumulate
+    return examples * train_set.tokens / len(train_set) / seconds
 
 
 def _trainer_class():
@@ -231,7 +259,7 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool) -> dict:
                          **({"val": eval_set.report(cfg.data.max_length)} if eval_set is not None else {})}
     counts = parameter_counts(model)
     device = _device(cfg)
-    events.log(f"{'QLoRA' if cfg.lora.use_4bit else 'LoRA'} on {cfg.model.base if cfg.model.config is None else 'a random base'}: "
+    events.log(f"{'QLoRA' if cfg.lora.use_4bit else 'LoRA'} on {cfg.model.base if cfg.model.base_config is None else 'a random base'}: "
                f"{counts['trainable']:,} trainable of {counts['total']:,} parameters; {len(train_set)} training "
                f"examples ({train_set.tokens:,} tokens, {len(train_set.truncated)} cut at {cfg.data.max_length}), "
                f"{len(eval_set) if eval_set is not None else 0} held out; turn format {info['template']}", "train")
@@ -253,7 +281,7 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool) -> dict:
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                                data_collator=collator, processing_class=tokenizer)
     stop = threading.Event()
-    trainer.add_callback(events_callback(events, stop, "llm train", "llm"))
+    report_through_events(trainer, events, stop, "llm train", "llm")
     samples = eval_set.examples[: cfg.eval.samples] if eval_set is not None else []
     trainer.llm = {"cfg": cfg, "tokenizer": tokenizer, "events": events, "samples": samples}
     checkpoint = None
@@ -263,19 +291,20 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool) -> dict:
             events.log(f"nothing to resume in {output} (no complete checkpoint-* folder): a fresh run", "train")
         else:
             events.log(f"resuming from {checkpoint}", "train")
+    first_step = int(Path(checkpoint).name.split("-")[-1]) if checkpoint else 0
     started = time.perf_counter()
     with stop_on_signals(stop, events):
         result = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - started
     summary = {"output": str(output), "steps": result.global_step, "train_loss": result.training_loss,
                "seconds": seconds, "parameters": counts, "data": reports, "info": info,
-               "tokens_per_second": train_set.tokens * t.epochs / seconds if seconds and not t.max_steps else None,
+               "tokens_per_second": _tokens_per_second(result.global_step - first_step, t, train_set, seconds),
                "history": trainer.state.log_history}
     if stop.is_set():
         events.log(f"stopped at step {result.global_step}: saved checkpoint-{result.global_step} "
                    "(resume with --resume)", "train")
         return {**summary, "model": None, "stopped": "interrupted", "eval": {}}
-    metrics = trainer.evaluate() if eval_set is not None else {}
+    metrics = _final_evaluation(trainer, eval_set, result.global_step)
     model_dir = save_artifact(model, tokenizer, cfg, info, output / "model", config.task, config,
                               {"steps": result.global_step, "train_loss": result.training_loss, "eval": metrics,
                                "data": reports})

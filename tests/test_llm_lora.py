@@ -1,0 +1,316 @@
+"""LLM LoRA / QLoRA: instruction data read and checked (file and line), responses-only labels,
+training from the presets on a tiny random base, resume after a kill, the adapter exported for
+peft, merged into a standalone model with the same logits, predict and evaluate."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from fakefinder.config import ConfigError, load_config
+from fakefinder.data.synthetic import make_instruction_set
+from fakefinder.tasks.dx_llava.tiny import build_char_tokenizer, tiny_llama_config
+from fakefinder.tasks.llm_lora.data import DataError, TokenizedSet, read_jsonl, set_template, split_off
+
+ROOT = Path(__file__).resolve().parent.parent
+PRESETS = ROOT / "configs"
+
+
+@pytest.fixture(scope="module")
+def llm_data(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("llm")
+    make_instruction_set(root / "data", {"train": 32, "val": 8, "test": 8})
+    return {"root": root, "data": root / "data", "tokenizer": build_char_tokenizer(root / "tokenizer")}
+
+
+def overrides(llm_data, output: Path, **train) -> list[str]:
+    """A preset turned into a seconds-long run: the tiny random base, the generated data."""
+    steps = {"max_steps": 4, "save_steps": 2, "eval_steps": 2, "logging_steps": 1, "batch_size": 4, "accumulate": 1,
+             "lr": 0.01, "report_to": "[none]", **train}
+    return [f"llm.model.base_config={json.dumps(tiny_llama_config())}", f"llm.model.tokenizer={llm_data['tokenizer']}",
+            f"llm.data.train_file={llm_data['data'] / 'train.jsonl'}", f"llm.data.val_file={llm_data['data'] / 'val.jsonl'}",
+            f"llm.data.test_file={llm_data['data'] / 'test.jsonl'}", "llm.data.max_length=160",
+            "llm.lora.bnb_4bit_compute_dtype=float32", "llm.eval.samples=2", "llm.eval.max_new_tokens=6",
+            f"llm.train.output_dir={output}", f"evaluate.output_dir={output.parent / (output.name + '-eval')}",
+            *[f"llm.train.{k}={v}" for k, v in steps.items()]]
+
+
+def tokenizer_of(llm_data):
+    from fakefinder.models.language import load_tokenizer
+
+    return load_tokenizer(str(llm_data["tokenizer"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+@pytest.mark.parametrize("line, words", [
+    ('{"instruction": "Add 1 and 2", "response": "3"', "not valid JSON"),
+    ('{"instruction": "Add 1 and 2"}', "no 'response'"),
+    ('{"conversations": [{"role": "user", "content": "hi"}]}', "no response"),
+    ('["instruction", "response"]', "must be a JSON object"),
+    ('{"conversations": [{"role": "wizard", "content": "hi"}]}', "not one of system, user, assistant"),
+    ('{"instruction": "Add", "response": 3}', "'response' must be text"),
+])
+def test_a_bad_line_is_named_with_its_file_and_line(tmp_path, line, words):
+    path = tmp_path / "data.jsonl"
+    good = '{"instruction": "Say yes", "response": "yes"}'
+    path.write_text("\n".join([good, "", line, good]) + "\n")
+    with pytest.raises(DataError, match=rf"{path}:3: .*{words}"):
+        read_jsonl(path)
+    examples, report = read_jsonl(path, skip_invalid=True)  # or skipped, and listed
+    assert [e.line for e in examples] == [1, 4]
+    assert [s["line"] for s in report.skipped] == [3] and words in report.skipped[0]["reason"]
+
+
+def test_an_empty_response_is_skipped_and_listed(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"instruction": "Say yes", "response": "yes"}\n{"instruction": "Say nothing", "response": "  "}\n'
+                    '{"conversations": [{"role": "user", "content": "a"}, {"role": "assistant", "content": ""}]}\n')
+    examples, report = read_jsonl(path)
+    assert [e.where for e in examples] == [f"{path}:1"]
+    assert [(s["line"], s["reason"]) for s in report.skipped] == [(2, "the response is empty"),
+                                                                  (3, "every assistant turn is empty")]
+    path.write_text('{"instruction": "Say nothing", "response": ""}\n')
+    with pytest.raises(DataError, match=rf"{path}: no usable example .*line 1: the response is empty"):
+        read_jsonl(path)
+
+
+def test_overlong_examples_are_cut_or_dropped_and_listed(tmp_path, llm_data):
+    tokenizer = tokenizer_of(llm_data)
+    set_template(tokenizer, "chatml")
+    path = tmp_path / "long.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in [
+        {"instruction": "Say yes", "response": "yes"},
+        {"instruction": "Spell it", "response": "x" * 200},  # the response is cut
+        {"instruction": "y" * 200, "response": "no"},  # the prompt alone fills max_length: dropped
+    ]) + "\n")
+    examples, _ = read_jsonl(path)
+    encoded = TokenizedSet(examples, tokenizer, max_length=64)
+    assert encoded.truncated == [f"{path}:2"] and encoded.dropped == [f"{path}:3"]
+    assert len(encoded) == 2 and all(len(item["input_ids"]) <= 64 for item in encoded.items)
+    assert len(encoded.items[1]["input_ids"]) == 64
+    report = encoded.report(64)
+    assert (report["truncated"], report["dropped_too_long"], report["truncated_at"]) == (1, 1, [f"{path}:2"])
+
+
+@pytest.mark.parametrize("template", ["chatml", "alpaca"])
+def test_only_responses_are_labelled(tmp_path, llm_data, template):
+    tokenizer = tokenizer_of(llm_data)
+    assert set_template(tokenizer, template) == template
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps({"conversations": [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "4"}, {"role": "user", "content": "and 3+3?"},
+        {"role": "assistant", "content": "6"}]}) + "\n")
+    examples, _ = read_jsonl(path)
+    item = TokenizedSet(examples, tokenizer, 512).items[0]
+    labelled = [t for t, label in zip(item["input_ids"], item["labels"]) if label != -100]
+    assert [label for label in item["labels"] if label != -100] == labelled
+    text = tokenizer.decode(labelled)
+    end = "<|im_end|>" if template == "chatml" else tokenizer.eos_token
+    assert text == f"4{end}6{end}"  # both answers and their end-of-turn markers, nothing of the prompts
+
+
+def test_the_smollm2_chat_template_labels_the_answer_only(tmp_path):
+    from fakefinder.models.language import load_tokenizer, resolve_source
+
+    source, gguf = resolve_source("package:smollm2-135m-instruct")
+    tokenizer = load_tokenizer(source, gguf)
+    assert set_template(tokenizer, "auto") == "tokenizer"  # its own chat template
+    path = tmp_path / "one.jsonl"
+    path.write_text('{"instruction": "Write the word in capital letters.", "input": "lemon", "response": "LEMON"}\n')
+    examples, _ = read_jsonl(path)
+    item = TokenizedSet(examples, tokenizer, 512).items[0]
+    answer = tokenizer.decode([t for t, label in zip(item["input_ids"], item["labels"]) if label != -100])
+    assert answer.strip() == "LEMON<|im_end|>"
+
+
+def test_the_held_out_split_is_carved_with_the_seed(llm_data):
+    examples, _ = read_jsonl(llm_data["data"] / "train.jsonl")
+    train, held = split_off(examples, 0.25, seed=3)
+    again, held_again = split_off(examples, 0.25, seed=3)
+    _, other = split_off(examples, 0.25, seed=4)
+    assert len(held) == 8 and len(train) == 24 and {e.line for e in held}.isdisjoint(e.line for e in train)
+    assert [e.line for e in held] == [e.line for e in held_again] != [e.line for e in other]
+
+
+# ---------------------------------------------------------------------------------------------
+# training, export, merge
+
+
+def _logits(model, tokenizer, text: str = "<|im_start|>user\nWhat is 2 + 3?<|im_end|>\n") -> torch.Tensor:
+    batch = tokenizer(text, add_special_tokens=False, return_tensors="pt")
+    with torch.no_grad():
+        return model(**batch).logits.float()
+
+
+def _adapter(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+def test_lora_from_its_preset_trains_evaluates_predicts_exports_and_merges(llm_data, tmp_path):
+    import fakefinder
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from fakefinder.tasks import get_task
+    from fakefinder.tasks.llm_lora.model import load
+
+    config = load_config(PRESETS / "llm-lora-7b.yaml", overrides(llm_data, tmp_path / "run"))
+    assert config.llm.train.grad_checkpointing  # the preset's, exercised here
+    result = fakefinder.train(config)
+    assert result["steps"] == 4 and result["stopped"] is None
+    assert {"eval_loss", "eval_perplexity"} <= set(result["eval"]) and result["eval"]["eval_tokens"] > 0
+    logged = [h for h in result["history"] if "loss" in h]
+    assert len(logged) == 4 and all("learning_rate" in h for h in logged)
+    samples = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in samples] == [2, 2, 4, 4]  # 2 prompts at each evaluation (the last one is the final)
+    assert all(set(s) >= {"prompt", "response", "expected", "where"} for s in samples)
+    artifact = Path(result["model"])
+    assert sorted(p.name for p in artifact.iterdir()) == ["adapter", "config.yaml", "model.json", "tokenizer"]
+    trained = _adapter(artifact / "adapter")
+    assert all(k.endswith(("lora_A.weight", "lora_B.weight")) for k in trained)
+    assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in trained.items())
+
+    model, tokenizer, meta, kind = load(artifact)
+    assert kind == "llm_lora" and meta["template"] == "chatml" and not meta["quantized"]
+    adapted = _logits(model, tokenizer)
+
+    # export: a folder peft loads onto the base by itself, with the tokenizer beside it
+    exported = get_task("llm_lora").export(artifact, tmp_path / "exported")
+    assert (exported / "adapter_config.json").is_file() and (exported / "tokenizer_config.json").is_file()
+    base = AutoModelForCausalLM.from_pretrained(meta["base"]["source"])
+    peft_model = PeftModel.from_pretrained(base, exported).eval()
+    torch.testing.assert_close(_logits(peft_model, tokenizer), adapted)
+
+    # merge: a standalone model (transformers alone loads it) with the adapted model's logits
+    merged = get_task("llm_lora").merge(artifact, tmp_path / "merged")
+    standalone = AutoModelForCausalLM.from_pretrained(merged / "merged_model").eval()
+    assert not any("lora" in name for name, _ in standalone.named_parameters())
+    torch.testing.assert_close(_logits(standalone, tokenizer), adapted, atol=1e-5, rtol=1e-4)
+    again, _, merged_meta, _ = load(merged)
+    assert merged_meta["merged"]
+    torch.testing.assert_close(_logits(again, tokenizer), adapted, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ConfigError, match="merged already"):
+        get_task("llm_lora").merge(merged, tmp_path / "merged-again")
+
+    # predict: answers to JSONL and text prompts
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"id": "q1", "instruction": "What is 2 + 3?"}\n{"instruction": "Is 7 odd or even?"}\n')
+    (tmp_path / "more.txt").write_text("Write the word in capital letters: tiger\n")
+    config.predict.inputs = [prompts, tmp_path / "more.txt"]
+    config.predict.models = [artifact]
+    config.predict.output = tmp_path / "answers.csv"
+    predicted = fakefinder.predict(config)
+    assert list(predicted.table.id) == ["q1", "prompts:2", "more:1"]
+    written = (tmp_path / "answers.csv").read_text().splitlines()
+    assert written[0] == "id,response" and len(written) == 4
+
+    # evaluate: the test split; metrics.json holds what the call returned, the report shows it
+    outcome = fakefinder.evaluate(config)
+    metrics = json.loads(Path(outcome["metrics_path"]).read_text())
+    (entry,) = metrics["models"].values()
+    assert metrics["set"] == "test" and entry["n"] == 8 and entry["answered"] == 8
+    assert 0 <= entry["exact_match"] <= 1 and entry["eval_perplexity"] == pytest.approx(
+        float(torch.tensor(entry["eval_loss"]).exp()), rel=1e-6)
+    assert f"{entry['eval_loss']:.4f}" in Path(outcome["report_path"]).read_text()
+    assert len(Path(outcome["answers_path"]).read_text().splitlines()) == 8
+
+
+def test_qlora_from_its_preset_trains_a_4bit_base_and_merges(llm_data, tmp_path):
+    import bitsandbytes  # noqa: F401  (installed by the set-up)
+    import fakefinder
+    from transformers import AutoModelForCausalLM
+
+    from fakefinder.tasks import get_task
+    from fakefinder.tasks.llm_lora.model import load
+
+    config = load_config(PRESETS / "llm-qlora-13b.yaml", overrides(llm_data, tmp_path / "run"))
+    assert config.task == "llm_qlora" and config.llm.lora.use_4bit and config.llm.lora.use_nested_quant
+    result = fakefinder.train(config)
+    assert result["steps"] == 4 and result["info"]["quantized"]
+    model, tokenizer, meta, kind = load(result["model"])
+    assert kind == "llm_qlora" and meta["quantized"]
+    assert "Linear4bit" in {type(m).__name__ for m in model.modules()}
+    trained = _adapter(Path(result["model"]) / "adapter")
+    assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in trained.items())
+    # merged in full precision: the adapter on the unquantised base
+    merged = get_task("llm_qlora").merge(Path(result["model"]), tmp_path / "merged")
+    standalone = AutoModelForCausalLM.from_pretrained(merged / "merged_model").eval()
+    assert "Linear4bit" not in {type(m).__name__ for m in standalone.modules()}
+    from peft import PeftModel
+
+    full = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(meta["base"]["source"]),
+                                     Path(result["model"]) / "adapter").eval()
+    torch.testing.assert_close(_logits(standalone, tokenizer), _logits(full, tokenizer), atol=1e-5, rtol=1e-4)
+    four_bit = _logits(model, tokenizer)
+    assert torch.isfinite(four_bit).all() and four_bit.shape == _logits(full, tokenizer).shape
+
+
+def _fakefinder(*args: str) -> list[str]:
+    return [sys.executable, "-m", "fakefinder", *args]
+
+
+def test_resume_after_a_kill_matches_the_uninterrupted_run(llm_data, tmp_path):
+    import fakefinder
+    from fakefinder.core.runlock import RunFolderError
+
+    steps = {"max_steps": 24, "save_steps": 3, "eval_steps": 100}
+    args = ["train", "-c", str(PRESETS / "llm-lora-7b.yaml"), *overrides(llm_data, tmp_path / "killed", **steps),
+            "llm.lora.lora_dropout=0.1"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(_fakefinder(*args), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 240
+    try:
+        while not list((tmp_path / "killed").glob("checkpoint-*/trainer_state.json")):
+            assert process.poll() is None, process.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint was written"
+            time.sleep(0.02)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert not (tmp_path / "killed" / "model").exists(), "the kill should land mid-run"
+    with pytest.raises(RunFolderError, match="--resume"):
+        fakefinder.train(load_config(PRESETS / "llm-lora-7b.yaml", args[3:]))
+    saved = max(int(p.parent.name.split("-")[1]) for p in (tmp_path / "killed").glob("checkpoint-*/trainer_state.json"))
+    seen = []
+    resumed = fakefinder.train(load_config(PRESETS / "llm-lora-7b.yaml", args[3:]), resume=True, events=seen.append)
+    assert resumed["steps"] == 24 and resumed["model"]
+    assert any(e.type == "log" and f"resuming from {tmp_path / 'killed' / f'checkpoint-{saved}'}" in e.message
+               for e in seen)
+    progress = [e.step for e in seen if e.type == "progress" and e.stage == "llm train"]
+    assert progress[0] == saved + 1 and progress[-1] == 24  # it went on from the checkpoint, not from step 0
+
+    straight = load_config(PRESETS / "llm-lora-7b.yaml", [*overrides(llm_data, tmp_path / "straight", **steps),
+                                                          "llm.lora.lora_dropout=0.1"])
+    fakefinder.train(straight)
+    a, b = _adapter(tmp_path / "killed" / "model" / "adapter"), _adapter(tmp_path / "straight" / "model" / "adapter")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)
+
+
+def test_config_errors_name_the_key(llm_data, tmp_path):
+    import fakefinder
+
+    with pytest.raises(ConfigError, match="llm.data.train_file is required"):
+        fakefinder.train(load_config(None, ["task=llm_lora", f"llm.train.output_dir={tmp_path / 'a'}"]))
+    bad = load_config(PRESETS / "llm-lora-7b.yaml", [*overrides(llm_data, tmp_path / "b"),
+                                                     "llm.lora.target_modules=[no_such_proj]"])
+    with pytest.raises(ConfigError, match=r"llm.lora.target_modules=\['no_such_proj'\]"):
+        fakefinder.train(bad)
+    with pytest.raises(ConfigError, match="llm.lora.target_modules"):
+        load_config(None, ["task=llm_lora", "llm.lora.target_modules=[]"])

@@ -26,6 +26,22 @@ HERE = Path(__file__).resolve().parent
 CONFIG = HERE.parent / "configs" / "llm-lora-smollm2-cpu.yaml"
 
 
+TASKS = {"What is": "sum", "Which number": "larger", "Is ": "odd/even", "Write the word": "capitals",
+         "What is the first": "first letter"}
+
+
+def task_of(prompt: str) -> str:
+    """Which of the generated tasks a prompt asks (the longest matching opening)."""
+    return TASKS[max((k for k in TASKS if prompt.startswith(k)), key=len)]
+
+
+def by_task(prompts: list[str], correct: list[bool]) -> dict[str, float]:
+    totals: dict[str, list[int]] = {}
+    for prompt, ok in zip(prompts, correct):
+        totals.setdefault(task_of(prompt), []).append(int(ok))
+    return {k: sum(v) / len(v) for k, v in sorted(totals.items())}
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -57,7 +73,9 @@ def run_method(method: str, overrides: list[str]) -> dict:
     collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding=True)
     before = evaluate_losses(model, encoded, collator, config.evaluate.batch_size, "cpu", prefix="test")
     answers = generate(model, tokenizer, [e.messages for e in test], cfg.eval.max_new_tokens, "cpu", 16)
-    before["exact_match"] = sum(normalise(a) == normalise(e.messages[-1]["content"]) for a, e in zip(answers, test)) / len(test)
+    correct = [normalise(a) == normalise(e.messages[-1]["content"]) for a, e in zip(answers, test)]
+    before["exact_match"] = sum(correct) / len(test)
+    before["by_task"] = by_task([e.messages[-2]["content"] for e in test], correct)
     before["examples"] = [{"prompt": e.messages[-2]["content"], "expected": e.messages[-1]["content"], "answer": a}
                           for e, a in list(zip(test, answers))[:5]]
     before["seconds"] = time.perf_counter() - started
@@ -65,7 +83,9 @@ def run_method(method: str, overrides: list[str]) -> dict:
     result = fakefinder.train(config, overwrite=True)
     outcome = fakefinder.evaluate(config)
     after = next(iter(outcome["metrics"]["models"].values()))
-    rows = [json.loads(line) for line in Path(outcome["answers_path"]).read_text().splitlines()][:5]
+    rows = [json.loads(line) for line in Path(outcome["answers_path"]).read_text().splitlines()]
+    after["by_task"] = by_task([r["prompt"] for r in rows], [r["correct"] for r in rows])
+    rows = rows[:5]
     return {"method": method, "steps": result["steps"], "train_seconds": result["seconds"],
             "tokens_per_second": result["tokens_per_second"], "train_tokens": result["data"]["tokens"]["train"]["tokens"],
             "trainable_parameters": result["parameters"]["trainable"], "peak_rss_mb": peak_rss_mb(),
@@ -107,6 +127,10 @@ def main() -> int:
         print(f"{r['method']:7} {r['steps']:5d} {r['tokens_per_second']:9.0f} {r['peak_rss_mb']:8.0f} "
               f"{b['test_loss']:12.3f} {a['eval_loss']:7.3f} {b['test_perplexity']:11.2f} {a['eval_perplexity']:7.2f} "
               f"{b['exact_match']:13.3f} {a['exact_match']:6.3f}")
+    print("exact match by task, before -> after:")
+    for r in results:
+        print(f"  {r['method']:7} " + ", ".join(f"{k} {r['before']['by_task'].get(k, 0):.2f} -> {v:.2f}"
+                                             for k, v in r["after"]["by_task"].items()))
     for r in results:
         for e in r["after"]["examples"][:3]:
             print(f"  {r['method']}: {e['prompt']!r} -> {e['response']!r} (expected {e['expected']!r})")

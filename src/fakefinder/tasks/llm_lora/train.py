@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import threading
 import time
 from pathlib import Path
@@ -220,6 +221,9 @@ def _short(text: str, limit: int = 120) -> str:
 def train(config: Config, resume: bool | str = False, overwrite: bool = False, events=None) -> dict:
     """Fine-tune as configured; returns a summary (paths, losses, data report). A folder that holds a
     run is refused unless resumed or `overwrite`; the folder's lock is held while it runs."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("llm_lora / llm_qlora train in one process (one GPU, or the CPU); launch without "
+                          "torchrun")
     output = Path(config.llm.train.output_dir)
     events = as_events(events)
     lock = RunLock(output, "train", "fakefinder train (llm)").acquire()

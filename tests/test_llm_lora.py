@@ -132,7 +132,72 @@ def test_the_smollm2_chat_template_labels_the_answer_only(tmp_path):
     examples, _ = read_jsonl(path)
     item = TokenizedSet(examples, tokenizer, 512).items[0]
     answer = tokenizer.decode([t for t, label in zip(item["input_ids"], item["labels"]) if label != -100])
-    assert answer.strip() == "LEMON<|im_end|>"
+    assert answer == "LEMON<|im_end|>"
+
+
+def test_an_assistant_first_conversation_and_a_refusing_template_are_named(tmp_path, llm_data):
+    path = tmp_path / "odd.jsonl"
+    path.write_text(json.dumps({"conversations": [{"role": "assistant", "content": "Hello!"},
+                                                  {"role": "user", "content": "hi"},
+                                                  {"role": "assistant", "content": "yes"}]}) + "\n")
+    with pytest.raises(DataError, match=rf"{path}:1: conversations\[0\]: an assistant turn with no user turn"):
+        read_jsonl(path)
+    tokenizer = tokenizer_of(llm_data)
+    tokenizer.chat_template = ("{% for m in messages %}{% if m['role'] == 'system' %}"
+                               "{{ raise_exception('System role not supported') }}{% endif %}{{ m['content'] }}"
+                               "{% endfor %}")
+    assert set_template(tokenizer, "auto") == "tokenizer"
+    path.write_text(json.dumps({"instruction": "Say yes", "response": "yes", "system": "Be brief."}) + "\n")
+    examples, _ = read_jsonl(path)
+    with pytest.raises(DataError, match=rf"{path}:1: the chat template refuses .*System role not supported"):
+        TokenizedSet(examples, tokenizer, 64)
+
+
+def test_chatml_needs_its_tokens(llm_data):
+    from fakefinder.models.language import load_tokenizer
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.WordLevel(vocab={"<unk>": 0, "</s>": 1, "a": 2}, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    plain = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", eos_token="</s>")
+    with pytest.raises(DataError, match="template=chatml: the tokenizer has no <\\|im_start\\|>"):
+        set_template(plain, "chatml")
+    assert set_template(plain, "auto") == "alpaca"
+    assert set_template(load_tokenizer(str(llm_data["tokenizer"])), "auto") == "chatml"
+
+
+def test_generation_prompts_are_the_training_prompts(tmp_path, llm_data):
+    """The ids a prompt is answered from are the ids of the same turns in a training example, BOS included."""
+    from fakefinder.tasks.llm_lora.data import encode, prompt_ids
+
+    tokenizer = tokenizer_of(llm_data)
+    messages = [{"role": "user", "content": "What is 2 + 3?"}, {"role": "assistant", "content": "5"}]
+    for template, bos in (("chatml", False), ("alpaca", True)):
+        set_template(tokenizer, template)
+        tokenizer.add_bos_token = bos
+        prompt = prompt_ids(tokenizer, messages[:1])
+        example = encode(tokenizer, messages, 512)
+        assert example.input_ids[: len(prompt)] == prompt and (prompt[0] == tokenizer.bos_token_id) == bos
+        assert all(label == -100 for label in example.labels[: len(prompt)])
+        assert example.labels[len(prompt)] == example.input_ids[len(prompt)]  # the answer starts right after
+
+
+def test_prompt_files_are_read_as_training_reads_data(tmp_path):
+    from fakefinder.tasks.llm_lora.data import read_prompts
+
+    path = tmp_path / "prompts.jsonl"
+    path.write_text('{"id": "a", "instruction": "Add", "input": "1 and 2"}\n\n'
+                    '{"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}\n')
+    assert read_prompts(path, "Be brief.") == [
+        ("a", [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Add\n\n1 and 2"}]),
+        ("prompts:3", [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}])]
+    path.write_text('{"instruction": "Add"}\n{"conversations": [{"role": "robot", "content": "x"}]}\n')
+    with pytest.raises(DataError, match=rf"{path}:2: conversations\[0\].role: 'robot' is not one of"):
+        read_prompts(path)
+    path.write_bytes(b'{"instruction": "ok"}\n{"instruction": "\xff"}\n')
+    with pytest.raises(DataError, match=rf"{path}:2: not UTF-8"):
+        read_prompts(path)
 
 
 def test_the_held_out_split_is_carved_with_the_seed(llm_data):
@@ -213,18 +278,33 @@ def test_lora_from_its_preset_trains_evaluates_predicts_exports_and_merges(llm_d
     config.predict.inputs = [prompts, tmp_path / "more.txt"]
     config.predict.models = [artifact]
     config.predict.output = tmp_path / "answers.csv"
+    config.llm.eval.max_new_tokens = 6
     predicted = fakefinder.predict(config)
     assert list(predicted.table.id) == ["q1", "prompts:2", "more:1"]
-    written = (tmp_path / "answers.csv").read_text().splitlines()
-    assert written[0] == "id,response" and len(written) == 4
+    import pandas as pd
+
+    written = pd.read_csv(tmp_path / "answers.csv", keep_default_na=False)
+    assert list(written.columns) == ["id", "response"] and list(written.id) == ["q1", "prompts:2", "more:1"]
+    from fakefinder.tasks.llm_lora.train import generate
+
+    expected = generate(model, tokenizer, [[{"role": "user", "content": "What is 2 + 3?"}]], 6, "cpu")
+    assert written.response[0] == predicted.table.response[0] == expected[0]
 
     # evaluate: the test split; metrics.json holds what the call returned, the report shows it
     outcome = fakefinder.evaluate(config)
     metrics = json.loads(Path(outcome["metrics_path"]).read_text())
     (entry,) = metrics["models"].values()
     assert metrics["set"] == "test" and entry["n"] == 8 and entry["answered"] == 8
-    assert 0 <= entry["exact_match"] <= 1 and entry["eval_perplexity"] == pytest.approx(
-        float(torch.tensor(entry["eval_loss"]).exp()), rel=1e-6)
+    assert 0 <= entry["exact_match"] <= 1 and entry["set"] == "test"
+    # the loss per response token, as the model's own loss computes it over the whole set in one batch
+    from transformers import DataCollatorForSeq2Seq
+
+    test_examples, _ = read_jsonl(llm_data["data"] / "test.jsonl")
+    batch = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)(TokenizedSet(test_examples, tokenizer, 160).items)
+    with torch.no_grad():
+        own = model(**batch).loss.item()
+    assert entry["eval_loss"] == pytest.approx(own, rel=1e-4)
+    assert entry["eval_perplexity"] == pytest.approx(float(torch.tensor(own).exp()), rel=1e-4)
     assert f"{entry['eval_loss']:.4f}" in Path(outcome["report_path"]).read_text()
     assert len(Path(outcome["answers_path"]).read_text().splitlines()) == 8
 
@@ -246,17 +326,16 @@ def test_qlora_from_its_preset_trains_a_4bit_base_and_merges(llm_data, tmp_path)
     assert "Linear4bit" in {type(m).__name__ for m in model.modules()}
     trained = _adapter(Path(result["model"]) / "adapter")
     assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in trained.items())
-    # merged in full precision: the adapter on the unquantised base
+    # merged into the dequantised 4-bit base: the model that was trained, standalone
     merged = get_task("llm_qlora").merge(Path(result["model"]), tmp_path / "merged")
     standalone = AutoModelForCausalLM.from_pretrained(merged / "merged_model").eval()
     assert "Linear4bit" not in {type(m).__name__ for m in standalone.modules()}
+    torch.testing.assert_close(_logits(standalone, tokenizer), _logits(model, tokenizer), atol=1e-5, rtol=1e-4)
     from peft import PeftModel
 
-    full = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(meta["base"]["source"]),
-                                     Path(result["model"]) / "adapter").eval()
-    torch.testing.assert_close(_logits(standalone, tokenizer), _logits(full, tokenizer), atol=1e-5, rtol=1e-4)
-    four_bit = _logits(model, tokenizer)
-    assert torch.isfinite(four_bit).all() and four_bit.shape == _logits(full, tokenizer).shape
+    unquantised = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(meta["base"]["source"]),
+                                            Path(result["model"]) / "adapter").eval()
+    assert not torch.allclose(_logits(unquantised, tokenizer), _logits(model, tokenizer), atol=1e-5)  # 4 bits matter
 
 
 def _fakefinder(*args: str) -> list[str]:

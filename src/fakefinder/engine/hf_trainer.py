@@ -9,6 +9,28 @@ import signal
 import threading
 from pathlib import Path
 
+from fakefinder.config import ConfigError
+
+
+def trainer_device(name: str) -> str:
+    """`auto`: a CUDA GPU when there is one, else the CPU."""
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def precision_flags(wanted: str, device: str, key: str) -> dict:
+    """TrainingArguments' bf16 / fp16 for a precision setting (`auto`: bf16 on a GPU that has it)."""
+    import torch
+
+    if wanted == "auto":
+        wanted = "bf16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "fp32"
+    if wanted == "fp16" and not device.startswith("cuda"):
+        raise ConfigError(f"{key}=fp16 needs a CUDA GPU; use bf16 or fp32")
+    return {"bf16": wanted == "bf16", "fp16": wanted == "fp16"}
+
 
 def report_through_events(trainer, events, stop: threading.Event, stage: str, metrics_stage: str) -> None:
     """The trainer reports through `events` (see `events_callback`) instead of printing its rows."""

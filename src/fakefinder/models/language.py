@@ -46,7 +46,7 @@ def load_tokenizer(source: str, gguf_file: str | None = None):
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise ConfigError(f"tokenizer {source!r}: {exc}") from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
@@ -84,7 +84,7 @@ def load_causal_lm(source: str, gguf_file: str | None = None, dtype: str = "auto
         kwargs["quantization_config"] = quantization
     try:
         return AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise ConfigError(f"{key}={source!r}: {exc}") from exc
 
 

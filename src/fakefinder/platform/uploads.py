@@ -643,7 +643,7 @@ def _detect_instructions(path: Path) -> dict | None:
             examples, report = read_jsonl(file)
         except _READ_ERRORS as exc:
             notes.append(str(exc))
-            usable = usable and split != "train"
+            usable = False  # training reads every split the folder has
             continue
         splits[split] = {"examples": len(examples)}
         if report.skipped:

@@ -19,10 +19,11 @@ from torch.utils.data import DataLoader
 from fakefinder.config import Config, ConfigError, save_config
 from fakefinder.core.checkpoint import rng_state, set_rng_state
 from fakefinder.core.events import SILENT, as_events
-from fakefinder.engine.hf_trainer import latest_checkpoint, report_through_events, stop_on_signals
-from fakefinder.models.language import parameter_counts
 from fakefinder.core.runlock import RunLock, clear_run, guard_run_folder
-from fakefinder.tasks.dx_llava.config import DxLlavaConfig
+from fakefinder.engine.hf_trainer import (
+    latest_checkpoint, precision_flags, report_through_events, stop_on_signals, trainer_device,
+)
+from fakefinder.models.language import parameter_counts
 from fakefinder.tasks.dx_llava.data import Collator, Conversation, ConversationDataset, LengthGroupedSampler, read_samples
 from fakefinder.tasks.dx_llava.model import (
     build_model, gathered_for_saving, load_trained_weights, save_model,
@@ -40,21 +41,6 @@ def deepspeed_config(value: str | None) -> str | None:
     if not Path(value).is_file():
         raise ConfigError(f"dx_llava.train.deepspeed={value!r}: not zero2, zero3 or an existing JSON file")
     return value
-
-
-def _precision(cfg: DxLlavaConfig, device: str) -> dict:
-    wanted = cfg.train.precision
-    if wanted == "auto":
-        wanted = "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    if wanted == "fp16" and device != "cuda":
-        raise ConfigError("dx_llava.train.precision=fp16 needs a CUDA GPU; use bf16 or fp32")
-    return {"bf16": wanted == "bf16", "fp16": wanted == "fp16"}
-
-
-def _device(cfg: DxLlavaConfig) -> str:
-    if cfg.train.device != "auto":
-        return cfg.train.device
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def binary_scores(logits: np.ndarray) -> np.ndarray:
@@ -225,7 +211,7 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool = False) 
                            f"out of the binary loss: {report['ambiguous'][:8]}", "train")
     if cfg.train.stage == "projector" and cfg.train.binary_loss_weight:
         events.log("stage 1 trains the projector with the language loss only (binary loss weight ignored)", "train")
-    device = _device(cfg)
+    device = trainer_device(cfg.train.device)
     from fakefinder.engine import distributed
 
     # under torchrun: join the group now, so rank 0 alone writes shared files (the materialised
@@ -268,7 +254,7 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool = False) 
         seed=cfg.train.seed, data_seed=cfg.train.seed, dataloader_num_workers=cfg.train.num_workers,
         remove_unused_columns=False, report_to=report_to or "none", use_cpu=device == "cpu",
         tf32=cfg.train.tf32 if device == "cuda" else None, deepspeed=deepspeed_config(cfg.train.deepspeed),
-        disable_tqdm=True, **_precision(cfg, device),  # progress goes out as events
+        disable_tqdm=True, **precision_flags(cfg.train.precision, device, "dx_llava.train.precision"),  # progress goes out as events
     )
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                                data_collator=Collator(tokenizer.pad_token_id))
@@ -280,7 +266,7 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool = False) 
     if resume:
         checkpoint = resume if isinstance(resume, str) else latest_checkpoint(output)
         if checkpoint is None:
-            events.log(f"nothing to resume in {output} (no checkpoint-* folder): a fresh run", "train")
+            events.log(f"nothing to resume in {output} (no complete checkpoint-* folder): a fresh run", "train")
     if checkpoint and cfg.train.deepspeed:  # DeepSpeed unpickles its files: read each safely first
         from fakefinder.engine.deepspeed_zero import vet
 

@@ -16,7 +16,8 @@ ROLES = ("system", "user", "assistant")
 ROLE_ALIASES = {"human": "user", "gpt": "assistant", "model": "assistant", "bot": "assistant"}
 
 # Built-in turn formats for tokenizers without a chat template (base models). Each assistant turn
-# ends with the tokenizer's end-of-sequence token, so generation learns where to stop.
+# ends with a token generation stops at: <|im_end|> (ChatML, for tokenizers that have it) or the
+# tokenizer's end-of-sequence token (Alpaca).
 CHATML = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -65,14 +66,7 @@ def read_jsonl(path: str | Path, skip_invalid: bool = False, system_prompt: str 
         raise DataError(f"{path}: the JSONL file does not exist")
     report = ReadReport(str(path))
     examples: list[Example] = []
-    with open(path, encoding="utf-8", errors="strict") as handle:
-        try:
-            lines = list(handle)
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    for number, text in enumerate(lines, start=1):
-        if not text.strip():
-            continue
+    for number, text in jsonl_lines(path):
         report.lines += 1
         try:
             messages = _messages(text, system_prompt)
@@ -93,26 +87,76 @@ def read_jsonl(path: str | Path, skip_invalid: bool = False, system_prompt: str 
     return examples, report
 
 
+def jsonl_lines(path: Path):
+    """(line number, text) of each non-blank line; a line that is not UTF-8 is named."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}:{number}: not UTF-8 text ({exc.reason} at byte {exc.start} of the line)") from None
+            if text.strip():
+                yield number, text
+
+
 class _EmptyResponse(DataError):
     pass
 
 
-def _messages(text: str, system_prompt: str | None) -> list[dict]:
+def _record(text: str) -> dict:
     try:
         record = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(record, dict):
         raise DataError(f"a line must be a JSON object, not {type(record).__name__}")
+    return record
+
+
+def _with_system(messages: list[dict], system_prompt: str | None) -> list[dict]:
+    if system_prompt and messages[0]["role"] != "system":
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    return messages
+
+
+def _messages(text: str, system_prompt: str | None) -> list[dict]:
+    record = _record(text)
     if "conversations" in record:
         messages = _conversation(record["conversations"])
     elif "instruction" in record:
         messages = _instruction(record)
     else:
         raise DataError(f"no 'instruction' and no 'conversations' (keys: {sorted(record)[:8]})")
-    if system_prompt and messages[0]["role"] != "system":
-        messages.insert(0, {"role": "system", "content": system_prompt})
-    return messages
+    return _with_system(messages, system_prompt)
+
+
+def read_prompts(path: str | Path, system_prompt: str | None = None) -> list[tuple[str, list[dict]]]:
+    """(id, turns to answer) per prompt, read as training reads its data: a JSONL line (`id`
+    optional; `instruction` + `input`, or `conversations` whose trailing answer is left out) or a
+    line of a text file. The system prompt training added is added too. Errors name file and line."""
+    path = Path(path)
+    prompts = []
+    for number, text in jsonl_lines(path):
+        default_id = f"{path.stem}:{number}"
+        if path.suffix.lower() != ".jsonl":
+            prompts.append((default_id, _with_system([{"role": "user", "content": text.rstrip("\n")}], system_prompt)))
+            continue
+        try:
+            record = _record(text)
+            if "conversations" in record:
+                turns = _turns(record["conversations"])
+                while turns and turns[-1]["role"] == "assistant":
+                    turns.pop()
+                if not turns:
+                    raise DataError("no prompt (only assistant turns)")
+            elif "instruction" in record:
+                turns = _instruction({**record, "response": "-"})[:-1]
+            else:
+                raise DataError(f"no 'instruction' and no 'conversations' (keys: {sorted(record)[:8]})")
+        except DataError as exc:
+            raise DataError(f"{path}:{number}: {exc}") from None
+        prompts.append((str(record.get("id", default_id)), _with_system(turns, system_prompt)))
+    return prompts
 
 
 def _text(record: dict, key: str, required: bool = True) -> str | None:
@@ -145,7 +189,8 @@ def _instruction(record: dict) -> list[dict]:
     return messages
 
 
-def _conversation(turns) -> list[dict]:
+def _turns(turns) -> list[dict]:
+    """Checked {role, content} turns (ShareGPT's from / value and human / gpt read too)."""
     if not isinstance(turns, list) or not turns:
         raise DataError("'conversations' must be a non-empty list of {role, content}")
     messages = []
@@ -160,6 +205,15 @@ def _conversation(turns) -> list[dict]:
         if not isinstance(content, str):
             raise DataError(f"conversations[{i}].content must be text")
         messages.append({"role": role, "content": content})
+    return messages
+
+
+def _conversation(turns) -> list[dict]:
+    messages = _turns(turns)
+    first = next(i for i, m in enumerate(messages) if m["role"] != "system") if any(
+        m["role"] != "system" for m in messages) else 0
+    if messages[first]["role"] == "assistant":
+        raise DataError(f"conversations[{first}]: an assistant turn with no user turn before it")
     while messages and messages[-1]["role"] != "assistant":
         messages.pop()  # a trailing question has no answer to learn from
     if not any(m["role"] == "assistant" for m in messages):
@@ -188,16 +242,44 @@ def set_template(tokenizer, template: str) -> str:
     """Give `tokenizer` the turn format `template` names (auto: its own chat template if it has one);
     returns the format used. The tokenizer saved with the model keeps it, so inference writes
     prompts as training did."""
+    vocabulary = tokenizer.get_vocab()
+    chatml_tokens = "<|im_start|>" in vocabulary and "<|im_end|>" in vocabulary
     if template == "auto":
         if getattr(tokenizer, "chat_template", None):
             return "tokenizer"
-        template = "chatml" if "<|im_start|>" in tokenizer.get_vocab() else "alpaca"
+        template = "chatml" if chatml_tokens else "alpaca"
+    if template == "chatml" and not chatml_tokens:
+        raise DataError("llm.data.template=chatml: the tokenizer has no <|im_start|> / <|im_end|> tokens (an answer "
+                        "would never end); use alpaca or auto")
+    if template == "alpaca" and tokenizer.eos_token is None:
+        raise DataError("llm.data.template=alpaca: the tokenizer has no end-of-sequence token to end an answer")
     tokenizer.chat_template = CHATML if template == "chatml" else ALPACA
     return template
 
 
 def render(tokenizer, messages: list[dict], generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    from jinja2 import TemplateError
+
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    except TemplateError as exc:
+        raise DataError(f"the chat template refuses this conversation ({exc}); reorder its turns, or choose "
+                        "llm.data.template chatml or alpaca") from None
+
+
+def with_bos(tokenizer, ids: list[int]) -> list[int]:
+    """`ids` with the beginning-of-sequence token first when the tokenizer adds one and the
+    template did not write it: the same rule for training examples and for prompts to answer."""
+    bos = tokenizer.bos_token_id
+    if bos is not None and getattr(tokenizer, "add_bos_token", False) and (not ids or ids[0] != bos):
+        return [bos, *ids]
+    return list(ids)
+
+
+def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """The token ids of a prompt to answer: its turns and the assistant header, as training wrote them."""
+    text = render(tokenizer, messages, generation_prompt=True)
+    return with_bos(tokenizer, tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def response_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
@@ -209,9 +291,9 @@ def response_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        start = len(render(tokenizer, messages[:i], generation_prompt=True)) if i else 0
-        end = len(render(tokenizer, messages[: i + 1]))
-        if text[:end] != render(tokenizer, messages[: i + 1]):
+        prompt = render(tokenizer, messages[:i], generation_prompt=True)
+        start, end = len(prompt), len(render(tokenizer, messages[: i + 1]))
+        if text[:start] != prompt or text[:end] != render(tokenizer, messages[: i + 1]):
             raise DataError("the chat template writes a turn differently once later turns follow; "
                             "choose llm.data.template chatml or alpaca")
         segment = text[start:end]
@@ -231,10 +313,9 @@ def encode(tokenizer, messages: list[dict], max_length: int) -> Encoded | None:
     is left after cutting). Needs a fast tokenizer (character offsets)."""
     text, spans = response_spans(tokenizer, messages)
     tokens = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = tokens["input_ids"], tokens["offset_mapping"]
-    bos = tokenizer.bos_token_id
-    if bos is not None and getattr(tokenizer, "add_bos_token", False) and (not ids or ids[0] != bos):
-        ids, offsets = [bos, *ids], [(0, 0), *offsets]
+    ids, offsets = tokens["input_ids"], list(tokens["offset_mapping"])
+    if len(with_bos(tokenizer, ids)) > len(ids):
+        ids, offsets = with_bos(tokenizer, ids), [(0, 0), *offsets]
     labels = [token if any(a <= start < b for a, b in spans) and end > start else -100
               for token, (start, end) in zip(ids, offsets)]
     truncated = len(ids) > max_length

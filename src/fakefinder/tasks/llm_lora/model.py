@@ -192,8 +192,9 @@ def quantization_free(model) -> bool:
 def merge(path: str | Path, output: str | Path) -> Path:
     """The adapter folded into its base: a standalone model at `output/merged_model` (a folder
     transformers loads on its own) whose logits equal the adapted model's, in an artifact of the
-    same kind. A QLoRA adapter is merged into the base in full precision (the 4-bit base is its
-    rounding; merging into it would round the adapter too)."""
+    same kind. A QLoRA adapter is merged into its 4-bit base dequantised (the weights it was
+    trained on, in the compute dtype), never re-quantised after merging (that would round the
+    adapter away)."""
     from peft import PeftModel
 
     path, output = Path(path), Path(output)
@@ -201,8 +202,13 @@ def merge(path: str | Path, output: str | Path) -> Path:
     if meta.get("merged"):
         raise ConfigError(f"{path}: is merged already (no adapter left)")
     base = meta["base"]
-    model = load_causal_lm(base["source"], base.get("gguf_file"), "fp32" if meta.get("quantized") else cfg.model.dtype,
+    lora = cfg.lora
+    quantization = four_bit_config(lora.bnb_4bit_quant_type, lora.use_nested_quant, lora.bnb_4bit_compute_dtype) \
+        if meta.get("quantized") else None
+    model = load_causal_lm(base["source"], base.get("gguf_file"), cfg.model.dtype, quantization,
                            key=f"{path}/model.json: base.source")
+    if quantization is not None:
+        model = model.dequantize()
     model = PeftModel.from_pretrained(model, path / ADAPTER).merge_and_unload()
     tokenizer = load_tokenizer(str(path / "tokenizer"))
     info = {"base": base, "template": meta.get("template"), "quantized": False, "merged": True}

@@ -85,6 +85,7 @@ class TextPredictor:
         self.model, self.tokenizer, self.meta, self.kind = load(artifact.path, device)
         self.device = device
         self.max_new_tokens = config.llm.eval.max_new_tokens
+        self.system_prompt = (self.meta.get("llm") or {}).get("data", {}).get("system_prompt")  # as in training
 
     def answer(self, conversations: list[list[dict]], batch_size: int = 8) -> list[str]:
         from fakefinder.tasks.llm_lora.train import generate
@@ -98,44 +99,6 @@ def load(artifacts: list, device="cpu", config: Config | None = None):
     return TextPredictor(artifacts[0], device, config or Config(task=artifacts[0].kind))
 
 
-def read_prompts(path: Path) -> list[tuple[str, list[dict]]]:
-    """(id, turns) per prompt: a JSONL line ({"id"?, "instruction", "input"?} or {"conversations"}, a
-    trailing answer left out) or a text file's non-empty line. Errors name the file and line."""
-    from fakefinder.tasks.llm_lora.data import DataError
-
-    prompts = []
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    for number, text in enumerate(lines, start=1):
-        if not text.strip():
-            continue
-        where = f"{path}:{number}"
-        if Path(path).suffix.lower() != ".jsonl":
-            prompts.append((f"{Path(path).stem}:{number}", [{"role": "user", "content": text}]))
-            continue
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{where}: a line must be a JSON object")
-        if isinstance(record.get("conversations"), list):
-            turns = [{"role": t.get("role"), "content": t.get("content")} for t in record["conversations"]
-                     if isinstance(t, dict)]
-            while turns and turns[-1]["role"] == "assistant":
-                turns.pop()
-        elif isinstance(record.get("instruction"), str):
-            extra = record.get("input")
-            content = f"{record['instruction']}\n\n{extra}" if isinstance(extra, str) and extra.strip() else record["instruction"]
-            turns = ([{"role": "system", "content": record["system"]}] if isinstance(record.get("system"), str) else []) \
-                + [{"role": "user", "content": content}]
-        else:
-            raise DataError(f"{where}: give 'instruction' (text) or 'conversations' (a list)")
-        if not turns or not all(isinstance(t["content"], str) for t in turns):
-            raise DataError(f"{where}: no prompt (the turns need text content)")
-        prompts.append((str(record.get("id", f"{Path(path).stem}:{number}")), turns))
-    return prompts
-
-
 def predict(config: Config, events=None):
     """Answers to the prompts in `predict.inputs` (.jsonl or .txt files): a CSV (`id,response`) or,
     when `predict.output` ends in .jsonl, one JSON line per prompt."""
@@ -145,6 +108,7 @@ def predict(config: Config, events=None):
     from fakefinder.core.files import atomic_write, atomic_write_text
     from fakefinder.infer.predict import PredictResult
     from fakefinder.tasks import task_for_models
+    from fakefinder.tasks.llm_lora.data import read_prompts
 
     events = as_events(events)
     pc = config.predict
@@ -159,10 +123,10 @@ def predict(config: Config, events=None):
             if file.suffix.lower() not in PROMPT_EXTENSIONS:
                 raise ConfigError(f"{file}: a language model answers prompts in .jsonl or .txt files")
             files.append(file)
-    prompts = [p for file in files for p in read_prompts(file)]
+    predictor = load(artifacts, pick_device(pc.device), config)
+    prompts = [p for file in files for p in read_prompts(file, predictor.system_prompt)]
     if not prompts:
         raise ConfigError(f"no prompts found in {', '.join(map(str, pc.inputs))}")
-    predictor = load(artifacts, pick_device(pc.device), config)
     started = time.perf_counter()
     stage = events.stage("predict", total=len(prompts))
     answers = []
@@ -195,18 +159,21 @@ def normalise(text: str) -> str:
     return re.sub(r"\s+", " ", text.strip().strip(".!").strip()).casefold()
 
 
-def _eval_examples(config: Config, events) -> tuple[str, list]:
-    """The examples evaluate reads: llm.data.test_file, else the held-out split training used."""
+def _eval_examples(config: Config, saved, events) -> tuple[str, list]:
+    """The examples evaluate reads: llm.data.test_file, else the held-out split the model's own
+    training used (its saved data settings: the same file, ratio and seed, never a training example).
+    The system prompt is the one the model was trained with."""
     from fakefinder.tasks.llm_lora.data import read_jsonl
     from fakefinder.tasks.llm_lora.train import read_splits
 
     data = config.llm.data
     if data.test_file is not None:
-        examples, _ = read_jsonl(data.test_file, data.skip_invalid, data.system_prompt)
+        examples, _ = read_jsonl(data.test_file, data.skip_invalid, saved.data.system_prompt)
         return "test", examples
-    _, held, _ = read_splits(config.llm, events)
+    _, held, _ = read_splits(saved, events)
     if not held:
-        raise ConfigError("evaluate: no held-out examples (give llm.data.test_file or val_file, or val_ratio > 0)")
+        raise ConfigError("evaluate: no held-out examples (give llm.data.test_file, or train with a val_file or "
+                          "val_ratio > 0)")
     return "val", held
 
 
@@ -219,22 +186,23 @@ def evaluate(config: Config, models: list[Path], events=None) -> dict:
     from fakefinder.core.files import atomic_write_json, atomic_write_text
     from fakefinder.eval.evaluate import model_name
     from fakefinder.tasks.llm_lora.model import load as load_model
+    from fakefinder.tasks.llm_lora.model import read_artifact_config
     from fakefinder.tasks.llm_lora.train import evaluate_losses, generate, tokenized
 
     events = as_events(events)
-    set_name, examples = _eval_examples(config, events)
-    if config.evaluate.max_samples:
-        examples = examples[: config.evaluate.max_samples]
     device = pick_device(config.evaluate.device)
     out = Path(config.evaluate.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    metrics: dict = {"kind": config.task, "set": set_name, "models": {}}
+    metrics: dict = {"kind": config.task, "models": {}}
     rows = []
     for path in models:
+        saved, _, _ = read_artifact_config(Path(path))
+        set_name, examples = _eval_examples(config, saved, events)
+        if config.evaluate.max_samples:
+            examples = examples[: config.evaluate.max_samples]
+        metrics["set"] = set_name
         model, tokenizer, meta, kind = load_model(path, device)
-        cfg = config.llm.model_copy(update={"data": config.llm.data.model_copy(update={"max_length": meta.get(
-            "max_length", config.llm.data.max_length)})})
-        encoded = tokenized(examples, tokenizer, cfg, set_name, events)
+        encoded = tokenized(examples, tokenizer, saved, set_name, events)
         collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding=True)
         entry = evaluate_losses(model, encoded, collator, config.evaluate.batch_size, device, prefix="eval") \
             if len(encoded) else {}
@@ -243,7 +211,7 @@ def evaluate(config: Config, models: list[Path], events=None) -> dict:
                            min(config.evaluate.batch_size, 16))
         correct = [normalise(a) == normalise(e.messages[-1]["content"]) for a, e in zip(answers, asked)]
         name = model_name(Path(path))
-        entry.update({"path": str(path), "n": len(encoded), "answered": len(asked),
+        entry.update({"path": str(path), "set": set_name, "n": len(encoded), "answered": len(asked),
                       "exact_match": sum(correct) / len(correct) if correct else float("nan"),
                       "truncated": len(encoded.truncated), "dropped_too_long": len(encoded.dropped)})
         metrics["models"][name] = entry

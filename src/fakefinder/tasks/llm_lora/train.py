@@ -17,28 +17,15 @@ from fakefinder.config import Config, ConfigError, save_config
 from fakefinder.core.checkpoint import rng_state, set_rng_state
 from fakefinder.core.events import as_events
 from fakefinder.core.runlock import RunLock, clear_run, guard_run_folder
-from fakefinder.engine.hf_trainer import latest_checkpoint, report_through_events, stop_on_signals
+from fakefinder.engine.hf_trainer import (
+    latest_checkpoint, precision_flags, report_through_events, stop_on_signals, trainer_device,
+)
 from fakefinder.models.language import parameter_counts
 from fakefinder.tasks.llm_lora.config import LlmConfig
-from fakefinder.tasks.llm_lora.data import TokenizedSet, read_jsonl, render, split_off
+from fakefinder.tasks.llm_lora.data import TokenizedSet, prompt_ids, read_jsonl, split_off
 from fakefinder.tasks.llm_lora.model import build, save_artifact
 
 RUN_FILES = ("checkpoint-*", "model")  # what shows that an output folder holds a run
-
-
-def _device(cfg: LlmConfig) -> str:
-    if cfg.train.device != "auto":
-        return cfg.train.device
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _precision(cfg: LlmConfig, device: str) -> dict:
-    wanted = cfg.train.precision
-    if wanted == "auto":
-        wanted = "bf16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "fp32"
-    if wanted == "fp16" and not device.startswith("cuda"):
-        raise ConfigError("llm.train.precision=fp16 needs a CUDA GPU; use bf16 or fp32")
-    return {"bf16": wanted == "bf16", "fp16": wanted == "fp16"}
 
 
 def read_splits(cfg: LlmConfig, events) -> tuple[list, list, dict]:
@@ -103,25 +90,22 @@ def evaluate_losses(model, dataset: TokenizedSet, collator, batch_size: int, dev
 
 @torch.no_grad()
 def generate(model, tokenizer, messages_list: list[list[dict]], max_new_tokens: int, device, batch_size: int = 8) -> list[str]:
-    """Greedy answers to each conversation's last user turn (the prompt as training wrote it)."""
+    """Greedy answers to each conversation's last user turn (the prompt as training wrote it, left-padded)."""
     was_training = model.training
     model.eval()
     cache = model.config.use_cache
     model.config.use_cache = True
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
     answers = []
     try:
         for start in range(0, len(messages_list), batch_size):
-            prompts = [render(tokenizer, _prompt_turns(m), generation_prompt=True)
-                       for m in messages_list[start : start + batch_size]]
-            batch = tokenizer(prompts, add_special_tokens=False, return_tensors="pt", padding=True).to(device)
-            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+            prompts = [prompt_ids(tokenizer, _prompt_turns(m)) for m in messages_list[start : start + batch_size]]
+            longest = max(len(p) for p in prompts)
+            ids = torch.tensor([[tokenizer.pad_token_id] * (longest - len(p)) + p for p in prompts], device=device)
+            mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts], device=device)
+            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
                                  eos_token_id=stop_tokens(model, tokenizer), pad_token_id=tokenizer.pad_token_id)
-            answers += [tokenizer.decode(row[batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
-                        for row in out]
+            answers += [tokenizer.decode(row[longest:], skip_special_tokens=True).strip() for row in out]
     finally:
-        tokenizer.padding_side = side
         model.config.use_cache = cache
         model.train(was_training)
     return answers
@@ -141,6 +125,13 @@ def stop_tokens(model, tokenizer) -> list[int] | None:
 def _prompt_turns(messages: list[dict]) -> list[dict]:
     """The turns before the last answer (a prompt list passes through)."""
     return messages[:-1] if messages and messages[-1]["role"] == "assistant" else messages
+
+
+def _checkpoint_step(folder: str) -> int:
+    state = Path(folder) / "trainer_state.json"
+    if not state.is_file():
+        raise ConfigError(f"resume: {folder} is not a complete checkpoint folder (no trainer_state.json)")
+    return int(json.loads(state.read_text()).get("global_step", 0))
 
 
 def _final_evaluation(trainer, eval_set, step: int) -> dict:
@@ -262,7 +253,7 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool) -> dict:
     reports["tokens"] = {"train": train_set.report(cfg.data.max_length),
                          **({"val": eval_set.report(cfg.data.max_length)} if eval_set is not None else {})}
     counts = parameter_counts(model)
-    device = _device(cfg)
+    device = trainer_device(cfg.train.device)
     events.log(f"{'QLoRA' if cfg.lora.use_4bit else 'LoRA'} on {cfg.model.base if cfg.model.base_config is None else 'a random base'}: "
                f"{counts['trainable']:,} trainable of {counts['total']:,} parameters; {len(train_set)} training "
                f"examples ({train_set.tokens:,} tokens, {len(train_set.truncated)} cut at {cfg.data.max_length}), "
@@ -279,7 +270,7 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool) -> dict:
         save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit,
         seed=t.seed, data_seed=t.seed, dataloader_num_workers=t.num_workers,
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
-        report_to=report_to or "none", use_cpu=device == "cpu", disable_tqdm=True, **_precision(cfg, device),
+        report_to=report_to or "none", use_cpu=device == "cpu", disable_tqdm=True, **precision_flags(t.precision, device, "llm.train.precision"),
     )
     collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding=True)
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
@@ -295,7 +286,7 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool) -> dict:
             events.log(f"nothing to resume in {output} (no complete checkpoint-* folder): a fresh run", "train")
         else:
             events.log(f"resuming from {checkpoint}", "train")
-    first_step = int(Path(checkpoint).name.split("-")[-1]) if checkpoint else 0
+    first_step = _checkpoint_step(checkpoint) if checkpoint else 0
     started = time.perf_counter()
     with stop_on_signals(stop, events):
         result = trainer.train(resume_from_checkpoint=checkpoint)

@@ -311,6 +311,29 @@ def test_llm_lora_job_export_merge_and_predict(client, data_dir):
     assert [row["id"] for row in job["result"]["predictions"]] == ["q1", "q2"]
     assert all(isinstance(row["response"], str) for row in job["result"]["predictions"])
 
+    # an adapter brought in by path may not name a local base outside the roots
+    import shutil
+
+    trained = client.get(f"/api/training/{task_id}").json()["result"]["artifact"]
+    copy = data_dir / "datasets" / "adapter-elsewhere"
+    shutil.copytree(trained, copy)
+    meta = json.loads((copy / "model.json").read_text())
+    meta["architecture"]["base"]["source"] = str(tmp_path_outside(data_dir))
+    (copy / "model.json").write_text(json.dumps(meta))
+    try:
+        response = client.post("/api/evaluate", json={"model_path": "adapter-elsewhere", "dataset_path": "instructions"})
+        assert response.status_code == 422 and response.json()["field"] == "model_path"
+        assert "outside" in response.json()["detail"]
+    finally:
+        shutil.rmtree(copy)
+
+
+def tmp_path_outside(data_dir: Path) -> Path:
+    outside = data_dir.parent / f"{data_dir.name}-outside-base"
+    outside.mkdir(exist_ok=True)
+    (outside / "config.json").write_text("{}")
+    return outside
+
 
 def test_llm_qlora_job(client):
     task_id = client.post("/api/training/start", json=readme_requests()["llm_qlora"]).json()["task_id"]

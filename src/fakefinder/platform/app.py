@@ -371,10 +371,15 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
         path = confine(body["model_path"], [*settings.dataset_roots, settings.jobs_dir, *settings.output_roots],
                        "model_path", must_exist=True)
         try:
-            kind = read_model(path).kind
+            artifact = read_model(path)
         except FakefinderError as exc:
             raise RequestError(f"model_path: {exc}", "model_path") from None
-        return path, {"task": kind}
+        base = artifact.architecture.get("base") if isinstance(artifact.architecture, dict) else None
+        source = base.get("source") if isinstance(base, dict) else None
+        if isinstance(source, str) and (source.startswith(("/", "~", ".")) or Path(source).exists()):
+            # an adapter names the base it loads: a local one must be inside the roots too
+            confine(source, [*settings.dataset_roots, settings.jobs_dir, *settings.output_roots], "model_path")
+        return path, {"task": artifact.kind}
 
     @app.post("/api/evaluate", tags=["evaluate"])
     def evaluate(body: dict[str, Any] = Body(..., examples=[{"model_task_id": "...", "dataset_path": "faces"}])) -> dict:

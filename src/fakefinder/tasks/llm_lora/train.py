@@ -158,7 +158,9 @@ def _trainer_class():
 
     class LoraTrainer(Trainer):
         """The Trainer with an evaluation of its own (token-weighted loss, perplexity, sample
-        generations) and checkpoints without pickles (the adapter in safetensors, arguments as JSON)."""
+        generations) and checkpoints that hold the adapter in safetensors and the arguments as JSON
+        (no pickled arguments; optimizer, scheduler and RNG states are tensor files the Trainer
+        reads back weights-only)."""
 
         llm: dict
 

@@ -40,4 +40,7 @@ def predict(config: Config, events=None):
     from fakefinder.tasks import model_paths, task_for_models
 
     task, _ = task_for_models(model_paths(config.predict.models, config))
-    return task.predict(config, events=events)
+    run = task.own_predict()
+    if run is None:
+        from fakefinder.infer.predict import predict as run
+    return run(config, events=events)

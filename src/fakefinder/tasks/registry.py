@@ -78,14 +78,9 @@ class Task:
         return self.functions().merge(Path(artifact), Path(output))
 
 
-    def predict(self, config: Config, events=None):
-        """Predict with `config.predict`: the kind's own function, or the image/video predictor."""
-        functions = self.functions()
-        if hasattr(functions, "predict"):
-            return functions.predict(config, events=events)
-        from fakefinder.infer.predict import predict as run
-
-        return run(config, events=events)
+    def own_predict(self):
+        """The kind's own predict function (kinds whose inputs are not images or videos), or None."""
+        return getattr(self.functions(), "predict", None)
 
     def export(self, artifact: Path, output: Path, **kwargs):
         functions = self.functions()

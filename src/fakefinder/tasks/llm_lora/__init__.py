@@ -1,8 +1,7 @@
 """LLM fine-tuning with LoRA (`llm_lora`) and QLoRA (`llm_qlora`: the same, on a 4-bit base) with
 transformers, peft and bitsandbytes; one `llm` config section serves both kinds."""
 
-from fakefinder.tasks.llm_lora.config import LlmConfig
-from fakefinder.tasks.llm_lora.task import PROMPT_EXTENSIONS
+from fakefinder.tasks.llm_lora.config import PROMPT_EXTENSIONS, LlmConfig
 from fakefinder.tasks.registry import Task
 
 _SHORT_FORM = {"base_model": "llm.model.base", "dataset_path": "llm.data.train_file", "epochs": "llm.train.epochs",

@@ -10,6 +10,8 @@ from pydantic import Field, field_validator
 
 from fakefinder.config import Section
 
+PROMPT_EXTENSIONS = (".jsonl", ".txt")  # the files predict reads prompts from
+
 
 class LlmModelConfig(Section):
     base: str = Field(

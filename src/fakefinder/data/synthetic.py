@@ -398,3 +398,56 @@ def make_instruction_set(root: Path, counts: dict[str, int] | None = None, seed:
             lines.append(json.dumps(task))
         (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
     return root
+
+
+SHAPES = ("square", "disc", "triangle")
+
+
+def shape_scene(rng: np.random.Generator, size: int = 128, objects: tuple[int, int] = (1, 3),
+                classes: tuple[str, ...] = SHAPES) -> tuple[Image.Image, list[tuple[int, float, float, float, float]]]:
+    """A noisy background with solid shapes; their boxes as YOLO rows (class, cx, cy, w, h), normalised."""
+    from PIL import ImageDraw
+
+    base = rng.integers(70, 150, 3)
+    pixels = np.clip(base + rng.normal(0, 18, (size, size, 3)), 0, 255).astype(np.uint8)
+    image = Image.fromarray(pixels)
+    draw = ImageDraw.Draw(image)
+    rows = []
+    for _ in range(int(rng.integers(objects[0], objects[1] + 1))):
+        cls = int(rng.integers(0, len(classes)))
+        w, h = (int(v) for v in rng.integers(size // 6, size // 2.5, 2))
+        x0, y0 = int(rng.integers(0, size - w)), int(rng.integers(0, size - h))
+        colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+        box = [x0, y0, x0 + w - 1, y0 + h - 1]
+        kind = classes[cls] if classes[cls] in SHAPES else SHAPES[cls % len(SHAPES)]
+        if kind == "square":
+            draw.rectangle(box, fill=colour)
+        elif kind == "disc":
+            draw.ellipse(box, fill=colour)
+        else:
+            draw.polygon([(x0, y0 + h - 1), (x0 + w - 1, y0 + h - 1), (x0 + w // 2, y0)], fill=colour)
+        rows.append((cls, (x0 + w / 2) / size, (y0 + h / 2) / size, w / size, h / size))
+    return image, rows
+
+
+def make_yolo_dataset(root: Path, counts: dict[str, int] | None = None, size: int = 128, seed: int = 0,
+                      classes: tuple[str, ...] = SHAPES, background_every: int = 0) -> Path:
+    """A YOLO dataset of shape scenes with known boxes: images/<split>/*.jpg, labels/<split>/*.txt,
+    data.yaml; every `background_every`-th image has no object and no label file."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    counts = counts or {"train": 32, "val": 8}
+    for split, count in counts.items():
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            empty = background_every and i % background_every == background_every - 1
+            image, rows = shape_scene(rng, size, (0, 0) if empty else (1, 3), classes)
+            image.save(root / "images" / split / f"{split}_{i:04d}.jpg", quality=95)
+            if not empty:
+                (root / "labels" / split / f"{split}_{i:04d}.txt").write_text(
+                    "".join(f"{c} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}\n" for c, cx, cy, w, h in rows))
+    names = "".join(f"  {i}: {name}\n" for i, name in enumerate(classes))
+    splits = "".join(f"{split}: images/{split}\n" for split in counts)
+    (root / "data.yaml").write_text(f"path: .\n{splits}nc: {len(classes)}\nnames:\n{names}")
+    return root

@@ -330,7 +330,8 @@ def test_qlora_from_its_preset_trains_a_4bit_base_and_merges(llm_data, tmp_path)
     merged = get_task("llm_qlora").merge(Path(result["model"]), tmp_path / "merged")
     standalone = AutoModelForCausalLM.from_pretrained(merged / "merged_model").eval()
     assert "Linear4bit" not in {type(m).__name__ for m in standalone.modules()}
-    torch.testing.assert_close(_logits(standalone, tokenizer), _logits(model, tokenizer), atol=1e-5, rtol=1e-4)
+    # the 4-bit kernel and a dense matmul of its dequantised weights round apart (more on AVX512-BF16 CPUs)
+    torch.testing.assert_close(_logits(standalone, tokenizer), _logits(model, tokenizer), atol=5e-4, rtol=1e-3)
     from peft import PeftModel
 
     unquantised = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(meta["base"]["source"]),

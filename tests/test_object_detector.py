@@ -254,3 +254,26 @@ def test_resumes_after_a_kill(tmp_path):
     assert epochs == [1, 2, 3, 4]  # each epoch once, the killed one's partial work not counted twice
     assert json.loads(state.read_text())["epoch"] == 3
     assert (Path(result["model"]) / "model.json").is_file()
+
+
+def test_a_detector_trained_this_way_serves_prepare_as_a_face_detector(trained):
+    from fakefinder.config import FacesConfig
+    from fakefinder.media.faces import DetectorChain
+
+    rng = np.random.default_rng(7)
+    scenes = [shape_scene(rng, 64, classes=("square",)) for _ in range(6)]
+    faces = FacesConfig(detector="yolo", fallback=[], min_score=0.1, min_face_px=4,
+                        detector_options={"yolo": {"model": trained["result"]["model"], "class": "square"}})
+    chain = DetectorChain(faces)
+    assert chain.verify() == []
+    found = chain.detect([np.asarray(image) for image, _ in scenes])
+    hits = 0
+    for (image, rows), boxes in zip(scenes, found):
+        for _, cx, cy, w, h in rows:
+            true = np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]) * 64
+            hits += any(_iou(true, np.array(face.box)) > 0.5 for face in boxes)
+    assert hits >= sum(len(rows) for _, rows in scenes) // 2
+    wrong = FacesConfig(detector="yolo", fallback=[], detector_options={"yolo": {"model": trained["result"]["model"],
+                                                                                 "class": "face"}})
+    with pytest.raises(ValueError, match="'face' is not among the model's classes"):
+        DetectorChain(wrong).verify()

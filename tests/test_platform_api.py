@@ -240,7 +240,8 @@ def test_a_restart_keeps_finished_jobs_and_interrupts_running_ones(tmp_path):
 
 # ------------------------------------------------------------------------------------------ other kinds and jobs
 def test_readme_shows_a_request_of_each_kind():
-    assert set(readme_requests()) == {"deepfake_detector", "image_classifier", "dx_llava", "llm_lora", "llm_qlora"}
+    assert set(readme_requests()) == {"deepfake_detector", "image_classifier", "dx_llava", "llm_lora", "llm_qlora",
+                                        "object_detector"}
 
 
 def test_image_classifier_job(client):
@@ -333,6 +334,33 @@ def tmp_path_outside(data_dir: Path) -> Path:
     outside.mkdir(exist_ok=True)
     (outside / "config.json").write_text("{}")
     return outside
+
+
+def test_object_detector_job_evaluates_and_predicts_boxes(client, data_dir):
+    described = client.get("/api/datasets").json()
+    shapes = next(d for d in (described.get("datasets", described) if isinstance(described, dict) else described)
+                  if d["name"] == "shapes")
+    assert shapes["layout"] == "yolo" and shapes["kinds"] == ["object_detector"]
+    task_id = client.post("/api/training/start", json=readme_requests()["object_detector"]).json()["task_id"]
+    job = wait(client, task_id, timeout=300)
+    assert job["state"] == "succeeded", job["error"]
+    history = client.get(f"/api/training/{task_id}/metrics").json()["history"]
+    assert [row["epoch"] for row in history if "metrics/mAP50(B)" in row] == [1, 2]
+    evaluation = job["result"]["evaluation"]["metrics"]
+    (entry,) = evaluation["models"].values()
+    assert set(entry["per_class"]) == {"square", "disc", "triangle"} and "map50_95" in entry["overall"]
+    assert client.get(f"/api/training/{task_id}/report").status_code == 200
+
+    image = next((data_dir / "datasets" / "shapes" / "images" / "val").iterdir()).read_bytes()
+    refused = client.post("/api/predict", data={"model_task_id": task_id},
+                          files={"file": ("x.mp4", b"mp4", "video/mp4")})
+    assert refused.status_code == 422 and ".png" in refused.json()["detail"]
+    response = client.post("/api/predict", data={"model_task_id": task_id},
+                           files={"file": ("scene.jpg", image, "image/jpeg")})
+    job = wait(client, response.json()["task_id"], timeout=120)
+    assert job["state"] == "succeeded", job["error"]
+    rows = job["result"]["predictions"]
+    assert rows and all(row["id"] == "scene.jpg" and {"class", "score", "x1", "y2"} <= set(row) for row in rows)
 
 
 def test_llm_qlora_job(client):

@@ -14,6 +14,8 @@ def test_every_preset_is_a_valid_config(path):
         assert config.dx_llava.data.train_json is not None
     elif path.stem.startswith("llm"):  # language-model presets read instruction JSONL
         assert config.llm.data.train_file is not None and config.task in ("llm_lora", "llm_qlora")
+    elif path.stem.startswith("yolo"):  # object detectors read a YOLO dataset given on the command line
+        assert config.task == "object_detector" and config.detector.model.arch.endswith(".yaml")
     else:
         assert config.data.datasets
 
@@ -21,7 +23,13 @@ def test_every_preset_is_a_valid_config(path):
 def test_the_presets_the_docs_promise_exist():
     assert {"baseline", "hybrid", "swin", "xception", "sbi", "dfdc-faces-cpu", "dx_llava", "dx_llava_stage1",
             "dx-llava-smollm2-cpu", "llm-lora-7b", "llm-lora-13b", "llm-qlora-7b", "llm-qlora-13b",
-            "llm-lora-smollm2-cpu"} <= {p.stem for p in CONFIGS}
+            "llm-lora-smollm2-cpu", "yolo-detector"} <= {p.stem for p in CONFIGS}
+
+
+def test_yolo_preset_is_the_usual_recipe():
+    detector = load_config(Path(__file__).parent.parent / "configs" / "yolo-detector.yaml").detector
+    assert detector.model.arch == "yolov8n.yaml" and detector.model.weights is None
+    assert (detector.train.imgsz, detector.train.epochs, detector.train.batch) == (640, 100, 16)
 
 
 def test_baseline_preset_values():

@@ -172,7 +172,8 @@ def export(
     try:
         task = get_task(read_model(model).kind)
         if hasattr(task.functions(), "export"):
-            typer.echo(f"{task.export(model, output, merged=merged)}: {'merged model' if merged else 'adapter'}")
+            what = "merged model" if merged else "adapter" if task.adapter else "exported"
+            typer.echo(f"{task.export(model, output, merged=merged)}: {what}")
             return
         report = run_export(model, output, tolerance=tolerance)
     except _user_errors() as exc:

@@ -114,6 +114,9 @@ class FacesConfig(Section):
     detector: str = Field(default="retinaface", description="The first detector tried on every frame.")
     fallback: list[str] = Field(default_factory=lambda: ["mtcnn", "opencv"],
                                 description="Tried in order on the frames still without a face.")
+    detector_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Settings a detector takes, by its name; yolo (a face detector trained "
+        "as an object_detector) needs {model: <its artifact>} and takes class (default: face, or its only class).")
     min_score: float = Field(default=0.7, ge=0, le=1)
     min_face_px: int = Field(default=20, ge=1, description="Smallest face side, in source pixels.")
     detect_max_side: int | None = Field(

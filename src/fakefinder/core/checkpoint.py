@@ -25,7 +25,7 @@ class CheckpointError(FakefinderError, RuntimeError):
     """A checkpoint that is missing, unreadable, or holds something other than plain values."""
 
 
-def _plain_array_globals() -> list:
+def plain_array_globals() -> list:
     """What unpickling a plain numpy array needs (older checkpoints hold numpy's RNG keys), under the
     names numpy 2 and numpy 1 pickled them with."""
     core = getattr(np, "_core", None) or np.core
@@ -82,7 +82,7 @@ def load_checkpoint(path: Path, map_location="cpu", allow: tuple = ()) -> dict:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        with torch.serialization.safe_globals([*_plain_array_globals(), *allow]):
+        with torch.serialization.safe_globals([*plain_array_globals(), *allow]):
             state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         detail = _refusal_reason(str(exc))

@@ -261,12 +261,13 @@ def register_detector(name: str, factory: Callable[..., FaceDetector],
         BOX_CONVENTION[name] = tuple(box_convention)
 
 
-def create_detector(name: str, min_score: float = 0.9, min_face_px: int = 20) -> FaceDetector:
+def create_detector(name: str, min_score: float = 0.9, min_face_px: int = 20, **options) -> FaceDetector:
+    """The detector registered as `name`; `options` are its own settings (`faces.detector_options`)."""
     if name not in DETECTORS:
         close = difflib.get_close_matches(name, DETECTORS, n=3)
         hint = f"; did you mean {close}?" if close else ""
         raise ValueError(f"unknown face detector {name!r} (known: {sorted(DETECTORS)}){hint}")
-    return DETECTORS[name](min_score=min_score, min_face_px=min_face_px)
+    return DETECTORS[name](min_score=min_score, min_face_px=min_face_px, **options)
 
 
 class DetectorChain:
@@ -285,7 +286,8 @@ class DetectorChain:
     def _get(self, name: str) -> FaceDetector | None:
         if name not in self._loaded:
             try:
-                self._loaded[name] = create_detector(name, self.config.min_score, self.config.min_face_px)
+                self._loaded[name] = create_detector(name, self.config.min_score, self.config.min_face_px,
+                                                     **self.config.detector_options.get(name, {}))
             except (ImportError, RuntimeError, OSError) as exc:
                 # a missing optional package disables that detector, not the run
                 self.load_errors[name] = f"{type(exc).__name__}: {exc}"

@@ -83,9 +83,28 @@ def load_causal_lm(source: str, gguf_file: str | None = None, dtype: str = "auto
                               "(dequantise it into a folder first)")
         kwargs["quantization_config"] = quantization
     try:
-        return AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{key}={source!r}: {exc}") from exc
+    if quantization is not None:
+        cpu_safe_4bit(model)
+    return model
+
+
+def cpu_safe_4bit(model: nn.Module) -> int:
+    """Keep bitsandbytes' CPU inference path off 4-bit layers it would break: on CPUs with AVX512-BF16
+    it repacks a layer's weights at its first no-grad forward, which fails for a layer whose input
+    width is not a multiple of the quantisation block (small models). Those layers take the path
+    training takes; returns how many."""
+    changed = 0
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            state = getattr(module.weight, "quant_state", None)
+            block = getattr(state, "blocksize", 64) or 64
+            if module.in_features % block or module.out_features % 32:
+                module.support_avx512bf16_for_cpu = False
+                changed += 1
+    return changed
 
 
 def linear_module_names(language_model: nn.Module) -> list[str]:

@@ -417,7 +417,7 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
         suffix = Path(name).suffix.lower()
         accepted = task.predict_inputs or MEDIA_EXTENSIONS
         if not name or suffix not in accepted:
-            what = "a prompt file" if task.predict_inputs else "an image or video"
+            what = "a file it reads" if task.predict_inputs else "an image or video"
             raise RequestError(f"file: {name or 'the upload'} is not {what} for a {task.name} model "
                                f"({', '.join(sorted(accepted))})", "file")
         job_id = store.new_id()

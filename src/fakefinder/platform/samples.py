@@ -1,6 +1,7 @@
 """Tiny datasets for trying the platform (`fakefinder serve --demo-data`): face crops for a
 detector, class folders for a classifier, LLaVA conversations (and a tiny tokenizer) for DX-LLaVA,
-instruction JSONL (and the same tokenizer) for the language-model kinds."""
+instruction JSONL (and the same tokenizer) for the language-model kinds, a YOLO dataset of shapes
+for the object detector."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 from fakefinder.data import synthetic
 
-DEMO_DATASETS = ("faces", "classes", "dx", "instructions")
+DEMO_DATASETS = ("faces", "classes", "dx", "instructions", "shapes")
 
 
 def write_demo_datasets(root: Path) -> dict[str, Path]:
@@ -35,6 +36,8 @@ def _write(name: str, folder: Path) -> None:
 
         synthetic.make_llava_set(folder, count=12, splits=("train", "val", "test"))
         build_char_tokenizer(folder / "tokenizer")
+    elif name == "shapes":
+        synthetic.make_yolo_dataset(folder, {"train": 24, "val": 8}, size=64, background_every=8)
     else:
         from fakefinder.tasks.dx_llava.tiny import build_char_tokenizer
 

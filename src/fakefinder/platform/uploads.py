@@ -385,7 +385,7 @@ def describe_dataset(path: Path) -> dict:
             return description
     description["note"] = "the folder is empty" if not files else (
         "not a layout fakefinder knows; expected one of: manifest.csv (a prepared dataset), train.json "
-        "(LLaVA conversations), train.jsonl (instructions), train/<class>/ and val/<class>/ (class folders), "
+        "(LLaVA conversations), train.jsonl (instructions), data.yaml (a YOLO detection dataset), train/<class>/ and val/<class>/ (class folders), "
         "real/ and fake/ folders, "
         "metadata.csv (file,label), or a FaceForensics++, DFDC or Celeb-DF folder")
     return description
@@ -654,6 +654,32 @@ def _detect_instructions(path: Path) -> dict | None:
     return {**found, "splits": splits, "note": _join(notes), "kinds": ["llm_lora", "llm_qlora"] if usable else []}
 
 
+def _detect_yolo(path: Path) -> dict | None:
+    """data.yaml with images/ and labels/: a YOLO detection dataset (labels checked as training checks them)."""
+    if not any((path / name).is_file() for name in ("data.yaml", "data.yml", "dataset.yaml")):
+        return None
+    from fakefinder.tasks.detect.labels import LabelError, read_dataset
+
+    try:
+        dataset = read_dataset(path, check_images=False)
+    except LabelError as exc:
+        listed = [f"{p['file']}:{p['line']}: {p['message']}" for p in exc.report["listed"]
+                  if p["kind"] in ("malformed", "unknown_class", "out_of_range")]
+        return {"layout": "yolo", "splits": {s: dict(c["per_class"]) for s, c in exc.report["splits"].items()},
+                "note": _join([f"{len(listed)} bad label line(s), e.g. {'; '.join(listed[:3])} (train with "
+                               "detector.data.bad_labels=skip to leave their images out)"]), "kinds": []}
+    except _READ_ERRORS as exc:
+        return {"layout": "yolo", "splits": {}, "note": str(exc), "kinds": []}
+    notes = list(dataset.notes)
+    orphans = sum(p.kind == "orphan_label" for p in dataset.problems)
+    if orphans:
+        notes.append(f"{orphans} label file(s) without an image")
+    notes += [f"{s}: {c['images']} images ({c['background']} background), {c['boxes']} boxes"
+              for s, c in dataset.counts.items()]
+    return {"layout": "yolo", "splits": {s: dict(c["per_class"]) for s, c in dataset.counts.items()},
+            "note": _join(notes), "kinds": ["object_detector"]}
+
+
 _DETECTORS: list[Callable[[Path], dict | None]] = [
-    _detect_prepared, _detect_llava, _detect_instructions, _detect_class_folders, _detect_raw,
+    _detect_prepared, _detect_llava, _detect_instructions, _detect_yolo, _detect_class_folders, _detect_raw,
 ]

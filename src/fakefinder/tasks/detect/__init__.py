@@ -2,8 +2,18 @@
 labels/{train,val}/*.txt, data.yaml) with Ultralytics (AGPL-3.0, an optional extra): YOLOv8n at
 640 px by default, built from its model YAML; labels checked first; safe checkpoints and artifacts."""
 
+from fakefinder.media.faces import register_detector
 from fakefinder.tasks.detect.config import IMAGE_EXTENSIONS, DetectorConfig
 from fakefinder.tasks.registry import Task
+
+
+def _face_detector(**settings):
+    from fakefinder.tasks.detect.faces import YoloFaceDetector
+
+    return YoloFaceDetector(**settings)
+
+
+register_detector("yolo", _face_detector)  # a face detector trained as an object_detector serves prepare
 
 TASK = Task("object_detector", "fakefinder.tasks.detect.task", "YOLO object detector (Ultralytics)",
             section="detector", section_model=DetectorConfig,

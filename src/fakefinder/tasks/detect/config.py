@@ -52,12 +52,13 @@ class DetectorTrainConfig(Section):
     patience: int = Field(default=100, ge=1, description="Stop after this many epochs without a better val fitness.")
     close_mosaic: int = Field(default=10, ge=0, description="Mosaic augmentation is off for the last N epochs.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        default="auto", description="auto: mixed precision (fp16) on a CUDA GPU, fp32 elsewhere.")
+        default="auto", description="auto: mixed precision on a CUDA GPU (bf16 where it has it, else fp16), fp32 "
+        "elsewhere.")
     workers: int = Field(default=8, ge=0, description="Data loader processes (the CPU loads in-process).")
     cache: Literal[False, "ram", "disk"] = Field(default=False, description="Cache decoded images in RAM or on disk.")
     seed: int = 0
     deterministic: bool = True
-    device: str = Field(default="auto", description="auto, cpu, 0, 0,1 (several GPUs: Ultralytics' own DDP).")
+    device: str = Field(default="auto", description="auto (the first GPU, else the CPU), cpu, 0, 1, ...")
     augment: dict[str, Any] = Field(
         default_factory=dict, description="Further Ultralytics training arguments by their names (hsv_h, degrees, "
         "scale, fliplr, mosaic, mixup, ...), checked against Ultralytics' own list.")

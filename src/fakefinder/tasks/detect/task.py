@@ -66,15 +66,20 @@ def _checked(config: Config, events, splits=("train", "val"), report_to: Path | 
 
 
 def _amp(precision: str, device: str) -> bool | str:
+    """Ultralytics' `amp` for a precision setting. auto on a GPU: bf16 where it has it (Ultralytics'
+    fp16 check would download and unpickle a reference model), else fp16."""
     cuda = device not in ("cpu", "mps")
     if precision == "auto":
-        return cuda
+        return ("bf16" if torch.cuda.is_bf16_supported() else True) if cuda else False
     if precision == "fp16" and not cuda:
         raise ConfigError("detector.train.precision=fp16 needs a CUDA GPU; use bf16 or fp32")
     return {"fp32": False, "fp16": True, "bf16": "bf16"}[precision]
 
 
 def _device(name: str) -> str:
+    if "," in name:
+        raise ConfigError(f"detector.train.device={name}: one GPU or the CPU (several GPUs would need Ultralytics "
+                          "to re-import fakefinder's trainer in each process; not supported yet)")
     if name != "auto":
         return name
     return "0" if torch.cuda.is_available() else "cpu"
@@ -334,7 +339,8 @@ class BoxPredictor:
         self.model.eval()
         p = artifact.preprocessing
         self.imgsz = int(p["input_size"])
-        self.conf, self.iou, self.max_det = float(p.get("conf", 0.25)), float(p.get("iou", 0.7)), int(p.get("max_det", 300))
+        self.conf, self.iou = float(p.get("conf", 0.25)), float(p.get("iou", 0.7))
+        self.max_det = int(p.get("max_det", 300))
         self.device = "cpu" if str(device) == "cpu" else str(device).replace("cuda:", "").replace("cuda", "0")
         self._predictor = None
 
@@ -507,7 +513,8 @@ def evaluate(config: Config, models: list[Path], events=None) -> dict:
         if artifact.kind != KIND:
             raise ConfigError(f"{path} holds a {artifact.kind} model, not an {KIND}")
         if artifact.classes != dataset.names:
-            raise ConfigError(f"{dataset.yaml_file}: classes {dataset.names} differ from the model's {artifact.classes}")
+            raise ConfigError(f"{dataset.yaml_file}: classes {dataset.names} differ from the model's "
+                              f"{artifact.classes}")
         predictor = BoxPredictor(artifact, device)
         name = model_name(Path(path))
         result = validate(predictor.model, data, predictor.imgsz, config.evaluate.batch_size, cfg.eval.conf,

@@ -54,7 +54,8 @@ def _layer_classes() -> dict[str, type]:
     import ultralytics.nn.tasks as tasks
 
     found = {}
-    modules = [tasks] + [importlib.import_module(i.name) for i in pkgutil.walk_packages(layers.__path__, layers.__name__ + ".")]
+    modules = [tasks] + [importlib.import_module(info.name)
+                         for info in pkgutil.walk_packages(layers.__path__, layers.__name__ + ".")]
     for module in modules:
         for name, cls in inspect.getmembers(module, inspect.isclass):
             if issubclass(cls, torch.nn.Module):
@@ -116,11 +117,10 @@ def build(spec: dict, names: list[str]):
 
 
 def _pt_globals() -> list:
-    from ultralytics.utils import IterableSimpleNamespace
-
     import types
 
     import torch.nn.modules as nn_modules
+    from ultralytics.utils import IterableSimpleNamespace
 
     classes = set(_layer_classes().values())
     for info in pkgutil.walk_packages(nn_modules.__path__, nn_modules.__name__ + "."):
@@ -134,11 +134,11 @@ def read_pt(path: Path) -> dict[str, torch.Tensor]:
     rebuild model layers and tensors; anything else (a function, a command) is refused unrun."""
     import pickle
 
-    from fakefinder.core.checkpoint import _plain_array_globals
+    from fakefinder.core.checkpoint import plain_array_globals
 
     require()
     try:
-        with torch.serialization.safe_globals([*_pt_globals(), *_plain_array_globals()]):
+        with torch.serialization.safe_globals([*_pt_globals(), *plain_array_globals()]):
             saved = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise ConfigError(f"refused to load {path}: it holds objects other than model layers and tensors "

@@ -56,7 +56,7 @@ def main() -> None:
         evaluated = fakefinder.evaluate(test_config)
         (test,) = evaluated["metrics"]["models"].values()
         from fakefinder.tasks import read_model
-        from fakefinder.tasks.detect.task import BoxPredictor
+        from fakefinder.tasks.detect.predictor import BoxPredictor
 
         predictor = BoxPredictor(read_model(result["model"]), "cpu")
         images = sorted((dataset / "images" / "test").glob("*.jpg"))[:40]

@@ -17,8 +17,8 @@ class YoloFaceDetector(FaceDetector):
     def __init__(self, min_score: float = 0.9, min_face_px: int = 20, model: str | None = None,
                  device: str = "cpu", **options) -> None:
         super().__init__(min_score, min_face_px)
-        from fakefinder.tasks import read_model
-        from fakefinder.tasks.detect.task import BoxPredictor
+        from fakefinder.core.artifact import read_artifact
+        from fakefinder.tasks.detect.predictor import BoxPredictor
 
         wanted = options.pop("class", None)
         if options:
@@ -27,7 +27,7 @@ class YoloFaceDetector(FaceDetector):
         if model is None:
             raise ValueError("faces.detector_options.yolo.model is required: an object_detector artifact trained "
                              "on faces")
-        artifact = read_model(Path(model))
+        artifact = read_artifact(Path(model))
         if artifact.kind != "object_detector":
             raise ValueError(f"faces.detector_options.yolo.model: {model} holds a {artifact.kind} model, not an "
                              "object_detector")

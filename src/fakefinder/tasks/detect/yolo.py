@@ -160,9 +160,9 @@ def start_weights(source: str) -> dict[str, torch.Tensor]:
 
     path = Path(source)
     if is_artifact(path):
-        from fakefinder.tasks import read_model
+        from fakefinder.core.artifact import read_artifact
 
-        artifact = read_model(path)
+        artifact = read_artifact(path)
         if artifact.kind != "object_detector":
             raise ConfigError(f"detector.model.weights: {path} holds a {artifact.kind} model, not an object_detector")
         return artifact.weights()

@@ -98,6 +98,41 @@ def test_a_model_yaml_may_only_name_layer_classes(tmp_path):
         model_yaml(str(tmp_path / "bad.yaml"))
 
 
+def test_a_model_yaml_activation_is_never_evaluated(tmp_path):
+    import yaml
+
+    from fakefinder.tasks.detect.yolo import build, model_yaml
+
+    spec = {k: v for k, v in model_yaml("yolov8n.yaml").items() if k != "yaml_file"}
+    marker = tmp_path / "ran"
+    spec["activation"] = f"__import__('os').system('touch {marker}')"
+    (tmp_path / "act.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError, match="activation .* is not a torch.nn activation"):
+        model_yaml(str(tmp_path / "act.yaml"))
+    with pytest.raises(Exception):  # built directly, Ultralytics' safe load refuses it too
+        build(spec, ["a"])
+    assert not marker.exists()
+    spec["activation"] = "nn.ReLU()"
+    (tmp_path / "relu.yaml").write_text(yaml.safe_dump(spec))
+    assert model_yaml(str(tmp_path / "relu.yaml"))["activation"] == "nn.ReLU()"
+
+
+def test_only_augmentation_settings_pass_through_and_platform_datasets_are_confined(tmp_path):
+    from fakefinder.tasks.detect.task import _arguments
+
+    root = make_yolo_dataset(tmp_path / "ds", {"train": 4, "val": 2}, size=64)
+    config = small_config(root, tmp_path / "run", 1, "detector.train.augment={distill_model: x.pt}")
+    with pytest.raises(ConfigError, match="augment.distill_model: not an augmentation"):
+        _arguments(config, tmp_path / "run")
+    assert _arguments(small_config(root, tmp_path / "run", 1), tmp_path / "run")["mosaic"] == 0.0
+    outside = make_yolo_dataset(tmp_path / "elsewhere", {"train": 2}, size=64)
+    (root / "data.yaml").write_text((root / "data.yaml").read_text().replace(
+        "train: images/train", f"train: {outside / 'images' / 'train'}"))
+    assert read_dataset(root).counts["train"]["images"] == 2  # the CLI reads where data.yaml points
+    with pytest.raises(ConfigError, match="outside the dataset folder"):
+        read_dataset(root, confine=True)
+
+
 def test_ultralytics_pt_weights_are_read_without_running_code(tmp_path):
     from fakefinder.tasks.detect.yolo import build, load_matching, model_yaml, start_weights
 
@@ -155,6 +190,10 @@ def test_trains_from_its_preset_and_learns_the_boxes(trained):
     assert len(metrics) == 30 and "metrics/mAP50(B)" in metrics[-1].data
     report = json.loads((Path(result["output"]) / "label_report.json").read_text())
     assert report["splits"]["train"]["background"] == 12
+    from PIL import Image
+
+    # Ultralytics' import-time patches of process-wide functions are undone
+    assert Image.open.__module__ == "PIL.Image" and torch.save.__module__ == "torch.serialization"
 
 
 def test_evaluates_map_per_class_with_drawn_samples(trained):

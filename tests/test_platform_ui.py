@@ -249,7 +249,8 @@ def test_start_form_trains_and_job_page_follows_it(browser, server, shots):  # t
          "no `instructions` dataset (or no base_model field) for llm_qlora")
     assert "faces" not in [o.get_attribute("value") for o in css(d, "#dataset option")]
     Select(css(d, "#model-type")[0]).select_by_value("object_detector")  # and the YOLO detector, on YOLO data
-    wait(d, 10, lambda d: [o.get_attribute("value") for o in css(d, "#dataset option") if o.get_attribute("value")]
+    wait(d, 10, lambda d: [o.get_attribute("value") for o in css(d, "#dataset option")
+                          if o.get_attribute("value") not in ("", "__custom__")]
          == ["shapes"] and css(d, "#field-image_size"), "object_detector is not offered the `shapes` dataset alone")
     Select(css(d, "#model-type")[0]).select_by_value("deepfake_detector")
     wait(d, 10, lambda d: css(d, "#field-base_model") and css(d, "#dataset option[value=faces]"),

@@ -267,7 +267,13 @@ def create_detector(name: str, min_score: float = 0.9, min_face_px: int = 20, **
         close = difflib.get_close_matches(name, DETECTORS, n=3)
         hint = f"; did you mean {close}?" if close else ""
         raise ValueError(f"unknown face detector {name!r} (known: {sorted(DETECTORS)}){hint}")
-    return DETECTORS[name](min_score=min_score, min_face_px=min_face_px, **options)
+    try:
+        return DETECTORS[name](min_score=min_score, min_face_px=min_face_px, **options)
+    except TypeError as exc:
+        if not options:
+            raise
+        raise ValueError(f"faces.detector_options.{name}: {sorted(options)} are not settings of the {name} detector "
+                         f"({exc})") from None
 
 
 class DetectorChain:

@@ -184,6 +184,8 @@ def confine_paths(config: Config, settings, folder: Path) -> Config:
     roots = [*settings.dataset_roots, settings.jobs_dir, *settings.output_roots]
     tree = config.model_dump(mode="json")
     _confine_section(config, tree, [], roots, settings.dataset_roots, folder)
+    if "detector" in tree:  # a YOLO dataset's data.yaml may name images only inside its own folder
+        tree["detector"]["data"]["confine"] = True
     return validate(tree)
 
 
@@ -204,6 +206,9 @@ def _confine_value(value: Any, dumped: Any, key: str, roots, dataset_roots, fold
     if isinstance(value, (list, tuple)):
         return [_confine_value(v, d, f"{key}.{i}", roots, dataset_roots, folder)
                 for i, (v, d) in enumerate(zip(value, dumped))]
+    if isinstance(value, dict):  # free-form settings (a detector's options, extra arguments): their texts too
+        return {k: _confine_value(v, dumped.get(k), f"{key}.{k}", roots, dataset_roots, folder)
+                for k, v in value.items()}
     if isinstance(value, Path):
         text = os.fspath(value)
         if value.is_absolute() or ".." in value.parts:

@@ -661,7 +661,7 @@ def _detect_yolo(path: Path) -> dict | None:
     from fakefinder.tasks.detect.labels import LabelError, read_dataset
 
     try:
-        dataset = read_dataset(path, check_images=False)
+        dataset = read_dataset(path, check_images=False, confine=True)
     except LabelError as exc:
         listed = [f"{p['file']}:{p['line']}: {p['message']}" for p in exc.report["listed"]
                   if p["kind"] in ("malformed", "unknown_class", "out_of_range")]

@@ -23,4 +23,4 @@ TASK = Task("object_detector", "fakefinder.tasks.detect.task", "YOLO object dete
             output_key="detector.train.output_dir",
             option_sections=("detector.train", "detector.data", "detector.model", "detector.eval",
                              "detector.predict", "detector"),
-            predict_inputs=IMAGE_EXTENSIONS + (".txt",))
+            predict_inputs=IMAGE_EXTENSIONS)  # the CLI also reads .txt lists of images

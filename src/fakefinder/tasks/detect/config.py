@@ -19,7 +19,10 @@ class DetectorDataConfig(Section):
         "that holds it (images/{train,val}, labels/{train,val}/*.txt: `class cx cy w h`, normalised).")
     bad_labels: Literal["error", "skip"] = Field(
         default="error", description="A malformed line, an unknown class id or a coordinate outside [0, 1]: stop "
-        "with each one's file and line (error), or train without those lines (skip; listed in label_report.json).")
+        "with each one's file and line (error), or leave out the images they belong to (skip; listed in "
+        "label_report.json).")
+    confine: bool = Field(default=False, description="Every image must lie inside the dataset's folder (set by the "
+                          "platform for its datasets).")
     check_images: bool = Field(default=True, description="Open every image's header first; an unreadable one is "
                                "listed and left out.")
 

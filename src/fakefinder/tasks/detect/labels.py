@@ -131,16 +131,27 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def _split_sources(value, root: Path, file: Path, split: str) -> list[tuple[Path, list[Path]]]:
-    """(the folder image paths are relative to, the images) for each source a split names."""
+def _inside(path: Path, fence: Path | None, file: Path, what: str) -> None:
+    if fence is not None and not Path(os.path.abspath(path)).resolve().is_relative_to(fence):
+        raise ConfigError(f"{file}: {what} {path} lies outside the dataset folder {fence}")
+
+
+def _split_sources(value, root: Path, file: Path, split: str,
+                   fence: Path | None = None) -> list[tuple[Path, list[Path]]]:
+    """(the folder image paths are relative to, the images) for each source a split names; with a
+    `fence`, every path must lie inside it."""
     items = value if isinstance(value, list) else [value]
     sources = []
     for item in items:
         if not isinstance(item, str) or not item:
             raise ConfigError(f"{file}: {split}: {item!r} is not a folder or a .txt list of images")
         where = Path(item) if Path(item).is_absolute() else root / item
+        _inside(where, fence, file, split)
         if where.is_dir():
-            sources.append((where, _images_in(where)))
+            images = _images_in(where)
+            for image in images:
+                _inside(image, fence, file, split)
+            sources.append((where, images))
         elif where.is_file() and where.suffix == ".txt":
             listed = []
             for number, line in enumerate(where.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
@@ -150,6 +161,7 @@ def _split_sources(value, root: Path, file: Path, split: str) -> list[tuple[Path
                 image = Path(line) if Path(line).is_absolute() else (where.parent / line).resolve()
                 if image.suffix.lower() not in IMAGE_EXTENSIONS:
                     raise ConfigError(f"{where}:{number}: {line!r} is not an image file")
+                _inside(image, fence, where, f"line {number}:")
                 listed.append(image)
             sources.append((root, listed))
         else:
@@ -219,7 +231,7 @@ def _readable(image: Path) -> str | None:
 
 
 def read_dataset(path: Path, bad_labels: str = "error", check_images: bool = True,
-                 splits: tuple[str, ...] = ("train", "val")) -> YoloDataset:
+                 splits: tuple[str, ...] = ("train", "val"), confine: bool = False) -> YoloDataset:
     """The dataset at `path`, checked. `splits` must be present (test joins when data.yaml names it).
     A bad line is a `LabelError` listing every problem with file and line (`bad_labels: error`), or the
     image it belongs to is left out (`skip`); unreadable images are always left out."""
@@ -243,7 +255,7 @@ def read_dataset(path: Path, bad_labels: str = "error", check_images: bool = Tru
     names = _names(spec, file)
     if "validation" in spec and "val" not in spec:
         spec["val"] = spec["validation"]
-    wanted = [s for s in SPLITS if s in splits or (s == "test" and spec.get("test"))]
+    wanted = [s for s in SPLITS if s in splits]
     missing = [s for s in splits if not spec.get(s)]
     if missing:
         raise ConfigError(f"{file}: {', '.join(missing)}: the split(s) must be named (an image folder or a .txt list)")
@@ -251,7 +263,7 @@ def read_dataset(path: Path, bad_labels: str = "error", check_images: bool = Tru
     out: dict[str, list[Sample]] = {}
     counts: dict = {}
     for split in wanted:
-        sources = _split_sources(spec[split], root, file, split)
+        sources = _split_sources(spec[split], root, file, split, file.parent.resolve() if confine else None)
         samples, per_class, background, left_out = [], Counter(), 0, 0
         for index, (base_folder, images) in enumerate(sources):
             matched = set()
@@ -321,7 +333,7 @@ def stage(dataset: YoloDataset, folder: Path) -> Path:
             image.parent.mkdir(parents=True, exist_ok=True)
             os.symlink(sample.image.resolve(), image)
             if sample.label is not None:
-                label = (folder / "labels" / split / sample.staged).with_suffix(".txt")
+                label = label_path(image)  # where Ultralytics looks for it
                 label.parent.mkdir(parents=True, exist_ok=True)
                 label.write_text("".join(line + "\n" for line in sample.lines), encoding="utf-8")
     spec = {"path": str(folder.resolve()), **{s: f"images/{s}" for s in dataset.splits},

@@ -32,14 +32,13 @@ class BoxPredictor:
     def _setup(self, conf: float, iou: float, max_det: int):
         from ultralytics.models.yolo.detect import DetectionPredictor
 
-        from fakefinder.tasks.detect.yolo import integration_callbacks
+        from fakefinder.tasks.detect.yolo import without_integrations
 
         wanted = (conf, iou, max_det)
         if self._predictor is None or self._predictor_args != wanted:
-            self._predictor = DetectionPredictor(overrides={
+            self._predictor = without_integrations(DetectionPredictor)(overrides={
                 "imgsz": self.imgsz, "conf": conf, "iou": iou, "max_det": max_det, "device": self.device,
                 "verbose": False, "save": False, "mode": "predict", "task": "detect"})
-            integration_callbacks(self._predictor)
             self._predictor.setup_model(model=self.model, verbose=False)
             self._predictor_args = wanted
         return self._predictor

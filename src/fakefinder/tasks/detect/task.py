@@ -43,7 +43,7 @@ def _checked(config: Config, events, splits=("train", "val"), report_to: Path | 
     if d.path is None:
         raise ConfigError("detector.data.path is required: a YOLO dataset's data.yaml or its folder")
     try:
-        dataset = read_dataset(d.path, d.bad_labels, d.check_images, splits)
+        dataset = read_dataset(d.path, d.bad_labels, d.check_images, splits, d.confine)
     except LabelError as exc:
         if report_to is not None:
             atomic_write_json(report_to, exc.report)
@@ -86,11 +86,9 @@ def _device(name: str) -> str:
     return "0" if torch.cuda.is_available() else "cpu"
 
 
-OWN_KEYS = {"model", "data", "epochs", "imgsz", "batch", "nbs", "optimizer", "lr0", "lrf", "momentum",
-            "weight_decay", "warmup_epochs", "cos_lr", "patience", "close_mosaic", "amp", "workers", "cache", "seed",
-            "deterministic", "device", "project", "name", "exist_ok", "resume", "pretrained", "save_dir", "mode",
-            "task", "plots", "save", "val", "verbose", "save_period"}
-
+AUGMENT_KEYS = {"hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective", "flipud",
+                "fliplr", "bgr", "mosaic", "mixup", "cutmix", "copy_paste", "copy_paste_mode", "erasing", "box", "cls",
+                "dfl", "warmup_momentum", "warmup_bias_lr", "dropout", "multi_scale", "rect", "max_det", "freeze"}
 
 def _arguments(config: Config, output: Path) -> dict:
     from ultralytics.cfg import DEFAULT_CFG_DICT
@@ -106,15 +104,15 @@ def _arguments(config: Config, output: Path) -> dict:
             "device": device, "project": str(output), "name": "ultralytics", "exist_ok": True, "pretrained": False,
             "plots": False, "save": True, "val": True, "verbose": False, "save_period": -1}
     for key, value in t.augment.items():
-        if key in OWN_KEYS:
-            raise ConfigError(f"detector.train.augment.{key}: set by fakefinder (use detector.train.* or "
-                              "detector.data.*)")
-        if key not in DEFAULT_CFG_DICT:
+        if key not in AUGMENT_KEYS:
             import difflib
 
-            close = difflib.get_close_matches(key, list(DEFAULT_CFG_DICT), n=1)
-            raise ConfigError(f"detector.train.augment.{key}: not an Ultralytics training argument"
-                              f"{f' (did you mean {close[0]!r}?)' if close else ''}")
+            close = difflib.get_close_matches(key, sorted(AUGMENT_KEYS), n=1)
+            raise ConfigError(f"detector.train.augment.{key}: not an augmentation or loss setting fakefinder passes "
+                              f"to Ultralytics{f' (did you mean {close[0]!r}?)' if close else ''}; known: "
+                              f"{', '.join(sorted(AUGMENT_KEYS))}")
+        if key not in DEFAULT_CFG_DICT:
+            raise ConfigError(f"detector.train.augment.{key}: this Ultralytics version has no such argument")
         args[key] = value
     return args
 
@@ -154,7 +152,7 @@ def _train(config: Config, resume, events, overwrite: bool) -> dict:
     cfg = config.detector
     output = Path(cfg.train.output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    dataset = _checked(config, events, report_to=output / "label_report.json")
+    dataset = _checked(config, events, report_to=output / "label_report.json")  # train and val only
     spec = yolo.model_yaml(cfg.model.arch)
     start = yolo.start_weights(cfg.model.weights) if cfg.model.weights and not resume else None
     checkpoint = None
@@ -175,8 +173,9 @@ def _train(config: Config, resume, events, overwrite: bool) -> dict:
     stop = threading.Event()
     started = time.perf_counter()
     done_before = checkpoint["state"]["epoch"] + 1 if checkpoint else 0
+    finished = bool(checkpoint and checkpoint["state"].get("finished"))  # its last epoch, or early stopping
     history: list[dict] = []
-    if done_before < cfg.train.epochs:
+    if done_before < cfg.train.epochs and not finished:
         trainer = yolo.trainer_class(spec, data, output, start, checkpoint, events, stop)(overrides=args)
         yolo.integration_callbacks(trainer)
         _report_through_events(trainer, events, stop, history)
@@ -190,7 +189,7 @@ def _train(config: Config, resume, events, overwrite: bool) -> dict:
             return {"output": str(output), "model": None, "stopped": "interrupted", "history": history,
                     "seconds": time.perf_counter() - started}
     else:
-        events.log(f"{output}: all {cfg.train.epochs} epochs are done; writing the model from its best weights",
+        events.log(f"{output}: training finished at epoch {done_before}; writing the model from its best weights",
                    "train")
     seconds = time.perf_counter() - started
     best = output / yolo.CHECKPOINT / "best.safetensors"
@@ -205,7 +204,7 @@ def _train(config: Config, resume, events, overwrite: bool) -> dict:
                    _device(cfg.train.device), output / "val")
     model_dir = save_artifact(model, spec, dataset.names, config, {
         "epochs_run": len(_results(output)), "best_epoch": best_info["epoch"], "selected_on": {
-            "metric": "fitness (0.1 mAP@0.5 + 0.9 mAP@0.5:0.95)", "value": best_info["fitness"]},
+            "metric": "fitness (val mAP@0.5:0.95)", "value": best_info["fitness"]},
         "validation": val["overall"], "per_class": val["per_class"], "data": dataset.report()["splits"],
         "config": config.model_dump(mode="json")})
     events.result("train", {"output": str(output), "model": str(model_dir), "val": val, "seconds": seconds},
@@ -291,11 +290,9 @@ def validate(model, data: dict, imgsz: int, batch: int, conf: float, iou: float,
     args = {"data": data["yaml_file"], "imgsz": imgsz, "batch": batch, "conf": conf, "iou": iou, "split": split,
             "device": device, "plots": False, "save_json": False, "verbose": False, "mode": "val",
             "task": "detect", "project": str(folder.parent), "name": folder.name, "exist_ok": True}
-    validator = DetectionValidator(args=args)
-    validator.data = data
-    from fakefinder.tasks.detect.yolo import integration_callbacks
+    from fakefinder.tasks.detect.yolo import without_integrations
 
-    integration_callbacks(validator)
+    validator = without_integrations(DetectionValidator)(args=args)
     import copy
 
     validator(model=copy.deepcopy(model).eval())  # the validator fuses the layers it is given

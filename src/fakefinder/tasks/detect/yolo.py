@@ -31,11 +31,26 @@ CHECKPOINT = "checkpoints"
 
 
 def require():
+    """Import Ultralytics, or say how to install it. Its import would patch process-wide functions
+    (PIL's Image.open, to pip-install a HEIF plugin on the first unreadable image; torch.save): they
+    are put back, and its run-time package installs are switched off."""
+    import sys
+
+    if "ultralytics.utils" in sys.modules:
+        return
+    os.environ.setdefault("YOLO_VERBOSE", "False")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+    # model YAMLs and checkpoints are built without eval(): only known layer classes, activations parsed
+    os.environ["ULTRALYTICS_SAFE_LOAD"] = "1"
+    from PIL import Image
+
+    image_open, torch_save = Image.open, torch.save
     try:
-        import ultralytics  # noqa: F401
+        import ultralytics.utils  # noqa: F401
     except ImportError:
         raise ConfigError(INSTALL) from None
-    os.environ.setdefault("YOLO_VERBOSE", "False")
+    finally:
+        Image.open, torch.save = image_open, torch_save
 
 
 def version() -> str:
@@ -49,13 +64,12 @@ def version() -> str:
 
 
 def _layer_classes() -> dict[str, type]:
-    """The module classes a model YAML may name (Ultralytics' layers, torch.nn's)."""
+    """The module classes a model YAML may name (Ultralytics' layers; not its whole-model classes)."""
     import ultralytics.nn.modules as layers
-    import ultralytics.nn.tasks as tasks
 
     found = {}
-    modules = [tasks] + [importlib.import_module(info.name)
-                         for info in pkgutil.walk_packages(layers.__path__, layers.__name__ + ".")]
+    modules = [layers] + [importlib.import_module(info.name)
+                          for info in pkgutil.walk_packages(layers.__path__, layers.__name__ + ".")]
     for module in modules:
         for name, cls in inspect.getmembers(module, inspect.isclass):
             if issubclass(cls, torch.nn.Module):
@@ -92,7 +106,13 @@ def model_yaml(arch: str) -> dict:
 
 
 def check_layers(spec: dict, where: str) -> None:
+    import re
+
     allowed = _layer_classes()
+    act = spec.get("activation")
+    if act is not None and not (isinstance(act, str) and re.fullmatch(r"nn\.[A-Za-z0-9_]+\([0-9.,=\sA-Za-z_]*\)", act)
+                                and isinstance(getattr(torch.nn, act[3:].split("(")[0], None), type)):
+        raise ConfigError(f"{where}: activation {act!r} is not a torch.nn activation such as nn.SiLU()")
     for part in ("backbone", "head"):
         rows = spec.get(part)
         if not isinstance(rows, list):
@@ -120,9 +140,12 @@ def _pt_globals() -> list:
     import types
 
     import torch.nn.modules as nn_modules
+    import ultralytics.nn.tasks as tasks
     from ultralytics.utils import IterableSimpleNamespace
 
     classes = set(_layer_classes().values())
+    # the whole-model classes a checkpoint pickles (rebuilt under Ultralytics' safe load: no eval)
+    classes.update(c for _, c in inspect.getmembers(tasks, inspect.isclass) if issubclass(c, torch.nn.Module))
     for info in pkgutil.walk_packages(nn_modules.__path__, nn_modules.__name__ + "."):
         module = importlib.import_module(info.name)
         classes.update(c for _, c in inspect.getmembers(module, inspect.isclass) if issubclass(c, torch.nn.Module))
@@ -305,8 +328,8 @@ def trainer_class(spec: dict, data: dict, output: Path, start: dict | None, resu
             self.stopper.best_fitness = state["stopper"]["best_fitness"]
             self.stopper.best_epoch = state["stopper"]["best_epoch"]
             _trim_results(self.csv, state["epoch"] + 1)
-            # the same batches as an unbroken run: its loader made its iterator once, then drew each
-            # epoch's order from the generator state saved here
+            # the epoch's order drawn from the generator state saved here (as an unbroken run draws it
+            # with workers=0; with worker processes the iterator's seeds differ)
             self.train_loader.iterator = self.train_loader._get_iterator()
             self.train_loader.generator.set_state(resume["loader"])
             set_rng_state(resume["rng"])
@@ -332,27 +355,43 @@ def trainer_class(spec: dict, data: dict, output: Path, start: dict | None, resu
             if self.interrupted:
                 return False
             ema = unwrap_model(self.ema.ema)
+            if self.best_fitness == self.fitness:  # best first: `last` never names a best that is not on disk
+                from safetensors.torch import save_file
+
+                from fakefinder.core.files import atomic_write_json
+
+                best = output / CHECKPOINT / "best.safetensors"
+                best.parent.mkdir(parents=True, exist_ok=True)
+                save_file(_state_dict(ema), str(best.with_suffix(".partial")))
+                os.replace(best.with_suffix(".partial"), best)
+                atomic_write_json(output / CHECKPOINT / "best.json",
+                                  {"epoch": self.epoch + 1, "fitness": _plain(self.fitness),
+                                   "metrics": {k: _plain(v) for k, v in (self.metrics or {}).items()}})
             write_checkpoint(output / CHECKPOINT / "last", {
                 "model": _state_dict(unwrap_model(self.model)), "ema": _state_dict(ema),
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "rng": rng_state(),
                 "loader": self.train_loader.generator.get_state(),
                 "state": {"epoch": self.epoch, "epochs": self.epochs, "best_fitness": _plain(self.best_fitness),
                           "fitness": _plain(self.fitness), "updates": self.ema.updates,
+                          "finished": bool(self.stop),  # the last epoch, or early stopping
                           "stopper": {"best_fitness": _plain(self.stopper.best_fitness),
                                       "best_epoch": self.stopper.best_epoch},
                           "metrics": {k: _plain(v) for k, v in (self.metrics or {}).items()}}})
-            if self.best_fitness == self.fitness:
-                from safetensors.torch import save_file
-
-                from fakefinder.core.files import atomic_write_json
-
-                best = output / CHECKPOINT / "best.safetensors"
-                save_file(_state_dict(ema), str(best.with_suffix(".partial")))
-                os.replace(best.with_suffix(".partial"), best)
-                atomic_write_json(output / CHECKPOINT / "best.json",
-                                  {"epoch": self.epoch + 1, "fitness": _plain(self.fitness),
-                                   "metrics": {k: _plain(v) for k, v in (self.metrics or {}).items()}})
             return True
+
+        def run_callbacks(self, event: str):
+            for callback in own_callbacks(self.callbacks.get(event, [])):
+                callback(self)
+
+        def _setup_train(self):
+            import ultralytics.engine.trainer as engine
+
+            check = engine.check_amp
+            engine.check_amp = lambda model: True  # its check downloads and unpickles a reference model
+            try:
+                return super()._setup_train()
+            finally:
+                engine.check_amp = check
 
         def final_eval(self):
             pass  # fakefinder validates the best weights itself, from the safe files
@@ -379,10 +418,27 @@ def _trim_results(csv: Path, keep_through: int) -> None:
     csv.write_text("".join(line + "\n" for line in kept))
 
 
-def integration_callbacks(trainer) -> None:
-    """Leave out Ultralytics' integrations (its analytics, cloud platform, Ray Tune, loggers): progress
-    goes to fakefinder's events; tensorboard is added back when asked for."""
-    for event, functions in trainer.callbacks.items():
-        trainer.callbacks[event] = [f for f in functions if not getattr(f, "__module__", "").startswith(
-            ("ultralytics.utils.callbacks.", "ultralytics.utils.events"))
-            or f.__module__ == "ultralytics.utils.callbacks.base"]
+def own_callbacks(functions: list) -> list:
+    """Ultralytics' callbacks without its integrations (analytics, its cloud platform, Ray Tune,
+    loggers): progress goes to fakefinder's events."""
+    return [f for f in functions if not getattr(f, "__module__", "").startswith(
+        ("ultralytics.utils.callbacks.", "ultralytics.utils.events")) or f.__module__ == "ultralytics.utils.callbacks.base"]
+
+
+def integration_callbacks(instance) -> None:
+    """Remove the integrations from an Ultralytics trainer, validator or predictor."""
+    for event, functions in instance.callbacks.items():
+        instance.callbacks[event] = own_callbacks(functions)
+
+
+def without_integrations(cls):
+    """A subclass of an Ultralytics validator or predictor that never runs its integrations (they are
+    added back at each call)."""
+
+    class Own(cls):
+        def run_callbacks(self, event: str):
+            for callback in own_callbacks(self.callbacks.get(event, [])):
+                callback(self)
+
+    Own.__name__ = cls.__name__
+    return Own

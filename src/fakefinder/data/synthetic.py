@@ -451,3 +451,43 @@ def make_yolo_dataset(root: Path, counts: dict[str, int] | None = None, size: in
     splits = "".join(f"{split}: images/{split}\n" for split in counts)
     (root / "data.yaml").write_text(f"path: .\n{splits}nc: {len(classes)}\nnames:\n{names}")
     return root
+
+
+CAPTION_COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40)}
+
+
+def make_captioned_folder(root: Path, count: int = 12, size: int = 64, seed: int = 0, captions: str = "metadata") -> Path:
+    """Images of one coloured shape each with their captions ("a red disc on a grey background"):
+    a `metadata.jsonl` ({"file_name", "text"}) or, with captions="txt", a same-name .txt per image."""
+    from PIL import ImageDraw
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    lines = []
+    for i in range(count):
+        colour = list(CAPTION_COLOURS)[int(rng.integers(0, len(CAPTION_COLOURS)))]
+        shape = SHAPES[int(rng.integers(0, len(SHAPES)))]
+        pixels = np.clip(128 + rng.normal(0, 12, (size, size, 3)), 0, 255).astype(np.uint8)
+        image = Image.fromarray(pixels)
+        draw = ImageDraw.Draw(image)
+        w = int(rng.integers(size // 3, size // 1.6))
+        x0, y0 = (int(v) for v in rng.integers(0, size - w, 2))
+        box = [x0, y0, x0 + w - 1, y0 + w - 1]
+        fill = CAPTION_COLOURS[colour]
+        if shape == "square":
+            draw.rectangle(box, fill=fill)
+        elif shape == "disc":
+            draw.ellipse(box, fill=fill)
+        else:
+            draw.polygon([(x0, y0 + w - 1), (x0 + w - 1, y0 + w - 1), (x0 + w // 2, y0)], fill=fill)
+        name = f"img_{i:04d}.png"
+        image.save(root / name)
+        caption = f"a {colour} {shape} on a grey background"
+        if captions == "txt":
+            (root / f"img_{i:04d}.txt").write_text(caption + "\n")
+        else:
+            lines.append(json.dumps({"file_name": name, "text": caption}))
+    if captions != "txt":
+        (root / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return root

@@ -241,7 +241,7 @@ def test_a_restart_keeps_finished_jobs_and_interrupts_running_ones(tmp_path):
 # ------------------------------------------------------------------------------------------ other kinds and jobs
 def test_readme_shows_a_request_of_each_kind():
     assert set(readme_requests()) == {"deepfake_detector", "image_classifier", "dx_llava", "llm_lora", "llm_qlora",
-                                        "object_detector"}
+                                        "object_detector", "text_to_image_lora"}
 
 
 def test_image_classifier_job(client):
@@ -361,6 +361,40 @@ def test_object_detector_job_evaluates_and_predicts_boxes(client, data_dir):
     assert job["state"] == "succeeded", job["error"]
     rows = job["result"]["predictions"]
     assert rows and all(row["id"] == "scene.jpg" and {"class", "score", "x1", "y2"} <= set(row) for row in rows)
+
+
+def test_text_to_image_lora_job_generates_and_exports(client, data_dir):
+    import io
+    import zipfile
+
+    described = client.get("/api/datasets").json()
+    captions = next(d for d in (described.get("datasets", described) if isinstance(described, dict) else described)
+                    if d["name"] == "captions")
+    assert captions["layout"] == "captioned_images" and captions["kinds"] == ["text_to_image_lora"]
+    assert captions["splits"] == {"train": {"captioned": 12}}
+    task_id = client.post("/api/training/start", json=readme_requests()["text_to_image_lora"]).json()["task_id"]
+    job = wait(client, task_id, timeout=300)
+    assert job["state"] == "succeeded", job["error"]
+    history = client.get(f"/api/training/{task_id}/metrics").json()["history"]
+    assert [row["step"] for row in history if "loss" in row] == [1, 2, 3, 4]
+    (entry,) = job["result"]["evaluation"]["metrics"]["models"].values()
+    assert entry["images"] >= 1 and entry["loss"] is not None and entry["base_loss"] is not None
+    assert client.get(f"/api/training/{task_id}/report").status_code == 200
+    run = Path(job["output_dir"]) / "run"
+    assert list((run / "samples" / "step-000002").glob("*.png")) and list((run / "samples" / "final").glob("*.png"))
+
+    exported = client.get(f"/api/llm-finetuning/export/{task_id}")
+    assert exported.status_code == 200
+    assert "pytorch_lora_weights.safetensors" in zipfile.ZipFile(io.BytesIO(exported.content)).namelist()
+    refused = client.post("/api/predict", data={"model_task_id": task_id},
+                          files={"file": ("x.jpg", b"jpg", "image/jpeg")})
+    assert refused.status_code == 422 and ".txt" in refused.json()["detail"]
+    response = client.post("/api/predict", data={"model_task_id": task_id},
+                           files={"file": ("prompts.txt", b"a red disc on a grey background\n", "text/plain")})
+    job = wait(client, response.json()["task_id"], timeout=120)
+    assert job["state"] == "succeeded", job["error"]
+    (row,) = job["result"]["predictions"]
+    assert row["prompt"] == "a red disc on a grey background" and Path(row["image"]).is_file()
 
 
 def test_llm_qlora_job(client):

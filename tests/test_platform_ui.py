@@ -252,6 +252,10 @@ def test_start_form_trains_and_job_page_follows_it(browser, server, shots):  # t
     wait(d, 10, lambda d: [o.get_attribute("value") for o in css(d, "#dataset option")
                           if o.get_attribute("value") not in ("", "__custom__")]
          == ["shapes"] and css(d, "#field-image_size"), "object_detector is not offered the `shapes` dataset alone")
+    Select(css(d, "#model-type")[0]).select_by_value("text_to_image_lora")  # and the text-to-image LoRA
+    wait(d, 10, lambda d: [o.get_attribute("value") for o in css(d, "#dataset option")
+                          if o.get_attribute("value") not in ("", "__custom__")]
+         == ["captions"] and css(d, "#field-base_model"), "text_to_image_lora is not offered the `captions` dataset alone")
     Select(css(d, "#model-type")[0]).select_by_value("deepfake_detector")
     wait(d, 10, lambda d: css(d, "#field-base_model") and css(d, "#dataset option[value=faces]"),
          "the form has no base_model field or no `faces` dataset in the picker")

@@ -16,6 +16,8 @@ def test_every_preset_is_a_valid_config(path):
         assert config.llm.data.train_file is not None and config.task in ("llm_lora", "llm_qlora")
     elif path.stem.startswith("yolo"):  # object detectors read a YOLO dataset given on the command line
         assert config.task == "object_detector" and config.detector.model.arch.endswith(".yaml")
+    elif path.stem.startswith("sd"):  # text-to-image LoRAs read a captioned folder given on the command line
+        assert config.task == "text_to_image_lora" and config.diffusion.data.path is None
     else:
         assert config.data.datasets
 
@@ -23,13 +25,21 @@ def test_every_preset_is_a_valid_config(path):
 def test_the_presets_the_docs_promise_exist():
     assert {"baseline", "hybrid", "swin", "xception", "sbi", "dfdc-faces-cpu", "dx_llava", "dx_llava_stage1",
             "dx-llava-smollm2-cpu", "llm-lora-7b", "llm-lora-13b", "llm-qlora-7b", "llm-qlora-13b",
-            "llm-lora-smollm2-cpu", "yolo-detector"} <= {p.stem for p in CONFIGS}
+            "llm-lora-smollm2-cpu", "yolo-detector", "sd15-lora"} <= {p.stem for p in CONFIGS}
 
 
 def test_yolo_preset_is_the_usual_recipe():
     detector = load_config(Path(__file__).parent.parent / "configs" / "yolo-detector.yaml").detector
     assert detector.model.arch == "yolov8n.yaml" and detector.model.weights is None
     assert (detector.train.imgsz, detector.train.epochs, detector.train.batch) == (640, 100, 16)
+
+
+def test_sd_lora_preset_is_the_usual_recipe():
+    config = load_config(Path(__file__).parent.parent / "configs" / "sd15-lora.yaml")
+    d = config.diffusion
+    assert config.task == "text_to_image_lora" and d.model.base == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    assert (d.data.resolution, d.lora.rank, d.train.lr, d.train.max_steps) == (512, 8, 1e-4, 2000)
+    assert (d.train.batch_size, d.train.accumulate, d.train.snr_gamma) == (1, 4, 5.0)
 
 
 def test_baseline_preset_values():

@@ -194,6 +194,15 @@ def test_trains_from_the_preset_and_diffusers_loads_the_adapter(captioned, tmp_p
     fused = StableDiffusionPipeline.from_pretrained(merged, safety_checker=None, requires_safety_checker=False)
     fused.set_progress_bar_config(disable=True)
     np.testing.assert_allclose(_image(fused), adapted, atol=2e-3)
+    # merge: an artifact of the same kind that generates on its own, as the adapted pipeline does
+    from fakefinder.tasks import read_model
+
+    merged_artifact = task.merge(run / "model", tmp_path / "merged-model")
+    assert read_artifact(merged_artifact).kind == "text_to_image_lora"
+    generator = task.load([read_model(merged_artifact)], "cpu", config)
+    image = generator.pipeline("a red disc on a grey background", num_inference_steps=3, height=32, width=32,
+                               generator=torch.Generator().manual_seed(3), output_type="np").images
+    np.testing.assert_allclose(image, adapted, atol=2e-3)
 
 
 def _fakefinder(*args: str) -> list[str]:
@@ -251,3 +260,41 @@ def test_bad_data_stops_before_the_run_folder_is_touched(tmp_path):
     with pytest.raises(CaptionError, match="img_0001.png: an image without a caption"):
         fakefinder.train(load_config(PRESET, overrides(folder, tmp_path / "run")))
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_the_base_is_checked_and_named(tmp_path):
+    from fakefinder.config import ConfigError
+    from fakefinder.tasks.diffusion.model import load_components
+
+    with pytest.raises(ConfigError, match=r"diffusion.model.base='.*nowhere': cannot load it as a hub id"):
+        load_components(str(tmp_path / "nowhere"), None, None)
+    xl = tmp_path / "xl"
+    xl.mkdir()
+    (xl / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionXLPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
+        "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"], "tokenizer": ["transformers", "CLIPTokenizer"],
+        "scheduler": ["diffusers", "EulerDiscreteScheduler"]}))
+    with pytest.raises(ConfigError, match="not SDXL"):
+        load_components(str(xl), None, None)
+    (xl / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"], "scheduler": ["os", "system"]}))
+    with pytest.raises(ConfigError, match="not a diffusers scheduler"):
+        load_components(str(xl), None, None)
+
+
+def test_pickled_weights_are_never_loaded(tmp_path):
+    from safetensors.torch import load_file
+
+    from fakefinder.config import ConfigError
+    from fakefinder.tasks.diffusion.model import load_components, write_tiny_pipeline
+
+    base = write_tiny_pipeline(tmp_path / "base")
+    assert set(load_components(str(base), None, None)) >= {"unet", "vae", "text_encoder", "tokenizer", "noise"}
+    weights = base / "unet" / "diffusion_pytorch_model.safetensors"
+    torch.save(load_file(str(weights)), base / "unet" / "diffusion_pytorch_model.bin")  # the pickled form only
+    weights.unlink()
+    with pytest.raises(ConfigError, match="diffusion.model.base"):
+        load_components(str(base), None, None)

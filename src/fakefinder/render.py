@@ -151,6 +151,8 @@ def evaluation_tables(metrics: dict, console) -> None:
     """Confusion matrix, per-class precision/recall/F1 and macro-F1, as competitions report them."""
     if metrics.get("kind") == "image_classifier":
         return classifier_tables(metrics, console)
+    if any("sets" not in entry for entry in metrics.get("models", {}).values()):
+        return scalar_table(metrics, console)
 
     for name, entry in metrics["models"].items():
         for set_name, levels in entry["sets"].items():
@@ -175,6 +177,24 @@ def evaluation_tables(metrics: dict, console) -> None:
         for r in rows:
             table.add_row(r["model"], r["set"], r["level"], fmt(r["auc"]), fmt(r["macro_f1"]), fmt(r["accuracy"]))
         console.print(table)
+
+
+def scalar_table(metrics: dict, console) -> None:
+    """Kinds with their own figures (language models, object detectors, text-to-image LoRAs): one row
+    per model of its top-level numbers."""
+    models = metrics.get("models", {})
+    columns = [k for k in dict.fromkeys(k for e in models.values() for k, v in e.items()
+                                        if isinstance(v, (int, float)) and not isinstance(v, bool))]
+    if not columns:
+        return
+    table = Table(title=f"{metrics.get('kind', 'evaluation')} | {metrics.get('set', '')}")
+    table.add_column("model")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for name, entry in models.items():
+        table.add_row(name, *[fmt(entry.get(c)) if isinstance(entry.get(c), float) else str(entry.get(c, "-"))
+                              for c in columns])
+    console.print(table)
 
 
 def classifier_tables(metrics: dict, console) -> None:

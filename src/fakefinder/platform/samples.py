@@ -1,7 +1,7 @@
 """Tiny datasets for trying the platform (`fakefinder serve --demo-data`): face crops for a
 detector, class folders for a classifier, LLaVA conversations (and a tiny tokenizer) for DX-LLaVA,
 instruction JSONL (and the same tokenizer) for the language-model kinds, a YOLO dataset of shapes
-for the object detector."""
+for the object detector, captioned images for a text-to-image LoRA."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fakefinder.data import synthetic
 
-DEMO_DATASETS = ("faces", "classes", "dx", "instructions", "shapes")
+DEMO_DATASETS = ("faces", "classes", "dx", "instructions", "shapes", "captions")
 
 
 def write_demo_datasets(root: Path) -> dict[str, Path]:
@@ -38,6 +38,8 @@ def _write(name: str, folder: Path) -> None:
         build_char_tokenizer(folder / "tokenizer")
     elif name == "shapes":
         synthetic.make_yolo_dataset(folder, {"train": 24, "val": 8}, size=64, background_every=8)
+    elif name == "captions":
+        synthetic.make_captioned_folder(folder, count=12, size=48)
     else:
         from fakefinder.tasks.dx_llava.tiny import build_char_tokenizer
 

@@ -385,7 +385,8 @@ def describe_dataset(path: Path) -> dict:
             return description
     description["note"] = "the folder is empty" if not files else (
         "not a layout fakefinder knows; expected one of: manifest.csv (a prepared dataset), train.json "
-        "(LLaVA conversations), train.jsonl (instructions), data.yaml (a YOLO detection dataset), train/<class>/ and val/<class>/ (class folders), "
+        "(LLaVA conversations), train.jsonl (instructions), data.yaml (a YOLO detection dataset), "
+        "metadata.jsonl or same-name .txt captions (captioned images), train/<class>/ and val/<class>/ (class folders), "
         "real/ and fake/ folders, "
         "metadata.csv (file,label), or a FaceForensics++, DFDC or Celeb-DF folder")
     return description
@@ -680,6 +681,32 @@ def _detect_yolo(path: Path) -> dict | None:
             "note": _join(notes), "kinds": ["object_detector"]}
 
 
+def _detect_captioned(path: Path) -> dict | None:
+    """Images with captions (metadata.jsonl, or a same-name .txt beside each image): a text-to-image
+    LoRA dataset (captions checked as training checks them; images are not decoded here)."""
+    from fakefinder.media.images import IMAGE_EXTENSIONS
+
+    has_metadata = (path / "metadata.jsonl").is_file()
+    if not has_metadata:
+        images = {(p.parent, p.stem) for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS}
+        if not images or not any((p.parent, p.stem) in images for p in path.rglob("*.txt")):
+            return None
+    from fakefinder.tasks.diffusion.config import DiffusionDataConfig
+    from fakefinder.tasks.diffusion.data import CaptionError, read_folder
+
+    try:
+        items, report = read_folder(path, DiffusionDataConfig(), check_images=False)
+    except CaptionError as exc:
+        shown = "; ".join(str(p) for p in exc.problems[:3]) or str(exc)
+        return {"layout": "captioned_images", "splits": {}, "kinds": [],
+                "note": _join([f"{len(exc.problems)} problem(s), e.g. {shown} (train with "
+                               "diffusion.data.bad_files=skip to leave them out)"])}
+    sources = ", ".join(f"{n} from {k}" for k, n in sorted(report.captions.items()))
+    return {"layout": "captioned_images", "splits": {"train": {"captioned": len(items)}},
+            "note": _join([f"{len(items)} captioned images ({sources})"]), "kinds": ["text_to_image_lora"]}
+
+
 _DETECTORS: list[Callable[[Path], dict | None]] = [
-    _detect_prepared, _detect_llava, _detect_instructions, _detect_yolo, _detect_class_folders, _detect_raw,
+    _detect_prepared, _detect_llava, _detect_instructions, _detect_yolo, _detect_captioned, _detect_class_folders,
+    _detect_raw,
 ]

@@ -6,6 +6,7 @@ one would."""
 from __future__ import annotations
 
 import json
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,11 @@ class FolderReport:
                 "problems": [{"kind": p.kind, "file": p.file, "message": p.message} for p in self.problems]}
 
 
+def _lexical(path: Path) -> Path:
+    """The absolute path with `..` folded, links not followed (a linked image stays in its folder)."""
+    return Path(os.path.normpath(Path(path).absolute()))
+
+
 def _visible(path: Path, root: Path) -> bool:
     return not any(part.startswith(".") for part in path.relative_to(root).parts)
 
@@ -88,8 +94,8 @@ def _metadata_captions(file: Path, column: str, problems: list[Problem]) -> dict
             problems.append(Problem("bad_metadata", where, f"needs a text \"{column}\" (the caption; "
                                     "diffusion.data.caption_column names the field)"))
             continue
-        image = (file.parent / row["file_name"]).resolve()
-        if file.parent.resolve() not in image.parents:
+        image = _lexical(file.parent / row["file_name"])
+        if _lexical(file.parent) not in image.parents:
             problems.append(Problem("bad_metadata", where, f"file_name {row['file_name']!r} points outside "
                                     f"{file.parent}"))
             continue
@@ -123,7 +129,7 @@ def read_folder(folder: Path, cfg: DiffusionDataConfig, check_images: bool = Tru
     metadata_folders = set()
     if cfg.captions in ("auto", "metadata"):
         for file in (p for p in files if p.name == METADATA):
-            metadata_folders.add(file.parent.resolve())
+            metadata_folders.add(_lexical(file.parent))
             metadata.update(_metadata_captions(file, cfg.caption_column, problems))
         if cfg.captions == "metadata" and not metadata_folders:
             raise CaptionError(f"{folder}: holds no {METADATA} (diffusion.data.captions is 'metadata')", [])
@@ -131,7 +137,7 @@ def read_folder(folder: Path, cfg: DiffusionDataConfig, check_images: bool = Tru
     texts = {}
     if cfg.captions in ("auto", "txt"):
         for file in (p for p in files if p.suffix.lower() == ".txt"):
-            if cfg.captions == "auto" and file.parent.resolve() in metadata_folders:
+            if cfg.captions == "auto" and _lexical(file.parent) in metadata_folders:
                 continue  # a folder with metadata.jsonl takes its captions from there
             image = by_stem.get((file.parent, file.stem))
             if image is None:
@@ -145,7 +151,7 @@ def read_folder(folder: Path, cfg: DiffusionDataConfig, check_images: bool = Tru
                 texts[image] = None
     found = []
     for image in images:
-        resolved = image.resolve()
+        resolved = _lexical(image)
         if resolved in metadata:
             caption, source = metadata[resolved][0], "metadata"
         elif image in texts:

@@ -134,15 +134,33 @@ def load_error(source: str, key: str, exc: Exception) -> ConfigError:
 
 
 def load_components(source: str, revision: str | None, variant: str | None, key: str = "diffusion.model.base") -> dict:
-    """The base's tokenizer, text encoder, VAE, UNet and training noise schedule, in fp32 (read as
-    safetensors only: a pickled checkpoint is refused, no code from the repository runs)."""
+    """The base's tokenizer, text encoder, VAE, UNet, training noise schedule and its own sampler, in
+    fp32 (read as safetensors only: a pickled checkpoint is refused, no code from the repository runs;
+    only SD 1.x / 2.x pipelines)."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
+
+    import diffusers
+    from diffusers import DiffusionPipeline, SchedulerMixin
 
     options = {"revision": revision}
     weights = {**options, "variant": variant, "use_safetensors": True}
     try:
+        index = DiffusionPipeline.load_config(source, **options)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        raise load_error(source, key, exc) from None
+    name = str(index.get("_class_name", ""))
+    if "text_encoder_2" in index or "XL" in name or not all(part in index for part in COMPONENTS):
+        raise ConfigError(f"{key}={source!r}: a {name or 'pipeline'} with components "
+                          f"{sorted(k for k in index if not k.startswith('_'))}; this kind trains Stable Diffusion "
+                          "1.x / 2.x pipelines (unet, vae, text_encoder, tokenizer, scheduler), not SDXL or others")
+    sampler = getattr(diffusers, str((index.get("scheduler") or [None, ""])[1]), None)
+    if not (isinstance(sampler, type) and issubclass(sampler, SchedulerMixin)):
+        raise ConfigError(f"{key}={source!r}: model_index.json names the scheduler {index.get('scheduler')}, which "
+                          "is not a diffusers scheduler")
+    try:
         parts = {
+            "sampler": sampler.from_pretrained(source, subfolder="scheduler", **options),
             "tokenizer": CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **options),
             "text_encoder": CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **weights),
             "vae": AutoencoderKL.from_pretrained(source, subfolder="vae", **weights),
@@ -170,22 +188,6 @@ def load_pipeline(source: str, revision: str | None, variant: str | None, dtype:
         raise load_error(source, key, exc) from None
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
-
-
-def load_sampler(source: str, revision: str | None, key: str = "diffusion.model.base"):
-    """The sampler the base pipeline ships with (its `scheduler/`), for images made while training."""
-    import diffusers
-    from diffusers import DiffusionPipeline, SchedulerMixin
-
-    try:
-        index = DiffusionPipeline.load_config(source, revision=revision)
-        name = (index.get("scheduler") or [None, "DDPMScheduler"])[1]
-        kind = getattr(diffusers, str(name), None)
-        if not (isinstance(kind, type) and issubclass(kind, SchedulerMixin)):
-            raise ValueError(f"model_index.json names the scheduler {name!r}, which is not a diffusers scheduler")
-        return kind.from_pretrained(source, subfolder="scheduler", revision=revision)
-    except (OSError, ValueError, EnvironmentError) as exc:
-        raise load_error(source, key, exc) from None
 
 
 def set_sampler(pipeline, name: str) -> None:

@@ -27,7 +27,7 @@ from fakefinder.engine.hf_trainer import stop_on_signals, trainer_device
 from fakefinder.tasks.diffusion.config import DiffusionConfig
 from fakefinder.tasks.diffusion.data import CaptionedImages, collate, epoch_batches, read_folder, split_off
 from fakefinder.tasks.diffusion.model import (
-    add_adapters, adapter_state, base_source, load_components, load_sampler, save_artifact, set_adapter_state,
+    add_adapters, adapter_state, base_source, load_components, save_artifact, set_adapter_state,
     set_sampler,
 )
 
@@ -310,7 +310,6 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool) -> dict:
     save_config(config, output / "config.yaml")
     source = base_source(cfg, output)
     parts = load_components(source, cfg.model.revision, cfg.model.variant)
-    parts["sampler"] = load_sampler(source, cfg.model.revision)
     if overwrite:  # only now: a config or base that fails to load never costs the old run
         clear_run(output, RUN_FILES)
     torch.manual_seed(t.seed)
@@ -364,7 +363,7 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool) -> dict:
     stop = threading.Event()
     running = events.stage(STAGE, total=steps, step=step)
     started = time.perf_counter()
-    first_step, recent = step, []
+    first_step, recent, side = step, [], 0.0  # side: seconds of samples, held-out loss, checkpoints
     with stop_on_signals(stop, events):
         while step < steps and not stop.is_set():
             optimizer.zero_grad(set_to_none=True)
@@ -403,27 +402,33 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool) -> dict:
                        "loss": sum(recent) / len(recent), "lr": schedule.get_last_lr()[0], "grad_norm": grad_norm}
                 recent = []
                 if cfg.sample.every and step % cfg.sample.every == 0 and step != steps:
-                    row["val_loss"] = held_out_loss(parts, held_set, cfg.eval.timesteps, t.seed, device, autocast=autocast)
+                    aside = time.perf_counter()
+                    row["val_loss"] = held_out_loss(parts, held_set, cfg.eval.timesteps, t.seed, device,
+                                                    max(4, t.batch_size), autocast)
+                    side += time.perf_counter() - aside
                 history.append(row)
                 events.metrics("diffusion", row)
+            aside = time.perf_counter()
             if cfg.sample.every and step % cfg.sample.every == 0 and step != steps:
                 written = write_samples(parts, cfg, output / "samples" / f"step-{step:06d}", device, compute)
                 if written:
                     events.log(f"step {step}: {len(written)} sample image(s) in {written[0].parent}", "train")
             if step % t.checkpoint_steps == 0 or step == steps or stop.is_set():
                 write_checkpoint(output, step, parts, optimizer, schedule, scaler, history, cfg)
+            side += time.perf_counter() - aside
     events.end(running)
     seconds = time.perf_counter() - started
     done = step - first_step
     summary = {"output": str(output), "steps": step, "planned_steps": steps, "seconds": seconds,
-               "images_per_second": done * t.batch_size * t.accumulate / seconds if seconds and done else None,
+               "images_per_second": done * t.batch_size * t.accumulate / (seconds - side) if done and seconds > side
+               else None, "side_seconds": side,
                "parameters": {"trainable": trainable, "total": total_params}, "data": reports,
                "precision": precision, "history": history,
                "train_loss": history[-1]["loss"] if history else None}
     if step < steps:
         events.log(f"stopped at step {step}: checkpoint saved (resume with --resume)", "train")
         return {**summary, "model": None, "stopped": "interrupted", "eval": {}}
-    val_loss = held_out_loss(parts, held_set, cfg.eval.timesteps, t.seed, device, autocast=autocast)
+    val_loss = held_out_loss(parts, held_set, cfg.eval.timesteps, t.seed, device, max(4, t.batch_size), autocast)
     written = write_samples(parts, cfg, output / "samples" / "final", device, compute)
     metrics = {"val_loss": val_loss, "held_out_images": len(held)}
     model_dir = save_artifact(parts, cfg, source, output / "model", config,

@@ -29,7 +29,7 @@ PRESET = ROOT / "configs" / "sd15-lora.yaml"
 def overrides(data: Path, output: Path, **train) -> list[str]:
     """The preset made a seconds-long run: tiny random components, 32 px, a few steps."""
     steps = {"max_steps": 6, "batch_size": 2, "accumulate": 1, "checkpoint_steps": 2, "logging_steps": 1, "lr": 0.01,
-             **train}
+             "num_workers": 0, **train}
     return [f"diffusion.data.path={data}", "diffusion.model.base=random:tiny", "diffusion.data.resolution=32",
             "diffusion.data.val_ratio=0.25", "diffusion.sample.every=3", "diffusion.sample.steps=2",
             "diffusion.eval.timesteps=3", f"diffusion.train.output_dir={output}",
@@ -241,7 +241,7 @@ def test_resume_after_a_kill_gives_the_unbroken_run(captioned, tmp_path):
     assert progress[0] == saved + 1 and progress[-1] == 30
 
     straight = load_config(PRESET, [*overrides(captioned, tmp_path / "straight", **steps), "diffusion.lora.dropout=0.1",
-                                    "diffusion.sample.every=1000"])
+                                    "diffusion.sample.every=1000", "diffusion.train.num_workers=1"])  # loaded aside
     fakefinder.train(straight)
     a = load_file(str(tmp_path / "killed" / "model" / "adapter" / "pytorch_lora_weights.safetensors"))
     b = load_file(str(tmp_path / "straight" / "model" / "adapter" / "pytorch_lora_weights.safetensors"))

@@ -314,5 +314,14 @@ def artifact_pipeline(path: Path, device, dtype: torch.dtype = torch.float32):
         adapter = path / ADAPTER / LORA_FILE
         if not adapter.is_file():
             raise ConfigError(f"{path}: the adapter {ADAPTER}/{LORA_FILE} is missing")
-        pipeline.load_lora_weights(str(path / ADAPTER), adapter_name="fakefinder")
+        from diffusers.utils import logging as diffusers_logging
+
+        quiet = not (meta.get("lora") or {}).get("train_text_encoder")  # else diffusers warns of no text encoder keys
+        level = diffusers_logging.get_verbosity()
+        if quiet:
+            diffusers_logging.set_verbosity_error()
+        try:
+            pipeline.load_lora_weights(str(path / ADAPTER), adapter_name="fakefinder")
+        finally:
+            diffusers_logging.set_verbosity(level)
     return pipeline.to(device), cfg, meta

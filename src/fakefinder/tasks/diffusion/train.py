@@ -284,6 +284,19 @@ def train(config: Config, resume: bool | str = False, overwrite: bool = False, e
         lock.release()
 
 
+def batch_stream(dataset: CaptionedImages, batch_size: int, seed: int, start: int, workers: int):
+    """The training batches in order from batch number `start` (counted over all epochs): each epoch's
+    order from (seed, epoch), loaded by `workers` processes (0: this one), epoch after epoch."""
+    from torch.utils.data import DataLoader
+
+    per_epoch = math.ceil(len(dataset) / batch_size)
+    epoch, position = divmod(start, per_epoch)
+    while True:
+        order = epoch_batches(len(dataset), batch_size, seed, epoch)[position:]
+        yield from DataLoader(dataset, batch_sampler=order, num_workers=workers, collate_fn=collate)
+        epoch, position = epoch + 1, 0
+
+
 def planned_steps(cfg: DiffusionConfig, images: int) -> int:
     t = cfg.train
     if t.epochs is None:
@@ -360,6 +373,7 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool) -> dict:
     def autocast():
         return torch.autocast(device.type, dtype=compute, enabled=precision != "fp32")
 
+    batches = batch_stream(dataset, t.batch_size, t.seed, step * t.accumulate, t.num_workers)
     stop = threading.Event()
     running = events.stage(STAGE, total=steps, step=step)
     started = time.perf_counter()
@@ -369,9 +383,7 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool) -> dict:
             optimizer.zero_grad(set_to_none=True)
             loss_sum = 0.0
             for micro in range(t.accumulate):
-                index = step * t.accumulate + micro
-                epoch, position = divmod(index, batches_per_epoch)
-                batch = collate([dataset[key] for key in epoch_batches(len(items), t.batch_size, t.seed, epoch)[position]])
+                batch = next(batches)
                 torch.manual_seed(step_seed(t.seed, step, micro))  # dropout, if any
                 generator = torch.Generator(device).manual_seed(step_seed(t.seed, step, micro))
                 with autocast():
@@ -416,6 +428,7 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool) -> dict:
             if step % t.checkpoint_steps == 0 or step == steps or stop.is_set():
                 write_checkpoint(output, step, parts, optimizer, schedule, scaler, history, cfg)
             side += time.perf_counter() - aside
+    batches.close()  # its loader's worker processes end here
     events.end(running)
     seconds = time.perf_counter() - started
     done = step - first_step

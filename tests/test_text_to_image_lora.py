@@ -65,6 +65,7 @@ def test_every_bad_file_is_named(tmp_path):
     (folder / "img_0002.txt").unlink()                      # img_0002.png: an image without a caption
     (folder / "broken.png").write_bytes(b"\x89PNG not really")  # unreadable
     (folder / "broken.txt").write_text("a broken image")
+    (folder / "README.txt").write_text("shapes, drawn for a test")  # no caption, and no problem
     with pytest.raises(CaptionError) as caught:
         read_folder(folder, DiffusionDataConfig())
     message = str(caught.value)
@@ -128,7 +129,7 @@ def test_trains_from_the_preset_and_diffusers_loads_the_adapter(captioned, tmp_p
 
     from fakefinder.core.artifact import read_artifact
 
-    config = load_config(PRESET, overrides(captioned, tmp_path / "run"))
+    config = load_config(PRESET, [*overrides(captioned, tmp_path / "run"), "diffusion.lora.alpha=16"])
     seen = []
     result = fakefinder.train(config, events=seen.append)
     run = tmp_path / "run"
@@ -153,6 +154,8 @@ def test_trains_from_the_preset_and_diffusers_loads_the_adapter(captioned, tmp_p
     pipeline.set_progress_bar_config(disable=True)
     base = _image(pipeline)
     pipeline.load_lora_weights(str(run / "model" / "adapter"), adapter_name="trained")
+    lora = pipeline.unet.peft_config["trained"]  # its strength travels in the file: alpha 16 on rank 8
+    assert (lora.r, lora.lora_alpha) == (8, 16)
     adapted = _image(pipeline)
     assert np.abs(adapted - base).max() > 1e-3
     pipeline.set_adapters(["trained"], adapter_weights=[0.0])
@@ -233,6 +236,10 @@ def test_resume_after_a_kill_gives_the_unbroken_run(captioned, tmp_path):
     with pytest.raises(RunFolderError, match="--resume"):
         fakefinder.train(load_config(PRESET, args[3:]))
     saved = max(int(p.parent.name[5:]) for p in (tmp_path / "killed" / "checkpoints").glob("step-*/state.json"))
+    from fakefinder.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"other settings \(diffusion.train.lr: 0.01 -> 0.02\)"):
+        fakefinder.train(load_config(PRESET, [*args[3:], "diffusion.train.lr=0.02"]), resume=True)
     seen = []
     resumed = fakefinder.train(load_config(PRESET, args[3:]), resume=True, events=seen.append)
     assert resumed["steps"] == 30 and resumed["model"]

@@ -686,7 +686,7 @@ def _detect_captioned(path: Path) -> dict | None:
     LoRA dataset (captions checked as training checks them; images are not decoded here)."""
     from fakefinder.media.images import IMAGE_EXTENSIONS
 
-    has_metadata = (path / "metadata.jsonl").is_file()
+    has_metadata = any(path.rglob("metadata.jsonl"))
     if not has_metadata:
         images = {(p.parent, p.stem) for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS}
         if not images or not any((p.parent, p.stem) in images for p in path.rglob("*.txt")):

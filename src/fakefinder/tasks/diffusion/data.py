@@ -19,6 +19,7 @@ from fakefinder.media.images import IMAGE_EXTENSIONS, read_image
 from fakefinder.tasks.diffusion.config import DiffusionDataConfig
 
 METADATA = "metadata.jsonl"
+NOT_CAPTIONS = ("README", "LICENSE", "LICENCE")  # .txt files beside images that are no captions
 
 
 class CaptionError(FakefinderError, ValueError):
@@ -130,7 +131,12 @@ def read_folder(folder: Path, cfg: DiffusionDataConfig, check_images: bool = Tru
     if cfg.captions in ("auto", "metadata"):
         for file in (p for p in files if p.name == METADATA):
             metadata_folders.add(_lexical(file.parent))
-            metadata.update(_metadata_captions(file, cfg.caption_column, problems))
+            for image, found in _metadata_captions(file, cfg.caption_column, problems).items():
+                if image in metadata:
+                    problems.append(Problem("bad_metadata", found[1], f"a second caption for {image.name} (first "
+                                            f"at {metadata[image][1]})"))
+                    continue
+                metadata[image] = found
         if cfg.captions == "metadata" and not metadata_folders:
             raise CaptionError(f"{folder}: holds no {METADATA} (diffusion.data.captions is 'metadata')", [])
     by_stem = {(p.parent, p.stem): p for p in images}
@@ -139,6 +145,8 @@ def read_folder(folder: Path, cfg: DiffusionDataConfig, check_images: bool = Tru
         for file in (p for p in files if p.suffix.lower() == ".txt"):
             if cfg.captions == "auto" and _lexical(file.parent) in metadata_folders:
                 continue  # a folder with metadata.jsonl takes its captions from there
+            if file.stem.upper().startswith(NOT_CAPTIONS) and (file.parent, file.stem) not in by_stem:
+                continue  # a README or licence beside the images
             image = by_stem.get((file.parent, file.stem))
             if image is None:
                 problems.append(Problem("caption_without_image", str(file), "a caption with no image of the same "

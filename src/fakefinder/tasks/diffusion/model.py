@@ -106,7 +106,8 @@ def base_source(cfg: DiffusionConfig, work_dir: Path) -> str:
     if model.base != RANDOM_BASE:
         if model.random_config:
             raise ConfigError(f"diffusion.model.random_config is for base {RANDOM_BASE!r}, not {model.base!r}")
-        return model.base
+        local = Path(model.base).expanduser()
+        return str(local.resolve()) if local.is_dir() else model.base  # a folder: found from anywhere later
     folder = Path(work_dir) / "base_model"
     made_from = {"random_config": model.random_config or {}, "seed": cfg.train.seed}
     note = folder / SOURCE_NOTE
@@ -232,12 +233,18 @@ def adapter_state(model) -> dict[str, torch.Tensor]:
 
 
 def set_adapter_state(model, state: dict[str, torch.Tensor], where: str) -> None:
-    from peft.utils import set_peft_model_state_dict
+    from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
-    result = set_peft_model_state_dict(model, state)
-    missing = [k for k in getattr(result, "unexpected_keys", []) if "lora" in k]
-    if missing:
-        raise ConfigError(f"{where}: LoRA weights that fit no layer of the model: {missing[:5]}")
+    expected = set(get_peft_model_state_dict(model))
+    absent, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+    if absent or extra:
+        raise ConfigError(f"{where}: its LoRA weights do not fit this adapter (missing {absent[:3]}, unknown "
+                          f"{extra[:3]}); were diffusion.lora settings changed since it was written?")
+    try:
+        set_peft_model_state_dict(model, state)
+    except RuntimeError as exc:
+        raise ConfigError(f"{where}: its LoRA weights do not fit this adapter ({str(exc).splitlines()[0]}); was "
+                          "diffusion.lora.rank changed?") from None
 
 
 def save_lora(folder: Path, unet, text_encoder=None) -> Path:
@@ -251,9 +258,14 @@ def save_lora(folder: Path, unet, text_encoder=None) -> Path:
         return convert_state_dict_to_diffusers({k: v.detach().float().cpu().contiguous()
                                                 for k, v in get_peft_model_state_dict(model).items()})
 
+    def settings(model):  # the LoRA's rank, alpha and targets travel in the file (else it loads at alpha = rank)
+        return model.peft_config["default"].to_dict()
+
     StableDiffusionPipeline.save_lora_weights(
         str(folder), unet_lora_layers=layers(unet),
         text_encoder_lora_layers=layers(text_encoder) if text_encoder is not None else None,
+        unet_lora_adapter_metadata=settings(unet),
+        text_encoder_lora_adapter_metadata=settings(text_encoder) if text_encoder is not None else None,
         safe_serialization=True)
     return Path(folder) / LORA_FILE
 
@@ -321,7 +333,8 @@ def artifact_pipeline(path: Path, device, dtype: torch.dtype = torch.float32):
         if quiet:
             diffusers_logging.set_verbosity_error()
         try:
-            pipeline.load_lora_weights(str(path / ADAPTER), adapter_name="fakefinder")
+            pipeline.load_lora_weights(str(path / ADAPTER), adapter_name="fakefinder", weight_name=LORA_FILE,
+                                       use_safetensors=True)
         finally:
             diffusers_logging.set_verbosity(level)
     return pipeline.to(device), cfg, meta

@@ -87,7 +87,8 @@ def predict(config: Config, events=None):
     """Images for the prompts in `predict.inputs` (.txt: one per line; .jsonl: {"prompt",
     "negative_prompt"?, "seed"?, "id"?}), `diffusion.sample.images_per_prompt` each, as PNGs in
     `images/` beside `predict.output`, a CSV (`id,prompt,seed,image`) listing them. A prompt's seed
-    is its own or `diffusion.sample.seed` + its row: the same request gives the same images."""
+    is its own or `diffusion.sample.seed` + its row x images_per_prompt (its k-th image: + k), so no two
+    images share noise and the same request gives the same images."""
     import pandas as pd
 
     from fakefinder.core.devices import pick_device
@@ -121,7 +122,7 @@ def predict(config: Config, events=None):
     rows = []
     for number, row in enumerate(prompts):
         for k in range(per_prompt):
-            seed = (row["seed"] if row["seed"] is not None else config.diffusion.sample.seed + number) + k
+            seed = (row["seed"] if row["seed"] is not None else config.diffusion.sample.seed + number * per_prompt) + k
             image = generator.generate(row["prompt"], seed, row["negative_prompt"])
             name = f"{number:05d}-{k:02d}.png"
             atomic_write(images / name, lambda h, image=image: image.save(h, format="PNG"))

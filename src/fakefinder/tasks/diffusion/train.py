@@ -8,6 +8,7 @@ hold the adapter (safetensors), the optimizer and schedule (tensors only) and th
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -161,8 +162,35 @@ def checkpoint_dirs(output: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[5:]))
 
 
+def run_fingerprint(cfg: DiffusionConfig, items: list) -> dict:
+    """What a checkpoint's run was trained with, beyond its length: a resume with other settings (or
+    other images and captions) would not go on as the run did, so it is refused."""
+    t, d = cfg.train, cfg.data
+    root = Path(d.path) if d.path is not None else Path()
+    listing = "\n".join(f"{os.path.relpath(i.image, root)}\t{i.caption}" for i in items)
+    keys = {"train": ("batch_size", "accumulate", "lr", "text_encoder_lr", "scale_lr", "scheduler", "warmup_steps",
+                      "weight_decay", "snr_gamma", "noise_offset", "seed"),
+            "data": ("resolution", "center_crop", "random_flip", "caption_dropout")}
+    found = {f"diffusion.{section}.{key}": getattr(getattr(cfg, section), key) for section, names in keys.items()
+             for key in names}
+    found.update({f"diffusion.lora.{k}": v for k, v in cfg.lora.model_dump(mode="json").items()})
+    found["diffusion.model.base"] = cfg.model.base
+    found["the training images and captions"] = hashlib.sha1(listing.encode()).hexdigest()[:16]
+    return json.loads(json.dumps(found, default=str))
+
+
+def check_fingerprint(folder: Path, saved: dict | None, now: dict) -> None:
+    if saved is None:
+        return
+    changed = [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+    if changed:
+        raise ConfigError(f"resume: {folder} was written with other settings ({'; '.join(changed[:8])}); resume with "
+                          "the run's own settings (its config.yaml), or start a new run (--overwrite or another "
+                          "output folder)")
+
+
 def write_checkpoint(output: Path, step: int, parts: dict, optimizer, schedule, scaler, history: list,
-                     cfg: DiffusionConfig) -> Path:
+                     cfg: DiffusionConfig, fingerprint: dict) -> Path:
     from safetensors.torch import save_file
 
     root = Path(output) / "checkpoints"
@@ -175,7 +203,7 @@ def write_checkpoint(output: Path, step: int, parts: dict, optimizer, schedule, 
         save_file(adapter_state(parts["text_encoder"]), str(staging / "text_encoder_lora.safetensors"))
     save_checkpoint(staging / "optimizer.pt", {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                                                "scaler": scaler.state_dict() if scaler is not None else {}})
-    atomic_write_json(staging / "state.json", {"step": step, "history": history})
+    atomic_write_json(staging / "state.json", {"step": step, "history": history, "settings": fingerprint})
     shutil.rmtree(folder, ignore_errors=True)
     staging.rename(folder)
     for old in checkpoint_dirs(output)[: -cfg.train.checkpoints_kept]:
@@ -284,17 +312,36 @@ def train(config: Config, resume: bool | str = False, overwrite: bool = False, e
         lock.release()
 
 
+class EpochBatches:
+    """Batch indices from batch number `start` (counted over all epochs) on, without end: each epoch's
+    order from (seed, epoch)."""
+
+    def __init__(self, count: int, batch_size: int, seed: int, start: int) -> None:
+        self.count, self.batch_size, self.seed, self.start = count, batch_size, seed, start
+
+    def __iter__(self):
+        epoch, position = divmod(self.start, math.ceil(self.count / self.batch_size))
+        while True:
+            yield from epoch_batches(self.count, self.batch_size, self.seed, epoch)[position:]
+            epoch, position = epoch + 1, 0
+
+
+def _quiet_worker(_: int) -> None:
+    """Loader workers leave SIGINT / SIGTERM to the trainer (it stops after the step and saves)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def batch_stream(dataset: CaptionedImages, batch_size: int, seed: int, start: int, workers: int):
-    """The training batches in order from batch number `start` (counted over all epochs): each epoch's
-    order from (seed, epoch), loaded by `workers` processes (0: this one), epoch after epoch."""
+    """The training batches in order from batch number `start`, loaded by `workers` processes (0: this
+    one) that live for the whole run."""
     from torch.utils.data import DataLoader
 
-    per_epoch = math.ceil(len(dataset) / batch_size)
-    epoch, position = divmod(start, per_epoch)
-    while True:
-        order = epoch_batches(len(dataset), batch_size, seed, epoch)[position:]
-        yield from DataLoader(dataset, batch_sampler=order, num_workers=workers, collate_fn=collate)
-        epoch, position = epoch + 1, 0
+    return DataLoader(dataset, batch_sampler=EpochBatches(len(dataset), batch_size, seed, start), num_workers=workers,
+                      collate_fn=collate, worker_init_fn=_quiet_worker if workers else None,
+                      prefetch_factor=2 if workers else None)
 
 
 def planned_steps(cfg: DiffusionConfig, images: int) -> int:
@@ -353,6 +400,9 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool) -> dict:
     schedule = get_scheduler(t.scheduler, optimizer, num_warmup_steps=t.warmup_steps, num_training_steps=steps)
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     step, history = 0, []
+    fingerprint = run_fingerprint(cfg, items)
+    for leftover in (output / "checkpoints").glob(".step-*.partial-*"):  # cut off by a kill while written
+        shutil.rmtree(leftover, ignore_errors=True)
     if resume:
         chosen = Path(resume) if isinstance(resume, (str, Path)) else (checkpoint_dirs(output) or [None])[-1]
         if chosen is None:
@@ -360,6 +410,7 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool) -> dict:
         else:
             if not (chosen / "state.json").is_file():
                 raise ConfigError(f"resume: {chosen} is not a complete checkpoint (no state.json)")
+            check_fingerprint(chosen, json.loads((chosen / "state.json").read_text()).get("settings"), fingerprint)
             state = read_checkpoint(chosen, parts, optimizer, schedule, scaler, cfg)
             step, history = int(state["step"]), list(state.get("history", []))
             events.log(f"resuming from {chosen} (step {step} of {steps})", "train")
@@ -373,62 +424,66 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool) -> dict:
     def autocast():
         return torch.autocast(device.type, dtype=compute, enabled=precision != "fp32")
 
-    batches = batch_stream(dataset, t.batch_size, t.seed, step * t.accumulate, t.num_workers)
+    loader = batch_stream(dataset, t.batch_size, t.seed, step * t.accumulate, t.num_workers)
+    batches = iter(loader)
     stop = threading.Event()
     running = events.stage(STAGE, total=steps, step=step)
     started = time.perf_counter()
     first_step, recent, side = step, [], 0.0  # side: seconds of samples, held-out loss, checkpoints
-    with stop_on_signals(stop, events):
-        while step < steps and not stop.is_set():
-            optimizer.zero_grad(set_to_none=True)
-            loss_sum = 0.0
-            for micro in range(t.accumulate):
-                batch = next(batches)
-                torch.manual_seed(step_seed(t.seed, step, micro))  # dropout, if any
-                generator = torch.Generator(device).manual_seed(step_seed(t.seed, step, micro))
-                with autocast():
-                    with torch.set_grad_enabled(cfg.lora.train_text_encoder):
-                        hidden = encode_prompts(parts, batch["captions"], device)
-                    loss = denoising_loss(parts, batch["pixels"].to(device), hidden, generator, None, t.snr_gamma,
-                                          t.noise_offset) / t.accumulate
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss is {float(loss)} at step {step + 1}; lower diffusion.train.lr or use "
-                                             "fp32 (checkpoints before this step are intact)")
-                (scaler.scale(loss) if scaler is not None else loss).backward()
-                loss_sum += float(loss.detach())
-            params = [p for g in groups for p in g["params"]]
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip))
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            schedule.step()
-            step += 1
-            recent.append(loss_sum)
-            running.advance(1)
-            if step % t.logging_steps == 0 or step == steps:
-                row = {"step": step, "epoch": (step * t.accumulate) / batches_per_epoch,
-                       "loss": sum(recent) / len(recent), "lr": schedule.get_last_lr()[0], "grad_norm": grad_norm}
-                recent = []
-                if cfg.sample.every and step % cfg.sample.every == 0 and step != steps:
-                    aside = time.perf_counter()
-                    row["val_loss"] = held_out_loss(parts, held_set, cfg.eval.timesteps, t.seed, device,
-                                                    max(4, t.batch_size), autocast)
-                    side += time.perf_counter() - aside
-                history.append(row)
-                events.metrics("diffusion", row)
-            aside = time.perf_counter()
-            if cfg.sample.every and step % cfg.sample.every == 0 and step != steps:
-                written = write_samples(parts, cfg, output / "samples" / f"step-{step:06d}", device, compute)
-                if written:
-                    events.log(f"step {step}: {len(written)} sample image(s) in {written[0].parent}", "train")
-            if step % t.checkpoint_steps == 0 or step == steps or stop.is_set():
-                write_checkpoint(output, step, parts, optimizer, schedule, scaler, history, cfg)
-            side += time.perf_counter() - aside
-    batches.close()  # its loader's worker processes end here
+    try:
+        with stop_on_signals(stop, events):
+            while step < steps and not stop.is_set():
+                optimizer.zero_grad(set_to_none=True)
+                loss_sum = 0.0
+                for micro in range(t.accumulate):
+                    batch = next(batches)
+                    torch.manual_seed(step_seed(t.seed, step, micro))  # dropout, if any
+                    generator = torch.Generator(device).manual_seed(step_seed(t.seed, step, micro))
+                    with autocast():
+                        with torch.set_grad_enabled(cfg.lora.train_text_encoder):
+                            hidden = encode_prompts(parts, batch["captions"], device)
+                        loss = denoising_loss(parts, batch["pixels"].to(device), hidden, generator, None, t.snr_gamma,
+                                              t.noise_offset) / t.accumulate
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"loss is {float(loss)} at step {step + 1}; lower diffusion.train.lr or use "
+                                                 "fp32 (checkpoints before this step are intact)")
+                    (scaler.scale(loss) if scaler is not None else loss).backward()
+                    loss_sum += float(loss.detach())
+                params = [p for g in groups for p in g["params"]]
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip))
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                schedule.step()
+                step += 1
+                recent.append(loss_sum)
+                running.advance(1)
+                sample_step = bool(cfg.sample.every) and step % cfg.sample.every == 0 and step != steps
+                if step % t.logging_steps == 0 or step == steps or sample_step:
+                    row = {"step": step, "epoch": (step * t.accumulate) / batches_per_epoch,
+                           "loss": sum(recent) / len(recent), "lr": schedule.get_last_lr()[0], "grad_norm": grad_norm}
+                    recent = []
+                    if sample_step:
+                        aside = time.perf_counter()
+                        row["val_loss"] = held_out_loss(parts, held_set, cfg.eval.timesteps, t.seed, device,
+                                                        max(4, t.batch_size), autocast)
+                        side += time.perf_counter() - aside
+                    history.append(row)
+                    events.metrics("diffusion", row)
+                aside = time.perf_counter()
+                if sample_step:
+                    written = write_samples(parts, cfg, output / "samples" / f"step-{step:06d}", device, compute)
+                    if written:
+                        events.log(f"step {step}: {len(written)} sample image(s) in {written[0].parent}", "train")
+                if step % t.checkpoint_steps == 0 or step == steps or stop.is_set():
+                    write_checkpoint(output, step, parts, optimizer, schedule, scaler, history, cfg, fingerprint)
+                side += time.perf_counter() - aside
+    finally:
+        del batches  # the loader's worker processes end with their iterator
     events.end(running)
     seconds = time.perf_counter() - started
     done = step - first_step

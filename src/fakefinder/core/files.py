@@ -59,3 +59,19 @@ def remove_partials(folder: Path) -> int:
         leftover.unlink(missing_ok=True)
         removed += 1
     return removed
+
+
+def input_files(inputs, extensions: tuple[str, ...], what: str) -> list[Path]:
+    """The files `inputs` name: files as given, folders searched (sorted) for these extensions;
+    a missing file is `FileNotFoundError`, one of another type a `ValueError` saying `what` reads."""
+    files = []
+    for raw in inputs:
+        path = Path(raw)
+        found = sorted(p for p in path.rglob("*") if p.suffix.lower() in extensions) if path.is_dir() else [path]
+        for file in found:
+            if not file.is_file():
+                raise FileNotFoundError(f"predict input not found: {file}")
+            if file.suffix.lower() not in extensions:
+                raise ValueError(f"{file}: {what} reads {' or '.join(extensions)} files")
+            files.append(file)
+    return files

@@ -9,6 +9,7 @@ run clears it and says so. `guard_run_folder` refuses to start a new run in a fo
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -131,3 +132,25 @@ def clear_run(folder: str | Path, markers: Iterable[str]) -> list[Path]:
     for path in found:
         shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
     return found
+
+
+@contextlib.contextmanager
+def guarded_run(folder: str | Path, markers: Iterable[str], resume: bool, overwrite: bool, what: str, purpose: str,
+                events):
+    """The frame of a training run in `folder`: its lock held (a stale one's note warned through
+    `events`), a run the folder holds refused unless resumed or overwritten (`guard_run_folder`), and
+    the caller's RNG states given back afterwards (training seeds every generator)."""
+    from fakefinder.core.checkpoint import rng_state, set_rng_state
+
+    lock = RunLock(folder, "train", purpose).acquire()
+    try:
+        guard_run_folder(folder, markers, bool(resume), overwrite, what)
+        if lock.note:
+            events.warning(lock.note, "train")
+        callers = rng_state()
+        try:
+            yield
+        finally:
+            set_rng_state(callers)
+    finally:
+        lock.release()

@@ -120,8 +120,7 @@ def _arguments(config: Config, output: Path) -> dict:
 def train(config: Config, resume: bool | str = False, events=None, overwrite: bool = False) -> dict:
     """Train as configured; returns a summary (paths, per-epoch history, final per-class val metrics).
     A folder that holds a run is refused unless resumed or `overwrite`; its lock is held meanwhile."""
-    from fakefinder.core.checkpoint import rng_state, set_rng_state
-    from fakefinder.core.runlock import RunLock, guard_run_folder
+    from fakefinder.core.runlock import guarded_run
     from fakefinder.tasks.detect.yolo import require
 
     require()
@@ -130,18 +129,9 @@ def train(config: Config, resume: bool | str = False, events=None, overwrite: bo
                           "(Ultralytics starts its own DDP processes)")
     output = Path(config.detector.train.output_dir)
     events = as_events(events)
-    lock = RunLock(output, "train", "fakefinder train (object_detector)").acquire()
-    try:
-        guard_run_folder(output, RUN_FILES, bool(resume), overwrite, "a detector training run")
-        if lock.note:
-            events.warning(lock.note, "train")
-        callers = rng_state()
-        try:
-            return _train(config, resume, events, overwrite and not resume)
-        finally:
-            set_rng_state(callers)
-    finally:
-        lock.release()
+    with guarded_run(output, RUN_FILES, bool(resume), overwrite, "a detector training run",
+                     "fakefinder train (object_detector)", events):
+        return _train(config, resume, events, overwrite and not resume)
 
 
 def _train(config: Config, resume, events, overwrite: bool) -> dict:

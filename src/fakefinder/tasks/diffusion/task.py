@@ -92,7 +92,7 @@ def predict(config: Config, events=None):
     import pandas as pd
 
     from fakefinder.core.devices import pick_device
-    from fakefinder.core.files import atomic_write
+    from fakefinder.core.files import atomic_write, input_files
     from fakefinder.infer.predict import PredictResult
     from fakefinder.tasks import task_for_models
     from fakefinder.tasks.diffusion.data import read_prompts
@@ -100,16 +100,11 @@ def predict(config: Config, events=None):
     events = as_events(events)
     pc = config.predict
     _, artifacts = task_for_models([Path(p) for p in pc.models], config)
-    prompts = []
-    for raw in pc.inputs:
-        path = Path(raw)
-        found = sorted(p for p in path.rglob("*") if p.suffix.lower() in PROMPT_EXTENSIONS) if path.is_dir() else [path]
-        for file in found:
-            if not file.is_file():
-                raise FileNotFoundError(f"predict input not found: {file}")
-            if file.suffix.lower() not in PROMPT_EXTENSIONS:
-                raise ConfigError(f"{file}: a text-to-image model reads prompts from .txt or .jsonl files")
-            prompts += read_prompts(file)
+    try:
+        files = input_files(pc.inputs, PROMPT_EXTENSIONS, "a text-to-image model")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    prompts = [row for file in files for row in read_prompts(file)]
     if not prompts:
         raise ConfigError(f"no prompts found in {', '.join(map(str, pc.inputs))}")
     generator = load(artifacts, pick_device(pc.device), config)

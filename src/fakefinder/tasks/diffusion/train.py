@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 
 from fakefinder.config import Config, ConfigError, save_config
-from fakefinder.core.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from fakefinder.core.checkpoint import load_checkpoint, save_checkpoint
 from fakefinder.core.events import as_events
 from fakefinder.core.files import atomic_write_json
-from fakefinder.core.runlock import RunLock, clear_run, guard_run_folder
+from fakefinder.core.runlock import clear_run, guarded_run
 from fakefinder.engine.hf_trainer import stop_on_signals, trainer_device
 from fakefinder.tasks.diffusion.config import DiffusionConfig
 from fakefinder.tasks.diffusion.data import CaptionedImages, collate, epoch_batches, read_folder, split_off
@@ -165,7 +165,7 @@ def checkpoint_dirs(output: Path) -> list[Path]:
 def run_fingerprint(cfg: DiffusionConfig, items: list) -> dict:
     """What a checkpoint's run was trained with, beyond its length: a resume with other settings (or
     other images and captions) would not go on as the run did, so it is refused."""
-    t, d = cfg.train, cfg.data
+    d = cfg.data
     root = Path(d.path) if d.path is not None else Path()
     listing = "\n".join(f"{os.path.relpath(i.image, root)}\t{i.caption}" for i in items)
     keys = {"train": ("batch_size", "accumulate", "lr", "text_encoder_lr", "scale_lr", "scheduler", "warmup_steps",
@@ -298,18 +298,9 @@ def train(config: Config, resume: bool | str = False, overwrite: bool = False, e
         raise ConfigError("text_to_image_lora trains in one process (one GPU, or the CPU); launch without torchrun")
     output = Path(config.diffusion.train.output_dir)
     events = as_events(events)
-    lock = RunLock(output, "train", "fakefinder train (text-to-image LoRA)").acquire()
-    try:
-        guard_run_folder(output, RUN_FILES, bool(resume), overwrite, "a text-to-image LoRA run")
-        if lock.note:
-            events.warning(lock.note, "train")
-        callers_rng = rng_state()
-        try:
-            return _train(config, resume, events, overwrite and not resume)
-        finally:
-            set_rng_state(callers_rng)
-    finally:
-        lock.release()
+    with guarded_run(output, RUN_FILES, bool(resume), overwrite, "a text-to-image LoRA run",
+                     "fakefinder train (text-to-image LoRA)", events):
+        return _train(config, resume, events, overwrite and not resume)
 
 
 class EpochBatches:

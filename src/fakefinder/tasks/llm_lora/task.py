@@ -105,7 +105,7 @@ def predict(config: Config, events=None):
     import pandas as pd
 
     from fakefinder.core.devices import pick_device
-    from fakefinder.core.files import atomic_write, atomic_write_text
+    from fakefinder.core.files import atomic_write, atomic_write_text, input_files
     from fakefinder.infer.predict import PredictResult
     from fakefinder.tasks import task_for_models
     from fakefinder.tasks.llm_lora.data import read_prompts
@@ -113,16 +113,10 @@ def predict(config: Config, events=None):
     events = as_events(events)
     pc = config.predict
     _, artifacts = task_for_models([Path(p) for p in pc.models], config)
-    files = []
-    for raw in pc.inputs:
-        path = Path(raw)
-        found = sorted(p for p in path.rglob("*") if p.suffix.lower() in PROMPT_EXTENSIONS) if path.is_dir() else [path]
-        for file in found:
-            if not file.is_file():
-                raise FileNotFoundError(f"predict input not found: {file}")
-            if file.suffix.lower() not in PROMPT_EXTENSIONS:
-                raise ConfigError(f"{file}: a language model answers prompts in .jsonl or .txt files")
-            files.append(file)
+    try:
+        files = input_files(pc.inputs, PROMPT_EXTENSIONS, "a language model answering prompts")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     predictor = load(artifacts, pick_device(pc.device), config)
     prompts = [p for file in files for p in read_prompts(file, predictor.system_prompt)]
     if not prompts:

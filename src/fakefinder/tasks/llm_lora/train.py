@@ -14,9 +14,8 @@ from pathlib import Path
 import torch
 
 from fakefinder.config import Config, ConfigError, save_config
-from fakefinder.core.checkpoint import rng_state, set_rng_state
 from fakefinder.core.events import as_events
-from fakefinder.core.runlock import RunLock, clear_run, guard_run_folder
+from fakefinder.core.runlock import clear_run, guarded_run
 from fakefinder.engine.hf_trainer import (
     latest_checkpoint, precision_flags, report_through_events, stop_on_signals, trainer_device,
 )
@@ -219,18 +218,9 @@ def train(config: Config, resume: bool | str = False, overwrite: bool = False, e
                           "torchrun")
     output = Path(config.llm.train.output_dir)
     events = as_events(events)
-    lock = RunLock(output, "train", "fakefinder train (llm)").acquire()
-    try:
-        guard_run_folder(output, RUN_FILES, bool(resume), overwrite, "a fine-tuning run")
-        if lock.note:
-            events.warning(lock.note, "train")
-        callers_rng = rng_state()  # training seeds every generator; the caller gets its own back
-        try:
-            return _train(config, resume, events, overwrite and not resume)
-        finally:
-            set_rng_state(callers_rng)
-    finally:
-        lock.release()
+    with guarded_run(output, RUN_FILES, bool(resume), overwrite, "a fine-tuning run", "fakefinder train (llm)",
+                     events):
+        return _train(config, resume, events, overwrite and not resume)
 
 
 def _train(config: Config, resume: bool | str, events, overwrite: bool) -> dict:

@@ -73,3 +73,24 @@ def wait_for_job(client, task_id: str, states=JOB_FINISHED, timeout: float = 180
     logs = client.get(f"/api/training/{task_id}/logs?tail=40").json()["lines"]
     raise AssertionError(f"job {task_id} stayed {job['state']} ({job['progress']}): {job.get('error')}\n"
                          + "\n".join(line["text"] for line in logs))
+
+
+def kill_when(command: list[str], ready, cwd: Path | None = None, timeout: float = 240.0) -> None:
+    """Run `command` (a process group of its own) and kill -9 it as soon as `ready()` holds; fails if
+    it ends first or `ready` does not hold within `timeout` seconds."""
+    import signal
+    import subprocess
+    import time
+
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            assert process.poll() is None, f"it ended before it could be killed: {process.stderr.read()[-3000:]}"
+            assert time.monotonic() < deadline, f"not ready to be killed within {timeout:.0f} s"
+            time.sleep(0.02)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

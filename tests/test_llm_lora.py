@@ -5,15 +5,13 @@ peft, merged into a standalone model with the same logits, predict and evaluate.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+
+from conftest import kill_when
 
 from fakefinder.config import ConfigError, load_config
 from fakefinder.data.synthetic import make_instruction_set
@@ -350,18 +348,8 @@ def test_resume_after_a_kill_matches_the_uninterrupted_run(llm_data, tmp_path):
     steps = {"max_steps": 24, "save_steps": 3, "eval_steps": 100}
     args = ["train", "-c", str(PRESETS / "llm-lora-7b.yaml"), *overrides(llm_data, tmp_path / "killed", **steps),
             "llm.lora.lora_dropout=0.1"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(_fakefinder(*args), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.monotonic() + 240
-    try:
-        while not list((tmp_path / "killed").glob("checkpoint-*/trainer_state.json")):
-            assert process.poll() is None, process.stderr.read()[-3000:]
-            assert time.monotonic() < deadline, "no checkpoint was written"
-            time.sleep(0.02)
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    kill_when(_fakefinder(*args), lambda: any((tmp_path / "killed").glob("checkpoint-*/trainer_state.json")),
+              cwd=tmp_path)
     assert not (tmp_path / "killed" / "model").exists(), "the kill should land mid-run"
     with pytest.raises(RunFolderError, match="--resume"):
         fakefinder.train(load_config(PRESETS / "llm-lora-7b.yaml", args[3:]))

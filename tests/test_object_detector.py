@@ -6,15 +6,14 @@ import csv
 import json
 import os
 import pickle
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from conftest import kill_when
 
 import fakefinder
 from fakefinder.config import ConfigError, load_config
@@ -266,20 +265,8 @@ def test_resumes_after_a_kill(tmp_path):
     run = tmp_path / "run"
     args = [sys.executable, "-m", "fakefinder", "train", "-c", str(PRESET), f"detector.data.path={dataset}",
             f"detector.train.output_dir={run}", "detector.train.epochs=4", *SMALL]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     state = run / "checkpoints" / "last" / "state.json"
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline and process.poll() is None:
-            if state.is_file() and json.loads(state.read_text())["epoch"] >= 1:
-                break
-            time.sleep(0.1)
-        assert process.poll() is None, "training ended before it could be killed"
-        os.killpg(process.pid, signal.SIGKILL)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    kill_when(args, lambda: state.is_file() and json.loads(state.read_text())["epoch"] >= 1)
     killed_at = json.loads(state.read_text())["epoch"] + 1
     assert killed_at < 4 and not (run / "model").exists()
     from fakefinder.core.runlock import RunFolderError

@@ -6,16 +6,14 @@ base; the base again at scale 0), merged, predict and evaluate."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from conftest import kill_when
 
 from fakefinder.config import load_config
 from fakefinder.data.synthetic import make_captioned_folder
@@ -221,17 +219,8 @@ def test_resume_after_a_kill_gives_the_unbroken_run(captioned, tmp_path):
     steps = {"max_steps": 30, "checkpoint_steps": 3}
     args = ["train", "-c", str(PRESET), *overrides(captioned, tmp_path / "killed", **steps),
             "diffusion.lora.dropout=0.1", "diffusion.sample.every=1000"]
-    process = subprocess.Popen(_fakefinder(*args), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True, start_new_session=True)
-    deadline = time.monotonic() + 240
-    try:
-        while not list((tmp_path / "killed" / "checkpoints").glob("step-*/state.json")):
-            assert process.poll() is None, process.stderr.read()[-3000:]
-            assert time.monotonic() < deadline, "no checkpoint was written"
-            time.sleep(0.02)
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    kill_when(_fakefinder(*args), lambda: any((tmp_path / "killed" / "checkpoints").glob("step-*/state.json")),
+              cwd=tmp_path)
     assert not (tmp_path / "killed" / "model").exists(), "the kill should land mid-run"
     with pytest.raises(RunFolderError, match="--resume"):
         fakefinder.train(load_config(PRESET, args[3:]))

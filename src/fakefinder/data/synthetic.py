@@ -403,6 +403,17 @@ def make_instruction_set(root: Path, counts: dict[str, int] | None = None, seed:
 SHAPES = ("square", "disc", "triangle")
 
 
+def draw_shape(draw, kind: str, box: list[int], fill: tuple) -> None:
+    """A solid square, disc or triangle (apex up) filling `box` (x0, y0, x1, y1, inclusive)."""
+    x0, y0, x1, y1 = box
+    if kind == "square":
+        draw.rectangle(box, fill=fill)
+    elif kind == "disc":
+        draw.ellipse(box, fill=fill)
+    else:
+        draw.polygon([(x0, y1), (x1, y1), (x0 + (x1 - x0 + 1) // 2, y0)], fill=fill)
+
+
 def shape_scene(rng: np.random.Generator, size: int = 128, objects: tuple[int, int] = (1, 3),
                 classes: tuple[str, ...] = SHAPES) -> tuple[Image.Image, list[tuple[int, float, float, float, float]]]:
     """A noisy background with solid shapes; their boxes as YOLO rows (class, cx, cy, w, h), normalised."""
@@ -420,12 +431,7 @@ def shape_scene(rng: np.random.Generator, size: int = 128, objects: tuple[int, i
         colour = tuple(int(v) for v in rng.integers(0, 256, 3))
         box = [x0, y0, x0 + w - 1, y0 + h - 1]
         kind = classes[cls] if classes[cls] in SHAPES else SHAPES[cls % len(SHAPES)]
-        if kind == "square":
-            draw.rectangle(box, fill=colour)
-        elif kind == "disc":
-            draw.ellipse(box, fill=colour)
-        else:
-            draw.polygon([(x0, y0 + h - 1), (x0 + w - 1, y0 + h - 1), (x0 + w // 2, y0)], fill=colour)
+        draw_shape(draw, kind, box, colour)
         rows.append((cls, (x0 + w / 2) / size, (y0 + h / 2) / size, w / size, h / size))
     return image, rows
 
@@ -475,12 +481,7 @@ def make_captioned_folder(root: Path, count: int = 12, size: int = 64, seed: int
         x0, y0 = (int(v) for v in rng.integers(0, size - w, 2))
         box = [x0, y0, x0 + w - 1, y0 + w - 1]
         fill = CAPTION_COLOURS[colour]
-        if shape == "square":
-            draw.rectangle(box, fill=fill)
-        elif shape == "disc":
-            draw.ellipse(box, fill=fill)
-        else:
-            draw.polygon([(x0, y0 + w - 1), (x0 + w - 1, y0 + w - 1), (x0 + w // 2, y0)], fill=fill)
+        draw_shape(draw, shape, box, fill)
         name = f"img_{i:04d}.png"
         image.save(root / name)
         caption = f"a {colour} {shape} on a grey background"

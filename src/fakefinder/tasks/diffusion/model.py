@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 
 from fakefinder.config import Config, ConfigError, config_to_yaml
-from fakefinder.core.artifact import write_model_json
 from fakefinder.tasks.diffusion.config import RANDOM_BASE, DiffusionConfig
 
 log = logging.getLogger(__name__)
@@ -273,28 +272,21 @@ def save_lora(folder: Path, unet, text_encoder=None) -> Path:
 def save_artifact(parts: dict, cfg: DiffusionConfig, source: str, output: Path, config: Config,
                   training: dict) -> Path:
     """`adapter/` (what `load_lora_weights` reads), `model.json` (the base it belongs to, the LoRA
-    and generation settings) and `config.yaml`; written aside and swapped into place."""
-    output = Path(output)
-    staging = output.with_name(f".{output.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / ADAPTER).mkdir(parents=True)
-    save_lora(staging / ADAPTER, parts["unet"], parts["text_encoder"] if cfg.lora.train_text_encoder else None)
+    and generation settings) and `config.yaml`; written aside and swapped into place whole."""
+    from fakefinder.core.artifact import write_artifact
+
+    def adapter(folder: Path) -> None:
+        folder.mkdir()
+        save_lora(folder, parts["unet"], parts["text_encoder"] if cfg.lora.train_text_encoder else None)
+
     architecture = {"base": {"source": source, "revision": cfg.model.revision, "variant": cfg.model.variant,
                              "name": cfg.model.base},
                     "merged": False, "lora": cfg.lora.model_dump(mode="json"), "resolution": cfg.data.resolution,
                     "diffusion": cfg.model_dump(mode="json")}
-    write_model_json(staging, config.task, json.loads(json.dumps(architecture, default=str)), [],
-                     {"resolution": cfg.data.resolution}, None, training, [ADAPTER])
-    (staging / "config.yaml").write_text(config_to_yaml(config))
-    if output.exists():
-        old = output.with_name(f".{output.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        output.rename(old)
-        staging.rename(output)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(output)
-    return output
+    write_artifact(output, config.task, json.loads(json.dumps(architecture, default=str)), [],
+                   {"resolution": cfg.data.resolution}, training=training,
+                   extra={ADAPTER: adapter, "config.yaml": lambda f: f.write_text(config_to_yaml(config))})
+    return Path(output)
 
 
 def read_artifact_config(path: Path) -> tuple[DiffusionConfig, dict]:

@@ -247,7 +247,7 @@ def write_report(folder: Path, metrics: dict, pictures: dict[str, list[dict]]) -
 def merge(artifact: Path, output: Path) -> Path:
     """The adapter fused into the UNet (and text encoder): an artifact of the same kind whose
     `pipeline/` is a whole Stable Diffusion pipeline diffusers loads on its own."""
-    from fakefinder.core.artifact import write_model_json
+    from fakefinder.core.artifact import write_artifact
     from fakefinder.tasks.diffusion.model import PIPELINE, artifact_pipeline
 
     artifact, output = Path(artifact), Path(output)
@@ -256,16 +256,12 @@ def merge(artifact: Path, output: Path) -> Path:
     pipeline, cfg, meta = artifact_pipeline(artifact, torch.device("cpu"))
     if meta.get("merged"):
         raise ConfigError(f"{artifact}: is merged already (no adapter left)")
-    staging = output.with_name(f".{output.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
     pipeline.fuse_lora(adapter_names=[ADAPTER_NAME], lora_scale=1.0)
     pipeline.unload_lora_weights()
-    pipeline.save_pretrained(staging / PIPELINE, safe_serialization=True)
     architecture = {**meta, "merged": True, "merged_from": str(artifact)}
-    write_model_json(staging, "text_to_image_lora", architecture, [], {"resolution": meta.get("resolution")}, None,
-                     {"merged_from": str(artifact)}, [PIPELINE])
-    shutil.rmtree(output, ignore_errors=True)
-    staging.rename(output)
+    write_artifact(output, "text_to_image_lora", architecture, [], {"resolution": meta.get("resolution")},
+                   training={"merged_from": str(artifact)},
+                   extra={PIPELINE: lambda folder: pipeline.save_pretrained(folder, safe_serialization=True)})
     return output
 
 

@@ -25,7 +25,7 @@ from fakefinder.core.events import as_events
 from fakefinder.core.files import atomic_write_json
 from fakefinder.core.runlock import clear_run, guarded_run
 from fakefinder.engine.hf_trainer import stop_on_signals, trainer_device
-from fakefinder.tasks.diffusion.config import DiffusionConfig
+from fakefinder.tasks.diffusion.config import RANDOM_BASE, DiffusionConfig
 from fakefinder.tasks.diffusion.data import CaptionedImages, collate, epoch_batches, read_folder, split_off
 from fakefinder.tasks.diffusion.model import (
     add_adapters, adapter_state, base_source, load_components, save_artifact, set_adapter_state,
@@ -408,7 +408,7 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool) -> dict:
     dataset = CaptionedImages(items, cfg.data, t.seed)
     held_set = CaptionedImages(held, cfg.data, t.seed, train=False)
     batches_per_epoch = math.ceil(len(items) / t.batch_size)
-    events.log(f"LoRA rank {cfg.lora.rank} on {'a random base' if source != cfg.model.base else cfg.model.base}: "
+    events.log(f"LoRA rank {cfg.lora.rank} on {'a random base' if cfg.model.base == RANDOM_BASE else cfg.model.base}: "
                f"{trainable:,} trainable of {total_params:,} parameters; {len(items)} training images, {len(held)} "
                f"held out; {steps} steps of {t.batch_size} x {t.accumulate}; {precision} on {device}", "train")
 

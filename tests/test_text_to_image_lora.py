@@ -191,6 +191,12 @@ def test_trains_from_the_preset_and_diffusers_loads_the_adapter(captioned, tmp_p
     task = get_task("text_to_image_lora")
     exported = task.export(run / "model", tmp_path / "exported")
     assert (exported / "pytorch_lora_weights.safetensors").is_file()
+    kohya = StableDiffusionPipeline.from_pretrained(run / "base_model", safety_checker=None, requires_safety_checker=False)
+    kohya.set_progress_bar_config(disable=True)
+    assert load_file(str(exported / "lora-kohya.safetensors"))[
+        "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_k.alpha"] == 16  # alpha kept
+    kohya.load_lora_weights(str(exported), weight_name="lora-kohya.safetensors")  # diffusers reads kohya files too
+    np.testing.assert_allclose(_image(kohya), adapted, atol=1e-6)
     merged = task.export(run / "model", tmp_path / "merged", merged=True)
     fused = StableDiffusionPipeline.from_pretrained(merged, safety_checker=None, requires_safety_checker=False)
     fused.set_progress_bar_config(disable=True)

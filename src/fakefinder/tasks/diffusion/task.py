@@ -265,10 +265,32 @@ def merge(artifact: Path, output: Path) -> Path:
     return output
 
 
+KOHYA_FILE = "lora-kohya.safetensors"  # the single-file layout AUTOMATIC1111, ComfyUI and kohya's scripts read
+
+
+def write_kohya(source: Path, target: Path, lora: dict) -> Path:
+    """The diffusers-format adapter `source` in the kohya layout (`lora_unet_*` / `lora_te1_*` keys,
+    `lora_down` / `lora_up`, one `alpha` per layer: the adapter's own, which diffusers' converter
+    would set to the rank)."""
+    from diffusers.utils import convert_state_dict_to_kohya
+    from safetensors.torch import load_file, save_file
+
+    named = {k.replace(".lora.down.weight", ".lora_A.weight").replace(".lora.up.weight", ".lora_B.weight"): v
+             for k, v in load_file(str(source)).items()}
+    kohya = convert_state_dict_to_kohya(named)
+    alpha = lora.get("alpha") or lora.get("rank")
+    for key in [k for k in kohya if k.endswith(".alpha")]:
+        kohya[key] = torch.tensor(float(alpha if alpha is not None else kohya[key]))
+    save_file({k: v.contiguous() for k, v in kohya.items()}, str(target), metadata={"ss_network_dim": str(lora.get("rank")),
+                                                                                   "ss_network_alpha": str(alpha)})
+    return target
+
+
 def export(artifact: Path, output: Path, merged: bool = False) -> Path:
-    """The adapter as a folder `pipeline.load_lora_weights(output)` reads (with `model.json`'s base
-    named in `fakefinder-base.json`); with `merged`, a whole pipeline folder with the adapter fused in."""
-    from fakefinder.tasks.diffusion.model import ADAPTER, PIPELINE, read_artifact_config
+    """The adapter as a folder `pipeline.load_lora_weights(output)` reads, beside it the same in the
+    kohya single-file layout (AUTOMATIC1111, ComfyUI) and the base it belongs to (`fakefinder-base.json`);
+    with `merged`, a whole pipeline folder with the adapter fused in."""
+    from fakefinder.tasks.diffusion.model import ADAPTER, LORA_FILE, PIPELINE, read_artifact_config
 
     artifact, output = Path(artifact), Path(output)
     if output.exists() and any(output.iterdir()):
@@ -286,6 +308,7 @@ def export(artifact: Path, output: Path, merged: bool = False) -> Path:
         shutil.rmtree(staging)
         return output
     shutil.copytree(artifact / ADAPTER, output, dirs_exist_ok=True)
+    write_kohya(output / LORA_FILE, output / KOHYA_FILE, meta.get("lora") or {})
     (output / "fakefinder-base.json").write_text(json.dumps({"base": meta.get("base"), "lora": meta.get("lora"),
                                                              "resolution": meta.get("resolution")}, indent=1))
     return output

@@ -81,6 +81,20 @@ def test_every_bad_file_is_named(tmp_path):
     assert {i.image.name: i.caption for i in items}["img_0002.png"] == "x"
 
 
+def test_links_out_of_the_folder_and_shared_names(tmp_path):
+    folder = make_captioned_folder(tmp_path / "in", count=2, size=16, captions="txt")
+    outside = make_captioned_folder(tmp_path / "out", count=1, size=16, captions="txt")
+    (folder / "linked.png").symlink_to(outside / "img_0000.png")
+    (folder / "linked.txt").write_text("a linked image")
+    assert len(read_folder(folder, DiffusionDataConfig())[0]) == 3  # the CLI follows links
+    with pytest.raises(CaptionError, match=r"linked.png: links to .*out/img_0000.png, outside"):
+        read_folder(folder, DiffusionDataConfig(confine=True))  # the platform does not
+    (folder / "linked.png").unlink()
+    (folder / "img_0000.jpg").write_bytes((folder / "img_0000.png").read_bytes())
+    with pytest.raises(CaptionError, match=r"img_0000.txt: one caption for several images \(img_0000.jpg, img_0000.png\)"):
+        read_folder(folder, DiffusionDataConfig())
+
+
 def test_metadata_problems_name_file_and_line(tmp_path):
     folder = make_captioned_folder(tmp_path / "m", count=2, size=16)
     with open(folder / "metadata.jsonl", "a") as handle:

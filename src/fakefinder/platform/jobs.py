@@ -186,6 +186,8 @@ def confine_paths(config: Config, settings, folder: Path) -> Config:
     _confine_section(config, tree, [], roots, settings.dataset_roots, folder)
     if "detector" in tree:  # a YOLO dataset's data.yaml may name images only inside its own folder
         tree["detector"]["data"]["confine"] = True
+    if "diffusion" in tree:  # a captioned folder's images (links followed) lie inside it
+        tree["diffusion"]["data"]["confine"] = True
     return validate(tree)
 
 

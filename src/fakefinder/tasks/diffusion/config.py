@@ -46,6 +46,8 @@ class DiffusionDataConfig(Section):
     bad_files: Literal["error", "skip"] = Field(
         default="error", description="A caption without its image, an image without a caption, an unreadable "
         "image: stop naming every one (error), or leave them out, listed (skip).")
+    confine: bool = Field(default=False, description="Every image must lie inside its folder once links are "
+                          "followed (the platform sets this).")
     val_path: Path | None = Field(default=None, description="Held-out captioned images (default: val_ratio of "
                                   "`path`, carved with `seed`).")
     val_ratio: float = Field(default=0.1, ge=0, lt=1)

@@ -139,7 +139,13 @@ def read_folder(folder: Path, cfg: DiffusionDataConfig, check_images: bool = Tru
                 metadata[image] = found
         if cfg.captions == "metadata" and not metadata_folders:
             raise CaptionError(f"{folder}: holds no {METADATA} (diffusion.data.captions is 'metadata')", [])
-    by_stem = {(p.parent, p.stem): p for p in images}
+    by_stem: dict[tuple, Path] = {}
+    shared: dict[tuple, list[Path]] = {}
+    for image in images:
+        key = (image.parent, image.stem)
+        if key in by_stem:
+            shared.setdefault(key, [by_stem[key]]).append(image)
+        by_stem[key] = image
     texts = {}
     if cfg.captions in ("auto", "txt"):
         for file in (p for p in files if p.suffix.lower() == ".txt"):
@@ -147,6 +153,11 @@ def read_folder(folder: Path, cfg: DiffusionDataConfig, check_images: bool = Tru
                 continue  # a folder with metadata.jsonl takes its captions from there
             if file.stem.upper().startswith(NOT_CAPTIONS) and (file.parent, file.stem) not in by_stem:
                 continue  # a README or licence beside the images
+            if (file.parent, file.stem) in shared:
+                names = ", ".join(p.name for p in shared[(file.parent, file.stem)])
+                problems.append(Problem("bad_caption", str(file), f"one caption for several images ({names}); give "
+                                        "each image a name of its own"))
+                continue
             image = by_stem.get((file.parent, file.stem))
             if image is None:
                 problems.append(Problem("caption_without_image", str(file), "a caption with no image of the same "
@@ -174,6 +185,9 @@ def read_folder(folder: Path, cfg: DiffusionDataConfig, check_images: bool = Tru
             continue
         else:
             caption, source = cfg.default_caption, "default"
+        if cfg.confine and folder.resolve() not in image.resolve().parents:
+            problems.append(Problem("outside_folder", str(image), f"links to {image.resolve()}, outside {folder}"))
+            continue
         if check_images:
             try:
                 read_image(image)

@@ -444,12 +444,16 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool) -> dict:
                 if scaler is not None:
                     scaler.unscale_(optimizer)
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip))
+                skipped = False
                 if scaler is not None:
+                    before = scaler.get_scale()
                     scaler.step(optimizer)
                     scaler.update()
+                    skipped = scaler.get_scale() < before  # an inf/NaN gradient: no update, the schedule waits
                 else:
                     optimizer.step()
-                schedule.step()
+                if not skipped:
+                    schedule.step()
                 step += 1
                 recent.append(loss_sum)
                 running.advance(1)

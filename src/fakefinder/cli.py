@@ -81,7 +81,8 @@ def train(
             result = api.train(cfg, resume=resume_from or resume, overwrite=overwrite, events=events)
     except _user_errors() as exc:
         _fail(str(exc))
-    if getattr(result, "stopped", None) == "interrupted":
+    stopped = result.get("stopped") if isinstance(result, dict) else getattr(result, "stopped", None)
+    if stopped == "interrupted":  # kinds answer a result object or a summary dict
         raise typer.Exit(130)
 
 

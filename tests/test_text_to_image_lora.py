@@ -266,6 +266,26 @@ def test_resume_after_a_kill_gives_the_unbroken_run(captioned, tmp_path):
         torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)
     history = json.loads((tmp_path / "killed" / "checkpoints" / "step-000030" / "state.json").read_text())["history"]
     assert [row["step"] for row in history] == list(range(1, 31))  # each step logged once
+    unbroken = json.loads((tmp_path / "straight" / "checkpoints" / "step-000030" / "state.json").read_text())["history"]
+    assert [row["loss"] for row in history] == pytest.approx([row["loss"] for row in unbroken], abs=1e-6)
+
+
+def test_a_text_encoder_adapter_loads_too(captioned, tmp_path):
+    import fakefinder
+    from diffusers import StableDiffusionPipeline
+
+    run = tmp_path / "te"
+    fakefinder.train(load_config(PRESET, [*overrides(captioned, run, max_steps=2), "diffusion.lora.train_text_encoder=true",
+                                          "diffusion.train.text_encoder_lr=0.05", "diffusion.sample.every=1000"]))
+    pipeline = StableDiffusionPipeline.from_pretrained(run / "base_model", safety_checker=None,
+                                                       requires_safety_checker=False)
+    pipeline.set_progress_bar_config(disable=True)
+    base = _image(pipeline)
+    pipeline.load_lora_weights(str(run / "model" / "adapter"), adapter_name="both")
+    assert "both" in pipeline.text_encoder.peft_config and "both" in pipeline.unet.peft_config
+    assert np.abs(_image(pipeline) - base).max() > 1e-3
+    pipeline.set_adapters(["both"], adapter_weights=[0.0])
+    np.testing.assert_allclose(_image(pipeline), base, atol=1e-6)
 
 
 def test_bad_data_stops_before_the_run_folder_is_touched(tmp_path):

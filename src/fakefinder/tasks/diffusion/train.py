@@ -190,7 +190,7 @@ def check_fingerprint(folder: Path, saved: dict | None, now: dict) -> None:
 
 
 def write_checkpoint(output: Path, step: int, parts: dict, optimizer, schedule, scaler, history: list,
-                     cfg: DiffusionConfig, fingerprint: dict) -> Path:
+                     cfg: DiffusionConfig, fingerprint: dict, recent: list[float]) -> Path:
     from safetensors.torch import save_file
 
     root = Path(output) / "checkpoints"
@@ -203,7 +203,8 @@ def write_checkpoint(output: Path, step: int, parts: dict, optimizer, schedule, 
         save_file(adapter_state(parts["text_encoder"]), str(staging / "text_encoder_lora.safetensors"))
     save_checkpoint(staging / "optimizer.pt", {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                                                "scaler": scaler.state_dict() if scaler is not None else {}})
-    atomic_write_json(staging / "state.json", {"step": step, "history": history, "settings": fingerprint})
+    atomic_write_json(staging / "state.json", {"step": step, "history": history, "settings": fingerprint,
+                                                "recent_losses": recent})
     shutil.rmtree(folder, ignore_errors=True)
     staging.rename(folder)
     for old in checkpoint_dirs(output)[: -cfg.train.checkpoints_kept]:
@@ -390,7 +391,7 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool) -> dict:
     steps = planned_steps(cfg, len(items))
     schedule = get_scheduler(t.scheduler, optimizer, num_warmup_steps=t.warmup_steps, num_training_steps=steps)
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-    step, history = 0, []
+    step, history, carried = 0, [], []
     fingerprint = run_fingerprint(cfg, items)
     for leftover in (output / "checkpoints").glob(".step-*.partial-*"):  # cut off by a kill while written
         shutil.rmtree(leftover, ignore_errors=True)
@@ -404,6 +405,7 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool) -> dict:
             check_fingerprint(chosen, json.loads((chosen / "state.json").read_text()).get("settings"), fingerprint)
             state = read_checkpoint(chosen, parts, optimizer, schedule, scaler, cfg)
             step, history = int(state["step"]), list(state.get("history", []))
+            carried = list(state.get("recent_losses", []))  # losses of steps not logged yet
             events.log(f"resuming from {chosen} (step {step} of {steps})", "train")
     dataset = CaptionedImages(items, cfg.data, t.seed)
     held_set = CaptionedImages(held, cfg.data, t.seed, train=False)
@@ -420,7 +422,7 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool) -> dict:
     stop = threading.Event()
     running = events.stage(STAGE, total=steps, step=step)
     started = time.perf_counter()
-    first_step, recent, side = step, [], 0.0  # side: seconds of samples, held-out loss, checkpoints
+    first_step, recent, side = step, carried, 0.0  # side: seconds of samples, held-out loss, checkpoints
     try:
         with stop_on_signals(stop, events):
             while step < steps and not stop.is_set():
@@ -475,7 +477,8 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool) -> dict:
                     if written:
                         events.log(f"step {step}: {len(written)} sample image(s) in {written[0].parent}", "train")
                 if step % t.checkpoint_steps == 0 or step == steps or stop.is_set():
-                    write_checkpoint(output, step, parts, optimizer, schedule, scaler, history, cfg, fingerprint)
+                    write_checkpoint(output, step, parts, optimizer, schedule, scaler, history, cfg, fingerprint,
+                                     recent)
                 side += time.perf_counter() - aside
     finally:
         del batches  # the loader's worker processes end with their iterator

@@ -275,8 +275,14 @@ def write_kohya(source: Path, target: Path, lora: dict) -> Path:
     from diffusers.utils import convert_state_dict_to_kohya
     from safetensors.torch import load_file, save_file
 
-    named = {k.replace(".lora.down.weight", ".lora_A.weight").replace(".lora.up.weight", ".lora_B.weight"): v
-             for k, v in load_file(str(source)).items()}
+    peft_names = ((".lora.down.weight", ".lora_A.weight"), (".lora.up.weight", ".lora_B.weight"),  # the UNet's
+                  (".lora_linear_layer.down.weight", ".lora_A.weight"),  # the text encoder's
+                  (".lora_linear_layer.up.weight", ".lora_B.weight"))
+    named = {}
+    for key, value in load_file(str(source)).items():
+        for old, new in peft_names:
+            key = key.replace(old, new)
+        named[key] = value
     kohya = convert_state_dict_to_kohya(named)
     alpha = lora.get("alpha") or lora.get("rank")
     for key in [k for k in kohya if k.endswith(".alpha")]:

@@ -29,7 +29,7 @@ from PIL import Image
 
 import fakefinder  # noqa: F401  (the torchvision fix before facenet-pytorch)
 from fakefinder.config import FacesConfig
-from fakefinder.media.faces import BOX_CONVENTION, create_detector, crop_window, iou, to_convention
+from fakefinder.faces.detectors import BOX_CONVENTION, create_detector, crop_window, iou, to_convention
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "dfdc-faces"

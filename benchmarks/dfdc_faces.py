@@ -17,9 +17,9 @@ from pathlib import Path
 
 import fakefinder
 from fakefinder.config import load_config
-from fakefinder.data.training import read_manifest, select_rows
-from fakefinder.eval.metrics import binary_metrics
-from fakefinder.infer.scoring import load_detector, score_crops
+from fakefinder.faces.manifest import read_manifest, select_rows
+from fakefinder.engine.metrics import binary_metrics
+from fakefinder.tasks.classification.scoring import load_detector, score_crops
 
 HERE = Path(__file__).resolve().parent
 
@@ -48,7 +48,7 @@ def main() -> int:
     started = time.perf_counter()
     if args.score_only:
         from fakefinder.core.checkpoint import load_checkpoint
-        from fakefinder.engine.trainer import TrainResult
+        from fakefinder.tasks.classification.train import TrainResult
 
         run = Path(config.train.output_dir)
         state = load_checkpoint(run / "last.pt")

@@ -30,7 +30,7 @@ def make_manifest(folder: Path, rows: int) -> Path:
     else:
         from PIL import Image
 
-        from fakefinder.data.synthetic import identity_face
+        from fakefinder.synthetic import identity_face
 
         images = folder / "crops"
         images.mkdir(parents=True, exist_ok=True)
@@ -55,7 +55,7 @@ CHILD = """
 import json, resource, sys
 import fakefinder
 from fakefinder.config import config_from_dict
-from fakefinder.infer.scoring import load_detector
+from fakefinder.tasks.classification.scoring import load_detector
 checkpoint, manifest, out = sys.argv[1:4]
 config = config_from_dict(load_detector(checkpoint).artifact.training["config"])
 config.evaluate.models = [checkpoint]

@@ -54,7 +54,7 @@ def run_method(method: str, overrides: list[str]) -> dict:
     from fakefinder.config import load_config
     from fakefinder.tasks.llm_lora.data import read_jsonl
     from fakefinder.tasks.llm_lora.model import build
-    from fakefinder.tasks.llm_lora.task import normalise
+    from fakefinder.tasks.llm_lora.kind import normalise
     from fakefinder.tasks.llm_lora.train import evaluate_losses, generate, tokenized
 
     torch.set_flush_denormal(True)
@@ -107,7 +107,7 @@ def main() -> int:
         return 0
 
     from fakefinder.config import load_config
-    from fakefinder.data.synthetic import make_instruction_set
+    from fakefinder.synthetic import make_instruction_set
 
     data = Path(load_config(CONFIG).llm.data.train_file).parent
     make_instruction_set(data, {"train": args.train, "val": args.val, "test": args.test}, seed=0)

@@ -38,7 +38,7 @@ def main() -> None:
 
     import fakefinder
     from fakefinder.config import load_config
-    from fakefinder.data.synthetic import make_yolo_dataset
+    from fakefinder.synthetic import make_yolo_dataset
 
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
@@ -56,7 +56,7 @@ def main() -> None:
         evaluated = fakefinder.evaluate(test_config)
         (test,) = evaluated["metrics"]["models"].values()
         from fakefinder.tasks import read_model
-        from fakefinder.tasks.detect.predictor import BoxPredictor
+        from fakefinder.tasks.object_detector.predictor import BoxPredictor
 
         predictor = BoxPredictor(read_model(result["model"]), "cpu")
         images = sorted((dataset / "images" / "test").glob("*.jpg"))[:40]

@@ -28,8 +28,8 @@ import torch
 
 import fakefinder
 from fakefinder.config import config_from_dict
-from fakefinder.data.synthetic import make_prepared_crops, write_footage
-from fakefinder.infer.predict import list_inputs
+from fakefinder.synthetic import make_prepared_crops, write_footage
+from fakefinder.engine.predict import list_inputs
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"

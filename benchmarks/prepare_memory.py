@@ -70,8 +70,8 @@ def child(spec: dict) -> dict:
         import numpy as np
 
         from fakefinder.config import FacesConfig
-        from fakefinder.media.faces import DetectorChain
-        from fakefinder.data.prepare import prepare  # noqa: F401  (the same imports as a real run)
+        from fakefinder.faces.detectors import DetectorChain
+        from fakefinder.faces.prepare import prepare  # noqa: F401  (the same imports as a real run)
 
         chain = DetectorChain(FacesConfig(detect_max_side=spec["max_side"], min_face_px=spec["min_face_px"]))
         chain.verify()  # every detector of the default chain loaded, as a run may need them all
@@ -80,7 +80,7 @@ def child(spec: dict) -> dict:
         return {"peak_rss_mb": _maxrss_mb(), "vm_hwm_mb": _hwm_mb(), "rss_end_mb": _rss_mb(),
                 "wall_s": 0.0, "frames_sampled": 0, "crops": 0, "items_failed": 0}
 
-    from fakefinder.data.prepare import prepare
+    from fakefinder.faces.prepare import prepare
 
     config = config_from_dict(
         {
@@ -147,7 +147,7 @@ def make_clips(workdir: Path, res: str, count: int, seconds: float, fps: int) ->
         code = (
             "import sys, json\n"
             "from pathlib import Path\n"
-            "from fakefinder.data.synthetic import write_video\n"
+            "from fakefinder.synthetic import write_video\n"
             "a = json.loads(sys.argv[1])\n"
             "for path in a['paths']:\n"
             "    p = Path(path); i = int(p.stem.rsplit('_', 1)[1])\n"

@@ -42,9 +42,9 @@ import torch
 
 from _common import Contention, run_quietly
 from fakefinder.config import FacesConfig, config_from_dict
-from fakefinder.media.faces import DetectorChain, create_detector, iou
-from fakefinder.data.prepare import prepare
-from fakefinder.data.synthetic import write_footage
+from fakefinder.faces.detectors import DetectorChain, create_detector, iou
+from fakefinder.faces.prepare import prepare
+from fakefinder.synthetic import write_footage
 from fakefinder.media.video import _to_rgb, probe, read_frames, sample_indices
 
 HERE = Path(__file__).resolve().parent
@@ -236,7 +236,7 @@ def match(reference: dict[int, list], candidate: dict[int, list], threshold: flo
 
 def searched_px(path: Path, faces: FacesConfig) -> float:
     """The smallest face side (source pixels) these settings search for in this clip."""
-    from fakefinder.media.faces import DETECT_MIN_PX
+    from fakefinder.faces.detectors import DETECT_MIN_PX
 
     info = probe(path)
     side = max(info.width, info.height)

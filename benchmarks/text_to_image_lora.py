@@ -87,7 +87,7 @@ def main() -> None:
         evaluated = fakefinder.evaluate(load_config(CONFIG, overrides + [f"diffusion.data.test_path={test}"]))
         (tested,) = evaluated["metrics"]["models"].values()
         from fakefinder.tasks import read_model
-        from fakefinder.tasks.diffusion.task import ImageGenerator
+        from fakefinder.tasks.text_to_image_lora.kind import ImageGenerator
 
         generator = ImageGenerator(read_model(result["model"]), __import__("torch").device("cpu"), config)
         generator.generate("a photo of a real face", 0)  # warm-up

@@ -21,11 +21,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-import fakefinder
 from fakefinder.config import config_from_dict
-from fakefinder.data import synthetic
-from fakefinder.data.training import CropDataset, opencv_single_threaded
-from fakefinder.models import create
+from fakefinder import synthetic
+from fakefinder.tasks.classification.data import CropDataset, opencv_single_threaded
+from fakefinder.tasks.classification.model import create
 
 HERE = Path(__file__).resolve().parent
 
@@ -88,8 +87,8 @@ def trainer_loop(manifest: Path, out: Path, args) -> dict:
                   "val_max_samples": args.batch},
     })
     # per-step timings come from the trainer's own TensorBoard-free hook: wrap the optimizer step
-    from fakefinder.engine.trainer import Trainer
-    from fakefinder.tasks.deepfake.task import train_data
+    from fakefinder.tasks.classification.train import Trainer
+    from fakefinder.tasks.deepfake_detector.kind import train_data
 
     trainer = Trainer(config, train_data(config))
     trainer.setup()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fakefinder.config import config_from_dict
-from fakefinder.data import synthetic
+from fakefinder import synthetic
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

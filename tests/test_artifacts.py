@@ -18,7 +18,7 @@ import fakefinder
 from fakefinder.config import ConfigError, config_from_dict
 from fakefinder.core.artifact import ArtifactError, read_artifact, write_artifact
 from fakefinder.core.checkpoint import CheckpointError, load_checkpoint
-from fakefinder.infer.scoring import load_detector
+from fakefinder.tasks.classification.scoring import load_detector
 from fakefinder.tasks import UnknownTaskError, get_task, read_model, task_for_config, task_for_models
 
 from conftest import make_crops, train_config
@@ -43,7 +43,7 @@ def logits(model, seed: int = 0) -> torch.Tensor:
 
 
 def network_from_state(state: dict):
-    from fakefinder.models import create
+    from fakefinder.tasks.classification.model import create
 
     info = state["model_info"]
     model = create(info["name"], dropout=info["dropout"], frequency=info["frequency"])
@@ -220,9 +220,9 @@ def test_an_older_best_pt_loads_safely_and_converts(run, tmp_path):
     converted = read_artifact(tmp_path / "converted")
     assert converted.meta["training"]["converted_from"] == str(old) and converted.threshold == pytest.approx(0.42)
     assert torch.equal(logits(load_detector(tmp_path / "converted").model), expected)
-    from fakefinder.infer.predict import face_settings
+    from fakefinder.engine.predict import face_settings
 
-    from fakefinder.tasks.deepfake.artifact import convert_checkpoint
+    from fakefinder.tasks.deepfake_detector.artifact import convert_checkpoint
 
     (tmp_path / "keep").mkdir()
     (tmp_path / "keep" / "notes.txt").write_text("mine")
@@ -236,7 +236,7 @@ def test_an_older_best_pt_loads_safely_and_converts(run, tmp_path):
 
 
 def test_a_model_trained_on_ready_crops_detects_faces_in_raw_videos(run, tmp_path, capsys):
-    from fakefinder.data.synthetic import write_video
+    from fakefinder.synthetic import write_video
 
     _, config, result = run
     video = write_video(tmp_path / "clip.mp4", identity=3, num_frames=8, size=(120, 160))
@@ -247,7 +247,7 @@ def test_a_model_trained_on_ready_crops_detects_faces_in_raw_videos(run, tmp_pat
     detected = fakefinder.predict(predict, events=seen.append).table.iloc[0]
     warnings = " ".join(e.message for e in seen if e.type == "warning")
     assert "trained on ready face crops" in warnings and "detected in the inputs with retinaface" in warnings
-    from fakefinder.infer.predict import face_settings
+    from fakefinder.engine.predict import face_settings
 
     _, notes = face_settings(json.loads((result.model_path / "model.json").read_text())["preprocessing"],
                              {"detector": "mediapipe"})

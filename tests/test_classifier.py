@@ -15,9 +15,9 @@ from PIL import Image
 
 import fakefinder
 from fakefinder.config import ConfigError, config_from_dict
-from fakefinder.data import synthetic
-from fakefinder.eval.metrics import multiclass_metrics
-from fakefinder.tasks.classify.data import ClassFolderError, read_class_folders
+from fakefinder import synthetic
+from fakefinder.engine.metrics import multiclass_metrics
+from fakefinder.tasks.image_classifier.data import ClassFolderError, read_class_folders
 
 COLOURS = synthetic.CLASS_COLOURS
 make_class_folders = synthetic.make_class_folders
@@ -111,7 +111,7 @@ def test_an_n_class_resume_state_is_not_taken_for_a_detector_checkpoint(trained)
 
 
 def test_exports_to_onnx_with_one_output_per_class(trained, tmp_path):
-    from fakefinder.infer.export import export
+    from fakefinder.tasks.classification.export import export
 
     _, _, _, result = trained
     report = export(result.model_path, tmp_path / "classifier.onnx")

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from fakefinder.config import FacesConfig
-from fakefinder.data.synthetic import frame_with_face
-from fakefinder.media import faces as faces_module
-from fakefinder.media.extract import ExtractSettings, extract
-from fakefinder.media.faces import (
+from fakefinder.synthetic import frame_with_face
+from fakefinder.faces import detectors as faces_module
+from fakefinder.faces.extract import ExtractSettings, extract
+from fakefinder.faces.detectors import (
     BOX_CONVENTION, DETECTORS, FaceDetector, create_detector, crop_window, iou, to_convention,
 )
 
@@ -101,8 +101,8 @@ def test_a_registered_detector_brings_its_convention(monkeypatch):
 
 
 def test_models_trained_before_the_mapping_keep_their_framing(stub_detectors):
-    from fakefinder.infer.predict import face_settings
-    from fakefinder.media.faces import DetectorChain
+    from fakefinder.engine.predict import face_settings
+    from fakefinder.faces.detectors import DetectorChain
 
     old = {"faces": {"detector": "tight", "fallback": [], "detect_max_side": None}}  # saved without box_convention
     faces, _ = face_settings(old, {})

@@ -16,9 +16,9 @@ import peft  # noqa: E402,F401  (installed by the set-up)
 import transformers  # noqa: E402,F401
 
 from fakefinder.config import ConfigError, config_from_dict  # noqa: E402
-from fakefinder.data import synthetic  # noqa: E402
+from fakefinder import synthetic  # noqa: E402
 from fakefinder.tasks.dx_llava import data as dxdata  # noqa: E402
-from fakefinder.tasks.dx_llava.tiny import build_char_tokenizer, tiny_clip_vision_config, tiny_llama_config  # noqa: E402
+from fakefinder.engine.tiny import build_char_tokenizer, tiny_clip_vision_config, tiny_llama_config  # noqa: E402
 
 
 _conversation = synthetic.llava_conversation
@@ -210,7 +210,7 @@ def test_tower_from_a_trained_detector_checkpoint_travels_with_the_run(dx_data, 
     from fakefinder.tasks.dx_llava.model import load_model
     from fakefinder.tasks.dx_llava.train import train as train_dx
     from fakefinder.api import train as train_detector
-    from fakefinder.infer.scoring import load_detector
+    from fakefinder.tasks.classification.scoring import load_detector
 
     manifest = make_crops(tmp_path / "crops", groups=6)
     detector_run = train_detector(train_config(manifest, tmp_path / "detector", epochs=1, batch_size=2))

@@ -8,11 +8,11 @@ import pytest
 
 import fakefinder
 from fakefinder.config import config_from_dict
-from fakefinder.data import synthetic
+from fakefinder import synthetic
 from fakefinder.core.checkpoint import load_checkpoint
-from fakefinder.eval.aggregate import aggregate_scores, aggregate_videos
-from fakefinder.eval.metrics import fit_threshold
-from fakefinder.infer.scoring import load_detector, score_crops
+from fakefinder.engine.aggregate import aggregate_scores, aggregate_videos
+from fakefinder.engine.metrics import fit_threshold
+from fakefinder.tasks.classification.scoring import load_detector, score_crops
 
 from conftest import SMALL_VIDEO
 
@@ -167,7 +167,7 @@ def test_predict_images_videos_corrupt_and_faceless(trained, tmp_path):
 def test_predict_is_the_same_with_and_without_cross_file_batching(trained, tmp_path, monkeypatch):
     """Batches filled with crops of consecutive files give every file and every crop the score it
     gets when each file is scored on its own; the batches really do span files."""
-    from fakefinder.infer.predict import DetectorEnsemble
+    from fakefinder.tasks.deepfake_detector.predict import DetectorEnsemble
 
     tmp, config = trained
     folder = media_folder(tmp_path, tmp)
@@ -216,7 +216,7 @@ def test_predict_scores_exactly_the_crops_prepare_wrote(trained, tmp_path, monke
     pixel, the crop file prepare wrote (and training read) for it."""
     from PIL import Image
 
-    from fakefinder.infer.predict import DetectorEnsemble
+    from fakefinder.tasks.deepfake_detector.predict import DetectorEnsemble
 
     tmp, config = trained
     manifest = pd.read_csv(tmp / "prepared" / "manifest.csv")
@@ -297,7 +297,7 @@ def test_predict_list_file_and_missing_input(trained, tmp_path):
 
 @pytest.mark.parametrize("suffix", [".onnx", ".pt"])
 def test_export_parity(trained, tmp_path, suffix):
-    from fakefinder.infer.export import export
+    from fakefinder.tasks.classification.export import export
 
     tmp, _ = trained
     report = export(tmp / "run" / "model", tmp_path / f"model{suffix}")

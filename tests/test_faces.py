@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 
 from fakefinder.config import FacesConfig
-from fakefinder.media import faces as faces_module
-from fakefinder.media.faces import (
+from fakefinder.faces import detectors as faces_module
+from fakefinder.faces.detectors import (
     DetectorChain, Face, FaceDetector, FaceSelector, create_detector, crop_face, iou, register_detector,
 )
-from fakefinder.data.synthetic import background_frame, frame_with_face
+from fakefinder.synthetic import background_frame, frame_with_face
 
 
 @pytest.fixture(scope="module")

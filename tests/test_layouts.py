@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 
 from fakefinder.config import DatasetConfig
-from fakefinder.data.layouts import LayoutError, read_dataset, read_datasets
+from fakefinder.faces.layouts import LayoutError, read_dataset, read_datasets
 
 
 def spec(name, layout, root, **kw):

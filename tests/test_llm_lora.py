@@ -14,8 +14,8 @@ import torch
 from conftest import kill_when
 
 from fakefinder.config import ConfigError, load_config
-from fakefinder.data.synthetic import make_instruction_set
-from fakefinder.tasks.dx_llava.tiny import build_char_tokenizer, tiny_llama_config
+from fakefinder.synthetic import make_instruction_set
+from fakefinder.engine.tiny import build_char_tokenizer, tiny_llama_config
 from fakefinder.tasks.llm_lora.data import DataError, TokenizedSet, read_jsonl, set_template, split_off
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +42,7 @@ def overrides(llm_data, output: Path, **train) -> list[str]:
 
 
 def tokenizer_of(llm_data):
-    from fakefinder.models.language import load_tokenizer
+    from fakefinder.engine.language import load_tokenizer
 
     return load_tokenizer(str(llm_data["tokenizer"]))
 
@@ -120,7 +120,7 @@ def test_only_responses_are_labelled(tmp_path, llm_data, template):
 
 
 def test_the_smollm2_chat_template_labels_the_answer_only(tmp_path):
-    from fakefinder.models.language import load_tokenizer, resolve_source
+    from fakefinder.engine.language import load_tokenizer, resolve_source
 
     source, gguf = resolve_source("package:smollm2-135m-instruct")
     tokenizer = load_tokenizer(source, gguf)
@@ -152,7 +152,7 @@ def test_an_assistant_first_conversation_and_a_refusing_template_are_named(tmp_p
 
 
 def test_chatml_needs_its_tokens(llm_data):
-    from fakefinder.models.language import load_tokenizer
+    from fakefinder.engine.language import load_tokenizer
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 

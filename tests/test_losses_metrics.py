@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from fakefinder.eval.metrics import (
+from fakefinder.engine.metrics import (
     average_precision, binary_metrics, equal_error_rate, fit_threshold, macro_f1, roc_auc,
 )
-from fakefinder.losses import CombinedLoss, focal_loss, ranking_loss, soft_f1_loss
+from fakefinder.tasks.classification.losses import CombinedLoss, focal_loss, ranking_loss, soft_f1_loss
 
 
 def test_cross_entropy_and_focal_by_hand():

@@ -4,9 +4,9 @@ import torch
 from PIL import Image
 
 import fakefinder  # noqa: F401  (arms the torchvision fix before timm loads)
-from fakefinder.models import UnknownModelError, create, list_models
-from fakefinder.models.detectors import FrequencyTransform
-from fakefinder.models.pretrained import WeightsError, lite0_package_file, map_lite0_keys, read_state_dict
+from fakefinder.tasks.classification.model import UnknownModelError, create, list_models
+from fakefinder.tasks.classification.networks import FrequencyTransform
+from fakefinder.tasks.classification.pretrained import WeightsError, lite0_package_file, map_lite0_keys, read_state_dict
 
 
 def test_presets_and_any_timm_name_build_detectors():

@@ -13,8 +13,8 @@ from conftest import SMALL_VIDEO, make_crops, train_config
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from fakefinder.data import synthetic
-from fakefinder.infer.predict import file_ids, list_inputs
+from fakefinder import synthetic
+from fakefinder.engine.predict import file_ids, list_inputs
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "submission.ipynb"
 

@@ -17,8 +17,8 @@ from conftest import kill_when
 
 import fakefinder
 from fakefinder.config import ConfigError, load_config
-from fakefinder.data.synthetic import make_yolo_dataset, shape_scene
-from fakefinder.tasks.detect.labels import LabelError, read_dataset
+from fakefinder.synthetic import make_yolo_dataset, shape_scene
+from fakefinder.tasks.object_detector.labels import LabelError, read_dataset
 
 PRESET = Path(__file__).parent.parent / "configs" / "yolo-detector.yaml"
 SMALL = ["detector.train.imgsz=64", "detector.train.batch=8", "detector.train.nbs=8", "detector.train.workers=0",
@@ -85,7 +85,7 @@ def test_data_yaml_is_checked_and_its_download_script_never_run(tmp_path):
 
 
 def test_a_model_yaml_may_only_name_layer_classes(tmp_path):
-    from fakefinder.tasks.detect.yolo import model_yaml
+    from fakefinder.tasks.object_detector.yolo import model_yaml
 
     spec = model_yaml("yolov8n.yaml")
     assert spec["scale"] == "n" and spec["backbone"][0][2] == "Conv"
@@ -100,7 +100,7 @@ def test_a_model_yaml_may_only_name_layer_classes(tmp_path):
 def test_a_model_yaml_activation_is_never_evaluated(tmp_path):
     import yaml
 
-    from fakefinder.tasks.detect.yolo import build, model_yaml
+    from fakefinder.tasks.object_detector.yolo import build, model_yaml
 
     spec = {k: v for k, v in model_yaml("yolov8n.yaml").items() if k != "yaml_file"}
     marker = tmp_path / "ran"
@@ -117,7 +117,7 @@ def test_a_model_yaml_activation_is_never_evaluated(tmp_path):
 
 
 def test_only_augmentation_settings_pass_through_and_platform_datasets_are_confined(tmp_path):
-    from fakefinder.tasks.detect.task import _arguments
+    from fakefinder.tasks.object_detector.kind import _arguments
 
     root = make_yolo_dataset(tmp_path / "ds", {"train": 4, "val": 2}, size=64)
     config = small_config(root, tmp_path / "run", 1, "detector.train.augment={distill_model: x.pt}")
@@ -133,7 +133,7 @@ def test_only_augmentation_settings_pass_through_and_platform_datasets_are_confi
 
 
 def test_ultralytics_pt_weights_are_read_without_running_code(tmp_path):
-    from fakefinder.tasks.detect.yolo import build, load_matching, model_yaml, start_weights
+    from fakefinder.tasks.object_detector.yolo import build, load_matching, model_yaml, start_weights
 
     spec = model_yaml("yolov8n.yaml")
     source = build(spec, ["a", "b"])
@@ -284,7 +284,7 @@ def test_resumes_after_a_kill(tmp_path):
 
 def test_a_detector_trained_this_way_serves_prepare_as_a_face_detector(trained):
     from fakefinder.config import FacesConfig
-    from fakefinder.media.faces import DetectorChain
+    from fakefinder.faces.detectors import DetectorChain
 
     rng = np.random.default_rng(7)
     scenes = [shape_scene(rng, 64, classes=("square",)) for _ in range(6)]

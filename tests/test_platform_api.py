@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from fakefinder.platform.app import create_app
 from fakefinder.platform.samples import write_demo_datasets
 from fakefinder.platform.settings import ServeSettings
-from fakefinder.tasks.dx_llava.tiny import tiny_clip_vision_config, tiny_llama_config
+from fakefinder.engine.tiny import tiny_clip_vision_config, tiny_llama_config
 
 LOCAL = "http://127.0.0.1:8000"  # a server without a token answers only this machine's own pages
 TINY = {"model_type": "deepfake_detector", "base_model": "test_efficientnet", "dataset_path": "faces", "epochs": 2,
@@ -496,7 +496,7 @@ def test_a_public_address_needs_a_token(monkeypatch, tmp_path):
 
 
 def test_a_raw_dataset_is_prepared_by_a_job(client, tmp_path):
-    from fakefinder.data import synthetic
+    from fakefinder import synthetic
 
     tree = synthetic.make_folder_tree(tmp_path / "raw", images=2, videos=1, num_frames=8, size=(120, 160))
     buffer = io.BytesIO()

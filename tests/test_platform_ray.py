@@ -19,7 +19,7 @@ import pytest
 import requests
 from conftest import SMALL_VIDEO, make_config, wait_for_job
 
-from fakefinder.data import synthetic
+from fakefinder import synthetic
 from fakefinder.platform.executors.ray_jobs import EXIT_MARK, RayJobsError, RayJobsExecutor
 
 RAY = Path(sys.executable).parent / "ray"
@@ -272,7 +272,7 @@ print("merged manifest", result.manifest_path, result.summary["items_pending"], 
 
 
 def test_prepare_on_ray_shards_in_ray_tasks_and_merges_like_one_process(executor, tmp_path):
-    from fakefinder.data.prepare import prepare
+    from fakefinder.faces.prepare import prepare
 
     tree = synthetic.make_folder_tree(tmp_path / "folder", images=2, videos=1, **SMALL_VIDEO)
     datasets = [{"name": "f", "layout": "folder", "root": str(tree)}]
@@ -431,7 +431,7 @@ def test_platform_prepare_with_shards_on_ray_gives_the_rows_of_one_process(platf
     import io
     import zipfile
 
-    from fakefinder.data.prepare import prepare
+    from fakefinder.faces.prepare import prepare
 
     tree = synthetic.make_folder_tree(tmp_path / "rawfolder", images=2, videos=1, **SMALL_VIDEO)
     buffer = io.BytesIO()

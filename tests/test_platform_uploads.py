@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from fakefinder.core.errors import FakefinderError
-from fakefinder.data import synthetic
+from fakefinder import synthetic
 from fakefinder.platform import uploads
 from fakefinder.platform.uploads import (
     DatasetNotFoundError,

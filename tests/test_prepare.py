@@ -14,9 +14,9 @@ import yaml
 from PIL import Image
 
 import fakefinder
-from fakefinder.data import synthetic
-from fakefinder.data.layouts import LayoutError
-from fakefinder.data.prepare import MANIFEST_COLUMNS, RECORDS_DIR
+from fakefinder import synthetic
+from fakefinder.faces.layouts import LayoutError
+from fakefinder.faces.prepare import MANIFEST_COLUMNS, RECORDS_DIR
 
 from conftest import SMALL_VIDEO, make_config
 
@@ -95,8 +95,8 @@ def test_csv_of_crops_without_detection(trees, tmp_path):
 
 
 def test_one_giant_identity_group_is_warned_about(tmp_path):
-    from fakefinder.data.layouts import MediaItem
-    from fakefinder.data.prepare import _split_warnings
+    from fakefinder.faces.layouts import MediaItem
+    from fakefinder.faces.prepare import _split_warnings
 
     items = [MediaItem("d", Path("x"), "real", f"d:{k}", "original", ("g",)) for k in range(8)]
     items += [MediaItem("d", Path("x"), "real", f"d:o{k}", "original", (f"o{k}",)) for k in range(4)]
@@ -273,7 +273,7 @@ def test_resume_after_sigkill(tmp_path):
         with Image.open(tmp_path / "out" / path) as crop:
             crop.load()  # every crop is whole, none half-written
     from fakefinder.config import load_config
-    from fakefinder.data.prepare import prepare
+    from fakefinder.faces.prepare import prepare
 
     again = prepare(load_config(cfg), progress=False)
     assert again.processed == 0

@@ -4,8 +4,8 @@ from collections import defaultdict
 import pytest
 
 from fakefinder.config import DatasetConfig, SplitConfig
-from fakefinder.data.layouts import MediaItem, read_dataset
-from fakefinder.data.splits import assign_splits, in_shard, parse_shard
+from fakefinder.faces.layouts import MediaItem, read_dataset
+from fakefinder.faces.splits import assign_splits, in_shard, parse_shard
 
 
 def groups_cross_splits(items) -> dict[str, set[str]]:

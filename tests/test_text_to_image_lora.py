@@ -16,9 +16,9 @@ import torch
 from conftest import kill_when
 
 from fakefinder.config import load_config
-from fakefinder.data.synthetic import make_captioned_folder
-from fakefinder.tasks.diffusion.config import DiffusionDataConfig
-from fakefinder.tasks.diffusion.data import CaptionError, epoch_batches, read_folder, read_prompts
+from fakefinder.synthetic import make_captioned_folder
+from fakefinder.tasks.text_to_image_lora.config import DiffusionDataConfig
+from fakefinder.tasks.text_to_image_lora.data import CaptionError, epoch_batches, read_folder, read_prompts
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESET = ROOT / "configs" / "sd15-lora.yaml"
@@ -283,7 +283,7 @@ def test_bad_data_stops_before_the_run_folder_is_touched(tmp_path):
 
 def test_the_base_is_checked_and_named(tmp_path):
     from fakefinder.config import ConfigError
-    from fakefinder.tasks.diffusion.model import load_components
+    from fakefinder.tasks.text_to_image_lora.model import load_components
 
     with pytest.raises(ConfigError, match=r"diffusion.model.base='.*nowhere': cannot load it as a hub id"):
         load_components(str(tmp_path / "nowhere"), None, None)
@@ -308,7 +308,7 @@ def test_pickled_weights_are_never_loaded(tmp_path):
     from safetensors.torch import load_file
 
     from fakefinder.config import ConfigError
-    from fakefinder.tasks.diffusion.model import load_components, write_tiny_pipeline
+    from fakefinder.tasks.text_to_image_lora.model import load_components, write_tiny_pipeline
 
     base = write_tiny_pipeline(tmp_path / "base")
     assert set(load_components(str(base), None, None)) >= {"unet", "vae", "text_encoder", "tokenizer", "noise"}

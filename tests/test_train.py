@@ -13,13 +13,12 @@ import torch
 import yaml
 
 from fakefinder.config import ConfigError, config_from_dict, load_config
-from fakefinder.data.augment import build_train_transform, difference_mask, face_mask, self_blend
-from fakefinder.data.synthetic import identity_face
-from fakefinder.data.training import (
-    CropDataset, EpochSampler, mask_partners, opencv_single_threaded, read_manifest,
-)
+from fakefinder.tasks.classification.augment import build_train_transform, difference_mask, face_mask, self_blend
+from fakefinder.synthetic import identity_face
+from fakefinder.tasks.classification.data import CropDataset, EpochSampler, mask_partners, opencv_single_threaded
+from fakefinder.faces.manifest import read_manifest
 from fakefinder.core.checkpoint import load_checkpoint
-from fakefinder.engine.optim import Schedule
+from fakefinder.tasks.classification.optim import Schedule
 from fakefinder.api import train
 
 from conftest import make_crops, train_config
@@ -145,8 +144,8 @@ def test_paired_sampler_keeps_identity_groups_together():
 def test_mirror_tta_averages_both_views_and_reaches_checkpoint_scoring(manifest, tmp_path):
     import torch
 
-    from fakefinder.infer.scoring import load_detector
-    from fakefinder.models.detectors import MirrorAverage, with_tta
+    from fakefinder.tasks.classification.scoring import load_detector
+    from fakefinder.tasks.classification.networks import MirrorAverage, with_tta
 
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 5, 1), torch.nn.Flatten(0))
     x = torch.randn(2, 3, 4, 5)
@@ -256,7 +255,7 @@ def test_difference_masks_find_the_swapped_region_and_follow_augmentation(manife
 
 
 def test_mask_supervision_trains_and_reloads(manifest, tmp_path):
-    from fakefinder.infer.scoring import load_detector
+    from fakefinder.tasks.classification.scoring import load_detector
 
     config = train_config(manifest, tmp_path / "run", epochs=1, mask_loss=0.5)
     assert config.model.mask_head  # switched on by the mask loss
@@ -267,7 +266,7 @@ def test_mask_supervision_trains_and_reloads(manifest, tmp_path):
 
 
 def test_mask_head_on_a_middle_stage_trains_and_reloads(manifest, tmp_path):
-    from fakefinder.infer.scoring import load_detector
+    from fakefinder.tasks.classification.scoring import load_detector
 
     config = train_config(manifest, tmp_path / "run", epochs=1, mask_loss=0.5)
     config.model.mask_stride = 16
@@ -289,8 +288,8 @@ def test_sbi_trains_on_reals_only(manifest, tmp_path):
     config = train_config(manifest, tmp_path / "run", epochs=1)
     config.augment.sbi_reals_only = True
     config.augment.sbi = 0.5
-    from fakefinder.engine.trainer import Trainer
-    from fakefinder.tasks.deepfake.task import train_data
+    from fakefinder.tasks.classification.train import Trainer
+    from fakefinder.tasks.deepfake_detector.kind import train_data
 
     trainer = Trainer(config, train_data(config))
     trainer.setup()

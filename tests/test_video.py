@@ -4,7 +4,7 @@ import av
 import numpy as np
 import pytest
 
-from fakefinder.data.synthetic import write_video
+from fakefinder.synthetic import write_video
 from fakefinder.media.video import VideoError, probe, read_frames, sample_indices
 
 
@@ -103,7 +103,7 @@ def test_dropping_unsampled_b_frames_keeps_the_sampled_ones_bit_exact(tmp_path):
     the pixels a full decode gives (a clip with B-frames, long GOP, rotation metadata)."""
     import av
 
-    from fakefinder.data.synthetic import write_footage
+    from fakefinder.synthetic import write_footage
     from fakefinder.media.video import _to_rgb, read_frames, sample_indices
 
     path = write_footage(tmp_path / "b.mp4", num_frames=60, size=(160, 96), faces=1, portrait=True, gop=60)
@@ -144,8 +144,8 @@ def test_irregular_timestamps_still_give_every_sampled_frame(tmp_path):
 def test_generated_footage_knows_where_its_faces_are(tmp_path):
     """`write_footage(truth=...)` records each frame's true face boxes in upright frame
     coordinates: MTCNN finds both people there (the second one mirrored), in a portrait clip too."""
-    from fakefinder.data.synthetic import write_footage
-    from fakefinder.media.faces import create_detector, iou
+    from fakefinder.synthetic import write_footage
+    from fakefinder.faces.detectors import create_detector, iou
     from fakefinder.media.video import read_frames
 
     detector = create_detector("mtcnn", min_score=0.9)

@@ -11,8 +11,8 @@ from fakefinder.config import Config
 
 
 def prepare(config: Config, **kwargs):
-    """Datasets in their published layouts -> face crops + manifest (see `fakefinder.data.prepare`)."""
-    from fakefinder.data.prepare import prepare as run
+    """Datasets in their published layouts -> face crops + manifest (see `fakefinder.faces.prepare`)."""
+    from fakefinder.faces.prepare import prepare as run
 
     return run(config, **kwargs)
 
@@ -36,11 +36,11 @@ def evaluate(config: Config, events=None):
 
 def predict(config: Config, events=None):
     """Predict `predict.inputs` with `predict.models`: images and videos scored (see
-    `fakefinder.infer.predict`), or what the models' kind reads (prompts for a language model)."""
+    `fakefinder.engine.predict`), or what the models' kind reads (prompts for a language model)."""
     from fakefinder.tasks import model_paths, task_for_models
 
     task, _ = task_for_models(model_paths(config.predict.models, config))
     run = task.own_predict()
     if run is None:
-        from fakefinder.infer.predict import predict as run
+        from fakefinder.engine.predict import predict as run
     return run(config, events=events)

@@ -51,8 +51,8 @@ def prepare(
 ) -> None:
     """Datasets in their published layouts -> face crops + manifest (resumable)."""
     from fakefinder.config import load_config
-    from fakefinder.data.prepare import SetupError
-    from fakefinder.data.prepare import prepare as run_prepare
+    from fakefinder.faces.prepare import SetupError
+    from fakefinder.faces.prepare import prepare as run_prepare
 
     try:
         cfg = load_config(config, overrides or [])
@@ -89,7 +89,7 @@ def train(
 def _prepare_first(cfg, events) -> None:
     """A detector config with datasets but no manifest yet: prepare them first (rank 0; the others
     wait), so one config and one command go from raw data to a trained model."""
-    from fakefinder.tasks.deepfake.task import manifest_path
+    from fakefinder.tasks.deepfake_detector.kind import manifest_path
 
     if cfg.task != "deepfake_detector" or cfg.train.manifest is not None or not cfg.data.datasets:
         return
@@ -167,7 +167,7 @@ def export(
 ) -> None:
     """Export a detector or image classifier to ONNX or TorchScript (with a parity check against PyTorch),
     or a fine-tuned language model's adapter as a folder peft loads (--merged: a standalone model)."""
-    from fakefinder.infer.export import export as run_export
+    from fakefinder.tasks.classification.export import export as run_export
     from fakefinder.tasks import get_task, read_model
 
     try:
@@ -202,7 +202,7 @@ def convert(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the model artifact.")],
 ) -> None:
     """Convert an older checkpoint file into a model artifact (read safely: nothing in it runs)."""
-    from fakefinder.tasks.deepfake.artifact import convert_checkpoint
+    from fakefinder.tasks.deepfake_detector.artifact import convert_checkpoint
 
     try:
         artifact = convert_checkpoint(checkpoint, output)

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from fakefinder.api import evaluate, predict, prepare, train
 from fakefinder.config import Config, config_from_dict
-from fakefinder.data import synthetic
+from fakefinder import synthetic
 
 
 def make_demo_data(root: Path) -> dict[str, Path]:

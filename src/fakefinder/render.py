@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fakefinder.core.events import Event
-from fakefinder.eval.report import fmt
+from fakefinder.engine.report import fmt
 
 EPOCH_COLUMNS = [("epoch", "epoch", "{}"), ("train loss", "train_loss", "{:.4f}"), ("val loss", "val_loss", "{:.4f}"),
                  ("acc", "val_accuracy", "{:.3f}"), ("macro-F1", "val_macro_f1", "{:.3f}"), ("AUC", "val_auc", "{:.3f}"),

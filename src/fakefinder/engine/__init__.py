@@ -1,1 +1,3 @@
-"""The training engine: loop, checkpoints, schedules, logging, distributed launch."""
+"""What the kinds' training, evaluation and prediction share: distributed launch, DeepSpeed, the
+transformers Trainer helpers, language-model helpers, metrics, report pieces, score aggregation and
+the image/video predict loop."""

@@ -17,7 +17,7 @@ class RayPrepareError(FakefinderError):
 def _prepare_shard(config_tree: dict[str, Any], index: int, shards: int) -> dict[str, Any]:
     """One shard in a Ray task: the config comes as plain data and the task returns its counts."""
     from fakefinder.config import config_from_dict
-    from fakefinder.data.prepare import prepare
+    from fakefinder.faces.prepare import prepare
 
     config = config_from_dict(config_tree, f"prepare shard {index}/{shards}")
     warnings: list[str] = []
@@ -65,7 +65,7 @@ def prepare_on_ray(config, shards: int, events=None, *, address: str | None = No
     """
     import ray
 
-    from fakefinder.data.prepare import prepare
+    from fakefinder.faces.prepare import prepare
 
     events = as_events(events)
     if shards < 1:

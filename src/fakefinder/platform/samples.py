@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fakefinder.data import synthetic
+from fakefinder import synthetic
 
 DEMO_DATASETS = ("faces", "classes", "dx", "instructions", "shapes", "captions")
 
@@ -32,7 +32,7 @@ def _write(name: str, folder: Path) -> None:
     elif name == "classes":
         synthetic.make_class_folders(folder, per_split=(("train", 8), ("val", 4), ("test", 4)))
     elif name == "dx":
-        from fakefinder.tasks.dx_llava.tiny import build_char_tokenizer
+        from fakefinder.engine.tiny import build_char_tokenizer
 
         synthetic.make_llava_set(folder, count=12, splits=("train", "val", "test"))
         build_char_tokenizer(folder / "tokenizer")
@@ -41,7 +41,7 @@ def _write(name: str, folder: Path) -> None:
     elif name == "captions":
         synthetic.make_captioned_folder(folder, count=12, size=48)
     else:
-        from fakefinder.tasks.dx_llava.tiny import build_char_tokenizer
+        from fakefinder.engine.tiny import build_char_tokenizer
 
         synthetic.make_instruction_set(folder, {"train": 24, "val": 6, "test": 6})
         build_char_tokenizer(folder / "tokenizer")

@@ -460,7 +460,7 @@ def _detect_prepared(path: Path) -> dict | None:
     manifest = next((path / name for name in _MANIFESTS if (path / name).is_file()), None)
     if manifest is None:
         return None
-    from fakefinder.data.training import read_manifest
+    from fakefinder.faces.manifest import read_manifest
 
     found = {"layout": "prepared", "kinds": []}
     try:
@@ -487,7 +487,7 @@ def _detect_llava(path: Path) -> dict | None:
     if not (path / "train.json").is_file():
         return None
     from fakefinder.tasks.dx_llava.data import read_samples
-    from fakefinder.tasks.dx_llava.task import dataset_settings
+    from fakefinder.tasks.dx_llava.kind import dataset_settings
 
     found = {"layout": "llava_json", "kinds": []}
     try:
@@ -526,7 +526,7 @@ def _detect_class_folders(path: Path) -> dict | None:
     train = path / "train"
     if not train.is_dir() or not any(p.is_dir() for p in train.iterdir()):
         return None
-    from fakefinder.tasks.classify.data import ClassFolderError, read_class_folders
+    from fakefinder.tasks.image_classifier.data import ClassFolderError, read_class_folders
 
     found = {"layout": "class_folders", "kinds": []}
     try:
@@ -610,7 +610,7 @@ def _detect_raw(path: Path) -> dict | None:
         return None
     layout, extra, notes = found
     from fakefinder.config import DatasetConfig
-    from fakefinder.data.layouts import read_dataset
+    from fakefinder.faces.layouts import read_dataset
 
     description = {"layout": layout, "kinds": [], "prepare": {"layout": layout, "root": str(path), **extra}}
     try:
@@ -659,7 +659,7 @@ def _detect_yolo(path: Path) -> dict | None:
     """data.yaml with images/ and labels/: a YOLO detection dataset (labels checked as training checks them)."""
     if not any((path / name).is_file() for name in ("data.yaml", "data.yml", "dataset.yaml")):
         return None
-    from fakefinder.tasks.detect.labels import LabelError, read_dataset
+    from fakefinder.tasks.object_detector.labels import LabelError, read_dataset
 
     try:
         dataset = read_dataset(path, check_images=False, confine=True)
@@ -691,8 +691,8 @@ def _detect_captioned(path: Path) -> dict | None:
         images = {(p.parent, p.stem) for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS}
         if not images or not any((p.parent, p.stem) in images for p in path.rglob("*.txt")):
             return None
-    from fakefinder.tasks.diffusion.config import DiffusionDataConfig
-    from fakefinder.tasks.diffusion.data import CaptionError, read_folder
+    from fakefinder.tasks.text_to_image_lora.config import DiffusionDataConfig
+    from fakefinder.tasks.text_to_image_lora.data import CaptionError, read_folder
 
     try:
         items, report = read_folder(path, DiffusionDataConfig(), check_images=False)

@@ -126,7 +126,7 @@ def read_model(path: str | Path):
     if is_artifact(path):
         return read_artifact(path)
     if path.is_file() and path.suffix in {".pt", ".pth", ".ckpt"}:
-        from fakefinder.tasks.deepfake.artifact import artifact_from_checkpoint
+        from fakefinder.tasks.deepfake_detector.artifact import artifact_from_checkpoint
 
         return artifact_from_checkpoint(path)
     if not path.exists():

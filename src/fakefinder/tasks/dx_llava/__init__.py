@@ -7,7 +7,7 @@ imports (transformers, peft, bitsandbytes) happen only when these functions are 
 from fakefinder.tasks.dx_llava.config import DxLlavaConfig
 from fakefinder.tasks.registry import Task
 
-TASK = Task("dx_llava", "fakefinder.tasks.dx_llava.task", "DX-LLaVA: a vision-language detector that explains its answer",
+TASK = Task("dx_llava", "fakefinder.tasks.dx_llava.kind", "DX-LLaVA: a vision-language detector that explains its answer",
             section="dx_llava", section_model=DxLlavaConfig,
             short_form={"base_model": "dx_llava.model.language_model", "dataset_path": "dx_llava.data.train_json",
                         "epochs": "dx_llava.train.epochs", "batch_size": "dx_llava.train.batch_size",

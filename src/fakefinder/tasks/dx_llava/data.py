@@ -387,7 +387,7 @@ def make_data(manifest_path: str | Path, output_dir: str | Path, splits: list[st
               seed: int = 0, max_per_split: int | None = None) -> dict[str, Path]:
     """One LLaVA JSON per split of a prepared manifest (images stay where they are: `image` is
     relative to the manifest's root, which is the `image_folder` to train with)."""
-    from fakefinder.data.training import read_manifest
+    from fakefinder.faces.manifest import read_manifest
 
     manifest = read_manifest(Path(manifest_path))
     root = Path(manifest.attrs["root"])

@@ -17,7 +17,7 @@ from fakefinder.config import Config, ConfigError
 from fakefinder.tasks.dx_llava.data import Collator, Conversation, derive_label, load_image, read_samples
 from fakefinder.tasks.dx_llava.model import load_model
 from fakefinder.core.files import atomic_write, atomic_write_text
-from fakefinder.infer.predict import FilePredictor
+from fakefinder.engine.predict import FilePredictor
 
 DEFAULT_QUESTION = "<image>\nIs this face real or fake? Explain what you see."
 
@@ -115,7 +115,7 @@ def evaluate(checkpoint: str | Path, json_path: str | Path, image_folder: str | 
              device: str = "auto", batch_size: int = 8) -> dict:
     """Head (accuracy, macro-F1, AUC at 0.5) and text answer (accuracy, macro-F1 over parsed answers,
     unparsed count) on a LLaVA JSON set; writes metrics.json and predictions.csv."""
-    from fakefinder.eval.metrics import binary_metrics
+    from fakefinder.engine.metrics import binary_metrics
 
     explainer = Explainer.load(checkpoint, _pick_device(device))
     samples, report = read_samples(json_path, image_folder, "skip", max_samples)
@@ -173,7 +173,7 @@ class ExplainerPredictor(FilePredictor):
         self.threshold = 0.5
 
     def predict_file(self, file_id: str, found, pc, threshold: float) -> tuple[dict, list[dict]]:
-        from fakefinder.eval.aggregate import aggregate_scores
+        from fakefinder.engine.aggregate import aggregate_scores
 
         if not found.crops:
             return {"probability": pc.no_face_score, "label": pc.label_names[int(pc.no_face_score >= threshold)],

@@ -21,7 +21,7 @@ from torch import nn
 
 from fakefinder.config import Config, ConfigError, config_to_yaml
 from fakefinder.core.artifact import write_model_json
-from fakefinder.models.language import (
+from fakefinder.engine.language import (
     four_bit_config, linear_module_names, load_causal_lm, load_tokenizer, resolve_source,
 )
 from fakefinder.tasks.dx_llava.config import DxLlavaConfig

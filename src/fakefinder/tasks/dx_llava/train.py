@@ -20,10 +20,10 @@ from fakefinder.config import Config, ConfigError, save_config
 from fakefinder.core.checkpoint import rng_state, set_rng_state
 from fakefinder.core.events import SILENT, as_events
 from fakefinder.core.runlock import RunLock, clear_run, guard_run_folder
-from fakefinder.engine.hf_trainer import (
+from fakefinder.engine.hf import (
     latest_checkpoint, precision_flags, report_through_events, stop_on_signals, trainer_device,
 )
-from fakefinder.models.language import parameter_counts
+from fakefinder.engine.language import parameter_counts
 from fakefinder.tasks.dx_llava.data import Collator, Conversation, ConversationDataset, LengthGroupedSampler, read_samples
 from fakefinder.tasks.dx_llava.model import (
     build_model, gathered_for_saving, load_trained_weights, save_model,
@@ -136,7 +136,7 @@ def _trainer_class():
 @torch.no_grad()
 def evaluate_losses(model, dataset, collator, batch_size: int, device, prefix: str = "eval") -> dict:
     """Mean LM loss (and its perplexity), binary loss, total loss, head accuracy and AUC."""
-    from fakefinder.eval.metrics import binary_metrics
+    from fakefinder.engine.metrics import binary_metrics
 
     was_training = model.training
     model.eval()

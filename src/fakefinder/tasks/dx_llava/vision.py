@@ -68,8 +68,8 @@ class ClipTower(VisionTower):
 
 
 def _timm_tower(name: str, pretrained: bool | str, image_size: int | None) -> FeatureMapTower:
-    from fakefinder.models import import_timm
-    from fakefinder.models.pretrained import load_pretrained
+    from fakefinder.tasks.classification.model import import_timm
+    from fakefinder.tasks.classification.pretrained import load_pretrained
 
     timm = import_timm()
     hub = pretrained is True
@@ -94,8 +94,8 @@ def _fakefinder_tower(path: str, image_size: int | None) -> FeatureMapTower:
     detector's input size and normalisation come along."""
     from fakefinder.core.errors import FakefinderError
     from fakefinder.tasks import read_model
-    from fakefinder.models import from_artifact
-    from fakefinder.tasks.deepfake.artifact import KIND
+    from fakefinder.tasks.classification.model import from_artifact
+    from fakefinder.tasks.deepfake_detector.artifact import KIND
 
     if not Path(path).exists():
         raise ConfigError(f"dx_llava.model.vision_tower: detector model not found: {path}")

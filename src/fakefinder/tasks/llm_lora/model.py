@@ -14,7 +14,7 @@ import torch
 
 from fakefinder.config import Config, ConfigError, config_to_yaml
 from fakefinder.core.artifact import write_model_json
-from fakefinder.models.language import four_bit_config, load_causal_lm, load_tokenizer, resolve_source
+from fakefinder.engine.language import four_bit_config, load_causal_lm, load_tokenizer, resolve_source
 from fakefinder.tasks.llm_lora.config import LlmConfig
 from fakefinder.tasks.llm_lora.data import set_template
 

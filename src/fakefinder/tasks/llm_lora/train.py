@@ -16,10 +16,10 @@ import torch
 from fakefinder.config import Config, ConfigError, save_config
 from fakefinder.core.events import as_events
 from fakefinder.core.runlock import clear_run, guarded_run
-from fakefinder.engine.hf_trainer import (
+from fakefinder.engine.hf import (
     latest_checkpoint, precision_flags, report_through_events, stop_on_signals, trainer_device,
 )
-from fakefinder.models.language import parameter_counts
+from fakefinder.engine.language import parameter_counts
 from fakefinder.tasks.llm_lora.config import LlmConfig
 from fakefinder.tasks.llm_lora.data import TokenizedSet, prompt_ids, read_jsonl, split_off
 from fakefinder.tasks.llm_lora.model import build, save_artifact

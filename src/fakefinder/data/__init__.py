@@ -1,1 +1,0 @@
-"""Datasets from raw files to face crops: layouts, video decoding, face detection, splits."""

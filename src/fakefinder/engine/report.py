@@ -1,0 +1,43 @@
+"""What every kind's report is made of: figures formatted for tables, an HTML table, the page head,
+PNG images embedded in the page (so it reads offline as one file), a model's short name."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+import numpy as np
+
+
+
+def fmt(value) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "-"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def html_table(rows: list[dict], columns: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+PAGE_HEAD = ("<!doctype html><html><head><meta charset='utf-8'><title>fakefinder evaluation</title><style>"
+             "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}"
+             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}"
+             "img{max-width:100%;margin:0.5em 0}h2{border-bottom:1px solid #ddd}</style></head><body>")
+
+
+def embedded_png(path: Path) -> str:
+    """An <img> holding the PNG itself, so the report reads offline as one file."""
+    encoded = base64.b64encode(Path(path).read_bytes()).decode()
+    return f"<img alt='{html.escape(Path(path).stem)}' src='data:image/png;base64,{encoded}'>"
+
+
+def model_name(path: Path) -> str:
+    """A short name for tables: `run/model` for an artifact folder, `run/best` for an older file."""
+    path = Path(path)
+    if path.name == "model.json":
+        path = path.parent
+    return f"{path.parent.name}/{path.stem}" if path.parent.name else path.stem

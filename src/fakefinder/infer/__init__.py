@@ -1,1 +1,0 @@
-"""Scoring new media with trained detectors."""

@@ -1,0 +1,507 @@
+"""LoRA training of a Stable Diffusion UNet (and, optionally, its text encoder) in the loop the
+field uses (diffusers' own text-to-image LoRA recipe): images to VAE latents, noise at a random
+timestep, the UNet's noise (or v) prediction against the target, min-SNR weighting, AdamW on the
+adapter alone. Every random draw of a step comes from (seed, step), and data order and crops from
+(seed, epoch), so a run resumed from a checkpoint goes on exactly as an unbroken one. Checkpoints
+hold the adapter (safetensors), the optimizer and schedule (tensors only) and the step (JSON)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from fakefinder.config import Config, ConfigError, save_config
+from fakefinder.core.checkpoint import load_checkpoint, save_checkpoint
+from fakefinder.core.events import as_events
+from fakefinder.core.files import atomic_write_json
+from fakefinder.core.runlock import clear_run, guarded_run
+from fakefinder.engine.hf import stop_on_signals, trainer_device
+from fakefinder.tasks.text_to_image_lora.config import RANDOM_BASE, DiffusionConfig
+from fakefinder.tasks.text_to_image_lora.data import CaptionedImages, collate, epoch_batches, read_folder, split_off
+from fakefinder.tasks.text_to_image_lora.model import (
+    add_adapters, adapter_state, base_source, load_components, save_artifact, set_adapter_state,
+    set_sampler,
+)
+
+RUN_FILES = ("checkpoints", "model", "samples")  # what shows that an output folder holds a run
+STAGE = "diffusion train"
+
+
+def read_splits(cfg: DiffusionConfig, events) -> tuple[list, list, dict]:
+    """(training images, held-out images, what reading them found); skipped files warned by name."""
+    data = cfg.data
+    if data.path is None:
+        raise ConfigError("diffusion.data.path is required: a folder of images with captions (metadata.jsonl or "
+                          "same-name .txt files)")
+    items, report = read_folder(data.path, data)
+    reports = {"train": report.to_dict()}
+    if data.val_path is not None:
+        held, held_report = read_folder(data.val_path, data)
+        reports["val"] = held_report.to_dict()
+    else:
+        items, held = split_off(items, data.val_ratio, data.seed)
+        reports["val"] = {"carved_from": str(data.path), "ratio": data.val_ratio, "seed": data.seed,
+                          "images": len(held)}
+    for name, found in reports.items():
+        problems = found.get("problems") or []
+        if problems:
+            shown = "; ".join(f"{p['file']}: {p['message']}" for p in problems[:10])
+            events.warning(f"{name}: {len(problems)} file(s) left out ({shown}{'; ...' if len(problems) > 10 else ''})",
+                           "train")
+    return items, held, reports
+
+
+def resolve_precision(wanted: str, device: str) -> str:
+    if wanted == "auto":
+        if not device.startswith("cuda"):
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if wanted == "fp16" and not device.startswith("cuda"):
+        raise ConfigError("diffusion.train.precision=fp16 needs a CUDA GPU; use bf16 or fp32")
+    return wanted
+
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def encode_prompts(parts: dict, captions: list[str], device) -> torch.Tensor:
+    tokenizer = parts["tokenizer"]
+    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids.to(device)
+    return parts["text_encoder"](ids, return_dict=False)[0]
+
+
+def step_seed(seed: int, step: int, micro: int = 0) -> int:
+    return (seed * 1_000_003 + step * 1009 + micro) % (2**63 - 1)
+
+
+def denoising_loss(parts: dict, pixels: torch.Tensor, hidden: torch.Tensor, generator: torch.Generator | None,
+                   timesteps: torch.Tensor | None, snr_gamma: float | None, noise_offset: float = 0.0,
+                   reduce: bool = True) -> torch.Tensor:
+    """The training objective on a batch: latents of `pixels`, noise and timesteps drawn from
+    `generator` (or the given timesteps), the UNet's prediction against the schedule's target."""
+    from diffusers.training_utils import compute_snr
+
+    vae, unet, noise_schedule = parts["vae"], parts["unet"], parts["noise"]
+    device = pixels.device
+    latents = vae.encode(pixels.to(vae.dtype)).latent_dist.sample(generator) * vae.config.scaling_factor
+    latents = latents.float()
+    noise = torch.randn(latents.shape, generator=generator, device=device)
+    if noise_offset:
+        noise = noise + noise_offset * torch.randn((latents.shape[0], latents.shape[1], 1, 1), generator=generator,
+                                                   device=device)
+    if timesteps is None:
+        timesteps = torch.randint(0, noise_schedule.config.num_train_timesteps, (latents.shape[0],),
+                                  generator=generator, device=device)
+    timesteps = timesteps.long().to(device)
+    noisy = noise_schedule.add_noise(latents, noise, timesteps)
+    kind = noise_schedule.config.prediction_type
+    if kind == "epsilon":
+        target = noise
+    elif kind == "v_prediction":
+        target = noise_schedule.get_velocity(latents, noise, timesteps)
+    else:
+        raise ConfigError(f"the base's noise schedule predicts {kind!r}; LoRA training supports epsilon and "
+                          "v_prediction")
+    prediction = unet(noisy.to(unet.dtype), timesteps, hidden.to(unet.dtype), return_dict=False)[0].float()
+    losses = torch.nn.functional.mse_loss(prediction, target, reduction="none").mean(dim=(1, 2, 3))
+    if snr_gamma is not None:
+        snr = compute_snr(noise_schedule, timesteps)
+        weights = torch.stack([snr, snr_gamma * torch.ones_like(snr)], dim=1).min(dim=1)[0]
+        weights = weights / snr if kind == "epsilon" else weights / (snr + 1)
+        losses = losses * weights
+    return losses.mean() if reduce else losses
+
+
+@torch.no_grad()
+def held_out_loss(parts: dict, images: CaptionedImages, timesteps: int, seed: int, device, batch_size: int = 4,
+                  autocast=contextlib.nullcontext) -> float | None:
+    """Mean MSE (no SNR weighting) over the held-out images, each at `timesteps` timesteps spread
+    over the schedule with noise from `seed`: the same draws for every model compared."""
+    if len(images) == 0:
+        return None
+    total = parts["noise"].config.num_train_timesteps
+    spread = torch.linspace(0, total - 1, timesteps).round().long()
+    losses = []
+    unet_mode, text_mode = parts["unet"].training, parts["text_encoder"].training
+    parts["unet"].eval()
+    parts["text_encoder"].eval()
+    try:
+        for start in range(0, len(images), batch_size):
+            rows = collate([images[(0, i)] for i in range(start, min(len(images), start + batch_size))])
+            pixels = rows["pixels"].to(device)
+            with autocast():
+                hidden = encode_prompts(parts, rows["captions"], device)
+                for t in spread:
+                    generator = torch.Generator(device).manual_seed(step_seed(seed, int(t), start))
+                    step = torch.full((pixels.shape[0],), int(t))
+                    losses.append(denoising_loss(parts, pixels, hidden, generator, step, None, reduce=False).cpu())
+    finally:
+        parts["unet"].train(unet_mode)
+        parts["text_encoder"].train(text_mode)
+    return float(torch.cat(losses).mean())
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def checkpoint_dirs(output: Path) -> list[Path]:
+    """The complete checkpoints of a run folder, oldest first (`state.json` is written last)."""
+    found = [p for p in (Path(output) / "checkpoints").glob("step-*")
+             if p.name[5:].isdigit() and (p / "state.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name[5:]))
+
+
+def run_fingerprint(cfg: DiffusionConfig, items: list) -> dict:
+    """What a checkpoint's run was trained with, beyond its length: a resume with other settings (or
+    other images and captions) would not go on as the run did, so it is refused."""
+    d = cfg.data
+    root = Path(d.path) if d.path is not None else Path()
+    listing = "\n".join(f"{os.path.relpath(i.image, root)}\t{i.caption}" for i in items)
+    keys = {"train": ("batch_size", "accumulate", "lr", "text_encoder_lr", "scale_lr", "scheduler", "warmup_steps",
+                      "weight_decay", "snr_gamma", "noise_offset", "seed"),
+            "data": ("resolution", "center_crop", "random_flip", "caption_dropout")}
+    found = {f"diffusion.{section}.{key}": getattr(getattr(cfg, section), key) for section, names in keys.items()
+             for key in names}
+    found.update({f"diffusion.lora.{k}": v for k, v in cfg.lora.model_dump(mode="json").items()})
+    found["diffusion.model.base"] = cfg.model.base
+    found["the training images and captions"] = hashlib.sha1(listing.encode()).hexdigest()[:16]
+    return json.loads(json.dumps(found, default=str))
+
+
+def check_fingerprint(folder: Path, saved: dict | None, now: dict) -> None:
+    if saved is None:
+        return
+    changed = [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+    if changed:
+        raise ConfigError(f"resume: {folder} was written with other settings ({'; '.join(changed[:8])}); resume with "
+                          "the run's own settings (its config.yaml), or start a new run (--overwrite or another "
+                          "output folder)")
+
+
+def write_checkpoint(output: Path, step: int, parts: dict, optimizer, schedule, scaler, history: list,
+                     cfg: DiffusionConfig, fingerprint: dict, recent: list[float]) -> Path:
+    from safetensors.torch import save_file
+
+    root = Path(output) / "checkpoints"
+    folder = root / f"step-{step:06d}"
+    staging = root / f".step-{step:06d}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    save_file(adapter_state(parts["unet"]), str(staging / "unet_lora.safetensors"))
+    if cfg.lora.train_text_encoder:
+        save_file(adapter_state(parts["text_encoder"]), str(staging / "text_encoder_lora.safetensors"))
+    save_checkpoint(staging / "optimizer.pt", {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                                               "scaler": scaler.state_dict() if scaler is not None else {}})
+    atomic_write_json(staging / "state.json", {"step": step, "history": history, "settings": fingerprint,
+                                                "recent_losses": recent})
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)
+    for old in checkpoint_dirs(output)[: -cfg.train.checkpoints_kept]:
+        shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def read_checkpoint(folder: Path, parts: dict, optimizer, schedule, scaler, cfg: DiffusionConfig) -> dict:
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    state = json.loads((folder / "state.json").read_text())
+    set_adapter_state(parts["unet"], load_file(str(folder / "unet_lora.safetensors")), str(folder))
+    text_file = folder / "text_encoder_lora.safetensors"
+    if cfg.lora.train_text_encoder:
+        if not text_file.is_file():
+            raise ConfigError(f"resume: {folder} holds no text encoder adapter, but diffusion.lora.train_text_encoder "
+                              "is on (the run was started without it)")
+        set_adapter_state(parts["text_encoder"], load_file(str(text_file)), str(folder))
+    elif text_file.is_file():
+        raise ConfigError(f"resume: {folder} holds a text encoder adapter, but diffusion.lora.train_text_encoder is off")
+    saved = load_checkpoint(folder / "optimizer.pt")
+    try:
+        optimizer.load_state_dict(saved["optimizer"])
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(f"resume: {folder}/optimizer.pt does not fit this run's adapter ({exc}); were the LoRA "
+                          "settings changed?") from None
+    schedule.load_state_dict(saved["schedule"])
+    if scaler is not None and saved.get("scaler"):
+        scaler.load_state_dict(saved["scaler"])
+    return state
+
+
+# ---------------------------------------------------------------------------------------------
+# sample images
+
+
+@torch.no_grad()
+def write_samples(parts: dict, cfg: DiffusionConfig, folder: Path, device, dtype: torch.dtype) -> list[Path]:
+    """The sample prompts at their fixed seeds, generated with the adapter as it is now, as PNGs in
+    `folder` (prompt order; `index.json` lists prompt, seed and file)."""
+    from diffusers import StableDiffusionPipeline
+
+    s = cfg.sample
+    if not s.prompts:
+        return []
+    pipeline = StableDiffusionPipeline(vae=parts["vae"], text_encoder=parts["text_encoder"],
+                                       tokenizer=parts["tokenizer"], unet=parts["unet"],
+                                       scheduler=parts["sampler"], safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False)
+    pipeline.set_progress_bar_config(disable=True)
+    set_sampler(pipeline, s.scheduler)
+    modes = parts["unet"].training, parts["text_encoder"].training
+    parts["unet"].eval()
+    parts["text_encoder"].eval()
+    folder = Path(folder)
+    staging = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    rows, written = [], []
+    size = s.size or cfg.data.resolution
+    try:
+        for p, prompt in enumerate(s.prompts):
+            for k in range(s.images_per_prompt):
+                seed = s.seed + p * s.images_per_prompt + k
+                generator = torch.Generator(device).manual_seed(seed)
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                    image = pipeline(prompt, negative_prompt=s.negative_prompt or None, num_inference_steps=s.steps,
+                                     guidance_scale=s.guidance_scale, height=size, width=size,
+                                     generator=generator).images[0]
+                name = f"{p:02d}-{k:02d}.png"
+                image.save(staging / name)
+                rows.append({"prompt": prompt, "seed": seed, "file": name})
+                written.append(folder / name)
+    finally:
+        parts["unet"].train(modes[0])
+        parts["text_encoder"].train(modes[1])
+    (staging / "index.json").write_text(json.dumps(rows, indent=1))
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)
+    return written
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+def train(config: Config, resume: bool | str = False, overwrite: bool = False, events=None) -> dict:
+    """Train as configured; returns a summary (paths, losses, data report). A folder that holds a run
+    is refused unless resumed or `overwrite`; the folder's lock is held while it runs."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("text_to_image_lora trains in one process (one GPU, or the CPU); launch without torchrun")
+    output = Path(config.diffusion.train.output_dir)
+    events = as_events(events)
+    with guarded_run(output, RUN_FILES, bool(resume), overwrite, "a text-to-image LoRA run",
+                     "fakefinder train (text-to-image LoRA)", events):
+        return _train(config, resume, events, overwrite and not resume)
+
+
+class EpochBatches:
+    """Batch indices from batch number `start` (counted over all epochs) on, without end: each epoch's
+    order from (seed, epoch)."""
+
+    def __init__(self, count: int, batch_size: int, seed: int, start: int) -> None:
+        self.count, self.batch_size, self.seed, self.start = count, batch_size, seed, start
+
+    def __iter__(self):
+        epoch, position = divmod(self.start, math.ceil(self.count / self.batch_size))
+        while True:
+            yield from epoch_batches(self.count, self.batch_size, self.seed, epoch)[position:]
+            epoch, position = epoch + 1, 0
+
+
+def _quiet_worker(_: int) -> None:
+    """Loader workers leave SIGINT / SIGTERM to the trainer (it stops after the step and saves)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def batch_stream(dataset: CaptionedImages, batch_size: int, seed: int, start: int, workers: int):
+    """The training batches in order from batch number `start`, loaded by `workers` processes (0: this
+    one) that live for the whole run."""
+    from torch.utils.data import DataLoader
+
+    return DataLoader(dataset, batch_sampler=EpochBatches(len(dataset), batch_size, seed, start), num_workers=workers,
+                      collate_fn=collate, worker_init_fn=_quiet_worker if workers else None,
+                      prefetch_factor=2 if workers else None)
+
+
+def planned_steps(cfg: DiffusionConfig, images: int) -> int:
+    t = cfg.train
+    if t.epochs is None:
+        return t.max_steps
+    batches = math.ceil(images / t.batch_size)
+    return max(1, math.ceil(t.epochs * batches / t.accumulate))
+
+
+def _train(config: Config, resume: bool | str, events, overwrite: bool) -> dict:
+    from diffusers.optimization import get_scheduler
+
+    cfg: DiffusionConfig = config.diffusion
+    t = cfg.train
+    output = Path(t.output_dir)
+    items, held, reports = read_splits(cfg, events)
+    device = torch.device(trainer_device(t.device))
+    precision = resolve_precision(t.precision, device.type)
+    compute = DTYPES[precision]
+    frozen = compute if cfg.model.dtype == "auto" and device.type == "cuda" else DTYPES.get(cfg.model.dtype,
+                                                                                              torch.float32)
+    if frozen != torch.float32 and device.type != "cuda":
+        raise ConfigError(f"diffusion.model.dtype={cfg.model.dtype} needs a CUDA GPU; use fp32 on the CPU")
+    output.mkdir(parents=True, exist_ok=True)
+    save_config(config, output / "config.yaml")
+    source = base_source(cfg, output)
+    parts = load_components(source, cfg.model.revision, cfg.model.variant)
+    if overwrite:  # only now: a config or base that fails to load never costs the old run
+        clear_run(output, RUN_FILES)
+    torch.manual_seed(t.seed)
+    add_adapters(parts, cfg)
+    for name in ("vae", "text_encoder", "unet"):
+        parts[name].to(device) if frozen == torch.float32 else parts[name].to(device, dtype=frozen)
+    trained = [parts["unet"]] + ([parts["text_encoder"]] if cfg.lora.train_text_encoder else [])
+    for model in trained:
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.data = parameter.data.float()
+    if t.grad_checkpointing:
+        parts["unet"].enable_gradient_checkpointing()
+        if cfg.lora.train_text_encoder:
+            parts["text_encoder"].gradient_checkpointing_enable()
+    parts["vae"].eval()
+    parts["unet"].train()
+    parts["text_encoder"].train(cfg.lora.train_text_encoder)
+    scale = t.batch_size * t.accumulate if t.scale_lr else 1
+    groups = [{"params": [p for p in parts["unet"].parameters() if p.requires_grad], "lr": t.lr * scale}]
+    if cfg.lora.train_text_encoder:
+        groups.append({"params": [p for p in parts["text_encoder"].parameters() if p.requires_grad],
+                       "lr": (t.text_encoder_lr or t.lr) * scale})
+    trainable = sum(p.numel() for g in groups for p in g["params"])
+    total_params = sum(p.numel() for m in ("unet", "text_encoder", "vae") for p in parts[m].parameters())
+    optimizer = torch.optim.AdamW(groups, weight_decay=t.weight_decay)
+    steps = planned_steps(cfg, len(items))
+    schedule = get_scheduler(t.scheduler, optimizer, num_warmup_steps=t.warmup_steps, num_training_steps=steps)
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    step, history, carried = 0, [], []
+    fingerprint = run_fingerprint(cfg, items)
+    for leftover in (output / "checkpoints").glob(".step-*.partial-*"):  # cut off by a kill while written
+        shutil.rmtree(leftover, ignore_errors=True)
+    if resume:
+        chosen = Path(resume) if isinstance(resume, (str, Path)) else (checkpoint_dirs(output) or [None])[-1]
+        if chosen is None:
+            events.log(f"nothing to resume in {output} (no complete checkpoint): a fresh run", "train")
+        else:
+            if not (chosen / "state.json").is_file():
+                raise ConfigError(f"resume: {chosen} is not a complete checkpoint (no state.json)")
+            check_fingerprint(chosen, json.loads((chosen / "state.json").read_text()).get("settings"), fingerprint)
+            state = read_checkpoint(chosen, parts, optimizer, schedule, scaler, cfg)
+            step, history = int(state["step"]), list(state.get("history", []))
+            carried = list(state.get("recent_losses", []))  # losses of steps not logged yet
+            events.log(f"resuming from {chosen} (step {step} of {steps})", "train")
+    dataset = CaptionedImages(items, cfg.data, t.seed)
+    held_set = CaptionedImages(held, cfg.data, t.seed, train=False)
+    batches_per_epoch = math.ceil(len(items) / t.batch_size)
+    events.log(f"LoRA rank {cfg.lora.rank} on {'a random base' if cfg.model.base == RANDOM_BASE else cfg.model.base}: "
+               f"{trainable:,} trainable of {total_params:,} parameters; {len(items)} training images, {len(held)} "
+               f"held out; {steps} steps of {t.batch_size} x {t.accumulate}; {precision} on {device}", "train")
+
+    def autocast():
+        return torch.autocast(device.type, dtype=compute, enabled=precision != "fp32")
+
+    loader = batch_stream(dataset, t.batch_size, t.seed, step * t.accumulate, t.num_workers)
+    batches = iter(loader)
+    stop = threading.Event()
+    running = events.stage(STAGE, total=steps, step=step)
+    started = time.perf_counter()
+    first_step, recent, side = step, carried, 0.0  # side: seconds of samples, held-out loss, checkpoints
+    try:
+        with stop_on_signals(stop, events):
+            while step < steps and not stop.is_set():
+                optimizer.zero_grad(set_to_none=True)
+                loss_sum = 0.0
+                for micro in range(t.accumulate):
+                    batch = next(batches)
+                    torch.manual_seed(step_seed(t.seed, step, micro))  # dropout, if any
+                    generator = torch.Generator(device).manual_seed(step_seed(t.seed, step, micro))
+                    with autocast():
+                        with torch.set_grad_enabled(cfg.lora.train_text_encoder):
+                            hidden = encode_prompts(parts, batch["captions"], device)
+                        loss = denoising_loss(parts, batch["pixels"].to(device), hidden, generator, None, t.snr_gamma,
+                                              t.noise_offset) / t.accumulate
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"loss is {float(loss)} at step {step + 1}; lower diffusion.train.lr or use "
+                                                 "fp32 (checkpoints before this step are intact)")
+                    (scaler.scale(loss) if scaler is not None else loss).backward()
+                    loss_sum += float(loss.detach())
+                params = [p for g in groups for p in g["params"]]
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip))
+                skipped = False
+                if scaler is not None:
+                    before = scaler.get_scale()
+                    scaler.step(optimizer)
+                    scaler.update()
+                    skipped = scaler.get_scale() < before  # an inf/NaN gradient: no update, the schedule waits
+                else:
+                    optimizer.step()
+                if not skipped:
+                    schedule.step()
+                step += 1
+                recent.append(loss_sum)
+                running.advance(1)
+                sample_step = bool(cfg.sample.every) and step % cfg.sample.every == 0 and step != steps
+                if step % t.logging_steps == 0 or step == steps or sample_step:
+                    row = {"step": step, "epoch": (step * t.accumulate) / batches_per_epoch,
+                           "loss": sum(recent) / len(recent), "lr": schedule.get_last_lr()[0], "grad_norm": grad_norm}
+                    recent = []
+                    if sample_step:
+                        aside = time.perf_counter()
+                        row["val_loss"] = held_out_loss(parts, held_set, cfg.eval.timesteps, t.seed, device,
+                                                        max(4, t.batch_size), autocast)
+                        side += time.perf_counter() - aside
+                    history.append(row)
+                    events.metrics("diffusion", row)
+                aside = time.perf_counter()
+                if sample_step:
+                    written = write_samples(parts, cfg, output / "samples" / f"step-{step:06d}", device, compute)
+                    if written:
+                        events.log(f"step {step}: {len(written)} sample image(s) in {written[0].parent}", "train")
+                if step % t.checkpoint_steps == 0 or step == steps or stop.is_set():
+                    write_checkpoint(output, step, parts, optimizer, schedule, scaler, history, cfg, fingerprint,
+                                     recent)
+                side += time.perf_counter() - aside
+    finally:
+        del batches  # the loader's worker processes end with their iterator
+    events.end(running)
+    seconds = time.perf_counter() - started
+    done = step - first_step
+    summary = {"output": str(output), "steps": step, "planned_steps": steps, "seconds": seconds,
+               "images_per_second": done * t.batch_size * t.accumulate / (seconds - side) if done and seconds > side
+               else None, "side_seconds": side,
+               "parameters": {"trainable": trainable, "total": total_params}, "data": reports,
+               "precision": precision, "history": history,
+               "train_loss": history[-1]["loss"] if history else None}
+    if step < steps:
+        events.log(f"stopped at step {step}: checkpoint saved (resume with --resume)", "train")
+        return {**summary, "model": None, "stopped": "interrupted", "eval": {}}
+    val_loss = held_out_loss(parts, held_set, cfg.eval.timesteps, t.seed, device, max(4, t.batch_size), autocast)
+    written = write_samples(parts, cfg, output / "samples" / "final", device, compute)
+    metrics = {"val_loss": val_loss, "held_out_images": len(held)}
+    model_dir = save_artifact(parts, cfg, source, output / "model", config,
+                              {"steps": step, "train_loss": summary["train_loss"], "eval": metrics, "data": reports,
+                               "samples": [str(p) for p in written]})
+    events.result("train", {k: v for k, v in summary.items() if k != "history"} | {"eval": metrics},
+                  f"trained {step} steps in {seconds:.0f} s; held-out loss "
+                  f"{val_loss if val_loss is not None else float('nan'):.4f}; model: {model_dir}"
+                  + (f"; samples: {written[0].parent}" if written else ""))
+    return {**summary, "model": str(model_dir), "stopped": None, "eval": metrics, "samples": [str(p) for p in written]}

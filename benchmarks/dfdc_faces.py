@@ -48,17 +48,17 @@ def main() -> int:
     started = time.perf_counter()
     if args.score_only:
         from fakefinder.core.checkpoint import load_checkpoint
-        from fakefinder.tasks.classification.train import TrainResult
+        from fakefinder.core.results import TrainSummary
 
         run = Path(config.train.output_dir)
         state = load_checkpoint(run / "last.pt")
-        result = TrainResult(run, run / "model", run / "last.pt", state["best_metric"], state["best_epoch"],
-                             state["threshold"], state["history"], state["global_step"], "scored only")
+        result = TrainSummary(config.task, run, run / "model", "scored only", "", state["best_metric"],
+                              state["best_epoch"], state["epoch"], state["global_step"], None, state["history"])
     else:
         result = fakefinder.train(config, events=events, overwrite=True)  # the benchmark's own run folder
     train_seconds = time.perf_counter() - started
 
-    detector = load_detector(result.model_path)
+    detector = load_detector(result.artifact)
     manifest = read_manifest(prepared.manifest_path)
     test = select_rows(manifest, "test", None)
     started = time.perf_counter()
@@ -79,7 +79,7 @@ def main() -> int:
         "test": {k: test_metrics[k] for k in ("n", "auc", "macro_f1", "accuracy", "eer", "ap", "confusion")},
         "seconds": {"prepare": round(prepare_seconds, 1), "train": round(train_seconds, 1),
                     "score_test": round(score_seconds, 1)},
-        "artifact": str(result.model_path),
+        "artifact": str(result.artifact),
     }
     out = Path(args.results)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -45,7 +45,7 @@ def main() -> int:
     import fakefinder
     from fakefinder.config import load_config
     from fakefinder.tasks.dx_llava.data import make_data
-    from fakefinder.tasks.dx_llava.infer import evaluate
+    from fakefinder.tasks.dx_llava.evaluate import evaluate_model
     from fakefinder.tasks.dx_llava.train import train
 
     torch.set_flush_denormal(True)
@@ -66,12 +66,14 @@ def main() -> int:
         final = Path(config.dx_llava.train.output_dir) / "final"
         result = {"steps": None, "seconds": None, "final": str(final), "parameters": None, "eval": None}
     else:
-        result = train(config, overwrite=True)  # the benchmark's own run folder, made anew
+        trained = train(config, overwrite=True)  # the benchmark's own run folder, made anew
+        result = {"steps": trained.steps, "seconds": trained.seconds, "final": str(trained.artifact),
+                  "parameters": trained.details["parameters"], "eval": trained.details["eval"]}
     train_seconds = time.perf_counter() - started
     train_peak = peak_rss_mb()
 
     started = time.perf_counter()
-    metrics = evaluate(result["final"], data.test_json, config.dx_llava.data.image_folder,
+    metrics = evaluate_model(result["final"], data.test_json, config.dx_llava.data.image_folder,
                        Path(config.dx_llava.train.output_dir) / "test", explain_max=args.explain)
     eval_seconds = time.perf_counter() - started
     import pandas as pd

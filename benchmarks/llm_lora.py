@@ -54,7 +54,7 @@ def run_method(method: str, overrides: list[str]) -> dict:
     from fakefinder.config import load_config
     from fakefinder.tasks.llm_lora.data import read_jsonl
     from fakefinder.tasks.llm_lora.model import build
-    from fakefinder.tasks.llm_lora.kind import normalise
+    from fakefinder.tasks.llm_lora.evaluate import normalise
     from fakefinder.tasks.llm_lora.train import evaluate_losses, generate, tokenized
 
     torch.set_flush_denormal(True)
@@ -82,14 +82,15 @@ def run_method(method: str, overrides: list[str]) -> dict:
     del model
     result = fakefinder.train(config, overwrite=True)
     outcome = fakefinder.evaluate(config)
-    after = next(iter(outcome["metrics"]["models"].values()))
-    rows = [json.loads(line) for line in Path(outcome["answers_path"]).read_text().splitlines()]
+    after = next(iter(outcome.metrics["models"].values()))
+    rows = [json.loads(line) for line in outcome.files["answers"].read_text().splitlines()]
     after["by_task"] = by_task([r["prompt"] for r in rows], [r["correct"] for r in rows])
     rows = rows[:5]
-    return {"method": method, "steps": result["steps"], "train_seconds": result["seconds"],
-            "tokens_per_second": result["tokens_per_second"], "train_tokens": result["data"]["tokens"]["train"]["tokens"],
-            "trainable_parameters": result["parameters"]["trainable"], "peak_rss_mb": peak_rss_mb(),
-            "before": before, "after": {**after, "examples": rows}, "val": result["eval"]}
+    details = result.details
+    return {"method": method, "steps": result.steps, "train_seconds": result.seconds,
+            "tokens_per_second": details["tokens_per_second"], "train_tokens": details["data"]["tokens"]["train"]["tokens"],
+            "trainable_parameters": details["parameters"]["trainable"], "peak_rss_mb": peak_rss_mb(),
+            "before": before, "after": {**after, "examples": rows}, "val": details["eval"]}
 
 
 def main() -> int:

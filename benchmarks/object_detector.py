@@ -54,11 +54,11 @@ def main() -> None:
         train_s = time.perf_counter() - started
         test_config = load_config(CONFIG, overrides + ["detector.eval.split=test"])
         evaluated = fakefinder.evaluate(test_config)
-        (test,) = evaluated["metrics"]["models"].values()
+        (test,) = evaluated.metrics["models"].values()
         from fakefinder.tasks import read_model
-        from fakefinder.tasks.object_detector.predictor import BoxPredictor
+        from fakefinder.tasks.object_detector.predict import BoxPredictor
 
-        predictor = BoxPredictor(read_model(result["model"]), "cpu")
+        predictor = BoxPredictor(read_model(result.artifact), "cpu")
         images = sorted((dataset / "images" / "test").glob("*.jpg"))[:40]
         predictor.boxes(images[:2])  # warm-up
         began = time.perf_counter()
@@ -71,7 +71,7 @@ def main() -> None:
         "model": "yolov8n.yaml (random init)", "epochs": args.epochs, "train_seconds": round(train_s, 1),
         "train_images_per_second": round(args.train * args.epochs / train_s, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "val": result["val"]["overall"], "test": test["overall"], "test_per_class": test["per_class"],
+        "val": result.details["val"]["overall"], "test": test["overall"], "test_per_class": test["per_class"],
         "predict_ms_per_image": round(latency * 1000, 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

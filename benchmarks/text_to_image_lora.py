@@ -85,11 +85,11 @@ def main() -> None:
         val_curve = [{"step": e.data["step"], "val_loss": round(e.data["val_loss"], 5)} for e in seen
                      if e.type == "metrics" and e.data.get("val_loss") is not None]
         evaluated = fakefinder.evaluate(load_config(CONFIG, overrides + [f"diffusion.data.test_path={test}"]))
-        (tested,) = evaluated["metrics"]["models"].values()
+        (tested,) = evaluated.metrics["models"].values()
         from fakefinder.tasks import read_model
-        from fakefinder.tasks.text_to_image_lora.kind import ImageGenerator
+        from fakefinder.tasks.text_to_image_lora.predict import ImageGenerator
 
-        generator = ImageGenerator(read_model(result["model"]), __import__("torch").device("cpu"), config)
+        generator = ImageGenerator(read_model(result.artifact), __import__("torch").device("cpu"), config)
         generator.generate("a photo of a real face", 0)  # warm-up
         began = time.perf_counter()
         for seed in range(5):
@@ -99,13 +99,13 @@ def main() -> None:
         "command": f"benchmarks/text_to_image_lora.py --train {args.train} --val {args.val} --test {args.test} "
                    f"--size {args.size} --steps {args.steps} --batch {args.batch} --lr {args.lr}",
         "base": "random:tiny (UNet 16/32 channels, 2x VAE, 2-layer CLIP text encoder)",
-        "steps": result["steps"], "train_seconds": round(train_s, 1),
-        "steps_per_second": round(result["steps"] / result["seconds"], 2),
-        "train_images_per_second": round(result["images_per_second"], 1),  # steps only (no samples, eval, checkpoints)
-        "side_seconds": round(result["side_seconds"], 1),
-        "trainable_parameters": result["parameters"]["trainable"],
+        "steps": result.steps, "train_seconds": round(train_s, 1),
+        "steps_per_second": round(result.steps / result.seconds, 2),
+        "train_images_per_second": round(result.details["images_per_second"], 1),  # steps only (no samples, eval, checkpoints)
+        "side_seconds": round(result.details["side_seconds"], 1),
+        "trainable_parameters": result.details["parameters"]["trainable"],
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "val_loss_during_training": val_curve, "val_loss_final": result["eval"]["val_loss"],
+        "val_loss_during_training": val_curve, "val_loss_final": result.details["eval"]["val_loss"],
         "test": {k: tested[k] for k in ("images", "timesteps", "loss", "base_loss", "loss_change")},
         "generate_seconds_per_image": round(per_image, 3),
     }

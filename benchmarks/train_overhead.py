@@ -87,21 +87,24 @@ def trainer_loop(manifest: Path, out: Path, args) -> dict:
                   "val_max_samples": args.batch},
     })
     # per-step timings come from the trainer's own TensorBoard-free hook: wrap the optimizer step
-    from fakefinder.tasks.classification.train import Trainer
-    from fakefinder.tasks.deepfake_detector.kind import train_data
+    from fakefinder.engine.run import Run
+    from fakefinder.tasks import get_task
+    from fakefinder.tasks.classification.train import RUN_FILES, Trainer
+    from fakefinder.tasks.deepfake_detector.data import train_data
 
-    trainer = Trainer(config, train_data(config))
-    trainer.setup()
     stamps = []
-    original_step = trainer.optimizer.step
+    with Run(get_task(config.task), config, RUN_FILES, "a training run", overwrite=True) as run:
+        trainer = Trainer(run, train_data(config))
+        trainer.setup()
+        original_step = trainer.optimizer.step
 
-    def timed_step(*a, **k):
-        result = original_step(*a, **k)
-        stamps.append(time.perf_counter())
-        return result
+        def timed_step(*a, **k):
+            result = original_step(*a, **k)
+            stamps.append(time.perf_counter())
+            return result
 
-    trainer.optimizer.step = timed_step
-    result = trainer.fit()
+        trainer.optimizer.step = timed_step
+        result = trainer.fit()
     steps = np.diff(stamps)[args.warmup - 1:]
     return {"step_s": float(np.mean(steps)), "data_wait_pct": result.history[-1]["data_wait_pct"]}
 

@@ -52,7 +52,7 @@ def train_config(manifest: Path, output: Path, **train):
         "augment": {"enabled": True},
         "train": {"manifest": str(manifest), "output_dir": str(output), "epochs": 2, "batch_size": 4,
                   "num_workers": 0, "lr": 1e-3, "warmup_epochs": 0.5,
-                  "logging": {"tensorboard": False, "plots": False}, **train},
+                  "trackers": [], "plots": False, **train},
     }
     return config_from_dict(tree, "test")
 

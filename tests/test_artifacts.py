@@ -9,6 +9,7 @@ import pickle
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,69 +56,6 @@ def network_from_state(state: dict):
 # registry and dispatch
 
 
-TOY_KIND = '''
-"""A model kind outside fakefinder: its package and one register() line are all it takes."""
-from fakefinder.config import Section
-from fakefinder.tasks.registry import Task
-
-calls = []
-
-
-class ToySection(Section):
-    width: int = 4
-
-
-def train(config, resume=False, events=None, overwrite=False):
-    calls.append(("train", config.toy.width, config.train.epochs))
-    return "trained"
-
-
-def load(artifacts, device="cpu", config=None):
-    calls.append(("load", [a.kind for a in artifacts]))
-    return "predictor"
-
-
-TASK = Task("toy_kind", __name__, "a kind for this test", section="toy", section_model=ToySection,
-            defaults={"train": {"epochs": 3}})
-'''
-
-TOY_CHECKS = '''
-import sys
-import fakefinder
-from fakefinder.config import ConfigError, config_from_dict
-from fakefinder.core.artifact import write_artifact
-from fakefinder.tasks import register, task_for_models
-import toy_kind
-
-register(toy_kind.TASK)
-config = config_from_dict({"task": "toy_kind", "toy": {"width": 7}})
-assert config.toy.width == 7 and config.train.epochs == 3  # the kind's own default
-assert config_from_dict({"task": "toy_kind", "train": {"epochs": 5}}).train.epochs == 5
-try:
-    config_from_dict({"task": "toy_kind", "toy": {"widht": 1}})
-    raise AssertionError("a typo in the kind's section was accepted")
-except ConfigError as exc:
-    assert "toy.widht" in str(exc) and "did you mean 'toy.width'" in str(exc), exc
-assert fakefinder.train(config) == "trained" and toy_kind.calls[-1] == ("train", 7, 3)
-folder = sys.argv[1]
-write_artifact(folder, "toy_kind", {}, ["a", "b"], {})
-open(folder + "/dx_llava.json", "w").write("{}")  # a decoy: files never decide the kind
-task, artifacts = task_for_models([folder])
-assert task.name == "toy_kind" and task.load(artifacts) == "predictor", task
-assert toy_kind.calls[-1] == ("load", ["toy_kind"])
-print("toy kind ok")
-'''
-
-
-def test_a_kind_from_its_own_package_gets_its_section_defaults_and_dispatch(tmp_path):
-    """Registered in a fresh process (a registered kind stays for the process's lifetime)."""
-    (tmp_path / "toy_kind.py").write_text(TOY_KIND)
-    (tmp_path / "checks.py").write_text(TOY_CHECKS)
-    done = subprocess.run([sys.executable, str(tmp_path / "checks.py"), str(tmp_path / "toy")], capture_output=True,
-                          text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)})
-    assert done.returncode == 0 and "toy kind ok" in done.stdout, done.stderr[-3000:]
-
-
 def test_unknown_kind_lists_the_known_ones(tmp_path):
     with pytest.raises(ConfigError, match="unknown task 'deepfake_detecter'.*deepfake_detector, dx_llava"):
         config_from_dict({"task": "deepfake_detecter"})
@@ -132,16 +70,17 @@ def test_dispatch_from_config_and_from_artifact(run):
     root, config, result = run
     assert task_for_config(config).name == "deepfake_detector"
     assert task_for_config(config_from_dict({"task": "dx_llava"})).name == "dx_llava"
-    task, (artifact,) = task_for_models([result.model_path])
+    task, (artifact,) = task_for_models([result.artifact])
     assert task.name == "deepfake_detector" and artifact.kind == "deepfake_detector"
     with pytest.raises(ConfigError, match="different kinds"):
         write_artifact(root / "other", "dx_llava", {}, ["real", "fake"], {})
-        task_for_models([result.model_path, root / "other"])
+        task_for_models([result.artifact, root / "other"])
 
 
-def test_renamed_config_keys_point_to_their_new_name():
-    with pytest.raises(ConfigError, match="'predict.checkpoints': it is called 'predict.models' now"):
-        config_from_dict({"predict": {"checkpoints": ["a/best.pt"]}})
+def test_renamed_config_keys_are_taken_under_their_new_name_with_a_note():
+    config = config_from_dict({"predict": {"checkpoints": ["a/best.pt"]}})
+    assert config.predict.models == [Path("a/best.pt")]
+    assert config.notes == ["'predict.checkpoints' is called 'predict.models' now"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,24 +89,24 @@ def test_renamed_config_keys_point_to_their_new_name():
 
 def test_artifact_round_trip_gives_identical_logits(run):
     root, config, result = run
-    meta = json.loads((result.model_path / "model.json").read_text())
+    meta = json.loads((result.artifact / "model.json").read_text())
     assert meta["format"] == "fakefinder-model" and meta["format_version"] == 1
     assert meta["kind"] == "deepfake_detector" and meta["classes"] == ["real", "fake"]
-    assert meta["threshold"] == pytest.approx(result.threshold)
+    assert meta["threshold"] == pytest.approx(result.details["threshold"])
     assert meta["files"] == ["model.safetensors"] and meta["architecture"]["name"] == "test_efficientnet"
     pre = meta["preprocessing"]
     assert pre["input_size"] == 32 and len(pre["mean"]) == 3 and pre["tta"] == "none"
     assert pre["crop"] == {"format": "jpg", "quality": 95} and pre["faces"]["detector"] == "retinaface"
     assert meta["training"]["best_epoch"] == 1 and "val_auc" in meta["training"]["validation"]
-    loaded = load_detector(result.model_path)
-    trained = network_from_state(load_checkpoint(result.last_path))
+    loaded = load_detector(result.artifact)
+    trained = network_from_state(load_checkpoint(result.details["resume_state"]))
     assert torch.equal(logits(loaded.model), logits(trained))
-    assert loaded.threshold == pytest.approx(result.threshold)
+    assert loaded.threshold == pytest.approx(result.details["threshold"])
 
 
 def test_resume_state_holds_only_tensors_and_plain_values(run):
     _, _, result = run
-    state = torch.load(result.last_path, weights_only=True)  # no allow-list needed: not even numpy arrays
+    state = torch.load(result.details["resume_state"], weights_only=True)  # no allow-list needed: not even numpy arrays
     assert isinstance(state["rng"][0]["numpy"]["keys"], torch.Tensor)
 
 
@@ -176,7 +115,7 @@ def test_newer_or_malformed_artifacts_are_refused_naming_the_file(run, tmp_path)
     import shutil
 
     copy = tmp_path / "model"
-    shutil.copytree(result.model_path, copy)
+    shutil.copytree(result.artifact, copy)
     meta = json.loads((copy / "model.json").read_text())
     (copy / "model.json").write_text(json.dumps({**meta, "format_version": 99}))
     with pytest.raises(ArtifactError, match="format_version 99 was written by a newer fakefinder"):
@@ -207,7 +146,7 @@ def legacy_checkpoint(path, state: dict, config, threshold: float = 0.42, **conf
 
 def test_an_older_best_pt_loads_safely_and_converts(run, tmp_path):
     root, config, result = run
-    state = load_checkpoint(result.last_path)
+    state = load_checkpoint(result.details["resume_state"])
     old = tmp_path / "best.pt"
     # keys of a later-renamed (or dropped) setting in the old config must not stop it loading
     legacy_checkpoint(old, state, config, faces={"old_setting": 1}, train={"retired_key": True})
@@ -222,12 +161,13 @@ def test_an_older_best_pt_loads_safely_and_converts(run, tmp_path):
     assert torch.equal(logits(load_detector(tmp_path / "converted").model), expected)
     from fakefinder.engine.predict import face_settings
 
-    from fakefinder.tasks.deepfake_detector.artifact import convert_checkpoint
+    from fakefinder.core.artifact import write_converted
+    from fakefinder.tasks import read_model
 
     (tmp_path / "keep").mkdir()
     (tmp_path / "keep" / "notes.txt").write_text("mine")
     with pytest.raises(ArtifactError, match="exists and is not a model artifact"):
-        convert_checkpoint(old, tmp_path / "keep")
+        write_converted(read_model(old), tmp_path / "keep")
     assert (tmp_path / "keep" / "notes.txt").read_text() == "mine"  # a folder that is not an artifact is never replaced
     faces, notes = face_settings(converted.preprocessing, {"detector": "retinaface", "detect": True})
     assert faces.detector == "retinaface" and any("old_setting" in n for n in notes)
@@ -241,7 +181,7 @@ def test_a_model_trained_on_ready_crops_detects_faces_in_raw_videos(run, tmp_pat
     _, config, result = run
     video = write_video(tmp_path / "clip.mp4", identity=3, num_frames=8, size=(120, 160))
     predict = config.model_copy(deep=True)
-    predict.predict.models, predict.predict.inputs = [result.model_path], [video]
+    predict.predict.models, predict.predict.inputs = [result.artifact], [video]
     predict.predict.output, predict.predict.num_workers = tmp_path / "s.csv", 0
     seen = []
     detected = fakefinder.predict(predict, events=seen.append).table.iloc[0]
@@ -249,7 +189,7 @@ def test_a_model_trained_on_ready_crops_detects_faces_in_raw_videos(run, tmp_pat
     assert "trained on ready face crops" in warnings and "detected in the inputs with retinaface" in warnings
     from fakefinder.engine.predict import face_settings
 
-    _, notes = face_settings(json.loads((result.model_path / "model.json").read_text())["preprocessing"],
+    _, notes = face_settings(json.loads((result.artifact / "model.json").read_text())["preprocessing"],
                              {"detector": "mediapipe"})
     assert "detected in the inputs with mediapipe" in notes[0]  # the detector that will run, overrides applied
     assert detected.faces > 0 and detected.reason == ""

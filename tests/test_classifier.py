@@ -31,7 +31,7 @@ def classifier_config(data: Path, out: Path, **train) -> "fakefinder.Config":
         "augment": {"rotate": 0.0, "cutout": 0.0, "jpeg": 0.0},
         "train": {"output_dir": str(out / "run"), "epochs": 4, "batch_size": 6, "lr": 3e-3, "num_workers": 0,
                   "warmup_epochs": 0.2, "early_stopping": {"metric": "accuracy", "patience": None},
-                  "logging": {"tensorboard": False, "plots": False}, **train},
+                  "trackers": [], "plots": False, **train},
         "evaluate": {"output_dir": str(out / "eval"), "num_workers": 0},
         "predict": {"output": str(out / "submission.csv"), "num_workers": 0},
     })
@@ -54,7 +54,7 @@ def test_kind_defaults_are_the_recipe():
 
 def test_trains_into_an_artifact_of_its_kind(trained):
     root, _, _, result = trained
-    meta = json.loads((result.model_path / "model.json").read_text())
+    meta = json.loads((result.artifact / "model.json").read_text())
     assert meta["kind"] == "image_classifier" and meta["classes"] == ["blue", "green", "red"]
     assert meta["threshold"] is None and meta["architecture"]["num_outputs"] == 3
     assert meta["preprocessing"]["faces"]["detect"] is False and meta["preprocessing"]["crop"]["format"] == "none"
@@ -65,17 +65,17 @@ def test_trains_into_an_artifact_of_its_kind(trained):
 def test_evaluates_with_a_3x3_confusion_matrix_that_matches_its_predictions(trained):
     root, _, config, result = trained
     evaluated = fakefinder.evaluate(config)
-    metrics = json.loads(Path(evaluated["metrics_path"]).read_text())
+    metrics = json.loads(evaluated.metrics_file.read_text())
     m = metrics["models"]["run/model"]["sets"]["test"]
     assert np.array(m["confusion"]).shape == (3, 3) and np.array(m["confusion"]).sum() == 12
     assert set(m["per_class"]) == {"blue", "green", "red"} and "top5_accuracy" not in m  # only 3 classes
-    predictions = pd.read_csv(evaluated["predictions_path"])
+    predictions = pd.read_csv(evaluated.files["predictions"])
     assert len(predictions) == 12 and m["accuracy"] == pytest.approx((predictions.label == predictions.prediction).mean())
     truth, guess = predictions.label.tolist(), predictions.prediction.tolist()
     classes = ["blue", "green", "red"]
     by_hand = [[sum(1 for t, g in zip(truth, guess) if t == a and g == b) for b in classes] for a in classes]
     assert m["confusion"] == by_hand
-    report = Path(evaluated["report_path"]).read_text()
+    report = evaluated.report_file.read_text()
     assert "data:image/png;base64," in report and "macro_f1" in report and "green" in report
 
 
@@ -107,14 +107,14 @@ def test_an_n_class_resume_state_is_not_taken_for_a_detector_checkpoint(trained)
 
     _, _, _, result = trained
     with pytest.raises(ArtifactError, match="N-class run.*model/ folder"):
-        read_model(result.last_path)
+        read_model(result.details["resume_state"])
 
 
 def test_exports_to_onnx_with_one_output_per_class(trained, tmp_path):
     from fakefinder.tasks.classification.export import export
 
     _, _, _, result = trained
-    report = export(result.model_path, tmp_path / "classifier.onnx")
+    report = export(result.artifact, tmp_path / "classifier.onnx")
     assert report.max_abs_diff < 1e-4
     import onnxruntime as ort
 

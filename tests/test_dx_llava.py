@@ -40,14 +40,14 @@ def dx_config(dx_data, output: Path, tower: str = "clip", **train):
     else:
         model.update(vision_tower="timm:test_convnext", vision_pretrained=False, image_size=32)
     model.update(train.pop("model", {}))
+    lora = {"r": 4, "alpha": 8, "compute_dtype": "fp32", **train.pop("lora", {})}
     settings = {"output_dir": str(output), "mode": "lora", "max_steps": 4, "batch_size": 4, "eval_steps": 2,
-                "save_steps": 2, "logging_steps": 1, "num_workers": 0, "lr": 2e-3, "report_to": ["none"],
-                "lora_r": 4, "lora_alpha": 8, "compute_dtype": "fp32", **train}
-    return config_from_dict({"faces": {"detect": False, "size": 32}, "dx_llava": {
+                "save_steps": 2, "logging_steps": 1, "num_workers": 0, "lr": 2e-3, "trackers": [], **train}
+    return config_from_dict({"task": "dx_llava", "faces": {"detect": False, "size": 32}, "dx_llava": {
         "model": model,
         "data": {"train_json": str(dx_data["json"]), "eval_json": str(dx_data["json"]),
                  "image_folder": str(dx_data["images"])},
-        "train": settings,
+        "lora": lora, "train": settings,
     }})
 
 
@@ -214,14 +214,14 @@ def test_tower_from_a_trained_detector_checkpoint_travels_with_the_run(dx_data, 
 
     manifest = make_crops(tmp_path / "crops", groups=6)
     detector_run = train_detector(train_config(manifest, tmp_path / "detector", epochs=1, batch_size=2))
-    detector = load_detector(detector_run.model_path).model
+    detector = load_detector(detector_run.artifact).model
     source = tmp_path / "tower"
-    shutil.copytree(detector_run.model_path, source)
+    shutil.copytree(detector_run.artifact, source)
 
     cfg = dx_config(dx_data, tmp_path / "run", max_steps=2,
                     model={"vision_tower": f"fakefinder:{source}", "vision_config": None})
     result = train_dx(cfg)
-    final = Path(result["final"])
+    final = result.artifact
     meta = json.loads((final / "model.json").read_text())
     assert meta["kind"] == "dx_llava" and meta["architecture"]["tower_arch"] == "test_efficientnet"
     assert meta["preprocessing"]["input_size"] == 32 and meta["preprocessing"]["mean"] == [0.485, 0.456, 0.406]
@@ -310,17 +310,18 @@ def _adapter(path: Path) -> dict:
 
 
 def test_train_lora_resume_evaluate_and_merge(dx_data, tmp_path):
-    from fakefinder.tasks.dx_llava.infer import Explainer, evaluate
+    import fakefinder
+    from fakefinder.tasks.dx_llava.predict import Explainer
     from fakefinder.tasks.dx_llava.model import load_model, merge_lora
     from fakefinder.tasks.dx_llava.train import train
 
     cfg = dx_config(dx_data, tmp_path / "run")
     result = train(cfg)
-    final = Path(result["final"])
-    assert result["steps"] == 4
-    logged = [h for h in result["history"] if "lm_loss" in h]
+    final = result.artifact
+    assert result.steps == 4
+    logged = [h for h in result.history if "lm_loss" in h]
     assert logged and all("binary_loss" in h and "learning_rate" in h for h in logged)
-    assert {"eval_binary_accuracy", "eval_perplexity", "eval_lm_loss"} <= set(result["eval"])
+    assert {"eval_binary_accuracy", "eval_perplexity", "eval_lm_loss"} <= set(result.details["eval"])
     assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
     assert not (final / "language_model").exists()  # LoRA: the adapter only, never the whole LM
     assert (final / "vision_tower.safetensors").is_file()  # a random tower cannot be rebuilt: saved
@@ -339,8 +340,8 @@ def test_train_lora_resume_evaluate_and_merge(dx_data, tmp_path):
     shutil.copytree(tmp_path / "run" / "checkpoint-2", tmp_path / "resumed" / "checkpoint-2")
     shutil.copytree(tmp_path / "run" / "base_language_model", tmp_path / "resumed" / "base_language_model")
     resumed = train(resumed_cfg, resume=True)
-    assert resumed["steps"] == 4
-    a, b = _adapter(final), _adapter(Path(resumed["final"]))
+    assert resumed.steps == 4
+    a, b = _adapter(final), _adapter(resumed.artifact)
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     untrained = _adapter(tmp_path / "run" / "checkpoint-2")
     assert any(not torch.allclose(a[k], untrained[k]) for k in a)
@@ -363,13 +364,16 @@ def test_train_lora_resume_evaluate_and_merge(dx_data, tmp_path):
     explainer = Explainer.load(final, max_new_tokens=8)
     answers = explainer.explain([dx_data["images"] / "0.png", dx_data["images"] / "1.png"])
     assert len(answers) == 2 and all(0 <= a["probability"] <= 1 and isinstance(a["explanation"], str) for a in answers)
-    metrics = evaluate(final, dx_data["json"], dx_data["images"], tmp_path / "eval", max_samples=4, explain_max=2)
+    cfg.evaluate.models, cfg.evaluate.output_dir, cfg.evaluate.max_samples = [final], tmp_path / "eval", 4
+    cfg.dx_llava.eval.answers = 2
+    evaluated = fakefinder.evaluate(cfg)
+    (metrics,) = evaluated.metrics["models"].values()
     assert metrics["n"] == 4 and "auc" in metrics["head"] and metrics["text"]["n"] == 2
-    assert (tmp_path / "eval" / "predictions.csv").is_file()
+    assert json.loads(evaluated.metrics_file.read_text())["kind"] == "dx_llava"
+    assert "explanation" in evaluated.report_file.read_text()
+    assert (tmp_path / "eval" / "run" / "final" / "predictions.csv").is_file()
 
     # `fakefinder predict` with a DX-LLaVA checkpoint: submission + explanations per file
-    import fakefinder
-
     cfg.predict.inputs = [dx_data["images"] / "0.png", dx_data["images"] / "1.png"]
     cfg.predict.models = [final]
     cfg.predict.output = tmp_path / "predict" / "submission.csv"
@@ -383,7 +387,7 @@ def test_train_lora_resume_evaluate_and_merge(dx_data, tmp_path):
 
 
 def test_torchrun_two_cpu_processes_share_the_data(dx_data, tmp_path):
-    """`torchrun --nproc_per_node 2 -m fakefinder dx-llava train`: one process group (gloo), each
+    """`torchrun --nproc_per_node 2 -m fakefinder train`: one process group (gloo), each
     rank gets half of every batch's samples, rank 0 alone writes the base LM and the checkpoint."""
     import os
     import subprocess
@@ -398,12 +402,12 @@ def test_torchrun_two_cpu_processes_share_the_data(dx_data, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-         "-m", "fakefinder", "dx-llava", "train", "-c", str(path)],
+         "-m", "fakefinder", "train", "-c", str(path)],
         capture_output=True, text=True, env=env, timeout=400,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     # 12 samples, 2 ranks x batch 2 = 4 per step: 3 steps (one process would take 6)
-    assert "trained 3 steps" in done.stdout, done.stdout[-2000:]
+    assert "completed after 3 step(s)" in done.stdout, done.stdout[-2000:]
     assert (tmp_path / "run" / "final" / "adapter").is_dir()
     assert not list((tmp_path / "run").glob("*.partial-*"))  # the base LM was written once, completely
 
@@ -434,11 +438,11 @@ def test_deepspeed_zero2_and_zero3_on_two_cpu_processes_save_whole_weights(dx_da
         save_config(cfg, tmp_path / f"{name}.yaml")
         done = subprocess.run(
             [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-             "-m", "fakefinder", "dx-llava", "train", "-c", str(tmp_path / f"{name}.yaml")],
+             "-m", "fakefinder", "train", "-c", str(tmp_path / f"{name}.yaml")],
             capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
         )
         assert done.returncode == 0, done.stderr[-3000:]
-        assert done.stdout.count("trained 3 steps") == 1, done.stdout[-2000:]  # printed by rank 0 only
+        assert done.stdout.count("completed after 3 step(s)") == 1, done.stdout[-2000:]  # printed by rank 0 only
         final = tmp_path / name / "final"
         adapter = next((final / "adapter").glob("*.safetensors"))
         saved[name] = {part: load_file(str(final / f"{part}.safetensors")) for part in ("projector", "head")}
@@ -462,7 +466,7 @@ def test_stage1_saves_the_projector_alone_and_stage2_starts_from_it(dx_data, tmp
 
     cfg = dx_config(dx_data, tmp_path / "stage1", stage="projector", max_steps=2, save_steps=100)
     result = train(cfg)
-    final = Path(result["final"])
+    final = result.artifact
     assert (final / "mm_projector.safetensors").is_file()
     assert not (final / "adapter").exists() and not (final / "head.safetensors").exists()
     saved = load_file(str(final / "mm_projector.safetensors"))

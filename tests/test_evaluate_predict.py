@@ -25,7 +25,7 @@ def run_config(tmp: Path, **sections) -> dict:
         "prepare": {"output_dir": str(tmp / "prepared"), "num_workers": 0},
         "model": {"name": "test_efficientnet", "image_size": 32},
         "train": {"output_dir": str(tmp / "run"), "epochs": 2, "batch_size": 4, "num_workers": 0, "lr": 2e-3,
-                  "logging": {"tensorboard": False, "plots": False}},
+                  "trackers": [], "plots": False},
         "evaluate": {"output_dir": str(tmp / "eval"), "num_workers": 0, "batch_size": 16},
         **sections,
     }
@@ -96,7 +96,7 @@ def test_evaluate_outputs_levels_methods_and_report(trained):
     config.evaluate.models = [tmp / "run" / "model", tmp / "run2" / "model"]
     config.evaluate.output_dir = tmp / "eval_full"
     result = fakefinder.evaluate(config)
-    metrics = json.loads(result.metrics_path.read_text())
+    metrics = json.loads(result.metrics_file.read_text())
     assert set(metrics["models"]) == {"run/model", "run2/model"}
     levels = metrics["models"]["run/model"]["sets"]["ffpp"]
     for level in ("frame", "video"):
@@ -106,12 +106,12 @@ def test_evaluate_outputs_levels_methods_and_report(trained):
     manifest = pd.read_csv(tmp / "prepared" / "manifest.csv")
     test = manifest[manifest.split == "test"]
     assert levels["frame"]["n"] == len(test) and levels["video"]["n"] == test.video_id.nunique()
-    predictions = pd.read_csv(result.predictions_path)
+    predictions = pd.read_csv(result.files["predictions"])
     assert {"path", "video_id", "label", "score", "prediction"} <= set(predictions.columns)
     assert len(predictions) == 2 * len(test)
-    videos = pd.read_csv(result.video_predictions_path)
+    videos = pd.read_csv(result.files["video_predictions"])
     assert videos.groupby("model").video_id.nunique().eq(test.video_id.nunique()).all()
-    report = result.report_path.read_text()
+    report = result.report_file.read_text()
     assert report.count("data:image/png;base64,") >= 8 and "<table>" in report and "src='http" not in report
     assert len(result.tables["summary"]) == 4  # 2 checkpoints x (frame, video)
 
@@ -254,7 +254,7 @@ def test_evaluate_on_raw_videos_scores_each_file_as_predict_does(trained, tmp_pa
     levels = result.metrics["models"]["run/model"]["sets"]["raw"]
     files = sorted(p for p in raw.rglob("*.mp4"))
     assert levels["video"]["n"] == len(files) and levels["faceless_files"] == 1
-    videos = pd.read_csv(result.video_predictions_path)
+    videos = pd.read_csv(result.files["video_predictions"])
     c.predict.inputs, c.predict.output, c.predict.num_workers = files, tmp_path / "s.csv", 0
     predicted = fakefinder.predict(c).table
     by_path = dict(zip(predicted.path, predicted.probability))
@@ -282,7 +282,7 @@ def test_ensemble_is_the_weighted_average(trained, tmp_path):
 
 def test_predict_list_file_and_missing_input(trained, tmp_path):
     tmp, config = trained
-    folder = media_folder(tmp_path, tmp)
+    media_folder(tmp_path, tmp)
     listing = tmp_path / "list.txt"
     listing.write_text("inputs/real.mp4\ninputs/still.png\n")
     c = config.model_copy(deep=True)

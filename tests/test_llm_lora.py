@@ -32,11 +32,11 @@ def llm_data(tmp_path_factory) -> dict:
 def overrides(llm_data, output: Path, **train) -> list[str]:
     """A preset turned into a seconds-long run: the tiny random base, the generated data."""
     steps = {"max_steps": 4, "save_steps": 2, "eval_steps": 2, "logging_steps": 1, "batch_size": 4, "accumulate": 1,
-             "lr": 0.01, "report_to": "[none]", **train}
+             "lr": 0.01, "trackers": "[]", **train}
     return [f"llm.model.base_config={json.dumps(tiny_llama_config())}", f"llm.model.tokenizer={llm_data['tokenizer']}",
             f"llm.data.train_file={llm_data['data'] / 'train.jsonl'}", f"llm.data.val_file={llm_data['data'] / 'val.jsonl'}",
             f"llm.data.test_file={llm_data['data'] / 'test.jsonl'}", "llm.data.max_length=160",
-            "llm.lora.bnb_4bit_compute_dtype=float32", "llm.eval.samples=2", "llm.eval.max_new_tokens=6",
+            "llm.lora.compute_dtype=fp32", "llm.eval.samples=2", "llm.eval.max_new_tokens=6",
             f"llm.train.output_dir={output}", f"evaluate.output_dir={output.parent / (output.name + '-eval')}",
             *[f"llm.train.{k}={v}" for k, v in steps.items()]]
 
@@ -217,6 +217,17 @@ def _logits(model, tokenizer, text: str = "<|im_start|>user\nWhat is 2 + 3?<|im_
         return model(**batch).logits.float()
 
 
+def _dicts(value):
+    """Every mapping inside a JSON value."""
+    if isinstance(value, dict):
+        yield value
+        for item in value.values():
+            yield from _dicts(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _dicts(item)
+
+
 def _adapter(folder: Path) -> dict:
     from safetensors.torch import load_file
 
@@ -234,15 +245,26 @@ def test_lora_from_its_preset_trains_evaluates_predicts_exports_and_merges(llm_d
     config = load_config(PRESETS / "llm-lora-7b.yaml", overrides(llm_data, tmp_path / "run"))
     assert config.llm.train.grad_checkpointing  # the preset's, exercised here
     result = fakefinder.train(config)
-    assert result["steps"] == 4 and result["stopped"] is None
-    assert {"eval_loss", "eval_perplexity"} <= set(result["eval"]) and result["eval"]["eval_tokens"] > 0
-    logged = [h for h in result["history"] if "loss" in h]
+    assert result.steps == 4 and result.stopped == "completed"
+    assert {"eval_loss", "eval_perplexity"} <= set(result.details["eval"]) and result.details["eval"]["eval_tokens"] > 0
+    logged = [h for h in result.history if "loss" in h]
     assert len(logged) == 4 and all("learning_rate" in h for h in logged)
     samples = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
     assert [s["step"] for s in samples] == [2, 2, 4, 4]  # 2 prompts at each evaluation (the last one is the final)
     assert all(set(s) >= {"prompt", "response", "expected", "where"} for s in samples)
-    artifact = Path(result["model"])
+    artifact = result.artifact
     assert sorted(p.name for p in artifact.iterdir()) == ["adapter", "config.yaml", "model.json", "tokenizer"]
+    # the saved configs hold the kind's sections and nothing else (an allowlist)
+    import yaml
+
+    from fakefinder.tasks.llm_lora.config import LlmConfig
+
+    allowed = {"task", "evaluate", "predict", "llm"}
+    for saved in (tmp_path / "run" / "config.yaml", artifact / "config.yaml"):
+        assert set(yaml.safe_load(saved.read_text())) == allowed, saved
+    meta = json.loads((artifact / "model.json").read_text())
+    assert set(meta["architecture"]["llm"]) == set(LlmConfig.model_fields)
+    assert not any(isinstance(v, dict) and "task" in v and set(v) - allowed for v in _dicts(meta))
     trained = _adapter(artifact / "adapter")
     assert all(k.endswith(("lora_A.weight", "lora_B.weight")) for k in trained)
     assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in trained.items())
@@ -252,7 +274,7 @@ def test_lora_from_its_preset_trains_evaluates_predicts_exports_and_merges(llm_d
     adapted = _logits(model, tokenizer)
 
     # export: a folder peft loads onto the base by itself, with the tokenizer beside it
-    exported = get_task("llm_lora").export(artifact, tmp_path / "exported")
+    exported = get_task("llm_lora").export(artifact, tmp_path / "exported").path
     assert (exported / "adapter_config.json").is_file() and (exported / "tokenizer_config.json").is_file()
     base = AutoModelForCausalLM.from_pretrained(meta["base"]["source"])
     peft_model = PeftModel.from_pretrained(base, exported).eval()
@@ -290,7 +312,7 @@ def test_lora_from_its_preset_trains_evaluates_predicts_exports_and_merges(llm_d
 
     # evaluate: the test split; metrics.json holds what the call returned, the report shows it
     outcome = fakefinder.evaluate(config)
-    metrics = json.loads(Path(outcome["metrics_path"]).read_text())
+    metrics = json.loads(outcome.metrics_file.read_text())
     (entry,) = metrics["models"].values()
     assert metrics["set"] == "test" and entry["n"] == 8 and entry["answered"] == 8
     assert 0 <= entry["exact_match"] <= 1 and entry["set"] == "test"
@@ -303,8 +325,8 @@ def test_lora_from_its_preset_trains_evaluates_predicts_exports_and_merges(llm_d
         own = model(**batch).loss.item()
     assert entry["eval_loss"] == pytest.approx(own, rel=1e-4)
     assert entry["eval_perplexity"] == pytest.approx(float(torch.tensor(own).exp()), rel=1e-4)
-    assert f"{entry['eval_loss']:.4f}" in Path(outcome["report_path"]).read_text()
-    assert len(Path(outcome["answers_path"]).read_text().splitlines()) == 8
+    assert f"{entry['eval_loss']:.4f}" in outcome.report_file.read_text()
+    assert len(outcome.files["answers"].read_text().splitlines()) == 8
 
 
 def test_qlora_from_its_preset_trains_a_4bit_base_and_merges(llm_data, tmp_path):
@@ -316,16 +338,16 @@ def test_qlora_from_its_preset_trains_a_4bit_base_and_merges(llm_data, tmp_path)
     from fakefinder.tasks.llm_lora.model import load
 
     config = load_config(PRESETS / "llm-qlora-13b.yaml", overrides(llm_data, tmp_path / "run"))
-    assert config.task == "llm_qlora" and config.llm.lora.use_4bit and config.llm.lora.use_nested_quant
+    assert config.task == "llm_qlora" and config.llm.lora.use_4bit and config.llm.lora.double_quant
     result = fakefinder.train(config)
-    assert result["steps"] == 4 and result["info"]["quantized"]
-    model, tokenizer, meta, kind = load(result["model"])
+    assert result.steps == 4 and result.details["info"]["quantized"]
+    model, tokenizer, meta, kind = load(result.artifact)
     assert kind == "llm_qlora" and meta["quantized"]
     assert "Linear4bit" in {type(m).__name__ for m in model.modules()}
-    trained = _adapter(Path(result["model"]) / "adapter")
+    trained = _adapter(result.artifact / "adapter")
     assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in trained.items())
     # merged into the dequantised 4-bit base: the model that was trained, standalone
-    merged = get_task("llm_qlora").merge(Path(result["model"]), tmp_path / "merged")
+    merged = get_task("llm_qlora").merge(result.artifact, tmp_path / "merged")
     standalone = AutoModelForCausalLM.from_pretrained(merged / "merged_model").eval()
     assert "Linear4bit" not in {type(m).__name__ for m in standalone.modules()}
     # the 4-bit kernel and a dense matmul of its dequantised weights round apart (more on AVX512-BF16 CPUs)
@@ -333,7 +355,7 @@ def test_qlora_from_its_preset_trains_a_4bit_base_and_merges(llm_data, tmp_path)
     from peft import PeftModel
 
     unquantised = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(meta["base"]["source"]),
-                                            Path(result["model"]) / "adapter").eval()
+                                            result.artifact / "adapter").eval()
     assert not torch.allclose(_logits(unquantised, tokenizer), _logits(model, tokenizer), atol=1e-5)  # 4 bits matter
 
 
@@ -347,7 +369,7 @@ def test_resume_after_a_kill_matches_the_uninterrupted_run(llm_data, tmp_path):
 
     steps = {"max_steps": 24, "save_steps": 3, "eval_steps": 100}
     args = ["train", "-c", str(PRESETS / "llm-lora-7b.yaml"), *overrides(llm_data, tmp_path / "killed", **steps),
-            "llm.lora.lora_dropout=0.1"]
+            "llm.lora.dropout=0.1"]
     kill_when(_fakefinder(*args), lambda: any((tmp_path / "killed").glob("checkpoint-*/trainer_state.json")),
               cwd=tmp_path)
     assert not (tmp_path / "killed" / "model").exists(), "the kill should land mid-run"
@@ -356,14 +378,14 @@ def test_resume_after_a_kill_matches_the_uninterrupted_run(llm_data, tmp_path):
     saved = max(int(p.parent.name.split("-")[1]) for p in (tmp_path / "killed").glob("checkpoint-*/trainer_state.json"))
     seen = []
     resumed = fakefinder.train(load_config(PRESETS / "llm-lora-7b.yaml", args[3:]), resume=True, events=seen.append)
-    assert resumed["steps"] == 24 and resumed["model"]
+    assert resumed.steps == 24 and resumed.artifact
     assert any(e.type == "log" and f"resuming from {tmp_path / 'killed' / f'checkpoint-{saved}'}" in e.message
                for e in seen)
     progress = [e.step for e in seen if e.type == "progress" and e.stage == "llm train"]
     assert progress[0] == saved + 1 and progress[-1] == 24  # it went on from the checkpoint, not from step 0
 
     straight = load_config(PRESETS / "llm-lora-7b.yaml", [*overrides(llm_data, tmp_path / "straight", **steps),
-                                                          "llm.lora.lora_dropout=0.1"])
+                                                          "llm.lora.dropout=0.1"])
     fakefinder.train(straight)
     a, b = _adapter(tmp_path / "killed" / "model" / "adapter"), _adapter(tmp_path / "straight" / "model" / "adapter")
     assert a.keys() == b.keys()

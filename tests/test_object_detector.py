@@ -18,10 +18,10 @@ from conftest import kill_when
 import fakefinder
 from fakefinder.config import ConfigError, load_config
 from fakefinder.synthetic import make_yolo_dataset, shape_scene
-from fakefinder.tasks.object_detector.labels import LabelError, read_dataset
+from fakefinder.tasks.object_detector.data import LabelError, read_dataset
 
 PRESET = Path(__file__).parent.parent / "configs" / "yolo-detector.yaml"
-SMALL = ["detector.train.imgsz=64", "detector.train.batch=8", "detector.train.nbs=8", "detector.train.workers=0",
+SMALL = ["detector.train.imgsz=64", "detector.train.batch_size=8", "detector.train.nbs=8", "detector.train.num_workers=0",
          "detector.train.close_mosaic=0", "detector.train.warmup_epochs=1", "detector.train.augment={mosaic: 0.0}",
          "evaluate.batch_size=8"]
 
@@ -85,7 +85,7 @@ def test_data_yaml_is_checked_and_its_download_script_never_run(tmp_path):
 
 
 def test_a_model_yaml_may_only_name_layer_classes(tmp_path):
-    from fakefinder.tasks.object_detector.yolo import model_yaml
+    from fakefinder.tasks.object_detector.model import model_yaml
 
     spec = model_yaml("yolov8n.yaml")
     assert spec["scale"] == "n" and spec["backbone"][0][2] == "Conv"
@@ -100,7 +100,7 @@ def test_a_model_yaml_may_only_name_layer_classes(tmp_path):
 def test_a_model_yaml_activation_is_never_evaluated(tmp_path):
     import yaml
 
-    from fakefinder.tasks.object_detector.yolo import build, model_yaml
+    from fakefinder.tasks.object_detector.model import build, model_yaml
 
     spec = {k: v for k, v in model_yaml("yolov8n.yaml").items() if k != "yaml_file"}
     marker = tmp_path / "ran"
@@ -117,13 +117,13 @@ def test_a_model_yaml_activation_is_never_evaluated(tmp_path):
 
 
 def test_only_augmentation_settings_pass_through_and_platform_datasets_are_confined(tmp_path):
-    from fakefinder.tasks.object_detector.kind import _arguments
+    from fakefinder.tasks.object_detector.train import _arguments
 
     root = make_yolo_dataset(tmp_path / "ds", {"train": 4, "val": 2}, size=64)
     config = small_config(root, tmp_path / "run", 1, "detector.train.augment={distill_model: x.pt}")
     with pytest.raises(ConfigError, match="augment.distill_model: not an augmentation"):
-        _arguments(config, tmp_path / "run")
-    assert _arguments(small_config(root, tmp_path / "run", 1), tmp_path / "run")["mosaic"] == 0.0
+        _arguments(config, tmp_path / "run", "cpu", "fp32")
+    assert _arguments(small_config(root, tmp_path / "run", 1), tmp_path / "run", "cpu", "fp32")["mosaic"] == 0.0
     outside = make_yolo_dataset(tmp_path / "elsewhere", {"train": 2}, size=64)
     (root / "data.yaml").write_text((root / "data.yaml").read_text().replace(
         "train: images/train", f"train: {outside / 'images' / 'train'}"))
@@ -133,7 +133,7 @@ def test_only_augmentation_settings_pass_through_and_platform_datasets_are_confi
 
 
 def test_ultralytics_pt_weights_are_read_without_running_code(tmp_path):
-    from fakefinder.tasks.object_detector.yolo import build, load_matching, model_yaml, start_weights
+    from fakefinder.tasks.object_detector.model import build, load_matching, model_yaml, start_weights
 
     spec = model_yaml("yolov8n.yaml")
     source = build(spec, ["a", "b"])
@@ -175,19 +175,19 @@ def trained(tmp_path_factory):
 def test_trains_from_its_preset_and_learns_the_boxes(trained):
     result, config = trained["result"], trained["config"]
     assert config.task == "object_detector" and config.detector.model.arch == "yolov8n.yaml"
-    model = Path(result["model"])
+    model = result.artifact
     meta = json.loads((model / "model.json").read_text())
     assert meta["kind"] == "object_detector" and meta["classes"] == ["square", "disc", "triangle"]
     assert meta["architecture"]["yaml"]["nc"] == 3 and meta["preprocessing"]["input_size"] == 64
-    assert not list(Path(result["output"]).rglob("*.pt")) or all(
-        p.name == "optimizer.pt" for p in Path(result["output"]).rglob("*.pt"))  # no pickled model anywhere
-    assert [row["epoch"] for row in result["history"]] == list(range(1, 31))
-    val = result["val"]
+    assert not list(result.output_dir.rglob("*.pt")) or all(
+        p.name == "optimizer.pt" for p in result.output_dir.rglob("*.pt"))  # no pickled model anywhere
+    assert [row["epoch"] for row in result.history] == list(range(1, 31))
+    val = result.details["val"]
     assert val["overall"]["map50"] > 0.1, val  # far above an untrained model's 0
     assert set(val["per_class"]) == {"square", "disc", "triangle"}
-    metrics = [e for e in trained["events"] if e.type == "metrics" and e.stage == "detector"]
+    metrics = [e for e in trained["events"] if e.type == "metrics" and e.stage == "val"]
     assert len(metrics) == 30 and "metrics/mAP50(B)" in metrics[-1].data
-    report = json.loads((Path(result["output"]) / "label_report.json").read_text())
+    report = json.loads((result.output_dir / "label_report.json").read_text())
     assert report["splits"]["train"]["background"] == 64 // 8  # every 8th scene
     from PIL import Image
 
@@ -198,16 +198,16 @@ def test_trains_from_its_preset_and_learns_the_boxes(trained):
 def test_evaluates_map_per_class_with_drawn_samples(trained):
     config = trained["config"]
     out = fakefinder.evaluate(config)
-    metrics = json.loads(Path(out["metrics_path"]).read_text())
+    metrics = json.loads(out.metrics_file.read_text())
     (entry,) = metrics["models"].values()
     overall = entry["overall"]
     assert 0 < overall["map50_95"] <= overall["map50"] <= 1
     # the evaluation of the artifact matches the one training made from the same best weights
-    assert overall["map50"] == pytest.approx(trained["result"]["val"]["overall"]["map50"], abs=1e-6)
+    assert overall["map50"] == pytest.approx(trained["result"].details["val"]["overall"]["map50"], abs=1e-6)
     assert sum(c["instances"] for c in entry["per_class"].values()) == overall["instances"]
-    page = Path(out["report_path"]).read_text()
+    page = out.report_file.read_text()
     assert "mAP@0.5:0.95" in page and f"{overall['map50']:.4f}"[:5] in page
-    drawn = sorted((Path(out["output_dir"]) / "samples").rglob("*.png"))
+    drawn = sorted((out.output_dir / "samples").rglob("*.png"))
     assert len(drawn) == config.detector.eval.samples and all(d.name in page for d in drawn)
 
 
@@ -233,7 +233,7 @@ def test_predicts_boxes_on_new_images(trained, tmp_path):
         for c, cx, cy, w, h in boxes:
             true = np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]) * 64
             hits += any(_iou(true, np.array([float(r[k]) for k in ("x1", "y1", "x2", "y2")])) > 0.5 for r in mine)
-    assert hits >= sum(len(b) for b in truth.values()) // 2, (hits, trained["result"]["val"])
+    assert hits >= sum(len(b) for b in truth.values()) // 2, (hits, trained["result"].details["val"])
     with Image.open(tmp_path / "new_0.png") as im:
         assert im.size == (64, 64)
 
@@ -249,7 +249,7 @@ def test_exports_onnx_with_parity(trained, tmp_path):
 
     from fakefinder.tasks import get_task
 
-    path = get_task("object_detector").export(Path(trained["result"]["model"]), tmp_path / "detector.onnx")
+    path = get_task("object_detector").export(trained["result"].artifact, tmp_path / "detector.onnx").path
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (output,) = session.run(None, {"images": np.zeros((2, 3, 64, 64), np.float32)})
     assert output.shape[:2] == (2, 4 + 3)
@@ -276,10 +276,10 @@ def test_resumes_after_a_kill(tmp_path):
     events = []
     result = fakefinder.train(small_config(dataset, run, 4), resume=True, events=events.append)
     assert any("resuming from" in getattr(e, "message", "") for e in events)
-    epochs = [int(row["epoch"]) for row in result["history"]]
+    epochs = [int(row["epoch"]) for row in result.history]
     assert epochs == [1, 2, 3, 4]  # each epoch once, the killed one's partial work not counted twice
     assert json.loads(state.read_text())["epoch"] == 3
-    assert (Path(result["model"]) / "model.json").is_file()
+    assert (result.artifact / "model.json").is_file()
 
 
 def test_a_detector_trained_this_way_serves_prepare_as_a_face_detector(trained):
@@ -289,7 +289,7 @@ def test_a_detector_trained_this_way_serves_prepare_as_a_face_detector(trained):
     rng = np.random.default_rng(7)
     scenes = [shape_scene(rng, 64, classes=("square",)) for _ in range(6)]
     faces = FacesConfig(detector="yolo", fallback=[], min_score=0.1, min_face_px=4,
-                        detector_options={"yolo": {"model": trained["result"]["model"], "class": "square"}})
+                        detector_options={"yolo": {"model": str(trained["result"].artifact), "class": "square"}})
     chain = DetectorChain(faces)
     assert chain.verify() == []
     found = chain.detect([np.asarray(image) for image, _ in scenes])
@@ -299,7 +299,7 @@ def test_a_detector_trained_this_way_serves_prepare_as_a_face_detector(trained):
             true = np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]) * 64
             hits += any(_iou(true, np.array(face.box)) > 0.5 for face in boxes)
     assert hits >= sum(len(rows) for _, rows in scenes) // 2
-    wrong = FacesConfig(detector="yolo", fallback=[], detector_options={"yolo": {"model": trained["result"]["model"],
+    wrong = FacesConfig(detector="yolo", fallback=[], detector_options={"yolo": {"model": str(trained["result"].artifact),
                                                                                  "class": "face"}})
     with pytest.raises(ValueError, match="'face' is not among the model's classes"):
         DetectorChain(wrong).verify()

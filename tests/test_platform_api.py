@@ -16,6 +16,7 @@ from conftest import wait_for_job
 from fastapi.testclient import TestClient
 
 from fakefinder.platform.app import create_app
+from fakefinder.tasks import get_task
 from fakefinder.platform.samples import write_demo_datasets
 from fakefinder.platform.settings import ServeSettings
 from fakefinder.engine.tiny import tiny_clip_vision_config, tiny_llama_config
@@ -23,7 +24,7 @@ from fakefinder.engine.tiny import tiny_clip_vision_config, tiny_llama_config
 LOCAL = "http://127.0.0.1:8000"  # a server without a token answers only this machine's own pages
 TINY = {"model_type": "deepfake_detector", "base_model": "test_efficientnet", "dataset_path": "faces", "epochs": 2,
         "batch_size": 8, "learning_rate": 0.001, "pretrained": False, "image_size": 32, "num_workers": 0,
-        "train.logging.tensorboard": False, "evaluate": False}
+        "trackers": [], "evaluate": False}
 
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -124,7 +125,7 @@ def test_a_job_runs_to_succeeded_with_metrics_logs_report_and_artifact(client, f
     assert finished["progress"]["epoch"] == 2 and finished["progress"]["fraction"] == 1.0
     assert finished["files"] == {"report": True, "artifact": True}
     history = client.get(f"/api/training/{task_id}/metrics").json()["history"]
-    epochs = [row for row in history if row["stage"] == "epoch"]
+    epochs = [row for row in history if row["stage"] == "val"]
     run = Path(finished["output_dir"]) / "run"
     saved = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in epochs] == [1, 2] == [r["epoch"] for r in saved]
@@ -197,7 +198,7 @@ def test_queue_runs_one_job_per_slot_in_order_and_stop_cancels_a_queued_job(clie
     assert any(f"resumed from {run / 'last.pt'}" in line["text"] for line in lines)
     client.post(f"/api/training/{first}/stop")
     final = wait(client, first)
-    history = [r["epoch"] for r in client.get(f"/api/training/{first}/metrics").json()["history"] if r["stage"] == "epoch"]
+    history = [r["epoch"] for r in client.get(f"/api/training/{first}/metrics").json()["history"] if r["stage"] == "val"]
     assert history == list(range(1, len(history) + 1)) and len(history) > done_epochs  # each epoch once, in order
     assert final["attempts"] == 2
 
@@ -403,7 +404,7 @@ def test_llm_qlora_job(client):
     assert job["state"] == "succeeded", job["error"]
     artifact = json.loads((Path(job["result"]["artifact"]) / "model.json").read_text())
     assert artifact["kind"] == "llm_qlora" and artifact["architecture"]["quantized"]
-    assert artifact["architecture"]["lora"]["use_nested_quant"]
+    assert artifact["architecture"]["lora"]["double_quant"]
 
 
 def test_predict_and_evaluate_jobs(client, finished, data_dir):
@@ -553,3 +554,36 @@ def test_text_settings_naming_local_folders_are_confined(client):
     assert response.status_code == 422 and response.json()["field"] == "task"
     backup = client.post("/api/config/preview", json={**TINY, "backup_dir": "/tmp/elsewhere"}).json()["config"]
     assert backup["train"]["backup_dir"].startswith(backup["train"]["output_dir"].rsplit("/", 1)[0])
+
+
+# ------------------------------------------------------------------------------------------ earlier requests
+LEGACY_REQUESTS = json.loads((Path(__file__).resolve().parent / "fixtures" / "legacy" / "readme_requests.json")
+                             .read_text())["requests"]
+
+
+@pytest.mark.parametrize("request_body", LEGACY_REQUESTS, ids=[r["model_type"] for r in LEGACY_REQUESTS])
+def test_every_request_an_earlier_readme_showed_still_resolves(client, request_body):
+    response = client.post("/api/config/preview", json=request_body)
+    assert response.status_code == 200, response.text
+    config, notes = response.json()["config"], response.json()["notes"]
+    kind = get_task(request_body["model_type"])
+    assert set(config) == {"task", *kind.reads, *([kind.section] if kind.section else [])}
+    for key in ("lora_r", "report_to", "checkpoint_steps", "every", "workers", "bnb_4bit_compute_dtype"):
+        if key in request_body:
+            assert any(f".{key}' is called" in note for note in notes), (key, notes)
+
+
+def _seed_request() -> dict:
+    """A language-model job in the platform's first short form."""
+    return {"model_type": "llm_qlora", "base_model": "some/base", "dataset_path": "instructions", "epochs": 2,
+            "batch_size": 3, "learning_rate": 0.002, "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.1,
+            "target_modules": ["q_proj"], "use_4bit": True, "bnb_4bit_compute_dtype": "float16",
+            "bnb_4bit_quant_type": "fp4", "use_nested_quant": True}
+
+
+def test_the_seeds_short_form_resolves_under_todays_names(client):
+    llm = client.post("/api/config/preview", json=_seed_request()).json()["config"]["llm"]
+    assert (llm["model"]["base"], llm["train"]["epochs"], llm["train"]["batch_size"], llm["train"]["lr"]) == \
+        ("some/base", 2, 3, 0.002)
+    assert llm["lora"] == {**llm["lora"], "r": 4, "alpha": 8, "dropout": 0.1, "target_modules": ["q_proj"],
+                           "use_4bit": True, "compute_dtype": "fp16", "quant_type": "fp4", "double_quant": True}

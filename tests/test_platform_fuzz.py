@@ -31,7 +31,7 @@ from fakefinder.platform.settings import ServeSettings
 
 TINY = {"model_type": "deepfake_detector", "base_model": "test_efficientnet", "dataset_path": "faces", "epochs": 2,
         "batch_size": 8, "learning_rate": 0.001, "pretrained": False, "image_size": 32, "num_workers": 0,
-        "train.logging.tensorboard": False}
+        "trackers": []}
 LOCAL = "http://127.0.0.1:8000"  # a server without a token answers only requests addressed to this machine
 CALL_TIMEOUT_S = 5.0  # an event stream of a job that never finishes is cut here (schemathesis keeps what came)
 FUZZ = hypothesis.settings(max_examples=20, deadline=None, derandomize=True, database=None,

@@ -220,17 +220,17 @@ def test_kill_ends_a_worker_that_ignores_sigterm(executor, tmp_path):
     assert time.monotonic() - started < 40  # well before Ray's own SIGKILL (stop_wait_s=60)
     assert not status.running and status.returncode in (None, -9) and status.reason.startswith("stopped")
     deadline = time.monotonic() + 10
-    while any(token in " ".join(p.cmdline()) for p in psutil.process_iter() if _readable(p)):
+    while any(token in _command_line(p) for p in psutil.process_iter()):
         assert time.monotonic() < deadline, "the killed worker process is still alive"
         time.sleep(0.5)
 
 
-def _readable(process) -> bool:
+def _command_line(process) -> str:
+    """The process's command line; empty for one that ended (or turned zombie) meanwhile."""
     try:
-        process.cmdline()
-        return process.status() != psutil.STATUS_ZOMBIE
+        return " ".join(process.cmdline())
     except psutil.Error:
-        return False
+        return ""
 
 
 def test_a_gpu_job_waits_for_ray_to_give_it_a_gpu_and_stop_cancels_it(executor, tmp_path):
@@ -319,7 +319,7 @@ def test_prepare_on_ray_names_the_failed_shards(executor, tmp_path):
 PLATFORM_FINISHED = {"succeeded", "failed", "cancelled", "interrupted"}
 PLATFORM_TINY = {"model_type": "deepfake_detector", "base_model": "test_efficientnet", "dataset_path": "faces",
                  "epochs": 2, "batch_size": 8, "learning_rate": 0.001, "pretrained": False, "image_size": 32,
-                 "num_workers": 0, "train.logging.tensorboard": False}
+                 "num_workers": 0, "trackers": []}
 FAST_PREPARE = {"data.frames_per_video": 3, "faces.size": 64, "faces.detector": "retinaface",
                 "faces.fallback": ["opencv"], "prepare.num_workers": 0}  # = conftest.make_config
 
@@ -381,7 +381,7 @@ def test_platform_a_training_job_runs_on_ray_to_succeeded(platform, ray_head):
     assert ref.startswith(f"fakefinder-{task_id}-")
 
     history = platform.get(f"/api/training/{task_id}/metrics").json()["history"]
-    epochs = [row for row in history if row["stage"] == "epoch"]
+    epochs = [row for row in history if row["stage"] == "val"]
     run = Path(job["output_dir"]) / "run"
     saved = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in epochs] == [1, 2] == [r["epoch"] for r in saved]
@@ -423,7 +423,7 @@ def test_platform_stop_on_ray_saves_a_checkpoint_and_resume_continues(platform):
     final = platform_wait(platform, task_id, timeout=60)
     assert final["state"] == "cancelled" and final["attempts"] == 2 and final["executor"] == "ray", final["error"]
     history = [r["epoch"] for r in platform.get(f"/api/training/{task_id}/metrics").json()["history"]
-               if r["stage"] == "epoch"]
+               if r["stage"] == "val"]
     assert history == list(range(1, len(history) + 1)) and len(history) > done_epochs  # each epoch once, in order
 
 
@@ -472,14 +472,16 @@ def test_platform_prepare_with_shards_on_ray_gives_the_rows_of_one_process(platf
 def test_platform_a_gpu_job_waits_on_a_cpu_only_ray_head_and_stop_cancels_it(platform, ray_head):
     from ray.job_submission import JobSubmissionClient
 
-    from fakefinder.platform.manager import gpus_for
+    from fakefinder.platform.manager import job_needs
 
     task_id = platform_start(platform, epochs=1, name="wants a gpu", num_gpus=1)
     job = platform_wait(platform, task_id, {"running"}, timeout=30,
                         check=lambda j: platform.app.state.store.get(task_id)["ref"])
     ref = platform.app.state.store.get(task_id)["ref"]
     spec = json.loads((Path(job["output_dir"]) / "job.json").read_text())
-    assert spec["num_gpus"] == 1 and gpus_for(spec) == 1  # the request's num_gpus: what Ray is asked for
+    cluster = platform.app.state.manager.cluster()
+    assert cluster == {"gpus": 0}  # read from the head's state API: it has no GPU
+    assert spec["num_gpus"] == 1 and job_needs(spec, cluster) == (1, 1)  # the request's num_gpus: what Ray is asked for
     assert job["device"] == "ray"
     ray = JobSubmissionClient(ray_head)
     deadline = time.monotonic() + 5

@@ -26,10 +26,10 @@ PRESET = ROOT / "configs" / "sd15-lora.yaml"
 
 def overrides(data: Path, output: Path, **train) -> list[str]:
     """The preset made a seconds-long run: tiny random components, 32 px, a few steps."""
-    steps = {"max_steps": 6, "batch_size": 2, "accumulate": 1, "checkpoint_steps": 2, "logging_steps": 1, "lr": 0.01,
+    steps = {"max_steps": 6, "batch_size": 2, "accumulate": 1, "save_steps": 2, "eval_steps": 3, "logging_steps": 1, "lr": 0.01,
              "num_workers": 0, **train}
     return [f"diffusion.data.path={data}", "diffusion.model.base=random:tiny", "diffusion.data.resolution=32",
-            "diffusion.data.val_ratio=0.25", "diffusion.sample.every=3", "diffusion.sample.steps=2",
+            "diffusion.data.val_ratio=0.25", "diffusion.sample.steps=2",
             "diffusion.eval.timesteps=3", f"diffusion.train.output_dir={output}",
             f"evaluate.output_dir={output.parent / (output.name + '-eval')}",
             *[f"diffusion.train.{k}={v}" for k, v in steps.items()]]
@@ -146,8 +146,8 @@ def test_trains_from_the_preset_and_diffusers_loads_the_adapter(captioned, tmp_p
     seen = []
     result = fakefinder.train(config, events=seen.append)
     run = tmp_path / "run"
-    assert result["steps"] == 6 and result["model"] == str(run / "model")
-    losses = [e.data for e in seen if e.type == "metrics" and e.stage == "diffusion"]
+    assert result.steps == 6 and result.artifact == run / "model"
+    losses = [e.data for e in seen if e.type == "metrics" and e.stage in ("train", "val")]
     assert [row["step"] for row in losses] == [1, 2, 3, 4, 5, 6] and all(np.isfinite(r["loss"]) for r in losses)
     assert "val_loss" in losses[2]  # the held-out loss at each sample step
     progress = [e.step for e in seen if e.type == "progress" and e.stage == "diffusion train"]
@@ -193,18 +193,18 @@ def test_trains_from_the_preset_and_diffusers_loads_the_adapter(captioned, tmp_p
 
     # evaluate: held-out loss with and without the adapter, samples of both, a report
     report = fakefinder.evaluate(config)
-    metrics = json.loads(Path(report["metrics_path"]).read_text())
+    metrics = json.loads(report.metrics_file.read_text())
     entry = metrics["models"]["run/model"]
     assert entry["images"] == 2 and metrics["set"] == "val"
     assert entry["loss"] != entry["base_loss"] and entry["loss_change"] == pytest.approx(entry["loss"] - entry["base_loss"])
-    page = Path(report["report_path"]).read_text()
+    page = report.report_file.read_text()
     assert f"{entry['loss']:.4f}"[:5] in page and "adapted" in page
 
     # export: the adapter folder; merged: a whole pipeline whose output is the adapted one's
     from fakefinder.tasks import get_task
 
     task = get_task("text_to_image_lora")
-    exported = task.export(run / "model", tmp_path / "exported")
+    exported = task.export(run / "model", tmp_path / "exported").path
     assert (exported / "pytorch_lora_weights.safetensors").is_file()
     kohya = StableDiffusionPipeline.from_pretrained(run / "base_model", safety_checker=None, requires_safety_checker=False)
     kohya.set_progress_bar_config(disable=True)
@@ -212,7 +212,7 @@ def test_trains_from_the_preset_and_diffusers_loads_the_adapter(captioned, tmp_p
         "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_k.alpha"] == 16  # alpha kept
     kohya.load_lora_weights(str(exported), weight_name="lora-kohya.safetensors")  # diffusers reads kohya files too
     np.testing.assert_allclose(_image(kohya), adapted, atol=1e-6)
-    merged = task.export(run / "model", tmp_path / "merged", merged=True)
+    merged = task.export(run / "model", tmp_path / "merged", merged=True).path
     fused = StableDiffusionPipeline.from_pretrained(merged, safety_checker=None, requires_safety_checker=False)
     fused.set_progress_bar_config(disable=True)
     np.testing.assert_allclose(_image(fused), adapted, atol=2e-3)
@@ -237,9 +237,9 @@ def test_resume_after_a_kill_gives_the_unbroken_run(captioned, tmp_path):
 
     from fakefinder.core.runlock import RunFolderError
 
-    steps = {"max_steps": 18, "checkpoint_steps": 3}
+    steps = {"max_steps": 18, "save_steps": 3, "eval_steps": 1000}
     args = ["train", "-c", str(PRESET), *overrides(captioned, tmp_path / "killed", **steps),
-            "diffusion.lora.dropout=0.1", "diffusion.sample.every=1000"]
+            "diffusion.lora.dropout=0.1"]
     kill_when(_fakefinder(*args), lambda: any((tmp_path / "killed" / "checkpoints").glob("step-*/state.json")),
               cwd=tmp_path)
     assert not (tmp_path / "killed" / "model").exists(), "the kill should land mid-run"
@@ -252,13 +252,13 @@ def test_resume_after_a_kill_gives_the_unbroken_run(captioned, tmp_path):
         fakefinder.train(load_config(PRESET, [*args[3:], "diffusion.train.lr=0.02"]), resume=True)
     seen = []
     resumed = fakefinder.train(load_config(PRESET, args[3:]), resume=True, events=seen.append)
-    assert resumed["steps"] == 18 and resumed["model"]
+    assert resumed.steps == 18 and resumed.artifact
     assert any(e.type == "log" and f"step {saved} of 18" in e.message for e in seen)
     progress = [e.step for e in seen if e.type == "progress" and e.stage == "diffusion train"]
     assert progress[0] == saved + 1 and progress[-1] == 18
 
     straight = load_config(PRESET, [*overrides(captioned, tmp_path / "straight", **steps), "diffusion.lora.dropout=0.1",
-                                    "diffusion.sample.every=1000", "diffusion.train.num_workers=1"])  # loaded aside
+                                    "diffusion.train.num_workers=1"])  # loaded aside
     fakefinder.train(straight)
     a = load_file(str(tmp_path / "killed" / "model" / "adapter" / "pytorch_lora_weights.safetensors"))
     b = load_file(str(tmp_path / "straight" / "model" / "adapter" / "pytorch_lora_weights.safetensors"))

@@ -31,7 +31,7 @@ def manifest(tmp_path_factory):
 
 def test_training_writes_checkpoints_logs_plots_and_config(manifest, tmp_path):
     config = train_config(manifest, tmp_path / "run", loss={"ce": 0.5, "focal": 0.3, "f1": 0.2}, ema=0.9,
-                          logging={"tensorboard": True, "plots": True})
+                          trackers=["tensorboard"], plots=True)
     result = train(config)
     out = tmp_path / "run"
     for name in ("model/model.json", "model/model.safetensors", "last.pt", "config.yaml", "history.jsonl",
@@ -44,7 +44,7 @@ def test_training_writes_checkpoints_logs_plots_and_config(manifest, tmp_path):
     assert {"model", "optimizer", "schedule", "scaler", "ema", "epoch", "step_in_epoch", "global_step", "rng",
             "config", "class_names", "threshold", "model_info"} <= set(state)
     assert state["class_names"] == ["real", "fake"]
-    assert state["epoch"] == 2 and state["global_step"] == result.global_step
+    assert state["epoch"] == 2 and state["global_step"] == result.steps
     assert 0.0 <= state["threshold"] <= 1.0
     row = result.history[-1]
     assert {"train_loss", "train_loss_ce", "train_loss_focal", "train_loss_f1", "val_loss", "val_auc",
@@ -104,7 +104,7 @@ def test_early_stopping(manifest, tmp_path):
     assert len(result.history) == result.best_epoch + 2 < 8
     assert [r["epoch"] for r in result.history if r["is_best"]][-1] == result.best_epoch
     best = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
-    assert best["training"]["best_epoch"] == result.best_epoch and best["threshold"] == result.threshold
+    assert best["training"]["best_epoch"] == result.best_epoch and best["threshold"] == result.details["threshold"]
 
 
 def test_sampler_balances_datasets_and_classes_and_splits_ranks():
@@ -154,7 +154,7 @@ def test_mirror_tta_averages_both_views_and_reaches_checkpoint_scoring(manifest,
     config = train_config(manifest, tmp_path / "run", epochs=1, sampler="paired")
     config.model.tta = "hflip"
     result = train(config)
-    detector = load_detector(result.model_path)
+    detector = load_detector(result.artifact)
     assert isinstance(detector.model, MirrorAverage)
 
 
@@ -261,7 +261,7 @@ def test_mask_supervision_trains_and_reloads(manifest, tmp_path):
     assert config.model.mask_head  # switched on by the mask loss
     result = train(config)
     assert all(np.isfinite(row["train_loss_mask"]) and row["train_loss_mask"] > 0 for row in result.history)
-    detector = load_detector(result.model_path)
+    detector = load_detector(result.artifact)
     assert detector.info["mask_head"] and detector.model.mask_head is not None
 
 
@@ -271,7 +271,7 @@ def test_mask_head_on_a_middle_stage_trains_and_reloads(manifest, tmp_path):
     config = train_config(manifest, tmp_path / "run", epochs=1, mask_loss=0.5)
     config.model.mask_stride = 16
     result = train(config)
-    detector = load_detector(result.model_path)
+    detector = load_detector(result.artifact)
     assert detector.info["mask_stride"] == 16
     image = torch.zeros(1, 3, 32, 32)
     logit, mask = detector.model(image, return_mask=True)
@@ -288,15 +288,18 @@ def test_sbi_trains_on_reals_only(manifest, tmp_path):
     config = train_config(manifest, tmp_path / "run", epochs=1)
     config.augment.sbi_reals_only = True
     config.augment.sbi = 0.5
-    from fakefinder.tasks.classification.train import Trainer
-    from fakefinder.tasks.deepfake_detector.kind import train_data
+    from fakefinder.engine.run import Run
+    from fakefinder.tasks import get_task
+    from fakefinder.tasks.classification.train import RUN_FILES, Trainer
+    from fakefinder.tasks.deepfake_detector.data import train_data
 
-    trainer = Trainer(config, train_data(config))
-    trainer.setup()
-    assert set(trainer.train_set.labels) == {0}  # only real crops are read...
-    labels = [trainer.train_set[key][1].item() for key in trainer.sampler.order()[:40]]
-    assert 0 < sum(labels) < 40  # ...and about half become self-blended fakes
-    assert trainer.fit().stopped == "completed"
+    with Run(get_task(config.task), config, RUN_FILES, "a training run") as run:
+        trainer = Trainer(run, train_data(config))
+        trainer.setup()
+        assert set(trainer.train_set.labels) == {0}  # only real crops are read...
+        labels = [trainer.train_set[key][1].item() for key in trainer.sampler.order()[:40]]
+        assert 0 < sum(labels) < 40  # ...and about half become self-blended fakes
+        assert trainer.fit().stopped == "completed"
 
 
 @pytest.mark.parametrize(
@@ -342,24 +345,24 @@ def wait_for_step(path: Path, step: int, process, timeout: float = 180) -> int:
 
 
 def test_resume_after_kill_mid_epoch_matches_uninterrupted_run(manifest, tmp_path):
-    settings = dict(epochs=2, batch_size=2, save_every_steps=1, num_workers=1, ema=0.9)
+    settings = dict(epochs=2, batch_size=2, save_steps=1, num_workers=1, ema=0.9)
     reference = train(train_config(manifest, tmp_path / "reference", **settings))
     cfg = run_config_file(manifest, tmp_path, **settings)
     process = subprocess.Popen([sys.executable, "-m", "fakefinder", "train", "-c", str(cfg)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    steps_per_epoch = reference.global_step // 2
+    steps_per_epoch = reference.steps // 2
     killed_at = wait_for_step(tmp_path / "run" / "last.pt", 3, process)
     from fakefinder.core.runlock import RunFolderError
 
     try:  # this test's own process is a second one on the live run's folder
-        with pytest.raises(RunFolderError, match=f"is in use: fakefinder train \\(pid {process.pid} "):
+        with pytest.raises(RunFolderError, match=f"is in use: fakefinder train \\(deepfake_detector\\) \\(pid {process.pid} "):
             train(load_config(cfg), resume=True)
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     assert 0 < state["step_in_epoch"] < steps_per_epoch or state["epoch"] == 1, "killed mid-epoch"
-    assert killed_at < reference.global_step
+    assert killed_at < reference.steps
 
     assert (tmp_path / "run" / ".train.lock").is_file()  # the killed owner could not remove it
     resumed = cli("train", "-c", str(cfg), "--resume")
@@ -394,7 +397,7 @@ def test_ctrl_c_saves_and_exits_cleanly_then_backup_restores(manifest, tmp_path)
     config = load_config(cfg, ["train.epochs=" + str(interrupted["epoch"] + 1)])
     result = train(config, resume=True)
     assert result.history[: len(interrupted["history"])] == interrupted["history"]
-    assert result.global_step > interrupted["global_step"]
+    assert result.steps > interrupted["global_step"]
 
 
 def test_ddp_on_two_cpu_processes(manifest, tmp_path):
@@ -419,16 +422,16 @@ def test_engine_options_run_together(manifest, tmp_path):
                           class_weights=True, grad_checkpointing=True, channels_last=True, precision="bf16",
                           grad_clip=0.5, sampler="shuffle")
     result = train(config)
-    assert result.stopped == "completed" and result.global_step == (24 // 4) // 2
+    assert result.stopped == "completed" and result.steps == (24 // 4) // 2
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.dtype.is_floating_point)
-    with pytest.raises(ConfigError, match="fp16 needs a GPU"):
+    with pytest.raises(ConfigError, match="train.precision=fp16 needs a CUDA GPU"):
         train(train_config(manifest, tmp_path / "fp16", precision="fp16", device="cpu"))
 
 
-def test_cli_train_prepares_the_datasets_when_no_manifest_exists(trees, tmp_path):
-    """The CLI chains prepare and train for a config with datasets and no manifest yet; the
-    Python API's train never prepares by itself."""
+def test_train_prepares_the_datasets_when_no_manifest_exists(trees, tmp_path):
+    """A config with datasets and no manifest yet is prepared, then trained: by the CLI and by the
+    Python API alike (and so by a platform job)."""
     from conftest import make_config
 
     config = make_config(tmp_path / "prepared", [{"name": "f", "layout": "folder", "root": str(trees["folder"])}],
@@ -436,15 +439,18 @@ def test_cli_train_prepares_the_datasets_when_no_manifest_exists(trees, tmp_path
     config.model.name, config.model.image_size = "test_efficientnet", 32
     config.train.output_dir, config.train.epochs, config.train.batch_size = tmp_path / "run", 1, 2
     config.train.num_workers = 0
-    config.train.logging.tensorboard = False
-    with pytest.raises(Exception, match="manifest not found"):
-        train(config)
+    config.train.trackers = []
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     done = cli("train", "-c", str(path))
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "prepared" / "manifest.csv").is_file()
     assert (tmp_path / "run" / "model" / "model.json").is_file()
+    config.prepare.output_dir, config.train.output_dir = tmp_path / "prepared-api", tmp_path / "run-api"
+    events = []
+    assert train(config, events=events.append).artifact == tmp_path / "run-api" / "model"
+    assert (tmp_path / "prepared-api" / "manifest.csv").is_file()
+    assert any("preparing the datasets first" in e.message for e in events)
 
 
 def _torchrun(cfg: Path, port: int, *args: str) -> subprocess.CompletedProcess:
@@ -597,11 +603,16 @@ def test_train_reports_through_events_and_leaves_the_callers_process_as_it_was(m
              _flushing_denormals(), dict(os.environ), signal.getsignal(signal.SIGINT))
     assert torch.equal(before[0], after[0]) and np.array_equal(before[1], after[1]) and before[2:] == after[2:]
     kinds = {(e.type, e.stage.split()[0]) for e in events}
-    assert {("stage", "epoch"), ("progress", "epoch"), ("end", "epoch"), ("metrics", "epoch"), ("result", "train")} <= kinds
+    assert {("stage", "epoch"), ("progress", "epoch"), ("end", "epoch"), ("metrics", "train"), ("metrics", "val"),
+            ("result", "train")} <= kinds
     steps = [e for e in events if e.type == "progress"]
     assert steps[-1].step == steps[-1].total and all(e.eta_s is not None and e.eta_s >= 0 for e in steps)
-    rows = [e.data for e in events if e.type == "metrics" and e.stage == "epoch"]
-    assert rows == outcome["result"].history and json.dumps([e.to_dict() for e in events])  # plain data
+    rows = [e for e in events if e.type == "metrics" and e.stage == "val"]  # one per epoch, as history holds them
+    history = outcome["result"].history
+    assert [(e.step, e.data["epoch"]) for e in rows] == [(r["global_step"], r["epoch"]) for r in history]
+    assert [{k: v for k, v in e.data.items() if k not in ("step", "epochs")} for e in rows] == \
+        [{k: v for k, v in r.items() if k != "global_step"} for r in history]
+    assert json.dumps([e.to_dict() for e in events])  # plain data
     screen = io.StringIO()
     with RichRenderer(Console(file=screen, width=200)) as renderer:
         for event in events:

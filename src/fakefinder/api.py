@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fakefinder.config import Config
+from fakefinder.core.results import EvalSummary, PredictResult, TrainSummary
 
 
 def prepare(config: Config, **kwargs):
@@ -17,7 +18,7 @@ def prepare(config: Config, **kwargs):
     return run(config, **kwargs)
 
 
-def train(config: Config, resume: bool | str | Path = False, events=None, overwrite: bool = False):
+def train(config: Config, resume: bool | str | Path = False, events=None, overwrite: bool = False) -> TrainSummary:
     """Train the kind `config.task` names; its model artifact lands in the run's output folder. A
     folder that holds a run is refused unless `resume` (continue it) or `overwrite` (replace it)."""
     from fakefinder.tasks import task_for_config
@@ -25,7 +26,7 @@ def train(config: Config, resume: bool | str | Path = False, events=None, overwr
     return task_for_config(config).train(config, resume=resume, events=events, overwrite=overwrite)
 
 
-def evaluate(config: Config, events=None):
+def evaluate(config: Config, events=None) -> EvalSummary:
     """Evaluate `evaluate.models` (default: the model this config trains), dispatched on their kind."""
     from fakefinder.tasks import model_paths, task_for_models
 
@@ -34,13 +35,11 @@ def evaluate(config: Config, events=None):
     return task.evaluate(config, models, events=events)
 
 
-def predict(config: Config, events=None):
-    """Predict `predict.inputs` with `predict.models`: images and videos scored (see
-    `fakefinder.engine.predict`), or what the models' kind reads (prompts for a language model)."""
+def predict(config: Config, events=None) -> PredictResult:
+    """Predict `predict.inputs` with `predict.models` (default: the model `config` trains): what the
+    models' kind reads (images and videos, prompts), answered by its predictor."""
+    from fakefinder.core.devices import pick_device
     from fakefinder.tasks import model_paths, task_for_models
 
-    task, _ = task_for_models(model_paths(config.predict.models, config))
-    run = task.own_predict()
-    if run is None:
-        from fakefinder.engine.predict import predict as run
-    return run(config, events=events)
+    kind, artifacts = task_for_models(model_paths(config.predict.models, config))
+    return kind.load(artifacts, pick_device(config.predict.device), config).run(config, events)

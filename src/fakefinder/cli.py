@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 app = typer.Typer(
-    help="Prepare, train, evaluate and serve deepfake detectors, image classifiers and DX-LLaVA.",
+    help="Prepare, train, evaluate, predict, export and serve deepfake detectors and the other model kinds.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -27,6 +27,15 @@ def _renderer(progress: bool = True):
     from fakefinder.render import RichRenderer
 
     return RichRenderer(progress=progress)
+
+
+def _noted(config, events):
+    """The config, after its notes (renamed keys taken under their new names, sections left out) are shown."""
+    from fakefinder.core.events import as_events
+
+    for note in config.notes:
+        as_events(events).warning(note, "config")
+    return config
 
 
 def _fail(message: str) -> None:
@@ -57,6 +66,7 @@ def prepare(
     try:
         cfg = load_config(config, overrides or [])
         with _renderer(progress) as events:
+            _noted(cfg, events)
             run_prepare(cfg, shard=shard, merge_only=merge, retry_failed=retry_failed, progress=progress, events=events)
     except (*_user_errors(), SetupError, ValueError) as exc:
         _fail(str(exc))
@@ -66,7 +76,7 @@ def prepare(
 def train(
     overrides: Overrides = None,
     config: ConfigOption = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from <train.output_dir>/last.pt (or its backup).")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in the output folder from its latest checkpoint (or its backup).")] = False,
     resume_from: Annotated[Optional[Path], typer.Option(help="Continue from this checkpoint.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run the output folder holds.")] = False,
 ) -> None:
@@ -77,36 +87,14 @@ def train(
     try:
         cfg = load_config(config, overrides or [])
         with _renderer() as events:
-            _prepare_first(cfg, events)
-            result = api.train(cfg, resume=resume_from or resume, overwrite=overwrite, events=events)
+            result = api.train(_noted(cfg, events), resume=resume_from or resume, overwrite=overwrite, events=events)
     except _user_errors() as exc:
         _fail(str(exc))
-    stopped = result.get("stopped") if isinstance(result, dict) else getattr(result, "stopped", None)
-    if stopped == "interrupted":  # kinds answer a result object or a summary dict
+    if int(os.environ.get("RANK", "0")) == 0:  # one line per run, not per torchrun process
+        where = f"; artifact: {result.artifact}" if result.artifact else ""
+        typer.echo(f"{result.kind}: {result.stopped} after {result.steps} step(s){where}")
+    if result.interrupted:
         raise typer.Exit(130)
-
-
-def _prepare_first(cfg, events) -> None:
-    """A detector config with datasets but no manifest yet: prepare them first (rank 0; the others
-    wait), so one config and one command go from raw data to a trained model."""
-    from fakefinder.tasks.deepfake_detector.kind import manifest_path
-
-    if cfg.task != "deepfake_detector" or cfg.train.manifest is not None or not cfg.data.datasets:
-        return
-    if manifest_path(cfg).is_file():
-        return
-    import time
-
-    from fakefinder import api
-
-    if int(os.environ.get("RANK", "0")) == 0:
-        from fakefinder.core.events import as_events
-
-        as_events(events).log(f"no manifest at {manifest_path(cfg)}: preparing the datasets first")
-        api.prepare(cfg, events=events)
-        return
-    while not manifest_path(cfg).is_file():  # other torchrun ranks: until rank 0 wrote it (atomically)
-        time.sleep(2)
 
 
 @app.command()
@@ -127,7 +115,7 @@ def evaluate(
         if perturb and not cfg.evaluate.perturbations:
             cfg.evaluate.perturbations = ["all"]
         with _renderer() as events:
-            api.evaluate(cfg, events=events)
+            api.evaluate(_noted(cfg, events), events=events)
     except _user_errors() as exc:
         _fail(str(exc))
 
@@ -153,7 +141,7 @@ def predict(
         if output:
             cfg.predict.output = output
         with _renderer() as events:
-            api.predict(cfg, events=events)
+            api.predict(_noted(cfg, events), events=events)
     except _user_errors() as exc:
         _fail(str(exc))
 
@@ -161,30 +149,25 @@ def predict(
 @app.command()
 def export(
     model: Annotated[Path, typer.Argument(help="A model artifact (folder with model.json, or an older best.pt).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="model.onnx or model.pt (TorchScript); a folder for a language model's adapter.")],
-    tolerance: Annotated[float, typer.Option(help="Largest allowed logit difference in the parity check.")] = 1e-4,
-    merged: Annotated[bool, typer.Option("--merged", help="Language models: the adapter merged into a standalone model.")] = False,
+    output: Annotated[Path, typer.Option("--output", "-o", help="model.onnx or model.pt (TorchScript) for a classifier or detector; a folder for an adapter.")],
+    tolerance: Annotated[float, typer.Option(help="Largest allowed output difference in the parity check.")] = 1e-4,
+    merged: Annotated[bool, typer.Option("--merged", help="LoRA kinds: the adapter merged into a standalone model.")] = False,
 ) -> None:
-    """Export a detector or image classifier to ONNX or TorchScript (with a parity check against PyTorch),
-    or a fine-tuned language model's adapter as a folder peft loads (--merged: a standalone model)."""
-    from fakefinder.tasks.classification.export import export as run_export
+    """Export a model in its field's own format, as its kind does it: a detector or classifier to ONNX or
+    TorchScript (with a parity check against PyTorch), a LoRA adapter as a folder peft or diffusers
+    loads (--merged: a standalone model)."""
     from fakefinder.tasks import get_task, read_model
 
     try:
-        task = get_task(read_model(model).kind)
-        if hasattr(task.functions(), "export"):
-            what = "merged model" if merged else "adapter" if task.adapter else "exported"
-            typer.echo(f"{task.export(model, output, merged=merged)}: {what}")
-            return
-        report = run_export(model, output, tolerance=tolerance)
+        exported = get_task(read_model(model).kind).export(model, output, merged=merged, tolerance=tolerance)
     except _user_errors() as exc:
         _fail(str(exc))
-    typer.echo(f"{report.path}: max |logit difference| {report.max_abs_diff:.2e} over {report.samples} inputs")
+    typer.echo(f"{exported.path}: {exported.note}")
 
 
 @app.command()
 def merge(
-    model: Annotated[Path, typer.Argument(help="A model artifact with a LoRA adapter (DX-LLaVA, llm_lora, llm_qlora).")],
+    model: Annotated[Path, typer.Argument(help="A model artifact with a LoRA adapter.")],
     output: Annotated[Path, typer.Argument(help="Folder for the merged model artifact.")],
 ) -> None:
     """Fold a LoRA adapter into its base: a standalone model artifact of the same kind."""
@@ -198,17 +181,19 @@ def merge(
 
 @app.command()
 def convert(
-    checkpoint: Annotated[Path, typer.Argument(help="A best.pt / last.pt written by an older fakefinder train.")],
+    checkpoint: Annotated[Path, typer.Argument(help="A model file from an older fakefinder (e.g. a best.pt from train).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the model artifact.")],
 ) -> None:
-    """Convert an older checkpoint file into a model artifact (read safely: nothing in it runs)."""
-    from fakefinder.tasks.deepfake_detector.artifact import convert_checkpoint
+    """Convert a model file from an older fakefinder into a model artifact (read safely: nothing in it runs)."""
+    from fakefinder.core.artifact import write_converted
+    from fakefinder.tasks import read_model
 
     try:
-        artifact = convert_checkpoint(checkpoint, output)
+        artifact = write_converted(read_model(checkpoint), output)
     except _user_errors() as exc:
         _fail(str(exc))
-    typer.echo(f"{artifact.path}: {artifact.kind} model artifact (threshold {artifact.threshold:.4f})")
+    threshold = f" (threshold {artifact.threshold:.4f})" if artifact.threshold is not None else ""
+    typer.echo(f"{artifact.path}: {artifact.kind} model artifact{threshold}")
 
 
 @app.command()
@@ -264,109 +249,17 @@ def serve(
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 
-dx = typer.Typer(help="DX-LLaVA, the explainable detector: data, training, evaluation, merge, conversion.",
-                 no_args_is_help=True)
-app.add_typer(dx, name="dx-llava")
+def _kind_commands() -> None:
+    """Each kind's own commands (`fakefinder <kind with dashes> ...`), for what the generic ones cannot do."""
+    from fakefinder.tasks import kinds
+
+    for kind in kinds():
+        commands = kind.commands()
+        if commands is not None:
+            app.add_typer(commands, name=kind.name.replace("_", "-"))
 
 
-_dx_errors = _user_errors
-
-
-@dx.command("make-data")
-def dx_make_data(
-    manifest: Annotated[Path, typer.Argument(help="A prepared manifest (CSV or Parquet).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for <split>.json.")] = Path("output/dx-llava-data"),
-    split: Annotated[Optional[list[str]], typer.Option("--split", help="Splits to write (default: all).")] = None,
-    max_per_split: Annotated[Optional[int], typer.Option(help="Subsample each split to this many samples.")] = None,
-    seed: int = 0,
-) -> None:
-    """A prepared manifest -> LLaVA conversation JSON (varied questions, answers ending in '### Answer: real|fake')."""
-    from fakefinder.tasks.dx_llava.data import make_data
-
-    try:
-        written = make_data(manifest, output, split, seed, max_per_split)
-    except _dx_errors() as exc:
-        _fail(str(exc))
-    for name, path in written.items():
-        typer.echo(f"{name}: {path}")
-    typer.echo(f"image_folder: {(output / 'image_folder.txt').read_text().strip()}")
-
-
-@dx.command("train")
-def dx_train(
-    overrides: Overrides = None,
-    config: ConfigOption = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint-* in the output dir.")] = False,
-    resume_from: Annotated[Optional[Path], typer.Option(help="Continue from this checkpoint-* folder.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run the output folder holds.")] = False,
-) -> None:
-    """Train DX-LLaVA (stage 1 projector, or stage 2 full / LoRA / QLoRA); torchrun/deepspeed launch it on many GPUs.
-    The same as `fakefinder train` with `task: dx_llava`."""
-    import logging
-
-    from fakefinder import api
-    from fakefinder.config import load_config
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        cfg = load_config(config, ["task=dx_llava", *(overrides or [])])
-        with _renderer() as events:
-            result = api.train(cfg, resume=str(resume_from) if resume_from else resume, overwrite=overwrite,
-                               events=events)
-    except _dx_errors() as exc:
-        _fail(str(exc))
-    if int(os.environ.get("RANK", "0")) == 0:  # one line per run, not per torchrun/deepspeed process
-        typer.echo(f"trained {result['steps']} steps in {result['seconds']:.0f} s; saved {result['final']}")
-
-
-@dx.command("evaluate")
-def dx_evaluate(
-    checkpoint: Annotated[Path, typer.Argument(help="A DX-LLaVA model folder (e.g. output/dx-llava/final).")],
-    data: Annotated[Path, typer.Option("--data", help="LLaVA JSON to evaluate on.")],
-    image_folder: Annotated[Optional[Path], typer.Option(help="Images are relative to it (default: the JSON's folder).")] = None,
-    output: Annotated[Path, typer.Option("--output", "-o")] = Path("output/dx-llava-eval"),
-    max_samples: Optional[int] = None,
-    explain: Annotated[Optional[int], typer.Option(help="Generate explanations for this many samples (default: all).")] = None,
-    no_text: Annotated[bool, typer.Option("--no-text", help="Head only: no generated answers.")] = False,
-) -> None:
-    """Accuracy / macro-F1 / AUC of the binary head and of the text answer; predictions with explanations."""
-    import json
-
-    from fakefinder.tasks.dx_llava.infer import evaluate as run_evaluate
-
-    try:
-        metrics = run_evaluate(checkpoint, data, image_folder, output, max_samples, not no_text, explain)
-    except _dx_errors() as exc:
-        _fail(str(exc))
-    typer.echo(json.dumps({k: metrics[k] for k in ("n", "head", "text", "agreement") if k in metrics}, indent=1))
-
-
-@dx.command("merge")
-def dx_merge(
-    checkpoint: Annotated[Path, typer.Argument(help="A LoRA / QLoRA DX-LLaVA checkpoint folder.")],
-    output: Annotated[Path, typer.Argument(help="Folder for the standalone merged model.")],
-) -> None:
-    """Fold the LoRA adapter into the language model and save a standalone checkpoint."""
-    from fakefinder.tasks.dx_llava.model import merge_lora
-
-    try:
-        typer.echo(f"merged: {merge_lora(checkpoint, output)}")
-    except _dx_errors() as exc:
-        _fail(str(exc))
-
-
-@dx.command("convert")
-def dx_convert(
-    source: Annotated[str, typer.Argument(help="Original-format LLaVA (e.g. liuhaotian/llava-v1.5-7b or a folder).")],
-    output: Annotated[Path, typer.Argument(help="Folder for the HF-format checkpoint.")],
-) -> None:
-    """Convert an original LLaVA-1.5 checkpoint to the HF LLaVA format."""
-    from fakefinder.tasks.dx_llava.convert import convert_original_to_hf
-
-    try:
-        typer.echo(f"converted: {convert_original_to_hf(source, output)}")
-    except _dx_errors() as exc:
-        _fail(str(exc))
+_kind_commands()
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ default.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import re
 import typing
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError, core_schema
 
 from fakefinder.core.errors import FakefinderError
@@ -25,9 +26,77 @@ class ConfigError(FakefinderError, ValueError):
 
 
 class Section(BaseModel):
-    """A config section: unknown keys are errors, assignments are validated."""
+    """A config section: unknown keys are errors, assignments are validated. A field a subclass
+    redeclares (another default) keeps its base's description when it gives none."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        for name, field in cls.model_fields.items():
+            if field.description:
+                continue
+            for base in cls.__mro__[1:]:
+                inherited = getattr(base, "model_fields", {}).get(name) if isinstance(base, type) else None
+                if inherited is not None and inherited.description:
+                    field.description = inherited.description
+                    break
+
+
+TRACKERS = ("tensorboard", "wandb")
+
+
+class RunSection(Section):
+    """The run settings every kind's training reads, spelled the same in every kind: each kind's run
+    section (`train`, `llm.train`, `detector.train`, ...) extends it with its own settings and defaults."""
+
+    output_dir: Path = Field(default=Path("output/run"), description="The run folder: checkpoints, logs and the "
+                             "model artifact.")
+    epochs: float = Field(default=1, gt=0, description="Passes over the training data.")
+    max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps.")
+    batch_size: int = Field(default=8, ge=1, description="Samples per step and process.")
+    lr: float = Field(default=1e-4, gt=0, description="Peak learning rate.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto", description="auto: bf16 on a CUDA GPU that has it, else fp16 on a CUDA GPU, fp32 elsewhere; "
+        "fp16 needs a CUDA GPU.")
+    device: str = Field(default="auto", description="auto (a GPU when there is one, else the CPU), cpu, cuda, cuda:1, "
+                        "mps.")
+    num_workers: int = Field(default=0, ge=0, description="Data loader processes.")
+    seed: int = Field(default=0, description="Seeds every random draw of the run.")
+    trackers: list[Literal["tensorboard", "wandb"]] = Field(
+        default_factory=lambda: ["tensorboard"], description="Where metrics also go: tensorboard (a tensorboard/ "
+        "folder in the run), wandb (Weights & Biases; needs the wandb package); [] for none.")
+    tracker_project: str | None = Field(default=None, description="The project runs are logged under "
+                                        "(W&B; default: fakefinder).")
+    tracker_entity: str | None = Field(default=None, description="The W&B team or user (default: yours).")
+
+
+class LoraSection(Section):
+    """A LoRA adapter, spelled the same in every kind that trains one."""
+
+    r: int = Field(default=8, ge=1, description="The adapter's rank.")
+    alpha: int | None = Field(default=None, ge=1, description="Scale numerator (the update is scaled by alpha / r); "
+                              "default: r (scale 1).")
+    dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout on the adapter's input.")
+    target_modules: list[str] | Literal["all-linear"] | None = Field(
+        default=None, description="Layer names to adapt, or all-linear.")
+
+    @field_validator("target_modules")
+    @classmethod
+    def _some_modules(cls, value):
+        if isinstance(value, list) and not value:
+            raise ValueError("name at least one module, or all-linear")
+        return value
+
+
+class QuantizedLoraSection(LoraSection):
+    """A LoRA adapter that may train on a 4-bit (bitsandbytes) base: QLoRA."""
+
+    quant_type: Literal["nf4", "fp4"] = Field(default="nf4", description="4-bit data type of the base's weights.")
+    double_quant: bool = Field(default=False, description="Quantise the quantisation constants too.")
+    compute_dtype: Literal["bf16", "fp16", "fp32"] = Field(default="bf16", description="What the 4-bit layers "
+                                                           "compute in.")
 
 
 # names that sections check values against (the code behind them lives elsewhere: config imports
@@ -227,15 +296,7 @@ class EarlyStoppingConfig(Section):
     patience: int | None = Field(default=10, ge=1, description="Epochs without improvement; null: never stop.")
 
 
-class LoggingConfig(Section):
-    tensorboard: bool = True
-    wandb_project: str | None = None
-    wandb_entity: str | None = None
-    plots: bool = True
-    log_every_steps: int = Field(default=10, ge=1)
-
-
-class TrainConfig(Section):
+class TrainConfig(RunSection):
     manifest: Path | None = Field(default=None, description="Default: <prepare.output_dir>/manifest.csv.")
     datasets: list[str] | None = Field(default=None, description="Train on these manifest datasets only.")
     val_datasets: list[str] | None = Field(
@@ -260,10 +321,11 @@ class TrainConfig(Section):
     gamma: float = Field(default=0.1, gt=0, le=1)
     grad_clip: float | None = Field(default=1.0, gt=0)
     accumulate: int = Field(default=1, ge=1)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     ema: float | None = Field(default=None, gt=0, lt=1, description="EMA decay, e.g. 0.999.")
     grad_checkpointing: bool = False
     channels_last: bool = False
+    compile: bool = Field(default=False, description="torch.compile the network for training (faster steps on a GPU "
+                          "once the first ones have compiled); not with train.deepspeed.")
     loss: dict[str, float] = Field(default_factory=lambda: {"ce": 1.0})
     focal_gamma: float = Field(default=2.0, ge=0)
     label_smoothing: float = Field(default=0.0, ge=0, lt=0.5)
@@ -286,16 +348,19 @@ class TrainConfig(Section):
     class_weights: bool = Field(default=False, description="Weight the loss by inverse class frequency.")
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     num_workers: int = Field(default=2, ge=0)
-    seed: int = 0
-    device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1, mps")
-    save_every_steps: int | None = Field(default=None, ge=1, description="Also checkpoint mid-epoch.")
+    num_processes: int = Field(default=1, ge=1, description="DDP / DeepSpeed processes, one per GPU, for a "
+                               "platform job (which launches them with torchrun); the CLI is launched with torchrun.")
+    save_steps: int | None = Field(default=None, ge=1, description="Also checkpoint mid-epoch, every this many steps "
+                                   "(each epoch's end is always checkpointed).")
+    logging_steps: int = Field(default=10, ge=1, description="Training loss (and lr, gradient norm) to the trackers "
+                               "every this many steps.")
+    plots: bool = Field(default=True, description="Draw the training curves (curves.png) after each epoch.")
     backup_dir: Path | None = Field(default=None, description="Copy checkpoints and logs here each epoch.")
     deepspeed: str | None = Field(
         default=None,
         description="Train through DeepSpeed: zero0, zero1, zero2, or a DeepSpeed JSON file (ZeRO stage 0-2; batch, "
         "accumulation and clipping are filled in from train.*). Launch with torchrun or deepspeed.",
     )
-    logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @field_validator("loss")
     @classmethod
@@ -387,23 +452,47 @@ class PredictConfig(Section):
 # model kinds: each registers the section it owns and the defaults it changes (fakefinder.tasks)
 
 DEFAULT_TASK = "deepfake_detector"
-_KIND_SECTIONS: dict[str, type[Section]] = {}
+_KIND_SECTIONS: dict[str, type[Section]] = {}  # section name -> its model, for every kind's own section
 _KIND_DEFAULTS: dict[str, dict[str, Any]] = {}
+_KIND_READS: dict[str, tuple[str, ...]] = {}  # kind -> the sections its configs hold, in order
+SHARED_SECTIONS = ("data", "faces", "prepare", "model", "augment", "train", "evaluate", "predict")
 
 
 def register_kind(kind: str, section: str | None = None, model: type[Section] | None = None,
-                  defaults: dict[str, Any] | None = None) -> None:
-    """Make `kind` a valid `task:`; `section: model` becomes a top-level config section, and
-    `defaults` (a nested mapping) replace the shared sections' defaults when a config names the kind."""
+                  defaults: dict[str, Any] | None = None, reads: tuple[str, ...] = ("evaluate", "predict")) -> None:
+    """Make `kind` a valid `task:`; `section: model` becomes its own config section, `reads` names the
+    shared sections its configs hold besides it, and `defaults` (a nested mapping) replace those
+    sections' defaults when a config names the kind."""
+    unknown = sorted(set(reads) - set(SHARED_SECTIONS))
+    if unknown:
+        raise ValueError(f"kind {kind!r} reads unknown shared section(s) {unknown}")
     if section is not None:
-        if section in Config.model_fields:
+        if section in SHARED_SECTIONS or section == "task":
             raise ValueError(f"config section {section!r} is shared; a kind cannot own it")
         _KIND_SECTIONS[section] = model
     _KIND_DEFAULTS[kind] = dict(defaults or {})
+    _KIND_READS[kind] = (*[s for s in SHARED_SECTIONS if s in reads], *([section] if section else []))
+
+
+def unregister_kind(kind: str, section: str | None = None) -> None:
+    """Undo `register_kind` (a section that another kind still owns stays)."""
+    _KIND_DEFAULTS.pop(kind, None)
+    _KIND_READS.pop(kind, None)
+    if section is not None:
+        _KIND_SECTIONS.pop(section, None)
 
 
 def known_kinds() -> list[str]:
     return sorted(_KIND_DEFAULTS)
+
+
+def sections_of(kind: str) -> tuple[str, ...]:
+    """The sections a config of `kind` holds (all of them for a kind nobody registered)."""
+    return _KIND_READS.get(kind, (*SHARED_SECTIONS, *_KIND_SECTIONS))
+
+
+def _own_section(kind: str) -> str | None:
+    return next((s for s in sections_of(kind) if s in _KIND_SECTIONS), None)
 
 
 def _merge_defaults(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
@@ -417,15 +506,17 @@ def _merge_defaults(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str
 
 
 class Config(Section):
-    """A whole run: `task` (the model kind), the shared sections, and the section of each kind.
-
-    Kinds' sections (e.g. `dx_llava`) are registered by their packages; they read like the others
-    (`config.dx_llava.train.lr`) and unknown keys anywhere are errors.
+    """A whole run: `task` (the model kind) and the sections that kind reads: shared ones (`train`,
+    `evaluate`, ...) and its own (e.g. `dx_llava`), which reads like the others
+    (`config.dx_llava.train.lr`). Unknown keys anywhere are errors; renamed keys are taken under their
+    new name, with a note (`notes`); a section the kind does not read is left out, with a note. Dumps
+    and saved files hold `task` and the kind's sections only.
     """
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
 
-    task: str = Field(default=DEFAULT_TASK, description="The model kind: deepfake_detector, image_classifier, dx_llava, ...")
+    task: str = Field(default=DEFAULT_TASK, description="The model kind: deepfake_detector, image_classifier, "
+                      "dx_llava, llm_lora, llm_qlora, object_detector, text_to_image_lora.")
     data: DataConfig = Field(default_factory=DataConfig)
     faces: FacesConfig = Field(default_factory=FacesConfig)
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
@@ -434,40 +525,62 @@ class Config(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     predict: PredictConfig = Field(default_factory=PredictConfig)
+    _notes: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def notes(self) -> list[str]:
+        """What reading it noted: renamed keys taken under their new name, sections left out."""
+        return list(self._notes)
+
+    def sections(self) -> tuple[str, ...]:
+        return sections_of(self.task)
+
+    def model_dump(self, **kwargs) -> dict[str, Any]:
+        if "include" not in kwargs and "exclude" not in kwargs:
+            kwargs["include"] = {"task", *self.sections()}
+        return super().model_dump(**kwargs)
 
     @model_validator(mode="wrap")
     @classmethod
     def _kind_sections(cls, data: Any, handler):
-        """Validate each registered kind's section (its errors keep their full key) and refuse
-        unknown top-level keys; a kind's defaults fill what the config leaves out."""
+        """Renamed keys moved to their new names; the kind's own section validated (its errors keep
+        their full key); unknown top-level keys refused; sections the kind does not read left out;
+        the kind's defaults fill what the config leaves out."""
         if not isinstance(data, dict):
             return handler(data)
         errors: list[dict] = []
+        data = copy.deepcopy(data)
+        notes = migrate(data)
         task = data.get("task", DEFAULT_TASK)
         if not isinstance(task, str) or (_KIND_DEFAULTS and task not in _KIND_DEFAULTS):
             errors.append({"type": "value_error", "loc": ("task",), "input": task,
                            "ctx": {"error": f"unknown task {task!r}; known kinds: {', '.join(known_kinds())}"}})
-        elif isinstance(task, str):
+            task = None
+        else:
             data = _merge_defaults(_KIND_DEFAULTS.get(task, {}), data)
-        data = dict(data)
-        for key in data:
+        held = sections_of(task) if task else ()
+        for key in list(data):
+            if key == "task" or key.startswith("_"):
+                continue
             if key not in cls.model_fields and key not in _KIND_SECTIONS:
                 errors.append({"type": "extra_forbidden", "loc": (key,), "input": data[key]})
-        for name, model in _KIND_SECTIONS.items():
-            value = data.get(name)
-            if isinstance(value, model):
-                continue
+            elif task and key not in held:
+                notes.append(f"section '{key}' is left out: {task} configs do not read it")
+                del data[key]
+        own = _own_section(task) if task else None
+        if own is not None and not isinstance(data.get(own), _KIND_SECTIONS[own]):
             try:
-                data[name] = model.model_validate(value if value is not None else {})
+                data[own] = _KIND_SECTIONS[own].model_validate(data.get(own) or {})
             except ValidationError as exc:
-                errors += [{**_line(e), "loc": (name, *e["loc"])} for e in exc.errors()]
+                errors += [{**_line(e), "loc": (own, *e["loc"])} for e in exc.errors()]
         try:
-            result = handler({k: v for k, v in data.items() if k in cls.model_fields or k in _KIND_SECTIONS})
+            result = handler({k: v for k, v in data.items() if k in cls.model_fields or k == own})
         except ValidationError as exc:
             errors = [_line(e) for e in exc.errors()] + errors
             result = None
         if errors:
             raise ValidationError.from_exception_data(cls.__name__, errors)
+        result._notes = notes
         return result
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -547,8 +660,151 @@ def _inner_model(annotation: Any) -> Any:
     return annotation
 
 
-# keys that were renamed: an old config gets the new name instead of a guess
-RENAMED_KEYS = {"predict.checkpoints": "predict.models", "evaluate.checkpoints": "evaluate.models"}
+# ---------------------------------------------------------------------------------------------
+# renamed keys: an older config, artifact, resume state or stored job keeps working
+
+
+def _dtype_name(value: Any) -> Any:
+    return {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}.get(value, value)
+
+
+def _tracker_list(value: Any) -> Any:
+    values = value if isinstance(value, list) else [value]
+    return [v for v in values if v != "none"]
+
+
+def _tensorboard_flag(section: str):
+    def apply(tree: dict, value: Any) -> None:
+        trackers = [t for t in _get(tree, f"{section}.trackers", ["tensorboard"]) if t != "tensorboard"]
+        _put(tree, f"{section}.trackers", (["tensorboard"] if value else []) + trackers)
+    return apply
+
+
+def _wandb_project(section: str):
+    def apply(tree: dict, value: Any) -> None:
+        _put(tree, f"{section}.tracker_project", value)
+        trackers = list(_get(tree, f"{section}.trackers", ["tensorboard"]))
+        if value and "wandb" not in trackers:
+            _put(tree, f"{section}.trackers", [*trackers, "wandb"])
+    return apply
+
+
+class Renamed:
+    """Where an old key went (`new`), with its value converted (`convert`) or merged into the tree by
+    `apply(tree, value)` when it is not a plain move."""
+
+    def __init__(self, new: str, convert=None, apply=None) -> None:
+        self.new, self.convert, self.apply = new, convert, apply
+
+
+RENAMED_KEYS: dict[str, Renamed] = {
+    "predict.checkpoints": Renamed("predict.models"),
+    "evaluate.checkpoints": Renamed("evaluate.models"),
+    "train.save_every_steps": Renamed("train.save_steps"),
+    "train.logging.log_every_steps": Renamed("train.logging_steps"),
+    "train.logging.plots": Renamed("train.plots"),
+    "train.logging.tensorboard": Renamed("train.trackers", apply=_tensorboard_flag("train")),
+    "train.logging.wandb_project": Renamed("train.tracker_project", apply=_wandb_project("train")),
+    "train.logging.wandb_entity": Renamed("train.tracker_entity"),
+    "llm.lora.lora_r": Renamed("llm.lora.r"),
+    "llm.lora.lora_alpha": Renamed("llm.lora.alpha"),
+    "llm.lora.lora_dropout": Renamed("llm.lora.dropout"),
+    "llm.lora.bnb_4bit_compute_dtype": Renamed("llm.lora.compute_dtype", _dtype_name),
+    "llm.lora.bnb_4bit_quant_type": Renamed("llm.lora.quant_type"),
+    "llm.lora.use_nested_quant": Renamed("llm.lora.double_quant"),
+    "llm.train.report_to": Renamed("llm.train.trackers", _tracker_list),
+    "dx_llava.train.lora_r": Renamed("dx_llava.lora.r"),
+    "dx_llava.train.lora_alpha": Renamed("dx_llava.lora.alpha"),
+    "dx_llava.train.lora_dropout": Renamed("dx_llava.lora.dropout"),
+    "dx_llava.train.lora_target_modules": Renamed("dx_llava.lora.target_modules"),
+    "dx_llava.train.quant_type": Renamed("dx_llava.lora.quant_type"),
+    "dx_llava.train.double_quant": Renamed("dx_llava.lora.double_quant"),
+    "dx_llava.train.compute_dtype": Renamed("dx_llava.lora.compute_dtype"),
+    "dx_llava.train.report_to": Renamed("dx_llava.train.trackers", _tracker_list),
+    "detector.train.batch": Renamed("detector.train.batch_size"),
+    "detector.train.lr0": Renamed("detector.train.lr"),
+    "detector.train.workers": Renamed("detector.train.num_workers"),
+    "diffusion.lora.rank": Renamed("diffusion.lora.r"),
+    "diffusion.train.checkpoint_steps": Renamed("diffusion.train.save_steps"),
+    "diffusion.train.checkpoints_kept": Renamed("diffusion.train.save_total_limit"),
+    "diffusion.sample.every": Renamed("diffusion.train.eval_steps"),
+}
+_MISSING = object()
+
+
+def _get(tree: dict, dotted: str, default: Any = None) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def _put(tree: dict, dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    node = tree
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[last] = value
+
+
+def _pop(tree: dict, dotted: str) -> Any:
+    """The value at `dotted` removed from the tree (parents it leaves empty go too), or _MISSING."""
+    *parents, last = dotted.split(".")
+    path, node = [], tree
+    for part in parents:
+        if not isinstance(node, dict) or not isinstance(node.get(part), dict):
+            return _MISSING
+        path.append((node, part))
+        node = node[part]
+    if not isinstance(node, dict) or last not in node:
+        return _MISSING
+    value = node.pop(last)
+    for parent, part in reversed(path):
+        if parent[part] == {}:
+            del parent[part]
+    return value
+
+
+def migrate(tree: dict, prefix: str = "") -> list[str]:
+    """Renamed keys of a config tree (in place) moved to their new names; one note per key. With
+    `prefix` (e.g. "llm"), `tree` is that section alone."""
+    notes = []
+    whole = {prefix: tree} if prefix else tree
+    for old, renamed in RENAMED_KEYS.items():
+        if prefix and not old.startswith(prefix + "."):
+            continue
+        value = _pop(whole, old)
+        if value is _MISSING:
+            continue
+        if renamed.apply is not None:
+            renamed.apply(whole, value)
+        elif _get(whole, renamed.new, _MISSING) is not _MISSING:
+            notes.append(f"'{old}' and '{renamed.new}' are both given: '{renamed.new}' is used")
+            continue
+        else:
+            _put(whole, renamed.new, renamed.convert(value) if renamed.convert else value)
+        notes.append(f"'{old}' is called '{renamed.new}' now")
+    if prefix and whole.get(prefix) is not tree:  # the section itself was replaced or emptied
+        moved = whole.get(prefix) or {}
+        tree.clear()
+        tree.update(moved)
+    return notes
+
+
+def renamed_flat(values: dict[str, Any]) -> dict[str, Any]:
+    """Dotted keys (as a run's settings fingerprint records them) under their current names."""
+    out = {}
+    for key, value in values.items():
+        renamed = RENAMED_KEYS.get(key)
+        if renamed is None or renamed.apply is not None:
+            out[key] = value
+        else:
+            out[renamed.new] = renamed.convert(value) if renamed.convert else value
+    return out
 
 
 def _explain(error: ValidationError, source: str) -> ConfigError:
@@ -556,9 +812,7 @@ def _explain(error: ValidationError, source: str) -> ConfigError:
     for item in error.errors():
         loc = item["loc"]
         key = _format_loc(loc)
-        if item["type"] == "extra_forbidden" and key in RENAMED_KEYS:
-            lines.append(f"  unknown key '{key}': it is called '{RENAMED_KEYS[key]}' now")
-        elif item["type"] == "extra_forbidden":
+        if item["type"] == "extra_forbidden":
             known = _known_keys(Config, loc[:-1])
             hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
             suggestion = f" (did you mean '{_format_loc((*loc[:-1], hint[0]))}'?)" if hint else ""
@@ -674,11 +928,16 @@ def save_config(config: Config, path: Path) -> Path:
     return atomic_write_text(Path(path), config_to_yaml(config))
 
 
-def section_from_saved(model: type[Section], saved: dict[str, Any], where: str) -> tuple[Section, list[str]]:
+def section_from_saved(model: type[Section], saved: dict[str, Any], where: str,
+                       prefix: str = "") -> tuple[Section, list[str]]:
     """A section rebuilt from settings a file saved (an artifact's face settings, a DX-LLaVA model's
-    sections): keys this version does not know (renamed or dropped since) are left out, at any
-    depth, and returned, so an older file still loads."""
-    kept, ignored = _known_part(model, saved or {}, "")
+    sections): keys renamed since are read under their new names (`prefix`: the section's name in a
+    config, e.g. "llm"); keys this version does not know (dropped since) are left out, at any depth,
+    and returned, so an older file still loads."""
+    saved = copy.deepcopy(dict(saved or {}))
+    if prefix:
+        migrate(saved, prefix)
+    kept, ignored = _known_part(model, saved, "")
     try:
         return model.model_validate(kept), ignored
     except ValidationError as exc:

@@ -91,7 +91,7 @@ def run_demo(output: Path, workers: int = 2) -> None:
     predicted = predict(config, events=events)
     console.rule("[bold]done")
     console.print(f"manifest:    {prepared.manifest_path}")
-    console.print(f"model:       {trained.model_path} (epoch {trained.best_epoch}, "
-                  f"val threshold {trained.threshold:.3f})")
-    console.print(f"report:      {evaluated.report_path}")
+    console.print(f"model:       {trained.artifact} (epoch {trained.best_epoch}, "
+                  f"val threshold {trained.details['threshold']:.3f})")
+    console.print(f"report:      {evaluated.report_file}")
     console.print(f"submission:  {predicted.submission_path}")

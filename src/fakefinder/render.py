@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fakefinder.core.events import Event
-from fakefinder.engine.report import fmt
+from fakefinder.engine.report import scalar_table
 
 EPOCH_COLUMNS = [("epoch", "epoch", "{}"), ("train loss", "train_loss", "{:.4f}"), ("val loss", "val_loss", "{:.4f}"),
                  ("acc", "val_accuracy", "{:.3f}"), ("macro-F1", "val_macro_f1", "{:.3f}"), ("AUC", "val_auc", "{:.3f}"),
@@ -84,10 +84,12 @@ class RichRenderer:
         self.console.print(f"[yellow]warning:[/] {event.message}")
 
     def _on_metrics(self, event: Event) -> None:
-        if event.stage == "epoch":
-            self.console.print(epoch_line(event.data))
-        elif event.message:
+        """Held-out figures as one line each (an epoch's row in the classification family's columns);
+        rows logged while training show in the progress bar instead."""
+        if event.message:
             self.console.print(event.message)
+        elif event.stage == "val":
+            self.console.print(epoch_line(event.data) if _cells(event.data)[1:] else metrics_line(event))
 
     def _on_result(self, event: Event) -> None:
         table = {"prepare": prepare_tables, "train": history_table, "evaluate": evaluation_tables}.get(event.stage)
@@ -111,6 +113,17 @@ def epoch_line(row: dict) -> str:
     """One line per epoch, so logs stay readable in any terminal width."""
     mark = " [bold green]best[/]" if row.get("is_best") else ""
     return " | ".join(f"{title} {value}" for title, value in _cells(row)) + mark
+
+
+def metrics_line(event: Event) -> str:
+    """A metric event's figures on one line: where in the run, then each named value."""
+    data = event.data
+    where = [f"step {event.step}" + (f"/{event.total}" if event.total else "")] if event.step is not None else []
+    if data.get("epoch") is not None:
+        where.append(f"epoch {data['epoch']:g}" + (f"/{data['epochs']:g}" if data.get("epochs") else ""))
+    values = [_field(k, v) for k, v in data.items() if k not in ("step", "epoch", "epochs")
+              and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return " | ".join(where + values)
 
 
 def history_table(result: dict, console) -> None:
@@ -148,64 +161,11 @@ def prepare_tables(summary: dict[str, Any], console) -> None:
 
 
 def evaluation_tables(metrics: dict, console) -> None:
-    """Confusion matrix, per-class precision/recall/F1 and macro-F1, as competitions report them."""
-    if metrics.get("kind") == "image_classifier":
-        return classifier_tables(metrics, console)
-    if any("sets" not in entry for entry in metrics.get("models", {}).values()):
-        return scalar_table(metrics, console)
+    """An evaluation's figures, as the kind that made them shows them."""
+    from fakefinder.tasks import get_task, list_tasks
 
-    for name, entry in metrics["models"].items():
-        for set_name, levels in entry["sets"].items():
-            for level in ("frame", "video"):
-                m = levels[level]
-                (tn, fp), (fn, tp) = m["confusion"]
-                table = Table(title=f"{name} | {set_name} | {level} level | threshold {entry['threshold']:.3f}")
-                for column in ("", "pred real", "pred fake", "precision", "recall", "F1", "support"):
-                    table.add_column(column, justify="right")
-                for cls, row in (("real", (tn, fp)), ("fake", (fn, tp))):
-                    c = m["per_class"][cls]
-                    table.add_row(f"true {cls}", str(row[0]), str(row[1]), f"{c['precision']:.4f}",
-                                  f"{c['recall']:.4f}", f"{c['f1']:.4f}", str(c["support"]))
-                console.print(table)
-                console.print(f"  macro-F1 {m['macro_f1']:.4f} | AUC {fmt(m['auc'])} | accuracy {m['accuracy']:.4f} "
-                              f"| EER {fmt(m['eer'])} | AP {fmt(m['ap'])} | n {m['n']}")
-    rows = metrics["tables"]["summary"]
-    if len(rows) > 2:
-        table = Table(title="comparison")
-        for column in ("model", "set", "level", "AUC", "macro-F1", "accuracy"):
-            table.add_column(column)
-        for r in rows:
-            table.add_row(r["model"], r["set"], r["level"], fmt(r["auc"]), fmt(r["macro_f1"]), fmt(r["accuracy"]))
-        console.print(table)
-
-
-def scalar_table(metrics: dict, console) -> None:
-    """Kinds with their own figures (language models, object detectors, text-to-image LoRAs): one row
-    per model of its top-level numbers."""
-    models = metrics.get("models", {})
-    columns = [k for k in dict.fromkeys(k for e in models.values() for k, v in e.items()
-                                        if isinstance(v, (int, float)) and not isinstance(v, bool))]
-    if not columns:
-        return
-    table = Table(title=f"{metrics.get('kind', 'evaluation')} | {metrics.get('set', '')}")
-    table.add_column("model")
-    for column in columns:
-        table.add_column(column, justify="right")
-    for name, entry in models.items():
-        table.add_row(name, *[fmt(entry.get(c)) if isinstance(entry.get(c), float) else str(entry.get(c, "-"))
-                              for c in columns])
-    console.print(table)
-
-
-def classifier_tables(metrics: dict, console) -> None:
-    """Per model and set: precision/recall/F1 per class, accuracy, top-5 and macro-F1."""
-    for name, entry in metrics["models"].items():
-        for set_name, m in entry["sets"].items():
-            table = Table(title=f"{name} | {set_name} | {m['n']} images")
-            for column in ("class", "precision", "recall", "F1", "support"):
-                table.add_column(column, justify="right")
-            for cls, c in m["per_class"].items():
-                table.add_row(cls, f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}", str(c["support"]))
-            console.print(table)
-            top5 = f" | top-5 {m['top5_accuracy']:.4f}" if "top5_accuracy" in m else ""
-            console.print(f"  accuracy {m['accuracy']:.4f} | macro-F1 {m['macro_f1']:.4f}{top5}")
+    kind = metrics.get("kind")
+    if kind in list_tasks():
+        get_task(kind).render_evaluation(metrics, console)
+    else:
+        scalar_table(metrics, console)

@@ -205,3 +205,14 @@ def _plain(value):
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def write_converted(artifact: Artifact, output: str | Path) -> Artifact:
+    """An artifact a kind read from an older model file (in memory, see `Kind.read_legacy`) written as
+    an artifact folder at `output`."""
+    if artifact.tensors is None:
+        raise ArtifactError(f"{artifact.path} is a model artifact already: there is nothing to convert")
+    meta = artifact.meta
+    training = {**(meta.get("training") or {}), "converted_from": meta.get("converted_from")}
+    return write_artifact(output, artifact.kind, meta["architecture"], meta["classes"], meta["preprocessing"],
+                          artifact.tensors, meta.get("threshold"), training)

@@ -21,7 +21,7 @@ log = logging.getLogger("fakefinder")
 @dataclass(frozen=True)
 class Event:
     type: str  # one of EVENT_TYPES
-    stage: str  # what the event is about: "prepare", "train", "epoch 3/10", "evaluate", "predict", ...
+    stage: str  # what the event is about: "prepare", "train", "epoch 3/10", "evaluate", "predict", ... (metrics: train, val)
     message: str = ""
     step: int | None = None
     total: int | None = None
@@ -83,8 +83,13 @@ class Events:
     def warning(self, message: str, stage: str = "") -> None:
         self.emit("warning", stage, message)
 
-    def metrics(self, stage: str, values: dict, message: str = "") -> None:
-        self.emit("metrics", stage, message, data=dict(values))
+    def metrics(self, stage: str, values: dict, message: str = "", *, step: int | None = None,
+                total: int | None = None, epoch: float | None = None, epochs: float | None = None) -> None:
+        """Named metrics of one moment of a run, one shape for every kind: `stage` is `train` (rows
+        logged while training) or `val` (held-out figures); `step` of `total` optimizer steps and the
+        `epoch` (of `epochs`) they were taken at, also kept in the data (so stored rows say when)."""
+        when = {k: v for k, v in (("step", step), ("epoch", epoch), ("epochs", epochs)) if v is not None}
+        self.emit("metrics", stage, message, step=step, total=total, data={**when, **values})
 
     def result(self, stage: str, data: dict, message: str = "") -> None:
         self.emit("result", stage, message, data=dict(data))

@@ -1,49 +1,83 @@
-"""What the kinds built on the transformers `Trainer` share: progress and logged rows as events, a
-graceful stop on SIGTERM / Ctrl-C (the step ends, a checkpoint is saved), the latest checkpoint of a
-run folder."""
+"""What the kinds built on the transformers `Trainer` share (llm_lora / llm_qlora and dx_llava): the
+`TrainingArguments` from a run section, one `Trainer` base with checkpoints that hold no pickle and
+an evaluation of the kind's own, progress and logged rows as the run's events (the run's trackers
+take them; the Trainer reports to none), a graceful stop when the run block says so, the latest
+complete checkpoint of a run folder."""
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import threading
 from pathlib import Path
 
-from fakefinder.config import ConfigError
+
+def training_arguments(settings, run, evaluates: bool, **extra):
+    """TrainingArguments for a run section (`settings`) inside the run block `run`: the device and
+    precision it resolved, steps or epochs, batch and accumulation, schedule, intervals, seed."""
+    from transformers import TrainingArguments
+
+    t = settings
+    device = run.device.type
+    return TrainingArguments(
+        output_dir=str(run.folder), num_train_epochs=t.epochs, max_steps=t.max_steps or -1,
+        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.eval_batch_size or t.batch_size,
+        gradient_accumulation_steps=t.accumulate, learning_rate=t.lr, weight_decay=t.weight_decay,
+        lr_scheduler_type=t.scheduler, warmup_steps=t.warmup_ratio, max_grad_norm=t.grad_clip,
+        logging_steps=t.logging_steps, logging_nan_inf_filter=False,
+        eval_strategy="steps" if evaluates else "no", eval_steps=t.eval_steps,
+        save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit,
+        seed=t.seed, data_seed=t.seed, dataloader_num_workers=t.num_workers,
+        report_to="none", use_cpu=device == "cpu", disable_tqdm=True,
+        bf16=run.precision == "bf16", fp16=run.precision == "fp16", **extra)
 
 
-def trainer_device(name: str) -> str:
-    """`auto`: a CUDA GPU when there is one, else the CPU."""
-    if name != "auto":
-        return name
-    import torch
+def trainer_base():
+    """The `Trainer` every Trainer-based kind subclasses: `held_out(dataset, prefix)` is its
+    evaluation (the figures it logs and returns); `save_trained(folder)` writes what trains into a
+    checkpoint (default: the model's own safetensors), beside the arguments as JSON (never a pickle;
+    optimizer, scheduler and RNG states are tensor files the Trainer reads back weights-only)."""
+    from transformers import Trainer
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    class KindTrainer(Trainer):
+        def held_out(self, dataset, prefix: str) -> dict:
+            raise NotImplementedError
+
+        def save_trained(self, folder: Path) -> None:
+            self.model.save_pretrained(folder, safe_serialization=True)
+
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+            dataset = eval_dataset or self.eval_dataset
+            if dataset is None:
+                return {}
+            metrics = self.held_out(dataset, metric_key_prefix)
+            self.log(metrics)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+            return metrics
+
+        def _save(self, output_dir=None, state_dict=None):
+            if not self.args.should_save:
+                return
+            output = Path(output_dir or self.args.output_dir)
+            output.mkdir(parents=True, exist_ok=True)
+            self.save_trained(output)
+            (output / "training_args.json").write_text(self.args.to_json_string())
+
+    return KindTrainer
 
 
-def precision_flags(wanted: str, device: str, key: str) -> dict:
-    """TrainingArguments' bf16 / fp16 for a precision setting (`auto`: bf16 on a GPU that has it)."""
-    import torch
-
-    if wanted == "auto":
-        wanted = "bf16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "fp32"
-    if wanted == "fp16" and not device.startswith("cuda"):
-        raise ConfigError(f"{key}=fp16 needs a CUDA GPU; use bf16 or fp32")
-    return {"bf16": wanted == "bf16", "fp16": wanted == "fp16"}
-
-
-def report_through_events(trainer, events, stop: threading.Event, stage: str, metrics_stage: str) -> None:
-    """The trainer reports through `events` (see `events_callback`) instead of printing its rows."""
+def report_through_events(trainer, run, stage: str) -> None:
+    """The trainer reports through the run's events (see `events_callback`) instead of printing its rows."""
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)
-    trainer.add_callback(events_callback(events, stop, stage, metrics_stage))
+    trainer.add_callback(events_callback(run, stage))
 
 
-def events_callback(events, stop: threading.Event, stage: str, metrics_stage: str):
-    """Training progress (a step of the total, with its ETA) and each logged row as events; when
-    `stop` is set, a checkpoint is saved at the end of the step and training stops."""
+def events_callback(run, stage: str):
+    """Training progress (a step of the total, with its ETA) and each logged row as metric events
+    (`val` for an evaluation's rows, `train` for the others); when the run's `stop` is set, a
+    checkpoint is saved at the end of the step and training stops."""
     from transformers import TrainerCallback
+
+    events = run.events
 
     class EventsCallback(TrainerCallback):
         running = None
@@ -54,12 +88,17 @@ def events_callback(events, stop: threading.Event, stage: str, metrics_stage: st
         def on_step_end(self, args, state, control, **kwargs):
             if self.running is not None:
                 self.running.advance(state.global_step - self.running.step)
-            if stop.is_set():
+            if run.stop.is_set():
                 control.should_save = True
                 control.should_training_stop = True
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            events.metrics(metrics_stage, {"step": state.global_step, **(logs or {})})
+            logs = dict(logs or {})
+            evaluated = any(key.startswith("eval_") for key in logs)
+            logs.pop("epoch", None)
+            events.metrics("val" if evaluated else "train", logs, step=state.global_step, total=state.max_steps,
+                           epoch=round(state.epoch, 4) if state.epoch is not None else None,
+                           epochs=args.num_train_epochs if args.max_steps <= 0 else None)
 
         def on_train_end(self, args, state, control, **kwargs):
             if self.running is not None:
@@ -68,31 +107,9 @@ def events_callback(events, stop: threading.Event, stage: str, metrics_stage: st
     return EventsCallback()
 
 
-@contextlib.contextmanager
-def stop_on_signals(stop: threading.Event, events):
-    """SIGTERM / Ctrl-C (on the main thread) set `stop`: the step ends, a checkpoint is saved, the
-    run returns; a second one stops at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_signal(signum, frame):
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        events.log("stopping after this step and saving a checkpoint (Ctrl-C again to abort)", "train")
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def latest_checkpoint(output: Path) -> str | None:
+def latest_checkpoint(output: Path) -> Path | None:
     """The complete `checkpoint-<step>` folder of `output` with the highest step (None: there is
     none). The Trainer writes `trainer_state.json` last: a folder without it was cut off by a kill."""
     found = [p for p in Path(output).glob("checkpoint-*")
              if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
-    return str(max(found, key=lambda p: int(p.name.split("-")[-1]))) if found else None
+    return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None

@@ -14,7 +14,6 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,17 +22,8 @@ import pandas as pd
 from fakefinder.config import Config, ConfigError, FacesConfig
 from fakefinder.core.files import atomic_write, atomic_write_text
 from fakefinder.core.process import flush_denormal
+from fakefinder.core.results import PredictResult, Predictor
 from fakefinder.media.images import MEDIA_EXTENSIONS
-
-
-@dataclass
-class PredictResult:
-    submission_path: Path
-    details_path: Path | None
-    table: pd.DataFrame
-    seconds: float
-    files_per_second: float
-    timing: dict
 
 
 def list_inputs(paths: list[Path]) -> list[Path]:
@@ -116,8 +106,9 @@ def face_settings(preprocessing: dict, overrides: dict, face_based: bool = True)
     return faces, notes
 
 
-class FilePredictor:
-    """What `predict` needs from a kind's predictor; the defaults are a binary detector's.
+class FilePredictor(Predictor):
+    """A predictor of images and videos: `run` is the shared predict loop (`predict_media`); the
+    defaults are a binary detector's.
 
     A kind that scores crops independently of their file implements `score` (crops of any files
     -> one row of scores per crop) and `file_result` (a file's row from its crops' scores), and
@@ -149,6 +140,9 @@ class FilePredictor:
 
     def summary(self, frame: pd.DataFrame) -> str:
         return ""
+
+    def run(self, config: Config, events=None) -> PredictResult:
+        return predict_media(self, config, events)
 
 
 class CrossFileBatcher:
@@ -207,22 +201,16 @@ class CrossFileBatcher:
         return out
 
 
-def predict(config: Config, events=None) -> PredictResult:
-    """Score images and videos with the model artifact(s) in `predict.models` (any kind whose
-    predictor takes crops: detectors, DX-LLaVA, classifiers): a submission CSV, optional details."""
-    from fakefinder.core.devices import pick_device
+def predict_media(predictor: FilePredictor, config: Config, events=None) -> PredictResult:
+    """The images and videos `predict.inputs` names answered by `predictor` (any kind whose predictor
+    takes crops: deepfake detectors, DX-LLaVA, classifiers): a submission CSV, optional details."""
     from fakefinder.core.events import as_events
     from fakefinder.faces.extract import ExtractSettings
-    from fakefinder.tasks import task_for_models
-
     events = as_events(events)
     pc = config.predict
-    task, artifacts = task_for_models([Path(p) for p in pc.models], config)
     files = list_inputs(pc.inputs)
     ids = file_ids(files)
-    device = pick_device(pc.device)
     with flush_denormal():
-        predictor = task.load(artifacts, device=device, config=config)
         faces, notes = face_settings(predictor.preprocessing, pc.faces, predictor.face_based)
         for note in [*notes, *getattr(predictor, "notes", [])]:
             events.warning(note, "predict")
@@ -266,7 +254,7 @@ def predict(config: Config, events=None) -> PredictResult:
     details_path = None
     if pc.details or predictor.details_default:
         details_path = Path(pc.details) if pc.details else output.with_name(output.stem + predictor.details_default)
-        payload = {"kind": task.name, "threshold": threshold, **predictor.details(),
+        payload = {"kind": predictor.kind, "threshold": threshold, **predictor.details(),
                    "files": frame.to_dict(orient="records"), "faces": details}
         if details_path.suffix.lower() == ".json":
             atomic_write_text(details_path, json.dumps(payload, indent=1, default=str))

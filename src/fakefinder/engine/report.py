@@ -41,3 +41,23 @@ def model_name(path: Path) -> str:
     if path.name == "model.json":
         path = path.parent
     return f"{path.parent.name}/{path.stem}" if path.parent.name else path.stem
+
+
+def scalar_table(metrics: dict, console) -> None:
+    """Kinds with their own figures (language models, object detectors, text-to-image LoRAs): one row
+    per model of its top-level numbers."""
+    from rich.table import Table
+
+    models = metrics.get("models", {})
+    columns = [k for k in dict.fromkeys(k for e in models.values() for k, v in e.items()
+                                        if isinstance(v, (int, float)) and not isinstance(v, bool))]
+    if not columns:
+        return
+    table = Table(title=f"{metrics.get('kind', 'evaluation')} | {metrics.get('set', '')}")
+    table.add_column("model")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for name, entry in models.items():
+        table.add_row(name, *[fmt(entry.get(c)) if isinstance(entry.get(c), float) else str(entry.get(c, "-"))
+                              for c in columns])
+    console.print(table)

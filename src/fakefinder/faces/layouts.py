@@ -8,6 +8,7 @@ datasets, and the identity keys that must never be split apart (`links`).
 from __future__ import annotations
 
 import csv
+import re
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -400,3 +401,83 @@ def read_datasets(specs: Iterable[DatasetConfig]) -> list[MediaItem]:
             )
         seen[item.video_id] = item.path
     return items
+
+
+# ---------------------------------------------------------------------------------------------
+# a folder described for the platform
+
+
+def _ffpp_compressions(path: Path) -> list[str]:
+    found = set()
+    for group in ("original_sequences", "manipulated_sequences"):
+        for subset in (p for p in (path / group).glob("*") if p.is_dir()):
+            found.update(c for c in ("raw", "c23", "c40") if (subset / c / "videos").is_dir())
+    return sorted(found, key=("c23", "raw", "c40").index)
+
+
+def _csv_list(path: Path) -> str | None:
+    """The CSV list (columns file,label) of a `csv` layout: metadata.csv, else the only such CSV."""
+    if (path / "metadata.csv").is_file():
+        return "metadata.csv"
+    lists = []
+    for candidate in sorted(path.glob("*.csv")):
+        try:
+            with candidate.open(newline="", encoding="utf-8") as handle:
+                header = next(csv.reader(handle), [])
+        except (OSError, UnicodeDecodeError, csv.Error):
+            continue
+        if {"file", "label"} <= {column.strip() for column in header}:
+            lists.append(candidate.name)
+    return lists[0] if len(lists) == 1 else None
+
+
+def _raw_layout(path: Path) -> tuple[str, dict, list[str]] | None:
+    """(layout, extra DatasetConfig keys, notes) when `path` looks like a layout prepare reads."""
+    if (path / "original_sequences").is_dir():
+        compressions = _ffpp_compressions(path) or ["c23"]
+        notes = [f"also holds {', '.join(compressions[1:])}: a prepare job reads one compression "
+                 f"(compression={compressions[0]} here)"] if len(compressions) > 1 else []
+        return "ffpp", {"compression": compressions[0]}, notes
+    if any((path / name).is_dir() for name in ("Celeb-real", "YouTube-real", "Celeb-synthesis")):
+        return "celebdf", {}, []
+    if (path / "metadata.json").is_file() or any(path.glob("*/metadata.json")):
+        return "dfdc", {}, []
+    if (path / "real").is_dir() and (path / "fake").is_dir():
+        return "folder", {}, []
+    csv_file = _csv_list(path)
+    if csv_file is not None:
+        return "csv", {"csv_file": csv_file}, []
+    return None
+
+
+def _config_tag(name: str) -> str:
+    """A dataset tag DatasetConfig accepts, from a folder name."""
+    tag = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    return tag if tag[:1].isalnum() else f"d{tag}"
+
+
+def describe_raw(path: Path) -> dict | None:
+    """A dataset folder in a layout `prepare` reads (FaceForensics++, Celeb-DF, DFDC, real/ + fake/
+    folders, a CSV list): its items per split and label, and the dataset keys of a prepare job; None
+    when it is in none of them."""
+    found = _raw_layout(path)
+    if found is None:
+        return None
+    layout, extra, notes = found
+    from fakefinder.config import DatasetConfig
+    from fakefinder.core.describe import READ_ERRORS, join_notes, split_counts
+
+    description = {"layout": layout, "kinds": [], "prepare": {"layout": layout, "root": str(path), **extra}}
+    try:
+        items = read_dataset(DatasetConfig(name=_config_tag(path.name), layout=layout, root=path, **extra))
+    except READ_ERRORS as exc:
+        return {**description, "note": join_notes(notes + [str(exc)])}
+    splits = split_counts((item.official_split or "unsplit", item.label) for item in items)
+    problems = [item for item in items if item.problem]
+    if problems:
+        first = problems[0]
+        notes.append(f"{len(problems)} file(s) will be skipped, e.g. {first.path.name}: {first.problem}")
+    if "unsplit" in splits:
+        notes.append("files without an official split are given train/val/test by the prepare job's ratios")
+    notes.insert(0, f"raw {layout} data: run a prepare job (face crops and a manifest) before training")
+    return {**description, "splits": splits, "note": join_notes(notes), "kinds": ["prepare"]}

@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.background import BackgroundTask
 
 from fakefinder import __version__
-from fakefinder.config import config_to_yaml
+from fakefinder.config import DEFAULT_TASK, config_to_yaml
 from fakefinder.core.errors import FakefinderError
 from fakefinder.platform import jobs, uploads
 from fakefinder.platform.executors import make_executor
@@ -167,6 +167,7 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
     def _train_job(body: dict, job_id: str) -> tuple[dict, Any]:
         task = jobs.kind_of(body)
         config, _ = jobs.build_config(body, task, settings)
+        notes = config.notes  # older key names the request used, sections the kind does not read
         folder = settings.jobs_dir / job_id
         config = jobs.confine_paths(jobs.place_outputs(config, task, folder), settings, folder)
         evaluate = body.get("evaluate", True)
@@ -181,23 +182,23 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
             if not isinstance(gpus, int) or isinstance(gpus, bool) or not 0 <= gpus <= 64:
                 raise RequestError("num_gpus: a whole number from 0 to 64", "num_gpus")
             spec["num_gpus"] = gpus
-        return spec, task
+        return spec, task, notes
 
     @app.post("/api/config/preview", tags=["training"])
-    def preview(body: dict[str, Any] = Body(..., examples=[{"model_type": "deepfake_detector", "dataset_path": "faces"}])) -> dict:
-        spec, _ = _train_job(body, "<new job>")
+    def preview(body: dict[str, Any] = Body(..., examples=[{"model_type": DEFAULT_TASK, "dataset_path": "my-dataset"}])) -> dict:
+        spec, _, notes = _train_job(body, "<new job>")
         config = jobs.validate(spec["config"])
-        return {"config": spec["config"], "yaml": config_to_yaml(config)}
+        return {"config": spec["config"], "yaml": config_to_yaml(config), "notes": notes}
 
     @app.post("/api/training/start", tags=["training"])
     def start(body: dict[str, Any] = Body(..., examples=[{
-            "model_type": "deepfake_detector", "base_model": "test_efficientnet", "dataset_path": "faces",
-            "epochs": 2, "batch_size": 8, "learning_rate": 0.001, "pretrained": False, "image_size": 32}])) -> dict:
+            "model_type": DEFAULT_TASK, "dataset_path": "my-dataset", "epochs": 2, "batch_size": 8,
+            "learning_rate": 0.001}])) -> dict:
         job_id = store.new_id()
-        spec, task = _train_job(body, job_id)
+        spec, task, notes = _train_job(body, job_id)
         job = store.create("train", task.name, body.get("name"), spec, settings.jobs_dir, job_id)
         manager.wake()
-        return {"task_id": job["id"], "state": job["state"]}
+        return {"task_id": job["id"], "state": job["state"], "notes": notes}
 
     @app.get("/api/training", tags=["training"])
     def list_jobs(state: Literal[STATES] | None = None, kind: str | None = None,
@@ -384,7 +385,7 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
     @app.post("/api/evaluate", tags=["evaluate"])
     def evaluate(body: dict[str, Any] = Body(..., examples=[{"model_task_id": "...", "dataset_path": "faces"}])) -> dict:
         artifact_path, tree = model_source(body)
-        task = get_task(tree.get("task", "deepfake_detector"))
+        task = get_task(tree.get("task", DEFAULT_TASK))
         if isinstance(body.get("dataset_path"), str):
             dataset = confine(body["dataset_path"], settings.dataset_roots, "dataset_path", must_exist=True)
             from fakefinder.config import set_key
@@ -410,7 +411,7 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
                                         "or .txt)"), model_task_id: str | None = Form(None),
                 model_path: str | None = Form(None)) -> dict:
         artifact_path, tree = model_source({"model_task_id": model_task_id, "model_path": model_path})
-        task = get_task(tree.get("task", "deepfake_detector"))
+        task = get_task(tree.get("task", DEFAULT_TASK))
         from fakefinder.media.images import MEDIA_EXTENSIONS
 
         name = Path(file.filename or "").name

@@ -14,18 +14,19 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from fakefinder.config import Config, Section, set_key
+from fakefinder.config import DEFAULT_TASK, RENAMED_KEYS, Config, Section, set_key
 from fakefinder.core.errors import FakefinderError
 from fakefinder.platform.paths import RequestError, confine, exists
 from fakefinder.tasks import get_task, list_tasks
-from fakefinder.tasks.registry import Task, UnknownTaskError
+from fakefinder.tasks.base import Kind
+from fakefinder.tasks.registry import UnknownTaskError
 
 REQUEST_KEYS = ("model_type", "name", "evaluate", "config", "num_gpus")  # the platform's own keys in a start request
 _SCHEME = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_.+-]*:)+")  # fakefinder:, clip:, timm:local-dir:, hf-hub:
 
 
-def kind_of(body: dict) -> Task:
-    kind = body.get("model_type", (body.get("config") or {}).get("task", "deepfake_detector")
+def kind_of(body: dict) -> Kind:
+    kind = body.get("model_type", (body.get("config") or {}).get("task", DEFAULT_TASK)
                     if isinstance(body.get("config"), dict) else None)
     field = "model_type" if "model_type" in body else "config.task"
     if not isinstance(kind, str):
@@ -47,7 +48,7 @@ def catalog() -> list[dict]:
             value = _get(tree, key)
             defaults[short] = value
         kinds.append({"name": name, "description": task.description, "short_form": dict(task.short_form),
-                      "defaults": defaults, "output_key": task.output_key, "config": tree})
+                      "defaults": defaults, "output_key": f"{task.run_section}.output_dir", "config": tree})
     return kinds
 
 
@@ -60,7 +61,7 @@ def _get(tree: dict, dotted: str) -> Any:
     return node
 
 
-def _section_model(task: Task, dotted: str) -> type[BaseModel] | None:
+def _section_model(task: Kind, dotted: str) -> type[BaseModel] | None:
     model: Any = Config
     for i, part in enumerate(dotted.split(".")):
         if i == 0 and part == task.section:
@@ -73,7 +74,7 @@ def _section_model(task: Task, dotted: str) -> type[BaseModel] | None:
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
-def _dotted_key(task: Task, key: str) -> str:
+def _dotted_key(task: Kind, key: str) -> str:
     """Where an unqualified request key goes: the first of the kind's option sections that has it."""
     if "." in key:
         return key
@@ -85,6 +86,9 @@ def _dotted_key(task: Task, key: str) -> str:
         if key in model.model_fields:
             return f"{section}.{key}"
         known += list(model.model_fields)
+    for section in task.option_sections:  # an older name: the config takes it under its new one, with a note
+        if f"{section}.{key}" in RENAMED_KEYS:
+            return f"{section}.{key}"
     sections = [*Config.model_fields, *([task.section] if task.section else [])]
     if key in sections:
         return key
@@ -94,7 +98,7 @@ def _dotted_key(task: Task, key: str) -> str:
                        key)
 
 
-def build_config(body: dict, task: Task, settings, sections: tuple[str, ...] | None = None) -> tuple[Config, dict]:
+def build_config(body: dict, task: Kind, settings, sections: tuple[str, ...] | None = None) -> tuple[Config, dict]:
     """The config a start request describes (not yet placed in a job folder), and which request
     field each dotted key came from (to name it in errors)."""
     if not isinstance(body, dict):
@@ -161,18 +165,14 @@ def validate(tree: dict, origin: dict[str, str] | None = None) -> Config:
         raise RequestError("; ".join(lines), fields[0] if fields else None) from None
 
 
-def place_outputs(config: Config, task: Task, folder: Path) -> Config:
+def place_outputs(config: Config, task: Kind, folder: Path) -> Config:
     """Every output of the job in its folder: the run, its evaluation, its predictions."""
     tree = config.model_dump(mode="json")
-    set_key(tree, task.output_key, str(folder / "run"))
+    set_key(tree, f"{task.run_section}.output_dir", str(folder / "run"))
     tree["evaluate"]["output_dir"] = str(folder / "evaluate")
     tree["predict"]["output"] = str(folder / "predict" / "predictions.csv")
     tree["predict"]["details"] = str(folder / "predict" / "details.json")
-    if tree["train"].get("backup_dir"):  # a copy of the run, kept with the job
-        tree["train"]["backup_dir"] = str(confine(folder / Path(tree["train"]["backup_dir"]).name, [folder],
-                                                  "train.backup_dir"))
-    if not tree.get("train", {}).get("manifest") and tree["task"] == "deepfake_detector" and tree["data"]["datasets"]:
-        tree["prepare"]["output_dir"] = str(folder / "prepared")  # raw datasets are prepared inside the job
+    task.job_outputs(tree, folder)
     return validate(tree)
 
 
@@ -184,15 +184,15 @@ def confine_paths(config: Config, settings, folder: Path) -> Config:
     roots = [*settings.dataset_roots, settings.jobs_dir, *settings.output_roots]
     tree = config.model_dump(mode="json")
     _confine_section(config, tree, [], roots, settings.dataset_roots, folder)
-    if "detector" in tree:  # a YOLO dataset's data.yaml may name images only inside its own folder
-        tree["detector"]["data"]["confine"] = True
-    if "diffusion" in tree:  # a captioned folder's images (links followed) lie inside it
-        tree["diffusion"]["data"]["confine"] = True
+    for dotted, value in get_task(config.task).platform_settings().items():
+        set_key(tree, dotted, value)
     return validate(tree)
 
 
 def _confine_section(section: Section, tree: dict, where: list[str], roots, dataset_roots, folder: Path) -> None:
     for name in type(section).model_fields:
+        if name not in tree:  # a section the config's kind does not hold
+            continue
         value = getattr(section, name)
         key = ".".join([*where, name])
         tree[name] = _confine_value(value, tree.get(name), key, roots, dataset_roots, folder)

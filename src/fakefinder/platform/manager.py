@@ -18,10 +18,13 @@ import threading
 import time
 from pathlib import Path
 
+from fakefinder.config import config_from_dict
 from fakefinder.platform.executors.base import ExecStatus, Executor, describe_exit
 from fakefinder.platform.paths import Conflict, NotFound
 from fakefinder.platform.store import FINISHED, JobStore
 from fakefinder.platform.worker import STOPPED, event_mark
+from fakefinder.tasks import get_task
+from fakefinder.tasks.registry import PLUGIN_VARIABLE, plugin_spec
 
 log = logging.getLogger("fakefinder.platform")
 _EPOCH = re.compile(r"epoch (\d+)/(\d+)")
@@ -40,14 +43,18 @@ def find_devices(settings) -> list[str]:
     return [f"cuda:{i}" for i in range(count)] or ["cpu"]
 
 
-def gpus_for(spec: dict) -> int:
-    """The GPUs a job asks for: `num_gpus` in the request, else by the device its config names."""
-    if spec.get("num_gpus") is not None:
-        return int(spec["num_gpus"])
-    config = spec.get("config") or {}
-    devices = [str(section.get("device", "auto")) for section in (
-        config.get("train", {}), (config.get("dx_llava") or {}).get("train", {}))]
-    return 1 if any(d.startswith("cuda") for d in devices) else 0
+def job_needs(spec: dict, cluster: dict) -> tuple[int, int]:
+    """(GPUs, processes) of a job on a cluster with `cluster["gpus"]` GPUs: `num_gpus` in the request,
+    else what its kind asks for its config (`Kind.devices`); a kind that runs on several processes
+    (DDP / DeepSpeed) is launched with one per GPU it asked for, or its configured number on the CPU."""
+    tree = spec.get("config")
+    if spec.get("type", "train") != "train" or not isinstance(tree, dict):
+        return int(spec.get("num_gpus") or 0), 1
+    config = config_from_dict(tree, f"job {spec.get('task_id', '')}")
+    kind = get_task(config.task)
+    gpus = int(spec["num_gpus"]) if spec.get("num_gpus") is not None else kind.devices(config, cluster)
+    processes = (max(gpus, 1) if gpus else kind.processes(config)) if kind.multi_process else 1
+    return gpus, processes
 
 
 class JobManager:
@@ -141,21 +148,48 @@ class JobManager:
             return [{"name": "ray", "slots": None, "busy": len(self.store.in_state("running"))}]
         busy: dict[str, int] = {}
         for job in self.store.in_state("running"):
-            busy[job["device"]] = busy.get(job["device"], 0) + 1
+            for device in str(job["device"] or "").split(","):  # a multi-GPU job holds a slot on each
+                busy[device] = busy.get(device, 0) + 1
         return [{"name": d, "slots": self.settings.jobs_per_device, "busy": busy.get(d, 0)} for d in self.devices]
+
+    def cluster(self) -> dict:
+        """What jobs are placed on: the GPUs the executor reports (this machine's for local workers)."""
+        if self.executor.name == "local":
+            return {"gpus": sum(d.startswith("cuda") for d in self.devices)}
+        return self.executor.resources()
 
     def _schedule(self) -> None:
         queued = self.store.in_state("queued")
         if not queued:
             return
         if self.executor.name == "ray":  # the cluster queues jobs by the resources they ask for
-            free = ["ray"] * len(queued)
-        else:
-            free = [s["name"] for s in self.slots() for _ in range(s["slots"] - s["busy"])]
-        for job, device in zip(queued, free):
-            self._launch(job, device)
+            cluster = self.cluster()
+            for job in queued:
+                self._launch(job, "ray", cluster)
+            return
+        free = {s["name"]: s["slots"] - s["busy"] for s in self.slots()}
+        cluster = self.cluster()
+        for job in queued:
+            try:
+                gpus, _ = job_needs(job["spec"], cluster)
+            except Exception as exc:  # noqa: BLE001 - a job whose config no longer loads fails, the queue goes on
+                self.store.transition(job["id"], ("queued",), state="failed", finished_at=time.time(),
+                                      error=f"could not start: {exc}")
+                continue
+            if gpus > cluster["gpus"]:
+                self.store.transition(job["id"], ("queued",), state="failed", finished_at=time.time(),
+                                      error=f"could not start: it needs {gpus} GPUs, this server has "
+                                      f"{cluster['gpus']}")
+                continue
+            wanted = [d for d in self.devices if free[d] > 0 and (gpus == 0 or d.startswith("cuda"))]
+            chosen = wanted[:max(1, gpus)]
+            if len(chosen) < max(1, gpus):
+                break  # in order: the next job waits for this one's devices
+            for device in chosen:
+                free[device] -= 1
+            self._launch(job, ",".join(chosen), cluster)
 
-    def _launch(self, job: dict, device: str) -> None:
+    def _launch(self, job: dict, device: str, cluster: dict) -> None:
         folder = Path(job["folder"])
         folder.mkdir(parents=True, exist_ok=True)
         spec = {**job["spec"], "task_id": job["id"], "type": job["type"], "kind": job["kind"], "folder": str(folder),
@@ -163,11 +197,22 @@ class JobManager:
         (folder / "job.json").write_text(json.dumps(spec, indent=1))
         env = {"PYTHONUNBUFFERED": "1", "FAKEFINDER_JOB": job["id"], "FAKEFINDER_EXECUTOR": self.executor.name,
                "FAKEFINDER_EVENT_TOKEN": self._token(job["id"], job["attempts"] + 1)}
+        if plugin_spec():
+            env[PLUGIN_VARIABLE] = plugin_spec()  # kinds registered from outside fakefinder
         if device.startswith("cuda:"):
-            env["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(d.split(":", 1)[1] for d in device.split(","))
+        try:
+            gpus, processes = job_needs(spec, cluster)
+        except Exception as exc:  # noqa: BLE001 - the job fails with the reason, the queue goes on
+            self.store.transition(job["id"], ("queued",), state="failed", finished_at=time.time(),
+                                  error=f"could not start: {exc}")
+            return
         command = [sys.executable, "-m", "fakefinder.platform.worker", str(folder / "job.json")]
+        if processes > 1:  # DDP / DeepSpeed: one process per GPU (or as configured on the CPU)
+            command[1:3] = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", "-m",
+                            "fakefinder.platform.worker"]
         fans_out = job["type"] == "prepare" and int(spec.get("shards") or 1) > 1  # its shards take the CPUs
-        resources = {"num_cpus": 0 if fans_out else 1, "num_gpus": gpus_for(spec)}
+        resources = {"num_cpus": 0 if fans_out else processes, "num_gpus": gpus}
         if not self.store.transition(job["id"], ("queued",), state="running", started_at=time.time(), device=device,
                                      executor=self.executor.name, attempts=job["attempts"] + 1, output_offset=0,
                                      stop_requested=None, exit_code=None, error=None):
@@ -211,6 +256,8 @@ class JobManager:
         result = job["result"] or {}
         if code is None and result and not job["error"]:  # a worker an earlier instance started: its result tells
             code = STOPPED if result.get("stopped") == "interrupted" else 0
+        if code not in (0, STOPPED) and result.get("stopped") == "interrupted":
+            code = STOPPED  # saved and stopped on request, behind a launcher that reports it otherwise (torchrun)
         fields = {"finished_at": time.time(), "exit_code": code}
         if code == 0:  # done (also when a stop came as it finished)
             state = "succeeded"

@@ -3,7 +3,6 @@ dataset folder holds (its layout, splits and class counts, and which model kinds
 
 from __future__ import annotations
 
-import csv
 import errno
 import os
 import re
@@ -14,8 +13,7 @@ import time
 import unicodedata
 import zipfile
 import zlib
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -37,8 +35,6 @@ _LAYOUT_FOLDERS = {
     "train", "val", "test", "real", "fake", "images", "original_sequences", "manipulated_sequences",
     "Celeb-real", "Celeb-synthesis", "YouTube-real",
 }
-_MANIFESTS = ("manifest.csv", "manifest.parquet")
-_MANIFEST_SAMPLE = 200  # manifest rows whose file is checked on disk (evenly spaced)
 
 
 @dataclass(frozen=True)
@@ -365,30 +361,40 @@ def clean_staging(datasets_root: Path, min_age_s: float = 3600.0) -> list[Path]:
 # --------------------------------------------------------------------------------------------
 # describing a dataset folder
 
-_READ_ERRORS = (FakefinderError, ValueError, OSError)  # what a user's files can make a reader raise
-
 
 def describe_dataset(path: Path) -> dict:
     """What the dataset folder `path` holds: `{"name", "path", "layout", "splits": {split: {class:
     count}}, "files", "bytes", "kinds", "note"}` (raw layouts add `"prepare"`: the dataset keys of a
-    prepare job). Reads only names, sizes, manifests and JSON: no image is decoded."""
+    prepare job). The first kind (in registration order) that knows the layout describes it; every kind
+    that reads that layout as it is is listed. Reads only names, sizes, manifests and JSON: no image is
+    decoded."""
+    from fakefinder.faces.layouts import describe_raw
+    from fakefinder.tasks import kinds
+
     path = Path(path)
     if not path.is_dir():
         raise DatasetNotFoundError(f"no dataset folder at {path}")
     files, size = _folder_size(path)
     description = {"name": path.name, "path": str(path), "layout": "unknown", "splits": {}, "files": files,
                    "bytes": size, "kinds": [], "note": ""}
-    for detect in _DETECTORS:
-        found = detect(path)
-        if found is not None:
-            description.update(found)
-            return description
+    for kind in kinds():
+        found = kind.describe_dataset(path)
+        if found is None or (description["layout"] != "unknown" and found["layout"] != description["layout"]):
+            continue
+        if description["layout"] == "unknown":
+            description.update(layout=found["layout"], splits=found.get("splits") or {}, note=found.get("note", ""))
+        if found.get("usable", True):
+            description["kinds"].append(kind.name)
+    if description["layout"] != "unknown":
+        return description
+    raw = describe_raw(path)
+    if raw is not None:
+        description.update(raw)
+        return description
     description["note"] = "the folder is empty" if not files else (
-        "not a layout fakefinder knows; expected one of: manifest.csv (a prepared dataset), train.json "
-        "(LLaVA conversations), train.jsonl (instructions), data.yaml (a YOLO detection dataset), "
-        "metadata.jsonl or same-name .txt captions (captioned images), train/<class>/ and val/<class>/ (class folders), "
-        "real/ and fake/ folders, "
-        "metadata.csv (file,label), or a FaceForensics++, DFDC or Celeb-DF folder")
+        "not a layout fakefinder knows; expected what a model kind trains on (a prepared manifest.csv, LLaVA "
+        "train.json, instruction train.jsonl, a YOLO data.yaml, captioned images, train/<class>/ folders, ...) "
+        "or a raw layout prepare reads (real/ and fake/ folders, metadata.csv, FaceForensics++, DFDC, Celeb-DF)")
     return description
 
 
@@ -430,283 +436,3 @@ def _folder_size(path: Path) -> tuple[int, int]:
             except OSError:
                 continue
     return files, size
-
-
-def _counts(pairs) -> dict[str, dict[str, int]]:
-    """{split: {class: count}} from (split, class) pairs, sorted."""
-    table: dict[str, Counter] = defaultdict(Counter)
-    for split, label in pairs:
-        table[str(split)][str(label)] += 1
-    return {split: dict(sorted(table[split].items())) for split in sorted(table, key=_split_order)}
-
-
-def _split_order(split: str) -> tuple[int, str]:
-    order = {"train": 0, "val": 1, "eval": 1, "test": 2}
-    return order.get(split, 3), split
-
-
-def _missing_splits(splits: dict, needed: tuple[str, ...]) -> list[str]:
-    return [split for split in needed if split not in splits]
-
-
-def _join(notes: list[str]) -> str:
-    return "; ".join(note for note in notes if note)
-
-
-# prepared: a manifest from `fakefinder prepare`
-
-
-def _detect_prepared(path: Path) -> dict | None:
-    manifest = next((path / name for name in _MANIFESTS if (path / name).is_file()), None)
-    if manifest is None:
-        return None
-    from fakefinder.faces.manifest import read_manifest
-
-    found = {"layout": "prepared", "kinds": []}
-    try:
-        frame = read_manifest(manifest)
-    except _READ_ERRORS as exc:
-        return {**found, "note": f"{manifest.name} cannot be used: {exc}"}
-    notes = []
-    missing = _missing_splits(set(frame.split), ("train", "val"))
-    if missing:
-        notes.append(f"no {' or '.join(missing)} rows in {manifest.name}: training needs train and val")
-    step = max(1, len(frame) // _MANIFEST_SAMPLE)
-    checked = list(frame.path.iloc[::step])
-    absent = [rel for rel in checked if not (path / str(rel)).is_file()]
-    if absent:
-        notes.append(f"{len(absent)} of {len(checked)} checked crops are missing (e.g. {absent[0]})")
-    return {**found, "splits": _counts(zip(frame.split, frame.label)), "note": _join(notes),
-            "kinds": [] if missing else ["deepfake_detector"]}
-
-
-# llava_json: LLaVA conversations for dx_llava
-
-
-def _detect_llava(path: Path) -> dict | None:
-    if not (path / "train.json").is_file():
-        return None
-    from fakefinder.tasks.dx_llava.data import read_samples
-    from fakefinder.tasks.dx_llava.kind import dataset_settings
-
-    found = {"layout": "llava_json", "kinds": []}
-    try:
-        settings = dataset_settings(path)
-    except _READ_ERRORS as exc:
-        return {**found, "note": str(exc)}
-    images = Path(settings["dx_llava.data.image_folder"])
-    notes = []
-    if not images.resolve().is_relative_to(path.resolve()):
-        notes.append(f"images are looked up outside the dataset folder, in {images} (image_folder.txt)")
-    pairs, usable = [], True
-    for key in ("train_json", "eval_json", "test_json"):
-        json_path = settings.get(f"dx_llava.data.{key}")
-        if json_path is None:
-            continue
-        split = Path(json_path).stem
-        try:
-            samples, report = read_samples(json_path, images, ambiguous="skip")
-        except _READ_ERRORS as exc:
-            notes.append(str(exc))
-            usable = False
-            continue
-        pairs += [(split, {0: "real", 1: "fake"}.get(s.binary_label, "ambiguous")) for s in samples]
-        if report["ambiguous"]:
-            notes.append(f"{len(report['ambiguous'])} sample(s) of {Path(json_path).name} have no clear "
-                         "real/fake answer (left out of the binary loss)")
-    if "dx_llava.data.eval_json" not in settings:
-        notes.append("no val.json or eval.json: training runs without evaluation")
-    return {**found, "splits": _counts(pairs), "note": _join(notes), "kinds": ["dx_llava"] if usable else []}
-
-
-# class_folders: {train,val[,test]}/<class>/<images> for image_classifier
-
-
-def _detect_class_folders(path: Path) -> dict | None:
-    train = path / "train"
-    if not train.is_dir() or not any(p.is_dir() for p in train.iterdir()):
-        return None
-    from fakefinder.tasks.image_classifier.data import ClassFolderError, read_class_folders
-
-    found = {"layout": "class_folders", "kinds": []}
-    try:
-        folders = read_class_folders(path, check_images=False)
-    except (ClassFolderError, OSError) as exc:
-        return {**found, "splits": _count_class_images(path), "note": str(exc)}
-    splits = _counts(zip(folders.rows.split, folders.rows.label))
-    note = "no test split (optional)" if "test" not in splits else ""
-    return {**found, "splits": splits, "note": note, "kinds": ["image_classifier"]}
-
-
-def _count_class_images(path: Path) -> dict[str, dict[str, int]]:
-    """Images per split and class folder, for a class-folder dataset the reader refused."""
-    from fakefinder.media.images import IMAGE_EXTENSIONS
-
-    pairs = []
-    for split in ("train", "val", "test"):
-        if not (path / split).is_dir():
-            continue
-        for folder in (p for p in (path / split).iterdir() if p.is_dir()):
-            pairs += [(split, folder.name) for p in folder.rglob("*")
-                      if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
-    return _counts(pairs)
-
-
-# raw layouts that `fakefinder prepare` reads
-
-
-def _ffpp_compressions(path: Path) -> list[str]:
-    found = set()
-    for group in ("original_sequences", "manipulated_sequences"):
-        for subset in (p for p in (path / group).glob("*") if p.is_dir()):
-            found.update(c for c in ("raw", "c23", "c40") if (subset / c / "videos").is_dir())
-    return sorted(found, key=("c23", "raw", "c40").index)
-
-
-def _csv_list(path: Path) -> str | None:
-    """The CSV list (columns file,label) of a `csv` layout: metadata.csv, else the only such CSV."""
-    if (path / "metadata.csv").is_file():
-        return "metadata.csv"
-    lists = []
-    for candidate in sorted(path.glob("*.csv")):
-        try:
-            with candidate.open(newline="", encoding="utf-8") as handle:
-                header = next(csv.reader(handle), [])
-        except (OSError, UnicodeDecodeError, csv.Error):
-            continue
-        if {"file", "label"} <= {column.strip() for column in header}:
-            lists.append(candidate.name)
-    return lists[0] if len(lists) == 1 else None
-
-
-def _raw_layout(path: Path) -> tuple[str, dict, list[str]] | None:
-    """(layout, extra DatasetConfig keys, notes) when `path` looks like a layout prepare reads."""
-    if (path / "original_sequences").is_dir():
-        compressions = _ffpp_compressions(path) or ["c23"]
-        notes = [f"also holds {', '.join(compressions[1:])}: a prepare job reads one compression "
-                 f"(compression={compressions[0]} here)"] if len(compressions) > 1 else []
-        return "ffpp", {"compression": compressions[0]}, notes
-    if any((path / name).is_dir() for name in ("Celeb-real", "YouTube-real", "Celeb-synthesis")):
-        return "celebdf", {}, []
-    if (path / "metadata.json").is_file() or any(path.glob("*/metadata.json")):
-        return "dfdc", {}, []
-    if (path / "real").is_dir() and (path / "fake").is_dir():
-        return "folder", {}, []
-    csv_file = _csv_list(path)
-    if csv_file is not None:
-        return "csv", {"csv_file": csv_file}, []
-    return None
-
-
-def _config_tag(name: str) -> str:
-    """A dataset tag DatasetConfig accepts, from a folder name."""
-    tag = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-    return tag if tag[:1].isalnum() else f"d{tag}"
-
-
-def _detect_raw(path: Path) -> dict | None:
-    found = _raw_layout(path)
-    if found is None:
-        return None
-    layout, extra, notes = found
-    from fakefinder.config import DatasetConfig
-    from fakefinder.faces.layouts import read_dataset
-
-    description = {"layout": layout, "kinds": [], "prepare": {"layout": layout, "root": str(path), **extra}}
-    try:
-        items = read_dataset(DatasetConfig(name=_config_tag(path.name), layout=layout, root=path, **extra))
-    except _READ_ERRORS as exc:
-        return {**description, "note": _join(notes + [str(exc)])}
-    splits = _counts((item.official_split or "unsplit", item.label) for item in items)
-    problems = [item for item in items if item.problem]
-    if problems:
-        first = problems[0]
-        notes.append(f"{len(problems)} file(s) will be skipped, e.g. {first.path.name}: {first.problem}")
-    if "unsplit" in splits:
-        notes.append("files without an official split are given train/val/test by the prepare job's ratios")
-    notes.insert(0, f"raw {layout} data: run a prepare job (face crops and a manifest) before training")
-    return {**description, "splits": splits, "note": _join(notes), "kinds": ["prepare"]}
-
-
-def _detect_instructions(path: Path) -> dict | None:
-    """train.jsonl (+ val.jsonl, test.jsonl) of instruction or conversation lines: the language-model kinds."""
-    if not (path / "train.jsonl").is_file():
-        return None
-    from fakefinder.tasks.llm_lora.data import read_jsonl
-
-    found = {"layout": "instruction_jsonl", "kinds": []}
-    splits, notes, usable = {}, [], True
-    for split in ("train", "val", "test"):
-        file = path / f"{split}.jsonl"
-        if not file.is_file():
-            continue
-        try:
-            examples, report = read_jsonl(file)
-        except _READ_ERRORS as exc:
-            notes.append(str(exc))
-            usable = False  # training reads every split the folder has
-            continue
-        splits[split] = {"examples": len(examples)}
-        if report.skipped:
-            notes.append(f"{file.name}: {len(report.skipped)} line(s) with an empty response are skipped "
-                         f"(line {', '.join(str(s['line']) for s in report.skipped[:5])})")
-    if "val" not in splits:
-        notes.append("no val.jsonl: the held-out split is carved from train.jsonl (llm.data.val_ratio)")
-    return {**found, "splits": splits, "note": _join(notes), "kinds": ["llm_lora", "llm_qlora"] if usable else []}
-
-
-def _detect_yolo(path: Path) -> dict | None:
-    """data.yaml with images/ and labels/: a YOLO detection dataset (labels checked as training checks them)."""
-    if not any((path / name).is_file() for name in ("data.yaml", "data.yml", "dataset.yaml")):
-        return None
-    from fakefinder.tasks.object_detector.labels import LabelError, read_dataset
-
-    try:
-        dataset = read_dataset(path, check_images=False, confine=True)
-    except LabelError as exc:
-        listed = [f"{p['file']}:{p['line']}: {p['message']}" for p in exc.report["listed"]
-                  if p["kind"] in ("malformed", "unknown_class", "out_of_range")]
-        return {"layout": "yolo", "splits": {s: dict(c["per_class"]) for s, c in exc.report["splits"].items()},
-                "note": _join([f"{len(listed)} bad label line(s), e.g. {'; '.join(listed[:3])} (train with "
-                               "detector.data.bad_labels=skip to leave their images out)"]), "kinds": []}
-    except _READ_ERRORS as exc:
-        return {"layout": "yolo", "splits": {}, "note": str(exc), "kinds": []}
-    notes = list(dataset.notes)
-    orphans = sum(p.kind == "orphan_label" for p in dataset.problems)
-    if orphans:
-        notes.append(f"{orphans} label file(s) without an image")
-    notes += [f"{s}: {c['images']} images ({c['background']} background), {c['boxes']} boxes"
-              for s, c in dataset.counts.items()]
-    return {"layout": "yolo", "splits": {s: dict(c["per_class"]) for s, c in dataset.counts.items()},
-            "note": _join(notes), "kinds": ["object_detector"]}
-
-
-def _detect_captioned(path: Path) -> dict | None:
-    """Images with captions (metadata.jsonl, or a same-name .txt beside each image): a text-to-image
-    LoRA dataset (captions checked as training checks them; images are not decoded here)."""
-    from fakefinder.media.images import IMAGE_EXTENSIONS
-
-    has_metadata = any(path.rglob("metadata.jsonl"))
-    if not has_metadata:
-        images = {(p.parent, p.stem) for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS}
-        if not images or not any((p.parent, p.stem) in images for p in path.rglob("*.txt")):
-            return None
-    from fakefinder.tasks.text_to_image_lora.config import DiffusionDataConfig
-    from fakefinder.tasks.text_to_image_lora.data import CaptionError, read_folder
-
-    try:
-        items, report = read_folder(path, DiffusionDataConfig(), check_images=False)
-    except CaptionError as exc:
-        shown = "; ".join(str(p) for p in exc.problems[:3]) or str(exc)
-        return {"layout": "captioned_images", "splits": {}, "kinds": [],
-                "note": _join([f"{len(exc.problems)} problem(s), e.g. {shown} (train with "
-                               "diffusion.data.bad_files=skip to leave them out)"])}
-    sources = ", ".join(f"{n} from {k}" for k, n in sorted(report.captions.items()))
-    return {"layout": "captioned_images", "splits": {"train": {"captioned": len(items)}},
-            "note": _join([f"{len(items)} captioned images ({sources})"]), "kinds": ["text_to_image_lora"]}
-
-
-_DETECTORS: list[Callable[[Path], dict | None]] = [
-    _detect_prepared, _detect_llava, _detect_instructions, _detect_yolo, _detect_captioned, _detect_class_folders,
-    _detect_raw,
-]

@@ -110,6 +110,8 @@ def run(spec: dict, events: StdoutEvents) -> int:
         events.stream.write(f"merged into {output}\n")
         return 0
     config = config_from_dict(spec["config"], f"job {spec['task_id']}")
+    for note in config.notes:  # a job stored by an earlier version, with keys renamed since
+        events(_warning(note))
     if kind == "train":
         return _train(config, spec, events, folder)
     if kind == "prepare":
@@ -127,22 +129,21 @@ def _job_result(data: dict) -> dict:
 
 def _train(config, spec: dict, events: StdoutEvents, folder: Path) -> int:
     from fakefinder import api
-    from fakefinder.tasks import task_for_config
 
-    task = task_for_config(config)
     result = api.train(config, resume=bool(spec.get("resume")), events=events)
-    stopped = getattr(result, "stopped", None) or (result.get("stopped") if isinstance(result, dict) else None)
-    artifact = task.default_model(config)
-    summary: dict[str, Any] = {"artifact": str(artifact) if artifact.exists() else None, "stopped": stopped or "completed"}
-    for name in ("best_metric", "best_epoch", "threshold", "global_step"):
-        value = getattr(result, name, None)
-        if isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value)):
-            summary[name] = value
-    if stopped == "interrupted":
+    if int(os.environ.get("RANK", "0")) != 0:  # other torchrun ranks: rank 0 reports and evaluates
+        return STOPPED if result.interrupted else 0
+    summary: dict[str, Any] = {k: v for k, v in result.to_dict().items() if v is not None and k != "details"}
+    summary["artifact"] = str(result.artifact) if result.artifact and result.artifact.exists() else None
+    summary["global_step"] = result.steps
+    threshold = result.details.get("threshold")
+    if isinstance(threshold, (int, float)) and not (isinstance(threshold, float) and math.isnan(threshold)):
+        summary["threshold"] = threshold
+    if result.interrupted:
         events.emit(_job_result(summary))
         return STOPPED
-    if spec.get("evaluate", True) and artifact.exists():
-        summary.update(_evaluation(config, events, folder, [artifact]))
+    if spec.get("evaluate", True) and summary["artifact"]:
+        summary.update(_evaluation(config, events, folder, [result.artifact]))
     events.emit(_job_result(summary))
     return 0
 
@@ -157,16 +158,15 @@ def _evaluation(config, events: StdoutEvents, folder: Path, models: list[Path]) 
     except Exception as exc:  # noqa: BLE001 - training succeeded; say why there is no report
         events(_warning(f"evaluation after training failed: {exc}"))
         return {"report": None, "evaluation_error": str(exc)}
-    return {"report": _report(folder), "evaluation": _summary(outcome)}
+    return {"report": _report(outcome), "evaluation": outcome.to_dict()}
 
 
 def _warning(message: str) -> dict:
     return {"type": "warning", "stage": "job", "message": message, "data": {}, "time": time.time()}
 
 
-def _report(folder: Path) -> str | None:
-    found = sorted((folder / "evaluate").rglob("report.html"))
-    return str(found[0]) if found else None
+def _report(outcome) -> str | None:
+    return str(outcome.report_file) if outcome.report_file is not None else None
 
 
 def _summary(outcome: Any) -> Any:
@@ -204,7 +204,7 @@ def _evaluate(config, events: StdoutEvents, folder: Path) -> int:
     from fakefinder import api
 
     outcome = api.evaluate(config, events=events)
-    events.emit(_job_result({"report": _report(folder), "evaluation": _summary(outcome)}))
+    events.emit(_job_result({"report": _report(outcome), "evaluation": outcome.to_dict()}))
     return 0
 
 
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.reconfigure(line_buffering=True)
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("fakefinder").setLevel(logging.WARNING)  # its events come through the sink
-    events = StdoutEvents()
+    events = StdoutEvents() if int(os.environ.get("RANK", "0")) == 0 else StdoutEvents(open(os.devnull, "w"))
     try:
         spec = json.loads(Path(argv[0]).read_text())
         return run(spec, events)

@@ -1,140 +1,139 @@
 """The registry of model kinds (the way timm registers models); `fakefinder.tasks` fills it.
 
-A kind is a `Task`: its name, the config section it owns (if any), the defaults it changes, and
-the module that holds its functions, imported on first use:
-
-    train(config, resume=False, events=None, overwrite=False)  -> a result with the artifact's path
-    load(artifacts, device, config)       -> a predictor for `fakefinder predict` (infer.predict.FilePredictor)
-    evaluate(config, models, events=None) -> metrics, files and a report
-    default_model(config)                 -> where training that config leaves its artifact
-    dataset_settings(path)                -> the config keys that train on the dataset folder `path`
-    merge(artifact, output)               -> (kinds with `adapter`) the adapter folded into a standalone model
-    predict(config, events=None)          -> (optional) predict for kinds whose inputs are not images or
-                                             videos (`predict_inputs` names the file types they read)
-    export(artifact, output, merged=False) -> (optional) the model in its field's own format (an adapter folder)
-
-A kind also names how the platform's short job form maps onto its config (`short_form`: a short key
-such as `epochs` -> its dotted config key), the key of its output folder (`output_key`), and the
-sections where an unqualified key of a request is looked up, in order (`option_sections`).
-
-The CLI and the Python API dispatch on the kind a config names (`task:`) or an artifact records
-(`model.json: kind`), never on which files a folder holds. Adding a kind is a package of its own
-under `fakefinder/tasks/` plus one `register(...)` line in `fakefinder/tasks/__init__.py`.
+A kind is a `fakefinder.tasks.base.Kind` instance (see there for what it provides). The CLI, the
+Python API and the platform dispatch on the kind a config names (`task:`) or an artifact records
+(`model.json: kind`), never on which files a folder holds. Adding a kind is a package of its own plus
+one `register(...)` line: in `fakefinder/tasks/__init__.py`, or, for a kind that lives in another
+package, an entry point in the `fakefinder.kinds` group (`name = "package.module:KIND"`) or the
+`FAKEFINDER_KINDS` environment variable (`package.module:KIND,...`), which the platform passes on to
+its workers. Kinds are asked to describe a dataset folder in the order they were registered.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
-from dataclasses import dataclass, field
+import os
 from pathlib import Path
-from typing import Any
 
-from fakefinder.config import Config, ConfigError, Section, register_kind
+from fakefinder.config import Config, ConfigError, register_kind
 from fakefinder.core.errors import FakefinderError
+from fakefinder.tasks.base import Kind
+
+PLUGIN_GROUP = "fakefinder.kinds"
+PLUGIN_VARIABLE = "FAKEFINDER_KINDS"
 
 
 class UnknownTaskError(FakefinderError, ValueError):
     """A kind no package registered."""
 
 
-@dataclass(frozen=True)
-class Task:
-    name: str
-    module: str  # where train / load / evaluate live
-    description: str
-    section: str | None = None  # the config section the kind owns
-    section_model: type[Section] | None = None
-    defaults: dict[str, Any] = field(default_factory=dict)
-    short_form: dict[str, str] = field(default_factory=dict)  # short job key -> dotted config key
-    output_key: str = "train.output_dir"
-    option_sections: tuple[str, ...] = ("train", "model", "augment")
-    adapter: str | None = None  # the folder (in the artifact) holding a LoRA adapter, for kinds that train one
-    predict_inputs: tuple[str, ...] | None = None  # file types predict reads (None: images and videos)
-
-    def functions(self):
-        return importlib.import_module(self.module)
-
-    def train(self, config: Config, **kwargs):
-        return self.functions().train(config, **kwargs)
-
-    def load(self, artifacts: list, device: str = "cpu", config: Config | None = None):
-        return self.functions().load(artifacts, device=device, config=config)
-
-    def evaluate(self, config: Config, models: list[Path], **kwargs):
-        return self.functions().evaluate(config, models, **kwargs)
-
-    def default_model(self, config: Config) -> Path:
-        """Where a training run of this config leaves its model artifact."""
-        return self.functions().default_model(config)
-
-    def dataset_settings(self, path: Path) -> dict[str, Any]:
-        """The dotted config keys (and values) that train this kind on the dataset at `path`."""
-        return self.functions().dataset_settings(Path(path))
-
-    def merge(self, artifact: Path, output: Path) -> Path:
-        if self.adapter is None:
-            raise ConfigError(f"{self.name} models have no adapter to merge")
-        return self.functions().merge(Path(artifact), Path(output))
+_KINDS: dict[str, Kind] = {}
+_PLUGINS: dict[str, str] = {}  # kind name -> "module:attribute" it was loaded from (kinds outside fakefinder)
 
 
-    def own_predict(self):
-        """The kind's own predict function (kinds whose inputs are not images or videos), or None."""
-        return getattr(self.functions(), "predict", None)
+def register(kind: Kind) -> Kind:
+    """Add a kind: its name becomes a valid `task:`, its section a valid config section, and the face
+    detectors it offers serve `prepare`."""
+    if not isinstance(kind, Kind):
+        raise TypeError(f"register() takes a Kind instance, not {type(kind).__name__}")
+    if not kind.name:
+        raise ValueError(f"{type(kind).__name__} has no name")
+    if kind.name in _KINDS:
+        raise ValueError(f"model kind {kind.name!r} is registered twice")
+    _KINDS[kind.name] = kind
+    register_kind(kind.name, kind.section, kind.section_model, kind.defaults, kind.reads)
+    detectors = kind.face_detectors()
+    if detectors:
+        from fakefinder.faces.detectors import register_detector
 
-    def export(self, artifact: Path, output: Path, **kwargs):
-        functions = self.functions()
-        if not hasattr(functions, "export"):
-            raise ConfigError(f"{self.name} models have no export of their own")
-        return functions.export(Path(artifact), Path(output), **kwargs)
+        for name, factory in detectors.items():
+            register_detector(name, factory)
+    module = type(kind).__module__
+    if not module.startswith("fakefinder."):
+        _PLUGINS[kind.name] = f"{module}:{_attribute_of(kind, module)}"
+    return kind
 
 
-_TASKS: dict[str, Task] = {}
+def unregister(name: str) -> Kind:
+    """Remove a kind (and its section) registered earlier; returns it."""
+    from fakefinder.config import unregister_kind
+
+    kind = _KINDS.pop(name)
+    _PLUGINS.pop(name, None)
+    unregister_kind(name, kind.section if not any(k.section == kind.section for k in _KINDS.values()) else None)
+    return kind
 
 
-def register(task: Task) -> Task:
-    """Add a kind: its name becomes a valid `task:` and its section a valid config section."""
-    if task.name in _TASKS:
-        raise ValueError(f"model kind {task.name!r} is registered twice")
-    _TASKS[task.name] = task
-    register_kind(task.name, task.section, task.section_model, task.defaults)
-    return task
+def _attribute_of(kind: Kind, module: str) -> str:
+    found = importlib.import_module(module)
+    for name, value in vars(found).items():
+        if value is kind:
+            return name
+    raise ValueError(f"kind {kind.name!r} is not a module-level name of {module}: workers could not import it")
+
+
+def plugin_spec() -> str:
+    """The kinds from outside fakefinder, as `FAKEFINDER_KINDS` names them (for worker processes)."""
+    return ",".join(_PLUGINS.values())
+
+
+def load_plugins() -> None:
+    """Register the kinds installed packages offer (entry points) and those `FAKEFINDER_KINDS` names."""
+    from importlib.metadata import entry_points
+
+    specs = [(point.value, f"entry point {point.name}") for point in entry_points(group=PLUGIN_GROUP)]
+    specs += [(item.strip(), PLUGIN_VARIABLE) for item in os.environ.get(PLUGIN_VARIABLE, "").split(",") if item.strip()]
+    for spec, source in specs:
+        module, _, attribute = spec.partition(":")
+        try:
+            kind = getattr(importlib.import_module(module), attribute or "KIND")
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"{source}: cannot load the kind {spec!r} ({exc})") from exc
+        if kind.name not in _KINDS:
+            register(kind)
 
 
 def list_tasks() -> list[str]:
-    return sorted(_TASKS)
+    """The registered kinds' names, sorted."""
+    return sorted(_KINDS)
 
 
-def get_task(name: str) -> Task:
-    if name not in _TASKS:
-        close = difflib.get_close_matches(str(name), list(_TASKS), n=1)
+def kinds() -> list[Kind]:
+    """The registered kinds in the order they were registered (the order datasets are described in)."""
+    return list(_KINDS.values())
+
+
+def get_task(name: str) -> Kind:
+    if name not in _KINDS:
+        close = difflib.get_close_matches(str(name), list(_KINDS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UnknownTaskError(f"unknown model kind {name!r}{hint}; known kinds: {', '.join(list_tasks())}")
-    return _TASKS[name]
+    return _KINDS[name]
 
 
-def task_for_config(config: Config) -> Task:
+def task_for_config(config: Config) -> Kind:
     return get_task(config.task)
 
 
 def read_model(path: str | Path):
-    """The model artifact at `path`: a folder with model.json, or a checkpoint file written before
-    artifacts existed (converted in memory, read with the safe loader)."""
+    """The model artifact at `path`: a folder with model.json, or a model file written before
+    artifacts existed that a kind reads (converted in memory, read safely)."""
     from fakefinder.core.artifact import ArtifactError, is_artifact, read_artifact
 
     path = Path(path)
     if is_artifact(path):
         return read_artifact(path)
-    if path.is_file() and path.suffix in {".pt", ".pth", ".ckpt"}:
-        from fakefinder.tasks.deepfake_detector.artifact import artifact_from_checkpoint
-
-        return artifact_from_checkpoint(path)
     if not path.exists():
         raise ArtifactError(f"model not found: {path}")
-    raise ArtifactError(f"{path} is not a model artifact (a folder with model.json) or a fakefinder checkpoint file")
+    for kind in _KINDS.values():
+        found = kind.read_legacy(path)
+        if found is not None:
+            return found
+    raise ArtifactError(f"{path} is not a model artifact (a folder with model.json) or a model file a kind reads")
 
 
-def task_for_models(paths: list[Path], config: Config | None = None) -> tuple[Task, list]:
+def task_for_models(paths: list[Path], config: Config | None = None) -> tuple[Kind, list]:
     """The one kind several artifacts share (an ensemble is of one kind), and the artifacts; with no
     paths, the model that training `config` made."""
     if not paths:
@@ -142,10 +141,10 @@ def task_for_models(paths: list[Path], config: Config | None = None) -> tuple[Ta
             raise ConfigError("no model given")
         paths = [task_for_config(config).default_model(config)]
     artifacts = [read_model(p) for p in paths]
-    kinds = sorted({a.kind for a in artifacts})
-    if len(kinds) > 1:
-        raise ConfigError(f"models of different kinds cannot be used together: {kinds}")
-    return get_task(kinds[0]), artifacts
+    names = sorted({a.kind for a in artifacts})
+    if len(names) > 1:
+        raise ConfigError(f"models of different kinds cannot be used together: {names}")
+    return get_task(names[0]), artifacts
 
 
 def model_paths(paths: list[Path], config: Config) -> list[Path]:

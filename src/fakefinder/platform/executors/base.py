@@ -37,6 +37,10 @@ class Executor:
     def kill(self, ref: str) -> None:
         raise NotImplementedError
 
+    def resources(self) -> dict:
+        """What the executor's machines offer jobs: {"gpus": how many GPUs in all}."""
+        return {"gpus": 0}
+
     def close(self) -> None:
         pass
 

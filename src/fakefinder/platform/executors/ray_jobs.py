@@ -3,11 +3,13 @@ runs it on a node with the CPUs and GPUs the job asks for."""
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import shlex
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from fakefinder.platform.executors.base import ExecStatus, Executor, describe_ex
 
 # The entrypoint's shell prints this after the worker ends: Ray records no exit code for a job it
 # stopped, and the platform must know whether a stopped worker saved its checkpoint (exit code 3).
+log = logging.getLogger("fakefinder.platform")
 EXIT_MARK = "::fakefinder-exit:: "
 _EXIT_LINE = re.compile(r"^::fakefinder-exit:: (-?\d+)\n?", re.MULTILINE)
 STOP_WAIT_ENV = "RAY_JOB_STOP_WAIT_TIME_S"  # Ray's SIGTERM -> SIGKILL delay, read from the job's env
@@ -145,6 +148,7 @@ class RayJobsExecutor(Executor):
         self._final: dict[str, ExecStatus] = {}
         self._cancelled: set[str] = set()
         self._killed: set[str] = set()
+        self._resources: tuple[float, dict] | None = None
 
     # --- talking to the cluster ------------------------------------------------------------------
 
@@ -173,6 +177,23 @@ class RayJobsExecutor(Executor):
                                        "(deleted, or the cluster was restarted)")
 
     # --- the Executor interface ------------------------------------------------------------------
+
+    def resources(self) -> dict:
+        """The cluster's GPUs (its alive nodes' totals, from the dashboard's state API), read at most
+        every 30 s; while the cluster does not answer, the last answer (none before the first: 0)."""
+        now = time.monotonic()
+        if self._resources is not None and now - self._resources[0] < 30:
+            return self._resources[1]
+        try:
+            from ray.util.state import list_nodes
+
+            nodes = list_nodes(address=self.address, filters=[("state", "=", "ALIVE")], raise_on_missing_output=False)
+            found = {"gpus": int(sum((n.resources_total or {}).get("GPU", 0) for n in nodes))}
+        except Exception as exc:  # noqa: BLE001 - a cluster that does not answer now may later
+            log.warning("cannot read the Ray cluster's resources at %s: %s", self.address, exc)
+            return self._resources[1] if self._resources else {"gpus": 0}
+        self._resources = (now, found)
+        return found
 
     def submit(self, job_id, command, env, cwd, log_path, resources) -> str:
         """`submit_job` with the worker command as the entrypoint (run in `cwd`), `env` as the runtime

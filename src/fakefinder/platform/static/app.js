@@ -10,7 +10,7 @@
   const STATES = ['queued', 'running', 'succeeded', 'failed', 'cancelled', 'interrupted'];
   const TERMINAL = new Set(['succeeded', 'failed', 'cancelled', 'interrupted']);
   const ACTIVE = new Set(['queued', 'running']);
-  const META_KEYS = new Set(['seq', 'stage', 'time', 'epoch', 'step', 'global_step']);
+  const META_KEYS = new Set(['seq', 'stage', 'time', 'epoch', 'epochs', 'step', 'global_step']);
   const COLORS = ['#2563eb', '#dc2626', '#16a34a', '#d97706', '#7c3aed', '#0891b2', '#db2777', '#65a30d',
     '#9333ea', '#475569'];
   const SHORT_LABELS = {

@@ -38,7 +38,7 @@ def export(model: Path, output: Path, tolerance: float = 1e-4, samples: int = 4,
     logits must match PyTorch's within `tolerance` on random inputs, or `ParityError`."""
     from fakefinder.core.artifact import ArtifactError
     from fakefinder.tasks.classification.model import from_artifact
-    from fakefinder.tasks import read_model
+    from fakefinder.tasks.registry import read_model
 
     artifact = read_model(model)
     if artifact.kind not in EXPORTABLE:

@@ -1,6 +1,6 @@
-"""What a training run records beside its checkpoints: hardware use, TensorBoard, W&B, a metrics
-JSONL/CSV and loss/metric plots; each epoch's row also goes out as a `metrics` event (the CLI
-prints it as one line). Only rank 0 reports."""
+"""What a training run of the classification family records beside its checkpoints: hardware use,
+its metrics as events (the run's trackers, the CLI's epoch lines and the platform read those), a
+metrics JSONL/CSV and loss/metric plots. Only rank 0 reports."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from pathlib import Path
 
 import torch
 
-from fakefinder.config import LoggingConfig
 from fakefinder.core.files import atomic_write_text
 
 
@@ -29,58 +28,36 @@ def hardware_use(device: torch.device) -> dict[str, float]:
 
 
 class RunReporter:
-    def __init__(self, output_dir: Path, config: LoggingConfig, enabled: bool, run_config: dict, events) -> None:
+    """Each logged step and each epoch's row as metric events (the run's trackers take them from there);
+    the epoch rows also in history.jsonl / history.csv and, with `plots`, curves.png."""
+
+    def __init__(self, output_dir: Path, config, enabled: bool, events, total_steps: int) -> None:
         self.output_dir = Path(output_dir)
         self.config = config
         self.enabled = enabled
         self.events = events
+        self.total_steps = total_steps
         self.history: list[dict] = []
-        self.tb = None
-        self.wandb = None
-        if not enabled:
-            return
-        import psutil
+        if enabled:
+            import psutil
 
-        psutil.cpu_percent(interval=None)  # the first reading is a baseline; later ones mean "since then"
-        if config.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+            psutil.cpu_percent(interval=None)  # the first reading is a baseline; later ones mean "since then"
 
-            self.tb = SummaryWriter(log_dir=str(self.output_dir / "tensorboard"))
-        if config.wandb_project:
-            try:
-                import wandb
-            except ImportError as exc:
-                raise RuntimeError("train.logging.wandb_project is set but wandb is not installed: pip install wandb") from exc
-            self.wandb = wandb.init(project=config.wandb_project, entity=config.wandb_entity, config=run_config,
-                                    dir=str(self.output_dir), resume="allow")
+    def step(self, global_step: int, epoch: float, values: dict[str, float]) -> None:
+        if self.enabled:
+            self.events.metrics("train", values, step=global_step, total=self.total_steps, epoch=round(epoch, 4),
+                                epochs=self.config.epochs)
 
-    # -- per step ---------------------------------------------------------------------------
-    def step(self, global_step: int, values: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        if self.tb:
-            for key, value in values.items():
-                self.tb.add_scalar(f"train/{key}", value, global_step)
-        if self.wandb:
-            self.wandb.log({f"train/{k}": v for k, v in values.items()}, step=global_step)
-
-    # -- per epoch --------------------------------------------------------------------------
     def epoch(self, row: dict, history: list[dict]) -> None:
         self.history = history
         if not self.enabled:
             return
-        step = row["global_step"]
-        if self.tb:
-            for key, value in row.items():
-                if isinstance(value, (int, float)) and key not in ("epoch", "global_step"):
-                    self.tb.add_scalar(f"epoch/{key}", value, step)
-            self.tb.flush()
-        if self.wandb:
-            self.wandb.log({f"epoch/{k}": v for k, v in row.items() if isinstance(v, (int, float))}, step=step)
         self.write_history()
         if self.config.plots:
             self.plot()
-        self.events.metrics("epoch", row)
+        self.events.metrics("val", {k: v for k, v in row.items() if k not in ("epoch", "global_step")},
+                            step=row["global_step"], total=self.total_steps, epoch=row["epoch"],
+                            epochs=self.config.epochs)
 
     def write_history(self) -> None:
         lines = "".join(json.dumps(r) + "\n" for r in self.history)
@@ -103,13 +80,6 @@ class RunReporter:
         axes[1].set(title="validation", xlabel="epoch", ylim=(0, 1))
         axes[1].legend()
         save_png(figure, self.output_dir / "curves.png", dpi=100)
-
-    def close(self) -> None:
-        if self.tb:
-            self.tb.close()
-        if self.wandb:
-            self.wandb.finish()
-
 
 class Timer:
     def __init__(self) -> None:

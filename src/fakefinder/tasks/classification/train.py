@@ -8,11 +8,7 @@ go to the model artifact `model/` (safetensors + model.json), written by the tas
 
 from __future__ import annotations
 
-import os
-import random
 import shutil
-import signal
-import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -24,17 +20,18 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from fakefinder.config import Config, ConfigError, save_config
+from fakefinder.config import Config, ConfigError
+from fakefinder.engine.run import Run
 from fakefinder.tasks.classification.augment import build_train_transform
 from fakefinder.tasks.classification.data import CropDataset, EpochSampler, opencv_single_threaded
-from fakefinder.core.events import SILENT, as_events
+from fakefinder.core.events import SILENT
 from fakefinder.core.process import flush_denormal
-from fakefinder.core.runlock import RunLock, clear_run, guard_run_folder
 from fakefinder.engine import deepspeed_zero, distributed
 from fakefinder.core.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from fakefinder.tasks.classification.optim import ModelEma, Schedule, build_optimizer
 from fakefinder.tasks.classification.reporting import RunReporter, hardware_use
 from fakefinder.core.files import atomic_write
+from fakefinder.core.results import TrainSummary
 from fakefinder.tasks.classification.objectives import BinaryObjective, MulticlassObjective
 from fakefinder.engine.metrics import is_better
 from fakefinder.tasks.classification.losses import mask_loss
@@ -44,19 +41,6 @@ BACKUP_FILES = ("last.pt", "history.jsonl", "history.csv", "curves.png", "config
 ARTIFACT_DIR = "model"
 # what a run leaves in its folder: finding any of them means the folder holds a run
 RUN_FILES = ("last.pt", ARTIFACT_DIR, "history.jsonl", "history.csv", "curves.png", "tensorboard", "deepspeed")
-
-
-@dataclass
-class TrainResult:
-    output_dir: Path
-    model_path: Path  # the artifact of the selected epoch
-    last_path: Path
-    best_metric: float | None
-    best_epoch: int | None
-    threshold: float
-    history: list[dict] = field(default_factory=list)
-    global_step: int = 0
-    stopped: str = "completed"  # completed | early_stopping | max_steps | interrupted
 
 
 class _Interrupted(Exception):
@@ -72,23 +56,6 @@ def _copy_folder(source: Path, target: Path) -> None:
     shutil.copytree(source, partial)
     shutil.rmtree(target, ignore_errors=True)
     partial.replace(target)
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _precision(config: Config, device: torch.device) -> torch.dtype | None:
-    wanted = config.train.precision
-    if wanted == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return None
-    if wanted == "fp16" and device.type == "cpu":
-        raise ConfigError("train.precision=fp16 needs a GPU; on CPU use bf16 or fp32")
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[wanted]
 
 
 @dataclass
@@ -137,17 +104,16 @@ def _deepfake_only(config: Config) -> list[str]:
 
 
 class Trainer:
-    def __init__(self, config: Config, data: TrainData, resume: bool | str | Path = False, events=None,
-                 save_model=None, overwrite: bool = False) -> None:
-        self.config = config
+    def __init__(self, run, data: TrainData, save_model=None) -> None:
+        self.run = run  # the run block: folder, lock, seed, signals, device, precision, events
+        self.config = run.config
+        self.kind = run.kind.name
         self.data = data
-        self.resume = resume
-        self.overwrite = overwrite and not resume  # replace the run the folder holds, once set-up has passed
+        self.resume = run.resume
         self.save_model = save_model  # fn(folder, weights, state): writes the artifact of the selected weights
-        self.events = as_events(events)
-        self.output_dir = Path(config.train.output_dir)
+        self.events = run.events
+        self.output_dir = run.folder
         self.stop_reason = "completed"
-        self._interrupt = False
 
     # ----------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -156,8 +122,7 @@ class Trainer:
 
         resolve(config.model.name)  # unknown names (and a bad DeepSpeed config) fail before any data is read
         ds_config = deepspeed_zero.deepspeed_config(train) if train.deepspeed else None
-        self.dist, self.device = distributed.setup(train.device, group=ds_config is not None)
-        _seed_everything(train.seed)
+        self.dist, self.device = distributed.setup(str(self.run.device), group=ds_config is not None)
 
         data = self.data
         root, train_rows, val_rows = data.root, data.train_rows, data.val_rows
@@ -222,58 +187,59 @@ class Trainer:
         )
         self.optimizer = build_optimizer(self.model, train)
         self.schedule = Schedule(train, self.steps_per_epoch, plateau_patience=2)
-        self.autocast_dtype = _precision(config, self.device)
+        self.autocast_dtype = self.run.autocast_dtype
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)
         self.ema = ModelEma(self.model, train.ema) if train.ema else None
         self.net: nn.Module = self.model
         self.engine = None  # DeepSpeed's, when train.deepspeed is set
         self.ds_tags: dict[str, str] = {}  # checkpoint name -> DeepSpeed tag holding its optimizer state
         if ds_config is not None:
+            if train.compile:
+                raise ConfigError("train.compile does not go with train.deepspeed: choose one")
             self.engine = self.net = deepspeed_zero.wrap(self.model, self.optimizer, ds_config)
         elif self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if train.compile:  # the training forward only: checkpoints and validation use the plain module
+            self.net = torch.compile(self.net)
 
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.best_metric, self.best_epoch, self.bad_epochs = None, None, 0
         self.threshold = 0.5 if data.binary else None
         self.history: list[dict] = []
+        self.run.start()  # set-up passed: --overwrite clears the old run only now
         if self.dist.is_main:
-            if self.overwrite:
-                cleared = clear_run(self.output_dir, RUN_FILES)
-                if cleared:
-                    self._say(f"--overwrite: removed the previous run's {', '.join(p.name for p in cleared)}")
-            self.output_dir.mkdir(parents=True, exist_ok=True)
             self._list_failures()
-        if self.resume:
-            self._restore()
-        if self.dist.is_main:
-            save_config(config, self.output_dir / "config.yaml")
+        self._restore()
         if not self.dist.is_main:
             self.events = SILENT
-        self.reporter = RunReporter(self.output_dir, train.logging, self.dist.is_main, config.model_dump(mode="json"),
-                                    self.events)
+        self.reporter = RunReporter(self.output_dir, train, self.dist.is_main, self.events,
+                                    self.steps_per_epoch * train.epochs)
         self.reporter.history = self.history
 
     # ----------------------------------------------------------------------------------------
-    def _restore(self) -> None:
-        path = Path(self.resume) if isinstance(self.resume, (str, Path)) else self.output_dir / "last.pt"
+    def _last_state(self, folder: Path) -> Path | None:
+        """The run's last.pt, or its backup copy brought back into the run folder first."""
+        path = folder / "last.pt"
         backup = self.config.train.backup_dir
         if not path.is_file() and backup and (Path(backup) / "last.pt").is_file():
             if self.dist.is_main:  # restore the run from its backup copy
                 if (Path(backup) / deepspeed_zero.FOLDER).is_dir():
-                    shutil.copytree(Path(backup) / deepspeed_zero.FOLDER, self.output_dir / deepspeed_zero.FOLDER,
+                    shutil.copytree(Path(backup) / deepspeed_zero.FOLDER, folder / deepspeed_zero.FOLDER,
                                     dirs_exist_ok=True)
                 for name in BACKUP_FILES:
                     if (Path(backup) / name).is_file():
-                        shutil.copy2(Path(backup) / name, self.output_dir / name)
-                _copy_folder(Path(backup) / ARTIFACT_DIR, self.output_dir / ARTIFACT_DIR)
+                        shutil.copy2(Path(backup) / name, folder / name)
+                _copy_folder(Path(backup) / ARTIFACT_DIR, folder / ARTIFACT_DIR)
             distributed.barrier(self.dist)
-            path = self.output_dir / "last.pt"
-        if not path.is_file():
-            if isinstance(self.resume, (str, Path)):
-                raise FileNotFoundError(f"--resume: no checkpoint at {path}")
+        return path if path.is_file() else None
+
+    def _restore(self) -> None:
+        path = self.run.checkpoint(self._last_state)
+        if path is None:
             return  # nothing to resume: a fresh run
+        if not path.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint at {path}")
         state = load_checkpoint(path, map_location=self.device)
         self.model.load_state_dict(state["model"])
         tag = state.get("deepspeed")
@@ -422,12 +388,13 @@ class Trainer:
             self.step_in_epoch += 1
             self.global_step += 1
             stage.advance(loss=float(np.mean(losses[-20:])), lr=lr)
-            if self.global_step % train.logging.log_every_steps == 0:
-                self.reporter.step(self.global_step, {"loss": losses[-1], "lr": lr, "grad_norm": grad_norm,
-                                                      **{f"loss_{k}": v / seen for k, v in parts_sum.items()}})
-            if train.save_every_steps and self.global_step % train.save_every_steps == 0:
+            if self.global_step % train.logging_steps == 0:
+                self.reporter.step(self.global_step, self.epoch + self.step_in_epoch / self.steps_per_epoch,
+                                   {"loss": losses[-1], "lr": lr, "grad_norm": grad_norm,
+                                    **{f"loss_{k}": v / seen for k, v in parts_sum.items()}})
+            if train.save_steps and self.global_step % train.save_steps == 0:
                 self.save("last.pt")
-            if self._interrupt:
+            if self.run.stop.is_set():
                 raise _Interrupted
             if train.max_steps and self.global_step >= train.max_steps:
                 self.stop_reason = "max_steps"
@@ -483,13 +450,10 @@ class Trainer:
         self.events.warning(f"{len(failures)} input(s) left out (listed in {path}): {shown}", "train")
 
     # ----------------------------------------------------------------------------------------
-    def fit(self) -> TrainResult:
+    def fit(self) -> TrainSummary:
+        started = time.perf_counter()
         train = self.config.train
         metric = train.early_stopping.metric
-        previous = {}
-        if self.dist.is_main and threading.current_thread() is threading.main_thread():
-            # Ctrl-C saves and stops; off the main thread (a server's worker) `stop()` does the same
-            previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         self._say(f"training {self.info['name']} on {self.device} ({self.dist.world} process(es)): "
                   f"{len(self.train_set)} train rows, {len(self.val_set)} val rows, "
                   f"{self.steps_per_epoch} steps/epoch")
@@ -526,17 +490,16 @@ class Trainer:
             self._backup()
             self._say(f"interrupted: saved {self.output_dir / 'last.pt'} (resume with --resume)")
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            self.reporter.close()
             if self.history:
                 self.events.result("train", {"history": self.history, "stopped": self.stop_reason,
                                              "best_epoch": self.best_epoch, "best_metric": self.best_metric})
         if self.stop_reason == "max_steps" and self.history and self.history[-1]["global_step"] != self.global_step:
             self.save("last.pt")
-        return TrainResult(self.output_dir, self.output_dir / ARTIFACT_DIR, self.output_dir / "last.pt",
-                           self.best_metric, self.best_epoch, self.threshold, self.history, self.global_step,
-                           self.stop_reason)
+        artifact = self.output_dir / ARTIFACT_DIR
+        return TrainSummary(self.kind, self.output_dir, artifact if (artifact / "model.json").is_file() else None,
+                            self.stop_reason, metric, self.best_metric, self.best_epoch, self.epoch, self.global_step,
+                            time.perf_counter() - started, self.history,
+                            {"threshold": self.threshold, "resume_state": self.output_dir / "last.pt"})
 
     def _save_model(self, state: dict) -> None:
         """The artifact of the epoch just selected: the weights that were validated (EMA's when kept)."""
@@ -546,49 +509,21 @@ class Trainer:
 
     def stop(self) -> None:
         """Ask the run to save and stop after the current step (safe from any thread)."""
-        self._interrupt = True
-
-    def _on_signal(self, signum, frame) -> None:
-        if self._interrupt:  # a second Ctrl-C stops at once
-            raise KeyboardInterrupt
-        self._interrupt = True
-        self._say("stopping after this step and saving a checkpoint (Ctrl-C again to abort)")
+        self.run.stop.set()
 
 
-def _continues(resume: bool | str | Path, output_dir: Path) -> bool:
-    """Whether a resume continues the run in `output_dir` (a checkpoint elsewhere starts a run there)."""
-    if isinstance(resume, (str, Path)):
-        return Path(resume).resolve().parent == Path(output_dir).resolve()
-    return bool(resume)
-
-
-def train(config: Config, data: TrainData, resume: bool | str | Path = False, events=None, save_model=None,
-          overwrite: bool = False) -> TrainResult:
-    """Train as `config` says; `resume=True` continues from `<output_dir>/last.pt` (or the backup
-    copy), a path resumes from that checkpoint. `save_model(folder, weights, state)` writes the
-    artifact of each newly selected epoch. A folder that holds a run is refused unless resumed or
-    `overwrite`; while the run lasts it holds the folder's lock (rank 0 takes it)."""
-    lock = None
-    if int(os.environ.get("RANK", "0")) == 0:
-        lock = RunLock(config.train.output_dir, "train", "fakefinder train").acquire()
+def train(config: Config, data: TrainData, kind, resume: bool | str | Path = False, events=None, save_model=None,
+          overwrite: bool = False) -> TrainSummary:
+    """Train `kind` (a classification-family kind) as `config` says; `resume=True` continues from
+    `<output_dir>/last.pt` (or the backup copy), a path resumes from that checkpoint. `save_model(folder,
+    weights, state)` writes the artifact of each newly selected epoch. The run block (`engine.run`)
+    holds the folder's lock, guards a finished run, seeds, stops on signals and resolves the device."""
+    with Run(kind, config, RUN_FILES, "a training run", resume, overwrite, events) as run:
+        trainer = Trainer(run, data, save_model=save_model)
         try:
-            guard_run_folder(config.train.output_dir, RUN_FILES, _continues(resume, config.train.output_dir), overwrite,
-                             "a training run")
-        except BaseException:
-            lock.release()
-            raise
-        if lock.note:
-            as_events(events).warning(lock.note, "train")
-    trainer = Trainer(config, data, resume=resume, events=events, save_model=save_model, overwrite=overwrite)
-    callers_rng = rng_state()  # the run seeds every generator; the caller gets its own back
-    try:
-        with flush_denormal():
-            trainer.setup()
-            return trainer.fit()
-    finally:
-        if hasattr(trainer, "dist"):
-            distributed.teardown(trainer.dist)
-        set_rng_state(callers_rng)
-        if lock is not None:
-            lock.release()
-
+            with flush_denormal():
+                trainer.setup()
+                return trainer.fit()
+        finally:
+            if hasattr(trainer, "dist"):
+                distributed.teardown(trainer.dist)

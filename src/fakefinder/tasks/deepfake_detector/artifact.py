@@ -48,14 +48,6 @@ def artifact_from_checkpoint(path: str | Path) -> Artifact:
     return Artifact(path.parent, meta, tensors=state["model"])
 
 
-def convert_checkpoint(path: str | Path, output: str | Path) -> Artifact:
-    """Write the artifact of an older checkpoint file (`fakefinder convert`)."""
-    made = artifact_from_checkpoint(path)
-    meta = made.meta
-    return write_artifact(output, KIND, meta["architecture"], meta["classes"], meta["preprocessing"], made.tensors,
-                          meta["threshold"], {**meta["training"], "converted_from": str(path)})
-
-
 def save_detector(folder: Path, config: Config, info: dict, weights: dict, threshold: float, state: dict) -> Artifact:
     """The trainer's artifact of its selected weights."""
     plain = config.model_dump(mode="json")

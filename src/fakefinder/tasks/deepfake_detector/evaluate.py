@@ -8,7 +8,7 @@ validation during training) unless `evaluate.threshold` fixes one.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,9 @@ from fakefinder.config import Config, ConfigError
 from fakefinder.faces.manifest import read_manifest, select_rows
 from fakefinder.engine.aggregate import aggregate_videos
 from fakefinder.engine.metrics import binary_metrics
+from fakefinder.core.results import EvalSummary
 from fakefinder.engine.report import model_name
+from fakefinder.tasks.deepfake_detector.artifact import KIND
 from fakefinder.tasks.deepfake_detector.perturb import PERTURBATIONS
 from fakefinder.core.files import atomic_write, atomic_write_json
 
@@ -31,17 +33,6 @@ class EvalSet:
     rows: pd.DataFrame | None  # prepared crops (manifest rows) ...
     root: Path | None
     items: list | None = None  # ... or raw files (`evaluate.sets.*.raw`), scored as predict scores them
-
-
-@dataclass
-class EvalResult:
-    output_dir: Path
-    metrics: dict
-    metrics_path: Path
-    predictions_path: Path
-    video_predictions_path: Path
-    report_path: Path
-    tables: dict = field(default_factory=dict)
 
 
 def _default_manifest(config: Config) -> Path:
@@ -162,7 +153,7 @@ def _levels(frames: pd.DataFrame, threshold: float, config: Config,
     return result, videos
 
 
-def evaluate(config: Config, models: list[Path], events=None) -> EvalResult:
+def evaluate(config: Config, models: list[Path], events=None) -> EvalSummary:
     """Deepfake detectors (artifacts, or older best.pt files) on the evaluation sets of `config`."""
     from fakefinder.core.devices import pick_device
     from fakefinder.core.process import flush_denormal
@@ -192,14 +183,15 @@ def evaluate(config: Config, models: list[Path], events=None) -> EvalResult:
     plots = write_plots(out / "plots", curves, metrics)
     report_path = write_report(out / "report.html", metrics, plots, config)
     events.result("evaluate", _jsonable(metrics), f"report: {report_path}")
-    return EvalResult(out, metrics, metrics_path, predictions_path, video_path, report_path, metrics["tables"])
+    return EvalSummary(KIND, out, metrics, metrics_path, report_path,
+                       {"predictions": predictions_path, "video_predictions": video_path}, metrics["tables"])
 
 
 def _score_sets(config: Config, detectors: list, sets: list[EvalSet], device, events):
     from fakefinder.tasks.classification.scoring import score_crops
 
     ev = config.evaluate
-    metrics: dict = {"aggregation": ev.aggregation, "top_k": ev.top_k, "models": {}}
+    metrics: dict = {"kind": KIND, "aggregation": ev.aggregation, "top_k": ev.top_k, "models": {}}
     frame_tables, video_tables, curves = [], [], {}
     for name, detector in detectors:
         threshold = ev.threshold if ev.threshold is not None else detector.threshold

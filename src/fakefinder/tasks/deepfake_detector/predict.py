@@ -25,6 +25,7 @@ class DetectorEnsemble(FilePredictor):
             raise ConfigError(f"predict.weights must give one non-negative weight per model ({len(artifacts)})")
         self.weights = weights / weights.sum()
         self.detectors = [load_detector(a, device) for a in artifacts]
+        self.kind = artifacts[0].kind
         self.device = device
         self.notes: list[str] = []
         on_cpu = getattr(device, "type", str(device)) == "cpu"

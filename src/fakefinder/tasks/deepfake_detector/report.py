@@ -112,3 +112,34 @@ def write_report(path: Path, metrics: dict, plots: dict[str, list[Path]], config
                 parts.append(embedded_png(image))
     parts.append("</body></html>")
     return atomic_write_text(Path(path), "\n".join(parts))
+
+
+def print_tables(metrics: dict, console) -> None:
+    """Confusion matrix, per-class precision/recall/F1 and macro-F1, as competitions report them."""
+    from rich.table import Table
+
+    from fakefinder.engine.report import fmt
+
+    for name, entry in metrics["models"].items():
+        for set_name, levels in entry["sets"].items():
+            for level in ("frame", "video"):
+                m = levels[level]
+                (tn, fp), (fn, tp) = m["confusion"]
+                table = Table(title=f"{name} | {set_name} | {level} level | threshold {entry['threshold']:.3f}")
+                for column in ("", "pred real", "pred fake", "precision", "recall", "F1", "support"):
+                    table.add_column(column, justify="right")
+                for cls, row in (("real", (tn, fp)), ("fake", (fn, tp))):
+                    c = m["per_class"][cls]
+                    table.add_row(f"true {cls}", str(row[0]), str(row[1]), f"{c['precision']:.4f}",
+                                  f"{c['recall']:.4f}", f"{c['f1']:.4f}", str(c["support"]))
+                console.print(table)
+                console.print(f"  macro-F1 {m['macro_f1']:.4f} | AUC {fmt(m['auc'])} | accuracy {m['accuracy']:.4f} "
+                              f"| EER {fmt(m['eer'])} | AP {fmt(m['ap'])} | n {m['n']}")
+    rows = metrics["tables"]["summary"]
+    if len(rows) > 2:
+        table = Table(title="comparison")
+        for column in ("model", "set", "level", "AUC", "macro-F1", "accuracy"):
+            table.add_column(column)
+        for r in rows:
+            table.add_row(r["model"], r["set"], r["level"], fmt(r["auc"]), fmt(r["macro_f1"]), fmt(r["accuracy"]))
+        console.print(table)

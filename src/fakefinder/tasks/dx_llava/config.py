@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from fakefinder.config import QuantizedLoraSection, RunSection
 from fakefinder.config import Section as _Section
 
 
@@ -81,21 +82,14 @@ class DxLlavaDataConfig(_Section):
     )
 
 
-class DxLlavaTrainConfig(_Section):
+class DxLlavaTrainConfig(RunSection):
     output_dir: Path = Path("output/dx-llava")
     stage: Literal["projector", "finetune"] = Field(
         default="finetune", description="projector: stage 1 (tune_mm_mlp_adapter), only the projector trains."
     )
-    mode: Literal["full", "lora", "qlora"] = "lora"
-    lora_r: int = Field(default=64, ge=1)
-    lora_alpha: int = Field(default=16, ge=1)
-    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
-    lora_target_modules: list[str] | None = Field(
-        default=None, description="Default: every linear layer of the language model (never the vision tower)."
-    )
-    quant_type: Literal["nf4", "fp4"] = "nf4"
-    double_quant: bool = True
-    compute_dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+    mode: Literal["full", "lora", "qlora"] = Field(default="lora", description="full: the language model trains "
+                                                    "whole; lora: an adapter on it (dx_llava.lora); qlora: the same "
+                                                    "on a 4-bit language model.")
     lm_loss_weight: float = Field(default=1.0, ge=0)
     binary_loss_weight: float = Field(default=10.0, ge=0)
     epochs: float = Field(default=1.0, gt=0)
@@ -109,7 +103,6 @@ class DxLlavaTrainConfig(_Section):
     weight_decay: float = Field(default=0.0, ge=0)
     warmup_ratio: float = Field(default=0.03, ge=0, lt=1)
     scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     tf32: bool = True
     grad_checkpointing: bool = False
     grad_clip: float = Field(default=1.0, gt=0)
@@ -118,18 +111,37 @@ class DxLlavaTrainConfig(_Section):
     eval_steps: int = Field(default=200, ge=1)
     logging_steps: int = Field(default=10, ge=1)
     num_workers: int = Field(default=2, ge=0)
-    seed: int = 0
     deepspeed: str | None = Field(
         default=None, description="zero2, zero3 (configs shipped in fakefinder/tasks/dx_llava/deepspeed/) or a JSON path."
     )
-    report_to: list[str] = Field(default_factory=lambda: ["tensorboard"], description="tensorboard, wandb, none.")
-    device: str = "auto"
+    num_processes: int = Field(default=1, ge=1, description="Processes, one per GPU, for a platform job (which "
+                               "launches them with torchrun); the CLI is launched with torchrun or deepspeed.")
+
+
+class DxLlavaLoraConfig(QuantizedLoraSection):
+    """The language model's adapter (train.mode lora or qlora)."""
+
+    r: int = Field(default=64, ge=1)
+    alpha: int | None = Field(default=16, ge=1)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] | None = Field(
+        default=None, description="Default: every linear layer of the language model (never the vision tower).")
+    double_quant: bool = True
+
+
+class DxLlavaEvalConfig(_Section):
+    text: bool = Field(default=True, description="`fakefinder evaluate`: generate answers and score the label "
+                       "parsed from them (false: the head only).")
+    answers: int | None = Field(default=None, ge=1, description="Generate answers for this many samples "
+                                "(default: all).")
 
 
 class DxLlavaConfig(_Section):
     model: DxLlavaModelConfig = Field(default_factory=DxLlavaModelConfig)
     data: DxLlavaDataConfig = Field(default_factory=DxLlavaDataConfig)
+    lora: DxLlavaLoraConfig = Field(default_factory=DxLlavaLoraConfig)
     train: DxLlavaTrainConfig = Field(default_factory=DxLlavaTrainConfig)
+    eval: DxLlavaEvalConfig = Field(default_factory=DxLlavaEvalConfig)
     max_new_tokens: int = Field(default=96, ge=1, description="Length of a generated explanation.")
 
 

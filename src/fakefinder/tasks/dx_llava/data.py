@@ -418,3 +418,60 @@ def make_data(manifest_path: str | Path, output_dir: str | Path, splits: list[st
         written[split] = path
     (output / "image_folder.txt").write_text(str(root) + "\n")
     return written
+
+
+def dataset_settings(path: Path) -> dict:
+    """A folder of LLaVA JSON files (train.json, val.json or eval.json, test.json, as `fakefinder
+    dx-llava make-data` writes them) with its images in `images/` (else where image_folder.txt
+    says, else beside the JSON), or one JSON file."""
+    if not path.is_dir():
+        return {"dx_llava.data.train_json": str(path)}
+    if not (path / "train.json").is_file():
+        raise ConfigError(f"{path} holds no train.json (LLaVA conversations)")
+    settings = {"dx_llava.data.train_json": str(path / "train.json")}
+    for name in ("val.json", "eval.json"):
+        if (path / name).is_file():
+            settings["dx_llava.data.eval_json"] = str(path / name)
+            break
+    if (path / "test.json").is_file():
+        settings["dx_llava.data.test_json"] = str(path / "test.json")
+    pointer = path / "image_folder.txt"
+    images = path / "images" if (path / "images").is_dir() else \
+        Path(pointer.read_text().strip()) if pointer.is_file() else path
+    settings["dx_llava.data.image_folder"] = str(images)
+    return settings
+
+
+def describe(path: Path) -> dict | None:
+    """A folder with train.json (+ val/eval.json, test.json) of LLaVA conversations: samples per split
+    and answer (real, fake, or ambiguous), images looked up where training would."""
+    from fakefinder.core.describe import READ_ERRORS, described, split_counts
+
+    if not (path / "train.json").is_file():
+        return None
+    try:
+        settings = dataset_settings(path)
+    except READ_ERRORS as exc:
+        return described("llava_json", notes=[str(exc)], usable=False)
+    images = Path(settings["dx_llava.data.image_folder"])
+    notes = []
+    if not images.resolve().is_relative_to(path.resolve()):
+        notes.append(f"images are looked up outside the dataset folder, in {images} (image_folder.txt)")
+    pairs, usable = [], True
+    for key in ("train_json", "eval_json", "test_json"):
+        json_path = settings.get(f"dx_llava.data.{key}")
+        if json_path is None:
+            continue
+        try:
+            samples, report = read_samples(json_path, images, ambiguous="skip")
+        except READ_ERRORS as exc:
+            notes.append(str(exc))
+            usable = False
+            continue
+        pairs += [(Path(json_path).stem, {0: "real", 1: "fake"}.get(s.binary_label, "ambiguous")) for s in samples]
+        if report["ambiguous"]:
+            notes.append(f"{len(report['ambiguous'])} sample(s) of {Path(json_path).name} have no clear "
+                         "real/fake answer (left out of the binary loss)")
+    if "dx_llava.data.eval_json" not in settings:
+        notes.append("no val.json or eval.json: training runs without evaluation")
+    return described("llava_json", split_counts(pairs), notes, usable)

@@ -199,7 +199,7 @@ def lm_source(cfg: DxLlavaConfig) -> tuple[str, str | None]:
 
 
 def load_language_model(source: str, gguf_file: str | None, cfg: DxLlavaConfig, quantize: bool = False):
-    quantization = four_bit_config(cfg.train.quant_type, cfg.train.double_quant, cfg.train.compute_dtype) \
+    quantization = four_bit_config(cfg.lora.quant_type, cfg.lora.double_quant, cfg.lora.compute_dtype) \
         if quantize else None
     if quantize and gguf_file:
         raise ConfigError("QLoRA needs a safetensors language model; a GGUF file is already quantised: "
@@ -350,13 +350,13 @@ def add_lora(lm: nn.Module, cfg: DxLlavaConfig, quantized: bool):
 
     if quantized:
         lm = prepare_model_for_kbit_training(lm, use_gradient_checkpointing=cfg.train.grad_checkpointing)
-    targets = cfg.train.lora_target_modules or linear_module_names(lm)
-    lora = LoraConfig(r=cfg.train.lora_r, lora_alpha=cfg.train.lora_alpha, lora_dropout=cfg.train.lora_dropout,
+    targets = cfg.lora.target_modules or linear_module_names(lm)
+    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha or cfg.lora.r, lora_dropout=cfg.lora.dropout,
                       target_modules=targets, bias="none", task_type="CAUSAL_LM")
     try:
         return get_peft_model(lm, lora)
     except ValueError as exc:
-        raise ConfigError(f"dx_llava.train.lora_target_modules={targets}: {exc}") from exc
+        raise ConfigError(f"dx_llava.lora.target_modules={targets}: {exc}") from exc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -479,7 +479,7 @@ def read_checkpoint_config(path: Path) -> tuple[DxLlavaConfig, dict]:
     if artifact.kind != KIND:
         raise ConfigError(f"{path}: holds a {artifact.kind} model, not a DX-LLaVA one")
     meta = dict(artifact.architecture)
-    cfg, ignored = section_from_saved(DxLlavaConfig, meta.pop("dx_llava", {}), f"{path}/model.json")
+    cfg, ignored = section_from_saved(DxLlavaConfig, meta.pop("dx_llava", {}), f"{path}/model.json", "dx_llava")
     if ignored:
         log.warning("%s: settings this version does not know were ignored: %s", path, ignored)
     return cfg, {**meta, "image_size": artifact.preprocessing["input_size"], "mean": artifact.preprocessing["mean"],

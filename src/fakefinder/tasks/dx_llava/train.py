@@ -6,8 +6,6 @@ what trains, exact resume, DeepSpeed ZeRO-2/3 from the shipped JSON files, torch
 from __future__ import annotations
 
 import math
-import os
-import threading
 import time
 from importlib import resources
 from pathlib import Path
@@ -16,19 +14,18 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from fakefinder.config import Config, ConfigError, save_config
-from fakefinder.core.checkpoint import rng_state, set_rng_state
-from fakefinder.core.events import SILENT, as_events
-from fakefinder.core.runlock import RunLock, clear_run, guard_run_folder
-from fakefinder.engine.hf import (
-    latest_checkpoint, precision_flags, report_through_events, stop_on_signals, trainer_device,
-)
+from fakefinder.config import Config, ConfigError
+from fakefinder.core.events import as_events
+from fakefinder.core.results import TrainSummary
+from fakefinder.engine.hf import latest_checkpoint, report_through_events, training_arguments
+from fakefinder.engine.run import Run
 from fakefinder.engine.language import parameter_counts
 from fakefinder.tasks.dx_llava.data import Collator, Conversation, ConversationDataset, LengthGroupedSampler, read_samples
 from fakefinder.tasks.dx_llava.model import (
     build_model, gathered_for_saving, load_trained_weights, save_model,
 )
 
+KIND = "dx_llava"
 LOSS_PARTS = ("lm_loss", "binary_loss")
 
 
@@ -48,9 +45,9 @@ def binary_scores(logits: np.ndarray) -> np.ndarray:
 
 
 def _trainer_class():
-    from transformers import Trainer
+    from fakefinder.engine.hf import trainer_base
 
-    class DxLlavaTrainer(Trainer):
+    class DxLlavaTrainer(trainer_base()):
         """Trainer with the two-part loss logged, a DX-LLaVA evaluation, and save/resume of the
         trained parts only (adapter or LM, projector, head)."""
 
@@ -104,28 +101,17 @@ def _trainer_class():
             self.optimizer = torch.optim.AdamW(params, betas=(0.9, 0.999), eps=1e-8)
             return self.optimizer
 
-        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
-            dataset = eval_dataset or self.eval_dataset
-            if dataset is None:
-                return {}
-            metrics = evaluate_losses(self.model, dataset, self.data_collator, self.args.eval_batch_size,
-                                      self.args.device, prefix=metric_key_prefix)
-            self.log(metrics)
-            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
-            self._memory_tracker.stop_and_update_metrics(metrics) if hasattr(self, "_memory_tracker") else None
-            return metrics
+        def held_out(self, dataset, prefix: str) -> dict:
+            return evaluate_losses(self.model, dataset, self.data_collator, self.args.eval_batch_size,
+                                   self.args.device, prefix=prefix)
 
         def save_model(self, output_dir=None, _internal_call=False):
             # every rank comes here (also for checkpoints): ZeRO-3 weights are gathered, rank 0 writes
             with gathered_for_saving(self.model, self.dx["cfg"]):
                 self._save(output_dir)
 
-        def _save(self, output_dir=None, state_dict=None):
-            if not self.args.should_save:
-                return
-            output = Path(output_dir or self.args.output_dir)
-            save_model(self.model, self.dx["tokenizer"], self.dx["cfg"], self.dx["info"], output, self.dx["config"])
-            (output / "training_args.json").write_text(self.args.to_json_string())  # never a pickle
+        def save_trained(self, folder: Path) -> None:
+            save_model(self.model, self.dx["tokenizer"], self.dx["cfg"], self.dx["info"], folder, self.dx["config"])
 
         def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
             load_trained_weights(model or self.model, Path(resume_from_checkpoint))
@@ -168,38 +154,21 @@ def evaluate_losses(model, dataset, collator, batch_size: int, device, prefix: s
 RUN_FILES = ("checkpoint-*", "final")  # what shows that an output folder holds a run
 
 
-def train(config: Config, resume: bool | str = False, overwrite: bool = False, events=None) -> dict:
-    """Train DX-LLaVA as configured; returns a summary (paths, losses, timings). A folder that holds
-    a run is refused unless resumed or `overwrite`; rank 0 holds the folder's lock while it runs."""
-    output = Path(config.dx_llava.train.output_dir)
-    events = as_events(events) if int(os.environ.get("RANK", "0")) == 0 else SILENT
-    lock = None
-    if int(os.environ.get("RANK", "0")) == 0:
-        lock = RunLock(output, "train", "fakefinder dx-llava train").acquire()
-        try:
-            guard_run_folder(output, RUN_FILES, bool(resume), overwrite, "a DX-LLaVA run")
-        except BaseException:
-            lock.release()
-            raise
-        if lock.note:
-            events.warning(lock.note, "train")
-    callers_rng = rng_state()  # training seeds every generator; the caller gets its own back
-    try:
-        return _train(config, resume, events, overwrite and not resume)
-    finally:
-        set_rng_state(callers_rng)
-        if lock is not None:
-            lock.release()
+def train(config: Config, resume: bool | str = False, overwrite: bool = False, events=None) -> TrainSummary:
+    """Train DX-LLaVA as configured inside the run block (`engine.run`: rank 0 holds the folder's
+    lock, a finished run is refused unless resumed or `overwrite`, seeds, signals, device, precision,
+    trackers); torchrun / deepspeed launch it on several processes."""
+    from fakefinder.tasks.registry import get_task
+
+    with Run(get_task(config.task), config, RUN_FILES, "a DX-LLaVA run", resume, overwrite, events) as run:
+        return _train(config, run)
 
 
-def _train(config: Config, resume: bool | str, events, overwrite: bool = False) -> dict:
-    from transformers import TrainingArguments
-
+def _train(config: Config, run: Run) -> TrainSummary:
     cfg = config.dx_llava
+    events, output = run.events, run.folder
     if cfg.data.train_json is None:
         raise ConfigError("dx_llava.data.train_json is required (make one with `fakefinder dx-llava make-data`)")
-    output = Path(cfg.train.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
     train_samples, train_report = read_samples(cfg.data.train_json, cfg.data.image_folder, cfg.data.ambiguous_labels)
     eval_samples, eval_report = [], None
     if cfg.data.eval_json is not None:
@@ -211,21 +180,20 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool = False) 
                            f"out of the binary loss: {report['ambiguous'][:8]}", "train")
     if cfg.train.stage == "projector" and cfg.train.binary_loss_weight:
         events.log("stage 1 trains the projector with the language loss only (binary loss weight ignored)", "train")
-    device = trainer_device(cfg.train.device)
     from fakefinder.engine import distributed
 
     # under torchrun: join the group now, so rank 0 alone writes shared files (the materialised
     # base LM) while the others wait; the Trainer then reuses this group
-    dist_info, _ = distributed.setup("auto" if device == "cuda" else device)  # cuda:LOCAL_RANK
-    if dist_info.is_main:
-        save_config(config, output / "config.yaml")
-    else:
+    device = run.device
+    dist_info, _ = distributed.setup(str(device))
+    precision = run.precision  # a bad precision for the device fails before anything is written
+    output.mkdir(parents=True, exist_ok=True)
+    if not dist_info.is_main:
         distributed.barrier(dist_info)
     torch.manual_seed(cfg.train.seed)
     model, tokenizer, info = build_model(cfg, output)
     if dist_info.is_main:
-        if overwrite:  # only now: a config or model that fails to load never costs the old run
-            clear_run(output, RUN_FILES)
+        run.start()  # only now: a config or model that fails to load never costs the old run
         distributed.barrier(dist_info)
     if cfg.train.stage == "projector":
         model.binary_loss_weight = 0.0
@@ -238,59 +206,45 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool = False) 
                                    cfg.data.image_aspect_ratio) if eval_samples else None
     counts = parameter_counts(model)
     events.log(f"DX-LLaVA: {counts['trainable']:,} trainable of {counts['total']:,} parameters ({cfg.train.mode}, "
-               f"stage {cfg.train.stage}); {model.num_image_tokens} image tokens; projector from {info['projector_from']}",
-               "train")
-    report_to = [r for r in cfg.train.report_to if r != "none"]
-    args = TrainingArguments(
-        output_dir=str(output), num_train_epochs=cfg.train.epochs, max_steps=cfg.train.max_steps or -1,
-        per_device_train_batch_size=cfg.train.batch_size,
-        per_device_eval_batch_size=cfg.train.eval_batch_size or cfg.train.batch_size,
-        gradient_accumulation_steps=cfg.train.accumulate, learning_rate=cfg.train.lr,
-        weight_decay=cfg.train.weight_decay, lr_scheduler_type=cfg.train.scheduler,
-        warmup_steps=cfg.train.warmup_ratio, max_grad_norm=cfg.train.grad_clip,
-        logging_steps=cfg.train.logging_steps, logging_nan_inf_filter=False,
-        eval_strategy="steps" if eval_set is not None else "no", eval_steps=cfg.train.eval_steps,
-        save_strategy="steps", save_steps=cfg.train.save_steps, save_total_limit=cfg.train.save_total_limit,
-        seed=cfg.train.seed, data_seed=cfg.train.seed, dataloader_num_workers=cfg.train.num_workers,
-        remove_unused_columns=False, report_to=report_to or "none", use_cpu=device == "cpu",
-        tf32=cfg.train.tf32 if device == "cuda" else None, deepspeed=deepspeed_config(cfg.train.deepspeed),
-        disable_tqdm=True, **precision_flags(cfg.train.precision, device, "dx_llava.train.precision"),  # progress goes out as events
-    )
+               f"stage {cfg.train.stage}, {precision} on {device.type}); {model.num_image_tokens} image tokens; "
+               f"projector from {info['projector_from']}", "train")
+    args = training_arguments(cfg.train, run, eval_set is not None, remove_unused_columns=False,
+                              tf32=cfg.train.tf32 if device.type == "cuda" else None,
+                              deepspeed=deepspeed_config(cfg.train.deepspeed))
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                                data_collator=Collator(tokenizer.pad_token_id))
-    stop = threading.Event()
-    report_through_events(trainer, events, stop, "dx-llava train", "dx-llava")
+    report_through_events(trainer, run, "dx-llava train")
     trainer.dx = {"cfg": cfg, "tokenizer": tokenizer, "info": info, "config": config, "events": events,
                   "group_by_length": cfg.data.group_by_length}
-    checkpoint = None
-    if resume:
-        checkpoint = resume if isinstance(resume, str) else latest_checkpoint(output)
-        if checkpoint is None:
-            events.log(f"nothing to resume in {output} (no complete checkpoint-* folder): a fresh run", "train")
+    checkpoint = run.checkpoint(latest_checkpoint)
     if checkpoint and cfg.train.deepspeed:  # DeepSpeed unpickles its files: read each safely first
         from fakefinder.engine.deepspeed_zero import vet
 
         for folder in sorted(Path(checkpoint).glob("global_step*")):
             vet(folder)
     started = time.perf_counter()
-    with stop_on_signals(stop, events):
-        result = trainer.train(resume_from_checkpoint=checkpoint)
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - started
     final = output / "final"
-    if stop.is_set():
+    if run.stop.is_set():
         distributed.teardown(dist_info)
         events.log(f"stopped at step {result.global_step}: saved checkpoint-{result.global_step} "
                    "(resume with --resume)", "train")
-        return {"output": str(output), "final": None, "steps": result.global_step, "stopped": "interrupted",
-                "train_loss": result.training_loss, "seconds": seconds, "parameters": counts, "eval": {},
-                "data": {"train": train_report, "eval": eval_report}, "info": info,
-                "history": trainer.state.log_history}
+        return _summary(output, None, "interrupted", result, seconds, trainer, {
+            "train_loss": result.training_loss, "parameters": counts, "eval": {},
+            "data": {"train": train_report, "eval": eval_report}, "info": info})
     with gathered_for_saving(model, cfg):
         if trainer.args.should_save:
             save_model(model, tokenizer, cfg, info, final, config)
     metrics = trainer.evaluate() if eval_set is not None else {}
     distributed.teardown(dist_info)  # a barrier first: gloo can abort when a rank leaves early
-    return {"output": str(output), "final": str(final), "steps": result.global_step,
-            "train_loss": result.training_loss, "seconds": seconds, "parameters": counts,
-            "eval": metrics, "data": {"train": train_report, "eval": eval_report}, "info": info,
-            "history": trainer.state.log_history}
+    return _summary(output, final if trainer.args.should_save else None, "completed", result, seconds, trainer, {
+        "train_loss": result.training_loss, "parameters": counts, "eval": metrics,
+        "data": {"train": train_report, "eval": eval_report}, "info": info})
+
+
+def _summary(output: Path, final: Path | None, stopped: str, result, seconds: float, trainer, details: dict):
+    evaluated = details.get("eval") or {}
+    return TrainSummary(KIND, output, final, stopped, "eval_loss" if "eval_loss" in evaluated else None,
+                        evaluated.get("eval_loss"), None, trainer.state.epoch, result.global_step, seconds,
+                        trainer.state.log_history, details)

@@ -93,7 +93,7 @@ def _fakefinder_tower(path: str, image_size: int | None) -> FeatureMapTower:
     safely; its last feature map): image tokens that already carry deepfake evidence. The
     detector's input size and normalisation come along."""
     from fakefinder.core.errors import FakefinderError
-    from fakefinder.tasks import read_model
+    from fakefinder.tasks.registry import read_model
     from fakefinder.tasks.classification.model import from_artifact
     from fakefinder.tasks.deepfake_detector.artifact import KIND
 

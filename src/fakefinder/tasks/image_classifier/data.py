@@ -81,3 +81,45 @@ def read_class_folders(root: str | Path, check_images: bool = True) -> ClassFold
                 rows.append({"path": image.relative_to(root).as_posix(), "label": name, "split": split,
                              "dataset": root.name or "data"})
     return ClassFolders(root, classes, pd.DataFrame(rows, columns=["path", "label", "split", "dataset"]), failures)
+
+
+def folders_of(config) -> ClassFolders:
+    """The class folders `classifier.data_dir` names, read (images checked when configured)."""
+    from fakefinder.config import ConfigError
+
+    if config.classifier.data_dir is None:
+        raise ConfigError("classifier.data_dir is required: a folder with train/<class>/, val/<class>/ (and test/)")
+    return read_class_folders(config.classifier.data_dir, config.classifier.check_images)
+
+
+def dataset_settings(path: Path) -> dict:
+    return {"classifier.data_dir": str(path)}
+
+
+def describe(path: Path) -> dict | None:
+    """{train,val[,test]}/<class>/ folders of images: images per split and class (not decoded)."""
+    from fakefinder.core.describe import described, split_counts
+
+    train = path / "train"
+    if not train.is_dir() or not any(p.is_dir() for p in train.iterdir()):
+        return None
+    try:
+        found = read_class_folders(path, check_images=False)
+    except (ClassFolderError, OSError) as exc:
+        return described("class_folders", _count_images(path), [str(exc)], usable=False)
+    splits = split_counts(zip(found.rows.split, found.rows.label))
+    return described("class_folders", splits, ["no test split (optional)" if "test" not in splits else ""])
+
+
+def _count_images(path: Path) -> dict[str, dict[str, int]]:
+    """Images per split and class folder, for a class-folder dataset the reader refused."""
+    from fakefinder.core.describe import split_counts
+
+    pairs = []
+    for split in SPLITS:
+        if not (path / split).is_dir():
+            continue
+        for folder in (p for p in (path / split).iterdir() if p.is_dir()):
+            pairs += [(split, folder.name) for p in folder.rglob("*")
+                      if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    return split_counts(pairs)

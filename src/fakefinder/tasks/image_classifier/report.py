@@ -49,3 +49,19 @@ def write_classifier_report(folder: Path, metrics: dict) -> Path:
             parts.append(embedded_png(plot))
     parts.append("</body></html>")
     return atomic_write_text(folder / "report.html", "\n".join(parts))
+
+
+def print_tables(metrics: dict, console) -> None:
+    """Per model and set: precision/recall/F1 per class, accuracy, top-5 and macro-F1."""
+    from rich.table import Table
+
+    for name, entry in metrics["models"].items():
+        for set_name, m in entry["sets"].items():
+            table = Table(title=f"{name} | {set_name} | {m['n']} images")
+            for column in ("class", "precision", "recall", "F1", "support"):
+                table.add_column(column, justify="right")
+            for cls, c in m["per_class"].items():
+                table.add_row(cls, f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}", str(c["support"]))
+            console.print(table)
+            top5 = f" | top-5 {m['top5_accuracy']:.4f}" if "top5_accuracy" in m else ""
+            console.print(f"  accuracy {m['accuracy']:.4f} | macro-F1 {m['macro_f1']:.4f}{top5}")

@@ -1,18 +1,84 @@
 """LLM fine-tuning with LoRA (`llm_lora`) and QLoRA (`llm_qlora`: the same, on a 4-bit base) with
 transformers, peft and bitsandbytes; one `llm` config section serves both kinds."""
 
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from fakefinder.config import Config, ConfigError
+from fakefinder.tasks.base import Exported, Kind
 from fakefinder.tasks.llm_lora.config import PROMPT_EXTENSIONS, LlmConfig
-from fakefinder.tasks.registry import Task
 
-_SHORT_FORM = {"base_model": "llm.model.base", "dataset_path": "llm.data.train_file", "epochs": "llm.train.epochs",
-               "batch_size": "llm.train.batch_size", "learning_rate": "llm.train.lr"}
-_OPTIONS = ("llm.train", "llm.lora", "llm.data", "llm.model", "llm.eval", "llm")
 
-LORA = Task("llm_lora", "fakefinder.tasks.llm_lora.kind", "LoRA fine-tuning of a causal language model",
-            section="llm", section_model=LlmConfig, short_form=_SHORT_FORM, output_key="llm.train.output_dir",
-            option_sections=_OPTIONS, adapter="adapter", predict_inputs=PROMPT_EXTENSIONS)
-QLORA = Task("llm_qlora", "fakefinder.tasks.llm_lora.kind",
-             "QLoRA fine-tuning: a LoRA adapter on a 4-bit (bitsandbytes) causal language model",
-             section="llm", section_model=LlmConfig, defaults={"llm": {"lora": {"use_4bit": True}}},
-             short_form=_SHORT_FORM, output_key="llm.train.output_dir", option_sections=_OPTIONS, adapter="adapter",
-             predict_inputs=PROMPT_EXTENSIONS)
+class LlmLora(Kind):
+    name: ClassVar[str] = "llm_lora"
+    description: ClassVar[str] = "LoRA fine-tuning of a causal language model"
+    section: ClassVar[str] = "llm"
+    section_model = LlmConfig
+    short_form: ClassVar[dict[str, str]] = {
+        "base_model": "llm.model.base", "dataset_path": "llm.data.train_file", "epochs": "llm.train.epochs",
+        "batch_size": "llm.train.batch_size", "learning_rate": "llm.train.lr"}
+    option_sections: ClassVar[tuple[str, ...]] = ("llm.train", "llm.lora", "llm.data", "llm.model", "llm.eval", "llm")
+    run_section: ClassVar[str] = "llm.train"
+    adapter: ClassVar[str] = "adapter"
+    predict_inputs: ClassVar[tuple[str, ...]] = PROMPT_EXTENSIONS
+
+    def train(self, config: Config, resume=False, events=None, overwrite: bool = False):
+        from fakefinder.tasks.llm_lora.train import train
+
+        return train(config, resume, overwrite=overwrite, events=events)
+
+    def evaluate(self, config: Config, models: list[Path], events=None):
+        from fakefinder.tasks.llm_lora.evaluate import evaluate
+
+        return evaluate(config, models, events)
+
+    def load(self, artifacts: list, device: Any = "cpu", config: Config | None = None):
+        from fakefinder.tasks.llm_lora.predict import TextPredictor
+
+        if len(artifacts) != 1:
+            raise ConfigError("predict: a fine-tuned language model runs alone (no ensemble)")
+        return TextPredictor(artifacts[0], device, config or Config(task=artifacts[0].kind))
+
+    def dataset_settings(self, path: Path) -> dict:
+        from fakefinder.tasks.llm_lora.data import dataset_settings
+
+        return dataset_settings(Path(path))
+
+    def describe_dataset(self, path: Path) -> dict | None:
+        from fakefinder.tasks.llm_lora.data import describe
+
+        return describe(Path(path))
+
+    def merge(self, artifact: Path, output: Path) -> Path:
+        from fakefinder.tasks.llm_lora.model import merge
+
+        return merge(Path(artifact), Path(output))
+
+    def export(self, artifact: Path, output: Path, merged: bool = False, tolerance: float = 1e-4) -> Exported:
+        from fakefinder.tasks.llm_lora.export import export
+
+        return Exported(export(Path(artifact), Path(output), merged), "merged model" if merged else "adapter")
+
+    def demo_datasets(self) -> dict:
+        def write(folder: Path) -> None:
+            from fakefinder import synthetic
+            from fakefinder.engine.tiny import build_char_tokenizer
+
+            synthetic.make_instruction_set(folder, {"train": 24, "val": 6, "test": 6})
+            build_char_tokenizer(folder / "tokenizer")
+
+        return {"instructions": write}
+
+
+class LlmQlora(LlmLora):
+    """`llm_lora` on a 4-bit (bitsandbytes) base: the same section, `llm.lora.use_4bit` on by default."""
+
+    name: ClassVar[str] = "llm_qlora"
+    description: ClassVar[str] = "QLoRA fine-tuning: a LoRA adapter on a 4-bit (bitsandbytes) causal language model"
+    defaults: ClassVar[dict] = {"llm": {"lora": {"use_4bit": True}}}
+
+
+LORA = LlmLora()
+QLORA = LlmQlora()

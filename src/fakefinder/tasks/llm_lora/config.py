@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from fakefinder.config import Section
+from fakefinder.config import QuantizedLoraSection, RunSection, Section
 
 PROMPT_EXTENSIONS = (".jsonl", ".txt")  # the files predict reads prompts from
 
@@ -49,29 +49,18 @@ class LlmDataConfig(Section):
                                "(listed) instead of stopping with its file and line.")
 
 
-class LlmLoraConfig(Section):
-    lora_r: int = Field(default=8, ge=1)
-    lora_alpha: int = Field(default=16, ge=1)
-    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
-    target_modules: list[str] | Literal["all-linear"] = Field(
+class LlmLoraConfig(QuantizedLoraSection):
+    r: int = Field(default=8, ge=1)
+    alpha: int | None = Field(default=16, ge=1)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] | None = Field(
         default_factory=lambda: ["q_proj", "v_proj"],
         description="Layer names to adapt, or all-linear (every linear layer but the output head).")
     use_4bit: bool = Field(default=False, description="QLoRA: the base in 4 bits (bitsandbytes), the adapter in "
                            "full precision.")
-    bnb_4bit_compute_dtype: Literal["float16", "bfloat16", "float32"] = "bfloat16"
-    bnb_4bit_quant_type: Literal["nf4", "fp4"] = "nf4"
-    use_nested_quant: bool = Field(default=False, description="Double quantisation (the quantisation constants "
-                                   "quantised too).")
-
-    @field_validator("target_modules")
-    @classmethod
-    def _some_modules(cls, value):
-        if isinstance(value, list) and not value:
-            raise ValueError("name at least one module, or all-linear")
-        return value
 
 
-class LlmTrainConfig(Section):
+class LlmTrainConfig(RunSection):
     output_dir: Path = Path("output/llm-lora")
     epochs: float = Field(default=3.0, gt=0)
     max_steps: int | None = Field(default=None, ge=1)
@@ -82,8 +71,6 @@ class LlmTrainConfig(Section):
     weight_decay: float = Field(default=0.0, ge=0)
     warmup_ratio: float = Field(default=0.03, ge=0, lt=1)
     scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        default="auto", description="auto: bf16 on a GPU that has it, fp32 elsewhere.")
     grad_checkpointing: bool = False
     grad_clip: float = Field(default=1.0, gt=0)
     group_by_length: bool = Field(default=True, description="Batches of similar lengths (less padding).")
@@ -91,10 +78,6 @@ class LlmTrainConfig(Section):
     save_total_limit: int | None = Field(default=2, ge=1)
     eval_steps: int = Field(default=200, ge=1)
     logging_steps: int = Field(default=10, ge=1)
-    num_workers: int = Field(default=0, ge=0)
-    seed: int = 0
-    report_to: list[str] = Field(default_factory=lambda: ["tensorboard"], description="tensorboard, wandb, none.")
-    device: str = "auto"
 
 
 class LlmEvalConfig(Section):

@@ -10,6 +10,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fakefinder.config import ConfigError
 from fakefinder.core.errors import FakefinderError
 
 ROLES = ("system", "user", "assistant")
@@ -362,3 +363,43 @@ class TokenizedSet:
         return {"examples": len(self.items), "tokens": self.tokens, "max_length": max_length,
                 "truncated": len(self.truncated), "truncated_at": self.truncated[:50],
                 "dropped_too_long": len(self.dropped), "dropped_at": self.dropped[:50]}
+
+
+def dataset_settings(path: Path) -> dict:
+    """A folder with train.jsonl (and val.jsonl, test.jsonl), or one JSONL file."""
+    if not path.is_dir():
+        return {"llm.data.train_file": str(path)}
+    if not (path / "train.jsonl").is_file():
+        raise ConfigError(f"{path} holds no train.jsonl (instruction or conversation lines)")
+    settings = {"llm.data.train_file": str(path / "train.jsonl")}
+    for name, key in (("val.jsonl", "val_file"), ("test.jsonl", "test_file")):
+        if (path / name).is_file():
+            settings[f"llm.data.{key}"] = str(path / name)
+    return settings
+
+
+def describe(path: Path) -> dict | None:
+    """train.jsonl (+ val.jsonl, test.jsonl) of instruction or conversation lines: examples per split,
+    lines that would be skipped named."""
+    from fakefinder.core.describe import READ_ERRORS, described
+
+    if not (path / "train.jsonl").is_file():
+        return None
+    splits, notes, usable = {}, [], True
+    for split in ("train", "val", "test"):
+        file = path / f"{split}.jsonl"
+        if not file.is_file():
+            continue
+        try:
+            examples, report = read_jsonl(file)
+        except READ_ERRORS as exc:
+            notes.append(str(exc))
+            usable = False  # training reads every split the folder has
+            continue
+        splits[split] = {"examples": len(examples)}
+        if report.skipped:
+            notes.append(f"{file.name}: {len(report.skipped)} line(s) with an empty response are skipped "
+                         f"(line {', '.join(str(s['line']) for s in report.skipped[:5])})")
+    if "val" not in splits:
+        notes.append("no val.jsonl: the held-out split is carved from train.jsonl (llm.data.val_ratio)")
+    return described("instruction_jsonl", splits, notes, usable)

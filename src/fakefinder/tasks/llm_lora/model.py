@@ -85,7 +85,7 @@ def base_model(cfg: LlmConfig, work_dir: Path) -> dict:
 def load_base(cfg: LlmConfig, base: dict):
     """(model, tokenizer, turn format) of the base, 4-bit when `use_4bit`."""
     lora = cfg.lora
-    quantization = four_bit_config(lora.bnb_4bit_quant_type, lora.use_nested_quant, lora.bnb_4bit_compute_dtype) \
+    quantization = four_bit_config(lora.quant_type, lora.double_quant, lora.compute_dtype) \
         if lora.use_4bit else None
     tokenizer = load_tokenizer(base["tokenizer"], base["gguf_file"] if base["tokenizer"] == base["source"] else None)
     template = set_template(tokenizer, cfg.data.template)
@@ -106,7 +106,7 @@ def add_adapter(model, cfg: LlmConfig):
     elif train.grad_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
         model.enable_input_require_grads()
-    settings = LoraConfig(r=lora.lora_r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
+    settings = LoraConfig(r=lora.r, lora_alpha=lora.alpha or lora.r, lora_dropout=lora.dropout,
                           target_modules=lora.target_modules, bias="none", task_type="CAUSAL_LM")
     try:
         return get_peft_model(model, settings)
@@ -151,7 +151,7 @@ def read_artifact_config(path: Path) -> tuple[LlmConfig, dict, str]:
     if artifact.kind not in ("llm_lora", "llm_qlora"):
         raise ConfigError(f"{path}: holds a {artifact.kind} model, not a fine-tuned language model")
     meta = dict(artifact.architecture)
-    cfg, ignored = section_from_saved(LlmConfig, meta.get("llm", {}), f"{path}/model.json")
+    cfg, ignored = section_from_saved(LlmConfig, meta.get("llm", {}), f"{path}/model.json", "llm")
     if ignored:
         log.warning("%s: settings this version does not know were ignored: %s", path, ignored)
     return cfg, meta, artifact.kind
@@ -170,7 +170,7 @@ def load(path: str | Path, device: str | torch.device = "cpu"):
     else:
         base = meta["base"]
         lora = cfg.lora
-        quantization = four_bit_config(lora.bnb_4bit_quant_type, lora.use_nested_quant, lora.bnb_4bit_compute_dtype) \
+        quantization = four_bit_config(lora.quant_type, lora.double_quant, lora.compute_dtype) \
             if meta.get("quantized") else None
         model = load_causal_lm(base["source"], base.get("gguf_file"), cfg.model.dtype, quantization,
                                f"{path}/model.json: base.source")
@@ -203,7 +203,7 @@ def merge(path: str | Path, output: str | Path) -> Path:
         raise ConfigError(f"{path}: is merged already (no adapter left)")
     base = meta["base"]
     lora = cfg.lora
-    quantization = four_bit_config(lora.bnb_4bit_quant_type, lora.use_nested_quant, lora.bnb_4bit_compute_dtype) \
+    quantization = four_bit_config(lora.quant_type, lora.double_quant, lora.compute_dtype) \
         if meta.get("quantized") else None
     model = load_causal_lm(base["source"], base.get("gguf_file"), cfg.model.dtype, quantization,
                            key=f"{path}/model.json: base.source")

@@ -7,18 +7,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import threading
 import time
 from pathlib import Path
 
 import torch
 
-from fakefinder.config import Config, ConfigError, save_config
-from fakefinder.core.events import as_events
-from fakefinder.core.runlock import clear_run, guarded_run
-from fakefinder.engine.hf import (
-    latest_checkpoint, precision_flags, report_through_events, stop_on_signals, trainer_device,
-)
+from fakefinder.config import Config, ConfigError
+from fakefinder.core.results import TrainSummary
+from fakefinder.engine.hf import latest_checkpoint, report_through_events, training_arguments
+from fakefinder.engine.run import Run
 from fakefinder.engine.language import parameter_counts
 from fakefinder.tasks.llm_lora.config import LlmConfig
 from fakefinder.tasks.llm_lora.data import TokenizedSet, prompt_ids, read_jsonl, split_off
@@ -153,34 +150,19 @@ def _tokens_per_second(steps: int, t, train_set: TokenizedSet, seconds: float) -
 
 
 def _trainer_class():
-    from transformers import Trainer
+    from fakefinder.engine.hf import trainer_base
 
-    class LoraTrainer(Trainer):
-        """The Trainer with an evaluation of its own (token-weighted loss, perplexity, sample
-        generations) and checkpoints that hold the adapter in safetensors and the arguments as JSON
-        (no pickled arguments; optimizer, scheduler and RNG states are tensor files the Trainer
-        reads back weights-only)."""
+    class LoraTrainer(trainer_base()):
+        """Its evaluation: token-weighted loss and perplexity, a few sample generations logged; its
+        checkpoints: the adapter in safetensors."""
 
         llm: dict
 
-        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
-            dataset = eval_dataset or self.eval_dataset
-            if dataset is None:
-                return {}
+        def held_out(self, dataset, prefix: str) -> dict:
             metrics = evaluate_losses(self.model, dataset, self.data_collator, self.args.eval_batch_size,
-                                      self.args.device, prefix=metric_key_prefix)
+                                      self.args.device, prefix=prefix)
             log_samples(self.model, self.llm, self.state.global_step, self.args.device)
-            self.log(metrics)
-            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
             return metrics
-
-        def _save(self, output_dir=None, state_dict=None):
-            if not self.args.should_save:
-                return
-            output = Path(output_dir or self.args.output_dir)
-            output.mkdir(parents=True, exist_ok=True)
-            self.model.save_pretrained(output, safe_serialization=True)
-            (output / "training_args.json").write_text(self.args.to_json_string())
 
     return LoraTrainer
 
@@ -210,31 +192,30 @@ def _short(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def train(config: Config, resume: bool | str = False, overwrite: bool = False, events=None) -> dict:
-    """Fine-tune as configured; returns a summary (paths, losses, data report). A folder that holds a
-    run is refused unless resumed or `overwrite`; the folder's lock is held while it runs."""
+def train(config: Config, resume: bool | str = False, overwrite: bool = False, events=None) -> TrainSummary:
+    """Fine-tune as configured inside the run block (`engine.run`: the folder's lock, a finished run
+    refused unless resumed or `overwrite`, seeds, signals, device and precision, trackers)."""
+    from fakefinder.tasks.registry import get_task
+
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("llm_lora / llm_qlora train in one process (one GPU, or the CPU); launch without "
                           "torchrun")
-    output = Path(config.llm.train.output_dir)
-    events = as_events(events)
-    with guarded_run(output, RUN_FILES, bool(resume), overwrite, "a fine-tuning run", "fakefinder train (llm)",
-                     events):
-        return _train(config, resume, events, overwrite and not resume)
+    with Run(get_task(config.task), config, RUN_FILES, "a fine-tuning run", resume, overwrite, events) as run:
+        return _train(config, run)
 
 
-def _train(config: Config, resume: bool | str, events, overwrite: bool) -> dict:
-    from transformers import DataCollatorForSeq2Seq, TrainingArguments
+def _train(config: Config, run: Run) -> TrainSummary:
+    from transformers import DataCollatorForSeq2Seq
 
     cfg: LlmConfig = config.llm
-    output = Path(cfg.train.output_dir)
+    events, output = run.events, run.folder
     train_examples, held_examples, reports = read_splits(cfg, events)
-    output.mkdir(parents=True, exist_ok=True)
-    save_config(config, output / "config.yaml")
+    device = run.device.type
+    precision = run.precision  # a bad precision for the device fails before anything is written
     torch.manual_seed(cfg.train.seed)
     model, tokenizer, info = build(cfg, output)
-    if overwrite:  # only now: a config or model that fails to load never costs the old run
-        clear_run(output, RUN_FILES)
+    run.start()  # only now: a config or model that fails to load never costs the old run
+    if run.overwrite:
         (output / "samples.jsonl").unlink(missing_ok=True)
     train_set = tokenized(train_examples, tokenizer, cfg, "train", events)
     eval_set = tokenized(held_examples, tokenizer, cfg, "val", events) if held_examples else None
@@ -245,58 +226,43 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool) -> dict:
     reports["tokens"] = {"train": train_set.report(cfg.data.max_length),
                          **({"val": eval_set.report(cfg.data.max_length)} if eval_set is not None else {})}
     counts = parameter_counts(model)
-    device = trainer_device(cfg.train.device)
-    events.log(f"{'QLoRA' if cfg.lora.use_4bit else 'LoRA'} on {cfg.model.base if cfg.model.base_config is None else 'a random base'}: "
+    events.log(f"{'QLoRA' if cfg.lora.use_4bit else 'LoRA'} on "
+               f"{cfg.model.base if cfg.model.base_config is None else 'a random base'} ({precision} on {device}): "
                f"{counts['trainable']:,} trainable of {counts['total']:,} parameters; {len(train_set)} training "
                f"examples ({train_set.tokens:,} tokens, {len(train_set.truncated)} cut at {cfg.data.max_length}), "
                f"{len(eval_set) if eval_set is not None else 0} held out; turn format {info['template']}", "train")
-    report_to = [r for r in cfg.train.report_to if r != "none"]
     t = cfg.train
-    args = TrainingArguments(
-        output_dir=str(output), num_train_epochs=t.epochs, max_steps=t.max_steps or -1,
-        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.eval_batch_size or t.batch_size,
-        gradient_accumulation_steps=t.accumulate, learning_rate=t.lr, weight_decay=t.weight_decay,
-        lr_scheduler_type=t.scheduler, warmup_steps=t.warmup_ratio, max_grad_norm=t.grad_clip,
-        logging_steps=t.logging_steps, logging_nan_inf_filter=False,
-        eval_strategy="steps" if eval_set is not None else "no", eval_steps=t.eval_steps,
-        save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit,
-        seed=t.seed, data_seed=t.seed, dataloader_num_workers=t.num_workers,
-        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
-        report_to=report_to or "none", use_cpu=device == "cpu", disable_tqdm=True, **precision_flags(t.precision, device, "llm.train.precision"),
-    )
+    args = training_arguments(t, run, eval_set is not None, train_sampling_strategy="group_by_length"
+                              if t.group_by_length else "random")
     collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding=True)
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                                data_collator=collator, processing_class=tokenizer)
-    stop = threading.Event()
-    report_through_events(trainer, events, stop, "llm train", "llm")
+    report_through_events(trainer, run, "llm train")
     samples = eval_set.examples[: cfg.eval.samples] if eval_set is not None else []
     trainer.llm = {"cfg": cfg, "tokenizer": tokenizer, "events": events, "samples": samples}
-    checkpoint = None
-    if resume:
-        checkpoint = str(resume) if isinstance(resume, (str, Path)) else latest_checkpoint(output)
-        if checkpoint is None:
-            events.log(f"nothing to resume in {output} (no complete checkpoint-* folder): a fresh run", "train")
-        else:
-            events.log(f"resuming from {checkpoint}", "train")
+    checkpoint = run.checkpoint(latest_checkpoint)
     first_step = _checkpoint_step(checkpoint) if checkpoint else 0
     started = time.perf_counter()
-    with stop_on_signals(stop, events):
-        result = trainer.train(resume_from_checkpoint=checkpoint)
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - started
-    summary = {"output": str(output), "steps": result.global_step, "train_loss": result.training_loss,
-               "seconds": seconds, "parameters": counts, "data": reports, "info": info,
-               "tokens_per_second": _tokens_per_second(result.global_step - first_step, t, train_set, seconds),
-               "history": trainer.state.log_history}
-    if stop.is_set():
+    details = {"train_loss": result.training_loss, "parameters": counts, "data": reports, "info": info,
+               "tokens_per_second": _tokens_per_second(result.global_step - first_step, t, train_set, seconds)}
+
+    def summary(artifact, stopped: str, evaluated: dict) -> TrainSummary:
+        return TrainSummary(config.task, output, artifact, stopped, "eval_loss" if "eval_loss" in evaluated else None,
+                            evaluated.get("eval_loss"), None, trainer.state.epoch, result.global_step, seconds,
+                            trainer.state.log_history, {**details, "eval": evaluated})
+
+    if run.stop.is_set():
         events.log(f"stopped at step {result.global_step}: saved checkpoint-{result.global_step} "
                    "(resume with --resume)", "train")
-        return {**summary, "model": None, "stopped": "interrupted", "eval": {}}
+        return summary(None, "interrupted", {})
     metrics = _final_evaluation(trainer, eval_set, result.global_step)
     model_dir = save_artifact(model, tokenizer, cfg, info, output / "model", config.task, config,
                               {"steps": result.global_step, "train_loss": result.training_loss, "eval": metrics,
                                "data": reports})
-    events.result("train", {k: v for k, v in summary.items() if k != "history"} | {"eval": metrics},
-                  f"trained {result.global_step} steps in {seconds:.0f} s; eval loss "
-                  f"{metrics.get('eval_loss', float('nan')):.4f}, perplexity {metrics.get('eval_perplexity', float('nan')):.2f}; "
-                  f"model: {model_dir}")
-    return {**summary, "model": str(model_dir), "stopped": None, "eval": metrics}
+    trained = summary(Path(model_dir), "completed", metrics)
+    events.result("train", trained.to_dict(), f"trained {result.global_step} steps in {seconds:.0f} s; eval loss "
+                  f"{metrics.get('eval_loss', float('nan')):.4f}, perplexity "
+                  f"{metrics.get('eval_perplexity', float('nan')):.2f}; model: {model_dir}")
+    return trained

@@ -1,26 +1,82 @@
 """`object_detector`: YOLO object detection on the YOLO dataset layout (images/{train,val},
 labels/{train,val}/*.txt, data.yaml) with Ultralytics (AGPL-3.0, an optional extra): YOLOv8n at
-640 px by default, built from its model YAML; labels checked first; safe checkpoints and artifacts."""
+640 px by default, built from its model YAML; labels checked first; safe checkpoints and artifacts.
+A detector trained on faces serves `prepare` as the face detector `yolo`."""
 
-from fakefinder.faces.detectors import register_detector
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from fakefinder.config import Config, ConfigError
+from fakefinder.tasks.base import Exported, Kind
 from fakefinder.tasks.object_detector.config import IMAGE_EXTENSIONS, DetectorConfig
-from fakefinder.tasks.registry import Task
 
 
-def _face_detector(**settings):
-    from fakefinder.tasks.object_detector.faces import YoloFaceDetector
+class ObjectDetector(Kind):
+    name: ClassVar[str] = "object_detector"
+    description: ClassVar[str] = "YOLO object detector (Ultralytics)"
+    section: ClassVar[str] = "detector"
+    section_model = DetectorConfig
+    short_form: ClassVar[dict[str, str]] = {
+        "base_model": "detector.model.arch", "dataset_path": "detector.data.path", "epochs": "detector.train.epochs",
+        "batch_size": "detector.train.batch_size", "learning_rate": "detector.train.lr",
+        "image_size": "detector.train.imgsz"}
+    option_sections: ClassVar[tuple[str, ...]] = ("detector.train", "detector.data", "detector.model", "detector.eval",
+                                                  "detector.predict", "detector")
+    run_section: ClassVar[str] = "detector.train"
+    predict_inputs: ClassVar[tuple[str, ...]] = IMAGE_EXTENSIONS  # the CLI also reads .txt lists of images
 
-    return YoloFaceDetector(**settings)
+    def train(self, config: Config, resume=False, events=None, overwrite: bool = False):
+        from fakefinder.tasks.object_detector.train import train
+
+        return train(config, resume, events, overwrite)
+
+    def evaluate(self, config: Config, models: list[Path], events=None):
+        from fakefinder.tasks.object_detector.evaluate import evaluate
+
+        return evaluate(config, models, events)
+
+    def load(self, artifacts: list, device: Any = "cpu", config: Config | None = None):
+        from fakefinder.tasks.object_detector.predict import BoxPredictor
+
+        if len(artifacts) != 1:
+            raise ConfigError("predict: an object detector runs alone (no ensemble)")
+        return BoxPredictor(artifacts[0], str(device))
+
+    def dataset_settings(self, path: Path) -> dict:
+        from fakefinder.tasks.object_detector.data import dataset_settings
+
+        return dataset_settings(Path(path))
+
+    def describe_dataset(self, path: Path) -> dict | None:
+        from fakefinder.tasks.object_detector.data import describe
+
+        return describe(Path(path))
+
+    def export(self, artifact: Path, output: Path, merged: bool = False, tolerance: float = 1e-4) -> Exported:
+        from fakefinder.tasks.object_detector.export import export
+
+        if merged:
+            raise ConfigError("--merged: an object detector has no adapter to merge")
+        return Exported(export(Path(artifact), Path(output)), "ONNX, checked against PyTorch")
+
+    def platform_settings(self) -> dict[str, Any]:
+        return {"detector.data.confine": True}  # a dataset's data.yaml may name images only inside its folder
+
+    def demo_datasets(self) -> dict:
+        from fakefinder import synthetic
+
+        return {"shapes": lambda folder: synthetic.make_yolo_dataset(folder, {"train": 24, "val": 8}, size=64,
+                                                                     background_every=8)}
+
+    def face_detectors(self) -> dict:
+        def yolo(**settings):
+            from fakefinder.tasks.object_detector.faces import YoloFaceDetector
+
+            return YoloFaceDetector(**settings)
+
+        return {"yolo": yolo}
 
 
-register_detector("yolo", _face_detector)  # a face detector trained as an object_detector serves prepare
-
-TASK = Task("object_detector", "fakefinder.tasks.object_detector.kind", "YOLO object detector (Ultralytics)",
-            section="detector", section_model=DetectorConfig,
-            short_form={"base_model": "detector.model.arch", "dataset_path": "detector.data.path",
-                        "epochs": "detector.train.epochs", "batch_size": "detector.train.batch",
-                        "learning_rate": "detector.train.lr0", "image_size": "detector.train.imgsz"},
-            output_key="detector.train.output_dir",
-            option_sections=("detector.train", "detector.data", "detector.model", "detector.eval",
-                             "detector.predict", "detector"),
-            predict_inputs=IMAGE_EXTENSIONS)  # the CLI also reads .txt lists of images
+TASK = ObjectDetector()

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from fakefinder.config import Section
+from fakefinder.config import RunSection, Section
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # what the YOLO layout holds
 
@@ -37,31 +37,29 @@ class DetectorModelConfig(Section):
         "official name such as yolov8n.pt (downloaded by Ultralytics when online). None: random init.")
 
 
-class DetectorTrainConfig(Section):
+class DetectorTrainConfig(RunSection):
     output_dir: Path = Path("output/detector")
     epochs: int = Field(default=100, ge=1)
+    max_steps: None = Field(default=None, description="Ultralytics trains whole epochs (not a setting here).")
     imgsz: int = Field(default=640, ge=32, description="Training and validation image size (a multiple of 32).")
-    batch: int = Field(default=16, ge=1)
+    batch_size: int = Field(default=16, ge=1)
     nbs: int = Field(default=64, ge=1, description="Nominal batch size: gradients are accumulated to about this "
                      "many images per step, weight decay scaled to it.")
     optimizer: Literal["auto", "SGD", "Adam", "AdamW", "NAdam", "RAdam", "RMSProp"] = "auto"
-    lr0: float = Field(default=0.01, gt=0, description="Initial learning rate (auto optimizer: chosen by "
-                       "Ultralytics from the run length).")
-    lrf: float = Field(default=0.01, gt=0, le=1, description="Final learning rate as a fraction of lr0.")
+    lr: float = Field(default=0.01, gt=0, description="Initial learning rate (auto optimizer: chosen by "
+                      "Ultralytics from the run length).")
+    lrf: float = Field(default=0.01, gt=0, le=1, description="Final learning rate as a fraction of lr.")
     momentum: float = Field(default=0.937, ge=0, lt=1)
     weight_decay: float = Field(default=0.0005, ge=0)
     warmup_epochs: float = Field(default=3.0, ge=0)
     cos_lr: bool = False
     patience: int = Field(default=100, ge=1, description="Stop after this many epochs without a better val fitness.")
     close_mosaic: int = Field(default=10, ge=0, description="Mosaic augmentation is off for the last N epochs.")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        default="auto", description="auto: mixed precision on a CUDA GPU (bf16 where it has it, else fp16), fp32 "
-        "elsewhere.")
-    workers: int = Field(default=8, ge=0, description="Data loader processes (the CPU loads in-process).")
+    num_workers: int = Field(default=8, ge=0, description="Data loader processes (the CPU loads in-process).")
     cache: Literal[False, "ram", "disk"] = Field(default=False, description="Cache decoded images in RAM or on disk.")
-    seed: int = 0
     deterministic: bool = True
-    device: str = Field(default="auto", description="auto (the first GPU, else the CPU), cpu, 0, 1, ...")
+    device: str = Field(default="auto", description="auto (the first GPU, else the CPU), cpu, cuda, cuda:1, or a GPU "
+                        "index (0, 1, ...).")
     augment: dict[str, Any] = Field(
         default_factory=dict, description="Further Ultralytics training arguments by their names (hsv_h, degrees, "
         "scale, fliplr, mosaic, mixup, ...), checked against Ultralytics' own list.")

@@ -18,7 +18,7 @@ class YoloFaceDetector(FaceDetector):
                  device: str = "cpu", **options) -> None:
         super().__init__(min_score, min_face_px)
         from fakefinder.core.artifact import read_artifact
-        from fakefinder.tasks.object_detector.predictor import BoxPredictor
+        from fakefinder.tasks.object_detector.predict import BoxPredictor
 
         wanted = options.pop("class", None)
         if options:

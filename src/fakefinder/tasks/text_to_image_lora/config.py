@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from fakefinder.config import Section
+from fakefinder.config import LoraSection, RunSection, Section
 
 PROMPT_EXTENSIONS = (".txt", ".jsonl")  # the files predict reads prompts from
 RANDOM_BASE = "random:tiny"  # tiny random components built from configs (tests, demos)
@@ -68,24 +68,21 @@ class DiffusionDataConfig(Section):
         return value
 
 
-class DiffusionLoraConfig(Section):
-    rank: int = Field(default=8, ge=1)
-    alpha: int | None = Field(default=None, ge=1, description="Default: the rank (scale 1).")
-    dropout: float = Field(default=0.0, ge=0, lt=1)
+class DiffusionLoraConfig(LoraSection):
     target_modules: list[str] = Field(default_factory=lambda: ["to_k", "to_q", "to_v", "to_out.0"],
                                       description="UNet layers to adapt (its attention projections).")
     train_text_encoder: bool = Field(default=False, description="An adapter on the text encoder too.")
     text_encoder_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"])
 
-    @field_validator("target_modules", "text_encoder_modules")
+    @field_validator("text_encoder_modules")
     @classmethod
-    def _some_modules(cls, value):
+    def _some_text_encoder_modules(cls, value):
         if not value:
             raise ValueError("name at least one module")
         return value
 
 
-class DiffusionTrainConfig(Section):
+class DiffusionTrainConfig(RunSection):
     output_dir: Path = Path("output/sd-lora")
     max_steps: int = Field(default=2000, ge=1, description="Optimizer steps (each `accumulate` batches).")
     epochs: float | None = Field(default=None, gt=0, description="Train this many passes over the images "
@@ -99,27 +96,23 @@ class DiffusionTrainConfig(Section):
     warmup_steps: int = Field(default=0, ge=0)
     weight_decay: float = Field(default=1e-2, ge=0)
     grad_clip: float = Field(default=1.0, gt=0)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        default="auto", description="auto: bf16 on a GPU that has it (else fp16), fp32 on the CPU.")
     grad_checkpointing: bool = Field(default=False, description="Less GPU memory for more time.")
     snr_gamma: float | None = Field(default=5.0, gt=0, description="Min-SNR loss weighting (None: plain MSE).")
     noise_offset: float = Field(default=0.0, ge=0)
-    seed: int = 0
-    checkpoint_steps: int = Field(default=250, ge=1)
-    checkpoints_kept: int = Field(default=2, ge=1)
+    save_steps: int = Field(default=250, ge=1, description="A checkpoint every this many steps.")
+    save_total_limit: int = Field(default=2, ge=1, description="Checkpoints kept (the newest).")
+    eval_steps: int = Field(default=250, ge=1, description="Sample images at the fixed prompts and the held-out "
+                            "loss every this many steps (and at the end).")
     logging_steps: int = Field(default=10, ge=1)
-    num_workers: int = Field(default=0, ge=0)
-    device: str = "auto"
 
 
 class DiffusionSampleConfig(Section):
-    """Images generated at fixed prompts and seeds while training (every `every` steps and at the end)
-    and by predict."""
+    """Images generated at fixed prompts and seeds while training (every `train.eval_steps` and at the
+    end) and by predict."""
 
     prompts: list[str] = Field(default_factory=lambda: ["a photo of a person's face, studio light",
                                                          "a close-up portrait photo"])
     negative_prompt: str = ""
-    every: int = Field(default=250, ge=1, description="Steps between sample images (0 images: empty prompts).")
     images_per_prompt: int = Field(default=1, ge=1)
     steps: int = Field(default=25, ge=1, description="Denoising steps.")
     guidance_scale: float = Field(default=7.5, ge=0)

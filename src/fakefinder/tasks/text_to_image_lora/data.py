@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fakefinder.config import ConfigError
 from fakefinder.core.errors import FakefinderError
 from fakefinder.media.images import IMAGE_EXTENSIONS, read_image
 from fakefinder.tasks.text_to_image_lora.config import DiffusionDataConfig
@@ -300,3 +301,36 @@ def read_prompts(path: Path) -> list[dict]:
         else:
             rows.append({"id": where, "prompt": line.strip(), "negative_prompt": None, "seed": None})
     return rows
+
+
+def dataset_settings(path: Path) -> dict:
+    """A folder of captioned images (metadata.jsonl or same-name .txt captions)."""
+    from fakefinder.media.images import IMAGE_EXTENSIONS
+
+    if not path.is_dir():
+        raise ConfigError(f"{path}: a text-to-image LoRA trains on a folder of captioned images")
+    if not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in path.rglob("*")):
+        raise ConfigError(f"{path} holds no image ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return {"diffusion.data.path": str(path)}
+
+
+def describe(path: Path) -> dict | None:
+    """Images with captions (metadata.jsonl, or a same-name .txt beside each image): captions checked as
+    training checks them; images are not decoded."""
+    from fakefinder.core.describe import described
+    from fakefinder.media.images import IMAGE_EXTENSIONS
+    from fakefinder.tasks.text_to_image_lora.config import DiffusionDataConfig
+
+    if not any(path.rglob("metadata.jsonl")):
+        images = {(p.parent, p.stem) for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS}
+        if not images or not any((p.parent, p.stem) in images for p in path.rglob("*.txt")):
+            return None
+    try:
+        items, report = read_folder(path, DiffusionDataConfig(), check_images=False)
+    except CaptionError as exc:
+        shown = "; ".join(str(p) for p in exc.problems[:3]) or str(exc)
+        return described("captioned_images", notes=[f"{len(exc.problems)} problem(s), e.g. {shown} (train with "
+                                                    "diffusion.data.bad_files=skip to leave them out)"], usable=False)
+    sources = ", ".join(f"{n} from {k}" for k, n in sorted(report.captions.items()))
+    return described("captioned_images", {"train": {"captioned": len(items)}},
+                     [f"{len(items)} captioned images ({sources})"])

@@ -18,6 +18,7 @@ from fakefinder.tasks.text_to_image_lora.config import RANDOM_BASE, DiffusionCon
 
 log = logging.getLogger(__name__)
 
+ADAPTER_NAME = "fakefinder"  # the name the artifact's adapter is loaded under in a pipeline
 ADAPTER = "adapter"  # the artifact's adapter folder: pytorch_lora_weights.safetensors
 LORA_FILE = "pytorch_lora_weights.safetensors"
 PIPELINE = "pipeline"  # a merged artifact: the whole pipeline with the adapter fused in
@@ -210,11 +211,11 @@ def add_adapters(parts: dict, cfg: DiffusionConfig) -> None:
     from peft import LoraConfig
 
     lora = cfg.lora
-    alpha = lora.alpha or lora.rank
+    alpha = lora.alpha or lora.r
 
     def attach(model, modules, key):
         try:
-            model.add_adapter(LoraConfig(r=lora.rank, lora_alpha=alpha, lora_dropout=lora.dropout,
+            model.add_adapter(LoraConfig(r=lora.r, lora_alpha=alpha, lora_dropout=lora.dropout,
                                          init_lora_weights="gaussian", target_modules=modules))
         except ValueError as exc:
             raise ConfigError(f"{key}={modules}: {exc}") from None
@@ -243,7 +244,7 @@ def set_adapter_state(model, state: dict[str, torch.Tensor], where: str) -> None
         set_peft_model_state_dict(model, state)
     except RuntimeError as exc:
         raise ConfigError(f"{where}: its LoRA weights do not fit this adapter ({str(exc).splitlines()[0]}); was "
-                          "diffusion.lora.rank changed?") from None
+                          "diffusion.lora.r changed?") from None
 
 
 def save_lora(folder: Path, unet, text_encoder=None) -> Path:
@@ -298,7 +299,7 @@ def read_artifact_config(path: Path) -> tuple[DiffusionConfig, dict]:
     if artifact.kind != "text_to_image_lora":
         raise ConfigError(f"{path}: holds a {artifact.kind} model, not a text-to-image LoRA")
     meta = dict(artifact.architecture)
-    cfg, ignored = section_from_saved(DiffusionConfig, meta.get("diffusion", {}), f"{path}/model.json")
+    cfg, ignored = section_from_saved(DiffusionConfig, meta.get("diffusion", {}), f"{path}/model.json", "diffusion")
     if ignored:
         log.warning("%s: settings this version does not know were ignored: %s", path, ignored)
     return cfg, meta
@@ -325,7 +326,7 @@ def artifact_pipeline(path: Path, device, dtype: torch.dtype = torch.float32):
         if quiet:
             diffusers_logging.set_verbosity_error()
         try:
-            pipeline.load_lora_weights(str(path / ADAPTER), adapter_name="fakefinder", weight_name=LORA_FILE,
+            pipeline.load_lora_weights(str(path / ADAPTER), adapter_name=ADAPTER_NAME, weight_name=LORA_FILE,
                                        use_safetensors=True)
         finally:
             diffusers_logging.set_verbosity(level)

@@ -13,18 +13,17 @@ import json
 import math
 import os
 import shutil
-import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from fakefinder.config import Config, ConfigError, save_config
+from fakefinder.config import Config, ConfigError, renamed_flat
 from fakefinder.core.checkpoint import load_checkpoint, save_checkpoint
-from fakefinder.core.events import as_events
 from fakefinder.core.files import atomic_write_json
-from fakefinder.core.runlock import clear_run, guarded_run
-from fakefinder.engine.hf import stop_on_signals, trainer_device
+from fakefinder.core.results import TrainSummary
+from fakefinder.engine.run import PRECISION_DTYPES, Run
 from fakefinder.tasks.text_to_image_lora.config import RANDOM_BASE, DiffusionConfig
 from fakefinder.tasks.text_to_image_lora.data import CaptionedImages, collate, epoch_batches, read_folder, split_off
 from fakefinder.tasks.text_to_image_lora.model import (
@@ -32,6 +31,7 @@ from fakefinder.tasks.text_to_image_lora.model import (
     set_sampler,
 )
 
+KIND = "text_to_image_lora"
 RUN_FILES = ("checkpoints", "model", "samples")  # what shows that an output folder holds a run
 STAGE = "diffusion train"
 
@@ -58,19 +58,6 @@ def read_splits(cfg: DiffusionConfig, events) -> tuple[list, list, dict]:
             events.warning(f"{name}: {len(problems)} file(s) left out ({shown}{'; ...' if len(problems) > 10 else ''})",
                            "train")
     return items, held, reports
-
-
-def resolve_precision(wanted: str, device: str) -> str:
-    if wanted == "auto":
-        if not device.startswith("cuda"):
-            return "fp32"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if wanted == "fp16" and not device.startswith("cuda"):
-        raise ConfigError("diffusion.train.precision=fp16 needs a CUDA GPU; use bf16 or fp32")
-    return wanted
-
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def encode_prompts(parts: dict, captions: list[str], device) -> torch.Tensor:
@@ -182,6 +169,7 @@ def run_fingerprint(cfg: DiffusionConfig, items: list) -> dict:
 def check_fingerprint(folder: Path, saved: dict | None, now: dict) -> None:
     if saved is None:
         return
+    saved = renamed_flat(saved)  # written before keys were renamed: compared under today's names
     changed = [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
     if changed:
         raise ConfigError(f"resume: {folder} was written with other settings ({'; '.join(changed[:8])}); resume with "
@@ -207,7 +195,7 @@ def write_checkpoint(output: Path, step: int, parts: dict, optimizer, schedule, 
                                                 "recent_losses": recent})
     shutil.rmtree(folder, ignore_errors=True)
     staging.rename(folder)
-    for old in checkpoint_dirs(output)[: -cfg.train.checkpoints_kept]:
+    for old in checkpoint_dirs(output)[: -cfg.train.save_total_limit]:
         shutil.rmtree(old, ignore_errors=True)
     return folder
 
@@ -292,16 +280,15 @@ def write_samples(parts: dict, cfg: DiffusionConfig, folder: Path, device, dtype
 # training
 
 
-def train(config: Config, resume: bool | str = False, overwrite: bool = False, events=None) -> dict:
-    """Train as configured; returns a summary (paths, losses, data report). A folder that holds a run
-    is refused unless resumed or `overwrite`; the folder's lock is held while it runs."""
+def train(config: Config, resume: bool | str = False, overwrite: bool = False, events=None) -> TrainSummary:
+    """Train as configured inside the run block (`engine.run`: the folder's lock, a finished run
+    refused unless resumed or `overwrite`, seeds, signals, device and precision, trackers)."""
+    from fakefinder.tasks.registry import get_task
+
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("text_to_image_lora trains in one process (one GPU, or the CPU); launch without torchrun")
-    output = Path(config.diffusion.train.output_dir)
-    events = as_events(events)
-    with guarded_run(output, RUN_FILES, bool(resume), overwrite, "a text-to-image LoRA run",
-                     "fakefinder train (text-to-image LoRA)", events):
-        return _train(config, resume, events, overwrite and not resume)
+    with Run(get_task(config.task), config, RUN_FILES, "a text-to-image LoRA run", resume, overwrite, events) as run:
+        return _train(config, run)
 
 
 class EpochBatches:
@@ -344,30 +331,45 @@ def planned_steps(cfg: DiffusionConfig, images: int) -> int:
     return max(1, math.ceil(t.epochs * batches / t.accumulate))
 
 
-def _train(config: Config, resume: bool | str, events, overwrite: bool) -> dict:
+@dataclass
+class _Fit:
+    """What the loop carries from step to step."""
+
+    parts: dict
+    groups: list
+    optimizer: torch.optim.Optimizer
+    schedule: object
+    scaler: torch.amp.GradScaler | None
+    steps: int
+    step: int = 0
+    history: list = field(default_factory=list)
+    recent: list = field(default_factory=list)  # losses of the steps not logged yet
+    side: float = 0.0  # seconds spent on samples, held-out losses and checkpoints
+
+    @property
+    def params(self) -> list:
+        return [p for group in self.groups for p in group["params"]]
+
+
+def _frozen_dtype(cfg: DiffusionConfig, run) -> torch.dtype:
+    """What the frozen weights are held in: the run's precision on a GPU (auto), else as configured."""
+    if cfg.model.dtype == "auto":
+        return PRECISION_DTYPES[run.precision] if run.device.type == "cuda" else torch.float32
+    frozen = PRECISION_DTYPES.get(cfg.model.dtype, torch.float32)
+    if frozen != torch.float32 and run.device.type != "cuda":
+        raise ConfigError(f"diffusion.model.dtype={cfg.model.dtype} needs a CUDA GPU; use fp32 on the CPU")
+    return frozen
+
+
+def _set_up(cfg: DiffusionConfig, parts: dict, run, frozen: torch.dtype, images: int) -> _Fit:
+    """Adapters on the frozen base (fp32 adapters), the optimizer over them, the schedule."""
     from diffusers.optimization import get_scheduler
 
-    cfg: DiffusionConfig = config.diffusion
     t = cfg.train
-    output = Path(t.output_dir)
-    items, held, reports = read_splits(cfg, events)
-    device = torch.device(trainer_device(t.device))
-    precision = resolve_precision(t.precision, device.type)
-    compute = DTYPES[precision]
-    frozen = compute if cfg.model.dtype == "auto" and device.type == "cuda" else DTYPES.get(cfg.model.dtype,
-                                                                                              torch.float32)
-    if frozen != torch.float32 and device.type != "cuda":
-        raise ConfigError(f"diffusion.model.dtype={cfg.model.dtype} needs a CUDA GPU; use fp32 on the CPU")
-    output.mkdir(parents=True, exist_ok=True)
-    save_config(config, output / "config.yaml")
-    source = base_source(cfg, output)
-    parts = load_components(source, cfg.model.revision, cfg.model.variant)
-    if overwrite:  # only now: a config or base that fails to load never costs the old run
-        clear_run(output, RUN_FILES)
     torch.manual_seed(t.seed)
     add_adapters(parts, cfg)
     for name in ("vae", "text_encoder", "unet"):
-        parts[name].to(device) if frozen == torch.float32 else parts[name].to(device, dtype=frozen)
+        parts[name].to(run.device) if frozen == torch.float32 else parts[name].to(run.device, dtype=frozen)
     trained = [parts["unet"]] + ([parts["text_encoder"]] if cfg.lora.train_text_encoder else [])
     for model in trained:
         for parameter in model.parameters():
@@ -385,123 +387,156 @@ def _train(config: Config, resume: bool | str, events, overwrite: bool) -> dict:
     if cfg.lora.train_text_encoder:
         groups.append({"params": [p for p in parts["text_encoder"].parameters() if p.requires_grad],
                        "lr": (t.text_encoder_lr or t.lr) * scale})
-    trainable = sum(p.numel() for g in groups for p in g["params"])
-    total_params = sum(p.numel() for m in ("unet", "text_encoder", "vae") for p in parts[m].parameters())
     optimizer = torch.optim.AdamW(groups, weight_decay=t.weight_decay)
-    steps = planned_steps(cfg, len(items))
+    steps = planned_steps(cfg, images)
     schedule = get_scheduler(t.scheduler, optimizer, num_warmup_steps=t.warmup_steps, num_training_steps=steps)
-    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-    step, history, carried = 0, [], []
-    fingerprint = run_fingerprint(cfg, items)
-    for leftover in (output / "checkpoints").glob(".step-*.partial-*"):  # cut off by a kill while written
+    scaler = torch.amp.GradScaler("cuda") if run.precision == "fp16" else None
+    return _Fit(parts, groups, optimizer, schedule, scaler, steps)
+
+
+def _resume(run, fit: _Fit, cfg: DiffusionConfig, fingerprint: dict) -> None:
+    """The latest complete checkpoint (or the one --resume-from names) read into `fit`."""
+    for leftover in (run.folder / "checkpoints").glob(".step-*.partial-*"):  # cut off by a kill while written
         shutil.rmtree(leftover, ignore_errors=True)
-    if resume:
-        chosen = Path(resume) if isinstance(resume, (str, Path)) else (checkpoint_dirs(output) or [None])[-1]
-        if chosen is None:
-            events.log(f"nothing to resume in {output} (no complete checkpoint): a fresh run", "train")
-        else:
-            if not (chosen / "state.json").is_file():
-                raise ConfigError(f"resume: {chosen} is not a complete checkpoint (no state.json)")
-            check_fingerprint(chosen, json.loads((chosen / "state.json").read_text()).get("settings"), fingerprint)
-            state = read_checkpoint(chosen, parts, optimizer, schedule, scaler, cfg)
-            step, history = int(state["step"]), list(state.get("history", []))
-            carried = list(state.get("recent_losses", []))  # losses of steps not logged yet
-            events.log(f"resuming from {chosen} (step {step} of {steps})", "train")
+    chosen = run.checkpoint(lambda folder: (checkpoint_dirs(folder) or [None])[-1])
+    if chosen is None:
+        return
+    if not (chosen / "state.json").is_file():
+        raise ConfigError(f"resume: {chosen} is not a complete checkpoint (no state.json)")
+    check_fingerprint(chosen, json.loads((chosen / "state.json").read_text()).get("settings"), fingerprint)
+    state = read_checkpoint(chosen, fit.parts, fit.optimizer, fit.schedule, fit.scaler, cfg)
+    fit.step, fit.history = int(state["step"]), list(state.get("history", []))
+    fit.recent = list(state.get("recent_losses", []))
+    run.events.log(f"step {fit.step} of {fit.steps} done", "train")
+
+
+def _optimizer_step(fit: _Fit, cfg: DiffusionConfig, run, batches) -> tuple[float, float]:
+    """One optimizer step over `accumulate` batches: (the summed loss, the gradient norm)."""
+    t, device = cfg.train, run.device
+    fit.optimizer.zero_grad(set_to_none=True)
+    loss_sum = 0.0
+    for micro in range(t.accumulate):
+        batch = next(batches)
+        torch.manual_seed(step_seed(t.seed, fit.step, micro))  # dropout, if any
+        generator = torch.Generator(device).manual_seed(step_seed(t.seed, fit.step, micro))
+        with run.autocast():
+            with torch.set_grad_enabled(cfg.lora.train_text_encoder):
+                hidden = encode_prompts(fit.parts, batch["captions"], device)
+            loss = denoising_loss(fit.parts, batch["pixels"].to(device), hidden, generator, None, t.snr_gamma,
+                                  t.noise_offset) / t.accumulate
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {float(loss)} at step {fit.step + 1}; lower diffusion.train.lr or use "
+                                     "fp32 (checkpoints before this step are intact)")
+        (fit.scaler.scale(loss) if fit.scaler is not None else loss).backward()
+        loss_sum += float(loss.detach())
+    if fit.scaler is not None:
+        fit.scaler.unscale_(fit.optimizer)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(fit.params, t.grad_clip))
+    skipped = False
+    if fit.scaler is not None:
+        before = fit.scaler.get_scale()
+        fit.scaler.step(fit.optimizer)
+        fit.scaler.update()
+        skipped = fit.scaler.get_scale() < before  # an inf/NaN gradient: no update, the schedule waits
+    else:
+        fit.optimizer.step()
+    if not skipped:
+        fit.schedule.step()
+    return loss_sum, grad_norm
+
+
+def _after_step(fit: _Fit, cfg: DiffusionConfig, run, held_set, fingerprint: dict, grad_norm: float,
+                per_epoch: int) -> None:
+    """What a step ends with: its logged row (and the held-out loss at an evaluation step), sample
+    images at an evaluation step, a checkpoint at a save step, at the end and on a stop."""
+    t, events, step = cfg.train, run.events, fit.step
+    evaluation = step % t.eval_steps == 0 and step != fit.steps
+    if step % t.logging_steps == 0 or step == fit.steps or evaluation:
+        row = {"loss": sum(fit.recent) / len(fit.recent), "lr": fit.schedule.get_last_lr()[0], "grad_norm": grad_norm}
+        fit.recent = []
+        if evaluation:
+            aside = time.perf_counter()
+            row["val_loss"] = held_out_loss(fit.parts, held_set, cfg.eval.timesteps, t.seed, run.device,
+                                            max(4, t.batch_size), run.autocast)
+            fit.side += time.perf_counter() - aside
+        epoch = (step * t.accumulate) / per_epoch
+        fit.history.append({"step": step, "epoch": epoch, **row})
+        events.metrics("val" if evaluation else "train", row, step=step, total=fit.steps, epoch=round(epoch, 4),
+                       epochs=t.epochs)
+    aside = time.perf_counter()
+    if evaluation:
+        written = write_samples(fit.parts, cfg, run.folder / "samples" / f"step-{step:06d}", run.device,
+                                PRECISION_DTYPES[run.precision])
+        if written:
+            events.log(f"step {step}: {len(written)} sample image(s) in {written[0].parent}", "train")
+    if step % t.save_steps == 0 or step == fit.steps or run.stop.is_set():
+        write_checkpoint(run.folder, step, fit.parts, fit.optimizer, fit.schedule, fit.scaler, fit.history, cfg,
+                         fingerprint, fit.recent)
+    fit.side += time.perf_counter() - aside
+
+
+def _train(config: Config, run) -> TrainSummary:
+    cfg: DiffusionConfig = config.diffusion
+    t, events, output = cfg.train, run.events, run.folder
+    items, held, reports = read_splits(cfg, events)
+    frozen = _frozen_dtype(cfg, run)
+    output.mkdir(parents=True, exist_ok=True)
+    source = base_source(cfg, output)
+    parts = load_components(source, cfg.model.revision, cfg.model.variant)
+    run.start()  # only now: a config or base that fails to load never costs the old run
+    fit = _set_up(cfg, parts, run, frozen, len(items))
+    fingerprint = run_fingerprint(cfg, items)
+    _resume(run, fit, cfg, fingerprint)
     dataset = CaptionedImages(items, cfg.data, t.seed)
     held_set = CaptionedImages(held, cfg.data, t.seed, train=False)
-    batches_per_epoch = math.ceil(len(items) / t.batch_size)
-    events.log(f"LoRA rank {cfg.lora.rank} on {'a random base' if cfg.model.base == RANDOM_BASE else cfg.model.base}: "
+    per_epoch = math.ceil(len(items) / t.batch_size)
+    trainable = sum(p.numel() for p in fit.params)
+    total_params = sum(p.numel() for m in ("unet", "text_encoder", "vae") for p in parts[m].parameters())
+    events.log(f"LoRA rank {cfg.lora.r} on {'a random base' if cfg.model.base == RANDOM_BASE else cfg.model.base}: "
                f"{trainable:,} trainable of {total_params:,} parameters; {len(items)} training images, {len(held)} "
-               f"held out; {steps} steps of {t.batch_size} x {t.accumulate}; {precision} on {device}", "train")
-
-    def autocast():
-        return torch.autocast(device.type, dtype=compute, enabled=precision != "fp32")
-
-    loader = batch_stream(dataset, t.batch_size, t.seed, step * t.accumulate, t.num_workers)
-    batches = iter(loader)
-    stop = threading.Event()
-    running = events.stage(STAGE, total=steps, step=step)
-    started = time.perf_counter()
-    first_step, recent, side = step, carried, 0.0  # side: seconds of samples, held-out loss, checkpoints
+               f"held out; {fit.steps} steps of {t.batch_size} x {t.accumulate}; {run.precision} on {run.device}",
+               "train")
+    batches = iter(batch_stream(dataset, t.batch_size, t.seed, fit.step * t.accumulate, t.num_workers))
+    running = events.stage(STAGE, total=fit.steps, step=fit.step)
+    started, first_step = time.perf_counter(), fit.step
     try:
-        with stop_on_signals(stop, events):
-            while step < steps and not stop.is_set():
-                optimizer.zero_grad(set_to_none=True)
-                loss_sum = 0.0
-                for micro in range(t.accumulate):
-                    batch = next(batches)
-                    torch.manual_seed(step_seed(t.seed, step, micro))  # dropout, if any
-                    generator = torch.Generator(device).manual_seed(step_seed(t.seed, step, micro))
-                    with autocast():
-                        with torch.set_grad_enabled(cfg.lora.train_text_encoder):
-                            hidden = encode_prompts(parts, batch["captions"], device)
-                        loss = denoising_loss(parts, batch["pixels"].to(device), hidden, generator, None, t.snr_gamma,
-                                              t.noise_offset) / t.accumulate
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"loss is {float(loss)} at step {step + 1}; lower diffusion.train.lr or use "
-                                                 "fp32 (checkpoints before this step are intact)")
-                    (scaler.scale(loss) if scaler is not None else loss).backward()
-                    loss_sum += float(loss.detach())
-                params = [p for g in groups for p in g["params"]]
-                if scaler is not None:
-                    scaler.unscale_(optimizer)
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip))
-                skipped = False
-                if scaler is not None:
-                    before = scaler.get_scale()
-                    scaler.step(optimizer)
-                    scaler.update()
-                    skipped = scaler.get_scale() < before  # an inf/NaN gradient: no update, the schedule waits
-                else:
-                    optimizer.step()
-                if not skipped:
-                    schedule.step()
-                step += 1
-                recent.append(loss_sum)
-                running.advance(1)
-                sample_step = bool(cfg.sample.every) and step % cfg.sample.every == 0 and step != steps
-                if step % t.logging_steps == 0 or step == steps or sample_step:
-                    row = {"step": step, "epoch": (step * t.accumulate) / batches_per_epoch,
-                           "loss": sum(recent) / len(recent), "lr": schedule.get_last_lr()[0], "grad_norm": grad_norm}
-                    recent = []
-                    if sample_step:
-                        aside = time.perf_counter()
-                        row["val_loss"] = held_out_loss(parts, held_set, cfg.eval.timesteps, t.seed, device,
-                                                        max(4, t.batch_size), autocast)
-                        side += time.perf_counter() - aside
-                    history.append(row)
-                    events.metrics("diffusion", row)
-                aside = time.perf_counter()
-                if sample_step:
-                    written = write_samples(parts, cfg, output / "samples" / f"step-{step:06d}", device, compute)
-                    if written:
-                        events.log(f"step {step}: {len(written)} sample image(s) in {written[0].parent}", "train")
-                if step % t.checkpoint_steps == 0 or step == steps or stop.is_set():
-                    write_checkpoint(output, step, parts, optimizer, schedule, scaler, history, cfg, fingerprint,
-                                     recent)
-                side += time.perf_counter() - aside
+        while fit.step < fit.steps and not run.stop.is_set():
+            loss, grad_norm = _optimizer_step(fit, cfg, run, batches)
+            fit.step += 1
+            fit.recent.append(loss)
+            running.advance(1)
+            _after_step(fit, cfg, run, held_set, fingerprint, grad_norm, per_epoch)
     finally:
         del batches  # the loader's worker processes end with their iterator
     events.end(running)
     seconds = time.perf_counter() - started
-    done = step - first_step
-    summary = {"output": str(output), "steps": step, "planned_steps": steps, "seconds": seconds,
-               "images_per_second": done * t.batch_size * t.accumulate / (seconds - side) if done and seconds > side
-               else None, "side_seconds": side,
-               "parameters": {"trainable": trainable, "total": total_params}, "data": reports,
-               "precision": precision, "history": history,
-               "train_loss": history[-1]["loss"] if history else None}
-    if step < steps:
-        events.log(f"stopped at step {step}: checkpoint saved (resume with --resume)", "train")
-        return {**summary, "model": None, "stopped": "interrupted", "eval": {}}
-    val_loss = held_out_loss(parts, held_set, cfg.eval.timesteps, t.seed, device, max(4, t.batch_size), autocast)
-    written = write_samples(parts, cfg, output / "samples" / "final", device, compute)
+    done = fit.step - first_step
+    summary = {"planned_steps": fit.steps, "side_seconds": fit.side, "precision": run.precision, "data": reports,
+               "images_per_second": done * t.batch_size * t.accumulate / (seconds - fit.side)
+               if done and seconds > fit.side else None, "parameters": {"trainable": trainable, "total": total_params},
+               "train_loss": fit.history[-1]["loss"] if fit.history else None}
+    if fit.step < fit.steps:
+        events.log(f"stopped at step {fit.step}: checkpoint saved (resume with --resume)", "train")
+        return TrainSummary(KIND, output, None, "interrupted", steps=fit.step, seconds=seconds, history=fit.history,
+                            details={**summary, "eval": {}})
+    return _finish(config, run, fit, source, held, held_set, seconds, summary)
+
+
+def _finish(config: Config, run, fit: _Fit, source, held: list, held_set, seconds: float, summary: dict):
+    """The finished run: its held-out loss and final samples, the artifact, the summary."""
+    cfg, t, output, events = config.diffusion, config.diffusion.train, run.folder, run.events
+    val_loss = held_out_loss(fit.parts, held_set, cfg.eval.timesteps, t.seed, run.device, max(4, t.batch_size),
+                             run.autocast)
+    written = write_samples(fit.parts, cfg, output / "samples" / "final", run.device, PRECISION_DTYPES[run.precision])
     metrics = {"val_loss": val_loss, "held_out_images": len(held)}
-    model_dir = save_artifact(parts, cfg, source, output / "model", config,
-                              {"steps": step, "train_loss": summary["train_loss"], "eval": metrics, "data": reports,
-                               "samples": [str(p) for p in written]})
-    events.result("train", {k: v for k, v in summary.items() if k != "history"} | {"eval": metrics},
-                  f"trained {step} steps in {seconds:.0f} s; held-out loss "
+    model_dir = save_artifact(fit.parts, cfg, source, output / "model", config,
+                              {"steps": fit.step, "train_loss": summary["train_loss"], "eval": metrics,
+                               "data": summary["data"], "samples": [str(p) for p in written]})
+    trained = TrainSummary(KIND, output, Path(model_dir), "completed", "val_loss" if val_loss is not None else None,
+                           val_loss, None, None, fit.step, seconds, fit.history,
+                           {**summary, "eval": metrics, "samples": [str(p) for p in written]})
+    events.result("train", trained.to_dict(),
+                  f"trained {fit.step} steps in {seconds:.0f} s; held-out loss "
                   f"{val_loss if val_loss is not None else float('nan'):.4f}; model: {model_dir}"
                   + (f"; samples: {written[0].parent}" if written else ""))
-    return {**summary, "model": str(model_dir), "stopped": None, "eval": metrics, "samples": [str(p) for p in written]}
+    return trained

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from fakefinder.config import ConfigError
+from fakefinder.config import Config, ConfigError
 from fakefinder.core.errors import FakefinderError
 from fakefinder.tasks.object_detector.config import IMAGE_EXTENSIONS
 
@@ -354,3 +354,67 @@ def data_dict(staged_yaml: Path) -> dict:
         if split in spec:
             data[split] = str(root / spec[split])
     return data
+
+
+def dataset_settings(path: Path) -> dict:
+    from fakefinder.tasks.object_detector.data import find_data_yaml
+
+    return {"detector.data.path": str(find_data_yaml(path))}
+
+
+def describe(path: Path) -> dict | None:
+    """data.yaml with images/ and labels/: images, background images and boxes per split and class
+    (labels checked as training checks them; images not decoded)."""
+    from fakefinder.core.describe import READ_ERRORS, described
+
+    if not any((path / name).is_file() for name in ("data.yaml", "data.yml", "dataset.yaml")):
+        return None
+    try:
+        dataset = read_dataset(path, check_images=False, confine=True)
+    except LabelError as exc:
+        listed = [f"{p['file']}:{p['line']}: {p['message']}" for p in exc.report["listed"]
+                  if p["kind"] in ("malformed", "unknown_class", "out_of_range")]
+        splits = {s: dict(c["per_class"]) for s, c in exc.report["splits"].items()}
+        return described("yolo", splits, [f"{len(listed)} bad label line(s), e.g. {'; '.join(listed[:3])} (train "
+                                          "with detector.data.bad_labels=skip to leave their images out)"], False)
+    except READ_ERRORS as exc:
+        return described("yolo", notes=[str(exc)], usable=False)
+    notes = list(dataset.notes)
+    orphans = sum(p.kind == "orphan_label" for p in dataset.problems)
+    if orphans:
+        notes.append(f"{orphans} label file(s) without an image")
+    notes += [f"{s}: {c['images']} images ({c['background']} background), {c['boxes']} boxes"
+              for s, c in dataset.counts.items()]
+    return described("yolo", {s: dict(c["per_class"]) for s, c in dataset.counts.items()}, notes)
+
+
+def checked_dataset(config: Config, events, splits=("train", "val"), report_to: Path | None = None):
+    """The dataset read and checked; the report written to `report_to` (label_report.json), each
+    problem warned with file and line."""
+    from fakefinder.core.files import atomic_write_json
+
+    d = config.detector.data
+    if d.path is None:
+        raise ConfigError("detector.data.path is required: a YOLO dataset's data.yaml or its folder")
+    try:
+        dataset = read_dataset(d.path, d.bad_labels, d.check_images, splits, d.confine)
+    except LabelError as exc:
+        if report_to is not None:
+            atomic_write_json(report_to, exc.report)
+        raise
+    report = dataset.report()
+    if report_to is not None:
+        atomic_write_json(report_to, report)
+    for note in dataset.notes:
+        events.warning(note, "train")
+    by_kind: dict[str, list] = {}
+    for problem in dataset.problems:
+        by_kind.setdefault(problem.kind, []).append(problem)
+    for kind, found in by_kind.items():
+        shown = "; ".join(str(p) for p in found[:10])
+        events.warning(f"{len(found)} {kind.replace('_', ' ')}(s){' (left out)' if kind != 'orphan_label' else ''}: "
+                       f"{shown}{' ...' if len(found) > 10 else ''}", "train")
+    for split, c in report["splits"].items():
+        events.log(f"{split}: {c['images']} images ({c['background']} background, {c['left_out']} left out), "
+                   f"{c['boxes']} boxes: " + ", ".join(f"{k} {v}" for k, v in c["per_class"].items()), "train")
+    return dataset

@@ -1,11 +1,9 @@
-"""DX-LLaVA inference: the head's probability, a generated explanation and the label parsed from
-it, for face crops, LLaVA JSON test sets (evaluate) and images/videos (predict)."""
+"""DX-LLaVA answering: the head's probability, a generated explanation and the label parsed from it,
+for face crops (`Explainer`) and for images and videos through the shared predict loop
+(`ExplainerPredictor`)."""
 
 from __future__ import annotations
 
-import csv
-import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,10 +11,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fakefinder.config import Config, ConfigError
-from fakefinder.tasks.dx_llava.data import Collator, Conversation, derive_label, load_image, read_samples
+from fakefinder.config import Config
+from fakefinder.tasks.dx_llava.data import Collator, Conversation, derive_label, load_image
 from fakefinder.tasks.dx_llava.model import load_model
-from fakefinder.core.files import atomic_write, atomic_write_text
 from fakefinder.engine.predict import FilePredictor
 
 DEFAULT_QUESTION = "<image>\nIs this face real or fake? Explain what you see."
@@ -110,55 +107,6 @@ def _pick_device(name: str) -> str:
     return name
 
 
-def evaluate(checkpoint: str | Path, json_path: str | Path, image_folder: str | Path | None, output_dir: str | Path,
-             max_samples: int | None = None, generate: bool = True, explain_max: int | None = None,
-             device: str = "auto", batch_size: int = 8) -> dict:
-    """Head (accuracy, macro-F1, AUC at 0.5) and text answer (accuracy, macro-F1 over parsed answers,
-    unparsed count) on a LLaVA JSON set; writes metrics.json and predictions.csv."""
-    from fakefinder.engine.metrics import binary_metrics
-
-    explainer = Explainer.load(checkpoint, _pick_device(device))
-    samples, report = read_samples(json_path, image_folder, "skip", max_samples)
-    labelled = [s for s in samples if s.binary_label >= 0]
-    if not labelled:
-        raise ConfigError(f"{json_path}: no sample has a known real/fake label")
-    started = time.perf_counter()
-    question = labelled[0].turns[0][0]
-    images = [s.image for s in labelled]
-    head = explainer.head_probabilities(images, question, batch_size)
-    head_seconds = time.perf_counter() - started
-    truth = np.array([s.binary_label for s in labelled])
-    metrics = {"checkpoint": str(checkpoint), "data": str(json_path), "n": len(labelled),
-               "head": {k: binary_metrics(truth, head, 0.5)[k] for k in ("accuracy", "macro_f1", "auc", "ap", "confusion")},
-               "seconds": {"head": round(head_seconds, 2)}}
-    rows = [{"id": s.id, "label": s.binary_label, "probability": float(p)} for s, p in zip(labelled, head)]
-    if generate:
-        subset = labelled if explain_max is None else labelled[:explain_max]
-        started = time.perf_counter()
-        explained = explainer.explain([s.image for s in subset], question, max(1, batch_size // 2))
-        metrics["seconds"]["generate"] = round(time.perf_counter() - started, 2)
-        parsed = [(s.binary_label, e["text_label"]) for s, e in zip(subset, explained) if e["text_label"] is not None]
-        metrics["text"] = {"n": len(subset), "parsed": len(parsed), "unparsed": len(subset) - len(parsed)}
-        if parsed:
-            t, p = np.array(parsed).T
-            from sklearn.metrics import f1_score
-
-            metrics["text"]["accuracy"] = float((t == p).mean())
-            metrics["text"]["accuracy_counting_unparsed_as_wrong"] = float((t == p).sum() / len(subset))
-            metrics["text"]["macro_f1"] = float(f1_score(t, p, average="macro", labels=[0, 1], zero_division=0))
-        agreements = [e["agree"] for e in explained if e["agree"] is not None]
-        metrics["agreement"] = float(np.mean(agreements)) if agreements else None
-        for row, e in zip(rows, explained):
-            row.update(explanation=e["explanation"], text_label=e["text_label"], agree=e["agree"])
-    output = Path(output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output / "metrics.json", json.dumps(metrics, indent=2, default=float))
-    frame = pd.DataFrame(rows)
-    atomic_write(output / "predictions.csv", lambda h: frame.to_csv(h, index=False, quoting=csv.QUOTE_MINIMAL))
-    metrics["predictions"] = str(output / "predictions.csv")
-    return metrics
-
-
 class ExplainerPredictor(FilePredictor):
     """`fakefinder predict` with a DX-LLaVA model: the head's probability per face aggregated per
     file, and one explanation per file (for its most suspicious face) with the label parsed from it
@@ -168,6 +116,7 @@ class ExplainerPredictor(FilePredictor):
 
     def __init__(self, artifact, device, config: Config) -> None:
         self.path = artifact.path
+        self.kind = artifact.kind
         self.explainer = Explainer.load(artifact.path, _pick_device(str(device)), config.dx_llava.max_new_tokens)
         self.preprocessing = artifact.preprocessing
         self.threshold = 0.5

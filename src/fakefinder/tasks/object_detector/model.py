@@ -340,7 +340,7 @@ def trainer_class(spec: dict, data: dict, output: Path, start: dict | None, resu
             if not (loss_nan or fitness_nan) or epoch == self.start_epoch:
                 return False
             raise RuntimeError(f"{'loss' if loss_nan else 'fitness'} is NaN/Inf at epoch {epoch + 1}; resume from "
-                               f"the last checkpoint ({output / CHECKPOINT / 'last'}) with a lower detector.train.lr0")
+                               f"the last checkpoint ({output / CHECKPOINT / 'last'}) with a lower detector.train.lr")
 
         def validate(self):
             if self.interrupted:  # a cut-off epoch is neither validated nor saved
@@ -442,3 +442,13 @@ def without_integrations(cls):
 
     Own.__name__ = cls.__name__
     return Own
+
+
+def yolo_device(device) -> str:
+    """A torch device as Ultralytics names it: cpu, or the GPU's index."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return str(device.index or 0)
+    return device.type

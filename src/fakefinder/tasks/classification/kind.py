@@ -1,0 +1,27 @@
+"""What the two kinds of the timm classification family share as kinds: the run settings in the
+shared `train` section, DDP / DeepSpeed on several processes, ONNX / TorchScript export with a
+parity check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from fakefinder.tasks.base import Exported, Kind
+
+
+class ClassificationKind(Kind):
+    run_section: ClassVar[str] = "train"
+    reads: ClassVar[tuple[str, ...]] = ("data", "model", "augment", "train", "evaluate", "predict")
+    option_sections: ClassVar[tuple[str, ...]] = ("train", "model", "augment")
+    multi_process: ClassVar[bool] = True
+
+    def export(self, artifact: Path, output: Path, merged: bool = False, tolerance: float = 1e-4) -> Exported:
+        """`output` ending in .onnx: ONNX, else TorchScript; its logits checked against PyTorch's."""
+        from fakefinder.config import ConfigError
+        from fakefinder.tasks.classification.export import export
+
+        if merged:
+            raise ConfigError(f"--merged: {self.name} models have no adapter to merge")
+        report = export(artifact, output, tolerance=tolerance)
+        return Exported(report.path, f"max |logit difference| {report.max_abs_diff:.2e} over {report.samples} inputs")

@@ -20,6 +20,7 @@ by a newer format version is refused with that reason.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -138,14 +139,11 @@ def read_artifact(path: str | Path) -> Artifact:
     return Artifact(folder, meta)
 
 
-def write_artifact(folder: str | Path, kind: str, architecture: dict, classes: list[str], preprocessing: dict,
-                   weights: dict | None = None, threshold: float | None = None, training: dict | None = None,
-                   extra: dict | None = None) -> Artifact:
-    """Write an artifact folder whole: into a sibling temporary folder, then swapped into place, so a
-    reader never sees new weights beside an old model.json. `weights` (name -> tensor) go to
-    model.safetensors; `extra` maps more file names to writers `fn(folder)` (kinds with more parts)."""
-    from safetensors.torch import save_file
-
+@contextlib.contextmanager
+def staged(folder: str | Path):
+    """`with staged(folder) as staging:` write an artifact's files into `staging` (a sibling temporary
+    folder); when the block ends, it is swapped into place whole, so a reader never sees new weights
+    beside an old model.json and a run killed while writing leaves the previous artifact intact."""
     folder = Path(folder)
     if folder.exists() and not (folder / META_FILE).is_file() and (not folder.is_dir() or any(folder.iterdir())):
         raise ArtifactError(f"{folder} exists and is not a model artifact: an artifact replaces only an artifact; "
@@ -153,6 +151,21 @@ def write_artifact(folder: str | Path, kind: str, architecture: dict, classes: l
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))
     try:
+        yield staging
+        _swap_into_place(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def write_artifact(folder: str | Path, kind: str, architecture: dict, classes: list[str], preprocessing: dict,
+                   weights: dict | None = None, threshold: float | None = None, training: dict | None = None,
+                   extra: dict | None = None) -> Artifact:
+    """Write an artifact folder whole (see `staged`): `weights` (name -> tensor) go to
+    model.safetensors; `extra` maps more file names to writers `fn(path)` (kinds with more parts)."""
+    from safetensors.torch import save_file
+
+    with staged(folder) as staging:
         files = []
         if weights is not None:
             save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(staging / WEIGHTS_FILE))
@@ -161,11 +174,7 @@ def write_artifact(folder: str | Path, kind: str, architecture: dict, classes: l
             write(staging / name)
             files.append(name)
         meta = write_model_json(staging, kind, architecture, classes, preprocessing, threshold, training, files)
-        _swap_into_place(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return Artifact(folder, meta)
+    return Artifact(Path(folder), meta)
 
 
 def write_model_json(folder: Path, kind: str, architecture: dict, classes: list[str], preprocessing: dict,

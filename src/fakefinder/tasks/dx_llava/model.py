@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fakefinder.config import Config, ConfigError, config_to_yaml
-from fakefinder.core.artifact import write_model_json
+from fakefinder.core.artifact import staged, write_model_json
 from fakefinder.engine.language import (
     four_bit_config, linear_module_names, load_causal_lm, load_tokenizer, resolve_source,
 )
@@ -536,4 +536,6 @@ def merge_lora(path: str | Path, output: str | Path) -> Path:
     faces = meta["preprocessing"].get("faces") or {}
     frames = meta["preprocessing"].get("frames") or {}
     config = Config(task=KIND, dx_llava=cfg, faces=faces, data={k: v for k, v in frames.items() if v is not None})
-    return save_model(model, tokenizer, cfg, info, Path(output), config)
+    with staged(output) as staging:
+        save_model(model, tokenizer, cfg, info, staging, config)
+    return Path(output)

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from fakefinder.config import Config, ConfigError
 from fakefinder.core.events import as_events
+from fakefinder.core.artifact import staged
 from fakefinder.core.results import TrainSummary
 from fakefinder.engine.hf import latest_checkpoint, report_through_events, training_arguments
 from fakefinder.engine.run import Run
@@ -234,8 +235,9 @@ def _train(config: Config, run: Run) -> TrainSummary:
             "train_loss": result.training_loss, "parameters": counts, "eval": {},
             "data": {"train": train_report, "eval": eval_report}, "info": info})
     with gathered_for_saving(model, cfg):
-        if trainer.args.should_save:
-            save_model(model, tokenizer, cfg, info, final, config)
+        if trainer.args.should_save:  # staged beside `final` and swapped in whole
+            with staged(final) as staging:
+                save_model(model, tokenizer, cfg, info, staging, config)
     metrics = trainer.evaluate() if eval_set is not None else {}
     distributed.teardown(dist_info)  # a barrier first: gloo can abort when a rank leaves early
     return _summary(output, final if trainer.args.should_save else None, "completed", result, seconds, trainer, {

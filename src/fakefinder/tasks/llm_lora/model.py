@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from fakefinder.config import Config, ConfigError, config_to_yaml
-from fakefinder.core.artifact import write_model_json
+from fakefinder.core.artifact import staged, write_model_json
 from fakefinder.engine.language import four_bit_config, load_causal_lm, load_tokenizer, resolve_source
 from fakefinder.tasks.llm_lora.config import LlmConfig
 from fakefinder.tasks.llm_lora.data import set_template
@@ -127,19 +127,22 @@ def build(cfg: LlmConfig, work_dir: Path) -> tuple:
 def save_artifact(model, tokenizer, cfg: LlmConfig, info: dict, output: Path, kind: str, config: Config,
                   training: dict | None = None) -> Path:
     """`adapter/` (what peft loads on the base), `tokenizer/` (with the turn format), `model.json`
-    and, for people, `config.yaml`. A merged model writes `merged_model/` instead of `adapter/`."""
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
+    and, for people, `config.yaml`; a merged model writes `merged_model/` instead of `adapter/`. Staged
+    beside `output` and swapped in whole."""
     merged = bool(info.get("merged"))
-    model.save_pretrained(output / (MERGED if merged else ADAPTER), safe_serialization=True)
-    tokenizer.save_pretrained(output / "tokenizer")
     architecture = {"base": info["base"], "template": info["template"], "quantized": bool(info.get("quantized")),
                     "merged": merged, "lora": cfg.lora.model_dump(mode="json"), "max_length": cfg.data.max_length,
                     "llm": cfg.model_dump(mode="json")}
-    files = sorted(p.name for p in output.iterdir() if p.is_dir() or p.suffix == ".safetensors")
-    write_model_json(output, kind, json.loads(json.dumps(architecture, default=str)), [], {}, None, training or {}, files)
-    (output / "config.yaml").write_text(config_to_yaml(config))
-    return output
+    with staged(output) as staging:
+        model.save_pretrained(staging / (MERGED if merged else ADAPTER), safe_serialization=True)
+        tokenizer.save_pretrained(staging / "tokenizer")
+        if merged:  # the merged folder stands alone: model and tokenizer
+            tokenizer.save_pretrained(staging / MERGED)
+        files = sorted(p.name for p in staging.iterdir() if p.is_dir() or p.suffix == ".safetensors")
+        write_model_json(staging, kind, json.loads(json.dumps(architecture, default=str)), [], {}, None,
+                         training or {}, files)
+        (staging / "config.yaml").write_text(config_to_yaml(config))
+    return Path(output)
 
 
 def read_artifact_config(path: Path) -> tuple[LlmConfig, dict, str]:
@@ -215,7 +218,5 @@ def merge(path: str | Path, output: str | Path) -> Path:
     cfg = cfg.model_copy(deep=True)
     cfg.lora.use_4bit = False
     config = Config(task=kind, llm=cfg)
-    saved = save_artifact(model, tokenizer, cfg, info, output, kind, config,
-                          {"merged_from": str(path), "quantized_base": bool(meta.get("quantized"))})
-    tokenizer.save_pretrained(saved / MERGED)  # the merged folder stands alone: model and tokenizer
-    return saved
+    return save_artifact(model, tokenizer, cfg, info, output, kind, config,
+                         {"merged_from": str(path), "quantized_base": bool(meta.get("quantized"))})

@@ -1,0 +1,87 @@
+"""What the routes share: the platform's services (settings, job store, queue) as a FastAPI dependency,
+a job as the API shows it, the files a job's result names, a job by id or a 404, server-sent events,
+a folder sent as a ZIP."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
+
+from fakefinder.platform.manager import JobManager
+from fakefinder.platform.paths import NotFound, within
+from fakefinder.platform.settings import ServeSettings
+from fakefinder.platform.store import JobStore
+
+
+@dataclass
+class Services:
+    settings: ServeSettings
+    store: JobStore
+    manager: JobManager
+
+
+def services(request: Request) -> Services:
+    """The running app's services (a dependency of every route)."""
+    return request.app.state.services
+
+
+def job_or_404(svc: Services, task_id: str) -> dict:
+    job = svc.store.get(task_id)
+    if job is None:
+        raise NotFound(f"no job {task_id!r}", "task_id")
+    return job
+
+
+def job_output(job: dict, key: str) -> Path | None:
+    """A path the job's result names (its artifact, its report), if it lies in the job's folder."""
+    value = (job["result"] or {}).get(key) if isinstance(job["result"], dict) else None
+    if not isinstance(value, str) or not value:
+        return None
+    path = Path(os.path.realpath(value))
+    folder = Path(os.path.realpath(job["folder"]))
+    return path if within(path, folder) and path != folder and path.exists() else None
+
+
+def public_job(job: dict) -> dict:
+    """A job as the API shows it."""
+    result = job["result"] if isinstance(job["result"], dict) else None
+    folder = Path(job["folder"])
+    return {
+        "task_id": job["id"], "name": job["name"], "type": job["type"], "kind": job["kind"], "state": job["state"],
+        "created_at": job["created_at"], "started_at": job["started_at"], "finished_at": job["finished_at"],
+        "progress": job["progress"] or {}, "metrics": job["metrics"] or {}, "error": job["error"], "result": result,
+        "device": job["device"], "executor": job["executor"], "attempts": job["attempts"],
+        "resumable": job["type"] == "train" and job["state"] in ("cancelled", "interrupted", "failed"),
+        "stop_requested": bool(job["stop_requested"]), "output_dir": str(folder),
+        "files": {"report": job_output(job, "report") is not None, "artifact": job_output(job, "artifact") is not None},
+    }
+
+
+def sse(event: str, data: Any, event_id: int | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
+
+
+def zip_response(folder: Path, filename: str) -> FileResponse:
+    """A ZIP of `folder` (its regular files, no symlinks), removed once sent."""
+    handle = tempfile.NamedTemporaryFile(suffix=".zip", delete=False)
+    handle.close()
+    try:
+        with zipfile.ZipFile(handle.name, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(folder.rglob("*")):
+                if path.is_file() and not path.is_symlink() and within(path.resolve(), folder.resolve()):
+                    archive.write(path, path.relative_to(folder).as_posix())
+    except BaseException:
+        os.unlink(handle.name)
+        raise
+    return FileResponse(handle.name, filename=filename, media_type="application/zip",
+                        background=BackgroundTask(os.unlink, handle.name))

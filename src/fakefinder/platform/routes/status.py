@@ -1,0 +1,21 @@
+"""The platform itself: its health (version, executor, device slots) and the model kinds it serves."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from fakefinder import __version__
+from fakefinder.platform import jobs
+from fakefinder.platform.routes.common import Services, services
+
+router = APIRouter()
+
+
+@router.get("/api/health", tags=["platform"])
+def health(svc: Services = Depends(services)) -> dict:
+    return {"status": "ok", "version": __version__, "executor": svc.manager.executor.name, "devices": svc.manager.slots()}
+
+
+@router.get("/api/kinds", tags=["platform"])
+def kinds(svc: Services = Depends(services)) -> dict:
+    return {"kinds": jobs.catalog()}

@@ -1,0 +1,157 @@
+"""Training jobs: a request previewed and started (the short form or a full config), listed, followed
+(state, metrics, logs, a live stream), stopped, resumed, deleted, compared."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any, Literal
+
+from anyio import to_thread
+from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+
+from fakefinder.config import DEFAULT_TASK, config_to_yaml
+from fakefinder.platform import jobs
+from fakefinder.platform.paths import RequestError
+from fakefinder.platform.routes.common import Services, job_or_404, public_job, services, sse
+from fakefinder.platform.store import FINISHED, JOB_TYPES, STATES
+
+router = APIRouter()
+
+
+def _train_job(svc: Services, body: dict, job_id: str) -> tuple[dict, Any]:
+    task = jobs.kind_of(body)
+    config, _ = jobs.build_config(body, task, svc.settings)
+    notes = config.notes  # older key names the request used, sections the kind does not read
+    folder = svc.settings.jobs_dir / job_id
+    config = jobs.confine_paths(jobs.place_outputs(config, task, folder), svc.settings, folder)
+    evaluate = body.get("evaluate", True)
+    if not isinstance(evaluate, bool):
+        raise RequestError("evaluate: true or false", "evaluate")
+    name = body.get("name")
+    if name is not None and (not isinstance(name, str) or len(name) > 200):
+        raise RequestError("name: a text of at most 200 characters", "name")
+    spec = {"config": config.model_dump(mode="json"), "evaluate": evaluate}
+    gpus = body.get("num_gpus")
+    if gpus is not None:
+        if not isinstance(gpus, int) or isinstance(gpus, bool) or not 0 <= gpus <= 64:
+            raise RequestError("num_gpus: a whole number from 0 to 64", "num_gpus")
+        spec["num_gpus"] = gpus
+    return spec, task, notes
+
+
+@router.post("/api/config/preview", tags=["training"])
+def preview(body: dict[str, Any] = Body(..., examples=[{"model_type": DEFAULT_TASK, "dataset_path": "my-dataset"}]), svc: Services = Depends(services)) -> dict:
+    spec, _, notes = _train_job(svc, body, "<new job>")
+    config = jobs.validate(spec["config"])
+    return {"config": spec["config"], "yaml": config_to_yaml(config), "notes": notes}
+
+
+@router.post("/api/training/start", tags=["training"])
+def start(body: dict[str, Any] = Body(..., examples=[{
+        "model_type": DEFAULT_TASK, "dataset_path": "my-dataset", "epochs": 2, "batch_size": 8,
+        "learning_rate": 0.001}]), svc: Services = Depends(services)) -> dict:
+    job_id = svc.store.new_id()
+    spec, task, notes = _train_job(svc, body, job_id)
+    job = svc.store.create("train", task.name, body.get("name"), spec, svc.settings.jobs_dir, job_id)
+    svc.manager.wake()
+    return {"task_id": job["id"], "state": job["state"], "notes": notes}
+
+
+@router.get("/api/training", tags=["training"])
+def list_jobs(state: Literal[STATES] | None = None, kind: str | None = None,
+              type: Literal[JOB_TYPES] | None = None, svc: Services = Depends(services)) -> dict:
+    return {"jobs": [public_job(j) for j in svc.store.list(state, kind, type)]}
+
+
+@router.get("/api/training/{task_id}", tags=["training"])
+def get_job(task_id: str, svc: Services = Depends(services)) -> dict:
+    return public_job(job_or_404(svc, task_id))
+
+
+@router.delete("/api/training/{task_id}", tags=["training"])
+def delete_job(task_id: str, svc: Services = Depends(services)) -> dict:
+    svc.manager.delete(task_id)
+    return {"deleted": task_id}
+
+
+@router.post("/api/training/{task_id}/stop", tags=["training"])
+def stop_job(task_id: str, force: bool = False, svc: Services = Depends(services)) -> dict:
+    return public_job(svc.manager.stop(task_id, force))
+
+
+@router.post("/api/training/{task_id}/resume", tags=["training"])
+def resume_job(task_id: str, svc: Services = Depends(services)) -> dict:
+    return public_job(svc.manager.resume(task_id))
+
+
+@router.get("/api/training/{task_id}/metrics", tags=["training"])
+def job_metrics(task_id: str, svc: Services = Depends(services)) -> dict:
+    job_or_404(svc, task_id)
+    return {"task_id": task_id, "history": svc.store.metrics(task_id)}
+
+
+@router.get("/api/training/{task_id}/logs", tags=["training"])
+def job_logs(task_id: str, tail: int = Query(200, ge=1, le=5000), after: int = Query(0, ge=0, le=2**62), svc: Services = Depends(services)) -> dict:
+    job_or_404(svc, task_id)
+    lines = svc.store.logs(task_id, after=after, tail=tail)
+    return {"lines": lines, "next": lines[-1]["seq"] if lines else max(after, svc.store.last_log_seq(task_id))}
+
+
+@router.get("/api/training/{task_id}/logs/stream", tags=["training"],
+         response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})
+async def job_log_stream(request: Request, task_id: str, after: int = Query(0, ge=0, le=2**62),
+                         max_seconds: float = Query(3600, gt=0, le=86400), svc: Services = Depends(services)):
+    await to_thread.run_sync(job_or_404, svc, task_id)
+    return StreamingResponse(_stream(svc, request, task_id, after, max_seconds), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _stream(svc: Services, request: Request, task_id: str, after: int, max_seconds: float):
+    seen_metrics = 0
+    last_state = None
+    started = last_sent = time.monotonic()
+    while True:
+        job = await to_thread.run_sync(svc.store.get, task_id)
+        if job is None:
+            yield sse("end", {"task_id": task_id, "deleted": True})
+            return
+        lines = await to_thread.run_sync(lambda: svc.store.logs(task_id, after=after))
+        for line in lines:
+            yield sse("log", line, line["seq"])
+            after = line["seq"]
+        rows = await to_thread.run_sync(lambda: svc.store.metrics(task_id, after=seen_metrics))
+        for row in rows:
+            yield sse("metrics", row)
+            seen_metrics = row["seq"]
+        shown = public_job(job)
+        marker = (shown["state"], json.dumps(shown["progress"], sort_keys=True), json.dumps(shown["metrics"], sort_keys=True))
+        if marker != last_state:
+            yield sse("state", shown)
+            last_state = marker
+            last_sent = time.monotonic()
+        elif lines or rows:
+            last_sent = time.monotonic()
+        if job["state"] in FINISHED and not lines:
+            yield sse("end", {"task_id": task_id, "state": job["state"]})
+            return
+        if await request.is_disconnected() or time.monotonic() - started > max_seconds:
+            return
+        if time.monotonic() - last_sent > 15:
+            yield ": keep-alive\n\n"
+            last_sent = time.monotonic()
+        await asyncio.sleep(0.25)
+
+
+@router.get("/api/compare", tags=["training"])
+def compare(ids: str = Query(..., description="Job ids, comma-separated"), svc: Services = Depends(services)) -> dict:
+    runs = []
+    for task_id in [i for i in ids.split(",") if i.strip()][:20]:
+        job = job_or_404(svc, task_id.strip())
+        runs.append({"task_id": job["id"], "name": job["name"], "kind": job["kind"], "state": job["state"],
+                     "history": svc.store.metrics(job["id"]), "final": job["metrics"]})
+    if not runs:
+        raise RequestError("ids: name at least one job", "ids")
+    return {"runs": runs}

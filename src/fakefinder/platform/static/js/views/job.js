@@ -1,0 +1,389 @@
+/* #/jobs/<id>: one job live: its progress, metric chart, log stream, report, downloads, stop and resume.
+ */
+import { api, apiLink, askForToken, authHeaders, fetchBlobUrl, filePath, getToken, isAbort } from '../api.js';
+import { isAux, isLoss, lineChart, metricKeys, seriesOf, xKey } from '../chart.js';
+import { $, ACTIVE, COLORS, LOG_MAX_LINES, TERMINAL, badge, enc, fmtBytes, fmtDuration, fmtNum, fmtTime, h, jobLabel, progressBar, progressText, s, setChildren, sleep, toast } from '../dom.js';
+
+// ------------------------------------------------------------------ #/jobs/<id>
+
+/** Reads one SSE response: calls onEvent({event, data, id}) per frame; resolves when the body ends. */
+export async function readSse(response, onEvent, signal) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  const cancel = () => reader.cancel().catch(() => {});
+  signal.addEventListener('abort', cancel, { once: true });
+  let buffer = '';
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += value;
+      const cut = buffer.endsWith('\r') ? buffer.length - 1 : buffer.length;
+      buffer = buffer.slice(0, cut).replace(/\r\n?/g, '\n') + buffer.slice(cut);
+      let at;
+      while ((at = buffer.indexOf('\n\n')) >= 0) {
+        const frame = buffer.slice(0, at);
+        buffer = buffer.slice(at + 2);
+        const event = parseFrame(frame);
+        if (event && onEvent(event) === false) { cancel(); return; }
+      }
+    }
+  } finally {
+    signal.removeEventListener('abort', cancel);
+  }
+}
+
+export function parseFrame(frame) {
+  let event = 'message';
+  let id = null;
+  const data = [];
+  let seen = false;
+  for (const line of frame.split('\n')) {
+    if (!line || line.startsWith(':')) continue;
+    const colon = line.indexOf(':');
+    const field = colon < 0 ? line : line.slice(0, colon);
+    let value = colon < 0 ? '' : line.slice(colon + 1);
+    if (value.startsWith(' ')) value = value.slice(1);
+    if (field === 'event') { event = value; seen = true; }
+    else if (field === 'data') { data.push(value); seen = true; }
+    else if (field === 'id') id = value;
+  }
+  if (!seen) return null;
+  const text = data.join('\n');
+  let parsed = text;
+  try { parsed = text ? JSON.parse(text) : null; } catch (_) { /* plain text data */ }
+  return { event, data: parsed, id };
+}
+
+export async function jobView(ctx, view, id) {
+  const signal = ctx.signal;
+  const base = `/api/training/${enc(id)}`;
+  let job = await api(base, { signal });
+  if (!ctx.alive) return;
+  let history = [];
+  let historyKeys = new Set();
+  let lastSeq = -Infinity;
+  let following = false;
+  let chartFrame = 0;
+
+  const nameEl = h('h1', { id: 'job-name' });
+  const stateEl = h('span', { id: 'job-state', 'data-testid': 'job-state', class: 'badge' });
+  const metaEl = h('div', { id: 'job-meta', class: 'muted small-text' });
+  const stopButton = h('button', { id: 'stop', 'data-testid': 'stop', type: 'button' }, 'Stop');
+  const resumeButton = h('button', { id: 'resume', 'data-testid': 'resume', type: 'button' }, 'Resume');
+  const deleteButton = h('button', { id: 'delete', 'data-testid': 'delete', type: 'button', class: 'danger' }, 'Delete');
+  const progressWrap = h('div', { id: 'progress-wrap' });
+  const progressTextEl = h('div', { id: 'progress-text', 'data-testid': 'progress-text', class: 'small-text' });
+  const errorEl = h('pre', { id: 'job-error', 'data-testid': 'job-error', class: 'alert error code', hidden: true });
+  const metricsEl = h('div', { id: 'metrics', 'data-testid': 'metrics' });
+  const lossChart = h('div', { id: 'chart', 'data-testid': 'chart' });
+  const metricChart = h('div', { id: 'chart-metrics', 'data-testid': 'chart-metrics' });
+  const otherChart = h('div', { id: 'chart-other', 'data-testid': 'chart-other' });
+  const otherKey = h('select', { id: 'chart-other-key', class: 'inline-select', 'aria-label': 'value to plot' });
+  otherKey.addEventListener('change', () => drawCharts());
+  const otherCard = h('section', { class: 'card', hidden: true },
+    h('div', { class: 'card-head' }, h('h2', {}, 'Run statistics'), otherKey), otherChart);
+  const predictionsCard = h('section', { class: 'card', id: 'predictions-card', hidden: true });
+  const resultCard = h('section', { class: 'card', id: 'result-card', hidden: true });
+  const outputsEl = h('div', { id: 'outputs', class: 'outputs' });
+  const reportFrameWrap = h('div', { id: 'report-frame-wrap' });
+  const filesEl = h('div', { id: 'files', 'data-testid': 'files' });
+  const logEl = h('div', { id: 'log', 'data-testid': 'log', class: 'log', tabindex: 0 });
+  const logStatus = h('span', { id: 'log-status', class: 'muted small-text' });
+
+  function renderJob(next) {
+    const wasActive = ACTIVE.has(job.state);
+    job = next;
+    nameEl.textContent = jobLabel(job);
+    stateEl.textContent = job.state + (job.stop_requested && ACTIVE.has(job.state) ? ' (stopping)' : '');
+    stateEl.className = `badge state-${job.state}`;
+    stateEl.dataset.state = job.state;
+    setChildren(metaEl,
+      [job.type, job.kind, job.device && `on ${job.device}`, job.attempts > 1 && `attempt ${job.attempts}`]
+        .filter(Boolean).join(' · '),
+      h('span', { class: 'mono' }, ` · ${job.task_id}`),
+      ` · created ${fmtTime(job.created_at)}`,
+      job.started_at ? ` · ran ${fmtDuration((job.finished_at || Date.now() / 1000) - job.started_at)}` : '');
+    setChildren(progressWrap, progressBar(job, 'progress'));
+    progressTextEl.textContent = progressText(job) || (job.state === 'running' ? 'starting…' : '');
+    stopButton.disabled = !ACTIVE.has(job.state) || !!job.stop_requested;
+    resumeButton.disabled = !job.resumable || ACTIVE.has(job.state);
+    deleteButton.disabled = ACTIVE.has(job.state);
+    errorEl.hidden = !job.error;
+    errorEl.textContent = job.error || '';
+    renderMetrics();
+    renderResult();
+    renderOutputs();
+    if (wasActive && TERMINAL.has(job.state)) {
+      loadFiles();
+      loadMetrics();
+    }
+  }
+
+  function renderMetrics() {
+    const entries = Object.entries(job.metrics || {});
+    setChildren(metricsEl, entries.length
+      ? h('table', { class: 'table compact' }, h('tbody', {}, entries.map(([k, v]) => h('tr', {},
+        h('th', {}, k), h('td', { class: 'num', 'data-metric': k }, fmtNum(v))))))
+      : h('div', { class: 'muted' }, 'No metrics yet.'));
+  }
+
+  function renderResult() {
+    const result = job.result;
+    const predictions = result && Array.isArray(result.predictions) ? result.predictions : null;
+    predictionsCard.hidden = !predictions;
+    if (predictions) {
+      setChildren(predictionsCard, h('h2', {}, 'Predictions'),
+        h('table', { class: 'table', id: 'predictions', 'data-testid': 'predictions' },
+          h('thead', {}, h('tr', {}, h('th', {}, 'id'), h('th', {}, 'probability'), h('th', {}, 'label'),
+            h('th', {}, 'explanation'))),
+          h('tbody', {}, predictions.map((p) => h('tr', {},
+            h('td', { class: 'mono' }, p.id ?? ''),
+            h('td', { class: 'num' }, fmtNum(p.probability)),
+            h('td', {}, p.label == null ? '' : h('span', { class: `label label-${p.label}` }, String(p.label))),
+            h('td', { class: 'explanation' }, p.explanation || ''))))));
+    }
+    const other = result && !predictions && Object.keys(result).length ? result : null;
+    resultCard.hidden = !other;
+    if (other) {
+      setChildren(resultCard, h('details', {}, h('summary', {}, 'Result'),
+        h('pre', { class: 'code', id: 'job-result' }, JSON.stringify(other, null, 2))));
+    }
+  }
+
+  function renderOutputs() {
+    const files = job.files || {};
+    const label = jobLabel(job).replace(/[^\w.-]+/g, '_');
+    const items = [];
+    if (files.artifact) {
+      items.push(apiLink('Download model (ZIP)', `${base}/artifact`, { id: 'artifact-link', filename: `${label}-model.zip` }));
+    }
+    if (files.report) {
+      items.push(apiLink('Open report', `${base}/report`, { id: 'report-link', open: true }));
+      items.push(h('button', { type: 'button', id: 'report-toggle', class: 'ghost', onclick: toggleReport },
+        reportFrameWrap.firstChild ? 'Hide report' : 'Show report here'));
+    }
+    if (!items.length) items.push(h('span', { class: 'muted' }, TERMINAL.has(job.state) ? 'No model or report.' : 'Available when the job has finished.'));
+    setChildren(outputsEl, ...items);
+  }
+
+  async function toggleReport() {
+    if (reportFrameWrap.firstChild) {
+      reportFrameWrap.replaceChildren();
+    } else {
+      let src = `${base}/report`;
+      if (getToken()) {
+        try { src = await fetchBlobUrl(src); } catch (err) { toast(`Report: ${err.message}`, 'error'); return; }
+      }
+      setChildren(reportFrameWrap, h('iframe', { id: 'report-frame', src, sandbox: '', title: 'evaluation report' }));
+    }
+    renderOutputs();
+  }
+
+  async function loadFiles() {
+    try {
+      const data = await api(`${base}/files`, { signal });
+      if (!ctx.alive) return;
+      const files = data.files || [];
+      setChildren(filesEl, files.length
+        ? h('table', { class: 'table compact files' }, h('tbody', {}, files.map((f) => h('tr', {},
+          h('td', {}, apiLink(f.path, `${base}/files/${filePath(f.path)}`, { cls: 'file-link mono',
+            filename: String(f.path).split('/').pop() })),
+          h('td', { class: 'num muted' }, fmtBytes(f.size))))))
+        : h('div', { class: 'muted' }, 'No files yet.'));
+    } catch (err) {
+      if (!isAbort(err)) setChildren(filesEl, h('div', { class: 'muted' }, `Files: ${err.message}`));
+    }
+  }
+
+  function rowKey(row) {
+    return row.seq != null ? `#${row.seq}` : `${row.time}|${row.stage}|${row.epoch}|${row.step}`;
+  }
+
+  function addHistory(row) {
+    const key = rowKey(row);
+    if (historyKeys.has(key)) return;
+    historyKeys.add(key);
+    history.push(row);
+    scheduleCharts();
+  }
+
+  async function loadMetrics() {
+    try {
+      const data = await api(`${base}/metrics`, { signal });
+      if (!ctx.alive) return;
+      history = [];
+      historyKeys = new Set();
+      (data.history || []).forEach(addHistory);
+      scheduleCharts();
+    } catch (err) {
+      if (!isAbort(err)) setChildren(lossChart, h('div', { class: 'chart-empty' }, `Metrics: ${err.message}`));
+    }
+  }
+
+  function scheduleCharts() {
+    if (chartFrame) return;
+    chartFrame = requestAnimationFrame(() => { chartFrame = 0; drawCharts(); });
+  }
+
+  function drawCharts() {
+    const x = xKey(history);
+    const keys = metricKeys(history);
+    const make = (list) => list.map((k, i) => ({ name: k, color: COLORS[i % COLORS.length], points: seriesOf(history, k, x) }));
+    const losses = keys.filter(isLoss);
+    const aux = keys.filter((k) => !isLoss(k) && isAux(k));
+    const others = keys.filter((k) => !isLoss(k) && !isAux(k));
+    const xLabel = x || 'event';
+    lineChart(lossChart, make(losses), { xLabel, title: 'loss', empty: 'No loss values yet.' });
+    lineChart(metricChart, make(others), { xLabel, title: 'metrics', empty: 'No metrics yet.' });
+    otherCard.hidden = !aux.length;
+    if (aux.length) {
+      const chosen = aux.includes(otherKey.value) ? otherKey.value : aux[0];
+      if ([...otherKey.options].map((o) => o.value).join() !== aux.join()) {
+        setChildren(otherKey, aux.map((k) => h('option', { value: k }, k)));
+      }
+      otherKey.value = chosen;
+      lineChart(otherChart, [{ name: chosen, color: COLORS[9], points: seriesOf(history, chosen, x) }],
+        { xLabel, title: chosen });
+    }
+  }
+
+  function appendLog(line) {
+    if (typeof line.seq === 'number') {
+      if (line.seq <= lastSeq) return;
+      lastSeq = line.seq;
+    }
+    const nearBottom = logEl.scrollHeight - logEl.scrollTop - logEl.clientHeight < 40;
+    const time = line.time ? new Date(line.time * 1000).toLocaleTimeString() : '';
+    const text = String(line.text ?? '');
+    const cls = /error|traceback|exception/i.test(text) ? 'line err' : /warn/i.test(text) ? 'line warn' : 'line';
+    logEl.append(h('div', { class: cls, 'data-seq': line.seq }, h('span', { class: 'ts' }, time), h('span', { class: 'tx' }, text)));
+    while (logEl.childElementCount > LOG_MAX_LINES) logEl.firstChild.remove();
+    if (nearBottom) logEl.scrollTop = logEl.scrollHeight;
+  }
+
+  async function loadTail() {
+    const data = await api(`${base}/logs?tail=200`, { signal });
+    (data.lines || []).forEach(appendLog);
+    return data.next;
+  }
+
+  /** The log: the last 200 lines, then the stream; reconnects after a drop, ends at `event: end`. */
+  async function follow() {
+    if (following) return;
+    following = true;
+    let delay = 1000;
+    let first = true;
+    try {
+      while (ctx.alive) {
+        let ended = false;
+        try {
+          logStatus.textContent = first ? 'loading…' : 'reconnecting…';
+          const after = await loadTail();
+          if (!first) {
+            api(base, { signal }).then((j) => ctx.alive && renderJob(j)).catch(() => {});
+            loadMetrics();
+          }
+          first = false;
+          const response = await fetch(`${base}/logs/stream?after=${enc(after ?? '')}`, {
+            headers: authHeaders({ Accept: 'text/event-stream' }), signal,
+          });
+          if (response.status === 401) {
+            askForToken('The saved token was refused. Enter a valid token.');
+            logStatus.textContent = 'token needed';
+            return;
+          }
+          if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
+          logStatus.textContent = 'live';
+          logStatus.className = 'live small-text';
+          delay = 1000;
+          await readSse(response, (ev) => {
+            if (ev.event === 'log' && ev.data && typeof ev.data === 'object') appendLog(ev.data);
+            else if (ev.event === 'log') appendLog({ text: String(ev.data ?? '') });
+            else if (ev.event === 'state' && ev.data && ev.data.task_id) renderJob(ev.data);
+            else if (ev.event === 'metrics' && ev.data && typeof ev.data === 'object') addHistory(ev.data);
+            else if (ev.event === 'end') { ended = true; return false; }
+            return true;
+          }, signal);
+        } catch (err) {
+          if (isAbort(err) || !ctx.alive) return;
+        }
+        if (!ctx.alive) return;
+        logStatus.className = 'muted small-text';
+        if (ended) {
+          logStatus.textContent = 'job finished — log complete';
+          const final = await api(base, { signal });
+          if (ctx.alive) renderJob(final);
+          await loadMetrics();
+          loadFiles();
+          return;
+        }
+        logStatus.textContent = `connection lost — retrying in ${Math.round(delay / 1000)} s`;
+        await sleep(delay);
+        delay = Math.min(delay * 2, 10000);
+      }
+    } catch (err) {
+      if (!isAbort(err) && ctx.alive) logStatus.textContent = `log: ${err.message}`;
+    } finally {
+      following = false;
+    }
+  }
+
+  async function act(button, path, method = 'POST') {
+    button.disabled = true;
+    try {
+      const result = await api(`${base}/${path}`, { method, signal });
+      if (ctx.alive) renderJob(result);
+      return result;
+    } catch (err) {
+      if (!isAbort(err)) toast(`${path} failed: ${err.detail || err.message}`, 'error');
+      if (ctx.alive) renderJob(job);
+      return null;
+    }
+  }
+
+  stopButton.addEventListener('click', () => act(stopButton, 'stop'));
+  resumeButton.addEventListener('click', async () => {
+    const result = await act(resumeButton, 'resume');
+    if (result) follow();
+  });
+  deleteButton.addEventListener('click', async () => {
+    if (!window.confirm(`Delete ${jobLabel(job)} and its files?`)) return;
+    deleteButton.disabled = true;
+    try {
+      await api(base, { method: 'DELETE', signal });
+      toast(`Deleted ${jobLabel(job)}`);
+      location.hash = '#/jobs';
+    } catch (err) {
+      if (!isAbort(err)) toast(`Delete failed: ${err.detail || err.message}`, 'error');
+      deleteButton.disabled = ACTIVE.has(job.state);
+    }
+  });
+
+  view.append(
+    h('div', { class: 'page-head' },
+      h('div', {}, h('div', { class: 'title-row' }, nameEl, stateEl), metaEl),
+      h('div', { class: 'actions' }, stopButton, resumeButton, deleteButton,
+        h('a', { href: '#/jobs', class: 'btn ghost' }, 'All jobs'))),
+    h('section', { class: 'card' }, progressWrap, progressTextEl, errorEl),
+    h('div', { class: 'charts' },
+      h('section', { class: 'card' }, h('h2', {}, 'Loss'), lossChart),
+      h('section', { class: 'card' }, h('h2', {}, 'Metrics'), metricChart),
+      otherCard),
+    h('div', { class: 'two-col' },
+      h('section', { class: 'card' }, h('h2', {}, 'Latest metrics'), metricsEl),
+      h('section', { class: 'card' }, h('h2', {}, 'Outputs'), outputsEl, h('h3', {}, 'Files'), filesEl)),
+    predictionsCard,
+    resultCard,
+    reportFrameWrap,
+    h('section', { class: 'card' }, h('div', { class: 'card-head' }, h('h2', {}, 'Log'), logStatus), logEl));
+  renderJob(job);
+  drawCharts();
+  loadMetrics();
+  loadFiles();
+  follow();
+  // a fallback in case the stream is quiet: the job (ETA, state) every few seconds while it is active
+  ctx.every(() => {
+    if (!ACTIVE.has(job.state)) return;
+    api(base, { signal }).then((j) => { if (ctx.alive) renderJob(j); }).catch(() => {});
+  }, 5000);
+}

@@ -57,8 +57,14 @@ def fit(pairs: list[tuple[tuple, tuple]]) -> tuple[float, float, float, float]:
     for box, ref in pairs:
         w, h = box[2] - box[0], box[3] - box[1]
         rw, rh = ref[2] - ref[0], ref[3] - ref[1]
-        values.append((((ref[0] + ref[2]) - (box[0] + box[2])) / 2 / w,
-                       ((ref[1] + ref[3]) - (box[1] + box[3])) / 2 / h, rw / w, rh / h))
+        values.append(
+            (
+                ((ref[0] + ref[2]) - (box[0] + box[2])) / 2 / w,
+                ((ref[1] + ref[3]) - (box[1] + box[3])) / 2 / h,
+                rw / w,
+                rh / h,
+            )
+        )
     return tuple(round(float(v), 3) for v in np.median(np.asarray(values), axis=0))
 
 
@@ -78,13 +84,22 @@ def main(argv: list[str] | None = None) -> int:
     fit_images, check_images = load(args.data, "train", args.fit), load(args.data, "val", args.check)
     fit_ref = [largest(reference, im) for im in fit_images]
     check_ref = [largest(reference, im) for im in check_images]
-    report = {"data": str(args.data), "fit_crops": len(fit_images), "check_crops": len(check_images), "detectors": {}}
+    report = {
+        "data": str(args.data),
+        "fit_crops": len(fit_images),
+        "check_crops": len(check_images),
+        "detectors": {},
+    }
     print(f"{len(fit_images)} train crops to fit, {len(check_images)} val crops to check; reference: MTCNN")
-    print(f"{'detector':16}{'found':>7}{'fitted (dx, dy, sw, sh)':>30}{'in use':>30}"
-          f"{'box IoU raw':>12}{'mapped':>8}{'crop IoU raw':>13}{'mapped':>8}")
+    print(
+        f"{'detector':16}{'found':>7}{'fitted (dx, dy, sw, sh)':>30}{'in use':>30}"
+        f"{'box IoU raw':>12}{'mapped':>8}{'crop IoU raw':>13}{'mapped':>8}"
+    )
     for name in [n.strip() for n in args.detectors.split(",") if n.strip()]:
         detector = create_detector(name, min_score=0.5)
-        pairs = [(b, r) for b, r in ((largest(detector, im), r) for im, r in zip(fit_images, fit_ref)) if b and r]
+        pairs = [
+            (b, r) for b, r in ((largest(detector, im), r) for im, r in zip(fit_images, fit_ref)) if b and r
+        ]
         fitted = fit(pairs)
         in_use = BOX_CONVENTION.get(name, (0.0, 0.0, 1.0, 1.0))
         raw_box, mapped_box, raw_crop, mapped_crop = [], [], [], []
@@ -98,15 +113,27 @@ def main(argv: list[str] | None = None) -> int:
             ref_window = crop_window(ref, faces)
             raw_crop.append(iou(crop_window(box, faces), ref_window))
             mapped_crop.append(iou(crop_window(mapped, faces), ref_window))
-        row = {"fit_pairs": len(pairs), "check_pairs": len(raw_box), "fitted": fitted, "in_use": in_use,
-               "box_iou_raw": float(np.median(raw_box)), "box_iou_mapped": float(np.median(mapped_box)),
-               "crop_iou_raw": float(np.median(raw_crop)), "crop_iou_mapped": float(np.median(mapped_crop)),
-               "crop_iou_mapped_p10": float(np.percentile(mapped_crop, 10))}
+        row = {
+            "fit_pairs": len(pairs),
+            "check_pairs": len(raw_box),
+            "fitted": fitted,
+            "in_use": in_use,
+            "box_iou_raw": float(np.median(raw_box)),
+            "box_iou_mapped": float(np.median(mapped_box)),
+            "crop_iou_raw": float(np.median(raw_crop)),
+            "crop_iou_mapped": float(np.median(mapped_crop)),
+            "crop_iou_mapped_p10": float(np.percentile(mapped_crop, 10)),
+        }
         report["detectors"][name] = row
-        print(f"{name:16}{len(raw_box):>7} {str(fitted):>29} {str(tuple(in_use)):>29}{row['box_iou_raw']:>12.3f}"
-              f"{row['box_iou_mapped']:>8.3f}{row['crop_iou_raw']:>13.3f}{row['crop_iou_mapped']:>8.3f}")
-    print("IoU columns: medians over the val crops where both found a face; crop = the square window "
-          f"with margin {faces.margin} cut for the model")
+        print(
+            f"{name:16}{len(raw_box):>7} {str(fitted):>29} "
+            f"{str(tuple(in_use)):>29}{row['box_iou_raw']:>12.3f}"
+            f"{row['box_iou_mapped']:>8.3f}{row['crop_iou_raw']:>13.3f}{row['crop_iou_mapped']:>8.3f}"
+        )
+    print(
+        "IoU columns: medians over the val crops where both found a face; crop = the square window "
+        f"with margin {faces.margin} cut for the model"
+    )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2))
     print(f"results: {args.json}")

@@ -17,19 +17,24 @@ from pathlib import Path
 
 import fakefinder
 from fakefinder.config import load_config
-from fakefinder.faces.manifest import read_manifest, select_rows
 from fakefinder.engine.metrics import binary_metrics
+from fakefinder.faces.manifest import read_manifest, select_rows
 from fakefinder.tasks.classification.scoring import load_detector, score_crops
 
 HERE = Path(__file__).resolve().parent
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default=str(HERE.parent / "configs" / "dfdc-faces-cpu.yaml"))
     parser.add_argument("--results", default=str(HERE / "results" / "dfdc_faces.json"))
-    parser.add_argument("--score-only", action="store_true",
-                        help="skip training: score the run's existing model artifact (e.g. after an interrupted run)")
+    parser.add_argument(
+        "--score-only",
+        action="store_true",
+        help="skip training: score the run's existing model artifact (e.g. after an interrupted run)",
+    )
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
 
@@ -52,8 +57,19 @@ def main() -> int:
 
         run = Path(config.train.output_dir)
         state = load_checkpoint(run / "last.pt")
-        result = TrainSummary(config.task, run, run / "model", "scored only", "", state["best_metric"],
-                              state["best_epoch"], state["epoch"], state["global_step"], None, state["history"])
+        result = TrainSummary(
+            config.task,
+            run,
+            run / "model",
+            "scored only",
+            "",
+            state["best_metric"],
+            state["best_epoch"],
+            state["epoch"],
+            state["global_step"],
+            None,
+            state["history"],
+        )
     else:
         result = fakefinder.train(config, events=events, overwrite=True)  # the benchmark's own run folder
     train_seconds = time.perf_counter() - started
@@ -77,19 +93,29 @@ def main() -> int:
         "threshold_from_val": detector.threshold,
         "val_at_best": next(r for r in result.history if r["epoch"] == result.best_epoch),
         "test": {k: test_metrics[k] for k in ("n", "auc", "macro_f1", "accuracy", "eer", "ap", "confusion")},
-        "seconds": {"prepare": round(prepare_seconds, 1), "train": round(train_seconds, 1),
-                    "score_test": round(score_seconds, 1)},
+        "seconds": {
+            "prepare": round(prepare_seconds, 1),
+            "train": round(train_seconds, 1),
+            "score_test": round(score_seconds, 1),
+        },
         "artifact": str(result.artifact),
     }
     out = Path(args.results)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     t = report["test"]
-    print(f"\ndfdc-faces test ({t['n']} crops, unseen groups), model selected on val (epoch {result.best_epoch}):")
-    print(f"  AUC {t['auc']:.4f} | macro-F1 {t['macro_f1']:.4f} at val threshold {detector.threshold:.3f} | "
-          f"accuracy {t['accuracy']:.4f} | EER {t['eer']:.4f}")
-    print(f"  wall time: train {train_seconds / 60:.1f} min, prepare {prepare_seconds:.0f} s, "
-          f"score test {score_seconds:.0f} s")
+    print(
+        f"\ndfdc-faces test ({t['n']} crops, unseen groups), model selected on val (epoch "
+        f"{result.best_epoch}):"
+    )
+    print(
+        f"  AUC {t['auc']:.4f} | macro-F1 {t['macro_f1']:.4f} at val threshold {detector.threshold:.3f} | "
+        f"accuracy {t['accuracy']:.4f} | EER {t['eer']:.4f}"
+    )
+    print(
+        f"  wall time: train {train_seconds / 60:.1f} min, prepare {prepare_seconds:.0f} s, "
+        f"score test {score_seconds:.0f} s"
+    )
     print(f"  results: {out}")
     return 0
 

@@ -29,15 +29,64 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default=str(HERE.parent / "configs" / "dx-llava-smollm2-cpu.yaml"))
     parser.add_argument("--prepare-config", default=str(HERE.parent / "configs" / "prepare_dfdc_faces.yaml"))
     parser.add_argument("--explain", type=int, default=120, help="test samples whose answer is generated")
     parser.add_argument("--results", default=str(HERE / "results" / "dx_llava.json"))
-    parser.add_argument("--score-only", action="store_true", help="evaluate the run's existing final/ checkpoint")
+    parser.add_argument(
+        "--score-only", action="store_true", help="evaluate the run's existing final/ checkpoint"
+    )
     parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args()
+    return parser
+
+
+def _train_or_reuse(train, config, score_only: bool) -> dict:
+    """Train anew with `train`, or (--score-only) point at the run's existing final/ checkpoint."""
+    if score_only:
+        final = Path(config.dx_llava.train.output_dir) / "final"
+        return {"steps": None, "seconds": None, "final": str(final), "parameters": None, "eval": None}
+    trained = train(config, overwrite=True)  # the benchmark's own run folder, made anew
+    return {
+        "steps": trained.steps,
+        "seconds": trained.seconds,
+        "final": str(trained.artifact),
+        "parameters": trained.details["parameters"],
+        "eval": trained.details["eval"],
+    }
+
+
+def _print_summary(config, result: dict, metrics: dict, report: dict, train_peak: float, out: Path) -> None:
+    head, text = metrics["head"], metrics.get("text", {})
+    model_cfg, train_cfg = config.dx_llava.model, config.dx_llava.train
+    print(
+        f"\nDX-LLaVA ({model_cfg.language_model} + {model_cfg.vision_tower}, {train_cfg.mode}) "
+        f"on dfdc-faces test ({metrics['n']} crops):"
+    )
+    if result["steps"]:
+        print(
+            f"  {result['steps']} steps x batch {config.dx_llava.train.batch_size}: "
+            f"{report['seconds_per_step']} s/step, "
+            f"peak RSS {train_peak:.0f} MB"
+        )
+    print(f"  head: accuracy {head['accuracy']:.4f}, macro-F1 {head['macro_f1']:.4f}, AUC {head['auc']:.4f}")
+    if text:
+        print(
+            f"  text answer ({text['n']} samples): accuracy {text.get('accuracy', float('nan')):.4f} "
+            f"({text['unparsed']} unparsed); agreement with the head {metrics.get('agreement')}"
+        )
+    for row in report["samples"]:
+        print(
+            f"  [{'fake' if row['label'] else 'real'} | head {row['probability']:.2f}] {row['explanation']!r}"
+        )
+    print(f"  results: {out}")
+
+
+def main() -> int:
+    args = _parser().parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     import torch
@@ -58,57 +107,51 @@ def main() -> int:
     config = load_config(args.config, args.overrides)
     data = config.dx_llava.data
     written = make_data(prepared.manifest_path, Path(data.train_json).parent)
-    config.dx_llava.data.image_folder = Path((Path(data.train_json).parent / "image_folder.txt").read_text().strip())
+    config.dx_llava.data.image_folder = Path(
+        (Path(data.train_json).parent / "image_folder.txt").read_text().strip()
+    )
     print("LLaVA JSON:", {k: str(v) for k, v in written.items()})
 
     started = time.perf_counter()
-    if args.score_only:
-        final = Path(config.dx_llava.train.output_dir) / "final"
-        result = {"steps": None, "seconds": None, "final": str(final), "parameters": None, "eval": None}
-    else:
-        trained = train(config, overwrite=True)  # the benchmark's own run folder, made anew
-        result = {"steps": trained.steps, "seconds": trained.seconds, "final": str(trained.artifact),
-                  "parameters": trained.details["parameters"], "eval": trained.details["eval"]}
+    result = _train_or_reuse(train, config, args.score_only)
     train_seconds = time.perf_counter() - started
     train_peak = peak_rss_mb()
 
     started = time.perf_counter()
-    metrics = evaluate_model(result["final"], data.test_json, config.dx_llava.data.image_folder,
-                       Path(config.dx_llava.train.output_dir) / "test", explain_max=args.explain)
+    metrics = evaluate_model(
+        result["final"],
+        data.test_json,
+        config.dx_llava.data.image_folder,
+        Path(config.dx_llava.train.output_dir) / "test",
+        explain_max=args.explain,
+    )
     eval_seconds = time.perf_counter() - started
     import pandas as pd
 
     predictions = pd.read_csv(metrics["predictions"])
     samples = predictions.dropna(subset=["explanation"]).groupby("label").head(2)
     report = {
-        "config": args.config, "overrides": args.overrides,
-        "steps": result["steps"], "train_seconds": round(train_seconds, 1),
+        "config": args.config,
+        "overrides": args.overrides,
+        "steps": result["steps"],
+        "train_seconds": round(train_seconds, 1),
         "seconds_per_step": round(result["seconds"] / result["steps"], 2) if result["steps"] else None,
-        "batch_size": config.dx_llava.train.batch_size, "parameters": result["parameters"],
-        "peak_rss_mb_train": round(train_peak), "peak_rss_mb_total": round(peak_rss_mb()),
-        "val_at_end": result["eval"], "test": {k: metrics[k] for k in ("n", "head", "text", "agreement", "seconds")
-                                               if k in metrics},
+        "batch_size": config.dx_llava.train.batch_size,
+        "parameters": result["parameters"],
+        "peak_rss_mb_train": round(train_peak),
+        "peak_rss_mb_total": round(peak_rss_mb()),
+        "val_at_end": result["eval"],
+        "test": {k: metrics[k] for k in ("n", "head", "text", "agreement", "seconds") if k in metrics},
         "eval_seconds": round(eval_seconds, 1),
-        "samples": samples[["id", "label", "probability", "text_label", "explanation"]].to_dict(orient="records"),
+        "samples": samples[["id", "label", "probability", "text_label", "explanation"]].to_dict(
+            orient="records"
+        ),
         "checkpoint": result["final"],
     }
     out = Path(args.results)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1, default=str))
-    head, text = metrics["head"], metrics.get("text", {})
-    model_cfg, train_cfg = config.dx_llava.model, config.dx_llava.train
-    print(f"\nDX-LLaVA ({model_cfg.language_model} + {model_cfg.vision_tower}, {train_cfg.mode}) "
-          f"on dfdc-faces test ({metrics['n']} crops):")
-    if result["steps"]:
-        print(f"  {result['steps']} steps x batch {config.dx_llava.train.batch_size}: {report['seconds_per_step']} s/step, "
-              f"peak RSS {train_peak:.0f} MB")
-    print(f"  head: accuracy {head['accuracy']:.4f}, macro-F1 {head['macro_f1']:.4f}, AUC {head['auc']:.4f}")
-    if text:
-        print(f"  text answer ({text['n']} samples): accuracy {text.get('accuracy', float('nan')):.4f} "
-              f"({text['unparsed']} unparsed); agreement with the head {metrics.get('agreement')}")
-    for row in report["samples"]:
-        print(f"  [{'fake' if row['label'] else 'real'} | head {row['probability']:.2f}] {row['explanation']!r}")
-    print(f"  results: {out}")
+    _print_summary(config, result, metrics, report, train_peak, out)
     return 0
 
 

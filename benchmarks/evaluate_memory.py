@@ -37,7 +37,9 @@ def make_manifest(folder: Path, rows: int) -> Path:
         paths, labels = [], []
         for n in range(200):
             label = "fake" if n % 2 else "real"
-            Image.fromarray(identity_face(n // 2, fake=label == "fake")).resize((224, 224)).save(images / f"{n}.jpg")
+            Image.fromarray(identity_face(n // 2, fake=label == "fake")).resize((224, 224)).save(
+                images / f"{n}.jpg"
+            )
             paths.append(str(images / f"{n}.jpg"))
             labels.append(label)
         base = pd.DataFrame({"path": paths, "label": labels})
@@ -63,12 +65,15 @@ config.evaluate.sets = [{"name": "bench", "manifest": manifest, "split": "test"}
 config.evaluate.output_dir = out
 result = fakefinder.evaluate(config)
 row = result.tables["summary"][0]
-print(json.dumps({"rows": row["n"], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"rows": row["n"], "peak_rss_mb": peak}))
 """
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--checkpoint", default="output/dfdc-faces-cpu/model")
     parser.add_argument("--rows", type=int, nargs="+", default=[1000, 10000])
     args = parser.parse_args()
@@ -76,15 +81,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for rows in args.rows:
             manifest = make_manifest(Path(tmp), rows)
-            done = subprocess.run([sys.executable, "-c", CHILD, args.checkpoint, str(manifest), str(Path(tmp) / f"eval{rows}")],
-                                  capture_output=True, text=True)
+            done = subprocess.run(
+                [sys.executable, "-c", CHILD, args.checkpoint, str(manifest), str(Path(tmp) / f"eval{rows}")],
+                capture_output=True,
+                text=True,
+            )
             if done.returncode != 0:
                 raise SystemExit(done.stderr[-3000:])
             results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            print(f"  {results[-1]['rows']:>6} rows: peak RSS {results[-1]['peak_rss_mb']:.0f} MB", flush=True)
+            print(
+                f"  {results[-1]['rows']:>6} rows: peak RSS {results[-1]['peak_rss_mb']:.0f} MB", flush=True
+            )
     ratio = results[-1]["peak_rss_mb"] / results[0]["peak_rss_mb"]
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "evaluate_memory.json").write_text(json.dumps({"runs": results, "ratio": ratio}, indent=1))
+    (HERE / "results" / "evaluate_memory.json").write_text(
+        json.dumps({"runs": results, "ratio": ratio}, indent=1)
+    )
     print(f"peak RSS ratio {results[-1]['rows']} / {results[0]['rows']} rows: {ratio:.2f}")
 
 

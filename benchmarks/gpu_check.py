@@ -39,11 +39,24 @@ def _crops(root: Path) -> Path:
 def _detector_config(root: Path, device: str, **train):
     from fakefinder.config import config_from_dict
 
-    return config_from_dict({
-        "model": {"name": "test_efficientnet", "image_size": 32},
-        "train": {"manifest": str(_crops(root)), "output_dir": str(root / "run"), "epochs": 1, "batch_size": 4,
-                  "num_workers": 0, "lr": 1e-3, "warmup_epochs": 0.0, "trackers": [], "plots": False,
-                  "device": device, **train}})
+    return config_from_dict(
+        {
+            "model": {"name": "test_efficientnet", "image_size": 32},
+            "train": {
+                "manifest": str(_crops(root)),
+                "output_dir": str(root / "run"),
+                "epochs": 1,
+                "batch_size": 4,
+                "num_workers": 0,
+                "lr": 1e-3,
+                "warmup_epochs": 0.0,
+                "trackers": [],
+                "plots": False,
+                "device": device,
+                **train,
+            },
+        }
+    )
 
 
 def _steps_time(history: list[dict], steps: int) -> float | None:
@@ -88,11 +101,23 @@ def check_image_classifier(root, device):
     from fakefinder.config import config_from_dict
 
     data = synthetic.make_class_folders(root / "classes")
-    config = config_from_dict({"task": "image_classifier", "classifier": {"data_dir": str(data)},
-                               "model": {"name": "test_efficientnet", "pretrained": False, "image_size": 32},
-                               "train": {"output_dir": str(root / "run"), "epochs": 1, "batch_size": 4,
-                                         "num_workers": 0, "trackers": [], "plots": False, "device": device,
-                                         "precision": "auto"}})
+    config = config_from_dict(
+        {
+            "task": "image_classifier",
+            "classifier": {"data_dir": str(data)},
+            "model": {"name": "test_efficientnet", "pretrained": False, "image_size": 32},
+            "train": {
+                "output_dir": str(root / "run"),
+                "epochs": 1,
+                "batch_size": 4,
+                "num_workers": 0,
+                "trackers": [],
+                "plots": False,
+                "device": device,
+                "precision": "auto",
+            },
+        }
+    )
     result = fakefinder.train(config, overwrite=True)
     assert result.stopped == "completed"
     return {"steps": result.steps, "step_s": _steps_time(result.history, result.steps)}
@@ -105,13 +130,36 @@ def _tiny_llm(root: Path, device: str, kind: str, **lora):
     from fakefinder.engine.tiny import build_char_tokenizer, tiny_llama_config
 
     data = synthetic.make_instruction_set(root / "data", {"train": 16, "val": 4})
-    config = config_from_dict({"task": kind, "llm": {
-        "model": {"base_config": tiny_llama_config(), "tokenizer": str(build_char_tokenizer(root / "tokenizer"))},
-        "data": {"train_file": str(data / "train.jsonl"), "val_file": str(data / "val.jsonl"), "max_length": 128},
-        "lora": {"r": 4, "alpha": 8, **lora},
-        "train": {"output_dir": str(root / "run"), "max_steps": 4, "batch_size": 4, "accumulate": 1, "lr": 0.01,
-                  "save_steps": 4, "eval_steps": 4, "logging_steps": 1, "trackers": [], "device": device},
-        "eval": {"samples": 1, "max_new_tokens": 4}}})
+    config = config_from_dict(
+        {
+            "task": kind,
+            "llm": {
+                "model": {
+                    "base_config": tiny_llama_config(),
+                    "tokenizer": str(build_char_tokenizer(root / "tokenizer")),
+                },
+                "data": {
+                    "train_file": str(data / "train.jsonl"),
+                    "val_file": str(data / "val.jsonl"),
+                    "max_length": 128,
+                },
+                "lora": {"r": 4, "alpha": 8, **lora},
+                "train": {
+                    "output_dir": str(root / "run"),
+                    "max_steps": 4,
+                    "batch_size": 4,
+                    "accumulate": 1,
+                    "lr": 0.01,
+                    "save_steps": 4,
+                    "eval_steps": 4,
+                    "logging_steps": 1,
+                    "trackers": [],
+                    "device": device,
+                },
+                "eval": {"samples": 1, "max_new_tokens": 4},
+            },
+        }
+    )
     started = time.perf_counter()
     result = fakefinder.train(config, overwrite=True)
     assert result.stopped == "completed" and result.artifact is not None
@@ -135,14 +183,34 @@ def check_dx_llava_lora(root, device):
     from fakefinder.engine.tiny import build_char_tokenizer, tiny_clip_vision_config, tiny_llama_config
 
     data = synthetic.make_llava_set(root / "dx")
-    config = config_from_dict({"task": "dx_llava", "faces": {"detect": False, "size": 32}, "dx_llava": {
-        "model": {"language_model_config": tiny_llama_config(), "tokenizer": str(build_char_tokenizer(root / "tok")),
-                  "vision_tower": "clip:", "vision_config": tiny_clip_vision_config()},
-        "data": {"train_json": str(data / "train.json"), "image_folder": str(data / "images")},
-        "lora": {"r": 4, "alpha": 8, "compute_dtype": "bf16" if device == "cuda" else "fp32"},
-        "train": {"output_dir": str(root / "run"), "mode": "lora", "max_steps": 4, "batch_size": 4,
-                  "save_steps": 4, "eval_steps": 4, "logging_steps": 1, "num_workers": 0, "trackers": [],
-                  "device": device}}})
+    config = config_from_dict(
+        {
+            "task": "dx_llava",
+            "faces": {"detect": False, "size": 32},
+            "dx_llava": {
+                "model": {
+                    "language_model_config": tiny_llama_config(),
+                    "tokenizer": str(build_char_tokenizer(root / "tok")),
+                    "vision_tower": "clip:",
+                    "vision_config": tiny_clip_vision_config(),
+                },
+                "data": {"train_json": str(data / "train.json"), "image_folder": str(data / "images")},
+                "lora": {"r": 4, "alpha": 8, "compute_dtype": "bf16" if device == "cuda" else "fp32"},
+                "train": {
+                    "output_dir": str(root / "run"),
+                    "mode": "lora",
+                    "max_steps": 4,
+                    "batch_size": 4,
+                    "save_steps": 4,
+                    "eval_steps": 4,
+                    "logging_steps": 1,
+                    "num_workers": 0,
+                    "trackers": [],
+                    "device": device,
+                },
+            },
+        }
+    )
     started = time.perf_counter()
     result = fakefinder.train(config, overwrite=True)
     assert result.stopped == "completed" and result.artifact is not None
@@ -157,12 +225,30 @@ def check_text_to_image_lora_fp16(root, device):
     from fakefinder.config import config_from_dict
 
     data = synthetic.make_captioned_folder(root / "captions", count=8, size=40)
-    config = config_from_dict({"task": "text_to_image_lora", "diffusion": {
-        "model": {"base": "random:tiny"}, "data": {"path": str(data), "resolution": 32, "val_ratio": 0.25},
-        "sample": {"steps": 2}, "eval": {"timesteps": 2},
-        "train": {"output_dir": str(root / "run"), "max_steps": 4, "batch_size": 2, "accumulate": 1, "lr": 1e-3,
-                  "save_steps": 4, "eval_steps": 4, "logging_steps": 1, "trackers": [], "device": device,
-                  "precision": "fp16" if device == "cuda" else "fp32"}}})
+    config = config_from_dict(
+        {
+            "task": "text_to_image_lora",
+            "diffusion": {
+                "model": {"base": "random:tiny"},
+                "data": {"path": str(data), "resolution": 32, "val_ratio": 0.25},
+                "sample": {"steps": 2},
+                "eval": {"timesteps": 2},
+                "train": {
+                    "output_dir": str(root / "run"),
+                    "max_steps": 4,
+                    "batch_size": 2,
+                    "accumulate": 1,
+                    "lr": 1e-3,
+                    "save_steps": 4,
+                    "eval_steps": 4,
+                    "logging_steps": 1,
+                    "trackers": [],
+                    "device": device,
+                    "precision": "fp16" if device == "cuda" else "fp32",
+                },
+            },
+        }
+    )
     result = fakefinder.train(config, overwrite=True)
     assert result.stopped == "completed" and result.artifact is not None
     return {"steps": result.steps, "step_s": result.seconds / result.steps}
@@ -176,13 +262,34 @@ def check_object_detector(root, device):
     from fakefinder.config import config_from_dict
 
     data = synthetic.make_yolo_dataset(root / "shapes", {"train": 16, "val": 8}, size=64)
-    config = config_from_dict({"task": "object_detector", "detector": {
-        "data": {"path": str(data)}, "train": {
-            "output_dir": str(root / "run"), "epochs": 1, "imgsz": 64, "batch_size": 8, "nbs": 8, "num_workers": 0,
-            "close_mosaic": 0, "warmup_epochs": 0, "trackers": [], "device": device, "augment": {"mosaic": 0.0}}}})
+    config = config_from_dict(
+        {
+            "task": "object_detector",
+            "detector": {
+                "data": {"path": str(data)},
+                "train": {
+                    "output_dir": str(root / "run"),
+                    "epochs": 1,
+                    "imgsz": 64,
+                    "batch_size": 8,
+                    "nbs": 8,
+                    "num_workers": 0,
+                    "close_mosaic": 0,
+                    "warmup_epochs": 0,
+                    "trackers": [],
+                    "device": device,
+                    "augment": {"mosaic": 0.0},
+                },
+            },
+        }
+    )
     result = fakefinder.train(config, overwrite=True)
     assert result.stopped == "completed" and result.artifact is not None
-    return {"steps": result.epochs, "step_s": result.seconds / max(1.0, result.epochs or 1.0), "unit": "epoch"}
+    return {
+        "steps": result.epochs,
+        "step_s": result.seconds / max(1.0, result.epochs or 1.0),
+        "unit": "epoch",
+    }
 
 
 def check_onnxruntime(root, device):
@@ -207,8 +314,11 @@ def check_onnxruntime(root, device):
     return {"steps": 20, "step_s": (time.perf_counter() - started) / 20, "unit": "batch of 8"}
 
 
-CHECKS = {name[len("check_"):]: fn for name, fn in globals().items() if name.startswith("check_") and callable(fn)
-          and name != "check_detector"}
+CHECKS = {
+    name[len("check_") :]: fn
+    for name, fn in globals().items()
+    if name.startswith("check_") and callable(fn) and name != "check_detector"
+}
 
 
 # ---------------------------------------------------------------------------------------------- running them
@@ -236,7 +346,9 @@ def run_one(name: str, device: str) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--only", default="", help="run the checks whose name holds this text")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a single check, in this process (the children)
@@ -256,26 +368,42 @@ def main() -> int:
     for name in [n for n in CHECKS if args.only in n]:
         began = time.perf_counter()
         try:
-            done = subprocess.run([sys.executable, __file__, "--one", name, "--device", args.device],
-                                  capture_output=True, text=True, timeout=LIMIT_S)
+            done = subprocess.run(
+                [sys.executable, __file__, "--one", name, "--device", args.device],
+                capture_output=True,
+                text=True,
+                timeout=LIMIT_S,
+            )
             lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-            row = json.loads(lines[-1]) if lines else {
-                "status": "fail", "note": f"exit {done.returncode}: {done.stderr.strip()[-300:]}"}
+            row = (
+                json.loads(lines[-1])
+                if lines
+                else {"status": "fail", "note": f"exit {done.returncode}: {done.stderr.strip()[-300:]}"}
+            )
         except subprocess.TimeoutExpired:
             row = {"status": "fail", "note": f"over {LIMIT_S} s"}
         row.update(check=name, wall_s=round(time.perf_counter() - began, 1))
         rows.append(row)
         step = f"{row['step_s'] * 1000:.0f} ms/{row.get('unit', 'step')}" if row.get("step_s") else ""
         memory = f"{row['peak_gpu_gb']:.2f} GB" if row.get("peak_gpu_gb") is not None else ""
-        print(f"{name:28s} {row['status']:8s} {step:>18s} {memory:>9s}  {row['wall_s']:6.1f} s  {row.get('note', '')}",
-              flush=True)
+        print(
+            f"{name:28s} {row['status']:8s} {step:>18s} {memory:>9s}  {row['wall_s']:6.1f} s  "
+            f"{row.get('note', '')}",
+            flush=True,
+        )
     total = time.perf_counter() - started
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.results).write_text(json.dumps({"device": gpu, "torch": torch.__version__, "seconds": round(total, 1),
-                                              "checks": rows}, indent=1))
+    Path(args.results).write_text(
+        json.dumps(
+            {"device": gpu, "torch": torch.__version__, "seconds": round(total, 1), "checks": rows}, indent=1
+        )
+    )
     failed = [r["check"] for r in rows if r["status"] == "fail"]
-    print(f"{len(rows)} checks in {total:.0f} s: {sum(r['status'] == 'pass' for r in rows)} passed, "
-          f"{len(failed)} failed {failed if failed else ''}, {sum(r['status'] == 'skipped' for r in rows)} skipped")
+    print(
+        f"{len(rows)} checks in {total:.0f} s: {sum(r['status'] == 'pass' for r in rows)} passed, "
+        f"{len(failed)} failed {failed if failed else ''}, {sum(r['status'] == 'skipped' for r in rows)} "
+        f"skipped"
+    )
     return 1 if failed else 0
 
 

@@ -6,7 +6,8 @@ the base answers the test split (eval loss, perplexity, exact match before), the
 from configs/llm-lora-smollm2-cpu.yaml, the artifact answers the test split again (after).
 Reports tokens/s of training, peak memory (RSS) and the before / after figures.
 
-    .venv/bin/python benchmarks/llm_lora.py                               # LoRA and QLoRA, 300/60/100 examples
+    # LoRA and QLoRA, 300/60/100 examples
+    .venv/bin/python benchmarks/llm_lora.py
     .venv/bin/python benchmarks/llm_lora.py --methods lora --train 100    # a quick look
 
 Writes benchmarks/results/llm_lora.json.
@@ -26,8 +27,13 @@ HERE = Path(__file__).resolve().parent
 CONFIG = HERE.parent / "configs" / "llm-lora-smollm2-cpu.yaml"
 
 
-TASKS = {"What is": "sum", "Which number": "larger", "Is ": "odd/even", "Write the word": "capitals",
-         "What is the first": "first letter"}
+TASKS = {
+    "What is": "sum",
+    "Which number": "larger",
+    "Is ": "odd/even",
+    "Write the word": "capitals",
+    "What is the first": "first letter",
+}
 
 
 def task_of(prompt: str) -> str:
@@ -53,8 +59,8 @@ def run_method(method: str, overrides: list[str]) -> dict:
     import fakefinder
     from fakefinder.config import load_config
     from fakefinder.tasks.llm_lora.data import read_jsonl
-    from fakefinder.tasks.llm_lora.model import build
     from fakefinder.tasks.llm_lora.evaluate import normalise
+    from fakefinder.tasks.llm_lora.model import build
     from fakefinder.tasks.llm_lora.train import evaluate_losses, generate, tokenized
 
     torch.set_flush_denormal(True)
@@ -76,8 +82,10 @@ def run_method(method: str, overrides: list[str]) -> dict:
     correct = [normalise(a) == normalise(e.messages[-1]["content"]) for a, e in zip(answers, test)]
     before["exact_match"] = sum(correct) / len(test)
     before["by_task"] = by_task([e.messages[-2]["content"] for e in test], correct)
-    before["examples"] = [{"prompt": e.messages[-2]["content"], "expected": e.messages[-1]["content"], "answer": a}
-                          for e, a in list(zip(test, answers))[:5]]
+    before["examples"] = [
+        {"prompt": e.messages[-2]["content"], "expected": e.messages[-1]["content"], "answer": a}
+        for e, a in list(zip(test, answers))[:5]
+    ]
     before["seconds"] = time.perf_counter() - started
     del model
     result = fakefinder.train(config, overwrite=True)
@@ -87,14 +95,24 @@ def run_method(method: str, overrides: list[str]) -> dict:
     after["by_task"] = by_task([r["prompt"] for r in rows], [r["correct"] for r in rows])
     rows = rows[:5]
     details = result.details
-    return {"method": method, "steps": result.steps, "train_seconds": result.seconds,
-            "tokens_per_second": details["tokens_per_second"], "train_tokens": details["data"]["tokens"]["train"]["tokens"],
-            "trainable_parameters": details["parameters"]["trainable"], "peak_rss_mb": peak_rss_mb(),
-            "before": before, "after": {**after, "examples": rows}, "val": details["eval"]}
+    return {
+        "method": method,
+        "steps": result.steps,
+        "train_seconds": result.seconds,
+        "tokens_per_second": details["tokens_per_second"],
+        "train_tokens": details["data"]["tokens"]["train"]["tokens"],
+        "trainable_parameters": details["parameters"]["trainable"],
+        "peak_rss_mb": peak_rss_mb(),
+        "before": before,
+        "after": {**after, "examples": rows},
+        "val": details["eval"],
+    }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--methods", default="lora,qlora")
     parser.add_argument("--train", type=int, default=300)
     parser.add_argument("--val", type=int, default=60)
@@ -114,30 +132,46 @@ def main() -> int:
     make_instruction_set(data, {"train": args.train, "val": args.val, "test": args.test}, seed=0)
     results = []
     for method in args.methods.split(","):
-        done = subprocess.run([sys.executable, __file__, "--child", method, *args.overrides], capture_output=True,
-                              text=True)
-        line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
+        done = subprocess.run(
+            [sys.executable, __file__, "--child", method, *args.overrides], capture_output=True, text=True
+        )
+        line = next((out for out in done.stdout.splitlines() if out.startswith("RESULT ")), None)
         if done.returncode or line is None:
             print(done.stdout[-3000:], done.stderr[-3000:])
             return 1
-        results.append(json.loads(line[len("RESULT "):]))
-    print(f"{'method':7} {'steps':>5} {'tokens/s':>9} {'peak MB':>8} {'loss before':>12} {'after':>7} "
-          f"{'ppl before':>11} {'after':>7} {'exact before':>13} {'after':>6}")
+        results.append(json.loads(line[len("RESULT ") :]))
+    print(
+        f"{'method':7} {'steps':>5} {'tokens/s':>9} {'peak MB':>8} {'loss before':>12} {'after':>7} "
+        f"{'ppl before':>11} {'after':>7} {'exact before':>13} {'after':>6}"
+    )
     for r in results:
         b, a = r["before"], r["after"]
-        print(f"{r['method']:7} {r['steps']:5d} {r['tokens_per_second']:9.0f} {r['peak_rss_mb']:8.0f} "
-              f"{b['test_loss']:12.3f} {a['eval_loss']:7.3f} {b['test_perplexity']:11.2f} {a['eval_perplexity']:7.2f} "
-              f"{b['exact_match']:13.3f} {a['exact_match']:6.3f}")
+        print(
+            f"{r['method']:7} {r['steps']:5d} {r['tokens_per_second']:9.0f} {r['peak_rss_mb']:8.0f} "
+            f"{b['test_loss']:12.3f} {a['eval_loss']:7.3f} {b['test_perplexity']:11.2f} "
+            f"{a['eval_perplexity']:7.2f} "
+            f"{b['exact_match']:13.3f} {a['exact_match']:6.3f}"
+        )
     print("exact match by task, before -> after:")
     for r in results:
-        print(f"  {r['method']:7} " + ", ".join(f"{k} {r['before']['by_task'].get(k, 0):.2f} -> {v:.2f}"
-                                             for k, v in r["after"]["by_task"].items()))
+        print(
+            f"  {r['method']:7} "
+            + ", ".join(
+                f"{k} {r['before']['by_task'].get(k, 0):.2f} -> {v:.2f}"
+                for k, v in r["after"]["by_task"].items()
+            )
+        )
     for r in results:
         for e in r["after"]["examples"][:3]:
             print(f"  {r['method']}: {e['prompt']!r} -> {e['response']!r} (expected {e['expected']!r})")
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.results).write_text(json.dumps({"train": args.train, "val": args.val, "test": args.test,
-                                              "results": results}, indent=1, default=float))
+    Path(args.results).write_text(
+        json.dumps(
+            {"train": args.train, "val": args.val, "test": args.test, "results": results},
+            indent=1,
+            default=float,
+        )
+    )
     print(f"results: {args.results}")
     return 0
 

@@ -42,12 +42,23 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
-        dataset = make_yolo_dataset(root / "shapes", {"train": args.train, "val": args.val, "test": args.test},
-                                    size=args.size, seed=1, background_every=10)
-        overrides = [f"detector.data.path={dataset}", f"detector.train.output_dir={root / 'run'}",
-                     f"detector.train.epochs={args.epochs}", f"detector.train.imgsz={args.size}",
-                     f"detector.train.batch={args.batch}", "detector.train.workers=0",
-                     f"evaluate.output_dir={root / 'eval'}", "evaluate.batch_size=16"]
+        dataset = make_yolo_dataset(
+            root / "shapes",
+            {"train": args.train, "val": args.val, "test": args.test},
+            size=args.size,
+            seed=1,
+            background_every=10,
+        )
+        overrides = [
+            f"detector.data.path={dataset}",
+            f"detector.train.output_dir={root / 'run'}",
+            f"detector.train.epochs={args.epochs}",
+            f"detector.train.imgsz={args.size}",
+            f"detector.train.batch={args.batch}",
+            "detector.train.workers=0",
+            f"evaluate.output_dir={root / 'eval'}",
+            "evaluate.batch_size=16",
+        ]
         config = load_config(CONFIG, overrides)
         started = time.perf_counter()
         result = fakefinder.train(config, overwrite=True)
@@ -67,11 +78,15 @@ def main() -> None:
         latency = (time.perf_counter() - began) / len(images)
     report = {
         "command": f"benchmarks/object_detector.py --train {args.train} --val {args.val} --test {args.test} "
-                   f"--size {args.size} --epochs {args.epochs} --batch {args.batch}",
-        "model": "yolov8n.yaml (random init)", "epochs": args.epochs, "train_seconds": round(train_s, 1),
+        f"--size {args.size} --epochs {args.epochs} --batch {args.batch}",
+        "model": "yolov8n.yaml (random init)",
+        "epochs": args.epochs,
+        "train_seconds": round(train_s, 1),
         "train_images_per_second": round(args.train * args.epochs / train_s, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "val": result.details["val"]["overall"], "test": test["overall"], "test_per_class": test["per_class"],
+        "val": result.details["val"]["overall"],
+        "test": test["overall"],
+        "test_per_class": test["per_class"],
         "predict_ms_per_image": round(latency * 1000, 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -77,8 +77,15 @@ def child(spec: dict) -> dict:
         chain.verify()  # every detector of the default chain loaded, as a run may need them all
         height, width = spec["size"]
         chain.detect([np.zeros((height, width, 3), np.uint8)])  # a blank frame: each detector runs
-        return {"peak_rss_mb": _maxrss_mb(), "vm_hwm_mb": _hwm_mb(), "rss_end_mb": _rss_mb(),
-                "wall_s": 0.0, "frames_sampled": 0, "crops": 0, "items_failed": 0}
+        return {
+            "peak_rss_mb": _maxrss_mb(),
+            "vm_hwm_mb": _hwm_mb(),
+            "rss_end_mb": _rss_mb(),
+            "wall_s": 0.0,
+            "frames_sampled": 0,
+            "crops": 0,
+            "items_failed": 0,
+        }
 
     from fakefinder.faces.prepare import prepare
 
@@ -108,7 +115,10 @@ def child(spec: dict) -> dict:
                 after_video.append(_rss_mb())
             stop.wait(0.05)
 
-    threads = [threading.Thread(target=sample, daemon=True), threading.Thread(target=watch_records, daemon=True)]
+    threads = [
+        threading.Thread(target=sample, daemon=True),
+        threading.Thread(target=watch_records, daemon=True),
+    ]
     for thread in threads:
         thread.start()
     started = time.perf_counter()
@@ -157,17 +167,24 @@ def make_clips(workdir: Path, res: str, count: int, seconds: float, fps: int) ->
             "    tmp.replace(p)\n"
         )
         started = time.perf_counter()
-        arg = json.dumps({"paths": missing, "n": num_frames, "h": height, "w": width, "fps": fps, "face": face_px})
+        arg = json.dumps(
+            {"paths": missing, "n": num_frames, "h": height, "w": width, "fps": fps, "face": face_px}
+        )
         subprocess.run([sys.executable, "-c", code, arg], check=True)
-        print(f"  generated {len(missing)} clip(s) of {seconds:g} s at {res} in {time.perf_counter() - started:.0f} s",
-              flush=True)
+        print(
+            f"  generated {len(missing)} clip(s) of {seconds:g} s at {res} in "
+            f"{time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
     return paths
 
 
 def run_child(spec: dict, env: dict[str, str] | None = None) -> dict:
     proc = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
-        capture_output=True, text=True, env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
     )
     if proc.returncode != 0:
         raise RuntimeError(f"child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -182,27 +199,114 @@ def parse_configs(text: str) -> list[tuple[int, float]]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     from fakefinder.config import FacesConfig
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--configs", default="4x5,16x5,4x40",
-                        help="comma list of VIDEOSxSECONDS (default 4x5,16x5,4x40)")
+    parser.add_argument(
+        "--configs", default="4x5,16x5,4x40", help="comma list of VIDEOSxSECONDS (default 4x5,16x5,4x40)"
+    )
     parser.add_argument("--resolution", default="480p", choices=list(RESOLUTIONS))
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--frames", type=int, default=32, help="frames_per_video (default 32)")
-    parser.add_argument("--max-side", type=int, default=FacesConfig().detect_max_side,
-                        help=f"faces.detect_max_side (default {FacesConfig().detect_max_side}, the config's)")
+    parser.add_argument(
+        "--max-side",
+        type=int,
+        default=FacesConfig().detect_max_side,
+        help=f"faces.detect_max_side (default {FacesConfig().detect_max_side}, the config's)",
+    )
     parser.add_argument("--min-face-px", type=int, default=20)
-    parser.add_argument("--workers", type=int, default=0,
-                        help="prepare.num_workers (default 0: inline, so the child's own peak is the run's)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="prepare.num_workers (default 0: inline, so the child's own peak is the run's)",
+    )
     parser.add_argument("--workdir", type=Path, default=RESULTS / "prepare_memory_work")
     parser.add_argument("--json", type=Path, default=RESULTS / "prepare_memory.json")
-    parser.add_argument("--child-env", action="append", default=[], metavar="KEY=VALUE",
-                        help="environment for the measured processes, e.g. MALLOC_MMAP_THRESHOLD_=1048576 "
-                        "or MALLOC_ARENA_MAX=2 (glibc allocator knobs); repeatable")
+    parser.add_argument(
+        "--child-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment for the measured processes, e.g. MALLOC_MMAP_THRESHOLD_=1048576 "
+        "or MALLOC_ARENA_MAX=2 (glibc allocator knobs); repeatable",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _measure(
+    args: argparse.Namespace,
+    common: dict,
+    child_env: dict[str, str],
+    clips: list[Path],
+    videos: int,
+    seconds: float,
+) -> dict:
+    """One configuration: its dataset folder of linked clips, prepared in a fresh child process."""
+    name = f"{videos}x{seconds:g}s"
+    root = args.workdir / "datasets" / name
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "real").mkdir(parents=True)
+    (root / "fake").mkdir(parents=True)
+    for path in clips[:videos]:
+        (root / "real" / path.name).symlink_to(path.resolve())
+    output = args.workdir / "prepared" / name
+    shutil.rmtree(output, ignore_errors=True)
+    result = run_child({**common, "root": str(root), "output": str(output)}, child_env)
+    result.update(
+        {
+            "config": name,
+            "videos": videos,
+            "seconds": seconds,
+            "frames_per_video_in_file": int(round(seconds * args.fps)),
+        }
+    )
+    return result
+
+
+def _print_report(args: argparse.Namespace, baseline: dict, rows: list[dict]) -> float:
+    """The table and its summaries; returns peak RSS max/min over the configurations."""
+    peaks = [r["peak_rss_mb"] for r in rows]
+    print()
+    header = (
+        f"{'config':>10}{'decoded/video':>14}{'frames':>8}{'crops':>7}{'failed':>7}{'wall s':>8}"
+        f"{'peak RSS MB':>13}{'VmHWM MB':>10}{'RSS 1st video':>15}{'RSS last video':>16}"
+    )
+    print(header)
+    print("-" * len(header))
+    print(
+        f"{'baseline':>10}{'-':>14}{0:>8}{0:>7}{0:>7}{'-':>8}{baseline['peak_rss_mb']:>13.0f}"
+        f"{baseline['vm_hwm_mb']:>10.0f}{'-':>15}{'-':>16}"
+    )
+    for r in rows:
+        print(
+            f"{r['config']:>10}{r['frames_per_video_in_file']:>14}{r['frames_sampled']:>8}{r['crops']:>7}"
+            f"{r['items_failed']:>7}{r['wall_s']:>8.0f}{r['peak_rss_mb']:>13.0f}{r['vm_hwm_mb']:>10.0f}"
+            f"{r['rss_after_first_video_mb']:>15.0f}{r['rss_after_last_video_mb']:>16.0f}"
+        )
+    ratio = max(peaks) / min(peaks)
+    print(
+        f"peak RSS max/min over the configurations: {ratio:.3f} "
+        f"({max(peaks):.0f} / {min(peaks):.0f} MB); above the baseline: "
+        + ", ".join(f"{r['config']} +{r['peak_rss_mb'] - baseline['peak_rss_mb']:.0f} MB" for r in rows)
+    )
+    if args.workers:
+        print(
+            "note: num_workers > 0: the table is the main process; the workers' peak is "
+            + ", ".join(f"{r['config']} {r['children_peak_rss_mb']:.0f} MB" for r in rows)
+        )
+    growth = {r["config"]: r["rss_after_last_video_mb"] - r["rss_after_first_video_mb"] for r in rows}
+    print(
+        "RSS growth from the first to the last finished video: "
+        + ", ".join(f"{name} +{mb:.0f} MB" for name, mb in growth.items())
+    )
+    return ratio
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
 
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
@@ -211,60 +315,49 @@ def main(argv: list[str] | None = None) -> int:
     configs = parse_configs(args.configs)
     child_env = dict(item.split("=", 1) for item in args.child_env)
     height, width, _ = RESOLUTIONS[args.resolution]
-    print(f"{len(configs)} configuration(s) at {args.resolution}, {args.frames} frames per video, "
-          f"num_workers={args.workers}; each in a fresh process"
-          + (f" with {' '.join(args.child_env)}" if child_env else ""), flush=True)
+    print(
+        f"{len(configs)} configuration(s) at {args.resolution}, {args.frames} frames per video, "
+        f"num_workers={args.workers}; each in a fresh process"
+        + (f" with {' '.join(args.child_env)}" if child_env else ""),
+        flush=True,
+    )
     clips_by_length: dict[float, list[Path]] = {}
     for videos, seconds in configs:
         have = len(clips_by_length.get(seconds, []))
         if videos > have:
             clips_by_length[seconds] = make_clips(args.workdir, args.resolution, videos, seconds, args.fps)
 
-    common = {"frames": args.frames, "max_side": args.max_side, "min_face_px": args.min_face_px,
-              "workers": args.workers, "size": [height, width]}
+    common = {
+        "frames": args.frames,
+        "max_side": args.max_side,
+        "min_face_px": args.min_face_px,
+        "workers": args.workers,
+        "size": [height, width],
+    }
     rows = []
     baseline = run_child({**common, "baseline": True}, child_env)
-    print(f"  baseline (imports + the detector chain + 1 detection, no video): peak {baseline['peak_rss_mb']:.0f} MB", flush=True)
+    print(
+        f"  baseline (imports + the detector chain + 1 detection, no video): peak "
+        f"{baseline['peak_rss_mb']:.0f} MB",
+        flush=True,
+    )
     for videos, seconds in configs:
-        name = f"{videos}x{seconds:g}s"
-        root = args.workdir / "datasets" / name
-        shutil.rmtree(root, ignore_errors=True)
-        (root / "real").mkdir(parents=True)
-        (root / "fake").mkdir(parents=True)
-        for path in clips_by_length[seconds][:videos]:
-            (root / "real" / path.name).symlink_to(path.resolve())
-        output = args.workdir / "prepared" / name
-        shutil.rmtree(output, ignore_errors=True)
-        result = run_child({**common, "root": str(root), "output": str(output)}, child_env)
-        result.update({"config": name, "videos": videos, "seconds": seconds,
-                       "frames_per_video_in_file": int(round(seconds * args.fps))})
+        result = _measure(args, common, child_env, clips_by_length[seconds], videos, seconds)
         rows.append(result)
-        print(f"  {name}: peak {result['peak_rss_mb']:.0f} MB in {result['wall_s']:.0f} s", flush=True)
+        print(
+            f"  {result['config']}: peak {result['peak_rss_mb']:.0f} MB in {result['wall_s']:.0f} s",
+            flush=True,
+        )
 
-    peaks = [r["peak_rss_mb"] for r in rows]
-    print()
-    header = (f"{'config':>10}{'decoded/video':>14}{'frames':>8}{'crops':>7}{'failed':>7}{'wall s':>8}"
-              f"{'peak RSS MB':>13}{'VmHWM MB':>10}{'RSS 1st video':>15}{'RSS last video':>16}")
-    print(header)
-    print("-" * len(header))
-    print(f"{'baseline':>10}{'-':>14}{0:>8}{0:>7}{0:>7}{'-':>8}{baseline['peak_rss_mb']:>13.0f}"
-          f"{baseline['vm_hwm_mb']:>10.0f}{'-':>15}{'-':>16}")
-    for r in rows:
-        print(f"{r['config']:>10}{r['frames_per_video_in_file']:>14}{r['frames_sampled']:>8}{r['crops']:>7}"
-              f"{r['items_failed']:>7}{r['wall_s']:>8.0f}{r['peak_rss_mb']:>13.0f}{r['vm_hwm_mb']:>10.0f}"
-              f"{r['rss_after_first_video_mb']:>15.0f}{r['rss_after_last_video_mb']:>16.0f}")
-    ratio = max(peaks) / min(peaks)
-    print(f"peak RSS max/min over the configurations: {ratio:.3f} "
-          f"({max(peaks):.0f} / {min(peaks):.0f} MB); above the baseline: "
-          + ", ".join(f"{r['config']} +{r['peak_rss_mb'] - baseline['peak_rss_mb']:.0f} MB" for r in rows))
-    if args.workers:
-        print("note: num_workers > 0: the table is the main process; the workers' peak is "
-              + ", ".join(f"{r['config']} {r['children_peak_rss_mb']:.0f} MB" for r in rows))
-    growth = {r["config"]: r["rss_after_last_video_mb"] - r["rss_after_first_video_mb"] for r in rows}
-    print("RSS growth from the first to the last finished video: "
-          + ", ".join(f"{name} +{mb:.0f} MB" for name, mb in growth.items()))
-    report = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "child"},
-              "baseline": baseline, "runs": rows, "peak_max_over_min": ratio}
+    ratio = _print_report(args, baseline, rows)
+    report = {
+        "settings": {
+            k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "child"
+        },
+        "baseline": baseline,
+        "runs": rows,
+        "peak_max_over_min": ratio,
+    }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2))
     print(f"\nresults: {args.json}")

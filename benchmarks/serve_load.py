@@ -22,13 +22,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
 from _common import machine_busy_seconds, own_cpu_seconds, wait_idle
 
 HERE = Path(__file__).resolve().parent
 FINISHED = {"succeeded", "failed", "cancelled", "interrupted"}
-TINY_JOB = {"model_type": "deepfake_detector", "base_model": "test_efficientnet", "dataset_path": "faces",
-            "batch_size": 8, "learning_rate": 0.001, "pretrained": False, "image_size": 32, "num_workers": 0,
-            "train.logging.tensorboard": False, "train.early_stopping.patience": None}  # every epoch runs
+TINY_JOB = {
+    "model_type": "deepfake_detector",
+    "base_model": "test_efficientnet",
+    "dataset_path": "faces",
+    "batch_size": 8,
+    "learning_rate": 0.001,
+    "pretrained": False,
+    "image_size": 32,
+    "num_workers": 0,
+    "train.logging.tensorboard": False,
+    "train.early_stopping.patience": None,
+}  # every epoch runs
 
 
 # ------------------------------------------------------------------------------------------ the server
@@ -73,11 +83,26 @@ class Server:
     def __init__(self, data_dir: Path, host: str, port: int, jobs_per_device: int) -> None:
         self.url = f"http://{host}:{port}"
         self.log_path = data_dir / "serve.log"
-        command = [sys.executable, "-m", "fakefinder", "serve", "--data-dir", str(data_dir), "--host", host,
-                   "--port", str(port), "--demo-data", "--jobs-per-device", str(jobs_per_device)]
+        command = [
+            sys.executable,
+            "-m",
+            "fakefinder",
+            "serve",
+            "--data-dir",
+            str(data_dir),
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--demo-data",
+            "--jobs-per-device",
+            str(jobs_per_device),
+        ]
         data_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            command, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def wait_healthy(self, timeout: float) -> float:
         started = time.perf_counter()
@@ -131,8 +156,14 @@ class Stats:
     ended: bool = False
 
 
-def poller(base: str, job_ids: list[str], index: int, stop: threading.Event, stats: Stats, think_s: float) -> None:
-    requests = [("job", "/api/training/{id}"), ("list", "/api/training"), ("metrics", "/api/training/{id}/metrics")]
+def poller(
+    base: str, job_ids: list[str], index: int, stop: threading.Event, stats: Stats, think_s: float
+) -> None:
+    requests = [
+        ("job", "/api/training/{id}"),
+        ("list", "/api/training"),
+        ("metrics", "/api/training/{id}/metrics"),
+    ]
     turn = index
     with httpx.Client(base_url=base, timeout=30) as client:
         while not stop.is_set():
@@ -154,8 +185,9 @@ def poller(base: str, job_ids: list[str], index: int, stop: threading.Event, sta
                 stop.wait(think_s)
 
 
-def streamer(base: str, job_id: str, reconnect_s: float | None, deadline: float, abort: threading.Event,
-             stats: Stats) -> None:
+def streamer(
+    base: str, job_id: str, reconnect_s: float | None, deadline: float, abort: threading.Event, stats: Stats
+) -> None:
     """Follow the job's log stream until its `end` event; with `reconnect_s`, the server closes each
     connection after that long (`max_seconds`) and the next one resumes at `after=` the last seq."""
     after = 0
@@ -224,11 +256,15 @@ def check_job(client: httpx.Client, job_id: str, epochs: int, streams: list[Stat
     saved_path = Path(job["output_dir"]) / "run" / "history.jsonl"
     saved = [json.loads(line) for line in saved_path.read_text().splitlines()] if saved_path.is_file() else []
     if [row["epoch"] for row in saved] != [row["epoch"] for row in epoch_rows]:
-        problems.append(f"{saved_path} has epochs {[row['epoch'] for row in saved]}, the API {len(epoch_rows)} rows")
+        problems.append(
+            f"{saved_path} has epochs {[row['epoch'] for row in saved]}, the API {len(epoch_rows)} rows"
+        )
     for ours, theirs in zip(epoch_rows, saved):
         for key, value in theirs.items():
             if isinstance(value, float) and not _same(ours.get(key), value):
-                problems.append(f"epoch {theirs['epoch']} {key}: API {ours.get(key)!r}, history.jsonl {value!r}")
+                problems.append(
+                    f"epoch {theirs['epoch']} {key}: API {ours.get(key)!r}, history.jsonl {value!r}"
+                )
     logs = client.get(f"/api/training/{job_id}/logs", params={"tail": 5000}).json()
     seqs = [line["seq"] for line in logs["lines"]]
     if len(seqs) >= 5000:
@@ -244,15 +280,24 @@ def check_job(client: httpx.Client, job_id: str, epochs: int, streams: list[Stat
             problems.append(f"stream {number} got {duplicates} log lines twice")
         if stream.log_seqs != seqs:
             missing = sorted(set(seqs) - set(stream.log_seqs))
-            problems.append(f"stream {number}: {len(stream.log_seqs)} log events, /logs has {len(seqs)} "
-                            f"(missing {missing[:10]}{'...' if len(missing) > 10 else ''})")
+            problems.append(
+                f"stream {number}: {len(stream.log_seqs)} log events, /logs has {len(seqs)} "
+                f"(missing {missing[:10]}{'...' if len(missing) > 10 else ''})"
+            )
         if any(stream.log_texts.get(seq) != text for seq, text in texts.items()):
             problems.append(f"stream {number}: a log line's text differs from /logs")
         if sorted(stream.metric_rows) != [row["seq"] for row in history]:
             problems.append(f"stream {number}: metrics events {sorted(stream.metric_rows)} != history seqs")
-    return {"task_id": job_id, "state": job["state"], "epochs": len(epoch_rows), "log_lines": len(seqs),
-            "metric_rows": len(history), "run_s": _round((job["finished_at"] or 0) - (job["started_at"] or 0)),
-            "streams": len(streams), "problems": problems}
+    return {
+        "task_id": job_id,
+        "state": job["state"],
+        "epochs": len(epoch_rows),
+        "log_lines": len(seqs),
+        "metric_rows": len(history),
+        "run_s": _round((job["finished_at"] or 0) - (job["started_at"] or 0)),
+        "streams": len(streams),
+        "problems": problems,
+    }
 
 
 def _same(a, b) -> bool:
@@ -272,8 +317,13 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def summarize_ms(values: list[float]) -> dict:
-    return {"count": len(values), **{name: _round(percentile(values, q) * 1000) for name, q in
-                                     (("p50_ms", 50), ("p95_ms", 95), ("p99_ms", 99), ("max_ms", 100))}}
+    return {
+        "count": len(values),
+        **{
+            name: _round(percentile(values, q) * 1000)
+            for name, q in (("p50_ms", 50), ("p95_ms", 95), ("p99_ms", 99), ("max_ms", 100))
+        },
+    }
 
 
 def _round(value: float, digits: int = 1) -> float | None:
@@ -282,30 +332,45 @@ def _round(value: float, digits: int = 1) -> float | None:
 
 def print_report(report: dict) -> None:
     load = report["load"]
-    print(f"\n{report['clients']} clients ({report['pollers']} polling, {report['streams']} streaming) for "
-          f"{load['seconds']:.1f} s against {report['url']}, two jobs of {report['epochs']} epochs, "
-          f"{report['cpus']} CPUs")
+    print(
+        f"\n{report['clients']} clients ({report['pollers']} polling, {report['streams']} streaming) for "
+        f"{load['seconds']:.1f} s against {report['url']}, two jobs of {report['epochs']} epochs, "
+        f"{report['cpus']} CPUs"
+    )
     cpu = load["cpu_s"]
-    print(f"  CPU seconds meanwhile: server and its jobs {cpu['server_and_jobs']}, these clients {cpu['clients']}, "
-          f"other processes {cpu['other_processes']} (of {load['seconds'] * report['cpus']:.0f} available)")
+    print(
+        f"  CPU seconds meanwhile: server and its jobs {cpu['server_and_jobs']}, these clients "
+        f"{cpu['clients']}, "
+        f"other processes {cpu['other_processes']} (of {load['seconds'] * report['cpus']:.0f} available)"
+    )
     print(f"\n  {'requests':22s} {'count':>7s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s} {'max ms':>8s}")
     for name, row in report["latency"].items():
-        print(f"  {name:22s} {row['count']:7d} {row['p50_ms']:8.1f} {row['p95_ms']:8.1f} {row['p99_ms']:8.1f} "
-              f"{row['max_ms']:8.1f}")
+        print(
+            f"  {name:22s} {row['count']:7d} {row['p50_ms']:8.1f} {row['p95_ms']:8.1f} {row['p99_ms']:8.1f} "
+            f"{row['max_ms']:8.1f}"
+        )
     ttfe = report["stream"]["first_event"]
-    print(f"  {'stream: first event':22s} {ttfe['count']:7d} {ttfe['p50_ms']:8.1f} {ttfe['p95_ms']:8.1f} "
-          f"{ttfe['p99_ms']:8.1f} {ttfe['max_ms']:8.1f}")
-    print(f"\n  polling: {load['requests']} requests, {load['requests_per_s']:.1f} requests/s, "
-          f"{load['errors']} errors; streams: {report['stream']['connections']} connections, "
-          f"{report['stream']['events']} events, {report['stream']['errors']} errors")
+    print(
+        f"  {'stream: first event':22s} {ttfe['count']:7d} {ttfe['p50_ms']:8.1f} {ttfe['p95_ms']:8.1f} "
+        f"{ttfe['p99_ms']:8.1f} {ttfe['max_ms']:8.1f}"
+    )
+    print(
+        f"\n  polling: {load['requests']} requests, {load['requests_per_s']:.1f} requests/s, "
+        f"{load['errors']} errors; streams: {report['stream']['connections']} connections, "
+        f"{report['stream']['events']} events, {report['stream']['errors']} errors"
+    )
     for error in report["error_samples"]:
         print(f"    {error}")
-    print(f"\n  {'job':24s} {'state':10s} {'epochs':>6s} {'logs':>5s} {'metrics':>7s} {'run s':>6s} "
-          f"{'streams':>7s}  check")
+    print(
+        f"\n  {'job':24s} {'state':10s} {'epochs':>6s} {'logs':>5s} {'metrics':>7s} {'run s':>6s} "
+        f"{'streams':>7s}  check"
+    )
     for job in report["jobs"]:
         verdict = "ok" if not job["problems"] else "; ".join(job["problems"])
-        print(f"  {job['task_id']:24s} {job['state']:10s} {job['epochs']:6d} {job['log_lines']:5d} "
-              f"{job['metric_rows']:7d} {job['run_s'] or 0:6.1f} {job['streams']:7d}  {verdict}")
+        print(
+            f"  {job['task_id']:24s} {job['state']:10s} {job['epochs']:6d} {job['log_lines']:5d} "
+            f"{job['metric_rows']:7d} {job['run_s'] or 0:6.1f} {job['streams']:7d}  {verdict}"
+        )
     print(f"\n  {'PASS' if report['passed'] else 'FAIL'}; written to {report['written_to']}")
 
 
@@ -320,8 +385,9 @@ def run(args, data_dir: Path) -> dict:
         with httpx.Client(base_url=server.url, timeout=30) as client:
             job_ids = []
             for number in range(2):
-                response = client.post("/api/training/start",
-                                       json={**TINY_JOB, "epochs": args.epochs, "name": f"load-{number}"})
+                response = client.post(
+                    "/api/training/start", json={**TINY_JOB, "epochs": args.epochs, "name": f"load-{number}"}
+                )
                 response.raise_for_status()
                 job_ids.append(response.json()["task_id"])
 
@@ -330,32 +396,62 @@ def run(args, data_dir: Path) -> dict:
             streams = [Stats() for _ in range(args.streams)]
             pollers = [Stats() for _ in range(args.clients - args.streams)]
             deadline = time.time() + args.seconds + args.job_timeout
-            threads = [threading.Thread(target=streamer, daemon=True, name=f"stream-{n}", args=(
-                server.url, job_ids[n % 2], args.reconnect_s if n % 4 >= 2 else None, deadline, abort, stats))
-                for n, stats in enumerate(streams)]
-            threads += [threading.Thread(target=poller, daemon=True, name=f"poll-{n}", args=(
-                server.url, job_ids, n, stop_polling, stats, args.think_ms / 1000)) for n, stats in enumerate(pollers)]
+            threads = [
+                threading.Thread(
+                    target=streamer,
+                    daemon=True,
+                    name=f"stream-{n}",
+                    args=(
+                        server.url,
+                        job_ids[n % 2],
+                        args.reconnect_s if n % 4 >= 2 else None,
+                        deadline,
+                        abort,
+                        stats,
+                    ),
+                )
+                for n, stats in enumerate(streams)
+            ]
+            threads += [
+                threading.Thread(
+                    target=poller,
+                    daemon=True,
+                    name=f"poll-{n}",
+                    args=(server.url, job_ids, n, stop_polling, stats, args.think_ms / 1000),
+                )
+                for n, stats in enumerate(pollers)
+            ]
             started = time.perf_counter()
             cpu_before = (machine_busy_seconds(), own_cpu_seconds(), tree_cpu_seconds(server.process.pid))
             for thread in threads:
                 thread.start()
             time.sleep(args.seconds)
             stop_polling.set()
-            for thread in threads[len(streams):]:
+            for thread in threads[len(streams) :]:
                 thread.join()
             load_s = time.perf_counter() - started
-            machine, clients, served = (after - before for after, before in zip(
-                (machine_busy_seconds(), own_cpu_seconds(), tree_cpu_seconds(server.process.pid)), cpu_before))
-            states_at_end = {job_id: client.get(f"/api/training/{job_id}").json()["state"] for job_id in job_ids}
+            machine, clients, served = (
+                after - before
+                for after, before in zip(
+                    (machine_busy_seconds(), own_cpu_seconds(), tree_cpu_seconds(server.process.pid)),
+                    cpu_before,
+                )
+            )
+            states_at_end = {
+                job_id: client.get(f"/api/training/{job_id}").json()["state"] for job_id in job_ids
+            }
 
             while time.time() < deadline:  # the jobs finish, the streams see their end
                 states = [client.get(f"/api/training/{job_id}").json()["state"] for job_id in job_ids]
                 if all(state in FINISHED for state in states) and all(s.ended for s in streams):
                     break
                 time.sleep(1)
-            for thread in threads[:len(streams)]:
+            for thread in threads[: len(streams)]:
                 thread.join(timeout=15)
-            jobs = [check_job(client, job_id, args.epochs, streams[number::2]) for number, job_id in enumerate(job_ids)]
+            jobs = [
+                check_job(client, job_id, args.epochs, streams[number::2])
+                for number, job_id in enumerate(job_ids)
+            ]
     finally:  # also on Ctrl-C, SIGTERM or an error: the clients stop, then the server
         stop_polling.set()
         abort.set()
@@ -369,20 +465,40 @@ def run(args, data_dir: Path) -> dict:
     poll_errors = [error for stats in pollers for error in stats.errors]
     stream_errors = [error for stats in streams for error in stats.errors]
     report = {
-        "url": server.url, "clients": args.clients, "pollers": len(pollers), "streams": len(streams),
-        "epochs": args.epochs, "cpus": len(os.sched_getaffinity(0)), "waited_for_idle_s": _round(waited),
+        "url": server.url,
+        "clients": args.clients,
+        "pollers": len(pollers),
+        "streams": len(streams),
+        "epochs": args.epochs,
+        "cpus": len(os.sched_getaffinity(0)),
+        "waited_for_idle_s": _round(waited),
         "server_startup_s": _round(startup_s, 2),
-        "load": {"seconds": round(load_s, 2), "requests": len(every), "requests_per_s": _round(len(every) / load_s),
-                 "errors": len(poll_errors), "job_states_at_end": states_at_end, "think_ms": args.think_ms,
-                 "cpu_s": {"server_and_jobs": _round(served), "clients": _round(clients),
-                           "other_processes": _round(max(0.0, machine - served - clients))}},
-        "latency": {"GET /api/training/{id}": summarize_ms(latencies.get("job", [])),
-                    "GET /api/training": summarize_ms(latencies.get("list", [])),
-                    "GET .../{id}/metrics": summarize_ms(latencies.get("metrics", [])),
-                    "all polling": summarize_ms(every)},
-        "stream": {"first_event": summarize_ms([t for s in streams for t in s.first_event_s]),
-                   "connections": sum(s.connections for s in streams), "events": sum(s.events for s in streams),
-                   "errors": len(stream_errors), "reconnect_s": args.reconnect_s},
+        "load": {
+            "seconds": round(load_s, 2),
+            "requests": len(every),
+            "requests_per_s": _round(len(every) / load_s),
+            "errors": len(poll_errors),
+            "job_states_at_end": states_at_end,
+            "think_ms": args.think_ms,
+            "cpu_s": {
+                "server_and_jobs": _round(served),
+                "clients": _round(clients),
+                "other_processes": _round(max(0.0, machine - served - clients)),
+            },
+        },
+        "latency": {
+            "GET /api/training/{id}": summarize_ms(latencies.get("job", [])),
+            "GET /api/training": summarize_ms(latencies.get("list", [])),
+            "GET .../{id}/metrics": summarize_ms(latencies.get("metrics", [])),
+            "all polling": summarize_ms(every),
+        },
+        "stream": {
+            "first_event": summarize_ms([t for s in streams for t in s.first_event_s]),
+            "connections": sum(s.connections for s in streams),
+            "events": sum(s.events for s in streams),
+            "errors": len(stream_errors),
+            "reconnect_s": args.reconnect_s,
+        },
         "error_samples": (poll_errors + stream_errors)[:5],
         "jobs": jobs,
     }
@@ -391,23 +507,37 @@ def run(args, data_dir: Path) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--clients", type=int, default=20, help="client threads in all (pollers + streamers)")
-    parser.add_argument("--streams", type=int, default=4, help="clients that follow a log stream instead of polling")
+    parser.add_argument(
+        "--streams", type=int, default=4, help="clients that follow a log stream instead of polling"
+    )
     parser.add_argument("--seconds", type=float, default=30.0, help="how long the pollers run")
     parser.add_argument("--epochs", type=int, default=15, help="epochs of each of the two jobs")
     parser.add_argument("--think-ms", type=float, default=0.0, help="pause between a poller's requests")
-    parser.add_argument("--reconnect-s", type=float, default=5.0,
-                        help="half of the streamers reconnect after this long (the stream's max_seconds)")
-    parser.add_argument("--wait-idle", type=float, default=30.0,
-                        help="wait at most this long for an idle machine first (0: do not wait)")
+    parser.add_argument(
+        "--reconnect-s",
+        type=float,
+        default=5.0,
+        help="half of the streamers reconnect after this long (the stream's max_seconds)",
+    )
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=30.0,
+        help="wait at most this long for an idle machine first (0: do not wait)",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: a free port")
     parser.add_argument("--jobs-per-device", type=int, default=2)
     parser.add_argument("--data-dir", help="the server's data folder (default: a new temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the data folder (jobs, logs, serve.log)")
     parser.add_argument("--startup-timeout", type=float, default=120.0)
-    parser.add_argument("--job-timeout", type=float, default=600.0, help="longest wait for the jobs after the load")
+    parser.add_argument(
+        "--job-timeout", type=float, default=600.0, help="longest wait for the jobs after the load"
+    )
     args = parser.parse_args()
     if not 0 <= args.streams < args.clients:
         parser.error("--streams must be at least 0 and less than --clients")

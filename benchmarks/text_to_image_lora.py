@@ -69,21 +69,34 @@ def main() -> None:
         train = captioned_split(root / "train", "train", args.train)
         val = captioned_split(root / "val", "val", args.val)
         test = captioned_split(root / "test", "test", args.test)
-        overrides = [f"diffusion.data.path={train}", f"diffusion.data.val_path={val}", "diffusion.model.base=random:tiny",
-                     f"diffusion.data.resolution={args.size}", f"diffusion.train.max_steps={args.steps}",
-                     f"diffusion.train.batch_size={args.batch}", "diffusion.train.accumulate=1",
-                     f"diffusion.train.lr={args.lr}", f"diffusion.train.checkpoint_steps={max(1, args.steps // 3)}",
-                     f"diffusion.sample.every={max(1, args.steps // 3)}", "diffusion.sample.steps=25",
-                     "diffusion.sample.prompts=[a photo of a real face,a photo of a deepfake face]",
-                     "diffusion.eval.timesteps=10", f"diffusion.train.output_dir={root / 'run'}",
-                     f"evaluate.output_dir={root / 'eval'}", "evaluate.batch_size=16"]
+        overrides = [
+            f"diffusion.data.path={train}",
+            f"diffusion.data.val_path={val}",
+            "diffusion.model.base=random:tiny",
+            f"diffusion.data.resolution={args.size}",
+            f"diffusion.train.max_steps={args.steps}",
+            f"diffusion.train.batch_size={args.batch}",
+            "diffusion.train.accumulate=1",
+            f"diffusion.train.lr={args.lr}",
+            f"diffusion.train.checkpoint_steps={max(1, args.steps // 3)}",
+            f"diffusion.sample.every={max(1, args.steps // 3)}",
+            "diffusion.sample.steps=25",
+            "diffusion.sample.prompts=[a photo of a real face,a photo of a deepfake face]",
+            "diffusion.eval.timesteps=10",
+            f"diffusion.train.output_dir={root / 'run'}",
+            f"evaluate.output_dir={root / 'eval'}",
+            "evaluate.batch_size=16",
+        ]
         config = load_config(CONFIG, overrides)
         seen = []
         started = time.perf_counter()
         result = fakefinder.train(config, overwrite=True, events=seen.append)
         train_s = time.perf_counter() - started
-        val_curve = [{"step": e.data["step"], "val_loss": round(e.data["val_loss"], 5)} for e in seen
-                     if e.type == "metrics" and e.data.get("val_loss") is not None]
+        val_curve = [
+            {"step": e.data["step"], "val_loss": round(e.data["val_loss"], 5)}
+            for e in seen
+            if e.type == "metrics" and e.data.get("val_loss") is not None
+        ]
         evaluated = fakefinder.evaluate(load_config(CONFIG, overrides + [f"diffusion.data.test_path={test}"]))
         (tested,) = evaluated.metrics["models"].values()
         from fakefinder.tasks import read_model
@@ -96,16 +109,21 @@ def main() -> None:
             generator.generate("a photo of a deepfake face", seed)
         per_image = (time.perf_counter() - began) / 5
     report = {
-        "command": f"benchmarks/text_to_image_lora.py --train {args.train} --val {args.val} --test {args.test} "
-                   f"--size {args.size} --steps {args.steps} --batch {args.batch} --lr {args.lr}",
+        "command": "benchmarks/text_to_image_lora.py "
+        f"--train {args.train} --val {args.val} --test {args.test} "
+        f"--size {args.size} --steps {args.steps} --batch {args.batch} --lr {args.lr}",
         "base": "random:tiny (UNet 16/32 channels, 2x VAE, 2-layer CLIP text encoder)",
-        "steps": result.steps, "train_seconds": round(train_s, 1),
+        "steps": result.steps,
+        "train_seconds": round(train_s, 1),
         "steps_per_second": round(result.steps / result.seconds, 2),
-        "train_images_per_second": round(result.details["images_per_second"], 1),  # steps only (no samples, eval, checkpoints)
+        "train_images_per_second": round(
+            result.details["images_per_second"], 1
+        ),  # steps only (no samples, eval, checkpoints)
         "side_seconds": round(result.details["side_seconds"], 1),
         "trainable_parameters": result.details["parameters"]["trainable"],
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "val_loss_during_training": val_curve, "val_loss_final": result.details["eval"]["val_loss"],
+        "val_loss_during_training": val_curve,
+        "val_loss_final": result.details["eval"]["val_loss"],
         "test": {k: tested[k] for k in ("images", "timesteps", "loss", "base_loss", "loss_change")},
         "generate_seconds_per_image": round(per_image, 3),
     }

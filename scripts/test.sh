@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test suite: set up .venv, then pytest (offline, no ../shared needed).
+# The test suite: set up .venv, lint (ruff, rules in pyproject.toml), then pytest (offline, no
+# ../shared needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
@@ -9,4 +10,6 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
   $SUDO apt-get update -q >/dev/null
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium chromium-driver >/dev/null
 fi
+.venv/bin/ruff check --quiet .
+.venv/bin/ruff format --check --quiet .
 exec .venv/bin/python -m pytest "$@"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fakefinder.config import config_from_dict
 from fakefinder import synthetic
+from fakefinder.config import config_from_dict
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -50,9 +50,18 @@ def train_config(manifest: Path, output: Path, **train):
     tree = {
         "model": {"name": "test_efficientnet", "image_size": 32, "dropout": 0.1},
         "augment": {"enabled": True},
-        "train": {"manifest": str(manifest), "output_dir": str(output), "epochs": 2, "batch_size": 4,
-                  "num_workers": 0, "lr": 1e-3, "warmup_epochs": 0.5,
-                  "trackers": [], "plots": False, **train},
+        "train": {
+            "manifest": str(manifest),
+            "output_dir": str(output),
+            "epochs": 2,
+            "batch_size": 4,
+            "num_workers": 0,
+            "lr": 1e-3,
+            "warmup_epochs": 0.5,
+            "trackers": [],
+            "plots": False,
+            **train,
+        },
     }
     return config_from_dict(tree, "test")
 
@@ -71,8 +80,10 @@ def wait_for_job(client, task_id: str, states=JOB_FINISHED, timeout: float = 180
             return job
         time.sleep(0.2)
     logs = client.get(f"/api/training/{task_id}/logs?tail=40").json()["lines"]
-    raise AssertionError(f"job {task_id} stayed {job['state']} ({job['progress']}): {job.get('error')}\n"
-                         + "\n".join(line["text"] for line in logs))
+    raise AssertionError(
+        f"job {task_id} stayed {job['state']} ({job['progress']}): {job.get('error')}\n"
+        + "\n".join(line["text"] for line in logs)
+    )
 
 
 def kill_when(command: list[str], ready, cwd: Path | None = None, timeout: float = 240.0) -> None:
@@ -82,12 +93,15 @@ def kill_when(command: list[str], ready, cwd: Path | None = None, timeout: float
     import subprocess
     import time
 
-    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     deadline = time.monotonic() + timeout
     try:
         while not ready():
-            assert process.poll() is None, f"it ended before it could be killed: {process.stderr.read()[-3000:]}"
+            assert process.poll() is None, (
+                f"it ended before it could be killed: {process.stderr.read()[-3000:]}"
+            )
             assert time.monotonic() < deadline, f"not ready to be killed within {timeout:.0f} s"
             time.sleep(0.02)
     finally:

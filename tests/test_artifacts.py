@@ -16,13 +16,12 @@ import pytest
 import torch
 
 import fakefinder
+from conftest import make_crops, train_config
 from fakefinder.config import ConfigError, config_from_dict
 from fakefinder.core.artifact import ArtifactError, read_artifact, write_artifact
 from fakefinder.core.checkpoint import CheckpointError, load_checkpoint
-from fakefinder.tasks.classification.scoring import load_detector
 from fakefinder.tasks import UnknownTaskError, get_task, read_model, task_for_config, task_for_models
-
-from conftest import make_crops, train_config
+from fakefinder.tasks.classification.scoring import load_detector
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +105,9 @@ def test_artifact_round_trip_gives_identical_logits(run):
 
 def test_resume_state_holds_only_tensors_and_plain_values(run):
     _, _, result = run
-    state = torch.load(result.details["resume_state"], weights_only=True)  # no allow-list needed: not even numpy arrays
+    state = torch.load(
+        result.details["resume_state"], weights_only=True
+    )  # no allow-list needed: not even numpy arrays
     assert isinstance(state["rng"][0]["numpy"]["keys"], torch.Tensor)
 
 
@@ -136,11 +137,31 @@ def legacy_checkpoint(path, state: dict, config, threshold: float = 0.42, **conf
     plain = config.model_dump(mode="json")
     for section, extra in config_extra.items():
         plain[section].update(extra)
-    payload = {key: state[key] for key in ("model", "optimizer", "schedule", "scaler", "ema", "epoch", "step_in_epoch",
-                                           "global_step", "best_metric", "best_epoch", "bad_epochs", "history",
-                                           "model_info", "world_size")}
-    payload.update(rng=[{"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}],
-                   config=plain, class_names=["real", "fake"], threshold=threshold)
+    payload = {
+        key: state[key]
+        for key in (
+            "model",
+            "optimizer",
+            "schedule",
+            "scaler",
+            "ema",
+            "epoch",
+            "step_in_epoch",
+            "global_step",
+            "best_metric",
+            "best_epoch",
+            "bad_epochs",
+            "history",
+            "model_info",
+            "world_size",
+        )
+    }
+    payload.update(
+        rng=[{"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}],
+        config=plain,
+        class_names=["real", "fake"],
+        threshold=threshold,
+    )
     torch.save(payload, path)
 
 
@@ -153,22 +174,28 @@ def test_an_older_best_pt_loads_safely_and_converts(run, tmp_path):
     detector = load_detector(old)
     expected = logits(network_from_state(state))
     assert torch.equal(logits(detector.model), expected) and detector.threshold == pytest.approx(0.42)
-    done = subprocess.run([sys.executable, "-m", "fakefinder", "convert", str(old), "-o", str(tmp_path / "converted")],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "fakefinder", "convert", str(old), "-o", str(tmp_path / "converted")],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     converted = read_artifact(tmp_path / "converted")
-    assert converted.meta["training"]["converted_from"] == str(old) and converted.threshold == pytest.approx(0.42)
+    assert converted.meta["training"]["converted_from"] == str(old) and converted.threshold == pytest.approx(
+        0.42
+    )
     assert torch.equal(logits(load_detector(tmp_path / "converted").model), expected)
-    from fakefinder.engine.predict import face_settings
-
     from fakefinder.core.artifact import write_converted
+    from fakefinder.engine.predict import face_settings
     from fakefinder.tasks import read_model
 
     (tmp_path / "keep").mkdir()
     (tmp_path / "keep" / "notes.txt").write_text("mine")
     with pytest.raises(ArtifactError, match="exists and is not a model artifact"):
         write_converted(read_model(old), tmp_path / "keep")
-    assert (tmp_path / "keep" / "notes.txt").read_text() == "mine"  # a folder that is not an artifact is never replaced
+    assert (
+        tmp_path / "keep" / "notes.txt"
+    ).read_text() == "mine"  # a folder that is not an artifact is never replaced
     faces, notes = face_settings(converted.preprocessing, {"detector": "retinaface", "detect": True})
     assert faces.detector == "retinaface" and any("old_setting" in n for n in notes)
     with pytest.raises(ConfigError, match="predict.faces: unknown key"):
@@ -189,9 +216,12 @@ def test_a_model_trained_on_ready_crops_detects_faces_in_raw_videos(run, tmp_pat
     assert "trained on ready face crops" in warnings and "detected in the inputs with retinaface" in warnings
     from fakefinder.engine.predict import face_settings
 
-    _, notes = face_settings(json.loads((result.artifact / "model.json").read_text())["preprocessing"],
-                             {"detector": "mediapipe"})
-    assert "detected in the inputs with mediapipe" in notes[0]  # the detector that will run, overrides applied
+    _, notes = face_settings(
+        json.loads((result.artifact / "model.json").read_text())["preprocessing"], {"detector": "mediapipe"}
+    )
+    assert (
+        "detected in the inputs with mediapipe" in notes[0]
+    )  # the detector that will run, overrides applied
     assert detected.faces > 0 and detected.reason == ""
     details = predict.model_copy(deep=True)
     details.predict.details = tmp_path / "d.csv"
@@ -227,19 +257,28 @@ def test_a_crafted_pickle_is_refused_and_runs_nothing(tmp_path):
     torch.save({"model": {}, "model_info": Payload(marker)}, files["zip"])
     files["raw"].write_bytes(pickle.dumps({"model": Payload(marker)}))
     for path in files.values():
-        with pytest.raises(CheckpointError, match=f"refused to load {path}: it holds objects other than tensors"):
+        with pytest.raises(
+            CheckpointError, match=f"refused to load {path}: it holds objects other than tensors"
+        ):
             load_checkpoint(path)
         with pytest.raises(CheckpointError, match="refused"):
             read_model(path)
     # the same through the doors a user takes: predict, evaluate, convert and a resumed run
-    for args in (["predict", str(tmp_path), "--model", str(files["zip"])],
-                 ["convert", str(files["raw"]), "-o", str(tmp_path / "out")],
-                 ["train", "train.manifest=x.csv", f"train.output_dir={tmp_path}", f"--resume-from={files['zip']}"]):
+    for args in (
+        ["predict", str(tmp_path), "--model", str(files["zip"])],
+        ["convert", str(files["raw"]), "-o", str(tmp_path / "out")],
+        ["train", "train.manifest=x.csv", f"train.output_dir={tmp_path}", f"--resume-from={files['zip']}"],
+    ):
         done = subprocess.run([sys.executable, "-m", "fakefinder", *args], capture_output=True, text=True)
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     # an artifact whose weight file is a pickle in disguise
-    write_artifact(tmp_path / "model", "deepfake_detector", {"name": "test_efficientnet"}, ["real", "fake"],
-                   {"input_size": 32, "mean": [0, 0, 0], "std": [1, 1, 1]})
+    write_artifact(
+        tmp_path / "model",
+        "deepfake_detector",
+        {"name": "test_efficientnet"},
+        ["real", "fake"],
+        {"input_size": 32, "mean": [0, 0, 0], "std": [1, 1, 1]},
+    )
     (tmp_path / "model" / "model.safetensors").write_bytes(pickle.dumps(Payload(marker)))
     with pytest.raises(ArtifactError, match="not a readable safetensors file"):
         load_detector(tmp_path / "model")

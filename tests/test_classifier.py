@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 import fakefinder
-from fakefinder.config import ConfigError, config_from_dict
 from fakefinder import synthetic
+from fakefinder.config import ConfigError, config_from_dict
 from fakefinder.engine.metrics import multiclass_metrics
 from fakefinder.tasks.image_classifier.data import ClassFolderError, read_class_folders
 
@@ -24,17 +24,28 @@ make_class_folders = synthetic.make_class_folders
 
 
 def classifier_config(data: Path, out: Path, **train) -> "fakefinder.Config":
-    return config_from_dict({
-        "task": "image_classifier",
-        "classifier": {"data_dir": str(data)},
-        "model": {"name": "test_efficientnet", "pretrained": False, "image_size": 32},
-        "augment": {"rotate": 0.0, "cutout": 0.0, "jpeg": 0.0},
-        "train": {"output_dir": str(out / "run"), "epochs": 4, "batch_size": 6, "lr": 3e-3, "num_workers": 0,
-                  "warmup_epochs": 0.2, "early_stopping": {"metric": "accuracy", "patience": None},
-                  "trackers": [], "plots": False, **train},
-        "evaluate": {"output_dir": str(out / "eval"), "num_workers": 0},
-        "predict": {"output": str(out / "submission.csv"), "num_workers": 0},
-    })
+    return config_from_dict(
+        {
+            "task": "image_classifier",
+            "classifier": {"data_dir": str(data)},
+            "model": {"name": "test_efficientnet", "pretrained": False, "image_size": 32},
+            "augment": {"rotate": 0.0, "cutout": 0.0, "jpeg": 0.0},
+            "train": {
+                "output_dir": str(out / "run"),
+                "epochs": 4,
+                "batch_size": 6,
+                "lr": 3e-3,
+                "num_workers": 0,
+                "warmup_epochs": 0.2,
+                "early_stopping": {"metric": "accuracy", "patience": None},
+                "trackers": [],
+                "plots": False,
+                **train,
+            },
+            "evaluate": {"output_dir": str(out / "eval"), "num_workers": 0},
+            "predict": {"output": str(out / "submission.csv"), "num_workers": 0},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +68,10 @@ def test_trains_into_an_artifact_of_its_kind(trained):
     meta = json.loads((result.artifact / "model.json").read_text())
     assert meta["kind"] == "image_classifier" and meta["classes"] == ["blue", "green", "red"]
     assert meta["threshold"] is None and meta["architecture"]["num_outputs"] == 3
-    assert meta["preprocessing"]["faces"]["detect"] is False and meta["preprocessing"]["crop"]["format"] == "none"
+    assert (
+        meta["preprocessing"]["faces"]["detect"] is False
+        and meta["preprocessing"]["crop"]["format"] == "none"
+    )
     assert result.history[-1]["val_accuracy"] >= 0.75  # the colours are easy to tell apart
     assert {"val_loss", "val_macro_f1", "train_loss_ce"} <= set(result.history[-1])
 
@@ -70,7 +84,9 @@ def test_evaluates_with_a_3x3_confusion_matrix_that_matches_its_predictions(trai
     assert np.array(m["confusion"]).shape == (3, 3) and np.array(m["confusion"]).sum() == 12
     assert set(m["per_class"]) == {"blue", "green", "red"} and "top5_accuracy" not in m  # only 3 classes
     predictions = pd.read_csv(evaluated.files["predictions"])
-    assert len(predictions) == 12 and m["accuracy"] == pytest.approx((predictions.label == predictions.prediction).mean())
+    assert len(predictions) == 12 and m["accuracy"] == pytest.approx(
+        (predictions.label == predictions.prediction).mean()
+    )
     truth, guess = predictions.label.tolist(), predictions.prediction.tolist()
     classes = ["blue", "green", "red"]
     by_hand = [[sum(1 for t, g in zip(truth, guess) if t == a and g == b) for b in classes] for a in classes]
@@ -131,7 +147,9 @@ def test_top5_and_per_class_metrics_by_hand():
     labels = np.array([0, 1, 2, 3, 4, 5, 1, 2])
     m = multiclass_metrics(labels, probs, names)
     assert m["accuracy"] == pytest.approx(6 / 8) and m["top5_accuracy"] == pytest.approx(7 / 8)
-    assert m["per_class"]["a"]["precision"] == pytest.approx(1 / 3) and m["per_class"]["b"]["recall"] == pytest.approx(0.5)
+    assert m["per_class"]["a"]["precision"] == pytest.approx(1 / 3) and m["per_class"]["b"][
+        "recall"
+    ] == pytest.approx(0.5)
     assert m["confusion"][1] == [1, 1, 0, 0, 0, 0]
 
 
@@ -149,7 +167,9 @@ def test_bad_class_folders_are_named(tmp_path):
     (data / "train" / "red" / "broken.jpg").write_bytes(b"not an image at all")
     folders = read_class_folders(data)
     assert [Path(f["path"]).name for f in folders.failures] == ["broken.jpg"]
-    assert "unreadable image" in folders.failures[0]["reason"] and "broken.jpg" not in " ".join(folders.rows.path)
+    assert "unreadable image" in folders.failures[0]["reason"] and "broken.jpg" not in " ".join(
+        folders.rows.path
+    )
     with pytest.raises(ClassFolderError, match="expected .*train/<class>/"):
         read_class_folders(tmp_path / "nowhere")
 

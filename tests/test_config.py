@@ -5,7 +5,13 @@ import pytest
 import yaml
 
 from fakefinder.config import (
-    ConfigError, config_from_dict, config_to_yaml, load_config, parse_override, save_config, set_key,
+    ConfigError,
+    config_from_dict,
+    config_to_yaml,
+    load_config,
+    parse_override,
+    save_config,
+    set_key,
 )
 
 
@@ -19,7 +25,9 @@ def test_yaml_and_dotted_overrides(tmp_path):
         tmp_path / "c.yaml",
         {"data": {"datasets": [{"name": "a", "layout": "folder", "root": "data/a"}], "frames_per_video": 32}},
     )
-    config = load_config(cfg_file, ["data.frames_per_video=16", "faces.fallback=[opencv]", "data.datasets.0.compression=c40"])
+    config = load_config(
+        cfg_file, ["data.frames_per_video=16", "faces.fallback=[opencv]", "data.datasets.0.compression=c40"]
+    )
     assert config.data.frames_per_video == 16
     assert config.faces.fallback == ["opencv"]
     assert config.data.datasets[0].compression == "c40"
@@ -82,7 +90,14 @@ def test_missing_and_malformed_files(tmp_path):
 def test_duplicate_dataset_names_rejected():
     with pytest.raises(ConfigError, match="unique"):
         config_from_dict(
-            {"data": {"datasets": [{"name": "a", "layout": "csv", "root": "x"}, {"name": "a", "layout": "csv", "root": "y"}]}}
+            {
+                "data": {
+                    "datasets": [
+                        {"name": "a", "layout": "csv", "root": "x"},
+                        {"name": "a", "layout": "csv", "root": "y"},
+                    ]
+                }
+            }
         )
 
 
@@ -114,27 +129,35 @@ def test_assignments_are_checked_like_files():
 # renamed keys and per-kind configs
 
 
-@pytest.mark.parametrize("old, value, new, expected", [
-    ("llm.lora.lora_r", 4, "llm.lora.r", 4),
-    ("llm.lora.bnb_4bit_compute_dtype", "float32", "llm.lora.compute_dtype", "fp32"),
-    ("llm.lora.use_nested_quant", True, "llm.lora.double_quant", True),
-    ("llm.train.report_to", ["none"], "llm.train.trackers", []),
-    ("dx_llava.train.lora_r", 4, "dx_llava.lora.r", 4),
-    ("dx_llava.train.compute_dtype", "fp32", "dx_llava.lora.compute_dtype", "fp32"),
-    ("detector.train.batch", 8, "detector.train.batch_size", 8),
-    ("detector.train.lr0", 0.02, "detector.train.lr", 0.02),
-    ("detector.train.workers", 0, "detector.train.num_workers", 0),
-    ("diffusion.lora.rank", 4, "diffusion.lora.r", 4),
-    ("diffusion.train.checkpoint_steps", 5, "diffusion.train.save_steps", 5),
-    ("diffusion.sample.every", 7, "diffusion.train.eval_steps", 7),
-    ("train.save_every_steps", 3, "train.save_steps", 3),
-    ("train.logging.log_every_steps", 5, "train.logging_steps", 5),
-])
+@pytest.mark.parametrize(
+    "old, value, new, expected",
+    [
+        ("llm.lora.lora_r", 4, "llm.lora.r", 4),
+        ("llm.lora.bnb_4bit_compute_dtype", "float32", "llm.lora.compute_dtype", "fp32"),
+        ("llm.lora.use_nested_quant", True, "llm.lora.double_quant", True),
+        ("llm.train.report_to", ["none"], "llm.train.trackers", []),
+        ("dx_llava.train.lora_r", 4, "dx_llava.lora.r", 4),
+        ("dx_llava.train.compute_dtype", "fp32", "dx_llava.lora.compute_dtype", "fp32"),
+        ("detector.train.batch", 8, "detector.train.batch_size", 8),
+        ("detector.train.lr0", 0.02, "detector.train.lr", 0.02),
+        ("detector.train.workers", 0, "detector.train.num_workers", 0),
+        ("diffusion.lora.rank", 4, "diffusion.lora.r", 4),
+        ("diffusion.train.checkpoint_steps", 5, "diffusion.train.save_steps", 5),
+        ("diffusion.sample.every", 7, "diffusion.train.eval_steps", 7),
+        ("train.save_every_steps", 3, "train.save_steps", 3),
+        ("train.logging.log_every_steps", 5, "train.logging_steps", 5),
+    ],
+)
 def test_a_renamed_key_keeps_working_in_files_and_overrides_with_a_note(tmp_path, old, value, new, expected):
     from fakefinder.config import RENAMED_KEYS
 
-    kind = {"llm": "llm_lora", "dx_llava": "dx_llava", "detector": "object_detector", "diffusion": "text_to_image_lora",
-            "train": "deepfake_detector"}[old.split(".")[0]]
+    kind = {
+        "llm": "llm_lora",
+        "dx_llava": "dx_llava",
+        "detector": "object_detector",
+        "diffusion": "text_to_image_lora",
+        "train": "deepfake_detector",
+    }[old.split(".")[0]]
     tree: dict = {"task": kind}
     set_key(tree, old, value)
     path = tmp_path / "old.yaml"
@@ -152,9 +175,18 @@ def test_a_renamed_key_keeps_working_in_files_and_overrides_with_a_note(tmp_path
 
 
 def test_old_logging_switches_become_the_tracker_list():
-    config = config_from_dict({"train": {"logging": {"tensorboard": False, "wandb_project": "p", "wandb_entity": "me",
-                                                     "plots": False}}})
-    assert (config.train.trackers, config.train.tracker_project, config.train.tracker_entity) == (["wandb"], "p", "me")
+    config = config_from_dict(
+        {
+            "train": {
+                "logging": {"tensorboard": False, "wandb_project": "p", "wandb_entity": "me", "plots": False}
+            }
+        }
+    )
+    assert (config.train.trackers, config.train.tracker_project, config.train.tracker_entity) == (
+        ["wandb"],
+        "p",
+        "me",
+    )
     assert config.train.plots is False and "logging" not in yaml.safe_load(config_to_yaml(config))["train"]
 
 
@@ -164,8 +196,17 @@ def test_a_config_holds_its_kinds_sections_only():
     assert "section 'train' is left out: llm_lora configs do not read it" in llm.notes
     assert set(yaml.safe_load(config_to_yaml(llm))) == {"task", "evaluate", "predict", "llm"}
     detector = config_from_dict({})
-    assert list(detector.model_dump()) == ["task", "data", "faces", "prepare", "model", "augment", "train",
-                                           "evaluate", "predict"]
+    assert list(detector.model_dump()) == [
+        "task",
+        "data",
+        "faces",
+        "prepare",
+        "model",
+        "augment",
+        "train",
+        "evaluate",
+        "predict",
+    ]
     with pytest.raises(ConfigError, match="unknown key 'trian'"):
         config_from_dict({"task": "llm_lora", "trian": {}})  # a typo is still an error, not a note
 
@@ -174,8 +215,19 @@ def test_a_saved_section_from_an_older_file_is_read_under_the_new_names():
     from fakefinder.config import renamed_flat, section_from_saved
     from fakefinder.tasks.llm_lora.config import LlmConfig
 
-    section, ignored = section_from_saved(LlmConfig, {"lora": {"lora_r": 4, "use_nested_quant": True,
-                                                               "bnb_4bit_compute_dtype": "float32"}}, "x", "llm")
-    assert (section.lora.r, section.lora.double_quant, section.lora.compute_dtype, ignored) == (4, True, "fp32", [])
-    assert renamed_flat({"diffusion.lora.rank": 4, "diffusion.train.lr": 0.1}) == {"diffusion.lora.r": 4,
-                                                                                    "diffusion.train.lr": 0.1}
+    section, ignored = section_from_saved(
+        LlmConfig,
+        {"lora": {"lora_r": 4, "use_nested_quant": True, "bnb_4bit_compute_dtype": "float32"}},
+        "x",
+        "llm",
+    )
+    assert (section.lora.r, section.lora.double_quant, section.lora.compute_dtype, ignored) == (
+        4,
+        True,
+        "fp32",
+        [],
+    )
+    assert renamed_flat({"diffusion.lora.rank": 4, "diffusion.train.lr": 0.1}) == {
+        "diffusion.lora.r": 4,
+        "diffusion.train.lr": 0.1,
+    }

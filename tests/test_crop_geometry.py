@@ -5,12 +5,18 @@ import numpy as np
 import pytest
 
 from fakefinder.config import FacesConfig
-from fakefinder.synthetic import frame_with_face
 from fakefinder.faces import detectors as faces_module
-from fakefinder.faces.extract import ExtractSettings, extract
 from fakefinder.faces.detectors import (
-    BOX_CONVENTION, DETECTORS, FaceDetector, create_detector, crop_window, iou, to_convention,
+    BOX_CONVENTION,
+    DETECTORS,
+    FaceDetector,
+    create_detector,
+    crop_window,
+    iou,
+    to_convention,
 )
+from fakefinder.faces.extract import ExtractSettings, extract
+from fakefinder.synthetic import frame_with_face
 
 TRUE_BOX = (140.0, 60.0, 230.0, 170.0)  # the face, in the reference (MTCNN) convention
 TIGHT = (0.02, -0.1, 0.9, 1.25)  # how the "tight" detector's boxes relate to the reference
@@ -66,8 +72,10 @@ def test_same_crop_whichever_detector_fired(tmp_path, stub_detectors):
     paths = [frames / f"f{i}.png" for i in range(4)]
     for path in paths:
         Image.fromarray(image).save(path)
-    settings = ExtractSettings(FacesConfig(detector="flaky", fallback=["tight"], batch_size=1, detect_max_side=None),
-                               crop_format="png")
+    settings = ExtractSettings(
+        FacesConfig(detector="flaky", fallback=["tight"], batch_size=1, detect_max_side=None),
+        crop_format="png",
+    )
     crops = [extract(path, settings, decode=True).crops[0] for path in paths]
     assert [c.face.detector for c in crops] == ["flaky", "tight", "flaky", "tight"]  # both fired
     config = settings.faces
@@ -104,7 +112,9 @@ def test_models_trained_before_the_mapping_keep_their_framing(stub_detectors):
     from fakefinder.engine.predict import face_settings
     from fakefinder.faces.detectors import DetectorChain
 
-    old = {"faces": {"detector": "tight", "fallback": [], "detect_max_side": None}}  # saved without box_convention
+    old = {
+        "faces": {"detector": "tight", "fallback": [], "detect_max_side": None}
+    }  # saved without box_convention
     faces, _ = face_settings(old, {})
     assert faces.box_convention == "detector"
     image = np.zeros((240, 320, 3), np.uint8)

@@ -8,18 +8,16 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import peft  # noqa: E402,F401  (installed by the set-up)
 import pytest
 import torch
+import transformers  # noqa: E402,F401
 from PIL import Image
 
-import peft  # noqa: E402,F401  (installed by the set-up)
-import transformers  # noqa: E402,F401
-
-from fakefinder.config import ConfigError, config_from_dict  # noqa: E402
 from fakefinder import synthetic  # noqa: E402
-from fakefinder.tasks.dx_llava import data as dxdata  # noqa: E402
+from fakefinder.config import ConfigError, config_from_dict  # noqa: E402
 from fakefinder.engine.tiny import build_char_tokenizer, tiny_clip_vision_config, tiny_llama_config  # noqa: E402
-
+from fakefinder.tasks.dx_llava import data as dxdata  # noqa: E402
 
 _conversation = synthetic.llava_conversation
 
@@ -28,9 +26,13 @@ _conversation = synthetic.llava_conversation
 def dx_data(tmp_path_factory) -> dict:
     """12 images whose red channel tells the class, a LLaVA JSON about them, a char tokenizer."""
     root = synthetic.make_llava_set(tmp_path_factory.mktemp("dx"))
-    return {"root": root, "images": root / "images", "json": root / "train.json",
-            "items": json.loads((root / "train.json").read_text()),
-            "tokenizer": build_char_tokenizer(root / "tokenizer")}
+    return {
+        "root": root,
+        "images": root / "images",
+        "json": root / "train.json",
+        "items": json.loads((root / "train.json").read_text()),
+        "tokenizer": build_char_tokenizer(root / "tokenizer"),
+    }
 
 
 def dx_config(dx_data, output: Path, tower: str = "clip", **train):
@@ -41,14 +43,35 @@ def dx_config(dx_data, output: Path, tower: str = "clip", **train):
         model.update(vision_tower="timm:test_convnext", vision_pretrained=False, image_size=32)
     model.update(train.pop("model", {}))
     lora = {"r": 4, "alpha": 8, "compute_dtype": "fp32", **train.pop("lora", {})}
-    settings = {"output_dir": str(output), "mode": "lora", "max_steps": 4, "batch_size": 4, "eval_steps": 2,
-                "save_steps": 2, "logging_steps": 1, "num_workers": 0, "lr": 2e-3, "trackers": [], **train}
-    return config_from_dict({"task": "dx_llava", "faces": {"detect": False, "size": 32}, "dx_llava": {
-        "model": model,
-        "data": {"train_json": str(dx_data["json"]), "eval_json": str(dx_data["json"]),
-                 "image_folder": str(dx_data["images"])},
-        "lora": lora, "train": settings,
-    }})
+    settings = {
+        "output_dir": str(output),
+        "mode": "lora",
+        "max_steps": 4,
+        "batch_size": 4,
+        "eval_steps": 2,
+        "save_steps": 2,
+        "logging_steps": 1,
+        "num_workers": 0,
+        "lr": 2e-3,
+        "trackers": [],
+        **train,
+    }
+    return config_from_dict(
+        {
+            "task": "dx_llava",
+            "faces": {"detect": False, "size": 32},
+            "dx_llava": {
+                "model": model,
+                "data": {
+                    "train_json": str(dx_data["json"]),
+                    "eval_json": str(dx_data["json"]),
+                    "image_folder": str(dx_data["images"]),
+                },
+                "lora": lora,
+                "train": settings,
+            },
+        }
+    )
 
 
 def _batch(model, tokenizer, dx_data, cfg, n: int = 4):
@@ -86,12 +109,18 @@ def test_read_samples_reports_ambiguous_and_uses_binary_label(dx_data, tmp_path)
         dxdata.read_samples(path, dx_data["images"], ambiguous="error")
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda items: items[3].update(image="missing.png"), r"'s3'.*missing\.png"),
-    (lambda items: items[2]["conversations"][0].update(value="no token here"), r"'s2'.*no <image> token"),
-    (lambda items: items[1].update(conversations=[{"from": "gpt", "value": "real"}]), r"'s1'.*conversations"),
-    (lambda items: items[4].update(binary_label=7), r"'s4'.*binary_label"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda items: items[3].update(image="missing.png"), r"'s3'.*missing\.png"),
+        (lambda items: items[2]["conversations"][0].update(value="no token here"), r"'s2'.*no <image> token"),
+        (
+            lambda items: items[1].update(conversations=[{"from": "gpt", "value": "real"}]),
+            r"'s1'.*conversations",
+        ),
+        (lambda items: items[4].update(binary_label=7), r"'s4'.*binary_label"),
+    ],
+)
 def test_bad_samples_are_named(dx_data, tmp_path, damage, message):
     items = json.loads(json.dumps(dx_data["items"]))
     damage(items)
@@ -117,12 +146,12 @@ def test_only_answers_are_labelled_and_image_positions_are_marked(dx_data, templ
     turns = [("<image>\nfirst?", "yes"), ("second?", "no ### Answer: real")]
     enc = conv.encode(turns)
     assert sum(enc.image_mask) == 5
-    labelled = tokenizer.decode([t for t, l in zip(enc.input_ids, enc.labels) if l != -100])
+    labelled = tokenizer.decode([t for t, label in zip(enc.input_ids, enc.labels) if label != -100])
     assert "yes" in labelled and "### Answer: real" in labelled
     assert "first?" not in labelled and "second?" not in labelled and "USER" not in labelled
     assert enc.labels[enc.prompt_end] == -100 and enc.labels[enc.prompt_end + 1] != -100
     prompt = conv.encode_prompt("<image>\nfirst?")
-    assert all(l == -100 for l in prompt.labels) and prompt.prompt_end == len(prompt.input_ids) - 1
+    assert all(label == -100 for label in prompt.labels) and prompt.prompt_end == len(prompt.input_ids) - 1
 
 
 def test_pad_to_square_uses_the_mean_colour(tmp_path):
@@ -194,8 +223,13 @@ def test_answer_only_lm_loss_equals_the_full_vocabulary_loss(dx_data, tmp_path, 
     assert model._decoder_and_head() is not None  # the fast path is the one under test
     out = model(**batch)
     embeds, projected = model.embed(batch["input_ids"], batch["image_mask"].bool(), batch["pixel_values"])
-    reference = model.language_model(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
-                                     labels=batch["labels"], output_hidden_states=True, use_cache=False)
+    reference = model.language_model(
+        inputs_embeds=embeds,
+        attention_mask=batch["attention_mask"],
+        labels=batch["labels"],
+        output_hidden_states=True,
+        use_cache=False,
+    )
     assert torch.allclose(out["lm_loss"], reference.loss, atol=1e-5)
     head = model.binary_logits(projected, reference.hidden_states[-1], batch["prompt_end"])
     assert torch.allclose(out["binary_logits"], head, atol=1e-5)  # same hidden state for the head
@@ -207,10 +241,10 @@ def test_tower_from_a_trained_detector_checkpoint_travels_with_the_run(dx_data, 
     import shutil
 
     from conftest import make_crops, train_config
-    from fakefinder.tasks.dx_llava.model import load_model
-    from fakefinder.tasks.dx_llava.train import train as train_dx
     from fakefinder.api import train as train_detector
     from fakefinder.tasks.classification.scoring import load_detector
+    from fakefinder.tasks.dx_llava.model import load_model
+    from fakefinder.tasks.dx_llava.train import train as train_dx
 
     manifest = make_crops(tmp_path / "crops", groups=6)
     detector_run = train_detector(train_config(manifest, tmp_path / "detector", epochs=1, batch_size=2))
@@ -218,18 +252,28 @@ def test_tower_from_a_trained_detector_checkpoint_travels_with_the_run(dx_data, 
     source = tmp_path / "tower"
     shutil.copytree(detector_run.artifact, source)
 
-    cfg = dx_config(dx_data, tmp_path / "run", max_steps=2,
-                    model={"vision_tower": f"fakefinder:{source}", "vision_config": None})
+    cfg = dx_config(
+        dx_data,
+        tmp_path / "run",
+        max_steps=2,
+        model={"vision_tower": f"fakefinder:{source}", "vision_config": None},
+    )
     result = train_dx(cfg)
     final = result.artifact
     meta = json.loads((final / "model.json").read_text())
     assert meta["kind"] == "dx_llava" and meta["architecture"]["tower_arch"] == "test_efficientnet"
-    assert meta["preprocessing"]["input_size"] == 32 and meta["preprocessing"]["mean"] == [0.485, 0.456, 0.406]
+    assert meta["preprocessing"]["input_size"] == 32 and meta["preprocessing"]["mean"] == [
+        0.485,
+        0.456,
+        0.406,
+    ]
     shutil.rmtree(source)
     model, _, _ = load_model(final)
     theirs = detector.backbone.state_dict()
     ours = model.vision_tower.trunk.state_dict()
-    assert set(ours) == set(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)  # frozen: unchanged
+    assert set(ours) == set(theirs) and all(
+        torch.equal(ours[k], theirs[k]) for k in ours
+    )  # frozen: unchanged
     from fakefinder.tasks.dx_llava.model import build_model
 
     with pytest.raises(ConfigError, match="not found"):
@@ -240,17 +284,34 @@ def test_open_clip_convnext_tower_gives_one_token_per_position(dx_data, tmp_path
     """An open_clip CLIP model with a timm ConvNeXt trunk (the structure of convnext_large_d_320,
     tiny): the last stage's map becomes H*W tokens of its channel width."""
     import open_clip
+
     from fakefinder.tasks.dx_llava.model import build_model
 
-    spec = {"embed_dim": 32, "vision_cfg": {"timm_model_name": "test_convnext", "timm_model_pretrained": False,
-                                            "timm_pool": "", "timm_proj": "linear", "image_size": 64},
-            "text_cfg": {"context_length": 16, "vocab_size": 100, "width": 32, "heads": 2, "layers": 1}}
+    spec = {
+        "embed_dim": 32,
+        "vision_cfg": {
+            "timm_model_name": "test_convnext",
+            "timm_model_pretrained": False,
+            "timm_pool": "",
+            "timm_proj": "linear",
+            "image_size": 64,
+        },
+        "text_cfg": {"context_length": 16, "vocab_size": 100, "width": 32, "heads": 2, "layers": 1},
+    }
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "ff_tiny_convnext_clip.json").write_text(json.dumps(spec))
     open_clip.add_model_config(tmp_path / "configs")
-    cfg = dx_config(dx_data, tmp_path / "out", mode="full",
-                    model={"vision_tower": "open_clip:ff_tiny_convnext_clip", "vision_pretrained": False,
-                           "vision_config": None, "image_size": None})
+    cfg = dx_config(
+        dx_data,
+        tmp_path / "out",
+        mode="full",
+        model={
+            "vision_tower": "open_clip:ff_tiny_convnext_clip",
+            "vision_pretrained": False,
+            "vision_config": None,
+            "image_size": None,
+        },
+    )
     model, tokenizer, info = build_model(cfg.dx_llava, tmp_path / "out")
     assert info["image_size"] == 64 and info["num_image_tokens"] == 4  # 2x2 last stage at 64 px
     assert info["vision_hidden"] == model.vision_tower.trunk.num_features
@@ -309,34 +370,40 @@ def _adapter(path: Path) -> dict:
     return load_file(str(path / "adapter" / "adapter_model.safetensors"))
 
 
-def test_train_lora_resume_evaluate_and_merge(dx_data, tmp_path):
-    import fakefinder
-    from fakefinder.tasks.dx_llava.predict import Explainer
-    from fakefinder.tasks.dx_llava.model import load_model, merge_lora
-    from fakefinder.tasks.dx_llava.train import train
-
-    cfg = dx_config(dx_data, tmp_path / "run")
-    result = train(cfg)
+def _check_trained_run(result, run: Path) -> None:
+    """What a finished 4-step LoRA run logged and saved."""
     final = result.artifact
     assert result.steps == 4
     logged = [h for h in result.history if "lm_loss" in h]
     assert logged and all("binary_loss" in h and "learning_rate" in h for h in logged)
     assert {"eval_binary_accuracy", "eval_perplexity", "eval_lm_loss"} <= set(result.details["eval"])
-    assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
     assert not (final / "language_model").exists()  # LoRA: the adapter only, never the whole LM
     assert (final / "vision_tower.safetensors").is_file()  # a random tower cannot be rebuilt: saved
+
+
+def _check_rerun_refused(cfg, tmp_path: Path) -> None:
+    """A rerun into the finished run's folder is refused and leaves every file as it was."""
     from fakefinder.core.runlock import RunFolderError
+    from fakefinder.tasks.dx_llava.train import train
 
     before = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in (tmp_path / "run").rglob("*"))
     with pytest.raises(RunFolderError, match="already holds a DX-LLaVA run.*--resume.*--overwrite"):
         train(cfg)  # a rerun into the finished run's folder
-    assert sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in (tmp_path / "run").rglob("*")) == before
+    assert (
+        sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in (tmp_path / "run").rglob("*"))
+        == before
+    )
 
-    # resume from step 2 in a fresh run: the same adapter as the uninterrupted run
-    resumed_cfg = dx_config(dx_data, tmp_path / "resumed")
-    (tmp_path / "resumed").mkdir()
+
+def _check_resume_matches(dx_data, tmp_path: Path, final: Path) -> None:
+    """Resume from step 2 in a fresh run: the same adapter as the uninterrupted run."""
     import shutil
 
+    from fakefinder.tasks.dx_llava.train import train
+
+    resumed_cfg = dx_config(dx_data, tmp_path / "resumed")
+    (tmp_path / "resumed").mkdir()
     shutil.copytree(tmp_path / "run" / "checkpoint-2", tmp_path / "resumed" / "checkpoint-2")
     shutil.copytree(tmp_path / "run" / "base_language_model", tmp_path / "resumed" / "base_language_model")
     resumed = train(resumed_cfg, resume=True)
@@ -346,7 +413,11 @@ def test_train_lora_resume_evaluate_and_merge(dx_data, tmp_path):
     untrained = _adapter(tmp_path / "run" / "checkpoint-2")
     assert any(not torch.allclose(a[k], untrained[k]) for k in a)
 
-    # reload gives the logits of the trained model; merged LoRA gives the same logits
+
+def _check_merge_keeps_logits(dx_data, cfg, final: Path, tmp_path: Path) -> None:
+    """Reload gives the logits of the trained model; merged LoRA gives the same logits."""
+    from fakefinder.tasks.dx_llava.model import load_model, merge_lora
+
     model, tokenizer, meta = load_model(final)
     batch = _batch(model, tokenizer, dx_data, cfg)
     with torch.no_grad():
@@ -360,10 +431,17 @@ def test_train_lora_resume_evaluate_and_merge(dx_data, tmp_path):
     assert torch.allclose(before["binary_logits"], after["binary_logits"], atol=1e-5)
     assert torch.allclose(before["lm_loss"], after["lm_loss"], atol=1e-5)
 
-    # inference: head probability, explanation, parsed label, agreement
+
+def _check_explain_and_evaluate(dx_data, cfg, final: Path, tmp_path: Path) -> None:
+    """Inference: head probability, explanation, parsed label, agreement."""
+    import fakefinder
+    from fakefinder.tasks.dx_llava.predict import Explainer
+
     explainer = Explainer.load(final, max_new_tokens=8)
     answers = explainer.explain([dx_data["images"] / "0.png", dx_data["images"] / "1.png"])
-    assert len(answers) == 2 and all(0 <= a["probability"] <= 1 and isinstance(a["explanation"], str) for a in answers)
+    assert len(answers) == 2 and all(
+        0 <= a["probability"] <= 1 and isinstance(a["explanation"], str) for a in answers
+    )
     cfg.evaluate.models, cfg.evaluate.output_dir, cfg.evaluate.max_samples = [final], tmp_path / "eval", 4
     cfg.dx_llava.eval.answers = 2
     evaluated = fakefinder.evaluate(cfg)
@@ -373,7 +451,11 @@ def test_train_lora_resume_evaluate_and_merge(dx_data, tmp_path):
     assert "explanation" in evaluated.report_file.read_text()
     assert (tmp_path / "eval" / "run" / "final" / "predictions.csv").is_file()
 
-    # `fakefinder predict` with a DX-LLaVA checkpoint: submission + explanations per file
+
+def _check_predict(dx_data, cfg, final: Path, tmp_path: Path) -> None:
+    """`fakefinder predict` with a DX-LLaVA checkpoint: submission + explanations per file."""
+    import fakefinder
+
     cfg.predict.inputs = [dx_data["images"] / "0.png", dx_data["images"] / "1.png"]
     cfg.predict.models = [final]
     cfg.predict.output = tmp_path / "predict" / "submission.csv"
@@ -386,6 +468,20 @@ def test_train_lora_resume_evaluate_and_merge(dx_data, tmp_path):
     assert len(explained["files"]) == 2 and explained["models"] == [str(final)]
 
 
+def test_train_lora_resume_evaluate_and_merge(dx_data, tmp_path):
+    from fakefinder.tasks.dx_llava.train import train
+
+    cfg = dx_config(dx_data, tmp_path / "run")
+    result = train(cfg)
+    final = result.artifact
+    _check_trained_run(result, tmp_path / "run")
+    _check_rerun_refused(cfg, tmp_path)
+    _check_resume_matches(dx_data, tmp_path, final)
+    _check_merge_keeps_logits(dx_data, cfg, final, tmp_path)
+    _check_explain_and_evaluate(dx_data, cfg, final, tmp_path)
+    _check_predict(dx_data, cfg, final, tmp_path)
+
+
 def test_torchrun_two_cpu_processes_share_the_data(dx_data, tmp_path):
     """`torchrun --nproc_per_node 2 -m fakefinder train`: one process group (gloo), each
     rank gets half of every batch's samples, rank 0 alone writes the base LM and the checkpoint."""
@@ -395,15 +491,31 @@ def test_torchrun_two_cpu_processes_share_the_data(dx_data, tmp_path):
 
     from fakefinder.config import save_config
 
-    cfg = dx_config(dx_data, tmp_path / "run", max_steps=None, epochs=1, batch_size=2, eval_steps=100,
-                    save_steps=100)
+    cfg = dx_config(
+        dx_data, tmp_path / "run", max_steps=None, epochs=1, batch_size=2, eval_steps=100, save_steps=100
+    )
     path = tmp_path / "dx.yaml"
     save_config(cfg, path)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-         "-m", "fakefinder", "train", "-c", str(path)],
-        capture_output=True, text=True, env=env, timeout=400,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29533",
+            "-m",
+            "fakefinder",
+            "train",
+            "-c",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=400,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     # 12 samples, 2 ranks x batch 2 = 4 per step: 3 steps (one process would take 6)
@@ -416,33 +528,60 @@ def test_deepspeed_zero2_and_zero3_on_two_cpu_processes_save_whole_weights(dx_da
     """DeepSpeed (gloo on CPU) with the shipped ZeRO-2 config and a ZeRO-3 config that partitions
     every parameter: both train, and ZeRO-3 saves whole tensors (not each rank's empty slice), equal
     to ZeRO-2's, in the shapes of the model."""
-    import deepspeed  # noqa: F401  (installed by the set-up)
     import os
     import subprocess
     import sys
     from importlib import resources
 
+    import deepspeed  # noqa: F401  (installed by the set-up)
     from safetensors.torch import load_file
 
     from fakefinder.config import save_config
     from fakefinder.tasks.dx_llava.model import build_model
 
-    zero3 = json.loads((resources.files("fakefinder.tasks.dx_llava") / "deepspeed" / "zero3.json").read_text())
+    zero3 = json.loads(
+        (resources.files("fakefinder.tasks.dx_llava") / "deepspeed" / "zero3.json").read_text()
+    )
     zero3["zero_optimization"]["stage3_param_persistence_threshold"] = 0  # tiny tensors are partitioned too
     (tmp_path / "zero3.json").write_text(json.dumps(zero3))
     saved = {}
     for stage, port in (("zero2", 29534), (str(tmp_path / "zero3.json"), 29535)):
         name = Path(stage).stem
-        cfg = dx_config(dx_data, tmp_path / name, max_steps=None, epochs=1, batch_size=2, eval_steps=100,
-                        save_steps=100, deepspeed=stage)
+        cfg = dx_config(
+            dx_data,
+            tmp_path / name,
+            max_steps=None,
+            epochs=1,
+            batch_size=2,
+            eval_steps=100,
+            save_steps=100,
+            deepspeed=stage,
+        )
         save_config(cfg, tmp_path / f"{name}.yaml")
         done = subprocess.run(
-            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-             "-m", "fakefinder", "train", "-c", str(tmp_path / f"{name}.yaml")],
-            capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nproc_per_node",
+                "2",
+                "--master_port",
+                str(port),
+                "-m",
+                "fakefinder",
+                "train",
+                "-c",
+                str(tmp_path / f"{name}.yaml"),
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            timeout=600,
         )
         assert done.returncode == 0, done.stderr[-3000:]
-        assert done.stdout.count("completed after 3 step(s)") == 1, done.stdout[-2000:]  # printed by rank 0 only
+        assert done.stdout.count("completed after 3 step(s)") == 1, done.stdout[
+            -2000:
+        ]  # printed by rank 0 only
         final = tmp_path / name / "final"
         adapter = next((final / "adapter").glob("*.safetensors"))
         saved[name] = {part: load_file(str(final / f"{part}.safetensors")) for part in ("projector", "head")}
@@ -450,7 +589,9 @@ def test_deepspeed_zero2_and_zero3_on_two_cpu_processes_save_whole_weights(dx_da
     model, _, _ = build_model(cfg.dx_llava, tmp_path / "zero3")
     expected = {"projector": model.projector.state_dict(), "head": model.head.state_dict()}
     for part, tensors in expected.items():
-        assert {k: v.shape for k, v in saved["zero3"][part].items()} == {k: v.shape for k, v in tensors.items()}
+        assert {k: v.shape for k, v in saved["zero3"][part].items()} == {
+            k: v.shape for k, v in tensors.items()
+        }
     for part in ("projector", "head", "adapter"):
         assert saved["zero2"][part].keys() == saved["zero3"][part].keys()
         for key, value in saved["zero2"][part].items():
@@ -470,7 +611,9 @@ def test_stage1_saves_the_projector_alone_and_stage2_starts_from_it(dx_data, tmp
     assert (final / "mm_projector.safetensors").is_file()
     assert not (final / "adapter").exists() and not (final / "head.safetensors").exists()
     saved = load_file(str(final / "mm_projector.safetensors"))
-    stage2 = dx_config(dx_data, tmp_path / "stage2", model={"pretrained_projector": str(final / "mm_projector.safetensors")})
+    stage2 = dx_config(
+        dx_data, tmp_path / "stage2", model={"pretrained_projector": str(final / "mm_projector.safetensors")}
+    )
     model, _, info = build_model(stage2.dx_llava, tmp_path / "stage1")
     assert info["projector_from"].startswith("stage-1")
     assert torch.equal(model.projector[0].weight.detach(), saved["0.weight"])
@@ -478,6 +621,7 @@ def test_stage1_saves_the_projector_alone_and_stage2_starts_from_it(dx_data, tmp
 
 def test_qlora_step_on_cpu(dx_data, tmp_path):
     import bitsandbytes  # noqa: F401  (installed by the set-up)
+
     from fakefinder.tasks.dx_llava.model import build_model
 
     cfg = dx_config(dx_data, tmp_path / "q", mode="qlora")
@@ -507,16 +651,25 @@ def test_original_llava_checkpoint_converts_to_hf(dx_data, tmp_path):
     text = {k: v for k, v in tiny_llama_config().items() if k != "model_type"}
     llama = LlamaForCausalLM(LlamaConfig(**text)).eval()
     vision = tiny_clip_vision_config()
-    projector = torch.nn.Sequential(torch.nn.Linear(vision["hidden_size"], text["hidden_size"]), torch.nn.GELU(),
-                                    torch.nn.Linear(text["hidden_size"], text["hidden_size"]))
+    projector = torch.nn.Sequential(
+        torch.nn.Linear(vision["hidden_size"], text["hidden_size"]),
+        torch.nn.GELU(),
+        torch.nn.Linear(text["hidden_size"], text["hidden_size"]),
+    )
     state = {k: v.clone() for k, v in llama.state_dict().items()}
     state.update({f"model.mm_projector.{k}": v.clone() for k, v in projector.state_dict().items()})
     original = tmp_path / "original"
     original.mkdir()
     save_file(state, str(original / "model.safetensors"))
-    config = {**text, "architectures": ["LlavaLlamaForCausalLM"], "model_type": "llava", "mm_projector_type": "mlp2x_gelu",
-              "mm_hidden_size": vision["hidden_size"], "mm_vision_tower": "openai/clip-vit-large-patch14-336",
-              "mm_vision_select_layer": -2}
+    config = {
+        **text,
+        "architectures": ["LlavaLlamaForCausalLM"],
+        "model_type": "llava",
+        "mm_projector_type": "mlp2x_gelu",
+        "mm_hidden_size": vision["hidden_size"],
+        "mm_vision_tower": "openai/clip-vit-large-patch14-336",
+        "mm_vision_select_layer": -2,
+    }
     (original / "config.json").write_text(json.dumps(config))
 
     hf_dir = convert_original_to_hf(original, tmp_path / "hf", vision_config=vision)
@@ -533,7 +686,9 @@ def test_original_llava_checkpoint_converts_to_hf(dx_data, tmp_path):
     for folder in (original, hf_dir):  # fakefinder's reader gives the same parts from either format
         parts = load_llava(folder, vision_config=vision)
         assert torch.equal(parts["projector_state"]["2.weight"], projector[2].weight)
-        assert torch.equal(parts["lm_state"]["model.layers.1.mlp.up_proj.weight"], llama.model.layers[1].mlp.up_proj.weight)
+        assert torch.equal(
+            parts["lm_state"]["model.layers.1.mlp.up_proj.weight"], llama.model.layers[1].mlp.up_proj.weight
+        )
         assert parts["text_config"]["hidden_size"] == text["hidden_size"]
 
 
@@ -545,25 +700,39 @@ def test_dx_llava_from_a_llava_checkpoint(dx_data, tmp_path):
 
     torch.manual_seed(1)
     text = tiny_llama_config()
-    llava = LlavaForConditionalGeneration(LlavaConfig(text_config=text, vision_config=tiny_clip_vision_config(),
-                                                      image_token_index=100)).eval()
+    llava = LlavaForConditionalGeneration(
+        LlavaConfig(text_config=text, vision_config=tiny_clip_vision_config(), image_token_index=100)
+    ).eval()
     llava.save_pretrained(tmp_path / "llava-hf")
-    cfg = dx_config(dx_data, tmp_path / "out", mode="full", model={"llava_checkpoint": str(tmp_path / "llava-hf"),
-                                                                   "vision_tower": "llava", "vision_config": None,
-                                                                   "language_model_config": None})
+    cfg = dx_config(
+        dx_data,
+        tmp_path / "out",
+        mode="full",
+        model={
+            "llava_checkpoint": str(tmp_path / "llava-hf"),
+            "vision_tower": "llava",
+            "vision_config": None,
+            "language_model_config": None,
+        },
+    )
     model, tokenizer, info = build_model(cfg.dx_llava, tmp_path / "out")
     assert info["projector_from"].startswith("LLaVA checkpoint")
     assert torch.equal(model.projector[0].weight, llava.model.multi_modal_projector.linear_1.weight)
     pixels = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         ours = model.image_tokens(pixels)
-        theirs = llava.model.get_image_features(pixel_values=pixels, vision_feature_layer=-2,
-                                                vision_feature_select_strategy="default")
+        theirs = llava.model.get_image_features(
+            pixel_values=pixels, vision_feature_layer=-2, vision_feature_select_strategy="default"
+        )
         theirs = theirs.pooler_output if hasattr(theirs, "pooler_output") else theirs
         theirs = torch.cat(list(theirs)) if isinstance(theirs, (list, tuple)) else theirs
-        assert torch.allclose(ours.reshape(-1, ours.shape[-1]), theirs.reshape(-1, theirs.shape[-1]), atol=1e-5)
+        assert torch.allclose(
+            ours.reshape(-1, ours.shape[-1]), theirs.reshape(-1, theirs.shape[-1]), atol=1e-5
+        )
         ids = torch.tensor([[1, 20, 30, 40]])
-        assert torch.allclose(model.language_model(input_ids=ids).logits, llava(input_ids=ids).logits, atol=1e-5)
+        assert torch.allclose(
+            model.language_model(input_ids=ids).logits, llava(input_ids=ids).logits, atol=1e-5
+        )
 
 
 def test_config_errors_name_the_key(dx_data, tmp_path):

@@ -7,25 +7,34 @@ import pandas as pd
 import pytest
 
 import fakefinder
-from fakefinder.config import config_from_dict
+from conftest import SMALL_VIDEO
 from fakefinder import synthetic
+from fakefinder.config import config_from_dict
 from fakefinder.core.checkpoint import load_checkpoint
 from fakefinder.engine.aggregate import aggregate_scores, aggregate_videos
 from fakefinder.engine.metrics import fit_threshold
 from fakefinder.tasks.classification.scoring import load_detector, score_crops
 
-from conftest import SMALL_VIDEO
-
 
 def run_config(tmp: Path, **sections) -> dict:
     return {
-        "data": {"datasets": [{"name": "ffpp", "layout": "ffpp", "root": str(tmp / "ffpp")}], "frames_per_video": 3,
-                 "split": {"train": 0.5, "val": 0.25, "test": 0.25}},
+        "data": {
+            "datasets": [{"name": "ffpp", "layout": "ffpp", "root": str(tmp / "ffpp")}],
+            "frames_per_video": 3,
+            "split": {"train": 0.5, "val": 0.25, "test": 0.25},
+        },
         "faces": {"size": 48, "detector": "retinaface", "fallback": ["opencv"]},
         "prepare": {"output_dir": str(tmp / "prepared"), "num_workers": 0},
         "model": {"name": "test_efficientnet", "image_size": 32},
-        "train": {"output_dir": str(tmp / "run"), "epochs": 2, "batch_size": 4, "num_workers": 0, "lr": 2e-3,
-                  "trackers": [], "plots": False},
+        "train": {
+            "output_dir": str(tmp / "run"),
+            "epochs": 2,
+            "batch_size": 4,
+            "num_workers": 0,
+            "lr": 2e-3,
+            "trackers": [],
+            "plots": False,
+        },
         "evaluate": {"output_dir": str(tmp / "eval"), "num_workers": 0, "batch_size": 16},
         **sections,
     }
@@ -35,7 +44,9 @@ def run_config(tmp: Path, **sections) -> dict:
 def trained(tmp_path_factory):
     """Prepared FF++-shaped data (4 originals, 2 methods sharing file names) and two checkpoints."""
     tmp = tmp_path_factory.mktemp("pipeline")
-    synthetic.make_ffpp_tree(tmp / "ffpp", ids=("000", "001", "002", "003", "004", "005", "006", "007"), **SMALL_VIDEO)
+    synthetic.make_ffpp_tree(
+        tmp / "ffpp", ids=("000", "001", "002", "003", "004", "005", "006", "007"), **SMALL_VIDEO
+    )
     config = config_from_dict(run_config(tmp))
     fakefinder.prepare(config, progress=False)
     fakefinder.train(config)
@@ -51,7 +62,9 @@ def test_video_aggregation_by_hand():
     assert aggregate_scores(scores, "mean") == pytest.approx(0.6)
     assert aggregate_scores(scores, "max") == pytest.approx(0.95)
     assert aggregate_scores(scores, "topk", top_k=2) == pytest.approx(0.925)
-    assert aggregate_scores(scores, "confident") == pytest.approx((0.9 + 0.85 + 0.95) / 3)  # 3/5 confidently fake
+    assert aggregate_scores(scores, "confident") == pytest.approx(
+        (0.9 + 0.85 + 0.95) / 3
+    )  # 3/5 confidently fake
     assert aggregate_scores(np.array([0.1, 0.15, 0.5, 0.6, 0.7]), "confident") == pytest.approx(0.125)
     assert aggregate_scores(np.array([0.4, 0.5, 0.6]), "confident") == pytest.approx(0.5)
     with pytest.raises(ValueError):
@@ -60,13 +73,15 @@ def test_video_aggregation_by_hand():
 
 def test_videos_are_grouped_by_video_id_not_folder_name():
     # FF++'s methods all have a 000_003 folder; only video_id tells the videos apart
-    frames = pd.DataFrame({
-        "video_id": ["ff:Deepfakes/000_003"] * 2 + ["ff:FaceSwap/000_003"] * 2 + ["ff:orig/000"] * 2,
-        "folder": ["000_003"] * 4 + ["000"] * 2,
-        "label": ["fake"] * 4 + ["real"] * 2,
-        "method": ["Deepfakes"] * 2 + ["FaceSwap"] * 2 + ["original"] * 2,
-        "score": [0.9, 0.7, 0.2, 0.4, 0.1, 0.3],
-    })
+    frames = pd.DataFrame(
+        {
+            "video_id": ["ff:Deepfakes/000_003"] * 2 + ["ff:FaceSwap/000_003"] * 2 + ["ff:orig/000"] * 2,
+            "folder": ["000_003"] * 4 + ["000"] * 2,
+            "label": ["fake"] * 4 + ["real"] * 2,
+            "method": ["Deepfakes"] * 2 + ["FaceSwap"] * 2 + ["original"] * 2,
+            "score": [0.9, 0.7, 0.2, 0.4, 0.1, 0.3],
+        }
+    )
     videos = aggregate_videos(frames).set_index("video_id")
     assert len(videos) == 3
     assert videos.loc["ff:Deepfakes/000_003", "score"] == pytest.approx(0.8)
@@ -81,7 +96,9 @@ def test_threshold_is_fitted_on_validation_only(trained):
     manifest = pd.read_csv(tmp / "prepared" / "manifest.csv")
     val = manifest[manifest.split == "val"].reset_index(drop=True)
     val_scores = score_crops(detector, val, tmp / "prepared", num_workers=0)
-    assert state["threshold"] == pytest.approx(fit_threshold((val.label == "fake").astype(int), val_scores), abs=1e-6)
+    assert state["threshold"] == pytest.approx(
+        fit_threshold((val.label == "fake").astype(int), val_scores), abs=1e-6
+    )
     # evaluate reports test data with that threshold, whatever the test data would prefer
     result = fakefinder.evaluate(config)
     entry = result.metrics["models"]["run/model"]
@@ -100,7 +117,9 @@ def test_evaluate_outputs_levels_methods_and_report(trained):
     assert set(metrics["models"]) == {"run/model", "run2/model"}
     levels = metrics["models"]["run/model"]["sets"]["ffpp"]
     for level in ("frame", "video"):
-        assert {"auc", "macro_f1", "accuracy", "eer", "ap", "log_loss", "per_class", "confusion"} <= set(levels[level])
+        assert {"auc", "macro_f1", "accuracy", "eer", "ap", "log_loss", "per_class", "confusion"} <= set(
+            levels[level]
+        )
         assert set(levels[level]["per_method"]) == {"Deepfakes", "Face2Face", "real"}
     assert set(levels["perturbations"]) == {"none", "jpeg50", "downscale0.5"}
     manifest = pd.read_csv(tmp / "prepared" / "manifest.csv")
@@ -120,8 +139,10 @@ def test_cross_dataset_sets_in_one_call(trained):
     tmp, config = trained
     config = config.model_copy(deep=True)
     manifest = tmp / "prepared" / "manifest.csv"
-    config.evaluate.sets = [{"name": "test", "manifest": manifest, "split": "test"},
-                            {"name": "val", "manifest": manifest, "split": "val"}]
+    config.evaluate.sets = [
+        {"name": "test", "manifest": manifest, "split": "test"},
+        {"name": "val", "manifest": manifest, "split": "val"},
+    ]
     config.evaluate.output_dir = tmp / "eval_sets"
     result = fakefinder.evaluate(config_from_dict(config.model_dump(mode="json")))
     assert [r["set"] for r in result.tables["summary"] if r["level"] == "video"] == ["test", "val"]
@@ -129,7 +150,9 @@ def test_cross_dataset_sets_in_one_call(trained):
 
 def media_folder(root: Path, tmp: Path) -> Path:
     folder = root / "inputs"
-    shutil.copy(tmp / "ffpp/original_sequences/youtube/c23/videos/000.mp4", folder / "real.mp4") if folder.mkdir(parents=True) is None else None
+    shutil.copy(
+        tmp / "ffpp/original_sequences/youtube/c23/videos/000.mp4", folder / "real.mp4"
+    ) if folder.mkdir(parents=True) is None else None
     shutil.copy(tmp / "ffpp/manipulated_sequences/Deepfakes/c23/videos/000_001.mp4", folder / "fake.mp4")
     synthetic.write_image(folder / "still.png", identity=2)
     synthetic.write_video(folder / "noface.mp4", face=False, **SMALL_VIDEO)
@@ -187,7 +210,11 @@ def test_predict_is_the_same_with_and_without_cross_file_batching(trained, tmp_p
         c.predict.output, c.predict.details = tmp_path / f"s{across}.csv", tmp_path / f"d{across}.csv"
         c.predict.batch_across_files = across
         sizes.clear()
-        runs[across] = (fakefinder.predict(c).table.set_index("id"), pd.read_csv(c.predict.details), list(sizes))
+        runs[across] = (
+            fakefinder.predict(c).table.set_index("id"),
+            pd.read_csv(c.predict.details),
+            list(sizes),
+        )
     (alone, alone_faces, alone_sizes), (batched, batched_faces, batched_sizes) = runs[False], runs[True]
     crops_per_file = alone[alone.faces > 0].faces.tolist()  # 3 frames each: no file fills a batch of 4
     assert sum(alone_sizes) == sum(batched_sizes) == sum(crops_per_file)
@@ -230,7 +257,11 @@ def test_predict_scores_exactly_the_crops_prepare_wrote(trained, tmp_path, monke
 
     monkeypatch.setattr(DetectorEnsemble, "score", spy)
     c = config.model_copy(deep=True)
-    c.predict.inputs, c.predict.output, c.predict.num_workers = [rows.source_path.iloc[0]], tmp_path / "s.csv", 0
+    c.predict.inputs, c.predict.output, c.predict.num_workers = (
+        [rows.source_path.iloc[0]],
+        tmp_path / "s.csv",
+        0,
+    )
     c.predict.details = tmp_path / "details.csv"
     fakefinder.predict(c)
     faces = pd.read_csv(tmp_path / "details.csv")
@@ -267,7 +298,11 @@ def test_ensemble_is_the_weighted_average(trained, tmp_path):
     tmp, config = trained
     folder = media_folder(tmp_path, tmp)
     outputs = {}
-    for name, checkpoints, weights in (("a", ["run"], None), ("b", ["run2"], None), ("ab", ["run", "run2"], [3, 1])):
+    for name, checkpoints, weights in (
+        ("a", ["run"], None),
+        ("b", ["run2"], None),
+        ("ab", ["run", "run2"], [3, 1]),
+    ):
         c = config.model_copy(deep=True)
         c.predict.inputs = [folder / "real.mp4", folder / "fake.mp4", folder / "still.png"]
         c.predict.models = [tmp / r / "model" for r in checkpoints]

@@ -4,7 +4,14 @@ import pytest
 from fakefinder.config import FacesConfig
 from fakefinder.faces import detectors as faces_module
 from fakefinder.faces.detectors import (
-    DetectorChain, Face, FaceDetector, FaceSelector, create_detector, crop_face, iou, register_detector,
+    DetectorChain,
+    Face,
+    FaceDetector,
+    FaceSelector,
+    create_detector,
+    crop_face,
+    iou,
+    register_detector,
 )
 from fakefinder.synthetic import background_frame, frame_with_face
 
@@ -39,7 +46,9 @@ def test_mediapipe_finds_the_astronaut_and_serves_as_fallback(monkeypatch):
     assert 150 < (x1 + x2) / 2 < 240 and 80 < (y1 + y2) / 2 < 180 and 60 < x2 - x1 < 140  # her face
     config = FacesConfig(detector="opencv", fallback=["mediapipe"])
     chain = DetectorChain(config)
-    monkeypatch.setattr(faces_module.OpenCVDetector, "_detect_batch", lambda self, images, px: [[] for _ in images])
+    monkeypatch.setattr(
+        faces_module.OpenCVDetector, "_detect_batch", lambda self, images, px: [[] for _ in images]
+    )
     assert [f.detector for f in chain.detect([image])[0]] == ["mediapipe"]  # what the primary missed
 
 
@@ -79,7 +88,9 @@ def test_fallback_chain_fills_frames_the_primary_missed(frame, monkeypatch):
     monkeypatch.setitem(faces_module.DETECTORS, "blind", _Blind)
     monkeypatch.setitem(faces_module.DETECTORS, "broken", _Broken)
     chain = DetectorChain(FacesConfig(detector="blind", fallback=["broken", "retinaface"]))
-    assert chain.verify() == ["fallback face detector 'broken' is unavailable: ImportError: package not installed"]
+    assert chain.verify() == [
+        "fallback face detector 'broken' is unavailable: ImportError: package not installed"
+    ]
     found = chain.detect([frame, background_frame((360, 480), 0.5)])
     assert [f.detector for f in found[0]] == ["retinaface"]
     assert found[1] == []

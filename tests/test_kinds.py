@@ -36,8 +36,10 @@ def test_every_kind_keeps_the_contract(name, tmp_path):
     for method in ("train", "evaluate", "load", "dataset_settings", "describe_dataset"):
         assert _overrides(kind, method), f"{name} does not implement {method}"
     for method in ("train", "evaluate", "load", "export", "merge", "devices"):
-        assert list(inspect.signature(getattr(kind, method)).parameters) == \
-            list(inspect.signature(getattr(Kind, method)).parameters)[1:], f"{name}.{method} changed its signature"
+        assert (
+            list(inspect.signature(getattr(kind, method)).parameters)
+            == list(inspect.signature(getattr(Kind, method)).parameters)[1:]
+        ), f"{name}.{method} changed its signature"
     config = config_from_dict({"task": name})
     run = kind.run_settings(config)
     assert {"output_dir", "device", "seed"} <= set(type(run).model_fields), f"{name}: {kind.run_section}"
@@ -141,7 +143,8 @@ def test_the_platform_submits_a_jobs_gpus_to_its_executor(tmp_path):
         assert "torch.distributed.run" in ddp and "--nproc_per_node=2" in ddp
 
 
-# ---------------------------------------------------------------------------------------------- a test-only kind
+# ---------------------------------------------------------------------------------------------- a test-only
+# kind
 
 
 @pytest.fixture(scope="module")
@@ -184,11 +187,18 @@ def test_a_kind_gets_its_section_with_defaults_did_you_mean_and_dispatch(toy, tm
 
 def test_the_test_only_kind_through_the_python_api(toy):
     root = toy["root"] / "api"
-    config = config_from_dict({"task": "toy_regressor", "toy": {"data": str(toy["data"]), "train": {
-        "output_dir": str(root / "run"), "epochs": 40}}, "evaluate": {"output_dir": str(root / "eval")},
-        "predict": {"inputs": [str(toy["data"] / "toy_test.csv")], "output": str(root / "predicted.csv")}})
+    config = config_from_dict(
+        {
+            "task": "toy_regressor",
+            "toy": {"data": str(toy["data"]), "train": {"output_dir": str(root / "run"), "epochs": 40}},
+            "evaluate": {"output_dir": str(root / "eval")},
+            "predict": {"inputs": [str(toy["data"] / "toy_test.csv")], "output": str(root / "predicted.csv")},
+        }
+    )
     trained = fakefinder.train(config)
-    assert trained.stopped == "completed" and trained.artifact == root / "run" / "model" and trained.steps == 40
+    assert (
+        trained.stopped == "completed" and trained.artifact == root / "run" / "model" and trained.steps == 40
+    )
     weights = read_model(trained.artifact).weights()
     assert abs(float(weights["a"]) - 2.0) < 0.05 and abs(float(weights["b"]) + 1.0) < 0.05
     evaluated = fakefinder.evaluate(config)
@@ -203,18 +213,35 @@ def test_the_test_only_kind_through_the_cli(toy):
     from fakefinder.cli import app
 
     root = toy["root"] / "cli"
-    common = [f"toy.data={toy['data']}", f"toy.train.output_dir={root / 'run'}", f"evaluate.output_dir={root / 'eval'}"]
-    done = subprocess.run([sys.executable, "-m", "fakefinder", "train", "task=toy_regressor", *common],
-                          capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "FAKEFINDER_KINDS": "toy_regressor:KIND"})
+    common = [
+        f"toy.data={toy['data']}",
+        f"toy.train.output_dir={root / 'run'}",
+        f"evaluate.output_dir={root / 'eval'}",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "fakefinder", "train", "task=toy_regressor", *common],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "FAKEFINDER_KINDS": "toy_regressor:KIND"},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "toy_regressor: completed after 3 step(s)" in done.stdout
     runner = CliRunner()
     evaluated = runner.invoke(app, ["evaluate", "task=toy_regressor", *common])
     assert evaluated.exit_code == 0, evaluated.output
     assert json.loads((root / "eval" / "metrics.json").read_text())["kind"] == "toy_regressor"
-    predicted = runner.invoke(app, ["predict", str(toy["data"] / "toy_test.csv"), "-m", str(root / "run" / "model"),
-                                    "-o", str(root / "y.csv")])
+    predicted = runner.invoke(
+        app,
+        [
+            "predict",
+            str(toy["data"] / "toy_test.csv"),
+            "-m",
+            str(root / "run" / "model"),
+            "-o",
+            str(root / "y.csv"),
+        ],
+    )
     assert predicted.exit_code == 0, predicted.output
     assert (root / "y.csv").read_text().startswith("id,y")
     refused = runner.invoke(app, ["export", str(root / "run" / "model"), "-o", str(root / "x")])
@@ -222,14 +249,15 @@ def test_the_test_only_kind_through_the_cli(toy):
 
 
 def test_the_test_only_kind_through_the_platform(toy):
-    from conftest import wait_for_job
     from fastapi.testclient import TestClient
 
+    from conftest import wait_for_job
     from fakefinder.platform.app import create_app
     from fakefinder.platform.settings import ServeSettings
 
-    settings = ServeSettings(data_dir=toy["root"] / "platform", devices=["cpu"], poll_interval_s=0.2,
-                             stop_timeout_s=60)
+    settings = ServeSettings(
+        data_dir=toy["root"] / "platform", devices=["cpu"], poll_interval_s=0.2, stop_timeout_s=60
+    )
     with TestClient(create_app(settings), base_url="http://127.0.0.1:8000") as client:
         listed = {k["name"]: k for k in client.get("/api/kinds").json()["kinds"]}
         assert listed["toy_regressor"]["config"]["toy"]["train"]["epochs"] == 3
@@ -237,16 +265,28 @@ def test_the_test_only_kind_through_the_platform(toy):
         with zipfile.ZipFile(archive, "w") as zipped:
             for name in ("toy_train.csv", "toy_test.csv"):
                 zipped.write(toy["data"] / name, name)
-        uploaded = client.post("/api/datasets", data={"name": "numbers"},
-                               files={"file": ("numbers.zip", archive.getvalue(), "application/zip")})
+        uploaded = client.post(
+            "/api/datasets",
+            data={"name": "numbers"},
+            files={"file": ("numbers.zip", archive.getvalue(), "application/zip")},
+        )
         assert uploaded.status_code == 201, uploaded.text
         assert uploaded.json()["layout"] == "toy_csv" and uploaded.json()["kinds"] == ["toy_regressor"]
 
-        started = client.post("/api/training/start", json={"model_type": "toy_regressor", "dataset_path": "numbers",
-                                                           "epochs": 30, "step_seconds": 0.3})
+        started = client.post(
+            "/api/training/start",
+            json={
+                "model_type": "toy_regressor",
+                "dataset_path": "numbers",
+                "epochs": 30,
+                "step_seconds": 0.3,
+            },
+        )
         assert started.status_code == 200, started.text
         task_id = started.json()["task_id"]
-        wait_for_job(client, task_id, states={"running"}, check=lambda j: (j["metrics"] or {}).get("epoch", 0) >= 2)
+        wait_for_job(
+            client, task_id, states={"running"}, check=lambda j: (j["metrics"] or {}).get("epoch", 0) >= 2
+        )
         assert client.post(f"/api/training/{task_id}/stop").status_code == 200
         stopped = wait_for_job(client, task_id)
         assert stopped["state"] == "cancelled" and stopped["resumable"], stopped
@@ -254,12 +294,18 @@ def test_the_test_only_kind_through_the_platform(toy):
         assert client.post(f"/api/training/{task_id}/resume").json()["state"] == "queued"
         job = wait_for_job(client, task_id, timeout=120)
         assert job["state"] == "succeeded", job["error"]
-        epochs = [row["epoch"] for row in client.get(f"/api/training/{task_id}/metrics").json()["history"]
-                  if "epoch" in row]
+        epochs = [
+            row["epoch"]
+            for row in client.get(f"/api/training/{task_id}/metrics").json()["history"]
+            if "epoch" in row
+        ]
         assert epochs == list(range(1, 31)) and done_before < 30  # resumed where it stopped, each epoch once
         assert job["result"]["evaluation"]["metrics"]["models"]["run"]["mse"] < 1e-2
         artifact = client.get(f"/api/training/{task_id}/artifact")
-        assert artifact.status_code == 200 and "model.json" in zipfile.ZipFile(io.BytesIO(artifact.content)).namelist()
+        assert (
+            artifact.status_code == 200
+            and "model.json" in zipfile.ZipFile(io.BytesIO(artifact.content)).namelist()
+        )
 
 
 # ---------------------------------------------------------------------------------------------- the doors
@@ -268,10 +314,19 @@ def test_the_test_only_kind_through_the_platform(toy):
 def test_no_kind_or_kind_section_is_named_in_the_platform_the_cli_or_the_renderer():
     names = set(BUILT_IN) | {get_task(k).section for k in BUILT_IN if get_task(k).section}
     quoted = re.compile(r"""(["'`])(%s)(\1|\.)""" % "|".join(sorted(map(re.escape, names))))
-    files = [SRC / "cli.py", SRC / "render.py", *sorted((SRC / "platform").rglob("*.py")),
-             *sorted((SRC / "platform" / "static").glob("*.js")), *sorted((SRC / "platform" / "static").glob("*.html"))]
-    found = [f"{path.relative_to(SRC)}:{number}: {line.strip()}" for path in files
-             for number, line in enumerate(path.read_text().splitlines(), 1) if quoted.search(line)]
+    files = [
+        SRC / "cli.py",
+        SRC / "render.py",
+        *sorted((SRC / "platform").rglob("*.py")),
+        *sorted((SRC / "platform" / "static").glob("*.js")),
+        *sorted((SRC / "platform" / "static").glob("*.html")),
+    ]
+    found = [
+        f"{path.relative_to(SRC)}:{number}: {line.strip()}"
+        for path in files
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if quoted.search(line)
+    ]
     assert not found, "\n".join(found)
 
 

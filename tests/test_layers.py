@@ -41,7 +41,10 @@ def imports(name: str) -> list[tuple[str, list[str]]]:
 
 
 def graph() -> dict[str, set[str]]:
-    return {name: {target for target, _ in imports(name) if target in MODULES and target != name} for name in MODULES}
+    return {
+        name: {target for target, _ in imports(name) if target in MODULES and target != name}
+        for name in MODULES
+    }
 
 
 def test_no_import_circle():
@@ -54,7 +57,7 @@ def test_no_import_circle():
         stack.append(node)
         for nxt in sorted(edges[node]):
             if state.get(nxt) == 1:
-                raise AssertionError("import circle: " + " -> ".join(stack[stack.index(nxt):] + [nxt]))
+                raise AssertionError("import circle: " + " -> ".join(stack[stack.index(nxt) :] + [nxt]))
             if nxt not in state:
                 visit(nxt)
         stack.pop()
@@ -81,10 +84,18 @@ def test_no_private_names_from_another_package():
 
 
 def test_inference_and_evaluation_do_not_import_the_training_engine():
-    offenders = [f"{name} -> {target}" for name in MODULES if name.startswith(("fakefinder.infer", "fakefinder.eval"))
-                 for target, _ in imports(name) if target.startswith("fakefinder.engine")]
+    offenders = [
+        f"{name} -> {target}"
+        for name in MODULES
+        if name.startswith(("fakefinder.infer", "fakefinder.eval"))
+        for target, _ in imports(name)
+        if target.startswith("fakefinder.engine")
+    ]
     assert not offenders, offenders
 
 
 def test_config_imports_no_model_loss_or_metric_code():
-    assert {target for target, _ in imports("fakefinder.config")} <= {"fakefinder.core.errors", "fakefinder.core.files"}
+    assert {target for target, _ in imports("fakefinder.config")} <= {
+        "fakefinder.core.errors",
+        "fakefinder.core.files",
+    }

@@ -86,7 +86,10 @@ def test_celebdf_folders_and_official_test_list(trees):
 def test_folder_any_depth_images_and_videos(trees):
     items = read_dataset(spec("f", "folder", trees["folder"]))
     assert Counter((i.label, i.kind) for i in items) == {
-        ("real", "image"): 2, ("real", "video"): 1, ("fake", "image"): 2, ("fake", "video"): 1,
+        ("real", "image"): 2,
+        ("real", "video"): 1,
+        ("fake", "image"): 2,
+        ("fake", "video"): 1,
     }
 
 
@@ -107,10 +110,16 @@ def test_csv_bad_rows_name_the_line(tmp_path):
         read_dataset(spec("c", "csv", tmp_path))
 
 
-@pytest.mark.parametrize("layout, fragment", [
-    ("ffpp", "original_sequences"), ("dfdc", "metadata.json"), ("celebdf", "Celeb-real"),
-    ("folder", "real/ and fake/"), ("csv", "metadata.csv"),
-])
+@pytest.mark.parametrize(
+    "layout, fragment",
+    [
+        ("ffpp", "original_sequences"),
+        ("dfdc", "metadata.json"),
+        ("celebdf", "Celeb-real"),
+        ("folder", "real/ and fake/"),
+        ("csv", "metadata.csv"),
+    ],
+)
 def test_wrong_root_fails_fast_naming_path_and_layout(tmp_path, layout, fragment):
     wrong = tmp_path / "empty"
     wrong.mkdir()

@@ -5,7 +5,12 @@ import pytest
 import torch
 
 from fakefinder.engine.metrics import (
-    average_precision, binary_metrics, equal_error_rate, fit_threshold, macro_f1, roc_auc,
+    average_precision,
+    binary_metrics,
+    equal_error_rate,
+    fit_threshold,
+    macro_f1,
+    roc_auc,
 )
 from fakefinder.tasks.classification.losses import CombinedLoss, focal_loss, ranking_loss, soft_f1_loss
 
@@ -53,8 +58,9 @@ def test_weighted_combination_is_the_weighted_sum_and_logs_parts():
     total = combined(logits, targets)
     parts = combined.parts
     assert set(parts) == {"ce", "focal", "f1", "auc"}
-    assert total.item() == pytest.approx(0.5 * parts["ce"] + 0.3 * parts["focal"] + 0.2 * parts["f1"]
-                                         + 0.4 * parts["auc"], rel=1e-6)
+    assert total.item() == pytest.approx(
+        0.5 * parts["ce"] + 0.3 * parts["focal"] + 0.2 * parts["f1"] + 0.4 * parts["auc"], rel=1e-6
+    )
     with pytest.raises(ValueError, match="unknown loss"):
         CombinedLoss({"hinge": 1.0})
 

@@ -6,12 +6,24 @@ from PIL import Image
 import fakefinder  # noqa: F401  (arms the torchvision fix before timm loads)
 from fakefinder.tasks.classification.model import UnknownModelError, create, list_models
 from fakefinder.tasks.classification.networks import FrequencyTransform
-from fakefinder.tasks.classification.pretrained import WeightsError, lite0_package_file, map_lite0_keys, read_state_dict
+from fakefinder.tasks.classification.pretrained import (
+    WeightsError,
+    lite0_package_file,
+    map_lite0_keys,
+    read_state_dict,
+)
 
 
 def test_presets_and_any_timm_name_build_detectors():
-    assert {"baseline", "efficientnet_b4", "legacy_xception", "swin_tiny_patch4_window7_224", "convnext_tiny",
-            "resnet50", "efficientnet_lite0"} <= set(list_models())
+    assert {
+        "baseline",
+        "efficientnet_b4",
+        "legacy_xception",
+        "swin_tiny_patch4_window7_224",
+        "convnext_tiny",
+        "resnet50",
+        "efficientnet_lite0",
+    } <= set(list_models())
     model = create("test_efficientnet", dropout=0.3).eval()
     x = torch.randn(2, 3, 32, 32)
     features = model.features(x)
@@ -62,7 +74,9 @@ def test_offline_lite0_weights_are_mapped_and_recognise_espresso():
     # the mapped backbone + the package's own classifier layer = the ImageNet model
     state = read_state_dict(lite0_package_file())
     image = np.asarray(Image.fromarray(data.coffee()).resize((224, 224))) / 255.0
-    x = torch.tensor((image - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225], dtype=torch.float32).permute(2, 0, 1)[None]
+    x = torch.tensor((image - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225], dtype=torch.float32).permute(
+        2, 0, 1
+    )[None]
     with torch.no_grad():
         logits = torch.nn.functional.linear(model.features(x), state["_fc.weight"], state["_fc.bias"])
     assert logits.argmax().item() == 967  # espresso
@@ -89,9 +103,19 @@ def test_local_weights_file_reports_key_differences(tmp_path):
 
 def test_lite0_key_mapping_by_hand():
     mapped = map_lite0_keys(
-        {"_blocks.0._depthwise_conv.weight": 1, "_blocks.1._expand_conv.weight": 2, "_blocks.2._bn2.bias": 3,
-         "_conv_stem.weight": 4, "_bn1.weight": 5},
+        {
+            "_blocks.0._depthwise_conv.weight": 1,
+            "_blocks.1._expand_conv.weight": 2,
+            "_blocks.2._bn2.bias": 3,
+            "_conv_stem.weight": 4,
+            "_bn1.weight": 5,
+        },
         [1, 2],
     )
-    assert mapped == {"blocks.0.0.conv_dw.weight": 1, "blocks.1.0.conv_pw.weight": 2, "blocks.1.1.bn3.bias": 3,
-                      "conv_stem.weight": 4, "bn2.weight": 5}
+    assert mapped == {
+        "blocks.0.0.conv_dw.weight": 1,
+        "blocks.1.0.conv_pw.weight": 2,
+        "blocks.1.1.bn3.bias": 3,
+        "conv_stem.weight": 4,
+        "bn2.weight": 5,
+    }

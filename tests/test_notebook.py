@@ -9,10 +9,10 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
-from conftest import SMALL_VIDEO, make_crops, train_config
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
+from conftest import SMALL_VIDEO, make_crops, train_config
 from fakefinder import synthetic
 from fakefinder.engine.predict import file_ids, list_inputs
 
@@ -33,19 +33,31 @@ def run_notebook(tmp_path: Path, **parameters) -> nbformat.NotebookNode:
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     (cell,) = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
     cell.source += "\n" + "\n".join(f"{key} = {value!r}" for key, value in parameters.items())
-    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     return notebook
 
 
 def outputs(notebook) -> str:
-    return "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    return "".join(
+        o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])
+    )
 
 
 @pytest.mark.parametrize("format", ["probability", "label"])
 def test_the_notebook_writes_a_valid_submission(model, tmp_path, format):
     data = synthetic.make_folder_tree(tmp_path / "test_videos", images=2, videos=1, **SMALL_VIDEO)
-    notebook = run_notebook(tmp_path, MODEL=str(model), DATA=str(data), OUTPUT="submission.csv", FORMAT=format,
-                            FRAMES_PER_VIDEO=4, WORKERS=0, PROJECT_FOR=4000)
+    notebook = run_notebook(
+        tmp_path,
+        MODEL=str(model),
+        DATA=str(data),
+        OUTPUT="submission.csv",
+        FORMAT=format,
+        FRAMES_PER_VIDEO=4,
+        WORKERS=0,
+        PROJECT_FOR=4000,
+    )
     submission = pd.read_csv(tmp_path / "submission.csv")
     files = list_inputs([data])
     assert sorted(submission.filename) == sorted(file_ids(files)) and len(files) == len(submission)
@@ -65,8 +77,10 @@ def test_the_notebook_refuses_a_submission_that_misses_files(model, tmp_path):
     cell.source += f"\nMODEL = {str(model)!r}\nDATA = {str(data)!r}\nWORKERS = 0"
     predict_cell = next(i for i, c in enumerate(notebook.cells) if "fakefinder.predict(config)" in c.source)
     late = json.dumps(str(data / "late.png"))
-    notebook.cells[predict_cell].source += (
-        f"\nimport shutil\nshutil.copy(files[0], {late})\nfiles = list_inputs([Path(DATA)])")
+    notebook.cells[
+        predict_cell
+    ].source += f"\nimport shutil\nshutil.copy(files[0], {late})\nfiles = list_inputs([Path(DATA)])"
     with pytest.raises(CellExecutionError, match="missing ids: .*late.png"):
-        NotebookClient(notebook, timeout=300, kernel_name="python3",
-                       resources={"metadata": {"path": str(tmp_path)}}).execute()
+        NotebookClient(
+            notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+        ).execute()

@@ -13,23 +13,38 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import kill_when
-
 import fakefinder
+from conftest import kill_when
 from fakefinder.config import ConfigError, load_config
 from fakefinder.synthetic import make_yolo_dataset, shape_scene
 from fakefinder.tasks.object_detector.data import LabelError, read_dataset
 
 PRESET = Path(__file__).parent.parent / "configs" / "yolo-detector.yaml"
-SMALL = ["detector.train.imgsz=64", "detector.train.batch_size=8", "detector.train.nbs=8", "detector.train.num_workers=0",
-         "detector.train.close_mosaic=0", "detector.train.warmup_epochs=1", "detector.train.augment={mosaic: 0.0}",
-         "evaluate.batch_size=8"]
+SMALL = [
+    "detector.train.imgsz=64",
+    "detector.train.batch_size=8",
+    "detector.train.nbs=8",
+    "detector.train.num_workers=0",
+    "detector.train.close_mosaic=0",
+    "detector.train.warmup_epochs=1",
+    "detector.train.augment={mosaic: 0.0}",
+    "evaluate.batch_size=8",
+]
 
 
 def small_config(dataset: Path, output: Path, epochs: int, *more: str):
-    return load_config(PRESET, [f"detector.data.path={dataset}", f"detector.train.output_dir={output}",
-                                f"detector.train.epochs={epochs}", f"evaluate.output_dir={output}/eval",
-                                f"predict.output={output}/boxes.csv", *SMALL, *more])
+    return load_config(
+        PRESET,
+        [
+            f"detector.data.path={dataset}",
+            f"detector.train.output_dir={output}",
+            f"detector.train.epochs={epochs}",
+            f"evaluate.output_dir={output}/eval",
+            f"predict.output={output}/boxes.csv",
+            *SMALL,
+            *more,
+        ],
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -53,16 +68,22 @@ def test_every_bad_label_case_is_reported_with_file_and_line(tmp_path):
     assert "labels/train/train_0002.txt:1: coordinate(s) outside [0, 1]: cx=1.25" in message
     assert "labels/train/train_0003.txt:1: not a number" in message
     report = caught.value.report
-    assert report["problems"] == {"malformed": 2, "unknown_class": 1, "out_of_range": 1, "unreadable_image": 0,
-                                  "orphan_label": 1}
-    assert any(p["file"] == "labels/train/stray.txt" and p["kind"] == "orphan_label" for p in report["listed"])
+    assert report["problems"] == {
+        "malformed": 2,
+        "unknown_class": 1,
+        "out_of_range": 1,
+        "unreadable_image": 0,
+        "orphan_label": 1,
+    }
+    assert any(
+        p["file"] == "labels/train/stray.txt" and p["kind"] == "orphan_label" for p in report["listed"]
+    )
     assert report["splits"]["train"]["background"] >= 1  # train_0004 counted as background
 
     found = read_dataset(root, bad_labels="skip")  # the images with bad lines are left out
     train = found.counts["train"]
     assert train["left_out"] == 4 and train["images"] == 4
-    assert {s.image.name for s in found.splits["train"]}.isdisjoint(
-        {f"train_000{i}.jpg" for i in range(4)})
+    assert {s.image.name for s in found.splits["train"]}.isdisjoint({f"train_000{i}.jpg" for i in range(4)})
 
 
 def test_data_yaml_is_checked_and_its_download_script_never_run(tmp_path):
@@ -123,10 +144,15 @@ def test_only_augmentation_settings_pass_through_and_platform_datasets_are_confi
     config = small_config(root, tmp_path / "run", 1, "detector.train.augment={distill_model: x.pt}")
     with pytest.raises(ConfigError, match="augment.distill_model: not an augmentation"):
         _arguments(config, tmp_path / "run", "cpu", "fp32")
-    assert _arguments(small_config(root, tmp_path / "run", 1), tmp_path / "run", "cpu", "fp32")["mosaic"] == 0.0
+    assert (
+        _arguments(small_config(root, tmp_path / "run", 1), tmp_path / "run", "cpu", "fp32")["mosaic"] == 0.0
+    )
     outside = make_yolo_dataset(tmp_path / "elsewhere", {"train": 2}, size=64)
-    (root / "data.yaml").write_text((root / "data.yaml").read_text().replace(
-        "train: images/train", f"train: {outside / 'images' / 'train'}"))
+    (root / "data.yaml").write_text(
+        (root / "data.yaml")
+        .read_text()
+        .replace("train: images/train", f"train: {outside / 'images' / 'train'}")
+    )
     assert read_dataset(root).counts["train"]["images"] == 2  # the CLI reads where data.yaml points
     with pytest.raises(ConfigError, match="outside the dataset folder"):
         read_dataset(root, confine=True)
@@ -137,7 +163,9 @@ def test_ultralytics_pt_weights_are_read_without_running_code(tmp_path):
 
     spec = model_yaml("yolov8n.yaml")
     source = build(spec, ["a", "b"])
-    torch.save({"model": source.half(), "train_args": {"imgsz": 640}, "epoch": -1, "date": "x"}, tmp_path / "w.pt")
+    torch.save(
+        {"model": source.half(), "train_args": {"imgsz": 640}, "epoch": -1, "date": "x"}, tmp_path / "w.pt"
+    )
     weights = start_weights(str(tmp_path / "w.pt"))
     target = build(spec, ["a", "b", "c"])  # another class count: the head's class layers stay as built
     loaded, total = load_matching(target, weights)
@@ -180,7 +208,8 @@ def test_trains_from_its_preset_and_learns_the_boxes(trained):
     assert meta["kind"] == "object_detector" and meta["classes"] == ["square", "disc", "triangle"]
     assert meta["architecture"]["yaml"]["nc"] == 3 and meta["preprocessing"]["input_size"] == 64
     assert not list(result.output_dir.rglob("*.pt")) or all(
-        p.name == "optimizer.pt" for p in result.output_dir.rglob("*.pt"))  # no pickled model anywhere
+        p.name == "optimizer.pt" for p in result.output_dir.rglob("*.pt")
+    )  # no pickled model anywhere
     assert [row["epoch"] for row in result.history] == list(range(1, 31))
     val = result.details["val"]
     assert val["overall"]["map50"] > 0.1, val  # far above an untrained model's 0
@@ -232,7 +261,9 @@ def test_predicts_boxes_on_new_images(trained, tmp_path):
         mine = [r for r in rows if r["id"] == name and r["class"]]
         for c, cx, cy, w, h in boxes:
             true = np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]) * 64
-            hits += any(_iou(true, np.array([float(r[k]) for k in ("x1", "y1", "x2", "y2")])) > 0.5 for r in mine)
+            hits += any(
+                _iou(true, np.array([float(r[k]) for k in ("x1", "y1", "x2", "y2")])) > 0.5 for r in mine
+            )
     assert hits >= sum(len(b) for b in truth.values()) // 2, (hits, trained["result"].details["val"])
     with Image.open(tmp_path / "new_0.png") as im:
         assert im.size == (64, 64)
@@ -263,8 +294,18 @@ def test_exports_onnx_with_parity(trained, tmp_path):
 def test_resumes_after_a_kill(tmp_path):
     dataset = make_yolo_dataset(tmp_path / "ds", {"train": 32, "val": 8}, size=64)
     run = tmp_path / "run"
-    args = [sys.executable, "-m", "fakefinder", "train", "-c", str(PRESET), f"detector.data.path={dataset}",
-            f"detector.train.output_dir={run}", "detector.train.epochs=4", *SMALL]
+    args = [
+        sys.executable,
+        "-m",
+        "fakefinder",
+        "train",
+        "-c",
+        str(PRESET),
+        f"detector.data.path={dataset}",
+        f"detector.train.output_dir={run}",
+        "detector.train.epochs=4",
+        *SMALL,
+    ]
     state = run / "checkpoints" / "last" / "state.json"
     kill_when(args, lambda: state.is_file() and json.loads(state.read_text())["epoch"] >= 1)
     killed_at = json.loads(state.read_text())["epoch"] + 1
@@ -288,8 +329,13 @@ def test_a_detector_trained_this_way_serves_prepare_as_a_face_detector(trained):
 
     rng = np.random.default_rng(7)
     scenes = [shape_scene(rng, 64, classes=("square",)) for _ in range(6)]
-    faces = FacesConfig(detector="yolo", fallback=[], min_score=0.1, min_face_px=4,
-                        detector_options={"yolo": {"model": str(trained["result"].artifact), "class": "square"}})
+    faces = FacesConfig(
+        detector="yolo",
+        fallback=[],
+        min_score=0.1,
+        min_face_px=4,
+        detector_options={"yolo": {"model": str(trained["result"].artifact), "class": "square"}},
+    )
     chain = DetectorChain(faces)
     assert chain.verify() == []
     found = chain.detect([np.asarray(image) for image, _ in scenes])
@@ -299,7 +345,10 @@ def test_a_detector_trained_this_way_serves_prepare_as_a_face_detector(trained):
             true = np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]) * 64
             hits += any(_iou(true, np.array(face.box)) > 0.5 for face in boxes)
     assert hits >= sum(len(rows) for _, rows in scenes) // 2
-    wrong = FacesConfig(detector="yolo", fallback=[], detector_options={"yolo": {"model": str(trained["result"].artifact),
-                                                                                 "class": "face"}})
+    wrong = FacesConfig(
+        detector="yolo",
+        fallback=[],
+        detector_options={"yolo": {"model": str(trained["result"].artifact), "class": "face"}},
+    )
     with pytest.raises(ValueError, match="'face' is not among the model's classes"):
         DetectorChain(wrong).verify()

@@ -12,19 +12,29 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import wait_for_job
 from fastapi.testclient import TestClient
 
+from conftest import wait_for_job
+from fakefinder.engine.tiny import tiny_clip_vision_config, tiny_llama_config
 from fakefinder.platform.app import create_app
-from fakefinder.tasks import get_task
 from fakefinder.platform.samples import write_demo_datasets
 from fakefinder.platform.settings import ServeSettings
-from fakefinder.engine.tiny import tiny_clip_vision_config, tiny_llama_config
+from fakefinder.tasks import get_task
 
 LOCAL = "http://127.0.0.1:8000"  # a server without a token answers only this machine's own pages
-TINY = {"model_type": "deepfake_detector", "base_model": "test_efficientnet", "dataset_path": "faces", "epochs": 2,
-        "batch_size": 8, "learning_rate": 0.001, "pretrained": False, "image_size": 32, "num_workers": 0,
-        "trackers": [], "evaluate": False}
+TINY = {
+    "model_type": "deepfake_detector",
+    "base_model": "test_efficientnet",
+    "dataset_path": "faces",
+    "epochs": 2,
+    "batch_size": 8,
+    "learning_rate": 0.001,
+    "pretrained": False,
+    "image_size": 32,
+    "num_workers": 0,
+    "trackers": [],
+    "evaluate": False,
+}
 
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -80,16 +90,23 @@ def test_kinds_list_every_registered_kind_with_its_defaults(client):
     assert kinds["deepfake_detector"]["config"]["task"] == "deepfake_detector"
 
 
-@pytest.mark.parametrize("change, field, words", [
-    ({"model_type": "yolo_v99"}, "model_type", "known kinds: deepfake_detector, dx_llava, image_classifier"),
-    ({"epochs": -1}, "epochs", "greater than or equal to 1"),
-    ({"batch_size": "many"}, "batch_size", "integer"),
-    ({"dataset_path": "no-such-data"}, "dataset_path", "not found"),
-    ({"dataset_path": "classes"}, "dataset_path", "manifest"),
-    ({"base_model": "not_a_timm_model"}, None, None),  # accepted here: the worker names the bad model
-    ({"pretraind": False}, "pretraind", "did you mean"),
-    ({"evaluate": "yes"}, "evaluate", "true or false"),
-])
+@pytest.mark.parametrize(
+    "change, field, words",
+    [
+        (
+            {"model_type": "yolo_v99"},
+            "model_type",
+            "known kinds: deepfake_detector, dx_llava, image_classifier",
+        ),
+        ({"epochs": -1}, "epochs", "greater than or equal to 1"),
+        ({"batch_size": "many"}, "batch_size", "integer"),
+        ({"dataset_path": "no-such-data"}, "dataset_path", "not found"),
+        ({"dataset_path": "classes"}, "dataset_path", "manifest"),
+        ({"base_model": "not_a_timm_model"}, None, None),  # accepted here: the worker names the bad model
+        ({"pretraind": False}, "pretraind", "did you mean"),
+        ({"evaluate": "yes"}, "evaluate", "true or false"),
+    ],
+)
 def test_bad_requests_name_the_field(client, change, field, words):
     response = client.post("/api/config/preview", json={**TINY, **change})
     if field is None:
@@ -103,8 +120,17 @@ def test_bad_requests_name_the_field(client, change, field, words):
 def test_preview_resolves_the_short_form_into_the_full_config(client, data_dir):
     preview = client.post("/api/config/preview", json={**TINY, "train.warmup_epochs": 0.5}).json()
     config = preview["config"]
-    assert config["model"] == {**config["model"], "name": "test_efficientnet", "pretrained": False, "image_size": 32}
-    assert config["train"]["epochs"] == 2 and config["train"]["lr"] == 0.001 and config["train"]["warmup_epochs"] == 0.5
+    assert config["model"] == {
+        **config["model"],
+        "name": "test_efficientnet",
+        "pretrained": False,
+        "image_size": 32,
+    }
+    assert (
+        config["train"]["epochs"] == 2
+        and config["train"]["lr"] == 0.001
+        and config["train"]["warmup_epochs"] == 0.5
+    )
     assert config["train"]["manifest"] == str((data_dir / "datasets" / "faces" / "manifest.csv").resolve())
     assert config["train"]["output_dir"].startswith(str((data_dir / "jobs").resolve()))
     assert "test_efficientnet" in preview["yaml"]
@@ -112,8 +138,12 @@ def test_preview_resolves_the_short_form_into_the_full_config(client, data_dir):
 
 def test_a_full_config_is_taken_like_a_yaml_file(client, data_dir):
     manifest = str(data_dir / "datasets" / "faces" / "manifest.csv")
-    response = client.post("/api/config/preview", json={"config": {"model": {"name": "test_efficientnet"},
-                                                                   "train": {"manifest": manifest, "epochs": 1}}})
+    response = client.post(
+        "/api/config/preview",
+        json={
+            "config": {"model": {"name": "test_efficientnet"}, "train": {"manifest": manifest, "epochs": 1}}
+        },
+    )
     assert response.status_code == 200 and response.json()["config"]["train"]["epochs"] == 1
     response = client.post("/api/config/preview", json={"config": {"train": {"epochz": 1}}})
     assert response.status_code == 422 and response.json()["field"] == "train.epochz"
@@ -129,7 +159,9 @@ def test_a_job_runs_to_succeeded_with_metrics_logs_report_and_artifact(client, f
     run = Path(finished["output_dir"]) / "run"
     saved = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in epochs] == [1, 2] == [r["epoch"] for r in saved]
-    assert [r["val_loss"] for r in epochs] == pytest.approx([r["val_loss"] for r in saved])  # the store = the run
+    assert [r["val_loss"] for r in epochs] == pytest.approx(
+        [r["val_loss"] for r in saved]
+    )  # the store = the run
     assert finished["metrics"]["val_loss"] == pytest.approx(saved[-1]["val_loss"])
     lines = client.get(f"/api/training/{task_id}/logs?tail=500").json()["lines"]
     assert any("training test_efficientnet" in line["text"] for line in lines)
@@ -148,13 +180,18 @@ def test_the_log_stream_replays_and_ends_with_the_job(client, finished):
     with client.stream("GET", f"/api/training/{finished['task_id']}/logs/stream?after=0") as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         text = "".join(response.iter_text())
-    events = [block.split("\n")[0 if block.startswith("event") else 1] for block in text.strip().split("\n\n")]
+    events = [
+        block.split("\n")[0 if block.startswith("event") else 1] for block in text.strip().split("\n\n")
+    ]
     assert "event: log" in events and "event: metrics" in events and "event: state" in events
     assert events[-1] == "event: end"
 
 
 def test_lists_filter_and_compare(client, finished):
-    ids = [j["task_id"] for j in client.get("/api/training?state=succeeded&kind=deepfake_detector").json()["jobs"]]
+    ids = [
+        j["task_id"]
+        for j in client.get("/api/training?state=succeeded&kind=deepfake_detector").json()["jobs"]
+    ]
     assert finished["task_id"] in ids
     assert client.get("/api/training?state=bogus").status_code == 422
     runs = client.get(f"/api/compare?ids={finished['task_id']}").json()["runs"]
@@ -168,7 +205,8 @@ def test_unknown_jobs_are_404(client):
     assert client.post("/api/training/nope/stop").status_code == 404
 
 
-# ------------------------------------------------------------------------------------------ queue, stop, resume
+# ------------------------------------------------------------------------------------------ queue, stop,
+# resume
 def test_queue_runs_one_job_per_slot_in_order_and_stop_cancels_a_queued_job(client):
     first = start(client, epochs=40, name="long")
     second = start(client, name="waits")
@@ -198,8 +236,14 @@ def test_queue_runs_one_job_per_slot_in_order_and_stop_cancels_a_queued_job(clie
     assert any(f"resumed from {run / 'last.pt'}" in line["text"] for line in lines)
     client.post(f"/api/training/{first}/stop")
     final = wait(client, first)
-    history = [r["epoch"] for r in client.get(f"/api/training/{first}/metrics").json()["history"] if r["stage"] == "val"]
-    assert history == list(range(1, len(history) + 1)) and len(history) > done_epochs  # each epoch once, in order
+    history = [
+        r["epoch"]
+        for r in client.get(f"/api/training/{first}/metrics").json()["history"]
+        if r["stage"] == "val"
+    ]
+    assert (
+        history == list(range(1, len(history) + 1)) and len(history) > done_epochs
+    )  # each epoch once, in order
     assert final["attempts"] == 2
 
     client.delete(f"/api/training/{third}")
@@ -229,20 +273,36 @@ def test_a_restart_keeps_finished_jobs_and_interrupts_running_ones(tmp_path):
     # the server stopped: its worker was asked to save and stop
     with TestClient(create_app(settings_for(tmp_path)), base_url=LOCAL) as second:
         kept = second.get(f"/api/training/{done['task_id']}").json()
-        assert kept["state"] == "succeeded" and second.get(f"/api/training/{done['task_id']}/artifact").status_code == 200
+        assert (
+            kept["state"] == "succeeded"
+            and second.get(f"/api/training/{done['task_id']}/artifact").status_code == 200
+        )
         job = second.get(f"/api/training/{running}").json()
         assert job["state"] == "interrupted" and job["resumable"] and "resume" in job["error"]
         assert (Path(job["output_dir"]) / "run" / "last.pt").is_file()
         second.post(f"/api/training/{running}/resume")
-        wait(second, running, {"running"}, check=lambda j: j["attempts"] == 2 and (j["progress"].get("epoch") or 0) >= 1)
+        wait(
+            second,
+            running,
+            {"running"},
+            check=lambda j: j["attempts"] == 2 and (j["progress"].get("epoch") or 0) >= 1,
+        )
         second.post(f"/api/training/{running}/stop")
         assert wait(second, running)["state"] == "cancelled"
 
 
-# ------------------------------------------------------------------------------------------ other kinds and jobs
+# ------------------------------------------------------------------------------------------ other kinds and
+# jobs
 def test_readme_shows_a_request_of_each_kind():
-    assert set(readme_requests()) == {"deepfake_detector", "image_classifier", "dx_llava", "llm_lora", "llm_qlora",
-                                        "object_detector", "text_to_image_lora"}
+    assert set(readme_requests()) == {
+        "deepfake_detector",
+        "image_classifier",
+        "dx_llava",
+        "llm_lora",
+        "llm_qlora",
+        "object_detector",
+        "text_to_image_lora",
+    }
 
 
 def test_image_classifier_job(client):
@@ -256,17 +316,28 @@ def test_image_classifier_job(client):
 
 def test_dx_llava_lora_job_export_and_merge(client, data_dir):
     request = readme_requests()["dx_llava"]
-    assert request["language_model_config"] == tiny_llama_config()  # the README's tiny model is the tested one
+    assert (
+        request["language_model_config"] == tiny_llama_config()
+    )  # the README's tiny model is the tested one
     assert request["vision_config"] == tiny_clip_vision_config()
-    task_id = client.post("/api/training/start", json={**request, "evaluate.max_samples": 4}).json()["task_id"]
+    task_id = client.post("/api/training/start", json={**request, "evaluate.max_samples": 4}).json()[
+        "task_id"
+    ]
     job = wait(client, task_id, timeout=300)
     assert job["state"] == "succeeded", job["error"]
     assert any("lm_loss" in row for row in client.get(f"/api/training/{task_id}/metrics").json()["history"])
     adapter = zipfile.ZipFile(io.BytesIO(client.get(f"/api/llm-finetuning/export/{task_id}").content))
     assert any(name.startswith("adapter_model") for name in adapter.namelist())
 
-    assert client.post("/api/llm-finetuning/merge", json={"task_id": task_id, "output_path": "../../x"}).status_code == 422
-    merged = client.post("/api/llm-finetuning/merge", json={"task_id": task_id, "output_path": "merged-dx"}).json()
+    assert (
+        client.post(
+            "/api/llm-finetuning/merge", json={"task_id": task_id, "output_path": "../../x"}
+        ).status_code
+        == 422
+    )
+    merged = client.post(
+        "/api/llm-finetuning/merge", json={"task_id": task_id, "output_path": "merged-dx"}
+    ).json()
     job = wait(client, merged["task_id"], timeout=120)
     assert job["state"] == "succeeded", job["error"]
     output = Path(merged["output_path"])
@@ -275,8 +346,11 @@ def test_dx_llava_lora_job_export_and_merge(client, data_dir):
     assert again.status_code == 409
 
     image = data_dir / "datasets" / "dx" / "images" / "1.png"
-    response = client.post("/api/predict", data={"model_task_id": task_id},
-                           files={"file": ("1.png", image.read_bytes(), "image/png")})
+    response = client.post(
+        "/api/predict",
+        data={"model_task_id": task_id},
+        files={"file": ("1.png", image.read_bytes(), "image/png")},
+    )
     job = wait(client, response.json()["task_id"], timeout=120)
     assert job["state"] == "succeeded", job["error"]
     (prediction,) = job["result"]["predictions"]
@@ -298,16 +372,25 @@ def test_llm_lora_job_export_merge_and_predict(client, data_dir):
 
     adapter = zipfile.ZipFile(io.BytesIO(client.get(f"/api/llm-finetuning/export/{task_id}").content))
     assert {"adapter_config.json", "adapter_model.safetensors"} <= set(adapter.namelist())
-    merged = client.post("/api/llm-finetuning/merge", json={"task_id": task_id, "output_path": "merged-llm"}).json()
+    merged = client.post(
+        "/api/llm-finetuning/merge", json={"task_id": task_id, "output_path": "merged-llm"}
+    ).json()
     job = wait(client, merged["task_id"], timeout=120)
     assert job["state"] == "succeeded", job["error"]
     assert (Path(merged["output_path"]) / "merged_model" / "config.json").is_file()
 
-    prompts = b'{"id": "q1", "instruction": "What is 2 + 3?"}\n{"id": "q2", "instruction": "Is 4 odd or even?"}\n'
-    refused = client.post("/api/predict", data={"model_task_id": task_id}, files={"file": ("x.png", b"png", "image/png")})
+    prompts = (
+        b'{"id": "q1", "instruction": "What is 2 + 3?"}\n{"id": "q2", "instruction": "Is 4 odd or even?"}\n'
+    )
+    refused = client.post(
+        "/api/predict", data={"model_task_id": task_id}, files={"file": ("x.png", b"png", "image/png")}
+    )
     assert refused.status_code == 422 and ".jsonl" in refused.json()["detail"]
-    response = client.post("/api/predict", data={"model_task_id": task_id},
-                           files={"file": ("prompts.jsonl", prompts, "application/jsonl")})
+    response = client.post(
+        "/api/predict",
+        data={"model_task_id": task_id},
+        files={"file": ("prompts.jsonl", prompts, "application/jsonl")},
+    )
     job = wait(client, response.json()["task_id"], timeout=120)
     assert job["state"] == "succeeded", job["error"]
     assert [row["id"] for row in job["result"]["predictions"]] == ["q1", "q2"]
@@ -323,7 +406,9 @@ def test_llm_lora_job_export_merge_and_predict(client, data_dir):
     meta["architecture"]["base"]["source"] = str(tmp_path_outside(data_dir))
     (copy / "model.json").write_text(json.dumps(meta))
     try:
-        response = client.post("/api/evaluate", json={"model_path": "adapter-elsewhere", "dataset_path": "instructions"})
+        response = client.post(
+            "/api/evaluate", json={"model_path": "adapter-elsewhere", "dataset_path": "instructions"}
+        )
         assert response.status_code == 422 and response.json()["field"] == "model_path"
         assert "outside" in response.json()["detail"]
     finally:
@@ -339,8 +424,11 @@ def tmp_path_outside(data_dir: Path) -> Path:
 
 def test_object_detector_job_evaluates_and_predicts_boxes(client, data_dir):
     described = client.get("/api/datasets").json()
-    shapes = next(d for d in (described.get("datasets", described) if isinstance(described, dict) else described)
-                  if d["name"] == "shapes")
+    shapes = next(
+        d
+        for d in (described.get("datasets", described) if isinstance(described, dict) else described)
+        if d["name"] == "shapes"
+    )
     assert shapes["layout"] == "yolo" and shapes["kinds"] == ["object_detector"]
     task_id = client.post("/api/training/start", json=readme_requests()["object_detector"]).json()["task_id"]
     job = wait(client, task_id, timeout=300)
@@ -353,15 +441,19 @@ def test_object_detector_job_evaluates_and_predicts_boxes(client, data_dir):
     assert client.get(f"/api/training/{task_id}/report").status_code == 200
 
     image = next((data_dir / "datasets" / "shapes" / "images" / "val").iterdir()).read_bytes()
-    refused = client.post("/api/predict", data={"model_task_id": task_id},
-                          files={"file": ("x.mp4", b"mp4", "video/mp4")})
+    refused = client.post(
+        "/api/predict", data={"model_task_id": task_id}, files={"file": ("x.mp4", b"mp4", "video/mp4")}
+    )
     assert refused.status_code == 422 and ".png" in refused.json()["detail"]
-    response = client.post("/api/predict", data={"model_task_id": task_id},
-                           files={"file": ("scene.jpg", image, "image/jpeg")})
+    response = client.post(
+        "/api/predict", data={"model_task_id": task_id}, files={"file": ("scene.jpg", image, "image/jpeg")}
+    )
     job = wait(client, response.json()["task_id"], timeout=120)
     assert job["state"] == "succeeded", job["error"]
     rows = job["result"]["predictions"]
-    assert rows and all(row["id"] == "scene.jpg" and {"class", "score", "x1", "y2"} <= set(row) for row in rows)
+    assert rows and all(
+        row["id"] == "scene.jpg" and {"class", "score", "x1", "y2"} <= set(row) for row in rows
+    )
 
 
 def test_text_to_image_lora_job_generates_and_exports(client, data_dir):
@@ -369,11 +461,16 @@ def test_text_to_image_lora_job_generates_and_exports(client, data_dir):
     import zipfile
 
     described = client.get("/api/datasets").json()
-    captions = next(d for d in (described.get("datasets", described) if isinstance(described, dict) else described)
-                    if d["name"] == "captions")
+    captions = next(
+        d
+        for d in (described.get("datasets", described) if isinstance(described, dict) else described)
+        if d["name"] == "captions"
+    )
     assert captions["layout"] == "captioned_images" and captions["kinds"] == ["text_to_image_lora"]
     assert captions["splits"] == {"train": {"captioned": 12}}
-    task_id = client.post("/api/training/start", json=readme_requests()["text_to_image_lora"]).json()["task_id"]
+    task_id = client.post("/api/training/start", json=readme_requests()["text_to_image_lora"]).json()[
+        "task_id"
+    ]
     job = wait(client, task_id, timeout=300)
     assert job["state"] == "succeeded", job["error"]
     history = client.get(f"/api/training/{task_id}/metrics").json()["history"]
@@ -382,16 +479,22 @@ def test_text_to_image_lora_job_generates_and_exports(client, data_dir):
     assert entry["images"] >= 1 and entry["loss"] is not None and entry["base_loss"] is not None
     assert client.get(f"/api/training/{task_id}/report").status_code == 200
     run = Path(job["output_dir"]) / "run"
-    assert list((run / "samples" / "step-000002").glob("*.png")) and list((run / "samples" / "final").glob("*.png"))
+    assert list((run / "samples" / "step-000002").glob("*.png")) and list(
+        (run / "samples" / "final").glob("*.png")
+    )
 
     exported = client.get(f"/api/llm-finetuning/export/{task_id}")
     assert exported.status_code == 200
     assert "pytorch_lora_weights.safetensors" in zipfile.ZipFile(io.BytesIO(exported.content)).namelist()
-    refused = client.post("/api/predict", data={"model_task_id": task_id},
-                          files={"file": ("x.jpg", b"jpg", "image/jpeg")})
+    refused = client.post(
+        "/api/predict", data={"model_task_id": task_id}, files={"file": ("x.jpg", b"jpg", "image/jpeg")}
+    )
     assert refused.status_code == 422 and ".txt" in refused.json()["detail"]
-    response = client.post("/api/predict", data={"model_task_id": task_id},
-                           files={"file": ("prompts.txt", b"a red disc on a grey background\n", "text/plain")})
+    response = client.post(
+        "/api/predict",
+        data={"model_task_id": task_id},
+        files={"file": ("prompts.txt", b"a red disc on a grey background\n", "text/plain")},
+    )
     job = wait(client, response.json()["task_id"], timeout=120)
     assert job["state"] == "succeeded", job["error"]
     (row,) = job["result"]["predictions"]
@@ -409,18 +512,26 @@ def test_llm_qlora_job(client):
 
 def test_predict_and_evaluate_jobs(client, finished, data_dir):
     image = next((data_dir / "datasets" / "faces").rglob("*.jpg"))
-    response = client.post("/api/predict", data={"model_task_id": finished["task_id"]},
-                           files={"file": ("face one.jpg", image.read_bytes(), "image/jpeg")})
+    response = client.post(
+        "/api/predict",
+        data={"model_task_id": finished["task_id"]},
+        files={"file": ("face one.jpg", image.read_bytes(), "image/jpeg")},
+    )
     assert response.status_code == 200, response.text
     job = wait(client, response.json()["task_id"])
     assert job["state"] == "succeeded", job["error"]
     (prediction,) = job["result"]["predictions"]
     assert 0 <= prediction["probability"] <= 1
-    bad = client.post("/api/predict", data={"model_task_id": finished["task_id"]},
-                      files={"file": ("notes.txt", b"hello", "text/plain")})
+    bad = client.post(
+        "/api/predict",
+        data={"model_task_id": finished["task_id"]},
+        files={"file": ("notes.txt", b"hello", "text/plain")},
+    )
     assert bad.status_code == 422 and bad.json()["field"] == "file"
 
-    response = client.post("/api/evaluate", json={"model_task_id": finished["task_id"], "dataset_path": "faces"})
+    response = client.post(
+        "/api/evaluate", json={"model_task_id": finished["task_id"], "dataset_path": "faces"}
+    )
     job = wait(client, response.json()["task_id"])
     assert job["state"] == "succeeded", job["error"]
     assert client.get(f"/api/training/{job['task_id']}/report").status_code == 200
@@ -431,11 +542,18 @@ def test_uploaded_datasets_are_listed_and_a_bad_zip_leaves_nothing(client, data_
     with zipfile.ZipFile(buffer, "w") as archive:
         for split in ("train", "val"):
             for name in ("cat", "dog"):
-                archive.writestr(f"pets/{split}/{name}/{name}0.jpg", (data_dir / "datasets" / "classes" / "train" / "red"
-                                                                     / "red_0.jpg").read_bytes())
-    response = client.post("/api/datasets", data={"name": "pets"}, files={"file": ("pets.zip", buffer.getvalue())})
+                archive.writestr(
+                    f"pets/{split}/{name}/{name}0.jpg",
+                    (data_dir / "datasets" / "classes" / "train" / "red" / "red_0.jpg").read_bytes(),
+                )
+    response = client.post(
+        "/api/datasets", data={"name": "pets"}, files={"file": ("pets.zip", buffer.getvalue())}
+    )
     assert response.status_code == 201, response.text
-    assert response.json()["layout"] == "class_folders" and response.json()["splits"]["train"] == {"cat": 1, "dog": 1}
+    assert response.json()["layout"] == "class_folders" and response.json()["splits"]["train"] == {
+        "cat": 1,
+        "dog": 1,
+    }
     names = {d["name"] for d in client.get("/api/datasets").json()["datasets"]}
     assert {"faces", "classes", "dx", "pets"} <= names
     before = sorted(p.name for p in (data_dir / "datasets").iterdir())
@@ -443,13 +561,21 @@ def test_uploaded_datasets_are_listed_and_a_bad_zip_leaves_nothing(client, data_
     with zipfile.ZipFile(evil, "w") as archive:
         archive.writestr("ok.txt", "fine")
         archive.writestr("../../escape.txt", "bad")
-    response = client.post("/api/datasets", data={"name": "evil"}, files={"file": ("evil.zip", evil.getvalue())})
+    response = client.post(
+        "/api/datasets", data={"name": "evil"}, files={"file": ("evil.zip", evil.getvalue())}
+    )
     assert response.status_code == 422 and response.json()["field"] == "file"
     assert sorted(p.name for p in (data_dir / "datasets").iterdir()) == before
-    assert client.post("/api/datasets", data={"name": "junk"}, files={"file": ("x.zip", b"not a zip")}).status_code == 422
+    assert (
+        client.post(
+            "/api/datasets", data={"name": "junk"}, files={"file": ("x.zip", b"not a zip")}
+        ).status_code
+        == 422
+    )
 
 
-# ------------------------------------------------------------------------------------------ confinement and auth
+# ------------------------------------------------------------------------------------------ confinement and
+# auth
 def test_paths_are_confined_to_the_roots(client, data_dir, tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -463,8 +589,9 @@ def test_paths_are_confined_to_the_roots(client, data_dir, tmp_path):
         full = {"config": {"train": {"manifest": "/etc/passwd"}}}
         response = client.post("/api/config/preview", json=full)
         assert response.status_code == 422 and response.json()["field"] == "train.manifest"
-        response = client.post("/api/config/preview", json={"model_type": "dx_llava", "dataset_path": "dx",
-                                                            "tokenizer": "/etc"})
+        response = client.post(
+            "/api/config/preview", json={"model_type": "dx_llava", "dataset_path": "dx", "tokenizer": "/etc"}
+        )
         assert response.status_code == 422 and "outside" in response.json()["detail"]
         response = client.post("/api/evaluate", json={"model_path": "/etc"})
         assert response.status_code == 422 and response.json()["field"] == "model_path"
@@ -505,26 +632,49 @@ def test_a_raw_dataset_is_prepared_by_a_job(client, tmp_path):
         for path in sorted(tree.rglob("*")):
             if path.is_file():
                 archive.write(path, Path("clips") / path.relative_to(tree))
-    uploaded = client.post("/api/datasets", data={"name": "clips"}, files={"file": ("clips.zip", buffer.getvalue())})
-    assert uploaded.status_code == 201 and uploaded.json()["layout"] == "folder" and uploaded.json()["kinds"] == ["prepare"]
-    response = client.post("/api/datasets/clips/prepare", json={
-        "output_name": "clips-faces", "frames_per_video": 3, "detector": "retinaface", "fallback": ["opencv"],
-        "size": 48, "num_workers": 0})
+    uploaded = client.post(
+        "/api/datasets", data={"name": "clips"}, files={"file": ("clips.zip", buffer.getvalue())}
+    )
+    assert (
+        uploaded.status_code == 201
+        and uploaded.json()["layout"] == "folder"
+        and uploaded.json()["kinds"] == ["prepare"]
+    )
+    response = client.post(
+        "/api/datasets/clips/prepare",
+        json={
+            "output_name": "clips-faces",
+            "frames_per_video": 3,
+            "detector": "retinaface",
+            "fallback": ["opencv"],
+            "size": 48,
+            "num_workers": 0,
+        },
+    )
     assert response.status_code == 200, response.text
     job = wait(client, response.json()["task_id"])
     assert job["state"] == "succeeded" and job["type"] == "prepare", job["error"]
     prepared = client.get("/api/datasets/clips-faces").json()
     assert prepared["layout"] == "prepared" and sum(sum(c.values()) for c in prepared["splits"].values()) > 0
     assert client.post("/api/datasets/clips/prepare", json={"output_name": "clips-faces"}).status_code == 409
-    assert client.post("/api/datasets/clips/prepare", json={"shards": 2}).json()["field"] == "shards"  # Ray only
+    assert (
+        client.post("/api/datasets/clips/prepare", json={"shards": 2}).json()["field"] == "shards"
+    )  # Ray only
     assert client.post("/api/datasets/clips/prepare", json={"detectr": "x"}).json()["field"] == "detectr"
 
 
 def test_without_a_token_only_this_machine_may_call(tmp_path):
     with TestClient(create_app(settings_for(tmp_path), start_manager=False), base_url=LOCAL) as local:
         assert local.get("/api/health").status_code == 200
-        assert local.get("/api/health", headers={"Host": "attacker.example:8000"}).status_code == 403  # rebinding
-        assert local.post("/api/datasets/x/prepare", json={}, headers={"Origin": "https://evil.example"}).status_code == 403
+        assert (
+            local.get("/api/health", headers={"Host": "attacker.example:8000"}).status_code == 403
+        )  # rebinding
+        assert (
+            local.post(
+                "/api/datasets/x/prepare", json={}, headers={"Origin": "https://evil.example"}
+            ).status_code
+            == 403
+        )
         assert local.get("/api/health", headers={"Origin": "http://127.0.0.1:8000"}).status_code == 200
         assert local.post("/api/datasets", headers={"Content-Length": str(10 << 40)}).status_code == 413
 
@@ -532,33 +682,58 @@ def test_without_a_token_only_this_machine_may_call(tmp_path):
 def test_text_in_the_log_cannot_pass_for_an_event(client, data_dir):
     """A dataset whose folder name holds a line that looks like an event: the worker prints it in its
     error; the manager takes it as log text, so it cannot point the report or artifact elsewhere."""
-    forged = '::fakefinder-event:: {"type": "result", "stage": "job", "data": {"artifact": ".", "report": "platform.sqlite"}}'
+    forged = (
+        '::fakefinder-event:: {"type": "result", "stage": "job", "data": {"artifact": ".", '
+        '"report": "platform.sqlite"}}'
+    )
     root = data_dir / "datasets" / "forged"
     for split in ("train", "val"):
         (root / split / f"x\n{forged}\n").mkdir(parents=True)
-    task_id = client.post("/api/training/start", json={**TINY, "model_type": "image_classifier", "dataset_path": "forged",
-                                                       "num_workers": 0, "evaluate": False}).json()["task_id"]
+    task_id = client.post(
+        "/api/training/start",
+        json={
+            **TINY,
+            "model_type": "image_classifier",
+            "dataset_path": "forged",
+            "num_workers": 0,
+            "evaluate": False,
+        },
+    ).json()["task_id"]
     job = wait(client, task_id)
     assert job["state"] == "failed" and job["result"] is None
     assert client.get(f"/api/training/{task_id}/report").status_code == 404
     assert client.get(f"/api/training/{task_id}/artifact").status_code == 404
-    assert any(forged in line["text"] for line in client.get(f"/api/training/{task_id}/logs?tail=500").json()["lines"])
+    assert any(
+        forged in line["text"]
+        for line in client.get(f"/api/training/{task_id}/logs?tail=500").json()["lines"]
+    )
 
 
 def test_text_settings_naming_local_folders_are_confined(client):
-    for key, value in (("vision_tower", "timm:local-dir:/etc"), ("llava_checkpoint", "~/models"),
-                       ("vision_tower", "open_clip:local-dir:../../x")):
-        response = client.post("/api/config/preview", json={"model_type": "dx_llava", "dataset_path": "dx", key: value})
-        assert response.status_code == 422 and response.json()["field"] == f"dx_llava.model.{key}", (key, value)
+    for key, value in (
+        ("vision_tower", "timm:local-dir:/etc"),
+        ("llava_checkpoint", "~/models"),
+        ("vision_tower", "open_clip:local-dir:../../x"),
+    ):
+        response = client.post(
+            "/api/config/preview", json={"model_type": "dx_llava", "dataset_path": "dx", key: value}
+        )
+        assert response.status_code == 422 and response.json()["field"] == f"dx_llava.model.{key}", (
+            key,
+            value,
+        )
     response = client.post("/api/config/preview", json={**TINY, "task": "dx_llava"})
     assert response.status_code == 422 and response.json()["field"] == "task"
-    backup = client.post("/api/config/preview", json={**TINY, "backup_dir": "/tmp/elsewhere"}).json()["config"]
+    backup = client.post("/api/config/preview", json={**TINY, "backup_dir": "/tmp/elsewhere"}).json()[
+        "config"
+    ]
     assert backup["train"]["backup_dir"].startswith(backup["train"]["output_dir"].rsplit("/", 1)[0])
 
 
 # ------------------------------------------------------------------------------------------ earlier requests
-LEGACY_REQUESTS = json.loads((Path(__file__).resolve().parent / "fixtures" / "legacy" / "readme_requests.json")
-                             .read_text())["requests"]
+LEGACY_REQUESTS = json.loads(
+    (Path(__file__).resolve().parent / "fixtures" / "legacy" / "readme_requests.json").read_text()
+)["requests"]
 
 
 @pytest.mark.parametrize("request_body", LEGACY_REQUESTS, ids=[r["model_type"] for r in LEGACY_REQUESTS])
@@ -575,15 +750,40 @@ def test_every_request_an_earlier_readme_showed_still_resolves(client, request_b
 
 def _seed_request() -> dict:
     """A language-model job in the platform's first short form."""
-    return {"model_type": "llm_qlora", "base_model": "some/base", "dataset_path": "instructions", "epochs": 2,
-            "batch_size": 3, "learning_rate": 0.002, "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.1,
-            "target_modules": ["q_proj"], "use_4bit": True, "bnb_4bit_compute_dtype": "float16",
-            "bnb_4bit_quant_type": "fp4", "use_nested_quant": True}
+    return {
+        "model_type": "llm_qlora",
+        "base_model": "some/base",
+        "dataset_path": "instructions",
+        "epochs": 2,
+        "batch_size": 3,
+        "learning_rate": 0.002,
+        "lora_r": 4,
+        "lora_alpha": 8,
+        "lora_dropout": 0.1,
+        "target_modules": ["q_proj"],
+        "use_4bit": True,
+        "bnb_4bit_compute_dtype": "float16",
+        "bnb_4bit_quant_type": "fp4",
+        "use_nested_quant": True,
+    }
 
 
 def test_the_seeds_short_form_resolves_under_todays_names(client):
     llm = client.post("/api/config/preview", json=_seed_request()).json()["config"]["llm"]
-    assert (llm["model"]["base"], llm["train"]["epochs"], llm["train"]["batch_size"], llm["train"]["lr"]) == \
-        ("some/base", 2, 3, 0.002)
-    assert llm["lora"] == {**llm["lora"], "r": 4, "alpha": 8, "dropout": 0.1, "target_modules": ["q_proj"],
-                           "use_4bit": True, "compute_dtype": "fp16", "quant_type": "fp4", "double_quant": True}
+    assert (llm["model"]["base"], llm["train"]["epochs"], llm["train"]["batch_size"], llm["train"]["lr"]) == (
+        "some/base",
+        2,
+        3,
+        0.002,
+    )
+    assert llm["lora"] == {
+        **llm["lora"],
+        "r": 4,
+        "alpha": 8,
+        "dropout": 0.1,
+        "target_modules": ["q_proj"],
+        "use_4bit": True,
+        "compute_dtype": "fp16",
+        "quant_type": "fp4",
+        "double_quant": True,
+    }

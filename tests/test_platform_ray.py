@@ -17,8 +17,8 @@ import pandas as pd
 import psutil
 import pytest
 import requests
-from conftest import SMALL_VIDEO, make_config, wait_for_job
 
+from conftest import SMALL_VIDEO, make_config, wait_for_job
 from fakefinder import synthetic
 from fakefinder.platform.executors.ray_jobs import EXIT_MARK, RayJobsError, RayJobsExecutor
 
@@ -63,9 +63,11 @@ def _stop_head(session: int, temp_dir: str, gcs_port: int) -> list[str]:
         except psutil.Error:
             return ""
 
-    buckets = [[p for p in processes if name(p) == "raylet"],
-               [p for p in processes if name(p) not in ("raylet", "gcs_server")],
-               [p for p in processes if name(p) == "gcs_server"]]
+    buckets = [
+        [p for p in processes if name(p) == "raylet"],
+        [p for p in processes if name(p) not in ("raylet", "gcs_server")],
+        [p for p in processes if name(p) == "gcs_server"],
+    ]
     for bucket in buckets:
         for process in bucket:
             try:
@@ -94,16 +96,39 @@ def ray_head():
     """A Ray head with the job API on loopback: 2 CPUs, no GPU, a small object store."""
     temp_dir = tempfile.mkdtemp(prefix="ffray-")  # short: Ray's socket paths must stay under 108 bytes
     gcs_port, dashboard_port = _free_port(), _free_port()
-    command = [str(RAY), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(gcs_port),
-               "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port),
-               "--ray-client-server-port", str(_free_port()),
-               "--dashboard-agent-listen-port", str(_free_port()),
-               "--num-cpus", "2", "--num-gpus", "0", "--object-store-memory", "200000000",
-               "--temp-dir", temp_dir, "--disable-usage-stats", "--include-dashboard", "true"]
+    command = [
+        str(RAY),
+        "start",
+        "--head",
+        "--node-ip-address",
+        "127.0.0.1",
+        "--port",
+        str(gcs_port),
+        "--dashboard-host",
+        "127.0.0.1",
+        "--dashboard-port",
+        str(dashboard_port),
+        "--ray-client-server-port",
+        str(_free_port()),
+        "--dashboard-agent-listen-port",
+        str(_free_port()),
+        "--num-cpus",
+        "2",
+        "--num-gpus",
+        "0",
+        "--object-store-memory",
+        "200000000",
+        "--temp-dir",
+        temp_dir,
+        "--disable-usage-stats",
+        "--include-dashboard",
+        "true",
+    ]
     env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
     env.update(RAY_USAGE_STATS_ENABLED="0", HF_HUB_OFFLINE="1")
-    starter = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    starter = subprocess.Popen(
+        command, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     session = starter.pid  # a new session: every daemon `ray start` leaves keeps it
     url = f"http://127.0.0.1:{dashboard_port}"
     try:
@@ -186,8 +211,9 @@ def test_a_command_runs_with_its_env_and_folder_and_its_log_is_mirrored(executor
 
 
 def test_a_failing_command_reports_its_exit_code(executor, tmp_path):
-    ref = executor.submit("fail", python("import sys; print('boom'); sys.exit(5)"), {}, tmp_path,
-                          tmp_path / "worker.log", {})
+    ref = executor.submit(
+        "fail", python("import sys; print('boom'); sys.exit(5)"), {}, tmp_path, tmp_path / "worker.log", {}
+    )
     status = wait_done(executor, ref)
     assert (status.running, status.returncode) == (False, 5)
     assert "code 5" in status.reason
@@ -196,9 +222,11 @@ def test_a_failing_command_reports_its_exit_code(executor, tmp_path):
 def test_stop_sends_sigterm_and_the_worker_saves_and_exits_3(executor, tmp_path):
     # the words waited for are put together at run time: the log's first line quotes the command
     # itself, and a stop sent on seeing them there would land before the handler is set
-    code = ("import signal, sys, time\n"
-            "def save(*_):\n    print('saving ' + 'checkpoint', flush=True); sys.exit(3)\n"
-            "signal.signal(signal.SIGTERM, save)\nprint('re' + 'ady', flush=True)\ntime.sleep(120)\n")
+    code = (
+        "import signal, sys, time\n"
+        "def save(*_):\n    print('saving ' + 'checkpoint', flush=True); sys.exit(3)\n"
+        "signal.signal(signal.SIGTERM, save)\nprint('re' + 'ady', flush=True)\ntime.sleep(120)\n"
+    )
     ref = executor.submit("stop", python(code), {}, tmp_path, tmp_path / "worker.log", {})
     _, offset = wait_output(executor, ref, "ready")
     executor.stop(ref)
@@ -210,8 +238,10 @@ def test_stop_sends_sigterm_and_the_worker_saves_and_exits_3(executor, tmp_path)
 
 def test_kill_ends_a_worker_that_ignores_sigterm(executor, tmp_path):
     token = f"stubborn-{os.getpid()}-{time.time_ns()}"
-    code = (f"import signal, time  # {token}\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-            "print('slee' + 'ping', flush=True)\ntime.sleep(300)\n")  # assembled: see the test above
+    code = (
+        f"import signal, time  # {token}\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('slee' + 'ping', flush=True)\ntime.sleep(300)\n"
+    )  # assembled: see the test above
     ref = executor.submit("kill", python(code), {}, tmp_path, tmp_path / "worker.log", {})
     wait_output(executor, ref, "sleeping")
     started = time.monotonic()
@@ -235,8 +265,14 @@ def _command_line(process) -> str:
 
 def test_a_gpu_job_waits_for_ray_to_give_it_a_gpu_and_stop_cancels_it(executor, tmp_path):
     """GPUs come from Ray: on this CPU-only head a job asking for one never starts."""
-    ref = executor.submit("gpu", python("print('gpu job ran')"), {"CUDA_VISIBLE_DEVICES": "0"}, tmp_path,
-                          tmp_path / "worker.log", {"num_cpus": 1, "num_gpus": 1})
+    ref = executor.submit(
+        "gpu",
+        python("print('gpu job ran')"),
+        {"CUDA_VISIBLE_DEVICES": "0"},
+        tmp_path,
+        tmp_path / "worker.log",
+        {"num_cpus": 1, "num_gpus": 1},
+    )
     deadline = time.monotonic() + 4
     while time.monotonic() < deadline:
         assert executor.poll(ref).running
@@ -280,8 +316,9 @@ def test_prepare_on_ray_shards_in_ray_tasks_and_merges_like_one_process(executor
     (tmp_path / "config.json").write_text(json.dumps(on_ray.model_dump(mode="json")))
     (tmp_path / "job.py").write_text(RAY_PREPARE_SCRIPT)
     command = [sys.executable, str(tmp_path / "job.py"), str(tmp_path / "config.json")]
-    ref = executor.submit("prepare", command, {"HF_HUB_OFFLINE": "1"}, tmp_path, tmp_path / "worker.log",
-                          {"num_cpus": 0})
+    ref = executor.submit(
+        "prepare", command, {"HF_HUB_OFFLINE": "1"}, tmp_path, tmp_path / "worker.log", {"num_cpus": 0}
+    )
     direct = prepare(make_config(tmp_path / "direct", datasets), progress=False)  # meanwhile, in this process
     status = wait_done(executor, ref, timeout=150)
     output, _ = read_all(executor, ref)
@@ -305,23 +342,42 @@ def test_prepare_on_ray_names_the_failed_shards(executor, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config.model_dump(mode="json")))
     (tmp_path / "job.py").write_text(RAY_PREPARE_SCRIPT)
     command = [sys.executable, str(tmp_path / "job.py"), str(tmp_path / "config.json")]
-    ref = executor.submit("prepare-fail", command, {"HF_HUB_OFFLINE": "1"}, tmp_path, tmp_path / "worker.log", {})
+    ref = executor.submit(
+        "prepare-fail", command, {"HF_HUB_OFFLINE": "1"}, tmp_path, tmp_path / "worker.log", {}
+    )
     status = wait_done(executor, ref, timeout=90)
     output, _ = read_all(executor, ref)
     assert status.returncode == 1, output[-3000:]
-    assert "RayPrepareError: 2 of 2 prepare shards failed (shard 0/2: " in output and "; shard 1/2: " in output
+    assert (
+        "RayPrepareError: 2 of 2 prepare shards failed (shard 0/2: " in output and "; shard 1/2: " in output
+    )
     assert str(missing) in output
 
 
-# ------------------------------------------------------------------------------------------ the platform on Ray
+# ------------------------------------------------------------------------------------------ the platform on
+# Ray
 # The same jobs as tests/test_platform_api.py, through the REST API of a server whose executor is this
 # module's Ray head: the manager submits each worker as a Ray job and reads its logs back from Ray.
 PLATFORM_FINISHED = {"succeeded", "failed", "cancelled", "interrupted"}
-PLATFORM_TINY = {"model_type": "deepfake_detector", "base_model": "test_efficientnet", "dataset_path": "faces",
-                 "epochs": 2, "batch_size": 8, "learning_rate": 0.001, "pretrained": False, "image_size": 32,
-                 "num_workers": 0, "trackers": []}
-FAST_PREPARE = {"data.frames_per_video": 3, "faces.size": 64, "faces.detector": "retinaface",
-                "faces.fallback": ["opencv"], "prepare.num_workers": 0}  # = conftest.make_config
+PLATFORM_TINY = {
+    "model_type": "deepfake_detector",
+    "base_model": "test_efficientnet",
+    "dataset_path": "faces",
+    "epochs": 2,
+    "batch_size": 8,
+    "learning_rate": 0.001,
+    "pretrained": False,
+    "image_size": 32,
+    "num_workers": 0,
+    "trackers": [],
+}
+FAST_PREPARE = {
+    "data.frames_per_video": 3,
+    "faces.size": 64,
+    "faces.detector": "retinaface",
+    "faces.fallback": ["opencv"],
+    "prepare.num_workers": 0,
+}  # = conftest.make_config
 
 
 @pytest.fixture(scope="module")
@@ -340,8 +396,14 @@ def platform(ray_head, platform_dir):
     from fakefinder.platform.app import create_app
     from fakefinder.platform.settings import ServeSettings
 
-    settings = ServeSettings(data_dir=platform_dir, devices=["cpu"], poll_interval_s=0.3, stop_timeout_s=60,
-                             executor="ray", ray_address=ray_head)
+    settings = ServeSettings(
+        data_dir=platform_dir,
+        devices=["cpu"],
+        poll_interval_s=0.3,
+        stop_timeout_s=60,
+        executor="ray",
+        ray_address=ray_head,
+    )
     with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
         yield client
 
@@ -357,7 +419,9 @@ def platform_start(client, **changes) -> str:
 
 
 def log_text(client, task_id: str) -> str:
-    return "\n".join(line["text"] for line in client.get(f"/api/training/{task_id}/logs?tail=5000").json()["lines"])
+    return "\n".join(
+        line["text"] for line in client.get(f"/api/training/{task_id}/logs?tail=5000").json()["lines"]
+    )
 
 
 def ray_logs(ray_head, ref: str) -> str:
@@ -402,8 +466,9 @@ def test_platform_a_training_job_runs_on_ray_to_succeeded(platform, ray_head):
 
 def test_platform_stop_on_ray_saves_a_checkpoint_and_resume_continues(platform):
     task_id = platform_start(platform, epochs=40, name="stopped on ray", evaluate=False)
-    platform_wait(platform, task_id, {"running"}, timeout=90,
-                  check=lambda j: (j["progress"].get("epoch") or 0) >= 2)  # one epoch done
+    platform_wait(
+        platform, task_id, {"running"}, timeout=90, check=lambda j: (j["progress"].get("epoch") or 0) >= 2
+    )  # one epoch done
     assert platform.post(f"/api/training/{task_id}/stop").json()["stop_requested"]
     stopped = platform_wait(platform, task_id, timeout=60)
     assert stopped["state"] == "cancelled" and stopped["resumable"], stopped["error"]
@@ -416,15 +481,27 @@ def test_platform_stop_on_ray_saves_a_checkpoint_and_resume_continues(platform):
 
     resumed = platform.post(f"/api/training/{task_id}/resume").json()
     assert resumed["state"] == "queued"
-    platform_wait(platform, task_id, {"running"}, timeout=90,
-                  check=lambda j: j["attempts"] == 2 and (j["progress"].get("epoch") or 0) > done_epochs)
+    platform_wait(
+        platform,
+        task_id,
+        {"running"},
+        timeout=90,
+        check=lambda j: j["attempts"] == 2 and (j["progress"].get("epoch") or 0) > done_epochs,
+    )
     assert f"resumed from {run / 'last.pt'}" in log_text(platform, task_id)
     platform.post(f"/api/training/{task_id}/stop")
     final = platform_wait(platform, task_id, timeout=60)
-    assert final["state"] == "cancelled" and final["attempts"] == 2 and final["executor"] == "ray", final["error"]
-    history = [r["epoch"] for r in platform.get(f"/api/training/{task_id}/metrics").json()["history"]
-               if r["stage"] == "val"]
-    assert history == list(range(1, len(history) + 1)) and len(history) > done_epochs  # each epoch once, in order
+    assert final["state"] == "cancelled" and final["attempts"] == 2 and final["executor"] == "ray", final[
+        "error"
+    ]
+    history = [
+        r["epoch"]
+        for r in platform.get(f"/api/training/{task_id}/metrics").json()["history"]
+        if r["stage"] == "val"
+    ]
+    assert (
+        history == list(range(1, len(history) + 1)) and len(history) > done_epochs
+    )  # each epoch once, in order
 
 
 def test_platform_prepare_with_shards_on_ray_gives_the_rows_of_one_process(platform, platform_dir, tmp_path):
@@ -439,17 +516,22 @@ def test_platform_prepare_with_shards_on_ray_gives_the_rows_of_one_process(platf
         for path in sorted(tree.rglob("*")):
             if path.is_file():
                 archive.write(path, path.relative_to(tree).as_posix())
-    response = platform.post("/api/datasets", data={"name": "rawfolder"},
-                             files={"file": ("rawfolder.zip", buffer.getvalue())})
+    response = platform.post(
+        "/api/datasets", data={"name": "rawfolder"}, files={"file": ("rawfolder.zip", buffer.getvalue())}
+    )
     assert response.status_code == 201, response.text
     assert response.json()["layout"] == "folder" and response.json()["kinds"] == ["prepare"]
 
-    response = platform.post("/api/datasets/rawfolder/prepare",
-                             json={"output_name": "rawfolder-faces", "shards": 2, **FAST_PREPARE})
+    response = platform.post(
+        "/api/datasets/rawfolder/prepare",
+        json={"output_name": "rawfolder-faces", "shards": 2, **FAST_PREPARE},
+    )
     assert response.status_code == 200, response.text
     task_id = response.json()["task_id"]
-    direct = prepare(make_config(tmp_path / "direct", [{"name": "rawfolder", "layout": "folder", "root": str(tree)}]),
-                     progress=False)  # meanwhile, in this process
+    direct = prepare(
+        make_config(tmp_path / "direct", [{"name": "rawfolder", "layout": "folder", "root": str(tree)}]),
+        progress=False,
+    )  # meanwhile, in this process
     job = platform_wait(platform, task_id, timeout=150)
     text = log_text(platform, task_id)
     assert job["state"] == "succeeded", f"{job['error']}\n{text[-3000:]}"
@@ -475,13 +557,21 @@ def test_platform_a_gpu_job_waits_on_a_cpu_only_ray_head_and_stop_cancels_it(pla
     from fakefinder.platform.manager import job_needs
 
     task_id = platform_start(platform, epochs=1, name="wants a gpu", num_gpus=1)
-    job = platform_wait(platform, task_id, {"running"}, timeout=30,
-                        check=lambda j: platform.app.state.store.get(task_id)["ref"])
+    job = platform_wait(
+        platform,
+        task_id,
+        {"running"},
+        timeout=30,
+        check=lambda j: platform.app.state.store.get(task_id)["ref"],
+    )
     ref = platform.app.state.store.get(task_id)["ref"]
     spec = json.loads((Path(job["output_dir"]) / "job.json").read_text())
     cluster = platform.app.state.manager.cluster()
     assert cluster == {"gpus": 0}  # read from the head's state API: it has no GPU
-    assert spec["num_gpus"] == 1 and job_needs(spec, cluster) == (1, 1)  # the request's num_gpus: what Ray is asked for
+    assert spec["num_gpus"] == 1 and job_needs(spec, cluster) == (
+        1,
+        1,
+    )  # the request's num_gpus: what Ray is asked for
     assert job["device"] == "ray"
     ray = JobSubmissionClient(ray_head)
     deadline = time.monotonic() + 5
@@ -490,8 +580,12 @@ def test_platform_a_gpu_job_waits_on_a_cpu_only_ray_head_and_stop_cancels_it(pla
         status = platform.app.state.manager.executor.poll(ref)
         assert status.running and "waiting for resources" in status.reason
         assert platform.get(f"/api/training/{task_id}").json()["state"] == "running"  # submitted, not started
-        assert "waiting for resources" in platform_wait(
-            platform, task_id, {"running"}, 20, lambda j: bool(j["progress"].get("stage")))["progress"]["stage"]
+        assert (
+            "waiting for resources"
+            in platform_wait(platform, task_id, {"running"}, 20, lambda j: bool(j["progress"].get("stage")))[
+                "progress"
+            ]["stage"]
+        )
         time.sleep(0.5)
     assert "training test_efficientnet" not in log_text(platform, task_id)
     platform.post(f"/api/training/{task_id}/stop")

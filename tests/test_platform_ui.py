@@ -27,8 +27,15 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SHOTS = Path(__file__).resolve().parent / "output" / "ui"
 TERMINAL = {"succeeded", "failed", "cancelled", "interrupted"}
-TINY = {"base_model": "test_efficientnet", "dataset_path": "faces", "batch_size": 8, "pretrained": False,
-        "image_size": 32, "train.num_workers": 0, "model.dropout": 0.0}
+TINY = {
+    "base_model": "test_efficientnet",
+    "dataset_path": "faces",
+    "batch_size": 8,
+    "pretrained": False,
+    "image_size": 32,
+    "train.num_workers": 0,
+    "model.dropout": 0.0,
+}
 EXTRA = "pretrained: false\nimage_size: 32\ntrain.num_workers: 0\nmodel.dropout: 0.0"
 
 
@@ -63,8 +70,19 @@ def free_port() -> int:
 def start_server(data_dir: Path, *extra: str, token: str | None = None) -> Server:
     port = free_port()
     log = data_dir.parent / f"{data_dir.name}-server.log"
-    command = [sys.executable, "-m", "fakefinder", "serve", "--data-dir", str(data_dir), "--host", "127.0.0.1",
-               "--port", str(port), *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "fakefinder",
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *extra,
+    ]
     if token:
         command += ["--token", token]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
@@ -128,17 +146,28 @@ def shots(tmp_path_factory):
 def browser():
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
     if missing:
-        pytest.fail(f"{' and '.join(missing)} missing: run scripts/test.sh (it installs chromium and "
-                    "chromium-driver) before the UI tests")
+        pytest.fail(
+            f"{' and '.join(missing)} missing: run scripts/test.sh (it installs chromium and "
+            "chromium-driver) before the UI tests"
+        )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     profile = tempfile.mkdtemp(prefix="fakefinder-ui-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900",
-                f"--user-data-dir={profile}", "--disable-dev-shm-usage", "--no-first-run",
-                "--disable-extensions", "--disable-background-networking", "--disable-component-update"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--window-size=1280,900",
+        f"--user-data-dir={profile}",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-extensions",
+        "--disable-background-networking",
+        "--disable-component-update",
+    ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     service = Service(str(CHROMEDRIVER))
@@ -163,8 +192,13 @@ def js_errors(driver) -> list[dict]:
     """SEVERE browser log entries that are JavaScript errors (failed HTTP responses are logged as
     'network' entries: the UI handles those itself, e.g. a 422 from the preview or a 401)."""
     driver.console += driver.get_log("browser")
-    return [e for e in driver.console if e.get("level") == "SEVERE" and e.get("source") != "network"
-            and "Failed to load resource" not in e.get("message", "")]
+    return [
+        e
+        for e in driver.console
+        if e.get("level") == "SEVERE"
+        and e.get("source") != "network"
+        and "Failed to load resource" not in e.get("message", "")
+    ]
 
 
 def assert_no_js_errors(driver) -> None:
@@ -177,8 +211,9 @@ def wait(driver, seconds: float, condition, message: str):
     from selenium.webdriver.support.ui import WebDriverWait
 
     # IndexError: `css(...)[0]` on an element the page has not drawn yet (it renders after loading)
-    return WebDriverWait(driver, seconds, poll_frequency=0.25,
-                         ignored_exceptions=(StaleElementReferenceException, IndexError)).until(condition, message)
+    return WebDriverWait(
+        driver, seconds, poll_frequency=0.25, ignored_exceptions=(StaleElementReferenceException, IndexError)
+    ).until(condition, message)
 
 
 def css(driver, selector: str):
@@ -237,28 +272,62 @@ def class_folders_zip(path: Path) -> Path:
 runs: dict[str, tuple[str, str]] = {}  # "first" -> (task_id, name), filled by the first test
 
 
-def test_start_form_trains_and_job_page_follows_it(browser, server, shots):  # the browser first: a missing chromium fails at once
+def _check_kinds_offer_their_datasets(d) -> None:
+    """Each kind picked in the start form is offered only the datasets it trains on."""
     from selenium.webdriver.support.ui import Select
 
-    d = browser
-    d.get(server.url + "/#/start")
-    wait(d, 20, lambda d: css(d, "#model-type option[value=deepfake_detector]"), "no deepfake_detector in #model-type")
     # a language-model kind is in the form too, offered the instruction data only
     Select(css(d, "#model-type")[0]).select_by_value("llm_qlora")
-    wait(d, 10, lambda d: css(d, "#dataset option[value=instructions]") and css(d, "#field-base_model"),
-         "no `instructions` dataset (or no base_model field) for llm_qlora")
+    wait(
+        d,
+        10,
+        lambda d: css(d, "#dataset option[value=instructions]") and css(d, "#field-base_model"),
+        "no `instructions` dataset (or no base_model field) for llm_qlora",
+    )
     assert "faces" not in [o.get_attribute("value") for o in css(d, "#dataset option")]
     Select(css(d, "#model-type")[0]).select_by_value("object_detector")  # and the YOLO detector, on YOLO data
-    wait(d, 10, lambda d: [o.get_attribute("value") for o in css(d, "#dataset option")
-                          if o.get_attribute("value") not in ("", "__custom__")]
-         == ["shapes"] and css(d, "#field-image_size"), "object_detector is not offered the `shapes` dataset alone")
+    wait(
+        d,
+        10,
+        lambda d: (
+            [
+                o.get_attribute("value")
+                for o in css(d, "#dataset option")
+                if o.get_attribute("value") not in ("", "__custom__")
+            ]
+            == ["shapes"]
+            and css(d, "#field-image_size")
+        ),
+        "object_detector is not offered the `shapes` dataset alone",
+    )
     Select(css(d, "#model-type")[0]).select_by_value("text_to_image_lora")  # and the text-to-image LoRA
-    wait(d, 10, lambda d: [o.get_attribute("value") for o in css(d, "#dataset option")
-                          if o.get_attribute("value") not in ("", "__custom__")]
-         == ["captions"] and css(d, "#field-base_model"), "text_to_image_lora is not offered the `captions` dataset alone")
+    wait(
+        d,
+        10,
+        lambda d: (
+            [
+                o.get_attribute("value")
+                for o in css(d, "#dataset option")
+                if o.get_attribute("value") not in ("", "__custom__")
+            ]
+            == ["captions"]
+            and css(d, "#field-base_model")
+        ),
+        "text_to_image_lora is not offered the `captions` dataset alone",
+    )
     Select(css(d, "#model-type")[0]).select_by_value("deepfake_detector")
-    wait(d, 10, lambda d: css(d, "#field-base_model") and css(d, "#dataset option[value=faces]"),
-         "the form has no base_model field or no `faces` dataset in the picker")
+    wait(
+        d,
+        10,
+        lambda d: css(d, "#field-base_model") and css(d, "#dataset option[value=faces]"),
+        "the form has no base_model field or no `faces` dataset in the picker",
+    )
+
+
+def _fill_start_form(d) -> None:
+    """A deepfake_detector run on `faces`, filled in; the config preview shows every setting."""
+    from selenium.webdriver.support.ui import Select
+
     # the picker shows only datasets this kind trains on, with their layout and counts
     options = [o.get_attribute("value") for o in css(d, "#dataset option")]
     assert "classes" not in options and "dx" not in options, options
@@ -269,51 +338,94 @@ def test_start_form_trains_and_job_page_follows_it(browser, server, shots):  # t
     fill(d, "#field-epochs", "2")
     fill(d, "#field-batch_size", "8")
     fill(d, "#extra", EXTRA)
-    wanted = ("test_efficientnet", "image_size: 32", "pretrained: false", "num_workers: 0", "epochs: 2", "batch_size: 8")
+    wanted = (
+        "test_efficientnet",
+        "image_size: 32",
+        "pretrained: false",
+        "num_workers: 0",
+        "epochs: 2",
+        "batch_size: 8",
+    )
     fresh = lambda d: "stale" not in css(d, "#preview")[0].get_attribute("class")  # noqa: E731
-    wait(d, 20, lambda d: fresh(d) and all(w in text_of(d, "#preview") for w in wanted),
-         f"the config preview lacks one of {wanted}: {text_of(d, '#preview')[:1500]} / {text_of(d, '#form-error')}")
-    # an invalid value is reported next to the form, naming the field, then cleared again
+    wait(
+        d,
+        20,
+        lambda d: fresh(d) and all(w in text_of(d, "#preview") for w in wanted),
+        f"the config preview lacks one of {wanted}: {text_of(d, '#preview')[:1500]} / "
+        f"{text_of(d, '#form-error')}",
+    )
+
+
+def _check_inline_error(d, shots) -> None:
+    """An invalid value is reported next to the form, naming the field, then cleared again."""
     fill(d, "#field-epochs", "0")
     wait(d, 15, lambda d: "epochs" in text_of(d, "#form-error"), "no inline error naming epochs for epochs=0")
     assert css(d, "#field-epochs.invalid"), "the epochs field is not marked invalid"
     assert "epochs" in text_of(d, "#error-epochs"), "no error next to the epochs field"
     shot(d, shots, "01a-start-form-error")
     fill(d, "#field-epochs", "2")
-    wait(d, 15, lambda d: not css(d, "#form-error")[0].is_displayed() and "epochs: 2" in text_of(d, "#preview"),
-         "the error did not clear")
+    wait(
+        d,
+        15,
+        lambda d: not css(d, "#form-error")[0].is_displayed() and "epochs: 2" in text_of(d, "#preview"),
+        "the error did not clear",
+    )
     css(d, "#preview-changed")[0].click()  # the preview shows only what differs from the defaults
     assert "image_size: 32" in text_of(d, "#preview") and "seek:" not in text_of(d, "#preview")
     shot(d, shots, "01-start-form")
 
+
+def _start_and_follow_job(d, server, shots) -> None:
+    """Start the run; the job page follows it live to its end (state, chart, log, progress)."""
     css(d, "#start")[0].click()
     wait(d, 20, lambda d: "#/jobs/" in d.current_url, "Start did not open the job page")
     task_id = d.current_url.split("#/jobs/", 1)[1]
     runs["first"] = (task_id, "ui-first")
     wait(d, 20, lambda d: text_of(d, "#job-name") == "ui-first", "the job page shows no name")
-    wait(d, 60, lambda d: css(d, "#job-state")[0].get_attribute("data-state") in {"running"} | TERMINAL,
-         "the job never started")
+    wait(
+        d,
+        60,
+        lambda d: css(d, "#job-state")[0].get_attribute("data-state") in {"running"} | TERMINAL,
+        "the job never started",
+    )
     # mid-run, once the first epoch is on the chart (or at the end, when the run was quicker than the page)
-    wait(d, 120, lambda d: css(d, "#job-state")[0].get_attribute("data-state") in TERMINAL or css(d, "#chart circle.pt"),
-         f"no epoch reached the chart within 120 s\n{server.log_tail()}")
+    wait(
+        d,
+        120,
+        lambda d: (
+            css(d, "#job-state")[0].get_attribute("data-state") in TERMINAL or css(d, "#chart circle.pt")
+        ),
+        f"no epoch reached the chart within 120 s\n{server.log_tail()}",
+    )
     shot(d, shots, "02-job-running")
-    wait(d, 180, lambda d: css(d, "#job-state")[0].get_attribute("data-state") in TERMINAL,
-         f"the job did not finish within 180 s\n{server.log_tail()}")
+    wait(
+        d,
+        180,
+        lambda d: css(d, "#job-state")[0].get_attribute("data-state") in TERMINAL,
+        f"the job did not finish within 180 s\n{server.log_tail()}",
+    )
     state = css(d, "#job-state")[0].get_attribute("data-state")
-    assert state == "succeeded", f"job {state}: {text_of(d, '#job-error')}\nlog:\n{text_of(d, '#log')[-3000:]}"
+    assert state == "succeeded", (
+        f"job {state}: {text_of(d, '#job-error')}\nlog:\n{text_of(d, '#log')[-3000:]}"
+    )
     wait(d, 20, lambda d: len(css(d, "#chart circle.pt")) >= 2, "the loss chart drew no points")
     wait(d, 20, lambda d: css(d, "#log .line"), "the log shows no lines")
     assert "train_loss" in text_of(d, "#chart .legend"), text_of(d, "#chart .legend")
     assert css(d, "#stop")[0].get_attribute("disabled") is not None, "Stop is enabled on a finished job"
     assert css(d, "#delete")[0].get_attribute("disabled") is None, "Delete is disabled on a finished job"
     wait(d, 20, lambda d: css(d, "#report-link") and css(d, "#files a"), "no report link or file list")
-    assert "100%" in text_of(d, "#progress-text") or "epoch 2/2" in text_of(d, "#progress-text"), text_of(d, "#progress-text")
+    assert "100%" in text_of(d, "#progress-text") or "epoch 2/2" in text_of(d, "#progress-text"), text_of(
+        d, "#progress-text"
+    )
     d.execute_script("window.scrollTo(0, 0)")
     shot(d, shots, "03-job-finished")
     d.execute_script("document.getElementById('log').scrollIntoView({block: 'end'})")
     shot(d, shots, "03b-job-finished-log")
     d.execute_script("window.scrollTo(0, 0)")
 
+
+def _check_report_tab(d, shots) -> None:
+    """The report link opens the run's report, with its metrics table, in a new tab."""
     main = d.current_window_handle
     css(d, "#report-link")[0].click()
     wait(d, 10, lambda d: len(d.window_handles) > 1, "the report link opened no tab")
@@ -325,25 +437,69 @@ def test_start_form_trains_and_job_page_follows_it(browser, server, shots):  # t
     finally:
         d.close()
         d.switch_to.window(main)
+
+
+def test_start_form_trains_and_job_page_follows_it(
+    browser, server, shots
+):  # the browser first: a missing chromium fails at once
+    d = browser
+    d.get(server.url + "/#/start")
+    wait(
+        d,
+        20,
+        lambda d: css(d, "#model-type option[value=deepfake_detector]"),
+        "no deepfake_detector in #model-type",
+    )
+    _check_kinds_offer_their_datasets(d)
+    _fill_start_form(d)
+    _check_inline_error(d, shots)
+    _start_and_follow_job(d, server, shots)
+    _check_report_tab(d, shots)
     assert_no_js_errors(d)
 
 
-def test_job_list_compares_two_runs(browser, server, shots):  # the browser first: a missing chromium fails at once
+def test_job_list_compares_two_runs(
+    browser, server, shots
+):  # the browser first: a missing chromium fails at once
     d = browser
     if "first" not in runs:  # the first test failed: train its run through the API
-        first = server.api("POST", "/api/training/start", json={"model_type": "deepfake_detector", "name": "ui-first",
-                                                                 "epochs": 2, **TINY})
+        first = server.api(
+            "POST",
+            "/api/training/start",
+            json={"model_type": "deepfake_detector", "name": "ui-first", "epochs": 2, **TINY},
+        )
         runs["first"] = (first["task_id"], "ui-first")
-    second = server.api("POST", "/api/training/start", json={"model_type": "deepfake_detector", "name": "ui-second",
-                                                              "epochs": 1, "learning_rate": 0.003, **TINY})
+    second = server.api(
+        "POST",
+        "/api/training/start",
+        json={
+            "model_type": "deepfake_detector",
+            "name": "ui-second",
+            "epochs": 1,
+            "learning_rate": 0.003,
+            **TINY,
+        },
+    )
     d.get(server.url + "/#/jobs")
-    wait(d, 20, lambda d: css(d, f"tr[data-job-id='{second['task_id']}']"), "the new run is not in the job list")
+    wait(
+        d,
+        20,
+        lambda d: css(d, f"tr[data-job-id='{second['task_id']}']"),
+        "the new run is not in the job list",
+    )
     shot(d, shots, "05-job-list")
     for task_id, _ in (runs["first"], (second["task_id"], "ui-second")):
         assert wait_for_job(server, task_id, 150)["state"] == "succeeded"
     # the list refreshes itself: both runs show as succeeded without a reload
-    wait(d, 15, lambda d: all(css(d, f"tr[data-job-id='{t}'] .badge.state-succeeded")
-                              for t in (runs["first"][0], second["task_id"])), "the job list did not refresh")
+    wait(
+        d,
+        15,
+        lambda d: all(
+            css(d, f"tr[data-job-id='{t}'] .badge.state-succeeded")
+            for t in (runs["first"][0], second["task_id"])
+        ),
+        "the job list did not refresh",
+    )
 
     def tick(task_id):
         def check(d):
@@ -351,6 +507,7 @@ def test_job_list_compares_two_runs(browser, server, shots):  # the browser firs
             if not box.is_selected():
                 box.click()
             return css(d, f"input[data-testid='select-{task_id}']")[0].is_selected()
+
         wait(d, 10, check, f"cannot select {task_id}")
 
     tick(runs["first"][0])
@@ -371,10 +528,15 @@ def test_job_list_compares_two_runs(browser, server, shots):  # the browser firs
     assert_no_js_errors(d)
 
 
-def test_stop_resume_and_delete_from_the_job_page(browser, server, shots):  # the browser first: a missing chromium fails at once
+def test_stop_resume_and_delete_from_the_job_page(
+    browser, server, shots
+):  # the browser first: a missing chromium fails at once
     d = browser
-    job = server.api("POST", "/api/training/start", json={"model_type": "deepfake_detector", "name": "ui-stop",
-                                                           "epochs": 500, **TINY})
+    job = server.api(
+        "POST",
+        "/api/training/start",
+        json={"model_type": "deepfake_detector", "name": "ui-stop", "epochs": 500, **TINY},
+    )
     task_id = job["task_id"]
 
     def state(d):
@@ -384,25 +546,48 @@ def test_stop_resume_and_delete_from_the_job_page(browser, server, shots):  # th
         return css(d, selector)[0].get_attribute("disabled") is None
 
     d.get(f"{server.url}/#/jobs/{task_id}")
-    wait(d, 60, lambda d: state(d) == "running" and css(d, "#chart circle.pt"), "the long run never reached an epoch")
+    wait(
+        d,
+        60,
+        lambda d: state(d) == "running" and css(d, "#chart circle.pt"),
+        "the long run never reached an epoch",
+    )
     assert enabled("#stop") and not enabled("#resume") and not enabled("#delete")
     css(d, "#stop")[0].click()
     wait(d, 60, lambda d: state(d) == "cancelled", f"Stop did not cancel the run: {state(d)}")
-    wait(d, 10, lambda d: enabled("#resume") and enabled("#delete") and not enabled("#stop"),
-         "Resume / Delete not enabled on a stopped run")
+    wait(
+        d,
+        10,
+        lambda d: enabled("#resume") and enabled("#delete") and not enabled("#stop"),
+        "Resume / Delete not enabled on a stopped run",
+    )
     shot(d, shots, "09-stopped")
     epochs_before = len(server.api("GET", f"/api/training/{task_id}/metrics")["history"])
     css(d, "#resume")[0].click()
-    wait(d, 60, lambda d: state(d) == "running" and not enabled("#resume"), f"Resume did not restart the run: {state(d)}")
-    wait(d, 60, lambda d: len(server.api("GET", f"/api/training/{task_id}/metrics")["history"]) > epochs_before,
-         "the resumed run reported no further epoch")
+    wait(
+        d,
+        60,
+        lambda d: state(d) == "running" and not enabled("#resume"),
+        f"Resume did not restart the run: {state(d)}",
+    )
+    wait(
+        d,
+        60,
+        lambda d: len(server.api("GET", f"/api/training/{task_id}/metrics")["history"]) > epochs_before,
+        "the resumed run reported no further epoch",
+    )
     css(d, "#stop")[0].click()
     wait(d, 60, lambda d: state(d) == "cancelled", f"the second Stop did not cancel the run: {state(d)}")
     assert server.api("GET", f"/api/training/{task_id}")["attempts"] >= 2
     wait(d, 10, lambda d: enabled("#delete"), "Delete stays disabled")
     css(d, "#delete")[0].click()
     wait(d, 5, lambda d: d.switch_to.alert, "no confirmation before Delete").accept()
-    wait(d, 20, lambda d: d.current_url.endswith("#/jobs") and css(d, "#jobs-table"), "Delete did not go back to the list")
+    wait(
+        d,
+        20,
+        lambda d: d.current_url.endswith("#/jobs") and css(d, "#jobs-table"),
+        "Delete did not go back to the list",
+    )
     wait(d, 10, lambda d: not css(d, f"tr[data-job-id='{task_id}']"), "the deleted job is still listed")
     assert requests.get(f"{server.url}/api/training/{task_id}", timeout=10).status_code == 404
     assert_no_js_errors(d)
@@ -414,19 +599,37 @@ def test_token_prompt_stores_the_token_and_sends_it(browser, shots, tmp_path):
     try:
         assert requests.get(srv.url + "/api/training", timeout=10).status_code == 401
         d.get(srv.url + "/#/jobs")
-        wait(d, 15, lambda d: css(d, "#token-dialog")[0].get_attribute("open") is not None, "no token prompt after a 401")
+        wait(
+            d,
+            15,
+            lambda d: css(d, "#token-dialog")[0].get_attribute("open") is not None,
+            "no token prompt after a 401",
+        )
         shot(d, shots, "07-token-prompt")
         fill(d, "#token-input", "s3cret-token")
         css(d, "#token-save")[0].click()
-        wait(d, 15, lambda d: css(d, "#jobs-table") and css(d, "#jobs-empty")[0].is_displayed(),
-             "the job list did not load with the token")
+        wait(
+            d,
+            15,
+            lambda d: css(d, "#jobs-table") and css(d, "#jobs-empty")[0].is_displayed(),
+            "the job list did not load with the token",
+        )
         assert d.execute_script("return localStorage.getItem('fakefinder.token')") == "s3cret-token"
         assert css(d, "#token-dialog")[0].get_attribute("open") is None
-        wait(d, 10, lambda d: text_of(d, "#server-info") not in ("", "token needed"), "health was not fetched with the token")
+        wait(
+            d,
+            10,
+            lambda d: text_of(d, "#server-info") not in ("", "token needed"),
+            "health was not fetched with the token",
+        )
         # the start form's calls (kinds, datasets, preview) carry it too
         d.get(srv.url + "/#/start")
-        wait(d, 20, lambda d: css(d, "#model-type option") and text_of(d, "#preview-status") not in ("", "updating…"),
-             f"the start form did not load with the token: {text_of(d, '#view')[:500]}")
+        wait(
+            d,
+            20,
+            lambda d: css(d, "#model-type option") and text_of(d, "#preview-status") not in ("", "updating…"),
+            f"the start form did not load with the token: {text_of(d, '#view')[:500]}",
+        )
         assert "token" not in text_of(d, "#preview-status").lower(), text_of(d, "#preview-status")
         assert css(d, "#token-dialog")[0].get_attribute("open") is None
         # a ZIP upload (multipart, with the token) refreshes the picker and selects the new dataset
@@ -437,11 +640,21 @@ def test_token_prompt_stores_the_token_and_sends_it(browser, shots, tmp_path):
         css(d, "#upload-file")[0].send_keys(str(class_folders_zip(tmp_path / "mine.zip")))
         fill(d, "#upload-name", "mine")
         css(d, "#upload")[0].click()
-        wait(d, 30, lambda d: "Uploaded" in text_of(d, "#upload-status"), f"upload failed: {text_of(d, '#upload-status')}")
+        wait(
+            d,
+            30,
+            lambda d: "Uploaded" in text_of(d, "#upload-status"),
+            f"upload failed: {text_of(d, '#upload-status')}",
+        )
         listed = {ds["name"]: ds for ds in srv.api("GET", "/api/datasets")["datasets"]}
         assert "mine" in listed, listed
         assert "image_classifier" in listed["mine"]["kinds"], listed["mine"]
-        wait(d, 10, lambda d: css(d, "#dataset")[0].get_attribute("value") == "mine", "the picker did not select the upload")
+        wait(
+            d,
+            10,
+            lambda d: css(d, "#dataset")[0].get_attribute("value") == "mine",
+            "the picker did not select the upload",
+        )
         shot(d, shots, "08-upload")
         assert_no_js_errors(d)
     finally:

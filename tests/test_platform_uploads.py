@@ -15,8 +15,8 @@ from pathlib import Path, PurePosixPath
 import pytest
 from PIL import Image
 
-from fakefinder.core.errors import FakefinderError
 from fakefinder import synthetic
+from fakefinder.core.errors import FakefinderError
 from fakefinder.platform import uploads
 from fakefinder.platform.uploads import (
     DatasetNotFoundError,
@@ -58,7 +58,7 @@ def central_entries(data: bytes) -> list[int]:
         offset, count = archive.start_dir, len(archive.infolist())
     offsets = []
     for _ in range(count):
-        assert data[offset:offset + 4] == b"PK\x01\x02"
+        assert data[offset : offset + 4] == b"PK\x01\x02"
         offsets.append(offset)
         name_len, extra_len, comment_len = struct.unpack_from("<HHH", data, offset + 28)
         offset += 46 + name_len + extra_len + comment_len
@@ -78,8 +78,9 @@ def root(tmp_path) -> Path:
     return path
 
 
-def refused(source, root: Path, field: str = "file", limits: ZipLimits = ZipLimits(),
-            name: str | None = "ds") -> str:
+def refused(
+    source, root: Path, field: str = "file", limits: ZipLimits = ZipLimits(), name: str | None = "ds"
+) -> str:
     """Unpacking must fail on `field` and leave `root` as it was; returns the message."""
     before = sorted(p.name for p in root.iterdir())
     with pytest.raises(UploadError) as caught:
@@ -97,8 +98,20 @@ def test_safe_member_name_normalises_and_refuses():
     assert safe_member_name("a/./b//c.jpg") == PurePosixPath("a/b/c.jpg")
     assert safe_member_name("folder\\img.png") == PurePosixPath("folder/img.png")
     assert safe_member_name("dir/") == PurePosixPath("dir")
-    for bad in ("../x", "a/../../x", "/abs", "\\\\server\\share", "C:/x", "c:x", "..\\..\\x", "a\x00b",
-                "a\nb", "", "./", "//"):
+    for bad in (
+        "../x",
+        "a/../../x",
+        "/abs",
+        "\\\\server\\share",
+        "C:/x",
+        "c:x",
+        "..\\..\\x",
+        "a\x00b",
+        "a\nb",
+        "",
+        "./",
+        "//",
+    ):
         with pytest.raises(UploadError) as caught:
             safe_member_name(bad)
         assert caught.value.field == "file" and repr(bad) in str(caught.value)
@@ -116,14 +129,17 @@ def test_upload_error_is_a_fakefinder_value_error_and_pickles():
 # malicious and broken ZIPs
 
 
-@pytest.mark.parametrize("member, words", [
-    ("../../etc/passwd", "'..'"),
-    ("/abs/path", "absolute"),
-    ("a/../../x", "'..'"),
-    ("..\\..\\evil.txt", "'..'"),
-    ("C:/Windows/evil.txt", "drive letter"),
-    ("ok/\x07bell.txt", "control character"),
-])
+@pytest.mark.parametrize(
+    "member, words",
+    [
+        ("../../etc/passwd", "'..'"),
+        ("/abs/path", "absolute"),
+        ("a/../../x", "'..'"),
+        ("..\\..\\evil.txt", "'..'"),
+        ("C:/Windows/evil.txt", "drive letter"),
+        ("ok/\x07bell.txt", "control character"),
+    ],
+)
 def test_path_tricks_are_refused(tmp_path, root, member, words):
     source = make_zip(tmp_path / "evil.zip", [("good/a.txt", b"fine"), (member, b"evil")])
     message = refused(source, root)
@@ -138,11 +154,14 @@ def test_nul_in_a_member_name_is_refused(tmp_path, root):
     assert "NUL" in message
 
 
-@pytest.mark.parametrize("kind, words", [
-    (stat.S_IFLNK, "symbolic link"),
-    (stat.S_IFIFO, "not a regular file"),
-    (stat.S_IFCHR, "not a regular file"),
-])
+@pytest.mark.parametrize(
+    "kind, words",
+    [
+        (stat.S_IFLNK, "symbolic link"),
+        (stat.S_IFIFO, "not a regular file"),
+        (stat.S_IFCHR, "not a regular file"),
+    ],
+)
 def test_links_and_special_files_are_refused(tmp_path, root, kind, words):
     info = zipfile.ZipInfo("data/link")
     info.create_system = 3
@@ -167,11 +186,14 @@ def test_archive_ratio_counts_all_members(tmp_path, root):
     assert "the ZIP would expand" in message
 
 
-@pytest.mark.parametrize("limits, words", [
-    (ZipLimits(max_files=3), "more than 3 files"),
-    (ZipLimits(max_member_bytes=1000), "over the limit of 1000 bytes per file"),
-    (ZipLimits(max_bytes=3000), "more than 3000 bytes"),
-])
+@pytest.mark.parametrize(
+    "limits, words",
+    [
+        (ZipLimits(max_files=3), "more than 3 files"),
+        (ZipLimits(max_member_bytes=1000), "over the limit of 1000 bytes per file"),
+        (ZipLimits(max_bytes=3000), "more than 3000 bytes"),
+    ],
+)
 def test_declared_sizes_and_counts_over_the_limits(tmp_path, root, limits, words):
     members = {f"f{n}.bin": bytes(range(256)) * 5 for n in range(5)}  # 1280 bytes each
     message = refused(make_zip(tmp_path / "big.zip", members), root, limits=limits)
@@ -211,15 +233,21 @@ def test_streaming_counter_stops_a_member_larger_than_declared(tmp_path, root, m
 
 def test_streaming_counter_enforces_the_total_limit(tmp_path, root, monkeypatch):
     source = make_zip(tmp_path / "ok.zip", {"a.bin": b"a" * 600, "b.bin": b"b" * 600})
-    monkeypatch.setattr(uploads, "_checked_members", lambda archive, limits: [
-        uploads._Member(info, PurePosixPath(info.filename), False) for info in archive.infolist()])
+    monkeypatch.setattr(
+        uploads,
+        "_checked_members",
+        lambda archive, limits: [
+            uploads._Member(info, PurePosixPath(info.filename), False) for info in archive.infolist()
+        ],
+    )
     message = refused(source, root, limits=ZipLimits(max_bytes=1000))
     assert "more than 1000 bytes" in message and "b.bin" in message
 
 
 def test_overlapping_members_are_refused(tmp_path, root):
-    data = make_zip(tmp_path / "overlap.zip", {"a.bin": b"a" * 1000, "b.bin": b"b" * 1000},
-                    zipfile.ZIP_STORED).read_bytes()
+    data = make_zip(
+        tmp_path / "overlap.zip", {"a.bin": b"a" * 1000, "b.bin": b"b" * 1000}, zipfile.ZIP_STORED
+    ).read_bytes()
     data = patch(data, central_entries(data)[1] + 42, "<I", 0)  # b's local header offset -> a's
     message = refused(io.BytesIO(data), root)
     assert "overlaps" in message
@@ -235,8 +263,10 @@ def test_encrypted_member_is_refused(tmp_path, root):
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "corrupt_data"])
 def test_broken_archives_leave_nothing(tmp_path, root, damage):
-    data = make_zip(tmp_path / "ok.zip", {"first.bin": bytes(range(256)) * 50,
-                                          "second.bin": bytes(range(255, -1, -1)) * 50}).read_bytes()
+    data = make_zip(
+        tmp_path / "ok.zip",
+        {"first.bin": bytes(range(256)) * 50, "second.bin": bytes(range(255, -1, -1)) * 50},
+    ).read_bytes()
     if damage == "truncated":
         data = data[: len(data) // 2]
     elif damage == "garbage":
@@ -247,7 +277,7 @@ def test_broken_archives_leave_nothing(tmp_path, root, damage):
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             info = archive.getinfo("second.bin")
         start = info.header_offset + 30 + len("second.bin") + 10
-        data = data[:start] + bytes(b ^ 0xFF for b in data[start:start + 40]) + data[start + 40:]
+        data = data[:start] + bytes(b ^ 0xFF for b in data[start : start + 40]) + data[start + 40 :]
     path = tmp_path / "broken.zip"
     path.write_bytes(data)
     message = refused(path, root)
@@ -299,8 +329,12 @@ def class_folder_members(prefix: str) -> dict[str, bytes]:
     members = {f"{prefix}train/real/r{n}.png": image for n in range(3)}
     members |= {f"{prefix}train/fake/f{n}.png": image for n in range(2)}
     members |= {f"{prefix}val/real/r.png": image, f"{prefix}val/fake/f.png": image}
-    members |= {"__MACOSX/": b"", f"__MACOSX/{prefix}._train": b"junk", f"{prefix}train/.DS_Store": b"junk",
-                f"{prefix}val/": b""}
+    members |= {
+        "__MACOSX/": b"",
+        f"__MACOSX/{prefix}._train": b"junk",
+        f"{prefix}train/.DS_Store": b"junk",
+        f"{prefix}val/": b"",
+    }
     return members
 
 
@@ -347,8 +381,11 @@ def test_prepared_manifest(tmp_path, root):
     path = unpack_zip(make_zip(tmp_path / "prep.zip", members), root, "faces")
     described = describe_dataset(path)
     assert described["layout"] == "prepared" and described["kinds"] == ["deepfake_detector"]
-    assert described["splits"] == {"train": {"fake": 3, "real": 3}, "val": {"fake": 1, "real": 1},
-                                   "test": {"fake": 1, "real": 1}}
+    assert described["splits"] == {
+        "train": {"fake": 3, "real": 3},
+        "val": {"fake": 1, "real": 1},
+        "test": {"fake": 1, "real": 1},
+    }
     assert list(described["splits"]) == ["train", "val", "test"]
     assert described["note"] == ""
     (path / "a/train/real/v0/000000_0.jpg").unlink()
@@ -356,19 +393,26 @@ def test_prepared_manifest(tmp_path, root):
 
 
 def llava_sample(sample_id: str, image: str, answer: str, label=None) -> dict:
-    sample = {"id": sample_id, "image": image,
-              "conversations": [{"from": "human", "value": "<image>\nIs this face real or fake?"},
-                                {"from": "gpt", "value": answer}]}
+    sample = {
+        "id": sample_id,
+        "image": image,
+        "conversations": [
+            {"from": "human", "value": "<image>\nIs this face real or fake?"},
+            {"from": "gpt", "value": answer},
+        ],
+    }
     if label is not None:
         sample["binary_label"] = label
     return sample
 
 
 def test_llava_json(tmp_path, root):
-    train = [llava_sample("t0", "t0.png", "Looks fine.\n### Answer: real"),
-             llava_sample("t1", "t1.png", "A blending seam.\n### Answer: fake"),
-             llava_sample("t2", "t2.png", "Hard to say.", label=1),
-             llava_sample("t3", "t3.png", "It could be real or fake.")]
+    train = [
+        llava_sample("t0", "t0.png", "Looks fine.\n### Answer: real"),
+        llava_sample("t1", "t1.png", "A blending seam.\n### Answer: fake"),
+        llava_sample("t2", "t2.png", "Hard to say.", label=1),
+        llava_sample("t3", "t3.png", "It could be real or fake."),
+    ]
     val = [llava_sample("v0", "v0.png", "This face appears manipulated.")]
     members = {"train.json": json.dumps(train).encode(), "val.json": json.dumps(val).encode()}
     members |= {f"images/{s['image']}": png_bytes() for s in train + val}
@@ -389,14 +433,22 @@ def test_llava_json_with_a_missing_image(tmp_path, root):
 
 
 def test_instruction_jsonl(tmp_path, root):
-    lines = [json.dumps({"instruction": "Say yes", "response": "yes"}), json.dumps({"instruction": "Hm", "response": ""}),
-             json.dumps({"conversations": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]})]
+    lines = [
+        json.dumps({"instruction": "Say yes", "response": "yes"}),
+        json.dumps({"instruction": "Hm", "response": ""}),
+        json.dumps(
+            {"conversations": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}
+        ),
+    ]
     members = {"train.jsonl": "\n".join(lines).encode(), "test.jsonl": lines[0].encode()}
     path = unpack_zip(make_zip(tmp_path / "llm.zip", members), root, "llm")
     described = describe_dataset(path)
     assert described["layout"] == "instruction_jsonl" and described["kinds"] == ["llm_lora", "llm_qlora"]
     assert described["splits"] == {"train": {"examples": 2}, "test": {"examples": 1}}
-    assert "train.jsonl: 1 line(s) with an empty response" in described["note"] and "no val.jsonl" in described["note"]
+    assert (
+        "train.jsonl: 1 line(s) with an empty response" in described["note"]
+        and "no val.jsonl" in described["note"]
+    )
     (path / "train.jsonl").write_text(lines[0] + "\n{not json\n")
     broken = describe_dataset(path)
     assert broken["kinds"] == [] and f"{path / 'train.jsonl'}:2: not valid JSON" in broken["note"]
@@ -413,8 +465,9 @@ def test_raw_folder_layout(tmp_path, root):
 
 
 def test_raw_ffpp_layout(tmp_path, root):
-    tree = synthetic.make_ffpp_tree(tmp_path / "ffpp", ids=("000", "001"), methods=("Deepfakes",),
-                                    num_frames=2, size=(32, 32))
+    tree = synthetic.make_ffpp_tree(
+        tmp_path / "ffpp", ids=("000", "001"), methods=("Deepfakes",), num_frames=2, size=(32, 32)
+    )
     (tree / "splits").mkdir()
     (tree / "splits" / "test.json").write_text(json.dumps([["000", "001"]]))
     path = unpack_zip(zip_folder(tree, tmp_path / "ffpp.zip"), root, "ffpp")

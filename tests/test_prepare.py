@@ -14,11 +14,10 @@ import yaml
 from PIL import Image
 
 import fakefinder
+from conftest import SMALL_VIDEO, make_config
 from fakefinder import synthetic
 from fakefinder.faces.layouts import LayoutError
 from fakefinder.faces.prepare import MANIFEST_COLUMNS, RECORDS_DIR
-
-from conftest import SMALL_VIDEO, make_config
 
 
 def ds(name, layout, root, **kw):
@@ -43,7 +42,9 @@ def check_manifest(result):
 
 def test_ffpp_end_to_end(trees, tmp_path):
     out = tmp_path / "out"
-    config = make_config(out, [ds("ffpp", "ffpp", trees["ffpp"])], faces={"detector": "mtcnn", "fallback": ["retinaface"]})
+    config = make_config(
+        out, [ds("ffpp", "ffpp", trees["ffpp"])], faces={"detector": "mtcnn", "fallback": ["retinaface"]}
+    )
     result = fakefinder.prepare(config, progress=False)
     manifest = check_manifest(result)
     assert result.summary["items_ok"] == 12 and result.summary["items_failed"] == 0
@@ -60,7 +61,11 @@ def test_ffpp_end_to_end(trees, tmp_path):
 def test_dfdc_celebdf_folder_in_one_config(trees, tmp_path):
     config = make_config(
         tmp_path / "out",
-        [ds("dfdc", "dfdc", trees["dfdc"]), ds("cdf", "celebdf", trees["celebdf"]), ds("f", "folder", trees["folder"])],
+        [
+            ds("dfdc", "dfdc", trees["dfdc"]),
+            ds("cdf", "celebdf", trees["celebdf"]),
+            ds("f", "folder", trees["folder"]),
+        ],
         data={"split": {"train": 0.5, "val": 0.25, "test": 0.25}},
     )
     result = fakefinder.prepare(config, progress=False)
@@ -68,7 +73,9 @@ def test_dfdc_celebdf_folder_in_one_config(trees, tmp_path):
     assert set(manifest.dataset) == {"dfdc", "cdf", "f"}
     cdf = manifest[manifest.dataset == "cdf"]
     assert set(cdf[cdf.split == "test"].video_id) == {
-        "cdf:Celeb-real/id0_0000", "cdf:Celeb-synthesis/id0_id1_0000", "cdf:YouTube-real/00000",
+        "cdf:Celeb-real/id0_0000",
+        "cdf:Celeb-synthesis/id0_id1_0000",
+        "cdf:YouTube-real/00000",
     }
     dfdc = manifest[manifest.dataset == "dfdc"]
     assert dfdc.groupby("group").label.nunique().eq(2).all()  # each real sits with its fakes
@@ -77,7 +84,9 @@ def test_dfdc_celebdf_folder_in_one_config(trees, tmp_path):
 
 
 def test_csv_of_crops_without_detection(trees, tmp_path):
-    config = make_config(tmp_path / "out", [ds("crops", "csv", trees["csv"])], faces={"detect": False, "size": 48})
+    config = make_config(
+        tmp_path / "out", [ds("crops", "csv", trees["csv"])], faces={"detect": False, "size": 48}
+    )
     result = fakefinder.prepare(config, progress=False)
     manifest = check_manifest(result)
     assert len(manifest) == 20
@@ -88,7 +97,9 @@ def test_csv_of_crops_without_detection(trees, tmp_path):
     with Image.open(result.output_dir / manifest.path[0]) as crop:
         assert crop.size == (48, 48)
     # crops already at the wanted size and format are copied byte for byte (no second JPEG pass)
-    same = make_config(tmp_path / "same", [ds("crops", "csv", trees["csv"])], faces={"detect": False, "size": 96})
+    same = make_config(
+        tmp_path / "same", [ds("crops", "csv", trees["csv"])], faces={"detect": False, "size": 96}
+    )
     copied = check_manifest(fakefinder.prepare(same, progress=False))
     for row in copied.head(3).itertuples():
         assert (tmp_path / "same" / row.path).read_bytes() == Path(row.source_path).read_bytes()
@@ -113,11 +124,15 @@ def bad_tree(root: Path) -> Path:
     good = synthetic.write_video(folder / "good.mp4", identity=0, **SMALL_VIDEO)
     synthetic.write_video(folder / "noface.mp4", face=False, **SMALL_VIDEO)
     (folder / "empty.mp4").write_bytes(b"")
-    (folder / "corrupt.mp4").write_bytes(np.random.default_rng(1).integers(0, 255, 4000, dtype=np.uint8).tobytes())
+    (folder / "corrupt.mp4").write_bytes(
+        np.random.default_rng(1).integers(0, 255, 4000, dtype=np.uint8).tobytes()
+    )
     data = good.read_bytes()
     (folder / "truncated.mp4").write_bytes(data[: len(data) // 3])
     shutil.copy(good, folder / "unlisted.mp4")
-    metadata = {n: {"label": "REAL"} for n in ("good.mp4", "noface.mp4", "empty.mp4", "corrupt.mp4", "truncated.mp4")}
+    metadata = {
+        n: {"label": "REAL"} for n in ("good.mp4", "noface.mp4", "empty.mp4", "corrupt.mp4", "truncated.mp4")
+    }
     (folder / "metadata.json").write_text(json.dumps(metadata))
     return root
 
@@ -129,7 +144,9 @@ def test_bad_inputs_are_recorded_not_fatal(tmp_path):
     (images / "fake").mkdir(parents=True)
     (images / "fake" / "broken.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg")
     (images / "fake" / "zero.png").write_bytes(b"")
-    config = make_config(tmp_path / "out", [ds("d", "dfdc", root, use_official_split=False), ds("i", "folder", images)])
+    config = make_config(
+        tmp_path / "out", [ds("d", "dfdc", root, use_official_split=False), ds("i", "folder", images)]
+    )
     result = fakefinder.prepare(config, progress=False)
     failures = pd.read_csv(result.failures_path)
     reasons = {Path(p).name: r for p, r in zip(failures.source_path, failures.reason)}
@@ -181,7 +198,9 @@ def test_shards_merge_into_the_full_manifest(trees, tmp_path):
 
 
 def test_reuse_real_boxes_for_fakes(trees, tmp_path):
-    config = make_config(tmp_path / "out", [ds("dfdc", "dfdc", trees["dfdc"])], faces={"reuse_real_boxes": True})
+    config = make_config(
+        tmp_path / "out", [ds("dfdc", "dfdc", trees["dfdc"])], faces={"reuse_real_boxes": True}
+    )
     manifest = check_manifest(fakefinder.prepare(config, progress=False))
     fakes = manifest[manifest.label == "fake"]
     assert fakes.detector.str.startswith("reused:").all()
@@ -193,7 +212,8 @@ def test_reuse_real_boxes_for_fakes(trees, tmp_path):
 
 def test_parquet_manifest_and_png_crops(trees, tmp_path):
     config = make_config(
-        tmp_path / "out", [ds("f", "folder", trees["folder"])],
+        tmp_path / "out",
+        [ds("f", "folder", trees["folder"])],
         prepare={"manifest_name": "manifest.parquet", "image_format": "png"},
     )
     result = fakefinder.prepare(config, progress=False)
@@ -204,7 +224,9 @@ def test_parquet_manifest_and_png_crops(trees, tmp_path):
 def test_parallel_workers_match_inline(trees, tmp_path):
     datasets = [ds("dfdc", "dfdc", trees["dfdc"])]
     inline = fakefinder.prepare(make_config(tmp_path / "a", datasets), progress=False)
-    parallel = fakefinder.prepare(make_config(tmp_path / "b", datasets, prepare={"num_workers": 2}), progress=False)
+    parallel = fakefinder.prepare(
+        make_config(tmp_path / "b", datasets, prepare={"num_workers": 2}), progress=False
+    )
     key = ["video_id", "frame_index"]
     a = pd.read_csv(inline.manifest_path).sort_values(key).reset_index(drop=True)
     b = pd.read_csv(parallel.manifest_path).sort_values(key).reset_index(drop=True)
@@ -228,8 +250,16 @@ def test_cli_prepare_with_overrides_and_clear_errors(trees, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"data": {"datasets": [ds("f", "folder", trees["folder"])]}}))
     out = tmp_path / "out"
-    done = cli("prepare", "-c", str(cfg), "data.frames_per_video=2", f"prepare.output_dir={out}", "faces.size=32",
-               "faces.detector=retinaface", "--no-progress")
+    done = cli(
+        "prepare",
+        "-c",
+        str(cfg),
+        "data.frames_per_video=2",
+        f"prepare.output_dir={out}",
+        "faces.size=32",
+        "faces.detector=retinaface",
+        "--no-progress",
+    )
     assert done.returncode == 0, done.stderr
     manifest = pd.read_csv(out / "manifest.csv")
     assert manifest[manifest.path.str.contains("clips")].groupby("video_id").size().eq(2).all()
@@ -241,17 +271,25 @@ def test_cli_prepare_with_overrides_and_clear_errors(trees, tmp_path):
 
 
 def test_resume_after_sigkill(tmp_path):
-    root = synthetic.make_dfdc_tree(tmp_path / "dfdc", originals=6, fakes_per_original=2, num_frames=24, size=(144, 192))
+    root = synthetic.make_dfdc_tree(
+        tmp_path / "dfdc", originals=6, fakes_per_original=2, num_frames=24, size=(144, 192)
+    )
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "data": {"datasets": [ds("d", "dfdc", root)], "frames_per_video": 12},
-        "faces": {"detector": "retinaface", "fallback": [], "size": 64, "batch_size": 2},
-        "prepare": {"output_dir": str(tmp_path / "out"), "num_workers": 0},
-    }))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"datasets": [ds("d", "dfdc", root)], "frames_per_video": 12},
+                "faces": {"detector": "retinaface", "fallback": [], "size": 64, "batch_size": 2},
+                "prepare": {"output_dir": str(tmp_path / "out"), "num_workers": 0},
+            }
+        )
+    )
     records = tmp_path / "out" / RECORDS_DIR
     process = subprocess.Popen(
         [sys.executable, "-m", "fakefinder", "prepare", "-c", str(cfg), "--no-progress"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.time() + 120
     while time.time() < deadline and len(list(records.rglob("*.json"))) < 4:
@@ -308,8 +346,12 @@ def test_in_process_prepare_leaves_the_callers_threads_and_heap_alone(trees, tmp
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        config = make_config(tmp_path / "out", [ds("crops", "csv", trees["csv"])], faces={"detect": False, "size": 32},
-                             prepare={"num_workers": 0, "torch_threads": 1})
+        config = make_config(
+            tmp_path / "out",
+            [ds("crops", "csv", trees["csv"])],
+            faces={"detect": False, "size": 32},
+            prepare={"num_workers": 0, "torch_threads": 1},
+        )
         fakefinder.prepare(config, progress=False)  # everything in this process
         fakefinder.prepare(config, progress=False)  # nothing left to do
         assert torch.get_num_threads() == 2 and not calls

@@ -24,9 +24,24 @@ def test_every_preset_is_a_valid_config(path):
 
 
 def test_the_presets_the_docs_promise_exist():
-    assert {"baseline", "hybrid", "swin", "xception", "sbi", "dfdc-faces-cpu", "dx_llava", "dx_llava_stage1",
-            "dx-llava-smollm2-cpu", "llm-lora-7b", "llm-lora-13b", "llm-qlora-7b", "llm-qlora-13b",
-            "llm-lora-smollm2-cpu", "yolo-detector", "sd15-lora"} <= {p.stem for p in CONFIGS}
+    assert {
+        "baseline",
+        "hybrid",
+        "swin",
+        "xception",
+        "sbi",
+        "dfdc-faces-cpu",
+        "dx_llava",
+        "dx_llava_stage1",
+        "dx-llava-smollm2-cpu",
+        "llm-lora-7b",
+        "llm-lora-13b",
+        "llm-qlora-7b",
+        "llm-qlora-13b",
+        "llm-lora-smollm2-cpu",
+        "yolo-detector",
+        "sd15-lora",
+    } <= {p.stem for p in CONFIGS}
 
 
 def test_yolo_preset_is_the_usual_recipe():
@@ -38,7 +53,9 @@ def test_yolo_preset_is_the_usual_recipe():
 def test_sd_lora_preset_is_the_usual_recipe():
     config = load_config(Path(__file__).parent.parent / "configs" / "sd15-lora.yaml")
     d = config.diffusion
-    assert config.task == "text_to_image_lora" and d.model.base == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    assert (
+        config.task == "text_to_image_lora" and d.model.base == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    )
     assert (d.data.resolution, d.lora.r, d.train.lr, d.train.max_steps) == (512, 8, 1e-4, 2000)
     assert (d.train.batch_size, d.train.accumulate, d.train.snr_gamma) == (1, 4, 5.0)
 

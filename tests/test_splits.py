@@ -26,7 +26,9 @@ def ffpp_like_items(n_ids: int, seed: int) -> list[MediaItem]:
     pairs = list(zip(shuffled[::2], shuffled[1::2]))
     for a, b in pairs + [(b, a) for a, b in pairs]:
         for method in ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures"):
-            items.append(MediaItem("ff", None, "fake", f"ff:{method}/{a}_{b}", method, (f"yt:{a}", f"yt:{b}")))
+            items.append(
+                MediaItem("ff", None, "fake", f"ff:{method}/{a}_{b}", method, (f"yt:{a}", f"yt:{b}"))
+            )
     return items
 
 

@@ -27,7 +27,9 @@ def test_cpu_nms_matches_the_definition():
     boxes = torch.cat([xy, xy + wh], dim=1)
     scores = torch.rand(200, generator=generator)
     for threshold in (0.1, 0.5, 0.8):
-        assert _nms_cpu(boxes, scores, threshold).tolist() == reference_nms(boxes.tolist(), scores.tolist(), threshold)
+        assert _nms_cpu(boxes, scores, threshold).tolist() == reference_nms(
+            boxes.tolist(), scores.tolist(), threshold
+        )
     assert _nms_cpu(torch.zeros(0, 4), torch.zeros(0), 0.5).numel() == 0
 
 

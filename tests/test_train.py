@@ -12,16 +12,25 @@ import pytest
 import torch
 import yaml
 
-from fakefinder.config import ConfigError, config_from_dict, load_config
-from fakefinder.tasks.classification.augment import build_train_transform, difference_mask, face_mask, self_blend
-from fakefinder.synthetic import identity_face
-from fakefinder.tasks.classification.data import CropDataset, EpochSampler, mask_partners, opencv_single_threaded
-from fakefinder.faces.manifest import read_manifest
-from fakefinder.core.checkpoint import load_checkpoint
-from fakefinder.tasks.classification.optim import Schedule
-from fakefinder.api import train
-
 from conftest import make_crops, train_config
+from fakefinder.api import train
+from fakefinder.config import ConfigError, config_from_dict, load_config
+from fakefinder.core.checkpoint import load_checkpoint
+from fakefinder.faces.manifest import read_manifest
+from fakefinder.synthetic import identity_face
+from fakefinder.tasks.classification.augment import (
+    build_train_transform,
+    difference_mask,
+    face_mask,
+    self_blend,
+)
+from fakefinder.tasks.classification.data import (
+    CropDataset,
+    EpochSampler,
+    mask_partners,
+    opencv_single_threaded,
+)
+from fakefinder.tasks.classification.optim import Schedule
 
 
 @pytest.fixture(scope="module")
@@ -30,25 +39,62 @@ def manifest(tmp_path_factory):
 
 
 def test_training_writes_checkpoints_logs_plots_and_config(manifest, tmp_path):
-    config = train_config(manifest, tmp_path / "run", loss={"ce": 0.5, "focal": 0.3, "f1": 0.2}, ema=0.9,
-                          trackers=["tensorboard"], plots=True)
+    config = train_config(
+        manifest,
+        tmp_path / "run",
+        loss={"ce": 0.5, "focal": 0.3, "f1": 0.2},
+        ema=0.9,
+        trackers=["tensorboard"],
+        plots=True,
+    )
     result = train(config)
     out = tmp_path / "run"
-    for name in ("model/model.json", "model/model.safetensors", "last.pt", "config.yaml", "history.jsonl",
-                 "history.csv", "curves.png"):
+    for name in (
+        "model/model.json",
+        "model/model.safetensors",
+        "last.pt",
+        "config.yaml",
+        "history.jsonl",
+        "history.csv",
+        "curves.png",
+    ):
         assert (out / name).is_file(), name
     assert not (out / "best.pt").exists()  # the selected weights live in the artifact only
     assert list((out / "tensorboard").iterdir())
     assert len(result.history) == 2 and result.stopped == "completed"
     state = load_checkpoint(out / "last.pt")
-    assert {"model", "optimizer", "schedule", "scaler", "ema", "epoch", "step_in_epoch", "global_step", "rng",
-            "config", "class_names", "threshold", "model_info"} <= set(state)
+    assert {
+        "model",
+        "optimizer",
+        "schedule",
+        "scaler",
+        "ema",
+        "epoch",
+        "step_in_epoch",
+        "global_step",
+        "rng",
+        "config",
+        "class_names",
+        "threshold",
+        "model_info",
+    } <= set(state)
     assert state["class_names"] == ["real", "fake"]
     assert state["epoch"] == 2 and state["global_step"] == result.steps
     assert 0.0 <= state["threshold"] <= 1.0
     row = result.history[-1]
-    assert {"train_loss", "train_loss_ce", "train_loss_focal", "train_loss_f1", "val_loss", "val_auc",
-            "val_macro_f1", "lr", "data_wait_pct", "cpu_pct", "ram_gb"} <= set(row)
+    assert {
+        "train_loss",
+        "train_loss_ce",
+        "train_loss_focal",
+        "train_loss_f1",
+        "val_loss",
+        "val_auc",
+        "val_macro_f1",
+        "lr",
+        "data_wait_pct",
+        "cpu_pct",
+        "ram_gb",
+    } <= set(row)
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["train"]["loss"] == {"ce": 0.5, "focal": 0.3, "f1": 0.2}
 
@@ -63,10 +109,18 @@ def test_a_rerun_into_a_finished_run_is_refused_until_told_to_overwrite(manifest
     config = train_config(manifest, tmp_path / "run", epochs=1)
     train(config)
     before = folder_state(tmp_path / "run")
-    with pytest.raises(RunFolderError, match=r"already holds a training run \(.*last\.pt.*\)\. Choose: --resume to "
-                                             r"continue it, --overwrite to replace it, or a new output folder"):
+    with pytest.raises(
+        RunFolderError,
+        match=r"already holds a training run \(.*last\.pt.*\)\. Choose: --resume to "
+        r"continue it, --overwrite to replace it, or a new output folder",
+    ):
         train(config)
-    done = cli("train", f"train.manifest={manifest}", f"train.output_dir={tmp_path / 'run'}", "model.name=test_efficientnet")
+    done = cli(
+        "train",
+        f"train.manifest={manifest}",
+        f"train.output_dir={tmp_path / 'run'}",
+        "model.name=test_efficientnet",
+    )
     assert done.returncode == 2 and "--overwrite" in done.stderr
     assert folder_state(tmp_path / "run") == before  # nothing was touched
     again = train(config, overwrite=True)
@@ -81,10 +135,16 @@ def test_warmup_then_cosine_schedule():
     assert all(b > a for a, b in zip(factors[:19], factors[1:20]))  # linear warmup
     assert all(b <= a + 1e-12 for a, b in zip(factors[20:], factors[21:]))  # then only down
     assert factors[-1] == pytest.approx(0.01, abs=2e-3)  # towards min_lr / lr
-    step = Schedule(config_from_dict({"train": {"scheduler": "step", "step_epochs": 3, "gamma": 0.5,
-                                                "warmup_epochs": 0}}).train, 10)
+    step = Schedule(
+        config_from_dict(
+            {"train": {"scheduler": "step", "step_epochs": 3, "gamma": 0.5, "warmup_epochs": 0}}
+        ).train,
+        10,
+    )
     assert [step.factor(s) for s in (0, 29, 30, 60)] == [1.0, 1.0, 0.5, 0.25]
-    plateau = Schedule(config_from_dict({"train": {"scheduler": "plateau", "gamma": 0.5, "warmup_epochs": 0}}).train, 10)
+    plateau = Schedule(
+        config_from_dict({"train": {"scheduler": "plateau", "gamma": 0.5, "warmup_epochs": 0}}).train, 10
+    )
     for value in (0.5, 0.6, 0.6, 0.6):
         plateau.epoch_end(value, higher_is_better=True)
     assert plateau.factor(100) == 0.5
@@ -97,14 +157,24 @@ def test_lr_follows_the_schedule_during_training(manifest, tmp_path):
 
 def test_early_stopping(manifest, tmp_path):
     # with lr ~ 0 the weights stay put, so improvements stop soon
-    config = train_config(manifest, tmp_path / "run", epochs=8, lr=1e-12, min_lr=0, warmup_epochs=0,
-                          early_stopping={"metric": "loss", "patience": 2})
+    config = train_config(
+        manifest,
+        tmp_path / "run",
+        epochs=8,
+        lr=1e-12,
+        min_lr=0,
+        warmup_epochs=0,
+        early_stopping={"metric": "loss", "patience": 2},
+    )
     result = train(config)
     assert result.stopped == "early_stopping"
     assert len(result.history) == result.best_epoch + 2 < 8
     assert [r["epoch"] for r in result.history if r["is_best"]][-1] == result.best_epoch
     best = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
-    assert best["training"]["best_epoch"] == result.best_epoch and best["threshold"] == result.details["threshold"]
+    assert (
+        best["training"]["best_epoch"] == result.best_epoch
+        and best["threshold"] == result.details["threshold"]
+    )
 
 
 def test_sampler_balances_datasets_and_classes_and_splits_ranks():
@@ -117,7 +187,9 @@ def test_sampler_balances_datasets_and_classes_and_splits_ranks():
     assert all(1700 < c < 2300 for c in counts.values()), counts
     ranks = [EpochSampler(labels, datasets, "balanced", 100, 1, rank=r, world=2).order() for r in (0, 1)]
     assert len(ranks[0]) == len(ranks[1]) == 50
-    assert [x for pair in zip(*ranks) for x in pair] == EpochSampler(labels, datasets, "balanced", 100, 1).order()
+    assert [x for pair in zip(*ranks) for x in pair] == EpochSampler(
+        labels, datasets, "balanced", 100, 1
+    ).order()
     sampler.set_epoch(3, start=10)
     assert list(sampler) == sampler.order()[10:]
     shuffle = EpochSampler(labels, datasets, "shuffle", seed=0).order()
@@ -133,8 +205,15 @@ def test_paired_sampler_keeps_identity_groups_together():
     assert [g for i, g in enumerate(runs) if i == 0 or g != runs[i - 1]] == sorted(set(runs), key=runs.index)
     again = [row for row, _ in EpochSampler(labels, ["x"] * 10, "paired", seed=3, groups=groups).order()]
     assert order == again  # deterministic in (seed, epoch)
-    ranks = [[r for r, _ in EpochSampler(labels, ["x"] * 10, "paired", seed=3, rank=k, world=2, groups=groups).order()]
-             for k in (0, 1)]
+    ranks = [
+        [
+            r
+            for r, _ in EpochSampler(
+                labels, ["x"] * 10, "paired", seed=3, rank=k, world=2, groups=groups
+            ).order()
+        ]
+        for k in (0, 1)
+    ]
     assert len(ranks[0]) == len(ranks[1]) == 5
     assert not {groups[i] for i in ranks[0]} & {groups[i] for i in ranks[1]}  # a group never spans ranks
     with pytest.raises(ValueError, match="group"):
@@ -144,8 +223,8 @@ def test_paired_sampler_keeps_identity_groups_together():
 def test_mirror_tta_averages_both_views_and_reaches_checkpoint_scoring(manifest, tmp_path):
     import torch
 
-    from fakefinder.tasks.classification.scoring import load_detector
     from fakefinder.tasks.classification.networks import MirrorAverage, with_tta
+    from fakefinder.tasks.classification.scoring import load_detector
 
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 5, 1), torch.nn.Flatten(0))
     x = torch.randn(2, 3, 4, 5)
@@ -161,8 +240,14 @@ def test_mirror_tta_averages_both_views_and_reaches_checkpoint_scoring(manifest,
 def test_augmentations_are_seeded_per_sample(manifest):
     frame = read_manifest(manifest)
     config = config_from_dict({}).augment
-    dataset = CropDataset(frame[frame.split == "train"], manifest.parent, 32, (0.5,) * 3, (0.5,) * 3,
-                          build_train_transform(config))
+    dataset = CropDataset(
+        frame[frame.split == "train"],
+        manifest.parent,
+        32,
+        (0.5,) * 3,
+        (0.5,) * 3,
+        build_train_transform(config),
+    )
     a, _ = dataset[(0, 123)]
     b, _ = dataset[(0, 123)]
     c, _ = dataset[(0, 999)]
@@ -210,7 +295,9 @@ def test_self_blended_pseudo_fakes():
     height, width = changed.shape
     assert changed[height // 2 - 10 : height // 2 + 10, width // 2 - 10 : width // 2 + 10].mean() > 0.5
     assert changed[:5, :5].mean() == 0 and changed[-5:, -5:].mean() == 0  # corners untouched
-    assert np.array_equal(self_blend(real, np.random.default_rng(7)), self_blend(real, np.random.default_rng(7)))
+    assert np.array_equal(
+        self_blend(real, np.random.default_rng(7)), self_blend(real, np.random.default_rng(7))
+    )
 
 
 def test_difference_masks_find_the_swapped_region_and_follow_augmentation(manifest):
@@ -233,10 +320,23 @@ def test_difference_masks_find_the_swapped_region_and_follow_augmentation(manife
     orphan = rows.drop(index=int(partners[rows.index[rows.label == "fake"][0]])).reset_index(drop=True)
     assert (mask_partners(orphan) == -1).sum() == (orphan.label == "real").sum() + 1
 
-    flip = config_from_dict({"augment": {"hflip": 1.0, "rotate": 0, "jpeg": 0, "blur": 0, "color_jitter": 0,
-                                         "downscale": 0, "cutout": 0}}).augment
+    flip = config_from_dict(
+        {
+            "augment": {
+                "hflip": 1.0,
+                "rotate": 0,
+                "jpeg": 0,
+                "blur": 0,
+                "color_jitter": 0,
+                "downscale": 0,
+                "cutout": 0,
+            }
+        }
+    ).augment
     plain = CropDataset(rows, manifest.parent, 48, (0.5,) * 3, (0.5,) * 3, masks=True)
-    flipped = CropDataset(rows, manifest.parent, 48, (0.5,) * 3, (0.5,) * 3, build_train_transform(flip), masks=True)
+    flipped = CropDataset(
+        rows, manifest.parent, 48, (0.5,) * 3, (0.5,) * 3, build_train_transform(flip), masks=True
+    )
     fake = int(np.flatnonzero(rows.label == "fake")[0])
     image, label, target, valid = plain[(fake, 1)]
     assert label == 1 and valid == 1 and target.shape == (1, 6, 6)
@@ -304,7 +404,11 @@ def test_sbi_trains_on_reals_only(manifest, tmp_path):
 
 @pytest.mark.parametrize(
     "override, fragment",
-    [("train.lr=-0.1", "train.lr"), ("train.loss={ce: 1, dice: 1}", "dice"), ("train.optimizer=adam", "train.optimizer")],
+    [
+        ("train.lr=-0.1", "train.lr"),
+        ("train.loss={ce: 1, dice: 1}", "dice"),
+        ("train.optimizer=adam", "train.optimizer"),
+    ],
 )
 def test_bad_config_values(override, fragment):
     with pytest.raises(ConfigError, match=fragment):
@@ -316,7 +420,9 @@ def cli(*args, **kw):
 
 
 def test_cli_unknown_model_lists_close_names(manifest, tmp_path):
-    done = cli("train", f"train.manifest={manifest}", f"train.output_dir={tmp_path}", "model.name=convnext_tinny")
+    done = cli(
+        "train", f"train.manifest={manifest}", f"train.output_dir={tmp_path}", "model.name=convnext_tinny"
+    )
     assert done.returncode == 2
     assert "unknown model 'convnext_tinny'" in done.stderr and "convnext_tiny" in done.stderr
 
@@ -348,14 +454,20 @@ def test_resume_after_kill_mid_epoch_matches_uninterrupted_run(manifest, tmp_pat
     settings = dict(epochs=2, batch_size=2, save_steps=1, num_workers=1, ema=0.9)
     reference = train(train_config(manifest, tmp_path / "reference", **settings))
     cfg = run_config_file(manifest, tmp_path, **settings)
-    process = subprocess.Popen([sys.executable, "-m", "fakefinder", "train", "-c", str(cfg)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fakefinder", "train", "-c", str(cfg)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     steps_per_epoch = reference.steps // 2
     killed_at = wait_for_step(tmp_path / "run" / "last.pt", 3, process)
     from fakefinder.core.runlock import RunFolderError
 
     try:  # this test's own process is a second one on the live run's folder
-        with pytest.raises(RunFolderError, match=f"is in use: fakefinder train \\(deepfake_detector\\) \\(pid {process.pid} "):
+        with pytest.raises(
+            RunFolderError, match=f"is in use: fakefinder train \\(deepfake_detector\\) \\(pid {process.pid} "
+        ):
             train(load_config(cfg), resume=True)
     finally:
         os.killpg(process.pid, signal.SIGKILL)
@@ -382,8 +494,12 @@ def test_resume_after_kill_mid_epoch_matches_uninterrupted_run(manifest, tmp_pat
 def test_ctrl_c_saves_and_exits_cleanly_then_backup_restores(manifest, tmp_path):
     backup = tmp_path / "backup"
     cfg = run_config_file(manifest, tmp_path, epochs=50, batch_size=2, backup_dir=str(backup))
-    process = subprocess.Popen([sys.executable, "-m", "fakefinder", "train", "-c", str(cfg)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fakefinder", "train", "-c", str(cfg)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     wait_for_step(tmp_path / "run" / "last.pt", 1, process)  # first epoch done: backup exists
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
@@ -404,9 +520,24 @@ def test_ddp_on_two_cpu_processes(manifest, tmp_path):
     cfg = run_config_file(manifest, tmp_path, epochs=2, batch_size=2)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
-         "-m", "fakefinder", "train", "-c", str(cfg)],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29531",
+            "-m",
+            "fakefinder",
+            "train",
+            "-c",
+            str(cfg),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     state = load_checkpoint(tmp_path / "run" / "last.pt")
@@ -418,9 +549,20 @@ def test_ddp_on_two_cpu_processes(manifest, tmp_path):
 
 def test_engine_options_run_together(manifest, tmp_path):
     """SGD + step schedule + accumulation + class weights + checkpointing + channels_last + bf16."""
-    config = train_config(manifest, tmp_path / "run", epochs=1, optimizer="sgd", scheduler="step", accumulate=2,
-                          class_weights=True, grad_checkpointing=True, channels_last=True, precision="bf16",
-                          grad_clip=0.5, sampler="shuffle")
+    config = train_config(
+        manifest,
+        tmp_path / "run",
+        epochs=1,
+        optimizer="sgd",
+        scheduler="step",
+        accumulate=2,
+        class_weights=True,
+        grad_checkpointing=True,
+        channels_last=True,
+        precision="bf16",
+        grad_clip=0.5,
+        sampler="shuffle",
+    )
     result = train(config)
     assert result.stopped == "completed" and result.steps == (24 // 4) // 2
     state = load_checkpoint(tmp_path / "run" / "last.pt")
@@ -434,8 +576,11 @@ def test_train_prepares_the_datasets_when_no_manifest_exists(trees, tmp_path):
     Python API alike (and so by a platform job)."""
     from conftest import make_config
 
-    config = make_config(tmp_path / "prepared", [{"name": "f", "layout": "folder", "root": str(trees["folder"])}],
-                         data={"split": {"train": 0.5, "val": 0.5, "test": 0.0}})
+    config = make_config(
+        tmp_path / "prepared",
+        [{"name": "f", "layout": "folder", "root": str(trees["folder"])}],
+        data={"split": {"train": 0.5, "val": 0.5, "test": 0.0}},
+    )
     config.model.name, config.model.image_size = "test_efficientnet", 32
     config.train.output_dir, config.train.epochs, config.train.batch_size = tmp_path / "run", 1, 2
     config.train.num_workers = 0
@@ -456,9 +601,25 @@ def test_train_prepares_the_datasets_when_no_manifest_exists(trees, tmp_path):
 def _torchrun(cfg: Path, port: int, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-         "-m", "fakefinder", "train", "-c", str(cfg), *args],
-        capture_output=True, text=True, env=env, timeout=400,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(port),
+            "-m",
+            "fakefinder",
+            "train",
+            "-c",
+            str(cfg),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=400,
     )
 
 
@@ -468,9 +629,18 @@ def test_deepspeed_on_two_cpu_processes_matches_ddp_and_resumes_exactly(manifest
     run stopped after an epoch and resumed reaches the uninterrupted run's weights exactly. (SGD: Adam's
     normalised steps would blow float-rounding differences in near-zero gradients up to +-lr.)"""
     import deepspeed  # noqa: F401  (installed by the set-up)
+
     # a constant lr, so that stopping at max_steps does not reshape the schedule of the stopped run
-    settings = dict(epochs=2, batch_size=2, grad_clip=None, ema=0.9, optimizer="sgd", lr=0.05, scheduler="constant",
-                    warmup_epochs=0)
+    settings = dict(
+        epochs=2,
+        batch_size=2,
+        grad_clip=None,
+        ema=0.9,
+        optimizer="sgd",
+        lr=0.05,
+        scheduler="constant",
+        warmup_epochs=0,
+    )
 
     def run(name: str, port: int, *args: str, **extra) -> dict:
         folder = tmp_path / name
@@ -480,8 +650,11 @@ def test_deepspeed_on_two_cpu_processes_matches_ddp_and_resumes_exactly(manifest
         return load_checkpoint(folder / "run" / "last.pt")
 
     def largest_difference(a: dict, b: dict) -> float:
-        return max(float((a["model"][n] - b["model"][n]).abs().max()) for n in a["model"]
-                   if not n.endswith(("running_mean", "running_var", "num_batches_tracked")))
+        return max(
+            float((a["model"][n] - b["model"][n]).abs().max())
+            for n in a["model"]
+            if not n.endswith(("running_mean", "running_var", "num_batches_tracked"))
+        )
 
     ddp = run("ddp", 29536)
     zero = run("zero2", 29537, deepspeed="zero2")
@@ -541,12 +714,17 @@ def test_deepspeed_config_errors_name_the_key(tmp_path):
     from fakefinder.engine.deepspeed_zero import deepspeed_config
 
     def train_section(**values):
-        return config_from_dict({"train": {"batch_size": 8, "accumulate": 2, "grad_clip": 1.0, **values}}).train
+        return config_from_dict(
+            {"train": {"batch_size": 8, "accumulate": 2, "grad_clip": 1.0, **values}}
+        ).train
 
     made = deepspeed_config(train_section(deepspeed="zero1"))
     assert made["zero_optimization"]["stage"] == 1
-    assert (made["train_micro_batch_size_per_gpu"], made["gradient_accumulation_steps"], made["gradient_clipping"]) \
-        == (8, 2, 1.0)
+    assert (
+        made["train_micro_batch_size_per_gpu"],
+        made["gradient_accumulation_steps"],
+        made["gradient_clipping"],
+    ) == (8, 2, 1.0)
     cases = [
         ({"zero_optimization": {"stage": 3}}, "stage=3"),
         ({"optimizer": {"type": "Adam"}}, "remove `optimizer`"),
@@ -563,7 +741,11 @@ def test_deepspeed_config_errors_name_the_key(tmp_path):
     path.write_text('{"zero_optimization": {"stage": 1},\n "gradient_clipping": "auto",\n}')
     with pytest.raises(ConfigError, match="line 3"):
         deepspeed_config(train_section(deepspeed=str(path)))
-    path.write_text(json.dumps({"bf16": {"enabled": False}, "gradient_clipping": "auto", "zero_optimization": {"stage": 1}}))
+    path.write_text(
+        json.dumps(
+            {"bf16": {"enabled": False}, "gradient_clipping": "auto", "zero_optimization": {"stage": 1}}
+        )
+    )
     assert deepspeed_config(train_section(deepspeed=str(path)))["gradient_clipping"] == 1.0
     for value, fragment in (("zero3", "zero3"), ("missing.json", "missing.json")):
         with pytest.raises(ConfigError, match=fragment):
@@ -584,14 +766,25 @@ def test_train_reports_through_events_and_leaves_the_callers_process_as_it_was(m
     from fakefinder.core.process import _flushing_denormals
     from fakefinder.render import RichRenderer
 
-    train(train_config(manifest, tmp_path / "warm-up", epochs=1), events=lambda e: None)  # libraries' own import-time
-    events, outcome = [], {}                                                              # settings happen here
-    before = (torch.get_rng_state(), np.random.get_state()[1].copy(), torch.get_num_threads(), cv2.getNumThreads(),
-              _flushing_denormals(), dict(os.environ), signal.getsignal(signal.SIGINT))
+    train(
+        train_config(manifest, tmp_path / "warm-up", epochs=1), events=lambda e: None
+    )  # libraries' own import-time
+    events, outcome = [], {}  # settings happen here
+    before = (
+        torch.get_rng_state(),
+        np.random.get_state()[1].copy(),
+        torch.get_num_threads(),
+        cv2.getNumThreads(),
+        _flushing_denormals(),
+        dict(os.environ),
+        signal.getsignal(signal.SIGINT),
+    )
 
     def run():
         try:
-            outcome["result"] = train(train_config(manifest, tmp_path / "run", epochs=2), events=events.append)
+            outcome["result"] = train(
+                train_config(manifest, tmp_path / "run", epochs=2), events=events.append
+            )
         except BaseException as exc:  # noqa: BLE001 - reported below
             outcome["error"] = exc
 
@@ -599,19 +792,37 @@ def test_train_reports_through_events_and_leaves_the_callers_process_as_it_was(m
     worker.start()
     worker.join(timeout=300)
     assert "error" not in outcome, outcome.get("error")
-    after = (torch.get_rng_state(), np.random.get_state()[1].copy(), torch.get_num_threads(), cv2.getNumThreads(),
-             _flushing_denormals(), dict(os.environ), signal.getsignal(signal.SIGINT))
-    assert torch.equal(before[0], after[0]) and np.array_equal(before[1], after[1]) and before[2:] == after[2:]
+    after = (
+        torch.get_rng_state(),
+        np.random.get_state()[1].copy(),
+        torch.get_num_threads(),
+        cv2.getNumThreads(),
+        _flushing_denormals(),
+        dict(os.environ),
+        signal.getsignal(signal.SIGINT),
+    )
+    assert (
+        torch.equal(before[0], after[0]) and np.array_equal(before[1], after[1]) and before[2:] == after[2:]
+    )
     kinds = {(e.type, e.stage.split()[0]) for e in events}
-    assert {("stage", "epoch"), ("progress", "epoch"), ("end", "epoch"), ("metrics", "train"), ("metrics", "val"),
-            ("result", "train")} <= kinds
+    assert {
+        ("stage", "epoch"),
+        ("progress", "epoch"),
+        ("end", "epoch"),
+        ("metrics", "train"),
+        ("metrics", "val"),
+        ("result", "train"),
+    } <= kinds
     steps = [e for e in events if e.type == "progress"]
     assert steps[-1].step == steps[-1].total and all(e.eta_s is not None and e.eta_s >= 0 for e in steps)
-    rows = [e for e in events if e.type == "metrics" and e.stage == "val"]  # one per epoch, as history holds them
+    rows = [
+        e for e in events if e.type == "metrics" and e.stage == "val"
+    ]  # one per epoch, as history holds them
     history = outcome["result"].history
     assert [(e.step, e.data["epoch"]) for e in rows] == [(r["global_step"], r["epoch"]) for r in history]
-    assert [{k: v for k, v in e.data.items() if k not in ("step", "epochs")} for e in rows] == \
-        [{k: v for k, v in r.items() if k != "global_step"} for r in history]
+    assert [{k: v for k, v in e.data.items() if k not in ("step", "epochs")} for e in rows] == [
+        {k: v for k, v in r.items() if k != "global_step"} for r in history
+    ]
     assert json.dumps([e.to_dict() for e in events])  # plain data
     screen = io.StringIO()
     with RichRenderer(Console(file=screen, width=200)) as renderer:

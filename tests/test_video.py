@@ -4,11 +4,13 @@ import av
 import numpy as np
 import pytest
 
-from fakefinder.synthetic import write_video
 from fakefinder.media.video import VideoError, probe, read_frames, sample_indices
+from fakefinder.synthetic import write_video
 
 
-def counting_video(path: Path, num_frames: int, gop: int | None = None, size=(64, 96), rotation: int = 0) -> Path:
+def counting_video(
+    path: Path, num_frames: int, gop: int | None = None, size=(64, 96), rotation: int = 0
+) -> Path:
     """Frame i is a flat grey of level 4*i (so the decoded mean tells the frame index), with a
     white marker in the top-left corner (so orientation is visible)."""
     with av.open(str(path), "w") as container:
@@ -103,8 +105,8 @@ def test_dropping_unsampled_b_frames_keeps_the_sampled_ones_bit_exact(tmp_path):
     the pixels a full decode gives (a clip with B-frames, long GOP, rotation metadata)."""
     import av
 
-    from fakefinder.synthetic import write_footage
     from fakefinder.media.video import _to_rgb, read_frames, sample_indices
+    from fakefinder.synthetic import write_footage
 
     path = write_footage(tmp_path / "b.mp4", num_frames=60, size=(160, 96), faces=1, portrait=True, gop=60)
     with av.open(str(path)) as container:
@@ -144,15 +146,23 @@ def test_irregular_timestamps_still_give_every_sampled_frame(tmp_path):
 def test_generated_footage_knows_where_its_faces_are(tmp_path):
     """`write_footage(truth=...)` records each frame's true face boxes in upright frame
     coordinates: MTCNN finds both people there (the second one mirrored), in a portrait clip too."""
-    from fakefinder.synthetic import write_footage
     from fakefinder.faces.detectors import create_detector, iou
     from fakefinder.media.video import read_frames
+    from fakefinder.synthetic import write_footage
 
     detector = create_detector("mtcnn", min_score=0.9)
     for portrait in (False, True):
         truth: list = []
-        path = write_footage(tmp_path / f"t{portrait}.mp4", num_frames=20, size=(360, 640), portrait=portrait,
-                             identity=3, gop=20, seed=5, truth=truth)
+        path = write_footage(
+            tmp_path / f"t{portrait}.mp4",
+            num_frames=20,
+            size=(360, 640),
+            portrait=portrait,
+            identity=3,
+            gop=20,
+            seed=5,
+            truth=truth,
+        )
         assert len(truth) == 20 and all(len(boxes) == 2 for boxes in truth)
         for index, image in read_frames(path, count=3):
             found = detector.detect([image])[0]

@@ -18,7 +18,9 @@ def prepare(config: Config, **kwargs):
     return run(config, **kwargs)
 
 
-def train(config: Config, resume: bool | str | Path = False, events=None, overwrite: bool = False) -> TrainSummary:
+def train(
+    config: Config, resume: bool | str | Path = False, events=None, overwrite: bool = False
+) -> TrainSummary:
     """Train the kind `config.task` names; its model artifact lands in the run's output folder. A
     folder that holds a run is refused unless `resume` (continue it) or `overwrite` (replace it)."""
     from fakefinder.tasks import task_for_config

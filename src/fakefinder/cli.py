@@ -54,7 +54,9 @@ def prepare(
     overrides: Overrides = None,
     config: ConfigOption = None,
     shard: Annotated[Optional[str], typer.Option(help="Process only part i of n (e.g. 0/4).")] = None,
-    merge: Annotated[bool, typer.Option("--merge", help="Only merge the shards' results into one manifest.")] = False,
+    merge: Annotated[
+        bool, typer.Option("--merge", help="Only merge the shards' results into one manifest.")
+    ] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try failed items again.")] = False,
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
 ) -> None:
@@ -67,7 +69,14 @@ def prepare(
         cfg = load_config(config, overrides or [])
         with _renderer(progress) as events:
             _noted(cfg, events)
-            run_prepare(cfg, shard=shard, merge_only=merge, retry_failed=retry_failed, progress=progress, events=events)
+            run_prepare(
+                cfg,
+                shard=shard,
+                merge_only=merge,
+                retry_failed=retry_failed,
+                progress=progress,
+                events=events,
+            )
     except (*_user_errors(), SetupError, ValueError) as exc:
         _fail(str(exc))
 
@@ -76,9 +85,17 @@ def prepare(
 def train(
     overrides: Overrides = None,
     config: ConfigOption = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in the output folder from its latest checkpoint (or its backup).")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the run in the output folder from its latest checkpoint (or its backup).",
+        ),
+    ] = False,
     resume_from: Annotated[Optional[Path], typer.Option(help="Continue from this checkpoint.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run the output folder holds.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the run the output folder holds.")
+    ] = False,
 ) -> None:
     """Train the model kind the config names (`task:`; CPU, one GPU, or many with torchrun)."""
     from fakefinder import api
@@ -87,7 +104,9 @@ def train(
     try:
         cfg = load_config(config, overrides or [])
         with _renderer() as events:
-            result = api.train(_noted(cfg, events), resume=resume_from or resume, overwrite=overwrite, events=events)
+            result = api.train(
+                _noted(cfg, events), resume=resume_from or resume, overwrite=overwrite, events=events
+            )
     except _user_errors() as exc:
         _fail(str(exc))
     if int(os.environ.get("RANK", "0")) == 0:  # one line per run, not per torchrun process
@@ -101,8 +120,18 @@ def train(
 def evaluate(
     overrides: Overrides = None,
     config: ConfigOption = None,
-    model: Annotated[Optional[list[Path]], typer.Option("--model", "--checkpoint", "-m", help="A model artifact (folder with model.json, or an older best.pt); repeat to compare.")] = None,
-    perturb: Annotated[bool, typer.Option("--perturb", help="Add the robustness table (JPEG 90/70/50, blur, x0.5, noise).")] = False,
+    model: Annotated[
+        Optional[list[Path]],
+        typer.Option(
+            "--model",
+            "--checkpoint",
+            "-m",
+            help="A model artifact (folder with model.json, or an older best.pt); repeat to compare.",
+        ),
+    ] = None,
+    perturb: Annotated[
+        bool, typer.Option("--perturb", help="Add the robustness table (JPEG 90/70/50, blur, x0.5, noise).")
+    ] = False,
 ) -> None:
     """Metrics, plots and an HTML report for trained models (dispatched on their kind)."""
     from fakefinder import api
@@ -122,11 +151,23 @@ def evaluate(
 
 @app.command()
 def predict(
-    inputs: Annotated[Optional[list[Path]], typer.Argument(help="Images, videos, folders or list files.")] = None,
+    inputs: Annotated[
+        Optional[list[Path]], typer.Argument(help="Images, videos, folders or list files.")
+    ] = None,
     config: ConfigOption = None,
-    model: Annotated[Optional[list[Path]], typer.Option("--model", "--checkpoint", "-m", help="A model artifact (folder with model.json, or an older best.pt); repeat for an ensemble.")] = None,
+    model: Annotated[
+        Optional[list[Path]],
+        typer.Option(
+            "--model",
+            "--checkpoint",
+            "-m",
+            help="A model artifact (folder with model.json, or an older best.pt); repeat for an ensemble.",
+        ),
+    ] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Submission CSV.")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Config override key=value (repeatable).")] = None,
+    set_: Annotated[
+        Optional[list[str]], typer.Option("--set", help="Config override key=value (repeatable).")
+    ] = None,
 ) -> None:
     """Score new images and videos: a submission CSV (+ optional per-frame details)."""
     from fakefinder import api
@@ -148,10 +189,24 @@ def predict(
 
 @app.command()
 def export(
-    model: Annotated[Path, typer.Argument(help="A model artifact (folder with model.json, or an older best.pt).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="model.onnx or model.pt (TorchScript) for a classifier or detector; a folder for an adapter.")],
-    tolerance: Annotated[float, typer.Option(help="Largest allowed output difference in the parity check.")] = 1e-4,
-    merged: Annotated[bool, typer.Option("--merged", help="LoRA kinds: the adapter merged into a standalone model.")] = False,
+    model: Annotated[
+        Path, typer.Argument(help="A model artifact (folder with model.json, or an older best.pt).")
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="model.onnx or model.pt (TorchScript) for a classifier or detector; a folder for an "
+            "adapter.",
+        ),
+    ],
+    tolerance: Annotated[
+        float, typer.Option(help="Largest allowed output difference in the parity check.")
+    ] = 1e-4,
+    merged: Annotated[
+        bool, typer.Option("--merged", help="LoRA kinds: the adapter merged into a standalone model.")
+    ] = False,
 ) -> None:
     """Export a model in its field's own format, as its kind does it: a detector or classifier to ONNX or
     TorchScript (with a parity check against PyTorch), a LoRA adapter as a folder peft or diffusers
@@ -181,10 +236,13 @@ def merge(
 
 @app.command()
 def convert(
-    checkpoint: Annotated[Path, typer.Argument(help="A model file from an older fakefinder (e.g. a best.pt from train).")],
+    checkpoint: Annotated[
+        Path, typer.Argument(help="A model file from an older fakefinder (e.g. a best.pt from train).")
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the model artifact.")],
 ) -> None:
-    """Convert a model file from an older fakefinder into a model artifact (read safely: nothing in it runs)."""
+    """Convert a model file from an older fakefinder into a model artifact (read safely: nothing in it
+    runs)."""
     from fakefinder.core.artifact import write_converted
     from fakefinder.tasks import read_model
 
@@ -198,7 +256,9 @@ def convert(
 
 @app.command()
 def demo(
-    output: Annotated[Path, typer.Option(help="Folder for the generated data and every result.")] = Path("demo-output"),
+    output: Annotated[Path, typer.Option(help="Folder for the generated data and every result.")] = Path(
+        "demo-output"
+    ),
     workers: Annotated[int, typer.Option(help="Worker processes for prepare.")] = 2,
 ) -> None:
     """Run the whole pipeline end to end on data it generates (no download)."""
@@ -209,18 +269,39 @@ def demo(
 
 @app.command()
 def serve(
-    data_dir: Annotated[Path, typer.Option(help="The job store, datasets and job folders.")] = Path("fakefinder-data"),
-    host: Annotated[str, typer.Option(help="Bind address; anything but loopback needs --token.")] = "127.0.0.1",
+    data_dir: Annotated[Path, typer.Option(help="The job store, datasets and job folders.")] = Path(
+        "fakefinder-data"
+    ),
+    host: Annotated[
+        str, typer.Option(help="Bind address; anything but loopback needs --token.")
+    ] = "127.0.0.1",
     port: int = 8000,
     token: Annotated[Optional[str], typer.Option(help="API token (default: $FAKEFINDER_TOKEN).")] = None,
-    executor: Annotated[str, typer.Option(help="local (worker processes here) or ray (a Ray cluster's job API).")] = "local",
-    ray_address: Annotated[Optional[str], typer.Option(help="The Ray job API, e.g. http://127.0.0.1:8265.")] = None,
+    executor: Annotated[
+        str, typer.Option(help="local (worker processes here) or ray (a Ray cluster's job API).")
+    ] = "local",
+    ray_address: Annotated[
+        Optional[str], typer.Option(help="The Ray job API, e.g. http://127.0.0.1:8265.")
+    ] = None,
     jobs_per_device: Annotated[int, typer.Option(help="Jobs running at once on each device.")] = 1,
-    device: Annotated[Optional[list[str]], typer.Option("--device", help="Devices to run jobs on (default: every GPU, else cpu).")] = None,
-    dataset_root: Annotated[Optional[list[Path]], typer.Option(help="Folders datasets may be read from (default: <data-dir>/datasets).")] = None,
-    output_root: Annotated[Optional[list[Path]], typer.Option(help="Folders exports may be written to (default: <data-dir>/exports).")] = None,
-    stop_timeout: Annotated[float, typer.Option(help="Seconds a graceful stop may take before it is forced.")] = 120.0,
-    demo_data: Annotated[bool, typer.Option("--demo-data", help="Write tiny datasets (faces, classes, dx) to try it.")] = False,
+    device: Annotated[
+        Optional[list[str]],
+        typer.Option("--device", help="Devices to run jobs on (default: every GPU, else cpu)."),
+    ] = None,
+    dataset_root: Annotated[
+        Optional[list[Path]],
+        typer.Option(help="Folders datasets may be read from (default: <data-dir>/datasets)."),
+    ] = None,
+    output_root: Annotated[
+        Optional[list[Path]],
+        typer.Option(help="Folders exports may be written to (default: <data-dir>/exports)."),
+    ] = None,
+    stop_timeout: Annotated[
+        float, typer.Option(help="Seconds a graceful stop may take before it is forced.")
+    ] = 120.0,
+    demo_data: Annotated[
+        bool, typer.Option("--demo-data", help="Write tiny datasets (faces, classes, dx) to try it.")
+    ] = False,
 ) -> None:
     """The training platform: REST API (OpenAPI at /docs), job queue and web UI on one port."""
     import logging
@@ -231,10 +312,19 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
-        settings = ServeSettings(data_dir=data_dir, host=host, port=port, token=token, executor=executor,
-                                 ray_address=ray_address, jobs_per_device=jobs_per_device, devices=device or None,
-                                 dataset_roots=dataset_root or [], output_roots=output_root or [],
-                                 stop_timeout_s=stop_timeout)
+        settings = ServeSettings(
+            data_dir=data_dir,
+            host=host,
+            port=port,
+            token=token,
+            executor=executor,
+            ray_address=ray_address,
+            jobs_per_device=jobs_per_device,
+            devices=device or None,
+            dataset_roots=dataset_root or [],
+            output_roots=output_root or [],
+            stop_timeout_s=stop_timeout,
+        )
     except (ValueError, *_user_errors()) as exc:
         _fail(str(exc))
     from fakefinder.platform.app import create_app

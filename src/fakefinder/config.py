@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError, core_schema
 
 from fakefinder.core.errors import FakefinderError
@@ -51,24 +59,31 @@ class RunSection(Section):
     """The run settings every kind's training reads, spelled the same in every kind: each kind's run
     section (`train`, `llm.train`, `detector.train`, ...) extends it with its own settings and defaults."""
 
-    output_dir: Path = Field(default=Path("output/run"), description="The run folder: checkpoints, logs and the "
-                             "model artifact.")
+    output_dir: Path = Field(
+        default=Path("output/run"), description="The run folder: checkpoints, logs and the model artifact."
+    )
     epochs: float = Field(default=1, gt=0, description="Passes over the training data.")
     max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps.")
     batch_size: int = Field(default=8, ge=1, description="Samples per step and process.")
     lr: float = Field(default=1e-4, gt=0, description="Peak learning rate.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        default="auto", description="auto: bf16 on a CUDA GPU that has it, else fp16 on a CUDA GPU, fp32 elsewhere; "
-        "fp16 needs a CUDA GPU.")
-    device: str = Field(default="auto", description="auto (a GPU when there is one, else the CPU), cpu, cuda, cuda:1, "
-                        "mps.")
+        default="auto",
+        description="auto: bf16 on a CUDA GPU that has it, else fp16 on a CUDA GPU, fp32 elsewhere; "
+        "fp16 needs a CUDA GPU.",
+    )
+    device: str = Field(
+        default="auto", description="auto (a GPU when there is one, else the CPU), cpu, cuda, cuda:1, mps."
+    )
     num_workers: int = Field(default=0, ge=0, description="Data loader processes.")
     seed: int = Field(default=0, description="Seeds every random draw of the run.")
     trackers: list[Literal["tensorboard", "wandb"]] = Field(
-        default_factory=lambda: ["tensorboard"], description="Where metrics also go: tensorboard (a tensorboard/ "
-        "folder in the run), wandb (Weights & Biases; needs the wandb package); [] for none.")
-    tracker_project: str | None = Field(default=None, description="The project runs are logged under "
-                                        "(W&B; default: fakefinder).")
+        default_factory=lambda: ["tensorboard"],
+        description="Where metrics also go: tensorboard (a tensorboard/ "
+        "folder in the run), wandb (Weights & Biases; needs the wandb package); [] for none.",
+    )
+    tracker_project: str | None = Field(
+        default=None, description="The project runs are logged under (W&B; default: fakefinder)."
+    )
     tracker_entity: str | None = Field(default=None, description="The W&B team or user (default: yours).")
 
 
@@ -76,11 +91,15 @@ class LoraSection(Section):
     """A LoRA adapter, spelled the same in every kind that trains one."""
 
     r: int = Field(default=8, ge=1, description="The adapter's rank.")
-    alpha: int | None = Field(default=None, ge=1, description="Scale numerator (the update is scaled by alpha / r); "
-                              "default: r (scale 1).")
+    alpha: int | None = Field(
+        default=None,
+        ge=1,
+        description="Scale numerator (the update is scaled by alpha / r); default: r (scale 1).",
+    )
     dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout on the adapter's input.")
     target_modules: list[str] | Literal["all-linear"] | None = Field(
-        default=None, description="Layer names to adapt, or all-linear.")
+        default=None, description="Layer names to adapt, or all-linear."
+    )
 
     @field_validator("target_modules")
     @classmethod
@@ -93,10 +112,13 @@ class LoraSection(Section):
 class QuantizedLoraSection(LoraSection):
     """A LoRA adapter that may train on a 4-bit (bitsandbytes) base: QLoRA."""
 
-    quant_type: Literal["nf4", "fp4"] = Field(default="nf4", description="4-bit data type of the base's weights.")
+    quant_type: Literal["nf4", "fp4"] = Field(
+        default="nf4", description="4-bit data type of the base's weights."
+    )
     double_quant: bool = Field(default=False, description="Quantise the quantisation constants too.")
-    compute_dtype: Literal["bf16", "fp16", "fp32"] = Field(default="bf16", description="What the 4-bit layers "
-                                                           "compute in.")
+    compute_dtype: Literal["bf16", "fp16", "fp32"] = Field(
+        default="bf16", description="What the 4-bit layers compute in."
+    )
 
 
 # names that sections check values against (the code behind them lives elsewhere: config imports
@@ -177,15 +199,18 @@ class DataConfig(Section):
 
 
 class FacesConfig(Section):
-    detect: bool = Field(
-        default=True, description="false: inputs are already face crops; resize them only."
-    )
+    detect: bool = Field(default=True, description="false: inputs are already face crops; resize them only.")
     detector: str = Field(default="retinaface", description="The first detector tried on every frame.")
-    fallback: list[str] = Field(default_factory=lambda: ["mtcnn", "opencv"],
-                                description="Tried in order on the frames still without a face.")
+    fallback: list[str] = Field(
+        default_factory=lambda: ["mtcnn", "opencv"],
+        description="Tried in order on the frames still without a face.",
+    )
     detector_options: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Settings a detector takes, by its name; yolo (a face detector trained "
-        "as an object_detector) needs {model: <its artifact>} and takes class (default: face, or its only class).")
+        default_factory=dict,
+        description="Settings a detector takes, by its name; yolo (a face detector trained "
+        "as an object_detector) needs {model: <its artifact>} and takes class (default: face, or its only "
+        "class).",
+    )
     min_score: float = Field(default=0.7, ge=0, le=1)
     min_face_px: int = Field(default=20, ge=1, description="Smallest face side, in source pixels.")
     detect_max_side: int | None = Field(
@@ -197,8 +222,10 @@ class FacesConfig(Section):
     )
     box_convention: Literal["mtcnn", "detector"] = Field(
         default="mtcnn",
-        description="mtcnn: every detector's box is mapped into MTCNN's convention before the margin, so crops "
-        "are framed alike whichever detector fired; detector: boxes as each detector draws them (models trained "
+        description="mtcnn: every detector's box is mapped into MTCNN's convention before the margin, so "
+        "crops "
+        "are framed alike whichever detector fired; detector: boxes as each detector draws them (models "
+        "trained "
         "before the mapping existed).",
     )
     margin: float = Field(
@@ -265,7 +292,8 @@ class ModelConfig(Section):
         "switched on by train.mask_loss > 0.",
     )
     mask_stride: int | None = Field(
-        default=None, ge=1,
+        default=None,
+        ge=1,
         description="Put the mask head on the backbone's feature map at this stride (e.g. 16: a finer map "
         "from a middle stage) instead of the last one.",
     )
@@ -285,7 +313,9 @@ class AugmentConfig(Section):
     downscale: float = Field(default=0.1, ge=0, le=1)
     cutout: float = Field(default=0.2, ge=0, le=1)
     sbi: float = Field(
-        default=0.0, ge=0, le=1,
+        default=0.0,
+        ge=0,
+        le=1,
         description="Share of real training crops turned into self-blended fakes (label fake).",
     )
     sbi_reals_only: bool = Field(default=False, description="Train on real crops only (+ their SBI fakes).")
@@ -293,7 +323,9 @@ class AugmentConfig(Section):
 
 class EarlyStoppingConfig(Section):
     metric: Literal["macro_f1", "auc", "loss", "accuracy", "ap", "eer"] = "macro_f1"
-    patience: int | None = Field(default=10, ge=1, description="Epochs without improvement; null: never stop.")
+    patience: int | None = Field(
+        default=10, ge=1, description="Epochs without improvement; null: never stop."
+    )
 
 
 class TrainConfig(RunSection):
@@ -324,13 +356,17 @@ class TrainConfig(RunSection):
     ema: float | None = Field(default=None, gt=0, lt=1, description="EMA decay, e.g. 0.999.")
     grad_checkpointing: bool = False
     channels_last: bool = False
-    compile: bool = Field(default=False, description="torch.compile the network for training (faster steps on a GPU "
-                          "once the first ones have compiled); not with train.deepspeed.")
+    compile: bool = Field(
+        default=False,
+        description="torch.compile the network for training (faster steps on a GPU "
+        "once the first ones have compiled); not with train.deepspeed.",
+    )
     loss: dict[str, float] = Field(default_factory=lambda: {"ce": 1.0})
     focal_gamma: float = Field(default=2.0, ge=0)
     label_smoothing: float = Field(default=0.0, ge=0, lt=0.5)
     mask_loss: float = Field(
-        default=0.0, ge=0,
+        default=0.0,
+        ge=0,
         description="Weight of the manipulation-mask loss (per-pixel BCE on the model's mask head). Targets: "
         "empty for reals; for a fake, the smoothed difference from the real crop of its identity group "
         "(same frame and face index when known; crops must be aligned); for a self-blended fake, its blend "
@@ -348,17 +384,29 @@ class TrainConfig(RunSection):
     class_weights: bool = Field(default=False, description="Weight the loss by inverse class frequency.")
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     num_workers: int = Field(default=2, ge=0)
-    num_processes: int = Field(default=1, ge=1, description="DDP / DeepSpeed processes, one per GPU, for a "
-                               "platform job (which launches them with torchrun); the CLI is launched with torchrun.")
-    save_steps: int | None = Field(default=None, ge=1, description="Also checkpoint mid-epoch, every this many steps "
-                                   "(each epoch's end is always checkpointed).")
-    logging_steps: int = Field(default=10, ge=1, description="Training loss (and lr, gradient norm) to the trackers "
-                               "every this many steps.")
+    num_processes: int = Field(
+        default=1,
+        ge=1,
+        description="DDP / DeepSpeed processes, one per GPU, for a "
+        "platform job (which launches them with torchrun); the CLI is launched with torchrun.",
+    )
+    save_steps: int | None = Field(
+        default=None,
+        ge=1,
+        description="Also checkpoint mid-epoch, every this many steps "
+        "(each epoch's end is always checkpointed).",
+    )
+    logging_steps: int = Field(
+        default=10,
+        ge=1,
+        description="Training loss (and lr, gradient norm) to the trackers every this many steps.",
+    )
     plots: bool = Field(default=True, description="Draw the training curves (curves.png) after each epoch.")
     backup_dir: Path | None = Field(default=None, description="Copy checkpoints and logs here each epoch.")
     deepspeed: str | None = Field(
         default=None,
-        description="Train through DeepSpeed: zero0, zero1, zero2, or a DeepSpeed JSON file (ZeRO stage 0-2; batch, "
+        description="Train through DeepSpeed: zero0, zero1, zero2, or a DeepSpeed JSON file (ZeRO stage "
+        "0-2; batch, "
         "accumulation and clipping are filled in from train.*). Launch with torchrun or deepspeed.",
     )
 
@@ -380,22 +428,30 @@ class EvalSetConfig(Section):
     datasets: list[str] | None = None
     raw: DatasetConfig | None = Field(
         default=None,
-        description="Raw videos/images in a published layout (as in data.datasets) instead of prepared crops: "
-        "faces are found as the model was trained (predict.faces overrides) and each file is scored as predict "
+        description="Raw videos/images in a published layout (as in data.datasets) instead of prepared "
+        "crops: "
+        "faces are found as the model was trained (predict.faces overrides) and each file is scored as "
+        "predict "
         "scores it. With official splits, the items of `split`; else all of them.",
     )
 
 
 class EvaluateConfig(Section):
-    models: list[Path] = Field(default_factory=list, description="Model artifacts (folders with model.json, or "
-                               "older best.pt files); default: <train.output_dir>/model.")
+    models: list[Path] = Field(
+        default_factory=list,
+        description="Model artifacts (folders with model.json, or "
+        "older best.pt files); default: <train.output_dir>/model.",
+    )
     sets: list[EvalSetConfig] = Field(
         default_factory=list, description="Default: the manifest's test split, one set per dataset."
     )
     aggregation: Literal["mean", "max", "topk", "confident"] = "mean"
     top_k: int = Field(default=3, ge=1)
     threshold: float | None = Field(
-        default=None, ge=0, le=1, description="Default: the threshold fitted on validation (in the checkpoint)."
+        default=None,
+        ge=0,
+        le=1,
+        description="Default: the threshold fitted on validation (in the checkpoint).",
     )
     perturbations: list[str] = Field(
         default_factory=list, description="e.g. [jpeg90, jpeg70, jpeg50, blur, downscale0.5, noise] or [all]."
@@ -413,13 +469,18 @@ class EvaluateConfig(Section):
             return list(PERTURBATION_NAMES)
         unknown = sorted(set(value) - set(PERTURBATION_NAMES))
         if unknown:
-            raise ValueError(f"unknown perturbation(s) {unknown}; choose from {sorted(PERTURBATION_NAMES)} or [all]")
+            raise ValueError(
+                f"unknown perturbation(s) {unknown}; choose from {sorted(PERTURBATION_NAMES)} or [all]"
+            )
         return value
 
 
 class PredictConfig(Section):
-    models: list[Path] = Field(default_factory=list, description="Model artifacts (folders with model.json, or "
-                               "older best.pt files); several form an ensemble; default: <train.output_dir>/model.")
+    models: list[Path] = Field(
+        default_factory=list,
+        description="Model artifacts (folders with model.json, or "
+        "older best.pt files); several form an ensemble; default: <train.output_dir>/model.",
+    )
     weights: list[float] | None = Field(default=None, description="Ensemble weights (default: equal).")
     inputs: list[Path] = Field(default_factory=list, description="Images, videos, folders or list files.")
     output: Path = Path("output/predict/submission.csv")
@@ -429,22 +490,35 @@ class PredictConfig(Section):
     details: Path | None = Field(default=None, description="Per-frame CSV or JSON (scores, boxes, timing).")
     aggregation: Literal["mean", "max", "topk", "confident"] = "mean"
     top_k: int = Field(default=3, ge=1)
-    frames_per_video: int | None = Field(default=None, ge=1, description="Default: the model's (as in training).")
+    frames_per_video: int | None = Field(
+        default=None, ge=1, description="Default: the model's (as in training)."
+    )
     faces: dict[str, Any] = Field(
         default_factory=dict,
-        description="Face settings that replace the model's (faces.* keys, e.g. {detector: retinaface}). A model "
-        "trained on ready crops (faces.detect: false) detects faces in raw inputs unless detect: false is given.",
+        description="Face settings that replace the model's (faces.* keys, e.g. {detector: retinaface}). A "
+        "model "
+        "trained on ready crops (faces.detect: false) detects faces in raw inputs unless detect: false is "
+        "given.",
     )
     no_face_score: float = Field(default=0.5, ge=0, le=1, description="Score of a file with no usable face.")
     threshold: float | None = Field(default=None, ge=0, le=1)
     batch_size: int = Field(default=32, ge=1)
-    batch_across_files: bool = Field(default=True, description="Fill each batch with crops of consecutive files "
-                                     "(false: a file's crops are scored on their own).")
-    num_workers: int = Field(default=2, ge=0, description="Processes decoding and detecting faces (while the "
-                             "main process scores crops; 0: all in the main process).")
+    batch_across_files: bool = Field(
+        default=True,
+        description="Fill each batch with crops of consecutive files "
+        "(false: a file's crops are scored on their own).",
+    )
+    num_workers: int = Field(
+        default=2,
+        ge=0,
+        description="Processes decoding and detecting faces (while the "
+        "main process scores crops; 0: all in the main process).",
+    )
     backend: Literal["auto", "torch", "onnxruntime"] = Field(
-        default="auto", description="What runs a detector's network: auto = ONNX Runtime on CPU (checked against "
-        "PyTorch when loaded; PyTorch if that fails), PyTorch on a GPU.")
+        default="auto",
+        description="What runs a detector's network: auto = ONNX Runtime on CPU (checked against "
+        "PyTorch when loaded; PyTorch if that fails), PyTorch on a GPU.",
+    )
     device: str = "auto"
 
 
@@ -458,8 +532,13 @@ _KIND_READS: dict[str, tuple[str, ...]] = {}  # kind -> the sections its configs
 SHARED_SECTIONS = ("data", "faces", "prepare", "model", "augment", "train", "evaluate", "predict")
 
 
-def register_kind(kind: str, section: str | None = None, model: type[Section] | None = None,
-                  defaults: dict[str, Any] | None = None, reads: tuple[str, ...] = ("evaluate", "predict")) -> None:
+def register_kind(
+    kind: str,
+    section: str | None = None,
+    model: type[Section] | None = None,
+    defaults: dict[str, Any] | None = None,
+    reads: tuple[str, ...] = ("evaluate", "predict"),
+) -> None:
     """Make `kind` a valid `task:`; `section: model` becomes its own config section, `reads` names the
     shared sections its configs hold besides it, and `defaults` (a nested mapping) replace those
     sections' defaults when a config names the kind."""
@@ -515,8 +594,11 @@ class Config(Section):
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
 
-    task: str = Field(default=DEFAULT_TASK, description="The model kind: deepfake_detector, image_classifier, "
-                      "dx_llava, llm_lora, llm_qlora, object_detector, text_to_image_lora.")
+    task: str = Field(
+        default=DEFAULT_TASK,
+        description="The model kind: deepfake_detector, image_classifier, "
+        "dx_llava, llm_lora, llm_qlora, object_detector, text_to_image_lora.",
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     faces: FacesConfig = Field(default_factory=FacesConfig)
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
@@ -553,8 +635,14 @@ class Config(Section):
         notes = migrate(data)
         task = data.get("task", DEFAULT_TASK)
         if not isinstance(task, str) or (_KIND_DEFAULTS and task not in _KIND_DEFAULTS):
-            errors.append({"type": "value_error", "loc": ("task",), "input": task,
-                           "ctx": {"error": f"unknown task {task!r}; known kinds: {', '.join(known_kinds())}"}})
+            errors.append(
+                {
+                    "type": "value_error",
+                    "loc": ("task",),
+                    "input": task,
+                    "ctx": {"error": f"unknown task {task!r}; known kinds: {', '.join(known_kinds())}"},
+                }
+            )
             task = None
         else:
             data = _merge_defaults(_KIND_DEFAULTS.get(task, {}), data)
@@ -594,7 +682,10 @@ class Config(Section):
                 lines = [f"  {name}.{_format_loc(e['loc'])}: {e['msg']}" for e in exc.errors()]
                 raise ConfigError("invalid configuration (assignment):\n" + "\n".join(lines)) from None
         elif model is None and name not in type(self).model_fields and not name.startswith("_"):
-            raise ConfigError(f"unknown config section '{name}' (known: {', '.join([*type(self).model_fields, *_KIND_SECTIONS])})")
+            raise ConfigError(
+                f"unknown config section '{name}' (known: "
+                f"{', '.join([*type(self).model_fields, *_KIND_SECTIONS])})"
+            )
         if name == "task" and _KIND_DEFAULTS and value not in _KIND_DEFAULTS:
             raise ConfigError(f"unknown task {value!r}; known kinds: {', '.join(known_kinds())}")
         super().__setattr__(name, value)
@@ -677,6 +768,7 @@ def _tensorboard_flag(section: str):
     def apply(tree: dict, value: Any) -> None:
         trackers = [t for t in _get(tree, f"{section}.trackers", ["tensorboard"]) if t != "tensorboard"]
         _put(tree, f"{section}.trackers", (["tensorboard"] if value else []) + trackers)
+
     return apply
 
 
@@ -686,6 +778,7 @@ def _wandb_project(section: str):
         trackers = list(_get(tree, f"{section}.trackers", ["tensorboard"]))
         if value and "wandb" not in trackers:
             _put(tree, f"{section}.trackers", [*trackers, "wandb"])
+
     return apply
 
 
@@ -893,9 +986,7 @@ def _resolve_relative_paths(tree: dict[str, Any], base: Path) -> None:
                 dataset["root"] = str((base / root).resolve())
 
 
-def load_config(
-    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
-) -> Config:
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read a YAML config (optional), apply `key.sub=value` overrides, validate."""
     tree: dict[str, Any] = {}
     source = "defaults"
@@ -928,8 +1019,9 @@ def save_config(config: Config, path: Path) -> Path:
     return atomic_write_text(Path(path), config_to_yaml(config))
 
 
-def section_from_saved(model: type[Section], saved: dict[str, Any], where: str,
-                       prefix: str = "") -> tuple[Section, list[str]]:
+def section_from_saved(
+    model: type[Section], saved: dict[str, Any], where: str, prefix: str = ""
+) -> tuple[Section, list[str]]:
     """A section rebuilt from settings a file saved (an artifact's face settings, a DX-LLaVA model's
     sections): keys renamed since are read under their new names (`prefix`: the section's name in a
     config, e.g. "llm"); keys this version does not know (dropped since) are left out, at any depth,

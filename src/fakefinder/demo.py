@@ -12,9 +12,9 @@ from pathlib import Path
 
 from rich.console import Console
 
+from fakefinder import synthetic
 from fakefinder.api import evaluate, predict, prepare, train
 from fakefinder.config import Config, config_from_dict
-from fakefinder import synthetic
 
 
 def make_demo_data(root: Path) -> dict[str, Path]:
@@ -49,24 +49,46 @@ def demo_config(output: Path, data: dict[str, Path], workers: int) -> Config:
             "data": {
                 "datasets": [
                     {"name": "ffpp", "layout": "ffpp", "root": str(data["ffpp"])},
-                    {"name": "dfdc", "layout": "dfdc", "root": str(data["dfdc"]), "use_official_split": False},
+                    {
+                        "name": "dfdc",
+                        "layout": "dfdc",
+                        "root": str(data["dfdc"]),
+                        "use_official_split": False,
+                    },
                 ],
                 "frames_per_video": 8,
                 "split": {"train": 0.6, "val": 0.2, "test": 0.2},
             },
             "faces": {"size": 160},
             "prepare": {"output_dir": str(output / "prepared"), "num_workers": workers},
-            "model": {"name": "efficientnet_lite0", "pretrained": "package:efficientnet_lite0", "image_size": 128},
-            "train": {
-                "output_dir": str(output / "train"), "epochs": 3, "batch_size": 16, "lr": 5e-4,
-                "head_lr_scale": 10, "warmup_epochs": 0.5, "loss": {"ce": 0.5, "focal": 0.3, "f1": 0.2},
-                "channels_last": True, "num_workers": min(2, workers),
+            "model": {
+                "name": "efficientnet_lite0",
+                "pretrained": "package:efficientnet_lite0",
+                "image_size": 128,
             },
-            "evaluate": {"output_dir": str(output / "evaluate"), "perturbations": ["jpeg50", "downscale0.5"],
-                         "num_workers": min(2, workers)},
-            "predict": {"inputs": [str(data["unseen"])], "output": str(output / "submission.csv"),
-                        "details": str(output / "predictions_detail.csv"), "format": "label",
-                        "num_workers": min(2, workers)},
+            "train": {
+                "output_dir": str(output / "train"),
+                "epochs": 3,
+                "batch_size": 16,
+                "lr": 5e-4,
+                "head_lr_scale": 10,
+                "warmup_epochs": 0.5,
+                "loss": {"ce": 0.5, "focal": 0.3, "f1": 0.2},
+                "channels_last": True,
+                "num_workers": min(2, workers),
+            },
+            "evaluate": {
+                "output_dir": str(output / "evaluate"),
+                "perturbations": ["jpeg50", "downscale0.5"],
+                "num_workers": min(2, workers),
+            },
+            "predict": {
+                "inputs": [str(data["unseen"])],
+                "output": str(output / "submission.csv"),
+                "details": str(output / "predictions_detail.csv"),
+                "format": "label",
+                "num_workers": min(2, workers),
+            },
         },
         source="demo",
     )
@@ -91,7 +113,9 @@ def run_demo(output: Path, workers: int = 2) -> None:
     predicted = predict(config, events=events)
     console.rule("[bold]done")
     console.print(f"manifest:    {prepared.manifest_path}")
-    console.print(f"model:       {trained.artifact} (epoch {trained.best_epoch}, "
-                  f"val threshold {trained.details['threshold']:.3f})")
+    console.print(
+        f"model:       {trained.artifact} (epoch {trained.best_epoch}, "
+        f"val threshold {trained.details['threshold']:.3f})"
+    )
     console.print(f"report:      {evaluated.report_file}")
     console.print(f"submission:  {predicted.submission_path}")

@@ -7,17 +7,34 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from fakefinder.core.events import Event
 from fakefinder.engine.report import scalar_table
 
-EPOCH_COLUMNS = [("epoch", "epoch", "{}"), ("train loss", "train_loss", "{:.4f}"), ("val loss", "val_loss", "{:.4f}"),
-                 ("acc", "val_accuracy", "{:.3f}"), ("macro-F1", "val_macro_f1", "{:.3f}"), ("AUC", "val_auc", "{:.3f}"),
-                 ("thr", "threshold", "{:.3f}"), ("lr", "lr", "{:.1e}"), ("s", "epoch_seconds", "{:.0f}"),
-                 ("data wait", "data_wait_pct", "{:.0f}%"), ("CPU", "cpu_pct", "{:.0f}%"), ("RAM GB", "ram_gb", "{}"),
-                 ("GPU GB", "gpu_mem_gb", "{}")]
+EPOCH_COLUMNS = [
+    ("epoch", "epoch", "{}"),
+    ("train loss", "train_loss", "{:.4f}"),
+    ("val loss", "val_loss", "{:.4f}"),
+    ("acc", "val_accuracy", "{:.3f}"),
+    ("macro-F1", "val_macro_f1", "{:.3f}"),
+    ("AUC", "val_auc", "{:.3f}"),
+    ("thr", "threshold", "{:.3f}"),
+    ("lr", "lr", "{:.1e}"),
+    ("s", "epoch_seconds", "{:.0f}"),
+    ("data wait", "data_wait_pct", "{:.0f}%"),
+    ("CPU", "cpu_pct", "{:.0f}%"),
+    ("RAM GB", "ram_gb", "{}"),
+    ("GPU GB", "gpu_mem_gb", "{}"),
+]
 
 
 class RichRenderer:
@@ -32,9 +49,16 @@ class RichRenderer:
     # -- progress bars ------------------------------------------------------------------------
     def _bars(self) -> Progress:
         if self._progress is None:
-            self._progress = Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(),
-                                      TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                                      TimeRemainingColumn(), console=self.console)
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}[/]"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=self.console,
+            )
             self._progress.start()
         return self._progress
 
@@ -57,8 +81,9 @@ class RichRenderer:
 
     def _on_stage(self, event: Event) -> None:
         if self.show_progress and event.total:
-            self._tasks[event.stage] = self._bars().add_task(event.stage, total=event.total, completed=event.step or 0,
-                                                            info="")
+            self._tasks[event.stage] = self._bars().add_task(
+                event.stage, total=event.total, completed=event.step or 0, info=""
+            )
         if event.message:
             self.console.print(event.message)
 
@@ -92,7 +117,9 @@ class RichRenderer:
             self.console.print(epoch_line(event.data) if _cells(event.data)[1:] else metrics_line(event))
 
     def _on_result(self, event: Event) -> None:
-        table = {"prepare": prepare_tables, "train": history_table, "evaluate": evaluation_tables}.get(event.stage)
+        table = {"prepare": prepare_tables, "train": history_table, "evaluate": evaluation_tables}.get(
+            event.stage
+        )
         if table is not None:
             table(event.data, self.console)
         if event.message:
@@ -118,11 +145,16 @@ def epoch_line(row: dict) -> str:
 def metrics_line(event: Event) -> str:
     """A metric event's figures on one line: where in the run, then each named value."""
     data = event.data
-    where = [f"step {event.step}" + (f"/{event.total}" if event.total else "")] if event.step is not None else []
+    where = (
+        [f"step {event.step}" + (f"/{event.total}" if event.total else "")] if event.step is not None else []
+    )
     if data.get("epoch") is not None:
         where.append(f"epoch {data['epoch']:g}" + (f"/{data['epochs']:g}" if data.get("epochs") else ""))
-    values = [_field(k, v) for k, v in data.items() if k not in ("step", "epoch", "epochs")
-              and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    values = [
+        _field(k, v)
+        for k, v in data.items()
+        if k not in ("step", "epoch", "epochs") and isinstance(v, (int, float)) and not isinstance(v, bool)
+    ]
     return " | ".join(where + values)
 
 
@@ -136,8 +168,10 @@ def history_table(result: dict, console) -> None:
     for title, _, _ in present:
         table.add_column(title, justify="right")
     for row in history:
-        table.add_row(*[(f.format(row[key]) if row.get(key) is not None else "-") for _, key, f in present],
-                      style="bold green" if row.get("is_best") else None)
+        table.add_row(
+            *[(f.format(row[key]) if row.get(key) is not None else "-") for _, key, f in present],
+            style="bold green" if row.get("is_best") else None,
+        )
     console.print(table)
 
 
@@ -152,8 +186,11 @@ def prepare_tables(summary: dict[str, Any], console) -> None:
     table.add_column("fake crops", justify="right")
     for split, counts in summary["crops_by_split_label"].items():
         table.add_row(
-            split, str(counts.get("real_videos", 0)), str(counts.get("real", 0)),
-            str(counts.get("fake_videos", 0)), str(counts.get("fake", 0)),
+            split,
+            str(counts.get("real_videos", 0)),
+            str(counts.get("real", 0)),
+            str(counts.get("fake_videos", 0)),
+            str(counts.get("fake", 0)),
         )
     console.print(table)
     for reason, count in summary["failures_by_reason"].items():

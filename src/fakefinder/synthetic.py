@@ -51,7 +51,7 @@ def _blend_swap(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     height, width = image.shape[:2]
     yy, xx = np.mgrid[0:height, 0:width]
     cy, cx = 0.47 * height, 0.5 * width  # inner face of the crop above
-    mask = np.exp(-(((yy - cy) / (0.2 * height)) ** 2 + ((xx - cx) / (0.18 * width)) ** 2) ** 2)
+    mask = np.exp(-((((yy - cy) / (0.2 * height)) ** 2 + ((xx - cx) / (0.18 * width)) ** 2) ** 2))
     donor = Image.fromarray(image.astype(np.uint8)).filter(ImageFilter.GaussianBlur(2.0))
     donor = np.asarray(donor).astype(np.float32) * rng.uniform(0.75, 1.25, size=3)
     mask = mask[..., None]
@@ -59,7 +59,11 @@ def _blend_swap(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def frame_with_face(
-    size: tuple[int, int], identity: int, t: float, fake: bool = False, face_px: int | None = None,
+    size: tuple[int, int],
+    identity: int,
+    t: float,
+    fake: bool = False,
+    face_px: int | None = None,
     seed: int = 0,
 ) -> np.ndarray:
     """One RGB frame (height, width) with the identity's head moving slowly over a background."""
@@ -89,9 +93,17 @@ def background_frame(size: tuple[int, int], t: float, seed: int = 0) -> np.ndarr
 
 
 def write_video(
-    path: Path, num_frames: int = 16, size: tuple[int, int] = (240, 320), identity: int = 0,
-    fake: bool = False, face: bool = True, fps: int = 25, rotation: int = 0,
-    face_px: int | None = None, gop: int | None = None, seed: int | None = None,
+    path: Path,
+    num_frames: int = 16,
+    size: tuple[int, int] = (240, 320),
+    identity: int = 0,
+    fake: bool = False,
+    face: bool = True,
+    fps: int = 25,
+    rotation: int = 0,
+    face_px: int | None = None,
+    gop: int | None = None,
+    seed: int | None = None,
 ) -> Path:
     """Write an H.264 mp4 (`size` is height, width); `face=False` makes a faceless clip."""
     path = Path(path)
@@ -133,9 +145,20 @@ def _texture(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def write_footage(
-    path: Path, num_frames: int = 300, size: tuple[int, int] = (1080, 1920), identity: int = 0,
-    fake: bool = False, fps: int = 30, face_px: int | None = None, faces: int = 2, noise: float = 4.0,
-    crf: int = 23, preset: str = "medium", gop: int = 250, portrait: bool = False, seed: int | None = None,
+    path: Path,
+    num_frames: int = 300,
+    size: tuple[int, int] = (1080, 1920),
+    identity: int = 0,
+    fake: bool = False,
+    fps: int = 30,
+    face_px: int | None = None,
+    faces: int = 2,
+    noise: float = 4.0,
+    crf: int = 23,
+    preset: str = "medium",
+    gop: int = 250,
+    portrait: bool = False,
+    seed: int | None = None,
     truth: list | None = None,
 ) -> Path:
     """An H.264 clip as hard as real footage: a panning textured background, sensor noise, `faces`
@@ -162,7 +185,9 @@ def write_footage(
         head = np.asarray(Image.fromarray(head).resize((head_w, head_h), Image.BILINEAR))
         centre = (0.5, 0.5) if k == 0 else (rng.uniform(0.1, 0.9), rng.uniform(0.15, 0.85))
         fx1, fy1, fx2, fy2 = PORTRAIT_FACE
-        face = (1 - fx2, fy1, 1 - fx1, fy2) if _mirrored(key) else PORTRAIT_FACE  # in the head image, as fractions
+        face = (
+            (1 - fx2, fy1, 1 - fx1, fy2) if _mirrored(key) else PORTRAIT_FACE
+        )  # in the head image, as fractions
         people.append((head, face, centre, rng.uniform(0, 2 * np.pi), rng.uniform(0.03, 0.08)))
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
@@ -174,18 +199,27 @@ def write_footage(
         for i in range(num_frames):
             t = i / max(1, num_frames)
             dx, dy = int(pan * t), int(pan // 8 * (1 + np.sin(2 * np.pi * t)))
-            frame = texture[dy:dy + height, dx:dx + width].astype(np.int16)
+            frame = texture[dy : dy + height, dx : dx + width].astype(np.int16)
             boxes = []
             for head, (fx1, fy1, fx2, fy2), (cx, cy), phase, amp in people:
                 h, w = head.shape[:2]
-                x = int(np.clip(cx * width - w / 2 + amp * width * np.sin(2 * np.pi * t + phase), 0, width - w))
-                y = int(np.clip(cy * height - h / 2 + amp * height * np.cos(2 * np.pi * t + phase), 0, height - h))
-                frame[y:y + h, x:x + w] = head
+                x = int(
+                    np.clip(cx * width - w / 2 + amp * width * np.sin(2 * np.pi * t + phase), 0, width - w)
+                )
+                y = int(
+                    np.clip(cy * height - h / 2 + amp * height * np.cos(2 * np.pi * t + phase), 0, height - h)
+                )
+                frame[y : y + h, x : x + w] = head
                 boxes.append((x + fx1 * w, y + fy1 * h, x + fx2 * w, y + fy2 * h))
             if truth is not None:
                 truth.append(boxes)
             if noise:
-                frame += rng.normal(0, noise, size=(height // 2, width // 2, 1)).astype(np.int16).repeat(2, 0).repeat(2, 1)
+                frame += (
+                    rng.normal(0, noise, size=(height // 2, width // 2, 1))
+                    .astype(np.int16)
+                    .repeat(2, 0)
+                    .repeat(2, 1)
+                )
             image = np.clip(frame, 0, 255).astype(np.uint8)
             if portrait:  # stored sideways; the decoder turns it back upright
                 image = np.ascontiguousarray(np.rot90(image, k=-1))
@@ -196,10 +230,16 @@ def write_footage(
     return path
 
 
-def write_image(path: Path, identity: int = 0, fake: bool = False, size: tuple[int, int] = (224, 224), face: bool = True) -> Path:
+def write_image(
+    path: Path, identity: int = 0, fake: bool = False, size: tuple[int, int] = (224, 224), face: bool = True
+) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    image = frame_with_face(size, identity, 0.25, fake, seed=identity) if face else background_frame(size, 0.3, identity)
+    image = (
+        frame_with_face(size, identity, 0.25, fake, seed=identity)
+        if face
+        else background_frame(size, 0.3, identity)
+    )
     Image.fromarray(image).save(path)
     return path
 
@@ -208,25 +248,36 @@ def write_image(path: Path, identity: int = 0, fake: bool = False, size: tuple[i
 # whole dataset trees in the published layouts (small)
 
 
-def make_ffpp_tree(root: Path, ids: tuple[str, ...] = ("000", "001", "002", "003"), methods=("Deepfakes", "Face2Face"),
-                   compression: str = "c23", **video) -> Path:
+def make_ffpp_tree(
+    root: Path,
+    ids: tuple[str, ...] = ("000", "001", "002", "003"),
+    methods=("Deepfakes", "Face2Face"),
+    compression: str = "c23",
+    **video,
+) -> Path:
     """original_sequences/youtube/<c>/videos/<id>.mp4 and manipulated_sequences/<m>/<c>/videos/<a>_<b>.mp4
     with pairs (ids[0], ids[1]), (ids[1], ids[0]), (ids[2], ids[3]), ... as in FF++."""
     root = Path(root)
     for n, vid in enumerate(ids):
-        write_video(root / "original_sequences/youtube" / compression / "videos" / f"{vid}.mp4", identity=n, **video)
+        write_video(
+            root / "original_sequences/youtube" / compression / "videos" / f"{vid}.mp4", identity=n, **video
+        )
     pairs = [(ids[i], ids[i + 1]) for i in range(0, len(ids) - 1, 2)]
     pairs += [(b, a) for a, b in pairs]
     for method in methods:
         for target, source in pairs:
             write_video(
                 root / "manipulated_sequences" / method / compression / "videos" / f"{target}_{source}.mp4",
-                identity=ids.index(target), fake=True, **video,
+                identity=ids.index(target),
+                fake=True,
+                **video,
             )
     return root
 
 
-def make_dfdc_tree(root: Path, originals: int = 3, fakes_per_original: int = 2, parts: int = 1, **video) -> Path:
+def make_dfdc_tree(
+    root: Path, originals: int = 3, fakes_per_original: int = 2, parts: int = 1, **video
+) -> Path:
     root = Path(root)
     for part in range(parts):
         folder = root / f"dfdc_train_part_{part}"
@@ -252,7 +303,9 @@ def make_celebdf_tree(root: Path, celebs: int = 3, clips: int = 2, youtube: int 
         for k in range(clips):
             write_video(root / "Celeb-real" / f"id{c}_{k:04d}.mp4", identity=c, **video)
             source = (c + 1) % celebs
-            write_video(root / "Celeb-synthesis" / f"id{c}_id{source}_{k:04d}.mp4", identity=c, fake=True, **video)
+            write_video(
+                root / "Celeb-synthesis" / f"id{c}_id{source}_{k:04d}.mp4", identity=c, fake=True, **video
+            )
     for y in range(youtube):
         write_video(root / "YouTube-real" / f"{y:05d}.mp4", identity=50 + y, **video)
     # the official test list: clip 0 of the first celebrity (real and fake) and the first YouTube clip
@@ -269,7 +322,9 @@ def make_folder_tree(root: Path, images: int = 3, videos: int = 1, **video) -> P
         for n in range(images):
             write_image(root / label / "stills" / f"{label}_{n}.png", identity=n, fake=label == "fake")
         for n in range(videos):
-            write_video(root / label / "clips" / f"{label}_{n}.mp4", identity=n, fake=label == "fake", **video)
+            write_video(
+                root / label / "clips" / f"{label}_{n}.mp4", identity=n, fake=label == "fake", **video
+            )
     return root
 
 
@@ -289,7 +344,9 @@ def make_csv_tree(root: Path, groups: int = 10, with_split: bool = True, size: i
     return root
 
 
-def make_prepared_crops(root: Path, groups: int = 12, size: int = 48, datasets: tuple[str, ...] = ("a",)) -> Path:
+def make_prepared_crops(
+    root: Path, groups: int = 12, size: int = 48, datasets: tuple[str, ...] = ("a",)
+) -> Path:
     """Face crops and the manifest.csv `fakefinder prepare` would write for them (split by group:
     60/20/20); returns the manifest's path."""
     import pandas as pd
@@ -304,8 +361,18 @@ def make_prepared_crops(root: Path, groups: int = 12, size: int = 48, datasets: 
                 (root / rel).parent.mkdir(parents=True, exist_ok=True)
                 face = identity_face(g, fake=label == "fake")
                 Image.fromarray(face).resize((size, size)).save(root / rel, quality=95)
-                rows.append({"dataset": dataset, "video_id": f"{dataset}:g{g:03d}_{label}", "group": f"g{g}",
-                             "label": label, "method": label, "split": split, "frame_index": 0, "path": rel})
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "video_id": f"{dataset}:g{g:03d}_{label}",
+                        "group": f"g{g}",
+                        "label": label,
+                        "method": label,
+                        "split": split,
+                        "frame_index": 0,
+                        "path": rel,
+                    }
+                )
     pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
     return root / "manifest.csv"
 
@@ -332,8 +399,10 @@ def make_class_folders(root: Path, per_split=(("train", 10), ("val", 4), ("test"
 
 def llava_conversation(label: int, i: int) -> list[dict]:
     word = "fake" if label else "real"
-    return [{"from": "human", "value": "<image>\nIs this face real or fake?"},
-            {"from": "gpt", "value": f"Sample {i} looks {word}.\n### Answer: {word}"}]
+    return [
+        {"from": "human", "value": "<image>\nIs this face real or fake?"},
+        {"from": "gpt", "value": f"Sample {i} looks {word}.\n### Answer: {word}"},
+    ]
 
 
 def make_llava_set(root: Path, count: int = 12, splits: tuple[str, ...] = ("train",), seed: int = 0) -> Path:
@@ -355,8 +424,28 @@ def make_llava_set(root: Path, count: int = 12, splits: tuple[str, ...] = ("trai
     return root
 
 
-WORDS = ("apple", "river", "stone", "cloud", "tiger", "lemon", "piano", "candle", "forest", "rocket", "garden",
-         "silver", "window", "planet", "bridge", "marble", "orange", "pepper", "ladder", "button")
+WORDS = (
+    "apple",
+    "river",
+    "stone",
+    "cloud",
+    "tiger",
+    "lemon",
+    "piano",
+    "candle",
+    "forest",
+    "rocket",
+    "garden",
+    "silver",
+    "window",
+    "planet",
+    "bridge",
+    "marble",
+    "orange",
+    "pepper",
+    "ladder",
+    "button",
+)
 
 
 def instruction_task(rng: np.random.Generator) -> dict:
@@ -369,18 +458,26 @@ def instruction_task(rng: np.random.Generator) -> dict:
         return {"instruction": f"What is {a} + {b}? Answer with the number only.", "response": str(a + b)}
     if kind == 1:
         b = b if b != a else a + 1
-        return {"instruction": f"Which number is larger, {a} or {b}? Answer with the number only.",
-                "response": str(max(a, b))}
+        return {
+            "instruction": f"Which number is larger, {a} or {b}? Answer with the number only.",
+            "response": str(max(a, b)),
+        }
     if kind == 2:
-        return {"instruction": f"Is {a} odd or even? Answer with one word.", "response": "odd" if a % 2 else "even"}
+        return {
+            "instruction": f"Is {a} odd or even? Answer with one word.",
+            "response": "odd" if a % 2 else "even",
+        }
     if kind == 3:
         return {"instruction": "Write the word in capital letters.", "input": word, "response": word.upper()}
-    return {"instruction": f"What is the first letter of the word '{word}'? Answer with the letter only.",
-            "response": word[0]}
+    return {
+        "instruction": f"What is the first letter of the word '{word}'? Answer with the letter only.",
+        "response": word[0],
+    }
 
 
-def make_instruction_set(root: Path, counts: dict[str, int] | None = None, seed: int = 0,
-                         conversations_every: int = 4) -> Path:
+def make_instruction_set(
+    root: Path, counts: dict[str, int] | None = None, seed: int = 0, conversations_every: int = 4
+) -> Path:
     """`root/<split>.jsonl` of checkable instructions (see `instruction_task`); every
     `conversations_every`-th line is written in the conversations form, the rest as
     instruction / input / response."""
@@ -393,8 +490,12 @@ def make_instruction_set(root: Path, counts: dict[str, int] | None = None, seed:
             task = instruction_task(rng)
             if conversations_every and i % conversations_every == conversations_every - 1:
                 prompt = task["instruction"] + (f"\n\n{task['input']}" if "input" in task else "")
-                task = {"conversations": [{"role": "user", "content": prompt},
-                                          {"role": "assistant", "content": task["response"]}]}
+                task = {
+                    "conversations": [
+                        {"role": "user", "content": prompt},
+                        {"role": "assistant", "content": task["response"]},
+                    ]
+                }
             lines.append(json.dumps(task))
         (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
     return root
@@ -414,8 +515,12 @@ def draw_shape(draw, kind: str, box: list[int], fill: tuple) -> None:
         draw.polygon([(x0, y1), (x1, y1), (x0 + (x1 - x0 + 1) // 2, y0)], fill=fill)
 
 
-def shape_scene(rng: np.random.Generator, size: int = 128, objects: tuple[int, int] = (1, 3),
-                classes: tuple[str, ...] = SHAPES) -> tuple[Image.Image, list[tuple[int, float, float, float, float]]]:
+def shape_scene(
+    rng: np.random.Generator,
+    size: int = 128,
+    objects: tuple[int, int] = (1, 3),
+    classes: tuple[str, ...] = SHAPES,
+) -> tuple[Image.Image, list[tuple[int, float, float, float, float]]]:
     """A noisy background with solid shapes; their boxes as YOLO rows (class, cx, cy, w, h), normalised."""
     from PIL import ImageDraw
 
@@ -436,8 +541,14 @@ def shape_scene(rng: np.random.Generator, size: int = 128, objects: tuple[int, i
     return image, rows
 
 
-def make_yolo_dataset(root: Path, counts: dict[str, int] | None = None, size: int = 128, seed: int = 0,
-                      classes: tuple[str, ...] = SHAPES, background_every: int = 0) -> Path:
+def make_yolo_dataset(
+    root: Path,
+    counts: dict[str, int] | None = None,
+    size: int = 128,
+    seed: int = 0,
+    classes: tuple[str, ...] = SHAPES,
+    background_every: int = 0,
+) -> Path:
     """A YOLO dataset of shape scenes with known boxes: images/<split>/*.jpg, labels/<split>/*.txt,
     data.yaml; every `background_every`-th image has no object and no label file."""
     root = Path(root)
@@ -452,17 +563,25 @@ def make_yolo_dataset(root: Path, counts: dict[str, int] | None = None, size: in
             image.save(root / "images" / split / f"{split}_{i:04d}.jpg", quality=95)
             if not empty:
                 (root / "labels" / split / f"{split}_{i:04d}.txt").write_text(
-                    "".join(f"{c} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}\n" for c, cx, cy, w, h in rows))
+                    "".join(f"{c} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}\n" for c, cx, cy, w, h in rows)
+                )
     names = "".join(f"  {i}: {name}\n" for i, name in enumerate(classes))
     splits = "".join(f"{split}: images/{split}\n" for split in counts)
     (root / "data.yaml").write_text(f"path: .\n{splits}nc: {len(classes)}\nnames:\n{names}")
     return root
 
 
-CAPTION_COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40)}
+CAPTION_COLOURS = {
+    "red": (220, 40, 40),
+    "green": (40, 180, 60),
+    "blue": (40, 70, 220),
+    "yellow": (230, 210, 40),
+}
 
 
-def make_captioned_folder(root: Path, count: int = 12, size: int = 64, seed: int = 0, captions: str = "metadata") -> Path:
+def make_captioned_folder(
+    root: Path, count: int = 12, size: int = 64, seed: int = 0, captions: str = "metadata"
+) -> Path:
     """Images of one coloured shape each with their captions ("a red disc on a grey background"):
     a `metadata.jsonl` ({"file_name", "text"}) or, with captions="txt", a same-name .txt per image."""
     from PIL import ImageDraw

@@ -97,10 +97,14 @@ def training_summary(state: dict) -> dict:
     history = state.get("history") or []
     best = next((row for row in history if row.get("epoch") == state.get("best_epoch")), {})
     metric = (state.get("config") or {}).get("train", {}).get("early_stopping", {}).get("metric")
-    return {"epochs_run": len(history), "best_epoch": state.get("best_epoch"), "global_step": state.get("global_step"),
-            "selected_on": {"metric": metric, "value": state.get("best_metric")},
-            "validation": {k: v for k, v in best.items() if k.startswith("val_") or k == "threshold"},
-            "config": state.get("config")}
+    return {
+        "epochs_run": len(history),
+        "best_epoch": state.get("best_epoch"),
+        "global_step": state.get("global_step"),
+        "selected_on": {"metric": metric, "value": state.get("best_metric")},
+        "validation": {k: v for k, v in best.items() if k.startswith("val_") or k == "threshold"},
+        "config": state.get("config"),
+    }
 
 
 def is_artifact(path: str | Path) -> bool:
@@ -114,8 +118,10 @@ def _migrate(meta: dict, source: Path) -> dict:
     if not isinstance(version, int):
         raise ArtifactError(f"{source}: format_version is missing or not an integer")
     if version > FORMAT_VERSION:
-        raise ArtifactError(f"{source}: format_version {version} was written by a newer fakefinder "
-                            f"(this one reads up to {FORMAT_VERSION}); upgrade fakefinder")
+        raise ArtifactError(
+            f"{source}: format_version {version} was written by a newer fakefinder "
+            f"(this one reads up to {FORMAT_VERSION}); upgrade fakefinder"
+        )
     return meta
 
 
@@ -145,9 +151,15 @@ def staged(folder: str | Path):
     folder); when the block ends, it is swapped into place whole, so a reader never sees new weights
     beside an old model.json and a run killed while writing leaves the previous artifact intact."""
     folder = Path(folder)
-    if folder.exists() and not (folder / META_FILE).is_file() and (not folder.is_dir() or any(folder.iterdir())):
-        raise ArtifactError(f"{folder} exists and is not a model artifact: an artifact replaces only an artifact; "
-                            "choose a new or empty folder")
+    if (
+        folder.exists()
+        and not (folder / META_FILE).is_file()
+        and (not folder.is_dir() or any(folder.iterdir()))
+    ):
+        raise ArtifactError(
+            f"{folder} exists and is not a model artifact: an artifact replaces only an artifact; "
+            "choose a new or empty folder"
+        )
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))
     try:
@@ -158,9 +170,17 @@ def staged(folder: str | Path):
         raise
 
 
-def write_artifact(folder: str | Path, kind: str, architecture: dict, classes: list[str], preprocessing: dict,
-                   weights: dict | None = None, threshold: float | None = None, training: dict | None = None,
-                   extra: dict | None = None) -> Artifact:
+def write_artifact(
+    folder: str | Path,
+    kind: str,
+    architecture: dict,
+    classes: list[str],
+    preprocessing: dict,
+    weights: dict | None = None,
+    threshold: float | None = None,
+    training: dict | None = None,
+    extra: dict | None = None,
+) -> Artifact:
     """Write an artifact folder whole (see `staged`): `weights` (name -> tensor) go to
     model.safetensors; `extra` maps more file names to writers `fn(path)` (kinds with more parts)."""
     from safetensors.torch import save_file
@@ -168,22 +188,43 @@ def write_artifact(folder: str | Path, kind: str, architecture: dict, classes: l
     with staged(folder) as staging:
         files = []
         if weights is not None:
-            save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(staging / WEIGHTS_FILE))
+            save_file(
+                {k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(staging / WEIGHTS_FILE)
+            )
             files.append(WEIGHTS_FILE)
         for name, write in (extra or {}).items():
             write(staging / name)
             files.append(name)
-        meta = write_model_json(staging, kind, architecture, classes, preprocessing, threshold, training, files)
+        meta = write_model_json(
+            staging, kind, architecture, classes, preprocessing, threshold, training, files
+        )
     return Artifact(Path(folder), meta)
 
 
-def write_model_json(folder: Path, kind: str, architecture: dict, classes: list[str], preprocessing: dict,
-                     threshold: float | None, training: dict | None, files: list[str]) -> dict:
+def write_model_json(
+    folder: Path,
+    kind: str,
+    architecture: dict,
+    classes: list[str],
+    preprocessing: dict,
+    threshold: float | None,
+    training: dict | None,
+    files: list[str],
+) -> dict:
     """Write `model.json` into a folder whose weight files (`files`) are already there; returns it."""
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "architecture": architecture,
-            "classes": list(classes), "threshold": threshold, "preprocessing": preprocessing,
-            "training": training or {}, "files": list(files), "fakefinder_version": _version(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "architecture": architecture,
+        "classes": list(classes),
+        "threshold": threshold,
+        "preprocessing": preprocessing,
+        "training": training or {},
+        "files": list(files),
+        "fakefinder_version": _version(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     atomic_write_text(Path(folder) / META_FILE, json.dumps(meta, indent=1, default=_plain))
     return meta
 
@@ -223,5 +264,13 @@ def write_converted(artifact: Artifact, output: str | Path) -> Artifact:
         raise ArtifactError(f"{artifact.path} is a model artifact already: there is nothing to convert")
     meta = artifact.meta
     training = {**(meta.get("training") or {}), "converted_from": meta.get("converted_from")}
-    return write_artifact(output, artifact.kind, meta["architecture"], meta["classes"], meta["preprocessing"],
-                          artifact.tensors, meta.get("threshold"), training)
+    return write_artifact(
+        output,
+        artifact.kind,
+        meta["architecture"],
+        meta["classes"],
+        meta["preprocessing"],
+        artifact.tensors,
+        meta.get("threshold"),
+        training,
+    )

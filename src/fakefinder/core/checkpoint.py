@@ -30,8 +30,14 @@ def plain_array_globals() -> list:
     names numpy 2 and numpy 1 pickled them with."""
     core = getattr(np, "_core", None) or np.core
     reconstruct = core.multiarray._reconstruct
-    return [reconstruct, (reconstruct, "numpy.core.multiarray._reconstruct"),
-            (reconstruct, "numpy._core.multiarray._reconstruct"), np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+    return [
+        reconstruct,
+        (reconstruct, "numpy.core.multiarray._reconstruct"),
+        (reconstruct, "numpy._core.multiarray._reconstruct"),
+        np.ndarray,
+        np.dtype,
+        type(np.dtype(np.uint32)),
+    ]
 
 
 def rng_state() -> dict:
@@ -39,8 +45,13 @@ def rng_state() -> dict:
     name, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": {"bit_generator": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "numpy": {
+            "bit_generator": str(name),
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -53,8 +64,15 @@ def set_rng_state(state: dict) -> None:
     numpy_state = state["numpy"]
     if isinstance(numpy_state, dict):
         keys = np.asarray(numpy_state["keys"].numpy(), dtype=np.uint32)
-        np.random.set_state((numpy_state["bit_generator"], keys, numpy_state["pos"], numpy_state["has_gauss"],
-                             numpy_state["cached_gaussian"]))
+        np.random.set_state(
+            (
+                numpy_state["bit_generator"],
+                keys,
+                numpy_state["pos"],
+                numpy_state["has_gauss"],
+                numpy_state["cached_gaussian"],
+            )
+        )
     else:  # a checkpoint from before plain RNG states: numpy's own tuple
         np.random.set_state(numpy_state)
     torch.set_rng_state(state["torch"])
@@ -93,5 +111,7 @@ def load_checkpoint(path: Path, map_location="cpu", allow: tuple = ()) -> dict:
     except Exception as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
     if not isinstance(state, dict):
-        raise CheckpointError(f"{path} is not a fakefinder checkpoint (it holds a {type(state).__name__}, not a dict)")
+        raise CheckpointError(
+            f"{path} is not a fakefinder checkpoint (it holds a {type(state).__name__}, not a dict)"
+        )
     return state

@@ -25,6 +25,8 @@ def join_notes(notes: Iterable[str]) -> str:
     return "; ".join(note for note in notes if note)
 
 
-def described(layout: str, splits: dict | None = None, notes: Iterable[str] = (), usable: bool = True) -> dict:
+def described(
+    layout: str, splits: dict | None = None, notes: Iterable[str] = (), usable: bool = True
+) -> dict:
     """A kind's answer to `describe_dataset`."""
     return {"layout": layout, "splits": splits or {}, "note": join_notes(notes), "usable": usable}

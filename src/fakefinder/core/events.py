@@ -21,7 +21,7 @@ log = logging.getLogger("fakefinder")
 @dataclass(frozen=True)
 class Event:
     type: str  # one of EVENT_TYPES
-    stage: str  # what the event is about: "prepare", "train", "epoch 3/10", "evaluate", "predict", ... (metrics: train, val)
+    stage: str  # what it is about: "prepare", "train", "epoch 3/10", "evaluate", ... (metrics: train, val)
     message: str = ""
     step: int | None = None
     total: int | None = None
@@ -65,7 +65,9 @@ class Stage:
         eta = None
         if self.total and done > 0:
             eta = (time.perf_counter() - self.started) / done * max(0, self.total - self.step)
-        self.events.emit("progress", self.name, message, step=self.step, total=self.total, eta_s=eta, data=data)
+        self.events.emit(
+            "progress", self.name, message, step=self.step, total=self.total, eta_s=eta, data=data
+        )
 
 
 class Events:
@@ -83,8 +85,17 @@ class Events:
     def warning(self, message: str, stage: str = "") -> None:
         self.emit("warning", stage, message)
 
-    def metrics(self, stage: str, values: dict, message: str = "", *, step: int | None = None,
-                total: int | None = None, epoch: float | None = None, epochs: float | None = None) -> None:
+    def metrics(
+        self,
+        stage: str,
+        values: dict,
+        message: str = "",
+        *,
+        step: int | None = None,
+        total: int | None = None,
+        epoch: float | None = None,
+        epochs: float | None = None,
+    ) -> None:
         """Named metrics of one moment of a run, one shape for every kind: `stage` is `train` (rows
         logged while training) or `val` (held-out figures); `step` of `total` optimizer steps and the
         `epoch` (of `epochs`) they were taken at, also kept in the data (so stored rows say when)."""

@@ -67,7 +67,9 @@ def input_files(inputs, extensions: tuple[str, ...], what: str) -> list[Path]:
     files = []
     for raw in inputs:
         path = Path(raw)
-        found = sorted(p for p in path.rglob("*") if p.suffix.lower() in extensions) if path.is_dir() else [path]
+        found = (
+            sorted(p for p in path.rglob("*") if p.suffix.lower() in extensions) if path.is_dir() else [path]
+        )
         for file in found:
             if not file.is_file():
                 raise FileNotFoundError(f"predict input not found: {file}")

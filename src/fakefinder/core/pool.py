@@ -37,8 +37,15 @@ def _call(fn: Callable, item: Any) -> Any:
         release_free_memory()
 
 
-def process_map(fn: Callable, items: Iterable, workers: int, initializer: Callable | None = None,
-                initargs: tuple = (), ordered: bool = True, threads: int | None = None) -> Iterator:
+def process_map(
+    fn: Callable,
+    items: Iterable,
+    workers: int,
+    initializer: Callable | None = None,
+    initargs: tuple = (),
+    ordered: bool = True,
+    threads: int | None = None,
+) -> Iterator:
     """`fn(item)` for each item: in input order (`ordered`), else as they finish. `fn` and
     `initializer` must be importable module-level functions (they run in spawned processes)."""
     items = list(items)
@@ -52,8 +59,12 @@ def process_map(fn: Callable, items: Iterable, workers: int, initializer: Callab
                 yield _call(fn, item)
         return
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_start_worker,
-                             initargs=(threads, initializer, initargs)) as pool:
+    with ProcessPoolExecutor(
+        workers,
+        mp_context=get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(threads, initializer, initargs),
+    ) as pool:
         queue = iter(enumerate(items))
         running: dict[Future, int] = {}
         finished: dict[int, Any] = {}

@@ -48,16 +48,28 @@ class TrainSummary:
     steps: int = 0  # optimizer steps run
     seconds: float | None = None
     history: list[dict] = field(default_factory=list)  # the metric rows of the run, in order
-    details: dict[str, Any] = field(default_factory=dict)  # what only this kind reports (threshold, data checks)
+    details: dict[str, Any] = field(
+        default_factory=dict
+    )  # what only this kind reports (threshold, data checks)
 
     @property
     def interrupted(self) -> bool:
         return self.stopped == "interrupted"
 
     def to_dict(self, history: bool = False) -> dict:
-        out = {"kind": self.kind, "output_dir": self.output_dir, "artifact": self.artifact, "stopped": self.stopped,
-               "metric": self.metric, "best_metric": self.best_metric, "best_epoch": self.best_epoch,
-               "epochs": self.epochs, "steps": self.steps, "seconds": self.seconds, "details": self.details}
+        out = {
+            "kind": self.kind,
+            "output_dir": self.output_dir,
+            "artifact": self.artifact,
+            "stopped": self.stopped,
+            "metric": self.metric,
+            "best_metric": self.best_metric,
+            "best_epoch": self.best_epoch,
+            "epochs": self.epochs,
+            "steps": self.steps,
+            "seconds": self.seconds,
+            "details": self.details,
+        }
         if history:
             out["history"] = self.history
         return plain(out)
@@ -77,8 +89,16 @@ class EvalSummary:
     tables: dict = field(default_factory=dict)  # summary tables for terminals (kinds that have them)
 
     def to_dict(self) -> dict:
-        return plain({"kind": self.kind, "output_dir": self.output_dir, "metrics": self.metrics,
-                      "metrics_file": self.metrics_file, "report_file": self.report_file, "files": self.files})
+        return plain(
+            {
+                "kind": self.kind,
+                "output_dir": self.output_dir,
+                "metrics": self.metrics,
+                "metrics_file": self.metrics_file,
+                "report_file": self.report_file,
+                "files": self.files,
+            }
+        )
 
 
 @dataclass

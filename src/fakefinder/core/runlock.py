@@ -48,7 +48,8 @@ class RunLock:
                 owner = _read_owner(fd)
                 os.close(fd)
                 raise RunFolderError(
-                    f"{self.folder} is in use: {_describe(owner)} holds it ({self.path.name}); wait for that run to "
+                    f"{self.folder} is in use: {_describe(owner)} holds it ({self.path.name}); wait for "
+                    f"that run to "
                     "end, stop it, or choose another folder"
                 ) from None
             try:
@@ -60,9 +61,18 @@ class RunLock:
             os.close(fd)
         self.stale = _read_owner(fd) or None
         os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "purpose": self.purpose,
-                                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                 "command": " ".join(sys.argv)[:500]}).encode())
+        os.write(
+            fd,
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "purpose": self.purpose,
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "command": " ".join(sys.argv)[:500],
+                }
+            ).encode(),
+        )
         os.fsync(fd)
         self._fd = fd
         return self
@@ -103,7 +113,8 @@ def _read_owner(fd: int) -> dict:
 
 def _describe(owner: dict) -> str:
     purpose = owner.get("purpose", "a run")
-    return f"{purpose} (pid {owner.get('pid', '?')} on {owner.get('host', '?')}, started {owner.get('started', '?')})"
+    started = owner.get("started", "?")
+    return f"{purpose} (pid {owner.get('pid', '?')} on {owner.get('host', '?')}, started {started})"
 
 
 def run_files(folder: str | Path, markers: Iterable[str]) -> list[Path]:
@@ -112,15 +123,17 @@ def run_files(folder: str | Path, markers: Iterable[str]) -> list[Path]:
     return sorted({p for pattern in markers for p in folder.glob(pattern)}) if folder.is_dir() else []
 
 
-def guard_run_folder(folder: str | Path, markers: Iterable[str], resume: bool, overwrite: bool,
-                     what: str = "a run") -> None:
+def guard_run_folder(
+    folder: str | Path, markers: Iterable[str], resume: bool, overwrite: bool, what: str = "a run"
+) -> None:
     """Before a run writes `folder`: go on when it holds no run (`markers`), or when asked to resume
     or overwrite it; else `RunFolderError` with the choices spelled out (nothing changes)."""
     found = run_files(folder, markers)
     if found and not resume and not overwrite:
         names = ", ".join(p.name for p in found[:6])
         raise RunFolderError(
-            f"{folder} already holds {what} ({names}). Choose: --resume to continue it, --overwrite to replace "
+            f"{folder} already holds {what} ({names}). Choose: --resume to continue it, --overwrite to "
+            f"replace "
             "it, or a new output folder"
         )
 
@@ -135,8 +148,9 @@ def clear_run(folder: str | Path, markers: Iterable[str]) -> list[Path]:
 
 
 @contextlib.contextmanager
-def guarded_run(folder: str | Path, markers: Iterable[str], resume: bool, overwrite: bool, what: str, purpose: str,
-                events):
+def guarded_run(
+    folder: str | Path, markers: Iterable[str], resume: bool, overwrite: bool, what: str, purpose: str, events
+):
     """The frame of a training run in `folder`: its lock held (a stale one's note warned through
     `events`), a run the folder holds refused unless resumed or overwritten (`guard_run_folder`), and
     the caller's RNG states given back afterwards (training seeds every generator)."""

@@ -8,8 +8,12 @@ import pandas as pd
 AGGREGATIONS = ("mean", "max", "topk", "confident")
 
 
-def aggregate_scores(scores: np.ndarray, method: str = "mean", top_k: int = 3,
-                     confident: tuple[float, float, float] = (0.8, 0.2, 0.4)) -> float:
+def aggregate_scores(
+    scores: np.ndarray,
+    method: str = "mean",
+    top_k: int = 3,
+    confident: tuple[float, float, float] = (0.8, 0.2, 0.4),
+) -> float:
     """One video's score from its frame scores.
 
     confident: if at least `share` of the frames are confidently fake (>= high), the mean of those;
@@ -42,7 +46,9 @@ def aggregate_videos(frames: pd.DataFrame, method: str = "mean", top_k: int = 3)
     labels = frames.groupby("video_id")["label"].nunique()
     mixed = labels[labels > 1]
     if len(mixed):
-        raise ValueError(f"video_id {mixed.index[0]} has frames with different labels; video ids must be unique")
+        raise ValueError(
+            f"video_id {mixed.index[0]} has frames with different labels; video ids must be unique"
+        )
     grouped = frames.groupby("video_id", sort=True)
     videos = grouped[keep].first()
     videos["score"] = grouped["score"].apply(lambda s: aggregate_scores(s.to_numpy(), method, top_k))

@@ -46,11 +46,15 @@ def deepspeed_config(train) -> dict:
         path = Path(value)
         source = str(path)
         if not path.is_file():
-            raise ConfigError(f"train.deepspeed={value!r}: not zero0, zero1, zero2 or an existing DeepSpeed JSON file")
+            raise ConfigError(
+                f"train.deepspeed={value!r}: not zero0, zero1, zero2 or an existing DeepSpeed JSON file"
+            )
         try:
             config = json.loads(path.read_text())
         except json.JSONDecodeError as error:
-            raise ConfigError(f"{path}: not valid JSON (line {error.lineno}, column {error.colno}): {error.msg}") from None
+            raise ConfigError(
+                f"{path}: not valid JSON (line {error.lineno}, column {error.colno}): {error.msg}"
+            ) from None
         if not isinstance(config, dict):
             raise ConfigError(f"{path}: a DeepSpeed config is a JSON object")
         for key, why in OWNED.items():
@@ -59,24 +63,33 @@ def deepspeed_config(train) -> dict:
     stage = int(config.get("zero_optimization", {}).get("stage", 0))
     if stage > 2:
         raise ConfigError(
-            f"{source}: zero_optimization.stage={stage}: the classic trainer runs ZeRO stages 0-2; stage 3 partitions "
+            f"{source}: zero_optimization.stage={stage}: the classic trainer runs ZeRO stages 0-2; stage 3 "
+            f"partitions "
             "the weights, which EMA, validation and checkpoints use whole (use zero2)"
         )
     if stage == 2 and train.accumulate > 1:
         raise ConfigError(
-            f"{source}: ZeRO-2 with train.accumulate={train.accumulate}: under DeepSpeed 0.19 its stage-2 gradient "
-            "accumulation does not reproduce DDP's gradients in fakefinder's check; use zero1 (the optimizer state "
+            f"{source}: ZeRO-2 with train.accumulate={train.accumulate}: under DeepSpeed 0.19 its stage-2 "
+            f"gradient "
+            "accumulation does not reproduce DDP's gradients in fakefinder's check; use zero1 (the "
+            "optimizer state "
             "is split all the same) or accumulate: 1"
         )
     if train.precision == "fp16":
-        raise ConfigError("train.precision=fp16 with train.deepspeed: no loss scaling on this path; use bf16, or "
-                          "train without DeepSpeed (DDP scales fp16 losses)")
-    for key, ours in (("train_micro_batch_size_per_gpu", train.batch_size),
-                      ("gradient_accumulation_steps", train.accumulate),
-                      ("gradient_clipping", float(train.grad_clip or 0.0))):
+        raise ConfigError(
+            "train.precision=fp16 with train.deepspeed: no loss scaling on this path; use bf16, or "
+            "train without DeepSpeed (DDP scales fp16 losses)"
+        )
+    for key, ours in (
+        ("train_micro_batch_size_per_gpu", train.batch_size),
+        ("gradient_accumulation_steps", train.accumulate),
+        ("gradient_clipping", float(train.grad_clip or 0.0)),
+    ):
         given = config.get(key, "auto")
         if given != "auto" and given != ours:
-            raise ConfigError(f"{source}: {key}={given} but the train config says {ours}; write \"auto\" or drop it")
+            raise ConfigError(
+                f'{source}: {key}={given} but the train config says {ours}; write "auto" or drop it'
+            )
         config[key] = ours
     if config.get("train_batch_size") == "auto":
         del config["train_batch_size"]  # DeepSpeed derives it (and checks a given one against the world size)
@@ -91,7 +104,9 @@ def wrap(model, optimizer, config: dict):
     """A DeepSpeed engine around `model` whose optimizer steps are `optimizer`'s (partitioned)."""
     import deepspeed
 
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config, dist_init_required=False)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, optimizer=optimizer, config=config, dist_init_required=False
+    )
     return engine
 
 
@@ -140,11 +155,14 @@ def vet(folder: Path) -> None:
 def load(engine, output_dir: Path, tag: str, checkpoint: Path) -> None:
     folder = Path(output_dir) / FOLDER
     if not (folder / tag).is_dir():
-        raise FileNotFoundError(f"{checkpoint} was written by a DeepSpeed run whose optimizer state {folder / tag} "
-                                "is missing; resume from a copy that has it")
+        raise FileNotFoundError(
+            f"{checkpoint} was written by a DeepSpeed run whose optimizer state {folder / tag} "
+            "is missing; resume from a copy that has it"
+        )
     vet(folder / tag)
-    loaded, _ = engine.load_checkpoint(str(folder), tag=tag, load_optimizer_states=True,
-                                       load_lr_scheduler_states=False)
+    loaded, _ = engine.load_checkpoint(
+        str(folder), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=False
+    )
     if loaded is None:
         raise FileNotFoundError(f"DeepSpeed could not load {folder / tag} (named by {checkpoint})")
 

@@ -44,8 +44,13 @@ def setup(preference: str = "auto", group: bool = False) -> tuple[DistInfo, torc
         if device.type == "cuda":
             torch.cuda.set_device(device)
         if not info.enabled:
-            for key, value in (("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(_free_port())), ("RANK", "0"),
-                               ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
+            for key, value in (
+                ("MASTER_ADDR", "127.0.0.1"),
+                ("MASTER_PORT", str(_free_port())),
+                ("RANK", "0"),
+                ("LOCAL_RANK", "0"),
+                ("WORLD_SIZE", "1"),
+            ):
                 if key not in os.environ:
                     os.environ[key] = value
                     info.env_added.append(key)

@@ -17,16 +17,34 @@ def training_arguments(settings, run, evaluates: bool, **extra):
     t = settings
     device = run.device.type
     return TrainingArguments(
-        output_dir=str(run.folder), num_train_epochs=t.epochs, max_steps=t.max_steps or -1,
-        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.eval_batch_size or t.batch_size,
-        gradient_accumulation_steps=t.accumulate, learning_rate=t.lr, weight_decay=t.weight_decay,
-        lr_scheduler_type=t.scheduler, warmup_steps=t.warmup_ratio, max_grad_norm=t.grad_clip,
-        logging_steps=t.logging_steps, logging_nan_inf_filter=False,
-        eval_strategy="steps" if evaluates else "no", eval_steps=t.eval_steps,
-        save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit,
-        seed=t.seed, data_seed=t.seed, dataloader_num_workers=t.num_workers,
-        report_to="none", use_cpu=device == "cpu", disable_tqdm=True,
-        bf16=run.precision == "bf16", fp16=run.precision == "fp16", **extra)
+        output_dir=str(run.folder),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps or -1,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size or t.batch_size,
+        gradient_accumulation_steps=t.accumulate,
+        learning_rate=t.lr,
+        weight_decay=t.weight_decay,
+        lr_scheduler_type=t.scheduler,
+        warmup_steps=t.warmup_ratio,
+        max_grad_norm=t.grad_clip,
+        logging_steps=t.logging_steps,
+        logging_nan_inf_filter=False,
+        eval_strategy="steps" if evaluates else "no",
+        eval_steps=t.eval_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        seed=t.seed,
+        data_seed=t.seed,
+        dataloader_num_workers=t.num_workers,
+        report_to="none",
+        use_cpu=device == "cpu",
+        disable_tqdm=True,
+        bf16=run.precision == "bf16",
+        fp16=run.precision == "fp16",
+        **extra,
+    )
 
 
 def trainer_base():
@@ -96,9 +114,14 @@ def events_callback(run, stage: str):
             logs = dict(logs or {})
             evaluated = any(key.startswith("eval_") for key in logs)
             logs.pop("epoch", None)
-            events.metrics("val" if evaluated else "train", logs, step=state.global_step, total=state.max_steps,
-                           epoch=round(state.epoch, 4) if state.epoch is not None else None,
-                           epochs=args.num_train_epochs if args.max_steps <= 0 else None)
+            events.metrics(
+                "val" if evaluated else "train",
+                logs,
+                step=state.global_step,
+                total=state.max_steps,
+                epoch=round(state.epoch, 4) if state.epoch is not None else None,
+                epochs=args.num_train_epochs if args.max_steps <= 0 else None,
+            )
 
         def on_train_end(self, args, state, control, **kwargs):
             if self.running is not None:
@@ -110,6 +133,9 @@ def events_callback(run, stage: str):
 def latest_checkpoint(output: Path) -> Path | None:
     """The complete `checkpoint-<step>` folder of `output` with the highest step (None: there is
     none). The Trainer writes `trainer_state.json` last: a folder without it was cut off by a kill."""
-    found = [p for p in Path(output).glob("checkpoint-*")
-             if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
+    found = [
+        p
+        for p in Path(output).glob("checkpoint-*")
+        if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()
+    ]
     return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None

@@ -13,8 +13,14 @@ from torch import nn
 from fakefinder.config import ConfigError
 
 SMOLLM2_PACKAGE = "package:smollm2-135m-instruct"
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
-          "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {
+    "fp32": torch.float32,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
 
 
 def smollm2_folder() -> Path:
@@ -58,12 +64,17 @@ def four_bit_config(quant_type: str = "nf4", nested: bool = True, compute_dtype:
     from transformers import BitsAndBytesConfig
 
     compute = torch_dtype(compute_dtype) or torch.float32
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type, bnb_4bit_use_double_quant=nested,
-                              bnb_4bit_compute_dtype=compute)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quant_type,
+        bnb_4bit_use_double_quant=nested,
+        bnb_4bit_compute_dtype=compute,
+    )
 
 
-def load_causal_lm(source: str, gguf_file: str | None = None, dtype: str = "auto", quantization=None,
-                   key: str = "model"):
+def load_causal_lm(
+    source: str, gguf_file: str | None = None, dtype: str = "auto", quantization=None, key: str = "model"
+):
     """A causal LM from a hub id or a folder (`gguf_file` in it, dequantised); `dtype` auto keeps the
     checkpoint's on a GPU and uses fp32 on CPU; `quantization` a BitsAndBytesConfig. `key` names
     the config key in errors."""
@@ -79,8 +90,10 @@ def load_causal_lm(source: str, gguf_file: str | None = None, dtype: str = "auto
         kwargs["dtype"] = chosen
     if quantization is not None:
         if gguf_file:
-            raise ConfigError(f"{key}: 4-bit loading needs a safetensors model; {gguf_file} is a GGUF file "
-                              "(dequantise it into a folder first)")
+            raise ConfigError(
+                f"{key}: 4-bit loading needs a safetensors model; {gguf_file} is a GGUF file "
+                "(dequantise it into a folder first)"
+            )
         kwargs["quantization_config"] = quantization
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)

@@ -59,14 +59,24 @@ def confusion(labels, predictions) -> np.ndarray:
 def per_class_report(labels, predictions, names: list[str]) -> dict[str, dict[str, float]]:
     """Precision, recall, F1 and support per class (classes with no prediction score 0)."""
     precision, recall, f1, support = skm.precision_recall_fscore_support(
-        labels, predictions, labels=list(range(len(names))), zero_division=0)
-    return {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                   "support": int(support[i])} for i, name in enumerate(names)}
+        labels, predictions, labels=list(range(len(names))), zero_division=0
+    )
+    return {
+        name: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(names)
+    }
 
 
 def macro_f1(labels, scores, threshold: float = 0.5) -> float:
     y, p = _as_arrays(labels, scores)
-    return float(skm.f1_score(y, (p >= threshold).astype(np.int64), average="macro", labels=[0, 1], zero_division=0))
+    return float(
+        skm.f1_score(y, (p >= threshold).astype(np.int64), average="macro", labels=[0, 1], zero_division=0)
+    )
 
 
 def log_loss(labels, scores, eps: float = 1e-7) -> float:

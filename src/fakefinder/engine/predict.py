@@ -22,7 +22,7 @@ import pandas as pd
 from fakefinder.config import Config, ConfigError, FacesConfig
 from fakefinder.core.files import atomic_write, atomic_write_text
 from fakefinder.core.process import flush_denormal
-from fakefinder.core.results import PredictResult, Predictor
+from fakefinder.core.results import Predictor, PredictResult
 from fakefinder.media.images import MEDIA_EXTENSIONS
 
 
@@ -33,7 +33,9 @@ def list_inputs(paths: list[Path]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS)
+            files += sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS
+            )
         elif path.suffix.lower() in {".txt", ".csv", ".lst"} and path.is_file():
             files += _read_list(path)
         elif path.is_file():
@@ -51,7 +53,11 @@ def _read_list(path: Path) -> list[Path]:
         column = next((c for c in ("path", "file", "filename") if c in frame.columns), frame.columns[0])
         entries = [str(v) for v in frame[column]]
     else:
-        entries = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+        entries = [
+            line.strip()
+            for line in path.read_text().splitlines()
+            if line.strip() and not line.startswith("#")
+        ]
     return [(path.parent / e) if not Path(e).is_absolute() else Path(e) for e in entries]
 
 
@@ -78,17 +84,23 @@ def extractions(files: list[Path], settings, workers: int) -> Iterator:
 # the model side (main process): settings from the artifact, one loop for every face-based kind
 
 
-def face_settings(preprocessing: dict, overrides: dict, face_based: bool = True) -> tuple[FacesConfig, list[str]]:
+def face_settings(
+    preprocessing: dict, overrides: dict, face_based: bool = True
+) -> tuple[FacesConfig, list[str]]:
     """How predict finds faces: the model's own settings (as in training) with `predict.faces`
     overrides on top. A face-based model trained on ready crops (`faces.detect: false`) gets
     detection with the default detector on raw inputs unless the overrides say `detect: false`.
     Returns the settings and notes for the user (what was changed or ignored)."""
     unknown = sorted(set(overrides) - set(FacesConfig.model_fields))
     if unknown:
-        raise ConfigError(f"predict.faces: unknown key(s) {unknown}; face settings are {sorted(FacesConfig.model_fields)}")
+        raise ConfigError(
+            f"predict.faces: unknown key(s) {unknown}; face settings are {sorted(FacesConfig.model_fields)}"
+        )
     saved = dict(preprocessing.get("faces") or {})
     if saved and "box_convention" not in saved:
-        saved["box_convention"] = "detector"  # trained before boxes were mapped to one convention: crop as then
+        saved["box_convention"] = (
+            "detector"  # trained before boxes were mapped to one convention: crop as then
+        )
     notes = []
     detecting_anew = face_based and saved.get("detect") is False and "detect" not in overrides
     if detecting_anew:
@@ -96,11 +108,15 @@ def face_settings(preprocessing: dict, overrides: dict, face_based: bool = True)
         saved = {**FacesConfig().model_dump(mode="json"), **kept}
     from fakefinder.config import section_from_saved
 
-    faces, ignored = section_from_saved(FacesConfig, {**saved, **overrides}, "the model's face settings + predict.faces")
+    faces, ignored = section_from_saved(
+        FacesConfig, {**saved, **overrides}, "the model's face settings + predict.faces"
+    )
     if detecting_anew:
-        notes.append(f"the model was trained on ready face crops (faces.detect: false): faces are detected in the "
-                     f"inputs with {faces.detector} (fallback {faces.fallback}); set predict.faces.detect=false "
-                     "when the inputs are face crops already")
+        notes.append(
+            f"the model was trained on ready face crops (faces.detect: false): faces are detected in the "
+            f"inputs with {faces.detector} (fallback {faces.fallback}); set predict.faces.detect=false "
+            "when the inputs are face crops already"
+        )
     if ignored:
         notes.append(f"face settings this version does not know were ignored: {ignored}")
     return faces, notes
@@ -123,7 +139,9 @@ class FilePredictor(Predictor):
         """Scores of crops from any files, one row per crop (None: this kind scores file by file)."""
         return None
 
-    def file_result(self, file_id: str, found, scores: np.ndarray, pc, threshold: float | None) -> tuple[dict, list[dict]]:
+    def file_result(
+        self, file_id: str, found, scores: np.ndarray, pc, threshold: float | None
+    ) -> tuple[dict, list[dict]]:
         """The file's row from its crops' `score` rows."""
         raise NotImplementedError
 
@@ -151,7 +169,9 @@ class CrossFileBatcher:
     are scored. At most one batch plus one file's crops wait. A file's `classify_s` is its share of
     the batches its crops were in, plus its own aggregation."""
 
-    def __init__(self, predictor: FilePredictor, pc, threshold: float | None, across_files: bool = True) -> None:
+    def __init__(
+        self, predictor: FilePredictor, pc, threshold: float | None, across_files: bool = True
+    ) -> None:
         self.predictor, self.pc, self.threshold, self.across = predictor, pc, threshold, across_files
         self._files: list[list] = []  # [file_id, found, classify_s]
         self._crops: list[np.ndarray] = []  # not yet scored, in file order
@@ -191,8 +211,9 @@ class CrossFileBatcher:
             file_id, found, classify_s = self._files.pop(0)
             n = len(found.crops)
             t0 = time.perf_counter()
-            row, faces = self.predictor.file_result(file_id, found, scores[used:used + n] if n else None,
-                                                    self.pc, self.threshold)
+            row, faces = self.predictor.file_result(
+                file_id, found, scores[used : used + n] if n else None, self.pc, self.threshold
+            )
             out.append((file_id, found, row, faces, classify_s + time.perf_counter() - t0))
             used += n
         if used:
@@ -201,11 +222,40 @@ class CrossFileBatcher:
         return out
 
 
+def _write_outputs(
+    predictor: FilePredictor, pc, frame: pd.DataFrame, details: list[dict], threshold
+) -> tuple[Path, Path | None]:
+    """The submission CSV and, where asked for or the kind has one by default, the details file."""
+    submission = frame[predictor.submission_columns(pc)].rename(columns={"id": pc.id_column})
+    output = Path(pc.output)
+    atomic_write(output, lambda h: submission.to_csv(h, index=False, quoting=csv.QUOTE_MINIMAL))
+    if not (pc.details or predictor.details_default):
+        return output, None
+    details_path = (
+        Path(pc.details) if pc.details else output.with_name(output.stem + predictor.details_default)
+    )
+    payload = {
+        "kind": predictor.kind,
+        "threshold": threshold,
+        **predictor.details(),
+        "files": frame.to_dict(orient="records"),
+        "faces": details,
+    }
+    if details_path.suffix.lower() == ".json":
+        atomic_write_text(details_path, json.dumps(payload, indent=1, default=str))
+    else:
+        merged = pd.DataFrame(details) if details else pd.DataFrame(columns=["id"])
+        merged = frame.drop(columns=["path"]).merge(merged, on="id", how="left", suffixes=("", "_face"))
+        atomic_write(details_path, lambda h: merged.to_csv(h, index=False))
+    return output, details_path
+
+
 def predict_media(predictor: FilePredictor, config: Config, events=None) -> PredictResult:
     """The images and videos `predict.inputs` names answered by `predictor` (any kind whose predictor
     takes crops: deepfake detectors, DX-LLaVA, classifiers): a submission CSV, optional details."""
     from fakefinder.core.events import as_events
     from fakefinder.faces.extract import ExtractSettings
+
     events = as_events(events)
     pc = config.predict
     files = list_inputs(pc.inputs)
@@ -228,9 +278,19 @@ def predict_media(predictor: FilePredictor, config: Config, events=None) -> Pred
             totals["decode_s"] += found.decode_s
             totals["detect_s"] += found.detect_s
             totals["classify_s"] += classify_s
-            table.append({"id": file_id, "path": str(found.path), **row, "frames": found.frames,
-                          "faces": len(found.crops), "reason": found.reason, "decode_s": round(found.decode_s, 3),
-                          "detect_s": round(found.detect_s, 3), "classify_s": round(classify_s, 3)})
+            table.append(
+                {
+                    "id": file_id,
+                    "path": str(found.path),
+                    **row,
+                    "frames": found.frames,
+                    "faces": len(found.crops),
+                    "reason": found.reason,
+                    "decode_s": round(found.decode_s, 3),
+                    "detect_s": round(found.detect_s, 3),
+                    "classify_s": round(classify_s, 3),
+                }
+            )
             stage.advance()
 
         try:
@@ -248,28 +308,33 @@ def predict_media(predictor: FilePredictor, config: Config, events=None) -> Pred
             events.end(stage)
     seconds = time.perf_counter() - started
     frame = pd.DataFrame(table).sort_values("id", kind="mergesort").reset_index(drop=True)
-    submission = frame[predictor.submission_columns(pc)].rename(columns={"id": pc.id_column})
-    output = Path(pc.output)
-    atomic_write(output, lambda h: submission.to_csv(h, index=False, quoting=csv.QUOTE_MINIMAL))
-    details_path = None
-    if pc.details or predictor.details_default:
-        details_path = Path(pc.details) if pc.details else output.with_name(output.stem + predictor.details_default)
-        payload = {"kind": predictor.kind, "threshold": threshold, **predictor.details(),
-                   "files": frame.to_dict(orient="records"), "faces": details}
-        if details_path.suffix.lower() == ".json":
-            atomic_write_text(details_path, json.dumps(payload, indent=1, default=str))
-        else:
-            merged = pd.DataFrame(details) if details else pd.DataFrame(columns=["id"])
-            merged = frame.drop(columns=["path"]).merge(merged, on="id", how="left", suffixes=("", "_face"))
-            atomic_write(details_path, lambda h: merged.to_csv(h, index=False))
+    output, details_path = _write_outputs(predictor, pc, frame, details, threshold)
     rate = len(files) / seconds if seconds else float("inf")
     no_face = int((frame.reason != "").sum())
-    at = f"threshold {threshold:.3f}; {no_face} without a usable face (score {pc.no_face_score})" \
-        if threshold is not None else f"{no_face} unreadable"
-    lines = [f"predicted {len(files)} file(s) in {seconds:.1f} s ({rate:.2f} files/s); {at}; decode {totals['decode_s']:.1f} s, "
-             f"detect {totals['detect_s']:.1f} s, classify {totals['classify_s']:.1f} s", predictor.summary(frame),
-             f"submission: {output}", f"details: {details_path}" if details_path else ""]
-    events.result("predict", {"files": len(files), "seconds": seconds, "no_face": no_face, "threshold": threshold,
-                              "submission": str(output), "details": str(details_path) if details_path else None,
-                              **totals}, "\n".join(line for line in lines if line))
+    at = (
+        f"threshold {threshold:.3f}; {no_face} without a usable face (score {pc.no_face_score})"
+        if threshold is not None
+        else f"{no_face} unreadable"
+    )
+    lines = [
+        f"predicted {len(files)} file(s) in {seconds:.1f} s ({rate:.2f} files/s); {at}; decode "
+        f"{totals['decode_s']:.1f} s, "
+        f"detect {totals['detect_s']:.1f} s, classify {totals['classify_s']:.1f} s",
+        predictor.summary(frame),
+        f"submission: {output}",
+        f"details: {details_path}" if details_path else "",
+    ]
+    events.result(
+        "predict",
+        {
+            "files": len(files),
+            "seconds": seconds,
+            "no_face": no_face,
+            "threshold": threshold,
+            "submission": str(output),
+            "details": str(details_path) if details_path else None,
+            **totals,
+        },
+        "\n".join(line for line in lines if line),
+    )
     return PredictResult(output, details_path, frame, seconds, rate, totals)

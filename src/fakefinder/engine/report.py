@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 
 
-
 def fmt(value) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "-"
@@ -19,14 +18,18 @@ def fmt(value) -> str:
 
 def html_table(rows: list[dict], columns: list[str]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(fmt(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-PAGE_HEAD = ("<!doctype html><html><head><meta charset='utf-8'><title>fakefinder evaluation</title><style>"
-             "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}"
-             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}"
-             "img{max-width:100%;margin:0.5em 0}h2{border-bottom:1px solid #ddd}</style></head><body>")
+PAGE_HEAD = (
+    "<!doctype html><html><head><meta charset='utf-8'><title>fakefinder evaluation</title><style>"
+    "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}"
+    "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}"
+    "img{max-width:100%;margin:0.5em 0}h2{border-bottom:1px solid #ddd}</style></head><body>"
+)
 
 
 def embedded_png(path: Path) -> str:
@@ -49,8 +52,15 @@ def scalar_table(metrics: dict, console) -> None:
     from rich.table import Table
 
     models = metrics.get("models", {})
-    columns = [k for k in dict.fromkeys(k for e in models.values() for k, v in e.items()
-                                        if isinstance(v, (int, float)) and not isinstance(v, bool))]
+    columns = [
+        k
+        for k in dict.fromkeys(
+            k
+            for e in models.values()
+            for k, v in e.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        )
+    ]
     if not columns:
         return
     table = Table(title=f"{metrics.get('kind', 'evaluation')} | {metrics.get('set', '')}")
@@ -58,6 +68,11 @@ def scalar_table(metrics: dict, console) -> None:
     for column in columns:
         table.add_column(column, justify="right")
     for name, entry in models.items():
-        table.add_row(name, *[fmt(entry.get(c)) if isinstance(entry.get(c), float) else str(entry.get(c, "-"))
-                              for c in columns])
+        table.add_row(
+            name,
+            *[
+                fmt(entry.get(c)) if isinstance(entry.get(c), float) else str(entry.get(c, "-"))
+                for c in columns
+            ],
+        )
     console.print(table)

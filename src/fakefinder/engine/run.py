@@ -64,8 +64,16 @@ def continues(resume: bool | str | Path, folder: Path) -> bool:
 class Run:
     """One training run of a kind (see the module's docstring)."""
 
-    def __init__(self, kind, config: Config, markers: tuple[str, ...], what: str, resume: bool | str | Path = False,
-                 overwrite: bool = False, events=None) -> None:
+    def __init__(
+        self,
+        kind,
+        config: Config,
+        markers: tuple[str, ...],
+        what: str,
+        resume: bool | str | Path = False,
+        overwrite: bool = False,
+        events=None,
+    ) -> None:
         self.kind, self.config, self.markers, self.what = kind, config, tuple(markers), what
         self.settings = kind.run_settings(config)
         self.key = kind.run_section
@@ -88,8 +96,9 @@ class Run:
         if self.main:
             self._lock = RunLock(self.folder, "train", f"fakefinder train ({self.kind.name})").acquire()
             try:
-                guard_run_folder(self.folder, self.markers, continues(self.resume, self.folder), self.overwrite,
-                                 self.what)
+                guard_run_folder(
+                    self.folder, self.markers, continues(self.resume, self.folder), self.overwrite, self.what
+                )
             except BaseException:
                 self._lock.release()
                 raise
@@ -136,15 +145,17 @@ class Run:
         if self.overwrite:
             cleared = clear_run(self.folder, (*self.markers, "tensorboard"))
             if cleared:
-                self.events.log(f"--overwrite: removed the previous run's {', '.join(p.name for p in cleared)}",
-                                "train")
+                self.events.log(
+                    f"--overwrite: removed the previous run's {', '.join(p.name for p in cleared)}", "train"
+                )
         self.folder.mkdir(parents=True, exist_ok=True)
         save_config(self.config, self.folder / "config.yaml")
         if self.settings.trackers:
             from fakefinder.engine.tracking import Trackers
 
-            self._trackers = Trackers(self.folder, self.settings, self.config.model_dump(mode="json"),
-                                      self.kind.name, self.key)
+            self._trackers = Trackers(
+                self.folder, self.settings, self.config.model_dump(mode="json"), self.kind.name, self.key
+            )
 
     def checkpoint(self, find: Callable[[Path], Path | None]) -> Path | None:
         """What a resume continues from: the path `--resume-from` gave, else `find(folder)` (None:
@@ -155,7 +166,9 @@ class Run:
             return Path(self.resume)
         found = find(self.folder)
         if found is None:
-            self.events.log(f"nothing to resume in {self.folder} (no complete checkpoint): a fresh run", "train")
+            self.events.log(
+                f"nothing to resume in {self.folder} (no complete checkpoint): a fresh run", "train"
+            )
         else:
             self.events.log(f"resuming from {found}", "train")
         return found

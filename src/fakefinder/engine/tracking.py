@@ -27,19 +27,31 @@ class Trackers:
             try:
                 import wandb
             except ImportError as exc:
-                raise ConfigError(f"{section}.trackers names wandb, but wandb is not installed: pip install wandb") \
-                    from exc
-            self.wandb = wandb.init(project=settings.tracker_project or "fakefinder", entity=settings.tracker_entity,
-                                    name=Path(folder).name, dir=str(folder), config=run_config, tags=[kind],
-                                    resume="allow")
+                raise ConfigError(
+                    f"{section}.trackers names wandb, but wandb is not installed: pip install wandb"
+                ) from exc
+            self.wandb = wandb.init(
+                project=settings.tracker_project or "fakefinder",
+                entity=settings.tracker_entity,
+                name=Path(folder).name,
+                dir=str(folder),
+                config=run_config,
+                tags=[kind],
+                resume="allow",
+            )
 
     def __call__(self, event: Event) -> None:
         if event.type != "metrics":
             return
         step = event.step if event.step is not None else event.data.get("step", event.data.get("epoch"))
-        values = {f"{event.stage}/{k}": float(v) for k, v in event.data.items()
-                  if k not in NOT_PLOTTED and isinstance(v, (int, float)) and not isinstance(v, bool)
-                  and math.isfinite(float(v))}
+        values = {
+            f"{event.stage}/{k}": float(v)
+            for k, v in event.data.items()
+            if k not in NOT_PLOTTED
+            and isinstance(v, (int, float))
+            and not isinstance(v, bool)
+            and math.isfinite(float(v))
+        }
         if not values:
             return
         if self.tensorboard is not None:

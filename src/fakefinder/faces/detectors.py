@@ -19,7 +19,6 @@ from PIL import Image
 from fakefinder.config import FacesConfig
 from fakefinder.core.errors import FakefinderError
 
-
 DETECT_MIN_PX = 20
 
 # Every detector's box mapped into MTCNN's convention, so the margin and the square frame a face
@@ -81,10 +80,14 @@ class FaceDetector:
         self.min_score = min_score
         self.min_face_px = min_face_px
 
-    def _detect_batch(self, images: list[np.ndarray], min_face_px: int) -> list[list[tuple[tuple[float, float, float, float], float]]]:
+    def _detect_batch(
+        self, images: list[np.ndarray], min_face_px: int
+    ) -> list[list[tuple[tuple[float, float, float, float], float]]]:
         raise NotImplementedError
 
-    def detect(self, images: Sequence[np.ndarray], max_side: int | None = None, raw: bool = False) -> list[list[Face]]:
+    def detect(
+        self, images: Sequence[np.ndarray], max_side: int | None = None, raw: bool = False
+    ) -> list[list[Face]]:
         """Faces per image, boxes in the coordinates of the given images, in the one box
         convention (`BOX_CONVENTION`; `raw`: as the detector drew them)."""
         mapping = (0.0, 0.0, 1.0, 1.0) if raw else BOX_CONVENTION.get(self.name, (0.0, 0.0, 1.0, 1.0))
@@ -101,7 +104,9 @@ class FaceDetector:
         # target makes pyramid detectors (MTCNN) upsample the frame, which costs more than the
         # downscale saved. So with downscaling, faces under DETECT_MIN_PX / factor source pixels
         # are not searched for.
-        min_px = max(DETECT_MIN_PX, int(round(self.min_face_px * min(factors)))) if factors else self.min_face_px
+        min_px = (
+            max(DETECT_MIN_PX, int(round(self.min_face_px * min(factors)))) if factors else self.min_face_px
+        )
         results = []
         for boxes, factor in zip(self._batched(scaled, min_px), factors):
             faces = []
@@ -193,7 +198,9 @@ class OpenCVDetector(FaceDetector):
         out = []
         for image in images:
             gray = self._cv2.cvtColor(image, self._cv2.COLOR_RGB2GRAY)
-            hits = self._cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_face_px, min_face_px))
+            hits = self._cascade.detectMultiScale(
+                gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_face_px, min_face_px)
+            )
             out.append([((x, y, x + w, y + h), 1.0) for (x, y, w, h) in hits])
         return out
 
@@ -205,7 +212,9 @@ def _protobuf_compat() -> None:
     from google.protobuf import message_factory
 
     if not hasattr(message_factory.MessageFactory, "GetPrototype"):
-        message_factory.MessageFactory.GetPrototype = lambda self, descriptor: message_factory.GetMessageClass(descriptor)
+        message_factory.MessageFactory.GetPrototype = lambda self, descriptor: (
+            message_factory.GetMessageClass(descriptor)
+        )
 
 
 class MediaPipeDetector(FaceDetector):
@@ -221,8 +230,9 @@ class MediaPipeDetector(FaceDetector):
         _protobuf_compat()
         from mediapipe.python.solutions import face_detection
 
-        self._detector = face_detection.FaceDetection(model_selection=self.model_selection,
-                                                      min_detection_confidence=min(min_score, 0.5))
+        self._detector = face_detection.FaceDetection(
+            model_selection=self.model_selection, min_detection_confidence=min(min_score, 0.5)
+        )
 
     def _detect_batch(self, images, min_face_px):
         out = []
@@ -233,7 +243,9 @@ class MediaPipeDetector(FaceDetector):
             for found in result.detections or []:
                 box = found.location_data.relative_bounding_box
                 x1, y1 = box.xmin * width, box.ymin * height
-                faces.append(((x1, y1, x1 + box.width * width, y1 + box.height * height), float(found.score[0])))
+                faces.append(
+                    ((x1, y1, x1 + box.width * width, y1 + box.height * height), float(found.score[0]))
+                )
             out.append(faces)
         return out
 
@@ -252,8 +264,11 @@ DETECTORS: dict[str, Callable[..., FaceDetector]] = {
 }
 
 
-def register_detector(name: str, factory: Callable[..., FaceDetector],
-                      box_convention: tuple[float, float, float, float] | None = None) -> None:
+def register_detector(
+    name: str,
+    factory: Callable[..., FaceDetector],
+    box_convention: tuple[float, float, float, float] | None = None,
+) -> None:
     """Add a detector; `box_convention` maps its boxes to MTCNN's (fit it with
     `benchmarks/box_convention.py`), else they are taken as they are."""
     DETECTORS[name] = factory
@@ -272,8 +287,10 @@ def create_detector(name: str, min_score: float = 0.9, min_face_px: int = 20, **
     except TypeError as exc:
         if not options:
             raise
-        raise ValueError(f"faces.detector_options.{name}: {sorted(options)} are not settings of the {name} detector "
-                         f"({exc})") from None
+        raise ValueError(
+            f"faces.detector_options.{name}: {sorted(options)} are not settings of the {name} detector "
+            f"({exc})"
+        ) from None
 
 
 class DetectorChain:
@@ -292,8 +309,12 @@ class DetectorChain:
     def _get(self, name: str) -> FaceDetector | None:
         if name not in self._loaded:
             try:
-                self._loaded[name] = create_detector(name, self.config.min_score, self.config.min_face_px,
-                                                     **self.config.detector_options.get(name, {}))
+                self._loaded[name] = create_detector(
+                    name,
+                    self.config.min_score,
+                    self.config.min_face_px,
+                    **self.config.detector_options.get(name, {}),
+                )
             except (ImportError, RuntimeError, OSError) as exc:
                 # a missing optional package disables that detector, not the run
                 self.load_errors[name] = f"{type(exc).__name__}: {exc}"
@@ -323,8 +344,11 @@ class DetectorChain:
             detector = self._get(name)
             if detector is None:
                 continue
-            found = detector.detect([images[i] for i in pending], self.config.detect_max_side,
-                                    raw=self.config.box_convention == "detector")
+            found = detector.detect(
+                [images[i] for i in pending],
+                self.config.detect_max_side,
+                raw=self.config.box_convention == "detector",
+            )
             for i, faces in zip(pending, found):
                 results[i] = faces
             pending = [i for i in pending if not results[i]]

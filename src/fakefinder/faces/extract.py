@@ -16,7 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from fakefinder.config import Config, FacesConfig
-from fakefinder.faces.detectors import DetectorChain, Face, FaceSelector, NoDetectorError, crop_face, resize_whole
+from fakefinder.faces.detectors import (
+    DetectorChain,
+    Face,
+    FaceSelector,
+    NoDetectorError,
+    crop_face,
+    resize_whole,
+)
 from fakefinder.media.images import CROP_FORMATS, decode_image, encode_image, is_image, read_media
 
 
@@ -31,21 +38,38 @@ class ExtractSettings:
 
     @classmethod
     def from_config(cls, config: Config) -> ExtractSettings:
-        return cls(config.faces, config.data.frames_per_video, config.data.frame_stride, config.data.seek,
-                   config.prepare.image_format, config.prepare.jpeg_quality)
+        return cls(
+            config.faces,
+            config.data.frames_per_video,
+            config.data.frame_stride,
+            config.data.seek,
+            config.prepare.image_format,
+            config.prepare.jpeg_quality,
+        )
 
     @classmethod
     def from_preprocessing(cls, preprocessing: dict, faces: FacesConfig, frames_per_video: int | None = None):
         """As a model artifact records its training crops; `faces` already resolved (overrides applied)."""
         frames = preprocessing.get("frames") or {}
         crop = preprocessing.get("crop") or {}
-        return cls(faces, frames_per_video or frames.get("frames_per_video", 32), frames.get("frame_stride"),
-                   frames.get("seek", "auto"), crop.get("format", "jpg"), crop.get("quality", 95))
+        return cls(
+            faces,
+            frames_per_video or frames.get("frames_per_video", 32),
+            frames.get("frame_stride"),
+            frames.get("seek", "auto"),
+            crop.get("format", "jpg"),
+            crop.get("quality", 95),
+        )
 
     def to_json(self) -> dict:
-        return {"faces": self.faces.model_dump(mode="json"), "frames_per_video": self.frames_per_video,
-                "frame_stride": self.frame_stride, "seek": self.seek, "crop_format": self.crop_format,
-                "jpeg_quality": self.jpeg_quality}
+        return {
+            "faces": self.faces.model_dump(mode="json"),
+            "frames_per_video": self.frames_per_video,
+            "frame_stride": self.frame_stride,
+            "seek": self.seek,
+            "crop_format": self.crop_format,
+            "jpeg_quality": self.jpeg_quality,
+        }
 
     @classmethod
     def from_json(cls, data: dict) -> ExtractSettings:
@@ -60,9 +84,13 @@ class Crop:
     pixels: np.ndarray | None = None  # decoded back from `data` (when asked): what a model sees
 
     def row(self) -> dict:
-        return {"frame_index": self.frame_index, "face_index": self.face.track,
-                "box": [round(v, 1) for v in self.face.box], "detector": self.face.detector,
-                "face_score": round(self.face.score, 4)}
+        return {
+            "frame_index": self.frame_index,
+            "face_index": self.face.track,
+            "box": [round(v, 1) for v in self.face.box],
+            "detector": self.face.detector,
+            "face_score": round(self.face.score, 4),
+        }
 
 
 @dataclass
@@ -97,8 +125,12 @@ def _encoded(image: np.ndarray, crop: np.ndarray, path: Path, settings: ExtractS
     return encode_image(crop, settings.crop_format, settings.jpeg_quality)
 
 
-def extract(path: str | Path, settings: ExtractSettings, reuse_boxes: dict[int, list[dict]] | None = None,
-            decode: bool = False) -> Extraction:
+def extract(
+    path: str | Path,
+    settings: ExtractSettings,
+    reuse_boxes: dict[int, list[dict]] | None = None,
+    decode: bool = False,
+) -> Extraction:
     """Face crops of one file. A file that cannot be read, or shows no face, gives no crops and a
     `reason` (never an exception); only a missing face detector raises (`NoDetectorError`).
     `reuse_boxes` (frame index -> boxes found in a source video) replace detection on those frames;
@@ -125,7 +157,7 @@ def extract(path: str | Path, settings: ExtractSettings, reuse_boxes: dict[int, 
             for (index, image), candidates in zip(batch, _faces(batch, faces, reuse_boxes)):
                 found.frames += 1
                 reused = bool(reuse_boxes and reuse_boxes.get(index))
-                for face in (candidates if reused and faces.select == "all" else selector(candidates)):
+                for face in candidates if reused and faces.select == "all" else selector(candidates):
                     crop = crop_face(image, face.box, faces) if faces.detect else resize_whole(image, faces)
                     if settings.crop_format == "none":  # models trained on the images themselves
                         found.crops.append(Crop(index, face, b"", crop))
@@ -148,16 +180,20 @@ def extract(path: str | Path, settings: ExtractSettings, reuse_boxes: dict[int, 
     return found
 
 
-def _faces(batch: list[tuple[int, np.ndarray]], faces: FacesConfig,
-           reuse_boxes: dict[int, list[dict]] | None) -> list[list[Face]]:
-    """Faces per frame: none to find for ready crops, reused from a source video where given, else detected."""
+def _faces(
+    batch: list[tuple[int, np.ndarray]], faces: FacesConfig, reuse_boxes: dict[int, list[dict]] | None
+) -> list[list[Face]]:
+    """Faces per frame: none to find for ready crops, reused from a source video where given, else
+    detected."""
     if not faces.detect:
         return [[Face((0.0, 0.0, float(img.shape[1]), float(img.shape[0])), 1.0, "none")] for _, img in batch]
     per_frame: list[list[Face] | None] = [None] * len(batch)
     for k, (index, _) in enumerate(batch):
         boxes = (reuse_boxes or {}).get(index)
         if boxes:
-            per_frame[k] = [Face(tuple(b["box"]), b["score"], f"reused:{b['detector']}", b["track"]) for b in boxes]
+            per_frame[k] = [
+                Face(tuple(b["box"]), b["score"], f"reused:{b['detector']}", b["track"]) for b in boxes
+            ]
     todo = [k for k, found in enumerate(per_frame) if found is None]
     if todo:
         for k, found in zip(todo, detector_chain(faces).detect([batch[k][1] for k in todo])):

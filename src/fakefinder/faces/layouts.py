@@ -8,8 +8,8 @@ datasets, and the identity keys that must never be split apart (`links`).
 from __future__ import annotations
 
 import csv
-import re
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +61,9 @@ def normalise_label(raw: str, where: str) -> str:
         return "real"
     if value in FAKE_WORDS:
         return "fake"
-    raise LayoutError(f"{where}: label {raw!r} is neither real ({sorted(REAL_WORDS)}) nor fake ({sorted(FAKE_WORDS)})")
+    raise LayoutError(
+        f"{where}: label {raw!r} is neither real ({sorted(REAL_WORDS)}) nor fake ({sorted(FAKE_WORDS)})"
+    )
 
 
 def _vid(dataset: str, root: Path, path: Path) -> str:
@@ -138,9 +140,11 @@ def read_ffpp(spec: DatasetConfig) -> list[MediaItem]:
                 )
             )
     manipulated = root / "manipulated_sequences"
-    methods = spec.methods or [
-        p.name for p in sorted(manipulated.iterdir()) if p.is_dir()
-    ] if manipulated.is_dir() else []
+    methods = (
+        spec.methods or [p.name for p in sorted(manipulated.iterdir()) if p.is_dir()]
+        if manipulated.is_dir()
+        else []
+    )
     for method in methods:
         folder = manipulated / method / spec.compression / "videos"
         if not folder.is_dir():
@@ -170,7 +174,12 @@ def _ffpp_fake(
         parts = stem.split("_")
         if len(parts) != 2:
             return MediaItem(
-                spec.name, path, "fake", _vid(spec.name, root, path), method, (f"file:{stem}",),
+                spec.name,
+                path,
+                "fake",
+                _vid(spec.name, root, path),
+                method,
+                (f"file:{stem}",),
                 problem=f"file name {path.name} is not <target>_<source>.mp4",
             )
         links = tuple(f"yt:{p}" for p in parts)
@@ -194,7 +203,9 @@ def _ffpp_fake(
 
 def read_dfdc(spec: DatasetConfig) -> list[MediaItem]:
     root = spec.root
-    expected = "folders of *.mp4, each with a metadata.json ({'x.mp4': {'label': 'FAKE', 'original': 'y.mp4'}})"
+    expected = (
+        "folders of *.mp4, each with a metadata.json ({'x.mp4': {'label': 'FAKE', 'original': 'y.mp4'}})"
+    )
     _require_dir(root, "DFDC", expected)
     metadata_files = sorted(root.rglob("metadata.json"))
     if not metadata_files:
@@ -215,7 +226,12 @@ def read_dfdc(spec: DatasetConfig) -> list[MediaItem]:
             if not isinstance(entry, dict) or "label" not in entry:
                 items.append(
                     MediaItem(
-                        spec.name, path, "unknown", video_id, "unknown", (f"dfdc:{video_id}",),
+                        spec.name,
+                        path,
+                        "unknown",
+                        video_id,
+                        "unknown",
+                        (f"dfdc:{video_id}",),
                         problem=f"no entry with a label for {name} in {metadata_file}",
                     )
                 )
@@ -435,8 +451,14 @@ def _raw_layout(path: Path) -> tuple[str, dict, list[str]] | None:
     """(layout, extra DatasetConfig keys, notes) when `path` looks like a layout prepare reads."""
     if (path / "original_sequences").is_dir():
         compressions = _ffpp_compressions(path) or ["c23"]
-        notes = [f"also holds {', '.join(compressions[1:])}: a prepare job reads one compression "
-                 f"(compression={compressions[0]} here)"] if len(compressions) > 1 else []
+        notes = (
+            [
+                f"also holds {', '.join(compressions[1:])}: a prepare job reads one compression "
+                f"(compression={compressions[0]} here)"
+            ]
+            if len(compressions) > 1
+            else []
+        )
         return "ffpp", {"compression": compressions[0]}, notes
     if any((path / name).is_dir() for name in ("Celeb-real", "YouTube-real", "Celeb-synthesis")):
         return "celebdf", {}, []

@@ -19,7 +19,9 @@ class ManifestError(FakefinderError, ValueError):
 def read_manifest(path: Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
-        raise ManifestError(f"manifest not found: {path} (run `fakefinder prepare` first, or set train.manifest)")
+        raise ManifestError(
+            f"manifest not found: {path} (run `fakefinder prepare` first, or set train.manifest)"
+        )
     frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     missing = {"path", "label", "split"} - set(frame.columns)
     if missing:
@@ -38,6 +40,8 @@ def select_rows(frame: pd.DataFrame, split: str, datasets: list[str] | None) -> 
     if datasets:
         unknown = sorted(set(datasets) - set(frame.dataset))
         if unknown:
-            raise ManifestError(f"dataset(s) {unknown} not in the manifest (it has {sorted(set(frame.dataset))})")
+            raise ManifestError(
+                f"dataset(s) {unknown} not in the manifest (it has {sorted(set(frame.dataset))})"
+            )
         rows = rows[rows.dataset.isin(datasets)]
     return rows.reset_index(drop=True)

@@ -27,8 +27,23 @@ from fakefinder.faces.splits import assign_splits, in_shard, parse_shard
 
 RECORDS_DIR = ".records"
 MANIFEST_COLUMNS = [
-    "dataset", "video_id", "group", "label", "method", "split", "frame_index", "face_index",
-    "x1", "y1", "x2", "y2", "detector", "score", "path", "source_path", "source_video_id",
+    "dataset",
+    "video_id",
+    "group",
+    "label",
+    "method",
+    "split",
+    "frame_index",
+    "face_index",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "detector",
+    "score",
+    "path",
+    "source_path",
+    "source_video_id",
 ]
 FAILURE_COLUMNS = ["dataset", "video_id", "label", "split", "source_path", "reason"]
 
@@ -91,8 +106,8 @@ def crop_relpath(item: MediaItem, frame_index: int, face_index: int, ext: str) -
 def process_item(task: _Task, config: Config, settings=None) -> _Record:
     """Faces of one file (`fakefinder.faces.extract`) written as crops; any problem with this file
     becomes a failed record."""
-    from fakefinder.faces.extract import ExtractSettings, extract
     from fakefinder.faces.detectors import NoDetectorError
+    from fakefinder.faces.extract import ExtractSettings, extract
 
     item = task.item
     started = time.perf_counter()
@@ -100,8 +115,15 @@ def process_item(task: _Task, config: Config, settings=None) -> _Record:
         found = extract(item.path, settings or ExtractSettings.from_config(config), task.reuse_boxes)
     except NoDetectorError as exc:
         raise SetupError(str(exc)) from exc
-    record = _Record(item.video_id, "failed" if found.reason else "ok", item.split, task.fingerprint, found.reason,
-                     found.frames, found.frames_with_face)
+    record = _Record(
+        item.video_id,
+        "failed" if found.reason else "ok",
+        item.split,
+        task.fingerprint,
+        found.reason,
+        found.frames,
+        found.frames_with_face,
+    )
     output_dir = Path(config.prepare.output_dir)
     for crop in found.crops:  # none for a failed item: its crops are not in the manifest
         rel = crop_relpath(item, crop.frame_index, crop.face.track, config.prepare.image_format)
@@ -162,7 +184,12 @@ def _reuse_boxes(item: MediaItem, config: Config) -> dict[int, list[dict]] | Non
     boxes: dict[int, list[dict]] = defaultdict(list)
     for row in source["rows"]:
         boxes[row["frame_index"]].append(
-            {"box": row["box"], "score": row["score"], "detector": row["detector"], "track": row["face_index"]}
+            {
+                "box": row["box"],
+                "score": row["score"],
+                "detector": row["detector"],
+                "track": row["face_index"],
+            }
         )
     return dict(boxes)
 
@@ -172,8 +199,15 @@ def _execute(tasks: list[_Task], config: Config) -> Iterator[_Record]:
 
     workers = config.prepare.num_workers
     threads = config.prepare.torch_threads or max(1, (os.cpu_count() or 1) // max(1, workers))
-    yield from process_map(_run_in_worker, tasks, workers, _init_worker, (config.model_dump_json(),),
-                           ordered=False, threads=threads)
+    yield from process_map(
+        _run_in_worker,
+        tasks,
+        workers,
+        _init_worker,
+        (config.model_dump_json(),),
+        ordered=False,
+        threads=threads,
+    )
 
 
 def prepare(
@@ -217,8 +251,11 @@ def _prepare_lock(output_dir: Path, shard: tuple[int, int] | None) -> RunLock:
             lock.release()
             raise
         return lock
-    lock = RunLock(output_dir, f"prepare-shard-{shard[0]}-of-{shard[1]}",
-                   f"fakefinder prepare --shard {shard[0]}/{shard[1]}").acquire()
+    lock = RunLock(
+        output_dir,
+        f"prepare-shard-{shard[0]}-of-{shard[1]}",
+        f"fakefinder prepare --shard {shard[0]}/{shard[1]}",
+    ).acquire()
     try:  # then (never before: a whole run starting meanwhile would miss this shard's lock) no whole run
         _check_no_whole_run(output_dir)
     except BaseException:
@@ -243,8 +280,9 @@ def _check_no_whole_run(output_dir: Path, tries: int = 100) -> None:
             time.sleep(0.01 + 0.04 * random.random())
 
 
-def _prepare_locked(config: Config, events, shard_spec, merge_only: bool, retry_failed: bool,
-                    progress: bool) -> PrepareResult:
+def _prepare_locked(
+    config: Config, events, shard_spec, merge_only: bool, retry_failed: bool, progress: bool
+) -> PrepareResult:
     output_dir = Path(config.prepare.output_dir)
 
     items = read_datasets(config.data.datasets)
@@ -263,10 +301,17 @@ def _prepare_locked(config: Config, events, shard_spec, merge_only: bool, retry_
         _check_detectors(config, events)
     fingerprint = settings_fingerprint(config)
     mine = [item for item in items if in_shard(item.video_id, shard_spec)]
-    todo = [] if merge_only else [
-        item for item in mine
-        if not _is_done(_load_record(record_path(output_dir, item.video_id)), item, fingerprint, retry_failed)
-    ]
+    todo = (
+        []
+        if merge_only
+        else [
+            item
+            for item in mine
+            if not _is_done(
+                _load_record(record_path(output_dir, item.video_id)), item, fingerprint, retry_failed
+            )
+        ]
+    )
     skipped = len(mine) - len(todo) if not merge_only else 0
 
     # reals first, so fakes can reuse their boxes when asked
@@ -298,10 +343,14 @@ def _prepare_locked(config: Config, events, shard_spec, merge_only: bool, retry_
     result = _write_outputs(config, scope, early, fingerprint, suffix)
     result.processed, result.skipped = processed, skipped
     s = result.summary
-    events.result("prepare", s, f"items: {s['items_listed']} listed, {s['items_ok']} prepared, {s['items_failed']} "
-                  f"failed, {s['items_pending']} pending | frames: {s['frames_sampled']} sampled, faces found in "
-                  f"{s['faces_found_pct']}% | crops: {s['crops']}\nmanifest: {s['manifest']}"
-                  + (f"\nfailures: {s['failures']}" if s["items_failed"] else ""))
+    events.result(
+        "prepare",
+        s,
+        f"items: {s['items_listed']} listed, {s['items_ok']} prepared, {s['items_failed']} "
+        f"failed, {s['items_pending']} pending | frames: {s['frames_sampled']} sampled, faces found in "
+        f"{s['faces_found_pct']}% | crops: {s['crops']}\nmanifest: {s['manifest']}"
+        + (f"\nfailures: {s['failures']}" if s["items_failed"] else ""),
+    )
     return result
 
 
@@ -360,11 +409,22 @@ def _write_outputs(config, scope, early_failures, fingerprint, suffix) -> Prepar
             x1, y1, x2, y2 = row["box"]
             rows.append(
                 {
-                    "dataset": item.dataset, "video_id": item.video_id, "group": item.group,
-                    "label": item.label, "method": item.method, "split": item.split,
-                    "frame_index": row["frame_index"], "face_index": row["face_index"],
-                    "x1": x1, "y1": y1, "x2": x2, "y2": y2, "detector": row["detector"],
-                    "score": row["score"], "path": row["path"], "source_path": str(item.path),
+                    "dataset": item.dataset,
+                    "video_id": item.video_id,
+                    "group": item.group,
+                    "label": item.label,
+                    "method": item.method,
+                    "split": item.split,
+                    "frame_index": row["frame_index"],
+                    "face_index": row["face_index"],
+                    "x1": x1,
+                    "y1": y1,
+                    "x2": x2,
+                    "y2": y2,
+                    "detector": row["detector"],
+                    "score": row["score"],
+                    "path": row["path"],
+                    "source_path": str(item.path),
                     "source_video_id": item.source_video_id or "",
                 }
             )
@@ -389,7 +449,8 @@ def _write_outputs(config, scope, early_failures, fingerprint, suffix) -> Prepar
         "frames_sampled": stats["frames_sampled"],
         "frames_with_face": stats["frames_with_face"],
         "faces_found_pct": round(100 * stats["frames_with_face"] / stats["frames_sampled"], 2)
-        if stats["frames_sampled"] else 0.0,
+        if stats["frames_sampled"]
+        else 0.0,
         "crops": len(manifest),
         "crops_by_split_label": {s: dict(c) for s, c in sorted(per_label_split.items())},
         "failures_by_reason": dict(reasons.most_common()),
@@ -403,16 +464,29 @@ def _write_outputs(config, scope, early_failures, fingerprint, suffix) -> Prepar
 
 def _failure_row(item: MediaItem, reason: str) -> dict:
     return {
-        "dataset": item.dataset, "video_id": item.video_id, "label": item.label,
-        "split": item.split, "source_path": str(item.path), "reason": reason,
+        "dataset": item.dataset,
+        "video_id": item.video_id,
+        "label": item.label,
+        "split": item.split,
+        "source_path": str(item.path),
+        "reason": reason,
     }
 
 
 def _reason_kind(reason: str) -> str:
     """Collapse reasons that differ only in numbers or names into one counter."""
-    for marker in ("no face found", "dropped by the split guard", "no entry with a label",
-                   "listed in", "empty file", "unreadable image", "cannot open", "no decodable frames",
-                   "decoding failed", "no video stream"):
+    for marker in (
+        "no face found",
+        "dropped by the split guard",
+        "no entry with a label",
+        "listed in",
+        "empty file",
+        "unreadable image",
+        "cannot open",
+        "no decodable frames",
+        "decoding failed",
+        "no video stream",
+    ):
         if marker in reason:
             return marker
     return reason.split(":", 1)[0][:60]

@@ -105,9 +105,7 @@ def assign_splits(items: list[MediaItem], config: SplitConfig) -> list[tuple[Med
 
     ratios = {"train": config.train, "val": config.val, "test": config.test}
     group_split.update(_ratio_assign(free, ratios, config.seed))
-    group_split.update(
-        _ratio_assign(trainval, {"train": config.train, "val": config.val}, config.seed)
-    )
+    group_split.update(_ratio_assign(trainval, {"train": config.train, "val": config.val}, config.seed))
 
     for group, group_items in members.items():
         split = group_split[group]

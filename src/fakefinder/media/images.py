@@ -34,7 +34,9 @@ def read_image(path: Path) -> np.ndarray:
         raise ValueError(f"unreadable image: {exc}") from exc
 
 
-def read_media(path: Path, count: int, stride: int | None = None, seek: str = "auto") -> Iterator[tuple[int, np.ndarray]]:
+def read_media(
+    path: Path, count: int, stride: int | None = None, seek: str = "auto"
+) -> Iterator[tuple[int, np.ndarray]]:
     """`(frame_index, RGB array)` pairs: (0, image) for an image, sampled frames for a video."""
     if is_image(path):
         yield 0, read_image(path)

@@ -51,10 +51,19 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
         if start_manager:
             await to_thread.run_sync(manager.close)
 
-    app = FastAPI(title="fakefinder", version=__version__, lifespan=lifespan,
-                  description="Start, watch, stop, resume, compare and export training jobs of every model kind.",
-                  responses={"4XX": {"model": ApiError, "description": "A refused request: what is wrong, and the "
-                                     "field (or path, header) it is about"}})
+    app = FastAPI(
+        title="fakefinder",
+        version=__version__,
+        lifespan=lifespan,
+        description="Start, watch, stop, resume, compare and export training jobs of every model kind.",
+        responses={
+            "4XX": {
+                "model": ApiError,
+                "description": "A refused request: what is wrong, and the "
+                "field (or path, header) it is about",
+            }
+        },
+    )
     app.state.settings, app.state.store, app.state.manager = settings, store, manager
     app.state.services = Services(settings, store, manager)
     for area in (status, training, artifacts, evaluation, datasets):
@@ -67,7 +76,9 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
 
     @app.exception_handler(uploads.UploadError)
     async def upload_error(request: Request, exc: uploads.UploadError):
-        status = 404 if isinstance(exc, uploads.DatasetNotFoundError) else 409 if "exists" in str(exc) else 422
+        status = (
+            404 if isinstance(exc, uploads.DatasetNotFoundError) else 409 if "exists" in str(exc) else 422
+        )
         return JSONResponse({"detail": str(exc), "field": exc.field}, status_code=status)
 
     @app.exception_handler(FakefinderError)
@@ -84,13 +95,18 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
             return ".".join(str(p) for p in error["loc"] if p != "body") or "body"
 
         lines = [f"{where(e)}: {e['msg']}" for e in errors]
-        return JSONResponse({"detail": "; ".join(lines) or "invalid request", "field": where(errors[0]) if errors else None},
-                            status_code=422)
+        return JSONResponse(
+            {"detail": "; ".join(lines) or "invalid request", "field": where(errors[0]) if errors else None},
+            status_code=422,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
-        return JSONResponse({"detail": str(exc.detail), "field": None}, status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            {"detail": str(exc.detail), "field": None},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
 
     local_names = {"localhost", "127.0.0.1", "::1", settings.host}
 
@@ -101,20 +117,37 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
             origin = request.headers.get("origin")
             origin_host = _hostname(origin) if origin and origin != "null" else None
             if host not in local_names or (origin is not None and origin_host not in local_names):
-                return JSONResponse({"detail": "requests to a server without a token must come from this machine "
-                                     f"(host {host!r}, origin {origin!r})", "field": "host"}, status_code=403)
+                return JSONResponse(
+                    {
+                        "detail": "requests to a server without a token must come from this machine "
+                        f"(host {host!r}, origin {origin!r})",
+                        "field": "host",
+                    },
+                    status_code=403,
+                )
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > settings.upload_max_bytes + (1 << 20):
-            return JSONResponse({"detail": f"the request is larger than the upload limit ({settings.upload_max_bytes} "
-                                 "bytes)", "field": "file"}, status_code=413)
+            return JSONResponse(
+                {
+                    "detail": f"the request is larger than the upload limit ({settings.upload_max_bytes} "
+                    "bytes)",
+                    "field": "file",
+                },
+                status_code=413,
+            )
         if settings.token and request.url.path.startswith("/api"):
             given = request.headers.get("x-api-token") or ""
             bearer = request.headers.get("authorization") or ""
             if bearer.lower().startswith("bearer "):
                 given = bearer[7:].strip()
             if not hmac.compare_digest(given.encode(), settings.token.encode()):
-                return JSONResponse({"detail": "missing or wrong API token (send 'Authorization: Bearer <token>')",
-                                     "field": "authorization"}, status_code=401)
+                return JSONResponse(
+                    {
+                        "detail": "missing or wrong API token (send 'Authorization: Bearer <token>')",
+                        "field": "authorization",
+                    },
+                    status_code=401,
+                )
         return await call_next(request)
 
     # ---------------------------------------------------------------- the web UI
@@ -122,7 +155,9 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
     def index():
         page = STATIC / "index.html"
         if not page.is_file():
-            return HTMLResponse("<p>fakefinder: the web UI is not installed; the API is at <a href='/docs'>/docs</a>.</p>")
+            return HTMLResponse(
+                "<p>fakefinder: the web UI is not installed; the API is at <a href='/docs'>/docs</a>.</p>"
+            )
         return FileResponse(page, media_type="text/html")
 
     if STATIC.is_dir():

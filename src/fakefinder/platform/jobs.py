@@ -21,13 +21,23 @@ from fakefinder.tasks import get_task, list_tasks
 from fakefinder.tasks.base import Kind
 from fakefinder.tasks.registry import UnknownTaskError
 
-REQUEST_KEYS = ("model_type", "name", "evaluate", "config", "num_gpus")  # the platform's own keys in a start request
+REQUEST_KEYS = (
+    "model_type",
+    "name",
+    "evaluate",
+    "config",
+    "num_gpus",
+)  # the platform's own keys in a start request
 _SCHEME = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_.+-]*:)+")  # fakefinder:, clip:, timm:local-dir:, hf-hub:
 
 
 def kind_of(body: dict) -> Kind:
-    kind = body.get("model_type", (body.get("config") or {}).get("task", DEFAULT_TASK)
-                    if isinstance(body.get("config"), dict) else None)
+    kind = body.get(
+        "model_type",
+        (body.get("config") or {}).get("task", DEFAULT_TASK)
+        if isinstance(body.get("config"), dict)
+        else None,
+    )
     field = "model_type" if "model_type" in body else "config.task"
     if not isinstance(kind, str):
         raise RequestError(f"{field}: required, one of {', '.join(list_tasks())}", field)
@@ -47,8 +57,16 @@ def catalog() -> list[dict]:
         for short, key in task.short_form.items():
             value = _get(tree, key)
             defaults[short] = value
-        kinds.append({"name": name, "description": task.description, "short_form": dict(task.short_form),
-                      "defaults": defaults, "output_key": f"{task.run_section}.output_dir", "config": tree})
+        kinds.append(
+            {
+                "name": name,
+                "description": task.description,
+                "short_form": dict(task.short_form),
+                "defaults": defaults,
+                "output_key": f"{task.run_section}.output_dir",
+                "config": tree,
+            }
+        )
     return kinds
 
 
@@ -94,11 +112,14 @@ def _dotted_key(task: Kind, key: str) -> str:
         return key
     close = difflib.get_close_matches(key, known + list(task.short_form), n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    raise RequestError(f"{key}: not a setting of {task.name}{hint}; use a dotted config key (train.lr) for others",
-                       key)
+    raise RequestError(
+        f"{key}: not a setting of {task.name}{hint}; use a dotted config key (train.lr) for others", key
+    )
 
 
-def build_config(body: dict, task: Kind, settings, sections: tuple[str, ...] | None = None) -> tuple[Config, dict]:
+def build_config(
+    body: dict, task: Kind, settings, sections: tuple[str, ...] | None = None
+) -> tuple[Config, dict]:
     """The config a start request describes (not yet placed in a job folder), and which request
     field each dotted key came from (to name it in errors)."""
     if not isinstance(body, dict):
@@ -111,10 +132,14 @@ def build_config(body: dict, task: Kind, settings, sections: tuple[str, ...] | N
         tree = copy.deepcopy(tree)
         tree.setdefault("task", task.name)
         if tree["task"] != task.name:
-            raise RequestError(f"config.task: {tree['task']!r} differs from model_type {task.name!r}", "config.task")
+            raise RequestError(
+                f"config.task: {tree['task']!r} differs from model_type {task.name!r}", "config.task"
+            )
         extra = sorted(set(body) - set(REQUEST_KEYS))
         if extra:
-            raise RequestError(f"{extra[0]}: a full config takes no other keys (put it in 'config')", extra[0])
+            raise RequestError(
+                f"{extra[0]}: a full config takes no other keys (put it in 'config')", extra[0]
+            )
     else:
         tree = {"task": task.name}
         for key, value in body.items():
@@ -134,7 +159,9 @@ def build_config(body: dict, task: Kind, settings, sections: tuple[str, ...] | N
                     raise RequestError(f"dataset_path: {exc}", "dataset_path") from None
                 continue
             if key == "task" and value != task.name:
-                raise RequestError(f"task: {value!r} differs from model_type {task.name!r}; give one of them", "task")
+                raise RequestError(
+                    f"task: {value!r} differs from model_type {task.name!r}; give one of them", "task"
+                )
             dotted = task.short_form.get(key) or _dotted_key(task, key)
             try:
                 set_key(tree, dotted, value)
@@ -154,8 +181,14 @@ def validate(tree: dict, origin: dict[str, str] | None = None) -> Config:
         lines, fields = [], []
         for error in exc.errors():
             loc = ".".join(str(p) for p in error["loc"])
-            field = next((origin[k] for k in sorted(origin, key=len, reverse=True)
-                          if loc == k or loc.startswith(k + ".")), loc)
+            field = next(
+                (
+                    origin[k]
+                    for k in sorted(origin, key=len, reverse=True)
+                    if loc == k or loc.startswith(k + ".")
+                ),
+                loc,
+            )
             fields.append(field)
             shown = field if field == loc else f"{field} ({loc})"
             message = error["msg"]
@@ -189,7 +222,9 @@ def confine_paths(config: Config, settings, folder: Path) -> Config:
     return validate(tree)
 
 
-def _confine_section(section: Section, tree: dict, where: list[str], roots, dataset_roots, folder: Path) -> None:
+def _confine_section(
+    section: Section, tree: dict, where: list[str], roots, dataset_roots, folder: Path
+) -> None:
     for name in type(section).model_fields:
         if name not in tree:  # a section the config's kind does not hold
             continue
@@ -206,11 +241,15 @@ def _confine_value(value: Any, dumped: Any, key: str, roots, dataset_roots, fold
         _confine_section(value, dumped, key.split("."), roots, dataset_roots, folder)
         return dumped
     if isinstance(value, (list, tuple)):
-        return [_confine_value(v, d, f"{key}.{i}", roots, dataset_roots, folder)
-                for i, (v, d) in enumerate(zip(value, dumped))]
+        return [
+            _confine_value(v, d, f"{key}.{i}", roots, dataset_roots, folder)
+            for i, (v, d) in enumerate(zip(value, dumped))
+        ]
     if isinstance(value, dict):  # free-form settings (a detector's options, extra arguments): their texts too
-        return {k: _confine_value(v, dumped.get(k), f"{key}.{k}", roots, dataset_roots, folder)
-                for k, v in value.items()}
+        return {
+            k: _confine_value(v, dumped.get(k), f"{key}.{k}", roots, dataset_roots, folder)
+            for k, v in value.items()
+        }
     if isinstance(value, Path):
         text = os.fspath(value)
         if value.is_absolute() or ".." in value.parts:
@@ -223,14 +262,22 @@ def _confine_value(value: Any, dumped: Any, key: str, roots, dataset_roots, fold
         bare = _SCHEME.sub("", value)
         if bare.startswith(("/", "~")) or ".." in Path(bare).parts or "local-dir:" in value:
             if bare.startswith("~"):
-                raise RequestError(f"{key}: '~' paths are not allowed; give the path inside a dataset root", key)
+                raise RequestError(
+                    f"{key}: '~' paths are not allowed; give the path inside a dataset root", key
+                )
             if bare.startswith("/") or ".." in Path(bare).parts:
                 confine(bare, roots, key)
             else:  # a scheme that reads a local folder, relative to the worker: inside the job or a dataset
                 confine(bare, [*dataset_roots, folder], key)
-        elif bare == value and "/" in value and "\x00" not in value and any(exists(root / value)
-                                                                            for root in dataset_roots):
-            return str(confine(value, dataset_roots, key))  # a folder in a dataset root (a tokenizer, weights)
+        elif (
+            bare == value
+            and "/" in value
+            and "\x00" not in value
+            and any(exists(root / value) for root in dataset_roots)
+        ):
+            return str(
+                confine(value, dataset_roots, key)
+            )  # a folder in a dataset root (a tokenizer, weights)
     return dumped
 
 
@@ -259,17 +306,29 @@ def prepare_config(description: dict, body: dict, settings, folder: Path) -> tup
     if body.get("layout"):
         dataset.update(layout=body["layout"], root=description["path"])
     if not dataset:
-        raise RequestError(f"layout: {description['name']} is not in a layout prepare reads (detected "
-                           f"{description.get('layout')!r}); name one of ffpp, dfdc, celebdf, folder, csv", "layout")
+        raise RequestError(
+            f"layout: {description['name']} is not in a layout prepare reads (detected "
+            f"{description.get('layout')!r}); name one of ffpp, dfdc, celebdf, folder, csv",
+            "layout",
+        )
     dataset["name"] = re.sub(r"[^A-Za-z0-9_.-]", "_", description["name"])
     tree: dict[str, Any] = {"data": {"datasets": [dataset]}, "prepare": {"output_dir": str(output)}}
     origin = {}
     for key, value in body.items():
         if key in ("output_name", "layout", "name"):
             continue
-        dotted = key if "." in key else next(
-            (f"{s}.{key}" for s in ("prepare", "data", "faces") if key in Config.model_fields[s].annotation.model_fields),
-            None)
+        dotted = (
+            key
+            if "." in key
+            else next(
+                (
+                    f"{s}.{key}"
+                    for s in ("prepare", "data", "faces")
+                    if key in Config.model_fields[s].annotation.model_fields
+                ),
+                None,
+            )
+        )
         if dotted is None or dotted.split(".")[0] not in ("prepare", "data", "faces"):
             raise RequestError(f"{key}: not a prepare setting (data.*, faces.*, prepare.*)", key)
         if dotted == "prepare.output_dir":

@@ -10,8 +10,8 @@ import json
 import logging
 import math
 import os
-import secrets
 import re
+import secrets
 import shutil
 import sys
 import threading
@@ -97,11 +97,20 @@ class JobManager:
             self._ingest(job)
             job = self.store.get(job["id"])
             status = self.executor.poll(job["ref"]) if job["ref"] else ExecStatus(False)
-            if status.returncode == 0 or status.returncode is None and (job["result"] or {}).get("stopped") == "completed":
+            if (
+                status.returncode == 0
+                or status.returncode is None
+                and (job["result"] or {}).get("stopped") == "completed"
+            ):
                 self._settle(job, status)  # it finished as the server stopped
                 continue
-            self.store.transition(job["id"], ("running",), state="interrupted", finished_at=time.time(),
-                                  error="the server stopped while the job ran: resume it to continue")
+            self.store.transition(
+                job["id"],
+                ("running",),
+                state="interrupted",
+                finished_at=time.time(),
+                error="the server stopped while the job ran: resume it to continue",
+            )
         self.executor.close()
 
     def recover(self) -> None:
@@ -118,8 +127,13 @@ class JobManager:
             if result and result.get("stopped", "completed") != "interrupted" and not job["error"]:
                 self.store.transition(job["id"], ("running",), state="succeeded", finished_at=time.time())
                 continue  # it finished while no server watched: its result says so
-            self.store.transition(job["id"], ("running",), state="interrupted", finished_at=time.time(),
-                                  error="the server stopped while the job ran: resume it to continue")
+            self.store.transition(
+                job["id"],
+                ("running",),
+                state="interrupted",
+                finished_at=time.time(),
+                error="the server stopped while the job ran: resume it to continue",
+            )
 
     def wake(self) -> None:
         self._wake.set()
@@ -150,7 +164,9 @@ class JobManager:
         for job in self.store.in_state("running"):
             for device in str(job["device"] or "").split(","):  # a multi-GPU job holds a slot on each
                 busy[device] = busy.get(device, 0) + 1
-        return [{"name": d, "slots": self.settings.jobs_per_device, "busy": busy.get(d, 0)} for d in self.devices]
+        return [
+            {"name": d, "slots": self.settings.jobs_per_device, "busy": busy.get(d, 0)} for d in self.devices
+        ]
 
     def cluster(self) -> dict:
         """What jobs are placed on: the GPUs the executor reports (this machine's for local workers)."""
@@ -173,16 +189,25 @@ class JobManager:
             try:
                 gpus, _ = job_needs(job["spec"], cluster)
             except Exception as exc:  # noqa: BLE001 - a job whose config no longer loads fails, the queue goes on
-                self.store.transition(job["id"], ("queued",), state="failed", finished_at=time.time(),
-                                      error=f"could not start: {exc}")
+                self.store.transition(
+                    job["id"],
+                    ("queued",),
+                    state="failed",
+                    finished_at=time.time(),
+                    error=f"could not start: {exc}",
+                )
                 continue
             if gpus > cluster["gpus"]:
-                self.store.transition(job["id"], ("queued",), state="failed", finished_at=time.time(),
-                                      error=f"could not start: it needs {gpus} GPUs, this server has "
-                                      f"{cluster['gpus']}")
+                self.store.transition(
+                    job["id"],
+                    ("queued",),
+                    state="failed",
+                    finished_at=time.time(),
+                    error=f"could not start: it needs {gpus} GPUs, this server has {cluster['gpus']}",
+                )
                 continue
             wanted = [d for d in self.devices if free[d] > 0 and (gpus == 0 or d.startswith("cuda"))]
-            chosen = wanted[:max(1, gpus)]
+            chosen = wanted[: max(1, gpus)]
             if len(chosen) < max(1, gpus):
                 break  # in order: the next job waits for this one's devices
             for device in chosen:
@@ -192,11 +217,21 @@ class JobManager:
     def _launch(self, job: dict, device: str, cluster: dict) -> None:
         folder = Path(job["folder"])
         folder.mkdir(parents=True, exist_ok=True)
-        spec = {**job["spec"], "task_id": job["id"], "type": job["type"], "kind": job["kind"], "folder": str(folder),
-                "resume": bool(job["resume"])}
+        spec = {
+            **job["spec"],
+            "task_id": job["id"],
+            "type": job["type"],
+            "kind": job["kind"],
+            "folder": str(folder),
+            "resume": bool(job["resume"]),
+        }
         (folder / "job.json").write_text(json.dumps(spec, indent=1))
-        env = {"PYTHONUNBUFFERED": "1", "FAKEFINDER_JOB": job["id"], "FAKEFINDER_EXECUTOR": self.executor.name,
-               "FAKEFINDER_EVENT_TOKEN": self._token(job["id"], job["attempts"] + 1)}
+        env = {
+            "PYTHONUNBUFFERED": "1",
+            "FAKEFINDER_JOB": job["id"],
+            "FAKEFINDER_EXECUTOR": self.executor.name,
+            "FAKEFINDER_EVENT_TOKEN": self._token(job["id"], job["attempts"] + 1),
+        }
         if plugin_spec():
             env[PLUGIN_VARIABLE] = plugin_spec()  # kinds registered from outside fakefinder
         if device.startswith("cuda:"):
@@ -204,23 +239,46 @@ class JobManager:
         try:
             gpus, processes = job_needs(spec, cluster)
         except Exception as exc:  # noqa: BLE001 - the job fails with the reason, the queue goes on
-            self.store.transition(job["id"], ("queued",), state="failed", finished_at=time.time(),
-                                  error=f"could not start: {exc}")
+            self.store.transition(
+                job["id"],
+                ("queued",),
+                state="failed",
+                finished_at=time.time(),
+                error=f"could not start: {exc}",
+            )
             return
         command = [sys.executable, "-m", "fakefinder.platform.worker", str(folder / "job.json")]
         if processes > 1:  # DDP / DeepSpeed: one process per GPU (or as configured on the CPU)
-            command[1:3] = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", "-m",
-                            "fakefinder.platform.worker"]
+            command[1:3] = [
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                f"--nproc_per_node={processes}",
+                "-m",
+                "fakefinder.platform.worker",
+            ]
         fans_out = job["type"] == "prepare" and int(spec.get("shards") or 1) > 1  # its shards take the CPUs
         resources = {"num_cpus": 0 if fans_out else processes, "num_gpus": gpus}
-        if not self.store.transition(job["id"], ("queued",), state="running", started_at=time.time(), device=device,
-                                     executor=self.executor.name, attempts=job["attempts"] + 1, output_offset=0,
-                                     stop_requested=None, exit_code=None, error=None):
+        if not self.store.transition(
+            job["id"],
+            ("queued",),
+            state="running",
+            started_at=time.time(),
+            device=device,
+            executor=self.executor.name,
+            attempts=job["attempts"] + 1,
+            output_offset=0,
+            stop_requested=None,
+            exit_code=None,
+            error=None,
+        ):
             return  # stopped meanwhile
         try:
             ref = self.executor.submit(job["id"], command, env, folder, folder / "worker.log", resources)
         except Exception as exc:  # noqa: BLE001 - the job fails with the reason, the queue goes on
-            self.store.update(job["id"], state="failed", finished_at=time.time(), error=f"could not start: {exc}")
+            self.store.update(
+                job["id"], state="failed", finished_at=time.time(), error=f"could not start: {exc}"
+            )
             return
         self.store.update(job["id"], ref=ref)
 
@@ -241,9 +299,14 @@ class JobManager:
         if status.running:
             if status.reason and not job["progress"]:  # e.g. waiting for the cluster's resources
                 self.store.update(job["id"], progress={"stage": status.reason})
-            if job["stop_requested"] and time.time() - job["stop_requested"] > self.settings.stop_timeout_s \
-                    and time.time() - self._killed.get(job["id"], 0.0) > 30:
-                log.warning("job %s did not stop within %.0f s: killing it", job["id"], self.settings.stop_timeout_s)
+            if (
+                job["stop_requested"]
+                and time.time() - job["stop_requested"] > self.settings.stop_timeout_s
+                and time.time() - self._killed.get(job["id"], 0.0) > 30
+            ):
+                log.warning(
+                    "job %s did not stop within %.0f s: killing it", job["id"], self.settings.stop_timeout_s
+                )
                 self._killed[job["id"]] = time.time()
                 self.executor.kill(job["ref"])
             return
@@ -254,25 +317,36 @@ class JobManager:
     def _settle(self, job: dict, status) -> None:
         code = status.returncode
         result = job["result"] or {}
-        if code is None and result and not job["error"]:  # a worker an earlier instance started: its result tells
+        if (
+            code is None and result and not job["error"]
+        ):  # a worker an earlier instance started: its result tells
             code = STOPPED if result.get("stopped") == "interrupted" else 0
         if code not in (0, STOPPED) and result.get("stopped") == "interrupted":
-            code = STOPPED  # saved and stopped on request, behind a launcher that reports it otherwise (torchrun)
+            # saved and stopped on request, behind a launcher that reports it otherwise (torchrun)
+            code = STOPPED
         fields = {"finished_at": time.time(), "exit_code": code}
         if code == 0:  # done (also when a stop came as it finished)
             state = "succeeded"
         elif job["stop_requested"]:
             state = "cancelled"
-            fields["error"] = (None if code == STOPPED else status.reason or None if code is None
-                               else job["error"] or "stopped by force after the stop timeout")
+            fields["error"] = (
+                None
+                if code == STOPPED
+                else status.reason or None
+                if code is None
+                else job["error"] or "stopped by force after the stop timeout"
+            )
         elif code == STOPPED:
             state = "interrupted"  # stopped by a signal nobody on the platform sent
             fields["error"] = "the worker was stopped from outside; resume it to continue"
         else:
             state = "failed"
             reason = status.reason or describe_exit(code)
-            fields["error"] = job["error"] if job["error"] and code is not None and code > 0 else (
-                f"{reason}" + (f"; last error: {job['error']}" if job["error"] else ""))
+            fields["error"] = (
+                job["error"]
+                if job["error"] and code is not None and code > 0
+                else (f"{reason}" + (f"; last error: {job['error']}" if job["error"] else ""))
+            )
         self.store.transition(job["id"], ("running",), state=state, **fields)
         self._wake.set()
 
@@ -293,7 +367,7 @@ class JobManager:
         mark = event_mark(self._token(job["id"], job["attempts"]))
         for line in text.split("\n"):  # only newlines end a line (not U+2028 in a file name)
             line = line.rstrip("\r")
-            event = _event(line[len(mark):]) if line.startswith(mark) else None
+            event = _event(line[len(mark) :]) if line.startswith(mark) else None
             if event is None:
                 if line:
                     lines.append((now, line[:20000]))
@@ -304,7 +378,13 @@ class JobManager:
             elif kind == "metrics":
                 values = {str(k): v for k, v in data.items() if _is_value(v)}
                 history.append((_number(event.get("time")) or now, stage, values))
-                latest.update({k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+                latest.update(
+                    {
+                        k: v
+                        for k, v in values.items()
+                        if isinstance(v, (int, float)) and not isinstance(v, bool)
+                    }
+                )
             elif kind == "result" and stage == "job":
                 fields["result"] = data
             elif kind == "error":
@@ -323,7 +403,9 @@ class JobManager:
                 return self.store.get(job_id)
             job = self.store.get(job_id)
         if job["state"] != "running":
-            raise Conflict(f"job {job_id} is {job['state']}: only a queued or running job can be stopped", "task_id")
+            raise Conflict(
+                f"job {job_id} is {job['state']}: only a queued or running job can be stopped", "task_id"
+            )
         if not job["stop_requested"]:
             self.store.update(job_id, stop_requested=time.time())
         if job["ref"]:
@@ -338,10 +420,25 @@ class JobManager:
     def _resume_job(self, job_id: str) -> dict:
         job = self._job(job_id)
         if job["type"] != "train":
-            raise Conflict(f"job {job_id} is a {job['type']} job: only training jobs resume (start it again)", "task_id")
-        if not self.store.transition(job_id, RESUMABLE, state="queued", resume=1, finished_at=None, error=None,
-                                     exit_code=None, stop_requested=None, ref=None, progress={}, result=None):
-            raise Conflict(f"job {job_id} is {job['state']}: only a {', '.join(RESUMABLE)} job resumes", "task_id")
+            raise Conflict(
+                f"job {job_id} is a {job['type']} job: only training jobs resume (start it again)", "task_id"
+            )
+        if not self.store.transition(
+            job_id,
+            RESUMABLE,
+            state="queued",
+            resume=1,
+            finished_at=None,
+            error=None,
+            exit_code=None,
+            stop_requested=None,
+            ref=None,
+            progress={},
+            result=None,
+        ):
+            raise Conflict(
+                f"job {job_id} is {job['state']}: only a {', '.join(RESUMABLE)} job resumes", "task_id"
+            )
         self._wake.set()
         return self.store.get(job_id)
 
@@ -392,7 +489,11 @@ def _event(text: str) -> dict | None:
 
 
 def _number(value):
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+    return (
+        value
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        else None
+    )
 
 
 def _is_value(value) -> bool:
@@ -403,8 +504,15 @@ def _is_value(value) -> bool:
 
 def _progress(event: dict) -> dict:
     stage, step, total = event["stage"], _number(event.get("step")), _number(event.get("total"))
-    progress = {"stage": stage, "step": step, "total": total, "eta_s": _number(event.get("eta_s")), "epoch": None,
-                "epochs": None, "fraction": None}
+    progress = {
+        "stage": stage,
+        "step": step,
+        "total": total,
+        "eta_s": _number(event.get("eta_s")),
+        "epoch": None,
+        "epochs": None,
+        "fraction": None,
+    }
     if event.get("type") == "end" and total:
         step = progress["step"] = total
     within = step / total if step is not None and total else None

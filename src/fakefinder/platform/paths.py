@@ -61,7 +61,11 @@ def confine(value: str | os.PathLike, roots: list[Path], field: str, must_exist:
                     continue
                 return real
     if must_exist and any(exists(Path(os.path.realpath(c))) for c in candidates):
-        raise RequestError(f"{field}: {text} is outside the allowed folders ({', '.join(map(str, roots))})", field)
+        raise RequestError(
+            f"{field}: {text} is outside the allowed folders ({', '.join(map(str, roots))})", field
+        )
     if must_exist:
         raise RequestError(f"{field}: {text} not found in {', '.join(map(str, roots))}", field)
-    raise RequestError(f"{field}: {text} is outside the allowed folders ({', '.join(map(str, roots))})", field)
+    raise RequestError(
+        f"{field}: {text} is outside the allowed folders ({', '.join(map(str, roots))})", field
+    )

@@ -27,8 +27,13 @@ def _prepare_shard(config_tree: dict[str, Any], index: int, shards: int) -> dict
             warnings.append(event.message)
 
     result = prepare(config, shard=(index, shards), progress=False, events=collect)
-    return {"shard": index, "processed": result.processed, "skipped": result.skipped,
-            "summary": result.summary, "warnings": warnings}
+    return {
+        "shard": index,
+        "processed": result.processed,
+        "skipped": result.skipped,
+        "summary": result.summary,
+        "warnings": warnings,
+    }
 
 
 def _connect(address: str | None) -> bool:
@@ -52,8 +57,15 @@ def _failure_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".strip()
 
 
-def prepare_on_ray(config, shards: int, events=None, *, address: str | None = None,
-                   num_cpus: float | None = None, num_gpus: float = 0):
+def prepare_on_ray(
+    config,
+    shards: int,
+    events=None,
+    *,
+    address: str | None = None,
+    num_cpus: float | None = None,
+    num_gpus: float = 0,
+):
     """Run `prepare(config, shard=(i, shards))` for every i as parallel Ray tasks, wait for all, then
     merge (`prepare(config, merge_only=True)`) and return the merged `PrepareResult`.
 
@@ -97,16 +109,21 @@ def prepare_on_ray(config, shards: int, events=None, *, address: str | None = No
                             seen_warnings.add(warning)
                             events.warning(warning, "prepare")
                     summary = outcome["summary"]
-                    events.log(f"prepare shard {index}/{shards}: {outcome['processed']} processed, "
-                               f"{outcome['skipped']} already done, {summary['items_failed']} failed, "
-                               f"{summary['crops']} crops", "prepare")
+                    events.log(
+                        f"prepare shard {index}/{shards}: {outcome['processed']} processed, "
+                        f"{outcome['skipped']} already done, {summary['items_failed']} failed, "
+                        f"{summary['crops']} crops",
+                        "prepare",
+                    )
                     stage.advance(message=f"shard {index}/{shards} done")
         finally:
             events.end(stage)
         if failures:
             lines = "; ".join(f"shard {index}/{shards}: {text}" for index, text in sorted(failures.items()))
-            raise RayPrepareError(f"{len(failures)} of {shards} prepare shards failed ({lines}); finished "
-                                  "shards are kept, a rerun redoes only the rest")
+            raise RayPrepareError(
+                f"{len(failures)} of {shards} prepare shards failed ({lines}); finished "
+                "shards are kept, a rerun redoes only the rest"
+            )
         return prepare(config, merge_only=True, events=events)
     finally:
         if connected_here:

@@ -28,17 +28,29 @@ def is_loopback(host: str) -> bool:
 class ServeSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    data_dir: Path = Field(default=Path("fakefinder-data"), description="The job store, datasets, job folders.")
+    data_dir: Path = Field(
+        default=Path("fakefinder-data"), description="The job store, datasets, job folders."
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
-    token: str | None = Field(default=None, description="API token; required when bound to a non-loopback host.")
-    dataset_roots: list[Path] = Field(default_factory=list, description="Where datasets may be read (default: <data_dir>/datasets).")
-    output_roots: list[Path] = Field(default_factory=list, description="Where exports may be written (default: <data_dir>/exports).")
+    token: str | None = Field(
+        default=None, description="API token; required when bound to a non-loopback host."
+    )
+    dataset_roots: list[Path] = Field(
+        default_factory=list, description="Where datasets may be read (default: <data_dir>/datasets)."
+    )
+    output_roots: list[Path] = Field(
+        default_factory=list, description="Where exports may be written (default: <data_dir>/exports)."
+    )
     executor: Literal["local", "ray"] = "local"
-    ray_address: str | None = Field(default=None, description="The Ray cluster's job API, e.g. http://127.0.0.1:8265.")
+    ray_address: str | None = Field(
+        default=None, description="The Ray cluster's job API, e.g. http://127.0.0.1:8265."
+    )
     devices: list[str] | None = Field(default=None, description="Default: every CUDA device, else cpu.")
     jobs_per_device: int = Field(default=1, ge=1)
-    stop_timeout_s: float = Field(default=120.0, gt=0, description="A graceful stop is forced after this long.")
+    stop_timeout_s: float = Field(
+        default=120.0, gt=0, description="A graceful stop is forced after this long."
+    )
     poll_interval_s: float = Field(default=0.5, gt=0)
     upload_max_bytes: int = Field(default=2 << 30, ge=1)
     upload_max_files: int = Field(default=100_000, ge=1)
@@ -55,10 +67,14 @@ class ServeSettings(BaseModel):
         if self.token is None:
             self.token = os.environ.get("FAKEFINDER_TOKEN") or None
         if not is_loopback(self.host) and not self.token:
-            raise SettingsError(f"serving on {self.host} (not loopback) needs an API token: pass --token or set "
-                                "FAKEFINDER_TOKEN; every request then sends 'Authorization: Bearer <token>'")
+            raise SettingsError(
+                f"serving on {self.host} (not loopback) needs an API token: pass --token or set "
+                "FAKEFINDER_TOKEN; every request then sends 'Authorization: Bearer <token>'"
+            )
         if self.executor == "ray" and not self.ray_address:
-            raise SettingsError("--executor ray needs --ray-address (the cluster's job API, e.g. http://127.0.0.1:8265)")
+            raise SettingsError(
+                "--executor ray needs --ray-address (the cluster's job API, e.g. http://127.0.0.1:8265)"
+            )
 
     @property
     def datasets_dir(self) -> Path:
@@ -77,5 +93,11 @@ class ServeSettings(BaseModel):
         return self.data_dir / "platform.sqlite"
 
     def make_dirs(self) -> None:
-        for folder in (self.data_dir, self.jobs_dir, self.data_dir / "uploads", *self.dataset_roots, *self.output_roots):
+        for folder in (
+            self.data_dir,
+            self.jobs_dir,
+            self.data_dir / "uploads",
+            *self.dataset_roots,
+            *self.output_roots,
+        ):
             folder.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     exit_code INTEGER, folder TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, number);
-CREATE TABLE IF NOT EXISTS logs (job_id TEXT NOT NULL, seq INTEGER NOT NULL, time REAL NOT NULL, text TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS logs (job_id TEXT NOT NULL, seq INTEGER NOT NULL, time REAL NOT NULL, text TEXT
+NOT NULL,
                                  PRIMARY KEY (job_id, seq));
 CREATE TABLE IF NOT EXISTS metrics (job_id TEXT NOT NULL, seq INTEGER NOT NULL, time REAL NOT NULL,
                                     stage TEXT, data TEXT NOT NULL, PRIMARY KEY (job_id, seq));
@@ -62,8 +63,15 @@ class JobStore:
     def new_id() -> str:
         return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
-    def create(self, type: str, kind: str | None, name: str | None, spec: dict, folder_root: Path,
-               job_id: str | None = None) -> dict:
+    def create(
+        self,
+        type: str,
+        kind: str | None,
+        name: str | None,
+        spec: dict,
+        folder_root: Path,
+        job_id: str | None = None,
+    ) -> dict:
         job_id = job_id or self.new_id()
         with self._write:
             conn = self._conn()
@@ -73,8 +81,17 @@ class JobStore:
                 conn.execute(
                     "INSERT INTO jobs (id, number, name, type, kind, state, spec, created_at, folder) "
                     "VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
-                    (job_id, number, name or f"{kind or type}-{number}", type, kind, json.dumps(spec), time.time(),
-                     str(Path(folder_root) / job_id)))
+                    (
+                        job_id,
+                        number,
+                        name or f"{kind or type}-{number}",
+                        type,
+                        kind,
+                        json.dumps(spec),
+                        time.time(),
+                        str(Path(folder_root) / job_id),
+                    ),
+                )
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -110,8 +127,9 @@ class JobStore:
         values = [json.dumps(v) if k in _JSON_COLUMNS and v is not None else v for k, v in fields.items()]
         sets = ", ".join(f"{k} = ?" for k in fields)
         marks = ",".join("?" * len(from_states))
-        cursor = self._run(f"UPDATE jobs SET {sets} WHERE id = ? AND state IN ({marks})",
-                           (*values, job_id, *from_states))
+        cursor = self._run(
+            f"UPDATE jobs SET {sets} WHERE id = ? AND state IN ({marks})", (*values, job_id, *from_states)
+        )
         return cursor.rowcount == 1
 
     def delete(self, job_id: str) -> None:
@@ -123,25 +141,45 @@ class JobStore:
             conn.execute("COMMIT")
 
     # ------------------------------------------------------------------ logs and metrics
-    def add_output(self, job_id: str, lines: list[tuple[float, str]], rows: list[tuple[float, str, dict]],
-                   offset: int, **fields: Any) -> None:
+    def add_output(
+        self,
+        job_id: str,
+        lines: list[tuple[float, str]],
+        rows: list[tuple[float, str, dict]],
+        offset: int,
+        **fields: Any,
+    ) -> None:
         """New log lines and metric rows of a job, its new output offset and state fields: one transaction."""
         with self._write:
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
             try:
                 if lines:
-                    first = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM logs WHERE job_id = ?", (job_id,)).fetchone()[0]
-                    conn.executemany("INSERT INTO logs VALUES (?, ?, ?, ?)",
-                                     [(job_id, first + i + 1, t, text) for i, (t, text) in enumerate(lines)])
+                    first = conn.execute(
+                        "SELECT COALESCE(MAX(seq), 0) FROM logs WHERE job_id = ?", (job_id,)
+                    ).fetchone()[0]
+                    conn.executemany(
+                        "INSERT INTO logs VALUES (?, ?, ?, ?)",
+                        [(job_id, first + i + 1, t, text) for i, (t, text) in enumerate(lines)],
+                    )
                 if rows:
-                    first = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM metrics WHERE job_id = ?", (job_id,)).fetchone()[0]
-                    conn.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?)",
-                                     [(job_id, first + i + 1, t, stage, json.dumps(data))
-                                      for i, (t, stage, data) in enumerate(rows)])
+                    first = conn.execute(
+                        "SELECT COALESCE(MAX(seq), 0) FROM metrics WHERE job_id = ?", (job_id,)
+                    ).fetchone()[0]
+                    conn.executemany(
+                        "INSERT INTO metrics VALUES (?, ?, ?, ?, ?)",
+                        [
+                            (job_id, first + i + 1, t, stage, json.dumps(data))
+                            for i, (t, stage, data) in enumerate(rows)
+                        ],
+                    )
                 fields["output_offset"] = offset
-                values = [json.dumps(v) if k in _JSON_COLUMNS and v is not None else v for k, v in fields.items()]
-                conn.execute(f"UPDATE jobs SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?", (*values, job_id))
+                values = [
+                    json.dumps(v) if k in _JSON_COLUMNS and v is not None else v for k, v in fields.items()
+                ]
+                conn.execute(
+                    f"UPDATE jobs SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?", (*values, job_id)
+                )
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -149,24 +187,50 @@ class JobStore:
 
     def logs(self, job_id: str, after: int = 0, tail: int | None = None) -> list[dict]:
         if tail is not None:
-            rows = self._conn().execute("SELECT seq, time, text FROM logs WHERE job_id = ? AND seq > ? "
-                                        "ORDER BY seq DESC LIMIT ?", (job_id, after, tail)).fetchall()[::-1]
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT seq, time, text FROM logs WHERE job_id = ? AND seq > ? ORDER BY seq DESC LIMIT ?",
+                    (job_id, after, tail),
+                )
+                .fetchall()[::-1]
+            )
         else:
-            rows = self._conn().execute("SELECT seq, time, text FROM logs WHERE job_id = ? AND seq > ? ORDER BY seq "
-                                        "LIMIT 5000", (job_id, after)).fetchall()
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT seq, time, text FROM logs WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT 5000",
+                    (job_id, after),
+                )
+                .fetchall()
+            )
         return [dict(r) for r in rows]
 
     def last_log_seq(self, job_id: str) -> int:
-        return self._conn().execute("SELECT COALESCE(MAX(seq), 0) FROM logs WHERE job_id = ?", (job_id,)).fetchone()[0]
+        return (
+            self._conn()
+            .execute("SELECT COALESCE(MAX(seq), 0) FROM logs WHERE job_id = ?", (job_id,))
+            .fetchone()[0]
+        )
 
     def metrics(self, job_id: str, after: int = 0) -> list[dict]:
-        rows = self._conn().execute("SELECT seq, time, stage, data FROM metrics WHERE job_id = ? AND seq > ? ORDER BY seq",
-                                    (job_id, after)).fetchall()
-        return [{"seq": r["seq"], "time": r["time"], "stage": r["stage"], **json.loads(r["data"])} for r in rows]
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT seq, time, stage, data FROM metrics WHERE job_id = ? AND seq > ? ORDER BY seq",
+                (job_id, after),
+            )
+            .fetchall()
+        )
+        return [
+            {"seq": r["seq"], "time": r["time"], "stage": r["stage"], **json.loads(r["data"])} for r in rows
+        ]
 
 
 def _job(row: sqlite3.Row) -> dict:
     job = dict(row)
     for column in _JSON_COLUMNS:
-        job[column] = json.loads(job[column]) if job[column] else ({} if column in ("progress", "metrics") else None)
+        job[column] = (
+            json.loads(job[column]) if job[column] else ({} if column in ("progress", "metrics") else None)
+        )
     return job

@@ -32,8 +32,17 @@ _ENCRYPTED = 0x1 | 0x40  # general purpose flags: traditional and strong encrypt
 _LOCAL_HEADER = 30  # fixed bytes of a local file header (its name and extra field follow)
 # a single top-level folder with one of these names is part of a layout, not a wrapper to strip
 _LAYOUT_FOLDERS = {
-    "train", "val", "test", "real", "fake", "images", "original_sequences", "manipulated_sequences",
-    "Celeb-real", "Celeb-synthesis", "YouTube-real",
+    "train",
+    "val",
+    "test",
+    "real",
+    "fake",
+    "images",
+    "original_sequences",
+    "manipulated_sequences",
+    "Celeb-real",
+    "Celeb-synthesis",
+    "YouTube-real",
 }
 
 
@@ -96,21 +105,30 @@ def safe_member_name(name: str) -> PurePosixPath:
     Backslashes count as separators (some Windows tools write them), empty and '.' components are
     dropped; refused: NUL or control characters, an absolute path, a drive letter, any '..'
     component, and a name with nothing left."""
-    if any(ord(char) < 32 or char in "\x7f\x85\u2028\u2029" or unicodedata.category(char) in ("Cc", "Zl", "Zp")
-           for char in name):
-        raise UploadError(f"ZIP member {name!r}: its name holds a NUL or control character; rename the file "
-                          "and zip it again")
+    if any(
+        ord(char) < 32 or char in "\x7f\x85\u2028\u2029" or unicodedata.category(char) in ("Cc", "Zl", "Zp")
+        for char in name
+    ):
+        raise UploadError(
+            f"ZIP member {name!r}: its name holds a NUL or control character; rename the file "
+            "and zip it again"
+        )
     text = name.replace("\\", "/")
     if text.startswith("/"):
-        raise UploadError(f"ZIP member {name!r} has an absolute path; zip the dataset with paths relative to "
-                          "its folder")
+        raise UploadError(
+            f"ZIP member {name!r} has an absolute path; zip the dataset with paths relative to its folder"
+        )
     if _DRIVE.match(text):
-        raise UploadError(f"ZIP member {name!r} starts with a drive letter; zip the dataset with paths "
-                          "relative to its folder")
+        raise UploadError(
+            f"ZIP member {name!r} starts with a drive letter; zip the dataset with paths "
+            "relative to its folder"
+        )
     parts = [part for part in text.split("/") if part not in ("", ".")]
     if ".." in parts:
-        raise UploadError(f"ZIP member {name!r} has a '..' component, which would write outside the dataset "
-                          "folder; zip the dataset from inside its folder")
+        raise UploadError(
+            f"ZIP member {name!r} has a '..' component, which would write outside the dataset "
+            "folder; zip the dataset from inside its folder"
+        )
     if not parts:
         raise UploadError(f"ZIP member {name!r} has an empty name")
     return PurePosixPath(*parts)
@@ -127,8 +145,9 @@ class _Member:
     is_dir: bool
 
 
-def unpack_zip(source: str | os.PathLike | BinaryIO, datasets_root: Path, name: str,
-               limits: ZipLimits = ZipLimits()) -> Path:
+def unpack_zip(
+    source: str | os.PathLike | BinaryIO, datasets_root: Path, name: str, limits: ZipLimits = ZipLimits()
+) -> Path:
     """Unpack the ZIP `source` (a path or a binary file object) into `datasets_root/name`.
 
     Every member is checked before anything is written (see `safe_member_name`, no links or special
@@ -148,8 +167,11 @@ def unpack_zip(source: str | os.PathLike | BinaryIO, datasets_root: Path, name: 
 
 def _refuse_existing(target: Path) -> None:
     if target.exists() or target.is_symlink():
-        raise UploadError(f"a dataset named {target.name!r} already exists; choose another name or delete "
-                          "that dataset first", field="name")
+        raise UploadError(
+            f"a dataset named {target.name!r} already exists; choose another name or delete "
+            "that dataset first",
+            field="name",
+        )
 
 
 def _open_zip(source) -> zipfile.ZipFile:
@@ -157,10 +179,18 @@ def _open_zip(source) -> zipfile.ZipFile:
         raise UploadError(f"no uploaded file at {source}")
     try:
         return zipfile.ZipFile(source)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError,
-            NotImplementedError) as exc:
-        raise UploadError(f"the upload is not a readable ZIP archive ({exc}); upload a .zip file, complete "
-                          "and not password-protected") from None
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        EOFError,
+        OSError,
+        ValueError,
+        NotImplementedError,
+    ) as exc:
+        raise UploadError(
+            f"the upload is not a readable ZIP archive ({exc}); upload a .zip file, complete "
+            "and not password-protected"
+        ) from None
 
 
 def _ignored(path: PurePosixPath) -> bool:
@@ -170,12 +200,16 @@ def _ignored(path: PurePosixPath) -> bool:
 def _check_kind(info: zipfile.ZipInfo) -> None:
     kind = stat.S_IFMT(info.external_attr >> 16)
     if kind == stat.S_IFLNK:
-        raise UploadError(f"ZIP member {info.filename!r} is a symbolic link, which is not allowed; zip the "
-                          "files themselves (e.g. `zip -r` without -y)")
+        raise UploadError(
+            f"ZIP member {info.filename!r} is a symbolic link, which is not allowed; zip the "
+            "files themselves (e.g. `zip -r` without -y)"
+        )
     expected = stat.S_IFDIR if info.is_dir() else stat.S_IFREG
     if kind not in (0, expected):
-        raise UploadError(f"ZIP member {info.filename!r} is not a regular file or folder (mode {oct(kind)}); "
-                          "only files and folders can be uploaded")
+        raise UploadError(
+            f"ZIP member {info.filename!r} is not a regular file or folder (mode {oct(kind)}); "
+            "only files and folders can be uploaded"
+        )
 
 
 def _ratio(size: int, compressed: int) -> float:
@@ -187,15 +221,21 @@ def _check_member(info: zipfile.ZipInfo, limits: ZipLimits) -> None:
     if info.flag_bits & _ENCRYPTED:
         raise UploadError(f"ZIP member {name!r} is encrypted; upload a ZIP without a password")
     if info.compress_type not in _SUPPORTED_COMPRESSION:
-        raise UploadError(f"ZIP member {name!r} uses compression method {info.compress_type}, which cannot "
-                          "be read; use stored, deflate, bzip2 or lzma (any common zip tool's default)")
+        raise UploadError(
+            f"ZIP member {name!r} uses compression method {info.compress_type}, which cannot "
+            "be read; use stored, deflate, bzip2 or lzma (any common zip tool's default)"
+        )
     if info.file_size > limits.max_member_bytes:
-        raise UploadError(f"ZIP member {name!r} declares {info.file_size} bytes, over the limit of "
-                          f"{limits.max_member_bytes} bytes per file")
+        raise UploadError(
+            f"ZIP member {name!r} declares {info.file_size} bytes, over the limit of "
+            f"{limits.max_member_bytes} bytes per file"
+        )
     ratio = _ratio(info.file_size, info.compress_size)
     if info.file_size > limits.ratio_floor_bytes and ratio > limits.max_ratio:
-        raise UploadError(f"ZIP member {name!r} would expand {ratio:.0f} times ({info.compress_size} -> "
-                          f"{info.file_size} bytes), over the limit of {limits.max_ratio:g}; a ZIP bomb?")
+        raise UploadError(
+            f"ZIP member {name!r} would expand {ratio:.0f} times ({info.compress_size} -> "
+            f"{info.file_size} bytes), over the limit of {limits.max_ratio:g}; a ZIP bomb?"
+        )
 
 
 def _checked_members(archive: zipfile.ZipFile, limits: ZipLimits) -> list[_Member]:
@@ -213,23 +253,29 @@ def _checked_members(archive: zipfile.ZipFile, limits: ZipLimits) -> list[_Membe
             members.append(_Member(info, path, True))
             folders.add(path)
             if len(folders) > limits.max_files:
-                raise UploadError(f"the ZIP holds more than {limits.max_files} folders (the file limit); split the "
-                                  "dataset or zip fewer folders")
+                raise UploadError(
+                    f"the ZIP holds more than {limits.max_files} folders (the file limit); split the "
+                    "dataset or zip fewer folders"
+                )
             continue
         _check_member(info, limits)
         if path in files:
             raise UploadError(f"ZIP member {info.filename!r} appears twice in the archive")
         files.add(path)
         if len(files) > limits.max_files:
-            raise UploadError(f"the ZIP holds more than {limits.max_files} files (the limit); split the "
-                              "dataset or zip fewer files")
+            raise UploadError(
+                f"the ZIP holds more than {limits.max_files} files (the limit); split the "
+                "dataset or zip fewer files"
+            )
         folders.update(path.parents)
         members.append(_Member(info, path, False))
         total += info.file_size
         compressed += info.compress_size
         if total > limits.max_bytes:
-            raise UploadError(f"the ZIP unpacks to more than {limits.max_bytes} bytes (the limit), reached "
-                              f"at member {info.filename!r}")
+            raise UploadError(
+                f"the ZIP unpacks to more than {limits.max_bytes} bytes (the limit), reached "
+                f"at member {info.filename!r}"
+            )
     if not files:
         raise UploadError("the ZIP holds no files")
     clash = sorted(files & folders)
@@ -237,8 +283,10 @@ def _checked_members(archive: zipfile.ZipFile, limits: ZipLimits) -> list[_Membe
         raise UploadError(f"ZIP member {clash[0].as_posix()!r} is both a file and a folder in the archive")
     ratio = _ratio(total, compressed)
     if total > limits.ratio_floor_bytes and ratio > limits.max_ratio:
-        raise UploadError(f"the ZIP would expand {ratio:.0f} times ({compressed} -> {total} bytes), over the "
-                          f"limit of {limits.max_ratio:g}; a ZIP bomb?")
+        raise UploadError(
+            f"the ZIP would expand {ratio:.0f} times ({compressed} -> {total} bytes), over the "
+            f"limit of {limits.max_ratio:g}; a ZIP bomb?"
+        )
     _check_no_overlap(archive, [m for m in members if not m.is_dir])
     return _strip_wrapper(members)
 
@@ -252,8 +300,10 @@ def _check_no_overlap(archive: zipfile.ZipFile, members: list[_Member]) -> None:
         info = member.info
         end = info.header_offset + _LOCAL_HEADER + info.compress_size  # lower bound: name, extra not counted
         if info.header_offset < 0 or end > next_start:
-            raise UploadError(f"ZIP member {info.filename!r} overlaps the data of another member; the "
-                              "archive is corrupt or crafted")
+            raise UploadError(
+                f"ZIP member {info.filename!r} overlaps the data of another member; the "
+                "archive is corrupt or crafted"
+            )
 
 
 def _strip_wrapper(members: list[_Member]) -> list[_Member]:
@@ -263,12 +313,14 @@ def _strip_wrapper(members: list[_Member]) -> list[_Member]:
     top = next(iter(tops))
     if top in _LAYOUT_FOLDERS or any(len(m.path.parts) < 2 for m in members if not m.is_dir):
         return members
-    return [_Member(m.info, PurePosixPath(*m.path.parts[1:]), m.is_dir) for m in members
-            if len(m.path.parts) > 1]
+    return [
+        _Member(m.info, PurePosixPath(*m.path.parts[1:]), m.is_dir) for m in members if len(m.path.parts) > 1
+    ]
 
 
-def _extract(archive: zipfile.ZipFile, members: list[_Member], root: Path, target: Path,
-             limits: ZipLimits) -> Path:
+def _extract(
+    archive: zipfile.ZipFile, members: list[_Member], root: Path, target: Path, limits: ZipLimits
+) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=root))
     try:
         base = staging.resolve()
@@ -277,7 +329,9 @@ def _extract(archive: zipfile.ZipFile, members: list[_Member], root: Path, targe
             destination = staging.joinpath(*member.path.parts)
             try:
                 if not destination.resolve().is_relative_to(base):
-                    raise UploadError(f"ZIP member {member.info.filename!r} resolves outside the dataset folder")
+                    raise UploadError(
+                        f"ZIP member {member.info.filename!r} resolves outside the dataset folder"
+                    )
                 if member.is_dir:
                     destination.mkdir(parents=True, exist_ok=True)
                     continue
@@ -286,7 +340,9 @@ def _extract(archive: zipfile.ZipFile, members: list[_Member], root: Path, targe
             except OSError as exc:
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                     raise
-                raise UploadError(f"ZIP member {member.info.filename!r} cannot be written here: {exc.strerror}") from None
+                raise UploadError(
+                    f"ZIP member {member.info.filename!r} cannot be written here: {exc.strerror}"
+                ) from None
         _refuse_existing(target)  # another upload may have taken the name meanwhile
         staging.chmod(0o755)
         try:
@@ -308,14 +364,24 @@ def _member_chunks(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> Iterator[
                 yield chunk
     except UploadError:
         raise
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError,
-            RuntimeError) as exc:
-        raise UploadError(f"ZIP member {info.filename!r} cannot be unpacked ({exc}); the archive is damaged, "
-                          "upload it again") from None
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        EOFError,
+        OSError,
+        ValueError,
+        NotImplementedError,
+        RuntimeError,
+    ) as exc:
+        raise UploadError(
+            f"ZIP member {info.filename!r} cannot be unpacked ({exc}); the archive is damaged, "
+            "upload it again"
+        ) from None
 
 
-def _write_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, destination: Path, total: int,
-                  limits: ZipLimits) -> int:
+def _write_member(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, destination: Path, total: int, limits: ZipLimits
+) -> int:
     """Stream one member to `destination`, counting the real bytes (declared sizes can lie)."""
     name = info.filename
     written = 0
@@ -324,18 +390,26 @@ def _write_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, destination: 
             written += len(chunk)
             total += len(chunk)
             if written > info.file_size:
-                raise UploadError(f"ZIP member {name!r} unpacks to more than the {info.file_size} bytes it "
-                                  "declares; the archive is corrupt or crafted")
+                raise UploadError(
+                    f"ZIP member {name!r} unpacks to more than the {info.file_size} bytes it "
+                    "declares; the archive is corrupt or crafted"
+                )
             if written > limits.max_member_bytes:
-                raise UploadError(f"ZIP member {name!r} unpacks to more than {limits.max_member_bytes} bytes "
-                                  "(the limit per file)")
+                raise UploadError(
+                    f"ZIP member {name!r} unpacks to more than {limits.max_member_bytes} bytes "
+                    "(the limit per file)"
+                )
             if total > limits.max_bytes:
-                raise UploadError(f"the ZIP unpacks to more than {limits.max_bytes} bytes (the limit), "
-                                  f"reached at member {name!r}")
+                raise UploadError(
+                    f"the ZIP unpacks to more than {limits.max_bytes} bytes (the limit), "
+                    f"reached at member {name!r}"
+                )
             out.write(chunk)
     if written != info.file_size:
-        raise UploadError(f"ZIP member {name!r} unpacks to {written} bytes but declares {info.file_size}; "
-                          "the archive is corrupt or crafted")
+        raise UploadError(
+            f"ZIP member {name!r} unpacks to {written} bytes but declares {info.file_size}; "
+            "the archive is corrupt or crafted"
+        )
     return total
 
 
@@ -375,14 +449,24 @@ def describe_dataset(path: Path) -> dict:
     if not path.is_dir():
         raise DatasetNotFoundError(f"no dataset folder at {path}")
     files, size = _folder_size(path)
-    description = {"name": path.name, "path": str(path), "layout": "unknown", "splits": {}, "files": files,
-                   "bytes": size, "kinds": [], "note": ""}
+    description = {
+        "name": path.name,
+        "path": str(path),
+        "layout": "unknown",
+        "splits": {},
+        "files": files,
+        "bytes": size,
+        "kinds": [],
+        "note": "",
+    }
     for kind in kinds():
         found = kind.describe_dataset(path)
         if found is None or (description["layout"] != "unknown" and found["layout"] != description["layout"]):
             continue
         if description["layout"] == "unknown":
-            description.update(layout=found["layout"], splits=found.get("splits") or {}, note=found.get("note", ""))
+            description.update(
+                layout=found["layout"], splits=found.get("splits") or {}, note=found.get("note", "")
+            )
         if found.get("usable", True):
             description["kinds"].append(kind.name)
     if description["layout"] != "unknown":
@@ -391,10 +475,18 @@ def describe_dataset(path: Path) -> dict:
     if raw is not None:
         description.update(raw)
         return description
-    description["note"] = "the folder is empty" if not files else (
-        "not a layout fakefinder knows; expected what a model kind trains on (a prepared manifest.csv, LLaVA "
-        "train.json, instruction train.jsonl, a YOLO data.yaml, captioned images, train/<class>/ folders, ...) "
-        "or a raw layout prepare reads (real/ and fake/ folders, metadata.csv, FaceForensics++, DFDC, Celeb-DF)")
+    description["note"] = (
+        "the folder is empty"
+        if not files
+        else (
+            "not a layout fakefinder knows; expected what a model kind trains on (a prepared manifest.csv, "
+            "LLaVA "
+            "train.json, instruction train.jsonl, a YOLO data.yaml, captioned images, train/<class>/ "
+            "folders, ...) "
+            "or a raw layout prepare reads (real/ and fake/ folders, metadata.csv, FaceForensics++, DFDC, "
+            "Celeb-DF)"
+        )
+    )
     return description
 
 
@@ -403,8 +495,9 @@ def list_datasets(root: Path) -> list[dict]:
     cannot be described is listed with layout "unknown" and the error in its note. Never raises."""
     root = Path(root)
     try:
-        entries = sorted((p for p in root.iterdir() if not p.name.startswith(".") and p.is_dir()),
-                         key=lambda p: p.name)
+        entries = sorted(
+            (p for p in root.iterdir() if not p.name.startswith(".") and p.is_dir()), key=lambda p: p.name
+        )
     except OSError:
         return []
     described = []
@@ -412,9 +505,18 @@ def list_datasets(root: Path) -> list[dict]:
         try:
             described.append(describe_dataset(entry))
         except Exception as exc:  # noqa: BLE001 - one broken folder must not hide the others
-            described.append({"name": entry.name, "path": str(entry), "layout": "unknown", "splits": {},
-                              "files": 0, "bytes": 0, "kinds": [],
-                              "note": f"could not describe the folder: {type(exc).__name__}: {exc}"})
+            described.append(
+                {
+                    "name": entry.name,
+                    "path": str(entry),
+                    "layout": "unknown",
+                    "splits": {},
+                    "files": 0,
+                    "bytes": 0,
+                    "kinds": [],
+                    "note": f"could not describe the folder: {type(exc).__name__}: {exc}",
+                }
+            )
     return described
 
 

@@ -86,8 +86,11 @@ def _readable(payload: dict) -> str:
         total = f" ({payload['total']} steps)" if payload.get("total") else ""
         return f"== {stage}{total}" + (f": {message}" if message else "")
     if kind == "metrics":
-        shown = ", ".join(f"{k} {_short(v)}" for k, v in payload.get("data", {}).items()
-                          if isinstance(v, (int, float)) and not isinstance(v, bool))
+        shown = ", ".join(
+            f"{k} {_short(v)}"
+            for k, v in payload.get("data", {}).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        )
         return f"{stage}: {shown}" if shown else ""
     return ""
 
@@ -172,7 +175,11 @@ def _report(outcome) -> str | None:
 def _summary(outcome: Any) -> Any:
     """What an evaluation returned, as JSON (figures only, not tables)."""
     if isinstance(outcome, dict):
-        return {str(k): _summary(v) for k, v in outcome.items() if not hasattr(v, "to_dict") or isinstance(v, dict)}
+        return {
+            str(k): _summary(v)
+            for k, v in outcome.items()
+            if not hasattr(v, "to_dict") or isinstance(v, dict)
+        }
     if isinstance(outcome, (list, tuple)):
         return [_summary(v) for v in outcome[:50]]
     if isinstance(outcome, float) and math.isnan(outcome):
@@ -215,8 +222,18 @@ def _predict(config, events: StdoutEvents) -> int:
     table = result.table
     rows = []
     for record in table.to_dict(orient="records"):
-        rows.append({k: (None if isinstance(v, float) and math.isnan(v) else _plain(v) if not isinstance(
-            v, (str, int, float, bool)) else v) for k, v in record.items()})
+        rows.append(
+            {
+                k: (
+                    None
+                    if isinstance(v, float) and math.isnan(v)
+                    else _plain(v)
+                    if not isinstance(v, (str, int, float, bool))
+                    else v
+                )
+                for k, v in record.items()
+            }
+        )
     events.emit(_job_result({"predictions": rows, "output": str(config.predict.output)}))
     return 0
 
@@ -231,14 +248,25 @@ def main(argv: list[str] | None = None) -> int:
         spec = json.loads(Path(argv[0]).read_text())
         return run(spec, events)
     except KeyboardInterrupt:
-        events.emit({"type": "error", "stage": "job", "message": "stopped at once (second stop request)",
-                     "data": {}, "time": time.time()})
+        events.emit(
+            {
+                "type": "error",
+                "stage": "job",
+                "message": "stopped at once (second stop request)",
+                "data": {},
+                "time": time.time(),
+            }
+        )
         return STOPPED
     except Exception as exc:  # noqa: BLE001 - the job fails with the reason; the traceback goes to its log
         from fakefinder.core.errors import FakefinderError
 
         traceback.print_exc(file=sys.stdout)
-        message = str(exc) if isinstance(exc, (FakefinderError, FileNotFoundError)) else f"{type(exc).__name__}: {exc}"
+        message = (
+            str(exc)
+            if isinstance(exc, (FakefinderError, FileNotFoundError))
+            else f"{type(exc).__name__}: {exc}"
+        )
         events.emit({"type": "error", "stage": "job", "message": message, "data": {}, "time": time.time()})
         return 1
 

@@ -3,12 +3,26 @@
 The order of the lines is the order in which kinds are asked to describe a dataset folder."""
 
 from fakefinder.tasks import (
-    deepfake_detector, dx_llava, image_classifier, llm_lora, object_detector, text_to_image_lora,
+    deepfake_detector,
+    dx_llava,
+    image_classifier,
+    llm_lora,
+    object_detector,
+    text_to_image_lora,
 )
 from fakefinder.tasks.base import EvalSummary, Kind, Predictor, PredictResult, TrainSummary
 from fakefinder.tasks.registry import (
-    UnknownTaskError, get_task, kinds, list_tasks, load_plugins, model_paths, read_model, register, task_for_config,
-    task_for_models, unregister,
+    UnknownTaskError,
+    get_task,
+    kinds,
+    list_tasks,
+    load_plugins,
+    model_paths,
+    read_model,
+    register,
+    task_for_config,
+    task_for_models,
+    unregister,
 )
 
 register(deepfake_detector.TASK)
@@ -20,5 +34,20 @@ register(text_to_image_lora.TASK)
 register(image_classifier.TASK)
 load_plugins()
 
-__all__ = ["EvalSummary", "Kind", "PredictResult", "Predictor", "TrainSummary", "UnknownTaskError", "get_task", "kinds",
-           "list_tasks", "model_paths", "read_model", "register", "task_for_config", "task_for_models", "unregister"]
+__all__ = [
+    "EvalSummary",
+    "Kind",
+    "PredictResult",
+    "Predictor",
+    "TrainSummary",
+    "UnknownTaskError",
+    "get_task",
+    "kinds",
+    "list_tasks",
+    "model_paths",
+    "read_model",
+    "register",
+    "task_for_config",
+    "task_for_models",
+    "unregister",
+]

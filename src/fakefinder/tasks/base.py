@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from fakefinder.config import Config, ConfigError, Section
-from fakefinder.core.results import EvalSummary, PredictResult, Predictor, TrainSummary
+from fakefinder.core.results import EvalSummary, Predictor, PredictResult, TrainSummary
 
 if TYPE_CHECKING:
     from fakefinder.core.artifact import Artifact
@@ -67,8 +67,9 @@ class Kind:
     multi_process: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ what every kind implements
-    def train(self, config: Config, resume: bool | str | Path = False, events=None,
-              overwrite: bool = False) -> TrainSummary:
+    def train(
+        self, config: Config, resume: bool | str | Path = False, events=None, overwrite: bool = False
+    ) -> TrainSummary:
         """Train as `config` says; the artifact lands in `default_model(config)`. A folder that holds
         a run is refused unless `resume` (continue it) or `overwrite` (replace it)."""
         raise NotImplementedError

@@ -61,7 +61,9 @@ def unregister(name: str) -> Kind:
 
     kind = _KINDS.pop(name)
     _PLUGINS.pop(name, None)
-    unregister_kind(name, kind.section if not any(k.section == kind.section for k in _KINDS.values()) else None)
+    unregister_kind(
+        name, kind.section if not any(k.section == kind.section for k in _KINDS.values()) else None
+    )
     return kind
 
 
@@ -70,7 +72,9 @@ def _attribute_of(kind: Kind, module: str) -> str:
     for name, value in vars(found).items():
         if value is kind:
             return name
-    raise ValueError(f"kind {kind.name!r} is not a module-level name of {module}: workers could not import it")
+    raise ValueError(
+        f"kind {kind.name!r} is not a module-level name of {module}: workers could not import it"
+    )
 
 
 def plugin_spec() -> str:
@@ -83,7 +87,11 @@ def load_plugins() -> None:
     from importlib.metadata import entry_points
 
     specs = [(point.value, f"entry point {point.name}") for point in entry_points(group=PLUGIN_GROUP)]
-    specs += [(item.strip(), PLUGIN_VARIABLE) for item in os.environ.get(PLUGIN_VARIABLE, "").split(",") if item.strip()]
+    specs += [
+        (item.strip(), PLUGIN_VARIABLE)
+        for item in os.environ.get(PLUGIN_VARIABLE, "").split(",")
+        if item.strip()
+    ]
     for spec, source in specs:
         module, _, attribute = spec.partition(":")
         try:
@@ -130,7 +138,9 @@ def read_model(path: str | Path):
         found = kind.read_legacy(path)
         if found is not None:
             return found
-    raise ArtifactError(f"{path} is not a model artifact (a folder with model.json) or a model file a kind reads")
+    raise ArtifactError(
+        f"{path} is not a model artifact (a folder with model.json) or a model file a kind reads"
+    )
 
 
 def task_for_models(paths: list[Path], config: Config | None = None) -> tuple[Kind, list]:

@@ -8,7 +8,6 @@ from typing import ClassVar
 
 from fakefinder.config import Config, ConfigError
 from fakefinder.tasks.base import Kind
-
 from toy_regressor.config import ToyConfig
 
 
@@ -18,8 +17,11 @@ class ToyRegressor(Kind):
     section: ClassVar[str] = "toy"
     section_model = ToyConfig
     defaults: ClassVar[dict] = {"toy": {"train": {"epochs": 3}}}
-    short_form: ClassVar[dict[str, str]] = {"dataset_path": "toy.data", "epochs": "toy.train.epochs",
-                                            "learning_rate": "toy.train.lr"}
+    short_form: ClassVar[dict[str, str]] = {
+        "dataset_path": "toy.data",
+        "epochs": "toy.train.epochs",
+        "learning_rate": "toy.train.lr",
+    }
     option_sections: ClassVar[tuple[str, ...]] = ("toy.train", "toy")
     run_section: ClassVar[str] = "toy.train"
     predict_inputs: ClassVar[tuple[str, ...]] = (".csv",)

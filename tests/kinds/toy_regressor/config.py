@@ -15,7 +15,9 @@ class ToyTrainConfig(RunSection):
     epochs: int = Field(default=3, ge=1)
     lr: float = Field(default=0.05, gt=0)
     trackers: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)
-    step_seconds: float = Field(default=0.0, ge=0, description="A pause after each epoch (to stop a run mid-way).")
+    step_seconds: float = Field(
+        default=0.0, ge=0, description="A pause after each epoch (to stop a run mid-way)."
+    )
 
 
 class ToyConfig(Section):

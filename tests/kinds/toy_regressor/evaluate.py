@@ -8,7 +8,6 @@ from fakefinder.config import Config
 from fakefinder.core.files import atomic_write_json, atomic_write_text
 from fakefinder.core.results import EvalSummary
 from fakefinder.tasks.registry import read_model
-
 from toy_regressor.data import read
 
 
@@ -20,7 +19,9 @@ def evaluate(config: Config, models: list[Path], events=None) -> EvalSummary:
         weights = read_model(path).weights()
         a, b = float(weights["a"]), float(weights["b"])
         metrics["models"][Path(path).parent.name] = {
-            "mse": sum((a * x + b - y) ** 2 for x, y in zip(xs, ys)) / len(xs), "n": len(xs)}
+            "mse": sum((a * x + b - y) ** 2 for x, y in zip(xs, ys)) / len(xs),
+            "n": len(xs),
+        }
     metrics_file = atomic_write_json(out / "metrics.json", metrics)
     report = atomic_write_text(out / "report.html", f"<html><body><pre>{metrics}</pre></body></html>")
     return EvalSummary(config.task, out, metrics, metrics_file, report)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from fakefinder.core.files import atomic_write
-from fakefinder.core.results import PredictResult, Predictor
+from fakefinder.core.results import Predictor, PredictResult
 
 
 class LinePredictor(Predictor):
@@ -25,8 +25,10 @@ class LinePredictor(Predictor):
         rows = []
         for path in config.predict.inputs:
             with Path(path).open(newline="") as handle:
-                rows += [{"id": f"{Path(path).name}:{i + 1}", "y": self.a * float(r["x"]) + self.b}
-                         for i, r in enumerate(csv.DictReader(handle))]
+                rows += [
+                    {"id": f"{Path(path).name}:{i + 1}", "y": self.a * float(r["x"]) + self.b}
+                    for i, r in enumerate(csv.DictReader(handle))
+                ]
         table = pd.DataFrame(rows, columns=["id", "y"])
         output = Path(config.predict.output)
         atomic_write(output, lambda h: table.to_csv(h, index=False))

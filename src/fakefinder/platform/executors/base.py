@@ -18,8 +18,9 @@ class ExecStatus:
 class Executor:
     name = "base"
 
-    def submit(self, job_id: str, command: list[str], env: dict[str, str], cwd: Path, log_path: Path,
-               resources: dict) -> str:
+    def submit(
+        self, job_id: str, command: list[str], env: dict[str, str], cwd: Path, log_path: Path, resources: dict
+    ) -> str:
         """Start `command`; returns the reference the job store keeps to find it again."""
         raise NotImplementedError
 
@@ -54,6 +55,8 @@ def describe_exit(returncode: int | None) -> str:
             name = signal.Signals(-returncode).name
         except ValueError:
             name = f"signal {-returncode}"
-        hint = " (killed from outside, e.g. by the out-of-memory killer or kill -9)" if name == "SIGKILL" else ""
+        hint = (
+            " (killed from outside, e.g. by the out-of-memory killer or kill -9)" if name == "SIGKILL" else ""
+        )
         return f"the worker was killed by {name}{hint}"
     return f"the worker exited with code {returncode}"

@@ -29,8 +29,15 @@ class LocalExecutor(Executor):
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
             start = log.tell()
-            child = subprocess.Popen(command, cwd=cwd, env={**os.environ, **env}, stdout=log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            child = subprocess.Popen(
+                command,
+                cwd=cwd,
+                env={**os.environ, **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         try:
             created = psutil.Process(child.pid).create_time()
         except psutil.Error:

@@ -25,7 +25,9 @@ STOP_WAIT_ENV = "RAY_JOB_STOP_WAIT_TIME_S"  # Ray's SIGTERM -> SIGKILL delay, re
 # Ray's first log line shows the entrypoint; the log shows the worker command without the shell around it.
 _RAY_PREAMBLE = re.compile(
     r"^Running entrypoint for job (\S+): trap : TERM INT; cd (.*?) \|\| exit 126; (.*?); "
-    r'code=\$\?; echo "::fakefinder-exit:: \$code"; exit \$code$', re.MULTILINE | re.DOTALL)
+    r'code=\$\?; echo "::fakefinder-exit:: \$code"; exit \$code$',
+    re.MULTILINE | re.DOTALL,
+)
 
 # Run inside the cluster as a tiny Ray job of its own (the job API has no forced stop, and a job
 # waiting for resources ignores stop requests until it starts): `cancel` removes the supervisor
@@ -83,8 +85,10 @@ class _UnknownJob(Exception):
 def _entrypoint(command: list[str], cwd: Path) -> str:
     """The shell line Ray runs: enter the job folder, run the worker, print its exit code. The shell
     traps SIGTERM so that it outlives the worker (Ray signals every process of the job) and reports."""
-    return (f"trap : TERM INT; cd {shlex.quote(str(cwd))} || exit 126; {shlex.join(command)}; "
-            f'code=$?; echo "{EXIT_MARK}$code"; exit $code')
+    return (
+        f"trap : TERM INT; cd {shlex.quote(str(cwd))} || exit 126; {shlex.join(command)}; "
+        f'code=$?; echo "{EXIT_MARK}$code"; exit $code'
+    )
 
 
 def _readable_log(text: str) -> str:
@@ -102,11 +106,15 @@ def _exit_reason(code: int) -> str:
     if code in (0, 3):
         return ""
     if code == 126:
-        return (f"{describe_exit(code)}: the job folder is missing on the Ray node (job and data folders "
-                "must be on storage every node of the cluster shares)")
+        return (
+            f"{describe_exit(code)}: the job folder is missing on the Ray node (job and data folders "
+            "must be on storage every node of the cluster shares)"
+        )
     if code == 127:
-        return (f"{describe_exit(code)}: the worker command was not found on the Ray node (every node needs "
-                "the platform's Python environment at the same path)")
+        return (
+            f"{describe_exit(code)}: the worker command was not found on the Ray node (every node needs "
+            "the platform's Python environment at the same path)"
+        )
     return describe_exit(code)
 
 
@@ -134,8 +142,14 @@ class RayJobsExecutor(Executor):
 
     name = "ray"
 
-    def __init__(self, address: str, headers: dict[str, str] | None = None, runtime_env: dict | None = None,
-                 stop_wait_s: float = 120.0, python: str | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        headers: dict[str, str] | None = None,
+        runtime_env: dict | None = None,
+        stop_wait_s: float = 120.0,
+        python: str | None = None,
+    ) -> None:
         self.address = address
         self.headers = dict(headers or {})
         self.runtime_env = dict(runtime_env or {})
@@ -173,8 +187,12 @@ class RayJobsExecutor(Executor):
             raise RayJobsError(f"Ray job API at {self.address}: {action} failed: {exc}") from exc
 
     def _unknown(self, ref: str) -> ExecStatus:
-        return ExecStatus(False, None, f"Ray job {ref} is unknown to the cluster at {self.address} "
-                                       "(deleted, or the cluster was restarted)")
+        return ExecStatus(
+            False,
+            None,
+            f"Ray job {ref} is unknown to the cluster at {self.address} "
+            "(deleted, or the cluster was restarted)",
+        )
 
     # --- the Executor interface ------------------------------------------------------------------
 
@@ -187,7 +205,9 @@ class RayJobsExecutor(Executor):
         try:
             from ray.util.state import list_nodes
 
-            nodes = list_nodes(address=self.address, filters=[("state", "=", "ALIVE")], raise_on_missing_output=False)
+            nodes = list_nodes(
+                address=self.address, filters=[("state", "=", "ALIVE")], raise_on_missing_output=False
+            )
             found = {"gpus": int(sum((n.resources_total or {}).get("GPU", 0) for n in nodes))}
         except Exception as exc:  # noqa: BLE001 - a cluster that does not answer now may later
             log.warning("cannot read the Ray cluster's resources at %s: %s", self.address, exc)
@@ -199,21 +219,30 @@ class RayJobsExecutor(Executor):
         """`submit_job` with the worker command as the entrypoint (run in `cwd`), `env` as the runtime
         env's env_vars and `resources` ({"num_cpus", "num_gpus"}) as the entrypoint's resources."""
         extras = dict(self.runtime_env)
-        env_vars = {STOP_WAIT_ENV: str(max(1, math.ceil(self.stop_wait_s))), **extras.pop("env_vars", {}),
-                    **{key: str(value) for key, value in env.items()}}
+        env_vars = {
+            STOP_WAIT_ENV: str(max(1, math.ceil(self.stop_wait_s))),
+            **extras.pop("env_vars", {}),
+            **{key: str(value) for key, value in env.items()},
+        }
         if resources.get("num_gpus"):
             env_vars.pop("CUDA_VISIBLE_DEVICES", None)  # Ray assigns the job's GPUs
         submission_id = f"fakefinder-{job_id}-{uuid.uuid4().hex[:8]}"
         metadata = {"fakefinder_job": str(job_id), "fakefinder_log": str(log_path)}
         try:
-            ref = self._call(f"submitting job {job_id}", "submit_job",
-                             entrypoint=_entrypoint(list(map(str, command)), Path(cwd)),
-                             submission_id=submission_id, runtime_env={**extras, "env_vars": env_vars},
-                             entrypoint_num_cpus=resources.get("num_cpus"),
-                             entrypoint_num_gpus=resources.get("num_gpus"), metadata=metadata)
+            ref = self._call(
+                f"submitting job {job_id}",
+                "submit_job",
+                entrypoint=_entrypoint(list(map(str, command)), Path(cwd)),
+                submission_id=submission_id,
+                runtime_env={**extras, "env_vars": env_vars},
+                entrypoint_num_cpus=resources.get("num_cpus"),
+                entrypoint_num_gpus=resources.get("num_gpus"),
+                metadata=metadata,
+            )
         except _UnknownJob as exc:
             raise RayJobsError(
-                f"Ray job API at {self.address}: submitting job {job_id} failed: {exc}") from exc
+                f"Ray job API at {self.address}: submitting job {job_id} failed: {exc}"
+            ) from exc
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
             self._log_paths[ref] = Path(log_path)
@@ -253,8 +282,9 @@ class RayJobsExecutor(Executor):
             return ExecStatus(False, code, _exit_reason(code))
         message = info.message or ""
         if ref in self._cancelled or ref in self._killed or "killed by `ray.kill`" in message:
-            return ExecStatus(False, None,
-                              "stopped before it started (cancelled while waiting for Ray resources)")
+            return ExecStatus(
+                False, None, "stopped before it started (cancelled while waiting for Ray resources)"
+            )
         kind = f"{info.error_type}: " if getattr(info, "error_type", None) else ""
         return ExecStatus(False, None, f"Ray could not run the job: {kind}{_short(message)}")
 
@@ -270,8 +300,12 @@ class RayJobsExecutor(Executor):
             return ExecStatus(False, code, reason)
         if ref in self._killed:
             return ExecStatus(False, None, "stopped: killed on request (SIGKILL)")
-        return ExecStatus(False, None, "stopped: Ray ended the worker before it reported an exit code (it "
-                                       f"gets {STOP_WAIT_ENV} seconds after SIGTERM before SIGKILL)")
+        return ExecStatus(
+            False,
+            None,
+            "stopped: Ray ended the worker before it reported an exit code (it "
+            f"gets {STOP_WAIT_ENV} seconds after SIGTERM before SIGKILL)",
+        )
 
     def read_output(self, ref: str, offset: int) -> tuple[str, int]:
         """The job's log (Ray's whole log, fetched each call) after character `offset`, whole lines
@@ -361,10 +395,13 @@ class RayJobsExecutor(Executor):
     def _reap(self, mode: str, ref: str) -> str:
         """Submit the helper job (on the head node, needing no CPU); it runs in a few seconds."""
         try:
-            return self._call(f"{mode} of {ref}", "submit_job",
-                              entrypoint=shlex.join([self.python, "-c", _REAPER, mode, ref]),
-                              submission_id=f"{ref}-{mode}-{uuid.uuid4().hex[:6]}",
-                              metadata={"fakefinder_reaper": ref})
+            return self._call(
+                f"{mode} of {ref}",
+                "submit_job",
+                entrypoint=shlex.join([self.python, "-c", _REAPER, mode, ref]),
+                submission_id=f"{ref}-{mode}-{uuid.uuid4().hex[:6]}",
+                metadata={"fakefinder_reaper": ref},
+            )
         except _UnknownJob as exc:
             raise RayJobsError(f"Ray job API at {self.address}: {mode} of {ref} failed: {exc}") from exc
 

@@ -44,8 +44,12 @@ def download_file(task_id: str, path: str, svc: Services = Depends(services)):
     return FileResponse(file, filename=file.name)
 
 
-@router.get("/api/training/{task_id}/report", tags=["artifacts"], response_class=FileResponse,
-         responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}}})
+@router.get(
+    "/api/training/{task_id}/report",
+    tags=["artifacts"],
+    response_class=FileResponse,
+    responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}}},
+)
 def report(task_id: str, svc: Services = Depends(services)):
     job = job_or_404(svc, task_id)
     path = job_output(job, "report")
@@ -67,10 +71,14 @@ def adapter_of(svc: Services, task_id: str) -> tuple[dict, Path, Any]:
     job = job_or_404(svc, task_id)
     task = get_task(job["kind"]) if job["kind"] else None
     if task is None or task.adapter is None:
-        raise RequestError(f"task_id: job {task_id} is a {job['kind']} job, which trains no LoRA adapter", "task_id")
+        raise RequestError(
+            f"task_id: job {task_id} is a {job['kind']} job, which trains no LoRA adapter", "task_id"
+        )
     path = job_output(job, "artifact")
     if path is None or not (path / task.adapter).is_dir():
-        raise NotFound(f"job {task_id} has no LoRA adapter (not finished, or not trained with LoRA)", "task_id")
+        raise NotFound(
+            f"job {task_id} has no LoRA adapter (not finished, or not trained with LoRA)", "task_id"
+        )
     return job, Path(path), task
 
 
@@ -81,7 +89,10 @@ def export_adapter(task_id: str, svc: Services = Depends(services)):
 
 
 @router.post("/api/llm-finetuning/merge", tags=["artifacts"])
-def merge(body: dict[str, Any] = Body(..., examples=[{"task_id": "...", "output_path": "merged-model"}]), svc: Services = Depends(services)) -> dict:
+def merge(
+    body: dict[str, Any] = Body(..., examples=[{"task_id": "...", "output_path": "merged-model"}]),
+    svc: Services = Depends(services),
+) -> dict:
     if not isinstance(body.get("task_id"), str):
         raise RequestError("task_id: required", "task_id")
     job, path, task = adapter_of(svc, body["task_id"])

@@ -56,13 +56,28 @@ def public_job(job: dict) -> dict:
     result = job["result"] if isinstance(job["result"], dict) else None
     folder = Path(job["folder"])
     return {
-        "task_id": job["id"], "name": job["name"], "type": job["type"], "kind": job["kind"], "state": job["state"],
-        "created_at": job["created_at"], "started_at": job["started_at"], "finished_at": job["finished_at"],
-        "progress": job["progress"] or {}, "metrics": job["metrics"] or {}, "error": job["error"], "result": result,
-        "device": job["device"], "executor": job["executor"], "attempts": job["attempts"],
+        "task_id": job["id"],
+        "name": job["name"],
+        "type": job["type"],
+        "kind": job["kind"],
+        "state": job["state"],
+        "created_at": job["created_at"],
+        "started_at": job["started_at"],
+        "finished_at": job["finished_at"],
+        "progress": job["progress"] or {},
+        "metrics": job["metrics"] or {},
+        "error": job["error"],
+        "result": result,
+        "device": job["device"],
+        "executor": job["executor"],
+        "attempts": job["attempts"],
         "resumable": job["type"] == "train" and job["state"] in ("cancelled", "interrupted", "failed"),
-        "stop_requested": bool(job["stop_requested"]), "output_dir": str(folder),
-        "files": {"report": job_output(job, "report") is not None, "artifact": job_output(job, "artifact") is not None},
+        "stop_requested": bool(job["stop_requested"]),
+        "output_dir": str(folder),
+        "files": {
+            "report": job_output(job, "report") is not None,
+            "artifact": job_output(job, "artifact") is not None,
+        },
     }
 
 
@@ -83,5 +98,9 @@ def zip_response(folder: Path, filename: str) -> FileResponse:
     except BaseException:
         os.unlink(handle.name)
         raise
-    return FileResponse(handle.name, filename=filename, media_type="application/zip",
-                        background=BackgroundTask(os.unlink, handle.name))
+    return FileResponse(
+        handle.name,
+        filename=filename,
+        media_type="application/zip",
+        background=BackgroundTask(os.unlink, handle.name),
+    )

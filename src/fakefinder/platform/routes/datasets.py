@@ -28,12 +28,21 @@ def list_all_datasets(svc: Services = Depends(services)) -> dict:
 
 
 @router.post("/api/datasets", tags=["datasets"], status_code=201)
-def upload_dataset(file: UploadFile = File(..., description="A ZIP of the dataset"), name: str = Form(...), svc: Services = Depends(services)) -> dict:
+def upload_dataset(
+    file: UploadFile = File(..., description="A ZIP of the dataset"),
+    name: str = Form(...),
+    svc: Services = Depends(services),
+) -> dict:
     size = file.size if file.size is not None else os.fstat(file.file.fileno()).st_size
     if size > svc.settings.upload_max_bytes:
-        raise RequestError(f"file: {size} bytes is over the upload limit of {svc.settings.upload_max_bytes}", "file", 413)
-    limits = uploads.ZipLimits(max_bytes=svc.settings.upload_max_bytes, max_files=svc.settings.upload_max_files,
-                               max_ratio=svc.settings.upload_max_ratio)
+        raise RequestError(
+            f"file: {size} bytes is over the upload limit of {svc.settings.upload_max_bytes}", "file", 413
+        )
+    limits = uploads.ZipLimits(
+        max_bytes=svc.settings.upload_max_bytes,
+        max_files=svc.settings.upload_max_files,
+        max_ratio=svc.settings.upload_max_ratio,
+    )
     path = uploads.unpack_zip(file.file, svc.settings.datasets_dir, name, limits)
     return uploads.describe_dataset(path)
 
@@ -63,8 +72,11 @@ def delete_dataset(name: str, svc: Services = Depends(services)) -> dict:
 
 
 @router.post("/api/datasets/{name}/prepare", tags=["datasets"])
-def prepare_dataset(name: str, body: dict[str, Any] = Body(default_factory=dict,
-                                                             examples=[{"output_name": "my-faces"}]), svc: Services = Depends(services)) -> dict:
+def prepare_dataset(
+    name: str,
+    body: dict[str, Any] = Body(default_factory=dict, examples=[{"output_name": "my-faces"}]),
+    svc: Services = Depends(services),
+) -> dict:
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object", "body")
     description = uploads.describe_dataset(dataset_folder(svc, name))
@@ -76,8 +88,13 @@ def prepare_dataset(name: str, body: dict[str, Any] = Body(default_factory=dict,
     job_id = svc.store.new_id()
     folder = svc.settings.jobs_dir / job_id
     config, output = jobs.prepare_config(description, body, svc.settings, folder)
-    job = svc.store.create("prepare", None, f"prepare {name}", {"config": config.model_dump(mode="json"),
-                                                           "shards": shards, "dataset": output.name},
-                       svc.settings.jobs_dir, job_id)
+    job = svc.store.create(
+        "prepare",
+        None,
+        f"prepare {name}",
+        {"config": config.model_dump(mode="json"), "shards": shards, "dataset": output.name},
+        svc.settings.jobs_dir,
+        job_id,
+    )
     svc.manager.wake()
     return {"task_id": job["id"], "state": job["state"], "output_name": output.name}

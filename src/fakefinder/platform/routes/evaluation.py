@@ -32,8 +32,12 @@ def model_source(svc: Services, body: dict) -> tuple[Path, dict]:
         return Path(path), dict(job["spec"]["config"])
     if not isinstance(body.get("model_path"), str):
         raise RequestError("model_task_id or model_path: name the model to use", "model_task_id")
-    path = confine(body["model_path"], [*svc.settings.dataset_roots, svc.settings.jobs_dir, *svc.settings.output_roots],
-                   "model_path", must_exist=True)
+    path = confine(
+        body["model_path"],
+        [*svc.settings.dataset_roots, svc.settings.jobs_dir, *svc.settings.output_roots],
+        "model_path",
+        must_exist=True,
+    )
     try:
         artifact = read_model(path)
     except FakefinderError as exc:
@@ -42,12 +46,19 @@ def model_source(svc: Services, body: dict) -> tuple[Path, dict]:
     source = base.get("source") if isinstance(base, dict) else None
     if isinstance(source, str) and (source.startswith(("/", "~", ".")) or Path(source).exists()):
         # an adapter names the base it loads: a local one must be inside the roots too
-        confine(source, [*svc.settings.dataset_roots, svc.settings.jobs_dir, *svc.settings.output_roots], "model_path")
+        confine(
+            source,
+            [*svc.settings.dataset_roots, svc.settings.jobs_dir, *svc.settings.output_roots],
+            "model_path",
+        )
     return path, {"task": artifact.kind}
 
 
 @router.post("/api/evaluate", tags=["evaluate"])
-def evaluate(body: dict[str, Any] = Body(..., examples=[{"model_task_id": "...", "dataset_path": "faces"}]), svc: Services = Depends(services)) -> dict:
+def evaluate(
+    body: dict[str, Any] = Body(..., examples=[{"model_task_id": "...", "dataset_path": "faces"}]),
+    svc: Services = Depends(services),
+) -> dict:
     artifact_path, tree = model_source(svc, body)
     task = get_task(tree.get("task", DEFAULT_TASK))
     if isinstance(body.get("dataset_path"), str):
@@ -65,16 +76,27 @@ def evaluate(body: dict[str, Any] = Body(..., examples=[{"model_task_id": "...",
     tree.setdefault("evaluate", {})
     tree["evaluate"] = {**tree["evaluate"], "models": [str(artifact_path)]}
     config = jobs.confine_paths(jobs.place_outputs(jobs.validate(tree), task, folder), svc.settings, folder)
-    job = svc.store.create("evaluate", task.name, body.get("name") if isinstance(body.get("name"), str) else None,
-                       {"config": config.model_dump(mode="json")}, svc.settings.jobs_dir, job_id)
+    job = svc.store.create(
+        "evaluate",
+        task.name,
+        body.get("name") if isinstance(body.get("name"), str) else None,
+        {"config": config.model_dump(mode="json")},
+        svc.settings.jobs_dir,
+        job_id,
+    )
     svc.manager.wake()
     return {"task_id": job["id"], "state": job["state"]}
 
 
 @router.post("/api/predict", tags=["evaluate"])
-def predict(file: UploadFile = File(..., description="An image or a video (a language model: prompts in .jsonl "
-                                    "or .txt)"), model_task_id: str | None = Form(None),
-            model_path: str | None = Form(None), svc: Services = Depends(services)) -> dict:
+def predict(
+    file: UploadFile = File(
+        ..., description="An image or a video (a language model: prompts in .jsonl or .txt)"
+    ),
+    model_task_id: str | None = Form(None),
+    model_path: str | None = Form(None),
+    svc: Services = Depends(services),
+) -> dict:
     artifact_path, tree = model_source(svc, {"model_task_id": model_task_id, "model_path": model_path})
     task = get_task(tree.get("task", DEFAULT_TASK))
     from fakefinder.media.images import MEDIA_EXTENSIONS
@@ -84,8 +106,11 @@ def predict(file: UploadFile = File(..., description="An image or a video (a lan
     accepted = task.predict_inputs or MEDIA_EXTENSIONS
     if not name or suffix not in accepted:
         what = "a file it reads" if task.predict_inputs else "an image or video"
-        raise RequestError(f"file: {name or 'the upload'} is not {what} for a {task.name} model "
-                           f"({', '.join(sorted(accepted))})", "file")
+        raise RequestError(
+            f"file: {name or 'the upload'} is not {what} for a {task.name} model "
+            f"({', '.join(sorted(accepted))})",
+            "file",
+        )
     job_id = svc.store.new_id()
     folder = svc.settings.jobs_dir / job_id
     inputs = folder / "inputs"
@@ -95,11 +120,19 @@ def predict(file: UploadFile = File(..., description="An image or a video (a lan
         shutil.copyfileobj(file.file, handle, 1 << 20)
     tree["predict"] = {**(tree.get("predict") or {}), "models": [str(artifact_path)], "inputs": [str(target)]}
     try:
-        config = jobs.confine_paths(jobs.place_outputs(jobs.validate(tree), task, folder), svc.settings, folder)
+        config = jobs.confine_paths(
+            jobs.place_outputs(jobs.validate(tree), task, folder), svc.settings, folder
+        )
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    job = svc.store.create("predict", task.name, f"predict {name}", {"config": config.model_dump(mode="json")},
-                       svc.settings.jobs_dir, job_id)
+    job = svc.store.create(
+        "predict",
+        task.name,
+        f"predict {name}",
+        {"config": config.model_dump(mode="json")},
+        svc.settings.jobs_dir,
+        job_id,
+    )
     svc.manager.wake()
     return {"task_id": job["id"], "state": job["state"]}

@@ -13,7 +13,12 @@ router = APIRouter()
 
 @router.get("/api/health", tags=["platform"])
 def health(svc: Services = Depends(services)) -> dict:
-    return {"status": "ok", "version": __version__, "executor": svc.manager.executor.name, "devices": svc.manager.slots()}
+    return {
+        "status": "ok",
+        "version": __version__,
+        "executor": svc.manager.executor.name,
+        "devices": svc.manager.slots(),
+    }
 
 
 @router.get("/api/kinds", tags=["platform"])

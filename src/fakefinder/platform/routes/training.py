@@ -43,16 +43,31 @@ def _train_job(svc: Services, body: dict, job_id: str) -> tuple[dict, Any]:
 
 
 @router.post("/api/config/preview", tags=["training"])
-def preview(body: dict[str, Any] = Body(..., examples=[{"model_type": DEFAULT_TASK, "dataset_path": "my-dataset"}]), svc: Services = Depends(services)) -> dict:
+def preview(
+    body: dict[str, Any] = Body(..., examples=[{"model_type": DEFAULT_TASK, "dataset_path": "my-dataset"}]),
+    svc: Services = Depends(services),
+) -> dict:
     spec, _, notes = _train_job(svc, body, "<new job>")
     config = jobs.validate(spec["config"])
     return {"config": spec["config"], "yaml": config_to_yaml(config), "notes": notes}
 
 
 @router.post("/api/training/start", tags=["training"])
-def start(body: dict[str, Any] = Body(..., examples=[{
-        "model_type": DEFAULT_TASK, "dataset_path": "my-dataset", "epochs": 2, "batch_size": 8,
-        "learning_rate": 0.001}]), svc: Services = Depends(services)) -> dict:
+def start(
+    body: dict[str, Any] = Body(
+        ...,
+        examples=[
+            {
+                "model_type": DEFAULT_TASK,
+                "dataset_path": "my-dataset",
+                "epochs": 2,
+                "batch_size": 8,
+                "learning_rate": 0.001,
+            }
+        ],
+    ),
+    svc: Services = Depends(services),
+) -> dict:
     job_id = svc.store.new_id()
     spec, task, notes = _train_job(svc, body, job_id)
     job = svc.store.create("train", task.name, body.get("name"), spec, svc.settings.jobs_dir, job_id)
@@ -61,8 +76,12 @@ def start(body: dict[str, Any] = Body(..., examples=[{
 
 
 @router.get("/api/training", tags=["training"])
-def list_jobs(state: Literal[STATES] | None = None, kind: str | None = None,
-              type: Literal[JOB_TYPES] | None = None, svc: Services = Depends(services)) -> dict:
+def list_jobs(
+    state: Literal[STATES] | None = None,
+    kind: str | None = None,
+    type: Literal[JOB_TYPES] | None = None,
+    svc: Services = Depends(services),
+) -> dict:
     return {"jobs": [public_job(j) for j in svc.store.list(state, kind, type)]}
 
 
@@ -94,19 +113,39 @@ def job_metrics(task_id: str, svc: Services = Depends(services)) -> dict:
 
 
 @router.get("/api/training/{task_id}/logs", tags=["training"])
-def job_logs(task_id: str, tail: int = Query(200, ge=1, le=5000), after: int = Query(0, ge=0, le=2**62), svc: Services = Depends(services)) -> dict:
+def job_logs(
+    task_id: str,
+    tail: int = Query(200, ge=1, le=5000),
+    after: int = Query(0, ge=0, le=2**62),
+    svc: Services = Depends(services),
+) -> dict:
     job_or_404(svc, task_id)
     lines = svc.store.logs(task_id, after=after, tail=tail)
-    return {"lines": lines, "next": lines[-1]["seq"] if lines else max(after, svc.store.last_log_seq(task_id))}
+    return {
+        "lines": lines,
+        "next": lines[-1]["seq"] if lines else max(after, svc.store.last_log_seq(task_id)),
+    }
 
 
-@router.get("/api/training/{task_id}/logs/stream", tags=["training"],
-         response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})
-async def job_log_stream(request: Request, task_id: str, after: int = Query(0, ge=0, le=2**62),
-                         max_seconds: float = Query(3600, gt=0, le=86400), svc: Services = Depends(services)):
+@router.get(
+    "/api/training/{task_id}/logs/stream",
+    tags=["training"],
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def job_log_stream(
+    request: Request,
+    task_id: str,
+    after: int = Query(0, ge=0, le=2**62),
+    max_seconds: float = Query(3600, gt=0, le=86400),
+    svc: Services = Depends(services),
+):
     await to_thread.run_sync(job_or_404, svc, task_id)
-    return StreamingResponse(_stream(svc, request, task_id, after, max_seconds), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        _stream(svc, request, task_id, after, max_seconds),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 async def _stream(svc: Services, request: Request, task_id: str, after: int, max_seconds: float):
@@ -127,7 +166,11 @@ async def _stream(svc: Services, request: Request, task_id: str, after: int, max
             yield sse("metrics", row)
             seen_metrics = row["seq"]
         shown = public_job(job)
-        marker = (shown["state"], json.dumps(shown["progress"], sort_keys=True), json.dumps(shown["metrics"], sort_keys=True))
+        marker = (
+            shown["state"],
+            json.dumps(shown["progress"], sort_keys=True),
+            json.dumps(shown["metrics"], sort_keys=True),
+        )
         if marker != last_state:
             yield sse("state", shown)
             last_state = marker
@@ -146,12 +189,22 @@ async def _stream(svc: Services, request: Request, task_id: str, after: int, max
 
 
 @router.get("/api/compare", tags=["training"])
-def compare(ids: str = Query(..., description="Job ids, comma-separated"), svc: Services = Depends(services)) -> dict:
+def compare(
+    ids: str = Query(..., description="Job ids, comma-separated"), svc: Services = Depends(services)
+) -> dict:
     runs = []
     for task_id in [i for i in ids.split(",") if i.strip()][:20]:
         job = job_or_404(svc, task_id.strip())
-        runs.append({"task_id": job["id"], "name": job["name"], "kind": job["kind"], "state": job["state"],
-                     "history": svc.store.metrics(job["id"]), "final": job["metrics"]})
+        runs.append(
+            {
+                "task_id": job["id"],
+                "name": job["name"],
+                "kind": job["kind"],
+                "state": job["state"],
+                "history": svc.store.metrics(job["id"]),
+                "final": job["metrics"],
+            }
+        )
     if not runs:
         raise RequestError("ids: name at least one job", "ids")
     return {"runs": runs}

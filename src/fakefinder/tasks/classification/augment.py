@@ -21,13 +21,22 @@ def build_train_transform(config: AugmentConfig):
 
     steps = [
         A.HorizontalFlip(p=config.hflip),
-        A.Affine(rotate=(-config.rotate_limit, config.rotate_limit), border_mode=cv2.BORDER_REFLECT_101, p=config.rotate),
+        A.Affine(
+            rotate=(-config.rotate_limit, config.rotate_limit),
+            border_mode=cv2.BORDER_REFLECT_101,
+            p=config.rotate,
+        ),
         A.ImageCompression(quality_range=tuple(config.jpeg_quality), p=config.jpeg),
         A.GaussianBlur(blur_limit=(3, 5), p=config.blur),
         A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.03, p=config.color_jitter),
         A.Downscale(scale_range=(0.5, 0.9), p=config.downscale),
-        A.CoarseDropout(num_holes_range=(1, 2), hole_height_range=(0.1, 0.3), hole_width_range=(0.1, 0.3),
-                        fill=0, p=config.cutout),
+        A.CoarseDropout(
+            num_holes_range=(1, 2),
+            hole_height_range=(0.1, 0.3),
+            hole_width_range=(0.1, 0.3),
+            fill=0,
+            p=config.cutout,
+        ),
     ]
     return A.Compose([s for s in steps if s.p > 0], seed=0)
 
@@ -42,7 +51,9 @@ def face_mask(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     rx = width * rng.uniform(0.2, 0.3)
     # a wobbly ellipse: the radius varies with the angle (a few low-frequency harmonics)
     angle = np.arctan2(yy - cy, xx - cx)
-    wobble = 1 + sum(rng.uniform(-0.08, 0.08) * np.cos(k * angle + rng.uniform(0, 2 * np.pi)) for k in (2, 3, 5))
+    wobble = 1 + sum(
+        rng.uniform(-0.08, 0.08) * np.cos(k * angle + rng.uniform(0, 2 * np.pi)) for k in (2, 3, 5)
+    )
     inside = (((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2) <= wobble**2
     mask = Image.fromarray((inside * 255).astype(np.uint8))
     mask = mask.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.02, 0.08) * min(height, width))))

@@ -17,8 +17,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from fakefinder.tasks.classification.augment import difference_mask, self_blend
 from fakefinder.faces.manifest import CLASS_NAMES
+from fakefinder.tasks.classification.augment import difference_mask, self_blend
+
 
 @contextmanager
 def opencv_single_threaded():
@@ -64,8 +65,10 @@ def mask_partners(rows: pd.DataFrame) -> np.ndarray:
     frame = rows.reset_index(drop=True)
     keys = [c for c in ("frame_index", "face_index") if c in frame.columns]
     reals = frame[frame.label == "real"]
-    exact = {(d, g, *k): i for i, d, g, *k in zip(reals.index, reals.dataset, reals.group,
-                                                  *(reals[c] for c in keys))}
+    exact = {
+        (d, g, *k): i
+        for i, d, g, *k in zip(reals.index, reals.dataset, reals.group, *(reals[c] for c in keys))
+    }
     by_group = reals.groupby(["dataset", "group"]).groups
     only = {key: idx[0] for key, idx in by_group.items() if len(idx) == 1}
     fakes = frame[frame.label == "fake"]
@@ -83,9 +86,20 @@ class CropDataset(Dataset):
     for a self-blended fake, the difference from its partner real (`mask_partners`) for a fake;
     `mask_valid` is 0 for a fake with no partner."""
 
-    def __init__(self, rows: pd.DataFrame, root: Path, image_size: int, mean, std, transform=None,
-                 sbi: float = 0.0, perturb=None, masks: bool = False,
-                 mask_threshold: tuple[float, float] = (3.0, 12.0), classes: list[str] = CLASS_NAMES) -> None:
+    def __init__(
+        self,
+        rows: pd.DataFrame,
+        root: Path,
+        image_size: int,
+        mean,
+        std,
+        transform=None,
+        sbi: float = 0.0,
+        perturb=None,
+        masks: bool = False,
+        mask_threshold: tuple[float, float] = (3.0, 12.0),
+        classes: list[str] = CLASS_NAMES,
+    ) -> None:
         self.paths = [Path(root) / p for p in rows.path]
         index = {name: i for i, name in enumerate(classes)}
         self.labels = np.array([index[label] for label in rows.label], dtype=np.int64)
@@ -111,7 +125,9 @@ class CropDataset(Dataset):
             mask = np.zeros(image.shape[:2], dtype=np.float32)
             partner = self.partners[index]
             if label == 1 and partner >= 0:
-                mask = difference_mask(image, load_rgb(self.paths[partner], self.image_size), *self.mask_threshold)
+                mask = difference_mask(
+                    image, load_rgb(self.paths[partner], self.image_size), *self.mask_threshold
+                )
             elif label == 1:
                 valid = 0.0
         if seed is not None:
@@ -136,9 +152,15 @@ class CropDataset(Dataset):
         import cv2
 
         side = max(1, self.image_size // 8)
-        small = cv2.resize(np.ascontiguousarray(mask, dtype=np.float32), (side, side), interpolation=cv2.INTER_AREA)
-        return (tensor, torch.tensor(label, dtype=torch.int64), torch.from_numpy(small)[None],
-                torch.tensor(valid, dtype=torch.float32))
+        small = cv2.resize(
+            np.ascontiguousarray(mask, dtype=np.float32), (side, side), interpolation=cv2.INTER_AREA
+        )
+        return (
+            tensor,
+            torch.tensor(label, dtype=torch.int64),
+            torch.from_numpy(small)[None],
+            torch.tensor(valid, dtype=torch.float32),
+        )
 
 
 class EpochSampler(Sampler):
@@ -151,8 +173,17 @@ class EpochSampler(Sampler):
     equal-length slices; `start` skips the draws already consumed before a mid-epoch resume.
     """
 
-    def __init__(self, labels, datasets, mode: str = "balanced", epoch_size: int | None = None,
-                 seed: int = 0, rank: int = 0, world: int = 1, groups=None) -> None:
+    def __init__(
+        self,
+        labels,
+        datasets,
+        mode: str = "balanced",
+        epoch_size: int | None = None,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        groups=None,
+    ) -> None:
         if mode == "paired" and groups is None:
             raise ValueError("the paired sampler needs the manifest's `group` column")
         self.mode = mode
@@ -200,7 +231,9 @@ class EpochSampler(Sampler):
         if self.mode == "balanced":
             rows = rng.choice(self.n, size=self.epoch_size, replace=True, p=self.weights)
         else:
-            rows = np.concatenate([rng.permutation(self.n) for _ in range(-(-self.epoch_size // self.n))])[: self.epoch_size]
+            rows = np.concatenate([rng.permutation(self.n) for _ in range(-(-self.epoch_size // self.n))])[
+                : self.epoch_size
+            ]
         seeds = rng.integers(0, 2**62, size=len(rows))
         per_rank = len(rows) // self.world
         mine = slice(self.rank, per_rank * self.world, self.world)

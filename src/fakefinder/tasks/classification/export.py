@@ -27,13 +27,25 @@ class ParityError(FakefinderError, RuntimeError):
     """The exported model's outputs differ from PyTorch's by more than the tolerance."""
 
 
-def to_onnx(model: torch.nn.Module, example: torch.Tensor, target, output_name: str = "logit", opset: int = 17) -> None:
+def to_onnx(
+    model: torch.nn.Module, example: torch.Tensor, target, output_name: str = "logit", opset: int = 17
+) -> None:
     """`model` as ONNX (input `image`, a dynamic batch) into `target`: a path or a file object."""
-    torch.onnx.export(model, (example,), target, input_names=["image"], output_names=[output_name],
-                      dynamic_axes={"image": {0: "batch"}, output_name: {0: "batch"}}, opset_version=opset, dynamo=False)
+    torch.onnx.export(
+        model,
+        (example,),
+        target,
+        input_names=["image"],
+        output_names=[output_name],
+        dynamic_axes={"image": {0: "batch"}, output_name: {0: "batch"}},
+        opset_version=opset,
+        dynamo=False,
+    )
 
 
-def export(model: Path, output: Path, tolerance: float = 1e-4, samples: int = 4, opset: int = 17) -> ExportReport:
+def export(
+    model: Path, output: Path, tolerance: float = 1e-4, samples: int = 4, opset: int = 17
+) -> ExportReport:
     """`output` ending in .onnx -> ONNX (dynamic batch), else TorchScript. The exported model's
     logits must match PyTorch's within `tolerance` on random inputs, or `ParityError`."""
     from fakefinder.core.artifact import ArtifactError
@@ -42,7 +54,9 @@ def export(model: Path, output: Path, tolerance: float = 1e-4, samples: int = 4,
 
     artifact = read_model(model)
     if artifact.kind not in EXPORTABLE:
-        raise ArtifactError(f"{artifact.path}: export takes {', '.join(EXPORTABLE)} models, not {artifact.kind}")
+        raise ArtifactError(
+            f"{artifact.path}: export takes {', '.join(EXPORTABLE)} models, not {artifact.kind}"
+        )
     model = from_artifact(artifact, "cpu").eval()
     size = artifact.preprocessing["input_size"]
     output = Path(output)

@@ -24,4 +24,6 @@ class ClassificationKind(Kind):
         if merged:
             raise ConfigError(f"--merged: {self.name} models have no adapter to merge")
         report = export(artifact, output, tolerance=tolerance)
-        return Exported(report.path, f"max |logit difference| {report.max_abs_diff:.2e} over {report.samples} inputs")
+        return Exported(
+            report.path, f"max |logit difference| {report.max_abs_diff:.2e} over {report.samples} inputs"
+        )

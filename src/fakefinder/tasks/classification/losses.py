@@ -13,7 +13,9 @@ from fakefinder.config import LOSS_NAMES
 def bce_loss(logits, targets, pos_weight: float | None = None, label_smoothing: float = 0.0):
     if label_smoothing:
         targets = targets * (1 - label_smoothing) + 0.5 * label_smoothing
-    weight = None if pos_weight is None else torch.tensor(pos_weight, device=logits.device, dtype=logits.dtype)
+    weight = (
+        None if pos_weight is None else torch.tensor(pos_weight, device=logits.device, dtype=logits.dtype)
+    )
     return F.binary_cross_entropy_with_logits(logits, targets, pos_weight=weight)
 
 
@@ -54,7 +56,9 @@ def mask_loss(mask_logits: torch.Tensor, target: torch.Tensor, valid: torch.Tens
     """Per-pixel BCE between predicted manipulation-mask logits (N, 1, h, w) and target masks
     (N, 1, H, W, area-pooled to h x w), averaged over the samples whose mask is known (`valid`)."""
     target = F.adaptive_avg_pool2d(target.float(), mask_logits.shape[-2:])
-    per_sample = F.binary_cross_entropy_with_logits(mask_logits.float(), target, reduction="none").mean(dim=(1, 2, 3))
+    per_sample = F.binary_cross_entropy_with_logits(mask_logits.float(), target, reduction="none").mean(
+        dim=(1, 2, 3)
+    )
     valid = valid.float()
     return (per_sample * valid).sum() / valid.sum().clamp(min=1.0)
 
@@ -65,8 +69,13 @@ LOSSES = LOSS_NAMES  # the names configs may use, with what each is
 class CombinedLoss(nn.Module):
     """Weighted sum of named losses; `parts` of the last call are kept for logging."""
 
-    def __init__(self, weights: dict[str, float], focal_gamma: float = 2.0, pos_weight: float | None = None,
-                 label_smoothing: float = 0.0) -> None:
+    def __init__(
+        self,
+        weights: dict[str, float],
+        focal_gamma: float = 2.0,
+        pos_weight: float | None = None,
+        label_smoothing: float = 0.0,
+    ) -> None:
         super().__init__()
         unknown = set(weights) - set(LOSSES)
         if unknown:

@@ -11,9 +11,9 @@ import difflib
 import logging
 from dataclasses import dataclass
 
+from fakefinder.core.errors import FakefinderError
 from fakefinder.tasks.classification.networks import Detector
 from fakefinder.tasks.classification.pretrained import LoadReport, WeightsError, load_pretrained
-from fakefinder.core.errors import FakefinderError
 
 log = logging.getLogger(__name__)
 
@@ -93,17 +93,30 @@ def create(
         if report.loaded == 0:
             raise WeightsError(f"no tensor of {pretrained} fits {preset.backbone}: {report.summary()}")
         log.info("pretrained weights: %s", report.summary())
-    model = Detector(backbone, preset.backbone, dropout=dropout, frequency=frequency or preset.frequency,
-                     mask_head=mask_head, mask_stride=mask_stride, num_classes=num_classes)
+    model = Detector(
+        backbone,
+        preset.backbone,
+        dropout=dropout,
+        frequency=frequency or preset.frequency,
+        mask_head=mask_head,
+        mask_stride=mask_stride,
+        num_classes=num_classes,
+    )
     model.load_report = report
     return model
 
 
 def architecture(info: dict) -> dict:
     """What a model artifact records to rebuild the network (from the trainer's model info)."""
-    return {"name": info["name"], "backbone": info.get("arch", info["name"]), "frequency": info.get("frequency"),
-            "dropout": info.get("dropout", 0.0), "mask_head": bool(info.get("mask_head", False)),
-            "mask_stride": info.get("mask_stride"), "num_outputs": int(info.get("num_outputs", 1))}
+    return {
+        "name": info["name"],
+        "backbone": info.get("arch", info["name"]),
+        "frequency": info.get("frequency"),
+        "dropout": info.get("dropout", 0.0),
+        "mask_head": bool(info.get("mask_head", False)),
+        "mask_stride": info.get("mask_stride"),
+        "num_outputs": int(info.get("num_outputs", 1)),
+    }
 
 
 def from_artifact(artifact, device="cpu", tta: bool = True) -> Detector:
@@ -114,15 +127,23 @@ def from_artifact(artifact, device="cpu", tta: bool = True) -> Detector:
 
     arch = artifact.architecture
     try:
-        model = create(arch["name"], pretrained=False, dropout=arch.get("dropout", 0.0), frequency=arch.get("frequency"),
-                       mask_head=bool(arch.get("mask_head")), mask_stride=arch.get("mask_stride"),
-                       num_classes=int(arch.get("num_outputs", 1)))
+        model = create(
+            arch["name"],
+            pretrained=False,
+            dropout=arch.get("dropout", 0.0),
+            frequency=arch.get("frequency"),
+            mask_head=bool(arch.get("mask_head")),
+            mask_stride=arch.get("mask_stride"),
+            num_classes=int(arch.get("num_outputs", 1)),
+        )
     except KeyError as exc:
         raise ArtifactError(f"{artifact.path}: model.json architecture lacks {exc}") from None
     try:
         model.load_state_dict(artifact.weights())
     except RuntimeError as exc:
-        raise ArtifactError(f"{artifact.path}: the weights do not fit {arch['name']}: {str(exc)[:300]}") from None
+        raise ArtifactError(
+            f"{artifact.path}: the weights do not fit {arch['name']}: {str(exc)[:300]}"
+        ) from None
     model.to(device).eval()
     if artifact.preprocessing.get("channels_last"):  # trained so: inputs come channels_last too
         import torch
@@ -131,5 +152,13 @@ def from_artifact(artifact, device="cpu", tta: bool = True) -> Detector:
     return with_tta(model, artifact.preprocessing.get("tta", "none")) if tta else model
 
 
-__all__ = ["Detector", "UnknownModelError", "WeightsError", "architecture", "create", "from_artifact", "list_models",
-           "resolve"]
+__all__ = [
+    "Detector",
+    "UnknownModelError",
+    "WeightsError",
+    "architecture",
+    "create",
+    "from_artifact",
+    "list_models",
+    "resolve",
+]

@@ -18,11 +18,28 @@ from torch import nn
 
 def _srm_kernels() -> torch.Tensor:
     """The three classic SRM high-pass filters used in steganalysis and forensics (5x5)."""
-    k1 = torch.tensor([[0, 0, 0, 0, 0], [0, -1, 2, -1, 0], [0, 2, -4, 2, 0], [0, -1, 2, -1, 0], [0, 0, 0, 0, 0]]) / 4.0
-    k2 = torch.tensor(
-        [[-1, 2, -2, 2, -1], [2, -6, 8, -6, 2], [-2, 8, -12, 8, -2], [2, -6, 8, -6, 2], [-1, 2, -2, 2, -1]]
-    ) / 12.0
-    k3 = torch.tensor([[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 1, -2, 1, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]]) / 2.0
+    k1 = (
+        torch.tensor(
+            [[0, 0, 0, 0, 0], [0, -1, 2, -1, 0], [0, 2, -4, 2, 0], [0, -1, 2, -1, 0], [0, 0, 0, 0, 0]]
+        )
+        / 4.0
+    )
+    k2 = (
+        torch.tensor(
+            [
+                [-1, 2, -2, 2, -1],
+                [2, -6, 8, -6, 2],
+                [-2, 8, -12, 8, -2],
+                [2, -6, 8, -6, 2],
+                [-1, 2, -2, 2, -1],
+            ]
+        )
+        / 12.0
+    )
+    k3 = (
+        torch.tensor([[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 1, -2, 1, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]])
+        / 2.0
+    )
     return torch.stack([k1, k2, k3]).float()
 
 
@@ -79,11 +96,17 @@ class FrequencyBranch(nn.Module):
         stride = 1 if kind == "dct" else 2  # DCT maps are already 8x smaller
 
         def block(cin, cout, s):
-            return nn.Sequential(nn.Conv2d(cin, cout, 3, s, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, s, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+            )
 
         self.net = nn.Sequential(
-            block(c, width // 2, stride), block(width // 2, width, 2), block(width, width, 2),
-            block(width, width * 2, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            block(c, width // 2, stride),
+            block(width // 2, width, 2),
+            block(width, width, 2),
+            block(width, width * 2, 2),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         )
         self.num_features = width * 2
 
@@ -96,8 +119,15 @@ class Detector(nn.Module):
     detector, `forward` gives shape (N,)) or `num_classes` logits (an N-class classifier, (N, C))."""
 
     def __init__(
-        self, backbone: nn.Module, arch: str, dropout: float = 0.0, frequency: str | None = None,
-        frequency_width: int = 64, mask_head: bool = False, mask_stride: int | None = None, num_classes: int = 1,
+        self,
+        backbone: nn.Module,
+        arch: str,
+        dropout: float = 0.0,
+        frequency: str | None = None,
+        frequency_width: int = 64,
+        mask_head: bool = False,
+        mask_stride: int | None = None,
+        num_classes: int = 1,
     ) -> None:
         super().__init__()
         self.arch = arch
@@ -129,7 +159,9 @@ class Detector(nn.Module):
         if not return_mask:
             return self.classifier(self.features(x))
         if self.mask_head is None:
-            raise ValueError("this detector has no mask head (build it with mask_head=True / train.mask_loss > 0)")
+            raise ValueError(
+                "this detector has no mask head (build it with mask_head=True / train.mask_loss > 0)"
+            )
         if self.mask_index is None:
             raw = self.backbone.forward_features(x)
             tapped = _as_nchw(raw, self.backbone)
@@ -154,8 +186,10 @@ def _mask_tap(backbone: nn.Module, arch: str, stride: int | None) -> tuple[int |
         strides = sorted({stage["reduction"] for stage in stages})
         from fakefinder.config import ConfigError  # a ValueError the CLI reports without a traceback
 
-        raise ConfigError(f"model.mask_stride={stride}: {arch} has no feature map at that stride "
-                         f"(its strides: {strides or 'unknown'})")
+        raise ConfigError(
+            f"model.mask_stride={stride}: {arch} has no feature map at that stride "
+            f"(its strides: {strides or 'unknown'})"
+        )
     return found[-1], stages[found[-1]]["num_chs"]
 
 
@@ -167,7 +201,7 @@ def _as_nchw(raw: torch.Tensor, backbone: nn.Module) -> torch.Tensor:
             return raw.permute(0, 3, 1, 2)
         return raw
     if raw.ndim == 3:
-        tokens = raw[:, getattr(backbone, "num_prefix_tokens", 0):]
+        tokens = raw[:, getattr(backbone, "num_prefix_tokens", 0) :]
         side = math.isqrt(tokens.shape[1])
         if side * side != tokens.shape[1]:
             raise ValueError(f"cannot lay {tokens.shape[1]} tokens out as a square map for the mask head")

@@ -1,6 +1,7 @@
 """What the training loop optimises and how it validates, per label space.
 
-`BinaryObjective` (deepfake detectors): one logit, the binary losses (`fakefinder.tasks.classification.losses`), a
+`BinaryObjective` (deepfake detectors): one logit, the binary losses
+(`fakefinder.tasks.classification.losses`), a
 sigmoid score, and validation with the macro-F1 threshold fitted on the validation scores.
 `MulticlassObjective` (image classifiers): N logits, cross-entropy / focal / soft macro-F1 over the
 classes, softmax probabilities, accuracy, top-5, macro-F1 and the N x N confusion matrix.
@@ -45,9 +46,14 @@ class BinaryObjective:
         fitted = binary_metrics(labels, scores, threshold)
         at_half = binary_metrics(labels, scores, 0.5)
         return {
-            "val_loss": fitted["log_loss"], "val_accuracy": fitted["accuracy"], "val_macro_f1": fitted["macro_f1"],
-            "val_macro_f1_at_0.5": at_half["macro_f1"], "val_auc": fitted["auc"], "val_ap": fitted["ap"],
-            "val_eer": fitted["eer"], "threshold": threshold,
+            "val_loss": fitted["log_loss"],
+            "val_accuracy": fitted["accuracy"],
+            "val_macro_f1": fitted["macro_f1"],
+            "val_macro_f1_at_0.5": at_half["macro_f1"],
+            "val_auc": fitted["auc"],
+            "val_ap": fitted["ap"],
+            "val_eer": fitted["eer"],
+            "threshold": threshold,
         }
 
 
@@ -74,11 +80,15 @@ class MulticlassObjective:
     def __init__(self, train: TrainConfig, labels: np.ndarray, classes: list[str]) -> None:
         unknown = sorted(set(train.loss) - set(self.LOSSES))
         if unknown:
-            raise ConfigError(f"train.loss: {unknown} work on binary detectors only; an N-class model takes "
-                              f"{list(self.LOSSES)}")
+            raise ConfigError(
+                f"train.loss: {unknown} work on binary detectors only; an N-class model takes "
+                f"{list(self.LOSSES)}"
+            )
         if train.early_stopping.metric in BINARY_ONLY_METRICS:
-            raise ConfigError(f"train.early_stopping.metric={train.early_stopping.metric} is a binary metric; an N-class "
-                              "model selects on macro_f1, accuracy or loss")
+            raise ConfigError(
+                f"train.early_stopping.metric={train.early_stopping.metric} is a binary metric; an N-class "
+                "model selects on macro_f1, accuracy or loss"
+            )
         self.classes = classes
         self.num_outputs = len(classes)
         self.weights = dict(train.loss)
@@ -110,7 +120,12 @@ class MulticlassObjective:
 
     def validate(self, labels: np.ndarray, probabilities: np.ndarray) -> dict:
         m = multiclass_metrics(labels, probabilities, self.classes)
-        row = {"val_loss": m["log_loss"], "val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"], "threshold": None}
+        row = {
+            "val_loss": m["log_loss"],
+            "val_accuracy": m["accuracy"],
+            "val_macro_f1": m["macro_f1"],
+            "threshold": None,
+        }
         if "top5_accuracy" in m:
             row["val_top5_accuracy"] = m["top5_accuracy"]
         return row

@@ -26,8 +26,15 @@ def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
     out = []
     for (no_decay, is_head), params in sorted(groups.items()):
         lr = config.lr * (config.head_lr_scale if is_head else 1.0)
-        out.append({"params": params, "weight_decay": 0.0 if no_decay else config.weight_decay,
-                    "lr": lr, "base_lr": lr, "name": f"{'head' if is_head else 'body'}{'/no_decay' if no_decay else ''}"})
+        out.append(
+            {
+                "params": params,
+                "weight_decay": 0.0 if no_decay else config.weight_decay,
+                "lr": lr,
+                "base_lr": lr,
+                "name": f"{'head' if is_head else 'body'}{'/no_decay' if no_decay else ''}",
+            }
+        )
     return out
 
 
@@ -79,7 +86,9 @@ class Schedule:
     def epoch_end(self, value: float | None, higher_is_better: bool) -> None:
         if self.kind != "plateau" or value is None or math.isnan(value):
             return
-        better = self.plateau_best is None or (value > self.plateau_best if higher_is_better else value < self.plateau_best)
+        better = self.plateau_best is None or (
+            value > self.plateau_best if higher_is_better else value < self.plateau_best
+        )
         if better:
             self.plateau_best, self.plateau_bad = value, 0
         else:
@@ -89,7 +98,11 @@ class Schedule:
                 self.plateau_bad = 0
 
     def state_dict(self) -> dict:
-        return {"plateau_factor": self.plateau_factor, "plateau_best": self.plateau_best, "plateau_bad": self.plateau_bad}
+        return {
+            "plateau_factor": self.plateau_factor,
+            "plateau_best": self.plateau_best,
+            "plateau_bad": self.plateau_bad,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.plateau_factor = state["plateau_factor"]

@@ -45,8 +45,14 @@ class RunReporter:
 
     def step(self, global_step: int, epoch: float, values: dict[str, float]) -> None:
         if self.enabled:
-            self.events.metrics("train", values, step=global_step, total=self.total_steps, epoch=round(epoch, 4),
-                                epochs=self.config.epochs)
+            self.events.metrics(
+                "train",
+                values,
+                step=global_step,
+                total=self.total_steps,
+                epoch=round(epoch, 4),
+                epochs=self.config.epochs,
+            )
 
     def epoch(self, row: dict, history: list[dict]) -> None:
         self.history = history
@@ -55,15 +61,24 @@ class RunReporter:
         self.write_history()
         if self.config.plots:
             self.plot()
-        self.events.metrics("val", {k: v for k, v in row.items() if k not in ("epoch", "global_step")},
-                            step=row["global_step"], total=self.total_steps, epoch=row["epoch"],
-                            epochs=self.config.epochs)
+        self.events.metrics(
+            "val",
+            {k: v for k, v in row.items() if k not in ("epoch", "global_step")},
+            step=row["global_step"],
+            total=self.total_steps,
+            epoch=row["epoch"],
+            epochs=self.config.epochs,
+        )
 
     def write_history(self) -> None:
         lines = "".join(json.dumps(r) + "\n" for r in self.history)
         atomic_write_text(self.output_dir / "history.jsonl", lines)
         keys = list(dict.fromkeys(k for r in self.history for k in r))
-        csv = ",".join(keys) + "\n" + "".join(",".join(str(r.get(k, "")) for k in keys) + "\n" for r in self.history)
+        csv = (
+            ",".join(keys)
+            + "\n"
+            + "".join(",".join(str(r.get(k, "")) for k in keys) + "\n" for r in self.history)
+        )
         atomic_write_text(self.output_dir / "history.csv", csv)
 
     def plot(self) -> None:
@@ -76,10 +91,13 @@ class RunReporter:
         axes[0].set(title="loss", xlabel="epoch")
         axes[0].legend()
         for key in ("val_auc", "val_macro_f1", "val_accuracy"):
-            axes[1].plot(epochs, [r.get(key, float("nan")) for r in self.history], "o-", label=key.removeprefix("val_"))
+            axes[1].plot(
+                epochs, [r.get(key, float("nan")) for r in self.history], "o-", label=key.removeprefix("val_")
+            )
         axes[1].set(title="validation", xlabel="epoch", ylim=(0, 1))
         axes[1].legend()
         save_png(figure, self.output_dir / "curves.png", dpi=100)
+
 
 class Timer:
     def __init__(self) -> None:

@@ -34,15 +34,20 @@ class LoadedDetector:
     def info(self) -> dict:
         """Input size and normalisation, as the crop loaders take them."""
         p = self.artifact.preprocessing
-        return {"image_size": p["input_size"], "mean": p["mean"], "std": p["std"], **self.artifact.architecture}
+        return {
+            "image_size": p["input_size"],
+            "mean": p["mean"],
+            "std": p["std"],
+            **self.artifact.architecture,
+        }
 
 
 def load_detector(model: str | Path | Artifact, device: str | torch.device = "cpu") -> LoadedDetector:
     """A detector ready for inference from an artifact folder (or an older `best.pt`, converted
     safely): the selected weights and the decision threshold fitted on validation."""
-    from fakefinder.tasks.registry import read_model
     from fakefinder.tasks.classification.model import from_artifact
     from fakefinder.tasks.deepfake_detector.artifact import KIND
+    from fakefinder.tasks.registry import read_model
 
     artifact = model if isinstance(model, Artifact) else read_model(model)
     if artifact.kind != KIND:
@@ -50,8 +55,12 @@ def load_detector(model: str | Path | Artifact, device: str | torch.device = "cp
 
         raise ArtifactError(f"{artifact.path} holds a {artifact.kind} model, not a {KIND}")
     network = from_artifact(artifact, device)
-    return LoadedDetector(network, artifact, float(artifact.threshold if artifact.threshold is not None else 0.5),
-                          artifact.classes)
+    return LoadedDetector(
+        network,
+        artifact,
+        float(artifact.threshold if artifact.threshold is not None else 0.5),
+        artifact.classes,
+    )
 
 
 def use_onnxruntime(detector: LoadedDetector, tolerance: float = 1e-3) -> None:
@@ -73,9 +82,14 @@ def use_onnxruntime(detector: LoadedDetector, tolerance: float = 1e-3) -> None:
         expected = [detector.model(x).float().numpy() for x in (inputs, other)]
         to_onnx(detector.model, inputs, buffer)
     session = cpu_session(buffer.getvalue())
-    diff = max(float(np.max(np.abs(session.run(None, {"image": x.numpy()})[0] - e))) for x, e in zip((inputs, other), expected))
+    diff = max(
+        float(np.max(np.abs(session.run(None, {"image": x.numpy()})[0] - e)))
+        for x, e in zip((inputs, other), expected)
+    )
     if not diff <= tolerance:
-        raise ParityError(f"{detector.path}: ONNX Runtime logits differ from PyTorch by {diff:.2e} (> {tolerance:g})")
+        raise ParityError(
+            f"{detector.path}: ONNX Runtime logits differ from PyTorch by {diff:.2e} (> {tolerance:g})"
+        )
     detector.session = session
 
 
@@ -88,16 +102,24 @@ def to_batch(crops: list[np.ndarray], size: int, mean, std) -> torch.Tensor:
     """RGB crops -> a normalised NCHW batch at `size` (resized as the training loader resizes)."""
     from PIL import Image
 
-    chunk = [c if c.shape[:2] == (size, size) else np.asarray(Image.fromarray(c).resize((size, size), Image.BICUBIC))
-             for c in crops]
+    chunk = [
+        c
+        if c.shape[:2] == (size, size)
+        else np.asarray(Image.fromarray(c).resize((size, size), Image.BICUBIC))
+        for c in crops
+    ]
     mean = torch.tensor(mean).view(1, 3, 1, 1) * 255
     std = torch.tensor(std).view(1, 3, 1, 1) * 255
     return (torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).float() - mean) / std
 
 
 @torch.no_grad()
-def score_pixels(detector: LoadedDetector, crops: list[np.ndarray], batch_size: int = 32,
-                 device: str | torch.device = "cpu") -> np.ndarray:
+def score_pixels(
+    detector: LoadedDetector,
+    crops: list[np.ndarray],
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
     """Probability of 'fake' per RGB crop (decoded crops from `fakefinder.faces.extract`)."""
     info, scores = detector.info, []
     for start in range(0, len(crops), batch_size):
@@ -111,8 +133,15 @@ def score_pixels(detector: LoadedDetector, crops: list[np.ndarray], batch_size: 
 
 
 @torch.no_grad()
-def score_crops(detector: LoadedDetector, rows: pd.DataFrame, root: Path, batch_size: int = 64,
-                num_workers: int = 2, device: str | torch.device = "cpu", perturb=None) -> np.ndarray:
+def score_crops(
+    detector: LoadedDetector,
+    rows: pd.DataFrame,
+    root: Path,
+    batch_size: int = 64,
+    num_workers: int = 2,
+    device: str | torch.device = "cpu",
+    perturb=None,
+) -> np.ndarray:
     """Probability of 'fake' per row (rows need `path`, relative to `root`, and `label`); images
     stream through a loader, so memory does not grow with the number of rows."""
     info = detector.info

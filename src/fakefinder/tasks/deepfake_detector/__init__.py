@@ -14,10 +14,23 @@ from fakefinder.tasks.classification.kind import ClassificationKind
 class DeepfakeDetector(ClassificationKind):
     name: ClassVar[str] = "deepfake_detector"
     description: ClassVar[str] = "binary real/fake detector on face crops"
-    reads: ClassVar[tuple[str, ...]] = ("data", "faces", "prepare", "model", "augment", "train", "evaluate", "predict")
+    reads: ClassVar[tuple[str, ...]] = (
+        "data",
+        "faces",
+        "prepare",
+        "model",
+        "augment",
+        "train",
+        "evaluate",
+        "predict",
+    )
     short_form: ClassVar[dict[str, str]] = {
-        "base_model": "model.name", "dataset_path": "train.manifest", "epochs": "train.epochs",
-        "batch_size": "train.batch_size", "learning_rate": "train.lr"}
+        "base_model": "model.name",
+        "dataset_path": "train.manifest",
+        "epochs": "train.epochs",
+        "batch_size": "train.batch_size",
+        "learning_rate": "train.lr",
+    }
 
     def train(self, config: Config, resume=False, events=None, overwrite: bool = False):
         from fakefinder.tasks.deepfake_detector.train import train

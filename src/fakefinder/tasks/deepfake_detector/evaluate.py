@@ -1,4 +1,5 @@
-"""`fakefinder evaluate` for deepfake detectors: frame- and video-level metrics for one or more models on one or more
+"""`fakefinder evaluate` for deepfake detectors: frame- and video-level metrics for one or more models on one
+or more
 evaluation sets, per manipulation method and dataset, under perturbations; files and a report.
 
 Thresholds are never tuned on the data being reported: they come from the model artifact (fitted on
@@ -15,14 +16,14 @@ import numpy as np
 import pandas as pd
 
 from fakefinder.config import Config, ConfigError
-from fakefinder.faces.manifest import read_manifest, select_rows
+from fakefinder.core.files import atomic_write, atomic_write_json
+from fakefinder.core.results import EvalSummary
 from fakefinder.engine.aggregate import aggregate_videos
 from fakefinder.engine.metrics import binary_metrics
-from fakefinder.core.results import EvalSummary
 from fakefinder.engine.report import model_name
+from fakefinder.faces.manifest import read_manifest, select_rows
 from fakefinder.tasks.deepfake_detector.artifact import KIND
 from fakefinder.tasks.deepfake_detector.perturb import PERTURBATIONS
-from fakefinder.core.files import atomic_write, atomic_write_json
 
 SUMMARY_KEYS = ("n", "auc", "macro_f1", "accuracy", "eer", "ap", "log_loss")
 
@@ -55,8 +56,10 @@ def resolve_sets(config: Config) -> list[EvalSet]:
         rows = select_rows(manifest, "test", None)
         datasets = sorted(set(rows.dataset))
         if len(datasets) > 1:
-            sets = [EvalSet(d, rows[rows.dataset == d].reset_index(drop=True), Path(manifest.attrs["root"]))
-                    for d in datasets]
+            sets = [
+                EvalSet(d, rows[rows.dataset == d].reset_index(drop=True), Path(manifest.attrs["root"]))
+                for d in datasets
+            ]
         else:
             sets = [EvalSet(datasets[0] if datasets else "test", rows, Path(manifest.attrs["root"]))]
     for s in sets:
@@ -107,7 +110,9 @@ def _raw_set(spec) -> EvalSet:
     if any(item.official_split for item in items):
         items = [item for item in items if item.official_split == spec.split]
     if not items:
-        raise ConfigError(f"evaluation set '{spec.name}': no files in {spec.raw.root} ({spec.raw.layout} layout)")
+        raise ConfigError(
+            f"evaluation set '{spec.name}': no files in {spec.raw.root} ({spec.raw.layout} layout)"
+        )
     return EvalSet(spec.name, None, None, items)
 
 
@@ -116,19 +121,30 @@ def _raw_frames(detector, items: list, config: Config, device, events) -> tuple[
     frame (its most suspicious face), and the files without a usable face (scored
     `predict.no_face_score`, as predict scores them)."""
     from fakefinder.engine.predict import extractions, face_settings
-    from fakefinder.tasks.classification.scoring import score_pixels
     from fakefinder.faces.extract import ExtractSettings
+    from fakefinder.tasks.classification.scoring import score_pixels
 
     faces, notes = face_settings(detector.preprocessing, config.predict.faces)
     for note in notes:
         events.warning(note, "evaluate")
-    settings = ExtractSettings.from_preprocessing(detector.preprocessing, faces, config.predict.frames_per_video)
+    settings = ExtractSettings.from_preprocessing(
+        detector.preprocessing, faces, config.predict.frames_per_video
+    )
     frames, faceless = [], []
-    for item, found in zip(items, extractions([i.path for i in items], settings, config.evaluate.num_workers)):
-        base = {"source_path": str(item.path), "video_id": item.video_id, "dataset": item.dataset, "method": item.method,
-                "label": item.label}
+    for item, found in zip(
+        items, extractions([i.path for i in items], settings, config.evaluate.num_workers)
+    ):
+        base = {
+            "source_path": str(item.path),
+            "video_id": item.video_id,
+            "dataset": item.dataset,
+            "method": item.method,
+            "label": item.label,
+        }
         if not found.crops:
-            faceless.append({**base, "score": config.predict.no_face_score, "frames": 0, "reason": found.reason})
+            faceless.append(
+                {**base, "score": config.predict.no_face_score, "frames": 0, "reason": found.reason}
+            )
             continue
         scores = score_pixels(detector, [c.pixels for c in found.crops], config.evaluate.batch_size, device)
         per_frame = pd.Series(scores).groupby([c.frame_index for c in found.crops]).max()
@@ -136,11 +152,14 @@ def _raw_frames(detector, items: list, config: Config, device, events) -> tuple[
     return pd.DataFrame(frames), pd.DataFrame(faceless)
 
 
-def _levels(frames: pd.DataFrame, threshold: float, config: Config,
-            faceless: pd.DataFrame | None = None) -> tuple[dict, pd.DataFrame]:
+def _levels(
+    frames: pd.DataFrame, threshold: float, config: Config, faceless: pd.DataFrame | None = None
+) -> tuple[dict, pd.DataFrame]:
     videos = aggregate_videos(frames, config.evaluate.aggregation, config.evaluate.top_k)
     if faceless is not None and len(faceless):  # files with no usable face count at video level
-        videos = pd.concat([videos, faceless[[c for c in videos.columns if c in faceless.columns]]], ignore_index=True)
+        videos = pd.concat(
+            [videos, faceless[[c for c in videos.columns if c in faceless.columns]]], ignore_index=True
+        )
     result = {
         "frame": binary_metrics(_labels(frames), frames.score, threshold),
         "video": binary_metrics(_labels(videos), videos.score, threshold),
@@ -156,10 +175,10 @@ def _levels(frames: pd.DataFrame, threshold: float, config: Config,
 def evaluate(config: Config, models: list[Path], events=None) -> EvalSummary:
     """Deepfake detectors (artifacts, or older best.pt files) on the evaluation sets of `config`."""
     from fakefinder.core.devices import pick_device
-    from fakefinder.core.process import flush_denormal
     from fakefinder.core.events import as_events
-    from fakefinder.tasks.deepfake_detector.report import write_plots, write_report
+    from fakefinder.core.process import flush_denormal
     from fakefinder.tasks.classification.scoring import load_detector
+    from fakefinder.tasks.deepfake_detector.report import write_plots, write_report
 
     events = as_events(events)
     ev = config.evaluate
@@ -172,19 +191,39 @@ def evaluate(config: Config, models: list[Path], events=None) -> EvalSummary:
         metrics, curves, frame_tables, video_tables = _score_sets(config, detectors, sets, device, events)
 
     predictions = pd.concat(frame_tables, ignore_index=True)
-    columns = ("model", "set", "path", "source_path", "frame_index", "video_id", "dataset", "method", "label", "score",
-               "prediction")
+    columns = (
+        "model",
+        "set",
+        "path",
+        "source_path",
+        "frame_index",
+        "video_id",
+        "dataset",
+        "method",
+        "label",
+        "score",
+        "prediction",
+    )
     predictions = predictions[[c for c in columns if c in predictions.columns]]
     video_predictions = pd.concat(video_tables, ignore_index=True)
     predictions_path = atomic_write(out / "predictions.csv", lambda h: predictions.to_csv(h, index=False))
-    video_path = atomic_write(out / "video_predictions.csv", lambda h: video_predictions.to_csv(h, index=False))
+    video_path = atomic_write(
+        out / "video_predictions.csv", lambda h: video_predictions.to_csv(h, index=False)
+    )
     metrics["tables"] = comparison_tables(metrics)
     metrics_path = atomic_write_json(out / "metrics.json", _jsonable(metrics))
     plots = write_plots(out / "plots", curves, metrics)
     report_path = write_report(out / "report.html", metrics, plots, config)
     events.result("evaluate", _jsonable(metrics), f"report: {report_path}")
-    return EvalSummary(KIND, out, metrics, metrics_path, report_path,
-                       {"predictions": predictions_path, "video_predictions": video_path}, metrics["tables"])
+    return EvalSummary(
+        KIND,
+        out,
+        metrics,
+        metrics_path,
+        report_path,
+        {"predictions": predictions_path, "video_predictions": video_path},
+        metrics["tables"],
+    )
 
 
 def _score_sets(config: Config, detectors: list, sets: list[EvalSet], device, events):
@@ -207,24 +246,44 @@ def _score_sets(config: Config, detectors: list, sets: list[EvalSet], device, ev
                 levels["faceless_files"] = len(faceless)
             else:
                 frames = eval_set.rows.copy()
-                frames["score"] = score_crops(detector, frames, eval_set.root, ev.batch_size, ev.num_workers, device)
+                frames["score"] = score_crops(
+                    detector, frames, eval_set.root, ev.batch_size, ev.num_workers, device
+                )
                 levels, videos = _levels(frames, threshold, config)
             if ev.perturbations and eval_set.items is not None:
-                events.warning(f"evaluate.perturbations apply to prepared crops; set '{eval_set.name}' is raw files",
-                               "evaluate")
+                events.warning(
+                    f"evaluate.perturbations apply to prepared crops; set '{eval_set.name}' is raw files",
+                    "evaluate",
+                )
             elif ev.perturbations:
-                levels["perturbations"] = {"none": {"frame": _summary(levels["frame"]), "video": _summary(levels["video"])}}
+                levels["perturbations"] = {
+                    "none": {"frame": _summary(levels["frame"]), "video": _summary(levels["video"])}
+                }
                 for perturbation in ev.perturbations:
                     damaged = eval_set.rows.copy()
-                    damaged["score"] = score_crops(detector, damaged, eval_set.root, ev.batch_size, ev.num_workers,
-                                                   device, perturb=PERTURBATIONS[perturbation])
+                    damaged["score"] = score_crops(
+                        detector,
+                        damaged,
+                        eval_set.root,
+                        ev.batch_size,
+                        ev.num_workers,
+                        device,
+                        perturb=PERTURBATIONS[perturbation],
+                    )
                     p_levels, _ = _levels(damaged, threshold, config)
-                    levels["perturbations"][perturbation] = {"frame": _summary(p_levels["frame"]),
-                                                             "video": _summary(p_levels["video"])}
+                    levels["perturbations"][perturbation] = {
+                        "frame": _summary(p_levels["frame"]),
+                        "video": _summary(p_levels["video"]),
+                    }
             entry["sets"][eval_set.name] = levels
             for table, level_frame in ((frame_tables, frames), (video_tables, videos)):
-                table.append(level_frame.assign(
-                    model=name, set=eval_set.name, prediction=np.where(level_frame.score >= threshold, "fake", "real")))
+                table.append(
+                    level_frame.assign(
+                        model=name,
+                        set=eval_set.name,
+                        prediction=np.where(level_frame.score >= threshold, "fake", "real"),
+                    )
+                )
             curves[(name, eval_set.name)] = (frames, videos, threshold, levels)
         metrics["models"][name] = entry
     return metrics, curves, frame_tables, video_tables
@@ -237,8 +296,19 @@ def comparison_tables(metrics: dict) -> dict:
         for set_name, levels in entry["sets"].items():
             for level in ("frame", "video"):
                 m = levels[level]
-                rows.append({"model": name, "set": set_name, "level": level, "n": m["n"], "auc": m["auc"],
-                             "macro_f1": m["macro_f1"], "accuracy": m["accuracy"], "eer": m["eer"], "ap": m["ap"]})
+                rows.append(
+                    {
+                        "model": name,
+                        "set": set_name,
+                        "level": level,
+                        "n": m["n"],
+                        "auc": m["auc"],
+                        "macro_f1": m["macro_f1"],
+                        "accuracy": m["accuracy"],
+                        "eer": m["eer"],
+                        "ap": m["ap"],
+                    }
+                )
     return {"summary": rows}
 
 

@@ -30,7 +30,9 @@ def blur(radius: float) -> Callable[[np.ndarray], np.ndarray]:
 def downscale(factor: float) -> Callable[[np.ndarray], np.ndarray]:
     def apply(image: np.ndarray) -> np.ndarray:
         height, width = image.shape[:2]
-        small = Image.fromarray(image).resize((max(1, int(width * factor)), max(1, int(height * factor))), Image.BILINEAR)
+        small = Image.fromarray(image).resize(
+            (max(1, int(width * factor)), max(1, int(height * factor))), Image.BILINEAR
+        )
         return np.array(small.resize((width, height), Image.BILINEAR))
 
     return apply

@@ -22,7 +22,9 @@ class DetectorEnsemble(FilePredictor):
         pc = config.predict
         weights = np.asarray(pc.weights or [1.0] * len(artifacts), dtype=np.float64)
         if len(weights) != len(artifacts) or (weights < 0).any() or weights.sum() <= 0:
-            raise ConfigError(f"predict.weights must give one non-negative weight per model ({len(artifacts)})")
+            raise ConfigError(
+                f"predict.weights must give one non-negative weight per model ({len(artifacts)})"
+            )
         self.weights = weights / weights.sum()
         self.detectors = [load_detector(a, device) for a in artifacts]
         self.kind = artifacts[0].kind
@@ -30,8 +32,10 @@ class DetectorEnsemble(FilePredictor):
         self.notes: list[str] = []
         on_cpu = getattr(device, "type", str(device)) == "cpu"
         if pc.backend == "onnxruntime" and not on_cpu:
-            raise ConfigError(f"predict.backend: onnxruntime runs on the CPU here, but predict.device is {device}; "
-                              "use backend auto or torch on a GPU")
+            raise ConfigError(
+                f"predict.backend: onnxruntime runs on the CPU here, but predict.device is {device}; "
+                "use backend auto or torch on a GPU"
+            )
         if pc.backend == "onnxruntime" or (pc.backend == "auto" and on_cpu):
             from fakefinder.tasks.classification.scoring import use_onnxruntime
 
@@ -41,8 +45,12 @@ class DetectorEnsemble(FilePredictor):
                 except Exception as exc:  # the model still scores, in PyTorch
                     if pc.backend == "onnxruntime":
                         raise
-                    self.notes.append(f"{detector.path}: scoring in PyTorch, ONNX Runtime unavailable ({exc})")
-        self.preprocessing = self.detectors[0].preprocessing  # decode and detect as the first model was trained
+                    self.notes.append(
+                        f"{detector.path}: scoring in PyTorch, ONNX Runtime unavailable ({exc})"
+                    )
+        self.preprocessing = self.detectors[
+            0
+        ].preprocessing  # decode and detect as the first model was trained
         self.threshold = float(np.dot(self.weights, [d.threshold for d in self.detectors]))
 
     def score(self, crops: list[np.ndarray], batch_size: int) -> np.ndarray:
@@ -54,14 +62,23 @@ class DetectorEnsemble(FilePredictor):
 
     def file_result(self, file_id: str, found, scores, pc, threshold: float) -> tuple[dict, list[dict]]:
         if not found.crops:
-            return {"probability": pc.no_face_score, "label": pc.label_names[int(pc.no_face_score >= threshold)]}, []
+            return {
+                "probability": pc.no_face_score,
+                "label": pc.label_names[int(pc.no_face_score >= threshold)],
+            }, []
         scores, members = scores[:, 0], scores[:, 1:]
         # one score per frame (the most suspicious face), then per file
         per_frame = pd.Series(scores).groupby([c.frame_index for c in found.crops]).max()
         probability = aggregate_scores(per_frame.to_numpy(), pc.aggregation, pc.top_k)
-        faces = [{"id": file_id, **crop.row(), "score": float(score),
-                  **{f"score_{i}": float(m) for i, m in enumerate(member)}}
-                 for crop, score, member in zip(found.crops, scores, members)]
+        faces = [
+            {
+                "id": file_id,
+                **crop.row(),
+                "score": float(score),
+                **{f"score_{i}": float(m) for i, m in enumerate(member)},
+            }
+            for crop, score, member in zip(found.crops, scores, members)
+        ]
         return {"probability": probability, "label": pc.label_names[int(probability >= threshold)]}, faces
 
     def details(self) -> dict:

@@ -50,10 +50,23 @@ def write_plots(folder: Path, curves: dict, metrics: dict) -> dict[str, list[Pat
             matrix = np.array(levels[level]["confusion"])
             axis.imshow(matrix, cmap="Blues")
             for (i, j), count in np.ndenumerate(matrix):
-                axis.text(j, i, str(count), ha="center", va="center",
-                          color="white" if count > matrix.max() / 2 else "black")
-            axis.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["real", "fake"], yticklabels=["real", "fake"],
-                     xlabel="predicted", ylabel="true", title=f"{level} (threshold {threshold:.3f})")
+                axis.text(
+                    j,
+                    i,
+                    str(count),
+                    ha="center",
+                    va="center",
+                    color="white" if count > matrix.max() / 2 else "black",
+                )
+            axis.set(
+                xticks=[0, 1],
+                yticks=[0, 1],
+                xticklabels=["real", "fake"],
+                yticklabels=["real", "fake"],
+                xlabel="predicted",
+                ylabel="true",
+                title=f"{level} (threshold {threshold:.3f})",
+            )
         paths.append(save_png(fig, folder / f"{stem}__confusion.png"))
 
         fig, axis = new_figure(figsize=(6, 3.6))
@@ -69,7 +82,9 @@ def write_plots(folder: Path, curves: dict, metrics: dict) -> dict[str, list[Pat
             names = list(levels["perturbations"])
             fig, axis = new_figure(figsize=(7, 3.6))
             for metric in ("auc", "macro_f1", "accuracy"):
-                axis.plot(names, [levels["perturbations"][n]["video"][metric] for n in names], "o-", label=metric)
+                axis.plot(
+                    names, [levels["perturbations"][n]["video"][metric] for n in names], "o-", label=metric
+                )
             axis.set(title="video-level metrics under perturbation", ylim=(0, 1.02))
             axis.tick_params(axis="x", rotation=30)
             axis.legend()
@@ -83,13 +98,19 @@ def write_report(path: Path, metrics: dict, plots: dict[str, list[Path]], config
         PAGE_HEAD,
         "<h1>fakefinder evaluation</h1>",
         f"<p>Video scores: <b>{html.escape(metrics['aggregation'])}</b> of frame scores per video_id "
-        f"(top-k = {metrics['top_k']}). Thresholds were fitted on validation data, never on the data below.</p>",
+        f"(top-k = {metrics['top_k']}). Thresholds were fitted on validation data, never on the data "
+        f"below.</p>",
         "<h2>Summary</h2>",
-        html_table(metrics["tables"]["summary"], ["model", "set", "level", "n", "auc", "macro_f1", "accuracy", "eer", "ap"]),
+        html_table(
+            metrics["tables"]["summary"],
+            ["model", "set", "level", "n", "auc", "macro_f1", "accuracy", "eer", "ap"],
+        ),
     ]
     for name, entry in metrics["models"].items():
-        parts.append(f"<h2>{html.escape(name)}</h2><p>{html.escape(entry['path'])} — threshold "
-                     f"{entry['threshold']:.4f} ({html.escape(entry['threshold_source'])})</p>")
+        parts.append(
+            f"<h2>{html.escape(name)}</h2><p>{html.escape(entry['path'])} — threshold "
+            f"{entry['threshold']:.4f} ({html.escape(entry['threshold_source'])})</p>"
+        )
         for set_name, levels in entry["sets"].items():
             parts.append(f"<h3>{html.escape(set_name)}</h3>")
             for level in ("frame", "video"):
@@ -101,11 +122,21 @@ def write_report(path: Path, metrics: dict, plots: dict[str, list[Path]], config
                     if group in m:
                         rows = [{"name": k, **v} for k, v in m[group].items()]
                         parts.append(f"<p>{group.replace('_', ' ')}</p>")
-                        parts.append(html_table(rows, ["name", "n", "auc", "macro_f1", "accuracy", "eer", "ap"]))
+                        parts.append(
+                            html_table(rows, ["name", "n", "auc", "macro_f1", "accuracy", "eer", "ap"])
+                        )
             if "perturbations" in levels:
-                rows = [{"perturbation": k, **{f"{lvl} {m}": v[lvl][m] for lvl in ("frame", "video")
-                                               for m in ("auc", "macro_f1", "accuracy")}}
-                        for k, v in levels["perturbations"].items()]
+                rows = [
+                    {
+                        "perturbation": k,
+                        **{
+                            f"{lvl} {m}": v[lvl][m]
+                            for lvl in ("frame", "video")
+                            for m in ("auc", "macro_f1", "accuracy")
+                        },
+                    }
+                    for k, v in levels["perturbations"].items()
+                ]
                 parts.append("<h4>robustness</h4>")
                 parts.append(html_table(rows, list(rows[0])))
             for image in plots.get(f"{name} on {set_name}", []):
@@ -125,21 +156,34 @@ def print_tables(metrics: dict, console) -> None:
             for level in ("frame", "video"):
                 m = levels[level]
                 (tn, fp), (fn, tp) = m["confusion"]
-                table = Table(title=f"{name} | {set_name} | {level} level | threshold {entry['threshold']:.3f}")
+                table = Table(
+                    title=f"{name} | {set_name} | {level} level | threshold {entry['threshold']:.3f}"
+                )
                 for column in ("", "pred real", "pred fake", "precision", "recall", "F1", "support"):
                     table.add_column(column, justify="right")
                 for cls, row in (("real", (tn, fp)), ("fake", (fn, tp))):
                     c = m["per_class"][cls]
-                    table.add_row(f"true {cls}", str(row[0]), str(row[1]), f"{c['precision']:.4f}",
-                                  f"{c['recall']:.4f}", f"{c['f1']:.4f}", str(c["support"]))
+                    table.add_row(
+                        f"true {cls}",
+                        str(row[0]),
+                        str(row[1]),
+                        f"{c['precision']:.4f}",
+                        f"{c['recall']:.4f}",
+                        f"{c['f1']:.4f}",
+                        str(c["support"]),
+                    )
                 console.print(table)
-                console.print(f"  macro-F1 {m['macro_f1']:.4f} | AUC {fmt(m['auc'])} | accuracy {m['accuracy']:.4f} "
-                              f"| EER {fmt(m['eer'])} | AP {fmt(m['ap'])} | n {m['n']}")
+                console.print(
+                    f"  macro-F1 {m['macro_f1']:.4f} | AUC {fmt(m['auc'])} | accuracy {m['accuracy']:.4f} "
+                    f"| EER {fmt(m['eer'])} | AP {fmt(m['ap'])} | n {m['n']}"
+                )
     rows = metrics["tables"]["summary"]
     if len(rows) > 2:
         table = Table(title="comparison")
         for column in ("model", "set", "level", "AUC", "macro-F1", "accuracy"):
             table.add_column(column)
         for r in rows:
-            table.add_row(r["model"], r["set"], r["level"], fmt(r["auc"]), fmt(r["macro_f1"]), fmt(r["accuracy"]))
+            table.add_row(
+                r["model"], r["set"], r["level"], fmt(r["auc"]), fmt(r["macro_f1"]), fmt(r["accuracy"])
+            )
         console.print(table)

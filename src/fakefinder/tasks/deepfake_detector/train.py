@@ -22,22 +22,33 @@ def prepare_first(config: Config, events) -> None:
         from fakefinder.core.events import as_events
         from fakefinder.faces.prepare import prepare
 
-        as_events(events).log(f"no manifest at {manifest_path(config)}: preparing the datasets first", "train")
+        as_events(events).log(
+            f"no manifest at {manifest_path(config)}: preparing the datasets first", "train"
+        )
         prepare(config, events=events)
         return
     while not manifest_path(config).is_file():  # rank 0 writes it atomically
         time.sleep(2)
 
 
-def train(config: Config, resume: bool | str | Path = False, events=None, overwrite: bool = False) -> TrainSummary:
-    from fakefinder.tasks.registry import get_task
+def train(
+    config: Config, resume: bool | str | Path = False, events=None, overwrite: bool = False
+) -> TrainSummary:
     from fakefinder.tasks.classification.train import train as run
     from fakefinder.tasks.deepfake_detector.artifact import save_detector
+    from fakefinder.tasks.registry import get_task
 
     prepare_first(config, events)
 
     def save_model(folder: Path, weights: dict, state: dict) -> None:
         save_detector(folder, config, state["model_info"], weights, state["threshold"], state)
 
-    return run(config, train_data(config), get_task(config.task), resume=resume, events=events, save_model=save_model,
-               overwrite=overwrite)
+    return run(
+        config,
+        train_data(config),
+        get_task(config.task),
+        resume=resume,
+        events=events,
+        save_model=save_model,
+        overwrite=overwrite,
+    )

@@ -20,11 +20,20 @@ class DxLlava(Kind):
     section_model = DxLlavaConfig
     reads: ClassVar[tuple[str, ...]] = ("data", "faces", "evaluate", "predict")
     short_form: ClassVar[dict[str, str]] = {
-        "base_model": "dx_llava.model.language_model", "dataset_path": "dx_llava.data.train_json",
-        "epochs": "dx_llava.train.epochs", "batch_size": "dx_llava.train.batch_size",
-        "learning_rate": "dx_llava.train.lr"}
-    option_sections: ClassVar[tuple[str, ...]] = ("dx_llava.train", "dx_llava.lora", "dx_llava.model", "dx_llava.data",
-                                                  "dx_llava.eval", "dx_llava")
+        "base_model": "dx_llava.model.language_model",
+        "dataset_path": "dx_llava.data.train_json",
+        "epochs": "dx_llava.train.epochs",
+        "batch_size": "dx_llava.train.batch_size",
+        "learning_rate": "dx_llava.train.lr",
+    }
+    option_sections: ClassVar[tuple[str, ...]] = (
+        "dx_llava.train",
+        "dx_llava.lora",
+        "dx_llava.model",
+        "dx_llava.data",
+        "dx_llava.eval",
+        "dx_llava",
+    )
     run_section: ClassVar[str] = "dx_llava.train"
     artifact_dir: ClassVar[str] = "final"
     adapter: ClassVar[str] = "adapter"
@@ -75,8 +84,10 @@ class DxLlava(Kind):
         if merged:
             return Exported(merge_lora(artifact, output), "merged model")
         if not (artifact / self.adapter).is_dir():
-            raise ConfigError(f"{artifact} holds no LoRA adapter (trained in full mode): export it with --merged "
-                              "or use the artifact as it is")
+            raise ConfigError(
+                f"{artifact} holds no LoRA adapter (trained in full mode): export it with --merged "
+                "or use the artifact as it is"
+            )
         shutil.copytree(artifact / self.adapter, output, dirs_exist_ok=True)
         for item in (artifact / "tokenizer").iterdir():
             shutil.copy2(item, output / item.name)

@@ -9,8 +9,11 @@ from typing import Annotated, Optional
 
 import typer
 
-app = typer.Typer(help="DX-LLaVA, the explainable detector: training data from a manifest, LLaVA checkpoint "
-                  "conversion (train, evaluate, predict and merge are the generic commands).", no_args_is_help=True)
+app = typer.Typer(
+    help="DX-LLaVA, the explainable detector: training data from a manifest, LLaVA checkpoint "
+    "conversion (train, evaluate, predict and merge are the generic commands).",
+    no_args_is_help=True,
+)
 
 
 def _fail(message: str) -> None:
@@ -21,12 +24,19 @@ def _fail(message: str) -> None:
 @app.command("make-data")
 def make_data(
     manifest: Annotated[Path, typer.Argument(help="A prepared manifest (CSV or Parquet).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for <split>.json.")] = Path("output/dx-llava-data"),
-    split: Annotated[Optional[list[str]], typer.Option("--split", help="Splits to write (default: all).")] = None,
-    max_per_split: Annotated[Optional[int], typer.Option(help="Subsample each split to this many samples.")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for <split>.json.")] = Path(
+        "output/dx-llava-data"
+    ),
+    split: Annotated[
+        Optional[list[str]], typer.Option("--split", help="Splits to write (default: all).")
+    ] = None,
+    max_per_split: Annotated[
+        Optional[int], typer.Option(help="Subsample each split to this many samples.")
+    ] = None,
     seed: int = 0,
 ) -> None:
-    """A prepared manifest -> LLaVA conversation JSON (varied questions, answers ending in '### Answer: real|fake')."""
+    """A prepared manifest -> LLaVA conversation JSON (varied questions, answers ending in '### Answer:
+    real|fake')."""
     from fakefinder.core.errors import FakefinderError
     from fakefinder.tasks.dx_llava.data import make_data as run
 
@@ -41,7 +51,9 @@ def make_data(
 
 @app.command("convert")
 def convert(
-    source: Annotated[str, typer.Argument(help="Original-format LLaVA (e.g. liuhaotian/llava-v1.5-7b or a folder).")],
+    source: Annotated[
+        str, typer.Argument(help="Original-format LLaVA (e.g. liuhaotian/llava-v1.5-7b or a folder).")
+    ],
     output: Annotated[Path, typer.Argument(help="Folder for the HF-format checkpoint.")],
 ) -> None:
     """Convert an original LLaVA-1.5 checkpoint to the HF LLaVA format."""

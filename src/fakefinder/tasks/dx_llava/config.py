@@ -20,9 +20,12 @@ class DxLlavaModelConfig(_Section):
         "Ignored when llava_checkpoint is set (the LM comes from it).",
     )
     gguf_file: str | None = Field(default=None, description="Load the LM from this GGUF file in the folder.")
-    tokenizer: str | None = Field(default=None, description="Default: the language model's (or the checkpoint's).")
+    tokenizer: str | None = Field(
+        default=None, description="Default: the language model's (or the checkpoint's)."
+    )
     language_model_config: dict[str, Any] | None = Field(
-        default=None, description="Build a randomly initialised LM from this transformers config (tests, demos)."
+        default=None,
+        description="Build a randomly initialised LM from this transformers config (tests, demos).",
     )
     llava_checkpoint: str | None = Field(
         default=None,
@@ -33,15 +36,19 @@ class DxLlavaModelConfig(_Section):
         default="open_clip:hf-hub:laion/CLIP-convnext_large_d_320.laion2B-s29B-b131K-ft-soup",
         description="open_clip:<name>, timm:<name> (e.g. timm:convnext_large_mlp.clip_laion2b_ft_soup_320), "
         "clip:<hub id or folder> (a CLIP ViT), 'llava' (the CLIP tower inside llava_checkpoint), or "
-        "fakefinder:<best.pt> (the backbone of a detector trained with `fakefinder train`; saved with the run).",
+        "fakefinder:<best.pt> (the backbone of a detector trained with `fakefinder train`; saved with the "
+        "run).",
     )
     vision_pretrained: bool | str = Field(
-        default=True, description="timm towers: true (hub), false, a weights file, or 'package:efficientnet_lite0'."
+        default=True,
+        description="timm towers: true (hub), false, a weights file, or 'package:efficientnet_lite0'.",
     )
     vision_config: dict[str, Any] | None = Field(
         default=None, description="Build a random CLIP vision tower from this config (tests)."
     )
-    vision_select_layer: int = Field(default=-2, description="CLIP towers: hidden layer whose tokens are used.")
+    vision_select_layer: int = Field(
+        default=-2, description="CLIP towers: hidden layer whose tokens are used."
+    )
     image_size: int | None = Field(default=None, ge=8, description="Default: the tower's own input size.")
     freeze_vision_tower: bool = True
     projector: str = Field(default="mlp2x_gelu", pattern=r"^(linear|mlp\d+x_gelu)$")
@@ -77,8 +84,9 @@ class DxLlavaDataConfig(_Section):
     max_length: int = Field(default=2048, ge=16)
     eval_max_samples: int | None = Field(default=None, ge=1)
     ambiguous_labels: Literal["skip", "error"] = Field(
-        default="skip", description="A sample whose answer names neither or both classes: leave it out of the "
-        "binary loss (listed in the log), or stop with an error."
+        default="skip",
+        description="A sample whose answer names neither or both classes: leave it out of the "
+        "binary loss (listed in the log), or stop with an error.",
     )
 
 
@@ -87,9 +95,12 @@ class DxLlavaTrainConfig(RunSection):
     stage: Literal["projector", "finetune"] = Field(
         default="finetune", description="projector: stage 1 (tune_mm_mlp_adapter), only the projector trains."
     )
-    mode: Literal["full", "lora", "qlora"] = Field(default="lora", description="full: the language model trains "
-                                                    "whole; lora: an adapter on it (dx_llava.lora); qlora: the same "
-                                                    "on a 4-bit language model.")
+    mode: Literal["full", "lora", "qlora"] = Field(
+        default="lora",
+        description="full: the language model trains "
+        "whole; lora: an adapter on it (dx_llava.lora); qlora: the same "
+        "on a 4-bit language model.",
+    )
     lm_loss_weight: float = Field(default=1.0, ge=0)
     binary_loss_weight: float = Field(default=10.0, ge=0)
     epochs: float = Field(default=1.0, gt=0)
@@ -98,7 +109,9 @@ class DxLlavaTrainConfig(RunSection):
     eval_batch_size: int | None = Field(default=None, ge=1)
     accumulate: int = Field(default=1, ge=1)
     lr: float = Field(default=2e-4, gt=0)
-    projector_lr: float | None = Field(default=None, gt=0, description="Default: lr (2e-5 in full mode is common).")
+    projector_lr: float | None = Field(
+        default=None, gt=0, description="Default: lr (2e-5 in full mode is common)."
+    )
     head_lr: float | None = Field(default=None, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
     warmup_ratio: float = Field(default=0.03, ge=0, lt=1)
@@ -112,10 +125,15 @@ class DxLlavaTrainConfig(RunSection):
     logging_steps: int = Field(default=10, ge=1)
     num_workers: int = Field(default=2, ge=0)
     deepspeed: str | None = Field(
-        default=None, description="zero2, zero3 (configs shipped in fakefinder/tasks/dx_llava/deepspeed/) or a JSON path."
+        default=None,
+        description="zero2, zero3 (configs shipped in fakefinder/tasks/dx_llava/deepspeed/) or a JSON path.",
     )
-    num_processes: int = Field(default=1, ge=1, description="Processes, one per GPU, for a platform job (which "
-                               "launches them with torchrun); the CLI is launched with torchrun or deepspeed.")
+    num_processes: int = Field(
+        default=1,
+        ge=1,
+        description="Processes, one per GPU, for a platform job (which "
+        "launches them with torchrun); the CLI is launched with torchrun or deepspeed.",
+    )
 
 
 class DxLlavaLoraConfig(QuantizedLoraSection):
@@ -125,15 +143,21 @@ class DxLlavaLoraConfig(QuantizedLoraSection):
     alpha: int | None = Field(default=16, ge=1)
     dropout: float = Field(default=0.05, ge=0, lt=1)
     target_modules: list[str] | Literal["all-linear"] | None = Field(
-        default=None, description="Default: every linear layer of the language model (never the vision tower).")
+        default=None,
+        description="Default: every linear layer of the language model (never the vision tower).",
+    )
     double_quant: bool = True
 
 
 class DxLlavaEvalConfig(_Section):
-    text: bool = Field(default=True, description="`fakefinder evaluate`: generate answers and score the label "
-                       "parsed from them (false: the head only).")
-    answers: int | None = Field(default=None, ge=1, description="Generate answers for this many samples "
-                                "(default: all).")
+    text: bool = Field(
+        default=True,
+        description="`fakefinder evaluate`: generate answers and score the label "
+        "parsed from them (false: the head only).",
+    )
+    answers: int | None = Field(
+        default=None, ge=1, description="Generate answers for this many samples (default: all)."
+    )
 
 
 class DxLlavaConfig(_Section):
@@ -143,5 +167,3 @@ class DxLlavaConfig(_Section):
     train: DxLlavaTrainConfig = Field(default_factory=DxLlavaTrainConfig)
     eval: DxLlavaEvalConfig = Field(default_factory=DxLlavaEvalConfig)
     max_new_tokens: int = Field(default=96, ge=1, description="Length of a generated explanation.")
-
-

@@ -39,8 +39,10 @@ def resolve_checkpoint(name: str | Path) -> Path:
     try:
         return Path(snapshot_download(str(name), allow_patterns=LLAVA_FILES))
     except Exception as exc:  # network, auth or unknown repo: say which and what to do
-        raise ConfigError(f"LLaVA checkpoint {name!r}: cannot load it from the hub ({type(exc).__name__}: {exc}); "
-                          "download it and pass the local folder") from exc
+        raise ConfigError(
+            f"LLaVA checkpoint {name!r}: cannot load it from the hub ({type(exc).__name__}: {exc}); "
+            "download it and pass the local folder"
+        ) from exc
 
 
 def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
@@ -87,18 +89,18 @@ def split_llava_state(state: dict[str, torch.Tensor]) -> dict[str, dict[str, tor
             parts["projector"][_ORIGINAL_PROJECTOR.sub("", key)] = value
         elif match := _HF_PROJECTOR.match(key):
             index = 2 * (int(match.group(2)) - 1)  # linear_1 -> 0, linear_2 -> 2 (1 is the GELU)
-            parts["projector"][f"{index}." + key[match.end():]] = value
+            parts["projector"][f"{index}." + key[match.end() :]] = value
         elif "vision_tower." in key:
             rest = key.split("vision_tower.", 1)[1]
             while rest.startswith(("vision_tower.", "vision_model.")):
                 rest = rest.split(".", 1)[1]
             parts["vision"][rest] = value
         elif key.startswith("language_model.model."):
-            parts["lm"]["model." + key[len("language_model.model."):]] = value
+            parts["lm"]["model." + key[len("language_model.model.") :]] = value
         elif key.startswith("language_model.lm_head."):
-            parts["lm"]["lm_head." + key[len("language_model.lm_head."):]] = value
+            parts["lm"]["lm_head." + key[len("language_model.lm_head.") :]] = value
         elif key.startswith("model.language_model."):
-            parts["lm"]["model." + key[len("model.language_model."):]] = value
+            parts["lm"]["model." + key[len("model.language_model.") :]] = value
         elif key.startswith(("model.", "lm_head.")):
             parts["lm"][key] = value
         else:
@@ -110,20 +112,43 @@ def llava_configs(config: dict, vision_config: dict | None = None) -> dict:
     """{'text_config': dict with model_type, 'vision_config': dict or None, 'projector': type,
     'select_layer': int} from either format's config.json."""
     if is_original_format(config):
-        text = {k: v for k, v in config.items() if not k.startswith("mm_") and k not in
-                {"architectures", "model_type", "tune_mm_mlp_adapter", "freeze_mm_mlp_adapter", "image_aspect_ratio",
-                 "use_mm_proj", "mm_use_im_start_end", "mm_use_im_patch_token", "tokenizer_padding_side",
-                 "tokenizer_model_max_length", "unfreeze_mm_vision_tower"}}
+        text = {
+            k: v
+            for k, v in config.items()
+            if not k.startswith("mm_")
+            and k
+            not in {
+                "architectures",
+                "model_type",
+                "tune_mm_mlp_adapter",
+                "freeze_mm_mlp_adapter",
+                "image_aspect_ratio",
+                "use_mm_proj",
+                "mm_use_im_start_end",
+                "mm_use_im_patch_token",
+                "tokenizer_padding_side",
+                "tokenizer_model_max_length",
+                "unfreeze_mm_vision_tower",
+            }
+        }
         text["model_type"] = "llama"
-        return {"text_config": text, "vision_config": vision_config,
-                "vision_source": config.get("mm_vision_tower"),
-                "projector": config.get("mm_projector_type", "linear"),
-                "select_layer": int(config.get("mm_vision_select_layer", -2))}
+        return {
+            "text_config": text,
+            "vision_config": vision_config,
+            "vision_source": config.get("mm_vision_tower"),
+            "projector": config.get("mm_projector_type", "linear"),
+            "select_layer": int(config.get("mm_vision_select_layer", -2)),
+        }
     text = dict(config["text_config"])
     text.setdefault("model_type", "llama")
     layer = config.get("vision_feature_layer", -2)
-    return {"text_config": text, "vision_config": vision_config or config.get("vision_config"),
-            "vision_source": None, "projector": "mlp2x_gelu", "select_layer": int(layer) if isinstance(layer, int) else -2}
+    return {
+        "text_config": text,
+        "vision_config": vision_config or config.get("vision_config"),
+        "vision_source": None,
+        "projector": "mlp2x_gelu",
+        "select_layer": int(layer) if isinstance(layer, int) else -2,
+    }
 
 
 def load_llava(name: str | Path, vision_config: dict | None = None) -> dict:
@@ -132,12 +157,19 @@ def load_llava(name: str | Path, vision_config: dict | None = None) -> dict:
     config = read_config(folder)
     parts = split_llava_state(read_state_dict(folder))
     info = llava_configs(config, vision_config)
-    return {"folder": folder, "original": is_original_format(config), **info,
-            "lm_state": parts["lm"], "projector_state": parts["projector"], "vision_state": parts["vision"]}
+    return {
+        "folder": folder,
+        "original": is_original_format(config),
+        **info,
+        "lm_state": parts["lm"],
+        "projector_state": parts["projector"],
+        "vision_state": parts["vision"],
+    }
 
 
-def convert_original_to_hf(source: str | Path, output: str | Path, vision_config: dict | None = None,
-                           pad_vocab_to: int = 64) -> Path:
+def convert_original_to_hf(
+    source: str | Path, output: str | Path, vision_config: dict | None = None, pad_vocab_to: int = 64
+) -> Path:
     """Write an original-format LLaVA-1.5 checkpoint as an HF `LlavaForConditionalGeneration` folder.
 
     The `<image>` token is appended to the vocabulary (id = old vocab size) and the embedding and
@@ -154,7 +186,9 @@ def convert_original_to_hf(source: str | Path, output: str | Path, vision_config
         raise ConfigError(f"{folder}: already in the HF format (it has text_config)")
     info = llava_configs(config, vision_config)
     if info["projector"] != "mlp2x_gelu":
-        raise ConfigError(f"{folder}: projector {info['projector']!r} has no HF LLaVA equivalent (mlp2x_gelu only)")
+        raise ConfigError(
+            f"{folder}: projector {info['projector']!r} has no HF LLaVA equivalent (mlp2x_gelu only)"
+        )
     parts = split_llava_state(read_state_dict(folder))
     if info["vision_config"] is None:
         info["vision_config"] = CLIPVisionConfig.from_pretrained(info["vision_source"]).to_dict()
@@ -166,8 +200,11 @@ def convert_original_to_hf(source: str | Path, output: str | Path, vision_config
         if key in ("model.embed_tokens.weight", "lm_head.weight") and value.shape[0] == old_vocab:
             extra = value.float().mean(0, keepdim=True).to(value.dtype).expand(new_vocab - old_vocab, -1)
             value = torch.cat([value, extra])
-        target = "language_model.lm_head." + key[len("lm_head."):] if key.startswith("lm_head.") \
+        target = (
+            "language_model.lm_head." + key[len("lm_head.") :]
+            if key.startswith("lm_head.")
             else "language_model." + key
+        )
         out[target] = value.contiguous()
     for key, value in parts["projector"].items():
         index, rest = key.split(".", 1)
@@ -177,14 +214,24 @@ def convert_original_to_hf(source: str | Path, output: str | Path, vision_config
     text["vocab_size"] = new_vocab
     vision = dict(info["vision_config"])
     vision.pop("model_type", None)
-    hf = LlavaConfig(text_config=text, vision_config=vision, image_token_index=old_vocab,
-                     vision_feature_layer=info["select_layer"], vision_feature_select_strategy="default",
-                     projector_hidden_act="gelu")
+    hf = LlavaConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_index=old_vocab,
+        vision_feature_layer=info["select_layer"],
+        vision_feature_select_strategy="default",
+        projector_hidden_act="gelu",
+    )
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     hf.save_pretrained(output)
     save_file(out, str(output / "model.safetensors"), metadata={"format": "pt"})
-    for tokenizer_file in ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+    for tokenizer_file in (
+        "tokenizer.model",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ):
         if (folder / tokenizer_file).is_file():
             (output / tokenizer_file).write_bytes((folder / tokenizer_file).read_bytes())
     return output

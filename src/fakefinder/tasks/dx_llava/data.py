@@ -68,7 +68,9 @@ def _label_field(value, sample_id: str, source: Path) -> int:
         return int(value)
     if isinstance(value, str) and value.lower() in {"0", "1", "real", "fake"}:
         return {"0": 0, "1": 1, "real": 0, "fake": 1}[value.lower()]
-    raise DataError(f"{source}: sample {sample_id!r}: binary_label must be 0 (real) or 1 (fake), got {value!r}")
+    raise DataError(
+        f"{source}: sample {sample_id!r}: binary_label must be 0 (real) or 1 (fake), got {value!r}"
+    )
 
 
 def _parse_one(item, index: int, source: Path, image_folder: Path) -> Sample:
@@ -110,8 +112,12 @@ def _parse_one(item, index: int, source: Path, image_folder: Path) -> Sample:
     return Sample(sample_id, path, turns, label, "answer")
 
 
-def read_samples(json_path: str | Path, image_folder: str | Path | None = None,
-                 ambiguous: str = "skip", max_samples: int | None = None) -> tuple[list[Sample], dict]:
+def read_samples(
+    json_path: str | Path,
+    image_folder: str | Path | None = None,
+    ambiguous: str = "skip",
+    max_samples: int | None = None,
+) -> tuple[list[Sample], dict]:
     """Every sample of a LLaVA JSON file, checked; problems are collected and reported together
     (the message names each sample id). Returns (samples, report)."""
     source = Path(json_path)
@@ -120,7 +126,9 @@ def read_samples(json_path: str | Path, image_folder: str | Path | None = None,
     try:
         items = json.loads(source.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise DataError(f"{source}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from exc
+        raise DataError(
+            f"{source}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from exc
     except UnicodeDecodeError as exc:
         raise DataError(f"{source}: not UTF-8 text ({exc})") from exc
     if not isinstance(items, list):
@@ -133,28 +141,39 @@ def read_samples(json_path: str | Path, image_folder: str | Path | None = None,
         except DataError as exc:
             problems.append(str(exc).replace(f"{source}: ", "", 1))
     if problems:
-        listed = "; ".join(problems[:MAX_LISTED]) + (f"; ... {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else "")
+        listed = "; ".join(problems[:MAX_LISTED]) + (
+            f"; ... {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+        )
         raise DataError(f"{source}: {len(problems)} bad sample(s): {listed}")
     unclear = [s.id for s in samples if s.label_source == "ambiguous"]
     if unclear and ambiguous == "error":
-        raise DataError(f"{source}: {len(unclear)} sample(s) whose answer names neither or both classes: "
-                        f"{unclear[:MAX_LISTED]} (add binary_label, or set dx_llava.data.ambiguous_labels=skip)")
+        raise DataError(
+            f"{source}: {len(unclear)} sample(s) whose answer names neither or both classes: "
+            f"{unclear[:MAX_LISTED]} (add binary_label, or set dx_llava.data.ambiguous_labels=skip)"
+        )
     seen = {}
     for s in samples:
         if s.id in seen:
             raise DataError(f"{source}: sample id {s.id!r} appears twice")
         seen[s.id] = True
-    report = {"file": str(source), "samples": len(samples), "ambiguous": unclear,
-              "real": sum(s.binary_label == 0 for s in samples), "fake": sum(s.binary_label == 1 for s in samples),
-              "labels_from_answer": sum(s.label_source == "answer" for s in samples)}
+    report = {
+        "file": str(source),
+        "samples": len(samples),
+        "ambiguous": unclear,
+        "real": sum(s.binary_label == 0 for s in samples),
+        "fake": sum(s.binary_label == 1 for s in samples),
+        "labels_from_answer": sum(s.label_source == "answer" for s in samples),
+    }
     return samples, report
 
 
 # ---------------------------------------------------------------------------------------------
 # conversation templates and tokenisation
 
-VICUNA_SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "
-                 "The assistant gives helpful, detailed, and polite answers to the human's questions.")
+VICUNA_SYSTEM = (
+    "A chat between a curious human and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the human's questions."
+)
 CHATML_SYSTEM = "You are a helpful assistant that inspects faces for signs of manipulation."
 
 
@@ -176,8 +195,14 @@ def template_name(tokenizer, wanted: str) -> str:
 class Conversation:
     """Turns text segments into ids; only answer segments (and their end marker) are labelled."""
 
-    def __init__(self, tokenizer, num_image_tokens: int, template: str = "auto", system: str | None = None,
-                 max_length: int = 2048) -> None:
+    def __init__(
+        self,
+        tokenizer,
+        num_image_tokens: int,
+        template: str = "auto",
+        system: str | None = None,
+        max_length: int = 2048,
+    ) -> None:
         self.tokenizer = tokenizer
         self.num_image_tokens = num_image_tokens
         self.template = template_name(tokenizer, template)
@@ -227,8 +252,10 @@ class Conversation:
                 labels += piece_ids if is_answer else [-100] * len(piece_ids)
                 image += [False] * len(piece_ids)
         if len(ids) > self.max_length:
-            if sum(image[self.max_length:]):
-                raise DataError(f"sample {sample_id!r}: longer than max_length={self.max_length} before its image ends")
+            if sum(image[self.max_length :]):
+                raise DataError(
+                    f"sample {sample_id!r}: longer than max_length={self.max_length} before its image ends"
+                )
             ids, labels, image = ids[: self.max_length], labels[: self.max_length], image[: self.max_length]
         answer_at = next((i for i, label in enumerate(labels) if label != -100), len(ids))
         return Encoded(ids, labels, image, max(0, answer_at - 1))
@@ -268,8 +295,15 @@ def load_image(path, size: int, mean, std, aspect: str = "pad") -> torch.Tensor:
 class ConversationDataset(Dataset):
     """Samples tokenised up front (their lengths drive length-grouped batching); images load lazily."""
 
-    def __init__(self, samples: list[Sample], conversation: Conversation, image_size: int, mean, std,
-                 aspect: str = "pad") -> None:
+    def __init__(
+        self,
+        samples: list[Sample],
+        conversation: Conversation,
+        image_size: int,
+        mean,
+        std,
+        aspect: str = "pad",
+    ) -> None:
         self.samples = samples
         self.encoded = [conversation.encode(s.turns, s.id) for s in samples]
         self.image_size, self.mean, self.std, self.aspect = image_size, tuple(mean), tuple(std), aspect
@@ -281,8 +315,10 @@ class ConversationDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         sample, enc = self.samples[index], self.encoded[index]
         return {
-            "input_ids": torch.tensor(enc.input_ids), "labels": torch.tensor(enc.labels),
-            "image_mask": torch.tensor(enc.image_mask), "prompt_end": enc.prompt_end,
+            "input_ids": torch.tensor(enc.input_ids),
+            "labels": torch.tensor(enc.labels),
+            "image_mask": torch.tensor(enc.image_mask),
+            "prompt_end": enc.prompt_end,
             "pixel_values": load_image(sample.image, self.image_size, self.mean, self.std, self.aspect),
             "binary_labels": float(sample.binary_label),
         }
@@ -310,8 +346,13 @@ class Collator:
             image[i, start : start + length] = b["image_mask"]
             attention[i, start : start + length] = 1
             prompt_end[i] = start + b["prompt_end"]
-        out = {"input_ids": ids, "attention_mask": attention, "image_mask": image, "prompt_end": prompt_end,
-               "pixel_values": torch.stack([b["pixel_values"] for b in batch])}
+        out = {
+            "input_ids": ids,
+            "attention_mask": attention,
+            "image_mask": image,
+            "prompt_end": prompt_end,
+            "pixel_values": torch.stack([b["pixel_values"] for b in batch]),
+        }
         if "labels" in batch[0]:
             out["labels"] = labels
         if "binary_labels" in batch[0]:
@@ -337,7 +378,9 @@ class LengthGroupedSampler(Sampler):
         order = list(range(len(self.lengths)))
         rng.shuffle(order)
         chunk = self.batch_size * 50
-        groups = [sorted(order[i : i + chunk], key=lambda j: -self.lengths[j]) for i in range(0, len(order), chunk)]
+        groups = [
+            sorted(order[i : i + chunk], key=lambda j: -self.lengths[j]) for i in range(0, len(order), chunk)
+        ]
         batches = [g[i : i + self.batch_size] for g in groups for i in range(0, len(g), self.batch_size)]
         if batches:
             longest = max(range(len(batches)), key=lambda b: self.lengths[batches[b][0]])
@@ -378,13 +421,20 @@ def _answer(label: int, method: str | None, rng: random.Random) -> str:
         text = f"{reasons[0]}, and {reasons[1][0].lower() + reasons[1][1:]}. I see no trace of manipulation."
         return f"{text}\n### Answer: real"
     reasons = rng.sample(FAKE_REASONS, 2)
-    lead = rng.choice(["This face appears manipulated", "This looks like a deepfake", "The face shows signs of forgery"])
+    lead = rng.choice(
+        ["This face appears manipulated", "This looks like a deepfake", "The face shows signs of forgery"]
+    )
     via = f" (the source marks it as {method})" if method and method not in {"fake", "unknown"} else ""
     return f"{lead}{via}: {reasons[0]}, and {reasons[1]}.\n### Answer: fake"
 
 
-def make_data(manifest_path: str | Path, output_dir: str | Path, splits: list[str] | None = None,
-              seed: int = 0, max_per_split: int | None = None) -> dict[str, Path]:
+def make_data(
+    manifest_path: str | Path,
+    output_dir: str | Path,
+    splits: list[str] | None = None,
+    seed: int = 0,
+    max_per_split: int | None = None,
+) -> dict[str, Path]:
     """One LLaVA JSON per split of a prepared manifest (images stay where they are: `image` is
     relative to the manifest's root, which is the `image_folder` to train with)."""
     from fakefinder.faces.manifest import read_manifest
@@ -398,7 +448,9 @@ def make_data(manifest_path: str | Path, output_dir: str | Path, splits: list[st
     for split in wanted:
         rows = manifest[manifest.split == split]
         if rows.empty:
-            raise DataError(f"{manifest_path}: split {split!r} has no rows (splits: {sorted(manifest.split.unique())})")
+            raise DataError(
+                f"{manifest_path}: split {split!r} has no rows (splits: {sorted(manifest.split.unique())})"
+            )
         rng = random.Random(f"{seed}:{split}")
         if max_per_split and len(rows) > max_per_split:
             rows = rows.sample(n=max_per_split, random_state=seed).sort_index()
@@ -406,13 +458,17 @@ def make_data(manifest_path: str | Path, output_dir: str | Path, splits: list[st
         for row in rows.itertuples(index=False):
             label = 1 if row.label == "fake" else 0
             method = getattr(row, "method", None)
-            items.append({
-                "id": Path(row.path).with_suffix("").as_posix().replace("/", "__"),
-                "image": row.path,
-                "binary_label": label,
-                "conversations": [{"from": "human", "value": rng.choice(QUESTIONS)},
-                                  {"from": "gpt", "value": _answer(label, method, rng)}],
-            })
+            items.append(
+                {
+                    "id": Path(row.path).with_suffix("").as_posix().replace("/", "__"),
+                    "image": row.path,
+                    "binary_label": label,
+                    "conversations": [
+                        {"from": "human", "value": rng.choice(QUESTIONS)},
+                        {"from": "gpt", "value": _answer(label, method, rng)},
+                    ],
+                }
+            )
         path = output / f"{split}.json"
         path.write_text(json.dumps(items, indent=1))
         written[split] = path
@@ -436,8 +492,13 @@ def dataset_settings(path: Path) -> dict:
     if (path / "test.json").is_file():
         settings["dx_llava.data.test_json"] = str(path / "test.json")
     pointer = path / "image_folder.txt"
-    images = path / "images" if (path / "images").is_dir() else \
-        Path(pointer.read_text().strip()) if pointer.is_file() else path
+    images = (
+        path / "images"
+        if (path / "images").is_dir()
+        else Path(pointer.read_text().strip())
+        if pointer.is_file()
+        else path
+    )
     settings["dx_llava.data.image_folder"] = str(images)
     return settings
 
@@ -468,10 +529,14 @@ def describe(path: Path) -> dict | None:
             notes.append(str(exc))
             usable = False
             continue
-        pairs += [(Path(json_path).stem, {0: "real", 1: "fake"}.get(s.binary_label, "ambiguous")) for s in samples]
+        pairs += [
+            (Path(json_path).stem, {0: "real", 1: "fake"}.get(s.binary_label, "ambiguous")) for s in samples
+        ]
         if report["ambiguous"]:
-            notes.append(f"{len(report['ambiguous'])} sample(s) of {Path(json_path).name} have no clear "
-                         "real/fake answer (left out of the binary loss)")
+            notes.append(
+                f"{len(report['ambiguous'])} sample(s) of {Path(json_path).name} have no clear "
+                "real/fake answer (left out of the binary loss)"
+            )
     if "dx_llava.data.eval_json" not in settings:
         notes.append("no val.json or eval.json: training runs without evaluation")
     return described("llava_json", split_counts(pairs), notes, usable)

@@ -22,7 +22,11 @@ from torch import nn
 from fakefinder.config import Config, ConfigError, config_to_yaml
 from fakefinder.core.artifact import staged, write_model_json
 from fakefinder.engine.language import (
-    four_bit_config, linear_module_names, load_causal_lm, load_tokenizer, resolve_source,
+    four_bit_config,
+    linear_module_names,
+    load_causal_lm,
+    load_tokenizer,
+    resolve_source,
 )
 from fakefinder.tasks.dx_llava.config import DxLlavaConfig
 from fakefinder.tasks.dx_llava.vision import VisionTower, build_vision_tower
@@ -64,9 +68,16 @@ class BinaryHead(nn.Module):
 class DxLlava(nn.Module):
     """Forward returns a dict: loss (weighted sum), lm_loss, binary_loss, binary_logits."""
 
-    def __init__(self, language_model: nn.Module, vision_tower: VisionTower, projector: nn.Module,
-                 head: BinaryHead, head_source: str = "image_tokens", lm_loss_weight: float = 1.0,
-                 binary_loss_weight: float = 10.0) -> None:
+    def __init__(
+        self,
+        language_model: nn.Module,
+        vision_tower: VisionTower,
+        projector: nn.Module,
+        head: BinaryHead,
+        head_source: str = "image_tokens",
+        lm_loss_weight: float = 1.0,
+        binary_loss_weight: float = 10.0,
+    ) -> None:
         super().__init__()
         self.language_model = language_model
         self.vision_tower = vision_tower
@@ -108,8 +119,12 @@ class DxLlava(nn.Module):
         embeds[image_mask] = projected.reshape(-1, projected.shape[-1]).to(embeds.dtype)
         return embeds, projected
 
-    def binary_logits(self, projected: torch.Tensor, hidden: torch.Tensor | None = None,
-                      prompt_end: torch.Tensor | None = None) -> torch.Tensor:
+    def binary_logits(
+        self,
+        projected: torch.Tensor,
+        hidden: torch.Tensor | None = None,
+        prompt_end: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         head_dtype = next(self.head.parameters()).dtype
         if self.head_source == "last_prompt_token":
             if hidden is None or prompt_end is None:
@@ -119,19 +134,35 @@ class DxLlava(nn.Module):
             pooled = projected.mean(1)
         return self.head(pooled.to(head_dtype))
 
-    def forward(self, input_ids, attention_mask, image_mask, pixel_values, labels=None, binary_labels=None,
-                prompt_end=None, **_) -> dict:
+    def forward(
+        self,
+        input_ids,
+        attention_mask,
+        image_mask,
+        pixel_values,
+        labels=None,
+        binary_labels=None,
+        prompt_end=None,
+        **_,
+    ) -> dict:
         embeds, projected = self.embed(input_ids, image_mask.bool(), pixel_values)
         want_hidden = self.head_source == "last_prompt_token"
         parts = self._decoder_and_head()
         if parts is not None:
             decoder, lm_head = parts
-            hidden_all = decoder(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
+            hidden_all = decoder(
+                inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False
+            ).last_hidden_state
             hidden = hidden_all if want_hidden else None
             lm_loss = self._answer_loss(hidden_all, lm_head, labels) if labels is not None else None
         else:  # models whose logits need more than the output layer (soft-capping, scaling)
-            out = self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels,
-                                      output_hidden_states=want_hidden, use_cache=False)
+            out = self.language_model(
+                inputs_embeds=embeds,
+                attention_mask=attention_mask,
+                labels=labels,
+                output_hidden_states=want_hidden,
+                use_cache=False,
+            )
             hidden = out.hidden_states[-1] if want_hidden else None
             lm_loss = out.loss if labels is not None else None
         logits = self.binary_logits(projected, hidden, prompt_end)
@@ -142,7 +173,9 @@ class DxLlava(nn.Module):
         if binary_labels is not None:
             known = binary_labels >= 0
             if known.any():
-                binary_loss = F.binary_cross_entropy_with_logits(logits[known].float(), binary_labels[known].float())
+                binary_loss = F.binary_cross_entropy_with_logits(
+                    logits[known].float(), binary_labels[known].float()
+                )
         result["lm_loss"] = lm_loss
         result["binary_loss"] = binary_loss
         result["loss"] = self.lm_loss_weight * lm_loss + self.binary_loss_weight * binary_loss
@@ -173,18 +206,33 @@ class DxLlava(nn.Module):
         return F.cross_entropy(logits.float(), targets[keep])
 
     @torch.no_grad()
-    def generate(self, input_ids, attention_mask, image_mask, pixel_values, max_new_tokens: int = 64,
-                 eos_token_id=None, pad_token_id=None, prompt_end=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def generate(
+        self,
+        input_ids,
+        attention_mask,
+        image_mask,
+        pixel_values,
+        max_new_tokens: int = 64,
+        eos_token_id=None,
+        pad_token_id=None,
+        prompt_end=None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(generated token ids after the prompt, head logits); greedy decoding."""
         embeds, projected = self.embed(input_ids, image_mask.bool(), pixel_values)
         hidden = None
         if self.head_source == "last_prompt_token":
-            out = self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, output_hidden_states=True)
+            out = self.language_model(
+                inputs_embeds=embeds, attention_mask=attention_mask, output_hidden_states=True
+            )
             hidden = out.hidden_states[-1]
         logits = self.binary_logits(projected, hidden, prompt_end)
         tokens = self.language_model.generate(
-            inputs_embeds=embeds, attention_mask=attention_mask, max_new_tokens=max_new_tokens, do_sample=False,
-            eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id,
         )
         return tokens, logits
 
@@ -199,11 +247,16 @@ def lm_source(cfg: DxLlavaConfig) -> tuple[str, str | None]:
 
 
 def load_language_model(source: str, gguf_file: str | None, cfg: DxLlavaConfig, quantize: bool = False):
-    quantization = four_bit_config(cfg.lora.quant_type, cfg.lora.double_quant, cfg.lora.compute_dtype) \
-        if quantize else None
+    quantization = (
+        four_bit_config(cfg.lora.quant_type, cfg.lora.double_quant, cfg.lora.compute_dtype)
+        if quantize
+        else None
+    )
     if quantize and gguf_file:
-        raise ConfigError("QLoRA needs a safetensors language model; a GGUF file is already quantised: "
-                          "use mode lora, or save the dequantised model and point language_model at it")
+        raise ConfigError(
+            "QLoRA needs a safetensors language model; a GGUF file is already quantised: "
+            "use mode lora, or save the dequantised model and point language_model at it"
+        )
     return load_causal_lm(source, gguf_file, cfg.model.dtype, quantization, "dx_llava.model.language_model")
 
 
@@ -235,8 +288,10 @@ def _materialise_base(cfg: DxLlavaConfig, base_dir: Path, llava: dict | None):
         missing, unexpected = lm.load_state_dict(state, strict=False, assign=True)
         missing = [k for k in missing if "rotary" not in k]
         if missing or unexpected:
-            raise ConfigError(f"LLaVA checkpoint {llava['folder']}: the language model does not fit its config "
-                              f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+            raise ConfigError(
+                f"LLaVA checkpoint {llava['folder']}: the language model does not fit its config "
+                f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
+            )
         lm.save_pretrained(base_dir)
         tokenizer = load_tokenizer(cfg.model.tokenizer or str(llava["folder"]))
     else:
@@ -283,8 +338,10 @@ def _init_projector(projector: nn.Module, cfg: DxLlavaConfig, llava: dict | None
         if set(state) == set(own) and all(state[k].shape == own[k].shape for k in own):
             projector.load_state_dict({k: v.float() for k, v in state.items()})
             return f"LLaVA checkpoint {llava['folder']}"
-        log.warning("the LLaVA projector does not fit this vision tower (%s); the projector starts random",
-                    {k: tuple(v.shape) for k, v in state.items()})
+        log.warning(
+            "the LLaVA projector does not fit this vision tower (%s); the projector starts random",
+            {k: tuple(v.shape) for k, v in state.items()},
+        )
     return "random"
 
 
@@ -317,13 +374,22 @@ def build_model(cfg: DxLlavaConfig, work_dir: Path | None = None, for_training: 
     base = base_language_model(cfg, work_dir, llava)
     qlora = for_training and cfg.train.stage == "finetune" and cfg.train.mode == "qlora"
     lm = load_language_model(base["source"], base["gguf_file"], cfg, quantize=qlora)
-    tokenizer = load_tokenizer(base["tokenizer"], base["gguf_file"] if base["tokenizer"] == base["source"] else None)
+    tokenizer = load_tokenizer(
+        base["tokenizer"], base["gguf_file"] if base["tokenizer"] == base["source"] else None
+    )
     llava_parts = None
     if llava is not None:
-        llava_parts = {"vision_config": llava["vision_config"], "vision_state": llava["vision_state"],
-                       "vision_source": llava["vision_source"]}
+        llava_parts = {
+            "vision_config": llava["vision_config"],
+            "vision_state": llava["vision_state"],
+            "vision_source": llava["vision_source"],
+        }
     tower = build_vision_tower(cfg.model, llava_parts)
-    hidden = lm.config.hidden_size if hasattr(lm.config, "hidden_size") else lm.get_input_embeddings().embedding_dim
+    hidden = (
+        lm.config.hidden_size
+        if hasattr(lm.config, "hidden_size")
+        else lm.get_input_embeddings().embedding_dim
+    )
     projector = build_projector(cfg.model.projector, tower.hidden_size, hidden)
     projector_from = _init_projector(projector, cfg, llava)
     head = BinaryHead(hidden, cfg.model.head_hidden)
@@ -333,13 +399,27 @@ def build_model(cfg: DxLlavaConfig, work_dir: Path | None = None, for_training: 
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if hasattr(lm, "enable_input_require_grads"):
             lm.enable_input_require_grads()
-    model = DxLlava(lm, tower, projector, head, cfg.model.head_source, cfg.train.lm_loss_weight,
-                    cfg.train.binary_loss_weight)
+    model = DxLlava(
+        lm,
+        tower,
+        projector,
+        head,
+        cfg.model.head_source,
+        cfg.train.lm_loss_weight,
+        cfg.train.binary_loss_weight,
+    )
     if for_training:
         set_trainable(model, cfg)
-    info = {"base": base, "projector_from": projector_from, "num_image_tokens": model.num_image_tokens,
-            "image_size": tower.image_size, "mean": list(tower.mean), "std": list(tower.std),
-            "vision_hidden": tower.hidden_size, "lm_hidden": hidden}
+    info = {
+        "base": base,
+        "projector_from": projector_from,
+        "num_image_tokens": model.num_image_tokens,
+        "image_size": tower.image_size,
+        "mean": list(tower.mean),
+        "std": list(tower.std),
+        "vision_hidden": tower.hidden_size,
+        "lm_hidden": hidden,
+    }
     if getattr(tower, "arch", None):
         info["tower_arch"] = tower.arch  # rebuilds a saved detector tower without its source checkpoint
     return model, tokenizer, info
@@ -351,8 +431,14 @@ def add_lora(lm: nn.Module, cfg: DxLlavaConfig, quantized: bool):
     if quantized:
         lm = prepare_model_for_kbit_training(lm, use_gradient_checkpointing=cfg.train.grad_checkpointing)
     targets = cfg.lora.target_modules or linear_module_names(lm)
-    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha or cfg.lora.r, lora_dropout=cfg.lora.dropout,
-                      target_modules=targets, bias="none", task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha or cfg.lora.r,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=targets,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
     try:
         return get_peft_model(lm, lora)
     except ValueError as exc:
@@ -401,7 +487,9 @@ def _save_tensors(module: nn.Module, path: Path) -> None:
     save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}, str(path))
 
 
-def save_model(model: DxLlava, tokenizer, cfg: DxLlavaConfig, info: dict, output: Path, full_config: Config | None = None) -> Path:
+def save_model(
+    model: DxLlava, tokenizer, cfg: DxLlavaConfig, info: dict, output: Path, full_config: Config | None = None
+) -> Path:
     """Write what a run trained. Stage 1: `mm_projector.safetensors` only. LoRA/QLoRA: `adapter/`,
     projector and head. Full: `language_model/` as well. Always `model.json` (the artifact's
     description: what `load_model` rebuilds the model from) and, for people, `config.yaml`.
@@ -423,15 +511,36 @@ def save_model(model: DxLlava, tokenizer, cfg: DxLlavaConfig, info: dict, output
         _save_tensors(model.vision_tower, output / "vision_tower.safetensors")
     tokenizer.save_pretrained(output / "tokenizer")
     whole = full_config or Config(task=KIND, dx_llava=cfg)
-    architecture = {"stage": stage, "mode": mode, "merged": bool(info.get("merged")),
-                    **{k: v for k, v in info.items() if k != "merged"}, "dx_llava": cfg.model_dump(mode="json")}
-    preprocessing = {"input_size": info["image_size"], "mean": list(info["mean"]), "std": list(info["std"]),
-                     "aspect": cfg.data.image_aspect_ratio, "faces": whole.faces.model_dump(mode="json"),
-                     "frames": {"frames_per_video": whole.data.frames_per_video, "frame_stride": whole.data.frame_stride,
-                                "seek": whole.data.seek}}
+    architecture = {
+        "stage": stage,
+        "mode": mode,
+        "merged": bool(info.get("merged")),
+        **{k: v for k, v in info.items() if k != "merged"},
+        "dx_llava": cfg.model_dump(mode="json"),
+    }
+    preprocessing = {
+        "input_size": info["image_size"],
+        "mean": list(info["mean"]),
+        "std": list(info["std"]),
+        "aspect": cfg.data.image_aspect_ratio,
+        "faces": whole.faces.model_dump(mode="json"),
+        "frames": {
+            "frames_per_video": whole.data.frames_per_video,
+            "frame_stride": whole.data.frame_stride,
+            "seek": whole.data.seek,
+        },
+    }
     files = sorted(p.name for p in output.iterdir() if p.suffix == ".safetensors" or p.is_dir())
-    write_model_json(output, KIND, json.loads(json.dumps(architecture, default=str)), ["real", "fake"], preprocessing,
-                     0.5, {"stage": stage, "mode": mode}, files)
+    write_model_json(
+        output,
+        KIND,
+        json.loads(json.dumps(architecture, default=str)),
+        ["real", "fake"],
+        preprocessing,
+        0.5,
+        {"stage": stage, "mode": mode},
+        files,
+    )
     (output / "config.yaml").write_text(config_to_yaml(whole))
     return output
 
@@ -479,11 +588,19 @@ def read_checkpoint_config(path: Path) -> tuple[DxLlavaConfig, dict]:
     if artifact.kind != KIND:
         raise ConfigError(f"{path}: holds a {artifact.kind} model, not a DX-LLaVA one")
     meta = dict(artifact.architecture)
-    cfg, ignored = section_from_saved(DxLlavaConfig, meta.pop("dx_llava", {}), f"{path}/model.json", "dx_llava")
+    cfg, ignored = section_from_saved(
+        DxLlavaConfig, meta.pop("dx_llava", {}), f"{path}/model.json", "dx_llava"
+    )
     if ignored:
         log.warning("%s: settings this version does not know were ignored: %s", path, ignored)
-    return cfg, {**meta, "image_size": artifact.preprocessing["input_size"], "mean": artifact.preprocessing["mean"],
-                 "std": artifact.preprocessing["std"], "preprocessing": artifact.preprocessing, "config": cfg}
+    return cfg, {
+        **meta,
+        "image_size": artifact.preprocessing["input_size"],
+        "mean": artifact.preprocessing["mean"],
+        "std": artifact.preprocessing["std"],
+        "preprocessing": artifact.preprocessing,
+        "config": cfg,
+    }
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):
@@ -505,18 +622,30 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
         from fakefinder.tasks.dx_llava.convert import load_llava
 
         llava = load_llava(cfg.model.llava_checkpoint)
-        llava_parts = {"vision_config": llava["vision_config"], "vision_state": llava["vision_state"],
-                       "vision_source": llava["vision_source"]}
+        llava_parts = {
+            "vision_config": llava["vision_config"],
+            "vision_state": llava["vision_state"],
+            "vision_source": llava["vision_source"],
+        }
     tower_cfg = cfg.model.model_copy(update={"image_size": meta["image_size"]})
     if meta.get("tower_arch") and (path / "vision_tower.safetensors").is_file():
         # a tower taken from a detector checkpoint: same architecture, weights from this folder
-        tower_cfg = tower_cfg.model_copy(update={"vision_tower": f"timm:{meta['tower_arch']}", "vision_pretrained": False})
+        tower_cfg = tower_cfg.model_copy(
+            update={"vision_tower": f"timm:{meta['tower_arch']}", "vision_pretrained": False}
+        )
     tower = build_vision_tower(tower_cfg, llava_parts)
     tower.mean, tower.std = tuple(meta["mean"]), tuple(meta["std"])
     projector = build_projector(cfg.model.projector, tower.hidden_size, meta["lm_hidden"])
     head = BinaryHead(meta["lm_hidden"], cfg.model.head_hidden)
-    model = DxLlava(lm, tower, projector, head, cfg.model.head_source, cfg.train.lm_loss_weight,
-                    cfg.train.binary_loss_weight)
+    model = DxLlava(
+        lm,
+        tower,
+        projector,
+        head,
+        cfg.model.head_source,
+        cfg.train.lm_loss_weight,
+        cfg.train.binary_loss_weight,
+    )
     _load_small_parts(path, projector, head, tower)
     model.to(device).eval()
     model.requires_grad_(False)
@@ -535,7 +664,9 @@ def merge_lora(path: str | Path, output: str | Path) -> Path:
     info["merged"] = True
     faces = meta["preprocessing"].get("faces") or {}
     frames = meta["preprocessing"].get("frames") or {}
-    config = Config(task=KIND, dx_llava=cfg, faces=faces, data={k: v for k, v in frames.items() if v is not None})
+    config = Config(
+        task=KIND, dx_llava=cfg, faces=faces, data={k: v for k, v in frames.items() if v is not None}
+    )
     with staged(output) as staging:
         save_model(model, tokenizer, cfg, info, staging, config)
     return Path(output)

@@ -12,9 +12,9 @@ import pandas as pd
 import torch
 
 from fakefinder.config import Config
+from fakefinder.engine.predict import FilePredictor
 from fakefinder.tasks.dx_llava.data import Collator, Conversation, derive_label, load_image
 from fakefinder.tasks.dx_llava.model import load_model
-from fakefinder.engine.predict import FilePredictor
 
 DEFAULT_QUESTION = "<image>\nIs this face real or fake? Explain what you see."
 
@@ -34,9 +34,16 @@ class Explainer:
     def load(cls, path: str | Path, device: str = "cpu", max_new_tokens: int | None = None) -> "Explainer":
         model, tokenizer, meta = load_model(path, device)
         cfg = meta["config"]
-        conversation = Conversation(tokenizer, model.num_image_tokens, meta.get("template", cfg.model.template),
-                                    cfg.model.system_prompt, cfg.data.max_length)
-        return cls(model, tokenizer, conversation, meta, torch.device(device), max_new_tokens or cfg.max_new_tokens)
+        conversation = Conversation(
+            tokenizer,
+            model.num_image_tokens,
+            meta.get("template", cfg.model.template),
+            cfg.model.system_prompt,
+            cfg.data.max_length,
+        )
+        return cls(
+            model, tokenizer, conversation, meta, torch.device(device), max_new_tokens or cfg.max_new_tokens
+        )
 
     @property
     def aspect(self) -> str:
@@ -44,28 +51,42 @@ class Explainer:
 
     def pixels(self, images: list) -> torch.Tensor:
         """Paths or RGB arrays -> a normalised batch."""
-        return torch.stack([load_image(image, self.meta["image_size"], self.meta["mean"], self.meta["std"], self.aspect)
-                            for image in images])
+        return torch.stack(
+            [
+                load_image(image, self.meta["image_size"], self.meta["mean"], self.meta["std"], self.aspect)
+                for image in images
+            ]
+        )
 
     def _prompt_batch(self, n: int, question: str, padding_side: str) -> dict:
         enc = self.conversation.encode_prompt(question)
-        item = {"input_ids": torch.tensor(enc.input_ids), "image_mask": torch.tensor(enc.image_mask),
-                "prompt_end": enc.prompt_end, "pixel_values": torch.zeros(1)}
+        item = {
+            "input_ids": torch.tensor(enc.input_ids),
+            "image_mask": torch.tensor(enc.image_mask),
+            "prompt_end": enc.prompt_end,
+            "pixel_values": torch.zeros(1),
+        }
         return Collator(self.tokenizer.pad_token_id, padding_side)([item] * n)
 
     @torch.no_grad()
-    def head_probabilities(self, images: list, question: str = DEFAULT_QUESTION, batch_size: int = 8) -> np.ndarray:
+    def head_probabilities(
+        self, images: list, question: str = DEFAULT_QUESTION, batch_size: int = 8
+    ) -> np.ndarray:
         scores = []
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
             batch = self._prompt_batch(len(chunk), question, "right")
             pixel_values = self.pixels(chunk).to(self.device)
-            embeds, projected = self.model.embed(batch["input_ids"].to(self.device), batch["image_mask"].to(self.device),
-                                                 pixel_values)
+            embeds, projected = self.model.embed(
+                batch["input_ids"].to(self.device), batch["image_mask"].to(self.device), pixel_values
+            )
             hidden = None
             if self.model.head_source == "last_prompt_token":
-                out = self.model.language_model(inputs_embeds=embeds, attention_mask=batch["attention_mask"].to(self.device),
-                                                output_hidden_states=True)
+                out = self.model.language_model(
+                    inputs_embeds=embeds,
+                    attention_mask=batch["attention_mask"].to(self.device),
+                    output_hidden_states=True,
+                )
                 hidden = out.hidden_states[-1]
             logits = self.model.binary_logits(projected, hidden, batch["prompt_end"].to(self.device))
             scores.append(torch.sigmoid(logits.float()).cpu().numpy())
@@ -80,23 +101,37 @@ class Explainer:
             chunk = images[start : start + batch_size]
             batch = self._prompt_batch(len(chunk), question, "left")
             tokens, logits = self.model.generate(
-                batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device),
-                batch["image_mask"].to(self.device), self.pixels(chunk).to(self.device),
-                max_new_tokens=self.max_new_tokens, eos_token_id=self._stop_ids(),
-                pad_token_id=self.tokenizer.pad_token_id, prompt_end=batch["prompt_end"].to(self.device),
+                batch["input_ids"].to(self.device),
+                batch["attention_mask"].to(self.device),
+                batch["image_mask"].to(self.device),
+                self.pixels(chunk).to(self.device),
+                max_new_tokens=self.max_new_tokens,
+                eos_token_id=self._stop_ids(),
+                pad_token_id=self.tokenizer.pad_token_id,
+                prompt_end=batch["prompt_end"].to(self.device),
             )
             probabilities = torch.sigmoid(logits.float()).cpu().numpy()
             for row, probability in zip(tokens, probabilities):
                 text = self.tokenizer.decode(row, skip_special_tokens=True).strip()
                 text_label = derive_label([text])
                 head_label = int(probability >= 0.5)
-                results.append({"probability": float(probability), "explanation": text, "text_label": text_label,
-                                "agree": None if text_label is None else text_label == head_label})
+                results.append(
+                    {
+                        "probability": float(probability),
+                        "explanation": text,
+                        "text_label": text_label,
+                        "agree": None if text_label is None else text_label == head_label,
+                    }
+                )
         return results
 
     def _stop_ids(self) -> list[int]:
         ids = {self.tokenizer.eos_token_id}
-        end = self.tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in self.tokenizer.get_vocab() else None
+        end = (
+            self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+            if "<|im_end|>" in self.tokenizer.get_vocab()
+            else None
+        )
         ids.add(end)
         return [i for i in ids if i is not None]
 
@@ -117,7 +152,9 @@ class ExplainerPredictor(FilePredictor):
     def __init__(self, artifact, device, config: Config) -> None:
         self.path = artifact.path
         self.kind = artifact.kind
-        self.explainer = Explainer.load(artifact.path, _pick_device(str(device)), config.dx_llava.max_new_tokens)
+        self.explainer = Explainer.load(
+            artifact.path, _pick_device(str(device)), config.dx_llava.max_new_tokens
+        )
         self.preprocessing = artifact.preprocessing
         self.threshold = 0.5
 
@@ -125,17 +162,29 @@ class ExplainerPredictor(FilePredictor):
         from fakefinder.engine.aggregate import aggregate_scores
 
         if not found.crops:
-            return {"probability": pc.no_face_score, "label": pc.label_names[int(pc.no_face_score >= threshold)],
-                    "explanation": "", "text_label": None, "agree": None}, []
+            return {
+                "probability": pc.no_face_score,
+                "label": pc.label_names[int(pc.no_face_score >= threshold)],
+                "explanation": "",
+                "text_label": None,
+                "agree": None,
+            }, []
         pixels = [c.pixels for c in found.crops]
         scores = self.explainer.head_probabilities(pixels, batch_size=pc.batch_size)
         per_frame = pd.Series(scores).groupby([c.frame_index for c in found.crops]).max()
         probability = aggregate_scores(per_frame.to_numpy(), pc.aggregation, pc.top_k)
         answer = self.explainer.explain([pixels[int(np.argmax(scores))]])[0]
-        agree = None if answer["text_label"] is None else answer["text_label"] == int(probability >= threshold)
+        agree = (
+            None if answer["text_label"] is None else answer["text_label"] == int(probability >= threshold)
+        )
         faces = [{"id": file_id, **c.row(), "score": float(s)} for c, s in zip(found.crops, scores)]
-        return {"probability": probability, "label": pc.label_names[int(probability >= threshold)],
-                "explanation": answer["explanation"], "text_label": answer["text_label"], "agree": agree}, faces
+        return {
+            "probability": probability,
+            "label": pc.label_names[int(probability >= threshold)],
+            "explanation": answer["explanation"],
+            "text_label": answer["text_label"],
+            "agree": agree,
+        }, faces
 
     def details(self) -> dict:
         return {"models": [str(self.path)]}

@@ -15,15 +15,24 @@ import torch
 from torch.utils.data import DataLoader
 
 from fakefinder.config import Config, ConfigError
-from fakefinder.core.events import as_events
 from fakefinder.core.artifact import staged
+from fakefinder.core.events import as_events
 from fakefinder.core.results import TrainSummary
 from fakefinder.engine.hf import latest_checkpoint, report_through_events, training_arguments
-from fakefinder.engine.run import Run
 from fakefinder.engine.language import parameter_counts
-from fakefinder.tasks.dx_llava.data import Collator, Conversation, ConversationDataset, LengthGroupedSampler, read_samples
+from fakefinder.engine.run import Run
+from fakefinder.tasks.dx_llava.data import (
+    Collator,
+    Conversation,
+    ConversationDataset,
+    LengthGroupedSampler,
+    read_samples,
+)
 from fakefinder.tasks.dx_llava.model import (
-    build_model, gathered_for_saving, load_trained_weights, save_model,
+    build_model,
+    gathered_for_saving,
+    load_trained_weights,
+    save_model,
 )
 
 KIND = "dx_llava"
@@ -61,7 +70,10 @@ def _trainer_class():
                 value = outputs[key].detach().float()
                 if not torch.isfinite(value):
                     events = self.dx.get("events") or as_events(None)
-                    events.warning(f"step {self.state.global_step}: {key} is {value.item()} (reported, not hidden)", "train")
+                    events.warning(
+                        f"step {self.state.global_step}: {key} is {value.item()} (reported, not hidden)",
+                        "train",
+                    )
                 parts[key].append(value.item())
             loss = outputs["loss"]
             return (loss, outputs) if return_outputs else loss
@@ -77,8 +89,11 @@ def _trainer_class():
         def _get_train_sampler(self, train_dataset=None):
             dataset = train_dataset or self.train_dataset
             if self.dx["group_by_length"] and self.args.world_size == 1:
-                return LengthGroupedSampler(dataset.lengths, self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                                            self.args.seed)
+                return LengthGroupedSampler(
+                    dataset.lengths,
+                    self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                    self.args.seed,
+                )
             return super()._get_train_sampler(train_dataset)
 
         def create_optimizer(self, model=None):
@@ -92,19 +107,40 @@ def _trainer_class():
                 if not param.requires_grad:
                     continue
                 key = name.split(".", 1)[0]
-                groups["projector" if key == "projector" else "head" if key == "head" else
-                       "vision" if key == "vision_tower" else "lm"].append(param)
-            rates = {"lm": train.lr, "vision": train.lr, "projector": train.projector_lr or train.lr,
-                     "head": train.head_lr or train.lr}
-            params = [{"params": p, "lr": rates[k], "weight_decay": train.weight_decay} for k, p in groups.items() if p]
+                groups[
+                    "projector"
+                    if key == "projector"
+                    else "head"
+                    if key == "head"
+                    else "vision"
+                    if key == "vision_tower"
+                    else "lm"
+                ].append(param)
+            rates = {
+                "lm": train.lr,
+                "vision": train.lr,
+                "projector": train.projector_lr or train.lr,
+                "head": train.head_lr or train.lr,
+            }
+            params = [
+                {"params": p, "lr": rates[k], "weight_decay": train.weight_decay}
+                for k, p in groups.items()
+                if p
+            ]
             if not params:
                 raise ConfigError("dx_llava: nothing to train (every parameter is frozen)")
             self.optimizer = torch.optim.AdamW(params, betas=(0.9, 0.999), eps=1e-8)
             return self.optimizer
 
         def held_out(self, dataset, prefix: str) -> dict:
-            return evaluate_losses(self.model, dataset, self.data_collator, self.args.eval_batch_size,
-                                   self.args.device, prefix=prefix)
+            return evaluate_losses(
+                self.model,
+                dataset,
+                self.data_collator,
+                self.args.eval_batch_size,
+                self.args.device,
+                prefix=prefix,
+            )
 
         def save_model(self, output_dir=None, _internal_call=False):
             # every rank comes here (also for checkpoints): ZeRO-3 weights are gathered, rank 0 writes
@@ -112,7 +148,9 @@ def _trainer_class():
                 self._save(output_dir)
 
         def save_trained(self, folder: Path) -> None:
-            save_model(self.model, self.dx["tokenizer"], self.dx["cfg"], self.dx["info"], folder, self.dx["config"])
+            save_model(
+                self.model, self.dx["tokenizer"], self.dx["cfg"], self.dx["info"], folder, self.dx["config"]
+            )
 
         def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
             load_trained_weights(model or self.model, Path(resume_from_checkpoint))
@@ -165,22 +203,38 @@ def train(config: Config, resume: bool | str = False, overwrite: bool = False, e
         return _train(config, run)
 
 
+def _read_data(cfg, events) -> tuple[list, dict, list, dict | None]:
+    """The training and evaluation samples with their reports; ambiguous answers named in a warning."""
+    if cfg.data.train_json is None:
+        raise ConfigError(
+            "dx_llava.data.train_json is required (make one with `fakefinder dx-llava make-data`)"
+        )
+    train_samples, train_report = read_samples(
+        cfg.data.train_json, cfg.data.image_folder, cfg.data.ambiguous_labels
+    )
+    eval_samples, eval_report = [], None
+    if cfg.data.eval_json is not None:
+        eval_samples, eval_report = read_samples(
+            cfg.data.eval_json, cfg.data.image_folder, cfg.data.ambiguous_labels, cfg.data.eval_max_samples
+        )
+    for report in (train_report, eval_report):
+        if report and report["ambiguous"]:
+            events.warning(
+                f"{report['file']}: {len(report['ambiguous'])} sample(s) with an ambiguous answer are left "
+                f"out of the binary loss: {report['ambiguous'][:8]}",
+                "train",
+            )
+    return train_samples, train_report, eval_samples, eval_report
+
+
 def _train(config: Config, run: Run) -> TrainSummary:
     cfg = config.dx_llava
     events, output = run.events, run.folder
-    if cfg.data.train_json is None:
-        raise ConfigError("dx_llava.data.train_json is required (make one with `fakefinder dx-llava make-data`)")
-    train_samples, train_report = read_samples(cfg.data.train_json, cfg.data.image_folder, cfg.data.ambiguous_labels)
-    eval_samples, eval_report = [], None
-    if cfg.data.eval_json is not None:
-        eval_samples, eval_report = read_samples(cfg.data.eval_json, cfg.data.image_folder, cfg.data.ambiguous_labels,
-                                                 cfg.data.eval_max_samples)
-    for report in (train_report, eval_report):
-        if report and report["ambiguous"]:
-            events.warning(f"{report['file']}: {len(report['ambiguous'])} sample(s) with an ambiguous answer are left "
-                           f"out of the binary loss: {report['ambiguous'][:8]}", "train")
+    train_samples, train_report, eval_samples, eval_report = _read_data(cfg, events)
     if cfg.train.stage == "projector" and cfg.train.binary_loss_weight:
-        events.log("stage 1 trains the projector with the language loss only (binary loss weight ignored)", "train")
+        events.log(
+            "stage 1 trains the projector with the language loss only (binary loss weight ignored)", "train"
+        )
     from fakefinder.engine import distributed
 
     # under torchrun: join the group now, so rank 0 alone writes shared files (the materialised
@@ -198,25 +252,47 @@ def _train(config: Config, run: Run) -> TrainSummary:
         distributed.barrier(dist_info)
     if cfg.train.stage == "projector":
         model.binary_loss_weight = 0.0
-    conversation = Conversation(tokenizer, model.num_image_tokens, cfg.model.template, cfg.model.system_prompt,
-                                cfg.data.max_length)
+    conversation = Conversation(
+        tokenizer, model.num_image_tokens, cfg.model.template, cfg.model.system_prompt, cfg.data.max_length
+    )
     info["template"] = conversation.template
-    train_set = ConversationDataset(train_samples, conversation, info["image_size"], info["mean"], info["std"],
-                                    cfg.data.image_aspect_ratio)
-    eval_set = ConversationDataset(eval_samples, conversation, info["image_size"], info["mean"], info["std"],
-                                   cfg.data.image_aspect_ratio) if eval_samples else None
+
+    def dataset(samples):
+        size, mean, std = info["image_size"], info["mean"], info["std"]
+        return ConversationDataset(samples, conversation, size, mean, std, cfg.data.image_aspect_ratio)
+
+    train_set, eval_set = dataset(train_samples), dataset(eval_samples) if eval_samples else None
     counts = parameter_counts(model)
-    events.log(f"DX-LLaVA: {counts['trainable']:,} trainable of {counts['total']:,} parameters ({cfg.train.mode}, "
-               f"stage {cfg.train.stage}, {precision} on {device.type}); {model.num_image_tokens} image tokens; "
-               f"projector from {info['projector_from']}", "train")
-    args = training_arguments(cfg.train, run, eval_set is not None, remove_unused_columns=False,
-                              tf32=cfg.train.tf32 if device.type == "cuda" else None,
-                              deepspeed=deepspeed_config(cfg.train.deepspeed))
-    trainer = _trainer_class()(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
-                               data_collator=Collator(tokenizer.pad_token_id))
+    events.log(
+        f"DX-LLaVA: {counts['trainable']:,} trainable of {counts['total']:,} parameters ({cfg.train.mode}, "
+        f"stage {cfg.train.stage}, {precision} on {device.type}); {model.num_image_tokens} image tokens; "
+        f"projector from {info['projector_from']}",
+        "train",
+    )
+    args = training_arguments(
+        cfg.train,
+        run,
+        eval_set is not None,
+        remove_unused_columns=False,
+        tf32=cfg.train.tf32 if device.type == "cuda" else None,
+        deepspeed=deepspeed_config(cfg.train.deepspeed),
+    )
+    trainer = _trainer_class()(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=Collator(tokenizer.pad_token_id),
+    )
     report_through_events(trainer, run, "dx-llava train")
-    trainer.dx = {"cfg": cfg, "tokenizer": tokenizer, "info": info, "config": config, "events": events,
-                  "group_by_length": cfg.data.group_by_length}
+    trainer.dx = {
+        "cfg": cfg,
+        "tokenizer": tokenizer,
+        "info": info,
+        "config": config,
+        "events": events,
+        "group_by_length": cfg.data.group_by_length,
+    }
     checkpoint = run.checkpoint(latest_checkpoint)
     if checkpoint and cfg.train.deepspeed:  # DeepSpeed unpickles its files: read each safely first
         from fakefinder.engine.deepspeed_zero import vet
@@ -229,24 +305,62 @@ def _train(config: Config, run: Run) -> TrainSummary:
     final = output / "final"
     if run.stop.is_set():
         distributed.teardown(dist_info)
-        events.log(f"stopped at step {result.global_step}: saved checkpoint-{result.global_step} "
-                   "(resume with --resume)", "train")
-        return _summary(output, None, "interrupted", result, seconds, trainer, {
-            "train_loss": result.training_loss, "parameters": counts, "eval": {},
-            "data": {"train": train_report, "eval": eval_report}, "info": info})
+        events.log(
+            f"stopped at step {result.global_step}: saved checkpoint-{result.global_step} "
+            "(resume with --resume)",
+            "train",
+        )
+        return _summary(
+            output,
+            None,
+            "interrupted",
+            result,
+            seconds,
+            trainer,
+            {
+                "train_loss": result.training_loss,
+                "parameters": counts,
+                "eval": {},
+                "data": {"train": train_report, "eval": eval_report},
+                "info": info,
+            },
+        )
     with gathered_for_saving(model, cfg):
         if trainer.args.should_save:  # staged beside `final` and swapped in whole
             with staged(final) as staging:
                 save_model(model, tokenizer, cfg, info, staging, config)
     metrics = trainer.evaluate() if eval_set is not None else {}
     distributed.teardown(dist_info)  # a barrier first: gloo can abort when a rank leaves early
-    return _summary(output, final if trainer.args.should_save else None, "completed", result, seconds, trainer, {
-        "train_loss": result.training_loss, "parameters": counts, "eval": metrics,
-        "data": {"train": train_report, "eval": eval_report}, "info": info})
+    return _summary(
+        output,
+        final if trainer.args.should_save else None,
+        "completed",
+        result,
+        seconds,
+        trainer,
+        {
+            "train_loss": result.training_loss,
+            "parameters": counts,
+            "eval": metrics,
+            "data": {"train": train_report, "eval": eval_report},
+            "info": info,
+        },
+    )
 
 
 def _summary(output: Path, final: Path | None, stopped: str, result, seconds: float, trainer, details: dict):
     evaluated = details.get("eval") or {}
-    return TrainSummary(KIND, output, final, stopped, "eval_loss" if "eval_loss" in evaluated else None,
-                        evaluated.get("eval_loss"), None, trainer.state.epoch, result.global_step, seconds,
-                        trainer.state.log_history, details)
+    return TrainSummary(
+        KIND,
+        output,
+        final,
+        stopped,
+        "eval_loss" if "eval_loss" in evaluated else None,
+        evaluated.get("eval_loss"),
+        None,
+        trainer.state.epoch,
+        result.global_step,
+        seconds,
+        trainer.state.log_history,
+        details,
+    )

@@ -85,7 +85,9 @@ def _timm_tower(name: str, pretrained: bool | str, image_size: int | None) -> Fe
             raise ConfigError(f"dx_llava.model.vision_pretrained: nothing from {pretrained!r} fits {name}")
     cfg = dict(getattr(trunk, "pretrained_cfg", {}) or {})
     size = image_size or int(cfg.get("input_size", (3, 224, 224))[-1])
-    return FeatureMapTower(trunk, trunk.num_features, size, cfg.get("mean", CLIP_MEAN), cfg.get("std", CLIP_STD))
+    return FeatureMapTower(
+        trunk, trunk.num_features, size, cfg.get("mean", CLIP_MEAN), cfg.get("std", CLIP_STD)
+    )
 
 
 def _fakefinder_tower(path: str, image_size: int | None) -> FeatureMapTower:
@@ -93,9 +95,9 @@ def _fakefinder_tower(path: str, image_size: int | None) -> FeatureMapTower:
     safely; its last feature map): image tokens that already carry deepfake evidence. The
     detector's input size and normalisation come along."""
     from fakefinder.core.errors import FakefinderError
-    from fakefinder.tasks.registry import read_model
     from fakefinder.tasks.classification.model import from_artifact
     from fakefinder.tasks.deepfake_detector.artifact import KIND
+    from fakefinder.tasks.registry import read_model
 
     if not Path(path).exists():
         raise ConfigError(f"dx_llava.model.vision_tower: detector model not found: {path}")
@@ -108,7 +110,9 @@ def _fakefinder_tower(path: str, image_size: int | None) -> FeatureMapTower:
     detector = from_artifact(artifact, tta=False)
     trunk = detector.backbone
     p = artifact.preprocessing
-    tower = FeatureMapTower(trunk, trunk.num_features, image_size or int(p["input_size"]), p["mean"], p["std"])
+    tower = FeatureMapTower(
+        trunk, trunk.num_features, image_size or int(p["input_size"]), p["mean"], p["std"]
+    )
     tower.arch = detector.arch
     return tower
 
@@ -120,15 +124,19 @@ def _open_clip_tower(name: str, pretrained: bool | str, image_size: int | None) 
     try:
         import open_clip
     except ImportError as exc:
-        raise ConfigError("dx_llava.model.vision_tower uses open_clip: pip install open_clip_torch "
-                          "(with torch pinned), or use the timm twin "
-                          "timm:convnext_large_mlp.clip_laion2b_ft_soup_320") from exc
+        raise ConfigError(
+            "dx_llava.model.vision_tower uses open_clip: pip install open_clip_torch "
+            "(with torch pinned), or use the timm twin "
+            "timm:convnext_large_mlp.clip_laion2b_ft_soup_320"
+        ) from exc
     if name.startswith("hf-hub:") or isinstance(pretrained, str):
         tag = None if name.startswith("hf-hub:") else pretrained
     elif pretrained:
         tags = open_clip.list_pretrained_tags_by_model(name)
         if not tags:
-            raise ConfigError(f"dx_llava.model.vision_pretrained: open_clip has no published weights for {name!r}")
+            raise ConfigError(
+                f"dx_llava.model.vision_pretrained: open_clip has no published weights for {name!r}"
+            )
         tag = tags[0]
     else:
         tag = None
@@ -139,9 +147,13 @@ def _open_clip_tower(name: str, pretrained: bool | str, image_size: int | None) 
     visual = model.visual
     trunk = getattr(visual, "trunk", None)
     if trunk is None or not hasattr(trunk, "forward_features"):
-        raise ConfigError(f"dx_llava.model.vision_tower: open_clip model {name!r} has no CNN trunk; "
-                          "use clip:<name> for ViT towers")
-    size = image_size or int(visual.image_size[0] if isinstance(visual.image_size, (tuple, list)) else visual.image_size)
+        raise ConfigError(
+            f"dx_llava.model.vision_tower: open_clip model {name!r} has no CNN trunk; "
+            "use clip:<name> for ViT towers"
+        )
+    size = image_size or int(
+        visual.image_size[0] if isinstance(visual.image_size, (tuple, list)) else visual.image_size
+    )
     mean = getattr(visual, "image_mean", None) or CLIP_MEAN
     std = getattr(visual, "image_std", None) or CLIP_STD
     return FeatureMapTower(trunk, trunk.num_features, size, mean, std)
@@ -161,8 +173,10 @@ def _clip_tower(source: str | None, config: DxLlavaModelConfig, state: dict | No
             state = {f"vision_model.{k}": v for k, v in state.items()}
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or [k for k in missing if "position_ids" not in k]:
-            raise ConfigError(f"the LLaVA checkpoint's CLIP tower does not fit: missing {missing[:5]}, "
-                              f"unexpected {unexpected[:5]}")
+            raise ConfigError(
+                f"the LLaVA checkpoint's CLIP tower does not fit: missing {missing[:5]}, "
+                f"unexpected {unexpected[:5]}"
+            )
     return ClipTower(model, config.vision_select_layer)
 
 
@@ -179,9 +193,13 @@ def build_vision_tower(config: DxLlavaModelConfig, llava_parts: dict | None = No
             vision = config.model_copy(update={"vision_config": llava_parts["vision_config"]})
             tower = _clip_tower(None, vision, llava_parts["vision_state"])
         elif llava_parts.get("vision_source"):  # original format: the tower is named (mm_vision_tower)
-            tower = _clip_tower(llava_parts["vision_source"], config.model_copy(update={"vision_config": None}))
+            tower = _clip_tower(
+                llava_parts["vision_source"], config.model_copy(update={"vision_config": None})
+            )
         else:
-            raise ConfigError("dx_llava.model.vision_tower=llava: the checkpoint holds no vision tower and names none")
+            raise ConfigError(
+                "dx_llava.model.vision_tower=llava: the checkpoint holds no vision tower and names none"
+            )
     elif kind == "timm" and name:
         tower = _timm_tower(name, config.vision_pretrained, config.image_size)
         random_init = config.vision_pretrained is False
@@ -195,8 +213,10 @@ def build_vision_tower(config: DxLlavaModelConfig, llava_parts: dict | None = No
         tower = _clip_tower(name or None, config)
         random_init = config.vision_config is not None
     else:
-        raise ConfigError(f"dx_llava.model.vision_tower={spec!r}: use timm:<name>, open_clip:<name>, "
-                          "clip:<hub id or folder>, fakefinder:<detector checkpoint>, or llava")
+        raise ConfigError(
+            f"dx_llava.model.vision_tower={spec!r}: use timm:<name>, open_clip:<name>, "
+            "clip:<hub id or folder>, fakefinder:<detector checkpoint>, or llava"
+        )
     tower.random_init = random_init
     if config.freeze_vision_tower:
         tower.requires_grad_(False)

@@ -17,11 +17,17 @@ class ImageClassifier(ClassificationKind):
     description: ClassVar[str] = "N-class image classifier (timm backbone)"
     section: ClassVar[str] = "classifier"
     section_model = ClassifierConfig
-    defaults: ClassVar[dict] = {"model": {"name": "resnet50", "pretrained": True, "image_size": 224},
-                                "train": {"lr": 1e-4, "epochs": 15, "batch_size": 16, "output_dir": "output/classifier"}}
+    defaults: ClassVar[dict] = {
+        "model": {"name": "resnet50", "pretrained": True, "image_size": 224},
+        "train": {"lr": 1e-4, "epochs": 15, "batch_size": 16, "output_dir": "output/classifier"},
+    }
     short_form: ClassVar[dict[str, str]] = {
-        "base_model": "model.name", "dataset_path": "classifier.data_dir", "epochs": "train.epochs",
-        "batch_size": "train.batch_size", "learning_rate": "train.lr"}
+        "base_model": "model.name",
+        "dataset_path": "classifier.data_dir",
+        "epochs": "train.epochs",
+        "batch_size": "train.batch_size",
+        "learning_rate": "train.lr",
+    }
     option_sections: ClassVar[tuple[str, ...]] = ("classifier", "train", "model", "augment")
 
     def train(self, config: Config, resume=False, events=None, overwrite: bool = False):
@@ -59,8 +65,11 @@ class ImageClassifier(ClassificationKind):
     def demo_datasets(self) -> dict:
         from fakefinder import synthetic
 
-        return {"classes": lambda folder: synthetic.make_class_folders(
-            folder, per_split=(("train", 8), ("val", 4), ("test", 4)))}
+        return {
+            "classes": lambda folder: synthetic.make_class_folders(
+                folder, per_split=(("train", 8), ("val", 4), ("test", 4))
+            )
+        }
 
 
 TASK = ImageClassifier()

@@ -45,8 +45,10 @@ def _unreadable(path: Path) -> str | None:
 def read_class_folders(root: str | Path, check_images: bool = True) -> ClassFolders:
     root = Path(root)
     if not (root / "train").is_dir() or not (root / "val").is_dir():
-        raise ClassFolderError(f"classifier.data_dir={root}: expected {root}/train/<class>/ and {root}/val/<class>/ "
-                               "(and optionally test/), one folder per class")
+        raise ClassFolderError(
+            f"classifier.data_dir={root}: expected {root}/train/<class>/ and {root}/val/<class>/ "
+            "(and optionally test/), one folder per class"
+        )
     found: dict[str, dict[str, list[Path]]] = {}
     for split in SPLITS:
         folder = root / split
@@ -59,17 +61,23 @@ def read_class_folders(root: str | Path, check_images: bool = True) -> ClassFold
         for class_dir in classes:
             images = _images(class_dir)
             if not images:
-                raise ClassFolderError(f"{class_dir}: class folder '{class_dir.name}' holds no images "
-                                       f"({', '.join(sorted(IMAGE_EXTENSIONS))})")
+                raise ClassFolderError(
+                    f"{class_dir}: class folder '{class_dir.name}' holds no images "
+                    f"({', '.join(sorted(IMAGE_EXTENSIONS))})"
+                )
             found[split][class_dir.name] = images
     classes = sorted(found["train"])
     if len(classes) < 2:
-        raise ClassFolderError(f"{root / 'train'}: an image classifier needs at least 2 class folders, found {classes}")
+        raise ClassFolderError(
+            f"{root / 'train'}: an image classifier needs at least 2 class folders, found {classes}"
+        )
     for split in ("val", "test"):
         extra = sorted(set(found.get(split, {})) - set(classes))
         if extra:
-            raise ClassFolderError(f"{root / split / extra[0]}: class '{extra[0]}' is in {split} but not in train "
-                                   f"({root / 'train'} has {classes})")
+            raise ClassFolderError(
+                f"{root / split / extra[0]}: class '{extra[0]}' is in {split} but not in train "
+                f"({root / 'train'} has {classes})"
+            )
     rows, failures = [], []
     for split, per_class in found.items():
         for name, images in per_class.items():
@@ -78,9 +86,17 @@ def read_class_folders(root: str | Path, check_images: bool = True) -> ClassFold
                 if reason:
                     failures.append({"path": str(image), "split": split, "label": name, "reason": reason})
                     continue
-                rows.append({"path": image.relative_to(root).as_posix(), "label": name, "split": split,
-                             "dataset": root.name or "data"})
-    return ClassFolders(root, classes, pd.DataFrame(rows, columns=["path", "label", "split", "dataset"]), failures)
+                rows.append(
+                    {
+                        "path": image.relative_to(root).as_posix(),
+                        "label": name,
+                        "split": split,
+                        "dataset": root.name or "data",
+                    }
+                )
+    return ClassFolders(
+        root, classes, pd.DataFrame(rows, columns=["path", "label", "split", "dataset"]), failures
+    )
 
 
 def folders_of(config) -> ClassFolders:
@@ -88,7 +104,9 @@ def folders_of(config) -> ClassFolders:
     from fakefinder.config import ConfigError
 
     if config.classifier.data_dir is None:
-        raise ConfigError("classifier.data_dir is required: a folder with train/<class>/, val/<class>/ (and test/)")
+        raise ConfigError(
+            "classifier.data_dir is required: a folder with train/<class>/, val/<class>/ (and test/)"
+        )
     return read_class_folders(config.classifier.data_dir, config.classifier.check_images)
 
 
@@ -120,6 +138,9 @@ def _count_images(path: Path) -> dict[str, dict[str, int]]:
         if not (path / split).is_dir():
             continue
         for folder in (p for p in (path / split).iterdir() if p.is_dir()):
-            pairs += [(split, folder.name) for p in folder.rglob("*")
-                      if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+            pairs += [
+                (split, folder.name)
+                for p in folder.rglob("*")
+                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            ]
     return split_counts(pairs)

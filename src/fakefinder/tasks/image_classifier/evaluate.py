@@ -21,15 +21,19 @@ def _eval_sets(config: Config, folders) -> list[tuple[str, pd.DataFrame]]:
     """`evaluate.sets` name splits of the class folders (default: test, read once per finished recipe)."""
     specs = config.evaluate.sets or []
     if any(spec.manifest is not None for spec in specs):
-        raise ConfigError("evaluate.sets.*.manifest: an image classifier evaluates class folders (classifier.data_dir); "
-                          "name a split instead")
+        raise ConfigError(
+            "evaluate.sets.*.manifest: an image classifier evaluates class folders (classifier.data_dir); "
+            "name a split instead"
+        )
     wanted = [(spec.name, spec.split) for spec in specs] or [("test", "test")]
     sets = []
     for name, split in wanted:
         rows = folders.rows[folders.rows.split == split].reset_index(drop=True)
         if rows.empty:
-            raise ConfigError(f"{folders.root / split}: no images to evaluate on (add the {split}/ folder of class "
-                              "folders, or name another split in evaluate.sets)")
+            raise ConfigError(
+                f"{folders.root / split}: no images to evaluate on (add the {split}/ folder of class "
+                "folders, or name another split in evaluate.sets)"
+            )
         sets.append((name, rows))
     return sets
 
@@ -43,7 +47,9 @@ def _probabilities(model, artifact, rows: pd.DataFrame, root: Path, config: Conf
 
     p = artifact.preprocessing
     dataset = CropDataset(rows, root, p["input_size"], p["mean"], p["std"], classes=artifact.classes)
-    loader = DataLoader(dataset, batch_size=config.evaluate.batch_size, num_workers=config.evaluate.num_workers)
+    loader = DataLoader(
+        dataset, batch_size=config.evaluate.batch_size, num_workers=config.evaluate.num_workers
+    )
     out = []
     with opencv_single_threaded():
         batches = iter(loader)
@@ -58,11 +64,11 @@ def evaluate(config: Config, models: list[Path], events=None) -> EvalSummary:
     from fakefinder.core.events import as_events
     from fakefinder.core.files import atomic_write, atomic_write_json
     from fakefinder.core.process import flush_denormal
-    from fakefinder.engine.report import model_name
     from fakefinder.engine.metrics import multiclass_metrics
+    from fakefinder.engine.report import model_name
     from fakefinder.tasks.classification.model import from_artifact
-    from fakefinder.tasks.registry import read_model
     from fakefinder.tasks.image_classifier.report import write_classifier_report
+    from fakefinder.tasks.registry import read_model
 
     events = as_events(events)
     folders = folders_of(config)
@@ -79,7 +85,9 @@ def evaluate(config: Config, models: list[Path], events=None) -> EvalSummary:
                 raise ConfigError(f"{path} holds a {artifact.kind} model, not an {KIND}")
             missing = sorted(set(folders.classes) - set(artifact.classes))
             if missing:
-                raise ConfigError(f"{folders.root}: class(es) {missing} are not among the model's {artifact.classes}")
+                raise ConfigError(
+                    f"{folders.root}: class(es) {missing} are not among the model's {artifact.classes}"
+                )
             model = from_artifact(artifact, device)
             name = model_name(path)
             entry = {"path": str(path), "classes": artifact.classes, "sets": {}}
@@ -88,13 +96,25 @@ def evaluate(config: Config, models: list[Path], events=None) -> EvalSummary:
                 labels = np.array([artifact.classes.index(label) for label in rows.label])
                 entry["sets"][set_name] = multiclass_metrics(labels, probs, artifact.classes)
                 predicted = [artifact.classes[i] for i in probs.argmax(axis=1)]
-                tables.append(pd.DataFrame({"model": name, "set": set_name, "path": rows.path, "label": rows.label,
-                                            "prediction": predicted,
-                                            **{f"prob_{c}": probs[:, i] for i, c in enumerate(artifact.classes)}}))
+                tables.append(
+                    pd.DataFrame(
+                        {
+                            "model": name,
+                            "set": set_name,
+                            "path": rows.path,
+                            "label": rows.label,
+                            "prediction": predicted,
+                            **{f"prob_{c}": probs[:, i] for i, c in enumerate(artifact.classes)},
+                        }
+                    )
+                )
                 m = entry["sets"][set_name]
-                events.log(f"{name} on {set_name}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}"
-                           + (f", top-5 {m['top5_accuracy']:.4f}" if "top5_accuracy" in m else "")
-                           + f" ({m['n']} images)", "evaluate")
+                events.log(
+                    f"{name} on {set_name}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}"
+                    + (f", top-5 {m['top5_accuracy']:.4f}" if "top5_accuracy" in m else "")
+                    + f" ({m['n']} images)",
+                    "evaluate",
+                )
             metrics["models"][name] = entry
     predictions = pd.concat(tables, ignore_index=True)
     predictions_path = atomic_write(out / "predictions.csv", lambda h: predictions.to_csv(h, index=False))

@@ -46,9 +46,19 @@ class ClassifierPredictor(FilePredictor):
         if not found.crops:
             return {"label": "", **{c: float("nan") for c in self._columns()}}, []
         mean = probs.mean(axis=0)  # a video: the mean over its sampled frames
-        frames = [{"id": file_id, "frame_index": c.frame_index, "label": self.classes[int(p.argmax())],
-                   **dict(zip(self._columns(), map(float, p)))} for c, p in zip(found.crops, probs)]
-        return {"label": self.classes[int(mean.argmax())], **dict(zip(self._columns(), map(float, mean)))}, frames
+        frames = [
+            {
+                "id": file_id,
+                "frame_index": c.frame_index,
+                "label": self.classes[int(p.argmax())],
+                **dict(zip(self._columns(), map(float, p))),
+            }
+            for c, p in zip(found.crops, probs)
+        ]
+        return {
+            "label": self.classes[int(mean.argmax())],
+            **dict(zip(self._columns(), map(float, mean))),
+        }, frames
 
     def submission_columns(self, pc) -> list[str]:
         return ["id", "label"] + ([] if pc.format == "label" else self._columns())

@@ -17,9 +17,20 @@ class LlmLora(Kind):
     section: ClassVar[str] = "llm"
     section_model = LlmConfig
     short_form: ClassVar[dict[str, str]] = {
-        "base_model": "llm.model.base", "dataset_path": "llm.data.train_file", "epochs": "llm.train.epochs",
-        "batch_size": "llm.train.batch_size", "learning_rate": "llm.train.lr"}
-    option_sections: ClassVar[tuple[str, ...]] = ("llm.train", "llm.lora", "llm.data", "llm.model", "llm.eval", "llm")
+        "base_model": "llm.model.base",
+        "dataset_path": "llm.data.train_file",
+        "epochs": "llm.train.epochs",
+        "batch_size": "llm.train.batch_size",
+        "learning_rate": "llm.train.lr",
+    }
+    option_sections: ClassVar[tuple[str, ...]] = (
+        "llm.train",
+        "llm.lora",
+        "llm.data",
+        "llm.model",
+        "llm.eval",
+        "llm",
+    )
     run_section: ClassVar[str] = "llm.train"
     adapter: ClassVar[str] = "adapter"
     predict_inputs: ClassVar[tuple[str, ...]] = PROMPT_EXTENSIONS
@@ -76,7 +87,9 @@ class LlmQlora(LlmLora):
     """`llm_lora` on a 4-bit (bitsandbytes) base: the same section, `llm.lora.use_4bit` on by default."""
 
     name: ClassVar[str] = "llm_qlora"
-    description: ClassVar[str] = "QLoRA fine-tuning: a LoRA adapter on a 4-bit (bitsandbytes) causal language model"
+    description: ClassVar[str] = (
+        "QLoRA fine-tuning: a LoRA adapter on a 4-bit (bitsandbytes) causal language model"
+    )
     defaults: ClassVar[dict] = {"llm": {"lora": {"use_4bit": True}}}
 
 

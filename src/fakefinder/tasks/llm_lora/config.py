@@ -16,37 +16,55 @@ PROMPT_EXTENSIONS = (".jsonl", ".txt")  # the files predict reads prompts from
 class LlmModelConfig(Section):
     base: str = Field(
         default="package:smollm2-135m-instruct",
-        description="Any causal LM transformers loads: a hub id (meta-llama/Llama-2-7b-hf), a local folder, or "
+        description="Any causal LM transformers loads: a hub id (meta-llama/Llama-2-7b-hf), a local folder, "
+        "or "
         "'package:smollm2-135m-instruct' (offline). Its code is never run (no trust_remote_code).",
     )
-    gguf_file: str | None = Field(default=None, description="Load the base from this GGUF file in its folder "
-                                  "(dequantised; QLoRA saves it once as safetensors in the run folder).")
+    gguf_file: str | None = Field(
+        default=None,
+        description="Load the base from this GGUF file in its folder "
+        "(dequantised; QLoRA saves it once as safetensors in the run folder).",
+    )
     tokenizer: str | None = Field(default=None, description="Default: the base model's.")
     base_config: dict[str, Any] | None = Field(
-        default=None, description="Build a randomly initialised base from this transformers config (tests, demos); "
-        "needs `tokenizer`.")
+        default=None,
+        description="Build a randomly initialised base from this transformers config (tests, demos); "
+        "needs `tokenizer`.",
+    )
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        default="auto", description="Weights of the base: auto = the checkpoint's on GPU, fp32 on CPU.")
+        default="auto", description="Weights of the base: auto = the checkpoint's on GPU, fp32 on CPU."
+    )
 
 
 class LlmDataConfig(Section):
     """JSONL files: {"instruction", "input"?, "response"} or {"conversations": [{"role", "content"}, ...]}."""
 
     train_file: Path | None = None
-    val_file: Path | None = Field(default=None, description="Default: val_ratio of the training file, carved "
-                                  "with `seed`.")
+    val_file: Path | None = Field(
+        default=None, description="Default: val_ratio of the training file, carved with `seed`."
+    )
     test_file: Path | None = Field(default=None, description="Read by `fakefinder evaluate` only.")
     val_ratio: float = Field(default=0.1, ge=0, lt=1)
     seed: int = 0
-    max_length: int = Field(default=1024, ge=8, description="Tokens per example; longer ones are cut at the end "
-                            "(counted and listed); one whose response would be cut away entirely is skipped.")
+    max_length: int = Field(
+        default=1024,
+        ge=8,
+        description="Tokens per example; longer ones are cut at the end "
+        "(counted and listed); one whose response would be cut away entirely is skipped.",
+    )
     template: Literal["auto", "chatml", "alpaca"] = Field(
-        default="auto", description="How turns are written: auto = the tokenizer's chat template, else chatml if "
-        "the tokenizer knows <|im_start|>, else alpaca (### Instruction / ### Response).")
-    system_prompt: str | None = Field(default=None, description="A system turn put before every example that "
-                                      "has none.")
-    skip_invalid: bool = Field(default=False, description="A malformed line or one without a response: skip it "
-                               "(listed) instead of stopping with its file and line.")
+        default="auto",
+        description="How turns are written: auto = the tokenizer's chat template, else chatml if "
+        "the tokenizer knows <|im_start|>, else alpaca (### Instruction / ### Response).",
+    )
+    system_prompt: str | None = Field(
+        default=None, description="A system turn put before every example that has none."
+    )
+    skip_invalid: bool = Field(
+        default=False,
+        description="A malformed line or one without a response: skip it "
+        "(listed) instead of stopping with its file and line.",
+    )
 
 
 class LlmLoraConfig(QuantizedLoraSection):
@@ -55,9 +73,11 @@ class LlmLoraConfig(QuantizedLoraSection):
     dropout: float = Field(default=0.05, ge=0, lt=1)
     target_modules: list[str] | Literal["all-linear"] | None = Field(
         default_factory=lambda: ["q_proj", "v_proj"],
-        description="Layer names to adapt, or all-linear (every linear layer but the output head).")
-    use_4bit: bool = Field(default=False, description="QLoRA: the base in 4 bits (bitsandbytes), the adapter in "
-                           "full precision.")
+        description="Layer names to adapt, or all-linear (every linear layer but the output head).",
+    )
+    use_4bit: bool = Field(
+        default=False, description="QLoRA: the base in 4 bits (bitsandbytes), the adapter in full precision."
+    )
 
 
 class LlmTrainConfig(RunSection):
@@ -81,10 +101,16 @@ class LlmTrainConfig(RunSection):
 
 
 class LlmEvalConfig(Section):
-    samples: int = Field(default=3, ge=0, description="Generations from held-out prompts logged at each evaluation.")
+    samples: int = Field(
+        default=3, ge=0, description="Generations from held-out prompts logged at each evaluation."
+    )
     max_new_tokens: int = Field(default=64, ge=1)
-    answers: int | None = Field(default=None, ge=1, description="`fakefinder evaluate`: generate answers for this "
-                                "many examples (default: all) for exact-match accuracy.")
+    answers: int | None = Field(
+        default=None,
+        ge=1,
+        description="`fakefinder evaluate`: generate answers for this "
+        "many examples (default: all) for exact-match accuracy.",
+    )
 
 
 class LlmConfig(Section):

@@ -58,7 +58,9 @@ class ReadReport:
         return {"file": self.file, "lines": self.lines, "examples": self.examples, "skipped": self.skipped}
 
 
-def read_jsonl(path: str | Path, skip_invalid: bool = False, system_prompt: str | None = None) -> tuple[list[Example], ReadReport]:
+def read_jsonl(
+    path: str | Path, skip_invalid: bool = False, system_prompt: str | None = None
+) -> tuple[list[Example], ReadReport]:
     """Every usable example of a JSONL file. A malformed line or one without a response stops with
     its file and line (listed and skipped with `skip_invalid`); an empty response is always
     skipped and listed; blank lines are ignored."""
@@ -82,9 +84,15 @@ def read_jsonl(path: str | Path, skip_invalid: bool = False, system_prompt: str 
         examples.append(Example(messages, str(path), number))
     report.examples = len(examples)
     if not examples:
-        raise DataError(f"{path}: no usable example ({report.lines} line(s), {len(report.skipped)} skipped"
-                        + (f", e.g. line {report.skipped[0]['line']}: {report.skipped[0]['reason']}" if report.skipped else "")
-                        + ")")
+        raise DataError(
+            f"{path}: no usable example ({report.lines} line(s), {len(report.skipped)} skipped"
+            + (
+                f", e.g. line {report.skipped[0]['line']}: {report.skipped[0]['reason']}"
+                if report.skipped
+                else ""
+            )
+            + ")"
+        )
     return examples, report
 
 
@@ -95,7 +103,9 @@ def jsonl_lines(path: Path):
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise DataError(f"{path}:{number}: not UTF-8 text ({exc.reason} at byte {exc.start} of the line)") from None
+                raise DataError(
+                    f"{path}:{number}: not UTF-8 text ({exc.reason} at byte {exc.start} of the line)"
+                ) from None
             if text.strip():
                 yield number, text
 
@@ -140,7 +150,9 @@ def read_prompts(path: str | Path, system_prompt: str | None = None) -> list[tup
     for number, text in jsonl_lines(path):
         default_id = f"{path.stem}:{number}"
         if path.suffix.lower() != ".jsonl":
-            prompts.append((default_id, _with_system([{"role": "user", "content": text.rstrip("\n")}], system_prompt)))
+            prompts.append(
+                (default_id, _with_system([{"role": "user", "content": text.rstrip("\n")}], system_prompt))
+            )
             continue
         try:
             record = _record(text)
@@ -211,8 +223,11 @@ def _turns(turns) -> list[dict]:
 
 def _conversation(turns) -> list[dict]:
     messages = _turns(turns)
-    first = next(i for i, m in enumerate(messages) if m["role"] != "system") if any(
-        m["role"] != "system" for m in messages) else 0
+    first = (
+        next(i for i, m in enumerate(messages) if m["role"] != "system")
+        if any(m["role"] != "system" for m in messages)
+        else 0
+    )
     if messages[first]["role"] == "assistant":
         raise DataError(f"conversations[{first}]: an assistant turn with no user turn before it")
     while messages and messages[-1]["role"] != "assistant":
@@ -232,7 +247,9 @@ def split_off(examples: list[Example], ratio: float, seed: int) -> tuple[list[Ex
     random.Random(seed).shuffle(order)
     count = min(len(examples) - 1, max(1, round(len(examples) * ratio)))
     held = set(order[:count])
-    return [e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held]
+    return [e for i, e in enumerate(examples) if i not in held], [
+        e for i, e in enumerate(examples) if i in held
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,10 +267,14 @@ def set_template(tokenizer, template: str) -> str:
             return "tokenizer"
         template = "chatml" if chatml_tokens else "alpaca"
     if template == "chatml" and not chatml_tokens:
-        raise DataError("llm.data.template=chatml: the tokenizer has no <|im_start|> / <|im_end|> tokens (an answer "
-                        "would never end); use alpaca or auto")
+        raise DataError(
+            "llm.data.template=chatml: the tokenizer has no <|im_start|> / <|im_end|> tokens (an answer "
+            "would never end); use alpaca or auto"
+        )
     if template == "alpaca" and tokenizer.eos_token is None:
-        raise DataError("llm.data.template=alpaca: the tokenizer has no end-of-sequence token to end an answer")
+        raise DataError(
+            "llm.data.template=alpaca: the tokenizer has no end-of-sequence token to end an answer"
+        )
     tokenizer.chat_template = CHATML if template == "chatml" else ALPACA
     return template
 
@@ -262,10 +283,14 @@ def render(tokenizer, messages: list[dict], generation_prompt: bool = False) -> 
     from jinja2 import TemplateError
 
     try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+        return tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=generation_prompt
+        )
     except TemplateError as exc:
-        raise DataError(f"the chat template refuses this conversation ({exc}); reorder its turns, or choose "
-                        "llm.data.template chatml or alpaca") from None
+        raise DataError(
+            f"the chat template refuses this conversation ({exc}); reorder its turns, or choose "
+            "llm.data.template chatml or alpaca"
+        ) from None
 
 
 def with_bos(tokenizer, ids: list[int]) -> list[int]:
@@ -295,8 +320,10 @@ def response_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int
         prompt = render(tokenizer, messages[:i], generation_prompt=True)
         start, end = len(prompt), len(render(tokenizer, messages[: i + 1]))
         if text[:start] != prompt or text[:end] != render(tokenizer, messages[: i + 1]):
-            raise DataError("the chat template writes a turn differently once later turns follow; "
-                            "choose llm.data.template chatml or alpaca")
+            raise DataError(
+                "the chat template writes a turn differently once later turns follow; "
+                "choose llm.data.template chatml or alpaca"
+            )
         segment = text[start:end]
         spans.append((start, end - (len(segment) - len(segment.rstrip()))))  # up to the end-of-turn marker
     return text, spans
@@ -317,8 +344,10 @@ def encode(tokenizer, messages: list[dict], max_length: int) -> Encoded | None:
     ids, offsets = tokens["input_ids"], list(tokens["offset_mapping"])
     if len(with_bos(tokenizer, ids)) > len(ids):
         ids, offsets = with_bos(tokenizer, ids), [(0, 0), *offsets]
-    labels = [token if any(a <= start < b for a, b in spans) and end > start else -100
-              for token, (start, end) in zip(ids, offsets)]
+    labels = [
+        token if any(a <= start < b for a, b in spans) and end > start else -100
+        for token, (start, end) in zip(ids, offsets)
+    ]
     truncated = len(ids) > max_length
     ids, labels = ids[:max_length], labels[:max_length]
     if all(label == -100 for label in labels):
@@ -332,7 +361,9 @@ class TokenizedSet:
 
     def __init__(self, examples: list[Example], tokenizer, max_length: int) -> None:
         if not getattr(tokenizer, "is_fast", False):
-            raise DataError(f"{type(tokenizer).__name__}: fine-tuning needs a fast tokenizer (character offsets)")
+            raise DataError(
+                f"{type(tokenizer).__name__}: fine-tuning needs a fast tokenizer (character offsets)"
+            )
         self.items: list[dict] = []
         self.examples: list[Example] = []
         self.truncated: list[str] = []
@@ -348,8 +379,13 @@ class TokenizedSet:
                 continue
             if encoded.truncated:
                 self.truncated.append(example.where)
-            self.items.append({"input_ids": encoded.input_ids, "attention_mask": [1] * len(encoded.input_ids),
-                               "labels": encoded.labels})
+            self.items.append(
+                {
+                    "input_ids": encoded.input_ids,
+                    "attention_mask": [1] * len(encoded.input_ids),
+                    "labels": encoded.labels,
+                }
+            )
             self.examples.append(example)
             self.tokens += len(encoded.input_ids)
 
@@ -360,9 +396,15 @@ class TokenizedSet:
         return self.items[index]
 
     def report(self, max_length: int) -> dict:
-        return {"examples": len(self.items), "tokens": self.tokens, "max_length": max_length,
-                "truncated": len(self.truncated), "truncated_at": self.truncated[:50],
-                "dropped_too_long": len(self.dropped), "dropped_at": self.dropped[:50]}
+        return {
+            "examples": len(self.items),
+            "tokens": self.tokens,
+            "max_length": max_length,
+            "truncated": len(self.truncated),
+            "truncated_at": self.truncated[:50],
+            "dropped_too_long": len(self.dropped),
+            "dropped_at": self.dropped[:50],
+        }
 
 
 def dataset_settings(path: Path) -> dict:
@@ -398,8 +440,10 @@ def describe(path: Path) -> dict | None:
             continue
         splits[split] = {"examples": len(examples)}
         if report.skipped:
-            notes.append(f"{file.name}: {len(report.skipped)} line(s) with an empty response are skipped "
-                         f"(line {', '.join(str(s['line']) for s in report.skipped[:5])})")
+            notes.append(
+                f"{file.name}: {len(report.skipped)} line(s) with an empty response are skipped "
+                f"(line {', '.join(str(s['line']) for s in report.skipped[:5])})"
+            )
     if "val" not in splits:
         notes.append("no val.jsonl: the held-out split is carved from train.jsonl (llm.data.val_ratio)")
     return described("instruction_jsonl", splits, notes, usable)

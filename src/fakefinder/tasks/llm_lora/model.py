@@ -59,15 +59,21 @@ def base_model(cfg: LlmConfig, work_dir: Path) -> dict:
         def random_base():
             spec = dict(model.base_config)
             torch.manual_seed(cfg.train.seed)
-            lm = AutoModelForCausalLM.from_config(AutoConfig.for_model(spec.pop("model_type", "llama"), **spec))
+            lm = AutoModelForCausalLM.from_config(
+                AutoConfig.for_model(spec.pop("model_type", "llama"), **spec)
+            )
             return lm, load_tokenizer(model.tokenizer)
 
-        folder = _write_base(Path(work_dir) / "base_model", random_base,
-                             {"base_config": model.base_config, "tokenizer": model.tokenizer, "seed": cfg.train.seed})
+        folder = _write_base(
+            Path(work_dir) / "base_model",
+            random_base,
+            {"base_config": model.base_config, "tokenizer": model.tokenizer, "seed": cfg.train.seed},
+        )
         return {"source": str(folder.resolve()), "gguf_file": None, "tokenizer": str(folder.resolve())}
     source, gguf = resolve_source(model.base, model.gguf_file)
     tokenizer = model.tokenizer or source
     if gguf:  # transformers trains no GGUF-loaded model (nor quantises one to 4 bits): saved as a plain one
+
         def dequantised():
             lm = load_causal_lm(source, gguf, "fp32", key="llm.model.base")
             lm.hf_quantizer, lm.is_quantized = None, False
@@ -75,19 +81,29 @@ def base_model(cfg: LlmConfig, work_dir: Path) -> dict:
                 del lm.config.quantization_config
             return lm, load_tokenizer(tokenizer, gguf if tokenizer == source else None)
 
-        folder = _write_base(Path(work_dir) / "base_model", dequantised,
-                             {"source": source, "gguf_file": gguf, "tokenizer": tokenizer})
-        return {"source": str(folder.resolve()), "gguf_file": None, "tokenizer": str(folder.resolve()),
-                "dequantised_from": f"{source}/{gguf}"}
+        folder = _write_base(
+            Path(work_dir) / "base_model",
+            dequantised,
+            {"source": source, "gguf_file": gguf, "tokenizer": tokenizer},
+        )
+        return {
+            "source": str(folder.resolve()),
+            "gguf_file": None,
+            "tokenizer": str(folder.resolve()),
+            "dequantised_from": f"{source}/{gguf}",
+        }
     return {"source": source, "gguf_file": gguf, "tokenizer": tokenizer}
 
 
 def load_base(cfg: LlmConfig, base: dict):
     """(model, tokenizer, turn format) of the base, 4-bit when `use_4bit`."""
     lora = cfg.lora
-    quantization = four_bit_config(lora.quant_type, lora.double_quant, lora.compute_dtype) \
-        if lora.use_4bit else None
-    tokenizer = load_tokenizer(base["tokenizer"], base["gguf_file"] if base["tokenizer"] == base["source"] else None)
+    quantization = (
+        four_bit_config(lora.quant_type, lora.double_quant, lora.compute_dtype) if lora.use_4bit else None
+    )
+    tokenizer = load_tokenizer(
+        base["tokenizer"], base["gguf_file"] if base["tokenizer"] == base["source"] else None
+    )
     template = set_template(tokenizer, cfg.data.template)
     model = load_causal_lm(base["source"], base["gguf_file"], cfg.model.dtype, quantization, "llm.model.base")
     return model, tokenizer, template
@@ -101,13 +117,22 @@ def add_adapter(model, cfg: LlmConfig):
     lora, train = cfg.lora, cfg.train
     checkpointing = {"use_reentrant": False}
     if lora.use_4bit:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=train.grad_checkpointing,
-                                                gradient_checkpointing_kwargs=checkpointing)
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=train.grad_checkpointing,
+            gradient_checkpointing_kwargs=checkpointing,
+        )
     elif train.grad_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
         model.enable_input_require_grads()
-    settings = LoraConfig(r=lora.r, lora_alpha=lora.alpha or lora.r, lora_dropout=lora.dropout,
-                          target_modules=lora.target_modules, bias="none", task_type="CAUSAL_LM")
+    settings = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha or lora.r,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
     try:
         return get_peft_model(model, settings)
     except ValueError as exc:
@@ -124,23 +149,45 @@ def build(cfg: LlmConfig, work_dir: Path) -> tuple:
     return model, tokenizer, info
 
 
-def save_artifact(model, tokenizer, cfg: LlmConfig, info: dict, output: Path, kind: str, config: Config,
-                  training: dict | None = None) -> Path:
+def save_artifact(
+    model,
+    tokenizer,
+    cfg: LlmConfig,
+    info: dict,
+    output: Path,
+    kind: str,
+    config: Config,
+    training: dict | None = None,
+) -> Path:
     """`adapter/` (what peft loads on the base), `tokenizer/` (with the turn format), `model.json`
     and, for people, `config.yaml`; a merged model writes `merged_model/` instead of `adapter/`. Staged
     beside `output` and swapped in whole."""
     merged = bool(info.get("merged"))
-    architecture = {"base": info["base"], "template": info["template"], "quantized": bool(info.get("quantized")),
-                    "merged": merged, "lora": cfg.lora.model_dump(mode="json"), "max_length": cfg.data.max_length,
-                    "llm": cfg.model_dump(mode="json")}
+    architecture = {
+        "base": info["base"],
+        "template": info["template"],
+        "quantized": bool(info.get("quantized")),
+        "merged": merged,
+        "lora": cfg.lora.model_dump(mode="json"),
+        "max_length": cfg.data.max_length,
+        "llm": cfg.model_dump(mode="json"),
+    }
     with staged(output) as staging:
         model.save_pretrained(staging / (MERGED if merged else ADAPTER), safe_serialization=True)
         tokenizer.save_pretrained(staging / "tokenizer")
         if merged:  # the merged folder stands alone: model and tokenizer
             tokenizer.save_pretrained(staging / MERGED)
         files = sorted(p.name for p in staging.iterdir() if p.is_dir() or p.suffix == ".safetensors")
-        write_model_json(staging, kind, json.loads(json.dumps(architecture, default=str)), [], {}, None,
-                         training or {}, files)
+        write_model_json(
+            staging,
+            kind,
+            json.loads(json.dumps(architecture, default=str)),
+            [],
+            {},
+            None,
+            training or {},
+            files,
+        )
         (staging / "config.yaml").write_text(config_to_yaml(config))
     return Path(output)
 
@@ -173,10 +220,18 @@ def load(path: str | Path, device: str | torch.device = "cpu"):
     else:
         base = meta["base"]
         lora = cfg.lora
-        quantization = four_bit_config(lora.quant_type, lora.double_quant, lora.compute_dtype) \
-            if meta.get("quantized") else None
-        model = load_causal_lm(base["source"], base.get("gguf_file"), cfg.model.dtype, quantization,
-                               f"{path}/model.json: base.source")
+        quantization = (
+            four_bit_config(lora.quant_type, lora.double_quant, lora.compute_dtype)
+            if meta.get("quantized")
+            else None
+        )
+        model = load_causal_lm(
+            base["source"],
+            base.get("gguf_file"),
+            cfg.model.dtype,
+            quantization,
+            f"{path}/model.json: base.source",
+        )
         model = PeftModel.from_pretrained(model, path / ADAPTER)
     if quantization_free(model):
         model.to(device)
@@ -188,8 +243,9 @@ def load(path: str | Path, device: str | torch.device = "cpu"):
 
 def quantization_free(model) -> bool:
     """bitsandbytes places 4-bit weights itself; only a full-precision model is moved."""
-    return not getattr(model, "is_loaded_in_4bit", False) and not getattr(getattr(model, "base_model", None),
-                                                                           "is_loaded_in_4bit", False)
+    return not getattr(model, "is_loaded_in_4bit", False) and not getattr(
+        getattr(model, "base_model", None), "is_loaded_in_4bit", False
+    )
 
 
 def merge(path: str | Path, output: str | Path) -> Path:
@@ -206,10 +262,18 @@ def merge(path: str | Path, output: str | Path) -> Path:
         raise ConfigError(f"{path}: is merged already (no adapter left)")
     base = meta["base"]
     lora = cfg.lora
-    quantization = four_bit_config(lora.quant_type, lora.double_quant, lora.compute_dtype) \
-        if meta.get("quantized") else None
-    model = load_causal_lm(base["source"], base.get("gguf_file"), cfg.model.dtype, quantization,
-                           key=f"{path}/model.json: base.source")
+    quantization = (
+        four_bit_config(lora.quant_type, lora.double_quant, lora.compute_dtype)
+        if meta.get("quantized")
+        else None
+    )
+    model = load_causal_lm(
+        base["source"],
+        base.get("gguf_file"),
+        cfg.model.dtype,
+        quantization,
+        key=f"{path}/model.json: base.source",
+    )
     if quantization is not None:
         model = model.dequantize()
     model = PeftModel.from_pretrained(model, path / ADAPTER).merge_and_unload()
@@ -218,5 +282,13 @@ def merge(path: str | Path, output: str | Path) -> Path:
     cfg = cfg.model_copy(deep=True)
     cfg.lora.use_4bit = False
     config = Config(task=kind, llm=cfg)
-    return save_artifact(model, tokenizer, cfg, info, output, kind, config,
-                         {"merged_from": str(path), "quantized_base": bool(meta.get("quantized"))})
+    return save_artifact(
+        model,
+        tokenizer,
+        cfg,
+        info,
+        output,
+        kind,
+        config,
+        {"merged_from": str(path), "quantized_base": bool(meta.get("quantized"))},
+    )

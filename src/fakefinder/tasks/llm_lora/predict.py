@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fakefinder.config import Config, ConfigError
 from fakefinder.core.events import as_events
-from fakefinder.core.results import PredictResult, Predictor
+from fakefinder.core.results import Predictor, PredictResult
 from fakefinder.tasks.llm_lora.config import PROMPT_EXTENSIONS
 
 
@@ -26,12 +26,16 @@ class TextPredictor(Predictor):
         self.model, self.tokenizer, self.meta, self.kind = load(artifact.path, device)
         self.device = device
         self.max_new_tokens = config.llm.eval.max_new_tokens
-        self.system_prompt = (self.meta.get("llm") or {}).get("data", {}).get("system_prompt")  # as in training
+        self.system_prompt = (
+            (self.meta.get("llm") or {}).get("data", {}).get("system_prompt")
+        )  # as in training
 
     def answer(self, conversations: list[list[dict]], batch_size: int = 8) -> list[str]:
         from fakefinder.tasks.llm_lora.train import generate
 
-        return generate(self.model, self.tokenizer, conversations, self.max_new_tokens, self.device, batch_size)
+        return generate(
+            self.model, self.tokenizer, conversations, self.max_new_tokens, self.device, batch_size
+        )
 
     def run(self, config: Config, events=None) -> PredictResult:
         """Answers to the prompts in `predict.inputs` (.jsonl or .txt files)."""
@@ -58,17 +62,27 @@ class TextPredictor(Predictor):
             stage.advance(len(chunk))
         events.end(stage)
         seconds = time.perf_counter() - started
-        table = pd.DataFrame({"id": [i for i, _ in prompts], "prompt": [t[-1]["content"] for _, t in prompts],
-                              "response": answers})
+        table = pd.DataFrame(
+            {
+                "id": [i for i, _ in prompts],
+                "prompt": [t[-1]["content"] for _, t in prompts],
+                "response": answers,
+            }
+        )
         output = Path(pc.output)
         if output.suffix.lower() == ".jsonl":
-            atomic_write_text(output, "".join(json.dumps(row) + "\n" for row in table.to_dict(orient="records")))
+            atomic_write_text(
+                output, "".join(json.dumps(row) + "\n" for row in table.to_dict(orient="records"))
+            )
         else:
             shown = table[["id", "response"]].rename(columns={"id": pc.id_column})
             atomic_write(output, lambda h: shown.to_csv(h, index=False))
         rate = len(prompts) / seconds if seconds else float("inf")
-        events.result("predict", {"prompts": len(prompts), "seconds": seconds, "output": str(output)},
-                      f"answered {len(prompts)} prompt(s) in {seconds:.1f} s ({rate:.2f}/s)\nanswers: {output}")
+        events.result(
+            "predict",
+            {"prompts": len(prompts), "seconds": seconds, "output": str(output)},
+            f"answered {len(prompts)} prompt(s) in {seconds:.1f} s ({rate:.2f}/s)\nanswers: {output}",
+        )
         return PredictResult(output, None, table, seconds, rate, {})
 
 

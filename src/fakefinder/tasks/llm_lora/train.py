@@ -15,8 +15,8 @@ import torch
 from fakefinder.config import Config, ConfigError
 from fakefinder.core.results import TrainSummary
 from fakefinder.engine.hf import latest_checkpoint, report_through_events, training_arguments
-from fakefinder.engine.run import Run
 from fakefinder.engine.language import parameter_counts
+from fakefinder.engine.run import Run
 from fakefinder.tasks.llm_lora.config import LlmConfig
 from fakefinder.tasks.llm_lora.data import TokenizedSet, prompt_ids, read_jsonl, split_off
 from fakefinder.tasks.llm_lora.model import build, save_artifact
@@ -29,8 +29,10 @@ def read_splits(cfg: LlmConfig, events) -> tuple[list, list, dict]:
     file and line."""
     data = cfg.data
     if data.train_file is None:
-        raise ConfigError("llm.data.train_file is required: a JSONL file of {instruction, response} or "
-                          "{conversations} lines")
+        raise ConfigError(
+            "llm.data.train_file is required: a JSONL file of {instruction, response} or "
+            "{conversations} lines"
+        )
     train, report = read_jsonl(data.train_file, data.skip_invalid, data.system_prompt)
     reports = {"train": report.to_dict()}
     if data.val_file is not None:
@@ -38,14 +40,21 @@ def read_splits(cfg: LlmConfig, events) -> tuple[list, list, dict]:
         reports["val"] = val_report.to_dict()
     else:
         train, held = split_off(train, data.val_ratio, data.seed)
-        reports["val"] = {"carved_from": str(data.train_file), "ratio": data.val_ratio, "seed": data.seed,
-                          "examples": len(held)}
+        reports["val"] = {
+            "carved_from": str(data.train_file),
+            "ratio": data.val_ratio,
+            "seed": data.seed,
+            "examples": len(held),
+        }
     for name, found in reports.items():
         skipped = found.get("skipped") or []
         if skipped:
             shown = "; ".join(f"line {s['line']}: {s['reason']}" for s in skipped[:10])
-            events.warning(f"{found['file']}: {len(skipped)} line(s) skipped ({shown}"
-                           f"{'; ...' if len(skipped) > 10 else ''})", "train")
+            events.warning(
+                f"{found['file']}: {len(skipped)} line(s) skipped ({shown}"
+                f"{'; ...' if len(skipped) > 10 else ''})",
+                "train",
+            )
     return train, held, reports
 
 
@@ -53,18 +62,26 @@ def tokenized(examples, tokenizer, cfg: LlmConfig, name: str, events) -> Tokeniz
     """Encoded examples; cut and dropped ones are counted and warned with file and line."""
     encoded = TokenizedSet(examples, tokenizer, cfg.data.max_length)
     if encoded.truncated:
-        events.warning(f"{name}: {len(encoded.truncated)} example(s) longer than max_length "
-                       f"{cfg.data.max_length} tokens were cut at the end: {', '.join(encoded.truncated[:10])}"
-                       f"{' ...' if len(encoded.truncated) > 10 else ''}", "train")
+        events.warning(
+            f"{name}: {len(encoded.truncated)} example(s) longer than max_length "
+            f"{cfg.data.max_length} tokens were cut at the end: {', '.join(encoded.truncated[:10])}"
+            f"{' ...' if len(encoded.truncated) > 10 else ''}",
+            "train",
+        )
     if encoded.dropped:
-        events.warning(f"{name}: {len(encoded.dropped)} example(s) skipped: the prompt alone fills max_length "
-                       f"{cfg.data.max_length}, no response token is left: {', '.join(encoded.dropped[:10])}"
-                       f"{' ...' if len(encoded.dropped) > 10 else ''}", "train")
+        events.warning(
+            f"{name}: {len(encoded.dropped)} example(s) skipped: the prompt alone fills max_length "
+            f"{cfg.data.max_length}, no response token is left: {', '.join(encoded.dropped[:10])}"
+            f"{' ...' if len(encoded.dropped) > 10 else ''}",
+            "train",
+        )
     return encoded
 
 
 @torch.no_grad()
-def evaluate_losses(model, dataset: TokenizedSet, collator, batch_size: int, device, prefix: str = "eval") -> dict:
+def evaluate_losses(
+    model, dataset: TokenizedSet, collator, batch_size: int, device, prefix: str = "eval"
+) -> dict:
     """Mean loss per response token over the set and its perplexity."""
     from torch.utils.data import DataLoader
 
@@ -75,17 +92,24 @@ def evaluate_losses(model, dataset: TokenizedSet, collator, batch_size: int, dev
         batch = {k: v.to(device) for k, v in batch.items()}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
         labels = batch["labels"][:, 1:]
-        losses = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels, ignore_index=-100,
-                                                   reduction="sum")
+        losses = torch.nn.functional.cross_entropy(
+            logits[:, :-1].transpose(1, 2), labels, ignore_index=-100, reduction="sum"
+        )
         total += float(losses)
         count += int((labels != -100).sum())
     model.train(was_training)
     loss = total / max(1, count)
-    return {f"{prefix}_loss": loss, f"{prefix}_perplexity": float(math.exp(min(50.0, loss))), f"{prefix}_tokens": count}
+    return {
+        f"{prefix}_loss": loss,
+        f"{prefix}_perplexity": float(math.exp(min(50.0, loss))),
+        f"{prefix}_tokens": count,
+    }
 
 
 @torch.no_grad()
-def generate(model, tokenizer, messages_list: list[list[dict]], max_new_tokens: int, device, batch_size: int = 8) -> list[str]:
+def generate(
+    model, tokenizer, messages_list: list[list[dict]], max_new_tokens: int, device, batch_size: int = 8
+) -> list[str]:
     """Greedy answers to each conversation's last user turn (the prompt as training wrote it, left-padded)."""
     was_training = model.training
     model.eval()
@@ -94,12 +118,22 @@ def generate(model, tokenizer, messages_list: list[list[dict]], max_new_tokens: 
     answers = []
     try:
         for start in range(0, len(messages_list), batch_size):
-            prompts = [prompt_ids(tokenizer, _prompt_turns(m)) for m in messages_list[start : start + batch_size]]
+            prompts = [
+                prompt_ids(tokenizer, _prompt_turns(m)) for m in messages_list[start : start + batch_size]
+            ]
             longest = max(len(p) for p in prompts)
-            ids = torch.tensor([[tokenizer.pad_token_id] * (longest - len(p)) + p for p in prompts], device=device)
+            ids = torch.tensor(
+                [[tokenizer.pad_token_id] * (longest - len(p)) + p for p in prompts], device=device
+            )
             mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts], device=device)
-            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                                 eos_token_id=stop_tokens(model, tokenizer), pad_token_id=tokenizer.pad_token_id)
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=stop_tokens(model, tokenizer),
+                pad_token_id=tokenizer.pad_token_id,
+            )
             answers += [tokenizer.decode(row[longest:], skip_special_tokens=True).strip() for row in out]
     finally:
         model.config.use_cache = cache
@@ -144,8 +178,11 @@ def _tokens_per_second(steps: int, t, train_set: TokenizedSet, seconds: float) -
     length), per second of `trainer.train`."""
     if not seconds or not len(train_set):
         return None
-    examples = min(steps * t.batch_size * t.accumulate, math.ceil(len(train_set) * t.epochs)) if not t.max_steps \
+    examples = (
+        min(steps * t.batch_size * t.accumulate, math.ceil(len(train_set) * t.epochs))
+        if not t.max_steps
         else steps * t.batch_size * t.accumulate
+    )
     return examples * train_set.tokens / len(train_set) / seconds
 
 
@@ -159,8 +196,14 @@ def _trainer_class():
         llm: dict
 
         def held_out(self, dataset, prefix: str) -> dict:
-            metrics = evaluate_losses(self.model, dataset, self.data_collator, self.args.eval_batch_size,
-                                      self.args.device, prefix=prefix)
+            metrics = evaluate_losses(
+                self.model,
+                dataset,
+                self.data_collator,
+                self.args.eval_batch_size,
+                self.args.device,
+                prefix=prefix,
+            )
             log_samples(self.model, self.llm, self.state.global_step, self.args.device)
             return metrics
 
@@ -173,14 +216,26 @@ def log_samples(model, llm: dict, step: int, device) -> list[dict]:
     examples = llm["samples"]
     if not examples:
         return []
-    answers = generate(model, llm["tokenizer"], [e.messages for e in examples], cfg.eval.max_new_tokens, device)
+    answers = generate(
+        model, llm["tokenizer"], [e.messages for e in examples], cfg.eval.max_new_tokens, device
+    )
     rows = []
     for example, answer in zip(examples, answers):
         prompt = _prompt_turns(example.messages)[-1]["content"]
-        rows.append({"step": step, "where": example.where, "prompt": prompt, "response": answer,
-                     "expected": example.messages[-1]["content"]})
-        llm["events"].log(f"step {step} sample ({example.where}): {_short(prompt)!r} -> {_short(answer)!r} "
-                          f"(expected {_short(example.messages[-1]['content'])!r})", "train")
+        rows.append(
+            {
+                "step": step,
+                "where": example.where,
+                "prompt": prompt,
+                "response": answer,
+                "expected": example.messages[-1]["content"],
+            }
+        )
+        llm["events"].log(
+            f"step {step} sample ({example.where}): {_short(prompt)!r} -> {_short(answer)!r} "
+            f"(expected {_short(example.messages[-1]['content'])!r})",
+            "train",
+        )
     with open(Path(cfg.train.output_dir) / "samples.jsonl", "a", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row) + "\n")
@@ -198,8 +253,9 @@ def train(config: Config, resume: bool | str = False, overwrite: bool = False, e
     from fakefinder.tasks.registry import get_task
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ConfigError("llm_lora / llm_qlora train in one process (one GPU, or the CPU); launch without "
-                          "torchrun")
+        raise ConfigError(
+            "llm_lora / llm_qlora train in one process (one GPU, or the CPU); launch without torchrun"
+        )
     with Run(get_task(config.task), config, RUN_FILES, "a fine-tuning run", resume, overwrite, events) as run:
         return _train(config, run)
 
@@ -223,20 +279,35 @@ def _train(config: Config, run: Run) -> TrainSummary:
         raise ConfigError(f"{cfg.data.train_file}: no example is left to train on (see the warnings above)")
     if eval_set is not None and not len(eval_set):
         eval_set = None
-    reports["tokens"] = {"train": train_set.report(cfg.data.max_length),
-                         **({"val": eval_set.report(cfg.data.max_length)} if eval_set is not None else {})}
+    reports["tokens"] = {
+        "train": train_set.report(cfg.data.max_length),
+        **({"val": eval_set.report(cfg.data.max_length)} if eval_set is not None else {}),
+    }
     counts = parameter_counts(model)
-    events.log(f"{'QLoRA' if cfg.lora.use_4bit else 'LoRA'} on "
-               f"{cfg.model.base if cfg.model.base_config is None else 'a random base'} ({precision} on {device}): "
-               f"{counts['trainable']:,} trainable of {counts['total']:,} parameters; {len(train_set)} training "
-               f"examples ({train_set.tokens:,} tokens, {len(train_set.truncated)} cut at {cfg.data.max_length}), "
-               f"{len(eval_set) if eval_set is not None else 0} held out; turn format {info['template']}", "train")
+    events.log(
+        f"{'QLoRA' if cfg.lora.use_4bit else 'LoRA'} on "
+        f"{cfg.model.base if cfg.model.base_config is None else 'a random base'} ({precision} on {device}): "
+        f"{counts['trainable']:,} trainable of {counts['total']:,} parameters; {len(train_set)} training "
+        f"examples ({train_set.tokens:,} tokens, {len(train_set.truncated)} cut at {cfg.data.max_length}), "
+        f"{len(eval_set) if eval_set is not None else 0} held out; turn format {info['template']}",
+        "train",
+    )
     t = cfg.train
-    args = training_arguments(t, run, eval_set is not None, train_sampling_strategy="group_by_length"
-                              if t.group_by_length else "random")
+    args = training_arguments(
+        t,
+        run,
+        eval_set is not None,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+    )
     collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding=True)
-    trainer = _trainer_class()(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
-                               data_collator=collator, processing_class=tokenizer)
+    trainer = _trainer_class()(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=collator,
+        processing_class=tokenizer,
+    )
     report_through_events(trainer, run, "llm train")
     samples = eval_set.examples[: cfg.eval.samples] if eval_set is not None else []
     trainer.llm = {"cfg": cfg, "tokenizer": tokenizer, "events": events, "samples": samples}
@@ -245,24 +316,54 @@ def _train(config: Config, run: Run) -> TrainSummary:
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - started
-    details = {"train_loss": result.training_loss, "parameters": counts, "data": reports, "info": info,
-               "tokens_per_second": _tokens_per_second(result.global_step - first_step, t, train_set, seconds)}
+    details = {
+        "train_loss": result.training_loss,
+        "parameters": counts,
+        "data": reports,
+        "info": info,
+        "tokens_per_second": _tokens_per_second(result.global_step - first_step, t, train_set, seconds),
+    }
 
     def summary(artifact, stopped: str, evaluated: dict) -> TrainSummary:
-        return TrainSummary(config.task, output, artifact, stopped, "eval_loss" if "eval_loss" in evaluated else None,
-                            evaluated.get("eval_loss"), None, trainer.state.epoch, result.global_step, seconds,
-                            trainer.state.log_history, {**details, "eval": evaluated})
+        return TrainSummary(
+            config.task,
+            output,
+            artifact,
+            stopped,
+            "eval_loss" if "eval_loss" in evaluated else None,
+            evaluated.get("eval_loss"),
+            None,
+            trainer.state.epoch,
+            result.global_step,
+            seconds,
+            trainer.state.log_history,
+            {**details, "eval": evaluated},
+        )
 
     if run.stop.is_set():
-        events.log(f"stopped at step {result.global_step}: saved checkpoint-{result.global_step} "
-                   "(resume with --resume)", "train")
+        events.log(
+            f"stopped at step {result.global_step}: saved checkpoint-{result.global_step} "
+            "(resume with --resume)",
+            "train",
+        )
         return summary(None, "interrupted", {})
     metrics = _final_evaluation(trainer, eval_set, result.global_step)
-    model_dir = save_artifact(model, tokenizer, cfg, info, output / "model", config.task, config,
-                              {"steps": result.global_step, "train_loss": result.training_loss, "eval": metrics,
-                               "data": reports})
+    model_dir = save_artifact(
+        model,
+        tokenizer,
+        cfg,
+        info,
+        output / "model",
+        config.task,
+        config,
+        {"steps": result.global_step, "train_loss": result.training_loss, "eval": metrics, "data": reports},
+    )
     trained = summary(Path(model_dir), "completed", metrics)
-    events.result("train", trained.to_dict(), f"trained {result.global_step} steps in {seconds:.0f} s; eval loss "
-                  f"{metrics.get('eval_loss', float('nan')):.4f}, perplexity "
-                  f"{metrics.get('eval_perplexity', float('nan')):.2f}; model: {model_dir}")
+    events.result(
+        "train",
+        trained.to_dict(),
+        f"trained {result.global_step} steps in {seconds:.0f} s; eval loss "
+        f"{metrics.get('eval_loss', float('nan')):.4f}, perplexity "
+        f"{metrics.get('eval_perplexity', float('nan')):.2f}; model: {model_dir}",
+    )
     return trained

@@ -19,11 +19,21 @@ class ObjectDetector(Kind):
     section: ClassVar[str] = "detector"
     section_model = DetectorConfig
     short_form: ClassVar[dict[str, str]] = {
-        "base_model": "detector.model.arch", "dataset_path": "detector.data.path", "epochs": "detector.train.epochs",
-        "batch_size": "detector.train.batch_size", "learning_rate": "detector.train.lr",
-        "image_size": "detector.train.imgsz"}
-    option_sections: ClassVar[tuple[str, ...]] = ("detector.train", "detector.data", "detector.model", "detector.eval",
-                                                  "detector.predict", "detector")
+        "base_model": "detector.model.arch",
+        "dataset_path": "detector.data.path",
+        "epochs": "detector.train.epochs",
+        "batch_size": "detector.train.batch_size",
+        "learning_rate": "detector.train.lr",
+        "image_size": "detector.train.imgsz",
+    }
+    option_sections: ClassVar[tuple[str, ...]] = (
+        "detector.train",
+        "detector.data",
+        "detector.model",
+        "detector.eval",
+        "detector.predict",
+        "detector",
+    )
     run_section: ClassVar[str] = "detector.train"
     predict_inputs: ClassVar[tuple[str, ...]] = IMAGE_EXTENSIONS  # the CLI also reads .txt lists of images
 
@@ -67,8 +77,11 @@ class ObjectDetector(Kind):
     def demo_datasets(self) -> dict:
         from fakefinder import synthetic
 
-        return {"shapes": lambda folder: synthetic.make_yolo_dataset(folder, {"train": 24, "val": 8}, size=64,
-                                                                     background_every=8)}
+        return {
+            "shapes": lambda folder: synthetic.make_yolo_dataset(
+                folder, {"train": 24, "val": 8}, size=64, background_every=8
+            )
+        }
 
     def face_detectors(self) -> dict:
         def yolo(**settings):

@@ -70,10 +70,17 @@ class YoloDataset:
 
     def report(self) -> dict:
         kinds = Counter(p.kind for p in self.problems)
-        return {"dataset": str(self.yaml_file), "classes": self.names, "splits": self.counts,
-                "problems": {k: kinds.get(k, 0) for k in ("malformed", "unknown_class", "out_of_range",
-                                                            "unreadable_image", "orphan_label")},
-                "listed": [p.to_dict() for p in self.problems], "notes": self.notes}
+        return {
+            "dataset": str(self.yaml_file),
+            "classes": self.names,
+            "splits": self.counts,
+            "problems": {
+                k: kinds.get(k, 0)
+                for k in ("malformed", "unknown_class", "out_of_range", "unreadable_image", "orphan_label")
+            },
+            "listed": [p.to_dict() for p in self.problems],
+            "notes": self.notes,
+        }
 
 
 def find_data_yaml(path: Path) -> Path:
@@ -97,7 +104,9 @@ def _names(spec: dict, file: Path) -> list[str]:
         except (TypeError, ValueError):
             raise ConfigError(f"{file}: names: keys must be class ids 0..{len(names) - 1}") from None
         if keys != list(range(len(keys))):
-            raise ConfigError(f"{file}: names: class ids must run 0..{len(keys) - 1} without gaps, found {keys}")
+            raise ConfigError(
+                f"{file}: names: class ids must run 0..{len(keys) - 1} without gaps, found {keys}"
+            )
         names = [str(names[k] if k in names else names[str(k)]) for k in keys]
     elif isinstance(names, list):
         names = [str(n) for n in names]
@@ -113,7 +122,9 @@ def _names(spec: dict, file: Path) -> list[str]:
     if not names:
         raise ConfigError(f"{file}: names: no classes")
     if len(set(names)) != len(names):
-        raise ConfigError(f"{file}: names: duplicate class names {sorted(n for n in set(names) if names.count(n) > 1)}")
+        raise ConfigError(
+            f"{file}: names: duplicate class names {sorted(n for n in set(names) if names.count(n) > 1)}"
+        )
     return names
 
 
@@ -136,8 +147,9 @@ def _inside(path: Path, fence: Path | None, file: Path, what: str) -> None:
         raise ConfigError(f"{file}: {what} {path} lies outside the dataset folder {fence}")
 
 
-def _split_sources(value, root: Path, file: Path, split: str,
-                   fence: Path | None = None) -> list[tuple[Path, list[Path]]]:
+def _split_sources(
+    value, root: Path, file: Path, split: str, fence: Path | None = None
+) -> list[tuple[Path, list[Path]]]:
     """(the folder image paths are relative to, the images) for each source a split names; with a
     `fence`, every path must lie inside it."""
     items = value if isinstance(value, list) else [value]
@@ -154,7 +166,9 @@ def _split_sources(value, root: Path, file: Path, split: str,
             sources.append((where, images))
         elif where.is_file() and where.suffix == ".txt":
             listed = []
-            for number, line in enumerate(where.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            for number, line in enumerate(
+                where.read_text(encoding="utf-8", errors="replace").splitlines(), 1
+            ):
                 line = line.strip()
                 if not line:
                     continue
@@ -165,7 +179,9 @@ def _split_sources(value, root: Path, file: Path, split: str,
                 listed.append(image)
             sources.append((root, listed))
         else:
-            raise ConfigError(f"{file}: {split}: {where} is neither an image folder nor a .txt list of images")
+            raise ConfigError(
+                f"{file}: {split}: {where} is neither an image folder nor a .txt list of images"
+            )
     return sources
 
 
@@ -183,8 +199,14 @@ def _check_lines(label: Path, shown: str, nc: int, problems: list[Problem]) -> t
             continue
         fields = line.split()
         if len(fields) != 5:
-            problems.append(Problem("malformed", shown, number, f"expected 5 values (class cx cy w h), found "
-                                    f"{len(fields)}: {line[:80]!r}"))
+            problems.append(
+                Problem(
+                    "malformed",
+                    shown,
+                    number,
+                    f"expected 5 values (class cx cy w h), found {len(fields)}: {line[:80]!r}",
+                )
+            )
             clean = False
             continue
         try:
@@ -199,18 +221,29 @@ def _check_lines(label: Path, shown: str, nc: int, problems: list[Problem]) -> t
             continue
         cls = int(values[0])
         if not 0 <= cls < nc:
-            problems.append(Problem("unknown_class", shown, number,
-                                    f"class id {cls} is not among the {nc} class(es) of data.yaml (0-{nc - 1})"))
+            problems.append(
+                Problem(
+                    "unknown_class",
+                    shown,
+                    number,
+                    f"class id {cls} is not among the {nc} class(es) of data.yaml (0-{nc - 1})",
+                )
+            )
             clean = False
             continue
-        outside = [f"{name}={v:g}" for name, v in zip(("cx", "cy", "w", "h"), values[1:]) if not 0.0 <= v <= 1.0]
+        outside = [
+            f"{name}={v:g}" for name, v in zip(("cx", "cy", "w", "h"), values[1:]) if not 0.0 <= v <= 1.0
+        ]
         if outside:
-            problems.append(Problem("out_of_range", shown, number,
-                                    f"coordinate(s) outside [0, 1]: {', '.join(outside)}"))
+            problems.append(
+                Problem("out_of_range", shown, number, f"coordinate(s) outside [0, 1]: {', '.join(outside)}")
+            )
             clean = False
             continue
         if values[3] <= 0 or values[4] <= 0:
-            problems.append(Problem("malformed", shown, number, f"a box of zero width or height: {line[:80]!r}"))
+            problems.append(
+                Problem("malformed", shown, number, f"a box of zero width or height: {line[:80]!r}")
+            )
             clean = False
             continue
         good.append(" ".join(fields))
@@ -230,12 +263,8 @@ def _readable(image: Path) -> str | None:
     return None
 
 
-def read_dataset(path: Path, bad_labels: str = "error", check_images: bool = True,
-                 splits: tuple[str, ...] = ("train", "val"), confine: bool = False) -> YoloDataset:
-    """The dataset at `path`, checked. `splits` must be present (test joins when data.yaml names it).
-    A bad line is a `LabelError` listing every problem with file and line (`bad_labels: error`), or the
-    image it belongs to is left out (`skip`); unreadable images are always left out."""
-    file = find_data_yaml(Path(path))
+def _read_spec(file: Path) -> tuple[dict, list[str], Path, list[str]]:
+    """A data.yaml read safely: the mapping, notes on what is not used, the dataset root, class names."""
     try:
         spec = yaml.safe_load(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
@@ -255,62 +284,100 @@ def read_dataset(path: Path, bad_labels: str = "error", check_images: bool = Tru
     names = _names(spec, file)
     if "validation" in spec and "val" not in spec:
         spec["val"] = spec["validation"]
+    return spec, notes, root, names
+
+
+def _read_split(
+    sources: list, root: Path, names: list[str], check_images: bool, problems: list[Problem]
+) -> tuple[list[Sample], Counter, int, int]:
+    """One split's samples with their boxes per class, background images and images left out; the
+    problems found (bad lines, unreadable images, labels without an image) added to `problems`."""
+    samples, per_class, background, left_out = [], Counter(), 0, 0
+    for index, (base_folder, images) in enumerate(sources):
+        matched = set()
+        for image in images:
+            label = label_path(image)
+            reason = _readable(image) if check_images else None
+            if reason:
+                problems.append(Problem("unreadable_image", _shown(image, root), None, reason))
+                left_out += 1
+                continue
+            try:
+                rel = image.relative_to(base_folder)
+            except ValueError:
+                rel = Path(image.name)
+            staged = str(Path(str(index)) / rel) if len(sources) > 1 else str(rel)
+            if not label.is_file():
+                samples.append(Sample(image, None, [], staged))
+                background += 1
+                continue
+            matched.add(label.resolve())
+            lines, clean = _check_lines(label, _shown(label, root), len(names), problems)
+            if not clean:
+                left_out += 1
+                continue
+            samples.append(Sample(image, label, lines, staged))
+            per_class.update(int(line.split()[0]) for line in lines)
+            background += not lines
+        label_root = label_path(base_folder / "x.jpg").parent
+        if label_root != base_folder and label_root.is_dir():
+            for orphan in sorted(label_root.rglob("*.txt")):
+                if orphan.resolve() not in matched and not orphan.name.startswith("."):
+                    problems.append(
+                        Problem(
+                            "orphan_label",
+                            _shown(orphan, root),
+                            None,
+                            "a label file without an image (not used)",
+                        )
+                    )
+    return samples, per_class, background, left_out
+
+
+def read_dataset(
+    path: Path,
+    bad_labels: str = "error",
+    check_images: bool = True,
+    splits: tuple[str, ...] = ("train", "val"),
+    confine: bool = False,
+) -> YoloDataset:
+    """The dataset at `path`, checked. `splits` must be present (test joins when data.yaml names it).
+    A bad line is a `LabelError` listing every problem with file and line (`bad_labels: error`), or the
+    image it belongs to is left out (`skip`); unreadable images are always left out."""
+    file = find_data_yaml(Path(path))
+    spec, notes, root, names = _read_spec(file)
     wanted = [s for s in SPLITS if s in splits]
     missing = [s for s in splits if not spec.get(s)]
     if missing:
-        raise ConfigError(f"{file}: {', '.join(missing)}: the split(s) must be named (an image folder or a .txt list)")
+        raise ConfigError(
+            f"{file}: {', '.join(missing)}: the split(s) must be named (an image folder or a .txt list)"
+        )
     problems: list[Problem] = []
     out: dict[str, list[Sample]] = {}
     counts: dict = {}
     for split in wanted:
         sources = _split_sources(spec[split], root, file, split, file.parent.resolve() if confine else None)
-        samples, per_class, background, left_out = [], Counter(), 0, 0
-        for index, (base_folder, images) in enumerate(sources):
-            matched = set()
-            for image in images:
-                label = label_path(image)
-                shown = _shown(label, root)
-                reason = _readable(image) if check_images else None
-                if reason:
-                    problems.append(Problem("unreadable_image", _shown(image, root), None, reason))
-                    left_out += 1
-                    continue
-                try:
-                    rel = image.relative_to(base_folder)
-                except ValueError:
-                    rel = Path(image.name)
-                staged = str(Path(str(index)) / rel) if len(sources) > 1 else str(rel)
-                if label.is_file():
-                    matched.add(label.resolve())
-                    lines, clean = _check_lines(label, shown, len(names), problems)
-                    if not clean:
-                        left_out += 1
-                        continue
-                    samples.append(Sample(image, label, lines, staged))
-                    per_class.update(int(line.split()[0]) for line in lines)
-                    background += not lines
-                else:
-                    samples.append(Sample(image, None, [], staged))
-                    background += 1
-            label_root = label_path(base_folder / "x.jpg").parent
-            if label_root != base_folder and label_root.is_dir():
-                for orphan in sorted(label_root.rglob("*.txt")):
-                    if orphan.resolve() not in matched and not orphan.name.startswith("."):
-                        problems.append(Problem("orphan_label", _shown(orphan, root), None,
-                                                "a label file without an image (not used)"))
+        samples, per_class, background, left_out = _read_split(sources, root, names, check_images, problems)
         if not samples and split in splits:
             raise ConfigError(f"{file}: {split}: no usable image (the split holds {left_out} left out)")
         out[split] = samples
-        counts[split] = {"images": len(samples), "background": background, "left_out": left_out,
-                         "boxes": sum(per_class.values()), "per_class": {names[k]: per_class.get(k, 0)
-                                                                         for k in range(len(names))}}
+        counts[split] = {
+            "images": len(samples),
+            "background": background,
+            "left_out": left_out,
+            "boxes": sum(per_class.values()),
+            "per_class": {names[k]: per_class.get(k, 0) for k in range(len(names))},
+        }
     dataset = YoloDataset(file, root, names, out, problems, notes, counts)
     blocking = [p for p in problems if p.kind in ("malformed", "unknown_class", "out_of_range")]
     if blocking and bad_labels == "error":
         shown = "\n".join(f"  {p}" for p in blocking[:20])
         more = f"\n  ... and {len(blocking) - 20} more" if len(blocking) > 20 else ""
-        raise LabelError(f"{file}: {len(blocking)} bad label line(s) (set detector.data.bad_labels=skip to train "
-                         f"without their images):\n{shown}{more}", dataset.report())
+        raise LabelError(
+            f"{file}: {len(blocking)} bad label line(s) (set detector.data.bad_labels=skip to train "
+            f"without their images):\n{shown}{more}",
+            dataset.report(),
+        )
     return dataset
 
 
@@ -336,8 +403,12 @@ def stage(dataset: YoloDataset, folder: Path) -> Path:
                 label = label_path(image)  # where Ultralytics looks for it
                 label.parent.mkdir(parents=True, exist_ok=True)
                 label.write_text("".join(line + "\n" for line in sample.lines), encoding="utf-8")
-    spec = {"path": str(folder.resolve()), **{s: f"images/{s}" for s in dataset.splits},
-            "nc": len(dataset.names), "names": dict(enumerate(dataset.names))}
+    spec = {
+        "path": str(folder.resolve()),
+        **{s: f"images/{s}" for s in dataset.splits},
+        "nc": len(dataset.names),
+        "names": dict(enumerate(dataset.names)),
+    }
     for required in ("train", "val"):  # Ultralytics wants both named, also to evaluate one other split
         spec.setdefault(required, f"images/{next(iter(dataset.splits))}")
     (folder / "data.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
@@ -348,8 +419,13 @@ def data_dict(staged_yaml: Path) -> dict:
     """What the Ultralytics trainer and validator read from a dataset, for a staged data.yaml."""
     spec = yaml.safe_load(Path(staged_yaml).read_text(encoding="utf-8"))
     root = Path(spec["path"])
-    data = {"path": str(root), "yaml_file": str(staged_yaml), "nc": spec["nc"],
-            "names": {int(k): v for k, v in spec["names"].items()}, "channels": 3}
+    data = {
+        "path": str(root),
+        "yaml_file": str(staged_yaml),
+        "nc": spec["nc"],
+        "names": {int(k): v for k, v in spec["names"].items()},
+        "channels": 3,
+    }
     for split in SPLITS:
         if split in spec:
             data[split] = str(root / spec[split])
@@ -372,19 +448,31 @@ def describe(path: Path) -> dict | None:
     try:
         dataset = read_dataset(path, check_images=False, confine=True)
     except LabelError as exc:
-        listed = [f"{p['file']}:{p['line']}: {p['message']}" for p in exc.report["listed"]
-                  if p["kind"] in ("malformed", "unknown_class", "out_of_range")]
+        listed = [
+            f"{p['file']}:{p['line']}: {p['message']}"
+            for p in exc.report["listed"]
+            if p["kind"] in ("malformed", "unknown_class", "out_of_range")
+        ]
         splits = {s: dict(c["per_class"]) for s, c in exc.report["splits"].items()}
-        return described("yolo", splits, [f"{len(listed)} bad label line(s), e.g. {'; '.join(listed[:3])} (train "
-                                          "with detector.data.bad_labels=skip to leave their images out)"], False)
+        return described(
+            "yolo",
+            splits,
+            [
+                f"{len(listed)} bad label line(s), e.g. {'; '.join(listed[:3])} (train "
+                "with detector.data.bad_labels=skip to leave their images out)"
+            ],
+            False,
+        )
     except READ_ERRORS as exc:
         return described("yolo", notes=[str(exc)], usable=False)
     notes = list(dataset.notes)
     orphans = sum(p.kind == "orphan_label" for p in dataset.problems)
     if orphans:
         notes.append(f"{orphans} label file(s) without an image")
-    notes += [f"{s}: {c['images']} images ({c['background']} background), {c['boxes']} boxes"
-              for s, c in dataset.counts.items()]
+    notes += [
+        f"{s}: {c['images']} images ({c['background']} background), {c['boxes']} boxes"
+        for s, c in dataset.counts.items()
+    ]
     return described("yolo", {s: dict(c["per_class"]) for s, c in dataset.counts.items()}, notes)
 
 
@@ -412,9 +500,15 @@ def checked_dataset(config: Config, events, splits=("train", "val"), report_to: 
         by_kind.setdefault(problem.kind, []).append(problem)
     for kind, found in by_kind.items():
         shown = "; ".join(str(p) for p in found[:10])
-        events.warning(f"{len(found)} {kind.replace('_', ' ')}(s){' (left out)' if kind != 'orphan_label' else ''}: "
-                       f"{shown}{' ...' if len(found) > 10 else ''}", "train")
+        events.warning(
+            f"{len(found)} {kind.replace('_', ' ')}(s){' (left out)' if kind != 'orphan_label' else ''}: "
+            f"{shown}{' ...' if len(found) > 10 else ''}",
+            "train",
+        )
     for split, c in report["splits"].items():
-        events.log(f"{split}: {c['images']} images ({c['background']} background, {c['left_out']} left out), "
-                   f"{c['boxes']} boxes: " + ", ".join(f"{k} {v}" for k, v in c["per_class"].items()), "train")
+        events.log(
+            f"{split}: {c['images']} images ({c['background']} background, {c['left_out']} left out), "
+            f"{c['boxes']} boxes: " + ", ".join(f"{k} {v}" for k, v in c["per_class"].items()),
+            "train",
+        )
     return dataset

@@ -36,9 +36,16 @@ def export(artifact: Path, output: Path, merged: bool = False, **kwargs) -> Path
     with torch.no_grad():
         expected = model(x)
         expected = expected[0] if isinstance(expected, (list, tuple)) else expected
-        torch.onnx.export(model, (x,), str(output), input_names=["images"], output_names=["output"],
-                          dynamic_axes={"images": {0: "batch"}, "output": {0: "batch"}}, opset_version=17,
-                          dynamo=False)
+        torch.onnx.export(
+            model,
+            (x,),
+            str(output),
+            input_names=["images"],
+            output_names=["output"],
+            dynamic_axes={"images": {0: "batch"}, "output": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
@@ -46,6 +53,7 @@ def export(artifact: Path, output: Path, merged: bool = False, **kwargs) -> Path
     error = float(np.abs(got - expected.numpy()).max())
     if error > 1e-3 * max(1.0, float(np.abs(expected.numpy()).max())):
         raise RuntimeError(f"{output}: ONNX output differs from PyTorch by {error:.3g}")
-    (output.with_suffix(".json")).write_text(json.dumps({"classes": art.classes, "input_size": size,
-                                                          "parity_max_abs_error": error}, indent=1))
+    (output.with_suffix(".json")).write_text(
+        json.dumps({"classes": art.classes, "input_size": size, "parity_max_abs_error": error}, indent=1)
+    )
     return output

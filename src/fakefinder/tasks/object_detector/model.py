@@ -25,8 +25,10 @@ import yaml
 
 from fakefinder.config import ConfigError
 
-INSTALL = ("the object_detector kind needs Ultralytics (AGPL-3.0): pip install --no-deps ultralytics "
-           "ultralytics-thop polars (see the README)")
+INSTALL = (
+    "the object_detector kind needs Ultralytics (AGPL-3.0): pip install --no-deps ultralytics "
+    "ultralytics-thop polars (see the README)"
+)
 CHECKPOINT = "checkpoints"
 
 
@@ -68,8 +70,10 @@ def _layer_classes() -> dict[str, type]:
     import ultralytics.nn.modules as layers
 
     found = {}
-    modules = [layers] + [importlib.import_module(info.name)
-                          for info in pkgutil.walk_packages(layers.__path__, layers.__name__ + ".")]
+    modules = [layers] + [
+        importlib.import_module(info.name)
+        for info in pkgutil.walk_packages(layers.__path__, layers.__name__ + ".")
+    ]
     for module in modules:
         for name, cls in inspect.getmembers(module, inspect.isclass):
             if issubclass(cls, torch.nn.Module):
@@ -95,12 +99,16 @@ def model_yaml(arch: str) -> dict:
         spec["yaml_file"] = str(path)
     else:
         if path.suffix not in (".yaml", ".yml"):
-            raise ConfigError(f"detector.model.arch: {arch!r} is neither a model YAML file nor the name of one "
-                              "(yolov8n.yaml, yolo11n.yaml, ...)")
+            raise ConfigError(
+                f"detector.model.arch: {arch!r} is neither a model YAML file nor the name of one "
+                "(yolov8n.yaml, yolo11n.yaml, ...)"
+            )
         try:
             spec = yaml_model_load(arch)
         except (FileNotFoundError, OSError, AssertionError) as exc:
-            raise ConfigError(f"detector.model.arch: {arch!r} is not a model YAML Ultralytics ships ({exc})") from None
+            raise ConfigError(
+                f"detector.model.arch: {arch!r} is not a model YAML Ultralytics ships ({exc})"
+            ) from None
     check_layers(spec, f"detector.model.arch ({arch})")
     return spec
 
@@ -110,8 +118,11 @@ def check_layers(spec: dict, where: str) -> None:
 
     allowed = _layer_classes()
     act = spec.get("activation")
-    if act is not None and not (isinstance(act, str) and re.fullmatch(r"nn\.[A-Za-z0-9_]+\([0-9.,=\sA-Za-z_]*\)", act)
-                                and isinstance(getattr(torch.nn, act[3:].split("(")[0], None), type)):
+    if act is not None and not (
+        isinstance(act, str)
+        and re.fullmatch(r"nn\.[A-Za-z0-9_]+\([0-9.,=\sA-Za-z_]*\)", act)
+        and isinstance(getattr(torch.nn, act[3:].split("(")[0], None), type)
+    ):
         raise ConfigError(f"{where}: activation {act!r} is not a torch.nn activation such as nn.SiLU()")
     for part in ("backbone", "head"):
         rows = spec.get(part)
@@ -121,9 +132,15 @@ def check_layers(spec: dict, where: str) -> None:
             if not isinstance(row, list) or len(row) != 4 or not isinstance(row[2], str):
                 raise ConfigError(f"{where}: {part}[{index}] is not a [from, repeats, module, args] row")
             name = row[2]
-            ok = name.startswith("nn.") and isinstance(getattr(torch.nn, name[3:], None), type) or name in allowed
+            ok = (
+                name.startswith("nn.")
+                and isinstance(getattr(torch.nn, name[3:], None), type)
+                or name in allowed
+            )
             if not ok:
-                raise ConfigError(f"{where}: {part}[{index}] names {name!r}, which is not a model layer class")
+                raise ConfigError(
+                    f"{where}: {part}[{index}] names {name!r}, which is not a model layer class"
+                )
 
 
 def build(spec: dict, names: list[str]):
@@ -148,7 +165,9 @@ def _pt_globals() -> list:
     classes.update(c for _, c in inspect.getmembers(tasks, inspect.isclass) if issubclass(c, torch.nn.Module))
     for info in pkgutil.walk_packages(nn_modules.__path__, nn_modules.__name__ + "."):
         module = importlib.import_module(info.name)
-        classes.update(c for _, c in inspect.getmembers(module, inspect.isclass) if issubclass(c, torch.nn.Module))
+        classes.update(
+            c for _, c in inspect.getmembers(module, inspect.isclass) if issubclass(c, torch.nn.Module)
+        )
     return [*classes, IterableSimpleNamespace, types.SimpleNamespace]
 
 
@@ -164,8 +183,10 @@ def read_pt(path: Path) -> dict[str, torch.Tensor]:
         with torch.serialization.safe_globals([*_pt_globals(), *plain_array_globals()]):
             saved = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise ConfigError(f"refused to load {path}: it holds objects other than model layers and tensors "
-                          f"({str(exc).splitlines()[0][:200]}); fakefinder never unpickles code") from None
+        raise ConfigError(
+            f"refused to load {path}: it holds objects other than model layers and tensors "
+            f"({str(exc).splitlines()[0][:200]}); fakefinder never unpickles code"
+        ) from None
     except (OSError, RuntimeError, EOFError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
     model = saved.get("ema") or saved.get("model") if isinstance(saved, dict) else None
@@ -187,7 +208,9 @@ def start_weights(source: str) -> dict[str, torch.Tensor]:
 
         artifact = read_artifact(path)
         if artifact.kind != "object_detector":
-            raise ConfigError(f"detector.model.weights: {path} holds a {artifact.kind} model, not an object_detector")
+            raise ConfigError(
+                f"detector.model.weights: {path} holds a {artifact.kind} model, not an object_detector"
+            )
         return artifact.weights()
     if path.suffix == ".safetensors":
         if not path.is_file():
@@ -203,12 +226,16 @@ def start_weights(source: str) -> dict[str, torch.Tensor]:
             try:
                 path = Path(attempt_download_asset(str(path)))
             except Exception as exc:  # offline, or not a released name
-                raise ConfigError(f"detector.model.weights: {source!r} is not a local file and could not be "
-                                  f"downloaded ({type(exc).__name__}: {exc})") from None
+                raise ConfigError(
+                    f"detector.model.weights: {source!r} is not a local file and could not be "
+                    f"downloaded ({type(exc).__name__}: {exc})"
+                ) from None
             if not path.is_file():
                 raise ConfigError(f"detector.model.weights: {source!r} could not be downloaded")
         return read_pt(path)
-    raise ConfigError(f"detector.model.weights: {source!r} is not an artifact folder, a .safetensors or a .pt file")
+    raise ConfigError(
+        f"detector.model.weights: {source!r} is not an artifact folder, a .safetensors or a .pt file"
+    )
 
 
 def load_matching(model, weights: dict[str, torch.Tensor]) -> tuple[int, int]:
@@ -225,8 +252,10 @@ def load_matching(model, weights: dict[str, torch.Tensor]) -> tuple[int, int]:
 
 
 def _state_dict(module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().float().contiguous().cpu() if v.is_floating_point() else v.detach().contiguous().cpu()
-            for k, v in module.state_dict().items()}
+    return {
+        k: v.detach().float().contiguous().cpu() if v.is_floating_point() else v.detach().contiguous().cpu()
+        for k, v in module.state_dict().items()
+    }
 
 
 def write_checkpoint(folder: Path, parts: dict) -> None:
@@ -240,8 +269,15 @@ def write_checkpoint(folder: Path, parts: dict) -> None:
     staging.mkdir(parents=True)
     save_file(parts["model"], str(staging / "model.safetensors"))
     save_file(parts["ema"], str(staging / "ema.safetensors"))
-    save_checkpoint(staging / "optimizer.pt", {"optimizer": parts["optimizer"], "scaler": parts["scaler"],
-                                               "rng": parts["rng"], "loader": parts["loader"]})
+    save_checkpoint(
+        staging / "optimizer.pt",
+        {
+            "optimizer": parts["optimizer"],
+            "scaler": parts["scaler"],
+            "rng": parts["rng"],
+            "loader": parts["loader"],
+        },
+    )
     (staging / "state.json").write_text(json.dumps(parts["state"], indent=1, default=float))
     old = folder.with_name(folder.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
@@ -260,8 +296,12 @@ def read_checkpoint(folder: Path) -> dict:
     if not (folder / "state.json").is_file():
         raise ConfigError(f"resume: {folder} is not a complete checkpoint (no state.json)")
     tensors = load_checkpoint(folder / "optimizer.pt")
-    return {"model": load_file(str(folder / "model.safetensors")), "ema": load_file(str(folder / "ema.safetensors")),
-            **tensors, "state": json.loads((folder / "state.json").read_text())}
+    return {
+        "model": load_file(str(folder / "model.safetensors")),
+        "ema": load_file(str(folder / "ema.safetensors")),
+        **tensors,
+        "state": json.loads((folder / "state.json").read_text()),
+    }
 
 
 def latest(output: Path) -> Path | None:
@@ -278,8 +318,15 @@ def latest(output: Path) -> Path | None:
 # the trainer
 
 
-def trainer_class(spec: dict, data: dict, output: Path, start: dict | None, resume: dict | None, events,
-                  stop: threading.Event):
+def trainer_class(
+    spec: dict,
+    data: dict,
+    output: Path,
+    start: dict | None,
+    resume: dict | None,
+    events,
+    stop: threading.Event,
+):
     """A DetectionTrainer that reads the staged dataset, builds the model from `spec` (with `start`
     weights), resumes from `resume` (a read checkpoint), writes safe checkpoints, reports epochs and
     batches as events, and stops between batches when `stop` is set (the last complete epoch is
@@ -339,8 +386,10 @@ def trainer_class(spec: dict, data: dict, output: Path, start: dict | None, resu
             fitness_nan = self.fitness is not None and not bool(torch.isfinite(torch.tensor(self.fitness)))
             if not (loss_nan or fitness_nan) or epoch == self.start_epoch:
                 return False
-            raise RuntimeError(f"{'loss' if loss_nan else 'fitness'} is NaN/Inf at epoch {epoch + 1}; resume from "
-                               f"the last checkpoint ({output / CHECKPOINT / 'last'}) with a lower detector.train.lr")
+            raise RuntimeError(
+                f"{'loss' if loss_nan else 'fitness'} is NaN/Inf at epoch {epoch + 1}; resume from "
+                f"the last checkpoint ({output / CHECKPOINT / 'last'}) with a lower detector.train.lr"
+            )
 
         def validate(self):
             if self.interrupted:  # a cut-off epoch is neither validated nor saved
@@ -364,19 +413,38 @@ def trainer_class(spec: dict, data: dict, output: Path, start: dict | None, resu
                 best.parent.mkdir(parents=True, exist_ok=True)
                 save_file(_state_dict(ema), str(best.with_suffix(".partial")))
                 os.replace(best.with_suffix(".partial"), best)
-                atomic_write_json(output / CHECKPOINT / "best.json",
-                                  {"epoch": self.epoch + 1, "fitness": _plain(self.fitness),
-                                   "metrics": {k: _plain(v) for k, v in (self.metrics or {}).items()}})
-            write_checkpoint(output / CHECKPOINT / "last", {
-                "model": _state_dict(unwrap_model(self.model)), "ema": _state_dict(ema),
-                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "rng": rng_state(),
-                "loader": self.train_loader.generator.get_state(),
-                "state": {"epoch": self.epoch, "epochs": self.epochs, "best_fitness": _plain(self.best_fitness),
-                          "fitness": _plain(self.fitness), "updates": self.ema.updates,
-                          "finished": bool(self.stop),  # the last epoch, or early stopping
-                          "stopper": {"best_fitness": _plain(self.stopper.best_fitness),
-                                      "best_epoch": self.stopper.best_epoch},
-                          "metrics": {k: _plain(v) for k, v in (self.metrics or {}).items()}}})
+                atomic_write_json(
+                    output / CHECKPOINT / "best.json",
+                    {
+                        "epoch": self.epoch + 1,
+                        "fitness": _plain(self.fitness),
+                        "metrics": {k: _plain(v) for k, v in (self.metrics or {}).items()},
+                    },
+                )
+            write_checkpoint(
+                output / CHECKPOINT / "last",
+                {
+                    "model": _state_dict(unwrap_model(self.model)),
+                    "ema": _state_dict(ema),
+                    "optimizer": self.optimizer.state_dict(),
+                    "scaler": self.scaler.state_dict(),
+                    "rng": rng_state(),
+                    "loader": self.train_loader.generator.get_state(),
+                    "state": {
+                        "epoch": self.epoch,
+                        "epochs": self.epochs,
+                        "best_fitness": _plain(self.best_fitness),
+                        "fitness": _plain(self.fitness),
+                        "updates": self.ema.updates,
+                        "finished": bool(self.stop),  # the last epoch, or early stopping
+                        "stopper": {
+                            "best_fitness": _plain(self.stopper.best_fitness),
+                            "best_epoch": self.stopper.best_epoch,
+                        },
+                        "metrics": {k: _plain(v) for k, v in (self.metrics or {}).items()},
+                    },
+                },
+            )
             return True
 
         def run_callbacks(self, event: str):
@@ -421,8 +489,14 @@ def _trim_results(csv: Path, keep_through: int) -> None:
 def own_callbacks(functions: list) -> list:
     """Ultralytics' callbacks without its integrations (analytics, its cloud platform, Ray Tune,
     loggers): progress goes to fakefinder's events."""
-    return [f for f in functions if not getattr(f, "__module__", "").startswith(
-        ("ultralytics.utils.callbacks.", "ultralytics.utils.events")) or f.__module__ == "ultralytics.utils.callbacks.base"]
+    return [
+        f
+        for f in functions
+        if not getattr(f, "__module__", "").startswith(
+            ("ultralytics.utils.callbacks.", "ultralytics.utils.events")
+        )
+        or f.__module__ == "ultralytics.utils.callbacks.base"
+    ]
 
 
 def integration_callbacks(instance) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 
 from fakefinder.config import Config, ConfigError
 from fakefinder.core.events import as_events
-from fakefinder.core.results import PredictResult, Predictor
+from fakefinder.core.results import Predictor, PredictResult
 from fakefinder.tasks.object_detector.config import IMAGE_EXTENSIONS
 
 
@@ -46,27 +46,54 @@ class BoxPredictor(Predictor):
 
         wanted = (conf, iou, max_det)
         if self._predictor is None or self._predictor_args != wanted:
-            self._predictor = without_integrations(DetectionPredictor)(overrides={
-                "imgsz": self.imgsz, "conf": conf, "iou": iou, "max_det": max_det, "device": self.device,
-                "verbose": False, "save": False, "mode": "predict", "task": "detect"})
+            self._predictor = without_integrations(DetectionPredictor)(
+                overrides={
+                    "imgsz": self.imgsz,
+                    "conf": conf,
+                    "iou": iou,
+                    "max_det": max_det,
+                    "device": self.device,
+                    "verbose": False,
+                    "save": False,
+                    "mode": "predict",
+                    "task": "detect",
+                }
+            )
             self._predictor.setup_model(model=self.model, verbose=False)
             self._predictor_args = wanted
         return self._predictor
 
-    def boxes(self, images: list, conf: float | None = None, iou: float | None = None,
-              max_det: int | None = None) -> list[list[dict]]:
+    def boxes(
+        self, images: list, conf: float | None = None, iou: float | None = None, max_det: int | None = None
+    ) -> list[list[dict]]:
         """For each image (a path, or an RGB array): its boxes as dicts of class, score, x1 y1 x2 y2."""
-        predictor = self._setup(self.conf if conf is None else conf, self.iou if iou is None else iou,
-                                self.max_det if max_det is None else max_det)
-        sources = [str(i) if isinstance(i, (str, Path)) else np.ascontiguousarray(np.asarray(i)[..., ::-1])
-                   for i in images]  # Ultralytics reads arrays as BGR
+        predictor = self._setup(
+            self.conf if conf is None else conf,
+            self.iou if iou is None else iou,
+            self.max_det if max_det is None else max_det,
+        )
+        sources = [
+            str(i) if isinstance(i, (str, Path)) else np.ascontiguousarray(np.asarray(i)[..., ::-1])
+            for i in images
+        ]  # Ultralytics reads arrays as BGR
         out = []
         for result in predictor(source=sources, stream=False):
             b = result.boxes
             xyxy, scores, cls = b.xyxy.cpu().numpy(), b.conf.cpu().numpy(), b.cls.cpu().numpy().astype(int)
-            out.append([{"class": self.classes[c], "class_id": int(c), "score": float(s),
-                         "x1": float(x[0]), "y1": float(x[1]), "x2": float(x[2]), "y2": float(x[3])}
-                        for x, s, c in zip(xyxy, scores, cls)])
+            out.append(
+                [
+                    {
+                        "class": self.classes[c],
+                        "class_id": int(c),
+                        "score": float(s),
+                        "x1": float(x[0]),
+                        "y1": float(x[1]),
+                        "x2": float(x[2]),
+                        "y2": float(x[3]),
+                    }
+                    for x, s, c in zip(xyxy, scores, cls)
+                ]
+            )
         return out
 
     def run(self, config: Config, events=None) -> PredictResult:
@@ -95,9 +122,20 @@ class BoxPredictor(Predictor):
             chunk = files[start : start + pc.batch_size]
             for file, boxes in zip(chunk, self.boxes(chunk, dc.conf, dc.iou, dc.max_det)):
                 per_image.append({"id": file.name, "path": str(file), "boxes": boxes})
-                rows += [{"id": file.name, **{k: b[k] for k in ("class", "score", "x1", "y1", "x2", "y2")}}
-                         for b in boxes] or [{"id": file.name, "class": "", "score": float("nan"), "x1": float("nan"),
-                                              "y1": float("nan"), "x2": float("nan"), "y2": float("nan")}]
+                rows += [
+                    {"id": file.name, **{k: b[k] for k in ("class", "score", "x1", "y1", "x2", "y2")}}
+                    for b in boxes
+                ] or [
+                    {
+                        "id": file.name,
+                        "class": "",
+                        "score": float("nan"),
+                        "x1": float("nan"),
+                        "y1": float("nan"),
+                        "x2": float("nan"),
+                        "y2": float("nan"),
+                    }
+                ]
                 if drawn is not None:
                     from PIL import Image
 
@@ -114,8 +152,11 @@ class BoxPredictor(Predictor):
             atomic_write(output, lambda h: table.to_csv(h, index=False))
         rate = len(files) / seconds if seconds else float("inf")
         boxes = sum(len(r["boxes"]) for r in per_image)
-        events.result("predict", {"images": len(files), "boxes": boxes, "seconds": seconds, "output": str(output)},
-                      f"{boxes} box(es) on {len(files)} image(s) in {seconds:.1f} s ({rate:.2f}/s)\nboxes: {output}")
+        events.result(
+            "predict",
+            {"images": len(files), "boxes": boxes, "seconds": seconds, "output": str(output)},
+            f"{boxes} box(es) on {len(files)} image(s) in {seconds:.1f} s ({rate:.2f}/s)\nboxes: {output}",
+        )
         return PredictResult(output, None, table, seconds, rate, {"images": per_image})
 
 
@@ -132,13 +173,25 @@ def _input_images(inputs) -> list[Path]:
         elif path.suffix.lower() == ".txt":
             files += [Path(line.strip()) for line in path.read_text().splitlines() if line.strip()]
         else:
-            raise ConfigError(f"{path}: an object detector reads images ({', '.join(IMAGE_EXTENSIONS)}) or a .txt "
-                              "list of them")
+            raise ConfigError(
+                f"{path}: an object detector reads images ({', '.join(IMAGE_EXTENSIONS)}) or a .txt "
+                "list of them"
+            )
     return files
 
 
-COLOURS = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
-           (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128)]
+COLOURS = [
+    (230, 25, 75),
+    (60, 180, 75),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+]
 
 
 def draw_boxes(image, predicted: list[dict], truth: list[dict]):

@@ -18,11 +18,22 @@ class TextToImageLora(Kind):
     section: ClassVar[str] = "diffusion"
     section_model = DiffusionConfig
     short_form: ClassVar[dict[str, str]] = {
-        "base_model": "diffusion.model.base", "dataset_path": "diffusion.data.path",
-        "epochs": "diffusion.train.epochs", "batch_size": "diffusion.train.batch_size",
-        "learning_rate": "diffusion.train.lr", "image_size": "diffusion.data.resolution"}
-    option_sections: ClassVar[tuple[str, ...]] = ("diffusion.train", "diffusion.lora", "diffusion.data",
-                                                  "diffusion.model", "diffusion.sample", "diffusion.eval", "diffusion")
+        "base_model": "diffusion.model.base",
+        "dataset_path": "diffusion.data.path",
+        "epochs": "diffusion.train.epochs",
+        "batch_size": "diffusion.train.batch_size",
+        "learning_rate": "diffusion.train.lr",
+        "image_size": "diffusion.data.resolution",
+    }
+    option_sections: ClassVar[tuple[str, ...]] = (
+        "diffusion.train",
+        "diffusion.lora",
+        "diffusion.data",
+        "diffusion.model",
+        "diffusion.sample",
+        "diffusion.eval",
+        "diffusion",
+    )
     run_section: ClassVar[str] = "diffusion.train"
     adapter: ClassVar[str] = "adapter"
     predict_inputs: ClassVar[tuple[str, ...]] = PROMPT_EXTENSIONS
@@ -64,7 +75,9 @@ class TextToImageLora(Kind):
     def export(self, artifact: Path, output: Path, merged: bool = False, tolerance: float = 1e-4) -> Exported:
         from fakefinder.tasks.text_to_image_lora.export import export
 
-        return Exported(export(Path(artifact), Path(output), merged), "merged pipeline" if merged else "adapter")
+        return Exported(
+            export(Path(artifact), Path(output), merged), "merged pipeline" if merged else "adapter"
+        )
 
     def platform_settings(self) -> dict[str, Any]:
         return {"diffusion.data.confine": True}  # a captioned folder's images (links followed) lie inside it

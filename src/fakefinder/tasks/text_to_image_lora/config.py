@@ -18,17 +18,25 @@ RANDOM_BASE = "random:tiny"  # tiny random components built from configs (tests,
 class DiffusionModelConfig(Section):
     base: str = Field(
         default="stable-diffusion-v1-5/stable-diffusion-v1-5",
-        description="A Stable Diffusion 1.x / 2.x pipeline in the diffusers layout (model_index.json, unet/, vae/, "
+        description="A Stable Diffusion 1.x / 2.x pipeline in the diffusers layout (model_index.json, "
+        "unet/, vae/, "
         "text_encoder/, tokenizer/, scheduler/): a hub id or a local folder, read as safetensors only. "
-        f"'{RANDOM_BASE}': tiny random components built from configs (plumbing checks; it draws noise).")
-    revision: str | None = Field(default=None, description="The hub revision (branch, tag or commit) of `base`.")
+        f"'{RANDOM_BASE}': tiny random components built from configs (plumbing checks; it draws noise).",
+    )
+    revision: str | None = Field(
+        default=None, description="The hub revision (branch, tag or commit) of `base`."
+    )
     variant: str | None = Field(default=None, description="A weights variant of `base`, e.g. fp16.")
     random_config: dict[str, dict[str, Any]] | None = Field(
-        default=None, description=f"With base '{RANDOM_BASE}': settings that replace the tiny defaults, per "
-        "component (unet, vae, text_encoder).")
+        default=None,
+        description=f"With base '{RANDOM_BASE}': settings that replace the tiny defaults, per "
+        "component (unet, vae, text_encoder).",
+    )
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        default="auto", description="The frozen weights (UNet, VAE, text encoder): auto = the training precision "
-        "on a GPU, fp32 on the CPU. The adapter always trains in fp32.")
+        default="auto",
+        description="The frozen weights (UNet, VAE, text encoder): auto = the training precision "
+        "on a GPU, fp32 on the CPU. The adapter always trains in fp32.",
+    )
 
 
 class DiffusionDataConfig(Section):
@@ -37,28 +45,48 @@ class DiffusionDataConfig(Section):
 
     path: Path | None = None
     captions: Literal["auto", "metadata", "txt"] = Field(
-        default="auto", description="Where captions come from: auto = metadata.jsonl where a folder has one, "
-        "same-name .txt files elsewhere.")
-    caption_column: str = Field(default="text", description="The metadata.jsonl field that holds the caption.")
-    require_captions: bool = Field(default=True, description="An image without a caption is an error; off: it "
-                                   "trains with `default_caption`.")
+        default="auto",
+        description="Where captions come from: auto = metadata.jsonl where a folder has one, "
+        "same-name .txt files elsewhere.",
+    )
+    caption_column: str = Field(
+        default="text", description="The metadata.jsonl field that holds the caption."
+    )
+    require_captions: bool = Field(
+        default=True,
+        description="An image without a caption is an error; off: it trains with `default_caption`.",
+    )
     default_caption: str = ""
     bad_files: Literal["error", "skip"] = Field(
-        default="error", description="A caption without its image, an image without a caption, an unreadable "
-        "image: stop naming every one (error), or leave them out, listed (skip).")
-    confine: bool = Field(default=False, description="Every image must lie inside its folder once links are "
-                          "followed (the platform sets this).")
-    val_path: Path | None = Field(default=None, description="Held-out captioned images (default: val_ratio of "
-                                  "`path`, carved with `seed`).")
+        default="error",
+        description="A caption without its image, an image without a caption, an unreadable "
+        "image: stop naming every one (error), or leave them out, listed (skip).",
+    )
+    confine: bool = Field(
+        default=False,
+        description="Every image must lie inside its folder once links are "
+        "followed (the platform sets this).",
+    )
+    val_path: Path | None = Field(
+        default=None,
+        description="Held-out captioned images (default: val_ratio of `path`, carved with `seed`).",
+    )
     val_ratio: float = Field(default=0.1, ge=0, lt=1)
     test_path: Path | None = Field(default=None, description="Read by `fakefinder evaluate` only.")
     seed: int = 0
-    resolution: int = Field(default=512, ge=8, description="Training images are resized (shorter side) and "
-                            "cropped to this square; a multiple of 8.")
+    resolution: int = Field(
+        default=512,
+        ge=8,
+        description="Training images are resized (shorter side) and cropped to this square; a multiple of 8.",
+    )
     center_crop: bool = Field(default=False, description="Crop the centre (else a random crop each time).")
     random_flip: bool = True
-    caption_dropout: float = Field(default=0.0, ge=0, lt=1, description="Share of captions replaced by the empty "
-                                   "one (keeps classifier-free guidance working).")
+    caption_dropout: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="Share of captions replaced by the empty one (keeps classifier-free guidance working).",
+    )
 
     @field_validator("resolution")
     @classmethod
@@ -69,10 +97,14 @@ class DiffusionDataConfig(Section):
 
 
 class DiffusionLoraConfig(LoraSection):
-    target_modules: list[str] = Field(default_factory=lambda: ["to_k", "to_q", "to_v", "to_out.0"],
-                                      description="UNet layers to adapt (its attention projections).")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["to_k", "to_q", "to_v", "to_out.0"],
+        description="UNet layers to adapt (its attention projections).",
+    )
     train_text_encoder: bool = Field(default=False, description="An adapter on the text encoder too.")
-    text_encoder_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"])
+    text_encoder_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"]
+    )
 
     @field_validator("text_encoder_modules")
     @classmethod
@@ -85,8 +117,9 @@ class DiffusionLoraConfig(LoraSection):
 class DiffusionTrainConfig(RunSection):
     output_dir: Path = Path("output/sd-lora")
     max_steps: int = Field(default=2000, ge=1, description="Optimizer steps (each `accumulate` batches).")
-    epochs: float | None = Field(default=None, gt=0, description="Train this many passes over the images "
-                                 "instead of max_steps.")
+    epochs: float | None = Field(
+        default=None, gt=0, description="Train this many passes over the images instead of max_steps."
+    )
     batch_size: int = Field(default=1, ge=1)
     accumulate: int = Field(default=4, ge=1)
     lr: float = Field(default=1e-4, gt=0)
@@ -97,12 +130,18 @@ class DiffusionTrainConfig(RunSection):
     weight_decay: float = Field(default=1e-2, ge=0)
     grad_clip: float = Field(default=1.0, gt=0)
     grad_checkpointing: bool = Field(default=False, description="Less GPU memory for more time.")
-    snr_gamma: float | None = Field(default=5.0, gt=0, description="Min-SNR loss weighting (None: plain MSE).")
+    snr_gamma: float | None = Field(
+        default=5.0, gt=0, description="Min-SNR loss weighting (None: plain MSE)."
+    )
     noise_offset: float = Field(default=0.0, ge=0)
     save_steps: int = Field(default=250, ge=1, description="A checkpoint every this many steps.")
     save_total_limit: int = Field(default=2, ge=1, description="Checkpoints kept (the newest).")
-    eval_steps: int = Field(default=250, ge=1, description="Sample images at the fixed prompts and the held-out "
-                            "loss every this many steps (and at the end).")
+    eval_steps: int = Field(
+        default=250,
+        ge=1,
+        description="Sample images at the fixed prompts and the held-out "
+        "loss every this many steps (and at the end).",
+    )
     logging_steps: int = Field(default=10, ge=1)
 
 
@@ -110,8 +149,9 @@ class DiffusionSampleConfig(Section):
     """Images generated at fixed prompts and seeds while training (every `train.eval_steps` and at the
     end) and by predict."""
 
-    prompts: list[str] = Field(default_factory=lambda: ["a photo of a person's face, studio light",
-                                                         "a close-up portrait photo"])
+    prompts: list[str] = Field(
+        default_factory=lambda: ["a photo of a person's face, studio light", "a close-up portrait photo"]
+    )
     negative_prompt: str = ""
     images_per_prompt: int = Field(default=1, ge=1)
     steps: int = Field(default=25, ge=1, description="Denoising steps.")
@@ -119,12 +159,17 @@ class DiffusionSampleConfig(Section):
     seed: int = 0
     size: int | None = Field(default=None, ge=8, description="Default: data.resolution.")
     scheduler: Literal["default", "ddim", "euler", "dpm++"] = Field(
-        default="default", description="The sampler: the base pipeline's own, or one of these.")
+        default="default", description="The sampler: the base pipeline's own, or one of these."
+    )
 
 
 class DiffusionEvalConfig(Section):
-    timesteps: int = Field(default=10, ge=1, description="Held-out loss: each image at this many timesteps "
-                           "spread over the schedule, with fixed noise.")
+    timesteps: int = Field(
+        default=10,
+        ge=1,
+        description="Held-out loss: each image at this many timesteps "
+        "spread over the schedule, with fixed noise.",
+    )
 
 
 class DiffusionConfig(Section):

@@ -28,13 +28,21 @@ def merge(artifact: Path, output: Path) -> Path:
     pipeline.fuse_lora(adapter_names=[ADAPTER_NAME], lora_scale=1.0)
     pipeline.unload_lora_weights()
     architecture = {**meta, "merged": True, "merged_from": str(artifact)}
-    write_artifact(output, "text_to_image_lora", architecture, [], {"resolution": meta.get("resolution")},
-                   training={"merged_from": str(artifact)},
-                   extra={PIPELINE: lambda folder: pipeline.save_pretrained(folder, safe_serialization=True)})
+    write_artifact(
+        output,
+        "text_to_image_lora",
+        architecture,
+        [],
+        {"resolution": meta.get("resolution")},
+        training={"merged_from": str(artifact)},
+        extra={PIPELINE: lambda folder: pipeline.save_pretrained(folder, safe_serialization=True)},
+    )
     return output
 
 
-KOHYA_FILE = "lora-kohya.safetensors"  # the single-file layout AUTOMATIC1111, ComfyUI and kohya's scripts read
+KOHYA_FILE = (
+    "lora-kohya.safetensors"  # the single-file layout AUTOMATIC1111, ComfyUI and kohya's scripts read
+)
 
 
 def write_kohya(source: Path, target: Path, lora: dict) -> Path:
@@ -44,9 +52,12 @@ def write_kohya(source: Path, target: Path, lora: dict) -> Path:
     from diffusers.utils import convert_state_dict_to_kohya
     from safetensors.torch import load_file, save_file
 
-    peft_names = ((".lora.down.weight", ".lora_A.weight"), (".lora.up.weight", ".lora_B.weight"),  # the UNet's
-                  (".lora_linear_layer.down.weight", ".lora_A.weight"),  # the text encoder's
-                  (".lora_linear_layer.up.weight", ".lora_B.weight"))
+    peft_names = (
+        (".lora.down.weight", ".lora_A.weight"),
+        (".lora.up.weight", ".lora_B.weight"),  # the UNet's
+        (".lora_linear_layer.down.weight", ".lora_A.weight"),  # the text encoder's
+        (".lora_linear_layer.up.weight", ".lora_B.weight"),
+    )
     named = {}
     for key, value in load_file(str(source)).items():
         for old, new in peft_names:
@@ -57,8 +68,11 @@ def write_kohya(source: Path, target: Path, lora: dict) -> Path:
     alpha = lora.get("alpha") or rank
     for key in [k for k in kohya if k.endswith(".alpha")]:
         kohya[key] = torch.tensor(float(alpha if alpha is not None else kohya[key]))
-    save_file({k: v.contiguous() for k, v in kohya.items()}, str(target), metadata={"ss_network_dim": str(rank),
-                                                                                   "ss_network_alpha": str(alpha)})
+    save_file(
+        {k: v.contiguous() for k, v in kohya.items()},
+        str(target),
+        metadata={"ss_network_dim": str(rank), "ss_network_alpha": str(alpha)},
+    )
     return target
 
 
@@ -85,6 +99,10 @@ def export(artifact: Path, output: Path, merged: bool = False) -> Path:
         return output
     shutil.copytree(artifact / ADAPTER, output, dirs_exist_ok=True)
     write_kohya(output / LORA_FILE, output / KOHYA_FILE, meta.get("lora") or {})
-    (output / "fakefinder-base.json").write_text(json.dumps({"base": meta.get("base"), "lora": meta.get("lora"),
-                                                             "resolution": meta.get("resolution")}, indent=1))
+    (output / "fakefinder-base.json").write_text(
+        json.dumps(
+            {"base": meta.get("base"), "lora": meta.get("lora"), "resolution": meta.get("resolution")},
+            indent=1,
+        )
+    )
     return output

@@ -46,15 +46,36 @@ def _byte_characters() -> list[str]:
 def tiny_defaults() -> dict[str, dict]:
     """Configs of a tiny SD-shaped UNet (latents 4 channels), VAE (2x down) and CLIP text encoder."""
     return {
-        "unet": {"block_out_channels": [16, 32], "layers_per_block": 1, "sample_size": 16, "in_channels": 4,
-                 "out_channels": 4, "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
-                 "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"], "cross_attention_dim": 32,
-                 "norm_num_groups": 8, "attention_head_dim": 4},
-        "vae": {"block_out_channels": [16, 32], "in_channels": 3, "out_channels": 3, "latent_channels": 4,
-                "down_block_types": ["DownEncoderBlock2D"] * 2, "up_block_types": ["UpDecoderBlock2D"] * 2,
-                "norm_num_groups": 8, "sample_size": 32},
-        "text_encoder": {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4,
-                         "num_hidden_layers": 2, "projection_dim": 32, "max_position_embeddings": 77},
+        "unet": {
+            "block_out_channels": [16, 32],
+            "layers_per_block": 1,
+            "sample_size": 16,
+            "in_channels": 4,
+            "out_channels": 4,
+            "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+            "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+            "cross_attention_dim": 32,
+            "norm_num_groups": 8,
+            "attention_head_dim": 4,
+        },
+        "vae": {
+            "block_out_channels": [16, 32],
+            "in_channels": 3,
+            "out_channels": 3,
+            "latent_channels": 4,
+            "down_block_types": ["DownEncoderBlock2D"] * 2,
+            "up_block_types": ["UpDecoderBlock2D"] * 2,
+            "norm_num_groups": 8,
+            "sample_size": 32,
+        },
+        "text_encoder": {
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_attention_heads": 4,
+            "num_hidden_layers": 2,
+            "projection_dim": 32,
+            "max_position_embeddings": 77,
+        },
     }
 
 
@@ -68,32 +89,61 @@ def write_tiny_pipeline(folder: Path, overrides: dict | None = None, seed: int =
     specs = tiny_defaults()
     for name, values in (overrides or {}).items():
         if name not in specs:
-            raise ConfigError(f"diffusion.model.random_config: unknown component {name!r} (unet, vae, text_encoder)")
+            raise ConfigError(
+                f"diffusion.model.random_config: unknown component {name!r} (unet, vae, text_encoder)"
+            )
         specs[name].update(values)
     folder = Path(folder)
     words = folder.with_name(folder.name + ".vocab")
     words.mkdir(parents=True, exist_ok=True)
     characters = _byte_characters()
-    vocab = {token: i for i, token in enumerate([*characters, *(c + "</w>" for c in characters),
-                                                 "<|startoftext|>", "<|endoftext|>"])}
+    vocab = {
+        token: i
+        for i, token in enumerate(
+            [*characters, *(c + "</w>" for c in characters), "<|startoftext|>", "<|endoftext|>"]
+        )
+    }
     (words / "vocab.json").write_text(json.dumps(vocab))
     (words / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(vocab_file=str(words / "vocab.json"), merges_file=str(words / "merges.txt"),
-                              model_max_length=specs["text_encoder"]["max_position_embeddings"])
+    tokenizer = CLIPTokenizer(
+        vocab_file=str(words / "vocab.json"),
+        merges_file=str(words / "merges.txt"),
+        model_max_length=specs["text_encoder"]["max_position_embeddings"],
+    )
     torch.manual_seed(seed)
     try:
         unet = UNet2DConditionModel(**specs["unet"])
         vae = AutoencoderKL(**specs["vae"])
-        text = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), bos_token_id=vocab["<|startoftext|>"],
-                                            eos_token_id=vocab["<|endoftext|>"], pad_token_id=vocab["<|endoftext|>"],
-                                            **specs["text_encoder"]))
+        text = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(vocab),
+                bos_token_id=vocab["<|startoftext|>"],
+                eos_token_id=vocab["<|endoftext|>"],
+                pad_token_id=vocab["<|endoftext|>"],
+                **specs["text_encoder"],
+            )
+        )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"diffusion.model.random_config: {exc}") from None
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
-                              beta_end=0.012, prediction_type="epsilon", clip_sample=False,
-                              steps_offset=1)
-    pipeline = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-                                       safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    scheduler = DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        prediction_type="epsilon",
+        clip_sample=False,
+        steps_offset=1,
+    )
+    pipeline = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipeline.save_pretrained(folder, safe_serialization=True)
     shutil.rmtree(words)
     return folder
@@ -105,13 +155,19 @@ def base_source(cfg: DiffusionConfig, work_dir: Path) -> str:
     model = cfg.model
     if model.base != RANDOM_BASE:
         if model.random_config:
-            raise ConfigError(f"diffusion.model.random_config is for base {RANDOM_BASE!r}, not {model.base!r}")
+            raise ConfigError(
+                f"diffusion.model.random_config is for base {RANDOM_BASE!r}, not {model.base!r}"
+            )
         local = Path(model.base).expanduser()
         return str(local.resolve()) if local.is_dir() else model.base  # a folder: found from anywhere later
     folder = Path(work_dir) / "base_model"
     made_from = {"random_config": model.random_config or {}, "seed": cfg.train.seed}
     note = folder / SOURCE_NOTE
-    if (folder / "model_index.json").is_file() and note.is_file() and json.loads(note.read_text()) == made_from:
+    if (
+        (folder / "model_index.json").is_file()
+        and note.is_file()
+        and json.loads(note.read_text()) == made_from
+    ):
         return str(folder.resolve())
     partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
@@ -128,21 +184,30 @@ def base_source(cfg: DiffusionConfig, work_dir: Path) -> str:
 
 def load_error(source: str, key: str, exc: Exception) -> ConfigError:
     local = Path(source).exists()
-    hint = ("a folder in the diffusers layout (model_index.json, unet/, vae/, text_encoder/, tokenizer/, "
-            "scheduler/) with safetensors weights" if local else
-            "a hub id of a Stable Diffusion pipeline (with internet, or in the local hub cache)")
+    hint = (
+        "a folder in the diffusers layout (model_index.json, unet/, vae/, text_encoder/, tokenizer/, "
+        "scheduler/) with safetensors weights"
+        if local
+        else "a hub id of a Stable Diffusion pipeline (with internet, or in the local hub cache)"
+    )
     return ConfigError(f"{key}={source!r}: cannot load it as {hint}: {type(exc).__name__}: {exc}")
 
 
-def load_components(source: str, revision: str | None, variant: str | None, key: str = "diffusion.model.base") -> dict:
+def load_components(
+    source: str, revision: str | None, variant: str | None, key: str = "diffusion.model.base"
+) -> dict:
     """The base's tokenizer, text encoder, VAE, UNet, training noise schedule and its own sampler, in
     fp32 (read as safetensors only: a pickled checkpoint is refused, no code from the repository runs;
     only SD 1.x / 2.x pipelines)."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-
     import diffusers
-    from diffusers import DiffusionPipeline, SchedulerMixin
+    from diffusers import (
+        AutoencoderKL,
+        DDPMScheduler,
+        DiffusionPipeline,
+        SchedulerMixin,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextModel, CLIPTokenizer
 
     options = {"revision": revision}
     weights = {**options, "variant": variant, "use_safetensors": True}
@@ -152,13 +217,17 @@ def load_components(source: str, revision: str | None, variant: str | None, key:
         raise load_error(source, key, exc) from None
     name = str(index.get("_class_name", ""))
     if "text_encoder_2" in index or "XL" in name or not all(part in index for part in COMPONENTS):
-        raise ConfigError(f"{key}={source!r}: a {name or 'pipeline'} with components "
-                          f"{sorted(k for k in index if not k.startswith('_'))}; this kind trains Stable Diffusion "
-                          "1.x / 2.x pipelines (unet, vae, text_encoder, tokenizer, scheduler), not SDXL or others")
+        raise ConfigError(
+            f"{key}={source!r}: a {name or 'pipeline'} with components "
+            f"{sorted(k for k in index if not k.startswith('_'))}; this kind trains Stable Diffusion "
+            "1.x / 2.x pipelines (unet, vae, text_encoder, tokenizer, scheduler), not SDXL or others"
+        )
     sampler = getattr(diffusers, str((index.get("scheduler") or [None, ""])[1]), None)
     if not (isinstance(sampler, type) and issubclass(sampler, SchedulerMixin)):
-        raise ConfigError(f"{key}={source!r}: model_index.json names the scheduler {index.get('scheduler')}, which "
-                          "is not a diffusers scheduler")
+        raise ConfigError(
+            f"{key}={source!r}: model_index.json names the scheduler {index.get('scheduler')}, which "
+            "is not a diffusers scheduler"
+        )
     try:
         parts = {
             "sampler": sampler.from_pretrained(source, subfolder="scheduler", **options),
@@ -175,16 +244,27 @@ def load_components(source: str, revision: str | None, variant: str | None, key:
     return parts
 
 
-def load_pipeline(source: str, revision: str | None, variant: str | None, dtype: torch.dtype = torch.float32,
-                  key: str = "diffusion.model.base"):
+def load_pipeline(
+    source: str,
+    revision: str | None,
+    variant: str | None,
+    dtype: torch.dtype = torch.float32,
+    key: str = "diffusion.model.base",
+):
     """The base as a `StableDiffusionPipeline` (safetensors only; no safety checker, no remote code)."""
     from diffusers import StableDiffusionPipeline
 
     try:
-        pipeline = StableDiffusionPipeline.from_pretrained(source, revision=revision, variant=variant,
-                                                           use_safetensors=True, dtype=dtype,
-                                                           safety_checker=None, feature_extractor=None,
-                                                           requires_safety_checker=False)
+        pipeline = StableDiffusionPipeline.from_pretrained(
+            source,
+            revision=revision,
+            variant=variant,
+            use_safetensors=True,
+            dtype=dtype,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
     except (OSError, ValueError, EnvironmentError, TypeError) as exc:
         raise load_error(source, key, exc) from None
     pipeline.set_progress_bar_config(disable=True)
@@ -197,7 +277,9 @@ def set_sampler(pipeline, name: str) -> None:
         return
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 
-    kind = {"ddim": DDIMScheduler, "euler": EulerDiscreteScheduler, "dpm++": DPMSolverMultistepScheduler}[name]
+    kind = {"ddim": DDIMScheduler, "euler": EulerDiscreteScheduler, "dpm++": DPMSolverMultistepScheduler}[
+        name
+    ]
     pipeline.scheduler = kind.from_config(pipeline.scheduler.config)
 
 
@@ -215,8 +297,15 @@ def add_adapters(parts: dict, cfg: DiffusionConfig) -> None:
 
     def attach(model, modules, key):
         try:
-            model.add_adapter(LoraConfig(r=lora.r, lora_alpha=alpha, lora_dropout=lora.dropout,
-                                         init_lora_weights="gaussian", target_modules=modules))
+            model.add_adapter(
+                LoraConfig(
+                    r=lora.r,
+                    lora_alpha=alpha,
+                    lora_dropout=lora.dropout,
+                    init_lora_weights="gaussian",
+                    target_modules=modules,
+                )
+            )
         except ValueError as exc:
             raise ConfigError(f"{key}={modules}: {exc}") from None
 
@@ -238,13 +327,17 @@ def set_adapter_state(model, state: dict[str, torch.Tensor], where: str) -> None
     expected = set(get_peft_model_state_dict(model))
     absent, extra = sorted(expected - set(state)), sorted(set(state) - expected)
     if absent or extra:
-        raise ConfigError(f"{where}: its LoRA weights do not fit this adapter (missing {absent[:3]}, unknown "
-                          f"{extra[:3]}); were diffusion.lora settings changed since it was written?")
+        raise ConfigError(
+            f"{where}: its LoRA weights do not fit this adapter (missing {absent[:3]}, unknown "
+            f"{extra[:3]}); were diffusion.lora settings changed since it was written?"
+        )
     try:
         set_peft_model_state_dict(model, state)
     except RuntimeError as exc:
-        raise ConfigError(f"{where}: its LoRA weights do not fit this adapter ({str(exc).splitlines()[0]}); was "
-                          "diffusion.lora.r changed?") from None
+        raise ConfigError(
+            f"{where}: its LoRA weights do not fit this adapter ({str(exc).splitlines()[0]}); was "
+            "diffusion.lora.r changed?"
+        ) from None
 
 
 def save_lora(folder: Path, unet, text_encoder=None) -> Path:
@@ -255,23 +348,29 @@ def save_lora(folder: Path, unet, text_encoder=None) -> Path:
     from peft.utils import get_peft_model_state_dict
 
     def layers(model):
-        return convert_state_dict_to_diffusers({k: v.detach().float().cpu().contiguous()
-                                                for k, v in get_peft_model_state_dict(model).items()})
+        return convert_state_dict_to_diffusers(
+            {k: v.detach().float().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
+        )
 
-    def settings(model):  # the LoRA's rank, alpha and targets travel in the file (else it loads at alpha = rank)
+    def settings(
+        model,
+    ):  # the LoRA's rank, alpha and targets travel in the file (else it loads at alpha = rank)
         return model.peft_config["default"].to_dict()
 
     StableDiffusionPipeline.save_lora_weights(
-        str(folder), unet_lora_layers=layers(unet),
+        str(folder),
+        unet_lora_layers=layers(unet),
         text_encoder_lora_layers=layers(text_encoder) if text_encoder is not None else None,
         unet_lora_adapter_metadata=settings(unet),
         text_encoder_lora_adapter_metadata=settings(text_encoder) if text_encoder is not None else None,
-        safe_serialization=True)
+        safe_serialization=True,
+    )
     return Path(folder) / LORA_FILE
 
 
-def save_artifact(parts: dict, cfg: DiffusionConfig, source: str, output: Path, config: Config,
-                  training: dict) -> Path:
+def save_artifact(
+    parts: dict, cfg: DiffusionConfig, source: str, output: Path, config: Config, training: dict
+) -> Path:
     """`adapter/` (what `load_lora_weights` reads), `model.json` (the base it belongs to, the LoRA
     and generation settings) and `config.yaml`; written aside and swapped into place whole."""
     from fakefinder.core.artifact import write_artifact
@@ -280,13 +379,27 @@ def save_artifact(parts: dict, cfg: DiffusionConfig, source: str, output: Path, 
         folder.mkdir()
         save_lora(folder, parts["unet"], parts["text_encoder"] if cfg.lora.train_text_encoder else None)
 
-    architecture = {"base": {"source": source, "revision": cfg.model.revision, "variant": cfg.model.variant,
-                             "name": cfg.model.base},
-                    "merged": False, "lora": cfg.lora.model_dump(mode="json"), "resolution": cfg.data.resolution,
-                    "diffusion": cfg.model_dump(mode="json")}
-    write_artifact(output, config.task, json.loads(json.dumps(architecture, default=str)), [],
-                   {"resolution": cfg.data.resolution}, training=training,
-                   extra={ADAPTER: adapter, "config.yaml": lambda f: f.write_text(config_to_yaml(config))})
+    architecture = {
+        "base": {
+            "source": source,
+            "revision": cfg.model.revision,
+            "variant": cfg.model.variant,
+            "name": cfg.model.base,
+        },
+        "merged": False,
+        "lora": cfg.lora.model_dump(mode="json"),
+        "resolution": cfg.data.resolution,
+        "diffusion": cfg.model_dump(mode="json"),
+    }
+    write_artifact(
+        output,
+        config.task,
+        json.loads(json.dumps(architecture, default=str)),
+        [],
+        {"resolution": cfg.data.resolution},
+        training=training,
+        extra={ADAPTER: adapter, "config.yaml": lambda f: f.write_text(config_to_yaml(config))},
+    )
     return Path(output)
 
 
@@ -299,7 +412,9 @@ def read_artifact_config(path: Path) -> tuple[DiffusionConfig, dict]:
     if artifact.kind != "text_to_image_lora":
         raise ConfigError(f"{path}: holds a {artifact.kind} model, not a text-to-image LoRA")
     meta = dict(artifact.architecture)
-    cfg, ignored = section_from_saved(DiffusionConfig, meta.get("diffusion", {}), f"{path}/model.json", "diffusion")
+    cfg, ignored = section_from_saved(
+        DiffusionConfig, meta.get("diffusion", {}), f"{path}/model.json", "diffusion"
+    )
     if ignored:
         log.warning("%s: settings this version does not know were ignored: %s", path, ignored)
     return cfg, meta
@@ -314,20 +429,28 @@ def artifact_pipeline(path: Path, device, dtype: torch.dtype = torch.float32):
         pipeline = load_pipeline(str(path / PIPELINE), None, None, dtype, key=f"{path}/{PIPELINE}")
     else:
         base = meta["base"]
-        pipeline = load_pipeline(base["source"], base.get("revision"), base.get("variant"), dtype,
-                                 key=f"{path}/model.json: base.source")
+        pipeline = load_pipeline(
+            base["source"],
+            base.get("revision"),
+            base.get("variant"),
+            dtype,
+            key=f"{path}/model.json: base.source",
+        )
         adapter = path / ADAPTER / LORA_FILE
         if not adapter.is_file():
             raise ConfigError(f"{path}: the adapter {ADAPTER}/{LORA_FILE} is missing")
         from diffusers.utils import logging as diffusers_logging
 
-        quiet = not (meta.get("lora") or {}).get("train_text_encoder")  # else diffusers warns of no text encoder keys
+        quiet = not (meta.get("lora") or {}).get(
+            "train_text_encoder"
+        )  # else diffusers warns of no text encoder keys
         level = diffusers_logging.get_verbosity()
         if quiet:
             diffusers_logging.set_verbosity_error()
         try:
-            pipeline.load_lora_weights(str(path / ADAPTER), adapter_name=ADAPTER_NAME, weight_name=LORA_FILE,
-                                       use_safetensors=True)
+            pipeline.load_lora_weights(
+                str(path / ADAPTER), adapter_name=ADAPTER_NAME, weight_name=LORA_FILE, use_safetensors=True
+            )
         finally:
             diffusers_logging.set_verbosity(level)
     return pipeline.to(device), cfg, meta

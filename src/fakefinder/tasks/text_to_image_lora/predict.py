@@ -10,9 +10,10 @@ import torch
 
 from fakefinder.config import Config, ConfigError
 from fakefinder.core.events import as_events
-from fakefinder.core.results import PredictResult, Predictor
+from fakefinder.core.results import Predictor, PredictResult
 from fakefinder.tasks.text_to_image_lora.config import PROMPT_EXTENSIONS
 from fakefinder.tasks.text_to_image_lora.model import ADAPTER_NAME
+
 
 def _dtype(device: torch.device) -> torch.dtype:
     if device.type == "cuda":
@@ -45,9 +46,15 @@ class ImageGenerator(Predictor):
     def generate(self, prompt: str, seed: int, negative_prompt: str | None = None):
         s = self.sample
         generator = torch.Generator(self.device).manual_seed(int(seed))
-        return self.pipeline(prompt, negative_prompt=negative_prompt if negative_prompt is not None else
-                             (s.negative_prompt or None), num_inference_steps=s.steps, guidance_scale=s.guidance_scale,
-                             height=self.size, width=self.size, generator=generator).images[0]
+        return self.pipeline(
+            prompt,
+            negative_prompt=negative_prompt if negative_prompt is not None else (s.negative_prompt or None),
+            num_inference_steps=s.steps,
+            guidance_scale=s.guidance_scale,
+            height=self.size,
+            width=self.size,
+            generator=generator,
+        ).images[0]
 
     def run(self, config: Config, events=None) -> PredictResult:
         """Images for the prompts in `predict.inputs` (.txt: one per line; .jsonl: {"prompt",
@@ -78,17 +85,26 @@ class ImageGenerator(Predictor):
         rows = []
         for number, row in enumerate(prompts):
             for k in range(per_prompt):
-                seed = (row["seed"] if row["seed"] is not None else config.diffusion.sample.seed + number * per_prompt) + k
+                seed = (
+                    row["seed"]
+                    if row["seed"] is not None
+                    else config.diffusion.sample.seed + number * per_prompt
+                ) + k
                 image = self.generate(row["prompt"], seed, row["negative_prompt"])
                 name = f"{number:05d}-{k:02d}.png"
                 atomic_write(images / name, lambda h, image=image: image.save(h, format="PNG"))
-                rows.append({"id": row["id"], "prompt": row["prompt"], "seed": seed, "image": str(images / name)})
+                rows.append(
+                    {"id": row["id"], "prompt": row["prompt"], "seed": seed, "image": str(images / name)}
+                )
                 stage.advance(1)
         events.end(stage)
         seconds = time.perf_counter() - started
         table = pd.DataFrame(rows, columns=["id", "prompt", "seed", "image"])
         atomic_write(output, lambda h: table.rename(columns={"id": pc.id_column}).to_csv(h, index=False))
         rate = len(rows) / seconds if seconds else float("inf")
-        events.result("predict", {"images": len(rows), "seconds": seconds, "output": str(output), "folder": str(images)},
-                      f"generated {len(rows)} image(s) in {seconds:.1f} s ({rate:.2f}/s) into {images}\nlist: {output}")
+        events.result(
+            "predict",
+            {"images": len(rows), "seconds": seconds, "output": str(output), "folder": str(images)},
+            f"generated {len(rows)} image(s) in {seconds:.1f} s ({rate:.2f}/s) into {images}\nlist: {output}",
+        )
         return PredictResult(output, None, table, seconds, rate, {})

@@ -1,6 +1,6 @@
 /* An SVG line chart, and reading metric histories (which key is x, which are series, which are losses).
  */
-import { $, META_KEYS, fmtNum, h, s } from './dom.js';
+import { META_KEYS, fmtNum, h, s } from './dom.js';
 
 // ------------------------------------------------------------------ SVG line chart
 

@@ -2,7 +2,7 @@
  */
 import { api } from '../api.js';
 import { byRank, isAux, lineChart, lowerIsBetter, metricKeys, seriesOf, xKey } from '../chart.js';
-import { $, ACTIVE, COLORS, META_KEYS, badge, enc, fmtNum, h, setChildren } from '../dom.js';
+import { ACTIVE, COLORS, META_KEYS, badge, enc, fmtNum, h, setChildren } from '../dom.js';
 
 // ------------------------------------------------------------------ #/compare?ids=a,b
 

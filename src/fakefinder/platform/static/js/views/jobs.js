@@ -1,7 +1,7 @@
 /* #/jobs: every job with its state and progress, filters, and a selection to compare.
  */
 import { api, getKinds, isAbort } from '../api.js';
-import { $, ACTIVE, STATES, badge, enc, fmtDuration, fmtTime, h, jobLabel, progressBar, progressText, setChildren } from '../dom.js';
+import { ACTIVE, STATES, badge, enc, fmtDuration, fmtTime, h, jobLabel, progressBar, progressText, setChildren } from '../dom.js';
 
 // ------------------------------------------------------------------ #/jobs
 

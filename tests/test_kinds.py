@@ -205,6 +205,10 @@ def test_the_test_only_kind_through_the_python_api(toy):
     assert evaluated.metrics["models"]["run"]["mse"] < 1e-3 and evaluated.report_file.is_file()
     predicted = fakefinder.predict(config)
     assert len(predicted.table) == 40 and predicted.submission_path.is_file()
+    both = config.model_copy(deep=True)
+    both.predict.models = [str(trained.artifact), str(trained.artifact)]
+    with pytest.raises(ConfigError, match=r"toy_regressor model runs alone \(no ensemble of 2\)"):
+        fakefinder.predict(both)
 
 
 def test_the_test_only_kind_through_the_cli(toy):

@@ -69,7 +69,15 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
     for area in (status, training, artifacts, evaluation, datasets):
         app.include_router(area.router)
 
-    # ---------------------------------------------------------------- errors and auth
+    _add_error_handlers(app)
+    _add_request_guard(app, settings)
+    _add_web_ui(app)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every refused request answers {detail, field}: the message and what it is about."""
+
     @app.exception_handler(RequestError)
     async def request_error(request: Request, exc: RequestError):
         return JSONResponse({"detail": str(exc), "field": exc.field}, status_code=exc.status)
@@ -108,6 +116,10 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
             headers=getattr(exc, "headers", None),
         )
 
+
+def _add_request_guard(app: FastAPI, settings: ServeSettings) -> None:
+    """Without a token only this machine's pages may call; with one, /api wants it; oversized bodies are
+    refused before they are read."""
     local_names = {"localhost", "127.0.0.1", "::1", settings.host}
 
     @app.middleware("http")
@@ -150,7 +162,8 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
                 )
         return await call_next(request)
 
-    # ---------------------------------------------------------------- the web UI
+
+def _add_web_ui(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
     def index():
         page = STATIC / "index.html"
@@ -162,7 +175,6 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
 
     if STATIC.is_dir():
         app.mount("/ui", StaticFiles(directory=STATIC), name="ui")
-    return app
 
 
 def _hostname(url: str) -> str | None:

@@ -83,6 +83,12 @@ class Kind:
         """The artifacts (one, or an ensemble where the kind has one) ready to predict."""
         raise NotImplementedError
 
+    def one_artifact(self, artifacts: list[Artifact]) -> Artifact:
+        """The artifact of a kind that predicts with one model only; an ensemble is refused."""
+        if len(artifacts) != 1:
+            raise ConfigError(f"predict: a {self.name} model runs alone (no ensemble of {len(artifacts)})")
+        return artifacts[0]
+
     def dataset_settings(self, path: Path) -> dict[str, Any]:
         """The dotted config keys (and values) that train this kind on the dataset at `path`."""
         raise NotImplementedError

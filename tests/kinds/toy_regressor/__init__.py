@@ -39,9 +39,7 @@ class ToyRegressor(Kind):
     def load(self, artifacts: list, device="cpu", config: Config | None = None):
         from toy_regressor.predict import LinePredictor
 
-        if len(artifacts) != 1:
-            raise ConfigError("predict: a toy regressor runs alone")
-        return LinePredictor(artifacts[0])
+        return LinePredictor(self.one_artifact(artifacts))
 
     def dataset_settings(self, path: Path) -> dict:
         if not (Path(path) / "toy_train.csv").is_file():

@@ -52,9 +52,7 @@ class DxLlava(Kind):
     def load(self, artifacts: list, device: Any = "cpu", config: Config | None = None):
         from fakefinder.tasks.dx_llava.predict import ExplainerPredictor
 
-        if len(artifacts) != 1:
-            raise ConfigError("predict: a DX-LLaVA model runs alone (no ensemble)")
-        return ExplainerPredictor(artifacts[0], device, config or Config(task=self.name))
+        return ExplainerPredictor(self.one_artifact(artifacts), device, config or Config(task=self.name))
 
     def dataset_settings(self, path: Path) -> dict:
         from fakefinder.tasks.dx_llava.data import dataset_settings

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from fakefinder.config import Config, ConfigError
+from fakefinder.config import Config
 from fakefinder.tasks.classification.kind import ClassificationKind
 from fakefinder.tasks.image_classifier.config import ClassifierConfig
 
@@ -41,11 +41,10 @@ class ImageClassifier(ClassificationKind):
         return evaluate(config, models, events)
 
     def load(self, artifacts: list, device: Any = "cpu", config: Config | None = None):
-        from fakefinder.tasks.image_classifier.predict import load
+        from fakefinder.tasks.image_classifier.predict import ClassifierPredictor
 
-        if len(artifacts) != 1:
-            raise ConfigError("predict: an image classifier runs alone (no ensemble)")
-        return load(artifacts, device, config)
+        artifact = self.one_artifact(artifacts)
+        return ClassifierPredictor(artifact, device, config or Config(task=artifact.kind))
 
     def dataset_settings(self, path: Path) -> dict:
         from fakefinder.tasks.image_classifier.data import dataset_settings

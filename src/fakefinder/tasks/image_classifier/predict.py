@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fakefinder.config import Config, ConfigError
+from fakefinder.config import Config
 from fakefinder.engine.predict import FilePredictor
 from fakefinder.tasks.classification.scoring import to_batch
 
@@ -65,9 +65,3 @@ class ClassifierPredictor(FilePredictor):
 
     def details(self) -> dict:
         return {"models": [str(self.artifact.path)], "classes": self.classes}
-
-
-def load(artifacts: list, device="cpu", config: Config | None = None) -> ClassifierPredictor:
-    if len(artifacts) != 1:
-        raise ConfigError("predict: an image classifier runs alone (no ensemble)")
-    return ClassifierPredictor(artifacts[0], device, config or Config(task=artifacts[0].kind))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from fakefinder.config import Config, ConfigError
+from fakefinder.config import Config
 from fakefinder.tasks.base import Exported, Kind
 from fakefinder.tasks.llm_lora.config import PROMPT_EXTENSIONS, LlmConfig
 
@@ -48,9 +48,8 @@ class LlmLora(Kind):
     def load(self, artifacts: list, device: Any = "cpu", config: Config | None = None):
         from fakefinder.tasks.llm_lora.predict import TextPredictor
 
-        if len(artifacts) != 1:
-            raise ConfigError("predict: a fine-tuned language model runs alone (no ensemble)")
-        return TextPredictor(artifacts[0], device, config or Config(task=artifacts[0].kind))
+        artifact = self.one_artifact(artifacts)
+        return TextPredictor(artifact, device, config or Config(task=artifact.kind))
 
     def dataset_settings(self, path: Path) -> dict:
         from fakefinder.tasks.llm_lora.data import dataset_settings

@@ -84,9 +84,3 @@ class TextPredictor(Predictor):
             f"answered {len(prompts)} prompt(s) in {seconds:.1f} s ({rate:.2f}/s)\nanswers: {output}",
         )
         return PredictResult(output, None, table, seconds, rate, {})
-
-
-def load(artifacts: list, device="cpu", config: Config | None = None):
-    if len(artifacts) != 1:
-        raise ConfigError("predict: a fine-tuned language model runs alone (no ensemble)")
-    return TextPredictor(artifacts[0], device, config or Config(task=artifacts[0].kind))

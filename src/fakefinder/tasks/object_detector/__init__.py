@@ -50,9 +50,7 @@ class ObjectDetector(Kind):
     def load(self, artifacts: list, device: Any = "cpu", config: Config | None = None):
         from fakefinder.tasks.object_detector.predict import BoxPredictor
 
-        if len(artifacts) != 1:
-            raise ConfigError("predict: an object detector runs alone (no ensemble)")
-        return BoxPredictor(artifacts[0], str(device))
+        return BoxPredictor(self.one_artifact(artifacts), str(device))
 
     def dataset_settings(self, path: Path) -> dict:
         from fakefinder.tasks.object_detector.data import dataset_settings

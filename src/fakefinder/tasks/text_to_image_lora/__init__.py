@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from fakefinder.config import Config, ConfigError
+from fakefinder.config import Config
 from fakefinder.tasks.base import Exported, Kind
 from fakefinder.tasks.text_to_image_lora.config import PROMPT_EXTENSIONS, DiffusionConfig
 
@@ -53,9 +53,8 @@ class TextToImageLora(Kind):
 
         from fakefinder.tasks.text_to_image_lora.predict import ImageGenerator
 
-        if len(artifacts) != 1:
-            raise ConfigError("predict: a text-to-image LoRA generates alone (no ensemble)")
-        return ImageGenerator(artifacts[0], torch.device(device), config or Config(task=artifacts[0].kind))
+        artifact = self.one_artifact(artifacts)
+        return ImageGenerator(artifact, torch.device(device), config or Config(task=artifact.kind))
 
     def dataset_settings(self, path: Path) -> dict:
         from fakefinder.tasks.text_to_image_lora.data import dataset_settings

@@ -54,8 +54,8 @@ def main() -> None:
             f"detector.train.output_dir={root / 'run'}",
             f"detector.train.epochs={args.epochs}",
             f"detector.train.imgsz={args.size}",
-            f"detector.train.batch={args.batch}",
-            "detector.train.workers=0",
+            f"detector.train.batch_size={args.batch}",
+            "detector.train.num_workers=0",
             f"evaluate.output_dir={root / 'eval'}",
             "evaluate.batch_size=16",
         ]

@@ -12,8 +12,9 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 pip_install() {
-  # pip's notes about optional local indexes are noise; errors still stop the script
-  "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@" 2>&1 \
+  # pip's notes about optional local indexes are noise; errors still stop the script. Byte-compiling
+  # is left to the end, where it runs on every core.
+  "$VENV/bin/python" -m pip install --disable-pip-version-check --no-compile -q "$@" 2>&1 \
     | { grep -v -e "^WARNING: Location" -e "dependency conflicts" -e "requires .*, but you have" || true; }
 }
 pip_install -r requirements.txt
@@ -39,4 +40,7 @@ pip_install --no-deps -e .
 # does nothing unless that exact mismatch is present; see src/fakefinder/_torchvision_cpu_fix.py)
 site=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 echo "import fakefinder._torchvision_cpu_fix as f; f.install()" > "$site/fakefinder_torchvision_cpu_fix.pth"
+# what pip would have byte-compiled one file at a time; a few test files some packages ship are not
+# valid Python 3 (pip passes over them too), so a failure here is not an error
+"$VENV/bin/python" -m compileall -q -j 0 "$site" >/dev/null 2>&1 || true
 echo "$want" > "$stamp"

@@ -45,15 +45,15 @@ def outputs(notebook) -> str:
     )
 
 
-@pytest.mark.parametrize("format", ["probability", "label"])
-def test_the_notebook_writes_a_valid_submission(model, tmp_path, format):
+def test_the_notebook_writes_a_valid_submission(model, tmp_path):
+    """A label submission (the probability one, the notebook's default, is checked by the next test)."""
     data = synthetic.make_folder_tree(tmp_path / "test_videos", images=2, videos=1, **SMALL_VIDEO)
     notebook = run_notebook(
         tmp_path,
         MODEL=str(model),
         DATA=str(data),
         OUTPUT="submission.csv",
-        FORMAT=format,
+        FORMAT="label",
         FRAMES_PER_VIDEO=4,
         WORKERS=0,
         PROJECT_FOR=4000,
@@ -61,16 +61,14 @@ def test_the_notebook_writes_a_valid_submission(model, tmp_path, format):
     submission = pd.read_csv(tmp_path / "submission.csv")
     files = list_inputs([data])
     assert sorted(submission.filename) == sorted(file_ids(files)) and len(files) == len(submission)
-    if format == "label":
-        assert set(submission.label) <= {"REAL", "FAKE"}
-    else:
-        assert submission.probability.between(0, 1).all()
+    assert set(submission.label) <= {"REAL", "FAKE"}
     text = outputs(notebook)
     assert f"valid: {len(files)} rows" in text and "projected for 4000 videos" in text
 
 
 def test_the_notebook_refuses_a_submission_that_misses_files(model, tmp_path):
-    """The check is real: a file the predictor never saw (added after predict ran) is named."""
+    """The check is real: a file the predictor never saw (added after predict ran) is named; the
+    probability submission it checks is otherwise whole (its values in range)."""
     data = synthetic.make_folder_tree(tmp_path / "test_videos", images=1, videos=0, **SMALL_VIDEO)
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     (cell,) = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
@@ -80,7 +78,14 @@ def test_the_notebook_refuses_a_submission_that_misses_files(model, tmp_path):
     notebook.cells[
         predict_cell
     ].source += f"\nimport shutil\nshutil.copy(files[0], {late})\nfiles = list_inputs([Path(DATA)])"
-    with pytest.raises(CellExecutionError, match="missing ids: .*late.png"):
+    with pytest.raises(CellExecutionError, match="missing ids: .*late.png") as refused:
         NotebookClient(
             notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
         ).execute()
+    (verdict,) = [
+        line
+        for line in str(refused.value).splitlines()
+        if "the submission is not valid:" in line and "+" not in line
+    ]
+    assert "missing ids" in verdict and "out of range" not in verdict and "columns are" not in verdict
+    assert pd.read_csv(tmp_path / "submission.csv").probability.between(0, 1).all()

@@ -314,7 +314,7 @@ def test_image_classifier_job(client):
     assert client.get(f"/api/llm-finetuning/export/{task_id}").status_code == 422  # no adapter in this kind
 
 
-def test_dx_llava_lora_job_export_and_merge(client, data_dir):
+def test_dx_llava_lora_job_exports_and_explains(client, data_dir):
     request = readme_requests()["dx_llava"]
     assert (
         request["language_model_config"] == tiny_llama_config()
@@ -335,15 +335,7 @@ def test_dx_llava_lora_job_export_and_merge(client, data_dir):
         ).status_code
         == 422
     )
-    merged = client.post(
-        "/api/llm-finetuning/merge", json={"task_id": task_id, "output_path": "merged-dx"}
-    ).json()
-    job = wait(client, merged["task_id"], timeout=120)
-    assert job["state"] == "succeeded", job["error"]
-    output = Path(merged["output_path"])
-    assert (output / "language_model").is_dir() and not (output / "adapter").exists()
-    again = client.post("/api/llm-finetuning/merge", json={"task_id": task_id, "output_path": "merged-dx"})
-    assert again.status_code == 409
+    # a merge job runs the kind's merge like every kind's (test_llm_lora_job_export_merge_and_predict)
 
     image = data_dir / "datasets" / "dx" / "images" / "1.png"
     response = client.post(
@@ -378,6 +370,8 @@ def test_llm_lora_job_export_merge_and_predict(client, data_dir):
     job = wait(client, merged["task_id"], timeout=120)
     assert job["state"] == "succeeded", job["error"]
     assert (Path(merged["output_path"]) / "merged_model" / "config.json").is_file()
+    again = client.post("/api/llm-finetuning/merge", json={"task_id": task_id, "output_path": "merged-llm"})
+    assert again.status_code == 409  # a finished merge is never written over
 
     prompts = (
         b'{"id": "q1", "instruction": "What is 2 + 3?"}\n{"id": "q2", "instruction": "Is 4 odd or even?"}\n'

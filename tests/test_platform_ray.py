@@ -307,35 +307,6 @@ print("merged manifest", result.manifest_path, result.summary["items_pending"], 
 """
 
 
-def test_prepare_on_ray_shards_in_ray_tasks_and_merges_like_one_process(executor, tmp_path):
-    from fakefinder.faces.prepare import prepare
-
-    tree = synthetic.make_folder_tree(tmp_path / "folder", images=2, videos=1, **SMALL_VIDEO)
-    datasets = [{"name": "f", "layout": "folder", "root": str(tree)}]
-    on_ray = make_config(tmp_path / "on_ray", datasets)
-    (tmp_path / "config.json").write_text(json.dumps(on_ray.model_dump(mode="json")))
-    (tmp_path / "job.py").write_text(RAY_PREPARE_SCRIPT)
-    command = [sys.executable, str(tmp_path / "job.py"), str(tmp_path / "config.json")]
-    ref = executor.submit(
-        "prepare", command, {"HF_HUB_OFFLINE": "1"}, tmp_path, tmp_path / "worker.log", {"num_cpus": 0}
-    )
-    direct = prepare(make_config(tmp_path / "direct", datasets), progress=False)  # meanwhile, in this process
-    status = wait_done(executor, ref, timeout=150)
-    output, _ = read_all(executor, ref)
-    assert status.returncode == 0, output[-3000:]
-    assert "event stage prepare 0 2" in output and "event progress prepare 2 2" in output
-    assert "prepare shard 0/2:" in output and "prepare shard 1/2:" in output
-    assert f"merged manifest {tmp_path / 'on_ray' / 'manifest.csv'} 0" in output
-    for index in range(2):
-        assert (tmp_path / "on_ray" / f"manifest.shard-{index}-of-2.csv").exists()
-    key = ["video_id", "frame_index", "face_index"]
-    merged = pd.read_csv(tmp_path / "on_ray" / "manifest.csv").sort_values(key).reset_index(drop=True)
-    single = pd.read_csv(direct.manifest_path).sort_values(key).reset_index(drop=True)
-    assert len(merged) == len(single) > 0
-    assert sorted(set(merged.video_id)) == sorted(set(single.video_id))
-    assert merged[key + ["split", "label"]].equals(single[key + ["split", "label"]])
-
-
 def test_prepare_on_ray_names_the_failed_shards(executor, tmp_path):
     missing = tmp_path / "no-such-dataset"
     config = make_config(tmp_path / "out", [{"name": "m", "layout": "folder", "root": str(missing)}])

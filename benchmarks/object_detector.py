@@ -50,12 +50,12 @@ def main() -> None:
             background_every=10,
         )
         overrides = [
-            f"detector.data.path={dataset}",
-            f"detector.train.output_dir={root / 'run'}",
-            f"detector.train.epochs={args.epochs}",
-            f"detector.train.imgsz={args.size}",
-            f"detector.train.batch_size={args.batch}",
-            "detector.train.num_workers=0",
+            f"object_detector.data.path={dataset}",
+            f"object_detector.train.output_dir={root / 'run'}",
+            f"object_detector.train.epochs={args.epochs}",
+            f"object_detector.train.imgsz={args.size}",
+            f"object_detector.train.batch_size={args.batch}",
+            "object_detector.train.num_workers=0",
             f"evaluate.output_dir={root / 'eval'}",
             "evaluate.batch_size=16",
         ]
@@ -63,7 +63,7 @@ def main() -> None:
         started = time.perf_counter()
         result = fakefinder.train(config, overwrite=True)
         train_s = time.perf_counter() - started
-        test_config = load_config(CONFIG, overrides + ["detector.eval.split=test"])
+        test_config = load_config(CONFIG, overrides + ["object_detector.eval.split=test"])
         evaluated = fakefinder.evaluate(test_config)
         (test,) = evaluated.metrics["models"].values()
         from fakefinder.tasks import read_model

@@ -138,9 +138,9 @@ def test_assignments_are_checked_like_files():
         ("llm.train.report_to", ["none"], "llm.train.trackers", []),
         ("dx_llava.train.lora_r", 4, "dx_llava.lora.r", 4),
         ("dx_llava.train.compute_dtype", "fp32", "dx_llava.lora.compute_dtype", "fp32"),
-        ("detector.train.batch", 8, "detector.train.batch_size", 8),
-        ("detector.train.lr0", 0.02, "detector.train.lr", 0.02),
-        ("detector.train.workers", 0, "detector.train.num_workers", 0),
+        ("detector.train.batch", 8, "object_detector.train.batch_size", 8),
+        ("detector.train.lr0", 0.02, "object_detector.train.lr", 0.02),
+        ("detector.train.workers", 0, "object_detector.train.num_workers", 0),
         ("diffusion.lora.rank", 4, "diffusion.lora.r", 4),
         ("diffusion.train.checkpoint_steps", 5, "diffusion.train.save_steps", 5),
         ("diffusion.sample.every", 7, "diffusion.train.eval_steps", 7),
@@ -230,4 +230,33 @@ def test_a_saved_section_from_an_older_file_is_read_under_the_new_names():
     assert renamed_flat({"diffusion.lora.rank": 4, "diffusion.train.lr": 0.1}) == {
         "diffusion.lora.r": 4,
         "diffusion.train.lr": 0.1,
+    }
+
+
+def test_the_renamed_detector_section_keeps_working_with_a_note():
+    from fakefinder.config import renamed_flat
+
+    config = config_from_dict({"task": "object_detector", "detector": {"train": {"epochs": 3, "batch": 4}}})
+    assert (config.object_detector.train.epochs, config.object_detector.train.batch_size) == (3, 4)
+    assert config.notes == [
+        "'detector.train.batch' is called 'object_detector.train.batch_size' now",
+        "section 'detector' is called 'object_detector' now",
+    ]
+    assert "detector" not in config.model_dump() and "object_detector" in config.model_dump()
+    override = load_config(None, ["task=object_detector", "detector.train.epochs=5"])
+    assert override.object_detector.train.epochs == 5
+    both = config_from_dict(
+        {
+            "task": "object_detector",
+            "detector": {"train": {"epochs": 3}},
+            "object_detector": {"train": {"epochs": 7}},
+        }
+    )
+    assert both.object_detector.train.epochs == 7
+    assert "'detector.train.epochs' and 'object_detector.train.epochs' are both given: " in " ".join(
+        both.notes
+    )
+    assert renamed_flat({"detector.train.lr0": 0.1, "detector.train.epochs": 2}) == {
+        "object_detector.train.lr": 0.1,
+        "object_detector.train.epochs": 2,
     }

@@ -21,13 +21,13 @@ from fakefinder.tasks.object_detector.data import LabelError, read_dataset
 
 PRESET = Path(__file__).parent.parent / "configs" / "yolo-detector.yaml"
 SMALL = [
-    "detector.train.imgsz=64",
-    "detector.train.batch_size=8",
-    "detector.train.nbs=8",
-    "detector.train.num_workers=0",
-    "detector.train.close_mosaic=0",
-    "detector.train.warmup_epochs=1",
-    "detector.train.augment={mosaic: 0.0}",
+    "object_detector.train.imgsz=64",
+    "object_detector.train.batch_size=8",
+    "object_detector.train.nbs=8",
+    "object_detector.train.num_workers=0",
+    "object_detector.train.close_mosaic=0",
+    "object_detector.train.warmup_epochs=1",
+    "object_detector.train.augment={mosaic: 0.0}",
     "evaluate.batch_size=8",
 ]
 
@@ -36,9 +36,9 @@ def small_config(dataset: Path, output: Path, epochs: int, *more: str):
     return load_config(
         PRESET,
         [
-            f"detector.data.path={dataset}",
-            f"detector.train.output_dir={output}",
-            f"detector.train.epochs={epochs}",
+            f"object_detector.data.path={dataset}",
+            f"object_detector.train.output_dir={output}",
+            f"object_detector.train.epochs={epochs}",
             f"evaluate.output_dir={output}/eval",
             f"predict.output={output}/boxes.csv",
             *SMALL,
@@ -141,7 +141,7 @@ def test_only_augmentation_settings_pass_through_and_platform_datasets_are_confi
     from fakefinder.tasks.object_detector.train import _arguments
 
     root = make_yolo_dataset(tmp_path / "ds", {"train": 4, "val": 2}, size=64)
-    config = small_config(root, tmp_path / "run", 1, "detector.train.augment={distill_model: x.pt}")
+    config = small_config(root, tmp_path / "run", 1, "object_detector.train.augment={distill_model: x.pt}")
     with pytest.raises(ConfigError, match="augment.distill_model: not an augmentation"):
         _arguments(config, tmp_path / "run", "cpu", "fp32")
     assert (
@@ -202,7 +202,7 @@ def trained(tmp_path_factory):
 
 def test_trains_from_its_preset_and_learns_the_boxes(trained):
     result, config = trained["result"], trained["config"]
-    assert config.task == "object_detector" and config.detector.model.arch == "yolov8n.yaml"
+    assert config.task == "object_detector" and config.object_detector.model.arch == "yolov8n.yaml"
     model = result.artifact
     meta = json.loads((model / "model.json").read_text())
     assert meta["kind"] == "object_detector" and meta["classes"] == ["square", "disc", "triangle"]
@@ -237,7 +237,7 @@ def test_evaluates_map_per_class_with_drawn_samples(trained):
     page = out.report_file.read_text()
     assert "mAP@0.5:0.95" in page and f"{overall['map50']:.4f}"[:5] in page
     drawn = sorted((out.output_dir / "samples").rglob("*.png"))
-    assert len(drawn) == config.detector.eval.samples and all(d.name in page for d in drawn)
+    assert len(drawn) == config.object_detector.eval.samples and all(d.name in page for d in drawn)
 
 
 def test_predicts_boxes_on_new_images(trained, tmp_path):
@@ -252,7 +252,7 @@ def test_predicts_boxes_on_new_images(trained, tmp_path):
     config = trained["config"].model_copy(deep=True)
     config.predict.inputs = [str(tmp_path)]
     config.predict.output = str(tmp_path / "boxes.csv")
-    config.detector.predict.conf = 0.1
+    config.object_detector.predict.conf = 0.1
     result = fakefinder.predict(config)
     rows = list(csv.DictReader(open(result.submission_path)))
     assert {r["id"] for r in rows} == set(truth)
@@ -301,9 +301,9 @@ def test_resumes_after_a_kill(tmp_path):
         "train",
         "-c",
         str(PRESET),
-        f"detector.data.path={dataset}",
-        f"detector.train.output_dir={run}",
-        "detector.train.epochs=4",
+        f"object_detector.data.path={dataset}",
+        f"object_detector.train.output_dir={run}",
+        "object_detector.train.epochs=4",
         *SMALL,
     ]
     state = run / "checkpoints" / "last" / "state.json"

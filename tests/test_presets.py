@@ -16,7 +16,7 @@ def test_every_preset_is_a_valid_config(path):
     elif path.stem.startswith("llm"):  # language-model presets read instruction JSONL
         assert config.llm.data.train_file is not None and config.task in ("llm_lora", "llm_qlora")
     elif path.stem.startswith("yolo"):  # object detectors read a YOLO dataset given on the command line
-        assert config.task == "object_detector" and config.detector.model.arch.endswith(".yaml")
+        assert config.task == "object_detector" and config.object_detector.model.arch.endswith(".yaml")
     elif path.stem.startswith("sd"):  # text-to-image LoRAs read a captioned folder given on the command line
         assert config.task == "text_to_image_lora" and config.diffusion.data.path is None
     else:
@@ -45,9 +45,9 @@ def test_the_presets_the_docs_promise_exist():
 
 
 def test_yolo_preset_is_the_usual_recipe():
-    detector = load_config(Path(__file__).parent.parent / "configs" / "yolo-detector.yaml").detector
-    assert detector.model.arch == "yolov8n.yaml" and detector.model.weights is None
-    assert (detector.train.imgsz, detector.train.epochs, detector.train.batch_size) == (640, 100, 16)
+    section = load_config(Path(__file__).parent.parent / "configs" / "yolo-detector.yaml").object_detector
+    assert section.model.arch == "yolov8n.yaml" and section.model.weights is None
+    assert (section.train.imgsz, section.train.epochs, section.train.batch_size) == (640, 100, 16)
 
 
 def test_sd_lora_preset_is_the_usual_recipe():

@@ -814,14 +814,16 @@ RENAMED_KEYS: dict[str, Renamed] = {
     "dx_llava.train.double_quant": Renamed("dx_llava.lora.double_quant"),
     "dx_llava.train.compute_dtype": Renamed("dx_llava.lora.compute_dtype"),
     "dx_llava.train.report_to": Renamed("dx_llava.train.trackers", _tracker_list),
-    "detector.train.batch": Renamed("detector.train.batch_size"),
-    "detector.train.lr0": Renamed("detector.train.lr"),
-    "detector.train.workers": Renamed("detector.train.num_workers"),
+    "detector.train.batch": Renamed("object_detector.train.batch_size"),
+    "detector.train.lr0": Renamed("object_detector.train.lr"),
+    "detector.train.workers": Renamed("object_detector.train.num_workers"),
     "diffusion.lora.rank": Renamed("diffusion.lora.r"),
     "diffusion.train.checkpoint_steps": Renamed("diffusion.train.save_steps"),
     "diffusion.train.checkpoints_kept": Renamed("diffusion.train.save_total_limit"),
     "diffusion.sample.every": Renamed("diffusion.train.eval_steps"),
 }
+# whole sections renamed: what is left under the old name after the keys above moves to the new one
+RENAMED_SECTIONS: dict[str, str] = {"detector": "object_detector"}
 _MISSING = object()
 
 
@@ -863,14 +865,19 @@ def _pop(tree: dict, dotted: str) -> Any:
 
 
 def migrate(tree: dict, prefix: str = "") -> list[str]:
-    """Renamed keys of a config tree (in place) moved to their new names; one note per key. With
-    `prefix` (e.g. "llm"), `tree` is that section alone."""
+    """Renamed keys and sections of a config tree (in place) moved to their new names; one note per
+    key. With `prefix` (e.g. "llm"), `tree` is that section alone (saved under its name of today or
+    an earlier one)."""
     notes = []
     whole = {prefix: tree} if prefix else tree
     for old, renamed in RENAMED_KEYS.items():
-        if prefix and not old.startswith(prefix + "."):
-            continue
-        value = _pop(whole, old)
+        head, _, rest = old.partition(".")
+        where = old
+        if prefix and head != prefix:
+            if RENAMED_SECTIONS.get(head) != prefix:
+                continue
+            where = f"{prefix}.{rest}"  # a saved section of the old name, given as today's
+        value = _pop(whole, where)
         if value is _MISSING:
             continue
         if renamed.apply is not None:
@@ -881,6 +888,16 @@ def migrate(tree: dict, prefix: str = "") -> list[str]:
         else:
             _put(whole, renamed.new, renamed.convert(value) if renamed.convert else value)
         notes.append(f"'{old}' is called '{renamed.new}' now")
+    if not prefix:
+        for old, new in RENAMED_SECTIONS.items():
+            if isinstance(whole.get(old), dict):
+                moved = whole.pop(old)
+                kept = whole.setdefault(new, {}) if isinstance(whole.get(new, {}), dict) else None
+                clashes = _merge_missing(moved, kept, new) if kept is not None else [new]
+                notes.append(f"section '{old}' is called '{new}' now")
+                notes += [
+                    f"'{old}{key[len(new) :]}' and '{key}' are both given: '{key}' is used" for key in clashes
+                ]
     if prefix and whole.get(prefix) is not tree:  # the section itself was replaced or emptied
         moved = whole.get(prefix) or {}
         tree.clear()
@@ -888,15 +905,37 @@ def migrate(tree: dict, prefix: str = "") -> list[str]:
     return notes
 
 
+def earlier_names(dotted: str) -> list[str]:
+    """`dotted` and the same key under the earlier names of its section."""
+    head, _, rest = dotted.partition(".")
+    return [dotted, *(f"{old}.{rest}" for old, new in RENAMED_SECTIONS.items() if new == head and rest)]
+
+
+def _merge_missing(source: dict, target: dict, where: str) -> list[str]:
+    """`source`'s keys added to `target` where it lacks them; the dotted keys both hold, returned."""
+    clashes = []
+    for key, value in source.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            clashes += _merge_missing(value, target[key], f"{where}.{key}")
+        elif key in target:
+            clashes.append(f"{where}.{key}")
+        else:
+            target[key] = value
+    return clashes
+
+
 def renamed_flat(values: dict[str, Any]) -> dict[str, Any]:
     """Dotted keys (as a run's settings fingerprint records them) under their current names."""
     out = {}
     for key, value in values.items():
         renamed = RENAMED_KEYS.get(key)
-        if renamed is None or renamed.apply is not None:
-            out[key] = value
-        else:
+        head, _, rest = key.partition(".")
+        if renamed is not None and renamed.apply is None:
             out[renamed.new] = renamed.convert(value) if renamed.convert else value
+        elif renamed is None and head in RENAMED_SECTIONS and rest:
+            out[f"{RENAMED_SECTIONS[head]}.{rest}"] = value
+        else:
+            out[key] = value
     return out
 
 

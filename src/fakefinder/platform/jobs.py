@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from fakefinder.config import DEFAULT_TASK, RENAMED_KEYS, Config, Section, set_key
+from fakefinder.config import DEFAULT_TASK, RENAMED_KEYS, Config, Section, earlier_names, set_key
 from fakefinder.core.errors import FakefinderError
 from fakefinder.platform.paths import RequestError, confine, exists
 from fakefinder.tasks import get_task, list_tasks
@@ -105,8 +105,9 @@ def _dotted_key(task: Kind, key: str) -> str:
             return f"{section}.{key}"
         known += list(model.model_fields)
     for section in task.option_sections:  # an older name: the config takes it under its new one, with a note
-        if f"{section}.{key}" in RENAMED_KEYS:
-            return f"{section}.{key}"
+        for dotted in earlier_names(f"{section}.{key}"):
+            if dotted in RENAMED_KEYS:
+                return dotted
     sections = [*Config.model_fields, *([task.section] if task.section else [])]
     if key in sections:
         return key

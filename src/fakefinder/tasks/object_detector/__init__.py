@@ -1,7 +1,7 @@
 """`object_detector`: YOLO object detection on the YOLO dataset layout (images/{train,val},
 labels/{train,val}/*.txt, data.yaml) with Ultralytics (AGPL-3.0, an optional extra): YOLOv8n at
 640 px by default, built from its model YAML; labels checked first; safe checkpoints and artifacts.
-A detector trained on faces serves `prepare` as the face detector `yolo`."""
+An object detector trained on faces serves `prepare` as the face detector `yolo`."""
 
 from __future__ import annotations
 
@@ -10,31 +10,31 @@ from typing import Any, ClassVar
 
 from fakefinder.config import Config, ConfigError
 from fakefinder.tasks.base import Exported, Kind
-from fakefinder.tasks.object_detector.config import IMAGE_EXTENSIONS, DetectorConfig
+from fakefinder.tasks.object_detector.config import IMAGE_EXTENSIONS, ObjectDetectorConfig
 
 
 class ObjectDetector(Kind):
     name: ClassVar[str] = "object_detector"
     description: ClassVar[str] = "YOLO object detector (Ultralytics)"
-    section: ClassVar[str] = "detector"
-    section_model = DetectorConfig
+    section: ClassVar[str] = "object_detector"
+    section_model = ObjectDetectorConfig
     short_form: ClassVar[dict[str, str]] = {
-        "base_model": "detector.model.arch",
-        "dataset_path": "detector.data.path",
-        "epochs": "detector.train.epochs",
-        "batch_size": "detector.train.batch_size",
-        "learning_rate": "detector.train.lr",
-        "image_size": "detector.train.imgsz",
+        "base_model": "object_detector.model.arch",
+        "dataset_path": "object_detector.data.path",
+        "epochs": "object_detector.train.epochs",
+        "batch_size": "object_detector.train.batch_size",
+        "learning_rate": "object_detector.train.lr",
+        "image_size": "object_detector.train.imgsz",
     }
     option_sections: ClassVar[tuple[str, ...]] = (
-        "detector.train",
-        "detector.data",
-        "detector.model",
-        "detector.eval",
-        "detector.predict",
-        "detector",
+        "object_detector.train",
+        "object_detector.data",
+        "object_detector.model",
+        "object_detector.eval",
+        "object_detector.predict",
+        "object_detector",
     )
-    run_section: ClassVar[str] = "detector.train"
+    run_section: ClassVar[str] = "object_detector.train"
     predict_inputs: ClassVar[tuple[str, ...]] = IMAGE_EXTENSIONS  # the CLI also reads .txt lists of images
 
     def train(self, config: Config, resume=False, events=None, overwrite: bool = False):
@@ -70,7 +70,8 @@ class ObjectDetector(Kind):
         return Exported(export(Path(artifact), Path(output)), "ONNX, checked against PyTorch")
 
     def platform_settings(self) -> dict[str, Any]:
-        return {"detector.data.confine": True}  # a dataset's data.yaml may name images only inside its folder
+        # a dataset's data.yaml may name images only inside its folder
+        return {"object_detector.data.confine": True}
 
     def demo_datasets(self) -> dict:
         from fakefinder import synthetic

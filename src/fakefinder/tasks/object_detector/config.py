@@ -13,7 +13,7 @@ from fakefinder.config import RunSection, Section
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # what the YOLO layout holds
 
 
-class DetectorDataConfig(Section):
+class ObjectDetectorDataConfig(Section):
     path: Path | None = Field(
         default=None,
         description="The YOLO dataset: its data.yaml (train, val[, test], nc, names), or the folder "
@@ -35,7 +35,7 @@ class DetectorDataConfig(Section):
     )
 
 
-class DetectorModelConfig(Section):
+class ObjectDetectorModelConfig(Section):
     arch: str = Field(
         default="yolov8n.yaml",
         description="An Ultralytics model YAML: a name it ships (yolov8n.yaml ... "
@@ -50,7 +50,7 @@ class DetectorModelConfig(Section):
     )
 
 
-class DetectorTrainConfig(RunSection):
+class ObjectDetectorTrainConfig(RunSection):
     output_dir: Path = Path("output/detector")
     epochs: int = Field(default=100, ge=1)
     max_steps: None = Field(default=None, description="Ultralytics trains whole epochs (not a setting here).")
@@ -97,7 +97,7 @@ class DetectorTrainConfig(RunSection):
     )
 
 
-class DetectorEvalConfig(Section):
+class ObjectDetectorEvalConfig(Section):
     split: Literal["val", "test"] = Field(
         default="val",
         description="`fakefinder evaluate` reads this split of "
@@ -112,7 +112,7 @@ class DetectorEvalConfig(Section):
     )
 
 
-class DetectorPredictConfig(Section):
+class ObjectDetectorPredictConfig(Section):
     conf: float = Field(default=0.25, gt=0, lt=1, description="Boxes scored below this are dropped.")
     iou: float = Field(default=0.7, gt=0, lt=1)
     max_det: int = Field(default=300, ge=1)
@@ -121,9 +121,9 @@ class DetectorPredictConfig(Section):
     )
 
 
-class DetectorConfig(Section):
-    data: DetectorDataConfig = Field(default_factory=DetectorDataConfig)
-    model: DetectorModelConfig = Field(default_factory=DetectorModelConfig)
-    train: DetectorTrainConfig = Field(default_factory=DetectorTrainConfig)
-    eval: DetectorEvalConfig = Field(default_factory=DetectorEvalConfig)
-    predict: DetectorPredictConfig = Field(default_factory=DetectorPredictConfig)
+class ObjectDetectorConfig(Section):
+    data: ObjectDetectorDataConfig = Field(default_factory=ObjectDetectorDataConfig)
+    model: ObjectDetectorModelConfig = Field(default_factory=ObjectDetectorModelConfig)
+    train: ObjectDetectorTrainConfig = Field(default_factory=ObjectDetectorTrainConfig)
+    eval: ObjectDetectorEvalConfig = Field(default_factory=ObjectDetectorEvalConfig)
+    predict: ObjectDetectorPredictConfig = Field(default_factory=ObjectDetectorPredictConfig)

@@ -89,7 +89,7 @@ def find_data_yaml(path: Path) -> Path:
     if path.is_file():
         return path
     if not path.exists():
-        raise ConfigError(f"detector.data.path: {path} does not exist")
+        raise ConfigError(f"object_detector.data.path: {path} does not exist")
     for name in ("data.yaml", "data.yml", "dataset.yaml"):
         if (path / name).is_file():
             return path / name
@@ -374,7 +374,7 @@ def read_dataset(
         shown = "\n".join(f"  {p}" for p in blocking[:20])
         more = f"\n  ... and {len(blocking) - 20} more" if len(blocking) > 20 else ""
         raise LabelError(
-            f"{file}: {len(blocking)} bad label line(s) (set detector.data.bad_labels=skip to train "
+            f"{file}: {len(blocking)} bad label line(s) (set object_detector.data.bad_labels=skip to train "
             f"without their images):\n{shown}{more}",
             dataset.report(),
         )
@@ -435,7 +435,7 @@ def data_dict(staged_yaml: Path) -> dict:
 def dataset_settings(path: Path) -> dict:
     from fakefinder.tasks.object_detector.data import find_data_yaml
 
-    return {"detector.data.path": str(find_data_yaml(path))}
+    return {"object_detector.data.path": str(find_data_yaml(path))}
 
 
 def describe(path: Path) -> dict | None:
@@ -459,7 +459,7 @@ def describe(path: Path) -> dict | None:
             splits,
             [
                 f"{len(listed)} bad label line(s), e.g. {'; '.join(listed[:3])} (train "
-                "with detector.data.bad_labels=skip to leave their images out)"
+                "with object_detector.data.bad_labels=skip to leave their images out)"
             ],
             False,
         )
@@ -481,9 +481,9 @@ def checked_dataset(config: Config, events, splits=("train", "val"), report_to: 
     problem warned with file and line."""
     from fakefinder.core.files import atomic_write_json
 
-    d = config.detector.data
+    d = config.object_detector.data
     if d.path is None:
-        raise ConfigError("detector.data.path is required: a YOLO dataset's data.yaml or its folder")
+        raise ConfigError("object_detector.data.path is required: a YOLO dataset's data.yaml or its folder")
     try:
         dataset = read_dataset(d.path, d.bad_labels, d.check_images, splits, d.confine)
     except LabelError as exc:

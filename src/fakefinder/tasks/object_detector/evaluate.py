@@ -116,7 +116,7 @@ def _sample_figures(predictor, samples, names: list[str], out: Path, name: str) 
 
 
 def evaluate(config: Config, models: list[Path], events=None) -> EvalSummary:
-    """Each model on `detector.eval.split`: mAP@0.5, mAP@0.5:0.95, precision, recall overall and per
+    """Each model on `object_detector.eval.split`: mAP@0.5, mAP@0.5:0.95, precision, recall overall and per
     class; metrics.json, report.html with sample predictions drawn, label_report.json."""
     from fakefinder.core.devices import pick_device
     from fakefinder.core.files import atomic_write_json, atomic_write_text
@@ -127,7 +127,7 @@ def evaluate(config: Config, models: list[Path], events=None) -> EvalSummary:
     from fakefinder.tasks.registry import read_model
 
     events = as_events(events)
-    cfg = config.detector
+    cfg = config.object_detector
     split = cfg.eval.split
     out = Path(config.evaluate.output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -92,24 +92,26 @@ def model_yaml(arch: str) -> dict:
         try:
             spec = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"detector.model.arch: {path} is not a readable YAML file ({exc})") from None
+            raise ConfigError(
+                f"object_detector.model.arch: {path} is not a readable YAML file ({exc})"
+            ) from None
         if not isinstance(spec, dict):
-            raise ConfigError(f"detector.model.arch: {path} is not a model YAML (backbone, head)")
+            raise ConfigError(f"object_detector.model.arch: {path} is not a model YAML (backbone, head)")
         spec["scale"] = guess_model_scale(path)
         spec["yaml_file"] = str(path)
     else:
         if path.suffix not in (".yaml", ".yml"):
             raise ConfigError(
-                f"detector.model.arch: {arch!r} is neither a model YAML file nor the name of one "
+                f"object_detector.model.arch: {arch!r} is neither a model YAML file nor the name of one "
                 "(yolov8n.yaml, yolo11n.yaml, ...)"
             )
         try:
             spec = yaml_model_load(arch)
         except (FileNotFoundError, OSError, AssertionError) as exc:
             raise ConfigError(
-                f"detector.model.arch: {arch!r} is not a model YAML Ultralytics ships ({exc})"
+                f"object_detector.model.arch: {arch!r} is not a model YAML Ultralytics ships ({exc})"
             ) from None
-    check_layers(spec, f"detector.model.arch ({arch})")
+    check_layers(spec, f"object_detector.model.arch ({arch})")
     return spec
 
 
@@ -196,7 +198,7 @@ def read_pt(path: Path) -> dict[str, torch.Tensor]:
 
 
 def start_weights(source: str) -> dict[str, torch.Tensor]:
-    """The tensors of `detector.model.weights`: an object_detector artifact, a .safetensors file, an
+    """The tensors of `object_detector.model.weights`: an object_detector artifact, a .safetensors file, an
     Ultralytics .pt, or an official weights name (downloaded by Ultralytics when online)."""
     from safetensors.torch import load_file
 
@@ -209,17 +211,17 @@ def start_weights(source: str) -> dict[str, torch.Tensor]:
         artifact = read_artifact(path)
         if artifact.kind != "object_detector":
             raise ConfigError(
-                f"detector.model.weights: {path} holds a {artifact.kind} model, not an object_detector"
+                f"object_detector.model.weights: {path} holds a {artifact.kind} model, not an object_detector"
             )
         return artifact.weights()
     if path.suffix == ".safetensors":
         if not path.is_file():
-            raise ConfigError(f"detector.model.weights: {path} does not exist")
+            raise ConfigError(f"object_detector.model.weights: {path} does not exist")
         return load_file(str(path))
     if path.suffix == ".pt":
         if not path.is_file():
             if path.parent != Path("."):
-                raise ConfigError(f"detector.model.weights: {path} does not exist")
+                raise ConfigError(f"object_detector.model.weights: {path} does not exist")
             require()
             from ultralytics.utils.downloads import attempt_download_asset
 
@@ -227,14 +229,14 @@ def start_weights(source: str) -> dict[str, torch.Tensor]:
                 path = Path(attempt_download_asset(str(path)))
             except Exception as exc:  # offline, or not a released name
                 raise ConfigError(
-                    f"detector.model.weights: {source!r} is not a local file and could not be "
+                    f"object_detector.model.weights: {source!r} is not a local file and could not be "
                     f"downloaded ({type(exc).__name__}: {exc})"
                 ) from None
             if not path.is_file():
-                raise ConfigError(f"detector.model.weights: {source!r} could not be downloaded")
+                raise ConfigError(f"object_detector.model.weights: {source!r} could not be downloaded")
         return read_pt(path)
     raise ConfigError(
-        f"detector.model.weights: {source!r} is not an artifact folder, a .safetensors or a .pt file"
+        f"object_detector.model.weights: {source!r} is not an artifact folder, a .safetensors or a .pt file"
     )
 
 
@@ -388,7 +390,7 @@ def trainer_class(
                 return False
             raise RuntimeError(
                 f"{'loss' if loss_nan else 'fitness'} is NaN/Inf at epoch {epoch + 1}; resume from "
-                f"the last checkpoint ({output / CHECKPOINT / 'last'}) with a lower detector.train.lr"
+                f"the last checkpoint ({output / CHECKPOINT / 'last'}) with a lower object_detector.train.lr"
             )
 
         def validate(self):

@@ -106,7 +106,7 @@ class BoxPredictor(Predictor):
 
         events = as_events(events)
         pc = config.predict
-        dc = config.detector.predict
+        dc = config.object_detector.predict
         files = _input_images(pc.inputs)
         if not files:
             raise ConfigError(f"no images found in {', '.join(map(str, pc.inputs))}")

@@ -56,10 +56,10 @@ def _arguments(config: Config, output: Path, device, precision: str) -> dict:
 
     from fakefinder.tasks.object_detector.model import yolo_device
 
-    t = config.detector.train
+    t = config.object_detector.train
     device = yolo_device(device)
     args = {
-        "model": config.detector.model.arch,
+        "model": config.object_detector.model.arch,
         "data": str(output / "dataset" / "data.yaml"),
         "task": "detect",
         "mode": "train",
@@ -98,12 +98,14 @@ def _arguments(config: Config, output: Path, device, precision: str) -> dict:
 
             close = difflib.get_close_matches(key, sorted(AUGMENT_KEYS), n=1)
             raise ConfigError(
-                f"detector.train.augment.{key}: not an augmentation or loss setting fakefinder passes "
+                f"object_detector.train.augment.{key}: not an augmentation or loss setting fakefinder passes "
                 f"to Ultralytics{f' (did you mean {close[0]!r}?)' if close else ''}; known: "
                 f"{', '.join(sorted(AUGMENT_KEYS))}"
             )
         if key not in DEFAULT_CFG_DICT:
-            raise ConfigError(f"detector.train.augment.{key}: this Ultralytics version has no such argument")
+            raise ConfigError(
+                f"object_detector.train.augment.{key}: this Ultralytics version has no such argument"
+            )
         args[key] = value
     return args
 
@@ -115,7 +117,7 @@ def train(config: Config, resume: bool | str = False, events=None, overwrite: bo
     from fakefinder.tasks.registry import get_task
 
     require()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or "," in str(config.detector.train.device):
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or "," in str(config.object_detector.train.device):
         raise ConfigError(
             "object_detector trains on one GPU or the CPU (several GPUs would need Ultralytics to "
             "re-import fakefinder's trainer in each of its processes: not supported yet); launch "
@@ -137,7 +139,7 @@ def _train(config: Config, run) -> TrainSummary:
     from fakefinder.tasks.object_detector import model as yolo
     from fakefinder.tasks.object_detector.data import checked_dataset, data_dict, stage
 
-    cfg = config.detector
+    cfg = config.object_detector
     events, output = run.events, run.folder
     output.mkdir(parents=True, exist_ok=True)
     dataset = checked_dataset(config, events, report_to=output / "label_report.json")  # train and val only
@@ -311,7 +313,7 @@ def save_artifact(
     from fakefinder.core.artifact import write_artifact
     from fakefinder.tasks.object_detector.model import _state_dict, version
 
-    cfg = config.detector
+    cfg = config.object_detector
     folder = Path(folder or Path(cfg.train.output_dir) / "model")
     architecture = {
         "backend": "ultralytics",

@@ -208,9 +208,9 @@ def export(
         bool, typer.Option("--merged", help="LoRA kinds: the adapter merged into a standalone model.")
     ] = False,
 ) -> None:
-    """Export a model in its field's own format, as its kind does it: a detector or classifier to ONNX or
-    TorchScript (with a parity check against PyTorch), a LoRA adapter as a folder peft or diffusers
-    loads (--merged: a standalone model)."""
+    """Export a model in its field's own format, as its kind does it: a deepfake detector or image
+    classifier to ONNX or TorchScript (with a parity check against PyTorch), a LoRA adapter as a folder
+    peft or diffusers loads (--merged: a standalone model)."""
     from fakefinder.tasks import get_task, read_model
 
     try:

@@ -222,11 +222,9 @@ class FacesConfig(Section):
     )
     box_convention: Literal["mtcnn", "detector"] = Field(
         default="mtcnn",
-        description="mtcnn: every detector's box is mapped into MTCNN's convention before the margin, so "
-        "crops "
-        "are framed alike whichever detector fired; detector: boxes as each detector draws them (models "
-        "trained "
-        "before the mapping existed).",
+        description="mtcnn: every face detector's box is mapped into MTCNN's convention before the "
+        "margin, so crops are framed alike whichever face detector fired; detector: boxes as each one "
+        "draws them (models trained before the mapping existed).",
     )
     margin: float = Field(
         default=0.3,
@@ -516,8 +514,8 @@ class PredictConfig(Section):
     )
     backend: Literal["auto", "torch", "onnxruntime"] = Field(
         default="auto",
-        description="What runs a detector's network: auto = ONNX Runtime on CPU (checked against "
-        "PyTorch when loaded; PyTorch if that fails), PyTorch on a GPU.",
+        description="What runs a deepfake detector's or classifier's network: auto = ONNX Runtime on CPU "
+        "(checked against PyTorch when loaded; PyTorch if that fails), PyTorch on a GPU.",
     )
     device: str = "auto"
 

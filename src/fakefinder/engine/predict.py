@@ -1,8 +1,8 @@
 """`fakefinder predict`: images and videos -> a submission CSV (+ per-frame details).
 
 Each file is decoded and its faces are found with the settings the model artifact records (as
-in training, `predict.faces` overrides them); the kind's predictor scores the crops (a detector
-or a weighted ensemble of detectors, DX-LLaVA with explanations) and frame scores are aggregated
+in training, `predict.faces` overrides them); the kind's predictor scores the crops (a deepfake
+detector or a weighted ensemble of them, DX-LLaVA with explanations) and frame scores are aggregated
 per file. A file without a usable face gets `predict.no_face_score` and a reason,
 never a crash. Output order is deterministic (sorted ids).
 """
@@ -124,7 +124,7 @@ def face_settings(
 
 class FilePredictor(Predictor):
     """A predictor of images and videos: `run` is the shared predict loop (`predict_media`); the
-    defaults are a binary detector's.
+    defaults are a binary deepfake detector's.
 
     A kind that scores crops independently of their file implements `score` (crops of any files
     -> one row of scores per crop) and `file_result` (a file's row from its crops' scores), and

@@ -78,7 +78,7 @@ def create(
     num_classes: int = 1,
     **timm_kwargs,
 ) -> Detector:
-    """Build a detector. `pretrained`: False; True (timm's hub weights, needs internet once);
+    """Build a classification network. `pretrained`: False; True (timm's hub weights, needs internet once);
     a file path (timm checkpoint or plain state dict); or 'package:efficientnet_lite0' (offline)."""
     preset = resolve(name)
     timm = import_timm()

@@ -43,8 +43,9 @@ class LoadedDetector:
 
 
 def load_detector(model: str | Path | Artifact, device: str | torch.device = "cpu") -> LoadedDetector:
-    """A detector ready for inference from an artifact folder (or an older `best.pt`, converted
-    safely): the selected weights and the decision threshold fitted on validation."""
+    """A deepfake detector or image classifier ready for inference from an artifact folder (or an
+    older `best.pt`, converted safely): the selected weights and the decision threshold fitted on
+    validation."""
     from fakefinder.tasks.classification.model import from_artifact
     from fakefinder.tasks.deepfake_detector.artifact import KIND
     from fakefinder.tasks.registry import read_model

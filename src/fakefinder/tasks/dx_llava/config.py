@@ -36,8 +36,8 @@ class DxLlavaModelConfig(_Section):
         default="open_clip:hf-hub:laion/CLIP-convnext_large_d_320.laion2B-s29B-b131K-ft-soup",
         description="open_clip:<name>, timm:<name> (e.g. timm:convnext_large_mlp.clip_laion2b_ft_soup_320), "
         "clip:<hub id or folder> (a CLIP ViT), 'llava' (the CLIP tower inside llava_checkpoint), or "
-        "fakefinder:<best.pt> (the backbone of a detector trained with `fakefinder train`; saved with the "
-        "run).",
+        "fakefinder:<best.pt> (the backbone of a deepfake detector trained with `fakefinder train`; "
+        "saved with the run).",
     )
     vision_pretrained: bool | str = Field(
         default=True,

@@ -13,7 +13,7 @@ from fakefinder.tasks.object_detector.predict import BoxPredictor
 
 
 def export(artifact: Path, output: Path, merged: bool = False, **kwargs) -> Path:
-    """The detector as ONNX (`output`: a .onnx file): input `images` (N, 3, S, S, RGB in [0, 1],
+    """The object detector as ONNX (`output`: a .onnx file): input `images` (N, 3, S, S, RGB in [0, 1],
     letterboxed), output (N, 4 + classes, anchors): cx cy w h in input pixels and class scores, before
     NMS; checked against PyTorch with onnxruntime."""
     from fakefinder.tasks.registry import read_model

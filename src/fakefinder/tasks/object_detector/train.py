@@ -127,7 +127,7 @@ def train(config: Config, resume: bool | str = False, events=None, overwrite: bo
         get_task(config.task),
         config,
         (*RUN_FILES, "ultralytics"),
-        "a detector training run",
+        "an object detector run",
         resume,
         overwrite,
         events,

@@ -113,8 +113,8 @@ def main() -> int:
         f"accuracy {t['accuracy']:.4f} | EER {t['eer']:.4f}"
     )
     print(
-        f"  wall time: train {train_seconds / 60:.1f} min, prepare {prepare_seconds:.0f} s, "
-        f"score test {score_seconds:.0f} s"
+        f"  wall time: train {train_seconds / 60:.1f} min, prepare {prepare_seconds:.0f} s, score test "
+        f"{score_seconds:.0f} s"
     )
     print(f"  results: {out}")
     return 0

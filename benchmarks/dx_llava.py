@@ -63,14 +63,13 @@ def _print_summary(config, result: dict, metrics: dict, report: dict, train_peak
     head, text = metrics["head"], metrics.get("text", {})
     model_cfg, train_cfg = config.dx_llava.model, config.dx_llava.train
     print(
-        f"\nDX-LLaVA ({model_cfg.language_model} + {model_cfg.vision_tower}, {train_cfg.mode}) "
-        f"on dfdc-faces test ({metrics['n']} crops):"
+        f"\nDX-LLaVA ({model_cfg.language_model} + {model_cfg.vision_tower}, {train_cfg.mode}) on dfdc-faces "
+        f"test ({metrics['n']} crops):"
     )
     if result["steps"]:
         print(
             f"  {result['steps']} steps x batch {config.dx_llava.train.batch_size}: "
-            f"{report['seconds_per_step']} s/step, "
-            f"peak RSS {train_peak:.0f} MB"
+            f"{report['seconds_per_step']} s/step, peak RSS {train_peak:.0f} MB"
         )
     print(f"  head: accuracy {head['accuracy']:.4f}, macro-F1 {head['macro_f1']:.4f}, AUC {head['auc']:.4f}")
     if text:

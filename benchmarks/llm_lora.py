@@ -149,8 +149,7 @@ def main() -> int:
         print(
             f"{r['method']:7} {r['steps']:5d} {r['tokens_per_second']:9.0f} {r['peak_rss_mb']:8.0f} "
             f"{b['test_loss']:12.3f} {a['eval_loss']:7.3f} {b['test_perplexity']:11.2f} "
-            f"{a['eval_perplexity']:7.2f} "
-            f"{b['exact_match']:13.3f} {a['exact_match']:6.3f}"
+            f"{a['eval_perplexity']:7.2f} {b['exact_match']:13.3f} {a['exact_match']:6.3f}"
         )
     print("exact match by task, before -> after:")
     for r in results:

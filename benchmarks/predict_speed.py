@@ -219,10 +219,9 @@ def _print_report(report: dict, source: str, model: Path, args: argparse.Namespa
     print(
         f"(each setting's median run of {max(1, args.repeat)}, the steady pace of every run beside it; "
         f"s/video: the whole run over the clips; steady: the pace from the first finished file to the last, "
-        f"start-up (first file's wait) apart; {args.test_set} in h: start-up + {args.test_set} at the "
-        f"steady pace; "
-        f"decode/detect/classify: per-file means from predict's timing; decode and detect run in the worker "
-        f"process, overlapped with classification; budget {args.budget_h:g} h = "
+        f"start-up (first file's wait) apart; {args.test_set} in h: start-up + {args.test_set} at the steady "
+        f"pace; decode/detect/classify: per-file means from predict's timing; decode and detect run in the "
+        f"worker process, overlapped with classification; budget {args.budget_h:g} h = "
         f"{args.test_set / args.budget_h:.0f} videos/h)"
     )
 

@@ -155,16 +155,11 @@ def make_clips(workdir: Path, res: str, count: int, seconds: float, fps: int) ->
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         code = (
-            "import sys, json\n"
-            "from pathlib import Path\n"
-            "from fakefinder.synthetic import write_video\n"
-            "a = json.loads(sys.argv[1])\n"
-            "for path in a['paths']:\n"
-            "    p = Path(path); i = int(p.stem.rsplit('_', 1)[1])\n"
-            "    tmp = p.with_name(p.stem + '.partial.mp4')\n"
-            "    write_video(tmp, num_frames=a['n'], size=(a['h'], a['w']), identity=i, fps=a['fps'],"
-            " face_px=a['face'], seed=200 + i)\n"
-            "    tmp.replace(p)\n"
+            "import sys, json\nfrom pathlib import Path\nfrom fakefinder.synthetic import write_video\na = "
+            "json.loads(sys.argv[1])\nfor path in a['paths']:\n    p = Path(path); i = "
+            "int(p.stem.rsplit('_', 1)[1])\n    tmp = p.with_name(p.stem + '.partial.mp4')\n    "
+            "write_video(tmp, num_frames=a['n'], size=(a['h'], a['w']), identity=i, fps=a['fps'], "
+            "face_px=a['face'], seed=200 + i)\n    tmp.replace(p)\n"
         )
         started = time.perf_counter()
         arg = json.dumps(
@@ -288,8 +283,8 @@ def _print_report(args: argparse.Namespace, baseline: dict, rows: list[dict]) ->
         )
     ratio = max(peaks) / min(peaks)
     print(
-        f"peak RSS max/min over the configurations: {ratio:.3f} "
-        f"({max(peaks):.0f} / {min(peaks):.0f} MB); above the baseline: "
+        f"peak RSS max/min over the configurations: {ratio:.3f} ({max(peaks):.0f} / {min(peaks):.0f} MB); "
+        f"above the baseline: "
         + ", ".join(f"{r['config']} +{r['peak_rss_mb'] - baseline['peak_rss_mb']:.0f} MB" for r in rows)
     )
     if args.workers:

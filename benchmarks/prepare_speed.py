@@ -474,8 +474,8 @@ def _time_clip(
     naive["attempts"], ours["attempts"] = n1, n2
     if sorted(naive["faces"]) != sorted(ours["faces"]):
         print(
-            f"  WARNING {path.name}: sampled indices differ: naive {sorted(naive['faces'])} "
-            f"fakefinder {sorted(ours['faces'])}"
+            f"  WARNING {path.name}: sampled indices differ: naive {sorted(naive['faces'])} fakefinder "
+            f"{sorted(ours['faces'])}"
         )
     m = match(naive["faces"], ours["faces"], searched_px=searched_px(path, faces), truth=load_truth(path))
     for side in (naive, ours):
@@ -489,11 +489,9 @@ def _time_clip(
     }
     print(
         f"  {path.name}: naive {naive['total_s']:.2f} s (decode {naive['decode_s']:.2f}, detect "
-        f"{naive['detect_s']:.2f}) | fakefinder {ours['total_s']:.2f} s (decode "
-        f"{ours['decode_s']:.2f}, "
+        f"{naive['detect_s']:.2f}) | fakefinder {ours['total_s']:.2f} s (decode {ours['decode_s']:.2f}, "
         f"detect {ours['detect_s']:.2f}) | found {m['found']}/{m['reference_faces']} naive faces, "
-        f"{m['extra']} extra | other processes used "
-        f"{naive['other_cpu_s'] + ours['other_cpu_s']:.1f} CPU s "
+        f"{m['extra']} extra | other processes used {naive['other_cpu_s'] + ours['other_cpu_s']:.1f} CPU s "
         f"(attempts {n1}+{n2})",
         flush=True,
     )
@@ -601,8 +599,9 @@ def _print_report(
         else f"{args.clips} generated clip(s) per resolution, {args.seconds:g} s @ {args.fps} fps"
     )
     print(
-        f"{source}, {args.frames} sampled frames per clip; naive: MTCNN at full resolution, min_face_px="
-        f"{args.min_face_px}; fakefinder: {' then '.join(chain.names)}, detect_max_side={args.max_side}, "
+        f"{source}, {args.frames} sampled frames per clip; naive: MTCNN at full resolution, "
+        f"min_face_px={args.min_face_px}; fakefinder: {' then '.join(chain.names)}, "
+        f"detect_max_side={args.max_side}, "
         f"batch={args.batch}" + (f", min_face_px={ff_min_face}" if ff_min_face != args.min_face_px else "")
     )
     header = (
@@ -627,13 +626,11 @@ def _print_report(
     print(
         f"recall: naive faces with a fakefinder box of IoU >= 0.5 on the same frame (rec.big: the largest "
         f"naive face per frame; rec.srch: naive faces at least as large as the smallest face the settings "
-        f"search "
-        f"for, 20 px at detection scale; rec.real: naive faces that are faces, i.e. match a generated "
-        f"clip's true "
-        f"face box, not naive false positives: {naive_false}); {overall['extra']} fakefinder box(es) match "
-        f"no naive face; 'faces n/ff': "
-        f"sampled frames with >= 1 face, of {overall['naive_frames_sampled']}; 'other CPU s': CPU time used "
-        f"by other processes during the timed loops (should be ~0)"
+        f"search for, 20 px at detection scale; rec.real: naive faces that are faces, i.e. match a generated "
+        f"clip's true face box, not naive false positives: {naive_false}); {overall['extra']} fakefinder "
+        f"box(es) match no naive face; 'faces n/ff': sampled frames with >= 1 face, of "
+        f"{overall['naive_frames_sampled']}; 'other CPU s': CPU time used by other processes during the "
+        f"timed loops (should be ~0)"
     )
     if pipeline:
         print()

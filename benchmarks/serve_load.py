@@ -281,8 +281,8 @@ def check_job(client: httpx.Client, job_id: str, epochs: int, streams: list[Stat
         if stream.log_seqs != seqs:
             missing = sorted(set(seqs) - set(stream.log_seqs))
             problems.append(
-                f"stream {number}: {len(stream.log_seqs)} log events, /logs has {len(seqs)} "
-                f"(missing {missing[:10]}{'...' if len(missing) > 10 else ''})"
+                f"stream {number}: {len(stream.log_seqs)} log events, /logs has {len(seqs)} (missing "
+                f"{missing[:10]}{'...' if len(missing) > 10 else ''})"
             )
         if any(stream.log_texts.get(seq) != text for seq, text in texts.items()):
             problems.append(f"stream {number}: a log line's text differs from /logs")
@@ -340,8 +340,8 @@ def print_report(report: dict) -> None:
     cpu = load["cpu_s"]
     print(
         f"  CPU seconds meanwhile: server and its jobs {cpu['server_and_jobs']}, these clients "
-        f"{cpu['clients']}, "
-        f"other processes {cpu['other_processes']} (of {load['seconds'] * report['cpus']:.0f} available)"
+        f"{cpu['clients']}, other processes {cpu['other_processes']} (of "
+        f"{load['seconds'] * report['cpus']:.0f} available)"
     )
     print(f"\n  {'requests':22s} {'count':>7s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s} {'max ms':>8s}")
     for name, row in report["latency"].items():

@@ -110,8 +110,8 @@ def main() -> None:
         per_image = (time.perf_counter() - began) / 5
     report = {
         "command": "benchmarks/text_to_image_lora.py "
-        f"--train {args.train} --val {args.val} --test {args.test} "
-        f"--size {args.size} --steps {args.steps} --batch {args.batch} --lr {args.lr}",
+        f"--train {args.train} --val {args.val} --test {args.test} --size {args.size} --steps {args.steps} "
+        f"--batch {args.batch} --lr {args.lr}",
         "base": "random:tiny (UNet 16/32 channels, 2x VAE, 2-layer CLIP text encoder)",
         "steps": result.steps,
         "train_seconds": round(train_s, 1),

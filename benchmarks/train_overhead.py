@@ -175,8 +175,8 @@ def main() -> None:
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "train_overhead.json").write_text(json.dumps(report, indent=1))
     print(
-        f"\n{args.model} {args.size}px batch {args.batch}, {args.workers} loader workers, {args.steps} "
-        f"steps x {args.repeats}:"
+        f"\n{args.model} {args.size}px batch {args.batch}, {args.workers} loader workers, {args.steps} steps "
+        f"x {args.repeats}:"
     )
     print(
         f"  bare PyTorch loop : {bare_step * 1000:.0f} ms/step (data wait "

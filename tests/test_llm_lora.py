@@ -194,9 +194,8 @@ def test_an_assistant_first_conversation_and_a_refusing_template_are_named(tmp_p
         read_jsonl(path)
     tokenizer = tokenizer_of(llm_data)
     tokenizer.chat_template = (
-        "{% for m in messages %}{% if m['role'] == 'system' %}"
-        "{{ raise_exception('System role not supported') }}{% endif %}{{ m['content'] }}"
-        "{% endfor %}"
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not "
+        "supported') }}{% endif %}{{ m['content'] }}{% endfor %}"
     )
     assert set_template(tokenizer, "auto") == "tokenizer"
     path.write_text(json.dumps({"instruction": "Say yes", "response": "yes", "system": "Be brief."}) + "\n")

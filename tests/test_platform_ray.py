@@ -223,9 +223,8 @@ def test_stop_sends_sigterm_and_the_worker_saves_and_exits_3(executor, tmp_path)
     # the words waited for are put together at run time: the log's first line quotes the command
     # itself, and a stop sent on seeing them there would land before the handler is set
     code = (
-        "import signal, sys, time\n"
-        "def save(*_):\n    print('saving ' + 'checkpoint', flush=True); sys.exit(3)\n"
-        "signal.signal(signal.SIGTERM, save)\nprint('re' + 'ady', flush=True)\ntime.sleep(120)\n"
+        "import signal, sys, time\ndef save(*_):\n    print('saving ' + 'checkpoint', flush=True); "
+        "sys.exit(3)\nsignal.signal(signal.SIGTERM, save)\nprint('re' + 'ady', flush=True)\ntime.sleep(120)\n"
     )
     ref = executor.submit("stop", python(code), {}, tmp_path, tmp_path / "worker.log", {})
     _, offset = wait_output(executor, ref, "ready")

@@ -35,10 +35,9 @@ def test_cpu_nms_matches_the_definition():
 
 def test_timm_and_torchvision_ops_import_after_fakefinder():
     code = (
-        "import fakefinder, timm, torch\n"
-        "from torchvision.ops import batched_nms\n"
-        "b = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [0, 0, 10, 10.]])\n"
-        "print(batched_nms(b, torch.tensor([.9, .8, .7]), torch.tensor([0, 0, 1]), 0.5).tolist())\n"
+        "import fakefinder, timm, torch\nfrom torchvision.ops import batched_nms\nb = torch.tensor([[0, 0, "
+        "10, 10], [1, 1, 11, 11], [0, 0, 10, 10.]])\nprint(batched_nms(b, torch.tensor([.9, .8, .7]), "
+        "torch.tensor([0, 0, 1]), 0.5).tolist())\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -48,10 +47,9 @@ def test_timm_and_torchvision_ops_import_after_fakefinder():
 def test_a_find_spec_probe_before_the_import_keeps_the_fix_armed():
     """Libraries (transformers) probe `importlib.util.find_spec("torchvision")` before importing it."""
     code = (
-        "import importlib.util, fakefinder, torch\n"
-        "assert importlib.util.find_spec('torchvision') is not None\n"
-        "from torchvision.ops import nms\n"
-        "print(nms(torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11.]]), torch.tensor([.9, .8]), 0.5).tolist())\n"
+        "import importlib.util, fakefinder, torch\nassert importlib.util.find_spec('torchvision') is not "
+        "None\nfrom torchvision.ops import nms\nprint(nms(torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11.]]), "
+        "torch.tensor([.9, .8]), 0.5).tolist())\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -217,14 +217,14 @@ class FacesConfig(Section):
         default=720,
         ge=64,
         description="Downscale frames so the longer side is at most this before detection "
-        "(boxes map back to full resolution); faces under 20 px at that scale are not searched "
-        "(53 px in a 1080p frame, 36 px in a 720p one at 720); null detects at full resolution.",
+        "(boxes map back to full resolution); faces under 20 px at that scale are not searched (53 px in a "
+        "1080p frame, 36 px in a 720p one at 720); null detects at full resolution.",
     )
     box_convention: Literal["mtcnn", "detector"] = Field(
         default="mtcnn",
         description="mtcnn: every face detector's box is mapped into MTCNN's convention before the "
-        "margin, so crops are framed alike whichever face detector fired; detector: boxes as each one "
-        "draws them (models trained before the mapping existed).",
+        "margin, so crops are framed alike whichever face detector fired; detector: boxes as each one draws "
+        "them (models trained before the mapping existed).",
     )
     margin: float = Field(
         default=0.3,
@@ -366,9 +366,9 @@ class TrainConfig(RunSection):
         default=0.0,
         ge=0,
         description="Weight of the manipulation-mask loss (per-pixel BCE on the model's mask head). Targets: "
-        "empty for reals; for a fake, the smoothed difference from the real crop of its identity group "
-        "(same frame and face index when known; crops must be aligned); for a self-blended fake, its blend "
-        "mask. Fakes without a real partner do not count.",
+        "empty for reals; for a fake, the smoothed difference from the real crop of its identity group (same "
+        "frame and face index when known; crops must be aligned); for a self-blended fake, its blend mask. "
+        "Fakes without a real partner do not count.",
     )
     mask_threshold: tuple[float, float] = Field(
         default=(3.0, 12.0),
@@ -404,8 +404,8 @@ class TrainConfig(RunSection):
     deepspeed: str | None = Field(
         default=None,
         description="Train through DeepSpeed: zero0, zero1, zero2, or a DeepSpeed JSON file (ZeRO stage "
-        "0-2; batch, "
-        "accumulation and clipping are filled in from train.*). Launch with torchrun or deepspeed.",
+        "0-2; batch, accumulation and clipping are filled in from train.*). Launch with torchrun or "
+        "deepspeed.",
     )
 
     @field_validator("loss")
@@ -427,10 +427,8 @@ class EvalSetConfig(Section):
     raw: DatasetConfig | None = Field(
         default=None,
         description="Raw videos/images in a published layout (as in data.datasets) instead of prepared "
-        "crops: "
-        "faces are found as the model was trained (predict.faces overrides) and each file is scored as "
-        "predict "
-        "scores it. With official splits, the items of `split`; else all of them.",
+        "crops: faces are found as the model was trained (predict.faces overrides) and each file is scored "
+        "as predict scores it. With official splits, the items of `split`; else all of them.",
     )
 
 
@@ -494,9 +492,8 @@ class PredictConfig(Section):
     faces: dict[str, Any] = Field(
         default_factory=dict,
         description="Face settings that replace the model's (faces.* keys, e.g. {detector: retinaface}). A "
-        "model "
-        "trained on ready crops (faces.detect: false) detects faces in raw inputs unless detect: false is "
-        "given.",
+        "model trained on ready crops (faces.detect: false) detects faces in raw inputs unless detect: false "
+        "is given.",
     )
     no_face_score: float = Field(default=0.5, ge=0, le=1, description="Score of a file with no usable face.")
     threshold: float | None = Field(default=None, ge=0, le=1)

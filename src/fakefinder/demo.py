@@ -114,8 +114,8 @@ def run_demo(output: Path, workers: int = 2) -> None:
     console.rule("[bold]done")
     console.print(f"manifest:    {prepared.manifest_path}")
     console.print(
-        f"model:       {trained.artifact} (epoch {trained.best_epoch}, "
-        f"val threshold {trained.details['threshold']:.3f})"
+        f"model:       {trained.artifact} (epoch {trained.best_epoch}, val threshold "
+        f"{trained.details['threshold']:.3f})"
     )
     console.print(f"report:      {evaluated.report_file}")
     console.print(f"submission:  {predicted.submission_path}")

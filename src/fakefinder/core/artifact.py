@@ -119,8 +119,8 @@ def _migrate(meta: dict, source: Path) -> dict:
         raise ArtifactError(f"{source}: format_version is missing or not an integer")
     if version > FORMAT_VERSION:
         raise ArtifactError(
-            f"{source}: format_version {version} was written by a newer fakefinder "
-            f"(this one reads up to {FORMAT_VERSION}); upgrade fakefinder"
+            f"{source}: format_version {version} was written by a newer fakefinder (this one reads up to "
+            f"{FORMAT_VERSION}); upgrade fakefinder"
         )
     return meta
 

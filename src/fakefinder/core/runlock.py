@@ -48,8 +48,8 @@ class RunLock:
                 owner = _read_owner(fd)
                 os.close(fd)
                 raise RunFolderError(
-                    f"{self.folder} is in use: {_describe(owner)} holds it ({self.path.name}); wait for "
-                    f"that run to "
+                    f"{self.folder} is in use: {_describe(owner)} holds it ({self.path.name}); wait for that "
+                    f"run to "
                     "end, stop it, or choose another folder"
                 ) from None
             try:

@@ -71,14 +71,13 @@ def deepspeed_config(train) -> dict:
         raise ConfigError(
             f"{source}: ZeRO-2 with train.accumulate={train.accumulate}: under DeepSpeed 0.19 its stage-2 "
             f"gradient "
-            "accumulation does not reproduce DDP's gradients in fakefinder's check; use zero1 (the "
-            "optimizer state "
-            "is split all the same) or accumulate: 1"
+            "accumulation does not reproduce DDP's gradients in fakefinder's check; use zero1 (the optimizer "
+            "state is split all the same) or accumulate: 1"
         )
     if train.precision == "fp16":
         raise ConfigError(
-            "train.precision=fp16 with train.deepspeed: no loss scaling on this path; use bf16, or "
-            "train without DeepSpeed (DDP scales fp16 losses)"
+            "train.precision=fp16 with train.deepspeed: no loss scaling on this path; use bf16, or train "
+            "without DeepSpeed (DDP scales fp16 losses)"
         )
     for key, ours in (
         ("train_micro_batch_size_per_gpu", train.batch_size),

@@ -318,8 +318,8 @@ def predict_media(predictor: FilePredictor, config: Config, events=None) -> Pred
     )
     lines = [
         f"predicted {len(files)} file(s) in {seconds:.1f} s ({rate:.2f} files/s); {at}; decode "
-        f"{totals['decode_s']:.1f} s, "
-        f"detect {totals['detect_s']:.1f} s, classify {totals['classify_s']:.1f} s",
+        f"{totals['decode_s']:.1f} s, detect {totals['detect_s']:.1f} s, classify {totals['classify_s']:.1f} "
+        f"s",
         predictor.summary(frame),
         f"submission: {output}",
         f"details: {details_path}" if details_path else "",

@@ -329,8 +329,8 @@ class DetectorChain:
             if self._get(name) is None:
                 if name == self.names[0]:
                     raise RuntimeError(
-                        f"face detector '{name}' could not be loaded ({self.load_errors[name]}); "
-                        f"install its package or choose another faces.detector"
+                        f"face detector '{name}' could not be loaded ({self.load_errors[name]}); install its "
+                        f"package or choose another faces.detector"
                     )
                 warnings.append(f"fallback face detector '{name}' is unavailable: {self.load_errors[name]}")
         return warnings

@@ -155,8 +155,8 @@ def read_ffpp(spec: DatasetConfig) -> list[MediaItem]:
             items.append(_ffpp_fake(spec, root, path, method, official))
     if not items:
         raise LayoutError(
-            f"FaceForensics++ layout at {root}: no videos for compression '{spec.compression}'; "
-            f"expected {expected}"
+            f"FaceForensics++ layout at {root}: no videos for compression '{spec.compression}'; expected "
+            f"{expected}"
         )
     return items
 

@@ -346,8 +346,8 @@ def _prepare_locked(
     events.result(
         "prepare",
         s,
-        f"items: {s['items_listed']} listed, {s['items_ok']} prepared, {s['items_failed']} "
-        f"failed, {s['items_pending']} pending | frames: {s['frames_sampled']} sampled, faces found in "
+        f"items: {s['items_listed']} listed, {s['items_ok']} prepared, {s['items_failed']} failed, "
+        f"{s['items_pending']} pending | frames: {s['frames_sampled']} sampled, faces found in "
         f"{s['faces_found_pct']}% | crops: {s['crops']}\nmanifest: {s['manifest']}"
         + (f"\nfailures: {s['failures']}" if s["items_failed"] else ""),
     )

@@ -117,8 +117,8 @@ def assign_splits(items: list[MediaItem], config: SplitConfig) -> list[tuple[Med
                 dropped.append(
                     (
                         item,
-                        f"dropped by the split guard: official split '{own}' but its identity "
-                        f"group {group} is in '{split}'",
+                        f"dropped by the split guard: official split '{own}' but its identity group {group} "
+                        f"is in '{split}'",
                     )
                 )
     dropped_ids = {id(item) for item, _ in dropped}

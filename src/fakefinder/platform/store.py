@@ -79,8 +79,8 @@ class JobStore:
             try:
                 number = conn.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM jobs").fetchone()[0]
                 conn.execute(
-                    "INSERT INTO jobs (id, number, name, type, kind, state, spec, created_at, folder) "
-                    "VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+                    "INSERT INTO jobs (id, number, name, type, kind, state, spec, created_at, folder) VALUES "
+                    "(?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
                     (
                         job_id,
                         number,

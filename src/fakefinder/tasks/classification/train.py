@@ -175,8 +175,8 @@ class Trainer:
         train_rows, val_rows = data.train_rows, data.val_rows
         if not data.binary and _deepfake_only(config):
             raise ConfigError(
-                f"{', '.join(_deepfake_only(config))}: for binary real/fake detectors only, not an "
-                f"N-class model"
+                f"{', '.join(_deepfake_only(config))}: for binary real/fake detectors only, not an N-class "
+                f"model"
             )
         if train.val_max_samples and len(val_rows) > train.val_max_samples:
             val_rows = val_rows.sample(n=train.val_max_samples, random_state=train.seed).reset_index(
@@ -491,8 +491,8 @@ class Trainer:
                 loss = loss + train.mask_loss * part
             if not torch.isfinite(loss):
                 raise FloatingPointError(
-                    f"loss is {loss.item()} at epoch {self.epoch + 1} step {self.step_in_epoch + 1} "
-                    f"(parts: {self.objective.parts}); lower train.lr or check the data"
+                    f"loss is {loss.item()} at epoch {self.epoch + 1} step {self.step_in_epoch + 1} (parts: "
+                    f"{self.objective.parts}); lower train.lr or check the data"
                 )
             if engine is not None:  # DeepSpeed divides by the accumulation steps and steps at the last
                 engine.backward(loss)
@@ -570,8 +570,8 @@ class Trainer:
         metric = train.early_stopping.metric
         self._say(
             f"training {self.info['name']} on {self.device} ({self.dist.world} process(es)): "
-            f"{len(self.train_set)} train rows, {len(self.val_set)} val rows, "
-            f"{self.steps_per_epoch} steps/epoch"
+            f"{len(self.train_set)} train rows, {len(self.val_set)} val rows, {self.steps_per_epoch} "
+            f"steps/epoch"
         )
         try:
             while self.epoch < train.epochs and self.stop_reason == "completed":

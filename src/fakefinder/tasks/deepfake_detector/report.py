@@ -97,9 +97,8 @@ def write_report(path: Path, metrics: dict, plots: dict[str, list[Path]], config
     parts = [
         PAGE_HEAD,
         "<h1>fakefinder evaluation</h1>",
-        f"<p>Video scores: <b>{html.escape(metrics['aggregation'])}</b> of frame scores per video_id "
-        f"(top-k = {metrics['top_k']}). Thresholds were fitted on validation data, never on the data "
-        f"below.</p>",
+        f"<p>Video scores: <b>{html.escape(metrics['aggregation'])}</b> of frame scores per video_id (top-k "
+        f"= {metrics['top_k']}). Thresholds were fitted on validation data, never on the data below.</p>",
         "<h2>Summary</h2>",
         html_table(
             metrics["tables"]["summary"],
@@ -174,8 +173,8 @@ def print_tables(metrics: dict, console) -> None:
                     )
                 console.print(table)
                 console.print(
-                    f"  macro-F1 {m['macro_f1']:.4f} | AUC {fmt(m['auc'])} | accuracy {m['accuracy']:.4f} "
-                    f"| EER {fmt(m['eer'])} | AP {fmt(m['ap'])} | n {m['n']}"
+                    f"  macro-F1 {m['macro_f1']:.4f} | AUC {fmt(m['auc'])} | accuracy {m['accuracy']:.4f} | "
+                    f"EER {fmt(m['eer'])} | AP {fmt(m['ap'])} | n {m['n']}"
                 )
     rows = metrics["tables"]["summary"]
     if len(rows) > 2:

@@ -36,8 +36,8 @@ class DxLlavaModelConfig(_Section):
         default="open_clip:hf-hub:laion/CLIP-convnext_large_d_320.laion2B-s29B-b131K-ft-soup",
         description="open_clip:<name>, timm:<name> (e.g. timm:convnext_large_mlp.clip_laion2b_ft_soup_320), "
         "clip:<hub id or folder> (a CLIP ViT), 'llava' (the CLIP tower inside llava_checkpoint), or "
-        "fakefinder:<best.pt> (the backbone of a deepfake detector trained with `fakefinder train`; "
-        "saved with the run).",
+        "fakefinder:<best.pt> (the backbone of a deepfake detector trained with `fakefinder train`; saved "
+        "with the run).",
     )
     vision_pretrained: bool | str = Field(
         default=True,
@@ -98,8 +98,7 @@ class DxLlavaTrainConfig(RunSection):
     mode: Literal["full", "lora", "qlora"] = Field(
         default="lora",
         description="full: the language model trains "
-        "whole; lora: an adapter on it (dx_llava.lora); qlora: the same "
-        "on a 4-bit language model.",
+        "whole; lora: an adapter on it (dx_llava.lora); qlora: the same on a 4-bit language model.",
     )
     lm_loss_weight: float = Field(default=1.0, ge=0)
     binary_loss_weight: float = Field(default=10.0, ge=0)

@@ -171,8 +171,8 @@ def read_samples(
 # conversation templates and tokenisation
 
 VICUNA_SYSTEM = (
-    "A chat between a curious human and an artificial intelligence assistant. "
-    "The assistant gives helpful, detailed, and polite answers to the human's questions."
+    "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
+    "detailed, and polite answers to the human's questions."
 )
 CHATML_SYSTEM = "You are a helpful assistant that inspects faces for signs of manipulation."
 

@@ -127,8 +127,8 @@ def evaluate(config: Config, models: list[Path], events=None) -> EvalSummary:
         )
         head, text = entry["head"], entry.get("text", {})
         events.log(
-            f"{name}: head accuracy {head['accuracy']:.3f}, macro-F1 {head['macro_f1']:.3f}, "
-            f"AUC {head['auc']:.3f} | text accuracy {text.get('accuracy', float('nan')):.3f} "
+            f"{name}: head accuracy {head['accuracy']:.3f}, macro-F1 {head['macro_f1']:.3f}, AUC "
+            f"{head['auc']:.3f} | text accuracy {text.get('accuracy', float('nan')):.3f} "
             f"({text.get('unparsed', 0)} unparsed) | agreement {entry.get('agreement')}",
             "evaluate",
         )

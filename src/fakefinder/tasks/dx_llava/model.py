@@ -254,8 +254,8 @@ def load_language_model(source: str, gguf_file: str | None, cfg: DxLlavaConfig, 
     )
     if quantize and gguf_file:
         raise ConfigError(
-            "QLoRA needs a safetensors language model; a GGUF file is already quantised: "
-            "use mode lora, or save the dequantised model and point language_model at it"
+            "QLoRA needs a safetensors language model; a GGUF file is already quantised: use mode lora, or "
+            "save the dequantised model and point language_model at it"
         )
     return load_causal_lm(source, gguf_file, cfg.model.dtype, quantization, "dx_llava.model.language_model")
 
@@ -289,8 +289,8 @@ def _materialise_base(cfg: DxLlavaConfig, base_dir: Path, llava: dict | None):
         missing = [k for k in missing if "rotary" not in k]
         if missing or unexpected:
             raise ConfigError(
-                f"LLaVA checkpoint {llava['folder']}: the language model does not fit its config "
-                f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
+                f"LLaVA checkpoint {llava['folder']}: the language model does not fit its config (missing "
+                f"{missing[:5]}, unexpected {unexpected[:5]})"
             )
         lm.save_pretrained(base_dir)
         tokenizer = load_tokenizer(cfg.model.tokenizer or str(llava["folder"]))

@@ -125,9 +125,8 @@ def _open_clip_tower(name: str, pretrained: bool | str, image_size: int | None) 
         import open_clip
     except ImportError as exc:
         raise ConfigError(
-            "dx_llava.model.vision_tower uses open_clip: pip install open_clip_torch "
-            "(with torch pinned), or use the timm twin "
-            "timm:convnext_large_mlp.clip_laion2b_ft_soup_320"
+            "dx_llava.model.vision_tower uses open_clip: pip install open_clip_torch (with torch pinned), or "
+            "use the timm twin timm:convnext_large_mlp.clip_laion2b_ft_soup_320"
         ) from exc
     if name.startswith("hf-hub:") or isinstance(pretrained, str):
         tag = None if name.startswith("hf-hub:") else pretrained
@@ -174,8 +173,8 @@ def _clip_tower(source: str | None, config: DxLlavaModelConfig, state: dict | No
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or [k for k in missing if "position_ids" not in k]:
             raise ConfigError(
-                f"the LLaVA checkpoint's CLIP tower does not fit: missing {missing[:5]}, "
-                f"unexpected {unexpected[:5]}"
+                f"the LLaVA checkpoint's CLIP tower does not fit: missing {missing[:5]}, unexpected "
+                f"{unexpected[:5]}"
             )
     return ClipTower(model, config.vision_select_layer)
 

@@ -13,8 +13,7 @@ class ClassifierConfig(Section):
     data_dir: Path | None = Field(
         default=None,
         description="dataset/{train,val[,test]}/<class>/*.jpg: one folder per class (its name is the class "
-        "name), "
-        "the test folder optional.",
+        "name), the test folder optional.",
     )
     check_images: bool = Field(
         default=True,

@@ -17,8 +17,7 @@ class LlmModelConfig(Section):
     base: str = Field(
         default="package:smollm2-135m-instruct",
         description="Any causal LM transformers loads: a hub id (meta-llama/Llama-2-7b-hf), a local folder, "
-        "or "
-        "'package:smollm2-135m-instruct' (offline). Its code is never run (no trust_remote_code).",
+        "or 'package:smollm2-135m-instruct' (offline). Its code is never run (no trust_remote_code).",
     )
     gguf_file: str | None = Field(
         default=None,

@@ -20,15 +20,14 @@ ROLE_ALIASES = {"human": "user", "gpt": "assistant", "model": "assistant", "bot"
 # ends with a token generation stops at: <|im_end|> (ChatML, for tokenizers that have it) or the
 # tokenizer's end-of-sequence token (Alpaca).
 CHATML = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% "
+    "endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 ALPACA = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'system' %}{{ message['content'] }}\n\n"
-    "{% elif message['role'] == 'user' %}### Instruction:\n{{ message['content'] }}\n\n"
-    "{% else %}### Response:\n{{ message['content'] }}{{ eos_token }}\n\n{% endif %}"
-    "{% endfor %}{% if add_generation_prompt %}### Response:\n{% endif %}"
+    "{% for message in messages %}{% if message['role'] == 'system' %}{{ message['content'] }}\n\n{% elif "
+    "message['role'] == 'user' %}### Instruction:\n{{ message['content'] }}\n\n{% else %}### Response:\n{{ "
+    "message['content'] }}{{ eos_token }}\n\n{% endif %}{% endfor %}{% if add_generation_prompt %}### "
+    "Response:\n{% endif %}"
 )
 
 
@@ -321,8 +320,8 @@ def response_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int
         start, end = len(prompt), len(render(tokenizer, messages[: i + 1]))
         if text[:start] != prompt or text[:end] != render(tokenizer, messages[: i + 1]):
             raise DataError(
-                "the chat template writes a turn differently once later turns follow; "
-                "choose llm.data.template chatml or alpaca"
+                "the chat template writes a turn differently once later turns follow; choose "
+                "llm.data.template chatml or alpaca"
             )
         segment = text[start:end]
         spans.append((start, end - (len(segment) - len(segment.rstrip()))))  # up to the end-of-turn marker
@@ -441,8 +440,8 @@ def describe(path: Path) -> dict | None:
         splits[split] = {"examples": len(examples)}
         if report.skipped:
             notes.append(
-                f"{file.name}: {len(report.skipped)} line(s) with an empty response are skipped "
-                f"(line {', '.join(str(s['line']) for s in report.skipped[:5])})"
+                f"{file.name}: {len(report.skipped)} line(s) with an empty response are skipped (line "
+                f"{', '.join(str(s['line']) for s in report.skipped[:5])})"
             )
     if "val" not in splits:
         notes.append("no val.jsonl: the held-out split is carved from train.jsonl (llm.data.val_ratio)")

@@ -32,8 +32,8 @@ def _eval_examples(config: Config, saved, events) -> tuple[str, list]:
     _, held, _ = read_splits(saved, events)
     if not held:
         raise ConfigError(
-            "evaluate: no held-out examples (give llm.data.test_file, or train with a val_file or "
-            "val_ratio > 0)"
+            "evaluate: no held-out examples (give llm.data.test_file, or train with a val_file or val_ratio "
+            "> 0)"
         )
     return "val", held
 

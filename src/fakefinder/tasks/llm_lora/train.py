@@ -30,8 +30,8 @@ def read_splits(cfg: LlmConfig, events) -> tuple[list, list, dict]:
     data = cfg.data
     if data.train_file is None:
         raise ConfigError(
-            "llm.data.train_file is required: a JSONL file of {instruction, response} or "
-            "{conversations} lines"
+            "llm.data.train_file is required: a JSONL file of {instruction, response} or {conversations} "
+            "lines"
         )
     train, report = read_jsonl(data.train_file, data.skip_invalid, data.system_prompt)
     reports = {"train": report.to_dict()}
@@ -51,8 +51,8 @@ def read_splits(cfg: LlmConfig, events) -> tuple[list, list, dict]:
         if skipped:
             shown = "; ".join(f"line {s['line']}: {s['reason']}" for s in skipped[:10])
             events.warning(
-                f"{found['file']}: {len(skipped)} line(s) skipped ({shown}"
-                f"{'; ...' if len(skipped) > 10 else ''})",
+                f"{found['file']}: {len(skipped)} line(s) skipped "
+                f"({shown}{'; ...' if len(skipped) > 10 else ''})",
                 "train",
             )
     return train, held, reports
@@ -63,16 +63,16 @@ def tokenized(examples, tokenizer, cfg: LlmConfig, name: str, events) -> Tokeniz
     encoded = TokenizedSet(examples, tokenizer, cfg.data.max_length)
     if encoded.truncated:
         events.warning(
-            f"{name}: {len(encoded.truncated)} example(s) longer than max_length "
-            f"{cfg.data.max_length} tokens were cut at the end: {', '.join(encoded.truncated[:10])}"
-            f"{' ...' if len(encoded.truncated) > 10 else ''}",
+            f"{name}: {len(encoded.truncated)} example(s) longer than max_length {cfg.data.max_length} "
+            f"tokens were cut at the end: "
+            f"{', '.join(encoded.truncated[:10])}{' ...' if len(encoded.truncated) > 10 else ''}",
             "train",
         )
     if encoded.dropped:
         events.warning(
             f"{name}: {len(encoded.dropped)} example(s) skipped: the prompt alone fills max_length "
-            f"{cfg.data.max_length}, no response token is left: {', '.join(encoded.dropped[:10])}"
-            f"{' ...' if len(encoded.dropped) > 10 else ''}",
+            f"{cfg.data.max_length}, no response token is left: "
+            f"{', '.join(encoded.dropped[:10])}{' ...' if len(encoded.dropped) > 10 else ''}",
             "train",
         )
     return encoded
@@ -232,8 +232,8 @@ def log_samples(model, llm: dict, step: int, device) -> list[dict]:
             }
         )
         llm["events"].log(
-            f"step {step} sample ({example.where}): {_short(prompt)!r} -> {_short(answer)!r} "
-            f"(expected {_short(example.messages[-1]['content'])!r})",
+            f"step {step} sample ({example.where}): {_short(prompt)!r} -> {_short(answer)!r} (expected "
+            f"{_short(example.messages[-1]['content'])!r})",
             "train",
         )
     with open(Path(cfg.train.output_dir) / "samples.jsonl", "a", encoding="utf-8") as handle:

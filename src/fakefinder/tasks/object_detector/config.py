@@ -45,8 +45,7 @@ class ObjectDetectorModelConfig(Section):
         default=None,
         description="Start from these weights (matching layers): an object_detector artifact, a "
         ".safetensors file, an Ultralytics .pt (read weights-only: module classes and tensors, no code), or "
-        "an "
-        "official name such as yolov8n.pt (downloaded by Ultralytics when online). None: random init.",
+        "an official name such as yolov8n.pt (downloaded by Ultralytics when online). None: random init.",
     )
 
 

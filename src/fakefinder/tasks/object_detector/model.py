@@ -389,8 +389,8 @@ def trainer_class(
             if not (loss_nan or fitness_nan) or epoch == self.start_epoch:
                 return False
             raise RuntimeError(
-                f"{'loss' if loss_nan else 'fitness'} is NaN/Inf at epoch {epoch + 1}; resume from "
-                f"the last checkpoint ({output / CHECKPOINT / 'last'}) with a lower object_detector.train.lr"
+                f"{'loss' if loss_nan else 'fitness'} is NaN/Inf at epoch {epoch + 1}; resume from the last "
+                f"checkpoint ({output / CHECKPOINT / 'last'}) with a lower object_detector.train.lr"
             )
 
         def validate(self):

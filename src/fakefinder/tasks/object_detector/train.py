@@ -119,9 +119,8 @@ def train(config: Config, resume: bool | str = False, events=None, overwrite: bo
     require()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 or "," in str(config.object_detector.train.device):
         raise ConfigError(
-            "object_detector trains on one GPU or the CPU (several GPUs would need Ultralytics to "
-            "re-import fakefinder's trainer in each of its processes: not supported yet); launch "
-            "without torchrun"
+            "object_detector trains on one GPU or the CPU (several GPUs would need Ultralytics to re-import "
+            "fakefinder's trainer in each of its processes: not supported yet); launch without torchrun"
         )
     with Run(
         get_task(config.task),
@@ -288,9 +287,8 @@ def _report_through_events(trainer, events, stop: threading.Event, history: list
         events.metrics(
             "val",
             values,
-            f"epoch {tr.epoch + 1}/{tr.epochs}: mAP@0.5 "
-            f"{values.get('metrics/mAP50(B)', float('nan')):.4f}, mAP@0.5:0.95 "
-            f"{values.get('metrics/mAP50-95(B)', float('nan')):.4f}",
+            f"epoch {tr.epoch + 1}/{tr.epochs}: mAP@0.5 {values.get('metrics/mAP50(B)', float('nan')):.4f}, "
+            f"mAP@0.5:0.95 {values.get('metrics/mAP50-95(B)', float('nan')):.4f}",
             step=(tr.epoch + 1) * batches,
             total=tr.epochs * batches,
             epoch=tr.epoch + 1,

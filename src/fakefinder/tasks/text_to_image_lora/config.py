@@ -19,8 +19,8 @@ class DiffusionModelConfig(Section):
     base: str = Field(
         default="stable-diffusion-v1-5/stable-diffusion-v1-5",
         description="A Stable Diffusion 1.x / 2.x pipeline in the diffusers layout (model_index.json, "
-        "unet/, vae/, "
-        "text_encoder/, tokenizer/, scheduler/): a hub id or a local folder, read as safetensors only. "
+        "unet/, vae/, text_encoder/, tokenizer/, scheduler/): a hub id or a local folder, read as "
+        "safetensors only. "
         f"'{RANDOM_BASE}': tiny random components built from configs (plumbing checks; it draws noise).",
     )
     revision: str | None = Field(

@@ -127,8 +127,7 @@ def write_report(folder: Path, metrics: dict, pictures: dict[str, list[dict]]) -
         "<h1>fakefinder evaluation: text-to-image LoRA</h1>",
         "<h2>Held-out denoising loss</h2>",
         "<p>Mean squared error of the predicted noise on held-out images (fixed noise and timesteps), with "
-        "the "
-        "adapter (loss) and without it (base_loss): lower is closer to the training images.</p>",
+        "the adapter (loss) and without it (base_loss): lower is closer to the training images.</p>",
         html_table(summary, columns),
     ]
     for name, rows in pictures.items():

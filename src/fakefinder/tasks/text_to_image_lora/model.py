@@ -328,8 +328,8 @@ def set_adapter_state(model, state: dict[str, torch.Tensor], where: str) -> None
     absent, extra = sorted(expected - set(state)), sorted(set(state) - expected)
     if absent or extra:
         raise ConfigError(
-            f"{where}: its LoRA weights do not fit this adapter (missing {absent[:3]}, unknown "
-            f"{extra[:3]}); were diffusion.lora settings changed since it was written?"
+            f"{where}: its LoRA weights do not fit this adapter (missing {absent[:3]}, unknown {extra[:3]}); "
+            f"were diffusion.lora settings changed since it was written?"
         )
     try:
         set_peft_model_state_dict(model, state)

@@ -52,8 +52,8 @@ def read_splits(cfg: DiffusionConfig, events) -> tuple[list, list, dict]:
     data = cfg.data
     if data.path is None:
         raise ConfigError(
-            "diffusion.data.path is required: a folder of images with captions (metadata.jsonl or "
-            "same-name .txt files)"
+            "diffusion.data.path is required: a folder of images with captions (metadata.jsonl or same-name "
+            ".txt files)"
         )
     items, report = read_folder(data.path, data)
     reports = {"train": report.to_dict()}
@@ -244,8 +244,8 @@ def check_fingerprint(folder: Path, saved: dict | None, now: dict) -> None:
     if changed:
         raise ConfigError(
             f"resume: {folder} was written with other settings ({'; '.join(changed[:8])}); resume with "
-            "the run's own settings (its config.yaml), or start a new run (--overwrite or another "
-            "output folder)"
+            "the run's own settings (its config.yaml), or start a new run (--overwrite or another output "
+            "folder)"
         )
 
 

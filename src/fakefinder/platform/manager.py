@@ -174,6 +174,12 @@ class JobManager:
             return {"gpus": sum(d.startswith("cuda") for d in self.devices)}
         return self.executor.resources()
 
+    def _refuse(self, job: dict, why: str) -> None:
+        """A queued job that cannot start fails with the reason; the queue goes on."""
+        self.store.transition(
+            job["id"], ("queued",), state="failed", finished_at=time.time(), error=f"could not start: {why}"
+        )
+
     def _schedule(self) -> None:
         queued = self.store.in_state("queued")
         if not queued:
@@ -189,22 +195,10 @@ class JobManager:
             try:
                 gpus, _ = job_needs(job["spec"], cluster)
             except Exception as exc:  # noqa: BLE001 - a job whose config no longer loads fails, the queue goes on
-                self.store.transition(
-                    job["id"],
-                    ("queued",),
-                    state="failed",
-                    finished_at=time.time(),
-                    error=f"could not start: {exc}",
-                )
+                self._refuse(job, str(exc))
                 continue
             if gpus > cluster["gpus"]:
-                self.store.transition(
-                    job["id"],
-                    ("queued",),
-                    state="failed",
-                    finished_at=time.time(),
-                    error=f"could not start: it needs {gpus} GPUs, this server has {cluster['gpus']}",
-                )
+                self._refuse(job, f"it needs {gpus} GPUs, this server has {cluster['gpus']}")
                 continue
             wanted = [d for d in self.devices if free[d] > 0 and (gpus == 0 or d.startswith("cuda"))]
             chosen = wanted[: max(1, gpus)]

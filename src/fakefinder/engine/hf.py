@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fakefinder.core.results import TrainSummary
+
 
 def training_arguments(settings, run, evaluates: bool, **extra):
     """TrainingArguments for a run section (`settings`) inside the run block `run`: the device and
@@ -128,6 +130,35 @@ def events_callback(run, stage: str):
                 events.end(self.running)
 
     return EventsCallback()
+
+
+def train_summary(
+    kind: str,
+    output: Path,
+    artifact: Path | None,
+    stopped: str,
+    result,
+    seconds: float,
+    trainer,
+    details: dict,
+) -> TrainSummary:
+    """The `TrainSummary` of a `Trainer` run: selected by eval loss where `details["eval"]` has one,
+    epochs and steps from the trainer's state, its logged rows as the history."""
+    evaluated = details.get("eval") or {}
+    return TrainSummary(
+        kind,
+        output,
+        artifact,
+        stopped,
+        "eval_loss" if "eval_loss" in evaluated else None,
+        evaluated.get("eval_loss"),
+        None,
+        trainer.state.epoch,
+        result.global_step,
+        seconds,
+        trainer.state.log_history,
+        details,
+    )
 
 
 def latest_checkpoint(output: Path) -> Path | None:

@@ -104,14 +104,17 @@ class JobManager:
             ):
                 self._settle(job, status)  # it finished as the server stopped
                 continue
-            self.store.transition(
-                job["id"],
-                ("running",),
-                state="interrupted",
-                finished_at=time.time(),
-                error="the server stopped while the job ran: resume it to continue",
-            )
+            self._interrupted(job)
         self.executor.close()
+
+    def _interrupted(self, job: dict) -> None:
+        self.store.transition(
+            job["id"],
+            ("running",),
+            state="interrupted",
+            finished_at=time.time(),
+            error="the server stopped while the job ran: resume it to continue",
+        )
 
     def recover(self) -> None:
         """After a restart: a job whose worker still runs is followed again; one whose worker is
@@ -127,13 +130,7 @@ class JobManager:
             if result and result.get("stopped", "completed") != "interrupted" and not job["error"]:
                 self.store.transition(job["id"], ("running",), state="succeeded", finished_at=time.time())
                 continue  # it finished while no server watched: its result says so
-            self.store.transition(
-                job["id"],
-                ("running",),
-                state="interrupted",
-                finished_at=time.time(),
-                error="the server stopped while the job ran: resume it to continue",
-            )
+            self._interrupted(job)
 
     def wake(self) -> None:
         self._wake.set()

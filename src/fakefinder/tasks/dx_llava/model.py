@@ -88,6 +88,21 @@ class DxLlava(nn.Module):
         self.binary_loss_weight = binary_loss_weight
         self.num_image_tokens = vision_tower.count_tokens()
 
+    @classmethod
+    def from_parts(
+        cls, language_model: nn.Module, vision_tower: VisionTower, projector: nn.Module, head: BinaryHead, cfg
+    ) -> DxLlava:
+        """The model with its head source and loss weights from a `dx_llava` config section."""
+        return cls(
+            language_model,
+            vision_tower,
+            projector,
+            head,
+            cfg.model.head_source,
+            cfg.train.lm_loss_weight,
+            cfg.train.binary_loss_weight,
+        )
+
     # frozen towers stay in eval mode (no BatchNorm/dropout drift) whatever the trainer does
     def train(self, mode: bool = True):
         super().train(mode)
@@ -399,15 +414,7 @@ def build_model(cfg: DxLlavaConfig, work_dir: Path | None = None, for_training: 
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if hasattr(lm, "enable_input_require_grads"):
             lm.enable_input_require_grads()
-    model = DxLlava(
-        lm,
-        tower,
-        projector,
-        head,
-        cfg.model.head_source,
-        cfg.train.lm_loss_weight,
-        cfg.train.binary_loss_weight,
-    )
+    model = DxLlava.from_parts(lm, tower, projector, head, cfg)
     if for_training:
         set_trainable(model, cfg)
     info = {
@@ -637,15 +644,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     tower.mean, tower.std = tuple(meta["mean"]), tuple(meta["std"])
     projector = build_projector(cfg.model.projector, tower.hidden_size, meta["lm_hidden"])
     head = BinaryHead(meta["lm_hidden"], cfg.model.head_hidden)
-    model = DxLlava(
-        lm,
-        tower,
-        projector,
-        head,
-        cfg.model.head_source,
-        cfg.train.lm_loss_weight,
-        cfg.train.binary_loss_weight,
-    )
+    model = DxLlava.from_parts(lm, tower, projector, head, cfg)
     _load_small_parts(path, projector, head, tower)
     model.to(device).eval()
     model.requires_grad_(False)

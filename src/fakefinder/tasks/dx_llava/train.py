@@ -18,7 +18,7 @@ from fakefinder.config import Config, ConfigError
 from fakefinder.core.artifact import staged
 from fakefinder.core.events import as_events
 from fakefinder.core.results import TrainSummary
-from fakefinder.engine.hf import latest_checkpoint, report_through_events, training_arguments
+from fakefinder.engine.hf import latest_checkpoint, report_through_events, train_summary, training_arguments
 from fakefinder.engine.language import parameter_counts
 from fakefinder.engine.run import Run
 from fakefinder.tasks.dx_llava.data import (
@@ -310,7 +310,8 @@ def _train(config: Config, run: Run) -> TrainSummary:
             "(resume with --resume)",
             "train",
         )
-        return _summary(
+        return train_summary(
+            KIND,
             output,
             None,
             "interrupted",
@@ -331,7 +332,8 @@ def _train(config: Config, run: Run) -> TrainSummary:
                 save_model(model, tokenizer, cfg, info, staging, config)
     metrics = trainer.evaluate() if eval_set is not None else {}
     distributed.teardown(dist_info)  # a barrier first: gloo can abort when a rank leaves early
-    return _summary(
+    return train_summary(
+        KIND,
         output,
         final if trainer.args.should_save else None,
         "completed",
@@ -345,22 +347,4 @@ def _train(config: Config, run: Run) -> TrainSummary:
             "data": {"train": train_report, "eval": eval_report},
             "info": info,
         },
-    )
-
-
-def _summary(output: Path, final: Path | None, stopped: str, result, seconds: float, trainer, details: dict):
-    evaluated = details.get("eval") or {}
-    return TrainSummary(
-        KIND,
-        output,
-        final,
-        stopped,
-        "eval_loss" if "eval_loss" in evaluated else None,
-        evaluated.get("eval_loss"),
-        None,
-        trainer.state.epoch,
-        result.global_step,
-        seconds,
-        trainer.state.log_history,
-        details,
     )

@@ -218,27 +218,33 @@ def load(path: str | Path, device: str | torch.device = "cpu"):
     if meta.get("merged"):
         model = load_causal_lm(str(path / MERGED), None, cfg.model.dtype, key=str(path))
     else:
-        base = meta["base"]
-        lora = cfg.lora
-        quantization = (
-            four_bit_config(lora.quant_type, lora.double_quant, lora.compute_dtype)
-            if meta.get("quantized")
-            else None
-        )
-        model = load_causal_lm(
-            base["source"],
-            base.get("gguf_file"),
-            cfg.model.dtype,
-            quantization,
-            f"{path}/model.json: base.source",
-        )
-        model = PeftModel.from_pretrained(model, path / ADAPTER)
+        model = PeftModel.from_pretrained(_adapter_base(path, cfg, meta)[0], path / ADAPTER)
     if quantization_free(model):
         model.to(device)
     model.eval()
     model.requires_grad_(False)
     model.config.use_cache = True
     return model, tokenizer, meta, kind
+
+
+def _adapter_base(path: Path, cfg: LlmConfig, meta: dict):
+    """(the base model an adapter artifact was trained on, its 4-bit quantization or None): a QLoRA
+    adapter's base is loaded in 4 bits again, as it was trained."""
+    lora = cfg.lora
+    quantization = (
+        four_bit_config(lora.quant_type, lora.double_quant, lora.compute_dtype)
+        if meta.get("quantized")
+        else None
+    )
+    base = meta["base"]
+    model = load_causal_lm(
+        base["source"],
+        base.get("gguf_file"),
+        cfg.model.dtype,
+        quantization,
+        key=f"{path}/model.json: base.source",
+    )
+    return model, quantization
 
 
 def quantization_free(model) -> bool:
@@ -261,19 +267,7 @@ def merge(path: str | Path, output: str | Path) -> Path:
     if meta.get("merged"):
         raise ConfigError(f"{path}: is merged already (no adapter left)")
     base = meta["base"]
-    lora = cfg.lora
-    quantization = (
-        four_bit_config(lora.quant_type, lora.double_quant, lora.compute_dtype)
-        if meta.get("quantized")
-        else None
-    )
-    model = load_causal_lm(
-        base["source"],
-        base.get("gguf_file"),
-        cfg.model.dtype,
-        quantization,
-        key=f"{path}/model.json: base.source",
-    )
+    model, quantization = _adapter_base(path, cfg, meta)
     if quantization is not None:
         model = model.dequantize()
     model = PeftModel.from_pretrained(model, path / ADAPTER).merge_and_unload()

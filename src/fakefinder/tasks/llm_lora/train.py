@@ -14,7 +14,7 @@ import torch
 
 from fakefinder.config import Config, ConfigError
 from fakefinder.core.results import TrainSummary
-from fakefinder.engine.hf import latest_checkpoint, report_through_events, training_arguments
+from fakefinder.engine.hf import latest_checkpoint, report_through_events, train_summary, training_arguments
 from fakefinder.engine.language import parameter_counts
 from fakefinder.engine.run import Run
 from fakefinder.tasks.llm_lora.config import LlmConfig
@@ -325,19 +325,8 @@ def _train(config: Config, run: Run) -> TrainSummary:
     }
 
     def summary(artifact, stopped: str, evaluated: dict) -> TrainSummary:
-        return TrainSummary(
-            config.task,
-            output,
-            artifact,
-            stopped,
-            "eval_loss" if "eval_loss" in evaluated else None,
-            evaluated.get("eval_loss"),
-            None,
-            trainer.state.epoch,
-            result.global_step,
-            seconds,
-            trainer.state.log_history,
-            {**details, "eval": evaluated},
+        return train_summary(
+            config.task, output, artifact, stopped, result, seconds, trainer, {**details, "eval": evaluated}
         )
 
     if run.stop.is_set():

@@ -71,7 +71,7 @@ def child(spec: dict) -> dict:
 
         from fakefinder.config import FacesConfig
         from fakefinder.faces.detectors import DetectorChain
-        from fakefinder.faces.prepare import prepare  # noqa: F401  (the same imports as a real run)
+        from fakefinder.faces.prepare import prepare  # the same imports as a real run
 
         chain = DetectorChain(FacesConfig(detect_max_side=spec["max_side"], min_face_px=spec["min_face_px"]))
         chain.verify()  # every detector of the default chain loaded, as a run may need them all

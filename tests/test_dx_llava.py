@@ -8,16 +8,15 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import peft  # noqa: E402,F401  (installed by the set-up)
+import peft  # noqa: F401  (installed by the set-up: fails here, not deep in a test)
 import pytest
 import torch
-import transformers  # noqa: E402,F401
 from PIL import Image
 
-from fakefinder import synthetic  # noqa: E402
-from fakefinder.config import ConfigError, config_from_dict  # noqa: E402
-from fakefinder.engine.tiny import build_char_tokenizer, tiny_clip_vision_config, tiny_llama_config  # noqa: E402
-from fakefinder.tasks.dx_llava import data as dxdata  # noqa: E402
+from fakefinder import synthetic
+from fakefinder.config import ConfigError, config_from_dict
+from fakefinder.engine.tiny import build_char_tokenizer, tiny_clip_vision_config, tiny_llama_config
+from fakefinder.tasks.dx_llava import data as dxdata
 
 _conversation = synthetic.llava_conversation
 

@@ -32,7 +32,7 @@ def _overrides(kind: Kind, method: str) -> bool:
 @pytest.mark.parametrize("name", BUILT_IN)
 def test_every_kind_keeps_the_contract(name, tmp_path):
     kind = get_task(name)
-    assert isinstance(kind, Kind) and kind.name == name and kind.description
+    assert isinstance(kind, Kind) and kind.name == name and kind.description and kind.dataset_layout
     for method in ("train", "evaluate", "load", "dataset_settings", "describe_dataset"):
         assert _overrides(kind, method), f"{name} does not implement {method}"
     for method in ("train", "evaluate", "load", "export", "merge", "devices"):
@@ -168,8 +168,12 @@ def toy(tmp_path_factory):
 
 
 def test_the_test_only_kind_keeps_the_contract_and_asks_for_its_gpus(toy, tmp_path):
+    from fakefinder.platform.uploads import describe_dataset
+
     test_every_kind_keeps_the_contract("toy_regressor", tmp_path)
     test_each_kinds_jobs_ask_for_the_gpus_their_device_names("toy_regressor")
+    (tmp_path / "notes.txt").write_text("nothing to train on")
+    assert "a toy_train.csv of x, y numbers" in describe_dataset(tmp_path)["note"]  # what it expects, listed
 
 
 def test_a_kind_gets_its_section_with_defaults_did_you_mean_and_dispatch(toy, tmp_path):
@@ -322,7 +326,7 @@ def test_no_kind_or_kind_section_is_named_in_the_platform_the_cli_or_the_rendere
         SRC / "cli.py",
         SRC / "render.py",
         *sorted((SRC / "platform").rglob("*.py")),
-        *sorted((SRC / "platform" / "static").glob("*.js")),
+        *sorted((SRC / "platform" / "static").rglob("*.js")),
         *sorted((SRC / "platform" / "static").glob("*.html")),
     ]
     found = [

@@ -1,5 +1,6 @@
 """The package's layers, read from the source: no import circle, no private names taken from another
-package, inference and evaluation apart from the training engine, config free of model code."""
+package, each layer importing only the ones below it (a kind never another kind), config free of
+model code."""
 
 from __future__ import annotations
 
@@ -83,13 +84,46 @@ def test_no_private_names_from_another_package():
     assert not offenders, offenders
 
 
-def test_inference_and_evaluation_do_not_import_the_training_engine():
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    return "tasks." + parts[2] if len(parts) > 2 and parts[1] == "tasks" else ".".join(parts[:2])
+
+
+# what each layer may import besides itself: every layer only from the ones below it
+SHARED = {"fakefinder.config", "fakefinder.core", "fakefinder.media", "fakefinder.faces", "fakefinder.engine"}
+BELOW = {
+    "fakefinder.core": set(),
+    "fakefinder.config": {"fakefinder.core"},
+    "fakefinder.media": {"fakefinder.core", "fakefinder.config"},
+    "fakefinder.faces": {"fakefinder.core", "fakefinder.config", "fakefinder.media"},
+    "fakefinder.engine": {"fakefinder.core", "fakefinder.config", "fakefinder.media", "fakefinder.faces"},
+    "tasks.base": SHARED,
+    "tasks.registry": SHARED | {"tasks.base"},
+    "tasks.classification": SHARED | {"tasks.base", "tasks.registry"},
+}
+KIND_PACKAGES = sorted(
+    "tasks." + p.name
+    for p in (SRC / PACKAGE / "tasks").iterdir()
+    if p.is_dir() and (p / "__init__.py").is_file() and p.name != "classification"
+)
+
+
+def test_each_layer_imports_only_the_layers_below_it():
+    assert {"tasks.deepfake_detector", "tasks.llm_lora", "tasks.text_to_image_lora"} <= set(KIND_PACKAGES)
+    allowed = dict(BELOW)
+    for kind in KIND_PACKAGES:  # a kind takes from the shared layers and its family, never from a kind
+        allowed[kind] = SHARED | {
+            "tasks.base",
+            "tasks.registry",
+            "tasks.classification",
+            "fakefinder.synthetic",
+        }
     offenders = [
         f"{name} -> {target}"
         for name in MODULES
-        if name.startswith(("fakefinder.infer", "fakefinder.eval"))
+        if _layer(name) in allowed
         for target, _ in imports(name)
-        if target.startswith("fakefinder.engine")
+        if _layer(target) != _layer(name) and _layer(target) not in allowed[_layer(name)]
     ]
     assert not offenders, offenders
 

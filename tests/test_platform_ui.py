@@ -346,7 +346,10 @@ def _fill_start_form(d) -> None:
         "epochs: 2",
         "batch_size: 8",
     )
-    fresh = lambda d: "stale" not in css(d, "#preview")[0].get_attribute("class")  # noqa: E731
+
+    def fresh(d):
+        return "stale" not in css(d, "#preview")[0].get_attribute("class")
+
     wait(
         d,
         20,

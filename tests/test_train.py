@@ -442,7 +442,7 @@ def wait_for_step(path: Path, step: int, process, timeout: float = 180) -> int:
         if path.is_file():
             try:
                 found = load_checkpoint(path)["global_step"]
-            except Exception:  # being replaced right now
+            except Exception:  # noqa: BLE001 - being replaced right now
                 found = -1
             if found >= step:
                 return found

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import logging
 import re
 import typing
 from pathlib import Path
@@ -27,6 +28,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError, core_schema
 
 from fakefinder.core.errors import FakefinderError
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(FakefinderError, ValueError):
@@ -57,7 +60,8 @@ TRACKERS = ("tensorboard", "wandb")
 
 class RunSection(Section):
     """The run settings every kind's training reads, spelled the same in every kind: each kind's run
-    section (`train`, `llm.train`, `detector.train`, ...) extends it with its own settings and defaults."""
+    section (`train`, `llm.train`, `object_detector.train`, ...) extends it with its own settings and
+    defaults."""
 
     output_dir: Path = Field(
         default=Path("output/run"), description="The run folder: checkpoints, logs and the model artifact."
@@ -1059,10 +1063,10 @@ def section_from_saved(
     """A section rebuilt from settings a file saved (an artifact's face settings, a DX-LLaVA model's
     sections): keys renamed since are read under their new names (`prefix`: the section's name in a
     config, e.g. "llm"); keys this version does not know (dropped since) are left out, at any depth,
-    and returned, so an older file still loads."""
+    and returned, so an older file still loads. A renamed key is logged with its new name."""
     saved = copy.deepcopy(dict(saved or {}))
-    if prefix:
-        migrate(saved, prefix)
+    for note in migrate(saved, prefix) if prefix else ():
+        log.warning("%s (written by an earlier version): %s", where, note)
     kept, ignored = _known_part(model, saved, "")
     try:
         return model.model_validate(kept), ignored

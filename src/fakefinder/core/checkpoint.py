@@ -108,7 +108,7 @@ def load_checkpoint(path: Path, map_location="cpu", allow: tuple = ()) -> dict:
             f"refused to load {path}: it holds objects other than tensors and plain values ({detail}); "
             "fakefinder never unpickles code from a file"
         ) from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever a foreign file breaks, it is named as unreadable
         raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
     if not isinstance(state, dict):
         raise CheckpointError(

@@ -171,7 +171,7 @@ def extract(
         raise
     except (VideoError, ValueError, OSError) as exc:
         found.reason, found.crops = str(exc) or type(exc).__name__, []
-    except Exception as exc:  # one bad file must never stop a run
+    except Exception as exc:  # noqa: BLE001 - one bad file must never stop a run
         found.reason, found.crops = f"{type(exc).__name__}: {exc}", []
     if not found.reason and found.frames == 0:
         found.reason = "no decodable frames"

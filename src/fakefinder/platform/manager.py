@@ -139,7 +139,7 @@ class JobManager:
         while not self._stop.is_set():
             try:
                 self.tick()
-            except Exception:  # noqa: BLE001 - the queue must outlive any one job's trouble
+            except Exception:  # the queue must outlive any one job's trouble
                 log.exception("job loop")
             self._wake.wait(self.settings.poll_interval_s)
             self._wake.clear()
@@ -149,7 +149,7 @@ class JobManager:
             for job in self.store.in_state("running"):
                 try:
                     self._follow(job)
-                except Exception:  # noqa: BLE001 - one job's trouble never stops the others
+                except Exception:  # one job's trouble never stops the others
                     log.exception("job %s", job["id"])
             self._schedule()
 

@@ -99,7 +99,7 @@ def prepare_on_ray(
                     index = pending.pop(ref)
                     try:
                         outcome = ray.get(ref)
-                    except Exception as exc:  # a task error, a crashed worker, a lost node ...
+                    except Exception as exc:  # noqa: BLE001 - a task error, a crashed worker, a lost node ...
                         failures[index] = _failure_text(exc)
                         events.warning(f"prepare shard {index}/{shards} failed: {failures[index]}", "prepare")
                         stage.advance(message=f"shard {index}/{shards} failed")

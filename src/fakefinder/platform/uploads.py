@@ -479,10 +479,9 @@ def describe_dataset(path: Path) -> dict:
         "the folder is empty"
         if not files
         else (
-            "not a layout fakefinder knows; expected what a model kind trains on (a prepared manifest.csv, "
-            "LLaVA train.json, instruction train.jsonl, a YOLO data.yaml, captioned images, train/<class>/ "
-            "folders, ...) or a raw layout prepare reads (real/ and fake/ folders, metadata.csv, "
-            "FaceForensics++, DFDC, Celeb-DF)"
+            "not a layout fakefinder knows; expected what a model kind trains on "
+            f"({', '.join(dict.fromkeys(k.dataset_layout for k in kinds() if k.dataset_layout))}) or a raw "
+            "layout prepare reads (real/ and fake/ folders, metadata.csv, FaceForensics++, DFDC, Celeb-DF)"
         )
     )
     return description

@@ -50,6 +50,7 @@ class Kind:
     adapter             the folder inside the artifact holding a LoRA adapter (kinds that train one)
     predict_inputs      file types `predict` reads (None: images and videos)
     multi_process       whether torchrun may run it on several processes (DDP, DeepSpeed)
+    dataset_layout      what a dataset it trains on looks like, in a few words (messages list it)
     """
 
     name: ClassVar[str] = ""
@@ -65,6 +66,7 @@ class Kind:
     adapter: ClassVar[str | None] = None
     predict_inputs: ClassVar[tuple[str, ...] | None] = None
     multi_process: ClassVar[bool] = False
+    dataset_layout: ClassVar[str] = ""
 
     # ------------------------------------------------------------------ what every kind implements
     def train(

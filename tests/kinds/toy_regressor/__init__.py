@@ -14,6 +14,7 @@ from toy_regressor.config import ToyConfig
 class ToyRegressor(Kind):
     name: ClassVar[str] = "toy_regressor"
     description: ClassVar[str] = "a straight line fitted to numbers (a kind for tests)"
+    dataset_layout: ClassVar[str] = "a toy_train.csv of x, y numbers"
     section: ClassVar[str] = "toy"
     section_model = ToyConfig
     defaults: ClassVar[dict] = {"toy": {"train": {"epochs": 3}}}

@@ -27,3 +27,21 @@ class ClassificationKind(Kind):
         return Exported(
             report.path, f"max |logit difference| {report.max_abs_diff:.2e} over {report.samples} inputs"
         )
+
+
+def family_kinds() -> list[str]:
+    """The registered kinds of this family (their artifacts hold a timm network this package loads)."""
+    from fakefinder.tasks.registry import kinds
+
+    return [kind.name for kind in kinds() if isinstance(kind, ClassificationKind)]
+
+
+def check_family(artifact) -> None:
+    """Refuses an artifact that no kind of this family wrote, naming the kinds that would do."""
+    from fakefinder.core.artifact import ArtifactError
+
+    family = family_kinds()
+    if artifact.kind not in family:
+        raise ArtifactError(
+            f"{artifact.path} holds a {artifact.kind} model, not a timm classifier ({' or '.join(family)})"
+        )

@@ -46,15 +46,12 @@ def load_detector(model: str | Path | Artifact, device: str | torch.device = "cp
     """A deepfake detector or image classifier ready for inference from an artifact folder (or an
     older `best.pt`, converted safely): the selected weights and the decision threshold fitted on
     validation."""
+    from fakefinder.tasks.classification.kind import check_family
     from fakefinder.tasks.classification.model import from_artifact
-    from fakefinder.tasks.deepfake_detector.artifact import KIND
     from fakefinder.tasks.registry import read_model
 
     artifact = model if isinstance(model, Artifact) else read_model(model)
-    if artifact.kind != KIND:
-        from fakefinder.core.artifact import ArtifactError
-
-        raise ArtifactError(f"{artifact.path} holds a {artifact.kind} model, not a {KIND}")
+    check_family(artifact)
     network = from_artifact(artifact, device)
     return LoadedDetector(
         network,

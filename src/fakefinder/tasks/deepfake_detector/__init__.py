@@ -13,6 +13,7 @@ from fakefinder.tasks.classification.kind import ClassificationKind
 
 class DeepfakeDetector(ClassificationKind):
     name: ClassVar[str] = "deepfake_detector"
+    dataset_layout: ClassVar[str] = "a prepared manifest.csv of face crops"
     description: ClassVar[str] = "binary real/fake detector on face crops"
     reads: ClassVar[tuple[str, ...]] = (
         "data",

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fakefinder.config import Config, ConfigError, config_to_yaml
-from fakefinder.core.artifact import staged, write_model_json
+from fakefinder.core.artifact import write_artifact, write_model_json
 from fakefinder.engine.language import (
     four_bit_config,
     linear_module_names,
@@ -494,30 +494,30 @@ def _save_tensors(module: nn.Module, path: Path) -> None:
     save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}, str(path))
 
 
-def save_model(
-    model: DxLlava, tokenizer, cfg: DxLlavaConfig, info: dict, output: Path, full_config: Config | None = None
-) -> Path:
-    """Write what a run trained. Stage 1: `mm_projector.safetensors` only. LoRA/QLoRA: `adapter/`,
-    projector and head. Full: `language_model/` as well. Always `model.json` (the artifact's
-    description: what `load_model` rebuilds the model from) and, for people, `config.yaml`.
-    Under DeepSpeed ZeRO-3 call it inside `gathered_for_saving` (on every rank; rank 0 writes)."""
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
+def _parts(model: DxLlava, tokenizer, cfg: DxLlavaConfig) -> dict:
+    """The files a trained model is saved as (name -> writer of that file or folder). Stage 1:
+    `mm_projector.safetensors` only. LoRA/QLoRA: `adapter/`, projector and head. Full:
+    `language_model/` as well. A trained vision tower, and the tokenizer, always."""
     lm = model.language_model
-    stage, mode = cfg.train.stage, cfg.train.mode
-    if stage == "projector":
-        _save_tensors(model.projector, output / "mm_projector.safetensors")
+    parts = {}
+    if cfg.train.stage == "projector":
+        parts["mm_projector.safetensors"] = lambda f: _save_tensors(model.projector, f)
     else:
-        _save_tensors(model.projector, output / "projector.safetensors")
-        _save_tensors(model.head, output / "head.safetensors")
+        parts["projector.safetensors"] = lambda f: _save_tensors(model.projector, f)
+        parts["head.safetensors"] = lambda f: _save_tensors(model.head, f)
         if hasattr(lm, "peft_config"):
-            lm.save_pretrained(output / "adapter")
-        elif mode == "full":
-            lm.save_pretrained(output / "language_model")
+            parts["adapter"] = lm.save_pretrained
+        elif cfg.train.mode == "full":
+            parts["language_model"] = lm.save_pretrained
     if _tower_is_saved(model.vision_tower):
-        _save_tensors(model.vision_tower, output / "vision_tower.safetensors")
-    tokenizer.save_pretrained(output / "tokenizer")
-    whole = full_config or Config(task=KIND, dx_llava=cfg)
+        parts["vision_tower.safetensors"] = lambda f: _save_tensors(model.vision_tower, f)
+    parts["tokenizer"] = tokenizer.save_pretrained
+    return parts
+
+
+def _description(cfg: DxLlavaConfig, info: dict, whole: Config) -> dict:
+    """model.json's fields for a saved model: what `load_model` rebuilds it from."""
+    stage, mode = cfg.train.stage, cfg.train.mode
     architecture = {
         "stage": stage,
         "mode": mode,
@@ -537,19 +537,52 @@ def save_model(
             "seek": whole.data.seek,
         },
     }
-    files = sorted(p.name for p in output.iterdir() if p.suffix == ".safetensors" or p.is_dir())
+    return {
+        "architecture": json.loads(json.dumps(architecture, default=str)),
+        "classes": ["real", "fake"],
+        "preprocessing": preprocessing,
+        "threshold": 0.5,
+        "training": {"stage": stage, "mode": mode},
+    }
+
+
+def save_model(
+    model: DxLlava, tokenizer, cfg: DxLlavaConfig, info: dict, output: Path, full_config: Config | None = None
+) -> Path:
+    """Write what a run trained into `output` in place (a Trainer checkpoint folder): its parts
+    (`_parts`), `model.json` and, for people, `config.yaml`. Under DeepSpeed ZeRO-3 call it inside
+    `gathered_for_saving` (on every rank; rank 0 writes)."""
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    whole = full_config or Config(task=KIND, dx_llava=cfg)
+    parts = _parts(model, tokenizer, cfg)
+    for name, write in parts.items():
+        write(output / name)
+    described = _description(cfg, info, whole)
     write_model_json(
         output,
         KIND,
-        json.loads(json.dumps(architecture, default=str)),
-        ["real", "fake"],
-        preprocessing,
-        0.5,
-        {"stage": stage, "mode": mode},
-        files,
+        described["architecture"],
+        described["classes"],
+        described["preprocessing"],
+        described["threshold"],
+        described["training"],
+        sorted(parts),
     )
     (output / "config.yaml").write_text(config_to_yaml(whole))
     return output
+
+
+def save_artifact(
+    model: DxLlava, tokenizer, cfg: DxLlavaConfig, info: dict, output: Path, full_config: Config | None = None
+) -> Path:
+    """The model artifact at `output`, written whole (staged beside it and swapped in): the same
+    files as `save_model`."""
+    whole = full_config or Config(task=KIND, dx_llava=cfg)
+    parts = _parts(model, tokenizer, cfg)
+    parts["config.yaml"] = lambda f: f.write_text(config_to_yaml(whole))
+    write_artifact(output, KIND, extra=parts, **_description(cfg, info, whole))
+    return Path(output)
 
 
 def _load_small_parts(folder: Path, projector: nn.Module, head: nn.Module, tower: nn.Module) -> None:
@@ -666,6 +699,4 @@ def merge_lora(path: str | Path, output: str | Path) -> Path:
     config = Config(
         task=KIND, dx_llava=cfg, faces=faces, data={k: v for k, v in frames.items() if v is not None}
     )
-    with staged(output) as staging:
-        save_model(model, tokenizer, cfg, info, staging, config)
-    return Path(output)
+    return save_artifact(model, tokenizer, cfg, info, Path(output), config)

@@ -15,7 +15,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from fakefinder.config import Config, ConfigError
-from fakefinder.core.artifact import staged
 from fakefinder.core.events import as_events
 from fakefinder.core.results import TrainSummary
 from fakefinder.engine.hf import latest_checkpoint, report_through_events, train_summary, training_arguments
@@ -32,6 +31,7 @@ from fakefinder.tasks.dx_llava.model import (
     build_model,
     gathered_for_saving,
     load_trained_weights,
+    save_artifact,
     save_model,
 )
 
@@ -328,8 +328,7 @@ def _train(config: Config, run: Run) -> TrainSummary:
         )
     with gathered_for_saving(model, cfg):
         if trainer.args.should_save:  # staged beside `final` and swapped in whole
-            with staged(final) as staging:
-                save_model(model, tokenizer, cfg, info, staging, config)
+            save_artifact(model, tokenizer, cfg, info, final, config)
     metrics = trainer.evaluate() if eval_set is not None else {}
     distributed.teardown(dist_info)  # a barrier first: gloo can abort when a rank leaves early
     return train_summary(

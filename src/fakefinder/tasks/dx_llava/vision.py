@@ -95,18 +95,17 @@ def _fakefinder_tower(path: str, image_size: int | None) -> FeatureMapTower:
     safely; its last feature map): image tokens that already carry deepfake evidence. The
     detector's input size and normalisation come along."""
     from fakefinder.core.errors import FakefinderError
+    from fakefinder.tasks.classification.kind import check_family
     from fakefinder.tasks.classification.model import from_artifact
-    from fakefinder.tasks.deepfake_detector.artifact import KIND
     from fakefinder.tasks.registry import read_model
 
     if not Path(path).exists():
-        raise ConfigError(f"dx_llava.model.vision_tower: detector model not found: {path}")
+        raise ConfigError(f"dx_llava.model.vision_tower: deepfake detector model not found: {path}")
     try:
         artifact = read_model(path)
+        check_family(artifact)
     except FakefinderError as exc:
         raise ConfigError(f"dx_llava.model.vision_tower: {exc}") from None
-    if artifact.kind != KIND:
-        raise ConfigError(f"dx_llava.model.vision_tower: {path} holds a {artifact.kind} model, not a {KIND}")
     detector = from_artifact(artifact, tta=False)
     trunk = detector.backbone
     p = artifact.preprocessing

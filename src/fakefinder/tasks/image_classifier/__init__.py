@@ -14,6 +14,7 @@ from fakefinder.tasks.image_classifier.config import ClassifierConfig
 
 class ImageClassifier(ClassificationKind):
     name: ClassVar[str] = "image_classifier"
+    dataset_layout: ClassVar[str] = "train/<class>/ image folders"
     description: ClassVar[str] = "N-class image classifier (timm backbone)"
     section: ClassVar[str] = "classifier"
     section_model = ClassifierConfig

@@ -13,6 +13,7 @@ from fakefinder.tasks.llm_lora.config import PROMPT_EXTENSIONS, LlmConfig
 
 class LlmLora(Kind):
     name: ClassVar[str] = "llm_lora"
+    dataset_layout: ClassVar[str] = "an instruction train.jsonl"
     description: ClassVar[str] = "LoRA fine-tuning of a causal language model"
     section: ClassVar[str] = "llm"
     section_model = LlmConfig

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from fakefinder.config import Config, ConfigError, config_to_yaml
-from fakefinder.core.artifact import staged, write_model_json
+from fakefinder.core.artifact import write_artifact
 from fakefinder.engine.language import four_bit_config, load_causal_lm, load_tokenizer, resolve_source
 from fakefinder.tasks.llm_lora.config import LlmConfig
 from fakefinder.tasks.llm_lora.data import set_template
@@ -172,23 +172,25 @@ def save_artifact(
         "max_length": cfg.data.max_length,
         "llm": cfg.model_dump(mode="json"),
     }
-    with staged(output) as staging:
-        model.save_pretrained(staging / (MERGED if merged else ADAPTER), safe_serialization=True)
-        tokenizer.save_pretrained(staging / "tokenizer")
+
+    def weights(folder: Path) -> None:
+        model.save_pretrained(folder, safe_serialization=True)
         if merged:  # the merged folder stands alone: model and tokenizer
-            tokenizer.save_pretrained(staging / MERGED)
-        files = sorted(p.name for p in staging.iterdir() if p.is_dir() or p.suffix == ".safetensors")
-        write_model_json(
-            staging,
-            kind,
-            json.loads(json.dumps(architecture, default=str)),
-            [],
-            {},
-            None,
-            training or {},
-            files,
-        )
-        (staging / "config.yaml").write_text(config_to_yaml(config))
+            tokenizer.save_pretrained(folder)
+
+    write_artifact(
+        output,
+        kind,
+        json.loads(json.dumps(architecture, default=str)),
+        [],
+        {},
+        training=training or {},
+        extra={
+            MERGED if merged else ADAPTER: weights,
+            "tokenizer": tokenizer.save_pretrained,
+            "config.yaml": lambda f: f.write_text(config_to_yaml(config)),
+        },
+    )
     return Path(output)
 
 

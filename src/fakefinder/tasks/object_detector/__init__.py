@@ -15,6 +15,7 @@ from fakefinder.tasks.object_detector.config import IMAGE_EXTENSIONS, ObjectDete
 
 class ObjectDetector(Kind):
     name: ClassVar[str] = "object_detector"
+    dataset_layout: ClassVar[str] = "a YOLO data.yaml"
     description: ClassVar[str] = "YOLO object detector (Ultralytics)"
     section: ClassVar[str] = "object_detector"
     section_model = ObjectDetectorConfig

@@ -48,7 +48,7 @@ def require():
 
     image_open, torch_save = Image.open, torch.save
     try:
-        import ultralytics.utils  # noqa: F401
+        import ultralytics.utils  # noqa: F401  (imported for its settings, with the hooks above in place)
     except ImportError:
         raise ConfigError(INSTALL) from None
     finally:
@@ -227,7 +227,7 @@ def start_weights(source: str) -> dict[str, torch.Tensor]:
 
             try:
                 path = Path(attempt_download_asset(str(path)))
-            except Exception as exc:  # offline, or not a released name
+            except Exception as exc:  # noqa: BLE001 - offline, or not a released name
                 raise ConfigError(
                     f"object_detector.model.weights: {source!r} is not a local file and could not be "
                     f"downloaded ({type(exc).__name__}: {exc})"

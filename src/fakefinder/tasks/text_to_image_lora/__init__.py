@@ -14,6 +14,7 @@ from fakefinder.tasks.text_to_image_lora.config import PROMPT_EXTENSIONS, Diffus
 
 class TextToImageLora(Kind):
     name: ClassVar[str] = "text_to_image_lora"
+    dataset_layout: ClassVar[str] = "captioned images"
     description: ClassVar[str] = "LoRA for a Stable Diffusion UNet (diffusers)"
     section: ClassVar[str] = "diffusion"
     section_model = DiffusionConfig

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -42,6 +43,7 @@ from fakefinder.tasks.text_to_image_lora.model import (
     set_sampler,
 )
 
+log = logging.getLogger(__name__)
 KIND = "text_to_image_lora"
 RUN_FILES = ("checkpoints", "model", "samples")  # what shows that an output folder holds a run
 STAGE = "diffusion train"
@@ -235,6 +237,10 @@ def run_fingerprint(cfg: DiffusionConfig, items: list) -> dict:
 def check_fingerprint(folder: Path, saved: dict | None, now: dict) -> None:
     if saved is None:
         return
+    for key, value in saved.items():
+        (now_key,) = renamed_flat({key: value})
+        if now_key != key:
+            log.warning("%s (written by an earlier version): '%s' is called '%s' now", folder, key, now_key)
     saved = renamed_flat(saved)  # written before keys were renamed: compared under today's names
     changed = [
         f"{k}: {saved.get(k)!r} -> {now.get(k)!r}"

@@ -67,7 +67,7 @@ def _steps_time(history: list[dict], steps: int) -> float | None:
 # ---------------------------------------------------------------------------------------------- the checks
 
 
-def check_detector(root: Path, device: str, precision: str, **train) -> dict:
+def check_deepfake_detector(root: Path, device: str, precision: str, **train) -> dict:
     import fakefinder
 
     result = fakefinder.train(_detector_config(root, device, precision=precision, **train), overwrite=True)
@@ -75,24 +75,24 @@ def check_detector(root: Path, device: str, precision: str, **train) -> dict:
     return {"steps": result.steps, "step_s": _steps_time(result.history, result.steps)}
 
 
-def check_detector_bf16(root, device):
-    return check_detector(root, device, "bf16" if device == "cuda" else "fp32")
+def check_deepfake_detector_bf16(root, device):
+    return check_deepfake_detector(root, device, "bf16" if device == "cuda" else "fp32")
 
 
-def check_detector_fp16(root, device):  # the GradScaler path
+def check_deepfake_detector_fp16(root, device):  # the GradScaler path
     if device != "cuda":
         return {"skip": "fp16 needs CUDA"}
-    return check_detector(root, device, "fp16")
+    return check_deepfake_detector(root, device, "fp16")
 
 
-def check_detector_compile(root, device):
-    return check_detector(root, device, "bf16" if device == "cuda" else "fp32", compile=True)
+def check_deepfake_detector_compile(root, device):
+    return check_deepfake_detector(root, device, "bf16" if device == "cuda" else "fp32", compile=True)
 
 
-def check_detector_deepspeed_zero2(root, device):
+def check_deepfake_detector_deepspeed_zero2(root, device):
     import deepspeed  # noqa: F401  (skipped without it)
 
-    return check_detector(root, device, "bf16" if device == "cuda" else "fp32", deepspeed="zero2")
+    return check_deepfake_detector(root, device, "bf16" if device == "cuda" else "fp32", deepspeed="zero2")
 
 
 def check_image_classifier(root, device):
@@ -317,7 +317,7 @@ def check_onnxruntime(root, device):
 CHECKS = {
     name[len("check_") :]: fn
     for name, fn in globals().items()
-    if name.startswith("check_") and callable(fn) and name != "check_detector"
+    if name.startswith("check_") and callable(fn) and name != "check_deepfake_detector"
 }
 
 
@@ -335,7 +335,10 @@ def run_one(name: str, device: str) -> dict:
         try:
             found = CHECKS[name](Path(tmp), device)
         except ImportError as exc:
-            return {"status": "skipped", "note": f"needs {exc.name or exc}"}
+            if not (exc.name or "").startswith("fakefinder"):  # a package this machine lacks
+                return {"status": "skipped", "note": f"needs {exc.name or exc}"}
+            lines = traceback.format_exc().strip().splitlines()  # fakefinder's own import broke: a failure
+            return {"status": "fail", "note": f"ImportError: {exc}"[:300], "trace": lines[-8:]}
         except Exception as exc:  # noqa: BLE001 - reported in the table
             lines = traceback.format_exc().strip().splitlines()
             return {"status": "fail", "note": f"{type(exc).__name__}: {exc}"[:300], "trace": lines[-8:]}
@@ -387,7 +390,7 @@ def main() -> int:
         step = f"{row['step_s'] * 1000:.0f} ms/{row.get('unit', 'step')}" if row.get("step_s") else ""
         memory = f"{row['peak_gpu_gb']:.2f} GB" if row.get("peak_gpu_gb") is not None else ""
         print(
-            f"{name:28s} {row['status']:8s} {step:>18s} {memory:>9s}  {row['wall_s']:6.1f} s  "
+            f"{name:34s} {row['status']:8s} {step:>18s} {memory:>9s}  {row['wall_s']:6.1f} s  "
             f"{row.get('note', '')}",
             flush=True,
         )

@@ -197,8 +197,8 @@ def export(
         typer.Option(
             "--output",
             "-o",
-            help="model.onnx or model.pt (TorchScript) for a classifier or detector; a folder for an "
-            "adapter.",
+            help="model.onnx or model.pt (TorchScript) for a deepfake detector or image classifier; a folder "
+            "for an adapter.",
         ),
     ],
     tolerance: Annotated[

@@ -1,7 +1,7 @@
 """Binary deepfake detectors: a timm backbone with a one-logit head, and a dual-branch model that
 adds a frequency branch (SRM high-pass residuals, or DCT/FFT log-magnitudes) through a small CNN.
 
-Every detector separates `features(x)` (a pooled vector) from `classifier(features)` (the logit).
+Every network separates `features(x)` (a pooled vector) from `classifier(features)` (the logit).
 With `mask_head=True` a 1x1 convolution on the backbone's last feature map (or, with `mask_stride`,
 on the finer map of a middle stage) also predicts where the face was manipulated
 (`forward(x, return_mask=True)`), trained with `train.mask_loss`.
@@ -160,7 +160,7 @@ class Detector(nn.Module):
             return self.classifier(self.features(x))
         if self.mask_head is None:
             raise ValueError(
-                "this detector has no mask head (build it with mask_head=True / train.mask_loss > 0)"
+                "this network has no mask head (build it with mask_head=True / train.mask_loss > 0)"
             )
         if self.mask_index is None:
             raw = self.backbone.forward_features(x)

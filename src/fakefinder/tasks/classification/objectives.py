@@ -81,7 +81,7 @@ class MulticlassObjective:
         unknown = sorted(set(train.loss) - set(self.LOSSES))
         if unknown:
             raise ConfigError(
-                f"train.loss: {unknown} work on binary detectors only; an N-class model takes "
+                f"train.loss: {unknown} work on binary (real/fake) models only; an N-class model takes "
                 f"{list(self.LOSSES)}"
             )
         if train.early_stopping.metric in BINARY_ONLY_METRICS:

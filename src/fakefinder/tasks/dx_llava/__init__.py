@@ -16,7 +16,7 @@ from fakefinder.tasks.dx_llava.config import DxLlavaConfig
 class DxLlava(Kind):
     name: ClassVar[str] = "dx_llava"
     dataset_layout: ClassVar[str] = "a LLaVA train.json"
-    description: ClassVar[str] = "DX-LLaVA: a vision-language detector that explains its answer"
+    description: ClassVar[str] = "DX-LLaVA: a vision-language deepfake detector that explains its answer"
     section: ClassVar[str] = "dx_llava"
     section_model = DxLlavaConfig
     reads: ClassVar[tuple[str, ...]] = ("data", "faces", "evaluate", "predict")

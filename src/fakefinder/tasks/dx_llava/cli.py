@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 app = typer.Typer(
-    help="DX-LLaVA, the explainable detector: training data from a manifest, LLaVA checkpoint "
+    help="DX-LLaVA, the explainable deepfake detector: training data from a manifest, LLaVA checkpoint "
     "conversion (train, evaluate, predict and merge are the generic commands).",
     no_args_is_help=True,
 )

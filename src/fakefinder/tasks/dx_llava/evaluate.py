@@ -15,11 +15,12 @@ import numpy as np
 import pandas as pd
 
 from fakefinder.config import Config, ConfigError
+from fakefinder.core.devices import pick_device
 from fakefinder.core.events import as_events
 from fakefinder.core.files import atomic_write, atomic_write_json, atomic_write_text
 from fakefinder.core.results import EvalSummary
 from fakefinder.tasks.dx_llava.data import read_samples
-from fakefinder.tasks.dx_llava.predict import Explainer, _pick_device
+from fakefinder.tasks.dx_llava.predict import Explainer
 
 KIND = "dx_llava"
 
@@ -39,7 +40,7 @@ def evaluate_model(
     unparsed count) on a LLaVA JSON set; writes metrics.json and predictions.csv."""
     from fakefinder.engine.metrics import binary_metrics
 
-    explainer = Explainer.load(checkpoint, _pick_device(device))
+    explainer = Explainer.load(checkpoint, str(pick_device(device)))
     samples, report = read_samples(json_path, image_folder, "skip", max_samples)
     labelled = [s for s in samples if s.binary_label >= 0]
     if not labelled:

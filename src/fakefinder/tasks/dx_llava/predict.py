@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from fakefinder.config import Config
+from fakefinder.core.devices import pick_device
 from fakefinder.engine.predict import FilePredictor
 from fakefinder.tasks.dx_llava.data import Collator, Conversation, derive_label, load_image
 from fakefinder.tasks.dx_llava.model import load_model
@@ -136,12 +137,6 @@ class Explainer:
         return [i for i in ids if i is not None]
 
 
-def _pick_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 class ExplainerPredictor(FilePredictor):
     """`fakefinder predict` with a DX-LLaVA model: the head's probability per face aggregated per
     file, and one explanation per file (for its most suspicious face) with the label parsed from it
@@ -153,7 +148,7 @@ class ExplainerPredictor(FilePredictor):
         self.path = artifact.path
         self.kind = artifact.kind
         self.explainer = Explainer.load(
-            artifact.path, _pick_device(str(device)), config.dx_llava.max_new_tokens
+            artifact.path, str(pick_device(str(device))), config.dx_llava.max_new_tokens
         )
         self.preprocessing = artifact.preprocessing
         self.threshold = 0.5

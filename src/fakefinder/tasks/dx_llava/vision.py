@@ -93,7 +93,7 @@ def _timm_tower(name: str, pretrained: bool | str, image_size: int | None) -> Fe
 def _fakefinder_tower(path: str, image_size: int | None) -> FeatureMapTower:
     """The backbone of a fakefinder deepfake detector (its model artifact, or an older best.pt, read
     safely; its last feature map): image tokens that already carry deepfake evidence. The
-    detector's input size and normalisation come along."""
+    deepfake detector's input size and normalisation come along."""
     from fakefinder.core.errors import FakefinderError
     from fakefinder.tasks.classification.kind import check_family
     from fakefinder.tasks.classification.model import from_artifact
@@ -213,7 +213,7 @@ def build_vision_tower(config: DxLlavaModelConfig, llava_parts: dict | None = No
     else:
         raise ConfigError(
             f"dx_llava.model.vision_tower={spec!r}: use timm:<name>, open_clip:<name>, "
-            "clip:<hub id or folder>, fakefinder:<detector checkpoint>, or llava"
+            "clip:<hub id or folder>, fakefinder:<deepfake detector model>, or llava"
         )
     tower.random_init = random_init
     if config.freeze_vision_tower:

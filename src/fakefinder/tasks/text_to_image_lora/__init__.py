@@ -1,6 +1,6 @@
 """`text_to_image_lora`: a LoRA adapter for a Stable Diffusion 1.x / 2.x UNet (diffusers + peft),
 trained on a folder of captioned images, sampled at fixed prompts while it trains; it generates
-extra synthetic fakes for detector training."""
+extra synthetic fakes for deepfake detector training."""
 
 from __future__ import annotations
 

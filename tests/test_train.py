@@ -516,35 +516,26 @@ def test_ctrl_c_saves_and_exits_cleanly_then_backup_restores(manifest, tmp_path)
     assert result.steps > interrupted["global_step"]
 
 
-def test_ddp_on_two_cpu_processes(manifest, tmp_path):
-    cfg = run_config_file(manifest, tmp_path, epochs=2, batch_size=2)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            "29531",
-            "-m",
-            "fakefinder",
-            "train",
-            "-c",
-            str(cfg),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+def test_ddp_on_two_cpu_processes_stops_on_sigterm_together_and_resumes(manifest, tmp_path):
+    """torchrun passes the SIGTERM on to both processes (the platform's stop): they agree on the step,
+    save it together and leave; the resumed run finishes as asked."""
+    cfg = run_config_file(manifest, tmp_path, epochs=40, batch_size=2)
+    launcher = _torchrun(cfg, 29531, wait=False)
+    wait_for_step(tmp_path / "run" / "last.pt", 6, launcher)  # the first epoch is saved
+    launcher.send_signal(signal.SIGTERM)
+    launcher.wait(timeout=120)
+    stderr = (tmp_path / "torchrun.log").read_text()
+    stopped = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert "interrupted: saved" in stderr, stderr[-3000:]
+    assert stopped["world_size"] == 2 and len(stopped["rng"]) == 2 and stopped["global_step"] >= 6
+    # each process takes half of every epoch's 24 draws: 12 rows / batch 2 = 6 steps per epoch
+    epochs = stopped["epoch"] + 2
+    done = _torchrun(cfg, 29531, "--resume", "train.epochs=" + str(epochs))
     assert done.returncode == 0, done.stderr[-3000:]
     state = load_checkpoint(tmp_path / "run" / "last.pt")
-    assert state["world_size"] == 2 and len(state["rng"]) == 2
-    # each process takes half of every epoch's 24 draws: 12 rows / batch 2 = 6 steps per epoch
-    assert state["global_step"] == 2 * 6
-    assert len(state["history"]) == 2 and state["history"][-1]["val_auc"] is not None
+    assert state["global_step"] == epochs * 6 and len(state["history"]) == epochs
+    assert state["history"][: len(stopped["history"])] == stopped["history"]
+    assert state["history"][-1]["val_auc"] is not None
 
 
 def test_engine_options_run_together(manifest, tmp_path):
@@ -598,29 +589,28 @@ def test_train_prepares_the_datasets_when_no_manifest_exists(trees, tmp_path):
     assert any("preparing the datasets first" in e.message for e in events)
 
 
-def _torchrun(cfg: Path, port: int, *args: str) -> subprocess.CompletedProcess:
+def _torchrun(cfg: Path, port: int, *args: str, wait: bool = True):
+    """`fakefinder train` on two processes: its finished process (`wait`), else the running launcher."""
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(port),
+        "-m",
+        "fakefinder",
+        "train",
+        "-c",
+        str(cfg),
+        *args,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            str(port),
-            "-m",
-            "fakefinder",
-            "train",
-            "-c",
-            str(cfg),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=400,
-    )
+    if not wait:  # its messages go to torchrun.log beside the config (a pipe nobody reads could fill)
+        with open(cfg.parent / "torchrun.log", "w") as log:
+            return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env=env)
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=400)
 
 
 def test_deepspeed_on_two_cpu_processes_matches_ddp_and_resumes_exactly(manifest, tmp_path):

@@ -88,3 +88,16 @@ def broadcast_object(info: DistInfo, obj):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def any_rank(flag: bool) -> bool:
+    """`flag` or-ed over every process of the group, the same answer on each (a collective: every
+    rank calls it at the same point); `flag` itself without a group of several."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return flag
+    on_gpu = dist.get_backend() == "nccl"
+    box = torch.tensor(
+        [int(flag)], device=torch.device("cuda", torch.cuda.current_device()) if on_gpu else "cpu"
+    )
+    dist.all_reduce(box, op=dist.ReduceOp.MAX)
+    return bool(box.item())

@@ -108,7 +108,7 @@ def events_callback(run, stage: str):
         def on_step_end(self, args, state, control, **kwargs):
             if self.running is not None:
                 self.running.advance(state.global_step - self.running.step)
-            if run.stop.is_set():
+            if run.should_stop():
                 control.should_save = True
                 control.should_training_stop = True
 

@@ -21,6 +21,7 @@ import os
 import random
 import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,7 +33,9 @@ from fakefinder.core.checkpoint import rng_state, set_rng_state
 from fakefinder.core.devices import pick_device
 from fakefinder.core.events import SILENT, Events, as_events
 from fakefinder.core.runlock import RunLock, clear_run, guard_run_folder
+from fakefinder.engine.distributed import any_rank
 
+REPEAT_S = 2.0  # a stop signal again within this is the same request, not a second Ctrl-C
 PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -87,6 +90,7 @@ class Run:
         self.events = Events(self._emit)
         self._lock: RunLock | None = None
         self._signals: dict = {}
+        self._signalled_at = 0.0
         self._callers_rng: dict | None = None
         self._device: torch.device | None = None
         self._precision: str | None = None
@@ -108,7 +112,7 @@ class Run:
                 self.events.warning(note, "config")
         self._callers_rng = rng_state()  # the run seeds every generator; the caller gets its own back
         seed_everything(int(self.settings.seed))
-        if self.main and threading.current_thread() is threading.main_thread():
+        if threading.current_thread() is threading.main_thread():  # every rank: a launcher signals them all
             self._signals = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         return self
 
@@ -126,10 +130,22 @@ class Run:
             self._lock = None
 
     def _on_signal(self, signum, frame) -> None:
-        if self.stop.is_set():  # a second Ctrl-C stops at once
-            raise KeyboardInterrupt
+        now = time.monotonic()
+        if self.stop.is_set():
+            if now - self._signalled_at < REPEAT_S:  # the same request again: torchrun forwards what
+                return  # the whole process group already got, Ray signals every process of a job
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once
+        self._signalled_at = now
         self.stop.set()
         self.events.log("stopping after this step and saving a checkpoint (Ctrl-C again to abort)", "train")
+
+    def should_stop(self) -> bool:
+        """Whether to save and stop after this step. On several processes every rank asks at the same
+        step and all get the same answer, so they stop together whichever of them was signalled."""
+        if any_rank(self.stop.is_set()):
+            self.stop.set()
+            return True
+        return False
 
     def _emit(self, event) -> None:
         self._sink(event)

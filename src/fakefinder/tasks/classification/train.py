@@ -453,7 +453,7 @@ class Trainer:
                 )
             if train.save_steps and self.global_step % train.save_steps == 0:
                 self.save("last.pt")
-            if self.run.stop.is_set():
+            if self.run.should_stop():
                 raise _Interrupted
             if train.max_steps and self.global_step >= train.max_steps:
                 self.stop_reason = "max_steps"

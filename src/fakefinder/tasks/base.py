@@ -127,16 +127,15 @@ class Kind:
         return int(getattr(self.run_settings(config), "num_processes", 1) or 1)
 
     def devices(self, config: Config, resources: dict) -> int:
-        """How many GPUs a job of `config` asks the executor for. A device that names a GPU (cuda,
-        cuda:1, or an index) asks for one per process, and waits for them on a cluster without
-        any; `auto` asks for them when the executor reports GPUs (`resources["gpus"]`), else none."""
+        """How many GPUs a job of `config` asks the executor for: one per process where its device is
+        `auto` or names a GPU (cuda, cuda:1, an index) and the executor reports GPUs
+        (`resources["gpus"]`); none on a CPU-only cluster (where a job that names a GPU then fails at
+        once, naming its device key, instead of waiting for a GPU that is not there) or for `cpu`."""
         device = str(getattr(self.run_settings(config), "device", "auto")).strip().lower()
-        wanted = self.processes(config)
-        if device.startswith("cuda") or device.replace(",", "").isdigit():
-            return wanted
-        if device == "auto":
-            return wanted if int(resources.get("gpus") or 0) > 0 else 0
-        return 0
+        names_gpu = (
+            device in ("auto", "cuda") or device.startswith("cuda:") or device.replace(",", "").isdigit()
+        )
+        return self.processes(config) if names_gpu and int(resources.get("gpus") or 0) > 0 else 0
 
     def before_train(self, config: Config, events) -> None:
         """What must exist before training starts (e.g. face crops prepared from raw datasets)."""

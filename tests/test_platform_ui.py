@@ -538,7 +538,14 @@ def test_stop_resume_and_delete_from_the_job_page(
     job = server.api(
         "POST",
         "/api/training/start",
-        json={"model_type": "deepfake_detector", "name": "ui-stop", "epochs": 500, **TINY},
+        # no early stopping: only the Stop button may end this run
+        json={
+            "model_type": "deepfake_detector",
+            "name": "ui-stop",
+            "epochs": 500,
+            "train.early_stopping.patience": None,
+            **TINY,
+        },
     )
     task_id = job["task_id"]
 

@@ -1,0 +1,78 @@
+"""The localisation and faithfulness figures on cases whose answers are known: a map equal to the mask
+scores perfectly and beats the baselines, a random map scores about chance, the face prior scores as
+the prior, and removing what a decision rests on lowers its score more than removing anything else."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fakefinder.engine.localisation import (
+    deletion_drop,
+    face_prior,
+    iou_at,
+    pixel_auc,
+    pointing_game,
+    random_map,
+    remove,
+    top_fraction,
+)
+
+
+def _mask(height=64, width=64, box=(46, 60, 4, 20)) -> np.ndarray:  # off centre: lower left
+    mask = np.zeros((height, width), np.float32)
+    y0, y1, x0, x1 = box
+    mask[y0:y1, x0:x1] = 1
+    return mask
+
+
+def test_a_map_equal_to_the_mask_scores_perfectly():
+    mask = _mask()
+    assert pointing_game(mask, mask) == 1.0
+    assert pixel_auc(mask, mask) == 1.0
+    assert iou_at(mask, mask, 0.5) == 1.0
+    blurred = mask + 0.1 * face_prior(64, 64)  # at another size, too: maps are resized to the mask
+    assert pointing_game(blurred[::2, ::2], mask) == 1.0 and pixel_auc(blurred[::2, ::2], mask) > 0.95
+
+
+def test_a_random_map_scores_about_chance():
+    mask = _mask()
+    aucs = [pixel_auc(random_map(64, 64, seed), mask) for seed in range(20)]
+    assert abs(np.mean(aucs) - 0.5) < 0.03
+    hits = [pointing_game(random_map(64, 64, seed), mask) for seed in range(400)]
+    assert abs(np.mean(hits) - mask.mean()) < 0.06  # the mask's share of the crop
+
+
+def test_the_prior_is_scored_as_the_prior():
+    prior = face_prior(64, 64)
+    assert prior[31:33, 31:33].min() == prior.max()  # centred
+    centre = _mask(box=(24, 40, 24, 40))
+    assert pointing_game(prior, centre) == 1.0 and pixel_auc(prior, centre) > 0.99  # a square, not a disc
+    assert pointing_game(prior, _mask()) == 0.0 and pixel_auc(prior, _mask()) < 0.5  # off-centre change
+
+
+def test_auc_is_undefined_without_both_classes_and_top_fraction_counts_pixels():
+    assert pixel_auc(random_map(8, 8), np.zeros((8, 8))) is None
+    assert pixel_auc(random_map(8, 8), np.ones((8, 8))) is None
+    assert top_fraction(random_map(10, 10), 0.2).sum() == 20
+
+
+def test_deletion_falls_most_for_the_map_that_points_at_the_evidence():
+    rng = np.random.default_rng(0)
+    source = rng.integers(90, 110, (64, 64, 3)).astype(np.float32)
+    mask = _mask()
+    fake = source.copy()
+    fake[mask > 0] += 80  # the manipulation: a brighter patch
+
+    def score(image):  # a "detector" whose fake probability is the patch's brightness above the source
+        return float(np.clip((image - source).mean() / 10, 0, 1))
+
+    honest = deletion_drop(score, fake, mask, 0.1, source=source)
+    prior = deletion_drop(score, fake, face_prior(64, 64), 0.1, source=source)
+    chance = np.mean(
+        [deletion_drop(score, fake, random_map(64, 64, s), 0.1, source=source) for s in range(10)]
+    )
+    assert honest > prior and honest > chance and honest / max(chance, 1e-9) > 1
+    assert prior == pytest.approx(0.0, abs=1e-6)  # the centre holds no change here
+    filled = remove(fake, mask > 0, fill=(0, 0, 0))
+    assert filled[mask > 0].max() == 0 and np.array_equal(filled[mask == 0], fake[mask == 0])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -108,3 +110,43 @@ def kill_when(command: list[str], ready, cwd: Path | None = None, timeout: float
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+# a platform training request for a tiny deepfake detector on the demo `faces` dataset
+TINY_JOB = {
+    "model_type": "deepfake_detector",
+    "base_model": "test_efficientnet",
+    "dataset_path": "faces",
+    "epochs": 2,
+    "batch_size": 8,
+    "learning_rate": 0.001,
+    "pretrained": False,
+    "image_size": 32,
+    "num_workers": 0,
+    "trackers": [],
+}
+
+
+def torchrun_train(cfg: Path, port: int, *args: str, wait: bool = True, timeout: float = 400):
+    """`fakefinder train -c cfg` on two processes: its finished process (`wait`), else the running
+    launcher, whose messages go to torchrun.log beside the config (a pipe nobody reads could fill)."""
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(port),
+        "-m",
+        "fakefinder",
+        "train",
+        "-c",
+        str(cfg),
+        *args,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if not wait:
+        with open(Path(cfg).parent / "torchrun.log", "w") as log:
+            return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env=env)
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)

@@ -486,14 +486,12 @@ def test_deepspeed_zero2_and_zero3_on_two_cpu_processes_save_whole_weights(dx_da
     ZeRO-2 config and a ZeRO-3 config that partitions every parameter: one process group, each rank
     gets half of every batch's samples, rank 0 alone writes the base LM and the model; ZeRO-3 saves
     whole tensors (not each rank's empty slice), equal to ZeRO-2's, in the shapes of the model."""
-    import os
-    import subprocess
-    import sys
     from importlib import resources
 
     import deepspeed  # noqa: F401  (installed by the set-up)
     from safetensors.torch import load_file
 
+    from conftest import torchrun_train
     from fakefinder.config import save_config
     from fakefinder.tasks.dx_llava.model import build_model
 
@@ -516,26 +514,7 @@ def test_deepspeed_zero2_and_zero3_on_two_cpu_processes_save_whole_weights(dx_da
             deepspeed=stage,
         )
         save_config(cfg, tmp_path / f"{name}.yaml")
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "torch.distributed.run",
-                "--nproc_per_node",
-                "2",
-                "--master_port",
-                str(port),
-                "-m",
-                "fakefinder",
-                "train",
-                "-c",
-                str(tmp_path / f"{name}.yaml"),
-            ],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
-            timeout=600,
-        )
+        done = torchrun_train(tmp_path / f"{name}.yaml", port, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
         # 12 samples, 2 ranks x batch 2 = 4 per step: 3 steps (one process would take 6), said by rank 0
         assert done.stdout.count("completed after 3 step(s)") == 1, done.stdout[-2000:]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import wait_for_job
+from conftest import TINY_JOB, wait_for_job
 from fakefinder.engine.tiny import tiny_clip_vision_config, tiny_llama_config
 from fakefinder.platform.app import create_app
 from fakefinder.platform.samples import write_demo_datasets
@@ -22,19 +22,7 @@ from fakefinder.platform.settings import ServeSettings
 from fakefinder.tasks import get_task
 
 LOCAL = "http://127.0.0.1:8000"  # a server without a token answers only this machine's own pages
-TINY = {
-    "model_type": "deepfake_detector",
-    "base_model": "test_efficientnet",
-    "dataset_path": "faces",
-    "epochs": 2,
-    "batch_size": 8,
-    "learning_rate": 0.001,
-    "pretrained": False,
-    "image_size": 32,
-    "num_workers": 0,
-    "trackers": [],
-    "evaluate": False,
-}
+TINY = {**TINY_JOB, "evaluate": False}
 
 
 README = Path(__file__).resolve().parents[1] / "README.md"

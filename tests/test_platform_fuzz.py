@@ -25,22 +25,12 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from conftest import TINY_JOB
 from fakefinder.platform.app import create_app
 from fakefinder.platform.samples import write_demo_datasets
 from fakefinder.platform.settings import ServeSettings
 
-TINY = {
-    "model_type": "deepfake_detector",
-    "base_model": "test_efficientnet",
-    "dataset_path": "faces",
-    "epochs": 2,
-    "batch_size": 8,
-    "learning_rate": 0.001,
-    "pretrained": False,
-    "image_size": 32,
-    "num_workers": 0,
-    "trackers": [],
-}
+TINY = dict(TINY_JOB)
 LOCAL = "http://127.0.0.1:8000"  # a server without a token answers only requests addressed to this machine
 CALL_TIMEOUT_S = (
     5.0  # an event stream of a job that never finishes is cut here (schemathesis keeps what came)

@@ -18,7 +18,7 @@ import psutil
 import pytest
 import requests
 
-from conftest import SMALL_VIDEO, make_config, wait_for_job
+from conftest import SMALL_VIDEO, TINY_JOB, make_config, wait_for_job
 from fakefinder import synthetic
 from fakefinder.platform.executors.ray_jobs import EXIT_MARK, RayJobsError, RayJobsExecutor
 
@@ -329,18 +329,7 @@ def test_prepare_on_ray_names_the_failed_shards(executor, tmp_path):
 # The same jobs as tests/test_platform_api.py, through the REST API of a server whose executor is this
 # module's Ray head: the manager submits each worker as a Ray job and reads its logs back from Ray.
 PLATFORM_FINISHED = {"succeeded", "failed", "cancelled", "interrupted"}
-PLATFORM_TINY = {
-    "model_type": "deepfake_detector",
-    "base_model": "test_efficientnet",
-    "dataset_path": "faces",
-    "epochs": 2,
-    "batch_size": 8,
-    "learning_rate": 0.001,
-    "pretrained": False,
-    "image_size": 32,
-    "num_workers": 0,
-    "trackers": [],
-}
+PLATFORM_TINY = dict(TINY_JOB)
 FAST_PREPARE = {
     "data.frames_per_video": 3,
     "faces.size": 64,

@@ -285,36 +285,26 @@ def _check_kinds_offer_their_datasets(d) -> None:
         "no `instructions` dataset (or no base_model field) for llm_qlora",
     )
     assert "faces" not in [o.get_attribute("value") for o in css(d, "#dataset option")]
-    Select(css(d, "#model-type")[0]).select_by_value("object_detector")  # and the YOLO detector, on YOLO data
-    wait(
-        d,
-        10,
-        lambda d: (
-            [
-                o.get_attribute("value")
-                for o in css(d, "#dataset option")
-                if o.get_attribute("value") not in ("", "__custom__")
-            ]
-            == ["shapes"]
-            and css(d, "#field-image_size")
-        ),
-        "object_detector is not offered the `shapes` dataset alone",
-    )
-    Select(css(d, "#model-type")[0]).select_by_value("text_to_image_lora")  # and the text-to-image LoRA
-    wait(
-        d,
-        10,
-        lambda d: (
-            [
-                o.get_attribute("value")
-                for o in css(d, "#dataset option")
-                if o.get_attribute("value") not in ("", "__custom__")
-            ]
-            == ["captions"]
-            and css(d, "#field-base_model")
-        ),
-        "text_to_image_lora is not offered the `captions` dataset alone",
-    )
+
+    def offered(d) -> list[str]:
+        return [
+            o.get_attribute("value")
+            for o in css(d, "#dataset option")
+            if o.get_attribute("value") not in ("", "__custom__")
+        ]
+
+    # the object detector on YOLO data, the text-to-image LoRA on captioned images: each alone
+    for kind, dataset, field in (
+        ("object_detector", "shapes", "image_size"),
+        ("text_to_image_lora", "captions", "base_model"),
+    ):
+        Select(css(d, "#model-type")[0]).select_by_value(kind)
+        wait(
+            d,
+            10,
+            lambda d, dataset=dataset, field=field: offered(d) == [dataset] and css(d, f"#field-{field}"),
+            f"{kind} is not offered the `{dataset}` dataset alone",
+        )
     Select(css(d, "#model-type")[0]).select_by_value("deepfake_detector")
     wait(
         d,

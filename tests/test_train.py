@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import make_crops, train_config
+from conftest import make_crops, torchrun_train, train_config
 from fakefinder.api import train
 from fakefinder.config import ConfigError, config_from_dict, load_config
 from fakefinder.core.checkpoint import load_checkpoint
@@ -520,7 +520,7 @@ def test_ddp_on_two_cpu_processes_stops_on_sigterm_together_and_resumes(manifest
     """torchrun passes the SIGTERM on to both processes (the platform's stop): they agree on the step,
     save it together and leave; the resumed run finishes as asked."""
     cfg = run_config_file(manifest, tmp_path, epochs=40, batch_size=2)
-    launcher = _torchrun(cfg, 29531, wait=False)
+    launcher = torchrun_train(cfg, 29531, wait=False)
     wait_for_step(tmp_path / "run" / "last.pt", 6, launcher)  # the first epoch is saved
     launcher.send_signal(signal.SIGTERM)
     launcher.wait(timeout=120)
@@ -530,7 +530,7 @@ def test_ddp_on_two_cpu_processes_stops_on_sigterm_together_and_resumes(manifest
     assert stopped["world_size"] == 2 and len(stopped["rng"]) == 2 and stopped["global_step"] >= 6
     # each process takes half of every epoch's 24 draws: 12 rows / batch 2 = 6 steps per epoch
     epochs = stopped["epoch"] + 2
-    done = _torchrun(cfg, 29531, "--resume", "train.epochs=" + str(epochs))
+    done = torchrun_train(cfg, 29531, "--resume", "train.epochs=" + str(epochs))
     assert done.returncode == 0, done.stderr[-3000:]
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     assert state["global_step"] == epochs * 6 and len(state["history"]) == epochs
@@ -589,30 +589,6 @@ def test_train_prepares_the_datasets_when_no_manifest_exists(trees, tmp_path):
     assert any("preparing the datasets first" in e.message for e in events)
 
 
-def _torchrun(cfg: Path, port: int, *args: str, wait: bool = True):
-    """`fakefinder train` on two processes: its finished process (`wait`), else the running launcher."""
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(port),
-        "-m",
-        "fakefinder",
-        "train",
-        "-c",
-        str(cfg),
-        *args,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    if not wait:  # its messages go to torchrun.log beside the config (a pipe nobody reads could fill)
-        with open(cfg.parent / "torchrun.log", "w") as log:
-            return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env=env)
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=400)
-
-
 def test_deepspeed_on_two_cpu_processes_matches_ddp_and_resumes_exactly(manifest, tmp_path):
     """The same config through DDP and through DeepSpeed (2 gloo processes) trains the same weights:
     ZeRO-2 (gradients and optimizer state split), and ZeRO-1 with accumulation 2 and clipping. A ZeRO-2
@@ -635,7 +611,7 @@ def test_deepspeed_on_two_cpu_processes_matches_ddp_and_resumes_exactly(manifest
     def run(name: str, port: int, *args: str, **extra) -> dict:
         folder = tmp_path / name
         folder.mkdir(exist_ok=True)
-        done = _torchrun(run_config_file(manifest, folder, **{**settings, **extra}), port, *args)
+        done = torchrun_train(run_config_file(manifest, folder, **{**settings, **extra}), port, *args)
         assert done.returncode == 0, done.stderr[-3000:]
         return load_checkpoint(folder / "run" / "last.pt")
 

@@ -188,3 +188,32 @@ def test_detector_only_settings_are_refused_for_the_classifier(tmp_path):
         fakefinder.train(classifier_config(data, tmp_path, epochs=1, mask_loss=1.0))
     with pytest.raises(ConfigError, match="early_stopping.metric=auc is a binary metric"):
         fakefinder.train(classifier_config(data, tmp_path / "b", epochs=1, early_stopping={"metric": "auc"}))
+
+
+def test_predict_heatmaps_are_the_cam_of_each_images_predicted_class(trained, tmp_path, monkeypatch):
+    from fakefinder.tasks.image_classifier.predict import ClassifierPredictor
+
+    root, data, config, result = trained
+    c = config.model_copy(deep=True)
+    c.predict.inputs = [sorted((data / "test" / name).glob("*.jpg"))[0] for name in ("blue", "green", "red")]
+    c.predict.output = tmp_path / "submission.csv"
+    c.predict.heatmaps = True
+    drawn = {}
+    original = ClassifierPredictor.heatmaps
+
+    def spy(self, crops, faces, method="auto"):
+        maps = original(self, crops, faces, method)
+        for crop, face, heatmap in zip(crops, faces, maps):
+            other = next(name for name in self.classes if name != face["label"])
+            drawn[face["id"]] = (crop, heatmap, original(self, [crop], [{"label": other}])[0])
+        return maps
+
+    monkeypatch.setattr(ClassifierPredictor, "heatmaps", spy)
+    details = pd.read_csv(fakefinder.predict(c).details_path, keep_default_na=False)
+    assert len(details) == 3 and (details.regions == "").all()  # whole images: no facial regions
+    for _, row in details.iterrows():
+        crop, heatmap, other_class = drawn[row["id"]]
+        written = np.asarray(Image.open(tmp_path / row["heatmap"]), np.float32) / 255
+        assert written.shape == crop.shape[:2]
+        np.testing.assert_allclose(written, heatmap, atol=1.5 / 255)
+        assert np.abs(heatmap - other_class).max() > 0.05  # each class has its own map

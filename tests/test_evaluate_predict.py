@@ -347,3 +347,63 @@ def test_export_parity(trained, tmp_path, suffix):
         with torch.no_grad():
             expected = detector.model(torch.from_numpy(x)).numpy()
         np.testing.assert_allclose(session.run(None, {"image": x})[0], expected, atol=1e-4)
+
+
+def heatmap_config(config, tmp_path: Path, inputs: list[Path], **predict):
+    c = config.model_copy(deep=True)
+    c.predict.inputs, c.predict.num_workers = inputs, 0
+    c.predict.output = tmp_path / "out" / "submission.csv"
+    for key, value in predict.items():
+        setattr(c.predict, key, value)
+    return c
+
+
+def test_predict_heatmaps_for_an_image_and_a_video_with_frames_capped(trained, tmp_path):
+    from PIL import Image
+
+    tmp, config = trained
+    folder = media_folder(tmp_path, tmp)
+    inputs = [folder / "real.mp4", folder / "still.png", folder / "noface.mp4"]
+    c = heatmap_config(config, tmp_path, inputs, heatmaps=True, heatmap_frames=2, backend="onnxruntime")
+    result = fakefinder.predict(c)
+    plain = fakefinder.predict(heatmap_config(config, tmp_path / "plain", inputs))
+    np.testing.assert_allclose(result.table.probability, plain.table.probability, atol=1e-6)
+    details = pd.read_csv(result.details_path, keep_default_na=False)
+    assert result.details_path == tmp_path / "out" / "submission_details.csv"
+    drawn = details[details.heatmap != ""]
+    video = drawn[drawn.id == "real.mp4"]
+    # the 2 of its 3 frames that weigh most in the video's score
+    frames = details[details.id == "real.mp4"].sort_values("score", ascending=False)
+    assert sorted(video.frame_index) == sorted(frames.frame_index[:2])
+    assert sorted(video.heatmap) == sorted(
+        f"heatmaps/real.mp4_f{int(float(f))}.png" for f in frames.frame_index[:2]
+    )
+    assert list(drawn[drawn.id == "still.png"].heatmap) == ["heatmaps/still.png.png"]
+    assert (details[details.id == "noface.mp4"].heatmap == "").all()
+    for name, regions in zip(drawn.heatmap, drawn.regions):
+        with Image.open(tmp_path / "out" / name) as png:
+            assert png.mode == "L" and png.size == (48, 48)  # the crop's own size
+        assert (tmp_path / "out" / f"{name[:-4]}_overlay.jpg").is_file()
+        shares = dict(part.split(":") for part in regions.split(";"))
+        assert 1 <= len(shares) <= 3 and all(0 < float(v) <= 1 for v in shares.values())
+    assert set(drawn.regions_from) <= {"face_mesh", "canonical"}
+    assert result.timing["heatmap_s"] > 0
+    # off by default: no files, no columns
+    assert not (tmp_path / "plain" / "out" / "heatmaps").exists() and plain.details_path is None
+
+
+def test_an_ensembles_heatmap_is_the_weighted_mean_of_its_members(trained, tmp_path):
+    from PIL import Image
+
+    tmp, config = trained
+    folder = media_folder(tmp_path, tmp)
+    maps = {}
+    for name, runs, weights in (("a", ["run"], None), ("b", ["run2"], None), ("ab", ["run", "run2"], [3, 1])):
+        models = [tmp / r / "model" for r in runs]
+        out = tmp_path / name
+        c = heatmap_config(config, out, [folder / "still.png"], heatmaps=True, models=models, weights=weights)
+        details = pd.read_csv(fakefinder.predict(c).details_path, keep_default_na=False)
+        with Image.open(out / "out" / details.heatmap[0]) as png:
+            maps[name] = np.asarray(png, np.float32) / 255
+    assert not np.allclose(maps["a"], maps["b"], atol=0.05)  # two different members
+    np.testing.assert_allclose(maps["ab"], 0.75 * maps["a"] + 0.25 * maps["b"], atol=1.5 / 255)

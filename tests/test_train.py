@@ -17,17 +17,17 @@ from fakefinder.api import train
 from fakefinder.config import ConfigError, config_from_dict, load_config
 from fakefinder.core.checkpoint import load_checkpoint
 from fakefinder.faces.manifest import read_manifest
+from fakefinder.faces.truth import difference_mask
+from fakefinder.faces.truth import source_partners as mask_partners
 from fakefinder.synthetic import identity_face
 from fakefinder.tasks.classification.augment import (
     build_train_transform,
-    difference_mask,
     face_mask,
     self_blend,
 )
 from fakefinder.tasks.classification.data import (
     CropDataset,
     EpochSampler,
-    mask_partners,
     opencv_single_threaded,
 )
 from fakefinder.tasks.classification.optim import Schedule

@@ -165,11 +165,18 @@ def predict(
         ),
     ] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Submission CSV.")] = None,
+    heatmaps: Annotated[
+        bool,
+        typer.Option(
+            "--heatmaps",
+            help="Also write where the model looked (heatmaps/ beside the submission; predict.heatmaps).",
+        ),
+    ] = False,
     set_: Annotated[
         Optional[list[str]], typer.Option("--set", help="Config override key=value (repeatable).")
     ] = None,
 ) -> None:
-    """Score new images and videos: a submission CSV (+ optional per-frame details)."""
+    """Score new images and videos: a submission CSV (+ optional per-frame details and heatmaps)."""
     from fakefinder import api
     from fakefinder.config import load_config
 
@@ -181,6 +188,8 @@ def predict(
             cfg.predict.models = list(model)
         if output:
             cfg.predict.output = output
+        if heatmaps:
+            cfg.predict.heatmaps = True
         with _renderer() as events:
             api.predict(_noted(cfg, events), events=events)
     except _user_errors() as exc:

@@ -519,6 +519,18 @@ class PredictConfig(Section):
         "(checked against PyTorch when loaded; PyTorch if that fails), PyTorch on a GPU.",
     )
     device: str = "auto"
+    heatmaps: bool = Field(
+        default=False,
+        description="Write a heatmap per file (per video: its `heatmap_frames` weightiest frames) to "
+        "heatmaps/ beside the submission, PNG + overlay JPEG; the details file gains heatmap and regions.",
+    )
+    heatmap_frames: int = Field(
+        default=3, ge=1, description="Heatmaps per video: the frames that weigh most."
+    )
+    heatmap_method: Literal["auto", "mask", "cam"] = Field(
+        default="auto",
+        description="auto: a detector's mask head where it has one, else a class-activation map (Grad-CAM).",
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -150,6 +150,15 @@ class FilePredictor(Predictor):
         scores = self.score([c.pixels for c in found.crops], pc.batch_size) if found.crops else None
         return self.file_result(file_id, found, scores, pc, threshold)
 
+    def heatmaps(self, crops: list[np.ndarray], faces: list[dict], method: str = "auto") -> list[np.ndarray]:
+        """Where the model looked in each crop (`faces`: the crops' detail rows): float maps in [0, 1]
+        of each crop's size (`fakefinder.engine.evidence`)."""
+        raise ConfigError(f"predict.heatmaps: {self.kind} models draw no heatmaps")
+
+    def evidence_weight(self, face: dict) -> float:
+        """How much a crop's detail row weighs in its file's answer (its heatmap is drawn first)."""
+        return float(face.get("score", 0.0))
+
     def submission_columns(self, pc) -> list[str]:
         return ["id", "label" if pc.format == "label" else "probability"]
 
@@ -229,11 +238,10 @@ def _write_outputs(
     submission = frame[predictor.submission_columns(pc)].rename(columns={"id": pc.id_column})
     output = Path(pc.output)
     atomic_write(output, lambda h: submission.to_csv(h, index=False, quoting=csv.QUOTE_MINIMAL))
-    if not (pc.details or predictor.details_default):
+    if not (pc.details or predictor.details_default or pc.heatmaps):
         return output, None
-    details_path = (
-        Path(pc.details) if pc.details else output.with_name(output.stem + predictor.details_default)
-    )
+    default = predictor.details_default or "_details.csv"  # heatmaps are listed there
+    details_path = Path(pc.details) if pc.details else output.with_name(output.stem + default)
     payload = {
         "kind": predictor.kind,
         "threshold": threshold,
@@ -250,10 +258,51 @@ def _write_outputs(
     return output, details_path
 
 
+def _heatmap_line(totals: dict, details: list[dict]) -> str:
+    drawn = sum(1 for face in details if face.get("heatmap"))
+    each = 1000 * totals["heatmap_s"] / drawn if drawn else 0.0
+    return f"heatmaps: {drawn} in {totals['heatmap_s']:.1f} s ({each:.0f} ms per crop, regions included)"
+
+
+def _announce(events, predictor, pc, frame, details, threshold, seconds, totals, paths) -> None:
+    """The predict result event: counts, timings and where the files are."""
+    output, details_path = paths
+    files, rate = len(frame), len(frame) / seconds if seconds else float("inf")
+    no_face = int((frame.reason != "").sum())
+    at = (
+        f"threshold {threshold:.3f}; {no_face} without a usable face (score {pc.no_face_score})"
+        if threshold is not None
+        else f"{no_face} unreadable"
+    )
+    lines = [
+        f"predicted {files} file(s) in {seconds:.1f} s ({rate:.2f} files/s); {at}; decode "
+        f"{totals['decode_s']:.1f} s, detect {totals['detect_s']:.1f} s, classify {totals['classify_s']:.1f} "
+        f"s",
+        _heatmap_line(totals, details) if pc.heatmaps else "",
+        predictor.summary(frame),
+        f"submission: {output}",
+        f"details: {details_path}" if details_path else "",
+    ]
+    events.result(
+        "predict",
+        {
+            "files": files,
+            "seconds": seconds,
+            "no_face": no_face,
+            "threshold": threshold,
+            "submission": str(output),
+            "details": str(details_path) if details_path else None,
+            **totals,
+        },
+        "\n".join(line for line in lines if line),
+    )
+
+
 def predict_media(predictor: FilePredictor, config: Config, events=None) -> PredictResult:
     """The images and videos `predict.inputs` names answered by `predictor` (any kind whose predictor
     takes crops: deepfake detectors, DX-LLaVA, classifiers): a submission CSV, optional details."""
     from fakefinder.core.events import as_events
+    from fakefinder.engine.evidence import attach_heatmaps
     from fakefinder.faces.extract import ExtractSettings
 
     events = as_events(events)
@@ -269,11 +318,18 @@ def predict_media(predictor: FilePredictor, config: Config, events=None) -> Pred
         started = time.perf_counter()
         table, details = [], []
         totals = {"decode_s": 0.0, "detect_s": 0.0, "classify_s": 0.0}
+        if pc.heatmaps:
+            totals["heatmap_s"] = 0.0
+            heatmap_folder = Path(pc.output).parent / "heatmaps"
         stage = events.stage("predict", total=len(files))
         batcher = CrossFileBatcher(predictor, pc, threshold, pc.batch_across_files)
         scores_crops = predictor.score.__func__ is not FilePredictor.score
 
         def record(file_id, found, row, face_rows, classify_s):
+            if pc.heatmaps:
+                t0 = time.perf_counter()
+                attach_heatmaps(predictor, file_id, found, face_rows, heatmap_folder, pc)
+                totals["heatmap_s"] += time.perf_counter() - t0
             details.extend(face_rows)
             totals["decode_s"] += found.decode_s
             totals["detect_s"] += found.detect_s
@@ -310,31 +366,5 @@ def predict_media(predictor: FilePredictor, config: Config, events=None) -> Pred
     frame = pd.DataFrame(table).sort_values("id", kind="mergesort").reset_index(drop=True)
     output, details_path = _write_outputs(predictor, pc, frame, details, threshold)
     rate = len(files) / seconds if seconds else float("inf")
-    no_face = int((frame.reason != "").sum())
-    at = (
-        f"threshold {threshold:.3f}; {no_face} without a usable face (score {pc.no_face_score})"
-        if threshold is not None
-        else f"{no_face} unreadable"
-    )
-    lines = [
-        f"predicted {len(files)} file(s) in {seconds:.1f} s ({rate:.2f} files/s); {at}; decode "
-        f"{totals['decode_s']:.1f} s, detect {totals['detect_s']:.1f} s, classify {totals['classify_s']:.1f} "
-        f"s",
-        predictor.summary(frame),
-        f"submission: {output}",
-        f"details: {details_path}" if details_path else "",
-    ]
-    events.result(
-        "predict",
-        {
-            "files": len(files),
-            "seconds": seconds,
-            "no_face": no_face,
-            "threshold": threshold,
-            "submission": str(output),
-            "details": str(details_path) if details_path else None,
-            **totals,
-        },
-        "\n".join(line for line in lines if line),
-    )
+    _announce(events, predictor, pc, frame, details, threshold, seconds, totals, (output, details_path))
     return PredictResult(output, details_path, frame, seconds, rate, totals)

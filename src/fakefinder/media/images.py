@@ -34,6 +34,21 @@ def read_image(path: Path) -> np.ndarray:
         raise ValueError(f"unreadable image: {exc}") from exc
 
 
+def load_rgb(path: Path, size: int) -> np.ndarray:
+    """An image file as RGB pixels at `size` x `size` (EXIF orientation applied, as predict's
+    decoder does); an unreadable file is an error that names it."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened).convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"{path}: unreadable image ({exc})") from None
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.BICUBIC)
+    return np.array(image)  # a writable copy
+
+
 def read_media(
     path: Path, count: int, stride: int | None = None, seek: str = "auto"
 ) -> Iterator[tuple[int, np.ndarray]]:

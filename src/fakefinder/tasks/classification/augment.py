@@ -88,16 +88,3 @@ def self_blend(image: np.ndarray, rng: np.random.Generator, return_mask: bool = 
     blended = donor * mask[..., None] + image.astype(np.float32) * (1 - mask[..., None])
     blended = np.clip(blended, 0, 255).astype(np.uint8)
     return (blended, mask.astype(np.float32)) if return_mask else blended
-
-
-def difference_mask(fake: np.ndarray, real: np.ndarray, low: float = 3.0, high: float = 12.0) -> np.ndarray:
-    """Where a fake differs from the real crop it was made from (aligned, same size): the mean
-    absolute RGB difference, smoothed (compression noise averages out), mapped linearly from
-    `low` (0) to `high` (1). float32 HxW in [0, 1]."""
-    import cv2
-
-    if fake.shape != real.shape:
-        raise ValueError(f"a difference mask needs crops of one size, got {fake.shape} and {real.shape}")
-    diff = np.abs(fake.astype(np.float32) - real.astype(np.float32)).mean(axis=2)
-    diff = cv2.GaussianBlur(diff, (0, 0), sigmaX=max(1.0, 0.02 * min(diff.shape)))
-    return np.clip((diff - low) / max(high - low, 1e-6), 0.0, 1.0).astype(np.float32)

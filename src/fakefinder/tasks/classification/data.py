@@ -1,7 +1,7 @@
 """What the trainer reads: manifest rows -> (image tensor, label) batches.
 
 `CropDataset` loads crops (and, for mask supervision, the manipulation mask of each training
-crop: see `mask_partners`); `EpochSampler` decides which rows an epoch visits (balanced across
+crop: see `fakefinder.faces.truth`); `EpochSampler` decides which rows an epoch visits (balanced across
 datasets and classes, or a shuffle), splits them between DDP ranks, can start mid-epoch on resume,
 and hands each draw its own seed for augmentation.
 """
@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from fakefinder.faces.manifest import CLASS_NAMES
-from fakefinder.tasks.classification.augment import difference_mask, self_blend
+from fakefinder.faces.truth import difference_mask, source_partners
+from fakefinder.media.images import load_rgb
+from fakefinder.tasks.classification.augment import self_blend
 
 
 @contextmanager
@@ -40,50 +41,14 @@ def opencv_single_threaded():
         cv2.setNumThreads(before)
 
 
-def load_rgb(path: Path, size: int) -> np.ndarray:
-    """An image file as RGB pixels at `size` x `size` (EXIF orientation applied, as predict's
-    decoder does); an unreadable file is an error that names it."""
-    from PIL import ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as opened:
-            image = ImageOps.exif_transpose(opened).convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ValueError(f"{path}: unreadable image ({exc})") from None
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.BICUBIC)
-    return np.array(image)  # a writable copy
-
-
-def mask_partners(rows: pd.DataFrame) -> np.ndarray:
-    """For each row, the row number of the real crop a fake was made from (-1 when unknown or for
-    reals): a real of the same dataset and identity group with the same frame and face index, or
-    else the group's only real crop. Needs the manifest's `group` column."""
-    partners = np.full(len(rows), -1, dtype=np.int64)
-    if "group" not in rows.columns or len(rows) == 0:
-        return partners
-    frame = rows.reset_index(drop=True)
-    keys = [c for c in ("frame_index", "face_index") if c in frame.columns]
-    reals = frame[frame.label == "real"]
-    exact = {
-        (d, g, *k): i
-        for i, d, g, *k in zip(reals.index, reals.dataset, reals.group, *(reals[c] for c in keys))
-    }
-    by_group = reals.groupby(["dataset", "group"]).groups
-    only = {key: idx[0] for key, idx in by_group.items() if len(idx) == 1}
-    fakes = frame[frame.label == "fake"]
-    for i, d, g, *k in zip(fakes.index, fakes.dataset, fakes.group, *(fakes[c] for c in keys)):
-        partners[i] = exact.get((d, g, *k), only.get((d, g), -1))
-    return partners
-
-
 class CropDataset(Dataset):
     """Face crops listed in a manifest. Keys are `(row, seed)` from `EpochSampler` (augmented) or
     plain row numbers (no augmentation, for evaluation).
 
     With `masks=True` (training with a mask loss) an item is `(image, label, mask, mask_valid)`:
     the mask (1 x size/8 x size/8, augmented with the image) is empty for a real, the blend mask
-    for a self-blended fake, the difference from its partner real (`mask_partners`) for a fake;
+    for a self-blended fake, the difference from its source crop (`faces.truth.source_partners`) for
+    a fake;
     `mask_valid` is 0 for a fake with no partner."""
 
     def __init__(
@@ -111,7 +76,7 @@ class CropDataset(Dataset):
         self.perturb = perturb  # evaluation-time corruption (robustness tables), applied to every image
         self.masks = masks
         self.mask_threshold = tuple(mask_threshold)
-        self.partners = mask_partners(rows) if masks else None
+        self.partners = source_partners(rows) if masks else None
 
     def __len__(self) -> int:
         return len(self.paths)

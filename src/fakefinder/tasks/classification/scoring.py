@@ -130,6 +130,23 @@ def score_pixels(
     return np.concatenate(scores) if scores else np.zeros(0)
 
 
+def crop_heatmaps(
+    detector: LoadedDetector,
+    crops: list[np.ndarray],
+    method: str = "auto",
+    target: list[int] | None = None,
+    device: str | torch.device = "cpu",
+) -> list[np.ndarray]:
+    """Where the network looked in each RGB crop (`fakefinder.tasks.classification.heatmaps`), in
+    PyTorch whatever backend scores: float maps in [0, 1] of each crop's size."""
+    from fakefinder.tasks.classification.heatmaps import heatmaps
+
+    info = detector.info
+    x = to_batch(crops, info["image_size"], info["mean"], info["std"])
+    x = x.to(device, memory_format=memory_format(detector))
+    return heatmaps(detector.model, x, [c.shape[:2] for c in crops], method, target)
+
+
 @torch.no_grad()
 def score_crops(
     detector: LoadedDetector,

@@ -60,6 +60,14 @@ class DetectorEnsemble(FilePredictor):
         members = np.stack([score_pixels(d, crops, batch_size, self.device) for d in self.detectors], axis=1)
         return np.concatenate([(members @ self.weights)[:, None], members], axis=1)
 
+    def heatmaps(self, crops: list[np.ndarray], faces: list[dict], method: str = "auto") -> list[np.ndarray]:
+        """Each member's map (mask head or CAM, `fakefinder.tasks.classification.heatmaps`), weighted as
+        the scores are."""
+        from fakefinder.tasks.classification.scoring import crop_heatmaps
+
+        maps = [crop_heatmaps(d, crops, method, device=self.device) for d in self.detectors]
+        return [sum(w * m[i] for w, m in zip(self.weights, maps)) for i in range(len(crops))]
+
     def file_result(self, file_id: str, found, scores, pc, threshold: float) -> tuple[dict, list[dict]]:
         if not found.crops:
             return {

@@ -36,6 +36,20 @@ class ClassifierPredictor(FilePredictor):
             out.append(torch.softmax(self.model(x.to(self.device)).float(), dim=1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
 
+    def heatmaps(self, crops: list[np.ndarray], faces: list[dict], method: str = "auto") -> list[np.ndarray]:
+        """A class-activation map of each crop's own predicted class."""
+        from fakefinder.tasks.classification.heatmaps import heatmaps
+
+        p = self.preprocessing
+        x = to_batch(crops, p["input_size"], p["mean"], p["std"]).to(self.device)
+        target = [self.classes.index(face["label"]) for face in faces]
+        return heatmaps(
+            self.model, x, [c.shape[:2] for c in crops], "cam" if method == "auto" else method, target
+        )
+
+    def evidence_weight(self, face: dict) -> float:
+        return max(float(face[c]) for c in self._columns())
+
     def _columns(self) -> list[str]:
         return [f"prob_{name}" for name in self.classes]
 

@@ -133,6 +133,25 @@ def test_evaluate_outputs_levels_methods_and_report(trained):
     report = result.report_file.read_text()
     assert report.count("data:image/png;base64,") >= 8 and "<table>" in report and "src='http" not in report
     assert len(result.tables["summary"]) == 4  # 2 checkpoints x (frame, video)
+    # where the model looked: figures beside both baselines, by area, and the gallery on disk
+    evidence = levels["heatmaps"]
+    assert evidence["method"] == "cam" and evidence["iou_threshold_source"] == "fitted on validation"
+    assert evidence["experimental"] is True  # a 2-epoch model does not beat the face prior
+    counted = evidence["overall"]["n"] + sum(evidence["left_out"].values())
+    assert counted == (test.label == "fake").sum()
+    if evidence["overall"]["n"]:
+        assert {"map", "face_prior", "random", "ratios"} <= set(evidence["overall"])
+    assert set(evidence["by_area"]) == {"<10%", "10-25%", ">=25%"}
+    groups = {entry["group"] for entry in evidence["gallery"]}
+    assert groups & {"confident_fakes", "false_negatives"} and groups & {"confident_reals", "false_positives"}
+    for entry in evidence["gallery"]:
+        assert (result.output_dir / entry["overlay"]).is_file() and (
+            result.output_dir / entry["heatmap"]
+        ).is_file()
+    assert "where the model looked" in report and "Experimental" in report
+    assert report.count("data:image/jpeg;base64,") == sum(
+        len(e["sets"]["ffpp"]["heatmaps"]["gallery"]) for e in metrics["models"].values()
+    )
 
 
 def test_cross_dataset_sets_in_one_call(trained):

@@ -76,3 +76,84 @@ def test_deletion_falls_most_for_the_map_that_points_at_the_evidence():
     assert prior == pytest.approx(0.0, abs=1e-6)  # the centre holds no change here
     filled = remove(fake, mask > 0, fill=(0, 0, 0))
     assert filled[mask > 0].max() == 0 and np.array_equal(filled[mask == 0], fake[mask == 0])
+
+
+class RedNet:
+    """A 'detector' whose fake logit is how red the image is: its decision rests on the painted patch."""
+
+    def __call__(self, x):
+        return 0.5 * (x[:, 0] - x[:, 1]).mean(dim=(1, 2)) - 2
+
+    def __getattr__(self, name):  # MirrorAverage checks, eval mode: nothing else is asked
+        raise AttributeError(name)
+
+
+def pairs_manifest(root, corners=((8, 8), (8, 36), (36, 8), (36, 36), (20, 10), (12, 30))):
+    """Real crops and, for each, a fake with a red 20x20 patch at `corners` (the fake's own source
+    recorded), plus one fake cut from a shifted frame (misaligned: left out)."""
+    import pandas as pd
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, (y, x) in enumerate(corners):
+        real = np.clip(rng.normal(120, 20, (64, 64, 3)), 0, 255).astype(np.uint8)
+        fake = real.copy()
+        fake[y : y + 20, x : x + 20] = (230, 40, 40)
+        for label, pixels in (("real", real), ("fake", fake)):
+            Image.fromarray(pixels).save(root / f"{label}{i}.png")
+            rows.append(
+                {
+                    "path": f"{label}{i}.png",
+                    "label": label,
+                    "split": "val",
+                    "dataset": "d",
+                    "group": f"g{i}",
+                    "video_id": f"{label}{i}",
+                    "frame_index": 0,
+                    "face_index": 0,
+                    "source_video_id": f"real{i}" if label == "fake" else "",
+                }
+            )
+    shifted = np.roll(np.asarray(Image.open(root / "fake0.png")), 9, axis=1)
+    Image.fromarray(shifted).save(root / "moved.png")
+    rows.append({**rows[1], "path": "moved.png", "video_id": "moved"})
+    return pd.DataFrame(rows)
+
+
+def test_the_evaluation_figures_on_painted_fakes_whose_answer_is_known(tmp_path):
+    import torch
+
+    from fakefinder.core.artifact import Artifact
+    from fakefinder.faces.truth import manifest_truths
+    from fakefinder.tasks.classification.scoring import LoadedDetector
+    from fakefinder.tasks.deepfake_detector.localiser import measure, summarise
+
+    rows = pairs_manifest(tmp_path)
+    prep = {"input_size": 64, "mean": [0.0] * 3, "std": [1 / 255] * 3}
+    detector = LoadedDetector(
+        RedNet(), Artifact(tmp_path, {"preprocessing": prep, "architecture": {}}), 0.5, []
+    )
+    truths = manifest_truths(rows, tmp_path, 64)
+
+    def truth_maps(crops):  # the map is the true mask itself
+        return [
+            truths[i].mask.astype(np.float32) for i in sorted(i for i in truths if truths[i].mask is not None)
+        ]
+
+    with torch.no_grad():
+        table, left_out = measure(detector, rows, tmp_path, truth_maps)
+    assert left_out == {"misaligned with its source": 1} and len(table) == 6
+    summary = summarise(table)["overall"]
+    mine, prior, noise = summary["map"], summary["face_prior"], summary["random"]
+    assert mine["pointing"] == 1.0 and mine["pixel_auc"] == pytest.approx(1.0) and mine["iou_0.5"] > 0.8
+    # the prior is scored as the prior: its peak is the central 2x2 pixels, inside the patches covering
+    # at least half of them
+    masks = [truths[i].mask for i in sorted(truths) if truths[i].mask is not None]
+    centre = [m[31:33, 31:33].mean() >= 0.5 for m in masks]
+    assert prior["pointing"] == pytest.approx(np.mean(centre))
+    assert abs(noise["pixel_auc"] - 0.5) < 0.1  # chance
+    assert mine["drop_0.2"] > 0.5 and summary["ratios"]["drop_0.1_vs_face_prior"] > 1
+    assert summary["ratios"]["drop_0.1_vs_random"] > 1
+    bins = summarise(table)["by_area"]
+    assert table.area.between(0.1, 0.25).all() and bins["10-25%"]["n"] == 6 and bins["<10%"]["n"] == 0

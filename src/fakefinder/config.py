@@ -461,6 +461,15 @@ class EvaluateConfig(Section):
     num_workers: int = Field(default=2, ge=0)
     device: str = "auto"
     max_samples: int | None = Field(default=None, ge=1, description="Evaluate on a fixed random subset.")
+    heatmaps: bool = Field(
+        default=True,
+        description="A deepfake detector's heatmaps on prepared crops: the report's gallery and, on fakes "
+        "with a true mask, localisation and deletion figures beside a face prior and a random map.",
+    )
+    heatmap_samples: int = Field(
+        default=300, ge=1, description="At most this many fakes are looked at for the heatmap figures."
+    )
+    gallery_size: int = Field(default=4, ge=0, description="Crops per gallery group (confident, wrong).")
 
     @field_validator("perturbations")
     @classmethod

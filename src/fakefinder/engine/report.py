@@ -32,10 +32,12 @@ PAGE_HEAD = (
 )
 
 
-def embedded_png(path: Path) -> str:
-    """An <img> holding the PNG itself, so the report reads offline as one file."""
+def embedded_png(path: Path, width: int | None = None) -> str:
+    """An <img> holding the image itself (PNG or JPEG), so the report reads offline as one file."""
     encoded = base64.b64encode(Path(path).read_bytes()).decode()
-    return f"<img alt='{html.escape(Path(path).stem)}' src='data:image/png;base64,{encoded}'>"
+    mime = "image/jpeg" if Path(path).suffix.lower() in (".jpg", ".jpeg") else "image/png"
+    size = f" width='{int(width)}'" if width else ""
+    return f"<img alt='{html.escape(Path(path).stem)}'{size} src='data:{mime};base64,{encoded}'>"
 
 
 def model_name(path: Path) -> str:

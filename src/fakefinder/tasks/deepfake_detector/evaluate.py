@@ -250,6 +250,8 @@ def _score_sets(config: Config, detectors: list, sets: list[EvalSet], device, ev
                     detector, frames, eval_set.root, ev.batch_size, ev.num_workers, device
                 )
                 levels, videos = _levels(frames, threshold, config)
+                if ev.heatmaps:
+                    levels["heatmaps"] = heatmap_evidence(detector, name, eval_set, frames, threshold, config)
             if ev.perturbations and eval_set.items is not None:
                 events.warning(
                     f"evaluate.perturbations apply to prepared crops; set '{eval_set.name}' is raw files",
@@ -287,6 +289,74 @@ def _score_sets(config: Config, detectors: list, sets: list[EvalSet], device, ev
             curves[(name, eval_set.name)] = (frames, videos, threshold, levels)
         metrics["models"][name] = entry
     return metrics, curves, frame_tables, video_tables
+
+
+def heatmap_evidence(detector, name: str, eval_set: EvalSet, frames: pd.DataFrame, threshold, config) -> dict:
+    """The detector's heatmaps on one set of prepared crops: localisation and deletion figures on the
+    fakes with a true mask, beside the face prior and a random map, by mask area; and the gallery."""
+    from fakefinder.tasks.deepfake_detector.localiser import FRACTIONS, clean, measure, read_record, summarise
+
+    ev = config.evaluate
+    record = read_record(detector.path)
+    iou_threshold = record["iou_threshold"] if record else 0.5
+    table, left_out = measure(
+        detector, eval_set.rows, eval_set.root, None, ev.heatmap_samples, (iou_threshold,)
+    )
+    folder = Path(ev.output_dir) / "gallery" / heatmap_folder_name(name, eval_set.name)
+    return clean(
+        {
+            "method": record["method"] if record else None,
+            "experimental": not (record and record.get("beats_prior")),
+            "validation": record.get("validation") if record else None,
+            "iou_threshold": iou_threshold,
+            "iou_threshold_source": "fitted on validation"
+            if record
+            else "default (not checked on validation)",
+            "removal": "the source crop's pixels (where a fake has a source), else the crop's mean colour",
+            "fractions": list(FRACTIONS),
+            "left_out": left_out,
+            **summarise(table),
+            "gallery": write_gallery(detector, eval_set, frames, threshold, folder, ev.gallery_size),
+        }
+    )
+
+
+def heatmap_folder_name(model: str, set_name: str) -> str:
+    from fakefinder.engine.evidence import heatmap_name
+
+    return heatmap_name(f"{model}__{set_name}")
+
+
+def write_gallery(
+    detector, eval_set: EvalSet, frames: pd.DataFrame, threshold, folder: Path, size: int
+) -> list:
+    """Heatmaps, overlays and regions of the most confident fakes and reals and the most confident
+    mistakes (`fakefinder.engine.evidence.gallery_rows`), written under `folder`."""
+    from fakefinder.engine.evidence import gallery_rows, heatmap_name, regions_of, save_heatmap
+    from fakefinder.media.images import load_rgb
+    from fakefinder.tasks.classification.scoring import crop_heatmaps
+
+    side = detector.info["image_size"]
+    entries = []
+    for group, rows in gallery_rows(frames, threshold, size).items():
+        crops = [load_rgb(Path(eval_set.root) / frames.path.iloc[r], side) for r in rows]
+        for r, crop, heatmap in zip(rows, crops, crop_heatmaps(detector, crops) if crops else []):
+            name = heatmap_name(f"{group}_{len(entries)}_{Path(str(frames.path.iloc[r])).stem}")
+            png, jpg = save_heatmap(folder, name, heatmap, crop)
+            regions, source = regions_of(crop, heatmap)
+            entries.append(
+                {
+                    "group": group,
+                    "path": str(frames.path.iloc[r]),
+                    "label": str(frames.label.iloc[r]),
+                    "score": float(frames.score.iloc[r]),
+                    "heatmap": png.relative_to(folder.parent.parent).as_posix(),
+                    "overlay": jpg.relative_to(folder.parent.parent).as_posix(),
+                    "regions": regions,
+                    "regions_from": source,
+                }
+            )
+    return entries
 
 
 def comparison_tables(metrics: dict) -> dict:

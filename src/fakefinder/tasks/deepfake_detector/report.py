@@ -140,8 +140,76 @@ def write_report(path: Path, metrics: dict, plots: dict[str, list[Path]], config
                 parts.append(html_table(rows, list(rows[0])))
             for image in plots.get(f"{name} on {set_name}", []):
                 parts.append(embedded_png(image))
+            if levels.get("heatmaps"):
+                parts += heatmap_section(levels["heatmaps"], Path(path).parent)
     parts.append("</body></html>")
     return atomic_write_text(Path(path), "\n".join(parts))
+
+
+HEATMAP_NOTE = (
+    "A heatmap shows where the model looked when it scored a crop, not proof of where the face was "
+    "changed. The figures below check it on fakes whose true change is known: <b>pointing game</b> "
+    "(is the map's peak inside the changed region), <b>pixel AUC</b> (does the map rank changed pixels "
+    "above unchanged ones), <b>IoU</b> (overlap of the map above its validation threshold with the "
+    "change) and <b>deletion drop</b> (how far the fake probability falls when the map's top k % of "
+    "pixels are removed), each beside a centred face prior and a random map scored the same way."
+)
+
+
+def heatmap_section(evidence: dict, folder: Path) -> list[str]:
+    """Where the model looked: its figures against the two baselines, by mask area, and the gallery."""
+    parts = ["<h4>where the model looked</h4>", f"<p>{HEATMAP_NOTE}</p>"]
+    if evidence.get("experimental"):
+        parts.append(
+            "<p><b>Experimental:</b> on validation these heatmaps did not beat the face prior (or were not "
+            "checked), so they are not offered as evidence of where the face was changed.</p>"
+        )
+    overall = evidence.get("overall", {})
+    if overall.get("n"):
+        fractions = evidence.get("fractions", [])
+        columns = ["map", "pointing", "pixel_auc", f"iou_{evidence['iou_threshold']:g}"]
+        columns += [f"drop_{k:g}" for k in fractions]
+        rows = []
+        for area, part in [("all", overall), *evidence.get("by_area", {}).items()]:
+            for map_name in ("map", "face_prior", "random"):
+                if part.get("n"):
+                    rows.append({"map": f"{map_name} ({area}, n={part['n']})", **part[map_name]})
+        parts.append(html_table(rows, columns))
+        ratios = overall.get("ratios", {})
+        if ratios:
+            parts.append(html_table([ratios], list(ratios)))
+        parts.append(
+            f"<p>Removal: {html.escape(evidence.get('removal', ''))}. IoU threshold "
+            f"{evidence['iou_threshold']:g} ({html.escape(evidence.get('iou_threshold_source', ''))}).</p>"
+        )
+    else:
+        parts.append("<p>No fake here has a true mask (its own aligned source crop or a dataset mask).</p>")
+    left_out = evidence.get("left_out") or {}
+    if left_out:
+        parts.append(
+            f"<p>Fakes left out: {html.escape(', '.join(f'{k}: {v}' for k, v in left_out.items()))}</p>"
+        )
+    parts += gallery_html(evidence.get("gallery", []), folder)
+    return parts
+
+
+def gallery_html(entries: list[dict], folder: Path) -> list[str]:
+    """The gallery: per group, each crop's overlay with its score and regions."""
+    parts = []
+    for group in dict.fromkeys(e["group"] for e in entries):
+        cells = []
+        for e in (e for e in entries if e["group"] == group):
+            overlay = folder / e["overlay"]
+            if not overlay.is_file():
+                continue
+            caption = f"{e['label']} · P(fake) {e['score']:.3f}<br>{html.escape(e.get('regions') or '')}"
+            cells.append(
+                f"<figure style='display:inline-block;margin:4px'>{embedded_png(overlay, 160)}"
+                f"<figcaption style='font-size:80%'>{caption}</figcaption></figure>"
+            )
+        if cells:
+            parts.append(f"<p><b>{html.escape(group.replace('_', ' '))}</b></p><div>{''.join(cells)}</div>")
+    return parts
 
 
 def print_tables(metrics: dict, console) -> None:

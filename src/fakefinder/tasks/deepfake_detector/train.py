@@ -43,12 +43,46 @@ def train(
     def save_model(folder: Path, weights: dict, state: dict) -> None:
         save_detector(folder, config, state["model_info"], weights, state["threshold"], state)
 
-    return run(
+    data = train_data(config)
+    summary = run(
         config,
-        train_data(config),
+        data,
         get_task(config.task),
         resume=resume,
         events=events,
         save_model=save_model,
         overwrite=overwrite,
+    )
+    if int(os.environ.get("RANK", "0")) == 0 and summary.artifact and Path(summary.artifact).is_dir():
+        check_heatmaps(Path(summary.artifact), data, events)
+    return summary
+
+
+def check_heatmaps(artifact: Path, data, events) -> None:
+    """Measure the new model's heatmaps on the validation fakes with a true mask, beside the face
+    prior, and record it in the artifact (`localiser.json`): evaluate, predict and the platform
+    offer them as evidence only where they beat the prior. A failure here costs no finished work."""
+    from fakefinder.core.events import as_events
+    from fakefinder.tasks.classification.scoring import load_detector
+    from fakefinder.tasks.deepfake_detector.localiser import validate, write_record
+
+    events = as_events(events)
+    try:
+        record = validate(load_detector(artifact), data.val_rows, data.root)
+    except (ValueError, OSError, RuntimeError) as exc:
+        events.warning(f"heatmaps not checked on validation: {exc}", "train")
+        return
+    write_record(artifact, record)
+    if not record["fakes"]:
+        events.log("heatmaps: no validation fake has a true mask to check them against", "train")
+        return
+    mine, prior = record["validation"]["map"], record["validation"]["face_prior"]
+    verdict = (
+        "offered as evidence" if record["beats_prior"] else "experimental: not better than the face prior"
+    )
+    events.log(
+        f"heatmaps ({record['method']}) on {record['fakes']} validation fakes: pointing game "
+        f"{mine['pointing']:.3f} (face prior {prior['pointing']:.3f}), pixel AUC {mine['pixel_auc']:.3f} "
+        f"({prior['pixel_auc']:.3f}): {verdict}",
+        "train",
     )

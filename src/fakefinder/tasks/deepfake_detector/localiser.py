@@ -1,0 +1,183 @@
+"""How well a detector's heatmaps say where a fake was changed, and how faithful they are to its
+decision, measured on fakes with a true mask (`fakefinder.faces.truth`) beside the two baselines
+scored the same way: a centred Gaussian face prior and a random map.
+
+Per fake: the pointing game, the pixel AUC and the IoU at the threshold fitted on validation; and
+the deletion drop (the fall in the fake probability when the map's top k % of pixels are removed,
+restored from the source crop where there is one, else filled with the crop's mean colour) for each
+k in `FRACTIONS`. Summaries: the means overall and by the true mask's area, and the ratios of the
+map's deletion drop to the baselines'.
+
+A model's heatmaps are offered as evidence only when, on validation, they beat the face prior on the
+pointing game and the pixel AUC (`validate`, recorded in the artifact's `localiser.json`); otherwise
+the report and the UI call them experimental.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fakefinder.engine import localisation as loc
+
+FRACTIONS = (0.05, 0.1, 0.2)
+MAPS = ("map", "face_prior", "random")
+AREA_BINS = ((0.0, 0.1, "<10%"), (0.1, 0.25, "10-25%"), (0.25, 1.01, ">=25%"))
+IOU_GRID = tuple(round(t, 2) for t in np.arange(0.1, 0.95, 0.05))
+FILE = "localiser.json"
+CHUNK = 32
+
+
+def read_record(artifact_path: Path) -> dict | None:
+    """The artifact's validation record of its heatmaps (None: never validated)."""
+    path = Path(artifact_path) / FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def write_record(artifact_path: Path, record: dict) -> Path:
+    from fakefinder.core.files import atomic_write_json
+
+    return atomic_write_json(Path(artifact_path) / FILE, record)
+
+
+def measure(
+    detector,
+    rows: pd.DataFrame,
+    root: Path,
+    draw: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None,
+    limit: int | None = 300,
+    iou_thresholds: tuple[float, ...] = (0.5,),
+    deletion: bool = True,
+) -> tuple[pd.DataFrame, dict]:
+    """One row per fake of `rows` with a true mask (at most `limit` fakes looked at): its mask's area
+    and, for the map (`draw`, default the detector's own heatmaps) and each baseline, every figure
+    (`iou_<t>` for each of `iou_thresholds`); and the count of fakes left out, by reason."""
+    from fakefinder.faces.truth import manifest_truths
+    from fakefinder.media.images import load_rgb
+    from fakefinder.tasks.classification.scoring import crop_heatmaps, score_pixels
+
+    size = detector.info["image_size"]
+    truths = manifest_truths(rows, root, size, limit)
+    usable = {i: t for i, t in truths.items() if t.mask is not None}
+    left_out: dict[str, int] = {}
+    for truth in truths.values():
+        if truth.mask is None:
+            left_out[truth.origin] = left_out.get(truth.origin, 0) + 1
+    draw = draw or (lambda crops: crop_heatmaps(detector, crops))
+    frame = rows.reset_index(drop=True)
+    prior = loc.face_prior(size, size)
+    records = []
+    indices = sorted(usable)
+    for start in range(0, len(indices), CHUNK):
+        chunk = indices[start : start + CHUNK]
+        crops = [load_rgb(Path(root) / frame.path.iloc[i], size) for i in chunk]
+        maps = draw(crops)
+        altered, keys = [], []
+        for i, crop, heatmap in zip(chunk, crops, maps):
+            truth = usable[i]
+            candidates = {"map": heatmap, "face_prior": prior, "random": loc.random_map(size, size, seed=i)}
+            record = {"row": i, "path": frame.path.iloc[i], "area": float(truth.mask.mean())}
+            record["origin"] = truth.origin
+            for name, values in candidates.items():
+                record[f"{name}_pointing"] = loc.pointing_game(values, truth.mask)
+                record[f"{name}_pixel_auc"] = loc.pixel_auc(values, truth.mask)
+                for t in iou_thresholds:
+                    record[f"{name}_iou_{t:g}"] = loc.iou_at(values, truth.mask, t)
+                for k in FRACTIONS if deletion else ():
+                    where = loc.top_fraction(values, k)
+                    altered.append(loc.remove(crop, where, truth.source))
+                    keys.append((len(records), f"{name}_drop_{k:g}"))
+            records.append(record)
+        if altered:
+            base = score_pixels(detector, crops)
+            scores = score_pixels(detector, altered)
+            first = len(records) - len(chunk)
+            for r in range(first, len(records)):
+                records[r]["score"] = float(base[r - first])
+            for (r, key), score in zip(keys, scores):
+                records[r][key] = float(base[r - first] - score)
+    return pd.DataFrame(records), left_out
+
+
+def _means(table: pd.DataFrame) -> dict:
+    out = {}
+    for name in MAPS:
+        figures = {}
+        for column in [c for c in table.columns if c.startswith(f"{name}_")]:
+            values = pd.to_numeric(table[column], errors="coerce").dropna()
+            figures[column[len(name) + 1 :]] = float(values.mean()) if len(values) else None
+        out[name] = figures
+    ratios = {}
+    for k in FRACTIONS:
+        drop = out["map"].get(f"drop_{k:g}")
+        for base in ("face_prior", "random"):
+            other = out[base].get(f"drop_{k:g}")
+            if drop is not None and other not in (None, 0):
+                ratios[f"drop_{k:g}_vs_{base}"] = drop / other
+    out["ratios"] = ratios
+    out["n"] = len(table)
+    return out
+
+
+def summarise(table: pd.DataFrame) -> dict:
+    """Means of every figure for the map and the baselines, overall and by the true mask's area."""
+    summary = {"overall": _means(table) if len(table) else {"n": 0}, "by_area": {}}
+    for low, high, name in AREA_BINS:
+        part = table[(table.area >= low) & (table.area < high)] if len(table) else table
+        summary["by_area"][name] = _means(part) if len(part) else {"n": 0}
+    return summary
+
+
+def beats_prior(overall: dict) -> bool:
+    """The map points inside the change more often than the face prior and ranks its pixels better."""
+    mine, prior = overall.get("map", {}), overall.get("face_prior", {})
+    keys = ("pointing", "pixel_auc")
+    if any(mine.get(k) is None or prior.get(k) is None for k in keys):
+        return False
+    return all(mine[k] > prior[k] for k in keys)
+
+
+def validate(detector, rows: pd.DataFrame, root: Path, method: str = "auto", limit: int = 300) -> dict:
+    """The localiser's record on validation rows: the IoU threshold fitted there (the best mean IoU
+    of the map), every figure beside the baselines, and whether its maps beat the face prior (then
+    they are offered as evidence)."""
+    from fakefinder.tasks.classification.heatmaps import method_of
+    from fakefinder.tasks.classification.scoring import crop_heatmaps
+
+    draw = lambda crops: crop_heatmaps(detector, crops, method)  # noqa: E731
+    table, left_out = measure(detector, rows, root, draw, limit, IOU_GRID, deletion=False)
+    record = {"method": method_of(detector.model, method), "fakes": int(len(table)), "left_out": left_out}
+    if not len(table):
+        return {**record, "iou_threshold": 0.5, "validation": {}, "beats_prior": False}
+    threshold = max(IOU_GRID, key=lambda t: (table[f"map_iou_{t:g}"].mean(), -t))
+    keep = [c for c in table.columns if "_iou_" not in c or c.endswith(f"_iou_{threshold:g}")]
+    overall = summarise(table[keep])["overall"]
+    return {
+        **record,
+        "iou_threshold": float(threshold),
+        "validation": clean({k: overall.get(k) for k in MAPS}),
+        "beats_prior": beats_prior(overall),
+    }
+
+
+def clean(value):
+    """NaN-free plain values for JSON."""
+    if isinstance(value, dict):
+        return {str(k): clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(float(value)) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value

@@ -136,13 +136,11 @@ def test_the_evaluation_figures_on_painted_fakes_whose_answer_is_known(tmp_path)
     )
     truths = manifest_truths(rows, tmp_path, 64)
 
-    def truth_maps(crops):  # the map is the true mask itself
-        return [
-            truths[i].mask.astype(np.float32) for i in sorted(i for i in truths if truths[i].mask is not None)
-        ]
+    def truth_maps(crops, indices):  # the map is the true mask itself
+        return [truths[i].mask.astype(np.float32) for i in indices]
 
     with torch.no_grad():
-        table, left_out = measure(detector, rows, tmp_path, truth_maps)
+        table, left_out = measure(detector, rows, tmp_path, {"map": truth_maps})
     assert left_out == {"misaligned with its source": 1} and len(table) == 6
     summary = summarise(table)["overall"]
     mine, prior, noise = summary["map"], summary["face_prior"], summary["random"]

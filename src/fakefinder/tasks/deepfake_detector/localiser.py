@@ -26,7 +26,7 @@ import pandas as pd
 from fakefinder.engine import localisation as loc
 
 FRACTIONS = (0.05, 0.1, 0.2)
-MAPS = ("map", "face_prior", "random")
+MAPS = ("map", "face_prior", "random")  # the model's map and the two baselines
 AREA_BINS = ((0.0, 0.1, "<10%"), (0.1, 0.25, "10-25%"), (0.25, 1.01, ">=25%"))
 IOU_GRID = tuple(round(t, 2) for t in np.arange(0.1, 0.95, 0.05))
 FILE = "localiser.json"
@@ -50,18 +50,23 @@ def write_record(artifact_path: Path, record: dict) -> Path:
     return atomic_write_json(Path(artifact_path) / FILE, record)
 
 
+Draw = Callable[[list[np.ndarray], list[int]], list[np.ndarray]]  # (crops, their row numbers) -> maps
+BASELINES = ("face_prior", "random")
+
+
 def measure(
     detector,
     rows: pd.DataFrame,
     root: Path,
-    draw: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None,
+    draws: dict[str, Draw] | None = None,
     limit: int | None = 300,
     iou_thresholds: tuple[float, ...] = (0.5,),
     deletion: bool = True,
 ) -> tuple[pd.DataFrame, dict]:
     """One row per fake of `rows` with a true mask (at most `limit` fakes looked at): its mask's area
-    and, for the map (`draw`, default the detector's own heatmaps) and each baseline, every figure
-    (`iou_<t>` for each of `iou_thresholds`); and the count of fakes left out, by reason."""
+    and, for each map (`draws`: name -> drawer, default {"map": the detector's own heatmaps}) and each
+    baseline, every figure as column `<map>:<figure>` (`iou_<t>` for each of `iou_thresholds`); and
+    the count of fakes left out, by reason."""
     from fakefinder.faces.truth import manifest_truths
     from fakefinder.media.images import load_rgb
     from fakefinder.tasks.classification.scoring import crop_heatmaps, score_pixels
@@ -73,7 +78,7 @@ def measure(
     for truth in truths.values():
         if truth.mask is None:
             left_out[truth.origin] = left_out.get(truth.origin, 0) + 1
-    draw = draw or (lambda crops: crop_heatmaps(detector, crops))
+    draws = draws or {"map": lambda crops, _: crop_heatmaps(detector, crops)}
     frame = rows.reset_index(drop=True)
     prior = loc.face_prior(size, size)
     records = []
@@ -81,49 +86,55 @@ def measure(
     for start in range(0, len(indices), CHUNK):
         chunk = indices[start : start + CHUNK]
         crops = [load_rgb(Path(root) / frame.path.iloc[i], size) for i in chunk]
-        maps = draw(crops)
+        drawn = {name: draw(crops, chunk) for name, draw in draws.items()}
         altered, keys = [], []
-        for i, crop, heatmap in zip(chunk, crops, maps):
+        for n, (i, crop) in enumerate(zip(chunk, crops)):
             truth = usable[i]
-            candidates = {"map": heatmap, "face_prior": prior, "random": loc.random_map(size, size, seed=i)}
-            record = {"row": i, "path": frame.path.iloc[i], "area": float(truth.mask.mean())}
-            record["origin"] = truth.origin
+            candidates = {name: maps[n] for name, maps in drawn.items()}
+            candidates.update(face_prior=prior, random=loc.random_map(size, size, seed=i))
+            record = {
+                "row": i,
+                "path": frame.path.iloc[i],
+                "area": float(truth.mask.mean()),
+                "origin": truth.origin,
+            }
             for name, values in candidates.items():
-                record[f"{name}_pointing"] = loc.pointing_game(values, truth.mask)
-                record[f"{name}_pixel_auc"] = loc.pixel_auc(values, truth.mask)
+                record[f"{name}:pointing"] = loc.pointing_game(values, truth.mask)
+                record[f"{name}:pixel_auc"] = loc.pixel_auc(values, truth.mask)
                 for t in iou_thresholds:
-                    record[f"{name}_iou_{t:g}"] = loc.iou_at(values, truth.mask, t)
+                    record[f"{name}:iou_{t:g}"] = loc.iou_at(values, truth.mask, t)
                 for k in FRACTIONS if deletion else ():
-                    where = loc.top_fraction(values, k)
-                    altered.append(loc.remove(crop, where, truth.source))
-                    keys.append((len(records), f"{name}_drop_{k:g}"))
+                    altered.append(loc.remove(crop, loc.top_fraction(values, k), truth.source))
+                    keys.append((len(records), f"{name}:drop_{k:g}"))
             records.append(record)
         if altered:
-            base = score_pixels(detector, crops)
-            scores = score_pixels(detector, altered)
             first = len(records) - len(chunk)
+            base = score_pixels(detector, crops)
             for r in range(first, len(records)):
                 records[r]["score"] = float(base[r - first])
-            for (r, key), score in zip(keys, scores):
+            for (r, key), score in zip(keys, score_pixels(detector, altered)):
                 records[r][key] = float(base[r - first] - score)
     return pd.DataFrame(records), left_out
 
 
 def _means(table: pd.DataFrame) -> dict:
+    names = list(dict.fromkeys(c.split(":")[0] for c in table.columns if ":" in c))
     out = {}
-    for name in MAPS:
+    for name in names:
         figures = {}
-        for column in [c for c in table.columns if c.startswith(f"{name}_")]:
+        for column in [c for c in table.columns if c.startswith(f"{name}:")]:
             values = pd.to_numeric(table[column], errors="coerce").dropna()
-            figures[column[len(name) + 1 :]] = float(values.mean()) if len(values) else None
+            figures[column.split(":", 1)[1]] = float(values.mean()) if len(values) else None
         out[name] = figures
     ratios = {}
-    for k in FRACTIONS:
-        drop = out["map"].get(f"drop_{k:g}")
-        for base in ("face_prior", "random"):
-            other = out[base].get(f"drop_{k:g}")
-            if drop is not None and other not in (None, 0):
-                ratios[f"drop_{k:g}_vs_{base}"] = drop / other
+    for name in (n for n in names if n not in BASELINES):
+        for k in FRACTIONS:
+            drop = out[name].get(f"drop_{k:g}")
+            for base in BASELINES:
+                other = out[base].get(f"drop_{k:g}")
+                if drop is not None and other not in (None, 0):
+                    prefix = "" if name == "map" else f"{name}_"
+                    ratios[f"{prefix}drop_{k:g}_vs_{base}"] = drop / other
     out["ratios"] = ratios
     out["n"] = len(table)
     return out
@@ -154,13 +165,13 @@ def validate(detector, rows: pd.DataFrame, root: Path, method: str = "auto", lim
     from fakefinder.tasks.classification.heatmaps import method_of
     from fakefinder.tasks.classification.scoring import crop_heatmaps
 
-    draw = lambda crops: crop_heatmaps(detector, crops, method)  # noqa: E731
-    table, left_out = measure(detector, rows, root, draw, limit, IOU_GRID, deletion=False)
+    draws = {"map": lambda crops, _: crop_heatmaps(detector, crops, method)}
+    table, left_out = measure(detector, rows, root, draws, limit, IOU_GRID, deletion=False)
     record = {"method": method_of(detector.model, method), "fakes": int(len(table)), "left_out": left_out}
     if not len(table):
         return {**record, "iou_threshold": 0.5, "validation": {}, "beats_prior": False}
-    threshold = max(IOU_GRID, key=lambda t: (table[f"map_iou_{t:g}"].mean(), -t))
-    keep = [c for c in table.columns if "_iou_" not in c or c.endswith(f"_iou_{threshold:g}")]
+    threshold = max(IOU_GRID, key=lambda t: (table[f"map:iou_{t:g}"].mean(), -t))
+    keep = [c for c in table.columns if ":iou_" not in c or c.endswith(f":iou_{threshold:g}")]
     overall = summarise(table[keep])["overall"]
     return {
         **record,

@@ -155,3 +155,39 @@ def test_the_evaluation_figures_on_painted_fakes_whose_answer_is_known(tmp_path)
     assert summary["ratios"]["drop_0.1_vs_random"] > 1
     bins = summarise(table)["by_area"]
     assert table.area.between(0.1, 0.25).all() and bins["10-25%"]["n"] == 6 and bins["<10%"]["n"] == 0
+
+
+def test_a_refitted_mask_head_is_chosen_on_validation_when_it_localises_best(tmp_path):
+    """Random features still see red: a head refitted on them finds painted patches that an untrained
+    head and a CAM of an untrained network do not; the chosen artifact scores exactly as before."""
+    import torch
+
+    from fakefinder.core.artifact import write_artifact
+    from fakefinder.media.images import load_rgb
+    from fakefinder.tasks.classification.model import create
+    from fakefinder.tasks.classification.scoring import load_detector, score_pixels
+    from fakefinder.tasks.deepfake_detector.refit import candidates, choose, save_choice
+
+    rng = np.random.default_rng(1)
+    corners = [tuple(int(v) for v in rng.integers(6, 38, 2)) for _ in range(24)]
+    rows = pairs_manifest(tmp_path, corners).iloc[:-1]  # without the misaligned one
+    rows = rows.assign(split=["train"] * 32 + ["val"] * 16)
+    torch.manual_seed(0)
+    network = create("test_efficientnet", pretrained=False, mask_head=True, mask_stride=8)
+    arch = {"name": "test_efficientnet", "mask_head": True, "mask_stride": 8, "num_outputs": 1}
+    prep = {"input_size": 64, "mean": [0.5] * 3, "std": [0.25] * 3, "tta": "hflip"}
+    write_artifact(
+        tmp_path / "model", "deepfake_detector", arch, ["real", "fake"], prep, network.state_dict(), 0.5
+    )
+    detector = load_detector(tmp_path / "model")
+    train, val = (rows[rows.split == s].reset_index(drop=True) for s in ("train", "val"))
+    options = candidates(detector, train, tmp_path, strides=(8, 16))
+    assert set(options) == {"cam", "as_trained", "refit_s8", "refit_s16"}
+    choice = choose(detector, options, val, tmp_path)
+    assert choice.name.startswith("refit_s") and choice.fakes == 8  # the 8 val pairs
+    assert choice.validation[choice.name]["pixel_auc"] > 0.8 > choice.validation["as_trained"]["pixel_auc"]
+    assert choice.validation[choice.name]["pointing"] > choice.validation["face_prior"]["pointing"]
+    refitted = load_detector(save_choice(detector, choice, tmp_path / "refitted"))
+    assert refitted.artifact.architecture["mask_stride"] == choice.stride
+    crops = [load_rgb(tmp_path / p, 64) for p in val.path[:4]]
+    np.testing.assert_allclose(score_pixels(refitted, crops), score_pixels(detector, crops), atol=1e-6)

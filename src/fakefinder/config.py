@@ -370,9 +370,16 @@ class TrainConfig(RunSection):
         default=0.0,
         ge=0,
         description="Weight of the manipulation-mask loss (per-pixel BCE on the model's mask head). Targets: "
-        "empty for reals; for a fake, the smoothed difference from the real crop of its identity group (same "
-        "frame and face index when known; crops must be aligned); for a self-blended fake, its blend mask. "
-        "Fakes without a real partner do not count.",
+        "empty for reals; for a fake, the smoothed difference from its source crop (its recorded source "
+        "video, else its identity group's only real video, at the same frame and face); for a self-blended "
+        "fake, its blend mask. Fakes without a source crop do not count.",
+    )
+    mask_refit: bool = Field(
+        default=False,
+        description="Deepfake detectors: after training, refit the mask head on the frozen features against "
+        "the true masks (misaligned pairs dropped) and keep whichever localises best on validation: the "
+        "refitted head (at stride 8 or 16), the head as trained, or a class-activation map. Scores are "
+        "unchanged.",
     )
     mask_threshold: tuple[float, float] = Field(
         default=(3.0, 12.0),

@@ -9,6 +9,9 @@ mirrored image's map is flipped back and averaged in, as its score is.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
@@ -16,9 +19,25 @@ from torch import nn
 from fakefinder.tasks.classification.networks import Detector, MirrorAverage
 
 METHODS = ("auto", "mask", "cam")
+RECORD = "localiser.json"  # in a model artifact: its heatmaps' check on validation (which method, how good)
 
 
-def _network(model: nn.Module) -> tuple[Detector, bool]:
+def read_record(artifact_path: Path) -> dict | None:
+    """The artifact's validation record of its heatmaps (None: never checked)."""
+    path = Path(artifact_path) / RECORD
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def write_record(artifact_path: Path, record: dict) -> Path:
+    from fakefinder.core.files import atomic_write_json
+
+    return atomic_write_json(Path(artifact_path) / RECORD, record)
+
+
+def bare_network(model: nn.Module) -> tuple[Detector, bool]:
     """The bare network and whether its scores average the mirrored image."""
     if isinstance(model, MirrorAverage):
         return model.model, True
@@ -29,7 +48,7 @@ def method_of(model: nn.Module, method: str = "auto") -> str:
     """`mask` for a binary detector with a mask head (unless `cam` is asked for), else `cam`."""
     if method not in METHODS:
         raise ValueError(f"unknown heatmap method {method!r}; choose one of {METHODS}")
-    network, _ = _network(model)
+    network, _ = bare_network(model)
     has_mask = getattr(network, "mask_head", None) is not None and getattr(network, "num_classes", 1) == 1
     if method == "mask" and not has_mask:
         raise ValueError("this model has no mask head: use the class-activation map (method cam)")
@@ -93,7 +112,7 @@ def heatmaps(
     entry (height, width). `target`: the class index per image for an N-class network's CAM."""
     import torch.nn.functional as F
 
-    network, mirrored = _network(model)
+    network, mirrored = bare_network(model)
     chosen = method_of(model, method)
     side = batch.shape[-2:]
 

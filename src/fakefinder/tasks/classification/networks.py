@@ -137,7 +137,7 @@ class Detector(nn.Module):
         self.num_features = features
         self.num_classes = num_classes
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(features, num_classes))
-        self.mask_index, mask_channels = _mask_tap(backbone, arch, mask_stride) if mask_head else (None, 0)
+        self.mask_index, mask_channels = mask_tap(backbone, arch, mask_stride) if mask_head else (None, 0)
         self.mask_head = nn.Conv2d(mask_channels, 1, kernel_size=1) if mask_head else None
         self.pretrained_cfg = dict(getattr(backbone, "pretrained_cfg", {}) or {})
 
@@ -164,7 +164,7 @@ class Detector(nn.Module):
             )
         if self.mask_index is None:
             raw = self.backbone.forward_features(x)
-            tapped = _as_nchw(raw, self.backbone)
+            tapped = as_nchw(raw, self.backbone)
         else:  # timm hands middle maps out as NCHW whatever the backbone's own layout
             raw, (tapped,) = self.backbone.forward_intermediates(x, indices=[self.mask_index])
         pooled = self._with_frequency(self.backbone.forward_head(raw), x)
@@ -175,7 +175,7 @@ class Detector(nn.Module):
             self.backbone.set_grad_checkpointing(enable)
 
 
-def _mask_tap(backbone: nn.Module, arch: str, stride: int | None) -> tuple[int | None, int]:
+def mask_tap(backbone: nn.Module, arch: str, stride: int | None) -> tuple[int | None, int]:
     """Which feature map the mask head reads: (None, channels) for the last one, else (the index
     of the deepest stage at `stride` for timm's `forward_intermediates`, its channels)."""
     stages = list(getattr(backbone, "feature_info", None) or [])
@@ -193,7 +193,7 @@ def _mask_tap(backbone: nn.Module, arch: str, stride: int | None) -> tuple[int |
     return found[-1], stages[found[-1]]["num_chs"]
 
 
-def _as_nchw(raw: torch.Tensor, backbone: nn.Module) -> torch.Tensor:
+def as_nchw(raw: torch.Tensor, backbone: nn.Module) -> torch.Tensor:
     """A backbone's last feature map as (N, C, H, W): convolutional maps as they are, Swin-like
     channels-last maps permuted, ViT-like token sequences (prefix tokens dropped) made square."""
     if raw.ndim == 4:

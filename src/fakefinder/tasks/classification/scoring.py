@@ -21,6 +21,7 @@ class LoadedDetector:
     threshold: float
     class_names: list[str]
     session: object | None = None  # an ONNX Runtime session of `model` (`use_onnxruntime`): scores run there
+    heatmap_method: str = "auto"  # what its heatmaps are, as checked on validation (`localiser.json`)
 
     @property
     def path(self) -> Path:
@@ -52,12 +53,16 @@ def load_detector(model: str | Path | Artifact, device: str | torch.device = "cp
 
     artifact = model if isinstance(model, Artifact) else read_model(model)
     check_family(artifact)
+    from fakefinder.tasks.classification.heatmaps import read_record
+
     network = from_artifact(artifact, device)
+    record = read_record(artifact.path) or {}
     return LoadedDetector(
         network,
         artifact,
         float(artifact.threshold if artifact.threshold is not None else 0.5),
         artifact.classes,
+        heatmap_method=record.get("method", "auto"),
     )
 
 
@@ -144,6 +149,7 @@ def crop_heatmaps(
     info = detector.info
     x = to_batch(crops, info["image_size"], info["mean"], info["std"])
     x = x.to(device, memory_format=memory_format(detector))
+    method = detector.heatmap_method if method == "auto" else method
     return heatmaps(detector.model, x, [c.shape[:2] for c in crops], method, target)
 
 

@@ -294,7 +294,8 @@ def _score_sets(config: Config, detectors: list, sets: list[EvalSet], device, ev
 def heatmap_evidence(detector, name: str, eval_set: EvalSet, frames: pd.DataFrame, threshold, config) -> dict:
     """The detector's heatmaps on one set of prepared crops: localisation and deletion figures on the
     fakes with a true mask, beside the face prior and a random map, by mask area; and the gallery."""
-    from fakefinder.tasks.deepfake_detector.localiser import FRACTIONS, clean, measure, read_record, summarise
+    from fakefinder.tasks.classification.heatmaps import read_record
+    from fakefinder.tasks.deepfake_detector.localiser import FRACTIONS, clean, measure, summarise
 
     ev = config.evaluate
     record = read_record(detector.path)

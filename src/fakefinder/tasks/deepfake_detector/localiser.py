@@ -15,7 +15,6 @@ the report and the UI call them experimental.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -29,25 +28,7 @@ FRACTIONS = (0.05, 0.1, 0.2)
 MAPS = ("map", "face_prior", "random")  # the model's map and the two baselines
 AREA_BINS = ((0.0, 0.1, "<10%"), (0.1, 0.25, "10-25%"), (0.25, 1.01, ">=25%"))
 IOU_GRID = tuple(round(t, 2) for t in np.arange(0.1, 0.95, 0.05))
-FILE = "localiser.json"
 CHUNK = 32
-
-
-def read_record(artifact_path: Path) -> dict | None:
-    """The artifact's validation record of its heatmaps (None: never validated)."""
-    path = Path(artifact_path) / FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-
-
-def write_record(artifact_path: Path, record: dict) -> Path:
-    from fakefinder.core.files import atomic_write_json
-
-    return atomic_write_json(Path(artifact_path) / FILE, record)
 
 
 Draw = Callable[[list[np.ndarray], list[int]], list[np.ndarray]]  # (crops, their row numbers) -> maps

@@ -54,21 +54,45 @@ def train(
         overwrite=overwrite,
     )
     if int(os.environ.get("RANK", "0")) == 0 and summary.artifact and Path(summary.artifact).is_dir():
-        check_heatmaps(Path(summary.artifact), data, events)
+        method = refit_localiser(Path(summary.artifact), data, events) if config.train.mask_refit else "auto"
+        check_heatmaps(Path(summary.artifact), data, events, method)
     return summary
 
 
-def check_heatmaps(artifact: Path, data, events) -> None:
+def refit_localiser(artifact: Path, data, events) -> str:
+    """`train.mask_refit`: the localiser chosen on validation written into the artifact (its scores
+    unchanged); returns the heatmap method it draws with."""
+    from fakefinder.core.events import as_events
+    from fakefinder.tasks.classification.scoring import load_detector
+    from fakefinder.tasks.deepfake_detector.refit import candidates, choose, save_choice
+
+    events = as_events(events)
+    detector = load_detector(artifact)
+    choice = choose(
+        detector, candidates(detector, data.train_rows, data.root, events=events), data.val_rows, data.root
+    )
+    figures = "; ".join(
+        f"{name} pointing {v['pointing']:.3f} pixel AUC {v['pixel_auc']:.3f}"
+        for name, v in choice.validation.items()
+        if v.get("pointing") is not None and v.get("pixel_auc") is not None
+    )
+    events.log(f"localiser chosen on {choice.fakes} validation fakes: {choice.name} ({figures})", "train")
+    save_choice(detector, choice, artifact)
+    return "cam" if choice.name == "cam" else "auto"
+
+
+def check_heatmaps(artifact: Path, data, events, method: str = "auto") -> None:
     """Measure the new model's heatmaps on the validation fakes with a true mask, beside the face
     prior, and record it in the artifact (`localiser.json`): evaluate, predict and the platform
     offer them as evidence only where they beat the prior. A failure here costs no finished work."""
     from fakefinder.core.events import as_events
+    from fakefinder.tasks.classification.heatmaps import write_record
     from fakefinder.tasks.classification.scoring import load_detector
-    from fakefinder.tasks.deepfake_detector.localiser import validate, write_record
+    from fakefinder.tasks.deepfake_detector.localiser import validate
 
     events = as_events(events)
     try:
-        record = validate(load_detector(artifact), data.val_rows, data.root)
+        record = validate(load_detector(artifact), data.val_rows, data.root, method)
     except (ValueError, OSError, RuntimeError) as exc:
         events.warning(f"heatmaps not checked on validation: {exc}", "train")
         return

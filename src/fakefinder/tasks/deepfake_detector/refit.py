@@ -1,0 +1,215 @@
+"""A localiser worth showing, chosen on validation: the detector's mask head refitted on its frozen
+features against the true masks (`fakefinder.faces.truth`: misaligned pairs dropped, binary, area
+pooled to the feature map), at each feature stride offered, beside the mask head as trained and the
+class-activation map. The candidate with the best pointing game + pixel AUC on the validation fakes
+wins; the detector's scores never change (the mask head is not on the path to its logit).
+
+Refitting is cheap: the backbone runs once over the training crops (features cached), and a 1x1
+convolution is fitted on the cache in seconds.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+STRIDES = (8, 16)
+STEPS = 300
+BATCH = 32
+
+
+@dataclass
+class Choice:
+    name: str  # "as_trained", "cam" or "refit_s<stride>"
+    network: nn.Module | None  # the detector's network with the chosen mask head (None: unchanged)
+    stride: int | None
+    validation: dict  # candidate -> its validation figures (pointing, pixel_auc) beside the baselines
+    fakes: int  # validation fakes with a true mask
+
+
+def _with_head(network, stride: int, head: nn.Conv2d):
+    from fakefinder.tasks.classification.networks import mask_tap
+
+    refitted = copy.deepcopy(network)
+    refitted.mask_index, _ = mask_tap(refitted.backbone, refitted.arch, stride)
+    refitted.mask_head = head
+    return refitted
+
+
+def _features(
+    network, detector, crops: list[np.ndarray], taps: dict[int, int | None]
+) -> dict[int, torch.Tensor]:
+    """The backbone's feature maps at each stride for a list of crops (no gradients)."""
+    from fakefinder.tasks.classification.networks import as_nchw
+    from fakefinder.tasks.classification.scoring import memory_format, to_batch
+
+    info = detector.info
+    out: dict[int, list[torch.Tensor]] = {s: [] for s in taps}
+    indices = sorted({i for i in taps.values() if i is not None})
+    backbone = network.backbone
+    with torch.no_grad():
+        for start in range(0, len(crops), BATCH):
+            x = to_batch(crops[start : start + BATCH], info["image_size"], info["mean"], info["std"])
+            x = x.contiguous(memory_format=memory_format(detector))
+            by_index = {}
+            if indices:
+                maps = backbone.forward_intermediates(
+                    x, indices=indices, intermediates_only=True, stop_early=True
+                )
+                by_index = dict(zip(indices, maps))
+            if None in taps.values():  # the last feature map
+                by_index[None] = as_nchw(backbone.forward_features(x), backbone)
+            for stride, index in taps.items():
+                out[stride].append(by_index[index].float().contiguous())
+    return {s: torch.cat(v) for s, v in out.items()}
+
+
+def _fit_head(features: torch.Tensor, targets: torch.Tensor, steps: int = STEPS, seed: int = 0) -> nn.Conv2d:
+    """A 1x1 convolution from standardised features to the mask logits (BCE, Adam, full batch),
+    folded back to act on the raw features."""
+    torch.manual_seed(seed)
+    mean = features.mean(dim=(0, 2, 3), keepdim=True)
+    std = features.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    scaled = (features - mean) / std
+    head = nn.Conv2d(features.shape[1], 1, kernel_size=1)
+    with torch.no_grad():
+        head.weight.zero_()
+        rate = float(targets.mean().clamp(1e-3, 1 - 1e-3))
+        head.bias.fill_(float(np.log(rate / (1 - rate))))
+    optimiser = torch.optim.Adam(head.parameters(), lr=0.05, weight_decay=1e-4)
+    for _ in range(steps):
+        optimiser.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(head(scaled), targets)
+        loss.backward()
+        optimiser.step()
+    folded = nn.Conv2d(features.shape[1], 1, kernel_size=1)
+    with torch.no_grad():
+        weight = head.weight / std.view(1, -1, 1, 1)
+        folded.weight.copy_(weight)
+        folded.bias.copy_(head.bias - (weight * mean.view(1, -1, 1, 1)).sum())
+    return folded
+
+
+def _training_set(rows: pd.DataFrame, root: Path, size: int, limit: int | None):
+    """Crops and true masks: the training fakes with a usable truth and as many reals (empty masks)."""
+    from fakefinder.faces.truth import manifest_truths
+    from fakefinder.media.images import load_rgb
+
+    frame = rows.reset_index(drop=True)
+    truths = {i: t for i, t in manifest_truths(frame, root, size, limit).items() if t.mask is not None}
+    reals = np.flatnonzero((frame.label == "real").to_numpy())[: len(truths)]
+    crops, masks = [], []
+    for i, truth in truths.items():
+        crops.append(load_rgb(Path(root) / frame.path.iloc[i], size))
+        masks.append(truth.mask.astype(np.float32))
+    for i in reals:
+        crops.append(load_rgb(Path(root) / frame.path.iloc[i], size))
+        masks.append(np.zeros((size, size), np.float32))
+    return crops, masks, len(truths)
+
+
+def candidates(
+    detector, train_rows, root: Path, strides=STRIDES, limit: int | None = None, events=None
+) -> dict:
+    """name -> the network whose mask head draws that candidate's maps (None: the class-activation
+    map of the detector as it is)."""
+    from fakefinder.core.events import as_events
+    from fakefinder.tasks.classification.heatmaps import bare_network
+    from fakefinder.tasks.classification.networks import mask_tap
+
+    events = as_events(events)
+    network, _ = bare_network(detector.model)
+    out: dict = {"cam": None}
+    if getattr(network, "mask_head", None) is not None:
+        out["as_trained"] = network
+    size = detector.info["image_size"]
+    crops, masks, fakes = _training_set(train_rows, root, size, limit)
+    if not fakes:
+        events.warning("no training fake has a true mask: the mask head cannot be refitted", "localiser")
+        return out
+    events.log(
+        f"refitting the mask head on {fakes} training fakes with a true mask and {len(crops) - fakes} reals",
+        "localiser",
+    )
+    taps = {s: mask_tap(network.backbone, network.arch, s)[0] for s in strides}
+    features = _features(network, detector, crops, taps)
+    target = torch.from_numpy(np.stack(masks))[:, None]
+    for stride, feats in features.items():
+        pooled = F.adaptive_avg_pool2d(target, feats.shape[-2:])
+        out[f"refit_s{stride}"] = _with_head(network, stride, _fit_head(feats, pooled))
+    return out
+
+
+def choose(detector, options: dict, val_rows, root: Path, limit: int | None = 300) -> Choice:
+    """The candidate with the best pointing game + pixel AUC on the validation fakes."""
+    from fakefinder.tasks.classification.heatmaps import heatmaps
+    from fakefinder.tasks.classification.networks import MirrorAverage
+    from fakefinder.tasks.classification.scoring import crop_heatmaps, memory_format, to_batch
+    from fakefinder.tasks.deepfake_detector.localiser import measure, summarise
+
+    info, mirrored = detector.info, isinstance(detector.model, MirrorAverage)
+
+    def drawer(network):
+        if network is None:
+            return lambda crops, _: crop_heatmaps(detector, crops, "cam")
+        model = MirrorAverage(network) if mirrored else network
+
+        def draw(crops, _):
+            x = to_batch(crops, info["image_size"], info["mean"], info["std"])
+            x = x.contiguous(memory_format=memory_format(detector))
+            return heatmaps(model, x, [c.shape[:2] for c in crops], "mask")
+
+        return draw
+
+    draws = {name: drawer(network) for name, network in options.items()}
+    table, _ = measure(detector, val_rows, root, draws, limit, deletion=False)
+    overall = summarise(table)["overall"] if len(table) else {}
+
+    def merit(name: str) -> float:
+        figures = overall.get(name, {})
+        return (figures.get("pointing") or 0.0) + (figures.get("pixel_auc") or 0.0)
+
+    best = max(options, key=merit) if len(table) else ("as_trained" if "as_trained" in options else "cam")
+    stride = int(best.split("_s")[1]) if best.startswith("refit_s") else None
+    keep = ("pointing", "pixel_auc")
+    validation = {
+        name: {k: figures.get(k) for k in keep}
+        for name, figures in overall.items()
+        if isinstance(figures, dict) and name != "ratios"
+    }
+    return Choice(best, options[best] if stride else None, stride, validation, int(len(table)))
+
+
+def save_choice(detector, choice: Choice, folder: Path) -> Path:
+    """The detector's artifact with the chosen mask head (same weights otherwise) written to `folder`;
+    an unchanged detector (CAM or the head as trained) is copied as it is."""
+    import shutil
+
+    from fakefinder.core.artifact import write_artifact
+
+    source = Path(detector.path)
+    if choice.network is None:
+        if source.resolve() != Path(folder).resolve():
+            shutil.copytree(source, folder, dirs_exist_ok=True)
+        return Path(folder)
+    artifact = detector.artifact
+    architecture = {**artifact.architecture, "mask_head": True, "mask_stride": choice.stride}
+    weights = {k: v for k, v in choice.network.state_dict().items()}
+    write_artifact(
+        folder,
+        artifact.kind,
+        architecture,
+        artifact.classes,
+        artifact.preprocessing,
+        weights,
+        artifact.threshold,
+        {**artifact.training, "mask_head": f"refitted on frozen features at stride {choice.stride}"},
+    )
+    return Path(folder)

@@ -32,6 +32,7 @@ class Choice:
     stride: int | None
     validation: dict  # candidate -> its validation figures (pointing, pixel_auc) beside the baselines
     fakes: int  # validation fakes with a true mask
+    table: pd.DataFrame | None = None  # the per-fake validation figures (`localiser.measure`)
 
 
 def _with_head(network, stride: int, head: nn.Conv2d):
@@ -147,12 +148,11 @@ def candidates(
     return out
 
 
-def choose(detector, options: dict, val_rows, root: Path, limit: int | None = 300) -> Choice:
-    """The candidate with the best pointing game + pixel AUC on the validation fakes."""
+def drawers(detector, options: dict) -> dict:
+    """name -> a drawer of that candidate's maps (`localiser.measure`), mirrored as the detector scores."""
     from fakefinder.tasks.classification.heatmaps import heatmaps
     from fakefinder.tasks.classification.networks import MirrorAverage
     from fakefinder.tasks.classification.scoring import crop_heatmaps, memory_format, to_batch
-    from fakefinder.tasks.deepfake_detector.localiser import measure, summarise
 
     info, mirrored = detector.info, isinstance(detector.model, MirrorAverage)
 
@@ -168,8 +168,17 @@ def choose(detector, options: dict, val_rows, root: Path, limit: int | None = 30
 
         return draw
 
-    draws = {name: drawer(network) for name, network in options.items()}
-    table, _ = measure(detector, val_rows, root, draws, limit, deletion=False)
+    return {name: drawer(network) for name, network in options.items()}
+
+
+def choose(
+    detector, options: dict, val_rows, root: Path, limit: int | None = 300, iou_thresholds=(0.5,)
+) -> Choice:
+    """The candidate with the best pointing game + pixel AUC on the validation fakes."""
+    from fakefinder.tasks.deepfake_detector.localiser import measure, summarise
+
+    draws = drawers(detector, options)
+    table, _ = measure(detector, val_rows, root, draws, limit, tuple(iou_thresholds), deletion=False)
     overall = summarise(table)["overall"] if len(table) else {}
 
     def merit(name: str) -> float:
@@ -184,7 +193,7 @@ def choose(detector, options: dict, val_rows, root: Path, limit: int | None = 30
         for name, figures in overall.items()
         if isinstance(figures, dict) and name != "ratios"
     }
-    return Choice(best, options[best] if stride else None, stride, validation, int(len(table)))
+    return Choice(best, options[best] if stride else None, stride, validation, int(len(table)), table)
 
 
 def save_choice(detector, choice: Choice, folder: Path) -> Path:

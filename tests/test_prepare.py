@@ -374,3 +374,42 @@ def test_two_prepares_never_write_one_folder_at_once(trees, tmp_path):
             fakefinder.prepare(config, progress=False)  # but not a whole run
     result = fakefinder.prepare(config, progress=False)  # resume by rerun still works
     assert result.summary["items_ok"] >= 1 and not list((tmp_path / "out").glob(".*.lock"))
+
+
+def test_ffpp_mask_videos_become_mask_crops_cut_like_the_faces(trees, tmp_path):
+    from fakefinder.faces.detectors import crop_window
+    from fakefinder.faces.truth import truth_for
+    from fakefinder.media.images import load_rgb
+
+    root = tmp_path / "ffpp"
+    shutil.copytree(trees["ffpp"], root)
+    height, width = SMALL_VIDEO["size"]
+    for video in (root / "manipulated_sequences/Deepfakes/c23/videos").glob("*.mp4"):
+        synthetic.write_mask_video(  # the top half of every frame changed
+            root / "manipulated_sequences/Deepfakes/masks/videos" / video.name,
+            SMALL_VIDEO["num_frames"],
+            SMALL_VIDEO["size"],
+        )
+    out = tmp_path / "out"
+    config = make_config(
+        out, [ds("ffpp", "ffpp", root)], faces={"detector": "mtcnn", "fallback": ["retinaface"]}
+    )
+    manifest = check_manifest(fakefinder.prepare(config, progress=False))
+    masked = manifest.mask_path.fillna("") != ""
+    assert (
+        set(manifest[masked].method) == {"Deepfakes"}
+        and masked.sum() == (manifest.method == "Deepfakes").sum()
+    )
+    for row in manifest[masked].itertuples():
+        with Image.open(out / row.mask_path) as opened:
+            assert opened.mode == "L" and opened.size == (64, 64)
+            mask = np.asarray(opened, np.float32)
+        left, top, right, bottom = crop_window((row.x1, row.y1, row.x2, row.y2), config.faces)
+        frame_y = top + (np.arange(64) + 0.5) * (bottom - top) / 64  # each crop row's height in the frame
+        clear = np.abs(frame_y - height / 2) > 3 * (bottom - top) / 64
+        upper, lower = clear & (frame_y < height / 2), clear & (frame_y > height / 2)
+        assert upper.any() and lower.any(), "the face window should cross the changed half's edge"
+        assert mask[upper].mean() > 200 and mask[lower].mean() < 40
+    row = manifest[masked].iloc[0]
+    truth = truth_for(load_rgb(out / row.path, 64), mask_file=out / row.mask_path)
+    assert truth.origin == "dataset_mask" and 0.1 < truth.mask.mean() < 0.9

@@ -132,6 +132,34 @@ def write_video(
     return path
 
 
+def write_mask_video(
+    path: Path,
+    num_frames: int = 16,
+    size: tuple[int, int] = (240, 320),
+    box: tuple[float, float, float, float] = (0.0, 0.5, 0.0, 1.0),
+    fps: int = 25,
+) -> Path:
+    """A dataset's mask video (as FF++ ships in masks/): white inside `box` (top, bottom, left,
+    right as fractions of the frame), black elsewhere, in every frame."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    height, width = size
+    image = np.zeros((height, width, 3), np.uint8)
+    top, bottom, left, right = box
+    image[int(top * height) : int(bottom * height), int(left * width) : int(right * width)] = 255
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width = size
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"preset": "ultrafast", "crf": "10"}
+        for _ in range(num_frames):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
 def _texture(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
     """A cluttered background (several octaves of smoothed colour noise plus edges), uint8."""
     out = np.zeros((height, width, 3), np.float32)

@@ -180,6 +180,28 @@ def extract(
     return found
 
 
+def mask_crops(path: Path, crops: list[Crop], faces: FacesConfig) -> list[np.ndarray]:
+    """The same windows as `crops` cut from a mask video (a dataset's record of where each frame was
+    changed) at the crops' frames: gray uint8 crops, in the order of `crops`. Raises `ValueError`
+    naming the file when the mask video lacks one of those frames."""
+    from fakefinder.media.video import VideoError, read_frames
+
+    wanted = sorted({c.frame_index for c in crops})
+    try:
+        frames = dict(read_frames(Path(path), indices=wanted))
+    except VideoError as exc:
+        raise ValueError(f"mask video {path}: {exc}") from None
+    missing = [i for i in wanted if i not in frames]
+    if missing:
+        raise ValueError(f"mask video {path} has no frame {missing[0]}")
+    out = []
+    for crop in crops:
+        image = frames[crop.frame_index]
+        cut = crop_face(image, crop.face.box, faces) if faces.detect else resize_whole(image, faces)
+        out.append(cut.max(axis=2) if cut.ndim == 3 else cut)
+    return out
+
+
 def _faces(
     batch: list[tuple[int, np.ndarray]], faces: FacesConfig, reuse_boxes: dict[int, list[dict]] | None
 ) -> list[list[Face]]:

@@ -46,6 +46,7 @@ class MediaItem:
     links: tuple[str, ...]  # identity keys; items sharing a key share a split
     official_split: str | None = None
     source_video_id: str | None = None  # for a fake: the real video it was made from
+    mask_path: Path | None = None  # for a fake: the dataset's own video of where it was changed (FF++ masks/)
     problem: str | None = None  # known before decoding (e.g. missing metadata entry)
     group: str = field(default="")  # filled by the split step
     split: str = field(default="")  # filled by the split step
@@ -185,6 +186,7 @@ def _ffpp_fake(
         links = tuple(f"yt:{p}" for p in parts)
         source = f"{spec.name}:original_sequences/youtube/{spec.compression}/videos/{parts[0]}"
         split = official.get(frozenset(parts))
+    mask = root / "manipulated_sequences" / method / "masks" / "videos" / path.name
     return MediaItem(
         dataset=spec.name,
         path=path,
@@ -194,6 +196,7 @@ def _ffpp_fake(
         links=links,
         official_split=split,
         source_video_id=source,
+        mask_path=mask if mask.is_file() else None,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import random
 import time
@@ -24,6 +25,9 @@ from fakefinder.core.files import atomic_write, atomic_write_bytes, atomic_write
 from fakefinder.core.runlock import RunFolderError, RunLock
 from fakefinder.faces.layouts import MediaItem, read_datasets
 from fakefinder.faces.splits import assign_splits, in_shard, parse_shard
+from fakefinder.media.images import encode_image
+
+log = logging.getLogger(__name__)
 
 RECORDS_DIR = ".records"
 MANIFEST_COLUMNS = [
@@ -44,6 +48,7 @@ MANIFEST_COLUMNS = [
     "path",
     "source_path",
     "source_video_id",
+    "mask_path",
 ]
 FAILURE_COLUMNS = ["dataset", "video_id", "label", "split", "source_path", "reason"]
 
@@ -125,15 +130,33 @@ def process_item(task: _Task, config: Config, settings=None) -> _Record:
         found.frames_with_face,
     )
     output_dir = Path(config.prepare.output_dir)
-    for crop in found.crops:  # none for a failed item: its crops are not in the manifest
+    masks = _dataset_masks(item, found.crops, config)
+    for n, crop in enumerate(found.crops):  # none for a failed item: its crops are not in the manifest
         rel = crop_relpath(item, crop.frame_index, crop.face.track, config.prepare.image_format)
         atomic_write_bytes(output_dir / rel, crop.data)
         row = crop.row()
         row["score"] = row.pop("face_score")
+        if masks:
+            row["mask_path"] = rel.rsplit(".", 1)[0] + "_mask.png"
+            atomic_write_bytes(output_dir / row["mask_path"], encode_image(masks[n], "png"))
         record.rows.append({**row, "path": rel})
     record.seconds = round(time.perf_counter() - started, 3)
     atomic_write_json(task.record_path, asdict(record))
     return record
+
+
+def _dataset_masks(item: MediaItem, crops: list, config: Config) -> list | None:
+    """A fake's crops cut from its dataset's mask video (FF++ masks/), or None; a mask video that
+    cannot be read costs the crops their masks, not the item."""
+    from fakefinder.faces.extract import mask_crops
+
+    if item.mask_path is None or not crops:
+        return None
+    try:
+        return mask_crops(item.mask_path, crops, config.faces)
+    except (ValueError, OSError) as exc:
+        log.warning("%s: no masks for its crops (%s)", item.video_id, exc)
+        return None
 
 
 def _run_in_worker(task: _Task) -> _Record:
@@ -426,6 +449,7 @@ def _write_outputs(config, scope, early_failures, fingerprint, suffix) -> Prepar
                     "path": row["path"],
                     "source_path": str(item.path),
                     "source_video_id": item.source_video_id or "",
+                    "mask_path": row.get("mask_path", ""),
                 }
             )
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)

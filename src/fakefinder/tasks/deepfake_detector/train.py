@@ -54,8 +54,16 @@ def train(
         overwrite=overwrite,
     )
     if int(os.environ.get("RANK", "0")) == 0 and summary.artifact and Path(summary.artifact).is_dir():
-        method = refit_localiser(Path(summary.artifact), data, events) if config.train.mask_refit else "auto"
-        check_heatmaps(Path(summary.artifact), data, events, method)
+        from fakefinder.core.checkpoint import rng_state, set_rng_state
+
+        callers = rng_state()  # building networks draws random weights: the caller's generators stay theirs
+        try:
+            method = (
+                refit_localiser(Path(summary.artifact), data, events) if config.train.mask_refit else "auto"
+            )
+            check_heatmaps(Path(summary.artifact), data, events, method)
+        finally:
+            set_rng_state(callers)
     return summary
 
 

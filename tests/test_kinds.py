@@ -54,6 +54,9 @@ def test_every_kind_keeps_the_contract(name, tmp_path):
     assert {kind.devices(config, {"gpus": n}) for n in (0, 2)} <= {0, 1, 2}
     assert kind.processes(config) == 1
     assert kind.predict_inputs is None or all(s.startswith(".") for s in kind.predict_inputs)
+    assert isinstance(kind.draws_heatmaps, bool)  # the platform's predict form offers heatmaps by it
+    if not kind.draws_heatmaps:  # only a kind whose models draw heatmaps has their check to report
+        assert not _overrides(kind, "heatmap_check")
     if kind.adapter:  # a kind that trains an adapter merges and exports it
         assert _overrides(kind, "merge") and _overrides(kind, "export")
     for dotted in kind.platform_settings():

@@ -26,6 +26,7 @@ TINY = {**TINY_JOB, "evaluate": False}
 
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+LEGACY = Path(__file__).resolve().parent / "fixtures" / "legacy"
 
 
 def readme_requests() -> dict[str, dict]:
@@ -517,6 +518,83 @@ def test_predict_and_evaluate_jobs(client, finished, data_dir):
     job = wait(client, response.json()["task_id"])
     assert job["state"] == "succeeded", job["error"]
     assert client.get(f"/api/training/{job['task_id']}/report").status_code == 200
+
+
+def test_heatmaps_of_an_evaluation_and_of_a_predict_job(client, finished, data_dir):
+    """The gallery of the training's evaluation as JSON, its overlays served from the job's folder; a
+    predict job asked for heatmaps lists the overlays it drew; a kind that draws none is refused."""
+    import shutil
+
+    task_id = finished["task_id"]
+    kinds = {k["name"]: k for k in client.get("/api/kinds").json()["kinds"]}
+    assert kinds[finished["kind"]]["draws_heatmaps"] is True
+    assert all(kind["draws_heatmaps"] is get_task(name).draws_heatmaps for name, kind in kinds.items())
+    response = client.get(f"/api/evaluate/{task_id}/heatmaps")
+    assert response.status_code == 200, response.text
+    (entry,) = response.json()["sets"]
+    assert isinstance(entry["experimental"], bool) and entry["method"] in ("mask", "cam", None)
+    assert {"n"} <= set(entry["overall"]) and entry["gallery"], entry
+    item = entry["gallery"][0]
+    assert item["group"] in ("confident_fakes", "confident_reals", "false_positives", "false_negatives")
+    assert item["overlay"].startswith("evaluate/gallery/") and item["overlay"].endswith("_overlay.jpg")
+    overlay = client.get(f"/api/training/{task_id}/files/{item['overlay']}")
+    assert overlay.status_code == 200 and overlay.content[:3] == b"\xff\xd8\xff"  # a JPEG
+    assert client.get(f"/api/training/{task_id}/files/{item['heatmap']}").content[:4] == b"\x89PNG"
+
+    image = next((data_dir / "datasets" / "faces").rglob("*.jpg"))
+    response = client.post(
+        "/api/predict",
+        data={"model_task_id": task_id, "heatmaps": "true"},
+        files={"file": ("face two.jpg", image.read_bytes(), "image/jpeg")},
+    )
+    assert response.status_code == 200, response.text
+    job = wait(client, response.json()["task_id"])
+    assert job["state"] == "succeeded", job["error"]
+    (drawn,) = job["result"]["heatmaps"]
+    assert drawn["overlay"] == drawn["heatmap"].removesuffix(".png") + "_overlay.jpg"
+    assert drawn["overlay"].startswith("predict/heatmaps/") and drawn["regions"], drawn
+    assert drawn["id"] == job["result"]["predictions"][0]["id"] and drawn["frame_index"] is None  # an image
+    assert job["result"]["heatmap_check"]["experimental"] in (True, False)
+    overlay = client.get(f"/api/training/{job['task_id']}/files/{drawn['overlay']}")
+    assert overlay.status_code == 200 and overlay.content[:3] == b"\xff\xd8\xff"
+    missing = client.get(f"/api/evaluate/{job['task_id']}/heatmaps")  # a predict job has no evaluation
+    assert missing.status_code == 404 and "no evaluation" in missing.json()["detail"]
+
+    assert not kinds["object_detector"]["draws_heatmaps"]
+    model = data_dir / "exports" / "object-detector-model"
+    shutil.copytree(LEGACY / "object_detector" / "run" / "model", model)
+    refused = client.post(
+        "/api/predict",
+        data={"model_path": str(model), "heatmaps": "true"},
+        files={"file": ("x.jpg", image.read_bytes(), "image/jpeg")},
+    )
+    assert refused.status_code == 422 and refused.json()["field"] == "heatmaps", refused.text
+
+
+def test_a_gallery_names_only_images_inside_the_job_folder(tmp_path):
+    """An entry of an evaluation's gallery whose image is missing, or leads out of the job's folder
+    (`..`, an absolute path, a symlink), is left out of what the UI is handed."""
+    from fakefinder.platform.routes.evaluation import _heatmap_set
+
+    folder = tmp_path / "job"
+    output = folder / "evaluate"
+    (output / "gallery").mkdir(parents=True)
+    for path in (output / "gallery" / "a.png", output / "gallery" / "a_overlay.jpg", tmp_path / "b.jpg"):
+        path.write_bytes(b"image")
+    (output / "gallery" / "link_overlay.jpg").symlink_to(tmp_path / "b.jpg")
+    pairs = [
+        ("gallery/a.png", "gallery/a_overlay.jpg"),
+        ("gallery/a.png", "../../b.jpg"),
+        ("gallery/a.png", "gallery/link_overlay.jpg"),
+        (str(tmp_path / "b.jpg"), "gallery/a_overlay.jpg"),
+        ("gallery/gone.png", "gallery/a_overlay.jpg"),
+    ]
+    found = {"experimental": True, "gallery": [{"heatmap": a, "overlay": b} for a, b in pairs] + ["text"]}
+    shown = _heatmap_set("run", "test", found, output, folder)
+    assert [(g["heatmap"], g["overlay"]) for g in shown["gallery"]] == [
+        ("evaluate/gallery/a.png", "evaluate/gallery/a_overlay.jpg")
+    ]
+    assert shown["experimental"] is True and shown["left_out"] == {}
 
 
 def test_uploaded_datasets_are_listed_and_a_bad_zip_leaves_nothing(client, data_dir):

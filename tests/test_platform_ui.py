@@ -432,8 +432,38 @@ def _check_report_tab(d, shots) -> None:
         d.switch_to.window(main)
 
 
+def _check_heatmaps_and_predict_form(d, server, shots, tmp_path) -> None:
+    """The run's evaluation shows its heatmaps (figures, the experimental notice where the API calls
+    them so, the gallery's overlays loaded); the predict form offers heatmaps, as the kind draws
+    them, and names the field of a file it refuses."""
+    task_id = runs["first"][0]
+    sets = server.api("GET", f"/api/evaluate/{task_id}/heatmaps")["sets"]
+    overlays = "#heatmaps-card .gallery img.overlay"
+    wait(d, 20, lambda d: len(css(d, overlays)) == sum(len(s["gallery"]) for s in sets), "no heatmap gallery")
+    wait(
+        d,
+        10,
+        lambda d: all(img.get_property("naturalWidth") > 0 for img in css(d, overlays)),
+        "a gallery overlay did not load",
+    )
+    assert bool(css(d, "#heatmaps-experimental")) == any(s["experimental"] for s in sets)
+    assert css(d, "#heatmap-figures tr[data-figure=pointing]") or css(d, "#heatmap-validation tr"), text_of(
+        d, "#heatmaps-card"
+    )
+    assert ":" not in text_of(d, "#heatmaps-card .regions")  # the regions' shares as people read them
+    d.execute_script("document.getElementById('heatmaps-card').scrollIntoView()")
+    shot(d, shots, "04b-heatmaps")
+    assert css(d, "#predict-draw-heatmaps")[0].is_displayed(), "the predict form offers no heatmaps"
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    css(d, "#predict-file")[0].send_keys(str(notes))
+    d.execute_script("document.getElementById('predict-card').scrollIntoView({block: 'center'})")
+    css(d, "#predict-start")[0].click()
+    wait(d, 10, lambda d: "file" in text_of(d, "#predict-error"), "the refused file is not named")
+
+
 def test_start_form_trains_and_job_page_follows_it(
-    browser, server, shots
+    browser, server, shots, tmp_path
 ):  # the browser first: a missing chromium fails at once
     d = browser
     d.get(server.url + "/#/start")
@@ -448,6 +478,7 @@ def test_start_form_trains_and_job_page_follows_it(
     _check_inline_error(d, shots)
     _start_and_follow_job(d, server, shots)
     _check_report_tab(d, shots)
+    _check_heatmaps_and_predict_form(d, server, shots, tmp_path)
     assert_no_js_errors(d)
 
 

@@ -48,7 +48,8 @@ def kind_of(body: dict) -> Kind:
 
 
 def catalog() -> list[dict]:
-    """Every registered kind with its short form, the defaults behind it and its whole default config."""
+    """Every registered kind with its short form, the defaults behind it, its whole default config, the
+    files it predicts on (None: images and videos) and whether its models draw heatmaps."""
     kinds = []
     for name in list_tasks():
         task = get_task(name)
@@ -64,6 +65,8 @@ def catalog() -> list[dict]:
                 "short_form": dict(task.short_form),
                 "defaults": defaults,
                 "output_key": f"{task.run_section}.output_dir",
+                "predict_inputs": list(task.predict_inputs) if task.predict_inputs else None,
+                "draws_heatmaps": task.draws_heatmaps,
                 "config": tree,
             }
         )

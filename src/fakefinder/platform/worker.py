@@ -122,7 +122,7 @@ def run(spec: dict, events: StdoutEvents) -> int:
     if kind == "evaluate":
         return _evaluate(config, events, folder)
     if kind == "predict":
-        return _predict(config, events)
+        return _predict(config, events, folder)
     raise ValueError(f"unknown job type {kind!r}")
 
 
@@ -215,7 +215,7 @@ def _evaluate(config, events: StdoutEvents, folder: Path) -> int:
     return 0
 
 
-def _predict(config, events: StdoutEvents) -> int:
+def _predict(config, events: StdoutEvents, folder: Path) -> int:
     from fakefinder import api
 
     result = api.predict(config, events=events)
@@ -234,8 +234,64 @@ def _predict(config, events: StdoutEvents) -> int:
                 for k, v in record.items()
             }
         )
-    events.emit(_job_result({"predictions": rows, "output": str(config.predict.output)}))
+    summary: dict[str, Any] = {"predictions": rows, "output": str(config.predict.output)}
+    if config.predict.heatmaps:
+        summary["heatmaps"] = _drawn_heatmaps(result.details_path, Path(config.predict.output).parent, folder)
+        summary["heatmap_check"] = _heatmap_check(config)
+    events.emit(_job_result(summary))
     return 0
+
+
+def _drawn_heatmaps(details: Path | None, beside: Path, folder: Path) -> list[dict]:
+    """The heatmaps a predict run drew, from its details file (its `heatmap` column: a path relative
+    to the submission's folder `beside`): each with its overlay as paths inside the job's folder, the
+    crop's file, frame, score or label, and the facial regions the map falls on."""
+    if details is None or not Path(details).is_file():
+        return []
+    if Path(details).suffix.lower() == ".json":
+        faces = json.loads(Path(details).read_text()).get("faces") or []
+    else:
+        import pandas as pd
+
+        faces = pd.read_csv(details, keep_default_na=False).to_dict(orient="records")
+    root = Path(os.path.realpath(folder))
+    drawn = []
+    for face in faces:
+        name = face.get("heatmap")
+        if not isinstance(name, str) or not name.endswith(".png"):
+            continue
+        heatmap = Path(os.path.realpath(beside / name))
+        overlay = heatmap.with_name(heatmap.name[: -len(".png")] + "_overlay.jpg")
+        if not (heatmap.is_file() and overlay.is_file() and heatmap.is_relative_to(root)):
+            continue
+        frame = face.get("frame_index")  # a video's frame: its map is named <id>_f<frame>
+        video = isinstance(frame, (int, float)) and heatmap.stem.endswith(f"_f{int(frame)}")
+        drawn.append(
+            {
+                "id": face.get("id"),
+                "frame_index": int(frame) if video else None,
+                "score": face.get("score"),
+                "label": face.get("label"),
+                "heatmap": heatmap.relative_to(root).as_posix(),
+                "overlay": overlay.relative_to(root).as_posix(),
+                "regions": face.get("regions") or "",
+                "regions_from": face.get("regions_from") or "",
+            }
+        )
+    return _without_nan(drawn)
+
+
+def _heatmap_check(config) -> dict:
+    """Whether the models' heatmaps are experimental: not checked on validation, or checked and not
+    better than a face prior there (an ensemble: if any member's are)."""
+    from fakefinder.tasks import get_task
+
+    kind = get_task(config.task)
+    records = [kind.heatmap_check(Path(model)) for model in config.predict.models]
+    checked = bool(records) and all(isinstance(r, dict) for r in records)
+    beats = checked and all(r.get("beats_prior") is True for r in records)
+    methods = sorted({str(r["method"]) for r in records if isinstance(r, dict) and r.get("method")})
+    return {"checked": checked, "experimental": not beats, "method": ", ".join(methods) or None}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,6 +51,8 @@ class Kind:
     predict_inputs      file types `predict` reads (None: images and videos)
     multi_process       whether torchrun may run it on several processes (DDP, DeepSpeed)
     dataset_layout      what a dataset it trains on looks like, in a few words (messages list it)
+    draws_heatmaps      whether its models draw where they looked (`predict.heatmaps`); the platform's
+                        predict form offers heatmaps where this is true
     """
 
     name: ClassVar[str] = ""
@@ -67,6 +69,7 @@ class Kind:
     predict_inputs: ClassVar[tuple[str, ...] | None] = None
     multi_process: ClassVar[bool] = False
     dataset_layout: ClassVar[str] = ""
+    draws_heatmaps: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ what every kind implements
     def train(
@@ -169,6 +172,11 @@ class Kind:
     def read_legacy(self, path: Path) -> Artifact | None:
         """A model file written before artifacts existed, read safely as an artifact in memory; None
         when `path` is not one of this kind's."""
+        return None
+
+    def heatmap_check(self, artifact: Path) -> dict | None:
+        """What the artifact at `artifact` records of its heatmaps' check on validation (`method`,
+        `beats_prior`: whether they beat a face prior there); None when they were never checked."""
         return None
 
     def describe(self) -> str:

@@ -1,8 +1,10 @@
 """Evaluate and predict jobs: a model (a job's artifact, or one in the roots) on a dataset, or on an
-uploaded file."""
+uploaded file (with heatmaps where its kind draws them); an evaluation's heatmaps and gallery."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -13,7 +15,7 @@ from fastapi import APIRouter, Body, Depends, File, Form, UploadFile
 from fakefinder.config import DEFAULT_TASK
 from fakefinder.core.errors import FakefinderError
 from fakefinder.platform import jobs
-from fakefinder.platform.paths import RequestError, confine
+from fakefinder.platform.paths import NotFound, RequestError, confine
 from fakefinder.platform.routes.common import Services, job_or_404, job_output, services
 from fakefinder.tasks import get_task, read_model
 
@@ -95,10 +97,13 @@ def predict(
     ),
     model_task_id: str | None = Form(None),
     model_path: str | None = Form(None),
+    heatmaps: bool = Form(False, description="Draw where the model looked (kinds that draw heatmaps)"),
     svc: Services = Depends(services),
 ) -> dict:
     artifact_path, tree = model_source(svc, {"model_task_id": model_task_id, "model_path": model_path})
     task = get_task(tree.get("task", DEFAULT_TASK))
+    if heatmaps and not task.draws_heatmaps:
+        raise RequestError(f"heatmaps: {task.name} models draw no heatmaps", "heatmaps")
     from fakefinder.media.images import MEDIA_EXTENSIONS
 
     name = Path(file.filename or "").name
@@ -118,7 +123,12 @@ def predict(
     target = inputs / ((re.sub(r"[^A-Za-z0-9_.-]", "_", Path(name).stem)[:60] or "input") + suffix)
     with open(target, "wb") as handle:
         shutil.copyfileobj(file.file, handle, 1 << 20)
-    tree["predict"] = {**(tree.get("predict") or {}), "models": [str(artifact_path)], "inputs": [str(target)]}
+    tree["predict"] = {
+        **(tree.get("predict") or {}),
+        "models": [str(artifact_path)],
+        "inputs": [str(target)],
+        "heatmaps": heatmaps,
+    }
     try:
         config = jobs.confine_paths(
             jobs.place_outputs(jobs.validate(tree), task, folder), svc.settings, folder
@@ -136,3 +146,71 @@ def predict(
     )
     svc.manager.wake()
     return {"task_id": job["id"], "state": job["state"]}
+
+
+@router.get("/api/evaluate/{task_id}/heatmaps", tags=["evaluate"])
+def evaluation_heatmaps(task_id: str, svc: Services = Depends(services)) -> dict:
+    """The heatmaps of a job's evaluation, per model and set of prepared crops: the figures of the map
+    beside a face prior and a random map, whether they are experimental, and the gallery, each image a
+    path inside the job's folder (`GET /api/training/{task_id}/files/{path}`)."""
+    job = job_or_404(svc, task_id)
+    folder = Path(os.path.realpath(job["folder"]))
+    result = job["result"] if isinstance(job["result"], dict) else {}
+    evaluation = result.get("evaluation")
+    if not isinstance(evaluation, dict) or not isinstance(evaluation.get("output_dir"), str):
+        reason = f": {result['evaluation_error']}" if result.get("evaluation_error") else " (yet)"
+        raise NotFound(f"job {task_id} has no evaluation{reason}", "task_id")
+    try:
+        output = confine(evaluation["output_dir"], [folder], "output_dir", must_exist=True)
+        metrics_file = confine(output / "metrics.json", [folder], "metrics.json", must_exist=True)
+        metrics = json.loads(metrics_file.read_text())
+    except (RequestError, OSError, ValueError):
+        raise NotFound(
+            f"job {task_id}: its evaluation's metrics.json is missing or unreadable", "task_id"
+        ) from None
+    sets = []
+    models = metrics.get("models") if isinstance(metrics, dict) else None
+    for model, entry in (models or {}).items():
+        for set_name, levels in ((entry or {}).get("sets") or {}).items():
+            found = (levels or {}).get("heatmaps")
+            if isinstance(found, dict):
+                sets.append(_heatmap_set(model, set_name, found, output, folder))
+    if not sets:
+        raise NotFound(
+            f"job {task_id}: its evaluation drew no heatmaps (evaluate.heatmaps off, sets of raw files, "
+            "or a kind whose models draw none)",
+            "task_id",
+        )
+    return {"task_id": task_id, "sets": sets}
+
+
+def _heatmap_set(model: str, set_name: str, found: dict, output: Path, folder: Path) -> dict:
+    """One set's heatmaps as the UI shows them; the gallery's images as paths inside the job folder
+    (an entry whose image is missing or lies outside the folder is left out)."""
+    gallery = []
+    for entry in found.get("gallery") or []:
+        if not isinstance(entry, dict):
+            continue
+        images = {key: _inside(entry.get(key), output, folder) for key in ("heatmap", "overlay")}
+        if all(images.values()):
+            gallery.append({**entry, **images})
+    keep = ("experimental", "method", "iou_threshold", "iou_threshold_source", "overall", "by_area")
+    return {
+        "model": model,
+        "set": set_name,
+        **{key: found.get(key) for key in keep},
+        "left_out": found.get("left_out") or {},
+        "validation": found.get("validation"),
+        "gallery": gallery,
+    }
+
+
+def _inside(value, output: Path, folder: Path) -> str | None:
+    """`value` (a path relative to the evaluation's folder `output`) relative to the job's folder;
+    None when it is no path, is missing or leads out of the job's folder."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return confine(output / value, [folder], "path", must_exist=True).relative_to(folder).as_posix()
+    except RequestError:
+        return None

@@ -15,6 +15,12 @@ class ClassificationKind(Kind):
     reads: ClassVar[tuple[str, ...]] = ("data", "model", "augment", "train", "evaluate", "predict")
     option_sections: ClassVar[tuple[str, ...]] = ("train", "model", "augment")
     multi_process: ClassVar[bool] = True
+    draws_heatmaps: ClassVar[bool] = True  # a mask head's map, else a class-activation map
+
+    def heatmap_check(self, artifact: Path) -> dict | None:
+        from fakefinder.tasks.classification.heatmaps import read_record
+
+        return read_record(Path(artifact))
 
     def export(self, artifact: Path, output: Path, merged: bool = False, tolerance: float = 1e-4) -> Exported:
         """`output` ending in .onnx: ONNX, else TorchScript; its logits checked against PyTorch's."""

@@ -168,3 +168,17 @@ export async function fetchBlobUrl(url) {
   if (!response.ok) throw new ApiError(response.status, `HTTP ${response.status}`);
   return URL.createObjectURL(await response.blob());
 }
+
+/** An <img> of an API file: its URL when no token is set, else fetched with the header as a blob. */
+export function apiImage(url, attrs) {
+  const img = h('img', Object.assign({ decoding: 'async' }, attrs || {}));
+  if (!getToken()) {
+    img.src = url;
+    return img;
+  }
+  fetchBlobUrl(url).then((blobUrl) => {
+    img.addEventListener('load', () => URL.revokeObjectURL(blobUrl), { once: true });
+    img.src = blobUrl;
+  }).catch((err) => { img.alt = `${img.alt} (${err.message})`; });
+  return img;
+}

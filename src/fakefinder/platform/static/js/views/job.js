@@ -1,8 +1,10 @@
-/* #/jobs/<id>: one job live: its progress, metric chart, log stream, report, downloads, stop and resume.
+/* #/jobs/<id>: one job live: its progress, metric chart, log stream, report, downloads, stop and resume;
+ * an evaluation's heatmaps, a predict job's overlays, a trained model's predict form.
  */
 import { api, apiLink, askForToken, authHeaders, fetchBlobUrl, filePath, getToken, isAbort } from '../api.js';
 import { isAux, isLoss, lineChart, metricKeys, seriesOf, xKey } from '../chart.js';
 import { ACTIVE, COLORS, LOG_MAX_LINES, TERMINAL, enc, fmtBytes, fmtDuration, fmtNum, fmtTime, h, jobLabel, progressBar, progressText, setChildren, sleep, toast } from '../dom.js';
+import { drawnHeatmaps, heatmapsPanel, predictPanel } from './heatmaps.js';
 
 // ------------------------------------------------------------------ #/jobs/<id>
 
@@ -277,11 +279,13 @@ function outputsPanel(base) {
   return { el, frameWrap, render };
 }
 
-/** The latest metrics table; a job's predictions (evaluate/predict jobs) or its other result. */
-function resultPanels() {
+/** The latest metrics table; a job's predictions (evaluate/predict jobs) with the heatmaps it drew, or
+ * its other result. */
+function resultPanels(base) {
   const metricsEl = h('div', { id: 'metrics', 'data-testid': 'metrics' });
   const predictionsCard = h('section', { class: 'card', id: 'predictions-card', hidden: true });
   const resultCard = h('section', { class: 'card', id: 'result-card', hidden: true });
+  let drawn = { key: null, el: null }; // the heatmaps, drawn once (not again on every state event)
 
   function render(job) {
     const entries = Object.entries(job.metrics || {});
@@ -301,7 +305,8 @@ function resultPanels() {
             h('td', { class: 'mono' }, p.id ?? ''),
             h('td', { class: 'num' }, fmtNum(p.probability)),
             h('td', {}, p.label == null ? '' : h('span', { class: `label label-${p.label}` }, String(p.label))),
-            h('td', { class: 'explanation' }, p.explanation || ''))))));
+            h('td', { class: 'explanation' }, p.explanation || ''))))),
+        heatmapsOf(result));
     }
     const other = result && !predictions && Object.keys(result).length ? result : null;
     resultCard.hidden = !other;
@@ -309,6 +314,12 @@ function resultPanels() {
       setChildren(resultCard, h('details', {}, h('summary', {}, 'Result'),
         h('pre', { class: 'code', id: 'job-result' }, JSON.stringify(other, null, 2))));
     }
+  }
+
+  function heatmapsOf(result) {
+    const key = JSON.stringify([result.heatmaps, result.heatmap_check]);
+    if (drawn.key !== key) drawn = { key, el: drawnHeatmaps(base, result) };
+    return drawn.el;
   }
 
   return { metricsEl, predictionsCard, resultCard, render };
@@ -381,7 +392,9 @@ export async function jobView(ctx, view, id) {
   const charts = chartsPanel(ctx, base);
   const files = filesPanel(ctx, base);
   const outputs = outputsPanel(base);
-  const results = resultPanels();
+  const results = resultPanels(base);
+  const heatmaps = heatmapsPanel(ctx, base, id);
+  const predict = predictPanel(ctx, id);
   const log = logPanel(ctx, base, {
     onState: renderJob,
     onMetrics: charts.add,
@@ -403,6 +416,8 @@ export async function jobView(ctx, view, id) {
     header.render(job);
     results.render(job);
     outputs.render(job);
+    heatmaps.load(job);
+    predict.render(job);
     if (wasActive && TERMINAL.has(job.state)) {
       files.load();
       charts.load();
@@ -431,7 +446,9 @@ export async function jobView(ctx, view, id) {
     h('div', { class: 'two-col' },
       h('section', { class: 'card' }, h('h2', {}, 'Latest metrics'), results.metricsEl),
       h('section', { class: 'card' }, h('h2', {}, 'Outputs'), outputs.el, h('h3', {}, 'Files'), files.el)),
+    predict.el,
     results.predictionsCard,
+    heatmaps.el,
     results.resultCard,
     outputs.frameWrap,
     log.el);

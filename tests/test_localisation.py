@@ -165,8 +165,8 @@ def test_a_refitted_mask_head_is_chosen_on_validation_when_it_localises_best(tmp
     from fakefinder.core.artifact import write_artifact
     from fakefinder.media.images import load_rgb
     from fakefinder.tasks.classification.model import create
-    from fakefinder.tasks.classification.scoring import load_detector, score_pixels
-    from fakefinder.tasks.deepfake_detector.refit import candidates, choose, save_choice
+    from fakefinder.tasks.classification.scoring import crop_heatmaps, load_detector, score_pixels
+    from fakefinder.tasks.deepfake_detector.refit import Choice, candidates, choose, drawers, save_choice
 
     rng = np.random.default_rng(1)
     corners = [tuple(int(v) for v in rng.integers(6, 38, 2)) for _ in range(24)]
@@ -182,7 +182,7 @@ def test_a_refitted_mask_head_is_chosen_on_validation_when_it_localises_best(tmp
     detector = load_detector(tmp_path / "model")
     train, val = (rows[rows.split == s].reset_index(drop=True) for s in ("train", "val"))
     options = candidates(detector, train, tmp_path, strides=(8, 16))
-    assert set(options) == {"cam", "as_trained", "refit_s8", "refit_s16"}
+    assert set(options) == {"cam", "as_trained", "refit_s8", "refit_s16", "refit_s8_prior", "refit_s16_prior"}
     choice = choose(detector, options, val, tmp_path)
     assert choice.name.startswith("refit_s") and choice.fakes == 8  # the 8 val pairs
     assert choice.validation[choice.name]["pixel_auc"] > 0.8 > choice.validation["as_trained"]["pixel_auc"]
@@ -191,3 +191,10 @@ def test_a_refitted_mask_head_is_chosen_on_validation_when_it_localises_best(tmp
     assert refitted.artifact.architecture["mask_stride"] == choice.stride
     crops = [load_rgb(tmp_path / p, 64) for p in val.path[:4]]
     np.testing.assert_allclose(score_pixels(refitted, crops), score_pixels(detector, crops), atol=1e-6)
+    # a head that reads the face prior too survives the round trip through its artifact
+    forced = Choice("refit_s8_prior", options["refit_s8_prior"], 8, {}, 0)
+    reloaded = load_detector(save_choice(detector, forced, tmp_path / "with-prior"))
+    assert reloaded.artifact.architecture["mask_prior"] is True
+    expected = drawers(detector, {"x": options["refit_s8_prior"]})["x"](crops, None)
+    for got, want in zip(crop_heatmaps(reloaded, crops), expected):
+        np.testing.assert_allclose(got, want, atol=1e-5)

@@ -76,6 +76,7 @@ def create(
     mask_head: bool = False,
     mask_stride: int | None = None,
     num_classes: int = 1,
+    mask_prior: bool = False,
     **timm_kwargs,
 ) -> Detector:
     """Build a classification network. `pretrained`: False; True (timm's hub weights, needs internet once);
@@ -101,6 +102,7 @@ def create(
         mask_head=mask_head,
         mask_stride=mask_stride,
         num_classes=num_classes,
+        mask_prior=mask_prior,
     )
     model.load_report = report
     return model
@@ -116,6 +118,7 @@ def architecture(info: dict) -> dict:
         "mask_head": bool(info.get("mask_head", False)),
         "mask_stride": info.get("mask_stride"),
         "num_outputs": int(info.get("num_outputs", 1)),
+        **({"mask_prior": True} if info.get("mask_prior") else {}),  # older artifacts: a plain head
     }
 
 
@@ -135,6 +138,7 @@ def from_artifact(artifact, device="cpu", tta: bool = True) -> Detector:
             mask_head=bool(arch.get("mask_head")),
             mask_stride=arch.get("mask_stride"),
             num_classes=int(arch.get("num_outputs", 1)),
+            mask_prior=bool(arch.get("mask_prior", False)),
         )
     except KeyError as exc:
         raise ArtifactError(f"{artifact.path}: model.json architecture lacks {exc}") from None

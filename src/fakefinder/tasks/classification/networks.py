@@ -114,6 +114,27 @@ class FrequencyBranch(nn.Module):
         return self.net(self.transform(x))
 
 
+def log_face_prior(height: int, width: int, like: torch.Tensor, sigma: float = 0.25) -> torch.Tensor:
+    """The log of a centred Gaussian over an (height, width) map (`sigma` in fractions of its size):
+    the face prior `fakefinder.engine.localisation.face_prior` in log space, (1, 1, h, w)."""
+    ys = (torch.arange(height, device=like.device, dtype=like.dtype) + 0.5) / height - 0.5
+    xs = (torch.arange(width, device=like.device, dtype=like.dtype) + 0.5) / width - 0.5
+    return (-(ys[:, None] ** 2 + xs[None, :] ** 2) / (2 * sigma**2))[None, None]
+
+
+class PriorMaskHead(nn.Module):
+    """A 1x1 convolution over the tapped feature map plus one more channel, the log face prior: the
+    mask is "the middle of the face" corrected by what the features see (`model.mask_prior`)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels + 1, 1, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        prior = log_face_prior(x.shape[-2], x.shape[-1], x).expand(x.shape[0], 1, -1, -1)
+        return self.conv(torch.cat([x, prior], dim=1))
+
+
 class Detector(nn.Module):
     """A backbone (timm, no classifier) + optional frequency branch + a head: one logit (a binary
     detector, `forward` gives shape (N,)) or `num_classes` logits (an N-class classifier, (N, C))."""
@@ -128,6 +149,7 @@ class Detector(nn.Module):
         mask_head: bool = False,
         mask_stride: int | None = None,
         num_classes: int = 1,
+        mask_prior: bool = False,
     ) -> None:
         super().__init__()
         self.arch = arch
@@ -138,7 +160,8 @@ class Detector(nn.Module):
         self.num_classes = num_classes
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(features, num_classes))
         self.mask_index, mask_channels = mask_tap(backbone, arch, mask_stride) if mask_head else (None, 0)
-        self.mask_head = nn.Conv2d(mask_channels, 1, kernel_size=1) if mask_head else None
+        head = PriorMaskHead(mask_channels) if mask_prior else nn.Conv2d(mask_channels, 1, kernel_size=1)
+        self.mask_head = head if mask_head else None
         self.pretrained_cfg = dict(getattr(backbone, "pretrained_cfg", {}) or {})
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

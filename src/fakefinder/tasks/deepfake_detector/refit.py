@@ -1,8 +1,9 @@
 """A localiser worth showing, chosen on validation: the detector's mask head refitted on its frozen
 features against the true masks (`fakefinder.faces.truth`: misaligned pairs dropped, binary, area
-pooled to the feature map), at each feature stride offered, beside the mask head as trained and the
-class-activation map. The candidate with the best pointing game + pixel AUC on the validation fakes
-wins; the detector's scores never change (the mask head is not on the path to its logit).
+pooled to the feature map), at each feature stride offered, with and without the log face prior as an
+extra input channel (the map is then the prior corrected by the features), beside the mask head as
+trained and the class-activation map. The candidate with the best pointing game + pixel AUC on the
+validation fakes wins; the detector's scores never change (the mask head is not on the path to its logit).
 
 Refitting is cheap: the backbone runs once over the training crops (features cached), and a 1x1
 convolution is fitted on the cache in seconds.
@@ -11,6 +12,7 @@ convolution is fitted on the cache in seconds.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +29,7 @@ BATCH = 32
 
 @dataclass
 class Choice:
-    name: str  # "as_trained", "cam" or "refit_s<stride>"
+    name: str  # "as_trained", "cam" or "refit_s<stride>[_prior]"
     network: nn.Module | None  # the detector's network with the chosen mask head (None: unchanged)
     stride: int | None
     validation: dict  # candidate -> its validation figures (pointing, pixel_auc) beside the baselines
@@ -72,10 +74,19 @@ def _features(
     return {s: torch.cat(v) for s, v in out.items()}
 
 
-def _fit_head(features: torch.Tensor, targets: torch.Tensor, steps: int = STEPS, seed: int = 0) -> nn.Conv2d:
-    """A 1x1 convolution from standardised features to the mask logits (BCE, Adam, full batch),
-    folded back to act on the raw features."""
+def _fit_head(
+    features: torch.Tensor, targets: torch.Tensor, prior: bool = False, steps: int = STEPS, seed: int = 0
+) -> nn.Module:
+    """A 1x1 convolution from standardised features (with `prior`, plus the log face prior as one more
+    channel: a `PriorMaskHead`) to the mask logits (BCE, Adam, full batch), folded back to act on the
+    raw features."""
+    from fakefinder.tasks.classification.networks import PriorMaskHead, log_face_prior
+
     torch.manual_seed(seed)
+    if prior:
+        height, width = features.shape[-2:]
+        extra = log_face_prior(height, width, features).expand(features.shape[0], 1, -1, -1)
+        features = torch.cat([features, extra], dim=1)
     mean = features.mean(dim=(0, 2, 3), keepdim=True)
     std = features.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
     scaled = (features - mean) / std
@@ -95,7 +106,11 @@ def _fit_head(features: torch.Tensor, targets: torch.Tensor, steps: int = STEPS,
         weight = head.weight / std.view(1, -1, 1, 1)
         folded.weight.copy_(weight)
         folded.bias.copy_(head.bias - (weight * mean.view(1, -1, 1, 1)).sum())
-    return folded
+    if not prior:
+        return folded
+    wrapped = PriorMaskHead(features.shape[1] - 1)
+    wrapped.conv = folded
+    return wrapped
 
 
 def _training_set(rows: pd.DataFrame, root: Path, size: int, limit: int | None):
@@ -144,7 +159,9 @@ def candidates(
     target = torch.from_numpy(np.stack(masks))[:, None]
     for stride, feats in features.items():
         pooled = F.adaptive_avg_pool2d(target, feats.shape[-2:])
-        out[f"refit_s{stride}"] = _with_head(network, stride, _fit_head(feats, pooled))
+        for prior in (False, True):
+            name = f"refit_s{stride}" + ("_prior" if prior else "")
+            out[name] = _with_head(network, stride, _fit_head(feats, pooled, prior))
     return out
 
 
@@ -186,7 +203,8 @@ def choose(
         return (figures.get("pointing") or 0.0) + (figures.get("pixel_auc") or 0.0)
 
     best = max(options, key=merit) if len(table) else ("as_trained" if "as_trained" in options else "cam")
-    stride = int(best.split("_s")[1]) if best.startswith("refit_s") else None
+    refit = re.fullmatch(r"refit_s(\d+)(_prior)?", best)
+    stride = int(refit.group(1)) if refit else None
     keep = ("pointing", "pixel_auc")
     validation = {
         name: {k: figures.get(k) for k in keep}
@@ -210,6 +228,9 @@ def save_choice(detector, choice: Choice, folder: Path) -> Path:
         return Path(folder)
     artifact = detector.artifact
     architecture = {**artifact.architecture, "mask_head": True, "mask_stride": choice.stride}
+    architecture.pop("mask_prior", None)
+    if choice.name.endswith("_prior"):
+        architecture["mask_prior"] = True
     weights = {k: v for k, v in choice.network.state_dict().items()}
     write_artifact(
         folder,

@@ -149,6 +149,7 @@ def main() -> int:
     parser.add_argument("--model", default=None, help="default: <train.output_dir>/model of the config")
     parser.add_argument("--results", default=str(HERE / "results" / "evidence.json"))
     parser.add_argument("--limit", type=int, default=None, help="at most this many fakes per split")
+    parser.add_argument("--val-only", action="store_true", help="stop after the choice on val (test unread)")
     args = parser.parse_args()
     from fakefinder.tasks.deepfake_detector.localiser import clean
 
@@ -156,6 +157,8 @@ def main() -> int:
     options, choice, chosen_path, thresholds, val_rows, fit_s = choose_on_validation(
         model, detector, root, splits, args.limit
     )
+    if args.val_only:
+        return 0
     summary, rows, picked, left_out, costs, test_s, fakes = test_once(
         detector, root, splits, options, choice, thresholds, args.limit
     )

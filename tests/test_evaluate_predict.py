@@ -384,7 +384,10 @@ def test_predict_heatmaps_for_an_image_and_a_video_with_frames_capped(trained, t
     folder = media_folder(tmp_path, tmp)
     inputs = [folder / "real.mp4", folder / "still.png", folder / "noface.mp4"]
     c = heatmap_config(config, tmp_path, inputs, heatmaps=True, heatmap_frames=2, backend="onnxruntime")
-    result = fakefinder.predict(c)
+    events = []
+    result = fakefinder.predict(c, events=events.append)
+    warned = [e.message for e in events if e.type == "warning" and "heatmaps are experimental" in e.message]
+    assert warned and "did not beat a plain face prior" in warned[0]  # the 2-epoch model's validation check
     plain = fakefinder.predict(heatmap_config(config, tmp_path / "plain", inputs))
     np.testing.assert_allclose(result.table.probability, plain.table.probability, atol=1e-6)
     details = pd.read_csv(result.details_path, keep_default_na=False)

@@ -155,6 +155,10 @@ class FilePredictor(Predictor):
         of each crop's size (`fakefinder.engine.evidence`)."""
         raise ConfigError(f"predict.heatmaps: {self.kind} models draw no heatmaps")
 
+    def heatmap_caveat(self) -> str | None:
+        """Why its heatmaps should not be read as evidence (None: they beat a face prior on validation)."""
+        return None
+
     def evidence_weight(self, face: dict) -> float:
         """How much a crop's detail row weighs in its file's answer (its heatmap is drawn first)."""
         return float(face.get("score", 0.0))
@@ -258,6 +262,11 @@ def _write_outputs(
     return output, details_path
 
 
+def _heatmap_caveats(predictor: FilePredictor, pc) -> list[str]:
+    caveat = predictor.heatmap_caveat() if pc.heatmaps else None
+    return [f"heatmaps are experimental: {caveat}"] if caveat else []
+
+
 def _heatmap_line(totals: dict, details: list[dict]) -> str:
     drawn = sum(1 for face in details if face.get("heatmap"))
     each = 1000 * totals["heatmap_s"] / drawn if drawn else 0.0
@@ -311,7 +320,7 @@ def predict_media(predictor: FilePredictor, config: Config, events=None) -> Pred
     ids = file_ids(files)
     with flush_denormal():
         faces, notes = face_settings(predictor.preprocessing, pc.faces, predictor.face_based)
-        for note in [*notes, *getattr(predictor, "notes", [])]:
+        for note in [*notes, *getattr(predictor, "notes", []), *_heatmap_caveats(predictor, pc)]:
             events.warning(note, "predict")
         settings = ExtractSettings.from_preprocessing(predictor.preprocessing, faces, pc.frames_per_video)
         threshold = pc.threshold if pc.threshold is not None else predictor.threshold

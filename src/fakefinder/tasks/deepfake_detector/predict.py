@@ -68,6 +68,20 @@ class DetectorEnsemble(FilePredictor):
         maps = [crop_heatmaps(d, crops, method, device=self.device) for d in self.detectors]
         return [sum(w * m[i] for w, m in zip(self.weights, maps)) for i in range(len(crops))]
 
+    def heatmap_caveat(self) -> str | None:
+        from fakefinder.tasks.classification.heatmaps import read_record
+
+        for detector in self.detectors:
+            record = read_record(detector.path)
+            if record is None:
+                return f"{detector.path}: its heatmaps were never checked against true masks"
+            if not record.get("beats_prior"):
+                return (
+                    f"{detector.path}: on validation its heatmaps did not beat a plain face prior "
+                    "(where the model looked, not where the face was changed)"
+                )
+        return None
+
     def file_result(self, file_id: str, found, scores, pc, threshold: float) -> tuple[dict, list[dict]]:
         if not found.crops:
             return {

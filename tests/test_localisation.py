@@ -182,7 +182,7 @@ def test_a_refitted_mask_head_is_chosen_on_validation_when_it_localises_best(tmp
     detector = load_detector(tmp_path / "model")
     train, val = (rows[rows.split == s].reset_index(drop=True) for s in ("train", "val"))
     options = candidates(detector, train, tmp_path, strides=(8,))
-    assert set(options) == {"cam", "as_trained", "refit_s8", "refit_s8_prior"}
+    assert set(options) == {"cam", "as_trained", "refit_s8", "refit_s8_prior", "refit_s8_prior_mlp"}
     choice = choose(detector, options, val, tmp_path)
     assert choice.name.startswith("refit_s") and choice.fakes == 8  # the 8 val pairs
     assert choice.validation[choice.name]["pixel_auc"] > 0.8 > choice.validation["as_trained"]["pixel_auc"]
@@ -191,10 +191,12 @@ def test_a_refitted_mask_head_is_chosen_on_validation_when_it_localises_best(tmp
     assert refitted.artifact.architecture["mask_stride"] == choice.stride
     crops = [load_rgb(tmp_path / p, 64) for p in val.path[:4]]
     np.testing.assert_allclose(score_pixels(refitted, crops), score_pixels(detector, crops), atol=1e-6)
-    # a head that reads the face prior too survives the round trip through its artifact
-    forced = Choice("refit_s8_prior", options["refit_s8_prior"], 8, {}, 0)
-    reloaded = load_detector(save_choice(detector, forced, tmp_path / "with-prior"))
-    assert reloaded.artifact.architecture["mask_prior"] is True
-    expected = drawers(detector, {"x": options["refit_s8_prior"]})["x"](crops, None)
-    for got, want in zip(crop_heatmaps(reloaded, crops), expected):
-        np.testing.assert_allclose(got, want, atol=1e-5)
+    # heads that read the face prior too, linear or not, survive the round trip through an artifact
+    for name in ("refit_s8_prior", "refit_s8_prior_mlp"):
+        forced = Choice(name, options[name], 8, {}, 0)
+        reloaded = load_detector(save_choice(detector, forced, tmp_path / name))
+        assert reloaded.artifact.architecture["mask_prior"] is True
+        assert reloaded.artifact.architecture.get("mask_hidden", 0) == (32 if name.endswith("mlp") else 0)
+        expected = drawers(detector, {"x": options[name]})["x"](crops, None)
+        for got, want in zip(crop_heatmaps(reloaded, crops), expected):
+            np.testing.assert_allclose(got, want, atol=1e-5)

@@ -80,8 +80,7 @@ def cam_layer(network: nn.Module, side: int | None = None) -> nn.Module:
 
 def _mask_maps(network: Detector, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
-        _, mask_logits = network(x, return_mask=True)
-    return torch.sigmoid(mask_logits.float())
+        return torch.sigmoid(network.mask(x).float())
 
 
 def _cam_maps(network: nn.Module, x: torch.Tensor, target) -> torch.Tensor:

@@ -77,6 +77,7 @@ def create(
     mask_stride: int | None = None,
     num_classes: int = 1,
     mask_prior: bool = False,
+    mask_hidden: int = 0,
     **timm_kwargs,
 ) -> Detector:
     """Build a classification network. `pretrained`: False; True (timm's hub weights, needs internet once);
@@ -103,6 +104,7 @@ def create(
         mask_stride=mask_stride,
         num_classes=num_classes,
         mask_prior=mask_prior,
+        mask_hidden=mask_hidden,
     )
     model.load_report = report
     return model
@@ -118,7 +120,9 @@ def architecture(info: dict) -> dict:
         "mask_head": bool(info.get("mask_head", False)),
         "mask_stride": info.get("mask_stride"),
         "num_outputs": int(info.get("num_outputs", 1)),
-        **({"mask_prior": True} if info.get("mask_prior") else {}),  # older artifacts: a plain head
+        # a refitted localiser's head; older artifacts have the plain one
+        **({"mask_prior": True} if info.get("mask_prior") else {}),
+        **({"mask_hidden": int(info["mask_hidden"])} if info.get("mask_hidden") else {}),
     }
 
 
@@ -139,6 +143,7 @@ def from_artifact(artifact, device="cpu", tta: bool = True) -> Detector:
             mask_stride=arch.get("mask_stride"),
             num_classes=int(arch.get("num_outputs", 1)),
             mask_prior=bool(arch.get("mask_prior", False)),
+            mask_hidden=int(arch.get("mask_hidden") or 0),
         )
     except KeyError as exc:
         raise ArtifactError(f"{artifact.path}: model.json architecture lacks {exc}") from None

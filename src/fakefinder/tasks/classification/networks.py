@@ -123,16 +123,23 @@ def log_face_prior(height: int, width: int, like: torch.Tensor, sigma: float = 0
 
 
 class PriorMaskHead(nn.Module):
-    """A 1x1 convolution over the tapped feature map plus one more channel, the log face prior: the
-    mask is "the middle of the face" corrected by what the features see (`model.mask_prior`)."""
+    """A mask head over the tapped feature map plus, with `prior`, one more channel: the log face
+    prior, so the mask is "the middle of the face" corrected by what the features see
+    (`model.mask_prior`); with `hidden`, a 1x1 convolution to that many channels, ReLU, then to one
+    (`model.mask_hidden`), else a single 1x1 convolution."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, prior: bool = True, hidden: int = 0) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels + 1, 1, kernel_size=1)
+        self.prior = prior
+        self.conv = nn.Conv2d(channels + int(prior), hidden or 1, kernel_size=1)
+        self.out = nn.Sequential(nn.ReLU(), nn.Conv2d(hidden, 1, kernel_size=1)) if hidden else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        prior = log_face_prior(x.shape[-2], x.shape[-1], x).expand(x.shape[0], 1, -1, -1)
-        return self.conv(torch.cat([x, prior], dim=1))
+        if self.prior:
+            prior = log_face_prior(x.shape[-2], x.shape[-1], x).expand(x.shape[0], 1, -1, -1)
+            x = torch.cat([x, prior], dim=1)
+        x = self.conv(x)
+        return self.out(x) if self.out is not None else x
 
 
 class Detector(nn.Module):
@@ -150,6 +157,7 @@ class Detector(nn.Module):
         mask_stride: int | None = None,
         num_classes: int = 1,
         mask_prior: bool = False,
+        mask_hidden: int = 0,
     ) -> None:
         super().__init__()
         self.arch = arch
@@ -160,7 +168,10 @@ class Detector(nn.Module):
         self.num_classes = num_classes
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(features, num_classes))
         self.mask_index, mask_channels = mask_tap(backbone, arch, mask_stride) if mask_head else (None, 0)
-        head = PriorMaskHead(mask_channels) if mask_prior else nn.Conv2d(mask_channels, 1, kernel_size=1)
+        if mask_prior or mask_hidden:
+            head = PriorMaskHead(mask_channels, mask_prior, mask_hidden)
+        else:  # the plain head (and the weight names every earlier artifact has)
+            head = nn.Conv2d(mask_channels, 1, kernel_size=1)
         self.mask_head = head if mask_head else None
         self.pretrained_cfg = dict(getattr(backbone, "pretrained_cfg", {}) or {})
 
@@ -192,6 +203,19 @@ class Detector(nn.Module):
             raw, (tapped,) = self.backbone.forward_intermediates(x, indices=[self.mask_index])
         pooled = self._with_frequency(self.backbone.forward_head(raw), x)
         return self.classifier(pooled), self.mask_head(tapped)
+
+    def mask(self, x: torch.Tensor) -> torch.Tensor:
+        """The manipulation-mask logits alone (N, 1, h, w): the backbone runs only as far as the
+        mask head reads (heatmaps need no logit)."""
+        if self.mask_head is None:
+            raise ValueError("this network has no mask head")
+        if self.mask_index is None:
+            tapped = as_nchw(self.backbone.forward_features(x), self.backbone)
+        else:
+            (tapped,) = self.backbone.forward_intermediates(
+                x, indices=[self.mask_index], intermediates_only=True, stop_early=True
+            )
+        return self.mask_head(tapped)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         if hasattr(self.backbone, "set_grad_checkpointing"):

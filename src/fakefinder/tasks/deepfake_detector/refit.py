@@ -1,9 +1,10 @@
 """A localiser worth showing, chosen on validation: the detector's mask head refitted on its frozen
 features against the true masks (`fakefinder.faces.truth`: misaligned pairs dropped, binary, area
 pooled to the feature map), at each feature stride offered, with and without the log face prior as an
-extra input channel (the map is then the prior corrected by the features), beside the mask head as
-trained and the class-activation map. The candidate with the best pointing game + pixel AUC on the
-validation fakes wins; the detector's scores never change (the mask head is not on the path to its logit).
+extra input channel (the map is then the prior corrected by the features), linear or with a small
+hidden layer, beside the mask head as trained and the class-activation map. The candidate with the
+best pointing game + pixel AUC on the validation fakes wins; the detector's scores never change (the
+mask head is not on the path to its logit).
 
 Refitting is cheap: the backbone runs once over the training crops (features cached), and a 1x1
 convolution is fitted on the cache in seconds.
@@ -29,7 +30,7 @@ BATCH = 32
 
 @dataclass
 class Choice:
-    name: str  # "as_trained", "cam" or "refit_s<stride>[_prior]"
+    name: str  # "as_trained", "cam" or "refit_s<stride>[_prior][_mlp]"
     network: nn.Module | None  # the detector's network with the chosen mask head (None: unchanged)
     stride: int | None
     validation: dict  # candidate -> its validation figures (pointing, pixel_auc) beside the baselines
@@ -74,43 +75,47 @@ def _features(
     return {s: torch.cat(v) for s, v in out.items()}
 
 
+HIDDEN = 32  # the nonlinear candidates' hidden channels
+
+
 def _fit_head(
-    features: torch.Tensor, targets: torch.Tensor, prior: bool = False, steps: int = STEPS, seed: int = 0
+    features: torch.Tensor, targets: torch.Tensor, prior: bool = False, hidden: int = 0, seed: int = 0
 ) -> nn.Module:
-    """A 1x1 convolution from standardised features (with `prior`, plus the log face prior as one more
-    channel: a `PriorMaskHead`) to the mask logits (BCE, Adam, full batch), folded back to act on the
-    raw features."""
+    """A mask head (`PriorMaskHead` with `prior` / `hidden`, else a 1x1 convolution) fitted on
+    standardised features to the mask targets (BCE, Adam, full batch), the standardisation folded
+    into its first convolution so it reads the raw features."""
     from fakefinder.tasks.classification.networks import PriorMaskHead, log_face_prior
 
     torch.manual_seed(seed)
+    inputs = features
     if prior:
         height, width = features.shape[-2:]
         extra = log_face_prior(height, width, features).expand(features.shape[0], 1, -1, -1)
-        features = torch.cat([features, extra], dim=1)
-    mean = features.mean(dim=(0, 2, 3), keepdim=True)
-    std = features.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
-    scaled = (features - mean) / std
-    head = nn.Conv2d(features.shape[1], 1, kernel_size=1)
+        inputs = torch.cat([features, extra], dim=1)
+    mean = inputs.mean(dim=(0, 2, 3), keepdim=True)
+    std = inputs.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    scaled = (inputs - mean) / std
+    head = PriorMaskHead(features.shape[1], prior, hidden)
+    head.prior = False  # fitted on inputs that already hold the prior channel
+    last = head.out[1] if hidden else head.conv
     with torch.no_grad():
-        head.weight.zero_()
+        if not hidden:
+            head.conv.weight.zero_()
         rate = float(targets.mean().clamp(1e-3, 1 - 1e-3))
-        head.bias.fill_(float(np.log(rate / (1 - rate))))
-    optimiser = torch.optim.Adam(head.parameters(), lr=0.05, weight_decay=1e-4)
-    for _ in range(steps):
+        last.bias.fill_(float(np.log(rate / (1 - rate))))
+    optimiser = torch.optim.Adam(head.parameters(), lr=0.01 if hidden else 0.05, weight_decay=1e-4)
+    for _ in range(STEPS):
         optimiser.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(head(scaled), targets)
-        loss.backward()
+        F.binary_cross_entropy_with_logits(head(scaled), targets).backward()
         optimiser.step()
-    folded = nn.Conv2d(features.shape[1], 1, kernel_size=1)
     with torch.no_grad():
-        weight = head.weight / std.view(1, -1, 1, 1)
-        folded.weight.copy_(weight)
-        folded.bias.copy_(head.bias - (weight * mean.view(1, -1, 1, 1)).sum())
-    if not prior:
-        return folded
-    wrapped = PriorMaskHead(features.shape[1] - 1)
-    wrapped.conv = folded
-    return wrapped
+        weight = head.conv.weight / std.view(1, -1, 1, 1)
+        head.conv.bias.copy_(head.conv.bias - (weight * mean.view(1, -1, 1, 1)).sum(dim=(1, 2, 3)))
+        head.conv.weight.copy_(weight)
+    head.prior = prior
+    if prior or hidden:
+        return head
+    return head.conv  # the plain head
 
 
 def _training_set(rows: pd.DataFrame, root: Path, size: int, limit: int | None):
@@ -159,9 +164,9 @@ def candidates(
     target = torch.from_numpy(np.stack(masks))[:, None]
     for stride, feats in features.items():
         pooled = F.adaptive_avg_pool2d(target, feats.shape[-2:])
-        for prior in (False, True):
-            name = f"refit_s{stride}" + ("_prior" if prior else "")
-            out[name] = _with_head(network, stride, _fit_head(feats, pooled, prior))
+        for prior, hidden in ((False, 0), (True, 0), (True, HIDDEN)):
+            name = f"refit_s{stride}" + ("_prior" if prior else "") + ("_mlp" if hidden else "")
+            out[name] = _with_head(network, stride, _fit_head(feats, pooled, prior, hidden))
     return out
 
 
@@ -203,7 +208,7 @@ def choose(
         return (figures.get("pointing") or 0.0) + (figures.get("pixel_auc") or 0.0)
 
     best = max(options, key=merit) if len(table) else ("as_trained" if "as_trained" in options else "cam")
-    refit = re.fullmatch(r"refit_s(\d+)(_prior)?", best)
+    refit = re.fullmatch(r"refit_s(\d+)(_prior)?(_mlp)?", best)
     stride = int(refit.group(1)) if refit else None
     keep = ("pointing", "pixel_auc")
     validation = {
@@ -229,8 +234,11 @@ def save_choice(detector, choice: Choice, folder: Path) -> Path:
     artifact = detector.artifact
     architecture = {**artifact.architecture, "mask_head": True, "mask_stride": choice.stride}
     architecture.pop("mask_prior", None)
-    if choice.name.endswith("_prior"):
+    architecture.pop("mask_hidden", None)
+    if "_prior" in choice.name:
         architecture["mask_prior"] = True
+    if choice.name.endswith("_mlp"):
+        architecture["mask_hidden"] = HIDDEN
     weights = {k: v for k, v in choice.network.state_dict().items()}
     write_artifact(
         folder,

@@ -168,11 +168,11 @@ class Detector(nn.Module):
         self.num_classes = num_classes
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(features, num_classes))
         self.mask_index, mask_channels = mask_tap(backbone, arch, mask_stride) if mask_head else (None, 0)
-        if mask_prior or mask_hidden:
-            head = PriorMaskHead(mask_channels, mask_prior, mask_hidden)
-        else:  # the plain head (and the weight names every earlier artifact has)
-            head = nn.Conv2d(mask_channels, 1, kernel_size=1)
-        self.mask_head = head if mask_head else None
+        self.mask_head = None
+        if mask_head and (mask_prior or mask_hidden):
+            self.mask_head = PriorMaskHead(mask_channels, mask_prior, mask_hidden)
+        elif mask_head:  # the plain head (and the weight names every earlier artifact has)
+            self.mask_head = nn.Conv2d(mask_channels, 1, kernel_size=1)
         self.pretrained_cfg = dict(getattr(backbone, "pretrained_cfg", {}) or {})
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,7 @@ from torch import nn
 
 STRIDES = (8, 16)
 STEPS = 300
+FIT_BATCH = 256  # crops per step of a head's fit
 BATCH = 32
 
 
@@ -82,7 +83,7 @@ def _fit_head(
     features: torch.Tensor, targets: torch.Tensor, prior: bool = False, hidden: int = 0, seed: int = 0
 ) -> nn.Module:
     """A mask head (`PriorMaskHead` with `prior` / `hidden`, else a 1x1 convolution) fitted on
-    standardised features to the mask targets (BCE, Adam, full batch), the standardisation folded
+    standardised features to the mask targets (BCE, Adam, random batches), the standardisation folded
     into its first convolution so it reads the raw features."""
     from fakefinder.tasks.classification.networks import PriorMaskHead, log_face_prior
 
@@ -104,9 +105,11 @@ def _fit_head(
         rate = float(targets.mean().clamp(1e-3, 1 - 1e-3))
         last.bias.fill_(float(np.log(rate / (1 - rate))))
     optimiser = torch.optim.Adam(head.parameters(), lr=0.01 if hidden else 0.05, weight_decay=1e-4)
+    order = torch.Generator().manual_seed(seed)
     for _ in range(STEPS):
+        pick = torch.randint(len(scaled), (min(FIT_BATCH, len(scaled)),), generator=order)
         optimiser.zero_grad()
-        F.binary_cross_entropy_with_logits(head(scaled), targets).backward()
+        F.binary_cross_entropy_with_logits(head(scaled[pick]), targets[pick]).backward()
         optimiser.step()
     with torch.no_grad():
         weight = head.conv.weight / std.view(1, -1, 1, 1)

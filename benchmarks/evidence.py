@@ -49,10 +49,10 @@ def rows_for(summary: dict, thresholds: dict) -> list[dict]:
 
 def print_table(title: str, rows: list[dict]) -> None:
     print(f"\n{title}")
-    print(f"{'area':>7} {'map':>16} {'n':>4} " + " ".join(f"{k:>9}" for k in FIGURES))
+    print(f"{'area':>7} {'map':>22} {'n':>4} " + " ".join(f"{k:>9}" for k in FIGURES))
     for r in rows:
         cells = " ".join(f"{r[k]:9.3f}" if r.get(k) is not None else f"{'-':>9}" for k in FIGURES)
-        print(f"{r['area']:>7} {r['map']:>16} {r['n']:>4} {cells}")
+        print(f"{r['area']:>7} {r['map']:>22} {r['n']:>4} {cells}")
 
 
 def cost_per_crop(draws: dict, crops: list) -> dict[str, float]:
@@ -101,11 +101,15 @@ def choose_on_validation(model, detector, root, splits, limit):
     choice = choose(detector, options, splits["val"], root, limit or 10_000, IOU_GRID)
     chosen_path = save_choice(detector, choice, model.parent / f"{model.name}-localised")
     method = "cam" if choice.name == "cam" else "auto"
-    write_record(chosen_path, validate(load_detector(chosen_path), splits["val"], root, method))
-    thresholds = fitted_thresholds(choice.table, [*options, "face_prior", "random"])
-    print(f"validation: {choice.fakes} fakes with a true mask; chosen localiser: {choice.name}")
+    record = validate(load_detector(chosen_path), splits["val"], root, method, smooth=choice.smooth)
+    write_record(chosen_path, record)
+    names = list(dict.fromkeys(c.split(":")[0] for c in choice.table.columns if ":" in c))
+    thresholds = fitted_thresholds(choice.table, names)
+    print(f"validation: {choice.fakes} fakes with a true mask; chosen: {choice.name}, blur {choice.smooth:g}")
     val_rows = rows_for(summarise(choice.table), thresholds)
-    print_table("validation (choice and IoU thresholds)", val_rows)
+    shown = [r for r in val_rows if r["map"].endswith("~0") or r["map"] in ("face_prior", "random")]
+    shown += [r for r in val_rows if r["map"] == f"{choice.name}~{choice.smooth:g}" and r not in shown]
+    print_table("validation (unblurred candidates, the chosen one, the baselines)", shown)
     return options, choice, chosen_path, thresholds, val_rows, fit_s
 
 
@@ -117,12 +121,12 @@ def test_once(detector, root, splits, options, choice, thresholds, limit):
     from fakefinder.tasks.deepfake_detector.refit import drawers
 
     test_options = {"chosen": options[choice.name], "cam": None}
-    picked = {"chosen": thresholds[choice.name], "cam": thresholds["cam"]}
+    picked = {"chosen": thresholds[f"{choice.name}~{choice.smooth:g}"], "cam": thresholds["cam~0"]}
     if "as_trained" in options:
         test_options["mask_as_trained"] = options["as_trained"]
-        picked["mask_as_trained"] = thresholds["as_trained"]
+        picked["mask_as_trained"] = thresholds["as_trained~0"]
     picked.update(face_prior=thresholds["face_prior"], random=thresholds["random"])
-    draws = drawers(detector, test_options)
+    draws = drawers(detector, test_options, {"chosen": choice.smooth})
     use_onnxruntime(detector)  # deletion re-scores many crops: the fast backend, checked against PyTorch
     started = time.perf_counter()
     table, left_out = measure(
@@ -171,6 +175,7 @@ def main() -> int:
     result = {
         "model": str(model),
         "chosen": choice.name,
+        "chosen_blur": choice.smooth,
         "chosen_artifact": str(chosen_path),
         "validation": {"fakes": choice.fakes, "rows": val_rows},
         "iou_thresholds": picked,

@@ -182,11 +182,19 @@ def test_a_refitted_mask_head_is_chosen_on_validation_when_it_localises_best(tmp
     detector = load_detector(tmp_path / "model")
     train, val = (rows[rows.split == s].reset_index(drop=True) for s in ("train", "val"))
     options = candidates(detector, train, tmp_path, strides=(8,))
-    assert set(options) == {"cam", "as_trained", "refit_s8", "refit_s8_prior", "refit_s8_prior_mlp"}
+    assert set(options) == {
+        "cam",
+        "as_trained",
+        "refit_s8",
+        "refit_s8_prior",
+        "refit_s8_prior_mlp",
+        "refit_s8_prior_sbi",
+    }
     choice = choose(detector, options, val, tmp_path)
     assert choice.name.startswith("refit_s") and choice.fakes == 8  # the 8 val pairs
-    assert choice.validation[choice.name]["pixel_auc"] > 0.8 > choice.validation["as_trained"]["pixel_auc"]
-    assert choice.validation[choice.name]["pointing"] > choice.validation["face_prior"]["pointing"]
+    chosen = choice.validation[f"{choice.name}~{choice.smooth:g}"]
+    assert chosen["pixel_auc"] > 0.8 > choice.validation["as_trained~0"]["pixel_auc"]
+    assert chosen["pointing"] > choice.validation["face_prior"]["pointing"]
     refitted = load_detector(save_choice(detector, choice, tmp_path / "refitted"))
     assert refitted.artifact.architecture["mask_stride"] == choice.stride
     crops = [load_rgb(tmp_path / p, 64) for p in val.path[:4]]

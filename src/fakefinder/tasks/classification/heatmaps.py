@@ -44,6 +44,16 @@ def bare_network(model: nn.Module) -> tuple[Detector, bool]:
     return model, False
 
 
+def smoothed(maps: list[np.ndarray], sigma: float) -> list[np.ndarray]:
+    """Each map blurred by a Gaussian of `sigma` times its shorter side (0: as it is): its peak
+    then sits where its mass is, not on one noisy pixel."""
+    if not sigma:
+        return maps
+    import cv2
+
+    return [cv2.GaussianBlur(m, (0, 0), sigmaX=sigma * min(m.shape[:2])) for m in maps]
+
+
 def method_of(model: nn.Module, method: str = "auto") -> str:
     """`mask` for a binary detector with a mask head (unless `cam` is asked for), else `cam`."""
     if method not in METHODS:

@@ -22,6 +22,7 @@ class LoadedDetector:
     class_names: list[str]
     session: object | None = None  # an ONNX Runtime session of `model` (`use_onnxruntime`): scores run there
     heatmap_method: str = "auto"  # what its heatmaps are, as checked on validation (`localiser.json`)
+    heatmap_smooth: float = 0.0  # their blur, as chosen on validation (`heatmaps.smoothed`)
 
     @property
     def path(self) -> Path:
@@ -63,6 +64,7 @@ def load_detector(model: str | Path | Artifact, device: str | torch.device = "cp
         float(artifact.threshold if artifact.threshold is not None else 0.5),
         artifact.classes,
         heatmap_method=record.get("method", "auto"),
+        heatmap_smooth=float(record.get("smooth") or 0.0),
     )
 
 
@@ -144,13 +146,14 @@ def crop_heatmaps(
 ) -> list[np.ndarray]:
     """Where the network looked in each RGB crop (`fakefinder.tasks.classification.heatmaps`), in
     PyTorch whatever backend scores: float maps in [0, 1] of each crop's size."""
-    from fakefinder.tasks.classification.heatmaps import heatmaps
+    from fakefinder.tasks.classification.heatmaps import heatmaps, smoothed
 
     info = detector.info
     x = to_batch(crops, info["image_size"], info["mean"], info["std"])
     x = x.to(device, memory_format=memory_format(detector))
     method = detector.heatmap_method if method == "auto" else method
-    return heatmaps(detector.model, x, [c.shape[:2] for c in crops], method, target)
+    maps = heatmaps(detector.model, x, [c.shape[:2] for c in crops], method, target)
+    return smoothed(maps, detector.heatmap_smooth)
 
 
 @torch.no_grad()

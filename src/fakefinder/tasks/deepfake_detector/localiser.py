@@ -139,16 +139,26 @@ def beats_prior(overall: dict) -> bool:
     return all(mine[k] > prior[k] for k in keys)
 
 
-def validate(detector, rows: pd.DataFrame, root: Path, method: str = "auto", limit: int = 300) -> dict:
+def validate(
+    detector,
+    rows: pd.DataFrame,
+    root: Path,
+    method: str = "auto",
+    limit: int = 300,
+    smooth: float | None = None,
+) -> dict:
     """The localiser's record on validation rows: the IoU threshold fitted there (the best mean IoU
     of the map), every figure beside the baselines, and whether its maps beat the face prior (then
     they are offered as evidence)."""
     from fakefinder.tasks.classification.heatmaps import method_of
     from fakefinder.tasks.classification.scoring import crop_heatmaps
 
+    if smooth is not None:
+        detector.heatmap_smooth = smooth
     draws = {"map": lambda crops, _: crop_heatmaps(detector, crops, method)}
     table, left_out = measure(detector, rows, root, draws, limit, IOU_GRID, deletion=False)
     record = {"method": method_of(detector.model, method), "fakes": int(len(table)), "left_out": left_out}
+    record["smooth"] = detector.heatmap_smooth
     if not len(table):
         return {**record, "iou_threshold": 0.5, "validation": {}, "beats_prior": False}
     threshold = max(IOU_GRID, key=lambda t: (table[f"map:iou_{t:g}"].mean(), -t))

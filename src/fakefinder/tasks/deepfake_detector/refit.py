@@ -2,7 +2,8 @@
 features against the true masks (`fakefinder.faces.truth`: misaligned pairs dropped, binary, area
 pooled to the feature map), at each feature stride offered, with and without the log face prior as an
 extra input channel (the map is then the prior corrected by the features), linear or with a small
-hidden layer, beside the mask head as trained and the class-activation map. The candidate with the
+hidden layer, or also learning from self-blended reals (SBI, their blend masks as truth), beside the
+mask head as trained and the class-activation map. The candidate with the
 best pointing game + pixel AUC on the validation fakes wins; the detector's scores never change (the
 mask head is not on the path to its logit).
 
@@ -31,12 +32,13 @@ BATCH = 32
 
 @dataclass
 class Choice:
-    name: str  # "as_trained", "cam" or "refit_s<stride>[_prior][_mlp]"
+    name: str  # "as_trained", "cam" or "refit_s<stride>[_prior][_mlp|_sbi]"
     network: nn.Module | None  # the detector's network with the chosen mask head (None: unchanged)
     stride: int | None
     validation: dict  # candidate -> its validation figures (pointing, pixel_auc) beside the baselines
     fakes: int  # validation fakes with a true mask
     table: pd.DataFrame | None = None  # the per-fake validation figures (`localiser.measure`)
+    smooth: float = 0.0  # the blur of its maps (sigma / crop side), chosen with it
 
 
 def _with_head(network, stride: int, head: nn.Conv2d):
@@ -170,39 +172,89 @@ def candidates(
         for prior, hidden in ((False, 0), (True, 0), (True, HIDDEN)):
             name = f"refit_s{stride}" + ("_prior" if prior else "") + ("_mlp" if hidden else "")
             out[name] = _with_head(network, stride, _fit_head(feats, pooled, prior, hidden))
+    blended, blend_masks = _self_blended(crops[fakes:])
+    if blended:  # the same fakes and reals, plus the reals self-blended with their blend masks as truth
+        more = _features(network, detector, blended, taps)
+        more_target = torch.from_numpy(np.stack(blend_masks))[:, None]
+        for stride, feats in features.items():
+            both = torch.cat([feats, more[stride]])
+            pooled = F.adaptive_avg_pool2d(torch.cat([target, more_target]), feats.shape[-2:])
+            out[f"refit_s{stride}_prior_sbi"] = _with_head(network, stride, _fit_head(both, pooled, True))
     return out
 
 
-def drawers(detector, options: dict) -> dict:
-    """name -> a drawer of that candidate's maps (`localiser.measure`), mirrored as the detector scores."""
-    from fakefinder.tasks.classification.heatmaps import heatmaps
+def _self_blended(reals: list[np.ndarray], seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Self-blended pseudo-fakes of the reals (SBI) and their true masks (`faces.truth.blend_truth`)."""
+    from fakefinder.faces.truth import blend_truth
+    from fakefinder.tasks.classification.augment import self_blend
+
+    images, masks = [], []
+    for i, real in enumerate(reals):
+        image, blend = self_blend(real, np.random.default_rng(seed + i), return_mask=True)
+        truth = blend_truth(blend)
+        if truth.mask is not None:
+            images.append(image)
+            masks.append(truth.mask.astype(np.float32))
+    return images, masks
+
+
+SMOOTHING = (0.0, 0.03, 0.06)  # blurs tried on every candidate's maps (sigma / crop side)
+
+
+def drawers(detector, options: dict, smooth: dict | None = None) -> dict:
+    """name -> a drawer of that candidate's maps (`localiser.measure`), mirrored as the detector
+    scores, blurred by `smooth[name]` where given."""
+    from fakefinder.tasks.classification.heatmaps import heatmaps, smoothed
     from fakefinder.tasks.classification.networks import MirrorAverage
     from fakefinder.tasks.classification.scoring import crop_heatmaps, memory_format, to_batch
 
     info, mirrored = detector.info, isinstance(detector.model, MirrorAverage)
+    smooth = smooth or {}
 
-    def drawer(network):
+    def drawer(name, network):
         if network is None:
-            return lambda crops, _: crop_heatmaps(detector, crops, "cam")
+            return lambda crops, _: smoothed(crop_heatmaps(detector, crops, "cam"), smooth.get(name, 0.0))
         model = MirrorAverage(network) if mirrored else network
 
         def draw(crops, _):
             x = to_batch(crops, info["image_size"], info["mean"], info["std"])
             x = x.contiguous(memory_format=memory_format(detector))
-            return heatmaps(model, x, [c.shape[:2] for c in crops], "mask")
+            return smoothed(heatmaps(model, x, [c.shape[:2] for c in crops], "mask"), smooth.get(name, 0.0))
 
         return draw
 
-    return {name: drawer(network) for name, network in options.items()}
+    return {name: drawer(name, network) for name, network in options.items()}
+
+
+def _with_blurs(draws: dict) -> dict:
+    """Every drawer once per blur of `SMOOTHING` (`<name>~<sigma>`), each map drawn once."""
+    from fakefinder.tasks.classification.heatmaps import smoothed
+
+    out = {}
+    for name, draw in draws.items():
+        cache: dict = {}
+
+        def base(crops, rows, draw=draw, cache=cache):
+            key = tuple(rows)
+            if cache.get("key") != key:
+                cache.update(key=key, maps=draw(crops, rows))
+            return cache["maps"]
+
+        for sigma in SMOOTHING:
+            out[f"{name}~{sigma:g}"] = lambda crops, rows, base=base, sigma=sigma: smoothed(
+                base(crops, rows), sigma
+            )
+    return out
 
 
 def choose(
     detector, options: dict, val_rows, root: Path, limit: int | None = 300, iou_thresholds=(0.5,)
 ) -> Choice:
-    """The candidate with the best pointing game + pixel AUC on the validation fakes."""
+    """The candidate (and blur of its maps) with the best pointing game + pixel AUC on the
+    validation fakes."""
     from fakefinder.tasks.deepfake_detector.localiser import measure, summarise
 
-    draws = drawers(detector, options)
+    draws = _with_blurs(drawers(detector, options))
     table, _ = measure(detector, val_rows, root, draws, limit, tuple(iou_thresholds), deletion=False)
     overall = summarise(table)["overall"] if len(table) else {}
 
@@ -210,16 +262,19 @@ def choose(
         figures = overall.get(name, {})
         return (figures.get("pointing") or 0.0) + (figures.get("pixel_auc") or 0.0)
 
-    best = max(options, key=merit) if len(table) else ("as_trained" if "as_trained" in options else "cam")
-    refit = re.fullmatch(r"refit_s(\d+)(_prior)?(_mlp)?", best)
+    fallback = "as_trained~0" if "as_trained" in options else "cam~0"
+    best = max(draws, key=merit) if len(table) else fallback
+    name, sigma = best.rsplit("~", 1)
+    refit = re.fullmatch(r"refit_s(\d+)(_prior)?(_mlp|_sbi)?", name)
     stride = int(refit.group(1)) if refit else None
     keep = ("pointing", "pixel_auc")
     validation = {
-        name: {k: figures.get(k) for k in keep}
-        for name, figures in overall.items()
-        if isinstance(figures, dict) and name != "ratios"
+        key: {k: figures.get(k) for k in keep}
+        for key, figures in overall.items()
+        if isinstance(figures, dict) and key != "ratios"
     }
-    return Choice(best, options[best] if stride else None, stride, validation, int(len(table)), table)
+    network = options[name] if stride else None
+    return Choice(name, network, stride, validation, int(len(table)), table, float(sigma))
 
 
 def save_choice(detector, choice: Choice, folder: Path) -> Path:

@@ -58,18 +58,18 @@ def train(
 
         callers = rng_state()  # building networks draws random weights: the caller's generators stay theirs
         try:
-            method = (
-                refit_localiser(Path(summary.artifact), data, events) if config.train.mask_refit else "auto"
-            )
-            check_heatmaps(Path(summary.artifact), data, events, method)
+            method, smooth = "auto", None
+            if config.train.mask_refit:
+                method, smooth = refit_localiser(Path(summary.artifact), data, events)
+            check_heatmaps(Path(summary.artifact), data, events, method, smooth)
         finally:
             set_rng_state(callers)
     return summary
 
 
-def refit_localiser(artifact: Path, data, events) -> str:
+def refit_localiser(artifact: Path, data, events) -> tuple[str, float]:
     """`train.mask_refit`: the localiser chosen on validation written into the artifact (its scores
-    unchanged); returns the heatmap method it draws with."""
+    unchanged); returns the heatmap method it draws with and the blur of its maps."""
     from fakefinder.core.events import as_events
     from fakefinder.tasks.classification.scoring import load_detector
     from fakefinder.tasks.deepfake_detector.refit import candidates, choose, save_choice
@@ -84,12 +84,16 @@ def refit_localiser(artifact: Path, data, events) -> str:
         for name, v in choice.validation.items()
         if v.get("pointing") is not None and v.get("pixel_auc") is not None
     )
-    events.log(f"localiser chosen on {choice.fakes} validation fakes: {choice.name} ({figures})", "train")
+    events.log(
+        f"localiser chosen on {choice.fakes} validation fakes: {choice.name}, blur {choice.smooth:g} "
+        f"({figures})",
+        "train",
+    )
     save_choice(detector, choice, artifact)
-    return "cam" if choice.name == "cam" else "auto"
+    return ("cam" if choice.name == "cam" else "auto"), choice.smooth
 
 
-def check_heatmaps(artifact: Path, data, events, method: str = "auto") -> None:
+def check_heatmaps(artifact: Path, data, events, method: str = "auto", smooth: float | None = None) -> None:
     """Measure the new model's heatmaps on the validation fakes with a true mask, beside the face
     prior, and record it in the artifact (`localiser.json`): evaluate, predict and the platform
     offer them as evidence only where they beat the prior. A failure here costs no finished work."""
@@ -100,7 +104,7 @@ def check_heatmaps(artifact: Path, data, events, method: str = "auto") -> None:
 
     events = as_events(events)
     try:
-        record = validate(load_detector(artifact), data.val_rows, data.root, method)
+        record = validate(load_detector(artifact), data.val_rows, data.root, method, smooth=smooth)
     except (ValueError, OSError, RuntimeError) as exc:
         events.warning(f"heatmaps not checked on validation: {exc}", "train")
         return

@@ -89,6 +89,7 @@ class Truth:
     mask: np.ndarray | None  # bool HxW: where the crop was changed; None when it has no usable truth
     source: np.ndarray | None  # the source crop's pixels (a removal restores them), when there is one
     origin: str  # "source_difference", "dataset_mask", "blend_mask", or why there is none
+    image: np.ndarray | None = None  # the fake crop it was judged on (`manifest_truths`, usable ones)
 
 
 def truth_for(fake: np.ndarray, source: np.ndarray | None = None, mask_file: Path | None = None) -> Truth:
@@ -120,8 +121,8 @@ def blend_truth(blend_mask: np.ndarray) -> Truth:
 
 
 def manifest_truths(rows: pd.DataFrame, root: Path, size: int, limit: int | None = None) -> dict[int, Truth]:
-    """The truth of each fake row (row number -> `Truth`) of a prepared manifest's rows, its crops
-    read at `size`; at most `limit` fakes (the first in row order)."""
+    """The truth of each fake row (row number -> `Truth`, holding the crop where it is usable) of a
+    prepared manifest's rows, its crops read at `size`; at most `limit` fakes (the first in row order)."""
     from fakefinder.media.images import load_rgb
 
     frame = rows.reset_index(drop=True)
@@ -138,5 +139,6 @@ def manifest_truths(rows: pd.DataFrame, root: Path, size: int, limit: int | None
             continue
         fake = load_rgb(Path(root) / frame.path.iloc[i], size)
         source = load_rgb(Path(root) / frame.path.iloc[partner], size) if partner >= 0 else None
-        out[int(i)] = truth_for(fake, source, mask_file)
+        truth = truth_for(fake, source, mask_file)
+        out[int(i)] = Truth(truth.mask, truth.source, truth.origin, fake) if truth.mask is not None else truth
     return out

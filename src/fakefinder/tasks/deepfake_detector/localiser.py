@@ -49,7 +49,6 @@ def measure(
     baseline, every figure as column `<map>:<figure>` (`iou_<t>` for each of `iou_thresholds`); and
     the count of fakes left out, by reason."""
     from fakefinder.faces.truth import manifest_truths
-    from fakefinder.media.images import load_rgb
     from fakefinder.tasks.classification.scoring import crop_heatmaps, score_pixels
 
     size = detector.info["image_size"]
@@ -66,7 +65,7 @@ def measure(
     indices = sorted(usable)
     for start in range(0, len(indices), CHUNK):
         chunk = indices[start : start + CHUNK]
-        crops = [load_rgb(Path(root) / frame.path.iloc[i], size) for i in chunk]
+        crops = [usable[i].image for i in chunk]
         drawn = {name: draw(crops, chunk) for name, draw in draws.items()}
         altered, keys = [], []
         for n, (i, crop) in enumerate(zip(chunk, crops)):

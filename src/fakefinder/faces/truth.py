@@ -120,9 +120,12 @@ def blend_truth(blend_mask: np.ndarray) -> Truth:
     return Truth(mask if mask.mean() >= MIN_AREA else None, None, "blend_mask")
 
 
-def manifest_truths(rows: pd.DataFrame, root: Path, size: int, limit: int | None = None) -> dict[int, Truth]:
+def manifest_truths(
+    rows: pd.DataFrame, root: Path, size: int, limit: int | None = None, wanted=None
+) -> dict[int, Truth]:
     """The truth of each fake row (row number -> `Truth`, holding the crop where it is usable) of a
-    prepared manifest's rows, its crops read at `size`; at most `limit` fakes (the first in row order)."""
+    prepared manifest's rows, its crops read at `size`; at most `limit` fakes (the first in row order),
+    only the row numbers in `wanted` when given (sources are still looked up among all rows)."""
     from fakefinder.media.images import load_rgb
 
     frame = rows.reset_index(drop=True)
@@ -132,6 +135,8 @@ def manifest_truths(rows: pd.DataFrame, root: Path, size: int, limit: int | None
     for i in np.flatnonzero((frame.label == "fake").to_numpy()):
         if limit is not None and len(out) >= limit:
             break
+        if wanted is not None and i not in wanted:
+            continue
         mask_file = frame.mask_path.iloc[i] if has_masks else None
         mask_file = Path(root) / mask_file if isinstance(mask_file, str) and mask_file else None
         partner = partners[i]

@@ -245,7 +245,8 @@ def _predict(config, events: StdoutEvents, folder: Path) -> int:
 def _drawn_heatmaps(details: Path | None, beside: Path, folder: Path) -> list[dict]:
     """The heatmaps a predict run drew, from its details file (its `heatmap` column: a path relative
     to the submission's folder `beside`): each with its overlay as paths inside the job's folder, the
-    crop's file, frame, score or label, and the facial regions the map falls on."""
+    crop's file, frame, score or label, the facial regions the map falls on, and the model's
+    explanation of that crop where it writes one."""
     if details is None or not Path(details).is_file():
         return []
     if Path(details).suffix.lower() == ".json":
@@ -276,6 +277,7 @@ def _drawn_heatmaps(details: Path | None, beside: Path, folder: Path) -> list[di
                 "overlay": overlay.relative_to(root).as_posix(),
                 "regions": face.get("regions") or "",
                 "regions_from": face.get("regions_from") or "",
+                "explanation": face.get("explanation") or "",  # a model that explains its answer
             }
         )
     return _without_nan(drawn)

@@ -168,11 +168,7 @@ class Detector(nn.Module):
         self.num_classes = num_classes
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(features, num_classes))
         self.mask_index, mask_channels = mask_tap(backbone, arch, mask_stride) if mask_head else (None, 0)
-        self.mask_head = None
-        if mask_head and (mask_prior or mask_hidden):
-            self.mask_head = PriorMaskHead(mask_channels, mask_prior, mask_hidden)
-        elif mask_head:  # the plain head (and the weight names every earlier artifact has)
-            self.mask_head = nn.Conv2d(mask_channels, 1, kernel_size=1)
+        self.mask_head = new_mask_head(mask_channels, mask_prior, mask_hidden) if mask_head else None
         self.pretrained_cfg = dict(getattr(backbone, "pretrained_cfg", {}) or {})
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -209,17 +205,28 @@ class Detector(nn.Module):
         mask head reads (heatmaps need no logit)."""
         if self.mask_head is None:
             raise ValueError("this network has no mask head")
-        if self.mask_index is None:
-            tapped = as_nchw(self.backbone.forward_features(x), self.backbone)
-        else:
-            (tapped,) = self.backbone.forward_intermediates(
-                x, indices=[self.mask_index], intermediates_only=True, stop_early=True
-            )
-        return self.mask_head(tapped)
+        return self.mask_head(tapped_map(self.backbone, self.mask_index, x))
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         if hasattr(self.backbone, "set_grad_checkpointing"):
             self.backbone.set_grad_checkpointing(enable)
+
+
+def tapped_map(backbone: nn.Module, index: int | None, x: torch.Tensor) -> torch.Tensor:
+    """The feature map a mask head reads (`mask_tap`'s index; None: the last), the backbone run only
+    that far."""
+    if index is None:
+        return as_nchw(backbone.forward_features(x), backbone)
+    (tapped,) = backbone.forward_intermediates(x, indices=[index], intermediates_only=True, stop_early=True)
+    return tapped
+
+
+def new_mask_head(channels: int, prior: bool = False, hidden: int = 0) -> nn.Module:
+    """A fresh mask head: the refitted kind (`PriorMaskHead`) with a prior or a hidden layer, else
+    the plain 1x1 convolution (the weight names every earlier artifact has)."""
+    return (
+        PriorMaskHead(channels, prior, hidden) if prior or hidden else nn.Conv2d(channels, 1, kernel_size=1)
+    )
 
 
 def mask_tap(backbone: nn.Module, arch: str, stride: int | None) -> tuple[int | None, int]:

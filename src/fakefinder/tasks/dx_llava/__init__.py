@@ -39,6 +39,7 @@ class DxLlava(Kind):
     artifact_dir: ClassVar[str] = "final"
     adapter: ClassVar[str] = "adapter"
     multi_process: ClassVar[bool] = True
+    draws_heatmaps: ClassVar[bool] = True  # its tower's mask head, else its verdict's activation map
 
     def train(self, config: Config, resume=False, events=None, overwrite: bool = False):
         from fakefinder.tasks.dx_llava.train import train

@@ -35,8 +35,10 @@ def make_data(
     ] = None,
     seed: int = 0,
 ) -> None:
-    """A prepared manifest -> LLaVA conversation JSON (varied questions, answers ending in '### Answer:
-    real|fake')."""
+    """A prepared manifest -> LLaVA conversation JSON: each answer written from the evidence of its
+    image (the regions its true mask changed, how much of the face, the cues at the mask's edge; for
+    a real, what was checked), ending in '### Answer: real|fake'; the evidence is kept with each
+    sample, and the true masks in masks/, for `fakefinder evaluate`."""
     from fakefinder.core.errors import FakefinderError
     from fakefinder.tasks.dx_llava.data import make_data as run
 

@@ -61,6 +61,12 @@ class DxLlavaModelConfig(_Section):
         "last prompt token.",
     )
     head_hidden: int = Field(default=512, ge=1)
+    region_tokens: bool = Field(
+        default=False,
+        description="Add one image token per facial region (the tower's features pooled over the region "
+        "the face mesh finds), in a fixed order after the grid tokens: the language model can then "
+        "name which region looks changed.",
+    )
     template: Literal["auto", "vicuna_v1", "chatml"] = Field(
         default="auto", description="Conversation format; auto: chatml if the tokenizer knows <|im_start|>."
     )

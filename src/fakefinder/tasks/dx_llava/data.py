@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, Sampler
 
 from fakefinder.config import ConfigError
+from fakefinder.core.files import atomic_write_text
 
 IMAGE = "<image>"
 REAL_WORDS = ("real", "genuine", "authentic", "pristine", "unaltered", "unmanipulated")
@@ -42,6 +43,7 @@ class Sample:
     turns: list[tuple[str, str]]  # (human, gpt) pairs
     binary_label: int  # 0 real, 1 fake, -1 unknown (left out of the binary loss)
     label_source: str  # field | answer | ambiguous
+    evidence: dict | None = None  # what make-data measured on the image (true mask, cues), if kept
 
 
 def _word_label(text: str) -> int | None:
@@ -104,12 +106,16 @@ def _parse_one(item, index: int, source: Path, image_folder: Path) -> Sample:
         raise DataError(f"{where}: exactly one {IMAGE} token is supported (in the first human turn)")
     turns = list(zip(texts[0::2], texts[1::2]))
     answers = texts[1::2]
+    evidence = item.get("evidence")
+    if evidence is not None and not isinstance(evidence, dict):
+        raise DataError(f"{where}: 'evidence' must be an object (as make-data writes it)")
     if "binary_label" in item and item["binary_label"] is not None:
-        return Sample(sample_id, path, turns, _label_field(item["binary_label"], sample_id, source), "field")
+        label = _label_field(item["binary_label"], sample_id, source)
+        return Sample(sample_id, path, turns, label, "field", evidence)
     label = derive_label(answers)
     if label is None:
-        return Sample(sample_id, path, turns, -1, "ambiguous")
-    return Sample(sample_id, path, turns, label, "answer")
+        return Sample(sample_id, path, turns, -1, "ambiguous", evidence)
+    return Sample(sample_id, path, turns, label, "answer", evidence)
 
 
 def read_samples(
@@ -399,33 +405,56 @@ QUESTIONS = [
     "<image>\nInspect the face for signs of forgery and give your verdict.",
     "<image>\nWould you say this face comes from a real video or from a face-swap method?",
 ]
-REAL_REASONS = [
-    "Skin texture and shading look consistent across the face",
-    "The face boundary blends naturally with the hair and neck",
-    "Lighting on the face matches the rest of the scene",
-    "Eyes, teeth and lips show coherent detail",
-    "There is no visible seam, blur band or colour shift around the face",
-]
-FAKE_REASONS = [
-    "the skin looks smoother than the surrounding image",
-    "there is a faint blending seam or colour shift around the face outline",
-    "the facial detail is blurrier than the hair and background",
-    "lighting on the face does not quite match the scene",
-    "the eyes or mouth region show irregular texture",
-]
 
 
-def _answer(label: int, method: str | None, rng: random.Random) -> str:
-    if label == 0:
-        reasons = rng.sample(REAL_REASONS, 2)
-        text = f"{reasons[0]}, and {reasons[1][0].lower() + reasons[1][1:]}. I see no trace of manipulation."
-        return f"{text}\n### Answer: real"
-    reasons = rng.sample(FAKE_REASONS, 2)
-    lead = rng.choice(
-        ["This face appears manipulated", "This looks like a deepfake", "The face shows signs of forgery"]
-    )
-    via = f" (the source marks it as {method})" if method and method not in {"fake", "unknown"} else ""
-    return f"{lead}{via}: {reasons[0]}, and {reasons[1]}.\n### Answer: fake"
+def _crop_side(root: Path, rows) -> int:
+    from PIL import Image
+
+    with Image.open(root / rows.path.iloc[0]) as first:
+        return max(first.size)
+
+
+def split_evidence(rows, root: Path, masks: Path, ids: list[str]) -> list[dict]:
+    """The measured evidence (`fakefinder.faces.cues`) of each row of one split, in row order: for a
+    fake its true mask (`fakefinder.faces.truth`: its source difference, or the dataset's own mask)
+    when it has a usable one, written to `masks/<id>.png`; `origin` says where the truth came from or
+    why there is none."""
+    from PIL import Image
+
+    from fakefinder.core.files import atomic_write
+    from fakefinder.faces.cues import measure
+    from fakefinder.faces.truth import manifest_truths, source_partners
+    from fakefinder.media.images import load_rgb
+
+    frame = rows.reset_index(drop=True)
+    size = _crop_side(root, frame)
+    truths = manifest_truths(frame, root, size)
+    partners = source_partners(frame)
+    out = []
+    for i, row in enumerate(frame.itertuples(index=False)):
+        truth = truths.get(i)
+        image = (
+            truth.image if truth is not None and truth.image is not None else load_rgb(root / row.path, size)
+        )
+        if row.label != "fake":
+            out.append({"origin": "real", **measure(image).as_dict()})
+            continue
+        if truth is None or truth.mask is None:
+            reason = truth.origin if truth is not None else "no source crop and no dataset mask"
+            out.append({"origin": reason, **measure(image).as_dict(), "face_changed": None})
+            continue
+        mask_file = masks / f"{ids[i]}.png"
+        gray = truth.mask.astype(np.uint8) * 255
+        atomic_write(mask_file, lambda h, g=gray: Image.fromarray(g).save(h, format="PNG"))
+        out.append(
+            {
+                "origin": truth.origin,
+                **measure(image, truth.mask).as_dict(),
+                "mask": f"{masks.name}/{mask_file.name}",
+                "source": frame.path.iloc[partners[i]] if partners[i] >= 0 else None,
+            }
+        )
+    return out
 
 
 def make_data(
@@ -435,9 +464,13 @@ def make_data(
     seed: int = 0,
     max_per_split: int | None = None,
 ) -> dict[str, Path]:
-    """One LLaVA JSON per split of a prepared manifest (images stay where they are: `image` is
-    relative to the manifest's root, which is the `image_folder` to train with)."""
+    """One LLaVA JSON per split of a prepared manifest, each answer written from the evidence of its
+    image (`fakefinder.tasks.dx_llava.grounding.answer_text`) and the evidence kept beside it
+    (`evidence`: what `evaluate` scores the explanations against; true masks in `masks/`). Images
+    stay where they are: `image` is relative to the manifest's root, the `image_folder` to train with.
+    The question of each sample is drawn (seeded) from a few phrasings; the answer never is."""
     from fakefinder.faces.manifest import read_manifest
+    from fakefinder.tasks.dx_llava.grounding import answer_text
 
     manifest = read_manifest(Path(manifest_path))
     root = Path(manifest.attrs["root"])
@@ -454,23 +487,28 @@ def make_data(
         rng = random.Random(f"{seed}:{split}")
         if max_per_split and len(rows) > max_per_split:
             rows = rows.sample(n=max_per_split, random_state=seed).sort_index()
+        ids = [Path(p).with_suffix("").as_posix().replace("/", "__") for p in rows.path]
+        evidence = split_evidence(rows, root, output / "masks", ids)
         items = []
-        for row in rows.itertuples(index=False):
+        for sample_id, row, found in zip(ids, rows.itertuples(index=False), evidence):
             label = 1 if row.label == "fake" else 0
             method = getattr(row, "method", None)
+            if method and method not in {"fake", "unknown", "real"}:
+                found["method"] = method
             items.append(
                 {
-                    "id": Path(row.path).with_suffix("").as_posix().replace("/", "__"),
+                    "id": sample_id,
                     "image": row.path,
                     "binary_label": label,
                     "conversations": [
                         {"from": "human", "value": rng.choice(QUESTIONS)},
-                        {"from": "gpt", "value": _answer(label, method, rng)},
+                        {"from": "gpt", "value": answer_text(label, found)},
                     ],
+                    "evidence": found,
                 }
             )
         path = output / f"{split}.json"
-        path.write_text(json.dumps(items, indent=1))
+        atomic_write_text(path, json.dumps(items, indent=1))
         written[split] = path
     (output / "image_folder.txt").write_text(str(root) + "\n")
     return written

@@ -9,6 +9,7 @@ import csv
 import html
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -83,8 +84,21 @@ def evaluate_model(
             )
         agreements = [e["agree"] for e in explained if e["agree"] is not None]
         metrics["agreement"] = float(np.mean(agreements)) if agreements else None
+        metrics["texts"] = text_variety([e["explanation"] for e in explained])
         for row, e in zip(rows, explained):
-            row.update(explanation=e["explanation"], text_label=e["text_label"], agree=e["agree"])
+            row.update(
+                explanation=e["explanation"],
+                text_label=e["text_label"],
+                agree=e["agree"],
+                named_regions=";".join(e["named_regions"]),
+            )
+        if any(s.evidence for s in subset):
+            started = time.perf_counter()
+            images = Path(image_folder) if image_folder is not None else Path(json_path).parent
+            metrics["grounding"] = grounding(
+                explainer, subset, explained, Path(json_path).parent, images, question
+            )
+            metrics["seconds"]["grounding"] = round(time.perf_counter() - started, 2)
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output / "metrics.json", json.dumps(metrics, indent=2, default=float))
@@ -94,6 +108,157 @@ def evaluate_model(
     )
     metrics["predictions"] = str(output / "predictions.csv")
     return metrics
+
+
+def text_variety(texts: list[str]) -> dict:
+    """How many distinct explanations, and how often the most common one is written."""
+    counts = Counter(" ".join(t.split()) for t in texts)
+    top = counts.most_common(1)
+    return {
+        "n": len(texts),
+        "distinct": len(counts),
+        "most_common_share": top[0][1] / len(texts) if top else None,
+        "most_common": top[0][0] if top else None,
+    }
+
+
+def _agreement(probabilities: np.ndarray, text_labels: list) -> dict:
+    """Head vs text verdict (at 0.5), overall and by how sure the head is; and how well the
+    probability orders the text's verdicts (AUC: 1 when every text "fake" has a higher probability
+    than every text "real")."""
+    from sklearn.metrics import roc_auc_score
+
+    known = [(p, t) for p, t in zip(probabilities, text_labels) if t is not None]
+    if not known:
+        return {"n": 0}
+    p, t = np.array(known, dtype=float).T
+    agree = (p >= 0.5) == (t == 1)
+    sure = (p <= 0.2) | (p >= 0.8)
+    return {
+        "n": len(known),
+        "head_text": float(agree.mean()),
+        "head_text_when_sure": float(agree[sure].mean()) if sure.any() else None,
+        "head_text_when_unsure": float(agree[~sure].mean()) if (~sure).any() else None,
+        "text_vs_probability_auc": float(roc_auc_score(t, p)) if len(set(t)) == 2 else None,
+        "mean_probability_text_fake": float(p[t == 1].mean()) if (t == 1).any() else None,
+        "mean_probability_text_real": float(p[t == 0].mean()) if (t == 0).any() else None,
+    }
+
+
+def grounding(
+    explainer, samples, explained: list[dict], folder: Path, image_folder: Path, question: str, draws: int = 3
+) -> dict:
+    """The explanations against the evidence make-data kept (`evidence` of each sample):
+
+    - `regions`: precision / recall / F1 of the regions the text names against the regions the true
+      mask changed, on fakes with a mask, beside the text that always names the central regions and
+      the best single region set (chosen on these very samples); how often a real's or an unmasked
+      fake's text claims a region anyway;
+    - `agreement`: head vs text verdict, and the text verdict against the probability;
+    - `text_map`: the share of the verdict's heatmap in the named regions against their area; the
+      map's pointing game against the true mask, beside a face prior's;
+    - `deletion`: the fall in the fake probability when the named regions are removed (restored from
+      the source crop where the sample has one, else filled with the image's mean colour), against
+      removing randomly drawn regions of at least the same area (`draws` draws each)."""
+    from fakefinder.engine.localisation import face_prior, pointing_game, remove
+    from fakefinder.faces.regions import CODE, region_map
+    from fakefinder.media.images import read_image
+    from fakefinder.tasks.dx_llava import grounding as g
+
+    rng = np.random.default_rng(0)
+    probabilities = np.array([e["probability"] for e in explained])
+    masked = [i for i, s in enumerate(samples) if s.binary_label == 1 and (s.evidence or {}).get("mask")]
+    named = [set(e["named_regions"]) for e in explained]
+    truth = [set(samples[i].evidence.get("changed") or []) for i in masked]
+    claims = [set(named[i]) for i in masked]
+    reals = [i for i, s in enumerate(samples) if s.binary_label == 0]
+    unmasked = [i for i, s in enumerate(samples) if s.binary_label == 1 and i not in set(masked)]
+    out: dict = {
+        "regions": {
+            "text": g.naming_scores(claims, truth),
+            "central_baseline": g.constant_scores(g.CENTRAL, truth),
+            "best_constant": g.best_constant(truth),
+            "cut": "a region is changed when the true mask covers at least half of its pixels",
+            "claims_on_reals": float(np.mean([bool(named[i]) for i in reals])) if reals else None,
+            "claims_on_unmasked_fakes": float(np.mean([bool(named[i]) for i in unmasked]))
+            if unmasked
+            else None,
+        },
+        "agreement": _agreement(probabilities, [e["text_label"] for e in explained]),
+    }
+    claimed = [i for i, e in enumerate(explained) if e["named_regions"]]
+    consistency, pointing, prior_pointing, drops, random_drops, areas = [], [], [], [], [], []
+    images = {i: read_image(samples[i].image) for i in set(claimed) | set(masked)}
+    maps = dict(zip(images, explainer.heatmaps([images[i] for i in images], question))) if images else {}
+    labels = {i: region_map(images[i]).labels for i in images}
+    for i in masked:
+        mask = np.asarray(_read_mask(folder / samples[i].evidence["mask"], images[i].shape[:2]))
+        pointing.append(pointing_game(maps[i], mask))
+        prior_pointing.append(pointing_game(face_prior(*mask.shape), mask))
+    edited, random_edited = [], []
+    for i in claimed:
+        regions = explained[i]["named_regions"]
+        consistency.append(g.text_map_consistency(maps[i], labels[i], CODE, regions))
+        source_path = (samples[i].evidence or {}).get("source")
+        source = _source_pixels(image_folder, source_path, images[i].shape)
+        where = g.regions_pixels(labels[i], CODE, regions)
+        edited.append(remove(images[i], where, source))
+        areas.append(float(where.mean()))
+        for _ in range(draws):
+            chosen = g.area_matched_regions(labels[i], CODE, int(where.sum()), rng)
+            random_edited.append(remove(images[i], g.regions_pixels(labels[i], CODE, chosen), source))
+    if claimed:
+        before = probabilities[claimed]
+        after = explainer.head_probabilities(edited, question)
+        after_random = explainer.head_probabilities(random_edited, question).reshape(len(claimed), draws)
+        drops = before - after
+        random_drops = before - after_random.mean(axis=1)
+    lifts = [c["lift"] for c in consistency if c["lift"] is not None]
+    out["text_map"] = {
+        "n": len(consistency),
+        "mass_in_named": float(np.mean([c["mass"] for c in consistency])) if consistency else None,
+        "area_of_named": float(np.mean([c["area"] for c in consistency])) if consistency else None,
+        "mean_lift": float(np.mean(lifts)) if lifts else None,
+        "map_pointing": float(np.mean(pointing)) if pointing else None,
+        "prior_pointing": float(np.mean(prior_pointing)) if prior_pointing else None,
+        "map": "the tower's mask head"
+        if explainer.heatmap_method == "mask"
+        else "class-activation map of the verdict head on the vision tower",
+    }
+    out["deletion"] = {
+        "n": len(claimed),
+        "named_drop": float(np.mean(drops)) if len(drops) else None,
+        "random_drop": float(np.mean(random_drops)) if len(random_drops) else None,
+        "named_beats_random": float(np.mean(np.asarray(drops) > np.asarray(random_drops)))
+        if len(drops)
+        else None,
+        "named_area": float(np.mean(areas)) if areas else None,
+        "draws": draws,
+    }
+    return out
+
+
+def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    if not path.is_file():
+        raise ConfigError(f"{path}: the true mask the evaluation data names is missing (run make-data again)")
+    with Image.open(path) as opened:
+        gray = opened.convert("L")
+        if gray.size != (shape[1], shape[0]):
+            gray = gray.resize((shape[1], shape[0]), Image.NEAREST)
+        return np.asarray(gray) >= 128
+
+
+def _source_pixels(image_folder: Path, source: str | None, shape) -> np.ndarray | None:
+    """The source crop a removal restores from (in the image folder), at the image's size; None
+    without one (the removal then fills with the mean colour)."""
+    if not source or not (Path(image_folder) / source).is_file():
+        return None
+    from fakefinder.media.images import load_rgb
+
+    pixels = load_rgb(Path(image_folder) / source, shape[0])
+    return pixels if pixels.shape == tuple(shape) else None
 
 
 def evaluate(config: Config, models: list[Path], events=None) -> EvalSummary:
@@ -147,6 +312,57 @@ def evaluate(config: Config, models: list[Path], events=None) -> EvalSummary:
     )
 
 
+def grounding_section(name: str, m: dict) -> list[str]:
+    """A model's explanations against the evidence: region naming beside its baselines, agreement,
+    text-map consistency, deletion and how varied the texts are."""
+    from fakefinder.engine.report import html_table
+
+    grounded, texts = m.get("grounding"), m.get("texts")
+    parts = []
+    if texts:
+        parts.append(
+            f"<p>{texts['distinct']} distinct explanations in {texts['n']}; the most common is written "
+            f"{texts['most_common_share']:.1%} of the time.</p>"
+        )
+    if not grounded:
+        return parts
+    regions = grounded["regions"]
+    rows = [
+        {"answer": label, **{k: regions[key].get(k) for k in ("n", "precision", "recall", "f1")}}
+        for label, key in (
+            ("the explanations", "text"),
+            (f"always {'+'.join(regions['central_baseline']['regions'])} (central)", "central_baseline"),
+            (f"always {'+'.join(regions['best_constant']['regions'])} (best fixed set)", "best_constant"),
+        )
+    ]
+    deletion, text_map, agreement = grounded["deletion"], grounded["text_map"], grounded["agreement"]
+    facts = [
+        {"figure": "text claims a region on a real", "value": regions["claims_on_reals"]},
+        {"figure": "... on a fake without a mask", "value": regions["claims_on_unmasked_fakes"]},
+        {"figure": "head and text agree", "value": agreement.get("head_text")},
+        {
+            "figure": "probability orders the text's verdicts (AUC)",
+            "value": agreement.get("text_vs_probability_auc"),
+        },
+        {
+            "figure": f"heatmap mass in the named regions ({text_map['map']})",
+            "value": text_map["mass_in_named"],
+        },
+        {"figure": "their share of the face's area", "value": text_map["area_of_named"]},
+        {"figure": "heatmap pointing game vs true mask", "value": text_map["map_pointing"]},
+        {"figure": "face prior pointing game", "value": text_map["prior_pointing"]},
+        {"figure": "fake probability drop, named regions removed", "value": deletion["named_drop"]},
+        {"figure": "... random regions of at least that area removed", "value": deletion["random_drop"]},
+        {"figure": "named removal drops more than random", "value": deletion["named_beats_random"]},
+    ]
+    return parts + [
+        f"<h2>{html.escape(name)}: explanations against the evidence</h2>",
+        f"<p>Region naming on fakes with a true mask ({html.escape(regions['cut'])}).</p>",
+        html_table(rows, ["answer", "n", "precision", "recall", "f1"]),
+        html_table(facts, ["figure", "value"]),
+    ]
+
+
 def write_report(folder: Path, metrics: dict, shown: int = 20) -> Path:
     """One page: the figures of every model, then each model's first answers with their explanations."""
     from fakefinder.engine.report import PAGE_HEAD, html_table
@@ -184,9 +400,12 @@ def write_report(folder: Path, metrics: dict, shown: int = 20) -> Path:
         html_table(rows, columns),
     ]
     for name, m in metrics["models"].items():
+        parts += grounding_section(name, m)
         answers = pd.read_csv(m["predictions"]).head(shown)
         keep = [
-            c for c in ("id", "label", "probability", "text_label", "agree", "explanation") if c in answers
+            c
+            for c in ("id", "label", "probability", "text_label", "agree", "named_regions", "explanation")
+            if c in answers
         ]
         parts += [
             f"<h2>{html.escape(name)}: answers</h2>",

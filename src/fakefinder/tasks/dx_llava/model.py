@@ -15,6 +15,7 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,6 +29,7 @@ from fakefinder.engine.language import (
     load_tokenizer,
     resolve_source,
 )
+from fakefinder.faces.regions import REGIONS
 from fakefinder.tasks.dx_llava.config import DxLlavaConfig
 from fakefinder.tasks.dx_llava.vision import VisionTower, build_vision_tower
 
@@ -77,6 +79,7 @@ class DxLlava(nn.Module):
         head_source: str = "image_tokens",
         lm_loss_weight: float = 1.0,
         binary_loss_weight: float = 10.0,
+        region_tokens: bool = False,
     ) -> None:
         super().__init__()
         self.language_model = language_model
@@ -86,7 +89,14 @@ class DxLlava(nn.Module):
         self.head_source = head_source
         self.lm_loss_weight = lm_loss_weight
         self.binary_loss_weight = binary_loss_weight
-        self.num_image_tokens = vision_tower.count_tokens()
+        self.grid_tokens = vision_tower.count_tokens()
+        self.region_tokens = region_tokens
+        self.num_image_tokens = self.grid_tokens + (len(REGIONS) if region_tokens else 0)
+        if region_tokens and round(self.grid_tokens**0.5) ** 2 != self.grid_tokens:
+            raise ValueError(
+                f"dx_llava.model.region_tokens needs a square grid of image tokens; the tower gives "
+                f"{self.grid_tokens}"
+            )
 
     @classmethod
     def from_parts(
@@ -101,6 +111,7 @@ class DxLlava(nn.Module):
             cfg.model.head_source,
             cfg.train.lm_loss_weight,
             cfg.train.binary_loss_weight,
+            cfg.model.region_tokens,
         )
 
     # frozen towers stay in eval mode (no BatchNorm/dropout drift) whatever the trainer does
@@ -117,16 +128,41 @@ class DxLlava(nn.Module):
     def _embed_layer(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
 
-    def image_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        tower_dtype = next(self.vision_tower.parameters()).dtype
-        features = self.vision_tower(pixel_values.to(tower_dtype))
+    def region_weights(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, regions, grid tokens): per image, the weights that average the grid tokens over each
+        facial region, from the region map of the image the tower sees (`faces.regions`)."""
+        from fakefinder.faces.regions import region_grid, region_map
+
+        tower = self.vision_tower
+        mean = torch.tensor(tower.mean).view(1, 3, 1, 1)
+        std = torch.tensor(tower.std).view(1, 3, 1, 1)
+        images = (pixel_values.detach().float().cpu() * std + mean).clamp(0, 1).mul(255).round()
+        images = images.to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        side = round(self.grid_tokens**0.5)
+        grids = [region_grid(region_map(image).labels, side) for image in images]
+        return torch.from_numpy(np.stack(grids)).to(pixel_values.device)
+
+    def image_tokens(self, pixel_values: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        """The projected image tokens; `features`: the tower's tokens when already computed."""
+        if features is None:
+            tower_dtype = next(self.vision_tower.parameters()).dtype
+            features = self.vision_tower(pixel_values.to(tower_dtype))
+        if self.region_tokens:
+            pooled = torch.bmm(self.region_weights(pixel_values).to(features.dtype), features)
+            features = torch.cat([features, pooled], dim=1)
         projector_dtype = next(self.projector.parameters()).dtype
         return self.projector(features.to(projector_dtype))
 
-    def embed(self, input_ids: torch.Tensor, image_mask: torch.Tensor, pixel_values: torch.Tensor):
+    def embed(
+        self,
+        input_ids: torch.Tensor,
+        image_mask: torch.Tensor,
+        pixel_values: torch.Tensor,
+        features: torch.Tensor | None = None,
+    ):
         """Token embeddings with the projected image tokens written at `image_mask` positions."""
         embeds = self._embed_layer()(input_ids.masked_fill(image_mask, 0))
-        projected = self.image_tokens(pixel_values)
+        projected = self.image_tokens(pixel_values, features)
         counts = image_mask.sum(1)
         if (counts != projected.shape[1]).any():
             raise ValueError(f"each sample needs {projected.shape[1]} image positions, got {counts.tolist()}")
@@ -429,6 +465,8 @@ def build_model(cfg: DxLlavaConfig, work_dir: Path | None = None, for_training: 
     }
     if getattr(tower, "arch", None):
         info["tower_arch"] = tower.arch  # rebuilds a saved detector tower without its source checkpoint
+    if getattr(tower, "mask_spec", None):
+        info["tower_mask"] = {k: v for k, v in tower.mask_spec.items() if k != "index"}
     return model, tokenizer, info
 
 
@@ -675,6 +713,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
         )
     tower = build_vision_tower(tower_cfg, llava_parts)
     tower.mean, tower.std = tuple(meta["mean"]), tuple(meta["std"])
+    if meta.get("tower_mask"):
+        from fakefinder.tasks.dx_llava.vision import attach_mask_head
+
+        tower.arch = meta.get("tower_arch")
+        attach_mask_head(tower, meta["tower_mask"])
     projector = build_projector(cfg.model.projector, tower.hidden_size, meta["lm_hidden"])
     head = BinaryHead(meta["lm_hidden"], cfg.model.head_hidden)
     model = DxLlava.from_parts(lm, tower, projector, head, cfg)

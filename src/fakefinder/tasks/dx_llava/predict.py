@@ -69,34 +69,97 @@ class Explainer:
         }
         return Collator(self.tokenizer.pad_token_id, padding_side)([item] * n)
 
+    def verdict_logits(
+        self,
+        pixel_values: torch.Tensor,
+        question: str = DEFAULT_QUESTION,
+        features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The binary head's logit per image of a normalised batch (grad flows when enabled);
+        `features`: the tower's tokens, when already computed."""
+        batch = self._prompt_batch(len(pixel_values), question, "right")
+        embeds, projected = self.model.embed(
+            batch["input_ids"].to(self.device), batch["image_mask"].to(self.device), pixel_values, features
+        )
+        hidden = None
+        if self.model.head_source == "last_prompt_token":
+            out = self.model.language_model(
+                inputs_embeds=embeds,
+                attention_mask=batch["attention_mask"].to(self.device),
+                output_hidden_states=True,
+            )
+            hidden = out.hidden_states[-1]
+        return self.model.binary_logits(projected, hidden, batch["prompt_end"].to(self.device))
+
     @torch.no_grad()
     def head_probabilities(
         self, images: list, question: str = DEFAULT_QUESTION, batch_size: int = 8
     ) -> np.ndarray:
         scores = []
         for start in range(0, len(images), batch_size):
-            chunk = images[start : start + batch_size]
-            batch = self._prompt_batch(len(chunk), question, "right")
-            pixel_values = self.pixels(chunk).to(self.device)
-            embeds, projected = self.model.embed(
-                batch["input_ids"].to(self.device), batch["image_mask"].to(self.device), pixel_values
-            )
-            hidden = None
-            if self.model.head_source == "last_prompt_token":
-                out = self.model.language_model(
-                    inputs_embeds=embeds,
-                    attention_mask=batch["attention_mask"].to(self.device),
-                    output_hidden_states=True,
-                )
-                hidden = out.hidden_states[-1]
-            logits = self.model.binary_logits(projected, hidden, batch["prompt_end"].to(self.device))
-            scores.append(torch.sigmoid(logits.float()).cpu().numpy())
+            pixel_values = self.pixels(images[start : start + batch_size]).to(self.device)
+            scores.append(torch.sigmoid(self.verdict_logits(pixel_values, question).float()).cpu().numpy())
         return np.concatenate(scores) if scores else np.zeros(0)
 
+    @property
+    def heatmap_method(self) -> str:
+        """`mask` where the tower carries a detector's mask head, else `cam`."""
+        return "mask" if getattr(self.model.vision_tower, "mask_head", None) is not None else "cam"
+
+    def heatmaps(
+        self, images: list, question: str = DEFAULT_QUESTION, batch_size: int = 8
+    ) -> list[np.ndarray]:
+        """Where the evidence is, per image (a path or an RGB array), as a float map in [0, 1] at the
+        image's own size (a padded image's padding cut away): the mask head of the detector the tower
+        came from, where it has one (blurred as its localiser check chose), else the class-activation
+        map of the verdict head on the tower's grid of image tokens (captum's Grad-CAM, as for
+        detectors; any tower, CNN or ViT, whose tokens form a square grid)."""
+        import torch.nn.functional as F
+
+        from fakefinder.tasks.classification.heatmaps import smoothed
+
+        tower = self.model.vision_tower
+        side = self.meta["image_size"]
+        out = []
+        for start in range(0, len(images), batch_size):
+            chunk = [_as_array(image) for image in images[start : start + batch_size]]
+            pixel_values = self.pixels(chunk).to(self.device)
+            if self.heatmap_method == "mask":
+                with torch.no_grad():
+                    tower_dtype = next(tower.parameters()).dtype
+                    logits = tower.mask(pixel_values.to(tower_dtype)).float()
+                raw, smooth = torch.sigmoid(logits), tower.mask_spec.get("smooth", 0.0)
+            else:
+                raw, smooth = self._verdict_cam(pixel_values, question), 0.0
+            up = F.interpolate(raw, size=(side, side), mode="bilinear", align_corners=False)
+            maps = smoothed([m.cpu().numpy() for m in up[:, 0]], smooth)
+            out += [
+                np.clip(_unpadded(m, image.shape[:2], self.aspect), 0, 1) for m, image in zip(maps, chunk)
+            ]
+        return out
+
+    def _verdict_cam(self, pixel_values: torch.Tensor, question: str) -> torch.Tensor:
+        """(B, 1, h, w) Grad-CAM of the verdict logit on the tower's token grid, each peaking at 1."""
+        from captum.attr import LayerGradCam
+
+        network = _VerdictNetwork(self, question)
+        with torch.enable_grad():
+            maps = LayerGradCam(network, network.grid).attribute(
+                pixel_values.clone().requires_grad_(True), relu_attributions=True
+            )
+        maps = maps.detach().float().sum(dim=1, keepdim=True).clamp_min(0)
+        return maps / maps.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+
     @torch.no_grad()
-    def explain(self, images: list, question: str = DEFAULT_QUESTION, batch_size: int = 4) -> list[dict]:
+    def explain(
+        self, images: list, question: str = DEFAULT_QUESTION, batch_size: int = 4, heatmaps: bool = False
+    ) -> list[dict]:
         """Per image: head probability, generated text, the label parsed from the text (None when the
-        text names neither class or both) and whether text and head agree at 0.5."""
+        text names neither class or both), whether text and head agree at 0.5, and the regions the text
+        names as changed; with `heatmaps`, also the verdict's `heatmap` and the facial `regions` it
+        falls on (`mouth:0.41;nose:0.22;...`)."""
+        from fakefinder.tasks.dx_llava.grounding import named_regions
+
         results = []
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
@@ -122,8 +185,15 @@ class Explainer:
                         "explanation": text,
                         "text_label": text_label,
                         "agree": None if text_label is None else text_label == head_label,
+                        "named_regions": named_regions(text),
                     }
                 )
+        if heatmaps and images:
+            from fakefinder.engine.evidence import regions_of
+
+            for result, image, heatmap in zip(results, images, self.heatmaps(images, question)):
+                result["heatmap"] = heatmap
+                result["regions"], result["regions_from"] = regions_of(_as_array(image), heatmap)
         return results
 
     def _stop_ids(self) -> list[int]:
@@ -135,6 +205,55 @@ class Explainer:
         )
         ids.add(end)
         return [i for i in ids if i is not None]
+
+
+def _as_array(image) -> np.ndarray:
+    from fakefinder.media.images import read_image
+
+    return image if isinstance(image, np.ndarray) else read_image(Path(image))
+
+
+def _unpadded(heatmap: np.ndarray, shape: tuple[int, int], aspect: str) -> np.ndarray:
+    """A map of the square (padded) input cut back to the image and resized to its `shape`."""
+    import cv2
+
+    height, width = shape
+    if aspect == "pad" and height != width:
+        side = heatmap.shape[0]
+        scale = side / max(height, width)
+        h, w = round(height * scale), round(width * scale)
+        top, left = (side - h) // 2, (side - w) // 2
+        heatmap = heatmap[top : top + h, left : left + w]
+    return cv2.resize(heatmap, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+class _TokenGrid(torch.nn.Module):
+    """The vision tower with its tokens laid out as the square map they came from (B, C, h, w): the
+    layer a class-activation map is drawn on."""
+
+    def __init__(self, tower: torch.nn.Module) -> None:
+        super().__init__()
+        self.tower = tower
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        tokens = self.tower(pixel_values.to(next(self.tower.parameters()).dtype))
+        side = round(tokens.shape[1] ** 0.5)
+        if side * side != tokens.shape[1]:
+            raise ValueError(f"the tower's {tokens.shape[1]} tokens form no square map to draw a heatmap on")
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
+
+
+class _VerdictNetwork(torch.nn.Module):
+    """The binary verdict as a network of pixels alone (the prompt fixed), through `grid`."""
+
+    def __init__(self, explainer: Explainer, question: str) -> None:
+        super().__init__()
+        self.explainer, self.question = explainer, question
+        self.grid = _TokenGrid(explainer.model.vision_tower)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        tokens = self.grid(pixel_values).flatten(2).transpose(1, 2)
+        return self.explainer.verdict_logits(pixel_values, self.question, tokens)
 
 
 class ExplainerPredictor(FilePredictor):
@@ -173,6 +292,7 @@ class ExplainerPredictor(FilePredictor):
             None if answer["text_label"] is None else answer["text_label"] == int(probability >= threshold)
         )
         faces = [{"id": file_id, **c.row(), "score": float(s)} for c, s in zip(found.crops, scores)]
+        faces[int(np.argmax(scores))]["explanation"] = answer["explanation"]
         return {
             "probability": probability,
             "label": pc.label_names[int(probability >= threshold)],
@@ -180,6 +300,26 @@ class ExplainerPredictor(FilePredictor):
             "text_label": answer["text_label"],
             "agree": agree,
         }, faces
+
+    def heatmaps(self, crops: list[np.ndarray], faces: list[dict], method: str = "auto") -> list[np.ndarray]:
+        """The class-activation map of the verdict head on the tower (`Explainer.heatmaps`)."""
+        from fakefinder.config import ConfigError
+
+        drawn = self.explainer.heatmap_method
+        if method not in ("auto", drawn):
+            raise ConfigError(f"predict.heatmap_method={method}: this DX-LLaVA model draws {drawn} maps")
+        return self.explainer.heatmaps(crops)
+
+    def heatmap_caveat(self) -> str | None:
+        spec = getattr(self.explainer.model.vision_tower, "mask_spec", None) or {}
+        checked = spec.get("checked") or {}
+        if checked.get("beats_prior"):
+            return None
+        what = "its tower's mask head" if spec else "the verdict head's class-activation map"
+        return (
+            f"{self.path}: its heatmaps ({what}) were not shown on validation to beat a plain face prior; "
+            "`fakefinder evaluate` measures them against true masks"
+        )
 
     def details(self) -> dict:
         return {"models": [str(self.path)]}

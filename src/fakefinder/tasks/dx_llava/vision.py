@@ -44,6 +44,17 @@ class FeatureMapTower(VisionTower):
         self.image_size = image_size
         self.mean, self.std = tuple(mean), tuple(std)
 
+    # a detector tower may carry the detector's `mask_head` (a submodule, so no class default here)
+    mask_spec: dict | None = None  # how that mask head sits on the trunk (`attach_mask_head`)
+
+    def mask(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The manipulation-mask logits (N, 1, h, w) of the detector's mask head the tower carries."""
+        from fakefinder.tasks.classification.networks import tapped_map
+
+        if getattr(self, "mask_head", None) is None:
+            raise ValueError("this vision tower carries no mask head")
+        return self.mask_head(tapped_map(self.trunk, self.mask_spec["index"], pixels))
+
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         features = self.trunk.forward_features(pixels)
         if features.ndim != 4:
@@ -93,7 +104,8 @@ def _timm_tower(name: str, pretrained: bool | str, image_size: int | None) -> Fe
 def _fakefinder_tower(path: str, image_size: int | None) -> FeatureMapTower:
     """The backbone of a fakefinder deepfake detector (its model artifact, or an older best.pt, read
     safely; its last feature map): image tokens that already carry deepfake evidence. The
-    deepfake detector's input size and normalisation come along."""
+    deepfake detector's input size and normalisation come along, and its mask head where it has one
+    (DX-LLaVA's heatmaps are then that head's maps)."""
     from fakefinder.core.errors import FakefinderError
     from fakefinder.tasks.classification.kind import check_family
     from fakefinder.tasks.classification.model import from_artifact
@@ -113,7 +125,31 @@ def _fakefinder_tower(path: str, image_size: int | None) -> FeatureMapTower:
         trunk, trunk.num_features, image_size or int(p["input_size"]), p["mean"], p["std"]
     )
     tower.arch = detector.arch
+    arch = artifact.architecture
+    if detector.mask_head is not None and int(arch.get("num_outputs", 1)) == 1:
+        from fakefinder.tasks.classification.heatmaps import read_record
+
+        record = read_record(Path(path)) or {}
+        spec = {
+            "stride": arch.get("mask_stride"),
+            "prior": bool(arch.get("mask_prior")),
+            "hidden": int(arch.get("mask_hidden") or 0),
+            "smooth": float(record.get("smooth") or 0.0),
+            "checked": {k: record[k] for k in ("beats_prior", "validation") if k in record} or None,
+        }
+        attach_mask_head(tower, spec, detector.mask_head)
     return tower
+
+
+def attach_mask_head(tower: FeatureMapTower, spec: dict, head: nn.Module | None = None) -> None:
+    """Give a detector tower the detector's mask head (`head`; a fresh one of the same shape when
+    None, for weights loaded next): `spec` holds its `stride`, `prior`, `hidden` and the `smooth` its
+    maps are blurred by (its localiser record)."""
+    from fakefinder.tasks.classification.networks import mask_tap, new_mask_head
+
+    index, channels = mask_tap(tower.trunk, getattr(tower, "arch", "the tower"), spec.get("stride"))
+    tower.mask_head = head if head is not None else new_mask_head(channels, spec["prior"], spec["hidden"])
+    tower.mask_spec = {**spec, "index": index}
 
 
 def _open_clip_tower(name: str, pretrained: bool | str, image_size: int | None) -> FeatureMapTower:

@@ -147,9 +147,11 @@ export function drawnHeatmaps(base, result) {
     h('h3', {}, 'Heatmaps'),
     check.experimental ? experimentalNotice(!!check.checked, 'predict-heatmaps-experimental') : null,
     items.length
-      ? h('div', { class: 'gallery' }, items.map((item) => overlayFigure(base, item,
+      ? h('div', { class: 'gallery' }, items.map((item) => overlayFigure(base, item, h('div', {},
         h('div', { class: 'small-text' }, h('span', { class: 'mono' }, item.id ?? ''),
-          item.frame_index != null ? ` frame ${item.frame_index}` : '', ' ', scoreLine(item)))))
+          item.frame_index != null ? ` frame ${item.frame_index}` : '', ' ', scoreLine(item)),
+        // a model that explains its answer: the text beside where it looked
+        item.explanation ? h('p', { class: 'explanation', 'data-testid': 'heatmap-explanation' }, item.explanation) : null))))
       : h('div', { class: 'muted' }, 'No heatmap was drawn (no usable face or image in the file).'));
 }
 

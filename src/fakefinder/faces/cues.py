@@ -80,6 +80,11 @@ def coverage(mask: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     }
 
 
+def _grade(value: float, cuts: tuple[float, float], words: tuple[str, str, str]) -> str:
+    """The word for `value`: the first below the lower cut, the last from the upper cut on."""
+    return words[sum(value >= cut for cut in cuts)]
+
+
 def _gray(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(image[..., :3].astype(np.uint8)), cv2.COLOR_RGB2GRAY)
 
@@ -112,17 +117,15 @@ def edge_cues(image: np.ndarray, mask: np.ndarray) -> dict:
     detail = np.abs(cv2.Laplacian(gray, cv2.CV_32F))
     texture = float(detail[inner].mean() / (detail[outer].mean() + 1e-6))
     return {
-        "seam": "visible seam" if seam >= SEAM else "smooth blend" if seam <= BLENDED else "faint edge",
-        "colour": "clear colour shift"
-        if colour >= COLOUR_CLEAR
-        else "slight colour shift"
-        if colour >= COLOUR_SLIGHT
-        else "matching colour",
-        "texture": "smoother inside"
-        if texture <= SMOOTHER
-        else "sharper inside"
-        if texture >= SHARPER
-        else "matching texture",
+        "seam": _grade(seam, (BLENDED, SEAM), ("smooth blend", "faint edge", "visible seam")),
+        "colour": _grade(
+            colour,
+            (COLOUR_SLIGHT, COLOUR_CLEAR),
+            ("matching colour", "slight colour shift", "clear colour shift"),
+        ),
+        "texture": _grade(
+            texture, (SMOOTHER, SHARPER), ("smoother inside", "matching texture", "sharper inside")
+        ),
         "seam_ratio": round(seam, 3),
         "colour_difference": round(colour, 2),
         "texture_ratio": round(texture, 3),
@@ -152,18 +155,12 @@ def scene_cues(image: np.ndarray, labels: np.ndarray) -> dict:
         (float(np.nonzero(nose)[1].mean()) - middle) / max(1.0, xs.max() - xs.min()) if nose.any() else 0.0
     )
     return {
-        "light": "from the left"
-        if ratio >= LIGHT_SIDE
-        else "from the right"
-        if ratio <= 1 / LIGHT_SIDE
-        else "even",
-        "exposure": "dim" if level <= DIM else "bright" if level >= BRIGHT else "moderate",
-        "sharpness": "sharp" if variance >= SHARP else "soft" if variance <= SOFT else "moderately sharp",
-        "pose": "turned to the left"
-        if offset <= -TURN
-        else "turned to the right"
-        if offset >= TURN
-        else "facing the camera",
+        "light": _grade(ratio, (1 / LIGHT_SIDE, LIGHT_SIDE), ("from the right", "even", "from the left")),
+        "exposure": _grade(level, (DIM, BRIGHT), ("dim", "moderate", "bright")),
+        "sharpness": _grade(variance, (SOFT, SHARP), ("soft", "moderately sharp", "sharp")),
+        "pose": _grade(
+            offset, (-TURN, TURN), ("turned to the left", "facing the camera", "turned to the right")
+        ),
         "light_ratio": round(ratio, 3),
         "gray_level": round(level, 1),
         "laplacian_variance": round(variance, 1),

@@ -46,8 +46,27 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--score-only", action="store_true", help="evaluate the run's existing final/ checkpoint"
     )
+    parser.add_argument(
+        "--stage1-steps",
+        type=int,
+        default=80,
+        help="steps of stage 1 first (the projector alone, language loss only, lr 1e-3): aligns the "
+        "image tokens with the language model before stage 2 (0: none)",
+    )
     parser.add_argument("overrides", nargs="*")
     return parser
+
+
+def _stage1(train, config, steps: int) -> dict:
+    """Stage 1 on the same train data into `<run>-stage1`; stage 2 then starts from its projector."""
+    first = config.model_copy(deep=True)
+    run = Path(f"{config.dx_llava.train.output_dir}-stage1")
+    first.dx_llava.train = first.dx_llava.train.model_copy(
+        update={"stage": "projector", "max_steps": steps, "lr": 1e-3, "output_dir": run, "eval_steps": 10**6}
+    )
+    trained = train(first, overwrite=True)
+    config.dx_llava.model.pretrained_projector = Path(trained.artifact) / "mm_projector.safetensors"
+    return {"steps": trained.steps, "seconds": round(trained.seconds, 1)}
 
 
 def _train_or_reuse(train, config, score_only: bool) -> dict:
@@ -149,6 +168,7 @@ def main() -> int:
     print("LLaVA JSON:", {k: str(v) for k, v in written.items()})
 
     started = time.perf_counter()
+    stage1 = _stage1(train, config, args.stage1_steps) if args.stage1_steps and not args.score_only else None
     result = _train_or_reuse(train, config, args.score_only)
     train_seconds = time.perf_counter() - started
     train_peak = peak_rss_mb()
@@ -170,6 +190,7 @@ def main() -> int:
     report = {
         "config": args.config,
         "overrides": args.overrides,
+        "stage1": stage1,
         "steps": result["steps"],
         "train_seconds": round(train_seconds, 1),
         "seconds_per_step": round(result["seconds"] / result["steps"], 2) if result["steps"] else None,

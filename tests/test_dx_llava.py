@@ -493,6 +493,12 @@ def _check_explain_and_evaluate(dx_data, cfg, final: Path, tmp_path: Path) -> No
     assert len(answers) == 2 and all(
         0 <= a["probability"] <= 1 and isinstance(a["explanation"], str) for a in answers
     )
+    explainer.meta["config"].answer_prefix = {"real": "Authentic", "fake": "Manipulated"}
+    first = explainer.explain([dx_data["images"] / "0.png", dx_data["images"] / "1.png"])
+    for a in first:  # verdict first: the text starts with the head's verdict, and so agrees with it
+        assert a["explanation"].startswith("Manipulated" if a["probability"] >= 0.5 else "Authentic")
+        assert a["text_label"] in (None, int(a["probability"] >= 0.5))  # a random model may add more words
+    explainer.meta["config"].answer_prefix = None
     shapes = [Image.open(dx_data["images"] / f"{i}.png").size[::-1] for i in (0, 1)]
     for a, shape in zip(answers, shapes):  # a CLIP tower: the verdict's Grad-CAM on its patch grid
         assert a["heatmap"].shape == shape and 0 <= a["heatmap"].min() <= a["heatmap"].max() <= 1

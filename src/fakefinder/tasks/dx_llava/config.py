@@ -172,3 +172,9 @@ class DxLlavaConfig(_Section):
     train: DxLlavaTrainConfig = Field(default_factory=DxLlavaTrainConfig)
     eval: DxLlavaEvalConfig = Field(default_factory=DxLlavaEvalConfig)
     max_new_tokens: int = Field(default=96, ge=1, description="Length of a generated explanation.")
+    answer_prefix: dict[Literal["real", "fake"], str] | None = Field(
+        default=None,
+        description="Verdict first: each explanation starts with the words for the binary head's verdict "
+        "(e.g. {real: Authentic, fake: Manipulated}, how make-data's answers start) and the language model "
+        "writes the rest, so the text argues the head's verdict; none: the whole answer is generated.",
+    )

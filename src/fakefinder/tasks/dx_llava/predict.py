@@ -59,15 +59,27 @@ class Explainer:
             ]
         )
 
-    def _prompt_batch(self, n: int, question: str, padding_side: str) -> dict:
+    @property
+    def answer_prefix(self) -> dict | None:
+        return self.meta["config"].answer_prefix
+
+    def _prompt_batch(
+        self, n: int, question: str, padding_side: str, starts: list[str] | None = None
+    ) -> dict:
+        """The prompt `n` times, each followed by its answer's first words in `starts` (if any)."""
         enc = self.conversation.encode_prompt(question)
-        item = {
-            "input_ids": torch.tensor(enc.input_ids),
-            "image_mask": torch.tensor(enc.image_mask),
-            "prompt_end": enc.prompt_end,
-            "pixel_values": torch.zeros(1),
-        }
-        return Collator(self.tokenizer.pad_token_id, padding_side)([item] * n)
+        items = []
+        for start in starts or [""] * n:
+            begun = self.tokenizer(start, add_special_tokens=False)["input_ids"] if start else []
+            items.append(
+                {
+                    "input_ids": torch.tensor(enc.input_ids + begun),
+                    "image_mask": torch.tensor(enc.image_mask + [False] * len(begun)),
+                    "prompt_end": enc.prompt_end,
+                    "pixel_values": torch.zeros(1),
+                }
+            )
+        return Collator(self.tokenizer.pad_token_id, padding_side)(items)
 
     def verdict_logits(
         self,
@@ -154,16 +166,21 @@ class Explainer:
     def explain(
         self, images: list, question: str = DEFAULT_QUESTION, batch_size: int = 4, heatmaps: bool = False
     ) -> list[dict]:
-        """Per image: head probability, generated text, the label parsed from the text (None when the
-        text names neither class or both), whether text and head agree at 0.5, and the regions the text
-        names as changed; with `heatmaps`, also the verdict's `heatmap` and the facial `regions` it
+        """Per image: head probability, generated text (after the words of the head's verdict where
+        `dx_llava.answer_prefix` is set), the label parsed from the text (None when the text names
+        neither class or both), whether text and head agree at 0.5, and the regions the text names as
+        changed; with `heatmaps`, also the verdict's `heatmap` and the facial `regions` it
         falls on (`mouth:0.41;nose:0.22;...`)."""
         from fakefinder.tasks.dx_llava.grounding import named_regions
 
         results = []
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
-            batch = self._prompt_batch(len(chunk), question, "left")
+            starts = None
+            if self.answer_prefix:  # verdict first: the head decides how the answer starts
+                verdicts = self.head_probabilities(chunk, question, len(chunk)) >= 0.5
+                starts = [self.answer_prefix["fake" if v else "real"] for v in verdicts]
+            batch = self._prompt_batch(len(chunk), question, "left", starts)
             tokens, logits = self.model.generate(
                 batch["input_ids"].to(self.device),
                 batch["attention_mask"].to(self.device),
@@ -175,8 +192,9 @@ class Explainer:
                 prompt_end=batch["prompt_end"].to(self.device),
             )
             probabilities = torch.sigmoid(logits.float()).cpu().numpy()
-            for row, probability in zip(tokens, probabilities):
-                text = self.tokenizer.decode(row, skip_special_tokens=True).strip()
+            for index, (row, probability) in enumerate(zip(tokens, probabilities)):
+                text = self.tokenizer.decode(row, skip_special_tokens=True)
+                text = ((starts[index] if starts else "") + text).strip()
                 text_label = derive_label([text])
                 head_label = int(probability >= 0.5)
                 results.append(

@@ -160,82 +160,105 @@ def grounding(
     - `deletion`: the fall in the fake probability when the named regions are removed (restored from
       the source crop where the sample has one, else filled with the image's mean colour), against
       removing randomly drawn regions of at least the same area (`draws` draws each)."""
-    from fakefinder.engine.localisation import face_prior, pointing_game, remove
-    from fakefinder.faces.regions import CODE, region_map
+    from fakefinder.faces.regions import region_map
     from fakefinder.media.images import read_image
-    from fakefinder.tasks.dx_llava import grounding as g
 
-    rng = np.random.default_rng(0)
-    probabilities = np.array([e["probability"] for e in explained])
     masked = [i for i, s in enumerate(samples) if s.binary_label == 1 and (s.evidence or {}).get("mask")]
-    named = [set(e["named_regions"]) for e in explained]
-    truth = [set(samples[i].evidence.get("changed") or []) for i in masked]
-    claims = [set(named[i]) for i in masked]
-    reals = [i for i, s in enumerate(samples) if s.binary_label == 0]
-    unmasked = [i for i, s in enumerate(samples) if s.binary_label == 1 and i not in set(masked)]
-    out: dict = {
-        "regions": {
-            "text": g.naming_scores(claims, truth),
-            "central_baseline": g.constant_scores(g.CENTRAL, truth),
-            "best_constant": g.best_constant(truth),
-            "cut": "a region is changed when the true mask covers at least half of its pixels",
-            "claims_on_reals": float(np.mean([bool(named[i]) for i in reals])) if reals else None,
-            "claims_on_unmasked_fakes": float(np.mean([bool(named[i]) for i in unmasked]))
-            if unmasked
-            else None,
-        },
-        "agreement": _agreement(probabilities, [e["text_label"] for e in explained]),
-    }
     claimed = [i for i, e in enumerate(explained) if e["named_regions"]]
-    consistency, pointing, prior_pointing, drops, random_drops, areas = [], [], [], [], [], []
     images = {i: read_image(samples[i].image) for i in set(claimed) | set(masked)}
     maps = dict(zip(images, explainer.heatmaps([images[i] for i in images], question))) if images else {}
     labels = {i: region_map(images[i]).labels for i in images}
+    probabilities = np.array([e["probability"] for e in explained])
+    return {
+        "regions": _region_naming(samples, explained, masked),
+        "agreement": _agreement(probabilities, [e["text_label"] for e in explained]),
+        "text_map": _text_map(explainer, samples, explained, masked, claimed, (images, maps, labels), folder),
+        "deletion": _deletion(
+            explainer, samples, explained, claimed, (images, labels), image_folder, question, draws
+        ),
+    }
+
+
+def _mean(values) -> float | None:
+    return float(np.mean(values)) if len(values) else None
+
+
+def _region_naming(samples, explained: list[dict], masked: list[int]) -> dict:
+    from fakefinder.tasks.dx_llava import grounding as g
+
+    named = [set(e["named_regions"]) for e in explained]
+    truth = [set(samples[i].evidence.get("changed") or []) for i in masked]
+    reals = [i for i, s in enumerate(samples) if s.binary_label == 0]
+    unmasked = [i for i, s in enumerate(samples) if s.binary_label == 1 and i not in set(masked)]
+    return {
+        "text": g.naming_scores([named[i] for i in masked], truth),
+        "central_baseline": g.constant_scores(g.CENTRAL, truth),
+        "best_constant": g.best_constant(truth),
+        "cut": "a region is changed when the true mask covers at least half of its pixels",
+        "claims_on_reals": _mean([bool(named[i]) for i in reals]),
+        "claims_on_unmasked_fakes": _mean([bool(named[i]) for i in unmasked]),
+    }
+
+
+def _text_map(explainer, samples, explained, masked, claimed, drawn, folder: Path) -> dict:
+    from fakefinder.engine.localisation import face_prior, pointing_game
+    from fakefinder.faces.regions import CODE
+    from fakefinder.tasks.dx_llava import grounding as g
+
+    images, maps, labels = drawn
+    consistency = [
+        g.text_map_consistency(maps[i], labels[i], CODE, explained[i]["named_regions"]) for i in claimed
+    ]
+    pointing, prior_pointing = [], []
     for i in masked:
         mask = np.asarray(_read_mask(folder / samples[i].evidence["mask"], images[i].shape[:2]))
         pointing.append(pointing_game(maps[i], mask))
         prior_pointing.append(pointing_game(face_prior(*mask.shape), mask))
-    edited, random_edited = [], []
+    return {
+        "n": len(consistency),
+        "mass_in_named": _mean([c["mass"] for c in consistency]),
+        "area_of_named": _mean([c["area"] for c in consistency]),
+        "mean_lift": _mean([c["lift"] for c in consistency if c["lift"] is not None]),
+        "map_pointing": _mean(pointing),
+        "prior_pointing": _mean(prior_pointing),
+        "map": "the tower's mask head"
+        if explainer.heatmap_method == "mask"
+        else "class-activation map of the verdict head on the vision tower",
+    }
+
+
+def _deletion(
+    explainer, samples, explained, claimed, drawn, image_folder: Path, question: str, draws: int
+) -> dict:
+    from fakefinder.engine.localisation import remove
+    from fakefinder.faces.regions import CODE
+    from fakefinder.tasks.dx_llava import grounding as g
+
+    images, labels = drawn
+    rng = np.random.default_rng(0)
+    edited, random_edited, areas = [], [], []
     for i in claimed:
-        regions = explained[i]["named_regions"]
-        consistency.append(g.text_map_consistency(maps[i], labels[i], CODE, regions))
-        source_path = (samples[i].evidence or {}).get("source")
-        source = _source_pixels(image_folder, source_path, images[i].shape)
-        where = g.regions_pixels(labels[i], CODE, regions)
+        source = _source_pixels(image_folder, (samples[i].evidence or {}).get("source"), images[i].shape)
+        where = g.regions_pixels(labels[i], CODE, explained[i]["named_regions"])
         edited.append(remove(images[i], where, source))
         areas.append(float(where.mean()))
         for _ in range(draws):
             chosen = g.area_matched_regions(labels[i], CODE, int(where.sum()), rng)
             random_edited.append(remove(images[i], g.regions_pixels(labels[i], CODE, chosen), source))
+    drops = random_drops = np.zeros(0)
     if claimed:
-        before = probabilities[claimed]
-        after = explainer.head_probabilities(edited, question)
+        before = np.array([explained[i]["probability"] for i in claimed])
+        drops = before - explainer.head_probabilities(edited, question)
         after_random = explainer.head_probabilities(random_edited, question).reshape(len(claimed), draws)
-        drops = before - after
         random_drops = before - after_random.mean(axis=1)
-    lifts = [c["lift"] for c in consistency if c["lift"] is not None]
-    out["text_map"] = {
-        "n": len(consistency),
-        "mass_in_named": float(np.mean([c["mass"] for c in consistency])) if consistency else None,
-        "area_of_named": float(np.mean([c["area"] for c in consistency])) if consistency else None,
-        "mean_lift": float(np.mean(lifts)) if lifts else None,
-        "map_pointing": float(np.mean(pointing)) if pointing else None,
-        "prior_pointing": float(np.mean(prior_pointing)) if prior_pointing else None,
-        "map": "the tower's mask head"
-        if explainer.heatmap_method == "mask"
-        else "class-activation map of the verdict head on the vision tower",
-    }
-    out["deletion"] = {
+    return {
         "n": len(claimed),
-        "named_drop": float(np.mean(drops)) if len(drops) else None,
-        "random_drop": float(np.mean(random_drops)) if len(random_drops) else None,
-        "named_beats_random": float(np.mean(np.asarray(drops) > np.asarray(random_drops)))
-        if len(drops)
-        else None,
-        "named_area": float(np.mean(areas)) if areas else None,
+        "named_drop": _mean(drops),
+        "random_drop": _mean(random_drops),
+        "named_beats_random": _mean(drops > random_drops),
+        "named_area": _mean(areas),
         "draws": draws,
     }
-    return out
 
 
 def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:

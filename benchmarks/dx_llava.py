@@ -96,6 +96,8 @@ def _print_summary(config, result: dict, metrics: dict, report: dict, train_peak
             f"  {result['steps']} steps x batch {config.dx_llava.train.batch_size}: "
             f"{report['seconds_per_step']} s/step, peak RSS {train_peak:.0f} MB"
         )
+    if report.get("measured"):
+        print(f"  measured prompt: {report['measured']}")
     print(f"  head: accuracy {head['accuracy']:.4f}, macro-F1 {head['macro_f1']:.4f}, AUC {head['auc']:.4f}")
     if text:
         print(
@@ -199,6 +201,9 @@ def main() -> int:
         "peak_rss_mb_train": round(train_peak),
         "peak_rss_mb_total": round(peak_rss_mb()),
         "val_at_end": result["eval"],
+        "measured": json.loads((Path(result["final"]) / "model.json").read_text())["architecture"].get(
+            "measured"
+        ),
         "test": {
             k: metrics[k]
             for k in ("n", "head", "text", "agreement", "texts", "grounding", "seconds")

@@ -129,7 +129,9 @@ TINY_JOB = {
 
 def torchrun_train(cfg: Path, port: int, *args: str, wait: bool = True, timeout: float = 400):
     """`fakefinder train -c cfg` on two processes: its finished process (`wait`), else the running
-    launcher, whose messages go to torchrun.log beside the config (a pipe nobody reads could fill)."""
+    launcher, whose messages go to torchrun.log beside the config (a pipe nobody reads could fill).
+    A run still going after `timeout` seconds fails the test with where each process stood (Python's
+    fault handler prints every thread's stack on SIGABRT), and nothing of it is left running."""
     command = [
         sys.executable,
         "-m",
@@ -145,8 +147,31 @@ def torchrun_train(cfg: Path, port: int, *args: str, wait: bool = True, timeout:
         str(cfg),
         *args,
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    if not wait:
-        with open(Path(cfg).parent / "torchrun.log", "w") as log:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
+    log_path = Path(cfg).parent / "torchrun.log"
+    with open(log_path, "w") as log:
+        if not wait:
             return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env=env)
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+        launcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, env=env, text=True)
+    try:
+        stdout, _ = launcher.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        import signal
+        import time
+
+        import psutil
+
+        # torchrun starts each worker in a session of its own: reach them through the process tree
+        processes = [psutil.Process(launcher.pid), *psutil.Process(launcher.pid).children(recursive=True)]
+        for signal_number in (signal.SIGABRT, signal.SIGKILL):  # stacks first, then the end
+            for process in processes:
+                try:
+                    process.send_signal(signal_number)
+                except psutil.NoSuchProcess:
+                    pass
+            time.sleep(5)
+        launcher.communicate()
+        raise AssertionError(
+            f"torchrun still running after {timeout} s; its log ends:\n{log_path.read_text()[-6000:]}"
+        ) from None
+    return subprocess.CompletedProcess(command, launcher.returncode, stdout, log_path.read_text())

@@ -256,7 +256,7 @@ def test_tower_from_a_trained_detector_checkpoint_travels_with_the_run(dx_data, 
         dx_data,
         tmp_path / "run",
         max_steps=2,
-        model={"vision_tower": f"fakefinder:{source}", "vision_config": None},
+        model={"vision_tower": f"fakefinder:{source}", "vision_config": None, "measured_prompt": True},
     )
     result = train_dx(cfg)
     final = result.artifact
@@ -286,6 +286,18 @@ def test_tower_from_a_trained_detector_checkpoint_travels_with_the_run(dx_data, 
     (ours_map,) = explainer.heatmaps([image])
     (theirs_map,) = detector_heatmaps(detector, explainer.pixels([image]), [(32, 32)], "mask")
     assert explainer.heatmap_method == "mask" and np.allclose(ours_map, theirs_map, atol=1e-5)
+    # measured prompt: each question carries the line measured with that mask head (no true masks to
+    # fit its threshold on here, so the default cut), and the explanation is written after it
+    from fakefinder.tasks.dx_llava.measured import DEFAULT_THRESHOLD, measured_note
+    from fakefinder.tasks.dx_llava.predict import DEFAULT_QUESTION
+
+    assert meta["architecture"]["measured"] == {"threshold": DEFAULT_THRESHOLD, "fitted_on": 0, "f1": {}}
+    (asked,) = explainer.questions([image])
+    note = measured_note(explainer.measurer.evidence(image, ours_map))
+    assert asked == DEFAULT_QUESTION + "\n" + note and note.startswith("Measured:")
+    explainer.max_new_tokens = 4
+    (answer,) = explainer.explain([image])
+    assert isinstance(answer["explanation"], str) and 0 <= answer["probability"] <= 1
     from fakefinder.tasks.dx_llava.model import build_model
 
     with pytest.raises(ConfigError, match="not found"):
@@ -497,6 +509,7 @@ def _check_explain_and_evaluate(dx_data, cfg, final: Path, tmp_path: Path) -> No
     first = explainer.explain([dx_data["images"] / "0.png", dx_data["images"] / "1.png"])
     for a in first:  # verdict first: the text starts with the head's verdict, and so agrees with it
         assert a["explanation"].startswith("Manipulated" if a["probability"] >= 0.5 else "Authentic")
+        assert a["explanation"].endswith("\n### Answer: " + ("fake" if a["probability"] >= 0.5 else "real"))
         assert a["text_label"] in (None, int(a["probability"] >= 0.5))  # a random model may add more words
     explainer.meta["config"].answer_prefix = None
     shapes = [Image.open(dx_data["images"] / f"{i}.png").size[::-1] for i in (0, 1)]
@@ -771,6 +784,8 @@ def test_config_errors_name_the_key(dx_data, tmp_path):
 
     with pytest.raises(ConfigError, match="vision_tower"):
         build_model(dx_config(dx_data, tmp_path, model={"vision_tower": "resnet"}).dx_llava, tmp_path)
+    with pytest.raises(ConfigError, match="measured_prompt"):  # a CLIP tower has no mask head
+        build_model(dx_config(dx_data, tmp_path, model={"measured_prompt": True}).dx_llava, tmp_path)
     with pytest.raises(ConfigError, match="projector"):
         dx_config(dx_data, tmp_path, model={"projector": "mlp2x_relu"})
     with pytest.raises(ConfigError, match="deepspeed"):

@@ -213,3 +213,31 @@ def test_grounding_metrics_of_answers_that_are_exactly_the_evidence(grounded):
     variety = text_variety(["Fake. The mouth.", "Fake.  The\nmouth.", "Real.", "Fake. The eyes."])
     assert variety["distinct"] == 3 and variety["most_common_share"] == 0.5
     assert variety["most_common"] == "Fake. The mouth."
+
+
+def test_the_measured_line_states_what_a_map_marks_and_its_threshold_is_fitted(grounded):
+    """A faint map over the painted mouth reads as the mouth, an empty map as no region, each with the
+    image's own scene; fitting the threshold on true regions keeps the cuts that find them."""
+    from types import SimpleNamespace
+
+    from fakefinder.tasks.dx_llava.measured import Measurer, fit_threshold, measured_note
+
+    stub = SimpleNamespace(vision_tower=SimpleNamespace(mask_head=object()))
+    measurer = Measurer(stub, SIDE, (0.5,) * 3, (0.5,) * 3, "pad", threshold=0.3)
+    crops, items = grounded["crops"], grounded["items"]
+    mouth_map, eyes_map = np.zeros((SIDE, SIDE), np.float32), np.zeros((SIDE, SIDE), np.float32)
+    mouth_map[MOUTH], eyes_map[EYES] = 0.35, 0.35
+    evidence = measurer.evidence(crops["fake0"], mouth_map)
+    note = measured_note(evidence)
+    assert evidence["changed"] == ["mouth"] and "most of the mouth" in note and note.startswith("Measured:")
+    assert "colour shift" in note  # the painted red edge, measured on the map's area
+    assert g.named_regions(note) == []  # the question's line is not a claim of the answer
+    blank = measured_note(measurer.evidence(crops["fake0"], np.zeros_like(mouth_map)))
+    assert "marks no facial region" in blank and items["fake0"]["evidence"]["scene"]["pose"] in blank
+    fitted = fit_threshold(
+        measurer, [crops["fake0"], crops["fake1"]], [mouth_map, eyes_map], [{"mouth"}, {"eyes"}]
+    )
+    assert fitted["f1"]["0.3"] == 1.0 and fitted["f1"]["0.4"] == 0.0 and fitted["threshold"] == 0.3
+    assert fitted["fitted_on"] == 2 and measurer.threshold == 0.3
+    with pytest.raises(Exception, match="measured_prompt"):
+        Measurer(SimpleNamespace(vision_tower=SimpleNamespace()), SIDE, (0.5,) * 3, (0.5,) * 3, "pad")

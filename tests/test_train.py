@@ -530,7 +530,7 @@ def test_ddp_on_two_cpu_processes_stops_on_sigterm_together_and_resumes(manifest
     assert stopped["world_size"] == 2 and len(stopped["rng"]) == 2 and stopped["global_step"] >= 6
     # each process takes half of every epoch's 24 draws: 12 rows / batch 2 = 6 steps per epoch
     epochs = stopped["epoch"] + 2
-    done = torchrun_train(cfg, 29531, "--resume", "train.epochs=" + str(epochs))
+    done = torchrun_train(cfg, 29532, "--resume", "train.epochs=" + str(epochs))  # a fresh store
     assert done.returncode == 0, done.stderr[-3000:]
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     assert state["global_step"] == epochs * 6 and len(state["history"]) == epochs

@@ -67,6 +67,13 @@ class DxLlavaModelConfig(_Section):
         "the face mesh finds), in a fixed order after the grid tokens: the language model can then "
         "name which region looks changed.",
     )
+    measured_prompt: bool = Field(
+        default=False,
+        description="Add to each question one line of what was measured on the image: the regions the "
+        "tower's mask head marks (its map cut at a threshold fitted on the eval split's true masks), "
+        "how much of the face, the edge of the marked area, and the face's pose, sharpness and light. "
+        "Needs a fakefinder:<detector> tower with a mask head.",
+    )
     template: Literal["auto", "vicuna_v1", "chatml"] = Field(
         default="auto", description="Conversation format; auto: chatml if the tokenizer knows <|im_start|>."
     )

@@ -436,6 +436,10 @@ def build_model(cfg: DxLlavaConfig, work_dir: Path | None = None, for_training: 
             "vision_source": llava["vision_source"],
         }
     tower = build_vision_tower(cfg.model, llava_parts)
+    if cfg.model.measured_prompt:
+        from fakefinder.tasks.dx_llava.measured import check_tower
+
+        check_tower(tower)
     hidden = (
         lm.config.hidden_size
         if hasattr(lm.config, "hidden_size")

@@ -4,7 +4,7 @@ for face crops (`Explainer`) and for images and videos through the shared predic
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +15,11 @@ from fakefinder.config import Config
 from fakefinder.core.devices import pick_device
 from fakefinder.engine.predict import FilePredictor
 from fakefinder.tasks.dx_llava.data import Collator, Conversation, derive_label, load_image
+from fakefinder.tasks.dx_llava.measured import Measurer, as_array, mask_maps, unpadded, with_note
 from fakefinder.tasks.dx_llava.model import load_model
 
 DEFAULT_QUESTION = "<image>\nIs this face real or fake? Explain what you see."
+ANSWER_LINE = "### Answer"  # how make-data's answers end: `### Answer: real|fake`
 
 
 @dataclass
@@ -30,6 +32,7 @@ class Explainer:
     meta: dict
     device: torch.device
     max_new_tokens: int
+    measurer: Measurer | None = field(default=None, repr=False)  # with `model.measured_prompt`
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu", max_new_tokens: int | None = None) -> "Explainer":
@@ -42,8 +45,24 @@ class Explainer:
             cfg.model.system_prompt,
             cfg.data.max_length,
         )
+        measurer = None
+        if cfg.model.measured_prompt:
+            measurer = Measurer(
+                model,
+                meta["image_size"],
+                meta["mean"],
+                meta["std"],
+                cfg.data.image_aspect_ratio,
+                meta.get("measured", {}).get("threshold"),
+            )
         return cls(
-            model, tokenizer, conversation, meta, torch.device(device), max_new_tokens or cfg.max_new_tokens
+            model,
+            tokenizer,
+            conversation,
+            meta,
+            torch.device(device),
+            max_new_tokens or cfg.max_new_tokens,
+            measurer,
         )
 
     @property
@@ -63,13 +82,18 @@ class Explainer:
     def answer_prefix(self) -> dict | None:
         return self.meta["config"].answer_prefix
 
-    def _prompt_batch(
-        self, n: int, question: str, padding_side: str, starts: list[str] | None = None
-    ) -> dict:
-        """The prompt `n` times, each followed by its answer's first words in `starts` (if any)."""
-        enc = self.conversation.encode_prompt(question)
+    def questions(self, images: list, question: str = DEFAULT_QUESTION) -> list[str]:
+        """What each image is asked: `question`, and the line measured on the image where the model
+        was trained to read one (`dx_llava.model.measured_prompt`)."""
+        if self.measurer is None:
+            return [question] * len(images)
+        return [with_note(question, note) for note in self.measurer.notes(images)]
+
+    def _prompt_batch(self, questions: list[str], padding_side: str, starts: list[str] | None = None) -> dict:
+        """Each question's prompt, followed by its answer's first words in `starts` (if any)."""
         items = []
-        for start in starts or [""] * n:
+        for question, start in zip(questions, starts or [""] * len(questions)):
+            enc = self.conversation.encode_prompt(question)
             begun = self.tokenizer(start, add_special_tokens=False)["input_ids"] if start else []
             items.append(
                 {
@@ -84,12 +108,13 @@ class Explainer:
     def verdict_logits(
         self,
         pixel_values: torch.Tensor,
-        question: str = DEFAULT_QUESTION,
+        question: str | list[str] = DEFAULT_QUESTION,
         features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The binary head's logit per image of a normalised batch (grad flows when enabled);
-        `features`: the tower's tokens, when already computed."""
-        batch = self._prompt_batch(len(pixel_values), question, "right")
+        `question`: one for all, or one per image; `features`: the tower's tokens, when computed."""
+        questions = [question] * len(pixel_values) if isinstance(question, str) else question
+        batch = self._prompt_batch(questions, "right")
         embeds, projected = self.model.embed(
             batch["input_ids"].to(self.device), batch["image_mask"].to(self.device), pixel_values, features
         )
@@ -105,12 +130,23 @@ class Explainer:
 
     @torch.no_grad()
     def head_probabilities(
-        self, images: list, question: str = DEFAULT_QUESTION, batch_size: int = 8
+        self,
+        images: list,
+        question: str = DEFAULT_QUESTION,
+        batch_size: int = 8,
+        questions: list[str] | None = None,
     ) -> np.ndarray:
+        """The head's fake probability per image; a head that reads the prompt gets each image's own
+        question (`questions`, else `questions()`)."""
         scores = []
         for start in range(0, len(images), batch_size):
-            pixel_values = self.pixels(images[start : start + batch_size]).to(self.device)
-            scores.append(torch.sigmoid(self.verdict_logits(pixel_values, question).float()).cpu().numpy())
+            chunk = images[start : start + batch_size]
+            asked: str | list[str] = question
+            if self.model.head_source == "last_prompt_token":
+                own = questions[start : start + batch_size] if questions else None
+                asked = own or self.questions(chunk, question)
+            pixel_values = self.pixels(chunk).to(self.device)
+            scores.append(torch.sigmoid(self.verdict_logits(pixel_values, asked).float()).cpu().numpy())
         return np.concatenate(scores) if scores else np.zeros(0)
 
     @property
@@ -128,25 +164,19 @@ class Explainer:
         detectors; any tower, CNN or ViT, whose tokens form a square grid)."""
         import torch.nn.functional as F
 
-        from fakefinder.tasks.classification.heatmaps import smoothed
-
-        tower = self.model.vision_tower
         side = self.meta["image_size"]
         out = []
         for start in range(0, len(images), batch_size):
-            chunk = [_as_array(image) for image in images[start : start + batch_size]]
+            chunk = [as_array(image) for image in images[start : start + batch_size]]
             pixel_values = self.pixels(chunk).to(self.device)
             if self.heatmap_method == "mask":
-                with torch.no_grad():
-                    tower_dtype = next(tower.parameters()).dtype
-                    logits = tower.mask(pixel_values.to(tower_dtype)).float()
-                raw, smooth = torch.sigmoid(logits), tower.mask_spec.get("smooth", 0.0)
-            else:
-                raw, smooth = self._verdict_cam(pixel_values, question), 0.0
+                out += mask_maps(self.model.vision_tower, pixel_values, chunk, self.aspect)
+                continue
+            raw = self._verdict_cam(pixel_values, question)
             up = F.interpolate(raw, size=(side, side), mode="bilinear", align_corners=False)
-            maps = smoothed([m.cpu().numpy() for m in up[:, 0]], smooth)
             out += [
-                np.clip(_unpadded(m, image.shape[:2], self.aspect), 0, 1) for m, image in zip(maps, chunk)
+                np.clip(unpadded(m.cpu().numpy(), image.shape[:2], self.aspect), 0, 1)
+                for m, image in zip(up[:, 0], chunk)
             ]
         return out
 
@@ -167,20 +197,21 @@ class Explainer:
         self, images: list, question: str = DEFAULT_QUESTION, batch_size: int = 4, heatmaps: bool = False
     ) -> list[dict]:
         """Per image: head probability, generated text (after the words of the head's verdict where
-        `dx_llava.answer_prefix` is set), the label parsed from the text (None when the text names
-        neither class or both), whether text and head agree at 0.5, and the regions the text names as
-        changed; with `heatmaps`, also the verdict's `heatmap` and the facial `regions` it
-        falls on (`mouth:0.41;nose:0.22;...`)."""
+        `dx_llava.answer_prefix` is set, its closing answer line then restating that verdict), the
+        label parsed from the text (None when the text names neither class or both), whether text
+        and head agree at 0.5, and the regions the text names as changed; with `heatmaps`, also the
+        verdict's `heatmap` and the facial `regions` it falls on (`mouth:0.41;nose:0.22;...`)."""
         from fakefinder.tasks.dx_llava.grounding import named_regions
 
         results = []
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
+            questions = self.questions(chunk, question)
             starts = None
             if self.answer_prefix:  # verdict first: the head decides how the answer starts
-                verdicts = self.head_probabilities(chunk, question, len(chunk)) >= 0.5
+                verdicts = self.head_probabilities(chunk, question, len(chunk), questions) >= 0.5
                 starts = [self.answer_prefix["fake" if v else "real"] for v in verdicts]
-            batch = self._prompt_batch(len(chunk), question, "left", starts)
+            batch = self._prompt_batch(questions, "left", starts)
             tokens, logits = self.model.generate(
                 batch["input_ids"].to(self.device),
                 batch["attention_mask"].to(self.device),
@@ -195,6 +226,9 @@ class Explainer:
             for index, (row, probability) in enumerate(zip(tokens, probabilities)):
                 text = self.tokenizer.decode(row, skip_special_tokens=True)
                 text = ((starts[index] if starts else "") + text).strip()
+                if starts:  # verdict first: the closing answer line restates the verdict it began with
+                    verdict = "fake" if verdicts[index] else "real"
+                    text = f"{text.split(ANSWER_LINE)[0].rstrip()}\n{ANSWER_LINE}: {verdict}"
                 text_label = derive_label([text])
                 head_label = int(probability >= 0.5)
                 results.append(
@@ -211,7 +245,7 @@ class Explainer:
 
             for result, image, heatmap in zip(results, images, self.heatmaps(images, question)):
                 result["heatmap"] = heatmap
-                result["regions"], result["regions_from"] = regions_of(_as_array(image), heatmap)
+                result["regions"], result["regions_from"] = regions_of(as_array(image), heatmap)
         return results
 
     def _stop_ids(self) -> list[int]:
@@ -223,26 +257,6 @@ class Explainer:
         )
         ids.add(end)
         return [i for i in ids if i is not None]
-
-
-def _as_array(image) -> np.ndarray:
-    from fakefinder.media.images import read_image
-
-    return image if isinstance(image, np.ndarray) else read_image(Path(image))
-
-
-def _unpadded(heatmap: np.ndarray, shape: tuple[int, int], aspect: str) -> np.ndarray:
-    """A map of the square (padded) input cut back to the image and resized to its `shape`."""
-    import cv2
-
-    height, width = shape
-    if aspect == "pad" and height != width:
-        side = heatmap.shape[0]
-        scale = side / max(height, width)
-        h, w = round(height * scale), round(width * scale)
-        top, left = (side - h) // 2, (side - w) // 2
-        heatmap = heatmap[top : top + h, left : left + w]
-    return cv2.resize(heatmap, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 class _TokenGrid(torch.nn.Module):

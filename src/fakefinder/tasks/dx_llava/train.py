@@ -227,6 +227,19 @@ def _read_data(cfg, events) -> tuple[list, dict, list, dict | None]:
     return train_samples, train_report, eval_samples, eval_report
 
 
+def _measured(cfg, model, info: dict, train_samples: list, eval_samples: list, events) -> tuple[list, list]:
+    """`dx_llava.model.measured_prompt`: the samples with what was measured on each image in their
+    question; the threshold is fitted on the whole eval file, not just its capped sample."""
+    from fakefinder.tasks.dx_llava.measured import measure_samples
+
+    fit_on = eval_samples
+    if cfg.data.eval_json is not None and cfg.data.eval_max_samples is not None:
+        fit_on, _ = read_samples(cfg.data.eval_json, cfg.data.image_folder, cfg.data.ambiguous_labels)
+    return measure_samples(
+        model, info, cfg.data.image_aspect_ratio, train_samples, eval_samples, fit_on, events
+    )
+
+
 def _train(config: Config, run: Run) -> TrainSummary:
     cfg = config.dx_llava
     events, output = run.events, run.folder
@@ -256,6 +269,8 @@ def _train(config: Config, run: Run) -> TrainSummary:
         tokenizer, model.num_image_tokens, cfg.model.template, cfg.model.system_prompt, cfg.data.max_length
     )
     info["template"] = conversation.template
+    if cfg.model.measured_prompt:  # the measured line joins each question before it is tokenised
+        train_samples, eval_samples = _measured(cfg, model, info, train_samples, eval_samples, events)
 
     def dataset(samples):
         size, mean, std = info["image_size"], info["mean"], info["std"]

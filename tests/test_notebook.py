@@ -64,6 +64,21 @@ def test_the_notebook_writes_a_valid_submission(model, tmp_path):
     assert set(submission.label) <= {"REAL", "FAKE"}
     text = outputs(notebook)
     assert f"valid: {len(files)} rows" in text and "projected for 4000 videos" in text
+    # the projection pays the start-up once and goes at the steady pace after the first file
+    import re
+
+    startup, pace = map(
+        float, re.search(r"start-up ([\d.]+) s \(once\), then ([\d.]+) s per file", text).groups()
+    )
+    projected = float(re.search(r"projected for 4000 videos: ([\d.]+) h", text).group(1))
+    assert projected == pytest.approx((startup + 4000 * pace) / 3600, abs=0.01)
+
+
+def test_the_steady_pace_leaves_the_start_up_out():
+    from fakefinder.engine.predict import _pace
+
+    assert _pace(0.0, [5.0, 6.0, 7.5, 8.0]) == {"first_file_s": 5.0, "steady_s_per_file": 1.0}
+    assert _pace(0.0, [3.0]) == {"first_file_s": 3.0, "steady_s_per_file": None}
 
 
 def test_the_notebook_refuses_a_submission_that_misses_files(model, tmp_path):

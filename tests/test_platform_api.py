@@ -25,13 +25,14 @@ LOCAL = "http://127.0.0.1:8000"  # a server without a token answers only this ma
 TINY = {**TINY_JOB, "evaluate": False}
 
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+PLATFORM_PAGE = Path(__file__).resolve().parents[1] / "docs" / "platform.md"
 LEGACY = Path(__file__).resolve().parent / "fixtures" / "legacy"
 
 
-def readme_requests() -> dict[str, dict]:
-    """The start requests the README shows (`curl ... /api/training/start ... -d '{...}'`), by model type."""
-    text = README.read_text()
+def page_requests() -> dict[str, dict]:
+    """The start requests the platform page shows (`curl ... /api/training/start ... -d '{...}'`), by
+    model type."""
+    text = PLATFORM_PAGE.read_text()
     bodies = re.findall(r"/api/training/start[^\n]*-d '(\{.*?\})'", text, flags=re.S)
     requests = [json.loads(body) for body in bodies]
     return {r["model_type"]: r for r in requests}
@@ -65,8 +66,8 @@ def start(client, **changes) -> str:
 
 @pytest.fixture(scope="module")
 def finished(client) -> dict:
-    """The README's detector request, run to its end."""
-    response = client.post("/api/training/start", json=readme_requests()["deepfake_detector"])
+    """The platform page's detector request, run to its end."""
+    response = client.post("/api/training/start", json=page_requests()["deepfake_detector"])
     return wait(client, response.json()["task_id"])
 
 
@@ -283,7 +284,7 @@ def test_a_restart_keeps_finished_jobs_and_interrupts_running_ones(tmp_path):
 # ------------------------------------------------------------------------------------------ other kinds and
 # jobs
 def test_readme_shows_a_request_of_each_kind():
-    assert set(readme_requests()) == {
+    assert set(page_requests()) == {
         "deepfake_detector",
         "image_classifier",
         "dx_llava",
@@ -295,7 +296,7 @@ def test_readme_shows_a_request_of_each_kind():
 
 
 def test_image_classifier_job(client):
-    task_id = client.post("/api/training/start", json=readme_requests()["image_classifier"]).json()["task_id"]
+    task_id = client.post("/api/training/start", json=page_requests()["image_classifier"]).json()["task_id"]
     job = wait(client, task_id)
     assert job["state"] == "succeeded", job["error"]
     assert job["files"]["artifact"] and "val_accuracy" in job["metrics"]
@@ -304,10 +305,8 @@ def test_image_classifier_job(client):
 
 
 def test_dx_llava_lora_job_exports_and_explains(client, data_dir):
-    request = readme_requests()["dx_llava"]
-    assert (
-        request["language_model_config"] == tiny_llama_config()
-    )  # the README's tiny model is the tested one
+    request = page_requests()["dx_llava"]
+    assert request["language_model_config"] == tiny_llama_config()  # the page's tiny model is the tested one
     assert request["vision_config"] == tiny_clip_vision_config()
     task_id = client.post("/api/training/start", json={**request, "evaluate.max_samples": 4}).json()[
         "task_id"
@@ -339,8 +338,8 @@ def test_dx_llava_lora_job_exports_and_explains(client, data_dir):
 
 
 def test_llm_lora_job_export_merge_and_predict(client, data_dir):
-    request = readme_requests()["llm_lora"]
-    assert request["base_config"] == tiny_llama_config()  # the README's tiny base is the tested one
+    request = page_requests()["llm_lora"]
+    assert request["base_config"] == tiny_llama_config()  # the page's tiny base is the tested one
     task_id = client.post("/api/training/start", json=request).json()["task_id"]
     job = wait(client, task_id, timeout=300)
     assert job["state"] == "succeeded", job["error"]
@@ -413,7 +412,7 @@ def test_object_detector_job_evaluates_and_predicts_boxes(client, data_dir):
         if d["name"] == "shapes"
     )
     assert shapes["layout"] == "yolo" and shapes["kinds"] == ["object_detector"]
-    task_id = client.post("/api/training/start", json=readme_requests()["object_detector"]).json()["task_id"]
+    task_id = client.post("/api/training/start", json=page_requests()["object_detector"]).json()["task_id"]
     job = wait(client, task_id, timeout=300)
     assert job["state"] == "succeeded", job["error"]
     history = client.get(f"/api/training/{task_id}/metrics").json()["history"]
@@ -451,9 +450,7 @@ def test_text_to_image_lora_job_generates_and_exports(client, data_dir):
     )
     assert captions["layout"] == "captioned_images" and captions["kinds"] == ["text_to_image_lora"]
     assert captions["splits"] == {"train": {"captioned": 12}}
-    task_id = client.post("/api/training/start", json=readme_requests()["text_to_image_lora"]).json()[
-        "task_id"
-    ]
+    task_id = client.post("/api/training/start", json=page_requests()["text_to_image_lora"]).json()["task_id"]
     job = wait(client, task_id, timeout=300)
     assert job["state"] == "succeeded", job["error"]
     history = client.get(f"/api/training/{task_id}/metrics").json()["history"]
@@ -485,7 +482,7 @@ def test_text_to_image_lora_job_generates_and_exports(client, data_dir):
 
 
 def test_llm_qlora_job(client):
-    task_id = client.post("/api/training/start", json=readme_requests()["llm_qlora"]).json()["task_id"]
+    task_id = client.post("/api/training/start", json=page_requests()["llm_qlora"]).json()["task_id"]
     job = wait(client, task_id, timeout=300)
     assert job["state"] == "succeeded", job["error"]
     artifact = json.loads((Path(job["result"]["artifact"]) / "model.json").read_text())

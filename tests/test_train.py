@@ -634,7 +634,7 @@ def test_deepspeed_on_two_cpu_processes_matches_ddp_and_resumes_exactly(manifest
     # accumulation and clipping (this model's gradient norms are 10-4000, so a 0.5 clip always bites)
     # apply to the averaged, accumulated gradient in both. One step only: DeepSpeed rounds the norm and
     # the clip factor differently in the last bits, and this tiny batch-2 network amplifies such
-    # differences step after step (see README, DeepSpeed)
+    # differences step after step (see docs/train.md, DeepSpeed)
     one = dict(epochs=1, accumulate=2, grad_clip=0.5, max_steps=1)
     clipped = run("ddp-accumulate-clipped", 29542, **one)
     zero1_clipped = run("zero1-accumulate-clipped", 29543, **one, deepspeed="zero1")

@@ -267,6 +267,15 @@ def _heatmap_caveats(predictor: FilePredictor, pc) -> list[str]:
     return [f"heatmaps are experimental: {caveat}"] if caveat else []
 
 
+def _pace(started: float, finished: list[float]) -> dict:
+    """`first_file_s`: from the start to the first file done (worker start-up and warm-up included);
+    `steady_s_per_file`: the pace after it (None with fewer than two files), what a longer run goes at."""
+    if not finished:
+        return {"first_file_s": None, "steady_s_per_file": None}
+    steady = (finished[-1] - finished[0]) / (len(finished) - 1) if len(finished) > 1 else None
+    return {"first_file_s": finished[0] - started, "steady_s_per_file": steady}
+
+
 def _heatmap_line(totals: dict, details: list[dict]) -> str:
     drawn = sum(1 for face in details if face.get("heatmap"))
     each = 1000 * totals["heatmap_s"] / drawn if drawn else 0.0
@@ -325,16 +334,20 @@ def predict_media(predictor: FilePredictor, config: Config, events=None) -> Pred
         settings = ExtractSettings.from_preprocessing(predictor.preprocessing, faces, pc.frames_per_video)
         threshold = pc.threshold if pc.threshold is not None else predictor.threshold
         started = time.perf_counter()
-        table, details = [], []
-        totals = {"decode_s": 0.0, "detect_s": 0.0, "classify_s": 0.0}
-        if pc.heatmaps:
-            totals["heatmap_s"] = 0.0
-            heatmap_folder = Path(pc.output).parent / "heatmaps"
+        table, details, finished = [], [], []
+        totals = {
+            "decode_s": 0.0,
+            "detect_s": 0.0,
+            "classify_s": 0.0,
+            **({"heatmap_s": 0.0} if pc.heatmaps else {}),
+        }
+        heatmap_folder = Path(pc.output).parent / "heatmaps"
         stage = events.stage("predict", total=len(files))
         batcher = CrossFileBatcher(predictor, pc, threshold, pc.batch_across_files)
         scores_crops = predictor.score.__func__ is not FilePredictor.score
 
         def record(file_id, found, row, face_rows, classify_s):
+            finished.append(time.perf_counter())
             if pc.heatmaps:
                 t0 = time.perf_counter()
                 attach_heatmaps(predictor, file_id, found, face_rows, heatmap_folder, pc)
@@ -372,8 +385,9 @@ def predict_media(predictor: FilePredictor, config: Config, events=None) -> Pred
         finally:
             events.end(stage)
     seconds = time.perf_counter() - started
+    totals.update(_pace(started, finished))
     frame = pd.DataFrame(table).sort_values("id", kind="mergesort").reset_index(drop=True)
     output, details_path = _write_outputs(predictor, pc, frame, details, threshold)
-    rate = len(files) / seconds if seconds else float("inf")
     _announce(events, predictor, pc, frame, details, threshold, seconds, totals, (output, details_path))
+    rate = len(files) / seconds if seconds else float("inf")
     return PredictResult(output, details_path, frame, seconds, rate, totals)

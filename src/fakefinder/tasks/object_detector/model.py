@@ -27,7 +27,7 @@ from fakefinder.config import ConfigError
 
 INSTALL = (
     "the object_detector kind needs Ultralytics (AGPL-3.0): pip install --no-deps ultralytics "
-    "ultralytics-thop polars (see the README)"
+    "ultralytics-thop polars (see docs/kinds/object-detector.md)"
 )
 CHECKPOINT = "checkpoints"
 

@@ -1,0 +1,101 @@
+"""The docs stay true to the code: the generated references are what the code generates today, every
+config key a page names exists, and the site's pages are all in its navigation."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from fakefinder import reference
+from fakefinder.config import RENAMED_KEYS, RENAMED_SECTIONS, known_kinds, sections_of
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+
+
+def _pages() -> list[Path]:
+    return [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
+
+
+def test_the_generated_references_are_up_to_date():
+    """`python -m fakefinder.reference docs/reference` writes exactly what is committed."""
+    written = {p.name: p.read_text() for p in (DOCS / "reference").glob("*.md")}
+    generated = reference.pages()
+    assert set(written) == set(generated), "regenerate: python -m fakefinder.reference docs/reference"
+    stale = [name for name, text in generated.items() if written[name] != text]
+    assert not stale, f"stale: {stale}; regenerate with python -m fakefinder.reference docs/reference"
+
+
+def test_the_config_reference_covers_every_key_of_every_kind():
+    from fakefinder.config import config_from_dict
+
+    for kind in known_kinds():
+        page = (DOCS / "reference" / reference.KIND_PAGE.format(kind=kind)).read_text()
+        config = config_from_dict({"task": kind})
+        for section in sections_of(kind):
+            for key, *_ in reference.config_rows(getattr(config, section), section):
+                assert f"| `{key}` |" in page, (kind, key)
+    assert (
+        "| `dx_llava.model.measured_prompt` | bool | `false` |"
+        in (DOCS / "reference" / "config-dx_llava.md").read_text()
+    )
+
+
+SPAN = re.compile(r"`([a-z_]+(?:\.[A-Za-z0-9_]+)+)(?:=[^`]*)?`")
+FILE_NAME = re.compile(r"\.(?:json|jsonl|yaml|yml|csv|md|py|txt|pt|onnx|png|jpg|html|safetensors)$")
+
+
+def _named_keys(text: str) -> set[str]:
+    """`section.key` (or `section.key=value`) code spans whose first part is a config section."""
+    sections = {s for kind in known_kinds() for s in sections_of(kind)}
+    found = set()
+    for match in SPAN.finditer(text):
+        key = match.group(1)
+        if FILE_NAME.search(key):  # `model.json`, `data.yaml`: files, not keys
+            continue
+        if key.split(".")[0] in sections or key.split(".")[0] in RENAMED_SECTIONS:
+            found.add(re.sub(r"\.\d+(?=\.|$)", ".N", key))
+    return found
+
+
+def test_every_config_key_a_page_names_exists():
+    """A key a guide names in a code span is one a config holds today, or an earlier name the config
+    still reads (and says so)."""
+    keys = reference.all_config_keys()
+    earlier = set(RENAMED_KEYS)
+    unknown = {}
+    for page in _pages():
+        for key in _named_keys(page.read_text()):
+            if key in keys or key in earlier or any(key.startswith(old + ".") for old in earlier):
+                continue
+            if key.split(".")[0] in RENAMED_SECTIONS:
+                continue
+            unknown.setdefault(str(page.relative_to(ROOT)), []).append(key)
+    assert not unknown, f"config keys no config holds: {unknown}"
+
+
+def test_the_key_check_catches_a_wrong_key():
+    keys = reference.all_config_keys()
+    named = _named_keys(
+        "set `train.batch_size=64` and `train.batchsize=64`, or `data.datasets.0.root` in `data.yaml`"
+    )
+    assert named == {"train.batch_size", "train.batchsize", "data.datasets.N.root"}
+    assert {k for k in named if k not in keys} == {"train.batchsize"}
+
+
+def test_every_page_is_in_the_navigation():
+    def listed(node) -> set[str]:
+        if isinstance(node, str):
+            return {node}
+        if isinstance(node, list):
+            return set().union(*(listed(n) for n in node))
+        if isinstance(node, dict):
+            return set().union(*(listed(v) for v in node.values()))
+        return set()
+
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+    in_nav = listed(config["nav"])
+    on_disk = {str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md")}
+    assert on_disk == in_nav

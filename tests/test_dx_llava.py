@@ -298,6 +298,7 @@ def test_tower_from_a_trained_detector_checkpoint_travels_with_the_run(dx_data, 
     explainer.max_new_tokens = 4
     (answer,) = explainer.explain([image])
     assert isinstance(answer["explanation"], str) and 0 <= answer["probability"] <= 1
+    assert answer["measured"] == note  # what it read, kept beside what it wrote
     from fakefinder.tasks.dx_llava.model import build_model
 
     with pytest.raises(ConfigError, match="not found"):

@@ -238,6 +238,24 @@ def test_the_measured_line_states_what_a_map_marks_and_its_threshold_is_fitted(g
         measurer, [crops["fake0"], crops["fake1"]], [mouth_map, eyes_map], [{"mouth"}, {"eyes"}]
     )
     assert fitted["f1"]["0.3"] == 1.0 and fitted["f1"]["0.4"] == 0.0 and fitted["threshold"] == 0.3
+    # the measured line's regions read back, and scored in evaluate beside the text's
+    from fakefinder.tasks.dx_llava.evaluate import _region_naming
+    from fakefinder.tasks.dx_llava.measured import measured_regions
+
+    both = measured_note(measurer.evidence(crops["fake0"], np.maximum(mouth_map, eyes_map)))
+    assert measured_regions(note) == ["mouth"] and measured_regions(both) == ["eyes", "mouth"]
+    assert measured_regions(blank) == []
+    samples, _ = read_samples(grounded["json"], grounded["root"])
+    masked = [i for i, s in enumerate(samples) if s.evidence.get("face_changed") is not None]
+    lines = {"fake0": note, "fake1": both}  # the eyes' line also marks the mouth: one wrong region
+    explained = [
+        {"named_regions": list(s.evidence.get("changed") or []), "measured": lines.get(s.id, blank)}
+        for s in samples
+    ]
+    regions = _region_naming(samples, explained, masked)
+    assert regions["text"]["f1"] == 1.0 and regions["measured_line"]["recall"] == 1.0
+    assert regions["measured_line"]["precision"] == pytest.approx(2 / 3)
+    assert regions["text_vs_measured_line"]["precision"] == 1.0
     assert fitted["fitted_on"] == 2 and measurer.threshold == 0.3
     with pytest.raises(Exception, match="measured_prompt"):
         Measurer(SimpleNamespace(vision_tower=SimpleNamespace()), SIDE, (0.5,) * 3, (0.5,) * 3, "pad")

@@ -91,6 +91,7 @@ def evaluate_model(
                 text_label=e["text_label"],
                 agree=e["agree"],
                 named_regions=";".join(e["named_regions"]),
+                **({"measured": e["measured"]} if "measured" in e else {}),
             )
         if any(s.evidence for s in subset):
             started = time.perf_counter()
@@ -190,8 +191,18 @@ def _region_naming(samples, explained: list[dict], masked: list[int]) -> dict:
     truth = [set(samples[i].evidence.get("changed") or []) for i in masked]
     reals = [i for i, s in enumerate(samples) if s.binary_label == 0]
     unmasked = [i for i, s in enumerate(samples) if s.binary_label == 1 and i not in set(masked)]
+    measured = {}
+    if explained and "measured" in explained[0]:  # the measured line's own regions: the text's ceiling
+        from fakefinder.tasks.dx_llava.measured import measured_regions
+
+        lines = [set(measured_regions(explained[i]["measured"])) for i in masked]
+        measured = {
+            "measured_line": g.naming_scores(lines, truth),
+            "text_vs_measured_line": g.naming_scores([named[i] for i in masked], lines),
+        }
     return {
         "text": g.naming_scores([named[i] for i in masked], truth),
+        **measured,
         "central_baseline": g.constant_scores(g.CENTRAL, truth),
         "best_constant": g.best_constant(truth),
         "cut": "a region is changed when the true mask covers at least half of its pixels",
@@ -354,9 +365,11 @@ def grounding_section(name: str, m: dict) -> list[str]:
         {"answer": label, **{k: regions[key].get(k) for k in ("n", "precision", "recall", "f1")}}
         for label, key in (
             ("the explanations", "text"),
+            ("the measured line the model read (its ceiling)", "measured_line"),
             (f"always {'+'.join(regions['central_baseline']['regions'])} (central)", "central_baseline"),
             (f"always {'+'.join(regions['best_constant']['regions'])} (best fixed set)", "best_constant"),
         )
+        if key in regions
     ]
     deletion, text_map, agreement = grounded["deletion"], grounded["text_map"], grounded["agreement"]
     facts = [

@@ -16,6 +16,7 @@ inference is written as the lines it was trained on.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -130,6 +131,18 @@ def measured_note(evidence: dict) -> str:
             marked += "; at its edge " + _listed([EDGE_WORDS[edge[k]] for k in ("seam", "colour", "texture")])
         marked += "."
     return f"{PREFIX} {marked}{_scene(evidence.get('scene', {}))}"
+
+
+MARKED = re.compile(r"most of the ([^;.]*)")
+
+
+def measured_regions(note: str) -> list[str]:
+    """The regions a measured line says the map marks by half or more (`measured_note`'s words)."""
+    from fakefinder.faces.cues import FACE_REGIONS
+    from fakefinder.tasks.dx_llava.grounding import _regions_in
+
+    found = {r for clause in MARKED.findall(note or "") for r in _regions_in(clause)}
+    return [r for r in FACE_REGIONS if r in found]
 
 
 def with_note(question: str, note: str) -> str:

@@ -240,6 +240,8 @@ class Explainer:
                         "named_regions": named_regions(text),
                     }
                 )
+                if self.measurer is not None:  # the line the model read before it answered
+                    results[-1]["measured"] = questions[index].rpartition("\n")[2]
         if heatmaps and images:
             from fakefinder.engine.evidence import regions_of
 

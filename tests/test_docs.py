@@ -4,8 +4,11 @@ config key a page names exists, and the site's pages are all in its navigation."
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from fakefinder import reference
@@ -99,3 +102,35 @@ def test_every_page_is_in_the_navigation():
     in_nav = listed(config["nav"])
     on_disk = {str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md")}
     assert on_disk == in_nav
+
+
+QUICK_RUN = re.compile(r'```bash title="quick run"\n(.*?)```', re.S)
+
+
+def _quick_runs() -> list:
+    return [
+        pytest.param(block, id=f"{page.relative_to(DOCS)}#{n}")
+        for page in sorted(DOCS.rglob("*.md"))
+        for n, block in enumerate(QUICK_RUN.findall(page.read_text()))
+    ]
+
+
+def test_the_guides_that_need_one_have_a_quick_run():
+    pages = {param.id.split("#")[0] for param in _quick_runs()}
+    assert {"prepare.md", "train.md"} <= pages
+
+
+@pytest.mark.parametrize("block", _quick_runs())
+def test_a_quick_run_block_runs_as_shown(block, tmp_path):
+    """The block, unchanged, in a fresh folder laid out like the repository (its configs and .venv)."""
+    (tmp_path / "configs").symlink_to(ROOT / "configs")
+    (tmp_path / ".venv").symlink_to(Path(sys.prefix))
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
+    assert "Traceback" not in done.stderr

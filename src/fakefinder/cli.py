@@ -269,10 +269,22 @@ def demo(
         "demo-output"
     ),
     workers: Annotated[int, typer.Option(help="Worker processes for prepare.")] = 2,
+    data_only: Annotated[
+        bool,
+        typer.Option(
+            "--data-only",
+            help="Only generate the datasets (<output>/data/ffpp, dfdc, unseen), e.g. for the guides' "
+            "quick runs.",
+        ),
+    ] = False,
 ) -> None:
     """Run the whole pipeline end to end on data it generates (no download)."""
-    from fakefinder.demo import run_demo
+    from fakefinder.demo import make_demo_data, run_demo
 
+    if data_only:
+        for name, folder in make_demo_data(output / "data").items():
+            typer.echo(f"{name}: {folder}")
+        return
     run_demo(output, workers=workers)
 
 

@@ -199,6 +199,22 @@ def openapi_schema() -> dict:
         return create_app(ServeSettings(data_dir=Path(folder)), start_manager=False).openapi()
 
 
+def _form_fields(schema: dict, body: dict) -> str:
+    """`; fields: file (binary, required), name` for a multipart body."""
+    ref = body.get("multipart/form-data", {}).get("schema", {}).get("$ref", "")
+    model = schema.get("components", {}).get("schemas", {}).get(ref.rpartition("/")[2], {})
+    if not model:
+        return ""
+    required = set(model.get("required", []))
+    fields = [
+        f"`{name}`"
+        + (" (required)" if name in required else "")
+        + (f": {field['description']}" if field.get("description") else "")
+        for name, field in model.get("properties", {}).items()
+    ]
+    return "; fields: " + ", ".join(fields)
+
+
 def rest_page() -> str:
     schema = openapi_schema()
     lines = [
@@ -226,7 +242,10 @@ def rest_page() -> str:
                 lines.append("")
             body = operation.get("requestBody", {}).get("content", {})
             if body:
-                lines += ["Body: " + ", ".join(f"`{t}`" for t in body), ""]
+                lines += ["Body: " + ", ".join(f"`{t}`" for t in body) + _form_fields(schema, body), ""]
+                examples = body.get("application/json", {}).get("schema", {}).get("examples")
+                if examples:
+                    lines += ["```json", json.dumps(examples[0], indent=1), "```", ""]
             codes = ", ".join(
                 f"{code} {r.get('description', '')}" for code, r in operation["responses"].items()
             )

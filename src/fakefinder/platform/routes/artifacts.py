@@ -27,6 +27,7 @@ def job_file(job: dict, relative: str) -> Path:
 
 @router.get("/api/training/{task_id}/files", tags=["artifacts"])
 def list_files(task_id: str, svc: Services = Depends(services)) -> dict:
+    """The files of the job's folder (path and size; at most 5,000): checkpoints, logs, reports."""
     folder = Path(job_or_404(svc, task_id)["folder"])
     files = []
     if folder.is_dir():
@@ -40,6 +41,7 @@ def list_files(task_id: str, svc: Services = Depends(services)) -> dict:
 
 @router.get("/api/training/{task_id}/files/{path:path}", tags=["artifacts"], response_class=FileResponse)
 def download_file(task_id: str, path: str, svc: Services = Depends(services)):
+    """One file of the job's folder (a path `files` lists; nothing outside the folder)."""
     file = job_file(job_or_404(svc, task_id), path)
     return FileResponse(file, filename=file.name)
 
@@ -51,6 +53,7 @@ def download_file(task_id: str, path: str, svc: Services = Depends(services)):
     responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}}},
 )
 def report(task_id: str, svc: Services = Depends(services)):
+    """The job's HTML report, once its evaluation has written it."""
     job = job_or_404(svc, task_id)
     path = job_output(job, "report")
     if path is None or not path.is_file():
@@ -60,6 +63,8 @@ def report(task_id: str, svc: Services = Depends(services)):
 
 @router.get("/api/training/{task_id}/artifact", tags=["artifacts"], response_class=FileResponse)
 def artifact(task_id: str, svc: Services = Depends(services)):
+    """The model artifact the job trained (its folder as a zip): what `predict`, `evaluate` and
+    `export` take."""
     job = job_or_404(svc, task_id)
     path = job_output(job, "artifact")
     if path is None or not path.is_dir():
@@ -84,6 +89,7 @@ def adapter_of(svc: Services, task_id: str) -> tuple[dict, Path, Any]:
 
 @router.get("/api/llm-finetuning/export/{task_id}", tags=["artifacts"], response_class=FileResponse)
 def export_adapter(task_id: str, svc: Services = Depends(services)):
+    """A LoRA job's adapter as a zip, the folder peft (or diffusers) loads."""
     job, path, task = adapter_of(svc, task_id)
     return zip_response(path / task.adapter, f"{job['name']}-adapter.zip")
 
@@ -93,6 +99,8 @@ def merge(
     body: dict[str, Any] = Body(..., examples=[{"task_id": "...", "output_path": "merged-model"}]),
     svc: Services = Depends(services),
 ) -> dict:
+    """Queue a merge job: the LoRA adapter of job `task_id` folded into its base, written as a
+    standalone model to `output_path` (inside the server's output roots)."""
     if not isinstance(body.get("task_id"), str):
         raise RequestError("task_id: required", "task_id")
     job, path, task = adapter_of(svc, body["task_id"])

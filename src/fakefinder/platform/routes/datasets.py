@@ -20,6 +20,8 @@ router = APIRouter()
 
 @router.get("/api/datasets", tags=["datasets"])
 def list_all_datasets(svc: Services = Depends(services)) -> dict:
+    """The datasets under the server's dataset roots, each with its layout, what kinds it suits and
+    its counts."""
     found = []
     for root in svc.settings.dataset_roots:
         if root.is_dir():
@@ -33,6 +35,8 @@ def upload_dataset(
     name: str = Form(...),
     svc: Services = Depends(services),
 ) -> dict:
+    """Upload a dataset as a ZIP under `name` (size, file count and compression ratio are limited;
+    nothing in it runs); answers how it was recognised, as `GET /api/datasets/{name}` does."""
     size = file.size if file.size is not None else os.fstat(file.file.fileno()).st_size
     if size > svc.settings.upload_max_bytes:
         raise RequestError(
@@ -58,11 +62,13 @@ def dataset_folder(svc: Services, name: str) -> Path:
 
 @router.get("/api/datasets/{name}", tags=["datasets"])
 def get_dataset(name: str, svc: Services = Depends(services)) -> dict:
+    """One dataset: its layout, the kinds that can train on it, its splits and counts."""
     return uploads.describe_dataset(dataset_folder(svc, name))
 
 
 @router.delete("/api/datasets/{name}", tags=["datasets"])
 def delete_dataset(name: str, svc: Services = Depends(services)) -> dict:
+    """Remove an uploaded dataset (refused while a queued or running job uses it)."""
     path = dataset_folder(svc, name)
     for job in svc.store.in_state("queued", "running"):
         if str(path) in json.dumps(job["spec"]):
@@ -77,6 +83,8 @@ def prepare_dataset(
     body: dict[str, Any] = Body(default_factory=dict, examples=[{"output_name": "my-faces"}]),
     svc: Services = Depends(services),
 ) -> dict:
+    """Queue a prepare job: a dataset of videos in a published layout -> face crops and a manifest,
+    saved as a new dataset (`output_name`); `shards` splits the work across Ray workers."""
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object", "body")
     description = uploads.describe_dataset(dataset_folder(svc, name))

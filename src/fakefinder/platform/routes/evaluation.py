@@ -61,6 +61,9 @@ def evaluate(
     body: dict[str, Any] = Body(..., examples=[{"model_task_id": "...", "dataset_path": "faces"}]),
     svc: Services = Depends(services),
 ) -> dict:
+    """Queue an evaluate job: the model of a finished job (`model_task_id`) or a model folder
+    (`model_path`) on a dataset (`dataset_path`; without one, the data its training config names).
+    Its `metrics.json` and report are the job's files."""
     artifact_path, tree = model_source(svc, body)
     task = get_task(tree.get("task", DEFAULT_TASK))
     if isinstance(body.get("dataset_path"), str):
@@ -100,6 +103,9 @@ def predict(
     heatmaps: bool = Form(False, description="Draw where the model looked (kinds that draw heatmaps)"),
     svc: Services = Depends(services),
 ) -> dict:
+    """Queue a predict job on one uploaded file with the model of a finished job or a model folder:
+    a fake probability (and, for DX-LLaVA, an explanation; with `heatmaps`, where it looked), or a
+    language model's answers to the prompts in the file."""
     artifact_path, tree = model_source(svc, {"model_task_id": model_task_id, "model_path": model_path})
     task = get_task(tree.get("task", DEFAULT_TASK))
     if heatmaps and not task.draws_heatmaps:

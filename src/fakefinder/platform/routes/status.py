@@ -13,6 +13,7 @@ router = APIRouter()
 
 @router.get("/api/health", tags=["platform"])
 def health(svc: Services = Depends(services)) -> dict:
+    """The server's version, executor (local or Ray) and its device slots."""
     return {
         "status": "ok",
         "version": __version__,
@@ -23,4 +24,5 @@ def health(svc: Services = Depends(services)) -> dict:
 
 @router.get("/api/kinds", tags=["platform"])
 def kinds(svc: Services = Depends(services)) -> dict:
+    """The model kinds a job can train, each with its description, settings and the datasets it reads."""
     return {"kinds": jobs.catalog()}

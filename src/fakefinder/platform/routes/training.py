@@ -47,6 +47,8 @@ def preview(
     body: dict[str, Any] = Body(..., examples=[{"model_type": DEFAULT_TASK, "dataset_path": "my-dataset"}]),
     svc: Services = Depends(services),
 ) -> dict:
+    """The config a start request would run, without starting it: the resolved config, its YAML and
+    the notes (renamed keys, defaults filled in); a bad request is refused as `start` refuses it."""
     spec, _, notes = _train_job(svc, body, "<new job>")
     config = jobs.validate(spec["config"])
     return {"config": spec["config"], "yaml": config_to_yaml(config), "notes": notes}
@@ -68,6 +70,9 @@ def start(
     ),
     svc: Services = Depends(services),
 ) -> dict:
+    """Queue a training job: `model_type` (the kind), `dataset_path` (an uploaded dataset's name) and
+    the job's settings, as short fields (`epochs`, `learning_rate`, ...) or dotted config keys
+    (`train.lr`); answers the job's id and state (`queued`)."""
     job_id = svc.store.new_id()
     spec, task, notes = _train_job(svc, body, job_id)
     job = svc.store.create("train", task.name, body.get("name"), spec, svc.settings.jobs_dir, job_id)
@@ -82,32 +87,39 @@ def list_jobs(
     type: Literal[JOB_TYPES] | None = None,
     svc: Services = Depends(services),
 ) -> dict:
+    """Every job, newest first, optionally only those in one state, of one kind or of one type."""
     return {"jobs": [public_job(j) for j in svc.store.list(state, kind, type)]}
 
 
 @router.get("/api/training/{task_id}", tags=["training"])
 def get_job(task_id: str, svc: Services = Depends(services)) -> dict:
+    """One job: its state, progress (step of total, ETA), latest metrics, config, result or error."""
     return public_job(job_or_404(svc, task_id))
 
 
 @router.delete("/api/training/{task_id}", tags=["training"])
 def delete_job(task_id: str, svc: Services = Depends(services)) -> dict:
+    """Remove a finished job and its folder (a running one is refused: stop it first)."""
     svc.manager.delete(task_id)
     return {"deleted": task_id}
 
 
 @router.post("/api/training/{task_id}/stop", tags=["training"])
 def stop_job(task_id: str, force: bool = False, svc: Services = Depends(services)) -> dict:
+    """Stop a job: a queued one is cancelled, a running one saves a checkpoint and stops (`force`: at
+    once, without saving); it can be resumed later."""
     return public_job(svc.manager.stop(task_id, force))
 
 
 @router.post("/api/training/{task_id}/resume", tags=["training"])
 def resume_job(task_id: str, svc: Services = Depends(services)) -> dict:
+    """Queue a stopped or failed job again; it continues from its latest checkpoint."""
     return public_job(svc.manager.resume(task_id))
 
 
 @router.get("/api/training/{task_id}/metrics", tags=["training"])
 def job_metrics(task_id: str, svc: Services = Depends(services)) -> dict:
+    """The job's whole metric history: one row per logged step and per evaluation."""
     job_or_404(svc, task_id)
     return {"task_id": task_id, "history": svc.store.metrics(task_id)}
 
@@ -119,6 +131,8 @@ def job_logs(
     after: int = Query(0, ge=0, le=2**62),
     svc: Services = Depends(services),
 ) -> dict:
+    """The job's log lines after line `after` (at most the last `tail`), and the number to ask after
+    next."""
     job_or_404(svc, task_id)
     lines = svc.store.logs(task_id, after=after, tail=tail)
     return {
@@ -140,6 +154,8 @@ async def job_log_stream(
     max_seconds: float = Query(3600, gt=0, le=86400),
     svc: Services = Depends(services),
 ):
+    """The job live, as server-sent events: `log` lines, `metrics` rows, `state` changes and a last
+    `end`; it closes when the job finishes, the client leaves or `max_seconds` pass."""
     await to_thread.run_sync(job_or_404, svc, task_id)
     return StreamingResponse(
         _stream(svc, request, task_id, after, max_seconds),
@@ -192,6 +208,7 @@ async def _stream(svc: Services, request: Request, task_id: str, after: int, max
 def compare(
     ids: str = Query(..., description="Job ids, comma-separated"), svc: Services = Depends(services)
 ) -> dict:
+    """Several jobs side by side (up to 20): each one's kind, state, metric history and final figures."""
     runs = []
     for task_id in [i for i in ids.split(",") if i.strip()][:20]:
         job = job_or_404(svc, task_id.strip())

@@ -36,9 +36,29 @@ class ConfigError(FakefinderError, ValueError):
     """A configuration file or override that cannot be used; the message names the key or file."""
 
 
+# what a run knob means in every kind that has it (a field with no description of its own takes this)
+COMMON_DESCRIPTIONS = {
+    "eval_batch_size": "Evaluation batch (default: batch_size).",
+    "accumulate": "Batches per optimizer step (effective batch: batch_size x accumulate).",
+    "weight_decay": "The optimizer's weight decay.",
+    "warmup_ratio": "Share of the optimizer steps spent warming the learning rate up.",
+    "warmup_steps": "Optimizer steps spent warming the learning rate up.",
+    "scheduler": "The learning-rate schedule after warm-up.",
+    "grad_checkpointing": "Recompute activations in the backward pass: less memory, slower steps.",
+    "grad_clip": "Clip the gradients' global norm at this value.",
+    "save_steps": "Save a checkpoint every this many optimizer steps.",
+    "save_total_limit": "Checkpoints kept, the newest; null: all.",
+    "eval_steps": "Evaluate on the held-out data every this many optimizer steps.",
+    "logging_steps": "Log the training figures every this many optimizer steps.",
+    "tf32": "Allow TF32 matrix maths on NVIDIA GPUs that have it (Ampere and newer).",
+    "val_ratio": "Share of the data held out for validation when no validation file is given.",
+}
+
+
 class Section(BaseModel):
     """A config section: unknown keys are errors, assignments are validated. A field a subclass
-    redeclares (another default) keeps its base's description when it gives none."""
+    redeclares (another default) keeps its base's description when it gives none; a run knob with
+    none takes its `COMMON_DESCRIPTIONS` entry."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
@@ -53,6 +73,8 @@ class Section(BaseModel):
                 if inherited is not None and inherited.description:
                     field.description = inherited.description
                     break
+            else:
+                field.description = COMMON_DESCRIPTIONS.get(name)
 
 
 TRACKERS = ("tensorboard", "wandb")
@@ -138,10 +160,16 @@ class DatasetConfig(Section):
     """One input dataset in its published layout."""
 
     name: str = Field(description="Tag written in every manifest row; must be unique in a run.")
-    layout: Layout
-    root: Path
+    layout: Layout = Field(
+        description="How the dataset is laid out: its published layout, a folder tree or a CSV list."
+    )
+    root: Path = Field(
+        description="The folder the layout starts from (relative paths: from the config file)."
+    )
     # FaceForensics++
-    compression: Literal["raw", "c23", "c40"] = "c23"
+    compression: Literal["raw", "c23", "c40"] = Field(
+        default="c23", description="FF++: which compression's videos to read."
+    )
     methods: list[str] | None = Field(
         default=None, description="FF++ manipulation folders to read (default: all present)."
     )
@@ -156,7 +184,11 @@ class DatasetConfig(Section):
     # CSV list
     csv_file: str = Field(default="metadata.csv", description="CSV list, relative to root.")
     # every layout
-    use_official_split: bool = True
+    use_official_split: bool = Field(
+        default=True,
+        description="Take the dataset's own train/val/test split where it has one (FF++ split JSONs, DFDC "
+        "folders, Celeb-DF's test list); the rest is split by data.split.",
+    )
     max_items: int | None = Field(default=None, ge=1, description="Read at most this many files.")
 
     @field_validator("name")
@@ -168,10 +200,13 @@ class DatasetConfig(Section):
 
 
 class SplitConfig(Section):
-    train: float = Field(default=0.8, ge=0)
-    val: float = Field(default=0.1, ge=0)
-    test: float = Field(default=0.1, ge=0)
-    seed: int = 0
+    """Shares of identity groups (a fake and the real videos it was made from stay in one split) for
+    data without an official split; they sum to 1."""
+
+    train: float = Field(default=0.8, ge=0, description="Share of identity groups in train.")
+    val: float = Field(default=0.1, ge=0, description="Share of identity groups in val.")
+    test: float = Field(default=0.1, ge=0, description="Share of identity groups in test.")
+    seed: int = Field(default=0, description="Seeds the draw of groups into splits.")
 
     @model_validator(mode="after")
     def _ratios_sum_to_one(self) -> SplitConfig:
@@ -182,8 +217,14 @@ class SplitConfig(Section):
 
 
 class DataConfig(Section):
-    datasets: list[DatasetConfig] = Field(default_factory=list)
-    frames_per_video: int = Field(default=32, ge=1)
+    """The datasets a run reads and how frames are taken from their videos."""
+
+    datasets: list[DatasetConfig] = Field(
+        default_factory=list, description="The input datasets, each in its layout (see data.datasets.N.*)."
+    )
+    frames_per_video: int = Field(
+        default=32, ge=1, description="Frames taken from each video, spread evenly over it."
+    )
     frame_stride: int | None = Field(
         default=None, ge=1, description="Take every Nth frame (capped by frames_per_video)."
     )
@@ -215,7 +256,7 @@ class FacesConfig(Section):
         "as an object_detector) needs {model: <its artifact>} and takes class (default: face, or its only "
         "class).",
     )
-    min_score: float = Field(default=0.7, ge=0, le=1)
+    min_score: float = Field(default=0.7, ge=0, le=1, description="Lowest detector confidence kept.")
     min_face_px: int = Field(default=20, ge=1, description="Smallest face side, in source pixels.")
     detect_max_side: int | None = Field(
         default=720,
@@ -236,10 +277,13 @@ class FacesConfig(Section):
         description="Grow the box by this fraction of its side (0.3 = 1.3x); values >= 1 are "
         "read as a scale factor (1.3 = 1.3x).",
     )
-    square: bool = True
+    square: bool = Field(default=True, description="Make the crop window square (the longer side wins).")
     size: int = Field(default=224, ge=8, description="Side of the saved crop in pixels.")
-    select: Literal["largest", "confident", "all"] = "largest"
-    batch_size: int = Field(default=8, ge=1)
+    select: Literal["largest", "confident", "all"] = Field(
+        default="largest",
+        description="Faces kept per frame: the largest, the most confident, or all (tracked across frames).",
+    )
+    batch_size: int = Field(default=8, ge=1, description="Frames per face-detector batch.")
     reuse_real_boxes: bool = Field(
         default=False,
         description="Crop a fake with the boxes found in its source real video (same scene).",
@@ -252,14 +296,20 @@ class FacesConfig(Section):
 
 
 class PrepareConfig(Section):
-    output_dir: Path = Path("output/prepared")
-    image_format: Literal["jpg", "png"] = "jpg"
-    jpeg_quality: int = Field(default=95, ge=1, le=100)
+    """Where and how `prepare` writes face crops and the manifest."""
+
+    output_dir: Path = Field(
+        default=Path("output/prepared"), description="Crops, manifest, summary.json and failures.csv."
+    )
+    image_format: Literal["jpg", "png"] = Field(default="jpg", description="How crops are saved.")
+    jpeg_quality: int = Field(default=95, ge=1, le=100, description="JPEG quality of saved crops.")
     manifest_name: str = Field(
         default="manifest.csv", description="manifest.csv or manifest.parquet (needs pyarrow)."
     )
     num_workers: int = Field(default=1, ge=0, description="Worker processes over videos (0: inline).")
-    torch_threads: int | None = Field(default=None, ge=1)
+    torch_threads: int | None = Field(
+        default=None, ge=1, description="torch threads per worker (default: the cores shared among workers)."
+    )
 
     @field_validator("manifest_name")
     @classmethod
@@ -278,11 +328,15 @@ class ModelConfig(Section):
     frequency: Literal["srm", "dct", "fft"] | None = Field(
         default=None, description="Add a frequency branch (dual-branch detector)."
     )
-    dropout: float = Field(default=0.2, ge=0, lt=1)
-    drop_path: float | None = Field(default=None, ge=0, lt=1)
-    image_size: int = Field(default=224, ge=16)
+    dropout: float = Field(default=0.2, ge=0, lt=1, description="Dropout before the classification head.")
+    drop_path: float | None = Field(
+        default=None, ge=0, lt=1, description="Stochastic depth rate of the backbone (timm's drop_path_rate)."
+    )
+    image_size: int = Field(
+        default=224, ge=16, description="Side of the network's input; crops are resized to it."
+    )
     mean: tuple[float, float, float] | None = Field(default=None, description="Default: the backbone's.")
-    std: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = Field(default=None, description="Default: the backbone's.")
     tta: Literal["none", "hflip"] = Field(
         default="none",
         description="Test-time augmentation for validation, evaluate, predict and export: hflip averages "
@@ -304,16 +358,20 @@ class ModelConfig(Section):
 class AugmentConfig(Section):
     """Train-time augmentation (albumentations) and self-blended pseudo-fakes."""
 
-    enabled: bool = True
-    hflip: float = Field(default=0.5, ge=0, le=1)
+    enabled: bool = Field(default=True, description="false: no augmentation at all.")
+    hflip: float = Field(default=0.5, ge=0, le=1, description="Probability of a horizontal flip.")
     rotate: float = Field(default=0.3, ge=0, le=1, description="Probability of a rotation.")
-    rotate_limit: float = Field(default=10.0, ge=0)
-    jpeg: float = Field(default=0.3, ge=0, le=1)
-    jpeg_quality: tuple[int, int] = (40, 95)
-    blur: float = Field(default=0.1, ge=0, le=1)
-    color_jitter: float = Field(default=0.3, ge=0, le=1)
-    downscale: float = Field(default=0.1, ge=0, le=1)
-    cutout: float = Field(default=0.2, ge=0, le=1)
+    rotate_limit: float = Field(default=10.0, ge=0, description="Largest rotation, in degrees.")
+    jpeg: float = Field(default=0.3, ge=0, le=1, description="Probability of a JPEG recompression.")
+    jpeg_quality: tuple[int, int] = Field(default=(40, 95), description="Its quality range.")
+    blur: float = Field(default=0.1, ge=0, le=1, description="Probability of a blur.")
+    color_jitter: float = Field(
+        default=0.3, ge=0, le=1, description="Probability of a brightness/contrast/colour change."
+    )
+    downscale: float = Field(
+        default=0.1, ge=0, le=1, description="Probability of a down- and up-scale (lost detail)."
+    )
+    cutout: float = Field(default=0.2, ge=0, le=1, description="Probability of blanking random patches.")
     sbi: float = Field(
         default=0.0,
         ge=0,
@@ -324,7 +382,10 @@ class AugmentConfig(Section):
 
 
 class EarlyStoppingConfig(Section):
-    metric: Literal["macro_f1", "auc", "loss", "accuracy", "ap", "eer"] = "macro_f1"
+    metric: Literal["macro_f1", "auc", "loss", "accuracy", "ap", "eer"] = Field(
+        default="macro_f1",
+        description="The validation figure that selects the best epoch (and stops the run when it stalls).",
+    )
     patience: int | None = Field(
         default=10, ge=1, description="Epochs without improvement; null: never stop."
     )
@@ -343,29 +404,45 @@ class TrainConfig(RunSection):
     batch_size: int = Field(default=32, ge=1)
     eval_batch_size: int | None = Field(default=None, ge=1)
     val_max_samples: int | None = Field(default=None, ge=1, description="Evaluate on a fixed subset.")
-    optimizer: Literal["adamw", "sgd"] = "adamw"
+    optimizer: Literal["adamw", "sgd"] = Field(
+        default="adamw", description="adamw, or sgd (Nesterov momentum)."
+    )
     lr: float = Field(default=1e-4, gt=0)
     head_lr_scale: float = Field(default=1.0, gt=0, description="lr multiplier for the new head.")
-    min_lr: float = Field(default=1e-6, ge=0)
-    momentum: float = Field(default=0.9, ge=0, lt=1)
-    weight_decay: float = Field(default=0.01, ge=0)
-    scheduler: Literal["cosine", "step", "plateau", "constant"] = "cosine"
-    warmup_epochs: float = Field(default=1.0, ge=0)
+    min_lr: float = Field(default=1e-6, ge=0, description="The floor cosine and plateau decay to.")
+    momentum: float = Field(default=0.9, ge=0, lt=1, description="sgd's momentum.")
+    weight_decay: float = Field(default=0.01, ge=0, description="Decoupled weight decay (AdamW) or L2 (SGD).")
+    scheduler: Literal["cosine", "step", "plateau", "constant"] = Field(
+        default="cosine",
+        description="lr after warm-up: cosine to min_lr; step (x gamma every step_epochs); plateau (x gamma "
+        "when the selection metric stalls); constant.",
+    )
+    warmup_epochs: float = Field(
+        default=1.0, ge=0, description="Linear warm-up, in epochs (fractions allowed)."
+    )
     step_epochs: int = Field(default=10, ge=1, description="step scheduler: decay every N epochs.")
-    gamma: float = Field(default=0.1, gt=0, le=1)
-    grad_clip: float | None = Field(default=1.0, gt=0)
+    gamma: float = Field(default=0.1, gt=0, le=1, description="lr factor of each step or plateau decay.")
+    grad_clip: float | None = Field(
+        default=1.0, gt=0, description="Clip the gradients' global norm; null: no clip."
+    )
     accumulate: int = Field(default=1, ge=1)
     ema: float | None = Field(default=None, gt=0, lt=1, description="EMA decay, e.g. 0.999.")
     grad_checkpointing: bool = False
-    channels_last: bool = False
+    channels_last: bool = Field(
+        default=False, description="NHWC memory layout (faster convolutions on GPUs)."
+    )
     compile: bool = Field(
         default=False,
         description="torch.compile the network for training (faster steps on a GPU "
         "once the first ones have compiled); not with train.deepspeed.",
     )
-    loss: dict[str, float] = Field(default_factory=lambda: {"ce": 1.0})
-    focal_gamma: float = Field(default=2.0, ge=0)
-    label_smoothing: float = Field(default=0.0, ge=0, lt=0.5)
+    loss: dict[str, float] = Field(
+        default_factory=lambda: {"ce": 1.0},
+        description="Weighted sum of losses: ce (cross-entropy), focal, f1 (soft macro-F1), auc (pairwise "
+        "ranking), e.g. {ce: 0.5, focal: 0.3, f1: 0.2}.",
+    )
+    focal_gamma: float = Field(default=2.0, ge=0, description="The focal loss's focusing exponent.")
+    label_smoothing: float = Field(default=0.0, ge=0, lt=0.5, description="Label smoothing of the ce loss.")
     mask_loss: float = Field(
         default=0.0,
         ge=0,
@@ -431,10 +508,14 @@ class TrainConfig(RunSection):
 
 
 class EvalSetConfig(Section):
-    name: str
+    """One named set the evaluation scores and reports apart (a dataset, a split, raw videos)."""
+
+    name: str = Field(description="The set's name in metrics.json and the report.")
     manifest: Path | None = Field(default=None, description="Default: the run's prepared manifest.")
-    split: str = "test"
-    datasets: list[str] | None = None
+    split: str = Field(default="test", description="The manifest split to score.")
+    datasets: list[str] | None = Field(
+        default=None, description="Only these manifest datasets (default: all)."
+    )
     raw: DatasetConfig | None = Field(
         default=None,
         description="Raw videos/images in a published layout (as in data.datasets) instead of prepared "
@@ -452,8 +533,12 @@ class EvaluateConfig(Section):
     sets: list[EvalSetConfig] = Field(
         default_factory=list, description="Default: the manifest's test split, one set per dataset."
     )
-    aggregation: Literal["mean", "max", "topk", "confident"] = "mean"
-    top_k: int = Field(default=3, ge=1)
+    aggregation: Literal["mean", "max", "topk", "confident"] = Field(
+        default="mean",
+        description="Frame scores -> one per video: mean, max, topk (mean of the top_k), confident (the "
+        "mean of the confidently fake frames when enough are, else of the confidently real, else all).",
+    )
+    top_k: int = Field(default=3, ge=1, description="Frames the topk aggregation averages.")
     threshold: float | None = Field(
         default=None,
         ge=0,
@@ -463,10 +548,14 @@ class EvaluateConfig(Section):
     perturbations: list[str] = Field(
         default_factory=list, description="e.g. [jpeg90, jpeg70, jpeg50, blur, downscale0.5, noise] or [all]."
     )
-    output_dir: Path = Path("output/evaluate")
-    batch_size: int = Field(default=64, ge=1)
-    num_workers: int = Field(default=2, ge=0)
-    device: str = "auto"
+    output_dir: Path = Field(
+        default=Path("output/evaluate"), description="metrics.json, report.html, predictions, plots."
+    )
+    batch_size: int = Field(default=64, ge=1, description="Crops per forward pass.")
+    num_workers: int = Field(default=2, ge=0, description="Data loader processes.")
+    device: str = Field(
+        default="auto", description="auto (a GPU when there is one, else the CPU), cpu, cuda:1, ..."
+    )
     max_samples: int | None = Field(default=None, ge=1, description="Evaluate on a fixed random subset.")
     heatmaps: bool = Field(
         default=True,
@@ -499,13 +588,21 @@ class PredictConfig(Section):
     )
     weights: list[float] | None = Field(default=None, description="Ensemble weights (default: equal).")
     inputs: list[Path] = Field(default_factory=list, description="Images, videos, folders or list files.")
-    output: Path = Path("output/predict/submission.csv")
-    format: Literal["label", "probability"] = "probability"
-    label_names: tuple[str, str] = ("REAL", "FAKE")
-    id_column: str = "id"
+    output: Path = Field(default=Path("output/predict/submission.csv"), description="The submission CSV.")
+    format: Literal["label", "probability"] = Field(
+        default="probability", description="probability (of fake), or label (at the threshold)."
+    )
+    label_names: tuple[str, str] = Field(
+        default=("REAL", "FAKE"), description="The words a label submission uses."
+    )
+    id_column: str = Field(default="id", description="The submission's id column (e.g. filename).")
     details: Path | None = Field(default=None, description="Per-frame CSV or JSON (scores, boxes, timing).")
-    aggregation: Literal["mean", "max", "topk", "confident"] = "mean"
-    top_k: int = Field(default=3, ge=1)
+    aggregation: Literal["mean", "max", "topk", "confident"] = Field(
+        default="mean",
+        description="Frame scores -> one per video: mean, max, topk (mean of the top_k), confident (the "
+        "mean of the confidently fake frames when enough are, else of the confidently real, else all).",
+    )
+    top_k: int = Field(default=3, ge=1, description="Frames the topk aggregation averages.")
     frames_per_video: int | None = Field(
         default=None, ge=1, description="Default: the model's (as in training)."
     )
@@ -516,8 +613,10 @@ class PredictConfig(Section):
         "is given.",
     )
     no_face_score: float = Field(default=0.5, ge=0, le=1, description="Score of a file with no usable face.")
-    threshold: float | None = Field(default=None, ge=0, le=1)
-    batch_size: int = Field(default=32, ge=1)
+    threshold: float | None = Field(
+        default=None, ge=0, le=1, description="Default: the model's, fitted on validation."
+    )
+    batch_size: int = Field(default=32, ge=1, description="Crops per forward pass.")
     batch_across_files: bool = Field(
         default=True,
         description="Fill each batch with crops of consecutive files "
@@ -534,7 +633,9 @@ class PredictConfig(Section):
         description="What runs a deepfake detector's or classifier's network: auto = ONNX Runtime on CPU "
         "(checked against PyTorch when loaded; PyTorch if that fails), PyTorch on a GPU.",
     )
-    device: str = "auto"
+    device: str = Field(
+        default="auto", description="auto (a GPU when there is one, else the CPU), cpu, cuda:1, ..."
+    )
     heatmaps: bool = Field(
         default=False,
         description="Write a heatmap per file (per video: its `heatmap_frames` weightiest frames) to "

@@ -50,8 +50,12 @@ class DxLlavaModelConfig(_Section):
         default=-2, description="CLIP towers: hidden layer whose tokens are used."
     )
     image_size: int | None = Field(default=None, ge=8, description="Default: the tower's own input size.")
-    freeze_vision_tower: bool = True
-    projector: str = Field(default="mlp2x_gelu", pattern=r"^(linear|mlp\d+x_gelu)$")
+    freeze_vision_tower: bool = Field(default=True, description="Keep the vision tower's weights as loaded.")
+    projector: str = Field(
+        default="mlp2x_gelu",
+        pattern=r"^(linear|mlp\d+x_gelu)$",
+        description="Vision features -> LM embeddings: linear, or mlpNx_gelu (N linear layers with GELU).",
+    )
     pretrained_projector: Path | None = Field(
         default=None, description="A stage-1 projector file (mm_projector.safetensors) to start from."
     )
@@ -60,7 +64,7 @@ class DxLlavaModelConfig(_Section):
         description="Binary head input: mean of the projected image tokens, or the LM hidden state of the "
         "last prompt token.",
     )
-    head_hidden: int = Field(default=512, ge=1)
+    head_hidden: int = Field(default=512, ge=1, description="Width of the binary head's hidden layer.")
     region_tokens: bool = Field(
         default=False,
         description="Add one image token per facial region (the tower's features pooled over the region "
@@ -86,16 +90,18 @@ class DxLlavaModelConfig(_Section):
 class DxLlavaDataConfig(_Section):
     """LLaVA conversation JSON files (paths relative to the working directory, like outputs)."""
 
-    train_json: Path | None = None
-    eval_json: Path | None = None
-    test_json: Path | None = None
+    train_json: Path | None = Field(default=None, description="LLaVA conversation JSON to train on.")
+    eval_json: Path | None = Field(default=None, description="Held out during training (eval_steps).")
+    test_json: Path | None = Field(default=None, description="Read by `fakefinder evaluate` only.")
     image_folder: Path | None = Field(default=None, description="Images in the JSON are relative to it.")
     image_aspect_ratio: Literal["pad", "resize"] = Field(
         default="pad", description="pad: to a square with the mean colour, then resize."
     )
-    group_by_length: bool = True
-    max_length: int = Field(default=2048, ge=16)
-    eval_max_samples: int | None = Field(default=None, ge=1)
+    group_by_length: bool = Field(
+        default=True, description="Batch conversations of similar length together (less padding)."
+    )
+    max_length: int = Field(default=2048, ge=16, description="Tokens per sample, image tokens included.")
+    eval_max_samples: int | None = Field(default=None, ge=1, description="Evaluate on at most this many.")
     ambiguous_labels: Literal["skip", "error"] = Field(
         default="skip",
         description="A sample whose answer names neither or both classes: leave it out of the "
@@ -113,8 +119,8 @@ class DxLlavaTrainConfig(RunSection):
         description="full: the language model trains "
         "whole; lora: an adapter on it (dx_llava.lora); qlora: the same on a 4-bit language model.",
     )
-    lm_loss_weight: float = Field(default=1.0, ge=0)
-    binary_loss_weight: float = Field(default=10.0, ge=0)
+    lm_loss_weight: float = Field(default=1.0, ge=0, description="Weight of the answer tokens' loss.")
+    binary_loss_weight: float = Field(default=10.0, ge=0, description="Weight of the binary head's loss.")
     epochs: float = Field(default=1.0, gt=0)
     max_steps: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=4, ge=1)
@@ -124,7 +130,9 @@ class DxLlavaTrainConfig(RunSection):
     projector_lr: float | None = Field(
         default=None, gt=0, description="Default: lr (2e-5 in full mode is common)."
     )
-    head_lr: float | None = Field(default=None, gt=0)
+    head_lr: float | None = Field(
+        default=None, gt=0, description="Learning rate of the binary head (default: lr)."
+    )
     weight_decay: float = Field(default=0.0, ge=0)
     warmup_ratio: float = Field(default=0.03, ge=0, lt=1)
     scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"

@@ -38,13 +38,13 @@ class LlmModelConfig(Section):
 class LlmDataConfig(Section):
     """JSONL files: {"instruction", "input"?, "response"} or {"conversations": [{"role", "content"}, ...]}."""
 
-    train_file: Path | None = None
+    train_file: Path | None = Field(default=None, description="The JSONL file to train on.")
     val_file: Path | None = Field(
         default=None, description="Default: val_ratio of the training file, carved with `seed`."
     )
     test_file: Path | None = Field(default=None, description="Read by `fakefinder evaluate` only.")
     val_ratio: float = Field(default=0.1, ge=0, lt=1)
-    seed: int = 0
+    seed: int = Field(default=0, description="Seeds the draw of the validation rows.")
     max_length: int = Field(
         default=1024,
         ge=8,
@@ -103,7 +103,7 @@ class LlmEvalConfig(Section):
     samples: int = Field(
         default=3, ge=0, description="Generations from held-out prompts logged at each evaluation."
     )
-    max_new_tokens: int = Field(default=64, ge=1)
+    max_new_tokens: int = Field(default=64, ge=1, description="Longest generated answer, in tokens.")
     answers: int | None = Field(
         default=None,
         ge=1,

@@ -63,17 +63,19 @@ class ObjectDetectorTrainConfig(RunSection):
         description="Nominal batch size: gradients are accumulated to about this "
         "many images per step, weight decay scaled to it.",
     )
-    optimizer: Literal["auto", "SGD", "Adam", "AdamW", "NAdam", "RAdam", "RMSProp"] = "auto"
+    optimizer: Literal["auto", "SGD", "Adam", "AdamW", "NAdam", "RAdam", "RMSProp"] = Field(
+        default="auto", description="auto: Ultralytics picks one (and its lr) from the run length."
+    )
     lr: float = Field(
         default=0.01,
         gt=0,
         description="Initial learning rate (auto optimizer: chosen by Ultralytics from the run length).",
     )
     lrf: float = Field(default=0.01, gt=0, le=1, description="Final learning rate as a fraction of lr.")
-    momentum: float = Field(default=0.937, ge=0, lt=1)
+    momentum: float = Field(default=0.937, ge=0, lt=1, description="SGD momentum (Adam's beta1).")
     weight_decay: float = Field(default=0.0005, ge=0)
-    warmup_epochs: float = Field(default=3.0, ge=0)
-    cos_lr: bool = False
+    warmup_epochs: float = Field(default=3.0, ge=0, description="Linear warm-up, in epochs.")
+    cos_lr: bool = Field(default=False, description="Cosine learning-rate decay (default: linear to lrf).")
     patience: int = Field(
         default=100, ge=1, description="Stop after this many epochs without a better val fitness."
     )
@@ -84,7 +86,7 @@ class ObjectDetectorTrainConfig(RunSection):
     cache: Literal[False, "ram", "disk"] = Field(
         default=False, description="Cache decoded images in RAM or on disk."
     )
-    deterministic: bool = True
+    deterministic: bool = Field(default=True, description="Deterministic algorithms (repeatable runs).")
     device: str = Field(
         default="auto",
         description="auto (the first GPU, else the CPU), cpu, cuda, cuda:1, or a GPU index (0, 1, ...).",
@@ -113,8 +115,8 @@ class ObjectDetectorEvalConfig(Section):
 
 class ObjectDetectorPredictConfig(Section):
     conf: float = Field(default=0.25, gt=0, lt=1, description="Boxes scored below this are dropped.")
-    iou: float = Field(default=0.7, gt=0, lt=1)
-    max_det: int = Field(default=300, ge=1)
+    iou: float = Field(default=0.7, gt=0, lt=1, description="NMS IoU threshold.")
+    max_det: int = Field(default=300, ge=1, description="Most boxes kept per image.")
     draw: bool = Field(
         default=False, description="Also write each image with its boxes drawn (next to the output)."
     )

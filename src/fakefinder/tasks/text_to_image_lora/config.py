@@ -43,7 +43,7 @@ class DiffusionDataConfig(Section):
     """A folder of images with captions: `metadata.jsonl` lines {"file_name", "text"} (in any folder,
     names relative to it), or a `.txt` file of the same name beside each image."""
 
-    path: Path | None = None
+    path: Path | None = Field(default=None, description="The folder of images with captions to train on.")
     captions: Literal["auto", "metadata", "txt"] = Field(
         default="auto",
         description="Where captions come from: auto = metadata.jsonl where a folder has one, "
@@ -56,7 +56,7 @@ class DiffusionDataConfig(Section):
         default=True,
         description="An image without a caption is an error; off: it trains with `default_caption`.",
     )
-    default_caption: str = ""
+    default_caption: str = Field(default="", description="The caption of an image without one.")
     bad_files: Literal["error", "skip"] = Field(
         default="error",
         description="A caption without its image, an image without a caption, an unreadable "
@@ -73,14 +73,14 @@ class DiffusionDataConfig(Section):
     )
     val_ratio: float = Field(default=0.1, ge=0, lt=1)
     test_path: Path | None = Field(default=None, description="Read by `fakefinder evaluate` only.")
-    seed: int = 0
+    seed: int = Field(default=0, description="Seeds the draw of the validation images.")
     resolution: int = Field(
         default=512,
         ge=8,
         description="Training images are resized (shorter side) and cropped to this square; a multiple of 8.",
     )
     center_crop: bool = Field(default=False, description="Crop the centre (else a random crop each time).")
-    random_flip: bool = True
+    random_flip: bool = Field(default=True, description="Flip training images horizontally at random.")
     caption_dropout: float = Field(
         default=0.0,
         ge=0,
@@ -103,7 +103,8 @@ class DiffusionLoraConfig(LoraSection):
     )
     train_text_encoder: bool = Field(default=False, description="An adapter on the text encoder too.")
     text_encoder_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"]
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"],
+        description="Text-encoder layers to adapt, with train_text_encoder.",
     )
 
     @field_validator("text_encoder_modules")
@@ -133,7 +134,12 @@ class DiffusionTrainConfig(RunSection):
     snr_gamma: float | None = Field(
         default=5.0, gt=0, description="Min-SNR loss weighting (None: plain MSE)."
     )
-    noise_offset: float = Field(default=0.0, ge=0)
+    noise_offset: float = Field(
+        default=0.0,
+        ge=0,
+        description="Offset noise: a random shift per image and channel added to the noise "
+        "(a wider contrast range).",
+    )
     save_steps: int = Field(default=250, ge=1, description="A checkpoint every this many steps.")
     save_total_limit: int = Field(default=2, ge=1, description="Checkpoints kept (the newest).")
     eval_steps: int = Field(
@@ -150,13 +156,14 @@ class DiffusionSampleConfig(Section):
     end) and by predict."""
 
     prompts: list[str] = Field(
-        default_factory=lambda: ["a photo of a person's face, studio light", "a close-up portrait photo"]
+        default_factory=lambda: ["a photo of a person's face, studio light", "a close-up portrait photo"],
+        description="The fixed prompts the samples are drawn at.",
     )
-    negative_prompt: str = ""
-    images_per_prompt: int = Field(default=1, ge=1)
+    negative_prompt: str = Field(default="", description="What the samples should not show.")
+    images_per_prompt: int = Field(default=1, ge=1, description="Images drawn per prompt.")
     steps: int = Field(default=25, ge=1, description="Denoising steps.")
-    guidance_scale: float = Field(default=7.5, ge=0)
-    seed: int = 0
+    guidance_scale: float = Field(default=7.5, ge=0, description="Classifier-free guidance scale.")
+    seed: int = Field(default=0, description="Seed of the first prompt's samples; the next prompts count up.")
     size: int | None = Field(default=None, ge=8, description="Default: data.resolution.")
     scheduler: Literal["default", "ddim", "euler", "dpm++"] = Field(
         default="default", description="The sampler: the base pipeline's own, or one of these."

@@ -127,17 +127,13 @@ def _tiny_llm(root: Path, device: str, kind: str, **lora):
     import fakefinder
     from fakefinder import synthetic
     from fakefinder.config import config_from_dict
-    from fakefinder.engine.tiny import build_char_tokenizer, tiny_llama_config
 
     data = synthetic.make_instruction_set(root / "data", {"train": 16, "val": 4})
     config = config_from_dict(
         {
             "task": kind,
             "llm": {
-                "model": {
-                    "base_config": tiny_llama_config(),
-                    "tokenizer": str(build_char_tokenizer(root / "tokenizer")),
-                },
+                "model": {"base": "random:tiny"},
                 "data": {
                     "train_file": str(data / "train.jsonl"),
                     "val_file": str(data / "val.jsonl"),
@@ -180,7 +176,6 @@ def check_dx_llava_lora(root, device):
     import fakefinder
     from fakefinder import synthetic
     from fakefinder.config import config_from_dict
-    from fakefinder.engine.tiny import build_char_tokenizer, tiny_clip_vision_config, tiny_llama_config
 
     data = synthetic.make_llava_set(root / "dx")
     config = config_from_dict(
@@ -188,12 +183,7 @@ def check_dx_llava_lora(root, device):
             "task": "dx_llava",
             "faces": {"detect": False, "size": 32},
             "dx_llava": {
-                "model": {
-                    "language_model_config": tiny_llama_config(),
-                    "tokenizer": str(build_char_tokenizer(root / "tok")),
-                    "vision_tower": "clip:",
-                    "vision_config": tiny_clip_vision_config(),
-                },
+                "model": {"language_model": "random:tiny", "vision_tower": "random:tiny"},
                 "data": {"train_json": str(data / "train.json"), "image_folder": str(data / "images")},
                 "lora": {"r": 4, "alpha": 8, "compute_dtype": "bf16" if device == "cuda" else "fp32"},
                 "train": {

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 
 from fakefinder import synthetic
 from fakefinder.config import config_from_dict
@@ -115,12 +120,11 @@ def kill_when(command: list[str], ready, cwd: Path | None = None, timeout: float
 # a platform training request for a tiny deepfake detector on the demo `faces` dataset
 TINY_JOB = {
     "model_type": "deepfake_detector",
-    "base_model": "test_efficientnet",
+    "base_model": "random:tiny",
     "dataset_path": "faces",
     "epochs": 2,
     "batch_size": 8,
     "learning_rate": 0.001,
-    "pretrained": False,
     "image_size": 32,
     "num_workers": 0,
     "trackers": [],
@@ -175,3 +179,81 @@ def torchrun_train(cfg: Path, port: int, *args: str, wait: bool = True, timeout:
             f"torchrun still running after {timeout} s; its log ends:\n{log_path.read_text()[-6000:]}"
         ) from None
     return subprocess.CompletedProcess(command, launcher.returncode, stdout, log_path.read_text())
+
+
+# ---------------------------------------------------------------------------------------------
+# a live `fakefinder serve` on a free loopback port
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    log: Path
+    token: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def api(self, method: str, path: str, **kwargs):
+        response = requests.request(method, self.url + path, headers=self.headers(), timeout=30, **kwargs)
+        assert response.ok, f"{method} {path} -> {response.status_code} {response.text[:500]}"
+        return response.json()
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(data_dir: Path, *extra: str, token: str | None = None) -> Server:
+    port = free_port()
+    log = data_dir.parent / f"{data_dir.name}-server.log"
+    command = [
+        sys.executable,
+        "-m",
+        "fakefinder",
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *extra,
+    ]
+    if token:
+        command += ["--token", token]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    server = Server(f"http://127.0.0.1:{port}", process, log, token)
+    deadline = time.monotonic() + 60
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"`fakefinder serve` exited with {process.returncode}:\n{server.log_tail()}")
+        try:
+            if requests.get(server.url + "/api/health", headers=server.headers(), timeout=2).ok:
+                return server
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline:
+            stop_server(server)
+            pytest.fail(f"`fakefinder serve` did not answer /api/health within 60 s:\n{server.log_tail()}")
+        time.sleep(0.3)
+
+
+def stop_server(server: Server) -> None:
+    process = server.process
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+    assert process.poll() is not None, f"server pid {process.pid} is still running"

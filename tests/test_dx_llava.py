@@ -35,9 +35,9 @@ def dx_data(tmp_path_factory) -> dict:
 
 
 def dx_config(dx_data, output: Path, tower: str = "clip", **train):
-    model = {"language_model_config": tiny_llama_config(), "tokenizer": str(dx_data["tokenizer"])}
+    model = {"language_model": "random:tiny", "tokenizer": str(dx_data["tokenizer"])}
     if tower == "clip":
-        model.update(vision_tower="clip:", vision_config=tiny_clip_vision_config())
+        model.update(vision_tower="random:tiny")
     else:
         model.update(vision_tower="timm:test_convnext", vision_pretrained=False, image_size=32)
     model.update(train.pop("model", {}))
@@ -256,7 +256,7 @@ def test_tower_from_a_trained_detector_checkpoint_travels_with_the_run(dx_data, 
         dx_data,
         tmp_path / "run",
         max_steps=2,
-        model={"vision_tower": f"fakefinder:{source}", "vision_config": None, "measured_prompt": True},
+        model={"vision_tower": f"fakefinder:{source}", "measured_prompt": True},
     )
     result = train_dx(cfg)
     final = result.artifact
@@ -333,7 +333,6 @@ def test_open_clip_convnext_tower_gives_one_token_per_position(dx_data, tmp_path
         model={
             "vision_tower": "open_clip:ff_tiny_convnext_clip",
             "vision_pretrained": False,
-            "vision_config": None,
             "image_size": None,
         },
     )
@@ -756,8 +755,6 @@ def test_dx_llava_from_a_llava_checkpoint(dx_data, tmp_path):
         model={
             "llava_checkpoint": str(tmp_path / "llava-hf"),
             "vision_tower": "llava",
-            "vision_config": None,
-            "language_model_config": None,
         },
     )
     model, tokenizer, info = build_model(cfg.dx_llava, tmp_path / "out")

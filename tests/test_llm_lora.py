@@ -13,7 +13,7 @@ import torch
 
 from conftest import kill_when
 from fakefinder.config import ConfigError, load_config
-from fakefinder.engine.tiny import build_char_tokenizer, tiny_llama_config
+from fakefinder.engine.tiny import build_char_tokenizer
 from fakefinder.synthetic import make_instruction_set
 from fakefinder.tasks.llm_lora.data import DataError, TokenizedSet, read_jsonl, set_template, split_off
 
@@ -42,7 +42,7 @@ def overrides(llm_data, output: Path, **train) -> list[str]:
         **train,
     }
     return [
-        f"llm.model.base_config={json.dumps(tiny_llama_config())}",
+        "llm.model.base=random:tiny",
         f"llm.model.tokenizer={llm_data['tokenizer']}",
         f"llm.data.train_file={llm_data['data'] / 'train.jsonl'}",
         f"llm.data.val_file={llm_data['data'] / 'val.jsonl'}",

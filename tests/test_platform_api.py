@@ -7,18 +7,20 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import zipfile
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import TINY_JOB, wait_for_job
-from fakefinder.engine.tiny import tiny_clip_vision_config, tiny_llama_config
+from conftest import TINY_JOB, start_server, stop_server, wait_for_job
 from fakefinder.platform.app import create_app
 from fakefinder.platform.samples import write_demo_datasets
 from fakefinder.platform.settings import ServeSettings
+from fakefinder.platform.store import JobStore
 from fakefinder.tasks import get_task
 
 LOCAL = "http://127.0.0.1:8000"  # a server without a token answers only this machine's own pages
@@ -29,11 +31,13 @@ PLATFORM_PAGE = Path(__file__).resolve().parents[1] / "docs" / "platform.md"
 LEGACY = Path(__file__).resolve().parent / "fixtures" / "legacy"
 
 
-def page_requests() -> dict[str, dict]:
-    """The start requests the platform page shows (`curl ... /api/training/start ... -d '{...}'`), by
-    model type."""
-    text = PLATFORM_PAGE.read_text()
-    bodies = re.findall(r"/api/training/start[^\n]*-d '(\{.*?\})'", text, flags=re.S)
+def page_requests(title: str = "on the demo data") -> dict[str, dict]:
+    """The start requests (`curl ... /api/training/start ... -d '{...}'`) of the platform page's blocks
+    with this title, by model type."""
+    blocks = re.findall(rf'```bash title="{title}"\n(.*?)```', PLATFORM_PAGE.read_text(), flags=re.S)
+    bodies = [
+        b for block in blocks for b in re.findall(r"/api/training/start[^\n]*-d '(\{.*?\})'", block, re.S)
+    ]
     requests = [json.loads(body) for body in bodies]
     return {r["model_type"]: r for r in requests}
 
@@ -51,8 +55,14 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def client(data_dir):
-    with TestClient(create_app(settings_for(data_dir)), base_url=LOCAL) as client:
-        yield client
+    """A live `fakefinder serve` on a loopback port: the page's requests go to it over HTTP, as curl
+    sends them (only the port differs from the page's localhost:8000)."""
+    server = start_server(data_dir, "--stop-timeout", "60")
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            yield http
+    finally:
+        stop_server(server)
 
 
 wait = wait_for_job
@@ -110,12 +120,7 @@ def test_bad_requests_name_the_field(client, change, field, words):
 def test_preview_resolves_the_short_form_into_the_full_config(client, data_dir):
     preview = client.post("/api/config/preview", json={**TINY, "train.warmup_epochs": 0.5}).json()
     config = preview["config"]
-    assert config["model"] == {
-        **config["model"],
-        "name": "test_efficientnet",
-        "pretrained": False,
-        "image_size": 32,
-    }
+    assert config["model"] == {**config["model"], "name": "random:tiny", "image_size": 32}
     assert (
         config["train"]["epochs"] == 2
         and config["train"]["lr"] == 0.001
@@ -123,7 +128,7 @@ def test_preview_resolves_the_short_form_into_the_full_config(client, data_dir):
     )
     assert config["train"]["manifest"] == str((data_dir / "datasets" / "faces" / "manifest.csv").resolve())
     assert config["train"]["output_dir"].startswith(str((data_dir / "jobs").resolve()))
-    assert "test_efficientnet" in preview["yaml"]
+    assert "name: random:tiny" in preview["yaml"]
 
 
 def test_a_full_config_is_taken_like_a_yaml_file(client, data_dir):
@@ -154,7 +159,7 @@ def test_a_job_runs_to_succeeded_with_metrics_logs_report_and_artifact(client, f
     )  # the store = the run
     assert finished["metrics"]["val_loss"] == pytest.approx(saved[-1]["val_loss"])
     lines = client.get(f"/api/training/{task_id}/logs?tail=500").json()["lines"]
-    assert any("training test_efficientnet" in line["text"] for line in lines)
+    assert any("training random:tiny" in line["text"] for line in lines)
     assert not any(line["text"].startswith("::fakefinder-event::") for line in lines)
     archive = zipfile.ZipFile(io.BytesIO(client.get(f"/api/training/{task_id}/artifact").content))
     assert {"model.json", "model.safetensors"} <= set(archive.namelist())
@@ -240,11 +245,11 @@ def test_queue_runs_one_job_per_slot_in_order_and_stop_cancels_a_queued_job(clie
     assert client.get(f"/api/training/{third}").status_code == 404
 
 
-def test_a_killed_worker_fails_its_job_and_the_queue_goes_on(client):
+def test_a_killed_worker_fails_its_job_and_the_queue_goes_on(client, data_dir):
     victim = start(client, epochs=40, name="victim")
     after = start(client, name="after the victim")
     job = wait(client, victim, {"running"}, check=lambda j: (j["progress"].get("epoch") or 0) >= 1)
-    pid = int(client.app.state.store.get(victim)["ref"].split(":")[0])
+    pid = int(JobStore(data_dir / "platform.sqlite").get(victim)["ref"].split(":")[0])
     os.kill(pid, signal.SIGKILL)
     failed = wait(client, victim)
     assert failed["state"] == "failed" and "SIGKILL" in failed["error"] and failed["resumable"]
@@ -295,6 +300,30 @@ def test_readme_shows_a_request_of_each_kind():
     }
 
 
+def test_the_full_size_requests_resolve_as_written(client, data_dir):
+    """The page's full-size requests are valid: the server resolves each, with its model names and sizes
+    as written, on copies of the demo datasets under the names they use."""
+    full = page_requests("full size")
+    assert set(full) == set(page_requests())  # one of each kind, as on the demo data
+    datasets = data_dir / "datasets"
+    demo = {"deepfake_detector": "faces", "image_classifier": "classes", "dx_llava": "dx"}
+    demo |= {"object_detector": "shapes", "text_to_image_lora": "captions"}
+    for kind, request in full.items():
+        name = request["dataset_path"]
+        if kind in demo and not (datasets / name).exists():
+            shutil.copytree(datasets / demo[kind], datasets / name)
+        response = client.post("/api/config/preview", json=request)
+        assert response.status_code == 200, (kind, response.text)
+        assert request["base_model"] in response.json()["yaml"], kind
+        task = get_task(kind)
+        config = response.json()["config"]
+        section, *path = task.short_form["base_model"].split(".")
+        node = config[section]
+        for part in path:
+            node = node[part]
+        assert node == request["base_model"]
+
+
 def test_image_classifier_job(client):
     task_id = client.post("/api/training/start", json=page_requests()["image_classifier"]).json()["task_id"]
     job = wait(client, task_id)
@@ -306,8 +335,7 @@ def test_image_classifier_job(client):
 
 def test_dx_llava_lora_job_exports_and_explains(client, data_dir):
     request = page_requests()["dx_llava"]
-    assert request["language_model_config"] == tiny_llama_config()  # the page's tiny model is the tested one
-    assert request["vision_config"] == tiny_clip_vision_config()
+    assert request["base_model"] == request["vision_tower"] == "random:tiny"
     task_id = client.post("/api/training/start", json={**request, "evaluate.max_samples": 4}).json()[
         "task_id"
     ]
@@ -339,7 +367,7 @@ def test_dx_llava_lora_job_exports_and_explains(client, data_dir):
 
 def test_llm_lora_job_export_merge_and_predict(client, data_dir):
     request = page_requests()["llm_lora"]
-    assert request["base_config"] == tiny_llama_config()  # the page's tiny base is the tested one
+    assert request["base_model"] == "random:tiny"
     task_id = client.post("/api/training/start", json=request).json()["task_id"]
     job = wait(client, task_id, timeout=300)
     assert job["state"] == "succeeded", job["error"]
@@ -379,7 +407,6 @@ def test_llm_lora_job_export_merge_and_predict(client, data_dir):
     assert all(isinstance(row["response"], str) for row in job["result"]["predictions"])
 
     # an adapter brought in by path may not name a local base outside the roots
-    import shutil
 
     trained = client.get(f"/api/training/{task_id}").json()["result"]["artifact"]
     copy = data_dir / "datasets" / "adapter-elsewhere"
@@ -520,8 +547,6 @@ def test_predict_and_evaluate_jobs(client, finished, data_dir):
 def test_heatmaps_of_an_evaluation_and_of_a_predict_job(client, finished, data_dir):
     """The gallery of the training's evaluation as JSON, its overlays served from the job's folder; a
     predict job asked for heatmaps lists the overlays it drew; a kind that draws none is refused."""
-    import shutil
-
     task_id = finished["task_id"]
     kinds = {k["name"]: k for k in client.get("/api/kinds").json()["kinds"]}
     assert kinds[finished["kind"]]["draws_heatmaps"] is True

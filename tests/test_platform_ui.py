@@ -4,28 +4,29 @@ One flow over the whole stack: the start form (kinds, dataset picker, extra sett
 preview) starts a seconds-long CPU training run; the job page follows it live (state, chart, log)
 and opens its report; a second run is compared with the first. A second server with a token checks
 the token prompt. Screenshots go to tests/output/ui/ (gitignored), and also to
-$FAKEFINDER_TEST_OUTPUT/ui/ when that is set.
+$FAKEFINDER_TEST_OUTPUT/ui/ when that is set; those the platform guide shows (SHOWN) are also written
+to docs/assets/ui/, which is committed.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
 
+from conftest import Server, start_server, stop_server
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SHOTS = Path(__file__).resolve().parent / "output" / "ui"
+# the shots the platform guide shows: taken here, on a real server, and committed with the docs
+DOC_SHOTS = Path(__file__).resolve().parents[1] / "docs" / "assets" / "ui"
+SHOWN = ("01-start-form", "03-job-finished", "04b-heatmaps", "05-job-list", "06b-compare-charts", "08-upload")
 TERMINAL = {"succeeded", "failed", "cancelled", "interrupted"}
 TINY = {
     "base_model": "test_efficientnet",
@@ -40,80 +41,6 @@ EXTRA = "pretrained: false\nimage_size: 32\ntrain.num_workers: 0\nmodel.dropout:
 
 
 # ---------------------------------------------------------------------------------------- server
-
-
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen
-    log: Path
-    token: str | None = None
-
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
-
-    def api(self, method: str, path: str, **kwargs):
-        response = requests.request(method, self.url + path, headers=self.headers(), timeout=30, **kwargs)
-        assert response.ok, f"{method} {path} -> {response.status_code} {response.text[:500]}"
-        return response.json()
-
-    def log_tail(self, chars: int = 4000) -> str:
-        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(data_dir: Path, *extra: str, token: str | None = None) -> Server:
-    port = free_port()
-    log = data_dir.parent / f"{data_dir.name}-server.log"
-    command = [
-        sys.executable,
-        "-m",
-        "fakefinder",
-        "serve",
-        "--data-dir",
-        str(data_dir),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        *extra,
-    ]
-    if token:
-        command += ["--token", token]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-    server = Server(f"http://127.0.0.1:{port}", process, log, token)
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"`fakefinder serve` exited with {process.returncode}:\n{server.log_tail()}")
-        try:
-            if requests.get(server.url + "/api/health", headers=server.headers(), timeout=2).ok:
-                return server
-        except requests.RequestException:
-            pass
-        if time.monotonic() > deadline:
-            stop_server(server)
-            pytest.fail(f"`fakefinder serve` did not answer /api/health within 60 s:\n{server.log_tail()}")
-        time.sleep(0.3)
-
-
-def stop_server(server: Server) -> None:
-    process = server.process
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-    assert process.poll() is not None, f"server pid {process.pid} is still running"
 
 
 @pytest.fixture(scope="module")
@@ -223,8 +150,16 @@ def css(driver, selector: str):
 
 
 def text_of(driver, selector: str) -> str:
-    found = css(driver, selector)
-    return found[0].text if found else ""
+    """The text of the first element `selector` finds; read again when the page redrew it meanwhile."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for _ in range(5):
+        found = css(driver, selector)
+        try:
+            return found[0].text if found else ""
+        except StaleElementReferenceException:
+            time.sleep(0.2)
+    return ""
 
 
 def fill(driver, selector: str, value: str) -> None:
@@ -236,6 +171,9 @@ def fill(driver, selector: str, value: str) -> None:
 def shot(driver, shots: list, name: str) -> None:
     path = SHOTS / f"{name}.png"
     driver.save_screenshot(str(path))
+    if name in SHOWN:
+        DOC_SHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, DOC_SHOTS / path.name)
     shots.append(path)
 
 

@@ -31,10 +31,11 @@ def train(
 def evaluate(config: Config, events=None) -> EvalSummary:
     """Evaluate `evaluate.models` (default: the model this config trains), dispatched on their kind."""
     from fakefinder.tasks import model_paths, task_for_models
+    from fakefinder.tasks.registry import config_for_kind
 
     models = model_paths(config.evaluate.models, config)
     task, _ = task_for_models(models)
-    return task.evaluate(config, models, events=events)
+    return task.evaluate(config_for_kind(config, task), models, events=events)
 
 
 def predict(config: Config, events=None) -> PredictResult:
@@ -42,6 +43,8 @@ def predict(config: Config, events=None) -> PredictResult:
     models' kind reads (images and videos, prompts), answered by its predictor."""
     from fakefinder.core.devices import pick_device
     from fakefinder.tasks import model_paths, task_for_models
+    from fakefinder.tasks.registry import config_for_kind
 
     kind, artifacts = task_for_models(model_paths(config.predict.models, config))
+    config = config_for_kind(config, kind)
     return kind.load(artifacts, pick_device(config.predict.device), config).run(config, events)

@@ -273,7 +273,8 @@ def demo(
         bool,
         typer.Option(
             "--data-only",
-            help="Only generate the datasets (<output>/data/ffpp, dfdc, unseen), e.g. for the guides' "
+            help="Only generate the datasets: <output>/data/ffpp, dfdc, unseen (videos), and each kind's "
+            "tiny dataset (faces, classes, dx, instructions, shapes, captions), e.g. for the guides' "
             "quick runs.",
         ),
     ] = False,
@@ -282,7 +283,10 @@ def demo(
     from fakefinder.demo import make_demo_data, run_demo
 
     if data_only:
-        for name, folder in make_demo_data(output / "data").items():
+        from fakefinder.platform.samples import write_demo_datasets
+
+        made = {**make_demo_data(output / "data"), **write_demo_datasets(output / "data")}
+        for name, folder in made.items():
             typer.echo(f"{name}: {folder}")
         return
     run_demo(output, workers=workers)

@@ -320,7 +320,11 @@ class PrepareConfig(Section):
 
 
 class ModelConfig(Section):
-    name: str = Field(default="efficientnet_b4", description="A fakefinder preset or any timm name.")
+    name: str = Field(
+        default="efficientnet_b4",
+        description="A fakefinder preset or any timm name; 'random:tiny': a tiny random EfficientNet (tests, "
+        "demos; never pretrained).",
+    )
     pretrained: bool | str = Field(
         default=False,
         description="false; true (timm hub weights); a weights file; or 'package:efficientnet_lite0'.",
@@ -910,6 +914,19 @@ def _wandb_project(section: str):
     return apply
 
 
+def _random_part(section: str, base_key: str, part: str):
+    """An older random model given as a whole config (`llm.model.base_config: {...}`): today the base
+    is `random:tiny` and the config its `random_config` part (null: nothing was random)."""
+
+    def apply(tree: dict, value: Any) -> None:
+        if value is None:
+            return
+        _put(tree, f"{section}.{base_key}", "random:tiny")
+        _put(tree, f"{section}.random_config.{part}", value)
+
+    return apply
+
+
 class Renamed:
     """Where an old key went (`new`), with its value converted (`convert`) or merged into the tree by
     `apply(tree, value)` when it is not a plain move."""
@@ -942,6 +959,16 @@ RENAMED_KEYS: dict[str, Renamed] = {
     "dx_llava.train.double_quant": Renamed("dx_llava.lora.double_quant"),
     "dx_llava.train.compute_dtype": Renamed("dx_llava.lora.compute_dtype"),
     "dx_llava.train.report_to": Renamed("dx_llava.train.trackers", _tracker_list),
+    "llm.model.base_config": Renamed(
+        "llm.model.random_config", apply=_random_part("llm.model", "base", "language_model")
+    ),
+    "dx_llava.model.language_model_config": Renamed(
+        "dx_llava.model.random_config",
+        apply=_random_part("dx_llava.model", "language_model", "language_model"),
+    ),
+    "dx_llava.model.vision_config": Renamed(
+        "dx_llava.model.random_config", apply=_random_part("dx_llava.model", "vision_tower", "vision_tower")
+    ),
     "detector.train.batch": Renamed("object_detector.train.batch_size"),
     "detector.train.lr0": Renamed("object_detector.train.lr"),
     "detector.train.workers": Renamed("object_detector.train.num_workers"),
@@ -1010,6 +1037,8 @@ def migrate(tree: dict, prefix: str = "") -> list[str]:
             continue
         if renamed.apply is not None:
             renamed.apply(whole, value)
+            if value is None:  # an older key left unset: nothing moved, nothing to note
+                continue
         elif _get(whole, renamed.new, _MISSING) is not _MISSING:
             notes.append(f"'{old}' and '{renamed.new}' are both given: '{renamed.new}' is used")
             continue

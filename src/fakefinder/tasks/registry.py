@@ -157,6 +157,19 @@ def task_for_models(paths: list[Path], config: Config | None = None) -> tuple[Ki
     return get_task(names[0]), artifacts
 
 
+def config_for_kind(config: Config, kind: Kind) -> Config:
+    """`config` as the models' kind reads it. A config of another kind (the default one, when a command
+    was given a model and no config) keeps the sections both kinds read; the kind's defaults fill the
+    rest."""
+    from fakefinder.config import sections_of
+
+    if config.task == kind.name:
+        return config
+    shared = set(config.sections()) & set(sections_of(kind.name))
+    tree = config.model_dump(mode="json", include=shared)
+    return Config.model_validate({**tree, "task": kind.name})
+
+
 def model_paths(paths: list[Path], config: Config) -> list[Path]:
     """`paths`, or the artifact training `config` made."""
     return [Path(p) for p in paths] or [task_for_config(config).default_model(config)]

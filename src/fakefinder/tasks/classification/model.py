@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 
 from fakefinder.core.errors import FakefinderError
+from fakefinder.engine.tiny import RANDOM_TINY, is_random
 from fakefinder.tasks.classification.networks import Detector
 from fakefinder.tasks.classification.pretrained import LoadReport, WeightsError, load_pretrained
 
@@ -38,6 +39,9 @@ PRESETS: dict[str, Preset] = {
     "resnet50": Preset("resnet50", description="ResNet-50"),
     "efficientnet_lite0": Preset("efficientnet_lite0", description="EfficientNet-Lite0 (offline weights)"),
     "dual_efficientnet_lite0": Preset("efficientnet_lite0", "srm", "EfficientNet-Lite0 + SRM branch"),
+    RANDOM_TINY: Preset(
+        "test_efficientnet", description="a tiny random EfficientNet (tests, demos; never pretrained)"
+    ),
 }
 
 
@@ -83,6 +87,8 @@ def create(
     """Build a classification network. `pretrained`: False; True (timm's hub weights, needs internet once);
     a file path (timm checkpoint or plain state dict); or 'package:efficientnet_lite0' (offline)."""
     preset = resolve(name)
+    if is_random(name):
+        pretrained = False
     timm = import_timm()
     kwargs = dict(timm_kwargs)
     if drop_path is not None:

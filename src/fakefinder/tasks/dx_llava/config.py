@@ -7,8 +7,11 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from fakefinder.config import QuantizedLoraSection, RunSection
+from fakefinder.config import ConfigError, QuantizedLoraSection, RunSection
 from fakefinder.config import Section as _Section
+from fakefinder.engine.tiny import is_random, random_parts
+
+RANDOM_PARTS = ("language_model", "vision_tower")  # what `random:tiny` may build, each set by random_config
 
 
 class DxLlavaModelConfig(_Section):
@@ -16,16 +19,21 @@ class DxLlavaModelConfig(_Section):
 
     language_model: str = Field(
         default="lmsys/vicuna-7b-v1.5",
-        description="A causal LM: hub id, local folder, or 'package:smollm2-135m-instruct' (offline). "
+        description="A causal LM: hub id, local folder, 'package:smollm2-135m-instruct' (offline), or "
+        "'random:tiny' (a tiny random LLaMA with a character tokenizer, for tests and demos). "
         "Ignored when llava_checkpoint is set (the LM comes from it).",
     )
     gguf_file: str | None = Field(default=None, description="Load the LM from this GGUF file in the folder.")
     tokenizer: str | None = Field(
-        default=None, description="Default: the language model's (or the checkpoint's)."
-    )
-    language_model_config: dict[str, Any] | None = Field(
         default=None,
-        description="Build a randomly initialised LM from this transformers config (tests, demos).",
+        description="Default: the language model's (or the checkpoint's; for 'random:tiny' a character "
+        "tokenizer).",
+    )
+    random_config: dict[str, dict[str, Any]] | None = Field(
+        default=None,
+        description="With 'random:tiny' as language_model or vision_tower: config settings that replace the "
+        "tiny defaults, per part (language_model: a transformers LM config; vision_tower: a CLIP vision "
+        "config).",
     )
     llava_checkpoint: str | None = Field(
         default=None,
@@ -35,16 +43,13 @@ class DxLlavaModelConfig(_Section):
     vision_tower: str = Field(
         default="open_clip:hf-hub:laion/CLIP-convnext_large_d_320.laion2B-s29B-b131K-ft-soup",
         description="open_clip:<name>, timm:<name> (e.g. timm:convnext_large_mlp.clip_laion2b_ft_soup_320), "
-        "clip:<hub id or folder> (a CLIP ViT), 'llava' (the CLIP tower inside llava_checkpoint), or "
+        "clip:<hub id or folder> (a CLIP ViT), 'llava' (the CLIP tower inside llava_checkpoint), "
         "fakefinder:<best.pt> (the backbone of a deepfake detector trained with `fakefinder train`; saved "
-        "with the run).",
+        "with the run), or 'random:tiny' (a tiny random CLIP ViT, for tests and demos).",
     )
     vision_pretrained: bool | str = Field(
         default=True,
         description="timm towers: true (hub), false, a weights file, or 'package:efficientnet_lite0'.",
-    )
-    vision_config: dict[str, Any] | None = Field(
-        default=None, description="Build a random CLIP vision tower from this config (tests)."
     )
     vision_select_layer: int = Field(
         default=-2, description="CLIP towers: hidden layer whose tokens are used."
@@ -85,6 +90,15 @@ class DxLlavaModelConfig(_Section):
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         default="auto", description="Language model weights: auto = the checkpoint's on GPU, fp32 on CPU."
     )
+
+    def random_settings(self, part: str) -> dict:
+        """`random_config[part]` (checked): settings over the tiny defaults of a `random:tiny` part."""
+        key = "dx_llava.model.random_config"
+        parts = random_parts(self.random_config, RANDOM_PARTS, key)
+        for name in RANDOM_PARTS:
+            if parts[name] and not is_random(getattr(self, name)):
+                raise ConfigError(f"{key}.{name} is for {name}: random:tiny, not {getattr(self, name)!r}")
+        return parts[part]
 
 
 class DxLlavaDataConfig(_Section):

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from fakefinder.engine.language import (
     load_tokenizer,
     resolve_source,
 )
+from fakefinder.engine.tiny import is_random, tiny_causal_lm, write_once
 from fakefinder.faces.regions import REGIONS
 from fakefinder.tasks.dx_llava.config import DxLlavaConfig
 from fakefinder.tasks.dx_llava.vision import VisionTower, build_vision_tower
@@ -315,19 +314,14 @@ def load_language_model(source: str, gguf_file: str | None, cfg: DxLlavaConfig, 
 # build
 
 
-def _materialise_base(cfg: DxLlavaConfig, base_dir: Path, llava: dict | None):
-    """A language model that exists only as a config or inside a LLaVA checkpoint is written once
-    as a normal HF folder (`base_dir`), so QLoRA can quantise it while loading and a saved adapter
-    always finds its base. Returns (folder, tokenizer source)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+def _materialise_base(cfg: DxLlavaConfig, base_dir: Path, llava: dict | None) -> str:
+    """A language model that exists only inside a LLaVA checkpoint, or as `random:tiny`, is written
+    once as a normal HF folder (`base_dir`, with its tokenizer), so QLoRA can quantise it while loading
+    and a saved adapter always finds its base. Returns the folder."""
 
-    marker = base_dir / "config.json"
-    if marker.is_file():
-        return str(base_dir), str(base_dir)
-    final_dir, base_dir = base_dir, base_dir.with_name(f"{base_dir.name}.partial-{os.getpid()}")
-    shutil.rmtree(base_dir, ignore_errors=True)
-    base_dir.mkdir(parents=True)  # written aside, renamed when complete: a killed run leaves no half model
-    if llava is not None:
+    def from_llava(folder: Path) -> None:
+        from transformers import AutoConfig, AutoModelForCausalLM
+
         text = dict(llava["text_config"])
         model_type = text.pop("model_type", "llama")
         config = AutoConfig.for_model(model_type, **text)
@@ -343,28 +337,33 @@ def _materialise_base(cfg: DxLlavaConfig, base_dir: Path, llava: dict | None):
                 f"LLaVA checkpoint {llava['folder']}: the language model does not fit its config (missing "
                 f"{missing[:5]}, unexpected {unexpected[:5]})"
             )
-        lm.save_pretrained(base_dir)
-        tokenizer = load_tokenizer(cfg.model.tokenizer or str(llava["folder"]))
-    else:
-        spec = dict(cfg.model.language_model_config or {})
-        model_type = spec.pop("model_type", "llama")
-        torch.manual_seed(cfg.train.seed)
-        lm = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **spec))
-        lm.save_pretrained(base_dir)
-        if cfg.model.tokenizer is None:
-            raise ConfigError("dx_llava.model.language_model_config needs dx_llava.model.tokenizer")
-        tokenizer = load_tokenizer(cfg.model.tokenizer)
-    tokenizer.save_pretrained(base_dir)
-    shutil.rmtree(final_dir, ignore_errors=True)
-    base_dir.rename(final_dir)
-    return str(final_dir), str(final_dir)
+        lm.save_pretrained(folder)
+        load_tokenizer(cfg.model.tokenizer or str(llava["folder"])).save_pretrained(folder)
+
+    def random(folder: Path) -> None:
+        settings = cfg.model.random_settings("language_model")
+        lm, tokenizer = tiny_causal_lm(
+            settings, cfg.model.tokenizer, cfg.train.seed, "dx_llava.model.random_config.language_model"
+        )
+        lm.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    if llava is not None:
+        made_from = {"llava_checkpoint": str(llava["folder"]), "tokenizer": cfg.model.tokenizer}
+        return str(write_once(base_dir, from_llava, made_from, "config.json"))
+    made_from = {
+        "random_config": cfg.model.random_settings("language_model"),
+        "tokenizer": cfg.model.tokenizer,
+        "seed": cfg.train.seed,
+    }
+    return str(write_once(base_dir, random, made_from, "config.json"))
 
 
 def base_language_model(cfg: DxLlavaConfig, work_dir: Path, llava: dict | None) -> dict:
     """Where the LM and tokenizer come from: {'source', 'gguf_file', 'tokenizer'}."""
-    if llava is not None or cfg.model.language_model_config is not None:
-        source, tokenizer = _materialise_base(cfg, work_dir / "base_language_model", llava)
-        return {"source": source, "gguf_file": None, "tokenizer": cfg.model.tokenizer or tokenizer}
+    if llava is not None or is_random(cfg.model.language_model):
+        source = _materialise_base(cfg, work_dir / "base_language_model", llava)
+        return {"source": source, "gguf_file": None, "tokenizer": source}
     source, gguf = lm_source(cfg)
     return {"source": source, "gguf_file": gguf, "tokenizer": cfg.model.tokenizer or source}
 

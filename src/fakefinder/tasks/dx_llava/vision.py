@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from fakefinder.config import ConfigError
+from fakefinder.engine.tiny import is_random, tiny_clip_vision_config
 from fakefinder.tasks.dx_llava.config import DxLlavaModelConfig
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -193,13 +194,20 @@ def _open_clip_tower(name: str, pretrained: bool | str, image_size: int | None) 
     return FeatureMapTower(trunk, trunk.num_features, size, mean, std)
 
 
-def _clip_tower(source: str | None, config: DxLlavaModelConfig, state: dict | None = None) -> ClipTower:
+def _clip_tower(
+    source: str | None, config: DxLlavaModelConfig, state: dict | None = None, settings: dict | None = None
+) -> ClipTower:
+    """A CLIP ViT tower: from `source` (a hub id or folder), else built from `settings` (a
+    CLIPVisionConfig's fields) with `state` as its weights when given."""
+    from huggingface_hub.errors import StrictDataclassError
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
-    if config.vision_config is not None or state is not None and source is None:
-        fields = {k: v for k, v in (config.vision_config or {}).items() if k != "model_type"}
-        vision_config = CLIPVisionConfig(**fields)
-        model = CLIPVisionModel(vision_config)
+    if source is None:
+        fields = {k: v for k, v in (settings or {}).items() if k != "model_type"}
+        try:
+            model = CLIPVisionModel(CLIPVisionConfig(**fields))
+        except (TypeError, ValueError, StrictDataclassError) as exc:
+            raise ConfigError(f"dx_llava.model.random_config.vision_tower: {exc}") from None
     else:
         model = CLIPVisionModel.from_pretrained(source)
     if state is not None:
@@ -224,12 +232,9 @@ def build_vision_tower(config: DxLlavaModelConfig, llava_parts: dict | None = No
         if not llava_parts:
             raise ConfigError("dx_llava.model.vision_tower=llava needs dx_llava.model.llava_checkpoint")
         if llava_parts.get("vision_state"):  # HF format: the CLIP tower is inside the checkpoint
-            vision = config.model_copy(update={"vision_config": llava_parts["vision_config"]})
-            tower = _clip_tower(None, vision, llava_parts["vision_state"])
+            tower = _clip_tower(None, config, llava_parts["vision_state"], llava_parts["vision_config"])
         elif llava_parts.get("vision_source"):  # original format: the tower is named (mm_vision_tower)
-            tower = _clip_tower(
-                llava_parts["vision_source"], config.model_copy(update={"vision_config": None})
-            )
+            tower = _clip_tower(llava_parts["vision_source"], config)
         else:
             raise ConfigError(
                 "dx_llava.model.vision_tower=llava: the checkpoint holds no vision tower and names none"
@@ -243,13 +248,17 @@ def build_vision_tower(config: DxLlavaModelConfig, llava_parts: dict | None = No
     elif kind == "fakefinder" and name:
         tower = _fakefinder_tower(name, config.image_size)
         random_init = True
-    elif kind == "clip" and (name or config.vision_config):
-        tower = _clip_tower(name or None, config)
-        random_init = config.vision_config is not None
+    elif is_random(spec):
+        settings = tiny_clip_vision_config(image_size=config.image_size or 32)
+        settings.update(config.random_settings("vision_tower"))
+        tower = _clip_tower(None, config, settings=settings)
+        random_init = True
+    elif kind == "clip" and name:
+        tower = _clip_tower(name, config)
     else:
         raise ConfigError(
             f"dx_llava.model.vision_tower={spec!r}: use timm:<name>, open_clip:<name>, "
-            "clip:<hub id or folder>, fakefinder:<deepfake detector model>, or llava"
+            "clip:<hub id or folder>, fakefinder:<deepfake detector model>, llava, or random:tiny"
         )
     tower.random_init = random_init
     if config.freeze_vision_tower:

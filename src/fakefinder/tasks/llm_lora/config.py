@@ -17,18 +17,21 @@ class LlmModelConfig(Section):
     base: str = Field(
         default="package:smollm2-135m-instruct",
         description="Any causal LM transformers loads: a hub id (meta-llama/Llama-2-7b-hf), a local folder, "
-        "or 'package:smollm2-135m-instruct' (offline). Its code is never run (no trust_remote_code).",
+        "'package:smollm2-135m-instruct' (offline), or 'random:tiny' (a tiny random LLaMA with a character "
+        "tokenizer, for tests and demos). Its code is never run (no trust_remote_code).",
     )
     gguf_file: str | None = Field(
         default=None,
         description="Load the base from this GGUF file in its folder "
         "(dequantised; QLoRA saves it once as safetensors in the run folder).",
     )
-    tokenizer: str | None = Field(default=None, description="Default: the base model's.")
-    base_config: dict[str, Any] | None = Field(
+    tokenizer: str | None = Field(
+        default=None, description="Default: the base model's (for 'random:tiny': a character tokenizer)."
+    )
+    random_config: dict[str, dict[str, Any]] | None = Field(
         default=None,
-        description="Build a randomly initialised base from this transformers config (tests, demos); "
-        "needs `tokenizer`.",
+        description="With base 'random:tiny': transformers config settings that replace the tiny "
+        "defaults, under `language_model`.",
     )
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         default="auto", description="Weights of the base: auto = the checkpoint's on GPU, fp32 on CPU."

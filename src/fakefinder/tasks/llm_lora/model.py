@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -15,6 +13,7 @@ import torch
 from fakefinder.config import Config, ConfigError, config_to_yaml
 from fakefinder.core.artifact import write_artifact
 from fakefinder.engine.language import four_bit_config, load_causal_lm, load_tokenizer, resolve_source
+from fakefinder.engine.tiny import is_random, random_parts, tiny_causal_lm, write_once
 from fakefinder.tasks.llm_lora.config import LlmConfig
 from fakefinder.tasks.llm_lora.data import set_template
 
@@ -24,68 +23,42 @@ ADAPTER = "adapter"
 MERGED = "merged_model"
 
 
-SOURCE_NOTE = "fakefinder-source.json"  # what a written base was made from
-
-
-def _write_base(folder: Path, build, made_from: dict) -> Path:
-    """A base model written once as a transformers folder (again when it was made from something
-    else): aside first, renamed when complete, so a killed run never leaves half a model behind."""
-    note = folder / SOURCE_NOTE
-    if (folder / "config.json").is_file() and note.is_file() and json.loads(note.read_text()) == made_from:
-        return folder
-    partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    model, tokenizer = build()
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    (partial / SOURCE_NOTE).write_text(json.dumps(made_from))
-    shutil.rmtree(folder, ignore_errors=True)
-    partial.rename(folder)
-    return folder
-
-
 def base_model(cfg: LlmConfig, work_dir: Path) -> dict:
     """Where the base and its tokenizer load from: {'source', 'gguf_file', 'tokenizer'}. A base
     that exists only as a config (a random model), or as a GGUF file (dequantised), is first
     written as a transformers folder in `work_dir/base_model`."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     model = cfg.model
-    if model.base_config is not None:
-        if model.tokenizer is None:
-            raise ConfigError("llm.model.base_config (a random base) needs llm.model.tokenizer")
+    parts = random_parts(model.random_config, ("language_model",), "llm.model.random_config", model.base)
+    if is_random(model.base):
 
-        def random_base():
-            spec = dict(model.base_config)
-            torch.manual_seed(cfg.train.seed)
-            lm = AutoModelForCausalLM.from_config(
-                AutoConfig.for_model(spec.pop("model_type", "llama"), **spec)
+        def write(folder: Path) -> None:
+            lm, tokenizer = tiny_causal_lm(
+                parts["language_model"], model.tokenizer, cfg.train.seed, "llm.model.random_config"
             )
-            return lm, load_tokenizer(model.tokenizer)
+            lm.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
 
-        folder = _write_base(
-            Path(work_dir) / "base_model",
-            random_base,
-            {"base_config": model.base_config, "tokenizer": model.tokenizer, "seed": cfg.train.seed},
-        )
-        return {"source": str(folder.resolve()), "gguf_file": None, "tokenizer": str(folder.resolve())}
+        made_from = {
+            "random_config": model.random_config,
+            "tokenizer": model.tokenizer,
+            "seed": cfg.train.seed,
+        }
+        folder = write_once(Path(work_dir) / "base_model", write, made_from, "config.json").resolve()
+        return {"source": str(folder), "gguf_file": None, "tokenizer": str(folder)}
     source, gguf = resolve_source(model.base, model.gguf_file)
     tokenizer = model.tokenizer or source
     if gguf:  # transformers trains no GGUF-loaded model (nor quantises one to 4 bits): saved as a plain one
 
-        def dequantised():
+        def dequantised(folder: Path) -> None:
             lm = load_causal_lm(source, gguf, "fp32", key="llm.model.base")
             lm.hf_quantizer, lm.is_quantized = None, False
             if hasattr(lm.config, "quantization_config"):
                 del lm.config.quantization_config
-            return lm, load_tokenizer(tokenizer, gguf if tokenizer == source else None)
+            lm.save_pretrained(folder)
+            load_tokenizer(tokenizer, gguf if tokenizer == source else None).save_pretrained(folder)
 
-        folder = _write_base(
-            Path(work_dir) / "base_model",
-            dequantised,
-            {"source": source, "gguf_file": gguf, "tokenizer": tokenizer},
-        )
+        made_from = {"source": source, "gguf_file": gguf, "tokenizer": tokenizer}
+        folder = write_once(Path(work_dir) / "base_model", dequantised, made_from, "config.json")
         return {
             "source": str(folder.resolve()),
             "gguf_file": None,

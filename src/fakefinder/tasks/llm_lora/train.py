@@ -17,6 +17,7 @@ from fakefinder.core.results import TrainSummary
 from fakefinder.engine.hf import latest_checkpoint, report_through_events, train_summary, training_arguments
 from fakefinder.engine.language import parameter_counts
 from fakefinder.engine.run import Run
+from fakefinder.engine.tiny import is_random
 from fakefinder.tasks.llm_lora.config import LlmConfig
 from fakefinder.tasks.llm_lora.data import TokenizedSet, prompt_ids, read_jsonl, split_off
 from fakefinder.tasks.llm_lora.model import build, save_artifact
@@ -286,7 +287,7 @@ def _train(config: Config, run: Run) -> TrainSummary:
     counts = parameter_counts(model)
     events.log(
         f"{'QLoRA' if cfg.lora.use_4bit else 'LoRA'} on "
-        f"{cfg.model.base if cfg.model.base_config is None else 'a random base'} ({precision} on {device}): "
+        f"{'a tiny random base' if is_random(cfg.model.base) else cfg.model.base} ({precision} on {device}): "
         f"{counts['trainable']:,} trainable of {counts['total']:,} parameters; {len(train_set)} training "
         f"examples ({train_set.tokens:,} tokens, {len(train_set.truncated)} cut at {cfg.data.max_length}), "
         f"{len(eval_set) if eval_set is not None else 0} held out; turn format {info['template']}",

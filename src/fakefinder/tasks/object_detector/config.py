@@ -39,7 +39,8 @@ class ObjectDetectorModelConfig(Section):
     arch: str = Field(
         default="yolov8n.yaml",
         description="An Ultralytics model YAML: a name it ships (yolov8n.yaml ... "
-        "yolov8x.yaml, yolo11n.yaml, ...) or a local YAML file; the model is built from it.",
+        "yolov8x.yaml, yolo11n.yaml, ...) or a local YAML file; the model is built from it. "
+        "'random:tiny': YOLOv8's layout at half the n width (tests, demos).",
     )
     weights: str | None = Field(
         default=None,

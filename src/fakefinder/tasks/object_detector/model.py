@@ -24,6 +24,7 @@ import torch
 import yaml
 
 from fakefinder.config import ConfigError
+from fakefinder.engine.tiny import is_random
 
 INSTALL = (
     "the object_detector kind needs Ultralytics (AGPL-3.0): pip install --no-deps ultralytics "
@@ -81,6 +82,9 @@ def _layer_classes() -> dict[str, type]:
     return found
 
 
+TINY_LAYOUT = "yolov8n.yaml"  # what `random:tiny` scales down
+
+
 def model_yaml(arch: str) -> dict:
     """The model description of `arch`: a YAML file, or a name Ultralytics ships (yolov8n.yaml). Every
     layer it names must be a model layer class (a YAML names classes; it cannot call a function)."""
@@ -88,7 +92,10 @@ def model_yaml(arch: str) -> dict:
     from ultralytics.nn.tasks import guess_model_scale, yaml_model_load
 
     path = Path(arch)
-    if path.is_file():
+    if is_random(arch):  # YOLOv8's layout at half the width of its n scale, random weights
+        spec = yaml_model_load(TINY_LAYOUT)
+        spec["scales"] = {"n": [0.33, 0.125, 256]}
+    elif path.is_file():
         try:
             spec = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as exc:

@@ -13,6 +13,7 @@ from pathlib import Path
 from fakefinder.config import Config, ConfigError
 from fakefinder.core.results import TrainSummary
 from fakefinder.engine.run import Run
+from fakefinder.engine.tiny import is_random
 
 KIND = "object_detector"
 RUN_FILES = ("checkpoints", "model")  # what shows that an output folder holds a run
@@ -54,12 +55,13 @@ def _arguments(config: Config, output: Path, device, precision: str) -> dict:
     resolved, the augmentation settings checked against Ultralytics' own list."""
     from ultralytics.cfg import DEFAULT_CFG_DICT
 
-    from fakefinder.tasks.object_detector.model import yolo_device
+    from fakefinder.tasks.object_detector.model import TINY_LAYOUT, yolo_device
 
     t = config.object_detector.train
+    arch = config.object_detector.model.arch
     device = yolo_device(device)
     args = {
-        "model": config.object_detector.model.arch,
+        "model": TINY_LAYOUT if is_random(arch) else arch,
         "data": str(output / "dataset" / "data.yaml"),
         "task": "detect",
         "mode": "train",

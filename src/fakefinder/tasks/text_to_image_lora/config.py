@@ -10,9 +10,9 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from fakefinder.config import LoraSection, RunSection, Section
+from fakefinder.engine.tiny import RANDOM_TINY
 
 PROMPT_EXTENSIONS = (".txt", ".jsonl")  # the files predict reads prompts from
-RANDOM_BASE = "random:tiny"  # tiny random components built from configs (tests, demos)
 
 
 class DiffusionModelConfig(Section):
@@ -21,7 +21,7 @@ class DiffusionModelConfig(Section):
         description="A Stable Diffusion 1.x / 2.x pipeline in the diffusers layout (model_index.json, "
         "unet/, vae/, text_encoder/, tokenizer/, scheduler/): a hub id or a local folder, read as "
         "safetensors only. "
-        f"'{RANDOM_BASE}': tiny random components built from configs (plumbing checks; it draws noise).",
+        f"'{RANDOM_TINY}': tiny random components built from configs (plumbing checks; it draws noise).",
     )
     revision: str | None = Field(
         default=None, description="The hub revision (branch, tag or commit) of `base`."
@@ -29,7 +29,7 @@ class DiffusionModelConfig(Section):
     variant: str | None = Field(default=None, description="A weights variant of `base`, e.g. fp16.")
     random_config: dict[str, dict[str, Any]] | None = Field(
         default=None,
-        description=f"With base '{RANDOM_BASE}': settings that replace the tiny defaults, per "
+        description=f"With base '{RANDOM_TINY}': settings that replace the tiny defaults, per "
         "component (unet, vae, text_encoder).",
     )
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field(

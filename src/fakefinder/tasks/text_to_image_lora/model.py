@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
 import torch
 
 from fakefinder.config import Config, ConfigError, config_to_yaml
-from fakefinder.tasks.text_to_image_lora.config import RANDOM_BASE, DiffusionConfig
+from fakefinder.engine.tiny import is_random, random_parts, write_once
+from fakefinder.tasks.text_to_image_lora.config import DiffusionConfig
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,6 @@ ADAPTER_NAME = "fakefinder"  # the name the artifact's adapter is loaded under i
 ADAPTER = "adapter"  # the artifact's adapter folder: pytorch_lora_weights.safetensors
 LORA_FILE = "pytorch_lora_weights.safetensors"
 PIPELINE = "pipeline"  # a merged artifact: the whole pipeline with the adapter fused in
-SOURCE_NOTE = "fakefinder-source.json"
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
 
@@ -87,11 +86,7 @@ def write_tiny_pipeline(folder: Path, overrides: dict | None = None, seed: int =
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     specs = tiny_defaults()
-    for name, values in (overrides or {}).items():
-        if name not in specs:
-            raise ConfigError(
-                f"diffusion.model.random_config: unknown component {name!r} (unet, vae, text_encoder)"
-            )
+    for name, values in random_parts(overrides, tuple(specs), "diffusion.model.random_config").items():
         specs[name].update(values)
     folder = Path(folder)
     words = folder.with_name(folder.name + ".vocab")
@@ -153,28 +148,17 @@ def base_source(cfg: DiffusionConfig, work_dir: Path) -> str:
     """Where the base pipeline loads from: `model.base` (a hub id or folder), or for `random:tiny` a
     folder written once in `work_dir/base_model` (again when made from other settings)."""
     model = cfg.model
-    if model.base != RANDOM_BASE:
-        if model.random_config:
-            raise ConfigError(
-                f"diffusion.model.random_config is for base {RANDOM_BASE!r}, not {model.base!r}"
-            )
+    random_parts(model.random_config, tuple(tiny_defaults()), "diffusion.model.random_config", model.base)
+    if not is_random(model.base):
         local = Path(model.base).expanduser()
         return str(local.resolve()) if local.is_dir() else model.base  # a folder: found from anywhere later
-    folder = Path(work_dir) / "base_model"
     made_from = {"random_config": model.random_config or {}, "seed": cfg.train.seed}
-    note = folder / SOURCE_NOTE
-    if (
-        (folder / "model_index.json").is_file()
-        and note.is_file()
-        and json.loads(note.read_text()) == made_from
-    ):
-        return str(folder.resolve())
-    partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    write_tiny_pipeline(partial, model.random_config, cfg.train.seed)
-    (partial / SOURCE_NOTE).write_text(json.dumps(made_from))
-    shutil.rmtree(folder, ignore_errors=True)
-    partial.rename(folder)
+    folder = write_once(
+        Path(work_dir) / "base_model",
+        lambda partial: write_tiny_pipeline(partial, model.random_config, cfg.train.seed),
+        made_from,
+        "model_index.json",
+    )
     return str(folder.resolve())
 
 

@@ -25,7 +25,8 @@ from fakefinder.core.checkpoint import load_checkpoint, save_checkpoint
 from fakefinder.core.files import atomic_write_json
 from fakefinder.core.results import TrainSummary
 from fakefinder.engine.run import PRECISION_DTYPES, Run
-from fakefinder.tasks.text_to_image_lora.config import RANDOM_BASE, DiffusionConfig
+from fakefinder.engine.tiny import is_random
+from fakefinder.tasks.text_to_image_lora.config import DiffusionConfig
 from fakefinder.tasks.text_to_image_lora.data import (
     CaptionedImages,
     collate,
@@ -667,7 +668,7 @@ def _train(config: Config, run) -> TrainSummary:
     trainable = sum(p.numel() for p in fit.params)
     total_params = sum(p.numel() for m in ("unet", "text_encoder", "vae") for p in parts[m].parameters())
     events.log(
-        f"LoRA rank {cfg.lora.r} on {'a random base' if cfg.model.base == RANDOM_BASE else cfg.model.base}: "
+        f"LoRA rank {cfg.lora.r} on {'a tiny random base' if is_random(cfg.model.base) else cfg.model.base}: "
         f"{trainable:,} trainable of {total_params:,} parameters; {len(items)} training images, {len(held)} "
         f"held out; {fit.steps} steps of {t.batch_size} x {t.accumulate}; {run.precision} on {run.device}",
         "train",

@@ -144,6 +144,12 @@ def test_a_quick_run_block_runs_as_shown(block, tmp_path, demo_data):
     (tmp_path / ".venv").symlink_to(Path(sys.prefix))
     if "demo --data-only --output quick" in block:
         shutil.copytree(demo_data, tmp_path / "quick" / "data", symlinks=True)
+    runs: list[Path] = []
+    if "object_detector" in block:  # Ultralytics' own folders for runs, which a run must not write to
+        from ultralytics import utils
+
+        runs = [Path(utils.SETTINGS["runs_dir"]), utils.ROOT.parent / "tests" / "tmp" / "runs"]  # 2nd: pytest
+    before = {path for folder in runs if folder.exists() for path in folder.rglob("*")}
     done = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", block],
         cwd=tmp_path,
@@ -153,3 +159,5 @@ def test_a_quick_run_block_runs_as_shown(block, tmp_path, demo_data):
     )
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
     assert "Traceback" not in done.stderr
+    after = {path for folder in runs if folder.exists() for path in folder.rglob("*")}
+    assert after <= before, f"written outside the run: {sorted(after - before)[:3]}"

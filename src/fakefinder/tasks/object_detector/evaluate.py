@@ -35,7 +35,7 @@ def validate(
         "verbose": False,
         "mode": "val",
         "task": "detect",
-        "project": str(folder.parent),
+        "project": str(Path(folder).resolve().parent),  # a relative one would go under Ultralytics' runs_dir
         "name": folder.name,
         "exist_ok": True,
     }

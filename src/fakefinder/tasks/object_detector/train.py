@@ -84,7 +84,7 @@ def _arguments(config: Config, output: Path, device, precision: str) -> dict:
         "seed": t.seed,
         "deterministic": t.deterministic,
         "device": device,
-        "project": str(output),
+        "project": str(Path(output).resolve()),  # a relative one would go under Ultralytics' own runs_dir
         "name": "ultralytics",
         "exist_ok": True,
         "pretrained": False,

@@ -48,7 +48,13 @@ TARGETED = hypothesis.settings(FUZZ, max_examples=100)  # one cheap request per 
 # a throwaway data folder; the `seeded` fixture fills it before the first test runs.
 DATA_DIR = Path(tempfile.mkdtemp(prefix="fakefinder-fuzz-"))
 atexit.register(shutil.rmtree, DATA_DIR, ignore_errors=True)
-APP = create_app(ServeSettings(data_dir=DATA_DIR, devices=["cpu"], poll_interval_s=0.2), start_manager=False)
+# an admin token: what the fuzz sends may add named tokens (POST /api/tokens), which closes a server that
+# had none; every call carries this one
+ADMIN = {"Authorization": "Bearer fuzz-admin-token"}
+APP = create_app(
+    ServeSettings(data_dir=DATA_DIR, devices=["cpu"], poll_interval_s=0.2, token="fuzz-admin-token"),
+    start_manager=False,
+)
 SCHEMA = schemathesis.openapi.from_asgi("/openapi.json", APP, headers={"Host": "127.0.0.1:8000"})
 
 # Real names the generated requests use now and then, filled by the `seeded` fixture. Deletes get
@@ -158,7 +164,7 @@ def seeded():
     for scratch in ("scratch-a", "scratch-b"):
         shutil.copytree(datasets / "classes", datasets / scratch)
     store = APP.state.store
-    with TestClient(APP, base_url=LOCAL) as client:
+    with TestClient(APP, base_url=LOCAL, headers=ADMIN) as client:
         queued = client.post("/api/training/start", json={**TINY, "name": "queued"}).json()["task_id"]
         cancelled = client.post("/api/training/start", json={**TINY, "name": "cancelled"}).json()["task_id"]
         assert client.post(f"/api/training/{cancelled}/stop").json()["state"] == "cancelled"
@@ -177,7 +183,7 @@ def seeded():
 
 @pytest.fixture(scope="module")
 def client(seeded):
-    with TestClient(APP, base_url=LOCAL, raise_server_exceptions=False) as client:
+    with TestClient(APP, base_url=LOCAL, raise_server_exceptions=False, headers=ADMIN) as client:
         yield client
 
 
@@ -203,7 +209,7 @@ CALLS: collections.Counter = collections.Counter()  # (test, operation, status) 
 
 
 def _call(case, test: str):
-    response = case.call(base_url=LOCAL, timeout=CALL_TIMEOUT_S)
+    response = case.call(base_url=LOCAL, timeout=CALL_TIMEOUT_S, headers=ADMIN)
     CALLS[test, case.operation.label, response.status_code] += 1
     return response
 

@@ -292,16 +292,31 @@ def demo(
     run_demo(output, workers=workers)
 
 
-@app.command()
+serve_app = typer.Typer(
+    help="The training platform: REST API (OpenAPI at /docs), job queue and web UI on one port; "
+    "`serve token ...` manages its API tokens."
+)
+token_app = typer.Typer(
+    help="Named API tokens, each with a role: admin (everything, manages tokens), member (starts jobs; "
+    "changes only their own), viewer (reads only). Shown once, stored as a SHA-256 hash."
+)
+serve_app.add_typer(token_app, name="token")
+app.add_typer(serve_app, name="serve")
+DataDir = Annotated[Path, typer.Option(help="The job store, datasets and job folders.")]
+
+
+@serve_app.callback(invoke_without_command=True)
 def serve(
-    data_dir: Annotated[Path, typer.Option(help="The job store, datasets and job folders.")] = Path(
-        "fakefinder-data"
-    ),
+    ctx: typer.Context,
+    data_dir: DataDir = Path("fakefinder-data"),
     host: Annotated[
         str, typer.Option(help="Bind address; anything but loopback needs --token.")
     ] = "127.0.0.1",
     port: int = 8000,
-    token: Annotated[Optional[str], typer.Option(help="API token (default: $FAKEFINDER_TOKEN).")] = None,
+    token: Annotated[
+        Optional[str],
+        typer.Option(help="An admin API token (default: $FAKEFINDER_TOKEN); named ones: `serve token add`."),
+    ] = None,
     executor: Annotated[
         str, typer.Option(help="local (worker processes here) or ray (a Ray cluster's job API).")
     ] = "local",
@@ -324,11 +339,18 @@ def serve(
     stop_timeout: Annotated[
         float, typer.Option(help="Seconds a graceful stop may take before it is forced.")
     ] = 120.0,
+    max_jobs_per_user: Annotated[
+        Optional[int],
+        typer.Option(help="Queued and running jobs one user may have at once (default: no limit)."),
+    ] = None,
     demo_data: Annotated[
-        bool, typer.Option("--demo-data", help="Write tiny datasets (faces, classes, dx) to try it.")
+        bool,
+        typer.Option("--demo-data", help="Write tiny datasets (faces, classes, dx, ...) to try it."),
     ] = False,
 ) -> None:
     """The training platform: REST API (OpenAPI at /docs), job queue and web UI on one port."""
+    if ctx.invoked_subcommand is not None:
+        return
     import logging
 
     import uvicorn
@@ -349,6 +371,7 @@ def serve(
             dataset_roots=dataset_root or [],
             output_roots=output_root or [],
             stop_timeout_s=stop_timeout,
+            max_jobs_per_user=max_jobs_per_user,
         )
     except (ValueError, *_user_errors()) as exc:
         _fail(str(exc))
@@ -362,6 +385,59 @@ def serve(
             typer.echo(f"demo dataset {name}: {path}")
     typer.echo(f"fakefinder serve: http://{host}:{port}/ (API docs at /docs; data in {settings.data_dir})")
     uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+def _token_store(data_dir: Path):
+    from fakefinder.platform.store import JobStore
+
+    return JobStore(Path(data_dir) / "platform.sqlite")
+
+
+@token_app.command("add")
+def token_add(
+    name: Annotated[str, typer.Argument(help="Who holds it (letters, digits, _ . @ -).")],
+    role: Annotated[str, typer.Option(help="admin, member or viewer.")] = "member",
+    data_dir: DataDir = Path("fakefinder-data"),
+) -> None:
+    """Add a token and print it (the only time it is shown)."""
+    from fakefinder.platform.routes.users import check_token_name
+
+    try:
+        token = _token_store(data_dir).add_token(check_token_name(name), role, created_by="cli")
+    except _user_errors() as exc:
+        _fail(str(exc))
+    typer.echo(token)
+    typer.echo(f"{name} ({role}): send 'Authorization: Bearer <token>'; it is not shown again", err=True)
+
+
+@token_app.command("list")
+def token_list(
+    data_dir: DataDir = Path("fakefinder-data"),
+    revoked: Annotated[bool, typer.Option("--revoked", help="Also list revoked tokens.")] = False,
+) -> None:
+    """The tokens: name, role, created, last used (never the tokens themselves)."""
+    import time
+
+    def when(t: float | None) -> str:
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) if t else "-"
+
+    for row in _token_store(data_dir).tokens(include_revoked=revoked):
+        state = f"  revoked {when(row['revoked_at'])}" if row["revoked_at"] else ""
+        typer.echo(
+            f"{row['name']:<24} {row['role']:<7} created {when(row['created_at'])}  "
+            f"last used {when(row['last_used_at'])}{state}"
+        )
+
+
+@token_app.command("revoke")
+def token_revoke(
+    name: Annotated[str, typer.Argument(help="The token's name.")],
+    data_dir: DataDir = Path("fakefinder-data"),
+) -> None:
+    """Revoke a token: a running server refuses it (401) from its next request."""
+    if not _token_store(data_dir).revoke_token(name):
+        _fail(f"no active token named {name!r} in {data_dir}")
+    typer.echo(f"revoked {name}")
 
 
 def _kind_commands() -> None:

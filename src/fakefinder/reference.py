@@ -176,11 +176,10 @@ def cli_page() -> str:
 
     def walk(command, path: str) -> None:
         sub = getattr(command, "commands", None)
-        if sub:
-            for name in sorted(sub):
-                walk(sub[name], f"{path} {name}")
-        else:
-            lines.extend(_command_lines(command, path))
+        if not sub or (path != "fakefinder" and any(p.name != "help" for p in command.params)):
+            lines.extend(_command_lines(command, path))  # a command, or a group that runs on its own too
+        for name in sorted(sub or {}):
+            walk(sub[name], f"{path} {name}")
 
     walk(group, "fakefinder")
     return "\n".join(lines)

@@ -4,6 +4,7 @@ its errors as `{"detail", "field"}`, the token check, the routers of `platform.r
 from __future__ import annotations
 
 import hmac
+import json
 from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -21,9 +22,9 @@ from fakefinder.core.errors import FakefinderError
 from fakefinder.platform import uploads
 from fakefinder.platform.executors import make_executor
 from fakefinder.platform.manager import JobManager
-from fakefinder.platform.paths import RequestError
-from fakefinder.platform.routes import artifacts, datasets, evaluation, status, training
-from fakefinder.platform.routes.common import Services
+from fakefinder.platform.paths import MAX_JSON_BYTES, RequestError, check_bounds
+from fakefinder.platform.routes import artifacts, datasets, evaluation, status, training, users
+from fakefinder.platform.routes.common import Caller, Services
 from fakefinder.platform.settings import ServeSettings
 from fakefinder.platform.store import JobStore
 
@@ -66,11 +67,11 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
     )
     app.state.settings, app.state.store, app.state.manager = settings, store, manager
     app.state.services = Services(settings, store, manager)
-    for area in (status, training, artifacts, evaluation, datasets):
+    for area in (status, training, artifacts, evaluation, datasets, users):
         app.include_router(area.router)
 
     _add_error_handlers(app)
-    _add_request_guard(app, settings)
+    _add_request_guard(app, settings, store)
     _add_web_ui(app)
     return app
 
@@ -117,50 +118,75 @@ def _add_error_handlers(app: FastAPI) -> None:
         )
 
 
-def _add_request_guard(app: FastAPI, settings: ServeSettings) -> None:
-    """Without a token only this machine's pages may call; with one, /api wants it; oversized bodies are
-    refused before they are read."""
+def _add_request_guard(app: FastAPI, settings: ServeSettings, store: JobStore) -> None:
+    """Who is calling (`request.state.caller`): the holder of a named token, `--token`'s admin, or, on a
+    server with no token at all, its one local user (only this machine's pages may call it). A missing,
+    wrong or revoked token is refused (401) on every /api route; oversized bodies are refused before
+    they are read."""
     local_names = {"localhost", "127.0.0.1", "::1", settings.host}
 
+    def refuse(detail: str, field: str, status: int) -> JSONResponse:
+        return JSONResponse({"detail": detail, "field": field}, status_code=status)
+
     @app.middleware("http")
-    async def require_token(request: Request, call_next):
-        if not settings.token:  # no token on loopback: only this machine's own pages may call
+    async def identify(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > settings.upload_max_bytes + (1 << 20):
+            return refuse(
+                f"the request is larger than the upload limit ({settings.upload_max_bytes} bytes)",
+                "file",
+                413,
+            )
+        given = request.headers.get("x-api-token") or ""
+        bearer = request.headers.get("authorization") or ""
+        if bearer.lower().startswith("bearer "):
+            given = bearer[7:].strip()
+        guarded = bool(settings.token) or store.has_tokens()
+        if not guarded:  # no token on loopback: only this machine's own pages may call
             host = _hostname("//" + (request.headers.get("host") or ""))
             origin = request.headers.get("origin")
             origin_host = _hostname(origin) if origin and origin != "null" else None
             if host not in local_names or (origin is not None and origin_host not in local_names):
-                return JSONResponse(
-                    {
-                        "detail": "requests to a server without a token must come from this machine "
-                        f"(host {host!r}, origin {origin!r})",
-                        "field": "host",
-                    },
-                    status_code=403,
+                return refuse(
+                    "requests to a server without a token must come from this machine "
+                    f"(host {host!r}, origin {origin!r})",
+                    "host",
+                    403,
                 )
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.upload_max_bytes + (1 << 20):
-            return JSONResponse(
-                {
-                    "detail": f"the request is larger than the upload limit ({settings.upload_max_bytes} "
-                    "bytes)",
-                    "field": "file",
-                },
-                status_code=413,
+            request.state.caller = Caller("local", "admin")
+        elif settings.token and given and hmac.compare_digest(given.encode(), settings.token.encode()):
+            request.state.caller = Caller("admin", "admin")
+        elif given and (owner := store.token_owner(given)) is not None:
+            request.state.caller = Caller(owner["name"], owner["role"])
+        elif request.url.path.startswith("/api"):
+            return refuse(
+                "missing, wrong or revoked API token (send 'Authorization: Bearer <token>')",
+                "authorization",
+                401,
             )
-        if settings.token and request.url.path.startswith("/api"):
-            given = request.headers.get("x-api-token") or ""
-            bearer = request.headers.get("authorization") or ""
-            if bearer.lower().startswith("bearer "):
-                given = bearer[7:].strip()
-            if not hmac.compare_digest(given.encode(), settings.token.encode()):
-                return JSONResponse(
-                    {
-                        "detail": "missing or wrong API token (send 'Authorization: Bearer <token>')",
-                        "field": "authorization",
-                    },
-                    status_code=401,
-                )
+        if request.url.path.startswith("/api") and "json" in (request.headers.get("content-type") or ""):
+            refused = await _check_json(request)
+            if refused is not None:
+                return refused
         return await call_next(request)
+
+
+async def _check_json(request: Request) -> JSONResponse | None:
+    """A JSON body over MAX_JSON_BYTES, or with a string, list or object over the bounds, refused with
+    the field named before any route sees it."""
+    body = await request.body()  # kept for the route (Starlette caches it)
+    if len(body) > MAX_JSON_BYTES:
+        return JSONResponse(
+            {"detail": f"body: {len(body)} bytes of JSON, at most {MAX_JSON_BYTES}", "field": "body"},
+            status_code=413,
+        )
+    try:
+        check_bounds(json.loads(body) if body else None)
+    except ValueError as exc:
+        if isinstance(exc, RequestError):
+            return JSONResponse({"detail": str(exc), "field": exc.field}, status_code=exc.status)
+        return None  # not JSON: the route refuses it, naming the body
+    return None
 
 
 def _add_web_ui(app: FastAPI) -> None:

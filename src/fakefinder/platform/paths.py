@@ -27,6 +27,13 @@ class Conflict(RequestError):
         super().__init__(message, field, 409)
 
 
+class Forbidden(RequestError):
+    """The caller's role or ownership does not allow it (403)."""
+
+    def __init__(self, message: str, field: str | None = "authorization") -> None:
+        super().__init__(message, field, 403)
+
+
 def exists(path: Path) -> bool:
     """Whether `path` exists; False for a name the file system cannot even hold (too long)."""
     try:
@@ -69,3 +76,29 @@ def confine(value: str | os.PathLike, roots: list[Path], field: str, must_exist:
     raise RequestError(
         f"{field}: {text} is outside the allowed folders ({', '.join(map(str, roots))})", field
     )
+
+
+# what one JSON request may hold: refused (4xx naming the field) before anything is queued or written
+MAX_JSON_BYTES = 1 << 20
+MAX_TEXT = 4096  # characters in one string (a path, a model name, a job name)
+MAX_ITEMS = 1000  # entries in one list or object
+MAX_DEPTH = 16
+
+
+def check_bounds(value, field: str = "", depth: int = 0) -> None:
+    """Every string, list and object in a request body within the limits above; the first that is not
+    is refused naming its field (`config.train.output_dir`, `items.3`)."""
+    where = field or "body"
+    if depth > MAX_DEPTH:
+        raise RequestError(f"{where}: nested deeper than {MAX_DEPTH} levels", where)
+    if isinstance(value, str):
+        if len(value) > MAX_TEXT:
+            raise RequestError(f"{where}: {len(value)} characters, at most {MAX_TEXT}", where, 413)
+    elif isinstance(value, dict | list):
+        if len(value) > MAX_ITEMS:
+            raise RequestError(f"{where}: {len(value)} entries, at most {MAX_ITEMS}", where, 413)
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            if isinstance(key, str) and len(key) > MAX_TEXT:
+                raise RequestError(f"{where}: a key of {len(key)} characters, at most {MAX_TEXT}", where, 413)
+            check_bounds(item, f"{field}.{key}" if field else str(key), depth + 1)

@@ -1,4 +1,5 @@
-"""What a platform instance is configured with: its data folder, bind address, token, roots, slots."""
+"""What a platform instance is configured with: its data folder, bind address, token, roots, slots,
+limits."""
 
 from __future__ import annotations
 
@@ -48,6 +49,9 @@ class ServeSettings(BaseModel):
     )
     devices: list[str] | None = Field(default=None, description="Default: every CUDA device, else cpu.")
     jobs_per_device: int = Field(default=1, ge=1)
+    max_jobs_per_user: int | None = Field(
+        default=None, ge=1, description="Queued and running jobs one user may have at once (None: no limit)."
+    )
     stop_timeout_s: float = Field(
         default=120.0, gt=0, description="A graceful stop is forced after this long."
     )
@@ -66,15 +70,21 @@ class ServeSettings(BaseModel):
         self.output_roots = [Path(p).resolve() for p in self.output_roots]
         if self.token is None:
             self.token = os.environ.get("FAKEFINDER_TOKEN") or None
-        if not is_loopback(self.host) and not self.token:
+        if not is_loopback(self.host) and not self.token and not self._store_has_tokens():
             raise SettingsError(
-                f"serving on {self.host} (not loopback) needs an API token: pass --token or set "
-                "FAKEFINDER_TOKEN; every request then sends 'Authorization: Bearer <token>'"
+                f"serving on {self.host} (not loopback) needs an API token: pass --token, set "
+                "FAKEFINDER_TOKEN, or add named tokens with `fakefinder serve token add`; every request "
+                "then sends 'Authorization: Bearer <token>'"
             )
         if self.executor == "ray" and not self.ray_address:
             raise SettingsError(
                 "--executor ray needs --ray-address (the cluster's job API, e.g. http://127.0.0.1:8265)"
             )
+
+    def _store_has_tokens(self) -> bool:
+        from fakefinder.platform.store import JobStore
+
+        return self.database.is_file() and JobStore(self.database).has_tokens()
 
     @property
     def datasets_dir(self) -> Path:

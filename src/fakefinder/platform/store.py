@@ -1,8 +1,10 @@
-"""The job store: one SQLite file holding every job (spec, state, progress, result), its log lines
-and its metric history. Safe from many threads (a connection each) and across restarts."""
+"""The platform's store: one SQLite file holding every job (spec, state, progress, result, owner), its
+log lines and its metric history, the API tokens (their SHA-256 hashes only) and who uploaded each
+dataset. Safe from many threads (a connection each) and across restarts."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import sqlite3
@@ -11,9 +13,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fakefinder.platform.paths import RequestError
+
 STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 FINISHED = ("succeeded", "failed", "cancelled", "interrupted")
 JOB_TYPES = ("train", "prepare", "evaluate", "predict", "merge")
+ROLES = ("viewer", "member", "admin")  # each may do what the ones before it may
+ACTIVE = ("queued", "running")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -30,7 +36,12 @@ NOT NULL,
                                  PRIMARY KEY (job_id, seq));
 CREATE TABLE IF NOT EXISTS metrics (job_id TEXT NOT NULL, seq INTEGER NOT NULL, time REAL NOT NULL,
                                     stage TEXT, data TEXT NOT NULL, PRIMARY KEY (job_id, seq));
+CREATE TABLE IF NOT EXISTS tokens (hash TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL,
+                                   created_at REAL NOT NULL, created_by TEXT, last_used_at REAL,
+                                   revoked_at REAL);
+CREATE TABLE IF NOT EXISTS datasets (name TEXT PRIMARY KEY, owner TEXT, created_at REAL NOT NULL);
 """
+_ADDED_COLUMNS = {"jobs": {"owner": "TEXT"}}  # columns a store written by an earlier version lacks
 _JSON_COLUMNS = ("spec", "progress", "metrics", "result")
 
 
@@ -42,6 +53,11 @@ class JobStore:
         self._write = threading.Lock()  # one writer at a time inside this process
         with self._conn() as conn:
             conn.executescript(_SCHEMA)
+            for table, columns in _ADDED_COLUMNS.items():
+                have = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
+                for column, kind in columns.items():
+                    if column not in have:  # rows from before it: NULL (jobs: the admins')
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -71,16 +87,22 @@ class JobStore:
         spec: dict,
         folder_root: Path,
         job_id: str | None = None,
+        owner: str | None = None,
+        limit: int | None = None,
     ) -> dict:
+        """A new queued job of `owner`; refused (LimitReached) when the owner already has `limit` jobs
+        queued or running, checked in the same transaction."""
         job_id = job_id or self.new_id()
         with self._write:
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
             try:
+                if limit is not None:
+                    _check_limit(conn, owner, limit)
                 number = conn.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM jobs").fetchone()[0]
                 conn.execute(
-                    "INSERT INTO jobs (id, number, name, type, kind, state, spec, created_at, folder) VALUES "
-                    "(?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+                    "INSERT INTO jobs (id, number, name, type, kind, state, spec, created_at, folder, owner) "
+                    "VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
                     (
                         job_id,
                         number,
@@ -90,6 +112,7 @@ class JobStore:
                         json.dumps(spec),
                         time.time(),
                         str(Path(folder_root) / job_id),
+                        owner,
                     ),
                 )
                 conn.execute("COMMIT")
@@ -131,6 +154,11 @@ class JobStore:
             f"UPDATE jobs SET {sets} WHERE id = ? AND state IN ({marks})", (*values, job_id, *from_states)
         )
         return cursor.rowcount == 1
+
+    def check_limit(self, owner: str | None, limit: int | None) -> None:
+        """LimitReached when `owner` already has `limit` jobs queued or running."""
+        if limit is not None:
+            _check_limit(self._conn(), owner, limit)
 
     def delete(self, job_id: str) -> None:
         with self._write:
@@ -225,6 +253,109 @@ class JobStore:
         return [
             {"seq": r["seq"], "time": r["time"], "stage": r["stage"], **json.loads(r["data"])} for r in rows
         ]
+
+    # ------------------------------------------------------------------ tokens and dataset owners
+    def add_token(self, name: str, role: str, created_by: str | None = None) -> str:
+        """A new random token for `name` with `role`; returned once, stored as its SHA-256 hash only."""
+        if role not in ROLES:
+            raise TokenError(f"role: {role!r} is not one of {', '.join(ROLES)}", "role")
+        token = "ff_" + secrets.token_urlsafe(32)
+        with self._write:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                taken = conn.execute(
+                    "SELECT 1 FROM tokens WHERE name = ? AND revoked_at IS NULL", (name,)
+                ).fetchone()
+                if taken:
+                    raise TokenError(f"name: a token named {name!r} exists (revoke it first)", "name", 409)
+                conn.execute(
+                    "INSERT INTO tokens (hash, name, role, created_at, created_by) VALUES (?, ?, ?, ?, ?)",
+                    (token_hash(token), name, role, time.time(), created_by),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return token
+
+    def tokens(self, include_revoked: bool = False) -> list[dict]:
+        sql = "SELECT name, role, created_at, created_by, last_used_at, revoked_at FROM tokens"
+        sql += "" if include_revoked else " WHERE revoked_at IS NULL"
+        return [dict(r) for r in self._conn().execute(sql + " ORDER BY created_at")]
+
+    def revoke_token(self, name: str) -> bool:
+        """Whether an active token of that name was revoked."""
+        cursor = self._run(
+            "UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", (time.time(), name)
+        )
+        return cursor.rowcount > 0
+
+    def has_tokens(self) -> bool:
+        return (
+            self._conn().execute("SELECT 1 FROM tokens WHERE revoked_at IS NULL LIMIT 1").fetchone()
+            is not None
+        )
+
+    def token_owner(self, token: str) -> dict | None:
+        """{name, role} of an active token (its last use noted, at most once a minute), or None."""
+        digest = token_hash(token)
+        row = (
+            self._conn()
+            .execute(
+                "SELECT name, role, last_used_at FROM tokens WHERE hash = ? AND revoked_at IS NULL", (digest,)
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        now = time.time()
+        if row["last_used_at"] is None or now - row["last_used_at"] > 60:
+            self._run("UPDATE tokens SET last_used_at = ? WHERE hash = ?", (now, digest))
+        return {"name": row["name"], "role": row["role"]}
+
+    def set_dataset_owner(self, name: str, owner: str | None) -> None:
+        self._run(
+            "INSERT OR REPLACE INTO datasets (name, owner, created_at) VALUES (?, ?, ?)",
+            (name, owner, time.time()),
+        )
+
+    def dataset_owners(self) -> dict[str, str | None]:
+        return {r["name"]: r["owner"] for r in self._conn().execute("SELECT name, owner FROM datasets")}
+
+    def forget_dataset(self, name: str) -> None:
+        self._run("DELETE FROM datasets WHERE name = ?", (name,))
+
+
+class TokenError(RequestError):
+    """A token that cannot be added as asked."""
+
+
+class LimitReached(RequestError):
+    """A user's queued and running jobs are at the server's per-user limit (429)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "owner", 429)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _check_limit(conn: sqlite3.Connection, owner: str | None, limit: int) -> None:
+    marks = ",".join("?" * len(ACTIVE))
+    if owner is None:
+        count = conn.execute(f"SELECT COUNT(*) FROM jobs WHERE owner IS NULL AND state IN ({marks})", ACTIVE)
+    else:
+        count = conn.execute(
+            f"SELECT COUNT(*) FROM jobs WHERE owner = ? AND state IN ({marks})", (owner, *ACTIVE)
+        )
+    active = count.fetchone()[0]
+    if active >= limit:
+        raise LimitReached(
+            f"{owner or 'admin'} has {active} job(s) queued or running: at most {limit} per user on this "
+            "server (--max-jobs-per-user); wait for one to finish or stop one"
+        )
 
 
 def _job(row: sqlite3.Row) -> dict:

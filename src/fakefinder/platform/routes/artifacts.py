@@ -11,10 +11,18 @@ from fastapi.responses import FileResponse
 
 from fakefinder.platform import jobs
 from fakefinder.platform.paths import NotFound, RequestError, confine
-from fakefinder.platform.routes.common import Services, job_or_404, job_output, services, zip_response
+from fakefinder.platform.routes.common import (
+    Caller,
+    Services,
+    job_or_404,
+    job_output,
+    needs,
+    services,
+    zip_response,
+)
 from fakefinder.tasks import get_task
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(needs("viewer"))])  # every route: an identified caller
 
 
 def job_file(job: dict, relative: str) -> Path:
@@ -98,6 +106,7 @@ def export_adapter(task_id: str, svc: Services = Depends(services)):
 def merge(
     body: dict[str, Any] = Body(..., examples=[{"task_id": "...", "output_path": "merged-model"}]),
     svc: Services = Depends(services),
+    who: Caller = Depends(needs("member")),
 ) -> dict:
     """Queue a merge job: the LoRA adapter of job `task_id` folded into its base, written as a
     standalone model to `output_path` (inside the server's output roots)."""
@@ -106,6 +115,14 @@ def merge(
     job, path, task = adapter_of(svc, body["task_id"])
     output = jobs.check_output_path(body.get("output_path"), svc.settings)
     spec = {"artifact": str(path), "output": str(output), "source": job["id"]}
-    merged = svc.store.create("merge", task.name, f"merge {job['name']}", spec, svc.settings.jobs_dir)
+    merged = svc.store.create(
+        "merge",
+        task.name,
+        f"merge {job['name']}",
+        spec,
+        svc.settings.jobs_dir,
+        owner=who.name,
+        limit=svc.settings.max_jobs_per_user,
+    )
     svc.manager.wake()
     return {"task_id": merged["id"], "output_path": str(output)}

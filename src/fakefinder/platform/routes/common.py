@@ -1,6 +1,6 @@
 """What the routes share: the platform's services (settings, job store, queue) as a FastAPI dependency,
-a job as the API shows it, the files a job's result names, a job by id or a 404, server-sent events,
-a folder sent as a ZIP."""
+who is calling and what their role allows, a job as the API shows it, the files a job's result names, a
+job by id or a 404, server-sent events, a folder sent as a ZIP."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
 from fakefinder.platform.manager import JobManager
-from fakefinder.platform.paths import NotFound, within
+from fakefinder.platform.paths import Forbidden, NotFound, within
 from fakefinder.platform.settings import ServeSettings
-from fakefinder.platform.store import JobStore
+from fakefinder.platform.store import ROLES, JobStore
 
 
 @dataclass
@@ -32,6 +32,33 @@ class Services:
 def services(request: Request) -> Services:
     """The running app's services (a dependency of every route)."""
     return request.app.state.services
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request: a token's name and role (`--token`: admin; a server without tokens: its one
+    local user, an admin)."""
+
+    name: str
+    role: str
+
+
+def needs(role: str):
+    """A route dependency: the caller, refused (403) unless their role is `role` or one above it."""
+
+    def check(request: Request) -> Caller:
+        who: Caller = request.state.caller  # set by the app's request guard
+        if ROLES.index(who.role) < ROLES.index(role):
+            raise Forbidden(f"{who.name} is a {who.role}: this needs the {role} role or above")
+        return who
+
+    return check
+
+
+def check_owner(who: Caller, owner: str | None, what: str) -> None:
+    """Members change only what they created; admins change anything (what has no owner is theirs)."""
+    if who.role != "admin" and owner != who.name:
+        raise Forbidden(f"{what} belongs to {owner or 'the admins'}: {who.name} may change only their own")
 
 
 def job_or_404(svc: Services, task_id: str) -> dict:
@@ -58,6 +85,7 @@ def public_job(job: dict) -> dict:
     return {
         "task_id": job["id"],
         "name": job["name"],
+        "owner": job.get("owner"),
         "type": job["type"],
         "kind": job["kind"],
         "state": job["state"],

@@ -13,9 +13,9 @@ from fastapi import APIRouter, Body, Depends, File, Form, UploadFile
 
 from fakefinder.platform import jobs, uploads
 from fakefinder.platform.paths import Conflict, RequestError
-from fakefinder.platform.routes.common import Services, services
+from fakefinder.platform.routes.common import Caller, Services, check_owner, needs, services
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(needs("viewer"))])  # every route: an identified caller
 
 
 @router.get("/api/datasets", tags=["datasets"])
@@ -26,14 +26,16 @@ def list_all_datasets(svc: Services = Depends(services)) -> dict:
     for root in svc.settings.dataset_roots:
         if root.is_dir():
             found += uploads.list_datasets(root)
-    return {"datasets": found}
+    owners = svc.store.dataset_owners()
+    return {"datasets": [{**d, "owner": owners.get(d["name"])} for d in found]}
 
 
 @router.post("/api/datasets", tags=["datasets"], status_code=201)
 def upload_dataset(
     file: UploadFile = File(..., description="A ZIP of the dataset"),
-    name: str = Form(...),
+    name: str = Form(..., max_length=128),
     svc: Services = Depends(services),
+    who: Caller = Depends(needs("member")),
 ) -> dict:
     """Upload a dataset as a ZIP under `name` (size, file count and compression ratio are limited;
     nothing in it runs); answers how it was recognised, as `GET /api/datasets/{name}` does."""
@@ -48,7 +50,8 @@ def upload_dataset(
         max_ratio=svc.settings.upload_max_ratio,
     )
     path = uploads.unpack_zip(file.file, svc.settings.datasets_dir, name, limits)
-    return uploads.describe_dataset(path)
+    svc.store.set_dataset_owner(path.name, who.name)
+    return {**uploads.describe_dataset(path), "owner": who.name}
 
 
 def dataset_folder(svc: Services, name: str) -> Path:
@@ -62,18 +65,24 @@ def dataset_folder(svc: Services, name: str) -> Path:
 
 @router.get("/api/datasets/{name}", tags=["datasets"])
 def get_dataset(name: str, svc: Services = Depends(services)) -> dict:
-    """One dataset: its layout, the kinds that can train on it, its splits and counts."""
-    return uploads.describe_dataset(dataset_folder(svc, name))
+    """One dataset: its layout, the kinds that can train on it, its splits and counts, who uploaded it."""
+    path = dataset_folder(svc, name)
+    return {**uploads.describe_dataset(path), "owner": svc.store.dataset_owners().get(path.name)}
 
 
 @router.delete("/api/datasets/{name}", tags=["datasets"])
-def delete_dataset(name: str, svc: Services = Depends(services)) -> dict:
-    """Remove an uploaded dataset (refused while a queued or running job uses it)."""
+def delete_dataset(
+    name: str, svc: Services = Depends(services), who: Caller = Depends(needs("member"))
+) -> dict:
+    """Remove an uploaded dataset (refused while a queued or running job uses it). Members delete only
+    the datasets they uploaded."""
     path = dataset_folder(svc, name)
+    check_owner(who, svc.store.dataset_owners().get(path.name), f"dataset {name}")
     for job in svc.store.in_state("queued", "running"):
         if str(path) in json.dumps(job["spec"]):
             raise Conflict(f"name: dataset {name} is used by job {job['id']} ({job['state']})", "name")
     shutil.rmtree(path)
+    svc.store.forget_dataset(path.name)
     return {"deleted": name}
 
 
@@ -82,6 +91,7 @@ def prepare_dataset(
     name: str,
     body: dict[str, Any] = Body(default_factory=dict, examples=[{"output_name": "my-faces"}]),
     svc: Services = Depends(services),
+    who: Caller = Depends(needs("member")),
 ) -> dict:
     """Queue a prepare job: a dataset of videos in a published layout -> face crops and a manifest,
     saved as a new dataset (`output_name`); `shards` splits the work across Ray workers."""
@@ -103,6 +113,9 @@ def prepare_dataset(
         {"config": config.model_dump(mode="json"), "shards": shards, "dataset": output.name},
         svc.settings.jobs_dir,
         job_id,
+        owner=who.name,
+        limit=svc.settings.max_jobs_per_user,
     )
+    svc.store.set_dataset_owner(output.name, who.name)
     svc.manager.wake()
     return {"task_id": job["id"], "state": job["state"], "output_name": output.name}

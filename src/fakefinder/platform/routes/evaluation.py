@@ -16,10 +16,10 @@ from fakefinder.config import DEFAULT_TASK
 from fakefinder.core.errors import FakefinderError
 from fakefinder.platform import jobs
 from fakefinder.platform.paths import NotFound, RequestError, confine
-from fakefinder.platform.routes.common import Services, job_or_404, job_output, services
+from fakefinder.platform.routes.common import Caller, Services, job_or_404, job_output, needs, services
 from fakefinder.tasks import get_task, read_model
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(needs("viewer"))])  # every route: an identified caller
 
 
 def model_source(svc: Services, body: dict) -> tuple[Path, dict]:
@@ -60,6 +60,7 @@ def model_source(svc: Services, body: dict) -> tuple[Path, dict]:
 def evaluate(
     body: dict[str, Any] = Body(..., examples=[{"model_task_id": "...", "dataset_path": "faces"}]),
     svc: Services = Depends(services),
+    who: Caller = Depends(needs("member")),
 ) -> dict:
     """Queue an evaluate job: the model of a finished job (`model_task_id`) or a model folder
     (`model_path`) on a dataset (`dataset_path`; without one, the data its training config names).
@@ -88,6 +89,8 @@ def evaluate(
         {"config": config.model_dump(mode="json")},
         svc.settings.jobs_dir,
         job_id,
+        owner=who.name,
+        limit=svc.settings.max_jobs_per_user,
     )
     svc.manager.wake()
     return {"task_id": job["id"], "state": job["state"]}
@@ -98,14 +101,16 @@ def predict(
     file: UploadFile = File(
         ..., description="An image or a video (a language model: prompts in .jsonl or .txt)"
     ),
-    model_task_id: str | None = Form(None),
-    model_path: str | None = Form(None),
+    model_task_id: str | None = Form(None, max_length=128),
+    model_path: str | None = Form(None, max_length=4096),
     heatmaps: bool = Form(False, description="Draw where the model looked (kinds that draw heatmaps)"),
     svc: Services = Depends(services),
+    who: Caller = Depends(needs("member")),
 ) -> dict:
     """Queue a predict job on one uploaded file with the model of a finished job or a model folder:
     a fake probability (and, for DX-LLaVA, an explanation; with `heatmaps`, where it looked), or a
     language model's answers to the prompts in the file."""
+    svc.store.check_limit(who.name, svc.settings.max_jobs_per_user)  # before anything is written
     artifact_path, tree = model_source(svc, {"model_task_id": model_task_id, "model_path": model_path})
     task = get_task(tree.get("task", DEFAULT_TASK))
     if heatmaps and not task.draws_heatmaps:
@@ -139,17 +144,19 @@ def predict(
         config = jobs.confine_paths(
             jobs.place_outputs(jobs.validate(tree), task, folder), svc.settings, folder
         )
+        job = svc.store.create(
+            "predict",
+            task.name,
+            f"predict {name}",
+            {"config": config.model_dump(mode="json")},
+            svc.settings.jobs_dir,
+            job_id,
+            owner=who.name,
+            limit=svc.settings.max_jobs_per_user,
+        )
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    job = svc.store.create(
-        "predict",
-        task.name,
-        f"predict {name}",
-        {"config": config.model_dump(mode="json")},
-        svc.settings.jobs_dir,
-        job_id,
-    )
     svc.manager.wake()
     return {"task_id": job["id"], "state": job["state"]}
 

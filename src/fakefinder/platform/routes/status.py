@@ -6,9 +6,9 @@ from fastapi import APIRouter, Depends
 
 from fakefinder import __version__
 from fakefinder.platform import jobs
-from fakefinder.platform.routes.common import Services, services
+from fakefinder.platform.routes.common import Services, needs, services
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(needs("viewer"))])  # every route: an identified caller
 
 
 @router.get("/api/health", tags=["platform"])

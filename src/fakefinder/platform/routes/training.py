@@ -15,10 +15,19 @@ from fastapi.responses import StreamingResponse
 from fakefinder.config import DEFAULT_TASK, config_to_yaml
 from fakefinder.platform import jobs
 from fakefinder.platform.paths import RequestError
-from fakefinder.platform.routes.common import Services, job_or_404, public_job, services, sse
+from fakefinder.platform.routes.common import (
+    Caller,
+    Services,
+    check_owner,
+    job_or_404,
+    needs,
+    public_job,
+    services,
+    sse,
+)
 from fakefinder.platform.store import FINISHED, JOB_TYPES, STATES
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(needs("viewer"))])  # every route: an identified caller
 
 
 def _train_job(svc: Services, body: dict, job_id: str) -> tuple[dict, Any]:
@@ -69,13 +78,23 @@ def start(
         ],
     ),
     svc: Services = Depends(services),
+    who: Caller = Depends(needs("member")),
 ) -> dict:
     """Queue a training job: `model_type` (the kind), `dataset_path` (an uploaded dataset's name) and
     the job's settings, as short fields (`epochs`, `learning_rate`, ...) or dotted config keys
     (`train.lr`); answers the job's id and state (`queued`)."""
     job_id = svc.store.new_id()
     spec, task, notes = _train_job(svc, body, job_id)
-    job = svc.store.create("train", task.name, body.get("name"), spec, svc.settings.jobs_dir, job_id)
+    job = svc.store.create(
+        "train",
+        task.name,
+        body.get("name"),
+        spec,
+        svc.settings.jobs_dir,
+        job_id,
+        owner=who.name,
+        limit=svc.settings.max_jobs_per_user,
+    )
     svc.manager.wake()
     return {"task_id": job["id"], "state": job["state"], "notes": notes}
 
@@ -98,22 +117,38 @@ def get_job(task_id: str, svc: Services = Depends(services)) -> dict:
 
 
 @router.delete("/api/training/{task_id}", tags=["training"])
-def delete_job(task_id: str, svc: Services = Depends(services)) -> dict:
-    """Remove a finished job and its folder (a running one is refused: stop it first)."""
+def delete_job(
+    task_id: str, svc: Services = Depends(services), who: Caller = Depends(needs("member"))
+) -> dict:
+    """Remove a finished job and its folder (a running one is refused: stop it first). Members delete
+    only their own jobs."""
+    check_owner(who, job_or_404(svc, task_id)["owner"], f"job {task_id}")
     svc.manager.delete(task_id)
     return {"deleted": task_id}
 
 
 @router.post("/api/training/{task_id}/stop", tags=["training"])
-def stop_job(task_id: str, force: bool = False, svc: Services = Depends(services)) -> dict:
+def stop_job(
+    task_id: str,
+    force: bool = False,
+    svc: Services = Depends(services),
+    who: Caller = Depends(needs("member")),
+) -> dict:
     """Stop a job: a queued one is cancelled, a running one saves a checkpoint and stops (`force`: at
-    once, without saving); it can be resumed later."""
+    once, without saving); it can be resumed later. Members stop only their own jobs."""
+    check_owner(who, job_or_404(svc, task_id)["owner"], f"job {task_id}")
     return public_job(svc.manager.stop(task_id, force))
 
 
 @router.post("/api/training/{task_id}/resume", tags=["training"])
-def resume_job(task_id: str, svc: Services = Depends(services)) -> dict:
-    """Queue a stopped or failed job again; it continues from its latest checkpoint."""
+def resume_job(
+    task_id: str, svc: Services = Depends(services), who: Caller = Depends(needs("member"))
+) -> dict:
+    """Queue a stopped or failed job again; it continues from its latest checkpoint. Members resume only
+    their own jobs, within the per-user limit."""
+    job = job_or_404(svc, task_id)
+    check_owner(who, job["owner"], f"job {task_id}")
+    svc.store.check_limit(job["owner"], svc.settings.max_jobs_per_user)
     return public_job(svc.manager.resume(task_id))
 
 

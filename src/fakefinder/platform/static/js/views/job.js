@@ -345,7 +345,8 @@ function headerPanel(ctx, base, act) {
     stateEl.className = `badge state-${job.state}`;
     stateEl.dataset.state = job.state;
     setChildren(metaEl,
-      [job.type, job.kind, job.device && `on ${job.device}`, job.attempts > 1 && `attempt ${job.attempts}`]
+      [job.type, job.kind, `by ${job.owner || 'admins'}`, job.device && `on ${job.device}`,
+        job.attempts > 1 && `attempt ${job.attempts}`]
         .filter(Boolean).join(' · '),
       h('span', { class: 'mono' }, ` · ${job.task_id}`),
       ` · created ${fmtTime(job.created_at)}`,

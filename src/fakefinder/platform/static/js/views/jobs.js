@@ -49,6 +49,7 @@ export async function jobsView(ctx, view) {
         job.name ? h('div', { class: 'muted mono small-text' }, job.task_id) : null),
       h('td', {}, job.type || ''),
       h('td', {}, job.kind || ''),
+      h('td', { class: 'small-text owner' }, job.owner || 'admins'),
       h('td', {}, badge(job.state), job.stop_requested && ACTIVE.has(job.state) ? h('span', { class: 'muted' }, ' stopping') : null),
       h('td', { class: 'progress-cell' }, progressBar(job), h('div', { class: 'small-text muted' }, progressText(job))),
       h('td', { class: 'small-text' }, fmtTime(job.created_at)),
@@ -93,7 +94,7 @@ export async function jobsView(ctx, view) {
     h('div', { class: 'card table-card' },
       h('table', { class: 'table', id: 'jobs-table', 'data-testid': 'jobs-table' },
         h('thead', {}, h('tr', {}, h('th', { class: 'check' }, selectAll), h('th', {}, 'Name'), h('th', {}, 'Type'),
-          h('th', {}, 'Model type'), h('th', {}, 'State'), h('th', {}, 'Progress'), h('th', {}, 'Created'),
+          h('th', {}, 'Model type'), h('th', {}, 'Owner'), h('th', {}, 'State'), h('th', {}, 'Progress'), h('th', {}, 'Created'),
           h('th', {}, 'Duration'))),
         tbody),
       empty));

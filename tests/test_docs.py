@@ -146,6 +146,9 @@ def test_a_quick_run_block_runs_as_shown(block, tmp_path, demo_data):
         shutil.copytree(demo_data, tmp_path / "quick" / "data", symlinks=True)
     runs: list[Path] = []
     if "object_detector" in block:  # Ultralytics' own folders for runs, which a run must not write to
+        from fakefinder.tasks.object_detector.model import require
+
+        require()  # Ultralytics imported as fakefinder imports it (its process-wide patches put back)
         from ultralytics import utils
 
         runs = [Path(utils.SETTINGS["runs_dir"]), utils.ROOT.parent / "tests" / "tmp" / "runs"]  # 2nd: pytest

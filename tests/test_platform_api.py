@@ -171,6 +171,50 @@ def test_a_job_runs_to_succeeded_with_metrics_logs_report_and_artifact(client, f
     assert client.get(f"/api/training/{task_id}/files/evaluate/metrics.json").json()["models"]
 
 
+def mlflow_run_of(data_dir: Path, job: dict, timeout: float = 60.0):
+    """The MLflow run the server logged `job` to (its local store), once the server has ended it."""
+    import time
+
+    from mlflow import MlflowClient
+
+    mlflow = MlflowClient(tracking_uri=f"sqlite:///{data_dir.resolve() / 'mlflow.db'}")
+    note = Path(job["output_dir"]) / "mlflow_run.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if note.is_file():
+            run = mlflow.get_run(json.loads(note.read_text())["run_id"])
+            if run.info.status != "RUNNING":
+                return mlflow, run
+        time.sleep(0.5)
+    raise AssertionError(f"no ended MLflow run for job {job['task_id']} within {timeout} s")
+
+
+def test_a_job_naming_mlflow_is_logged_by_the_server(client, finished, data_dir):
+    """Read back with MLflow's own client: the config as params, every metric with its step, the kind as
+    a tag, the report and the artifact folder; the worker itself logged nothing (one run only)."""
+    mlflow, run = mlflow_run_of(data_dir, finished)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["fakefinder.kind"] == "deepfake_detector"
+    assert run.data.tags["fakefinder.job"] == finished["task_id"]
+    assert run.data.params["train.epochs"] == "2" and run.data.params["model.name"] == "random:tiny"
+    history = mlflow.get_metric_history(run.info.run_id, "val/val_loss")
+    assert [m.step for m in history] == [1, 2]
+    saved = [
+        r["val_loss"]
+        for r in client.get(f"/api/training/{finished['task_id']}/metrics").json()["history"]
+        if "val_loss" in r
+    ]
+    assert [m.value for m in history] == pytest.approx(saved)
+    files = {a.path for a in mlflow.list_artifacts(run.info.run_id)}
+    assert "report.html" in files and "model" in files
+    assert {a.path for a in mlflow.list_artifacts(run.info.run_id, "model")} >= {
+        "model/model.json",
+        "model/model.safetensors",
+    }
+    runs = mlflow.search_runs([run.info.experiment_id], f"tags.`fakefinder.job` = '{finished['task_id']}'")
+    assert len(runs) == 1
+
+
 def test_the_log_stream_replays_and_ends_with_the_job(client, finished):
     with client.stream("GET", f"/api/training/{finished['task_id']}/logs/stream?after=0") as response:
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -377,6 +421,12 @@ def test_llm_lora_job_export_merge_and_predict(client, data_dir):
     assert any("sample" in line and "expected" in line for line in logs)  # generations logged at each eval
     assert job["result"]["evaluation"]["metrics"]["set"] == "test"  # the dataset's test.jsonl, after training
     assert client.get(f"/api/training/{task_id}/report").status_code == 200
+    mlflow, run = mlflow_run_of(data_dir, job)  # the page's request names the mlflow tracker
+    assert run.data.tags["fakefinder.kind"] == "llm_lora" and run.data.params["llm.train.max_steps"] == "4"
+    assert [m.step for m in mlflow.get_metric_history(run.info.run_id, "train/loss")] == [1, 2, 3, 4]
+    perplexity = [k for k in run.data.metrics if k.endswith("eval_perplexity")]
+    assert perplexity and mlflow.get_metric_history(run.info.run_id, perplexity[0]), sorted(run.data.metrics)
+    assert "adapter" in {a.path.split("/")[-1] for a in mlflow.list_artifacts(run.info.run_id, "model")}
 
     adapter = zipfile.ZipFile(io.BytesIO(client.get(f"/api/llm-finetuning/export/{task_id}").content))
     assert {"adapter_config.json", "adapter_model.safetensors"} <= set(adapter.namelist())

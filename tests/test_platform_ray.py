@@ -412,10 +412,10 @@ def test_platform_a_training_job_runs_on_ray_to_succeeded(platform, ray_head):
     assert job["metrics"]["val_loss"] == pytest.approx(saved[-1]["val_loss"])
 
     text = log_text(platform, task_id)  # the store's log: Ray's job log, read back by the manager
-    assert f"Running as Ray job {ref} in {job['output_dir']}" in text and "training test_efficientnet" in text
+    assert f"Running as Ray job {ref} in {job['output_dir']}" in text and "training random:tiny" in text
     assert "::fakefinder-event::" not in text and EXIT_MARK not in text
-    assert "training test_efficientnet" in ray_logs(ray_head, ref)
-    assert "training test_efficientnet" in (Path(job["output_dir"]) / "worker.log").read_text()
+    assert "training random:tiny" in ray_logs(ray_head, ref)
+    assert "training random:tiny" in (Path(job["output_dir"]) / "worker.log").read_text()
 
     archive = zipfile.ZipFile(io.BytesIO(platform.get(f"/api/training/{task_id}/artifact").content))
     assert {"model.json", "model.safetensors"} <= set(archive.namelist())
@@ -546,8 +546,8 @@ def test_platform_a_gpu_job_waits_on_a_cpu_only_ray_head_and_stop_cancels_it(pla
             ]["stage"]
         )
         time.sleep(0.5)
-    assert "training test_efficientnet" not in log_text(platform, task_id)
+    assert "training random:tiny" not in log_text(platform, task_id)
     platform.post(f"/api/training/{task_id}/stop")
     final = platform_wait(platform, task_id, timeout=60)
     assert final["state"] == "cancelled"
-    assert "training test_efficientnet" not in ray_logs(ray_head, ref)
+    assert "training random:tiny" not in ray_logs(ray_head, ref)

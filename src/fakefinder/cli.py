@@ -343,6 +343,13 @@ def serve(
         Optional[int],
         typer.Option(help="Queued and running jobs one user may have at once (default: no limit)."),
     ] = None,
+    mlflow_uri: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Where jobs naming the mlflow tracker are logged, e.g. a team server http://mlflow:5000 "
+            "(default: a local store, <data-dir>/mlflow.db)."
+        ),
+    ] = None,
     demo_data: Annotated[
         bool,
         typer.Option("--demo-data", help="Write tiny datasets (faces, classes, dx, ...) to try it."),
@@ -372,6 +379,7 @@ def serve(
             output_roots=output_root or [],
             stop_timeout_s=stop_timeout,
             max_jobs_per_user=max_jobs_per_user,
+            mlflow_uri=mlflow_uri,
         )
     except (ValueError, *_user_errors()) as exc:
         _fail(str(exc))

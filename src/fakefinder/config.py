@@ -102,13 +102,21 @@ class RunSection(Section):
     )
     num_workers: int = Field(default=0, ge=0, description="Data loader processes.")
     seed: int = Field(default=0, description="Seeds every random draw of the run.")
-    trackers: list[Literal["tensorboard", "wandb"]] = Field(
+    trackers: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=lambda: ["tensorboard"],
-        description="Where metrics also go: tensorboard (a tensorboard/ "
-        "folder in the run), wandb (Weights & Biases; needs the wandb package); [] for none.",
+        description="Where metrics also go: tensorboard (a tensorboard/ folder in the run), wandb (Weights & "
+        "Biases; needs the wandb package), mlflow (an MLflow run: the config as params, every metric with "
+        "its step, the artifact folder, the kind as a tag); [] for none.",
     )
     tracker_project: str | None = Field(
-        default=None, description="The project runs are logged under (W&B; default: fakefinder)."
+        default=None,
+        description="The project (W&B) or experiment (MLflow) runs are logged under (default: fakefinder).",
+    )
+    tracker_uri: str | None = Field(
+        default=None,
+        description="MLflow's tracking URI (a team server, http://mlflow:5000); default "
+        "$MLFLOW_TRACKING_URI, else a local store, mlflow.db in the working folder. On the platform: the "
+        "server's own.",
     )
     tracker_entity: str | None = Field(default=None, description="The W&B team or user (default: yours).")
 

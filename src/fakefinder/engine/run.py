@@ -121,7 +121,8 @@ class Run:
             signal.signal(sig, handler)
         self._signals = {}
         if self._trackers is not None:
-            self._trackers.close()
+            failed = exc and exc[0] is not None and not issubclass(exc[0], KeyboardInterrupt)
+            self._trackers.close("FAILED" if failed else "KILLED" if self.stop.is_set() else "FINISHED")
             self._trackers = None
         if self._callers_rng is not None:
             set_rng_state(self._callers_rng)
@@ -170,7 +171,12 @@ class Run:
             from fakefinder.engine.tracking import Trackers
 
             self._trackers = Trackers(
-                self.folder, self.settings, self.config.model_dump(mode="json"), self.kind.name, self.key
+                self.folder,
+                self.settings,
+                self.config.model_dump(mode="json"),
+                self.kind.name,
+                self.key,
+                self.kind.artifact_dir,
             )
 
     def checkpoint(self, find: Callable[[Path], Path | None]) -> Path | None:

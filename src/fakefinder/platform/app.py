@@ -22,6 +22,7 @@ from fakefinder.core.errors import FakefinderError
 from fakefinder.platform import uploads
 from fakefinder.platform.executors import make_executor
 from fakefinder.platform.manager import JobManager
+from fakefinder.platform.outbox import MlflowJobs, Outbox
 from fakefinder.platform.paths import MAX_JSON_BYTES, RequestError, check_bounds
 from fakefinder.platform.routes import artifacts, datasets, evaluation, status, training, users
 from fakefinder.platform.routes.common import Caller, Services
@@ -42,6 +43,8 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
     settings.make_dirs()
     store = JobStore(settings.database)
     manager = JobManager(settings, store, make_executor(settings))
+    outbox = Outbox("fakefinder-outbox")
+    store.observers.append(MlflowJobs(settings.mlflow_uri, store, outbox))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -51,6 +54,7 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
         yield
         if start_manager:
             await to_thread.run_sync(manager.close)
+        await to_thread.run_sync(outbox.close)
 
     app = FastAPI(
         title="fakefinder",
@@ -66,6 +70,7 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
         },
     )
     app.state.settings, app.state.store, app.state.manager = settings, store, manager
+    app.state.outbox = outbox
     app.state.services = Services(settings, store, manager)
     for area in (status, training, artifacts, evaluation, datasets, users):
         app.include_router(area.router)

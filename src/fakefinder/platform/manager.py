@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from fakefinder.config import config_from_dict
+from fakefinder.engine.tracking import PLATFORM_LOGS_MLFLOW
 from fakefinder.platform.executors.base import ExecStatus, Executor, describe_exit
 from fakefinder.platform.paths import Conflict, NotFound
 from fakefinder.platform.store import FINISHED, JobStore
@@ -222,6 +223,7 @@ class JobManager:
             "FAKEFINDER_JOB": job["id"],
             "FAKEFINDER_EXECUTOR": self.executor.name,
             "FAKEFINDER_EVENT_TOKEN": self._token(job["id"], job["attempts"] + 1),
+            PLATFORM_LOGS_MLFLOW: "1",  # the server logs the job's MLflow run from its events
         }
         if plugin_spec():
             env[PLUGIN_VARIABLE] = plugin_spec()  # kinds registered from outside fakefinder

@@ -49,6 +49,11 @@ class ServeSettings(BaseModel):
     )
     devices: list[str] | None = Field(default=None, description="Default: every CUDA device, else cpu.")
     jobs_per_device: int = Field(default=1, ge=1)
+    mlflow_uri: str | None = Field(
+        default=None,
+        description="Where jobs that name the mlflow tracker are logged (a team server); default a local "
+        "store, <data_dir>/mlflow.db.",
+    )
     max_jobs_per_user: int | None = Field(
         default=None, ge=1, description="Queued and running jobs one user may have at once (None: no limit)."
     )
@@ -67,6 +72,10 @@ class ServeSettings(BaseModel):
         if not self.output_roots:
             self.output_roots = [self.data_dir / "exports"]
         self.dataset_roots = [Path(p).resolve() for p in self.dataset_roots]
+        if self.mlflow_uri is None:
+            from fakefinder.engine.tracking import local_mlflow_uri
+
+            self.mlflow_uri = local_mlflow_uri(self.data_dir)
         self.output_roots = [Path(p).resolve() for p in self.output_roots]
         if self.token is None:
             self.token = os.environ.get("FAKEFINDER_TOKEN") or None

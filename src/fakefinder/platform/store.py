@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import secrets
 import sqlite3
 import threading
@@ -51,6 +52,9 @@ class JobStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._write = threading.Lock()  # one writer at a time inside this process
+        # told of each job's new state and new metric rows (`job_state(id, state)`, `job_metrics(id, rows)`);
+        # they must not block: the platform's trackers and notifications queue their work
+        self.observers: list = []
         with self._conn() as conn:
             conn.executescript(_SCHEMA)
             for table, columns in _ADDED_COLUMNS.items():
@@ -143,7 +147,9 @@ class JobStore:
             return
         values = [json.dumps(v) if k in _JSON_COLUMNS and v is not None else v for k, v in fields.items()]
         sets = ", ".join(f"{k} = ?" for k in fields)
-        self._run(f"UPDATE jobs SET {sets} WHERE id = ?", (*values, job_id))
+        cursor = self._run(f"UPDATE jobs SET {sets} WHERE id = ?", (*values, job_id))
+        if cursor.rowcount and "state" in fields:
+            self._tell("job_state", job_id, fields["state"])
 
     def transition(self, job_id: str, from_states: tuple[str, ...], **fields: Any) -> bool:
         """Update only while the job is in one of `from_states` (atomically); whether it was."""
@@ -153,7 +159,16 @@ class JobStore:
         cursor = self._run(
             f"UPDATE jobs SET {sets} WHERE id = ? AND state IN ({marks})", (*values, job_id, *from_states)
         )
+        if cursor.rowcount == 1 and "state" in fields:
+            self._tell("job_state", job_id, fields["state"])
         return cursor.rowcount == 1
+
+    def _tell(self, what: str, *args) -> None:
+        for observer in self.observers:
+            try:
+                getattr(observer, what)(*args)
+            except Exception:  # an observer's trouble never fails the store's caller
+                logging.getLogger("fakefinder.platform").exception("observer %s", what)
 
     def check_limit(self, owner: str | None, limit: int | None) -> None:
         """LimitReached when `owner` already has `limit` jobs queued or running."""
@@ -212,6 +227,8 @@ class JobStore:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+        if rows:
+            self._tell("job_metrics", job_id, rows)
 
     def logs(self, job_id: str, after: int = 0, tail: int | None = None) -> list[dict]:
         if tail is not None:

@@ -2,6 +2,7 @@
 errors, requests/s; then whether every epoch, metric row and log line arrived, each exactly once.
 
     .venv/bin/python benchmarks/serve_load.py [--clients 20] [--streams 4] [--seconds 30] [--epochs 15]
+        [--users 3]   # named member tokens: every request then carries one, the clients spread over them
 """
 
 from __future__ import annotations
@@ -29,11 +30,10 @@ HERE = Path(__file__).resolve().parent
 FINISHED = {"succeeded", "failed", "cancelled", "interrupted"}
 TINY_JOB = {
     "model_type": "deepfake_detector",
-    "base_model": "test_efficientnet",
+    "base_model": "random:tiny",
     "dataset_path": "faces",
     "batch_size": 8,
     "learning_rate": 0.001,
-    "pretrained": False,
     "image_size": 32,
     "num_workers": 0,
     "train.trackers": [],
@@ -157,7 +157,13 @@ class Stats:
 
 
 def poller(
-    base: str, job_ids: list[str], index: int, stop: threading.Event, stats: Stats, think_s: float
+    base: str,
+    job_ids: list[str],
+    index: int,
+    stop: threading.Event,
+    stats: Stats,
+    think_s: float,
+    headers: dict | None = None,
 ) -> None:
     requests = [
         ("job", "/api/training/{id}"),
@@ -165,7 +171,7 @@ def poller(
         ("metrics", "/api/training/{id}/metrics"),
     ]
     turn = index
-    with httpx.Client(base_url=base, timeout=30) as client:
+    with httpx.Client(base_url=base, timeout=30, headers=headers) as client:
         while not stop.is_set():
             name, template = requests[turn % len(requests)]
             path = template.format(id=job_ids[(turn // len(requests)) % len(job_ids)])
@@ -186,12 +192,18 @@ def poller(
 
 
 def streamer(
-    base: str, job_id: str, reconnect_s: float | None, deadline: float, abort: threading.Event, stats: Stats
+    base: str,
+    job_id: str,
+    reconnect_s: float | None,
+    deadline: float,
+    abort: threading.Event,
+    stats: Stats,
+    headers: dict | None = None,
 ) -> None:
     """Follow the job's log stream until its `end` event; with `reconnect_s`, the server closes each
     connection after that long (`max_seconds`) and the next one resumes at `after=` the last seq."""
     after = 0
-    with httpx.Client(base_url=base, timeout=httpx.Timeout(30, read=60)) as client:
+    with httpx.Client(base_url=base, timeout=httpx.Timeout(30, read=60), headers=headers) as client:
         while not stats.ended and not abort.is_set() and time.time() < deadline:
             params = {"after": after, **({"max_seconds": reconnect_s} if reconnect_s else {})}
             started = time.perf_counter()
@@ -375,18 +387,36 @@ def print_report(report: dict) -> None:
 
 
 # ------------------------------------------------------------------------------------------ the run
+def user_headers(data_dir: Path, users: int):
+    """`users` named member tokens in the server's store; `auth(n)`: the headers of client n (None: none)."""
+    tokens = []
+    if users:
+        from fakefinder.platform.store import JobStore
+
+        store = JobStore(data_dir / "platform.sqlite")
+        tokens = [store.add_token(f"load-user-{n}", "member") for n in range(users)]
+
+    def auth(index: int) -> dict | None:
+        return {"Authorization": f"Bearer {tokens[index % len(tokens)]}"} if tokens else None
+
+    return auth
+
+
 def run(args, data_dir: Path) -> dict:
     waited = wait_idle(args.wait_idle)
     port = args.port or free_port(args.host)
+    auth = user_headers(data_dir, args.users)
     server = Server(data_dir, args.host, port, args.jobs_per_device)
     abort, stop_polling = threading.Event(), threading.Event()
     try:
         startup_s = server.wait_healthy(args.startup_timeout)
-        with httpx.Client(base_url=server.url, timeout=30) as client:
+        with httpx.Client(base_url=server.url, timeout=30, headers=auth(0)) as client:
             job_ids = []
             for number in range(2):
                 response = client.post(
-                    "/api/training/start", json={**TINY_JOB, "epochs": args.epochs, "name": f"load-{number}"}
+                    "/api/training/start",
+                    json={**TINY_JOB, "epochs": args.epochs, "name": f"load-{number}"},
+                    headers=auth(number),
                 )
                 response.raise_for_status()
                 job_ids.append(response.json()["task_id"])
@@ -408,6 +438,7 @@ def run(args, data_dir: Path) -> dict:
                         deadline,
                         abort,
                         stats,
+                        auth(n),
                     ),
                 )
                 for n, stats in enumerate(streams)
@@ -417,7 +448,7 @@ def run(args, data_dir: Path) -> dict:
                     target=poller,
                     daemon=True,
                     name=f"poll-{n}",
-                    args=(server.url, job_ids, n, stop_polling, stats, args.think_ms / 1000),
+                    args=(server.url, job_ids, n, stop_polling, stats, args.think_ms / 1000, auth(n)),
                 )
                 for n, stats in enumerate(pollers)
             ]
@@ -528,6 +559,9 @@ def main() -> int:
         type=float,
         default=30.0,
         help="wait at most this long for an idle machine first (0: do not wait)",
+    )
+    parser.add_argument(
+        "--users", type=int, default=0, help="named member tokens the clients spread over (0: no tokens)"
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: a free port")

@@ -57,7 +57,7 @@ def data_dir(tmp_path_factory) -> Path:
 def client(data_dir):
     """A live `fakefinder serve` on a loopback port: the page's requests go to it over HTTP, as curl
     sends them (only the port differs from the page's localhost:8000)."""
-    server = start_server(data_dir, "--stop-timeout", "60")
+    server = start_server(data_dir, "--stop-timeout", "60", "--poll-interval", "0.2")
     try:
         with httpx.Client(base_url=server.url, timeout=60) as http:
             yield http

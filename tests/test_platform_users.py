@@ -247,10 +247,10 @@ def test_members_delete_only_the_datasets_they_uploaded(server):
     ("body", "field", "status"),
     [
         ({**TINY, "base_model": "x" * 10_000_000}, "body", 413),  # the whole body over 1 MiB
-        ({**TINY, "base_model": "x" * 5000}, "base_model", 413),
-        ({**TINY, "name": "n" * 5000}, "name", 413),
-        ({**TINY, "augment.jpeg_quality": list(range(2000))}, "augment.jpeg_quality", 413),
-        ({"config": {"train": {"output_dir": "o" * 5000}}}, "config.train.output_dir", 413),
+        ({**TINY, "base_model": "x" * 5000}, "base_model", 422),
+        ({**TINY, "name": "n" * 5000}, "name", 422),
+        ({**TINY, "augment.jpeg_quality": list(range(2000))}, "augment.jpeg_quality", 422),
+        ({"config": {"train": {"output_dir": "o" * 5000}}}, "config.train.output_dir", 422),
     ],
     ids=["10MB", "model", "name", "list", "nested"],
 )

@@ -339,6 +339,9 @@ def serve(
     stop_timeout: Annotated[
         float, typer.Option(help="Seconds a graceful stop may take before it is forced.")
     ] = 120.0,
+    poll_interval: Annotated[
+        float, typer.Option(help="Seconds between the queue's looks at its workers (new output, ends).")
+    ] = 0.5,
     max_jobs_per_user: Annotated[
         Optional[int],
         typer.Option(help="Queued and running jobs one user may have at once (default: no limit)."),
@@ -349,6 +352,20 @@ def serve(
             help="Where jobs naming the mlflow tracker are logged, e.g. a team server http://mlflow:5000 "
             "(default: a local store, <data-dir>/mlflow.db)."
         ),
+    ] = None,
+    webhook: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--webhook",
+            help="NAME=URL: a webhook finished jobs notify (repeatable; a job picks among the names).",
+        ),
+    ] = None,
+    webhook_secret: Annotated[
+        Optional[str],
+        typer.Option(help="The key webhook bodies are signed with (default: $FAKEFINDER_WEBHOOK_SECRET)."),
+    ] = None,
+    public_url: Annotated[
+        Optional[str], typer.Option(help="The address users reach the server at (the link in a webhook).")
     ] = None,
     demo_data: Annotated[
         bool,
@@ -378,8 +395,12 @@ def serve(
             dataset_roots=dataset_root or [],
             output_roots=output_root or [],
             stop_timeout_s=stop_timeout,
+            poll_interval_s=poll_interval,
             max_jobs_per_user=max_jobs_per_user,
             mlflow_uri=mlflow_uri,
+            webhooks=_named_urls(webhook or []),
+            webhook_secret=webhook_secret,
+            public_url=public_url,
         )
     except (ValueError, *_user_errors()) as exc:
         _fail(str(exc))
@@ -393,6 +414,16 @@ def serve(
             typer.echo(f"demo dataset {name}: {path}")
     typer.echo(f"fakefinder serve: http://{host}:{port}/ (API docs at /docs; data in {settings.data_dir})")
     uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+def _named_urls(values: list[str]) -> dict[str, str]:
+    named = {}
+    for value in values:
+        name, sep, url = value.partition("=")
+        if not sep or not name or not url:
+            _fail(f"--webhook {value}: give it as NAME=URL")
+        named[name] = url
+    return named
 
 
 def _token_store(data_dir: Path):

@@ -22,6 +22,7 @@ from fakefinder.core.errors import FakefinderError
 from fakefinder.platform import uploads
 from fakefinder.platform.executors import make_executor
 from fakefinder.platform.manager import JobManager
+from fakefinder.platform.notify import Webhooks
 from fakefinder.platform.outbox import MlflowJobs, Outbox
 from fakefinder.platform.paths import MAX_JSON_BYTES, RequestError, check_bounds
 from fakefinder.platform.routes import artifacts, datasets, evaluation, status, training, users
@@ -44,7 +45,8 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
     store = JobStore(settings.database)
     manager = JobManager(settings, store, make_executor(settings))
     outbox = Outbox("fakefinder-outbox")
-    store.observers.append(MlflowJobs(settings.mlflow_uri, store, outbox))
+    webhooks = Webhooks(settings, store)
+    store.observers += [MlflowJobs(settings.mlflow_uri, store, outbox), webhooks]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -55,6 +57,7 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
         if start_manager:
             await to_thread.run_sync(manager.close)
         await to_thread.run_sync(outbox.close)
+        await to_thread.run_sync(webhooks.close)
 
     app = FastAPI(
         title="fakefinder",

@@ -27,6 +27,7 @@ REQUEST_KEYS = (
     "evaluate",
     "config",
     "num_gpus",
+    "notify",
 )  # the platform's own keys in a start request
 _SCHEME = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_.+-]*:)+")  # fakefinder:, clip:, timm:local-dir:, hf-hub:
 

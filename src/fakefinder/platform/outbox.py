@@ -24,12 +24,18 @@ class Outbox:
     """One background thread doing queued work in order; `close` finishes what is queued (bounded)."""
 
     def __init__(self, name: str) -> None:
+        self.name = name
         self._work: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        self._guard = threading.Lock()
 
     def put(self, work: Callable[[], None]) -> None:
-        self._work.put(work)
+        """Queue `work`; the thread starts with the first (again after a `close`: an app served anew)."""
+        with self._guard:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+                self._thread.start()
+            self._work.put(work)
 
     def _loop(self) -> None:
         while True:
@@ -45,14 +51,22 @@ class Outbox:
 
     def drain(self, timeout: float = 10.0) -> None:
         """Wait (at most `timeout`) until everything queued so far is done."""
-        done = threading.Event()
-        self._work.put(done.set)
+        with self._guard:
+            if self._thread is None or not self._thread.is_alive():
+                return
+            done = threading.Event()
+            self._work.put(done.set)
         done.wait(timeout)
 
     def close(self, timeout: float = 10.0) -> None:
+        """Finish what is queued (at most `timeout`), then let the thread end."""
         self.drain(timeout)
-        self._work.put(None)
-        self._thread.join(timeout=1)
+        with self._guard:
+            thread, self._thread = self._thread, None
+            if thread is not None and thread.is_alive():
+                self._work.put(None)
+        if thread is not None:
+            thread.join(timeout=1)
 
 
 class MlflowJobs:

@@ -93,12 +93,12 @@ def check_bounds(value, field: str = "", depth: int = 0) -> None:
         raise RequestError(f"{where}: nested deeper than {MAX_DEPTH} levels", where)
     if isinstance(value, str):
         if len(value) > MAX_TEXT:
-            raise RequestError(f"{where}: {len(value)} characters, at most {MAX_TEXT}", where, 413)
+            raise RequestError(f"{where}: {len(value)} characters, at most {MAX_TEXT}", where)
     elif isinstance(value, dict | list):
         if len(value) > MAX_ITEMS:
-            raise RequestError(f"{where}: {len(value)} entries, at most {MAX_ITEMS}", where, 413)
+            raise RequestError(f"{where}: {len(value)} entries, at most {MAX_ITEMS}", where)
         items = value.items() if isinstance(value, dict) else enumerate(value)
         for key, item in items:
             if isinstance(key, str) and len(key) > MAX_TEXT:
-                raise RequestError(f"{where}: a key of {len(key)} characters, at most {MAX_TEXT}", where, 413)
+                raise RequestError(f"{where}: a key of {len(key)} characters, at most {MAX_TEXT}", where)
             check_bounds(item, f"{field}.{key}" if field else str(key), depth + 1)

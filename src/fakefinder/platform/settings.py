@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -54,6 +55,20 @@ class ServeSettings(BaseModel):
         description="Where jobs that name the mlflow tracker are logged (a team server); default a local "
         "store, <data_dir>/mlflow.db.",
     )
+    webhooks: dict[str, str] = Field(
+        default_factory=dict,
+        description="Webhooks a finished job notifies, by name (a job picks among these names, never a URL).",
+    )
+    webhook_secret: str | None = Field(
+        default=None, description="The HMAC-SHA256 key webhook bodies are signed with (needed with webhooks)."
+    )
+    public_url: str | None = Field(
+        default=None, description="The server's address as users reach it: the link in a webhook's body."
+    )
+    webhook_attempts: int = Field(default=5, ge=1, le=20, description="Tries per delivery.")
+    webhook_backoff_s: float = Field(
+        default=2.0, ge=0, description="The wait before the 2nd try; it doubles after each failed try."
+    )
     max_jobs_per_user: int | None = Field(
         default=None, ge=1, description="Queued and running jobs one user may have at once (None: no limit)."
     )
@@ -84,6 +99,18 @@ class ServeSettings(BaseModel):
                 f"serving on {self.host} (not loopback) needs an API token: pass --token, set "
                 "FAKEFINDER_TOKEN, or add named tokens with `fakefinder serve token add`; every request "
                 "then sends 'Authorization: Bearer <token>'"
+            )
+        if self.webhook_secret is None:
+            self.webhook_secret = os.environ.get("FAKEFINDER_WEBHOOK_SECRET") or None
+        for name, url in self.webhooks.items():
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+                raise SettingsError(f"--webhook {name}=...: a name of letters, digits, '_', '.' or '-'")
+            if not re.match(r"https?://[^/\s]+", url):
+                raise SettingsError(f"--webhook {name}={url}: an http:// or https:// URL")
+        if self.webhooks and not self.webhook_secret:
+            raise SettingsError(
+                "webhooks need a signing key: pass --webhook-secret or set FAKEFINDER_WEBHOOK_SECRET "
+                "(receivers check the X-Fakefinder-Signature header with it)"
             )
         if self.executor == "ray" and not self.ray_address:
             raise SettingsError(

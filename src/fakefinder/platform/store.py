@@ -230,6 +230,21 @@ class JobStore:
         if rows:
             self._tell("job_metrics", job_id, rows)
 
+    def add_log(self, job_id: str, text: str) -> None:
+        """One line in a job's log from the server itself (not from its worker's output)."""
+        with self._write:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM logs WHERE job_id = ?", (job_id,))
+                conn.execute(
+                    "INSERT INTO logs VALUES (?, ?, ?, ?)", (job_id, seq.fetchone()[0], time.time(), text)
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
     def logs(self, job_id: str, after: int = 0, tail: int | None = None) -> list[dict]:
         if tail is not None:
             rows = (

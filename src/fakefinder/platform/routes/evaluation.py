@@ -15,6 +15,7 @@ from fastapi import APIRouter, Body, Depends, File, Form, UploadFile
 from fakefinder.config import DEFAULT_TASK
 from fakefinder.core.errors import FakefinderError
 from fakefinder.platform import jobs
+from fakefinder.platform.notify import check_notify
 from fakefinder.platform.paths import NotFound, RequestError, confine
 from fakefinder.platform.routes.common import Caller, Services, job_or_404, job_output, needs, services
 from fakefinder.tasks import get_task, read_model
@@ -82,11 +83,15 @@ def evaluate(
     tree.setdefault("evaluate", {})
     tree["evaluate"] = {**tree["evaluate"], "models": [str(artifact_path)]}
     config = jobs.confine_paths(jobs.place_outputs(jobs.validate(tree), task, folder), svc.settings, folder)
+    spec = {"config": config.model_dump(mode="json")}
+    notify = check_notify(body.get("notify"), svc.settings.webhooks)
+    if notify is not None:
+        spec["notify"] = notify
     job = svc.store.create(
         "evaluate",
         task.name,
         body.get("name") if isinstance(body.get("name"), str) else None,
-        {"config": config.model_dump(mode="json")},
+        spec,
         svc.settings.jobs_dir,
         job_id,
         owner=who.name,

@@ -14,6 +14,7 @@ from fastapi.responses import StreamingResponse
 
 from fakefinder.config import DEFAULT_TASK, config_to_yaml
 from fakefinder.platform import jobs
+from fakefinder.platform.notify import check_notify
 from fakefinder.platform.paths import RequestError
 from fakefinder.platform.routes.common import (
     Caller,
@@ -43,6 +44,9 @@ def _train_job(svc: Services, body: dict, job_id: str) -> tuple[dict, Any]:
     if name is not None and (not isinstance(name, str) or len(name) > 200):
         raise RequestError("name: a text of at most 200 characters", "name")
     spec = {"config": config.model_dump(mode="json"), "evaluate": evaluate}
+    notify = check_notify(body.get("notify"), svc.settings.webhooks)
+    if notify is not None:
+        spec["notify"] = notify
     gpus = body.get("num_gpus")
     if gpus is not None:
         if not isinstance(gpus, int) or isinstance(gpus, bool) or not 0 <= gpus <= 64:

@@ -104,13 +104,13 @@ class Server:
             command, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
 
-    def wait_healthy(self, timeout: float) -> float:
+    def wait_healthy(self, timeout: float, headers: dict | None = None) -> float:
         started = time.perf_counter()
         while time.perf_counter() - started < timeout:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the server exited with {self.process.returncode}:\n{self.log_tail()}")
             try:
-                if httpx.get(self.url + "/api/health", timeout=2).status_code == 200:
+                if httpx.get(self.url + "/api/health", timeout=2, headers=headers).status_code == 200:
                     return time.perf_counter() - started
             except httpx.TransportError:
                 pass
@@ -409,7 +409,7 @@ def run(args, data_dir: Path) -> dict:
     server = Server(data_dir, args.host, port, args.jobs_per_device)
     abort, stop_polling = threading.Event(), threading.Event()
     try:
-        startup_s = server.wait_healthy(args.startup_timeout)
+        startup_s = server.wait_healthy(args.startup_timeout, auth(0))
         with httpx.Client(base_url=server.url, timeout=30, headers=auth(0)) as client:
             job_ids = []
             for number in range(2):

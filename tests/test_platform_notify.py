@@ -22,7 +22,7 @@ from fakefinder.platform.settings import ServeSettings
 
 SECRET = "whsec-test"
 LOCAL = "http://127.0.0.1:8000"
-TINY = {**TINY_JOB, "evaluate": False}
+TINY = {**TINY_JOB, "evaluate": False, "epochs": 1}
 
 
 class Receiver:

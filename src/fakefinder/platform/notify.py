@@ -58,6 +58,8 @@ class Webhooks:
         if job is None:
             return
         chosen = (job["spec"] or {}).get("notify")
+        if chosen is None and job["type"] == "predict":
+            return  # one file's answer, asked for interactively: only when named
         names = list(self.outboxes) if chosen is None else [n for n in chosen if n in self.outboxes]
         if not names:
             return

@@ -8,6 +8,7 @@ go to the model artifact `model/` (safetensors + model.json), written by the tas
 
 from __future__ import annotations
 
+import gc
 import shutil
 import time
 from contextlib import nullcontext
@@ -674,4 +675,10 @@ def train(
                 return trainer.fit()
         finally:
             if hasattr(trainer, "dist"):
+                # the DDP / DeepSpeed wrapper and its loaders go before the group: a DDP reducer freed
+                # after its group is gone can wait forever for the other rank (the run then never exits)
+                for name in ("net", "engine", "train_loader", "val_loader"):
+                    if hasattr(trainer, name):
+                        setattr(trainer, name, None)
+                gc.collect()
                 distributed.teardown(trainer.dist)

@@ -257,3 +257,27 @@ def stop_server(server: Server) -> None:
             os.kill(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
     assert process.poll() is not None, f"server pid {process.pid} is still running"
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """The test-only kind of tests/kinds/toy_regressor registered for a module (and its worker processes):
+    a line fitted by gradient descent, whose loss curve is fixed by its learning rate."""
+    from fakefinder.tasks import register, unregister
+
+    kinds = str(Path(__file__).resolve().parent / "kinds")
+    sys.path.insert(0, kinds)
+    previous = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([kinds, *([previous] if previous else [])])
+    import toy_regressor
+    from toy_regressor.data import write
+
+    register(toy_regressor.KIND)
+    root = tmp_path_factory.mktemp("toy")
+    yield {"kind": toy_regressor.KIND, "root": root, "data": write(root / "data")}
+    unregister("toy_regressor")
+    sys.path.remove(kinds)
+    if previous is None:
+        os.environ.pop("PYTHONPATH")
+    else:
+        os.environ["PYTHONPATH"] = previous

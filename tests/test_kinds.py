@@ -18,7 +18,7 @@ import pytest
 
 import fakefinder
 from fakefinder.config import Config, ConfigError, config_from_dict, set_key
-from fakefinder.tasks import Kind, get_task, list_tasks, read_model, register, task_for_models, unregister
+from fakefinder.tasks import Kind, get_task, list_tasks, read_model, task_for_models
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src" / "fakefinder"
@@ -148,26 +148,6 @@ def test_the_platform_submits_a_jobs_gpus_to_its_executor(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- a test-only
 # kind
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    """The kind from tests/kinds/toy_regressor registered for this module (and its worker processes)."""
-    sys.path.insert(0, str(HERE / "kinds"))
-    previous = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE / "kinds"), *([previous] if previous else [])])
-    import toy_regressor
-    from toy_regressor.data import write
-
-    register(toy_regressor.KIND)
-    root = tmp_path_factory.mktemp("toy")
-    yield {"kind": toy_regressor.KIND, "root": root, "data": write(root / "data")}
-    unregister("toy_regressor")
-    sys.path.remove(str(HERE / "kinds"))
-    if previous is None:
-        os.environ.pop("PYTHONPATH")
-    else:
-        os.environ["PYTHONPATH"] = previous
 
 
 def test_the_test_only_kind_keeps_the_contract_and_asks_for_its_gpus(toy, tmp_path):

@@ -368,6 +368,47 @@ def test_the_full_size_requests_resolve_as_written(client, data_dir):
         assert node == request["base_model"]
 
 
+def page_sweep(title: str) -> dict:
+    """The sweep request (`curl ... /api/sweeps ... -d '{...}'`) of the platform page's block `title`."""
+    block = re.findall(rf'```bash title="{title}"\n(.*?)```', PLATFORM_PAGE.read_text(), flags=re.S)
+    bodies = [b for text in block for b in re.findall(r"/api/sweeps [^\n]*-d '(\{.*?\})'", text, re.S)]
+    assert len(bodies) == 1, f"{title}: {len(bodies)} sweep requests"
+    return json.loads(bodies[0])
+
+
+def test_the_guides_sweeps_run_on_the_live_server(client, data_dir):
+    """The page's full-size sweep resolves as written (on a copy of the demo faces under its name); its
+    demo sweep starts, asks for its first trials (ordinary train jobs), and stops with them."""
+    full = page_sweep("full size")
+    datasets = data_dir / "datasets"
+    if not (datasets / full["dataset_path"]).exists():
+        shutil.copytree(datasets / "faces", datasets / full["dataset_path"])
+    previewed = client.post("/api/sweeps/preview", json=full)
+    assert previewed.status_code == 200, previewed.text
+    assert previewed.json()["sweep"]["space"]["train.lr"]["log"] is True
+    assert "efficientnet_b4" in previewed.json()["yaml"]
+
+    demo = page_sweep("sweeps")
+    started = client.post("/api/sweeps", json=demo)
+    assert started.status_code == 200, started.text
+    sweep_id = started.json()["task_id"]
+    wait(client, sweep_id, {"running"}, check=lambda j: j["progress"].get("total") == demo["sweep"]["trials"])
+    shown = client.get(f"/api/sweeps/{sweep_id}").json()
+    assert shown["type"] == "sweep" and 1 <= len(shown["trials"]) <= demo["sweep"]["concurrency"]
+    for trial in shown["trials"]:
+        job = client.get(f"/api/training/{trial['task_id']}").json()
+        assert job["type"] == "train" and job["parent"] == sweep_id and job["kind"] == "deepfake_detector"
+        assert 0.0003 <= trial["params"]["train.lr"] <= 0.01
+        assert trial["params"]["train.weight_decay"] in (0.0, 0.05)
+    assert client.post(f"/api/training/{sweep_id}/stop").status_code == 200
+    stopped = wait(client, sweep_id)
+    assert stopped["state"] == "cancelled" and stopped["resumable"]
+    trials = client.get(f"/api/sweeps/{sweep_id}").json()["trials"]
+    assert all(t["job_state"] == "cancelled" for t in trials), trials
+    assert client.delete(f"/api/training/{sweep_id}").status_code == 200
+    assert client.get(f"/api/training/{trials[0]['task_id']}").status_code == 404
+
+
 def test_image_classifier_job(client):
     task_id = client.post("/api/training/start", json=page_requests()["image_classifier"]).json()["task_id"]
     job = wait(client, task_id)

@@ -26,7 +26,15 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SHOTS = Path(__file__).resolve().parent / "output" / "ui"
 # the shots the platform guide shows: taken here, on a real server, and committed with the docs
 DOC_SHOTS = Path(__file__).resolve().parents[1] / "docs" / "assets" / "ui"
-SHOWN = ("01-start-form", "03-job-finished", "04b-heatmaps", "05-job-list", "06b-compare-charts", "08-upload")
+SHOWN = (
+    "01-start-form",
+    "03-job-finished",
+    "04b-heatmaps",
+    "05-job-list",
+    "06b-compare-charts",
+    "08-upload",
+    "10-sweep",
+)
 TERMINAL = {"succeeded", "failed", "cancelled", "interrupted"}
 TINY = {
     "base_model": "test_efficientnet",
@@ -625,6 +633,91 @@ def test_token_prompt_stores_the_token_and_sends_it(browser, shots, tmp_path):
             "the picker did not select the upload",
         )
         shot(d, shots, "08-upload")
+        assert_no_js_errors(d)
+    finally:
+        stop_server(srv)
+
+
+def test_a_sweep_page_shows_its_trials_and_the_metric_against_each_setting(browser, shots, toy, tmp_path):
+    """A sweep on the test-only toy kind (its loss curve fixed by the learning rate): the page lists each
+    trial with its settings, state and value, plots the loss against each searched setting, and a trial's
+    page leads back to its sweep."""
+    import io
+    import zipfile
+
+    d = browser
+    os.environ["FAKEFINDER_KINDS"] = "toy_regressor:KIND"  # the server and its workers load the toy kind
+    try:
+        srv = start_server(tmp_path / "data", "--jobs-per-device", "2", "--poll-interval", "0.2")
+    finally:
+        os.environ.pop("FAKEFINDER_KINDS")
+    try:
+        archive = io.BytesIO()
+        with zipfile.ZipFile(archive, "w") as zipped:
+            for name in ("toy_train.csv", "toy_test.csv"):
+                zipped.write(toy["data"] / name, name)
+        srv.api(
+            "POST", "/api/datasets", data={"name": "numbers"}, files={"file": ("n.zip", archive.getvalue())}
+        )
+        rates = [0.2, 0.1, 0.001, 0.05]
+        sweep = srv.api(
+            "POST",
+            "/api/sweeps",
+            json={
+                "model_type": "toy_regressor",
+                "name": "toy-sweep",
+                "dataset_path": "numbers",
+                "epochs": 6,
+                "step_seconds": 0.3,
+                "sweep": {
+                    "metric": "loss",
+                    "direction": "minimize",
+                    "stage": "train",
+                    "trials": 4,
+                    "concurrency": 2,
+                    "space": {
+                        "toy.train.lr": {"low": 0.001, "high": 0.2, "log": True},
+                        "toy.width": {"choices": [4, 8]},
+                    },
+                    "enqueue": [
+                        {"toy.train.lr": r, "toy.width": 4 + 4 * (i % 2)} for i, r in enumerate(rates)
+                    ],
+                    "warmup_steps": 1,
+                },
+            },
+        )
+        ended = wait_for_job(srv, sweep["task_id"], 120)
+        trials = srv.api("GET", f"/api/sweeps/{sweep['task_id']}")["trials"]
+        assert ended["state"] == "succeeded", (ended["error"], trials)
+        d.get(f"{srv.url}/#/jobs/{sweep['task_id']}")
+        wait(d, 20, lambda d: len(css(d, "#trials-body tr")) == 4, "the sweep page lists no four trials")
+        # read at once: the panel redraws as the page's stream reports the sweep
+        rows = dict(
+            d.execute_script(
+                "return [...document.querySelectorAll('#trials-body tr')]"
+                ".map(r => [r.dataset.trial, r.innerText])"
+            )
+        )
+        rows = {int(k): v for k, v in rows.items()}
+        assert "pruned" in rows[2] and "0.001" in rows[2] and "toy-sweep-trial-2" in rows[2]
+        assert "complete" in rows[0] and "0.2" in rows[0]
+        best = d.execute_script("return document.querySelector('#trials-body tr.best-trial').dataset.trial")
+        assert best == str(ended["result"]["best"]["number"])
+        charts = d.execute_script(
+            "return Object.fromEntries([...document.querySelectorAll('#sweep-charts .chart-wrap')].map("
+            "c => [c.dataset.setting, [c.querySelectorAll('circle.pt').length, c.textContent]]))"
+        )
+        assert set(charts) == {"toy.train.lr", "toy.width"}
+        shown = [t for t in trials if t["state"] in ("complete", "pruned")]
+        assert [count for count, _ in charts.values()] == [len(shown)] * 2
+        assert "log10 toy.train.lr" in charts["toy.train.lr"][1] and "0: 4, 1: 8" in charts["toy.width"][1]
+        d.execute_script("window.scrollTo(0, document.getElementById('sweep-card').offsetTop - 64)")
+        shot(d, shots, "10-sweep")
+        css(d, "#trials-body tr[data-trial='2'] a")[0].click()
+        wait(d, 20, lambda d: css(d, "#job-parent"), "a trial's page does not lead to its sweep")
+        assert "cancelled" == css(d, "#job-state")[0].get_attribute("data-state")
+        css(d, "#job-parent")[0].click()
+        wait(d, 20, lambda d: css(d, "#trials-body tr"), "the sweep link does not lead back")
         assert_no_js_errors(d)
     finally:
         stop_server(srv)

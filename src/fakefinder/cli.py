@@ -117,6 +117,50 @@ def train(
 
 
 @app.command()
+def sweep(
+    overrides: Overrides = None,
+    config: ConfigOption = None,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The sweep's folder: its trials, study and best model.")
+    ] = Path("output/sweep"),
+    device: Annotated[
+        Optional[list[str]],
+        typer.Option("--device", help="Devices trials run on (default: every GPU, else cpu)."),
+    ] = None,
+    jobs_per_device: Annotated[int, typer.Option(help="Trials running at once on each device.")] = 1,
+    evaluate: Annotated[
+        bool, typer.Option(help="Evaluate the best trial's model once at the end (its metrics.json, report).")
+    ] = True,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the sweep the output folder holds.")
+    ] = False,
+) -> None:
+    """Search a kind's settings: the config's `sweep:` section names the keys and their ranges, the
+    metric, the trials and how many run at once; each trial trains as a job, pruned ones stop early,
+    and the best trial's model becomes the sweep's (in --output)."""
+    from fakefinder.platform.local_sweep import DONE_CODES, run_sweep
+
+    try:
+        job = run_sweep(
+            config, overrides or [], output, device, jobs_per_device, evaluate, resume, typer.echo
+        )
+    except _user_errors() as exc:
+        _fail(str(exc))
+    result = job["result"] or {}
+    best = result.get("best")
+    if best:
+        typer.echo(f"best: trial {best['number']} ({best['value']:.6g}) {best['params']}")
+    for key in ("artifact", "metrics_file", "report"):
+        if result.get(key):
+            typer.echo(f"{key}: {result[key]}")
+    if job["state"] in ("queued", "running"):  # left before it ended (its log said every other end)
+        typer.echo(f"sweep {job['state']}: continue it with --resume")
+    code = DONE_CODES.get(job["state"], 1)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
 def evaluate(
     overrides: Overrides = None,
     config: ConfigOption = None,

@@ -1192,6 +1192,14 @@ def _resolve_relative_paths(tree: dict[str, Any], base: Path) -> None:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read a YAML config (optional), apply `key.sub=value` overrides, validate."""
+    return config_from_dict(*read_config_tree(path, overrides))
+
+
+def read_config_tree(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> tuple[dict[str, Any], str]:
+    """A YAML config's tree (relative paths made absolute from its folder) with `key.sub=value`
+    overrides applied, not yet validated, and where it came from (for errors)."""
     tree: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
@@ -1203,7 +1211,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         _apply_override(tree, key_path, value, text)
     if overrides:
         source += " + overrides " + " ".join(overrides)
-    return config_from_dict(tree, source)
+    return tree, source
 
 
 def config_from_dict(tree: dict[str, Any], source: str = "dict") -> Config:

@@ -122,6 +122,29 @@ def config_page(kind: str) -> str:
     return "\n".join(lines)
 
 
+def sweep_page() -> str:
+    """The settings of a sweep (the `sweep:` section of `fakefinder sweep`, the `sweep` of
+    `POST /api/sweeps`) and of each key's range."""
+    from fakefinder.platform.sweeps import Param, SweepSpec
+
+    lines = [
+        "# Sweep reference",
+        "",
+        "Generated from the sweep models (`python -m fakefinder.reference docs/reference`). The `sweep:` "
+        "section of a `fakefinder sweep` config and the `sweep` of a `POST /api/sweeps` request hold these "
+        "keys; `space` maps dotted config keys of the kind to a range or choices. See "
+        "[Sweeps](../platform.md#sweeps).",
+        "",
+        "| key | type | default | description |",
+        "|---|---|---|---|",
+    ]
+    rows = _class_rows(SweepSpec, "sweep") + _class_rows(Param, "sweep.space.<key>")
+    for key, type_name, default, description in rows:
+        shown = default if default == REQUIRED else f"`{_cell(default)}`"
+        lines.append(f"| `{key}` | {_cell(type_name)} | {shown} | {_cell(description)} |")
+    return "\n".join(lines)
+
+
 def all_config_keys() -> set[str]:
     """Every dotted key any kind's config holds (`train.lr`, `dx_llava.model.region_tokens`, ...)."""
     from fakefinder.config import config_from_dict, known_kinds
@@ -304,6 +327,7 @@ def pages() -> dict[str, str]:
     from fakefinder.config import known_kinds
 
     out = {KIND_PAGE.format(kind=kind): config_page(kind) for kind in known_kinds()}
+    out["sweep.md"] = sweep_page()
     out["cli.md"] = cli_page()
     out["rest.md"] = rest_page()
     out["python-api.md"] = api_page()

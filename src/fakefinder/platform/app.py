@@ -25,7 +25,7 @@ from fakefinder.platform.manager import JobManager
 from fakefinder.platform.notify import Webhooks
 from fakefinder.platform.outbox import MlflowJobs, Outbox
 from fakefinder.platform.paths import MAX_JSON_BYTES, RequestError, check_bounds
-from fakefinder.platform.routes import artifacts, datasets, evaluation, status, training, users
+from fakefinder.platform.routes import artifacts, datasets, evaluation, status, sweeps, training, users
 from fakefinder.platform.routes.common import Caller, Services
 from fakefinder.platform.settings import ServeSettings
 from fakefinder.platform.store import JobStore
@@ -75,7 +75,7 @@ def create_app(settings: ServeSettings | None = None, start_manager: bool = True
     app.state.settings, app.state.store, app.state.manager = settings, store, manager
     app.state.outbox = outbox
     app.state.services = Services(settings, store, manager)
-    for area in (status, training, artifacts, evaluation, datasets, users):
+    for area in (status, training, sweeps, artifacts, evaluation, datasets, users):
         app.include_router(area.router)
 
     _add_error_handlers(app)

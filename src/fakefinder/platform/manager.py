@@ -68,6 +68,9 @@ class JobManager:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.RLock()
+        from fakefinder.platform.sweeps import Sweeps
+
+        self.sweeps = Sweeps(self)
 
     # ------------------------------------------------------------------ life cycle
     def start(self) -> None:
@@ -84,7 +87,7 @@ class JobManager:
         if not stop_running or self.executor.name != "local":
             self.executor.close()
             return
-        running = self.store.in_state("running")
+        running = self._workers("running")  # a sweep has none: it stays running, its trials are saved
         for job in running:
             if job["ref"]:
                 self.executor.stop(job["ref"])
@@ -119,8 +122,8 @@ class JobManager:
 
     def recover(self) -> None:
         """After a restart: a job whose worker still runs is followed again; one whose worker is
-        gone is `interrupted` (resume continues it from its last checkpoint)."""
-        for job in self.store.in_state("running"):
+        gone is `interrupted` (resume continues it from its last checkpoint); a sweep goes on."""
+        for job in self._workers("running"):
             status = self.executor.poll(job["ref"]) if job["ref"] else None
             if status is not None and status.running:
                 log.info("job %s: following its worker again", job["id"])
@@ -147,19 +150,24 @@ class JobManager:
 
     def tick(self) -> None:
         with self._lock:
-            for job in self.store.in_state("running"):
+            for job in self._workers("running"):
                 try:
                     self._follow(job)
                 except Exception:  # one job's trouble never stops the others
                     log.exception("job %s", job["id"])
+            self.sweeps.tick()
             self._schedule()
+
+    def _workers(self, *states: str) -> list[dict]:
+        """Jobs in these states that run on a worker (all but sweeps, which the loop itself drives)."""
+        return [j for j in self.store.in_state(*states) if j["type"] != "sweep"]
 
     # ------------------------------------------------------------------ scheduling
     def slots(self) -> list[dict]:
         if self.executor.name == "ray":
-            return [{"name": "ray", "slots": None, "busy": len(self.store.in_state("running"))}]
+            return [{"name": "ray", "slots": None, "busy": len(self._workers("running"))}]
         busy: dict[str, int] = {}
-        for job in self.store.in_state("running"):
+        for job in self._workers("running"):
             for device in str(job["device"] or "").split(","):  # a multi-GPU job holds a slot on each
                 busy[device] = busy.get(device, 0) + 1
         return [
@@ -179,7 +187,7 @@ class JobManager:
         )
 
     def _schedule(self) -> None:
-        queued = self.store.in_state("queued")
+        queued = self._workers("queued")
         if not queued:
             return
         if self.executor.name == "ray":  # the cluster queues jobs by the resources they ask for
@@ -391,6 +399,12 @@ class JobManager:
 
     def _stop_job(self, job_id: str, force: bool) -> dict:
         job = self._job(job_id)
+        if job["type"] == "sweep" and job["state"] in ("queued", "running"):
+            if not job["stop_requested"]:
+                self.store.update(job_id, stop_requested=time.time())
+            self.sweeps.stop_trials(job)  # the loop ends the sweep once its trials have stopped
+            self._wake.set()
+            return self.store.get(job_id)
         if job["state"] == "queued":
             if self.store.transition(job_id, ("queued",), state="cancelled", finished_at=time.time()):
                 return self.store.get(job_id)
@@ -412,9 +426,10 @@ class JobManager:
 
     def _resume_job(self, job_id: str) -> dict:
         job = self._job(job_id)
-        if job["type"] != "train":
+        if job["type"] not in ("train", "sweep"):
             raise Conflict(
-                f"job {job_id} is a {job['type']} job: only training jobs resume (start it again)", "task_id"
+                f"job {job_id} is a {job['type']} job: only training jobs and sweeps resume (start it again)",
+                "task_id",
             )
         if not self.store.transition(
             job_id,
@@ -443,10 +458,19 @@ class JobManager:
         job = self._job(job_id)
         if job["state"] not in FINISHED:
             raise Conflict(f"job {job_id} is {job['state']}: stop it before deleting it", "task_id")
-        self.store.delete(job_id)
-        folder = Path(job["folder"])
-        if folder.is_dir() and folder.parent == self.settings.jobs_dir:
-            shutil.rmtree(folder, ignore_errors=True)
+        trials = self.store.children(job_id) if job["type"] == "sweep" else []
+        busy = [t for t in trials if t["state"] not in FINISHED]
+        if busy:
+            raise Conflict(
+                f"sweep {job_id}: its job {busy[0]['id']} is {busy[0]['state']}; stop it first", "task_id"
+            )
+        for gone in [*trials, job]:  # a sweep goes with its trials and its study
+            self.store.delete(gone["id"])
+            folder = Path(gone["folder"])
+            if folder.is_dir() and folder.parent == self.settings.jobs_dir:
+                shutil.rmtree(folder, ignore_errors=True)
+        if job["type"] == "sweep":
+            self.sweeps.forget(job_id)
 
     def _job(self, job_id: str) -> dict:
         job = self.store.get(job_id)

@@ -18,7 +18,7 @@ from fakefinder.platform.paths import RequestError
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 FINISHED = ("succeeded", "failed", "cancelled", "interrupted")
-JOB_TYPES = ("train", "prepare", "evaluate", "predict", "merge")
+JOB_TYPES = ("train", "prepare", "evaluate", "predict", "merge", "sweep")
 ROLES = ("viewer", "member", "admin")  # each may do what the ones before it may
 ACTIVE = ("queued", "running")
 
@@ -41,8 +41,13 @@ CREATE TABLE IF NOT EXISTS tokens (hash TEXT PRIMARY KEY, name TEXT NOT NULL, ro
                                    created_at REAL NOT NULL, created_by TEXT, last_used_at REAL,
                                    revoked_at REAL);
 CREATE TABLE IF NOT EXISTS datasets (name TEXT PRIMARY KEY, owner TEXT, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS trials (sweep TEXT NOT NULL, number INTEGER NOT NULL, job_id TEXT,
+                                   params TEXT NOT NULL, state TEXT NOT NULL, value REAL, last REAL,
+                                   best REAL, step INTEGER, seq INTEGER NOT NULL DEFAULT 0,
+                                   told INTEGER NOT NULL DEFAULT 0, note TEXT, PRIMARY KEY (sweep, number));
 """
-_ADDED_COLUMNS = {"jobs": {"owner": "TEXT"}}  # columns a store written by an earlier version lacks
+# columns a store written by an earlier version lacks; `parent`: the sweep a trial belongs to
+_ADDED_COLUMNS = {"jobs": {"owner": "TEXT", "parent": "TEXT"}}
 _JSON_COLUMNS = ("spec", "progress", "metrics", "result")
 
 
@@ -93,9 +98,10 @@ class JobStore:
         job_id: str | None = None,
         owner: str | None = None,
         limit: int | None = None,
+        parent: str | None = None,
     ) -> dict:
-        """A new queued job of `owner`; refused (LimitReached) when the owner already has `limit` jobs
-        queued or running, checked in the same transaction."""
+        """A new queued job of `owner` (`parent`: the sweep it is a trial of); refused (LimitReached)
+        when the owner already has `limit` jobs queued or running, checked in the same transaction."""
         job_id = job_id or self.new_id()
         with self._write:
             conn = self._conn()
@@ -105,8 +111,8 @@ class JobStore:
                     _check_limit(conn, owner, limit)
                 number = conn.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM jobs").fetchone()[0]
                 conn.execute(
-                    "INSERT INTO jobs (id, number, name, type, kind, state, spec, created_at, folder, owner) "
-                    "VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
+                    "INSERT INTO jobs (id, number, name, type, kind, state, spec, created_at, folder, owner, "
+                    "parent) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
                     (
                         job_id,
                         number,
@@ -117,6 +123,7 @@ class JobStore:
                         time.time(),
                         str(Path(folder_root) / job_id),
                         owner,
+                        parent,
                     ),
                 )
                 conn.execute("COMMIT")
@@ -136,6 +143,11 @@ class JobStore:
                 sql += f" AND {column} = ?"
                 args.append(value)
         return [_job(r) for r in self._conn().execute(sql + " ORDER BY number DESC", args)]
+
+    def children(self, parent: str) -> list[dict]:
+        """A sweep's trials (and its evaluation), in the order they were made."""
+        rows = self._conn().execute("SELECT * FROM jobs WHERE parent = ? ORDER BY number", (parent,))
+        return [_job(r) for r in rows]
 
     def in_state(self, *states: str) -> list[dict]:
         marks = ",".join("?" * len(states))
@@ -179,7 +191,12 @@ class JobStore:
         with self._write:
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
-            for table, column in (("logs", "job_id"), ("metrics", "job_id"), ("jobs", "id")):
+            for table, column in (
+                ("logs", "job_id"),
+                ("metrics", "job_id"),
+                ("trials", "sweep"),
+                ("jobs", "id"),
+            ):
                 conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (job_id,))
             conn.execute("COMMIT")
 
@@ -286,6 +303,32 @@ class JobStore:
             {"seq": r["seq"], "time": r["time"], "stage": r["stage"], **json.loads(r["data"])} for r in rows
         ]
 
+    # ------------------------------------------------------------------ sweep trials
+    def add_trial(
+        self, sweep: str, number: int, job_id: str | None, params: dict, state: str, **fields
+    ) -> None:
+        """A sweep's trial `number` (Optuna's) and the job that runs it."""
+        columns = {
+            "sweep": sweep,
+            "number": number,
+            "job_id": job_id,
+            "params": json.dumps(params),
+            "state": state,
+        }
+        columns.update(fields)
+        marks = ", ".join("?" * len(columns))
+        self._run(f"INSERT INTO trials ({', '.join(columns)}) VALUES ({marks})", tuple(columns.values()))
+
+    def trials(self, sweep: str) -> list[dict]:
+        rows = self._conn().execute("SELECT * FROM trials WHERE sweep = ? ORDER BY number", (sweep,))
+        return [{**dict(r), "params": json.loads(r["params"]), "told": bool(r["told"])} for r in rows]
+
+    def update_trial(self, sweep: str, number: int, **fields: Any) -> None:
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        self._run(
+            f"UPDATE trials SET {sets} WHERE sweep = ? AND number = ?", (*fields.values(), sweep, number)
+        )
+
     # ------------------------------------------------------------------ tokens and dataset owners
     def add_token(self, name: str, role: str, created_by: str | None = None) -> str:
         """A new random token for `name` with `role`; returned once, stored as its SHA-256 hash only."""
@@ -375,13 +418,13 @@ def token_hash(token: str) -> str:
 
 
 def _check_limit(conn: sqlite3.Connection, owner: str | None, limit: int) -> None:
+    """A sweep itself holds no device: its queued and running trials are what count."""
     marks = ",".join("?" * len(ACTIVE))
+    counted = f"type != 'sweep' AND state IN ({marks})"
     if owner is None:
-        count = conn.execute(f"SELECT COUNT(*) FROM jobs WHERE owner IS NULL AND state IN ({marks})", ACTIVE)
+        count = conn.execute(f"SELECT COUNT(*) FROM jobs WHERE owner IS NULL AND {counted}", ACTIVE)
     else:
-        count = conn.execute(
-            f"SELECT COUNT(*) FROM jobs WHERE owner = ? AND state IN ({marks})", (owner, *ACTIVE)
-        )
+        count = conn.execute(f"SELECT COUNT(*) FROM jobs WHERE owner = ? AND {counted}", (owner, *ACTIVE))
     active = count.fetchone()[0]
     if active >= limit:
         raise LimitReached(

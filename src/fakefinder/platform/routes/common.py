@@ -86,6 +86,7 @@ def public_job(job: dict) -> dict:
         "task_id": job["id"],
         "name": job["name"],
         "owner": job.get("owner"),
+        "parent": job.get("parent"),
         "type": job["type"],
         "kind": job["kind"],
         "state": job["state"],
@@ -99,7 +100,8 @@ def public_job(job: dict) -> dict:
         "device": job["device"],
         "executor": job["executor"],
         "attempts": job["attempts"],
-        "resumable": job["type"] == "train" and job["state"] in ("cancelled", "interrupted", "failed"),
+        "resumable": job["type"] in ("train", "sweep")
+        and job["state"] in ("cancelled", "interrupted", "failed"),
         "stop_requested": bool(job["stop_requested"]),
         "output_dir": str(folder),
         "files": {

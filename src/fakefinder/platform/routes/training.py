@@ -31,7 +31,7 @@ from fakefinder.platform.store import FINISHED, JOB_TYPES, STATES
 router = APIRouter(dependencies=[Depends(needs("viewer"))])  # every route: an identified caller
 
 
-def _train_job(svc: Services, body: dict, job_id: str) -> tuple[dict, Any]:
+def train_spec(svc: Services, body: dict, job_id: str) -> tuple[dict, Any]:
     task = jobs.kind_of(body)
     config, _ = jobs.build_config(body, task, svc.settings)
     notes = config.notes  # older key names the request used, sections the kind does not read
@@ -62,7 +62,7 @@ def preview(
 ) -> dict:
     """The config a start request would run, without starting it: the resolved config, its YAML and
     the notes (renamed keys, defaults filled in); a bad request is refused as `start` refuses it."""
-    spec, _, notes = _train_job(svc, body, "<new job>")
+    spec, _, notes = train_spec(svc, body, "<new job>")
     config = jobs.validate(spec["config"])
     return {"config": spec["config"], "yaml": config_to_yaml(config), "notes": notes}
 
@@ -88,7 +88,7 @@ def start(
     the job's settings, as short fields (`epochs`, `learning_rate`, ...) or dotted config keys
     (`train.lr`); answers the job's id and state (`queued`)."""
     job_id = svc.store.new_id()
-    spec, task, notes = _train_job(svc, body, job_id)
+    spec, task, notes = train_spec(svc, body, job_id)
     job = svc.store.create(
         "train",
         task.name,

@@ -38,7 +38,8 @@ export function fmtTick(v, step) {
 }
 
 /**
- * Draws series [{name, color, points: [[x, y], ...]}] into `el` as an SVG line chart with a legend.
+ * Draws series [{name, color, points: [[x, y], ...], scatter}] into `el` as an SVG line chart (a
+ * `scatter` series: its points only) with a legend.
  * Clicking a legend entry hides / shows its series.
  */
 export function lineChart(el, series, options = {}) {
@@ -94,8 +95,8 @@ export function lineChart(el, series, options = {}) {
   for (const sr of drawn) {
     const g = s('g', { class: 'series', 'data-series': sr.name });
     const pts = sr.points.map(([x, y]) => `${px(x).toFixed(1)},${py(y).toFixed(1)}`).join(' ');
-    if (sr.points.length > 1) g.append(s('polyline', { points: pts, fill: 'none', stroke: sr.color, class: 'line' }));
-    const dots = sr.points.length <= 120;
+    if (sr.points.length > 1 && !sr.scatter) g.append(s('polyline', { points: pts, fill: 'none', stroke: sr.color, class: 'line' }));
+    const dots = sr.scatter || sr.points.length <= 120;
     sr.points.forEach(([x, y], i) => {
       if (!dots && i !== sr.points.length - 1) return;
       g.append(s('circle', { cx: px(x).toFixed(1), cy: py(y).toFixed(1), r: 3.2, fill: sr.color, class: 'pt' },

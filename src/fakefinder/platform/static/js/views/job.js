@@ -5,6 +5,7 @@ import { api, apiLink, askForToken, authHeaders, fetchBlobUrl, filePath, getToke
 import { isAux, isLoss, lineChart, metricKeys, seriesOf, xKey } from '../chart.js';
 import { ACTIVE, COLORS, LOG_MAX_LINES, TERMINAL, enc, fmtBytes, fmtDuration, fmtNum, fmtTime, h, jobLabel, progressBar, progressText, setChildren, sleep, toast } from '../dom.js';
 import { drawnHeatmaps, heatmapsPanel, predictPanel } from './heatmaps.js';
+import { sweepPanel } from './sweep.js';
 
 // ------------------------------------------------------------------ #/jobs/<id>
 
@@ -349,6 +350,7 @@ function headerPanel(ctx, base, act) {
         job.attempts > 1 && `attempt ${job.attempts}`]
         .filter(Boolean).join(' · '),
       h('span', { class: 'mono' }, ` · ${job.task_id}`),
+      job.parent ? [' · a trial of ', h('a', { href: `#/jobs/${enc(job.parent)}`, id: 'job-parent' }, 'its sweep')] : null,
       ` · created ${fmtTime(job.created_at)}`,
       job.started_at ? ` · ran ${fmtDuration((job.finished_at || Date.now() / 1000) - job.started_at)}` : '');
     setChildren(progressWrap, progressBar(job, 'progress'));
@@ -396,6 +398,7 @@ export async function jobView(ctx, view, id) {
   const results = resultPanels(base);
   const heatmaps = heatmapsPanel(ctx, base, id);
   const predict = predictPanel(ctx, id);
+  const sweep = job.type === 'sweep' ? sweepPanel(ctx, id) : null;
   const log = logPanel(ctx, base, {
     onState: renderJob,
     onMetrics: charts.add,
@@ -419,6 +422,7 @@ export async function jobView(ctx, view, id) {
     outputs.render(job);
     heatmaps.load(job);
     predict.render(job);
+    if (sweep) sweep.load();
     if (wasActive && TERMINAL.has(job.state)) {
       files.load();
       charts.load();
@@ -443,7 +447,7 @@ export async function jobView(ctx, view, id) {
   view.append(
     header.head,
     header.progress,
-    charts.el,
+    sweep ? sweep.el : charts.el, // a sweep has no metric rows of its own: its trials do
     h('div', { class: 'two-col' },
       h('section', { class: 'card' }, h('h2', {}, 'Latest metrics'), results.metricsEl),
       h('section', { class: 'card' }, h('h2', {}, 'Outputs'), outputs.el, h('h3', {}, 'Files'), files.el)),

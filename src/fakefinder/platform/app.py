@@ -127,20 +127,40 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 def _add_request_guard(app: FastAPI, settings: ServeSettings, store: JobStore) -> None:
+    app.add_middleware(RequestGuard, settings=settings, store=store)
+
+
+class RequestGuard:
     """Who is calling (`request.state.caller`): the holder of a named token, `--token`'s admin, or, on a
     server with no token at all, its one local user (only this machine's pages may call it). A missing,
     wrong or revoked token is refused (401) on every /api route; oversized bodies are refused before
-    they are read."""
-    local_names = {"localhost", "127.0.0.1", "::1", settings.host}
+    they are read. Plain ASGI: a request passes through without an extra task or stream."""
 
-    def refuse(detail: str, field: str, status: int) -> JSONResponse:
-        return JSONResponse({"detail": detail, "field": field}, status_code=status)
+    def __init__(self, app, settings: ServeSettings, store: JobStore) -> None:
+        self.app, self.settings, self.store = app, settings, store
+        self.local_names = {"localhost", "127.0.0.1", "::1", settings.host}
 
-    @app.middleware("http")
-    async def identify(request: Request, call_next):
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        refused = self._identify(request)
+        if refused is None and request.url.path.startswith("/api"):
+            if "json" in (request.headers.get("content-type") or ""):
+                body = await _read_body(receive, MAX_JSON_BYTES + 1)
+                refused = _check_json(body)
+                receive = _replay(body, receive)
+        if refused is not None:
+            await refused(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _identify(self, request: Request) -> JSONResponse | None:
+        settings = self.settings
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > settings.upload_max_bytes + (1 << 20):
-            return refuse(
+            return _refuse(
                 f"the request is larger than the upload limit ({settings.upload_max_bytes} bytes)",
                 "file",
                 413,
@@ -149,13 +169,12 @@ def _add_request_guard(app: FastAPI, settings: ServeSettings, store: JobStore) -
         bearer = request.headers.get("authorization") or ""
         if bearer.lower().startswith("bearer "):
             given = bearer[7:].strip()
-        guarded = bool(settings.token) or store.has_tokens()
-        if not guarded:  # no token on loopback: only this machine's own pages may call
+        if not (bool(settings.token) or self.store.has_tokens()):  # no token: this machine's pages only
             host = _hostname("//" + (request.headers.get("host") or ""))
             origin = request.headers.get("origin")
             origin_host = _hostname(origin) if origin and origin != "null" else None
-            if host not in local_names or (origin is not None and origin_host not in local_names):
-                return refuse(
+            if host not in self.local_names or (origin is not None and origin_host not in self.local_names):
+                return _refuse(
                     "requests to a server without a token must come from this machine "
                     f"(host {host!r}, origin {origin!r})",
                     "host",
@@ -164,25 +183,51 @@ def _add_request_guard(app: FastAPI, settings: ServeSettings, store: JobStore) -
             request.state.caller = Caller("local", "admin")
         elif settings.token and given and hmac.compare_digest(given.encode(), settings.token.encode()):
             request.state.caller = Caller("admin", "admin")
-        elif given and (owner := store.token_owner(given)) is not None:
+        elif given and (owner := self.store.token_owner(given)) is not None:
             request.state.caller = Caller(owner["name"], owner["role"])
         elif request.url.path.startswith("/api"):
-            return refuse(
+            return _refuse(
                 "missing, wrong or revoked API token (send 'Authorization: Bearer <token>')",
                 "authorization",
                 401,
             )
-        if request.url.path.startswith("/api") and "json" in (request.headers.get("content-type") or ""):
-            refused = await _check_json(request)
-            if refused is not None:
-                return refused
-        return await call_next(request)
+        return None
 
 
-async def _check_json(request: Request) -> JSONResponse | None:
+def _refuse(detail: str, field: str, status: int) -> JSONResponse:
+    return JSONResponse({"detail": detail, "field": field}, status_code=status)
+
+
+async def _read_body(receive, limit: int) -> bytes:
+    """The request's body, read no further than `limit` bytes (more is refused anyway)."""
+    chunks, size, more = [], 0, True
+    while more and size < limit:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive):
+    """The body read once, handed to the app as if it came now; then the client's further messages."""
+    sent = False
+
+    async def again():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return again
+
+
+def _check_json(body: bytes) -> JSONResponse | None:
     """A JSON body over MAX_JSON_BYTES, or with a string, list or object over the bounds, refused with
     the field named before any route sees it."""
-    body = await request.body()  # kept for the route (Starlette caches it)
     if len(body) > MAX_JSON_BYTES:
         return JSONResponse(
             {"detail": f"body: {len(body)} bytes of JSON, at most {MAX_JSON_BYTES}", "field": "body"},

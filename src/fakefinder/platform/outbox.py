@@ -108,7 +108,11 @@ class MlflowJobs:
                     job["name"] or job_id,
                     config.task,
                     tree,
-                    tags={"fakefinder.job": job_id, "fakefinder.owner": job.get("owner") or "admins"},
+                    tags={
+                        "fakefinder.job": job_id,
+                        "fakefinder.owner": job.get("owner") or "admins",
+                        **({"fakefinder.sweep": job["parent"]} if job.get("parent") else {}),
+                    },
                     run_id=earlier.get("run_id") if earlier.get("uri") == self.uri else None,
                 )
                 note.parent.mkdir(parents=True, exist_ok=True)
@@ -131,7 +135,7 @@ class MlflowJobs:
         if run is None:
             return
         job = self.store.get(job_id) or {}
-        from fakefinder.platform.routes.common import job_output
+        from fakefinder.platform.paths import job_output
 
         report = job_output(job, "report") if job else None
         artifact = job_output(job, "artifact") if job else None

@@ -102,3 +102,13 @@ def check_bounds(value, field: str = "", depth: int = 0) -> None:
             if isinstance(key, str) and len(key) > MAX_TEXT:
                 raise RequestError(f"{where}: a key of {len(key)} characters, at most {MAX_TEXT}", where)
             check_bounds(item, f"{field}.{key}" if field else str(key), depth + 1)
+
+
+def job_output(job: dict, key: str) -> Path | None:
+    """A path the job's result names (its artifact, its report), if it lies in the job's folder."""
+    value = (job["result"] or {}).get(key) if isinstance(job["result"], dict) else None
+    if not isinstance(value, str) or not value:
+        return None
+    path = Path(os.path.realpath(value))
+    folder = Path(os.path.realpath(job["folder"]))
+    return path if within(path, folder) and path != folder and path.exists() else None

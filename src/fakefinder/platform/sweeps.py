@@ -16,7 +16,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -24,12 +24,9 @@ from fakefinder.config import set_key
 from fakefinder.core.errors import FakefinderError
 from fakefinder.core.files import atomic_write_json, atomic_write_text
 from fakefinder.platform import jobs
-from fakefinder.platform.paths import Conflict, RequestError
+from fakefinder.platform.paths import Conflict, RequestError, job_output
 from fakefinder.platform.store import ACTIVE, LimitReached
 from fakefinder.tasks import get_task
-
-if TYPE_CHECKING:
-    from fakefinder.platform.manager import JobManager
 
 log = logging.getLogger("fakefinder.platform")
 Scalar = str | int | float | bool | None
@@ -217,7 +214,7 @@ class Sweeps:
     """The sweeps of one job manager, moved on by its loop: trials told, pruned, resumed and started,
     the best one's model taken when all have ended."""
 
-    def __init__(self, manager: JobManager) -> None:
+    def __init__(self, manager) -> None:  # the JobManager whose loop moves the sweeps on
         self.manager, self.store, self.settings = manager, manager.store, manager.settings
         self._storage = None
         self._studies: dict[str, Any] = {}
@@ -346,7 +343,13 @@ class Sweeps:
                 "train",
                 config.task,
                 f"{sweep['name']}-trial-{trial.number}",
-                {"config": config.model_dump(mode="json"), "evaluate": False, "trial": trial.number},
+                # trials tell no webhook (the sweep does, when it ends) and read no test data
+                {
+                    "config": config.model_dump(mode="json"),
+                    "evaluate": False,
+                    "trial": trial.number,
+                    "notify": [],
+                },
                 self.settings.jobs_dir,
                 job_id,
                 owner=sweep["owner"],
@@ -508,7 +511,7 @@ class Sweeps:
             "evaluate",
             task.name,
             f"{sweep['name']}-best",
-            {"config": config.model_dump(mode="json")},
+            {"config": config.model_dump(mode="json"), "notify": []},
             self.settings.jobs_dir,
             job_id,
             owner=sweep["owner"],
@@ -574,8 +577,6 @@ def _best(spec: SweepSpec | None, rows: list[dict]) -> dict | None:
 
 
 def _artifact(job: dict | None) -> Path | None:
-    from fakefinder.platform.routes.common import job_output
-
     path = job_output(job, "artifact") if job is not None else None
     return path if path is not None and path.is_dir() else None
 

@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
 from fakefinder.platform.manager import JobManager
-from fakefinder.platform.paths import Forbidden, NotFound, within
+from fakefinder.platform.paths import Forbidden, NotFound, job_output, within
 from fakefinder.platform.settings import ServeSettings
 from fakefinder.platform.store import ROLES, JobStore
 
@@ -29,8 +29,8 @@ class Services:
     manager: JobManager
 
 
-def services(request: Request) -> Services:
-    """The running app's services (a dependency of every route)."""
+async def services(request: Request) -> Services:
+    """The running app's services (a dependency of every route; async: answered on the event loop)."""
     return request.app.state.services
 
 
@@ -46,7 +46,7 @@ class Caller:
 def needs(role: str):
     """A route dependency: the caller, refused (403) unless their role is `role` or one above it."""
 
-    def check(request: Request) -> Caller:
+    async def check(request: Request) -> Caller:  # async: no thread hop for a look at the request
         who: Caller = request.state.caller  # set by the app's request guard
         if ROLES.index(who.role) < ROLES.index(role):
             raise Forbidden(f"{who.name} is a {who.role}: this needs the {role} role or above")
@@ -66,16 +66,6 @@ def job_or_404(svc: Services, task_id: str) -> dict:
     if job is None:
         raise NotFound(f"no job {task_id!r}", "task_id")
     return job
-
-
-def job_output(job: dict, key: str) -> Path | None:
-    """A path the job's result names (its artifact, its report), if it lies in the job's folder."""
-    value = (job["result"] or {}).get(key) if isinstance(job["result"], dict) else None
-    if not isinstance(value, str) or not value:
-        return None
-    path = Path(os.path.realpath(value))
-    folder = Path(os.path.realpath(job["folder"]))
-    return path if within(path, folder) and path != folder and path.exists() else None
 
 
 def public_job(job: dict) -> dict:

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -135,32 +136,58 @@ def demo_data(tmp_path_factory) -> Path:
     return out / "data"
 
 
+def _ultralytics_runs() -> list[Path]:
+    """Ultralytics' own folders for runs, which a run must not write to."""
+    from fakefinder.tasks.object_detector.model import require
+
+    require()  # Ultralytics imported as fakefinder imports it (its process-wide patches put back)
+    from ultralytics import utils
+
+    return [Path(utils.SETTINGS["runs_dir"]), utils.ROOT.parent / "tests" / "tmp" / "runs"]  # 2nd: pytest
+
+
+def _files(folders: list[Path]) -> set[Path]:
+    return {path for folder in folders if folder.exists() for path in folder.rglob("*")}
+
+
+def _run_block(block: str, folder: Path, demo_data: Path) -> subprocess.CompletedProcess:
+    """The block, unchanged, in a fresh folder laid out like the repository (its configs and .venv)."""
+    (folder / "configs").symlink_to(ROOT / "configs")
+    (folder / ".venv").symlink_to(Path(sys.prefix))
+    if "demo --data-only --output quick" in block:
+        shutil.copytree(demo_data, folder / "quick" / "data", symlinks=True)
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block], cwd=folder, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def block_runs(tmp_path_factory, demo_data):
+    """Every quick-run block started at the first test, two at a time: each is one mostly single-threaded
+    process after another (imports, a tiny model), so two share this machine's cores well. Each test
+    then waits for its own block. Ultralytics' runs folders are listed before any block runs."""
+    runs = _ultralytics_runs()
+    before = _files(runs)
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="quick-run")
+    started = {
+        param.id: pool.submit(_run_block, param.values[0], tmp_path_factory.mktemp("block"), demo_data)
+        for param in sorted(_quick_runs(), key=lambda param: -len(param.values[0]))  # the long ones first
+    }
+    yield {"runs": runs, "before": before, "started": started}
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
 @pytest.mark.parametrize("block", _quick_runs())
-def test_a_quick_run_block_runs_as_shown(block, tmp_path, demo_data):
+def test_a_quick_run_block_runs_as_shown(block, request, block_runs):
     """The block, unchanged, in a fresh folder laid out like the repository (its configs and .venv).
     A block that starts with `fakefinder demo --data-only --output quick` finds that data there already
-    (copied from one session-wide run of the same command), and keeps it, as it does on a second run."""
-    (tmp_path / "configs").symlink_to(ROOT / "configs")
-    (tmp_path / ".venv").symlink_to(Path(sys.prefix))
-    if "demo --data-only --output quick" in block:
-        shutil.copytree(demo_data, tmp_path / "quick" / "data", symlinks=True)
-    runs: list[Path] = []
-    if "object_detector" in block:  # Ultralytics' own folders for runs, which a run must not write to
-        from fakefinder.tasks.object_detector.model import require
-
-        require()  # Ultralytics imported as fakefinder imports it (its process-wide patches put back)
-        from ultralytics import utils
-
-        runs = [Path(utils.SETTINGS["runs_dir"]), utils.ROOT.parent / "tests" / "tmp" / "runs"]  # 2nd: pytest
-    before = {path for folder in runs if folder.exists() for path in folder.rglob("*")}
-    done = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", block],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    (copied from one session-wide run of the same command), and keeps it, as it does on a second run.
+    Nothing lands in Ultralytics' own runs folders."""
+    done = block_runs["started"][request.node.callspec.id].result(timeout=1200)
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
     assert "Traceback" not in done.stderr
-    after = {path for folder in runs if folder.exists() for path in folder.rglob("*")}
-    assert after <= before, f"written outside the run: {sorted(after - before)[:3]}"
+    if "object_detector" in block:
+        after = _files(block_runs["runs"])
+        assert after <= block_runs["before"], (
+            f"written outside the run: {sorted(after - block_runs['before'])[:3]}"
+        )

@@ -269,8 +269,8 @@ def test_the_test_only_kind_through_the_platform(toy):
             json={
                 "model_type": "toy_regressor",
                 "dataset_path": "numbers",
-                "epochs": 30,
-                "step_seconds": 0.3,
+                "epochs": 20,
+                "step_seconds": 0.2,
             },
         )
         assert started.status_code == 200, started.text
@@ -290,7 +290,7 @@ def test_the_test_only_kind_through_the_platform(toy):
             for row in client.get(f"/api/training/{task_id}/metrics").json()["history"]
             if "epoch" in row
         ]
-        assert epochs == list(range(1, 31)) and done_before < 30  # resumed where it stopped, each epoch once
+        assert epochs == list(range(1, 21)) and done_before < 20  # resumed where it stopped, each epoch once
         assert job["result"]["evaluation"]["metrics"]["models"]["run"]["mse"] < 1e-2
         artifact = client.get(f"/api/training/{task_id}/artifact")
         assert (

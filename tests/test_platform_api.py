@@ -25,6 +25,16 @@ from fakefinder.tasks import get_task
 
 LOCAL = "http://127.0.0.1:8000"  # a server without a token answers only this machine's own pages
 TINY = {**TINY_JOB, "evaluate": False}
+SLOTS = 2  # jobs the module's server runs at once
+# the kinds whose page requests run as jobs here, in the order their tests come
+KIND_TESTS = (
+    "image_classifier",
+    "dx_llava",
+    "llm_lora",
+    "object_detector",
+    "text_to_image_lora",
+    "llm_qlora",
+)
 
 
 PLATFORM_PAGE = Path(__file__).resolve().parents[1] / "docs" / "platform.md"
@@ -56,8 +66,10 @@ def data_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def client(data_dir):
     """A live `fakefinder serve` on a loopback port: the page's requests go to it over HTTP, as curl
-    sends them (only the port differs from the page's localhost:8000)."""
-    server = start_server(data_dir, "--stop-timeout", "60", "--poll-interval", "0.2")
+    sends them (only the port differs from the page's localhost:8000). Two jobs at once on its CPU."""
+    server = start_server(
+        data_dir, "--stop-timeout", "60", "--poll-interval", "0.2", "--jobs-per-device", str(SLOTS)
+    )
     try:
         with httpx.Client(base_url=server.url, timeout=60) as http:
             yield http
@@ -72,6 +84,21 @@ def start(client, **changes) -> str:
     response = client.post("/api/training/start", json={**TINY, **changes})
     assert response.status_code == 200, response.text
     return response.json()["task_id"]
+
+
+@pytest.fixture(scope="module")
+def kind_jobs(client) -> dict[str, str]:
+    """The page's request of each other kind, all queued at once when the first test needs one (they
+    run two at a time, as the server's slots allow): kind -> job id."""
+    started = {}
+    for kind in KIND_TESTS:
+        request = page_requests()[kind]
+        if kind == "dx_llava":
+            request = {**request, "evaluate.max_samples": 4}
+        response = client.post("/api/training/start", json=request)
+        assert response.status_code == 200, response.text
+        started[kind] = response.json()["task_id"]
+    return started
 
 
 @pytest.fixture(scope="module")
@@ -248,12 +275,16 @@ def test_unknown_jobs_are_404(client):
 # resume
 def test_queue_runs_one_job_per_slot_in_order_and_stop_cancels_a_queued_job(client):
     first = start(client, epochs=40, name="long")
+    neighbour = start(client, epochs=40, name="in the other slot")
     second = start(client, name="waits")
     third = start(client, name="cancelled while queued")
     wait(client, first, {"running"}, check=lambda j: (j["progress"].get("epoch") or 0) >= 2)  # one epoch done
+    assert SLOTS == 2 and client.get(f"/api/training/{neighbour}").json()["state"] == "running"
     assert client.get(f"/api/training/{second}").json()["state"] == "queued"
     assert client.post(f"/api/training/{third}/stop").json()["state"] == "cancelled"
     assert client.delete(f"/api/training/{first}").status_code == 409  # running: not deleted
+    client.post(f"/api/training/{neighbour}/stop?force=true")  # its slot goes to the next in line
+    assert wait(client, neighbour)["state"] == "cancelled"
 
     stopped = client.post(f"/api/training/{first}/stop").json()
     assert stopped["stop_requested"]
@@ -409,21 +440,19 @@ def test_the_guides_sweeps_run_on_the_live_server(client, data_dir):
     assert client.get(f"/api/training/{trials[0]['task_id']}").status_code == 404
 
 
-def test_image_classifier_job(client):
-    task_id = client.post("/api/training/start", json=page_requests()["image_classifier"]).json()["task_id"]
-    job = wait(client, task_id)
+def test_image_classifier_job(client, kind_jobs):
+    task_id = kind_jobs["image_classifier"]
+    job = wait(client, task_id, timeout=300)
     assert job["state"] == "succeeded", job["error"]
     assert job["files"]["artifact"] and "val_accuracy" in job["metrics"]
     assert client.get(f"/api/training/{task_id}/report").status_code == 200
     assert client.get(f"/api/llm-finetuning/export/{task_id}").status_code == 422  # no adapter in this kind
 
 
-def test_dx_llava_lora_job_exports_and_explains(client, data_dir):
+def test_dx_llava_lora_job_exports_and_explains(client, data_dir, kind_jobs):
     request = page_requests()["dx_llava"]
     assert request["base_model"] == request["vision_tower"] == "random:tiny"
-    task_id = client.post("/api/training/start", json={**request, "evaluate.max_samples": 4}).json()[
-        "task_id"
-    ]
+    task_id = kind_jobs["dx_llava"]
     job = wait(client, task_id, timeout=300)
     assert job["state"] == "succeeded", job["error"]
     assert any("lm_loss" in row for row in client.get(f"/api/training/{task_id}/metrics").json()["history"])
@@ -444,16 +473,16 @@ def test_dx_llava_lora_job_exports_and_explains(client, data_dir):
         data={"model_task_id": task_id},
         files={"file": ("1.png", image.read_bytes(), "image/png")},
     )
-    job = wait(client, response.json()["task_id"], timeout=120)
+    job = wait(client, response.json()["task_id"], timeout=300)
     assert job["state"] == "succeeded", job["error"]
     (prediction,) = job["result"]["predictions"]
     assert 0 <= prediction["probability"] <= 1 and isinstance(prediction["explanation"], str)
 
 
-def test_llm_lora_job_export_merge_and_predict(client, data_dir):
+def test_llm_lora_job_export_merge_and_predict(client, data_dir, kind_jobs):
     request = page_requests()["llm_lora"]
     assert request["base_model"] == "random:tiny"
-    task_id = client.post("/api/training/start", json=request).json()["task_id"]
+    task_id = kind_jobs["llm_lora"]
     job = wait(client, task_id, timeout=300)
     assert job["state"] == "succeeded", job["error"]
     history = client.get(f"/api/training/{task_id}/metrics").json()["history"]
@@ -474,7 +503,7 @@ def test_llm_lora_job_export_merge_and_predict(client, data_dir):
     merged = client.post(
         "/api/llm-finetuning/merge", json={"task_id": task_id, "output_path": "merged-llm"}
     ).json()
-    job = wait(client, merged["task_id"], timeout=120)
+    job = wait(client, merged["task_id"], timeout=300)
     assert job["state"] == "succeeded", job["error"]
     assert (Path(merged["output_path"]) / "merged_model" / "config.json").is_file()
     again = client.post("/api/llm-finetuning/merge", json={"task_id": task_id, "output_path": "merged-llm"})
@@ -492,7 +521,7 @@ def test_llm_lora_job_export_merge_and_predict(client, data_dir):
         data={"model_task_id": task_id},
         files={"file": ("prompts.jsonl", prompts, "application/jsonl")},
     )
-    job = wait(client, response.json()["task_id"], timeout=120)
+    job = wait(client, response.json()["task_id"], timeout=300)
     assert job["state"] == "succeeded", job["error"]
     assert [row["id"] for row in job["result"]["predictions"]] == ["q1", "q2"]
     assert all(isinstance(row["response"], str) for row in job["result"]["predictions"])
@@ -522,7 +551,7 @@ def tmp_path_outside(data_dir: Path) -> Path:
     return outside
 
 
-def test_object_detector_job_evaluates_and_predicts_boxes(client, data_dir):
+def test_object_detector_job_evaluates_and_predicts_boxes(client, data_dir, kind_jobs):
     described = client.get("/api/datasets").json()
     shapes = next(
         d
@@ -530,7 +559,7 @@ def test_object_detector_job_evaluates_and_predicts_boxes(client, data_dir):
         if d["name"] == "shapes"
     )
     assert shapes["layout"] == "yolo" and shapes["kinds"] == ["object_detector"]
-    task_id = client.post("/api/training/start", json=page_requests()["object_detector"]).json()["task_id"]
+    task_id = kind_jobs["object_detector"]
     job = wait(client, task_id, timeout=300)
     assert job["state"] == "succeeded", job["error"]
     history = client.get(f"/api/training/{task_id}/metrics").json()["history"]
@@ -548,7 +577,7 @@ def test_object_detector_job_evaluates_and_predicts_boxes(client, data_dir):
     response = client.post(
         "/api/predict", data={"model_task_id": task_id}, files={"file": ("scene.jpg", image, "image/jpeg")}
     )
-    job = wait(client, response.json()["task_id"], timeout=120)
+    job = wait(client, response.json()["task_id"], timeout=300)
     assert job["state"] == "succeeded", job["error"]
     rows = job["result"]["predictions"]
     assert rows and all(
@@ -556,7 +585,7 @@ def test_object_detector_job_evaluates_and_predicts_boxes(client, data_dir):
     )
 
 
-def test_text_to_image_lora_job_generates_and_exports(client, data_dir):
+def test_text_to_image_lora_job_generates_and_exports(client, data_dir, kind_jobs):
     import io
     import zipfile
 
@@ -568,7 +597,7 @@ def test_text_to_image_lora_job_generates_and_exports(client, data_dir):
     )
     assert captions["layout"] == "captioned_images" and captions["kinds"] == ["text_to_image_lora"]
     assert captions["splits"] == {"train": {"captioned": 12}}
-    task_id = client.post("/api/training/start", json=page_requests()["text_to_image_lora"]).json()["task_id"]
+    task_id = kind_jobs["text_to_image_lora"]
     job = wait(client, task_id, timeout=300)
     assert job["state"] == "succeeded", job["error"]
     history = client.get(f"/api/training/{task_id}/metrics").json()["history"]
@@ -593,14 +622,14 @@ def test_text_to_image_lora_job_generates_and_exports(client, data_dir):
         data={"model_task_id": task_id},
         files={"file": ("prompts.txt", b"a red disc on a grey background\n", "text/plain")},
     )
-    job = wait(client, response.json()["task_id"], timeout=120)
+    job = wait(client, response.json()["task_id"], timeout=300)
     assert job["state"] == "succeeded", job["error"]
     (row,) = job["result"]["predictions"]
     assert row["prompt"] == "a red disc on a grey background" and Path(row["image"]).is_file()
 
 
-def test_llm_qlora_job(client):
-    task_id = client.post("/api/training/start", json=page_requests()["llm_qlora"]).json()["task_id"]
+def test_llm_qlora_job(client, kind_jobs):
+    task_id = kind_jobs["llm_qlora"]
     job = wait(client, task_id, timeout=300)
     assert job["state"] == "succeeded", job["error"]
     artifact = json.loads((Path(job["result"]["artifact"]) / "model.json").read_text())

@@ -218,7 +218,7 @@ def test_a_bad_sweep_is_refused_naming_the_key_with_nothing_queued(platform, swe
     assert len(client.get("/api/training").json()["jobs"]) == before
 
 
-def test_the_cli_runs_the_same_sweep_from_a_yaml_file(toy, tmp_path):
+def test_the_cli_runs_the_same_sweep_from_a_yaml_file(toy, tmp_path, monkeypatch):
     import os
     import subprocess
     import sys
@@ -242,12 +242,10 @@ def test_the_cli_runs_the_same_sweep_from_a_yaml_file(toy, tmp_path):
     assert swept["best"]["value"] == min(r["value"] for r in swept["rows"])
     assert (Path(swept["artifact"]) / "model.json").is_file() and Path(swept["metrics_file"]).is_file()
     assert (tmp_path / "out" / "optuna.sqlite").is_file()
-    again = subprocess.run(
-        [sys.executable, "-m", "fakefinder", "sweep", "-c", "sweep.yaml", "-o", "out"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "FAKEFINDER_KINDS": "toy_regressor:KIND"},
-    )
-    assert again.returncode == 2 and "--resume" in again.stderr + again.stdout
+    from typer.testing import CliRunner
+
+    from fakefinder.cli import app
+
+    monkeypatch.chdir(tmp_path)  # a sweep's folder is never written over: a second run is refused
+    again = CliRunner().invoke(app, ["sweep", "-c", "sweep.yaml", "-o", "out"])
+    assert again.exit_code == 2 and "--resume" in again.output, again.output

@@ -538,6 +538,18 @@ def test_ddp_on_two_cpu_processes_stops_on_sigterm_together_and_resumes(manifest
     assert state["history"][-1]["val_auc"] is not None
 
 
+def test_clipping_bites_on_this_model(manifest, tmp_path):
+    """The gradient norms of this tiny network are far above 0.5, so the DeepSpeed test's clipped
+    comparison really clips (the norm logged is the one before clipping)."""
+    seen = []
+    config = train_config(
+        manifest, tmp_path / "run", epochs=1, max_steps=2, grad_clip=0.5, logging_steps=1, optimizer="sgd"
+    )
+    train(config, events=seen.append)
+    norms = [e.data["grad_norm"] for e in seen if e.type == "metrics" and "grad_norm" in e.data]
+    assert norms and min(norms) > 1.0, norms
+
+
 def test_engine_options_run_together(manifest, tmp_path):
     """SGD + step schedule + accumulation + class weights + checkpointing + channels_last + bf16."""
     config = train_config(
@@ -631,7 +643,8 @@ def test_deepspeed_on_two_cpu_processes_matches_ddp_and_resumes_exactly(manifest
     tags = {p.name for p in (tmp_path / "zero2" / "run" / "deepspeed").iterdir() if p.is_dir()}
     assert tags == set(zero["deepspeed_tags"].values()) and zero["deepspeed"] in tags
 
-    # accumulation and clipping (this model's gradient norms are 10-4000, so a 0.5 clip always bites)
+    # accumulation and clipping (this model's gradient norms are 10-4000, so a 0.5 clip always bites:
+    # test_clipping_bites_on_this_model shows it without a launch)
     # apply to the averaged, accumulated gradient in both. One step only: DeepSpeed rounds the norm and
     # the clip factor differently in the last bits, and this tiny batch-2 network amplifies such
     # differences step after step (see docs/train.md, DeepSpeed)
@@ -640,7 +653,6 @@ def test_deepspeed_on_two_cpu_processes_matches_ddp_and_resumes_exactly(manifest
     zero1_clipped = run("zero1-accumulate-clipped", 29543, **one, deepspeed="zero1")
     assert zero1_clipped["global_step"] == clipped["global_step"] == 1
     assert largest_difference(zero1_clipped, clipped) < 1e-6
-    assert largest_difference(clipped, run("ddp-accumulate", 29544, **{**one, "grad_clip": None})) > 1e-4
 
     stopped = run("resumed", 29540, deepspeed="zero2", max_steps=6)  # stops after epoch 1
     assert stopped["global_step"] == 6 and stopped["epoch"] == 1

@@ -281,3 +281,15 @@ def toy(tmp_path_factory):
         os.environ.pop("PYTHONPATH")
     else:
         os.environ["PYTHONPATH"] = previous
+
+
+def toy_zip(toy: dict) -> bytes:
+    """The toy kind's numbers as the ZIP a user uploads (`POST /api/datasets`)."""
+    import io
+    import zipfile
+
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for name in ("toy_train.csv", "toy_test.csv"):
+            zipped.write(toy["data"] / name, name)
+    return archive.getvalue()

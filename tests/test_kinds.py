@@ -242,7 +242,7 @@ def test_the_test_only_kind_through_the_cli(toy):
 def test_the_test_only_kind_through_the_platform(toy):
     from fastapi.testclient import TestClient
 
-    from conftest import wait_for_job
+    from conftest import toy_zip, wait_for_job
     from fakefinder.platform.app import create_app
     from fakefinder.platform.settings import ServeSettings
 
@@ -252,14 +252,10 @@ def test_the_test_only_kind_through_the_platform(toy):
     with TestClient(create_app(settings), base_url="http://127.0.0.1:8000") as client:
         listed = {k["name"]: k for k in client.get("/api/kinds").json()["kinds"]}
         assert listed["toy_regressor"]["config"]["toy"]["train"]["epochs"] == 3
-        archive = io.BytesIO()
-        with zipfile.ZipFile(archive, "w") as zipped:
-            for name in ("toy_train.csv", "toy_test.csv"):
-                zipped.write(toy["data"] / name, name)
         uploaded = client.post(
             "/api/datasets",
             data={"name": "numbers"},
-            files={"file": ("numbers.zip", archive.getvalue(), "application/zip")},
+            files={"file": ("numbers.zip", toy_zip(toy), "application/zip")},
         )
         assert uploaded.status_code == 201, uploaded.text
         assert uploaded.json()["layout"] == "toy_csv" and uploaded.json()["kinds"] == ["toy_regressor"]

@@ -14,7 +14,7 @@ import optuna
 import pytest
 import yaml
 
-from conftest import wait_for_job
+from conftest import toy_zip, wait_for_job
 
 EPOCHS = 6
 SWEEP = {
@@ -54,14 +54,10 @@ def platform(toy):
     )
     settings.make_dirs()
     with TestClient(create_app(settings), base_url="http://127.0.0.1:8000") as client:
-        archive = io.BytesIO()
-        with zipfile.ZipFile(archive, "w") as zipped:
-            for name in ("toy_train.csv", "toy_test.csv"):
-                zipped.write(toy["data"] / name, name)
         uploaded = client.post(
             "/api/datasets",
             data={"name": "numbers"},
-            files={"file": ("numbers.zip", archive.getvalue(), "application/zip")},
+            files={"file": ("numbers.zip", toy_zip(toy), "application/zip")},
         )
         assert uploaded.status_code == 201, uploaded.text
         yield client, settings

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import Server, start_server, stop_server
+from conftest import Server, start_server, stop_server, toy_zip
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -642,9 +642,6 @@ def test_a_sweep_page_shows_its_trials_and_the_metric_against_each_setting(brows
     """A sweep on the test-only toy kind (its loss curve fixed by the learning rate): the page lists each
     trial with its settings, state and value, plots the loss against each searched setting, and a trial's
     page leads back to its sweep."""
-    import io
-    import zipfile
-
     d = browser
     os.environ["FAKEFINDER_KINDS"] = "toy_regressor:KIND"  # the server and its workers load the toy kind
     try:
@@ -652,13 +649,7 @@ def test_a_sweep_page_shows_its_trials_and_the_metric_against_each_setting(brows
     finally:
         os.environ.pop("FAKEFINDER_KINDS")
     try:
-        archive = io.BytesIO()
-        with zipfile.ZipFile(archive, "w") as zipped:
-            for name in ("toy_train.csv", "toy_test.csv"):
-                zipped.write(toy["data"] / name, name)
-        srv.api(
-            "POST", "/api/datasets", data={"name": "numbers"}, files={"file": ("n.zip", archive.getvalue())}
-        )
+        srv.api("POST", "/api/datasets", data={"name": "numbers"}, files={"file": ("n.zip", toy_zip(toy))})
         rates = [0.2, 0.1, 0.001, 0.05]
         sweep = srv.api(
             "POST",

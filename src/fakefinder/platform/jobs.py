@@ -214,6 +214,13 @@ def place_outputs(config: Config, task: Kind, folder: Path) -> Config:
     return validate(tree)
 
 
+def job_config(config: Config | dict, task: Kind, settings, folder: Path) -> Config:
+    """A job's config: a config (or its tree, validated) with every output in the job's folder and
+    every path confined to the platform's roots."""
+    config = validate(config) if isinstance(config, dict) else config
+    return confine_paths(place_outputs(config, task, folder), settings, folder)
+
+
 def confine_paths(config: Config, settings, folder: Path) -> Config:
     """Every path a config reads or writes inside the roots: the dataset and output roots, the job
     folders (artifacts of other jobs). A relative path is looked up in the dataset roots, else it is

@@ -188,7 +188,7 @@ def trial_config(tree: dict, params: dict, folder: Path, settings) -> Any:
     except RequestError as exc:
         key = next((k for k in params if exc.field == k or str(exc.field).startswith(k + ".")), None)
         raise RequestError(str(exc), f"sweep.space.{key}" if key else exc.field) from None
-    return jobs.confine_paths(jobs.place_outputs(config, task, folder), settings, folder)
+    return jobs.job_config(config, task, settings, folder)
 
 
 def check_space(spec: SweepSpec, tree: dict, settings, folder: Path) -> None:
@@ -358,9 +358,10 @@ class Sweeps:
             )
         except RequestError as exc:  # these settings make no valid run (or the limit came first)
             study.tell(trial.number, state=TrialState.FAIL)
-            state = "waiting" if isinstance(exc, LimitReached) else "failed"
             self.store.add_log(sweep["id"], f"trial {trial.number} ({_shown(params)}): not started: {exc}")
-            self.store.add_trial(sweep["id"], trial.number, None, params, state, told=1, note=str(exc)[:2000])
+            self.store.add_trial(
+                sweep["id"], trial.number, None, params, "failed", told=1, note=str(exc)[:2000]
+            )
             return self.store.trials(sweep["id"])[-1]
         self.store.add_trial(sweep["id"], trial.number, job["id"], params, "running")
         self.store.add_log(sweep["id"], f"trial {trial.number}: {_shown(params)} as job {job['id']}")
@@ -504,9 +505,7 @@ class Sweeps:
         tree = copy.deepcopy(trial["spec"]["config"])
         tree["evaluate"] = {**tree.get("evaluate", {}), "models": [str(artifact)]}
         task = get_task(tree["task"])
-        config = jobs.confine_paths(
-            jobs.place_outputs(jobs.validate(tree), task, folder), self.settings, folder
-        )
+        config = jobs.job_config(tree, task, self.settings, folder)
         job = self.store.create(
             "evaluate",
             task.name,

@@ -82,7 +82,7 @@ def evaluate(
     folder = svc.settings.jobs_dir / job_id
     tree.setdefault("evaluate", {})
     tree["evaluate"] = {**tree["evaluate"], "models": [str(artifact_path)]}
-    config = jobs.confine_paths(jobs.place_outputs(jobs.validate(tree), task, folder), svc.settings, folder)
+    config = jobs.job_config(tree, task, svc.settings, folder)
     spec = {"config": config.model_dump(mode="json")}
     notify = check_notify(body.get("notify"), svc.settings.webhooks)
     if notify is not None:
@@ -146,9 +146,7 @@ def predict(
         "heatmaps": heatmaps,
     }
     try:
-        config = jobs.confine_paths(
-            jobs.place_outputs(jobs.validate(tree), task, folder), svc.settings, folder
-        )
+        config = jobs.job_config(tree, task, svc.settings, folder)
         job = svc.store.create(
             "predict",
             task.name,

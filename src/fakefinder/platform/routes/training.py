@@ -36,7 +36,7 @@ def train_spec(svc: Services, body: dict, job_id: str) -> tuple[dict, Any]:
     config, _ = jobs.build_config(body, task, svc.settings)
     notes = config.notes  # older key names the request used, sections the kind does not read
     folder = svc.settings.jobs_dir / job_id
-    config = jobs.confine_paths(jobs.place_outputs(config, task, folder), svc.settings, folder)
+    config = jobs.job_config(config, task, svc.settings, folder)
     evaluate = body.get("evaluate", True)
     if not isinstance(evaluate, bool):
         raise RequestError("evaluate: true or false", "evaluate")

@@ -336,9 +336,10 @@ def test_a_killed_worker_fails_its_job_and_the_queue_goes_on(client, data_dir):
 
 def test_a_restart_keeps_finished_jobs_and_interrupts_running_ones(tmp_path):
     write_demo_datasets(tmp_path / "datasets")
-    with TestClient(create_app(settings_for(tmp_path)), base_url=LOCAL) as first:
-        done = wait(first, start(first, name="before the restart"))
+    with TestClient(create_app(settings_for(tmp_path, jobs_per_device=2)), base_url=LOCAL) as first:
+        before = start(first, name="before the restart")  # the two run side by side
         running = start(first, epochs=40, name="running at the restart")
+        done = wait(first, before)
         wait(first, running, {"running"}, check=lambda j: (j["progress"].get("epoch") or 0) >= 1)
     # the server stopped: its worker was asked to save and stop
     with TestClient(create_app(settings_for(tmp_path)), base_url=LOCAL) as second:

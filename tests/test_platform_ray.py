@@ -272,7 +272,7 @@ def test_a_gpu_job_waits_for_ray_to_give_it_a_gpu_and_stop_cancels_it(executor, 
         tmp_path / "worker.log",
         {"num_cpus": 1, "num_gpus": 1},
     )
-    deadline = time.monotonic() + 4
+    deadline = time.monotonic() + 2  # a job Ray could place starts well within this here
     while time.monotonic() < deadline:
         assert executor.poll(ref).running
         time.sleep(0.5)
@@ -533,7 +533,7 @@ def test_platform_a_gpu_job_waits_on_a_cpu_only_ray_head_and_stop_cancels_it(pla
     )  # the request's num_gpus: what Ray is asked for
     assert job["device"] == "ray"
     ray = JobSubmissionClient(ray_head)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 2
     while time.monotonic() < deadline:  # Ray holds it: no GPU on this head. It does not fail.
         assert str(ray.get_job_status(ref)) == "PENDING"
         status = platform.app.state.manager.executor.poll(ref)

@@ -121,7 +121,8 @@ def test_the_platform_submits_a_jobs_gpus_to_its_executor(tmp_path):
         def resources(self):
             return {"gpus": self.gpus}
 
-        def submit(self, job_id, command, env, cwd, log_path, resources):
+        def submit(self, job_id, command, env, cwd, log_path, resources, imports=()):
+            assert "timm" in imports  # what a detector's worker imports: a warm start imports it first
             self.submitted.append((command, resources))
             return f"ref-{job_id}"
 

@@ -368,6 +368,13 @@ def serve(
         Optional[str], typer.Option(help="The Ray job API, e.g. http://127.0.0.1:8265.")
     ] = None,
     jobs_per_device: Annotated[int, typer.Option(help="Jobs running at once on each device.")] = 1,
+    warm_workers: Annotated[
+        bool,
+        typer.Option(
+            help="Fork local workers from a process that has imported the ML libraries already (each "
+            "job starts seconds sooner); --no-warm-workers: a fresh Python process per job."
+        ),
+    ] = True,
     device: Annotated[
         Optional[list[str]],
         typer.Option("--device", help="Devices to run jobs on (default: every GPU, else cpu)."),
@@ -435,6 +442,7 @@ def serve(
             executor=executor,
             ray_address=ray_address,
             jobs_per_device=jobs_per_device,
+            warm_workers=warm_workers,
             devices=device or None,
             dataset_roots=dataset_root or [],
             output_roots=output_root or [],

@@ -275,7 +275,9 @@ class JobManager:
         ):
             return  # stopped meanwhile
         try:
-            ref = self.executor.submit(job["id"], command, env, folder, folder / "worker.log", resources)
+            ref = self.executor.submit(
+                job["id"], command, env, folder, folder / "worker.log", resources, _worker_imports(job)
+            )
         except Exception as exc:  # noqa: BLE001 - the job fails with the reason, the queue goes on
             self.store.update(
                 job["id"], state="failed", finished_at=time.time(), error=f"could not start: {exc}"
@@ -541,3 +543,11 @@ def _progress(event: dict) -> dict:
     elif within is not None:
         progress["fraction"] = min(1.0, within)
     return progress
+
+
+def _worker_imports(job: dict) -> tuple[str, ...]:
+    """What the job's kind imports beyond every kind's libraries (none for a kind no longer known)."""
+    try:
+        return get_task(job["kind"]).worker_imports if job["kind"] else ()
+    except Exception:  # noqa: BLE001 - only a hint for a warm start
+        return ()

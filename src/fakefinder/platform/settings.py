@@ -50,6 +50,11 @@ class ServeSettings(BaseModel):
     )
     devices: list[str] | None = Field(default=None, description="Default: every CUDA device, else cpu.")
     jobs_per_device: int = Field(default=1, ge=1)
+    warm_workers: bool = Field(
+        default=True,
+        description="Fork local workers from a process that has imported the ML libraries already (a job "
+        "starts seconds sooner); off: each worker is a fresh `python -m fakefinder.platform.worker`.",
+    )
     mlflow_uri: str | None = Field(
         default=None,
         description="Where jobs that name the mlflow tracker are logged (a team server); default a local "

@@ -53,6 +53,9 @@ class Kind:
     dataset_layout      what a dataset it trains on looks like, in a few words (messages list it)
     draws_heatmaps      whether its models draw where they looked (`predict.heatmaps`); the platform's
                         predict form offers heatmaps where this is true
+    worker_imports      the libraries its jobs import (torch, timm, peft, ...): the platform's warm
+                        process imports them at the kind's first job, and forks each of its workers
+                        with them imported (platform/executors/warm.py)
     """
 
     name: ClassVar[str] = ""
@@ -70,6 +73,7 @@ class Kind:
     multi_process: ClassVar[bool] = False
     dataset_layout: ClassVar[str] = ""
     draws_heatmaps: ClassVar[bool] = False
+    worker_imports: ClassVar[tuple[str, ...]] = ()
 
     # ------------------------------------------------------------------ what every kind implements
     def train(

@@ -16,4 +16,4 @@ def make_executor(settings) -> Executor:
         return RayJobsExecutor(settings.ray_address, stop_wait_s=settings.stop_timeout_s)
     from fakefinder.platform.executors.local import LocalExecutor
 
-    return LocalExecutor()
+    return LocalExecutor(warm=settings.warm_workers)

@@ -19,9 +19,17 @@ class Executor:
     name = "base"
 
     def submit(
-        self, job_id: str, command: list[str], env: dict[str, str], cwd: Path, log_path: Path, resources: dict
+        self,
+        job_id: str,
+        command: list[str],
+        env: dict[str, str],
+        cwd: Path,
+        log_path: Path,
+        resources: dict,
+        imports: tuple[str, ...] = (),
     ) -> str:
-        """Start `command`; returns the reference the job store keeps to find it again."""
+        """Start `command`; returns the reference the job store keeps to find it again. `imports`:
+        libraries the worker will import, for an executor that starts workers warm."""
         raise NotImplementedError
 
     def poll(self, ref: str) -> ExecStatus:

@@ -1,10 +1,12 @@
-"""Workers as local child processes, one per job, each in its own session and writing its own log."""
+"""Workers as local processes, one per job, each in its own session and writing its own log: forked
+from the warm process (`executors/warm.py`) when it can, else started as a child."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -20,13 +22,28 @@ class LocalExecutor(Executor):
 
     name = "local"
 
-    def __init__(self) -> None:
+    def __init__(self, warm: bool = False) -> None:
         self._children: dict[str, subprocess.Popen] = {}
+        self._forked: dict[str, tuple[int, int]] = {}  # ref -> (pid, warm generation): forked workers
         self._lock = threading.Lock()
+        self.warm = None
+        if warm:
+            from fakefinder.platform.executors.warm import WarmStarter
 
-    def submit(self, job_id, command, env, cwd, log_path, resources) -> str:
+            self.warm = WarmStarter()  # started by the first job
+
+    def submit(self, job_id, command, env, cwd, log_path, resources, imports=()) -> str:
         log_path = Path(log_path)
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.warm is not None and command[:2] == [sys.executable, "-m"] and len(command) > 2:
+            start = log_path.stat().st_size if log_path.exists() else 0
+            generation = self.warm.generation
+            pid = self.warm.spawn(command[2], command[3:], {**os.environ, **env}, cwd, log_path, imports)
+            if pid is not None:
+                ref = f"{pid}:{_created(pid):.3f}:{start}:{log_path}"
+                with self._lock:
+                    self._forked[ref] = (pid, generation)
+                return ref
         with open(log_path, "ab") as log:
             start = log.tell()
             child = subprocess.Popen(
@@ -38,11 +55,7 @@ class LocalExecutor(Executor):
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        try:
-            created = psutil.Process(child.pid).create_time()
-        except psutil.Error:
-            created = 0.0
-        ref = f"{child.pid}:{created:.3f}:{start}:{log_path}"
+        ref = f"{child.pid}:{_created(child.pid):.3f}:{start}:{log_path}"
         with self._lock:
             self._children[ref] = child
         return ref
@@ -73,6 +86,20 @@ class LocalExecutor(Executor):
             with self._lock:
                 self._children.pop(ref, None)
             return ExecStatus(False, code, "" if code in (0, 3) else describe_exit(code))
+        with self._lock:
+            forked = self._forked.get(ref)
+        if forked is not None:
+            pid, generation = forked
+            code = self.warm.returncode(pid)
+            if code is not None:
+                with self._lock:
+                    self._forked.pop(ref, None)
+                self.warm.forget(pid)
+                return ExecStatus(False, code, "" if code in (0, 3) else describe_exit(code))
+            # running; or ended, and the warm process that forked it says so at its next look
+            if self._process(ref) is not None or self.warm.reports_on(generation):
+                return ExecStatus(True)
+            return ExecStatus(False, None, "the worker is gone (its warm process ended before it)")
         if self._process(ref) is not None:  # started by an earlier server instance
             return ExecStatus(True)
         return ExecStatus(False, None, "the worker is gone (started by an earlier server instance)")
@@ -109,3 +136,14 @@ class LocalExecutor(Executor):
                 process.kill()
             except psutil.Error:
                 pass
+
+    def close(self) -> None:
+        if self.warm is not None:
+            self.warm.close()
+
+
+def _created(pid: int) -> float:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return 0.0

@@ -215,7 +215,7 @@ class RayJobsExecutor(Executor):
         self._resources = (now, found)
         return found
 
-    def submit(self, job_id, command, env, cwd, log_path, resources) -> str:
+    def submit(self, job_id, command, env, cwd, log_path, resources, imports=()) -> str:
         """`submit_job` with the worker command as the entrypoint (run in `cwd`), `env` as the runtime
         env's env_vars and `resources` ({"num_cpus", "num_gpus"}) as the entrypoint's resources."""
         extras = dict(self.runtime_env)

@@ -16,6 +16,15 @@ class ClassificationKind(Kind):
     option_sections: ClassVar[tuple[str, ...]] = ("train", "model", "augment")
     multi_process: ClassVar[bool] = True
     draws_heatmaps: ClassVar[bool] = True  # a mask head's map, else a class-activation map
+    worker_imports: ClassVar[tuple[str, ...]] = (
+        "torch",
+        "timm",
+        "sklearn.metrics",
+        "pandas",
+        "matplotlib.figure",
+        "albumentations",
+        "cv2",
+    )
 
     def heatmap_check(self, artifact: Path) -> dict | None:
         from fakefinder.tasks.classification.heatmaps import read_record

@@ -36,6 +36,14 @@ class DxLlava(Kind):
         "dx_llava",
     )
     run_section: ClassVar[str] = "dx_llava.train"
+    worker_imports: ClassVar[tuple[str, ...]] = (
+        "torch",
+        "timm",
+        "peft",
+        "sklearn.metrics",
+        "pandas",
+        "matplotlib.figure",
+    )
     artifact_dir: ClassVar[str] = "final"
     adapter: ClassVar[str] = "adapter"
     multi_process: ClassVar[bool] = True

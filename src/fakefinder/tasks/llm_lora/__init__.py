@@ -33,6 +33,7 @@ class LlmLora(Kind):
         "llm",
     )
     run_section: ClassVar[str] = "llm.train"
+    worker_imports: ClassVar[tuple[str, ...]] = ("torch", "peft", "pandas")
     adapter: ClassVar[str] = "adapter"
     predict_inputs: ClassVar[tuple[str, ...]] = PROMPT_EXTENSIONS
 

@@ -36,6 +36,7 @@ class ObjectDetector(Kind):
         "object_detector",
     )
     run_section: ClassVar[str] = "object_detector.train"
+    worker_imports: ClassVar[tuple[str, ...]] = ("torch", "torchvision", "pandas")
     predict_inputs: ClassVar[tuple[str, ...]] = IMAGE_EXTENSIONS  # the CLI also reads .txt lists of images
 
     def train(self, config: Config, resume=False, events=None, overwrite: bool = False):

@@ -36,6 +36,7 @@ class TextToImageLora(Kind):
         "diffusion",
     )
     run_section: ClassVar[str] = "diffusion.train"
+    worker_imports: ClassVar[tuple[str, ...]] = ("torch", "diffusers", "peft")
     adapter: ClassVar[str] = "adapter"
     predict_inputs: ClassVar[tuple[str, ...]] = PROMPT_EXTENSIONS
 

@@ -588,11 +588,12 @@ def test_train_lora_resume_evaluate_and_merge(dx_data, tmp_path):
     _check_predict(dx_data, cfg, final, tmp_path)
 
 
-def test_deepspeed_zero2_and_zero3_on_two_cpu_processes_save_whole_weights(dx_data, tmp_path):
-    """`torchrun --nproc_per_node 2 -m fakefinder train` with DeepSpeed (gloo on CPU), the shipped
-    ZeRO-2 config and a ZeRO-3 config that partitions every parameter: one process group, each rank
-    gets half of every batch's samples, rank 0 alone writes the base LM and the model; ZeRO-3 saves
-    whole tensors (not each rank's empty slice), equal to ZeRO-2's, in the shapes of the model."""
+def test_deepspeed_zero3_on_two_cpu_processes_saves_whole_weights(dx_data, tmp_path):
+    """`torchrun --nproc_per_node 2 -m fakefinder train` with DeepSpeed ZeRO-3 (gloo on CPU), set to
+    partition every parameter: one process group, each rank gets half of every batch's samples, rank 0
+    alone writes the base LM and the model, and what it saves is whole tensors (not each rank's empty
+    slice) in the shapes of the model, moved by training. (ZeRO-2 keeps whole parameters on every rank:
+    its saving is the plain one; the detector's DeepSpeed test runs ZeRO-2 against DDP.)"""
     from importlib import resources
 
     import deepspeed  # noqa: F401  (installed by the set-up)
@@ -607,40 +608,35 @@ def test_deepspeed_zero2_and_zero3_on_two_cpu_processes_save_whole_weights(dx_da
     )
     zero3["zero_optimization"]["stage3_param_persistence_threshold"] = 0  # tiny tensors are partitioned too
     (tmp_path / "zero3.json").write_text(json.dumps(zero3))
-    saved = {}
-    for stage, port in (("zero2", 29534), (str(tmp_path / "zero3.json"), 29535)):
-        name = Path(stage).stem
-        cfg = dx_config(
-            dx_data,
-            tmp_path / name,
-            max_steps=None,
-            epochs=1,
-            batch_size=2,
-            eval_steps=100,
-            save_steps=100,
-            deepspeed=stage,
-        )
-        save_config(cfg, tmp_path / f"{name}.yaml")
-        done = torchrun_train(tmp_path / f"{name}.yaml", port, timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
-        # 12 samples, 2 ranks x batch 2 = 4 per step: 3 steps (one process would take 6), said by rank 0
-        assert done.stdout.count("completed after 3 step(s)") == 1, done.stdout[-2000:]
-        assert not list((tmp_path / name).glob("*.partial-*"))  # the base LM was written once, whole
-        final = tmp_path / name / "final"
-        adapter = next((final / "adapter").glob("*.safetensors"))
-        saved[name] = {part: load_file(str(final / f"{part}.safetensors")) for part in ("projector", "head")}
-        saved[name]["adapter"] = load_file(str(adapter))
+    cfg = dx_config(
+        dx_data,
+        tmp_path / "zero3",
+        max_steps=None,
+        epochs=1,
+        batch_size=2,
+        eval_steps=100,
+        save_steps=100,
+        deepspeed=str(tmp_path / "zero3.json"),
+    )
+    save_config(cfg, tmp_path / "zero3.yaml")
+    done = torchrun_train(tmp_path / "zero3.yaml", 29535, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # 12 samples, 2 ranks x batch 2 = 4 per step: 3 steps (one process would take 6), said by rank 0
+    assert done.stdout.count("completed after 3 step(s)") == 1, done.stdout[-2000:]
+    assert not list((tmp_path / "zero3").glob("*.partial-*"))  # the base LM was written once, whole
+    final = tmp_path / "zero3" / "final"
+    saved = {part: load_file(str(final / f"{part}.safetensors")) for part in ("projector", "head")}
+    adapter = load_file(str(next((final / "adapter").glob("*.safetensors"))))
+    torch.manual_seed(cfg.dx_llava.train.seed)  # as the run did: the weights it started from
     model, _, _ = build_model(cfg.dx_llava, tmp_path / "zero3")
-    expected = {"projector": model.projector.state_dict(), "head": model.head.state_dict()}
-    for part, tensors in expected.items():
-        assert {k: v.shape for k, v in saved["zero3"][part].items()} == {
-            k: v.shape for k, v in tensors.items()
-        }
-    for part in ("projector", "head", "adapter"):
-        assert saved["zero2"][part].keys() == saved["zero3"][part].keys()
-        for key, value in saved["zero2"][part].items():
-            assert value.numel() > 0
-            torch.testing.assert_close(saved["zero3"][part][key], value, rtol=1e-4, atol=1e-5)
+    initial = {"projector": model.projector.state_dict(), "head": model.head.state_dict()}
+    for part, tensors in initial.items():
+        assert {k: v.shape for k, v in saved[part].items()} == {k: v.shape for k, v in tensors.items()}
+        assert all(torch.isfinite(v).all() for v in saved[part].values())
+        assert any(not torch.equal(saved[part][k], v) for k, v in tensors.items()), f"{part} never moved"
+    lora_b = [v for k, v in adapter.items() if "lora_B" in k]
+    assert lora_b and all(v.numel() > 0 for v in adapter.values())
+    assert any(v.abs().max() > 0 for v in lora_b)  # LoRA's B starts at zero: training moved it
 
 
 def test_stage1_saves_the_projector_alone_and_stage2_starts_from_it(dx_data, tmp_path):

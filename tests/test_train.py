@@ -601,11 +601,11 @@ def test_train_prepares_the_datasets_when_no_manifest_exists(trees, tmp_path):
     assert any("preparing the datasets first" in e.message for e in events)
 
 
-def test_deepspeed_on_two_cpu_processes_matches_ddp_and_resumes_exactly(manifest, tmp_path):
+def test_deepspeed_on_two_cpu_processes_stops_resumes_and_matches_ddp(manifest, tmp_path):
     """The same config through DDP and through DeepSpeed ZeRO-2 (2 gloo processes; gradients and
-    optimizer state split) trains the same weights, and a ZeRO-2 run stopped after an epoch and resumed
-    reaches the uninterrupted run's weights exactly. (SGD: Adam's normalised steps would blow
-    float-rounding differences in near-zero gradients up to +-lr.) What DeepSpeed is told of
+    optimizer state split), the ZeRO-2 run stopped after an epoch and resumed, trains the same weights
+    and EMA. (SGD: Adam's normalised steps would blow float-rounding differences in near-zero gradients
+    up to +-lr.) What DeepSpeed is told of
     accumulation and clipping is checked without a launch (test_deepspeed_config_errors_name_the_key),
     that clipping bites on this network in test_clipping_bites_on_this_model."""
     import deepspeed  # noqa: F401  (installed by the set-up)
@@ -637,29 +637,27 @@ def test_deepspeed_on_two_cpu_processes_matches_ddp_and_resumes_exactly(manifest
         )
 
     ddp = run("ddp", 29536)
-    zero = run("zero2", 29537, deepspeed="zero2")
-    assert zero["optimizer"] is None and zero["deepspeed"] == f"last-step{zero['global_step']}"
-    assert zero["global_step"] == ddp["global_step"] == 2 * 6  # 12 rows per process / batch 2
-    assert largest_difference(zero, ddp) < 1e-5
+    stopped = run("zero2", 29540, deepspeed="zero2", max_steps=6)  # stops after epoch 1
+    assert stopped["global_step"] == 6 and stopped["epoch"] == 1
+    final = run("zero2", 29541, "--resume", "train.max_steps=null", deepspeed="zero2", max_steps=6)
+    assert final["optimizer"] is None and final["deepspeed"] == f"last-step{final['global_step']}"
+    assert final["global_step"] == ddp["global_step"] == 2 * 6  # 12 rows per process / batch 2
+    assert largest_difference(stopped, final) > 1e-4  # the resumed steps moved the weights
+    # the resumed ZeRO-2 run reaches the weights (and EMA) the uninterrupted DDP run trained: a resume
+    # that lost the optimizer's state, the data order or the EMA would land far from them
+    assert largest_difference(final, ddp) < 1e-5
+    for key, value in ddp["ema"]["module"].items():
+        if value.dtype.is_floating_point:
+            torch.testing.assert_close(final["ema"]["module"][key], value, rtol=0, atol=1e-5)
     # only the optimizer states the checkpoints name are kept
     tags = {p.name for p in (tmp_path / "zero2" / "run" / "deepspeed").iterdir() if p.is_dir()}
-    assert tags == set(zero["deepspeed_tags"].values()) and zero["deepspeed"] in tags
-
-    stopped = run("resumed", 29540, deepspeed="zero2", max_steps=6)  # stops after epoch 1
-    assert stopped["global_step"] == 6 and stopped["epoch"] == 1
-    final = run("resumed", 29541, "--resume", "train.max_steps=null", deepspeed="zero2", max_steps=6)
-    assert final["global_step"] == zero["global_step"]
-    assert largest_difference(stopped, final) > 0  # the resumed steps moved the weights
-    for key, value in zero["model"].items():
-        assert torch.equal(final["model"][key], value), key
-    for key, value in zero["ema"]["module"].items():
-        assert torch.equal(final["ema"]["module"][key], value), key
+    assert tags == set(final["deepspeed_tags"].values()) and final["deepspeed"] in tags
 
     # DeepSpeed unpickles its own files freely: each is read safely first, so a crafted one is refused
     from fakefinder.core.checkpoint import CheckpointError
     from fakefinder.engine import deepspeed_zero
 
-    tag = tmp_path / "resumed" / "run" / "deepspeed" / final["deepspeed"]
+    tag = tmp_path / "zero2" / "run" / "deepspeed" / final["deepspeed"]
     deepspeed_zero.vet(tag)  # what DeepSpeed really writes passes
     marker = tmp_path / "ran"
     crafted = tmp_path / "crafted"

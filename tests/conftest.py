@@ -204,6 +204,18 @@ class Server:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
 
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """`fakefinder *args` run in this process (the CLI's own entry, its exit code and what it printed
+    on stdout and stderr): a command's behaviour without a fresh interpreter's seconds of imports.
+    Tests that signal or kill a run, or need a fresh process, start `python -m fakefinder` instead."""
+    from typer.testing import CliRunner
+
+    from fakefinder.cli import app
+
+    done = CliRunner().invoke(app, [str(a) for a in args])
+    return subprocess.CompletedProcess(list(args), done.exit_code, done.stdout, done.stderr)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

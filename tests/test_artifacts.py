@@ -7,8 +7,6 @@ import json
 import os
 import pickle
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,7 @@ import pytest
 import torch
 
 import fakefinder
-from conftest import make_crops, train_config
+from conftest import cli, make_crops, train_config
 from fakefinder.config import ConfigError, config_from_dict
 from fakefinder.core.artifact import ArtifactError, read_artifact, write_artifact
 from fakefinder.core.checkpoint import CheckpointError, load_checkpoint
@@ -174,11 +172,7 @@ def test_an_older_best_pt_loads_safely_and_converts(run, tmp_path):
     detector = load_detector(old)
     expected = logits(network_from_state(state))
     assert torch.equal(logits(detector.model), expected) and detector.threshold == pytest.approx(0.42)
-    done = subprocess.run(
-        [sys.executable, "-m", "fakefinder", "convert", str(old), "-o", str(tmp_path / "converted")],
-        capture_output=True,
-        text=True,
-    )
+    done = cli("convert", old, "-o", tmp_path / "converted")
     assert done.returncode == 0, done.stderr
     converted = read_artifact(tmp_path / "converted")
     assert converted.meta["training"]["converted_from"] == str(old) and converted.threshold == pytest.approx(
@@ -269,7 +263,7 @@ def test_a_crafted_pickle_is_refused_and_runs_nothing(tmp_path):
         ["convert", str(files["raw"]), "-o", str(tmp_path / "out")],
         ["train", "train.manifest=x.csv", f"train.output_dir={tmp_path}", f"--resume-from={files['zip']}"],
     ):
-        done = subprocess.run([sys.executable, "-m", "fakefinder", *args], capture_output=True, text=True)
+        done = cli(*args)
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     # an artifact whose weight file is a pickle in disguise
     write_artifact(

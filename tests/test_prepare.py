@@ -14,7 +14,7 @@ import yaml
 from PIL import Image
 
 import fakefinder
-from conftest import SMALL_VIDEO, make_config
+from conftest import SMALL_VIDEO, cli, make_config
 from fakefinder import synthetic
 from fakefinder.faces.layouts import LayoutError
 from fakefinder.faces.prepare import MANIFEST_COLUMNS, RECORDS_DIR
@@ -240,10 +240,6 @@ def test_wrong_layout_fails_fast(trees, tmp_path):
 
 
 # --- the command line, and resuming after SIGKILL ---------------------------------------------
-
-
-def cli(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "fakefinder", *args], capture_output=True, text=True, **kw)
 
 
 def test_cli_prepare_with_overrides_and_clear_errors(trees, tmp_path):

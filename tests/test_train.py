@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import make_crops, torchrun_train, train_config
+from conftest import cli, make_crops, torchrun_train, train_config
 from fakefinder.api import train
 from fakefinder.config import ConfigError, config_from_dict, load_config
 from fakefinder.core.checkpoint import load_checkpoint
@@ -413,10 +413,6 @@ def test_sbi_trains_on_reals_only(manifest, tmp_path):
 def test_bad_config_values(override, fragment):
     with pytest.raises(ConfigError, match=fragment):
         load_config(None, [override])
-
-
-def cli(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "fakefinder", *args], capture_output=True, text=True, **kw)
 
 
 def test_cli_unknown_model_lists_close_names(manifest, tmp_path):

@@ -14,7 +14,7 @@ import optuna
 import pytest
 import yaml
 
-from conftest import toy_zip, wait_for_job
+from conftest import cli, toy_zip, wait_for_job
 
 EPOCHS = 6
 SWEEP = {
@@ -215,22 +215,12 @@ def test_a_bad_sweep_is_refused_naming_the_key_with_nothing_queued(platform, swe
 
 
 def test_the_cli_runs_the_same_sweep_from_a_yaml_file(toy, tmp_path, monkeypatch):
-    import os
-    import subprocess
-    import sys
-
     sweep = {**SWEEP, "trials": 2, "enqueue": [{"toy.train.lr": 0.2}], "pruner": "none"}
     config = {"task": "toy_regressor", "toy": {"data": "data", "train": {"epochs": 3}}, "sweep": sweep}
     (tmp_path / "data").symlink_to(toy["data"])
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(config))
-    done = subprocess.run(
-        [sys.executable, "-m", "fakefinder", "sweep", "-c", "sweep.yaml", "-o", "out", "sweep.concurrency=2"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env={**os.environ, "FAKEFINDER_KINDS": "toy_regressor:KIND"},
-    )
+    monkeypatch.chdir(tmp_path)  # relative paths in the config are taken from here
+    done = cli("sweep", "-c", "sweep.yaml", "-o", "out", "sweep.concurrency=2")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "trial 0: toy.train.lr=0.2 as job" in done.stdout and "sweep succeeded" in done.stdout
     swept = json.loads(next((tmp_path / "out" / "jobs").glob("*/sweep.json")).read_text())
@@ -238,10 +228,5 @@ def test_the_cli_runs_the_same_sweep_from_a_yaml_file(toy, tmp_path, monkeypatch
     assert swept["best"]["value"] == min(r["value"] for r in swept["rows"])
     assert (Path(swept["artifact"]) / "model.json").is_file() and Path(swept["metrics_file"]).is_file()
     assert (tmp_path / "out" / "optuna.sqlite").is_file()
-    from typer.testing import CliRunner
-
-    from fakefinder.cli import app
-
-    monkeypatch.chdir(tmp_path)  # a sweep's folder is never written over: a second run is refused
-    again = CliRunner().invoke(app, ["sweep", "-c", "sweep.yaml", "-o", "out"])
-    assert again.exit_code == 2 and "--resume" in again.output, again.output
+    again = cli("sweep", "-c", "sweep.yaml", "-o", "out")  # a sweep's folder is never written over
+    assert again.returncode == 2 and "--resume" in again.stdout + again.stderr, again.stderr
